@@ -1,0 +1,43 @@
+"""Commands on ``rj.commands`` (keyed by case id), and the rejection every owning service answers with.
+
+A command names who issues it (``actor``) and may carry a ``reason``; the owning service turns it into
+facts or into a ``rj.command.rejected`` that says why, so the sender can see the outcome.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import AwareDatetime, Field
+
+from schemas.common import Actor
+from schemas.envelope import EventData
+
+
+class Command(EventData):
+    case_id: str = Field(min_length=1)
+    actor: Actor
+    reason: str | None = None
+
+
+class RecordVictimInformationProvided(Command):
+    """A facilitator or officer told the victim about RJ (stops the Victims' Code clock)."""
+
+    event_type: ClassVar[str] = "rj.victim-information.record-provided"
+
+    person_id: str = Field(min_length=1)
+    provided_at: AwareDatetime
+
+
+class CommandRejected(EventData):
+    event_type: ClassVar[str] = "rj.command.rejected"
+
+    case_id: str
+    command_id: str
+    command_type: str
+    service: str
+    reason: str
+    rejected_at: AwareDatetime
+
+
+REFERRAL_COMMANDS: tuple[type[EventData], ...] = (RecordVictimInformationProvided,)

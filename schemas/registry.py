@@ -1,0 +1,107 @@
+"""Every event type the system knows, and turning raw bytes into a validated event (or a clear reason why not).
+
+Versioning: an event's version is the ``vN`` at the end of its ``dataschema`` (upstream events carry
+none and are version 1). A breaking change bumps ``EventData.version`` and registers an upcaster that
+rewrites the old payload into the new shape, so old events in the log still load.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas.commands import REFERRAL_COMMANDS, CommandRejected
+from schemas.envelope import CloudEvent, EventData, RawEnvelope
+from schemas.referral import REFERRAL_EVENTS
+from schemas.upstream import UPSTREAM_EVENTS
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+_VERSION = re.compile(r":v(\d+)$")
+
+
+class ParseError(ValueError):
+    """A message that can never be processed; the text is the reason recorded with its dead letter."""
+
+
+class Registry:
+    def __init__(self, models: Iterable[type[EventData]] = ()) -> None:
+        self._models: dict[str, type[EventData]] = {}
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        for model in models:
+            self.register(model)
+
+    def register(self, model: type[EventData]) -> None:
+        if model.event_type in self._models:
+            raise ValueError(f"event type {model.event_type} registered twice")
+        self._models[model.event_type] = model
+
+    def upcaster(self, event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+        """Register a function turning ``from_version`` data into ``from_version + 1`` data."""
+
+        def register(fn: Upcaster) -> Upcaster:
+            self._upcasters[(event_type, from_version)] = fn
+            return fn
+
+        return register
+
+    def model(self, event_type: str) -> type[EventData]:
+        return self._models[event_type]
+
+    def __contains__(self, event_type: str) -> bool:
+        return event_type in self._models
+
+    @property
+    def models(self) -> dict[str, type[EventData]]:
+        return dict(self._models)
+
+    def parse(self, raw: bytes) -> CloudEvent[EventData]:
+        try:
+            document = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ParseError(f"not JSON: {exc}") from None
+        if not isinstance(document, dict):
+            raise ParseError(f"not a CloudEvent: a JSON {type(document).__name__}, not an object")
+        try:
+            envelope = RawEnvelope.model_validate(document)
+        except ValidationError as exc:
+            raise ParseError(f"not a CloudEvent: {_describe(exc)}") from None
+        model = self._models.get(envelope.type)
+        if model is None:
+            raise ParseError(f"unknown event type {envelope.type!r}")
+        data = self._upcast(envelope.type, _version_of(envelope.dataschema), envelope.data, model.version)
+        try:
+            payload = model.model_validate(data)
+        except ValidationError as exc:
+            raise ParseError(f"{envelope.type} fails its schema: {_describe(exc)}") from None
+        return CloudEvent[EventData].model_validate({**envelope.model_dump(exclude={"data"}), "data": payload})
+
+    def _upcast(self, event_type: str, version: int, data: dict[str, Any], target: int) -> dict[str, Any]:
+        if version > target:
+            raise ParseError(f"{event_type} v{version} is newer than this service knows (v{target})")
+        while version < target:
+            step = self._upcasters.get((event_type, version))
+            if step is None:
+                raise ParseError(f"no upcaster for {event_type} from v{version}")
+            data, version = step(data), version + 1
+        return data
+
+
+def _version_of(dataschema: str | None) -> int:
+    match = _VERSION.search(dataschema or "")
+    return int(match.group(1)) if match else 1
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()[:5])
+
+
+REGISTRY = Registry([*UPSTREAM_EVENTS, *REFERRAL_EVENTS, *REFERRAL_COMMANDS, CommandRejected])
+
+
+def parse_event(raw: bytes) -> CloudEvent[EventData]:
+    return REGISTRY.parse(raw)

@@ -1,0 +1,1 @@
+"""The RJ workflow services. Each subpackage is one service; ``runtime`` is the plumbing they share."""

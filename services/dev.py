@@ -1,0 +1,162 @@
+"""``rj dev`` and ``rj demo``: the whole system on the embedded broker and PostgreSQL, on one machine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+from rich.console import Console
+from rich.table import Table
+
+from schemas import topics
+from schemas.upstream import Requester, RiskFlag
+from services import samples
+from services.runtime.devstack import database_for_run, ensure_postgres, start_broker
+from services.runtime.kafka import TopicReader, ensure_topics, publish
+from services.runtime.settings import Settings
+from services.runtime.supervisor import Supervisor
+
+console = Console(width=120)
+STATE_DIR = Path(".rj")
+
+
+def run_dev(*, demo: bool, keep_running: bool) -> int:
+    return asyncio.run(_run(demo=demo, keep_running=keep_running or not demo))
+
+
+async def _run(*, demo: bool, keep_running: bool) -> int:
+    from services.cli import SERVICES
+
+    STATE_DIR.mkdir(exist_ok=True)
+    (STATE_DIR / "logs").mkdir(exist_ok=True)
+    broker = start_broker(log_path=STATE_DIR / "logs" / "tansu.log")
+    server = await ensure_postgres(STATE_DIR)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with database_for_run(server, "rj_dev") as database_url:
+            env = {
+                "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+                "DATABASE_URL": database_url,
+                "DEADLINE_SWEEP_INTERVAL_S": os.environ.get("DEADLINE_SWEEP_INTERVAL_S", "2"),
+            }
+            settings = Settings(kafka_bootstrap_servers=broker.bootstrap, database_url=database_url)
+            await ensure_topics(settings)
+            supervisor = Supervisor(env=env, log_dir=STATE_DIR / "logs")
+            for name in SERVICES:
+                supervisor.start(name)
+            console.print(f"[bold]RJ system up[/]: broker {broker.bootstrap}, database {database_url}")
+            console.print(f"services: {', '.join(SERVICES)} (logs in {STATE_DIR / 'logs'})")
+            try:
+                if demo:
+                    await run_demo(settings, stop)
+                if keep_running:
+                    console.print("running; Ctrl-C stops everything")
+                    await stop.wait()
+            finally:
+                console.print("stopping services")
+                supervisor.stop_all()
+    finally:
+        broker.stop()
+    return 0
+
+
+def demo_events() -> list[tuple[str, str, bytes]]:
+    """A morning's upstream traffic, out of order, with repeats and two broken messages."""
+    s = samples
+    first_report = datetime(2025, 12, 19, 9, 30, tzinfo=UTC)  # a Friday before Christmas
+    assault = s.crime_recorded("WM/2026/000101")
+    domestic = s.crime_recorded("WM/2026/000102", description="Assault (domestic)")
+    burglary = s.crime_recorded("WM/2026/000103", category="burglary", description="Burglary dwelling")
+    damage = s.crime_recorded(
+        "WM/2026/000104",
+        category="criminal_damage",
+        description="Criminal damage",
+        victims=[s.victim("P-2041", born=datetime.now(UTC).date().replace(year=datetime.now(UTC).year - 16))],
+    )
+    theft = s.crime_recorded("WM/2026/000105", category="theft", description="Theft from a shop")
+    old = s.crime_recorded("WM/2025/009876", reported_at=first_report, description="Harassment")
+    events = [
+        *s.on_crime_events(s.outcome_recorded("WM/2026/000101"), assault),  # outcome first
+        *s.on_crime_events(domestic, s.outcome_recorded("WM/2026/000102", risk_flags=[RiskFlag.domestic_abuse])),
+        *s.on_crime_events(
+            burglary, s.referral_requested("WM/2026/000103"), s.outcome_recorded("WM/2026/000103", admitted=False)
+        ),
+        *s.on_crime_events(damage, s.outcome_recorded("WM/2026/000104")),
+        *s.on_crime_events(theft, s.referral_requested("WM/2026/000105", by=Requester.officer)),
+        *s.on_crime_events(old),
+    ]
+    repeats = events[:2] * 2  # at-least-once upstream: the same two messages twice more
+    broken = [
+        (topics.CRIME_EVENTS, "WM/2026/000999", b"this is not JSON"),
+        (topics.CRIME_EVENTS, "WM/2026/000998", json.dumps({"specversion": "1.0", "type": "crime.recorded"}).encode()),
+    ]
+    return events + repeats + broken
+
+
+async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
+    events = demo_events()
+    reader = TopicReader(settings, [topics.REFERRAL, topics.DEADLETTER])
+    await reader.start()
+    await publish(settings, events)
+    console.print(f"\npublished {len(events)} upstream messages on crime.events (incl. 4 repeats, 2 broken)\n")
+    seen: dict[str, int] = {}
+    dead = 0
+    deadline = asyncio.get_running_loop().time() + 90
+    # 5 opened, 4 screened, 6 clocks started, 1 overdue; 2 dead letters
+    while sum(seen.values()) < 16 or dead < 2:
+        if stop.is_set() or asyncio.get_running_loop().time() > deadline:
+            console.print("[red]demo timed out waiting for the services[/]")
+            break
+        for topic, _key, value in await reader.read():
+            body = json.loads(value)
+            if topic.endswith(topics.DEADLETTER):
+                dead += 1
+                console.print(f"[red]dead letter[/]   {body['reason']}")
+                continue
+            seen[body["type"]] = seen.get(body["type"], 0) + 1
+            data = body["data"]
+            console.print(f"[green]{body['type']:<32}[/] {data['crime_reference']:<16} {_describe(body)}")
+    await reader.stop()
+    await print_cases(settings.database_url)
+
+
+def _describe(body: dict[str, object]) -> str:
+    data: dict[str, object] = body["data"]  # type: ignore[assignment]
+    match body["type"]:
+        case "rj.case.accepted":
+            return str(data["reason"])
+        case "rj.case.declined":
+            return str(data["reason"])
+        case "rj.victim-information.due":
+            return f"victim {data['person_id']}: RJ information due by end of {data['due_date']}"
+        case "rj.victim-information.overdue":
+            return f"victim {data['person_id']}: Victims' Code deadline missed ({data['due_by']})"
+        case _:
+            return f"case {body['subject']}"
+
+
+async def print_cases(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT f.crime_reference, f.case_id, f.status, "
+            "(SELECT count(*) FROM referral.victim_clocks c WHERE c.crime_reference = f.crime_reference "
+            " AND c.breached_at IS NOT NULL) AS breaches "
+            "FROM referral.crime_files f ORDER BY f.crime_reference"
+        )
+    finally:
+        await conn.close()
+    table = Table(title="Cases in the referral service's database")
+    for column in ("crime reference", "case id", "status", "Victims' Code breaches"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["crime_reference"], row["case_id"], row["status"], str(row["breaches"]))
+    console.print(table)

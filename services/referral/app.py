@@ -1,0 +1,94 @@
+"""The referral service's Faust app: upstream crime events and its own commands in, case facts out.
+
+crime.events, rj.commands ──► take_in ──► referral.crime_files, referral.victim_clocks
+                                      └─► outbox ──► rj.referral
+every few seconds ──► flag_overdue_information ──► rj.referral
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from schemas import topics
+from schemas.commands import RecordVictimInformationProvided
+from schemas.envelope import CloudEvent, derived_event_id, new_event
+from schemas.referral import VictimInformationDue
+from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, ReferralRequested
+from services.referral import domain, store
+from services.referral.domain import Emit
+from services.runtime.app import ServiceApp
+from services.runtime.outbox import Outgoing
+
+SOURCE = "urn:rj:service:referral"
+
+UPSTREAM = (CrimeRecorded, CrimeOutcomeRecorded, ReferralRequested)
+CONSUMES = frozenset(
+    {CrimeRecorded.event_type, CrimeOutcomeRecorded.event_type, ReferralRequested.event_type}
+    | {RecordVictimInformationProvided.event_type}
+)
+
+
+def publish(emit: Emit, case_id: str, cause: CloudEvent[Any] | None, now: datetime) -> Outgoing:
+    event = new_event(
+        emit.data,
+        source=SOURCE,
+        subject=case_id,
+        cause=cause,
+        event_id=derived_event_id(SOURCE, case_id, emit.identity),
+        time=now,
+    )
+    return Outgoing.event(topics.REFERRAL, event)
+
+
+async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -> list[Outgoing]:
+    """Apply a batch of new upstream events and commands; return what to publish."""
+    now = datetime.now(UTC)
+    out: list[Outgoing] = []
+    upstream = [e for e in events if isinstance(e.data, UPSTREAM)]
+    if upstream:
+        files = await store.lock_crime_files(conn, [e.data.crime_reference for e in upstream])
+        new_clocks = []
+        for event in upstream:
+            ref = event.data.crime_reference
+            if isinstance(event.data, CrimeRecorded):
+                files[ref], emits = domain.record_crime(files[ref], event.data, now)
+            elif isinstance(event.data, CrimeOutcomeRecorded):
+                files[ref], emits = domain.record_outcome(files[ref], event.data, now)
+            else:
+                files[ref], emits = domain.record_request(files[ref], event.data, now)
+            new_clocks += [domain.clock_from(e.data) for e in emits if isinstance(e.data, VictimInformationDue)]
+            out += [publish(e, files[ref].case_id, event, now) for e in emits]
+        await store.save_crime_files(conn, list(files.values()))
+        await store.insert_clocks(conn, new_clocks)
+    for event in events:
+        if isinstance(event.data, RecordVictimInformationProvided):
+            command = event.data
+            clock = await store.lock_clock(conn, command.case_id, command.person_id)
+            clock, emits = domain.record_information_provided(clock, command, event.id, now)
+            if clock is not None:
+                await store.save_clocks(conn, [clock])
+            out += [publish(e, command.case_id, event, now) for e in emits]
+    return out
+
+
+async def flag_overdue_information(conn: asyncpg.Connection) -> list[Outgoing]:
+    """Flag every Victims' Code deadline that has passed unmet."""
+    now = datetime.now(UTC)
+    flagged, out = [], []
+    for clock in await store.lock_overdue_clocks(conn, now):
+        clock, emits = domain.flag_breach(clock, now)
+        flagged.append(clock)
+        out += [publish(e, clock.case_id, None, now) for e in emits]
+    await store.save_clocks(conn, flagged)
+    return out
+
+
+def build(service: ServiceApp | None = None) -> ServiceApp:
+    service = service or ServiceApp("referral", migrations="services.referral.migrations")
+    service.consume([topics.CRIME_EVENTS, topics.COMMANDS], consumes=CONSUMES, handler=take_in)
+    service.every(service.settings.deadline_sweep_interval_s, flag_overdue_information, name="victims_code_sweep")
+    return service

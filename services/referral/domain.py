@@ -1,0 +1,344 @@
+"""Referral decisions, pure: what we know about a crime, when it becomes a case, how it is screened.
+
+Upstream events about one crime arrive in any order and more than once. A ``CrimeFile`` gathers them;
+every decision is a function of the file, so the order of arrival does not change the outcome and a
+repeat changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from enum import StrEnum
+
+from schemas.commands import CommandRejected, RecordVictimInformationProvided
+from schemas.common import SYSTEM_REFERRAL
+from schemas.envelope import EventData
+from schemas.referral import (
+    CaseAccepted,
+    CaseDeclined,
+    CaseOpened,
+    DeclineReason,
+    Participant,
+    ReferralRoute,
+    Role,
+    SensitivityReason,
+    VictimInformationDue,
+    VictimInformationOverdue,
+    VictimInformationProvided,
+)
+from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, ReferralRequested, RiskFlag
+from services.referral.calendar import deadline_after
+
+SERVICE = "referral"
+
+INFORMATION_DUE_WORKING_DAYS = 5
+INFORMATION_DUE_WORKING_DAYS_ENHANCED = 1
+
+_CASE_NS = uuid.UUID("5d9a3c1e-7f2b-4e8a-b6c4-1a2b3c4d5e6f")
+
+
+def case_id_for(crime_reference: str) -> str:
+    """The case id of a crime: derived, so every repeat and replay lands on the same case."""
+    return str(uuid.uuid5(_CASE_NS, crime_reference))
+
+
+class CaseStatus(StrEnum):
+    no_case = "no_case"  # not (yet) enough to open a case
+    awaiting_offender = "awaiting_offender"  # opened on a request; screening waits for the outcome
+    accepted = "accepted"
+    declined = "declined"
+
+
+@dataclass(frozen=True)
+class Emit:
+    """An event decided here; ``identity`` makes its id stable across replays."""
+
+    data: EventData
+    identity: str
+
+
+@dataclass(frozen=True)
+class CrimeFile:
+    crime_reference: str
+    crime: CrimeRecorded | None = None
+    outcome: CrimeOutcomeRecorded | None = None
+    requests: tuple[ReferralRequested, ...] = ()
+    status: CaseStatus = CaseStatus.no_case
+    opened_at: datetime | None = None
+    clocked_victims: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def case_id(self) -> str:
+        return case_id_for(self.crime_reference)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status is not CaseStatus.no_case
+
+
+# --- taking in upstream facts -------------------------------------------------------------------
+
+
+def record_crime(file: CrimeFile, crime: CrimeRecorded, now: datetime) -> tuple[CrimeFile, list[Emit]]:
+    """A crime was recorded (or recorded again, perhaps amended): keep the newest and start clocks."""
+    file = replace(file, crime=crime)
+    emits = _start_victims_code_clocks(file, crime)
+    file = replace(file, clocked_victims=file.clocked_victims | {e.data.person_id for e in emits})  # type: ignore[attr-defined]
+    file, more = _progress_case(file, now)
+    return file, emits + more
+
+
+def record_outcome(file: CrimeFile, outcome: CrimeOutcomeRecorded, now: datetime) -> tuple[CrimeFile, list[Emit]]:
+    if file.status in (CaseStatus.accepted, CaseStatus.declined):
+        # Screening is settled; later changes of risk are for re-assessment in the consent service.
+        return replace(file, outcome=outcome), []
+    return _progress_case(replace(file, outcome=outcome), now)
+
+
+def record_request(file: CrimeFile, request: ReferralRequested, now: datetime) -> tuple[CrimeFile, list[Emit]]:
+    if request in file.requests:
+        return file, []
+    return _progress_case(replace(file, requests=(*file.requests, request)), now)
+
+
+# --- opening and screening ----------------------------------------------------------------------
+
+
+def _identified_victims(file: CrimeFile) -> list[str]:
+    return [v.person_id for v in file.crime.victims] if file.crime else []
+
+
+def should_open(file: CrimeFile) -> bool:
+    """A case needs an identified victim and either an admitted outcome or an explicit request."""
+    admitted = file.outcome is not None and file.outcome.admitted_responsibility is True
+    return bool(_identified_victims(file)) and (admitted or bool(file.requests))
+
+
+def _progress_case(file: CrimeFile, now: datetime) -> tuple[CrimeFile, list[Emit]]:
+    emits: list[Emit] = []
+    if file.status is CaseStatus.no_case:
+        if not should_open(file):
+            return file, []
+        file = replace(file, status=CaseStatus.awaiting_offender, opened_at=now)
+        emits.append(Emit(_case_opened(file, now), "opened"))
+    if file.status is CaseStatus.awaiting_offender and file.outcome is not None:
+        decision = screen(file, now)
+        status = CaseStatus.accepted if isinstance(decision, CaseAccepted) else CaseStatus.declined
+        file = replace(file, status=status)
+        emits.append(Emit(decision, "screened"))
+    return file, emits
+
+
+def _routes(file: CrimeFile) -> list[ReferralRoute]:
+    routes = []
+    if file.outcome is not None and file.outcome.admitted_responsibility:
+        routes.append(ReferralRoute(route="admitted_outcome", person_id=file.outcome.offender.person_id))
+    routes += [
+        ReferralRoute(route="request", requested_by=r.requested_by, person_id=r.person_id) for r in file.requests
+    ]
+    return routes
+
+
+def participants(file: CrimeFile) -> list[Participant]:
+    assert file.crime is not None
+    people = [
+        Participant(
+            person_id=v.person_id,
+            role=Role.victim,
+            required=True,
+            name=v.name,
+            date_of_birth=v.date_of_birth,
+            contact=v.contact,
+            preferred_channel=v.preferred_channel,
+            enhanced_rights=v.enhanced_rights,
+            vulnerable=v.vulnerable,
+        )
+        for v in file.crime.victims
+    ]
+    if file.outcome is not None:
+        o = file.outcome.offender
+        people.append(
+            Participant(
+                person_id=o.person_id,
+                role=Role.offender,
+                required=True,
+                name=o.name,
+                date_of_birth=o.date_of_birth,
+                contact=o.contact,
+                in_custody=o.in_custody,
+                custody_location=o.custody_location,
+            )
+        )
+    return people
+
+
+def _case_opened(file: CrimeFile, now: datetime) -> CaseOpened:
+    assert file.crime is not None
+    return CaseOpened(
+        case_id=file.case_id,
+        crime_reference=file.crime_reference,
+        offence=file.crime.offence,
+        participants=participants(file),
+        routes=_routes(file),
+        opened_at=now,
+        opened_by=SYSTEM_REFERRAL,
+    )
+
+
+def age_on(born: date, day: date) -> int:
+    return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+
+
+def sensitivity_reasons(file: CrimeFile) -> list[SensitivityReason]:
+    """Why a case needs a specialist facilitator and a risk assessment before any contact."""
+    assert file.crime is not None
+    reasons: list[SensitivityReason] = []
+    flags = set(file.outcome.risk_flags) if file.outcome else set()
+    for flag in RiskFlag:
+        if flag in flags:
+            reasons.append(SensitivityReason(flag.value))
+    reported = file.crime.reported_at.date()
+    if any(v.date_of_birth is not None and age_on(v.date_of_birth, reported) < 18 for v in file.crime.victims):
+        reasons.append(SensitivityReason.victim_under_18)
+    if any(v.vulnerable for v in file.crime.victims):
+        reasons.append(SensitivityReason.victim_vulnerable)
+    return reasons
+
+
+def screen(file: CrimeFile, now: datetime) -> CaseAccepted | CaseDeclined:
+    """Screen an opened case whose offender is known."""
+    assert file.outcome is not None
+    if file.outcome.admitted_responsibility is not True:
+        return CaseDeclined(
+            case_id=file.case_id,
+            crime_reference=file.crime_reference,
+            reason=DeclineReason.offender_denies_responsibility,
+            detail="RJ needs the offender to accept responsibility; the recorded outcome says they do not",
+            decided_at=now,
+            decided_by=SYSTEM_REFERRAL,
+        )
+    reasons = sensitivity_reasons(file)
+    return CaseAccepted(
+        case_id=file.case_id,
+        crime_reference=file.crime_reference,
+        specialist_required=bool(reasons),
+        risk_assessment_required=bool(reasons),
+        sensitivity_reasons=reasons,
+        participants=participants(file),
+        decided_at=now,
+        decided_by=SYSTEM_REFERRAL,
+        reason=(
+            "eligible; needs a specialist facilitator and a risk assessment: " + ", ".join(reasons)
+            if reasons
+            else "eligible: identified victim and an offender who accepts responsibility"
+        ),
+    )
+
+
+# --- the Victims' Code clock --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VictimClock:
+    crime_reference: str
+    person_id: str
+    reported_at: datetime
+    due_by: datetime
+    enhanced_rights: bool
+    provided_at: datetime | None = None
+    breached_at: datetime | None = None
+
+    @property
+    def case_id(self) -> str:
+        return case_id_for(self.crime_reference)
+
+
+def _start_victims_code_clocks(file: CrimeFile, crime: CrimeRecorded) -> list[Emit]:
+    emits = []
+    for victim in crime.victims:
+        if victim.person_id in file.clocked_victims:
+            continue
+        days = INFORMATION_DUE_WORKING_DAYS_ENHANCED if victim.enhanced_rights else INFORMATION_DUE_WORKING_DAYS
+        due_date, due_by = deadline_after(crime.reported_at, days)
+        emits.append(
+            Emit(
+                VictimInformationDue(
+                    case_id=file.case_id,
+                    crime_reference=file.crime_reference,
+                    person_id=victim.person_id,
+                    reported_at=crime.reported_at,
+                    due_by=due_by,
+                    due_date=due_date,
+                    working_days=days,
+                    enhanced_rights=victim.enhanced_rights,
+                ),
+                f"information-due:{victim.person_id}",
+            )
+        )
+    return emits
+
+
+def clock_from(due: VictimInformationDue) -> VictimClock:
+    return VictimClock(
+        crime_reference=due.crime_reference,
+        person_id=due.person_id,
+        reported_at=due.reported_at,
+        due_by=due.due_by,
+        enhanced_rights=due.enhanced_rights,
+    )
+
+
+def record_information_provided(
+    clock: VictimClock | None, command: RecordVictimInformationProvided, command_id: str, now: datetime
+) -> tuple[VictimClock | None, list[Emit]]:
+    if clock is None:
+        return None, [
+            Emit(
+                CommandRejected(
+                    case_id=command.case_id,
+                    command_id=command_id,
+                    command_type=command.event_type,
+                    service=SERVICE,
+                    reason=f"no Victims' Code clock runs for person {command.person_id} on this case",
+                    rejected_at=now,
+                ),
+                f"rejected:{command_id}",
+            )
+        ]
+    if clock.provided_at is not None:
+        return clock, []  # already recorded: a repeat changes nothing
+    clock = replace(clock, provided_at=command.provided_at)
+    return clock, [
+        Emit(
+            VictimInformationProvided(
+                case_id=clock.case_id,
+                crime_reference=clock.crime_reference,
+                person_id=clock.person_id,
+                provided_at=command.provided_at,
+                provided_by=command.actor,
+                on_time=command.provided_at < clock.due_by,
+            ),
+            f"information-provided:{clock.person_id}",
+        )
+    ]
+
+
+def flag_breach(clock: VictimClock, now: datetime) -> tuple[VictimClock, list[Emit]]:
+    """Flag a deadline that passed with the information not given; anything else is left alone."""
+    if clock.provided_at is not None or clock.breached_at is not None or now < clock.due_by:
+        return clock, []
+    return replace(clock, breached_at=now), [
+        Emit(
+            VictimInformationOverdue(
+                case_id=clock.case_id,
+                crime_reference=clock.crime_reference,
+                person_id=clock.person_id,
+                due_by=clock.due_by,
+                flagged_at=now,
+                enhanced_rights=clock.enhanced_rights,
+            ),
+            f"information-overdue:{clock.person_id}",
+        )
+    ]

@@ -1,0 +1,113 @@
+"""The referral service's SQL: crime files and Victims' Code clocks, read and written a batch at a time."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+
+from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, ReferralRequested
+from services.referral.domain import CaseStatus, CrimeFile, VictimClock, case_id_for
+
+SCHEMA = "referral"
+
+
+async def lock_crime_files(conn: asyncpg.Connection, references: Sequence[str]) -> dict[str, CrimeFile]:
+    """Load (creating where new) and row-lock the files of ``references``, in a fixed order."""
+    ordered = sorted(set(references))
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.crime_files (crime_reference, case_id) "
+        "SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT (crime_reference) DO NOTHING",
+        ordered,
+        [case_id_for(r) for r in ordered],
+    )
+    rows = await conn.fetch(
+        f"SELECT * FROM {SCHEMA}.crime_files WHERE crime_reference = ANY($1::text[]) "
+        "ORDER BY crime_reference FOR UPDATE",
+        ordered,
+    )
+    return {row["crime_reference"]: _file_from_row(row) for row in rows}
+
+
+def _file_from_row(row: asyncpg.Record) -> CrimeFile:
+    return CrimeFile(
+        crime_reference=row["crime_reference"],
+        crime=CrimeRecorded.model_validate_json(row["crime"]) if row["crime"] else None,
+        outcome=CrimeOutcomeRecorded.model_validate_json(row["outcome"]) if row["outcome"] else None,
+        requests=tuple(ReferralRequested.model_validate(r) for r in json.loads(row["requests"])),
+        status=CaseStatus(row["status"]),
+        opened_at=row["opened_at"],
+        clocked_victims=frozenset(row["clocked_victims"]),
+    )
+
+
+async def save_crime_files(conn: asyncpg.Connection, files: Sequence[CrimeFile]) -> None:
+    await conn.executemany(
+        f"""UPDATE {SCHEMA}.crime_files SET crime = $2::jsonb, outcome = $3::jsonb, requests = $4::jsonb,
+               status = $5, opened_at = $6, clocked_victims = $7, updated_at = now()
+            WHERE crime_reference = $1""",
+        [
+            (
+                f.crime_reference,
+                f.crime.model_dump_json() if f.crime else None,
+                f.outcome.model_dump_json() if f.outcome else None,
+                "[" + ",".join(r.model_dump_json() for r in f.requests) + "]",
+                f.status.value,
+                f.opened_at,
+                sorted(f.clocked_victims),
+            )
+            for f in files
+        ],
+    )
+
+
+async def insert_clocks(conn: asyncpg.Connection, clocks: Sequence[VictimClock]) -> None:
+    await conn.executemany(
+        f"""INSERT INTO {SCHEMA}.victim_clocks
+              (crime_reference, person_id, case_id, reported_at, due_by, enhanced_rights)
+            VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
+        [(c.crime_reference, c.person_id, c.case_id, c.reported_at, c.due_by, c.enhanced_rights) for c in clocks],
+    )
+
+
+def _clock_from_row(row: asyncpg.Record) -> VictimClock:
+    return VictimClock(
+        crime_reference=row["crime_reference"],
+        person_id=row["person_id"],
+        reported_at=row["reported_at"],
+        due_by=row["due_by"],
+        enhanced_rights=row["enhanced_rights"],
+        provided_at=row["provided_at"],
+        breached_at=row["breached_at"],
+    )
+
+
+async def lock_clock(conn: asyncpg.Connection, case_id: str, person_id: str) -> VictimClock | None:
+    row = await conn.fetchrow(
+        f"SELECT * FROM {SCHEMA}.victim_clocks WHERE case_id = $1 AND person_id = $2 FOR UPDATE",
+        case_id,
+        person_id,
+    )
+    return _clock_from_row(row) if row else None
+
+
+async def lock_overdue_clocks(conn: asyncpg.Connection, now: datetime, limit: int = 500) -> list[VictimClock]:
+    """Running clocks whose deadline has passed; rows another worker is sweeping are skipped."""
+    rows = await conn.fetch(
+        f"""SELECT * FROM {SCHEMA}.victim_clocks
+            WHERE provided_at IS NULL AND breached_at IS NULL AND due_by <= $1
+            ORDER BY due_by LIMIT $2 FOR UPDATE SKIP LOCKED""",
+        now,
+        limit,
+    )
+    return [_clock_from_row(r) for r in rows]
+
+
+async def save_clocks(conn: asyncpg.Connection, clocks: Sequence[VictimClock]) -> None:
+    await conn.executemany(
+        f"""UPDATE {SCHEMA}.victim_clocks SET provided_at = $3, breached_at = $4
+            WHERE crime_reference = $1 AND person_id = $2""",
+        [(c.crime_reference, c.person_id, c.provided_at, c.breached_at) for c in clocks],
+    )

@@ -1,0 +1,1 @@
+"""Plumbing every service shares: settings, database, inbox/outbox, relay, dead letters, the Faust app."""

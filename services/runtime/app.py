@@ -1,0 +1,148 @@
+"""The Faust app factory: one ``ServiceApp`` per service wires its topics to its batch handler.
+
+A service declares what it consumes and how it decides; the runtime supplies the rest: the pool,
+migrations on start, the batch loop (``take_events`` + ``BatchProcessor``), periodic jobs that write
+through the outbox, and the outbox relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import faust
+import structlog
+
+from schemas.registry import REGISTRY, Registry
+from services.runtime.db import create_pool, migrate, retry_transient
+from services.runtime.kafka import ensure_topics
+from services.runtime.outbox import Outgoing, write_outbox
+from services.runtime.processor import BatchHandler, BatchProcessor, Record
+from services.runtime.relay import OutboxRelay
+from services.runtime.settings import Settings, get_settings
+
+log = structlog.get_logger()
+
+PeriodicJob = Callable[[asyncpg.Connection], Awaitable[Sequence[Outgoing]]]
+
+
+def make_faust_app(app_id: str, settings: Settings) -> faust.App:
+    # Faust wants a data directory even with in-memory tables; keep it out of the working tree.
+    datadir = Path(tempfile.gettempdir()) / "rj-faust" / f"{app_id}-{os.getpid()}"
+    datadir.mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        app_id,
+        broker=[f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")],
+        store="memory://",
+        datadir=str(datadir),
+        web_enabled=False,
+        autodiscover=False,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication_factor,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
+        broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
+        producer_acks=-1,
+    )
+
+
+class ServiceApp:
+    def __init__(
+        self,
+        name: str,
+        *,
+        migrations: str,
+        settings: Settings | None = None,
+        registry: Registry = REGISTRY,
+    ) -> None:
+        self.name = name
+        self.schema = name
+        self.migrations = migrations
+        self.settings = settings or get_settings()
+        self.registry = registry
+        self.faust = make_faust_app(f"{self.settings.topic_prefix}rj-{name}", self.settings)
+        self.relay = OutboxRelay(schema=self.schema, settings=self.settings)
+        self._pool: asyncpg.Pool | None = None
+        self._ready_lock = asyncio.Lock()
+        self.faust.task(self._start_relay)
+
+    async def pool(self) -> asyncpg.Pool:
+        """The database pool, created (and the schema migrated) on first use."""
+        async with self._ready_lock:
+            if self._pool is None:
+                pool = await create_pool(self.settings.database_url, self.settings.db_pool_size)
+
+                async def run_migrations() -> None:
+                    async with pool.acquire() as conn:
+                        await migrate(conn, self.schema, self.migrations)
+
+                await retry_transient(run_migrations, what="migrate")
+                self._pool = pool
+        return self._pool
+
+    def consume(self, topic_names: Sequence[str], *, consumes: frozenset[str], handler: BatchHandler) -> None:
+        """Feed every event of the ``consumes`` types on ``topic_names`` to ``handler``, in batches."""
+        channel = self.faust.topic(
+            *[self.settings.topic(t) for t in topic_names], key_serializer="raw", value_serializer="raw"
+        )
+        settings = self.settings
+
+        async def intake(stream: Any) -> None:
+            processor = BatchProcessor(
+                service=self.name,
+                schema=self.schema,
+                pool=await self.pool(),
+                registry=self.registry,
+                consumes=consumes,
+                handler=handler,
+                max_backoff_s=settings.retry_max_backoff_s,
+            )
+            async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+                await processor.process(
+                    [
+                        Record(
+                            topic=e.message.topic,
+                            partition=e.message.partition,
+                            offset=e.message.offset,
+                            key=e.message.key,
+                            value=e.message.value,
+                        )
+                        for e in events
+                    ]
+                )
+
+        self.faust.agent(channel, name=f"{self.name}-intake")(intake)
+
+    def every(self, seconds: float, job: PeriodicJob, *, name: str) -> None:
+        """Run ``job`` periodically in a transaction; what it returns goes to the outbox with its changes."""
+
+        async def tick() -> None:
+            pool = await self.pool()
+
+            async def attempt() -> None:
+                async with pool.acquire() as conn, conn.transaction():
+                    await write_outbox(conn, self.schema, await job(conn))
+
+            try:
+                await retry_transient(attempt, what=name, max_backoff_s=self.settings.retry_max_backoff_s)
+            except Exception as exc:  # a bug in a job must not stop the worker; it is retried next tick
+                log.error("periodic_job_failed", job=name, error=repr(exc))
+
+        tick.__name__ = name
+        self.faust.timer(seconds, name=f"{self.name}.{name}")(tick)
+
+    async def _start_relay(self) -> None:
+        await ensure_topics(self.settings)
+        await self.pool()
+        await self.relay.run()
+
+    def run_worker(self) -> None:
+        """Run this service as a Faust worker until SIGINT/SIGTERM."""
+        worker = faust.Worker(self.faust, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+        worker.execute_from_commandline()

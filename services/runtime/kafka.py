@@ -1,0 +1,99 @@
+"""Kafka administration the services need: making sure their topics exist."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+import structlog
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from schemas import topics
+from services.runtime.settings import Settings
+
+log = structlog.get_logger()
+
+
+async def ensure_topics(settings: Settings, names: Iterable[str] = topics.ALL_TOPICS) -> None:
+    """Create the (prefixed) topics that do not exist yet. Safe to call from every service at start."""
+    wanted = [settings.topic(n) for n in names]
+    for attempt in range(30):
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [t for t in wanted if t not in existing]
+            if missing:
+                try:
+                    await admin.create_topics(
+                        [NewTopic(t, settings.topic_partitions, settings.topic_replication_factor) for t in missing]
+                    )
+                except TopicAlreadyExistsError:
+                    pass
+                log.info("topics_created", topics=missing)
+            return
+        except (KafkaError, OSError) as exc:
+            log.warning("topics_not_ready", error=repr(exc), attempt=attempt)
+            await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))
+        finally:
+            await admin.close()
+    raise RuntimeError(f"could not create topics on {settings.kafka_bootstrap_servers}")
+
+
+class TopicReader:
+    """Reads topics from their beginning without a consumer group (no join wait): for demos and tests."""
+
+    def __init__(self, settings: Settings, names: Iterable[str]) -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        self._names = [settings.topic(n) for n in names]
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+
+    async def start(self) -> None:
+        from aiokafka import TopicPartition
+
+        await self._consumer.start()
+        partitions = []
+        for name in self._names:
+            for _ in range(50):
+                found = self._consumer.partitions_for_topic(name)
+                if found:
+                    break
+                await self._consumer._client.force_metadata_update()  # noqa: SLF001 - no public way
+                await asyncio.sleep(0.1)
+            partitions += [TopicPartition(name, p) for p in sorted(found or [])]
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_beginning(*partitions)
+
+    async def read(self, timeout_s: float = 0.5) -> list[tuple[str, bytes | None, bytes]]:
+        """Whatever arrived since the last read: (topic, key, value) triples."""
+        batches = await self._consumer.getmany(timeout_ms=int(timeout_s * 1000))
+        return [(tp.topic, m.key, m.value) for tp, msgs in batches.items() for m in msgs]
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+
+async def publish(settings: Settings, messages: Iterable[tuple[str, str | None, bytes]]) -> int:
+    """Publish (logical topic, key, value) messages, waiting until the broker has them all."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=False, linger_ms=5
+    )
+    await producer.start()
+    count = 0
+    try:
+        futures = []
+        for topic, key, value in messages:
+            futures.append(await producer.send(settings.topic(topic), value, key=key.encode() if key else None))
+            count += 1
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return count

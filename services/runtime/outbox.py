@@ -1,0 +1,57 @@
+"""The inbox and outbox tables: what a transaction records as taken in and as owed to the world."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from schemas.envelope import CloudEvent
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message owed to a topic, written to the outbox in the transaction that decided it."""
+
+    event_id: str
+    topic: str  # logical name; the relay applies the deployment's topic prefix
+    key: str | None
+    value: bytes
+
+    @classmethod
+    def event(cls, topic: str, event: CloudEvent[Any]) -> Outgoing:
+        return cls(event_id=event.id, topic=topic, key=event.subject, value=event.to_json())
+
+
+def notify_channel(schema: str) -> str:
+    return f"{schema}_outbox"
+
+
+async def claim_inbox(conn: asyncpg.Connection, schema: str, event_ids: Sequence[str]) -> set[str]:
+    """Record ``event_ids`` as taken in; return those not seen before (the rest are repeats)."""
+    if not event_ids:
+        return set()
+    rows = await conn.fetch(
+        f"INSERT INTO {schema}.inbox (event_id) SELECT unnest($1::text[]) "
+        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+        list(dict.fromkeys(event_ids)),
+    )
+    return {r["event_id"] for r in rows}
+
+
+async def write_outbox(conn: asyncpg.Connection, schema: str, messages: Sequence[Outgoing]) -> None:
+    """Append ``messages`` to the outbox; an id already there (a replayed decision) is not written twice."""
+    if not messages:
+        return
+    await conn.execute(
+        f"INSERT INTO {schema}.outbox (event_id, topic, key, value) "
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) "
+        "ON CONFLICT (event_id) DO NOTHING",
+        [m.event_id for m in messages],
+        [m.topic for m in messages],
+        [m.key for m in messages],
+        [m.value for m in messages],
+    )
+    await conn.execute("SELECT pg_notify($1, '')", notify_channel(schema))

@@ -1,0 +1,96 @@
+"""The outbox relay: publishes committed outbox rows to Kafka in order, then marks them published.
+
+One relay per service is active at a time (a PostgreSQL advisory lock elects it), so rows go out in
+id order, which keeps every case's events in order. A crash between send and mark re-sends a row;
+receivers drop the repeat through their inbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaProducer
+
+from services.runtime.db import is_transient
+from services.runtime.outbox import notify_channel
+from services.runtime.settings import Settings
+
+log = structlog.get_logger()
+
+
+class OutboxRelay:
+    def __init__(self, *, schema: str, settings: Settings) -> None:
+        self.schema = schema
+        self.settings = settings
+        self.published = 0
+        self._wake = asyncio.Event()
+        self._lock_key = int.from_bytes(hashlib.sha256(f"relay:{schema}".encode()).digest()[:8], "big", signed=True)
+
+    async def run(self) -> None:
+        """Relay forever: reconnect and resume after any failure of the database or the broker."""
+        delay = 0.1
+        while True:
+            try:
+                await self._run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                level = log.warning if is_transient(exc) else log.error
+                level("relay_failed_restarting", schema=self.schema, error=repr(exc), delay=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_backoff_s)
+            else:  # pragma: no cover - _run_once only returns by raising
+                delay = 0.1
+
+    async def _run_once(self) -> None:
+        conn: asyncpg.Connection = await asyncpg.connect(self.settings.database_url)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            acks="all",
+            enable_idempotence=False,  # the embedded broker has no InitProducerId; the inbox dedupes instead
+            linger_ms=5,
+            max_batch_size=1024 * 1024,
+        )
+        try:
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key):
+                await asyncio.sleep(1.0)  # another replica relays; stand by
+            await conn.add_listener(notify_channel(self.schema), lambda *_: self._wake.set())
+            await producer.start()
+            log.info("relay_started", schema=self.schema)
+            while True:
+                self._wake.clear()  # before reading, so a commit landing mid-batch still wakes us
+                sent = await self._relay_batch(conn, producer)
+                if sent < self.settings.relay_batch_size:
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), self.settings.relay_poll_interval_s)
+                    except TimeoutError:
+                        pass
+        finally:
+            await producer.stop()
+            await conn.close()
+
+    async def _relay_batch(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
+        rows = await conn.fetch(
+            f"SELECT id, topic, key, value FROM {self.schema}.outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
+            self.settings.relay_batch_size,
+        )
+        if not rows:
+            return 0
+        futures = [
+            await producer.send(
+                self.settings.topic(row["topic"]),
+                value=row["value"],
+                key=row["key"].encode() if row["key"] is not None else None,
+            )
+            for row in rows
+        ]
+        await asyncio.gather(*futures)
+        await conn.execute(
+            f"UPDATE {self.schema}.outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+            [row["id"] for row in rows],
+        )
+        self.published += len(rows)
+        return len(rows)

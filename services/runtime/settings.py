@@ -1,0 +1,45 @@
+"""All configuration, read once from environment variables. The same names work against Apache Kafka."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/rj"
+    # Prepended to every topic and consumer group: lets tests and demos run side by side on one broker.
+    topic_prefix: str = ""
+    topic_partitions: int = Field(default=4, ge=1)
+    topic_replication_factor: int = Field(default=1, ge=1)
+
+    # Short group timeouts make joins take ~3 s instead of ~25 s; production keeps Kafka's defaults.
+    kafka_session_timeout_s: float = 6.0
+    kafka_rebalance_timeout_s: float = 4.0
+    kafka_heartbeat_interval_s: float = 1.0
+
+    batch_size: int = Field(default=500, ge=1)
+    batch_within_s: float = 0.2
+    db_pool_size: int = Field(default=4, ge=1)
+    relay_batch_size: int = Field(default=1000, ge=1)
+    relay_poll_interval_s: float = 0.5
+    retry_max_backoff_s: float = 5.0
+
+    # The Victims' Code sweeper: how often to look for deadlines that passed unmet.
+    deadline_sweep_interval_s: float = 5.0
+
+    log_level: str = "info"
+    log_format: str = Field(default="console", pattern="^(console|json)$")
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,110 @@
+"""Builders of upstream events as a police records system would publish them: for the demo, tests, bench."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+from schemas import topics
+from schemas.common import Channel, Contact
+from schemas.envelope import CloudEvent, EventData
+from schemas.upstream import (
+    CrimeOutcomeRecorded,
+    CrimeRecorded,
+    Offence,
+    Offender,
+    Outcome,
+    ReferralRequested,
+    Requester,
+    RiskFlag,
+    Victim,
+)
+
+UPSTREAM_SOURCE = "urn:police:west-mercia:rms"
+
+
+def upstream_event(data: EventData, *, event_id: str | None = None, time: datetime | None = None) -> bytes:
+    crime_reference: str = data.crime_reference  # type: ignore[attr-defined]
+    return CloudEvent[EventData](
+        specversion="1.0",
+        id=event_id or str(uuid.uuid4()),
+        source=UPSTREAM_SOURCE,
+        type=data.event_type,
+        subject=crime_reference,
+        time=time or datetime.now(UTC),
+        data=data,
+    ).to_json()
+
+
+def victim(
+    person_id: str, *, born: date = date(1988, 4, 2), enhanced: bool = False, vulnerable: bool = False
+) -> Victim:
+    return Victim(
+        person_id=person_id,
+        name=f"Victim {person_id}",
+        date_of_birth=born,
+        contact=Contact(email=f"{person_id.lower()}@example.org", phone="+447700900001", address="1 High Street"),
+        preferred_channel=Channel.email,
+        enhanced_rights=enhanced,
+        vulnerable=vulnerable,
+    )
+
+
+def crime_recorded(
+    ref: str,
+    *,
+    victims: list[Victim] | None = None,
+    reported_at: datetime | None = None,
+    category: str = "violence_against_the_person",
+    description: str = "Common assault",
+) -> CrimeRecorded:
+    reported_at = reported_at or datetime.now(UTC)
+    return CrimeRecorded(
+        crime_reference=ref,
+        offence=Offence(code="105/1", category=category, description=description),
+        occurred_at=reported_at - timedelta(hours=12),
+        reported_at=reported_at,
+        victims=victims if victims is not None else [victim(f"V-{ref}")],
+    )
+
+
+def outcome_recorded(
+    ref: str,
+    *,
+    admitted: bool | None = True,
+    risk_flags: list[RiskFlag] | None = None,
+    in_custody: bool = False,
+    outcome: Outcome = Outcome.cautioned,
+) -> CrimeOutcomeRecorded:
+    return CrimeOutcomeRecorded(
+        crime_reference=ref,
+        offender=Offender(
+            person_id=f"O-{ref}",
+            name=f"Offender {ref}",
+            date_of_birth=date(1999, 1, 1),
+            contact=Contact(phone="+447700900002"),
+            in_custody=in_custody,
+            custody_location="HMP Hewell" if in_custody else None,
+        ),
+        outcome=outcome,
+        admitted_responsibility=admitted,
+        risk_flags=risk_flags or [],
+        recorded_at=datetime.now(UTC),
+    )
+
+
+def referral_requested(
+    ref: str, *, by: Requester = Requester.victim, person_id: str | None = None
+) -> ReferralRequested:
+    return ReferralRequested(
+        crime_reference=ref,
+        requested_by=by,
+        person_id=person_id,
+        notes="Asked about meeting the person responsible",
+        requested_at=datetime.now(UTC),
+    )
+
+
+def on_crime_events(*payloads: EventData) -> list[tuple[str, str, bytes]]:
+    """(topic, key, value) triples for ``crime.events``, keyed by crime reference as upstream does."""
+    return [(topics.CRIME_EVENTS, p.crime_reference, upstream_event(p)) for p in payloads]  # type: ignore[attr-defined]
