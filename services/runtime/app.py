@@ -19,7 +19,7 @@ import faust
 import structlog
 
 from schemas.registry import REGISTRY, Registry
-from services.runtime.db import create_pool, migrate, retry_transient
+from services.runtime.db import create_pool, migrate, retry_transient, transaction
 from services.runtime.kafka import ensure_topics
 from services.runtime.outbox import Outgoing, write_outbox
 from services.runtime.processor import BatchHandler, BatchProcessor, Record
@@ -107,7 +107,7 @@ class ServiceApp:
                 await processor.process(
                     [
                         Record(
-                            topic=e.message.topic,
+                            topic=e.message.topic.removeprefix(settings.topic_prefix),
                             partition=e.message.partition,
                             offset=e.message.offset,
                             key=e.message.key,
@@ -126,7 +126,7 @@ class ServiceApp:
             pool = await self.pool()
 
             async def attempt() -> None:
-                async with pool.acquire() as conn, conn.transaction():
+                async with transaction(pool) as conn:
                     await write_outbox(conn, self.schema, await job(conn))
 
             try:

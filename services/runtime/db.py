@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from importlib import resources
 from typing import TypeVar
 
@@ -16,7 +17,13 @@ log = structlog.get_logger()
 
 T = TypeVar("T")
 
+
+class ConnectionLost(Exception):
+    """The database connection broke during the work; whatever the error said, trying again is right."""
+
+
 _TRANSIENT: tuple[type[BaseException], ...] = (
+    ConnectionLost,
     OSError,
     asyncio.TimeoutError,
     asyncpg.PostgresConnectionError,
@@ -28,12 +35,29 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.QueryCanceledError,
+    # What asyncpg raises when the server drops a connection in the middle of a protocol exchange.
+    asyncpg.InternalClientError,
 )
 
 
 def is_transient(exc: BaseException) -> bool:
     """True for failures that go away by themselves: retry these, never dead-letter them."""
     return isinstance(exc, _TRANSIENT)
+
+
+@asynccontextmanager
+async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A connection from ``pool`` inside a transaction. A failure that leaves the connection closed is
+    reported as ``ConnectionLost``: a dropped connection surfaces as many different asyncpg errors,
+    and none of them means the work itself is wrong."""
+    async with pool.acquire() as conn:
+        try:
+            async with conn.transaction():
+                yield conn
+        except Exception as exc:
+            if conn.is_closed():
+                raise ConnectionLost(repr(exc)) from exc
+            raise
 
 
 async def retry_transient(operation: Callable[[], Awaitable[T]], *, what: str, max_backoff_s: float = 5.0) -> T:

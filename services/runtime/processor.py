@@ -22,7 +22,7 @@ from schemas import topics
 from schemas.deadletter import DeadLetter
 from schemas.envelope import CloudEvent, derived_event_id
 from schemas.registry import ParseError, Registry
-from services.runtime.db import is_transient, retry_transient
+from services.runtime.db import is_transient, retry_transient, transaction
 from services.runtime.outbox import Outgoing, claim_inbox, write_outbox
 
 log = structlog.get_logger()
@@ -89,7 +89,7 @@ class BatchProcessor:
 
     async def _commit(self, parsed: Sequence[_Parsed], dead: Sequence[Outgoing]) -> None:
         async def attempt() -> None:
-            async with self.pool.acquire() as conn, conn.transaction():
+            async with transaction(self.pool) as conn:
                 fresh = await claim_inbox(conn, self.schema, [p.event.id for p in parsed])
                 new_events = [p.event for p in parsed if p.event.id in fresh]
                 # A repeat within the batch itself is taken once, at its first position.
@@ -117,7 +117,7 @@ class BatchProcessor:
         letters = [self._dead_letter(p.record, reason, p.event) for p in parsed]
 
         async def record_as_handled() -> None:
-            async with self.pool.acquire() as conn, conn.transaction():
+            async with transaction(self.pool) as conn:
                 await claim_inbox(conn, self.schema, [p.event.id for p in parsed])
                 await write_outbox(conn, self.schema, letters)
 

@@ -42,12 +42,14 @@ class Supervisor:
     log_dir: Path | None = None
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
-    def start(self, name: str) -> ServiceProcess:
+    def start(self, name: str, extra_env: Mapping[str, str] | None = None) -> ServiceProcess:
+        if self.log_dir:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log" if self.log_dir else None
         out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - handed to the child
         process = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "serve", name],
-            env={**os.environ, **self.env},
+            env={**os.environ, **self.env, **(extra_env or {})},
             stdout=out or subprocess.DEVNULL,
             stderr=out or subprocess.DEVNULL,
             start_new_session=True,

@@ -1,0 +1,35 @@
+"""Shared fixtures: one real broker per test session, the real PostgreSQL, and a fresh ``System`` per test."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from services.runtime.devstack import Broker, ensure_postgres, start_broker
+from tests.harness import System
+
+STATE = Path(__file__).resolve().parent.parent / ".rj" / "test"
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker]:
+    STATE.mkdir(parents=True, exist_ok=True)
+    broker = start_broker(log_path=STATE / "tansu.log")
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+async def pg_server() -> str:
+    return await ensure_postgres(STATE)
+
+
+@pytest.fixture
+async def system(broker: Broker, pg_server: str, request: pytest.FixtureRequest) -> AsyncIterator[System]:
+    log_dir = STATE / "logs" / request.node.name
+    shutil.rmtree(log_dir, ignore_errors=True)  # keep only this run's logs to read after a failure
+    async with System(broker.bootstrap, pg_server, log_dir) as system:
+        yield system

@@ -1,0 +1,143 @@
+"""A running system for one test: a fresh database, fresh topics, and real service processes.
+
+Everything goes through the real broker (one Tansu per test session) and the real PostgreSQL; each
+``System`` has its own topic prefix and database, so tests never see each other's events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from schemas import topics
+from services.runtime.devstack import create_database, drop_database
+from services.runtime.kafka import TopicReader, ensure_topics, publish
+from services.runtime.settings import Settings
+from services.runtime.supervisor import ServiceProcess, Supervisor
+
+
+class System:
+    def __init__(self, bootstrap: str, server_url: str, log_dir: Path, **overrides: Any) -> None:
+        self.run_id = uuid.uuid4().hex[:10]
+        self.server_url = server_url
+        self.database = f"rj_test_{self.run_id}"
+        self.settings = Settings(
+            kafka_bootstrap_servers=bootstrap,
+            database_url="",
+            topic_prefix=f"t{self.run_id}.",
+            deadline_sweep_interval_s=0.5,
+            batch_within_s=0.1,
+            relay_poll_interval_s=0.2,
+            retry_max_backoff_s=1.0,
+            **overrides,
+        )
+        self.log_dir = log_dir
+        self.supervisor: Supervisor | None = None
+        self._readers: list[TopicReader] = []
+
+    async def __aenter__(self) -> System:
+        url = await create_database(self.server_url, self.database)
+        self.settings = self.settings.model_copy(update={"database_url": url})
+        await ensure_topics(self.settings)
+        env = {name.upper(): str(value) for name, value in self.settings.model_dump().items()}
+        self.supervisor = Supervisor(env=env, log_dir=self.log_dir)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.supervisor is not None
+        self.supervisor.stop_all()
+        for reader in self._readers:
+            await reader.stop()
+        await drop_database(self.server_url, self.database)
+
+    # --- services ---------------------------------------------------------------------------------
+
+    def start(self, name: str, **settings: Any) -> ServiceProcess:
+        """Start a service process; ``settings`` override this system's settings for it alone."""
+        assert self.supervisor is not None
+        return self.supervisor.start(name, {k.upper(): str(v) for k, v in settings.items()})
+
+    def service(self, name: str) -> ServiceProcess:
+        assert self.supervisor is not None
+        return self.supervisor.processes[name]
+
+    def logs(self, name: str) -> str:
+        path = self.service(name).log_path
+        return path.read_text(errors="replace") if path and path.exists() else ""
+
+    # --- Kafka --------------------------------------------------------------------------------------
+
+    async def publish(self, messages: Iterable[tuple[str, str | None, bytes]]) -> int:
+        return await publish(self.settings, messages)
+
+    async def reader(self, *names: str) -> TopicReader:
+        reader = TopicReader(self.settings, names)
+        await reader.start()
+        self._readers.append(reader)
+        return reader
+
+    async def read_until(
+        self,
+        topic: str,
+        done: Callable[[list[dict[str, Any]]], bool],
+        timeout_s: float = 45,
+        settle_s: float = 0.0,
+    ) -> list[dict[str, Any]]:
+        """Every message on ``topic`` (decoded JSON) once ``done`` holds, plus what comes in ``settle_s``."""
+        reader = await self.reader(topic)
+        messages: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout_s
+        while not done(messages):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out on {topic}; have {len(messages)}: {messages[-5:]}")
+            messages += [json.loads(v) for _, _, v in await reader.read(0.3)]
+        end = time.monotonic() + settle_s
+        while time.monotonic() < end:
+            messages += [json.loads(v) for _, _, v in await reader.read(0.3)]
+        return messages
+
+    async def referral_events(self, done: Callable[[list[dict[str, Any]]], bool], **kw: Any) -> list[dict[str, Any]]:
+        return await self.read_until(topics.REFERRAL, done, **kw)
+
+    # --- PostgreSQL -------------------------------------------------------------------------------
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(self.settings.database_url)
+        try:
+            return await conn.fetch(sql, *args)
+        finally:
+            await conn.close()
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        conn = await asyncpg.connect(self.settings.database_url)
+        try:
+            return await conn.fetchval(sql, *args)
+        finally:
+            await conn.close()
+
+    async def wait_for(self, check: Callable[[], Awaitable[bool]], timeout_s: float = 45, what: str = "") -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if await check():
+                    return
+            except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+                pass  # the service has not migrated yet
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what or check.__name__}")
+            await asyncio.sleep(0.1)
+
+
+def of_type(messages: list[dict[str, Any]], event_type: str) -> list[dict[str, Any]]:
+    return [m for m in messages if m.get("type") == event_type]
+
+
+def types_count(event_type: str, n: int) -> Callable[[list[dict[str, Any]]], bool]:
+    return lambda ms: len(of_type(ms, event_type)) >= n
