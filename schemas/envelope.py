@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, Literal, TypeVar
@@ -46,10 +45,16 @@ class CloudEvent(BaseModel, Generic[D]):
     data: D
 
     def to_json(self) -> bytes:
-        # serialize_as_any: ``data`` is declared as the base payload type; write the real payload's fields.
-        document = self.model_dump(mode="json", serialize_as_any=True)
         # CloudEvents attributes are absent rather than null; inside ``data`` null means "unknown".
-        return json.dumps({k: v for k, v in document.items() if v is not None}, ensure_ascii=False).encode()
+        absent = {name for name in _OPTIONAL_ATTRIBUTES if getattr(self, name) is None}
+        # serialize_as_any: ``data`` is declared as the base payload type; write the real payload's fields.
+        return self.model_dump_json(exclude=absent, serialize_as_any=True).encode()
+
+
+_OPTIONAL_ATTRIBUTES = ("subject", "dataschema", "correlationid", "causationid")
+
+#: The envelope of a decoded event; specialising a generic model is costly, so do it once.
+Event = CloudEvent[EventData]
 
 
 class RawEnvelope(CloudEvent[dict[str, Any]]):
@@ -64,13 +69,14 @@ def new_event(
     cause: CloudEvent[Any] | None = None,
     event_id: str | None = None,
     time: datetime | None = None,
-) -> CloudEvent[EventData]:
+) -> Event:
     """Wrap ``data`` in an envelope, continuing the causal chain of ``cause``.
 
     Pass a deterministic ``event_id`` (see ``derived_event_id``) so that a replayed input yields
     the very same output event, which downstream inboxes then drop as a repeat.
     """
-    return CloudEvent[EventData](
+    # Every argument is already typed and validated: construct without validating again (hot path).
+    return Event.model_construct(
         specversion="1.0",
         id=event_id or str(uuid.uuid4()),
         source=source,
@@ -80,6 +86,7 @@ def new_event(
         dataschema=data.dataschema(),
         correlationid=(cause.correlationid or cause.id) if cause else None,
         causationid=cause.id if cause else None,
+        datacontenttype="application/json",
         data=data,
     )
 

@@ -15,8 +15,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.commands import REFERRAL_COMMANDS, CommandRejected
-from schemas.envelope import CloudEvent, EventData, RawEnvelope
+from schemas.consent import CONSENT_COMMANDS, CONSENT_EVENTS
+from schemas.envelope import CloudEvent, Event, EventData, RawEnvelope
 from schemas.referral import REFERRAL_EVENTS
+from schemas.scheduling import SCHEDULING_COMMANDS, SCHEDULING_EVENTS
 from schemas.upstream import UPSTREAM_EVENTS
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -61,15 +63,9 @@ class Registry:
 
     def parse(self, raw: bytes) -> CloudEvent[EventData]:
         try:
-            document = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ParseError(f"not JSON: {exc}") from None
-        if not isinstance(document, dict):
-            raise ParseError(f"not a CloudEvent: a JSON {type(document).__name__}, not an object")
-        try:
-            envelope = RawEnvelope.model_validate(document)
+            envelope = RawEnvelope.model_validate_json(raw)
         except ValidationError as exc:
-            raise ParseError(f"not a CloudEvent: {_describe(exc)}") from None
+            raise ParseError(_why_not_an_envelope(raw, exc)) from None
         model = self._models.get(envelope.type)
         if model is None:
             raise ParseError(f"unknown event type {envelope.type!r}")
@@ -78,7 +74,8 @@ class Registry:
             payload = model.model_validate(data)
         except ValidationError as exc:
             raise ParseError(f"{envelope.type} fails its schema: {_describe(exc)}") from None
-        return CloudEvent[EventData].model_validate({**envelope.model_dump(exclude={"data"}), "data": payload})
+        # Both parts are validated: assemble without validating a third time.
+        return Event.model_construct(envelope.model_fields_set, **{**envelope.__dict__, "data": payload})
 
     def _upcast(self, event_type: str, version: int, data: dict[str, Any], target: int) -> dict[str, Any]:
         if version > target:
@@ -96,11 +93,32 @@ def _version_of(dataschema: str | None) -> int:
     return int(match.group(1)) if match else 1
 
 
+def _why_not_an_envelope(raw: bytes, exc: ValidationError) -> str:
+    try:
+        document = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as not_json:
+        return f"not JSON: {not_json}"
+    if not isinstance(document, dict):
+        return f"not a CloudEvent: a JSON {type(document).__name__}, not an object"
+    return f"not a CloudEvent: {_describe(exc)}"
+
+
 def _describe(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()[:5])
 
 
-REGISTRY = Registry([*UPSTREAM_EVENTS, *REFERRAL_EVENTS, *REFERRAL_COMMANDS, CommandRejected])
+REGISTRY = Registry(
+    [
+        *UPSTREAM_EVENTS,
+        *REFERRAL_EVENTS,
+        *REFERRAL_COMMANDS,
+        CommandRejected,
+        *CONSENT_EVENTS,
+        *CONSENT_COMMANDS,
+        *SCHEDULING_EVENTS,
+        *SCHEDULING_COMMANDS,
+    ]
+)
 
 
 def parse_event(raw: bytes) -> CloudEvent[EventData]:

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from schemas import topics
 from schemas.common import Channel, Contact
-from schemas.envelope import CloudEvent, EventData
+from schemas.envelope import Event, EventData
 from schemas.upstream import (
     CrimeOutcomeRecorded,
     CrimeRecorded,
@@ -25,7 +25,7 @@ UPSTREAM_SOURCE = "urn:police:west-mercia:rms"
 
 def upstream_event(data: EventData, *, event_id: str | None = None, time: datetime | None = None) -> bytes:
     crime_reference: str = data.crime_reference  # type: ignore[attr-defined]
-    return CloudEvent[EventData](
+    return Event(
         specversion="1.0",
         id=event_id or str(uuid.uuid4()),
         source=UPSTREAM_SOURCE,

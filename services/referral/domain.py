@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from enum import StrEnum
+from functools import lru_cache
 
 from schemas.commands import CommandRejected, RecordVictimInformationProvided
 from schemas.common import SYSTEM_REFERRAL
@@ -39,6 +40,7 @@ INFORMATION_DUE_WORKING_DAYS_ENHANCED = 1
 _CASE_NS = uuid.UUID("5d9a3c1e-7f2b-4e8a-b6c4-1a2b3c4d5e6f")
 
 
+@lru_cache(maxsize=65536)
 def case_id_for(crime_reference: str) -> str:
     """The case id of a crime: derived, so every repeat and replay lands on the same case."""
     return str(uuid.uuid5(_CASE_NS, crime_reference))
@@ -91,10 +93,16 @@ def record_crime(file: CrimeFile, crime: CrimeRecorded, now: datetime) -> tuple[
 
 
 def record_outcome(file: CrimeFile, outcome: CrimeOutcomeRecorded, now: datetime) -> tuple[CrimeFile, list[Emit]]:
+    if _older(outcome, file.outcome):
+        return file, []  # a correction arriving late must not undo the newer record
     if file.status in (CaseStatus.accepted, CaseStatus.declined):
         # Screening is settled; later changes of risk are for re-assessment in the consent service.
         return replace(file, outcome=outcome), []
     return _progress_case(replace(file, outcome=outcome), now)
+
+
+def _older(new: CrimeOutcomeRecorded, known: CrimeOutcomeRecorded | None) -> bool:
+    return bool(known and known.recorded_at and new.recorded_at and new.recorded_at < known.recorded_at)
 
 
 def record_request(file: CrimeFile, request: ReferralRequested, now: datetime) -> tuple[CrimeFile, list[Emit]]:

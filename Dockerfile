@@ -1,0 +1,11 @@
+# One image for every service; the compose file picks the service with `rj serve <name>`.
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY schemas ./schemas
+COPY services ./services
+RUN pip install .
+RUN useradd --system --uid 10001 rj
+USER rj
+ENTRYPOINT ["rj"]

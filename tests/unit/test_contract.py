@@ -1,0 +1,115 @@
+"""The event contract: upstream's example loads, bad input is explained, PII is marked, files are fresh."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from schemas.envelope import EventData, new_event
+from schemas.export import json_schemas, render
+from schemas.pii import PII_MARK, pii_fields
+from schemas.registry import REGISTRY, ParseError, Registry, parse_event
+from schemas.upstream import CrimeRecorded, Victim
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = (ROOT / "tests" / "fixtures" / "crime_recorded.json").read_bytes()
+
+
+def test_upstreams_documented_example_loads_as_a_crime_recorded_event() -> None:
+    event = parse_event(EXAMPLE)
+    assert isinstance(event.data, CrimeRecorded)
+    assert event.subject == "WM/2026/000123"
+    assert event.data.victims[0].name == "Siân Llŷr"
+    assert event.data.victims[0].contact is not None and event.data.victims[0].contact.phone == "+447700900001"
+
+
+def test_an_emitted_event_round_trips_with_its_payload_and_causal_chain() -> None:
+    cause = parse_event(EXAMPLE)
+    assert isinstance(cause.data, CrimeRecorded)
+    emitted = new_event(cause.data, source="urn:rj:test", subject="case-1", cause=cause)
+    again = parse_event(emitted.to_json())
+    assert again.data == cause.data
+    assert again.causationid == cause.id and again.correlationid == cause.id
+    assert again.dataschema == "urn:rj:schema:crime.recorded:v1"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff\xfe", "not JSON"),
+        (b"[]", "not a CloudEvent: a JSON list, not an object"),
+        (b'{"specversion": "1.0"}', "not a CloudEvent: id: Field required"),
+        (EXAMPLE.replace(b'"crime.recorded"', b'"crime.unheard-of"'), "unknown event type 'crime.unheard-of'"),
+        (
+            EXAMPLE.replace(b'"reported_at"', b'"reported"'),
+            "crime.recorded fails its schema: reported_at: Field required",
+        ),
+        (EXAMPLE.replace(b'"specversion": "1.0"', b'"specversion": "0.3"'), "not a CloudEvent: specversion"),
+    ],
+)
+def test_a_message_that_cannot_be_processed_is_refused_with_a_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(ParseError) as refused:
+        parse_event(raw)
+    assert str(refused.value).startswith(reason)
+
+
+def test_upstream_crime_references_are_trimmed_so_padding_cannot_open_a_second_case() -> None:
+    padded = json.loads(EXAMPLE)
+    padded["data"]["crime_reference"] = "  WM/2026/000123 "
+    event = parse_event(json.dumps(padded).encode())
+    assert isinstance(event.data, CrimeRecorded)
+    assert event.data.crime_reference == "WM/2026/000123"
+
+
+def test_personal_data_is_marked_in_the_contract() -> None:
+    assert pii_fields(Victim) == {"name", "date_of_birth", "contact"}
+    schema = json_schemas()["crime.recorded.v1.json"]
+    victim = schema["$defs"]["Victim"]["properties"]
+    assert victim["name"][PII_MARK] is True
+    assert PII_MARK not in victim["person_id"]
+
+
+def test_an_old_version_of_an_event_is_upcast_and_still_loads() -> None:
+    class Renamed(EventData):
+        event_type: ClassVar[str] = "test.thing.renamed"
+        version: ClassVar[int] = 2
+        full_name: str
+
+    registry = Registry([Renamed])
+
+    @registry.upcaster("test.thing.renamed", from_version=1)
+    def name_became_full_name(data: dict[str, object]) -> dict[str, object]:
+        return {"full_name": data["name"]}
+
+    old = {
+        "specversion": "1.0",
+        "id": "1",
+        "source": "s",
+        "type": "test.thing.renamed",
+        "time": "2026-01-01T00:00:00Z",
+        "dataschema": "urn:rj:schema:test.thing.renamed:v1",
+        "data": {"name": "A"},
+    }
+    assert registry.parse(json.dumps(old).encode()).data == Renamed(full_name="A")
+    newer = {**old, "dataschema": "urn:rj:schema:test.thing.renamed:v3"}
+    with pytest.raises(ParseError, match="newer than this service knows"):
+        registry.parse(json.dumps(newer).encode())
+
+
+def test_the_committed_json_schema_files_match_the_models() -> None:
+    """Run ``rj schemas export`` after changing a model; other teams code against these files."""
+    directory = ROOT / "schemas" / "jsonschema"
+    expected = {name: render(schema) for name, schema in json_schemas().items()}
+    committed = {path.name: path.read_text() for path in directory.glob("*.json")}
+    assert sorted(committed) == sorted(expected), "stale file list: run `rj schemas export`"
+    for name, text in expected.items():
+        assert committed[name] == text, f"{name} is stale: run `rj schemas export`"
+
+
+def test_every_registered_event_type_follows_the_naming_rule() -> None:
+    for event_type in REGISTRY.models:
+        parts = event_type.split(".")
+        assert len(parts) in (2, 3) and all(parts), event_type
