@@ -1,0 +1,261 @@
+"""Facts the consent service publishes on ``rj.consent`` (subject and key: the case id), and its commands.
+
+Consent is granular: per person and per purpose. ``participation`` is consent to take part at all;
+``share:<information>`` is consent to share one piece of information with the other side. A case is
+ready for a meeting only when every required participant has given ``participation`` consent, the
+risk assessment is done where one is needed, and a sensitive case has a specialist facilitator.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, ClassVar, Final
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from schemas.commands import Command
+from schemas.common import Actor
+from schemas.envelope import EventData
+from schemas.pii import Pii
+from schemas.referral import Role
+
+PARTICIPATION: Final = "participation"
+SHARE_PREFIX: Final = "share:"
+
+Purpose = Annotated[
+    str,
+    Field(
+        pattern=r"^(participation|share:[a-z0-9][a-z0-9_.-]{0,99})$",
+        description="'participation' (taking part at all) or 'share:<information>' (sharing that with the other side)",
+    ),
+]
+
+
+def sharing(information: str) -> str:
+    """The purpose of sharing one named piece of information with the other side."""
+    return f"{SHARE_PREFIX}{information}"
+
+
+SYSTEM_CONSENT = Actor(kind="system", id="consent-service")
+
+
+class RecordedThrough(StrEnum):
+    """Through whom a consent decision reached us."""
+
+    participant = "participant"  # the participant themself
+    facilitator = "facilitator"
+
+
+class RecordingMethod(StrEnum):
+    in_person = "in_person"
+    phone = "phone"
+    letter = "letter"
+    email = "email"
+    online = "online"
+
+
+class RiskLevel(StrEnum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+
+
+class CaseWithdrawalReason(StrEnum):
+    consent_withdrawn = "consent_withdrawn"
+    consent_declined = "consent_declined"
+
+
+class CaseParticipant(BaseModel):
+    """What the consent and scheduling services need to know about a participant: no personal data."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    person_id: str = Field(min_length=1)
+    role: Role
+    required: bool
+    in_custody: bool = False
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+class AssignFacilitator(Command):
+    event_type: ClassVar[str] = "rj.facilitator.assign"
+
+    facilitator_id: str = Field(min_length=1)
+    specialist: bool = Field(description="A senior facilitator trained for sensitive cases")
+
+
+class RecordPreparationMeeting(Command):
+    event_type: ClassVar[str] = "rj.preparation-meeting.record"
+
+    person_id: str = Field(min_length=1)
+    met_at: AwareDatetime
+    method: RecordingMethod
+
+
+class RecordRiskAssessment(Command):
+    event_type: ClassVar[str] = "rj.risk-assessment.record"
+
+    assessed_at: AwareDatetime
+    level: RiskLevel
+    safe_to_proceed: bool
+
+
+class ConsentDecision(Command):
+    """Base of give / decline / withdraw: whose consent, to what, through whom, recorded how."""
+
+    person_id: str = Field(min_length=1)
+    purpose: Purpose = PARTICIPATION
+    through: RecordedThrough
+    method: RecordingMethod
+
+
+class GiveConsent(ConsentDecision):
+    event_type: ClassVar[str] = "rj.consent.give"
+
+
+class DeclineConsent(ConsentDecision):
+    event_type: ClassVar[str] = "rj.consent.decline"
+
+
+class WithdrawConsent(ConsentDecision):
+    """Accepted at any time until the case closes; no reason needed."""
+
+    event_type: ClassVar[str] = "rj.consent.withdraw"
+
+
+# --- facts --------------------------------------------------------------------------------------
+
+
+class FacilitatorAssigned(EventData):
+    event_type: ClassVar[str] = "rj.facilitator.assigned"
+
+    case_id: str
+    facilitator_id: str
+    specialist: bool
+    assigned_at: AwareDatetime
+    assigned_by: Actor
+    reason: str | None = None
+
+
+class PreparationMeetingRecorded(EventData):
+    event_type: ClassVar[str] = "rj.preparation-meeting.recorded"
+
+    case_id: str
+    person_id: str
+    met_at: AwareDatetime
+    method: RecordingMethod
+    recorded_at: AwareDatetime
+    recorded_by: Actor
+
+
+class RiskAssessmentRecorded(EventData):
+    event_type: ClassVar[str] = "rj.risk-assessment.recorded"
+
+    case_id: str
+    assessed_at: AwareDatetime
+    level: RiskLevel
+    safe_to_proceed: bool
+    recorded_at: AwareDatetime
+    recorded_by: Actor
+    reason: Annotated[str | None, Pii] = None
+
+
+class ConsentGiven(EventData):
+    event_type: ClassVar[str] = "rj.consent.given"
+
+    case_id: str
+    person_id: str
+    purpose: Purpose
+    through: RecordedThrough
+    method: RecordingMethod
+    given_at: AwareDatetime
+    given_by: Actor
+
+
+class ConsentDeclined(EventData):
+    event_type: ClassVar[str] = "rj.consent.declined"
+
+    case_id: str
+    person_id: str
+    purpose: Purpose
+    through: RecordedThrough
+    method: RecordingMethod
+    declined_at: AwareDatetime
+    declined_by: Actor
+    reason: Annotated[str | None, Pii] = Field(default=None, description="Never to be told to another participant")
+
+
+class ConsentWithdrawn(EventData):
+    event_type: ClassVar[str] = "rj.consent.withdrawn"
+
+    case_id: str
+    person_id: str
+    purpose: Purpose
+    through: RecordedThrough
+    method: RecordingMethod
+    withdrawn_at: AwareDatetime
+    withdrawn_by: Actor
+    reason: Annotated[str | None, Pii] = Field(default=None, description="Never to be told to another participant")
+
+
+class CaseReadyForMeeting(EventData):
+    """Every required participant consents to take part, risk is assessed where needed, staffing fits."""
+
+    event_type: ClassVar[str] = "rj.case.ready-for-meeting"
+
+    case_id: str
+    participants: list[CaseParticipant]
+    specialist_required: bool
+    facilitator_ids: list[str]
+    risk_assessed_at: AwareDatetime | None = None
+    ready_at: AwareDatetime
+    decided_by: Actor
+
+
+class CaseReadinessLost(EventData):
+    """A ready case is no longer ready without being withdrawn (a re-assessment found it unsafe)."""
+
+    event_type: ClassVar[str] = "rj.case.readiness-lost"
+
+    case_id: str
+    reason: str
+    lost_at: AwareDatetime
+    decided_by: Actor
+
+
+class CaseWithdrawn(EventData):
+    """The case cannot proceed: a required participant declined or withdrew their participation."""
+
+    event_type: ClassVar[str] = "rj.case.withdrawn"
+
+    case_id: str
+    reason: CaseWithdrawalReason
+    person_id: str = Field(
+        description="Whose decision it was: for staff and audit only, never to be told to other participants"
+    )
+    withdrawn_at: AwareDatetime
+    recorded_by: Actor
+
+
+CONSENT_EVENTS: tuple[type[EventData], ...] = (
+    FacilitatorAssigned,
+    PreparationMeetingRecorded,
+    RiskAssessmentRecorded,
+    ConsentGiven,
+    ConsentDeclined,
+    ConsentWithdrawn,
+    CaseReadyForMeeting,
+    CaseReadinessLost,
+    CaseWithdrawn,
+)
+
+CONSENT_COMMANDS: tuple[type[EventData], ...] = (
+    AssignFacilitator,
+    RecordPreparationMeeting,
+    RecordRiskAssessment,
+    GiveConsent,
+    DeclineConsent,
+    WithdrawConsent,
+)

@@ -1,0 +1,453 @@
+"""Consent decisions, pure: preparing an accepted case, each participant's consent, readiness, withdrawal.
+
+One ``ConsentCase`` per case. Every decision is ``(case, message) -> (new case, [Emit])``; a command that
+is not allowed leaves the case as it was and emits one ``CommandRejected`` saying why. Consent is kept
+per person and per purpose, and only the latest decision for a (person, purpose) counts.
+
+Decisions worth knowing:
+- A required participant who declines or withdraws ``participation`` withdraws the case at once
+  (``CaseWithdrawn``, reason ``consent_declined`` / ``consent_withdrawn``); the scheduling service then
+  cancels what is pending and closes the case. Other participants' decisions and sharing consents are
+  recorded and change nothing else.
+- A withdrawal is refused only when the case is closed, unknown, for a non-participant, or when a
+  participant tries to speak for someone else; never because of the case's stage. Withdrawing what is
+  already withdrawn or declined emits nothing.
+- Readiness is re-derived after every change: ``CaseReadyForMeeting`` when it is reached,
+  ``CaseReadinessLost`` when a re-assessment finds a ready case unsafe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Self
+
+from pydantic import TypeAdapter
+
+from schemas.commands import Command, CommandRejected
+from schemas.consent import (
+    PARTICIPATION,
+    SYSTEM_CONSENT,
+    AssignFacilitator,
+    CaseParticipant,
+    CaseReadinessLost,
+    CaseReadyForMeeting,
+    CaseWithdrawalReason,
+    CaseWithdrawn,
+    ConsentDecision,
+    ConsentDeclined,
+    ConsentGiven,
+    ConsentWithdrawn,
+    DeclineConsent,
+    FacilitatorAssigned,
+    GiveConsent,
+    PreparationMeetingRecorded,
+    RecordedThrough,
+    RecordPreparationMeeting,
+    RecordRiskAssessment,
+    RiskAssessmentRecorded,
+    RiskLevel,
+    WithdrawConsent,
+)
+from schemas.envelope import EventData
+from schemas.referral import CaseAccepted
+from schemas.scheduling import CaseClosed
+
+SERVICE = "consent"
+
+
+@dataclass(frozen=True)
+class Emit:
+    """An event decided here; ``identity`` makes its id stable across replays."""
+
+    data: EventData
+    identity: str
+
+
+_ADAPTERS: dict[type, TypeAdapter[Any]] = {}
+
+
+def _adapter(cls: type) -> TypeAdapter[Any]:
+    if cls not in _ADAPTERS:
+        _ADAPTERS[cls] = TypeAdapter(cls)
+    return _ADAPTERS[cls]
+
+
+class _JsonState:
+    def to_json(self) -> str:
+        return _adapter(type(self)).dump_json(self).decode()
+
+    @classmethod
+    def from_json(cls, document: str | bytes) -> Self:
+        return _adapter(cls).validate_json(document)  # type: ignore[no-any-return]
+
+
+class ConsentStatus(StrEnum):
+    given = "given"
+    declined = "declined"
+    withdrawn = "withdrawn"
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    person_id: str
+    purpose: str
+    status: ConsentStatus
+    decided_at: datetime
+
+
+@dataclass(frozen=True)
+class AssignedFacilitator:
+    facilitator_id: str
+    specialist: bool
+
+
+@dataclass(frozen=True)
+class RiskAssessment:
+    assessed_at: datetime
+    level: RiskLevel
+    safe_to_proceed: bool
+
+
+@dataclass(frozen=True)
+class ConsentCase(_JsonState):
+    case_id: str
+    participants: tuple[CaseParticipant, ...] = ()
+    specialist_required: bool = False
+    risk_assessment_required: bool = False
+    facilitators: tuple[AssignedFacilitator, ...] = ()
+    risk_assessment: RiskAssessment | None = None  # the latest
+    prepared: frozenset[str] = frozenset()  # people a facilitator has met
+    consents: tuple[ConsentRecord, ...] = ()  # the latest decision per (person, purpose)
+    ready: bool = False  # as last announced
+    withdrawn: bool = False
+    closed: bool = False
+
+    def participant(self, person_id: str) -> CaseParticipant | None:
+        return next((p for p in self.participants if p.person_id == person_id), None)
+
+    def consent(self, person_id: str, purpose: str) -> ConsentStatus | None:
+        return next((c.status for c in self.consents if (c.person_id, c.purpose) == (person_id, purpose)), None)
+
+    def with_consent(self, person_id: str, purpose: str, status: ConsentStatus, at: datetime) -> ConsentCase:
+        others = tuple(c for c in self.consents if (c.person_id, c.purpose) != (person_id, purpose))
+        return replace(self, consents=(*others, ConsentRecord(person_id, purpose, status, at)))
+
+
+def readiness_gaps(case: ConsentCase) -> list[str]:
+    """What still stands between the case and a meeting; empty when it is ready."""
+    gaps = []
+    if case.withdrawn:
+        gaps.append("the case is withdrawn")
+    if case.closed:
+        gaps.append("the case is closed")
+    if not any(p.required for p in case.participants):
+        gaps.append("the case's participants are not known")
+    gaps += [
+        f"participation consent from {p.person_id} ({p.role})"
+        for p in case.participants
+        if p.required and case.consent(p.person_id, PARTICIPATION) is not ConsentStatus.given
+    ]
+    if case.risk_assessment_required and case.risk_assessment is None:
+        gaps.append("a risk assessment")
+    if case.risk_assessment is not None and not case.risk_assessment.safe_to_proceed:
+        gaps.append("a risk assessment that finds it safe to proceed")
+    if case.specialist_required and not any(f.specialist for f in case.facilitators):
+        gaps.append("a specialist facilitator")
+    return gaps
+
+
+def is_ready(case: ConsentCase) -> bool:
+    return not readiness_gaps(case)
+
+
+# --- events from other services -----------------------------------------------------------------
+
+
+def on_case_accepted(
+    case: ConsentCase | None, event: CaseAccepted, *, command_id: str, now: datetime
+) -> tuple[ConsentCase, list[Emit]]:
+    """Start preparing an accepted case. A repeat changes nothing."""
+    participants = tuple(
+        CaseParticipant(person_id=p.person_id, role=p.role, required=p.required, in_custody=p.in_custody)
+        for p in event.participants
+    )
+    if case is None:
+        case = ConsentCase(case_id=event.case_id)
+    elif case.participants:
+        return case, []
+    # A case closed before we heard it was accepted stays closed: we only learn who takes part.
+    case = replace(
+        case,
+        participants=participants,
+        specialist_required=event.specialist_required,
+        risk_assessment_required=event.risk_assessment_required,
+    )
+    return case, []
+
+
+def on_case_closed(
+    case: ConsentCase | None, event: CaseClosed, *, command_id: str, now: datetime
+) -> tuple[ConsentCase, list[Emit]]:
+    """The scheduling service closed the case: from now on everything is refused."""
+    case = case or ConsentCase(case_id=event.case_id)
+    return replace(case, closed=True, ready=False), []
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def assign_facilitator(
+    case: ConsentCase | None, command: AssignFacilitator, *, command_id: str, now: datetime
+) -> tuple[ConsentCase | None, list[Emit]]:
+    if (refusal := _refusal(case, command)) is not None:
+        return _reject(case, command, command_id, now, refusal)
+    assert case is not None
+    if case.specialist_required and not command.specialist:
+        return _reject(
+            case,
+            command,
+            command_id,
+            now,
+            f"this case is sensitive and needs a specialist facilitator; {command.facilitator_id} is not a specialist",
+        )
+    assigned = AssignedFacilitator(command.facilitator_id, command.specialist)
+    if assigned in case.facilitators:
+        return case, []
+    others = tuple(f for f in case.facilitators if f.facilitator_id != command.facilitator_id)
+    case = replace(case, facilitators=(*others, assigned))
+    fact = FacilitatorAssigned(
+        case_id=case.case_id,
+        facilitator_id=command.facilitator_id,
+        specialist=command.specialist,
+        assigned_at=now,
+        assigned_by=command.actor,
+        reason=command.reason,
+    )
+    return _settle(case, [Emit(fact, f"facilitator-assigned:{command_id}")], command_id, now)
+
+
+def record_preparation_meeting(
+    case: ConsentCase | None, command: RecordPreparationMeeting, *, command_id: str, now: datetime
+) -> tuple[ConsentCase | None, list[Emit]]:
+    if (refusal := _refusal(case, command) or _not_a_participant(case, command.person_id)) is not None:
+        return _reject(case, command, command_id, now, refusal)
+    assert case is not None
+    if not case.facilitators:
+        return _reject(case, command, command_id, now, "no facilitator is assigned to this case yet")
+    case = replace(case, prepared=case.prepared | {command.person_id})
+    fact = PreparationMeetingRecorded(
+        case_id=case.case_id,
+        person_id=command.person_id,
+        met_at=command.met_at,
+        method=command.method,
+        recorded_at=now,
+        recorded_by=command.actor,
+    )
+    return case, [Emit(fact, f"preparation-meeting-recorded:{command_id}")]
+
+
+def record_risk_assessment(
+    case: ConsentCase | None, command: RecordRiskAssessment, *, command_id: str, now: datetime
+) -> tuple[ConsentCase | None, list[Emit]]:
+    if (refusal := _refusal(case, command)) is not None:
+        return _reject(case, command, command_id, now, refusal)
+    assert case is not None
+    case = replace(case, risk_assessment=RiskAssessment(command.assessed_at, command.level, command.safe_to_proceed))
+    fact = RiskAssessmentRecorded(
+        case_id=case.case_id,
+        assessed_at=command.assessed_at,
+        level=command.level,
+        safe_to_proceed=command.safe_to_proceed,
+        recorded_at=now,
+        recorded_by=command.actor,
+        reason=command.reason,
+    )
+    return _settle(case, [Emit(fact, f"risk-assessment-recorded:{command_id}")], command_id, now)
+
+
+def give_consent(
+    case: ConsentCase | None, command: GiveConsent, *, command_id: str, now: datetime
+) -> tuple[ConsentCase | None, list[Emit]]:
+    if (refusal := _refusal(case, command) or _cannot_speak_for(case, command)) is not None:
+        return _reject(case, command, command_id, now, refusal)
+    assert case is not None
+    if case.consent(command.person_id, command.purpose) is ConsentStatus.given:
+        return case, []
+    case = case.with_consent(command.person_id, command.purpose, ConsentStatus.given, now)
+    fact = ConsentGiven(
+        case_id=case.case_id,
+        person_id=command.person_id,
+        purpose=command.purpose,
+        through=command.through,
+        method=command.method,
+        given_at=now,
+        given_by=command.actor,
+    )
+    return _settle(case, [Emit(fact, f"consent-given:{command_id}")], command_id, now)
+
+
+def decline_consent(
+    case: ConsentCase | None, command: DeclineConsent, *, command_id: str, now: datetime
+) -> tuple[ConsentCase | None, list[Emit]]:
+    """A required participant declining to take part withdraws the case: it cannot proceed without them."""
+    if (refusal := _refusal(case, command) or _cannot_speak_for(case, command)) is not None:
+        return _reject(case, command, command_id, now, refusal)
+    assert case is not None
+    if case.consent(command.person_id, command.purpose) is ConsentStatus.declined:
+        return case, []
+    case = case.with_consent(command.person_id, command.purpose, ConsentStatus.declined, now)
+    fact = ConsentDeclined(
+        case_id=case.case_id,
+        person_id=command.person_id,
+        purpose=command.purpose,
+        through=command.through,
+        method=command.method,
+        declined_at=now,
+        declined_by=command.actor,
+        reason=command.reason,
+    )
+    emits = [Emit(fact, f"consent-declined:{command_id}")]
+    if _stops_the_case(case, command):
+        return _withdraw_case(case, command, CaseWithdrawalReason.consent_declined, emits, now)
+    return _settle(case, emits, command_id, now)
+
+
+def withdraw_consent(
+    case: ConsentCase | None, command: WithdrawConsent, *, command_id: str, now: datetime
+) -> tuple[ConsentCase | None, list[Emit]]:
+    """Accepted at any stage until the case closes, from the participant or a facilitator, with no reason needed."""
+    refusal = _refusal(case, command) if case is None or case.closed else _cannot_speak_for(case, command)
+    if refusal is not None:
+        return _reject(case, command, command_id, now, refusal)
+    assert case is not None
+    if case.consent(command.person_id, command.purpose) in (ConsentStatus.withdrawn, ConsentStatus.declined):
+        return case, []  # nothing left to withdraw: a repeat is harmless
+    case = case.with_consent(command.person_id, command.purpose, ConsentStatus.withdrawn, now)
+    fact = ConsentWithdrawn(
+        case_id=case.case_id,
+        person_id=command.person_id,
+        purpose=command.purpose,
+        through=command.through,
+        method=command.method,
+        withdrawn_at=now,
+        withdrawn_by=command.actor,
+        reason=command.reason,
+    )
+    emits = [Emit(fact, f"consent-withdrawn:{command_id}")]
+    if _stops_the_case(case, command):
+        return _withdraw_case(case, command, CaseWithdrawalReason.consent_withdrawn, emits, now)
+    return _settle(case, emits, command_id, now)
+
+
+# --- dispatch -----------------------------------------------------------------------------------
+
+Handler = Callable[..., tuple[ConsentCase | None, list[Emit]]]
+
+HANDLERS: dict[type[EventData], Handler] = {
+    CaseAccepted: on_case_accepted,
+    CaseClosed: on_case_closed,
+    AssignFacilitator: assign_facilitator,
+    RecordPreparationMeeting: record_preparation_meeting,
+    RecordRiskAssessment: record_risk_assessment,
+    GiveConsent: give_consent,
+    DeclineConsent: decline_consent,
+    WithdrawConsent: withdraw_consent,
+}
+
+CONSUMES: frozenset[str] = frozenset(model.event_type for model in HANDLERS)
+"""Event types this service takes in: ``rj.case.accepted`` (rj.referral), ``rj.case.closed``
+(rj.scheduling) and its commands (rj.commands). ``rj.case.declined`` needs nothing from us."""
+
+
+def handle(
+    case: ConsentCase | None, message: EventData, *, command_id: str, now: datetime
+) -> tuple[ConsentCase | None, list[Emit]]:
+    """Apply any message in ``CONSUMES`` to the case it is about (``None`` when there is none yet)."""
+    return HANDLERS[type(message)](case, message, command_id=command_id, now=now)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _refusal(case: ConsentCase | None, command: Command) -> str | None:
+    """Why nothing but a withdrawal may happen to the case now, if so."""
+    if case is None:
+        return f"unknown case {command.case_id}: no accepted case with that id"
+    if case.closed:
+        return "case is closed"
+    if case.withdrawn:
+        return "case is withdrawn: only a withdrawal of consent is still accepted"
+    return None
+
+
+def _not_a_participant(case: ConsentCase | None, person_id: str) -> str | None:
+    if case is not None and case.participant(person_id) is None:
+        return f"{person_id} is not a participant in this case"
+    return None
+
+
+def _cannot_speak_for(case: ConsentCase | None, command: ConsentDecision) -> str | None:
+    if (refusal := _not_a_participant(case, command.person_id)) is not None:
+        return refusal
+    actor = command.actor
+    if command.through is RecordedThrough.participant and (actor.kind, actor.id) != ("participant", command.person_id):
+        return f"a decision through the participant must come from {command.person_id} themself"
+    if command.through is RecordedThrough.facilitator and actor.kind != "staff":
+        return "a decision through a facilitator must be recorded by a member of staff"
+    return None
+
+
+def _stops_the_case(case: ConsentCase, command: ConsentDecision) -> bool:
+    participant = case.participant(command.person_id)
+    return command.purpose == PARTICIPATION and participant is not None and participant.required
+
+
+def _withdraw_case(
+    case: ConsentCase, command: ConsentDecision, reason: CaseWithdrawalReason, emits: list[Emit], now: datetime
+) -> tuple[ConsentCase, list[Emit]]:
+    if case.withdrawn:
+        return case, emits  # someone else's decision already stopped it
+    case = replace(case, withdrawn=True, ready=False)
+    fact = CaseWithdrawn(
+        case_id=case.case_id, reason=reason, person_id=command.person_id, withdrawn_at=now, recorded_by=command.actor
+    )
+    return case, [*emits, Emit(fact, "case-withdrawn")]
+
+
+def _settle(case: ConsentCase, emits: list[Emit], command_id: str, now: datetime) -> tuple[ConsentCase, list[Emit]]:
+    """Announce a change of readiness caused by the decision just taken."""
+    gaps = readiness_gaps(case)
+    if not gaps and not case.ready:
+        fact: EventData = CaseReadyForMeeting(
+            case_id=case.case_id,
+            participants=list(case.participants),
+            specialist_required=case.specialist_required,
+            facilitator_ids=[f.facilitator_id for f in case.facilitators],
+            risk_assessed_at=case.risk_assessment.assessed_at if case.risk_assessment else None,
+            ready_at=now,
+            decided_by=SYSTEM_CONSENT,
+        )
+        return replace(case, ready=True), [*emits, Emit(fact, f"ready:{command_id}")]
+    if gaps and case.ready:
+        fact = CaseReadinessLost(
+            case_id=case.case_id, reason="needs " + "; ".join(gaps), lost_at=now, decided_by=SYSTEM_CONSENT
+        )
+        return replace(case, ready=False), [*emits, Emit(fact, f"readiness-lost:{command_id}")]
+    return case, emits
+
+
+def _reject(
+    case: ConsentCase | None, command: Command, command_id: str, now: datetime, reason: str
+) -> tuple[ConsentCase | None, list[Emit]]:
+    rejection = CommandRejected(
+        case_id=command.case_id,
+        command_id=command_id,
+        command_type=command.event_type,
+        service=SERVICE,
+        reason=reason,
+        rejected_at=now,
+    )
+    return case, [Emit(rejection, f"rejected:{command_id}")]

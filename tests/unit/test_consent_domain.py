@@ -1,0 +1,366 @@
+"""The consent service's decisions: preparation, granular consent, readiness, withdrawal."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+
+from schemas.commands import CommandRejected
+from schemas.common import Actor
+from schemas.consent import (
+    PARTICIPATION,
+    AssignFacilitator,
+    CaseReadinessLost,
+    CaseReadyForMeeting,
+    CaseWithdrawalReason,
+    CaseWithdrawn,
+    ConsentDeclined,
+    ConsentGiven,
+    ConsentWithdrawn,
+    DeclineConsent,
+    GiveConsent,
+    RecordedThrough,
+    RecordingMethod,
+    RecordPreparationMeeting,
+    RecordRiskAssessment,
+    RiskLevel,
+    WithdrawConsent,
+    sharing,
+)
+from schemas.envelope import EventData
+from schemas.referral import CaseAccepted, CaseDeclined, Participant, Role, SensitivityReason
+from schemas.registry import REGISTRY
+from schemas.scheduling import CaseClosed, ClosureReason
+from services.consent import domain
+from services.consent.domain import ConsentCase, ConsentStatus, Emit
+
+CASE = "case-1"
+NOW = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
+FACILITATOR = Actor(kind="staff", id="staff-7")
+_ids = itertools.count(1)
+
+
+def accepted(*, sensitive: bool = False, supporter: bool = True) -> CaseAccepted:
+    people = [
+        Participant(person_id="victim-1", role=Role.victim, required=True, name="Ann"),
+        Participant(person_id="offender-1", role=Role.offender, required=True, in_custody=True),
+    ]
+    if supporter:
+        people.append(Participant(person_id="supporter-1", role=Role.supporter, required=False))
+    return CaseAccepted(
+        case_id=CASE,
+        crime_reference="CR-1",
+        specialist_required=sensitive,
+        risk_assessment_required=sensitive,
+        sensitivity_reasons=[SensitivityReason.domestic_abuse] if sensitive else [],
+        participants=people,
+        decided_at=NOW,
+        decided_by=Actor(kind="system", id="referral-service"),
+        reason="eligible",
+    )
+
+
+def accepted_case(**kwargs: bool) -> ConsentCase:
+    case, emits = domain.handle(None, accepted(**kwargs), command_id="accepted", now=NOW)
+    assert case is not None and emits == []
+    return case
+
+
+def give(person: str, purpose: str = PARTICIPATION, **kwargs: object) -> GiveConsent:
+    return GiveConsent(case_id=CASE, **_decision(person, purpose, **kwargs))  # type: ignore[arg-type]
+
+
+def decline(person: str, purpose: str = PARTICIPATION, **kwargs: object) -> DeclineConsent:
+    return DeclineConsent(case_id=CASE, **_decision(person, purpose, **kwargs))  # type: ignore[arg-type]
+
+
+def withdraw(person: str, purpose: str = PARTICIPATION, **kwargs: object) -> WithdrawConsent:
+    return WithdrawConsent(case_id=CASE, **_decision(person, purpose, **kwargs))  # type: ignore[arg-type]
+
+
+def _decision(person: str, purpose: str, *, themself: bool = False, actor: Actor | None = None) -> dict[str, object]:
+    through = RecordedThrough.participant if themself else RecordedThrough.facilitator
+    if actor is None:
+        actor = Actor(kind="participant", id=person) if themself else FACILITATOR
+    return {
+        "person_id": person,
+        "purpose": purpose,
+        "through": through,
+        "method": RecordingMethod.phone,
+        "actor": actor,
+    }
+
+
+def assign(facilitator: str = "fac-1", *, specialist: bool = False) -> AssignFacilitator:
+    return AssignFacilitator(case_id=CASE, actor=FACILITATOR, facilitator_id=facilitator, specialist=specialist)
+
+
+def risk(*, safe: bool = True) -> RecordRiskAssessment:
+    return RecordRiskAssessment(
+        case_id=CASE, actor=FACILITATOR, assessed_at=NOW, level=RiskLevel.medium, safe_to_proceed=safe
+    )
+
+
+def run(case: ConsentCase | None, *messages: EventData) -> tuple[ConsentCase | None, list[Emit]]:
+    emitted: list[Emit] = []
+    for message in messages:
+        case, emits = domain.handle(case, message, command_id=f"cmd-{next(_ids)}", now=NOW)
+        emitted += emits
+    return case, emitted
+
+
+def facts(emits: list[Emit]) -> list[type[EventData]]:
+    return [type(e.data) for e in emits]
+
+
+def rejection(emits: list[Emit]) -> str:
+    assert facts(emits) == [CommandRejected], emits
+    return emits[0].data.reason  # type: ignore[attr-defined, no-any-return]
+
+
+def ready_case(**kwargs: bool) -> ConsentCase:
+    case, emits = run(accepted_case(**kwargs), give("victim-1"), give("offender-1"))
+    assert case is not None and case.ready, emits
+    return case
+
+
+# --- readiness ----------------------------------------------------------------------------------
+
+
+def test_an_accepted_case_waits_for_consent_before_it_is_ready() -> None:
+    case = accepted_case()
+    assert not case.ready
+    assert "participation consent from victim-1 (victim)" in domain.readiness_gaps(case)
+
+
+def test_case_becomes_ready_when_every_required_participant_consents_to_take_part() -> None:
+    case, emits = run(accepted_case(), give("victim-1"))
+    assert facts(emits) == [ConsentGiven]
+    case, emits = run(case, give("offender-1"))
+    assert facts(emits) == [ConsentGiven, CaseReadyForMeeting]
+    assert case is not None and case.ready
+    ready = emits[1].data
+    assert isinstance(ready, CaseReadyForMeeting)
+    assert {p.person_id for p in ready.participants if p.required} == {"victim-1", "offender-1"}
+    assert [p.in_custody for p in ready.participants if p.person_id == "offender-1"] == [True]
+
+
+def test_a_supporters_consent_is_not_needed_for_readiness() -> None:
+    case = ready_case()
+    assert case.consent("supporter-1", PARTICIPATION) is None
+
+
+def test_consent_to_share_information_does_not_stand_in_for_participation() -> None:
+    case, emits = run(accepted_case(), give("victim-1", sharing("impact-statement")), give("offender-1"))
+    assert facts(emits) == [ConsentGiven, ConsentGiven]
+    assert case is not None and not case.ready
+
+
+def test_consent_is_recorded_with_who_when_through_whom_and_how() -> None:
+    _, emits = run(accepted_case(), give("victim-1", themself=True))
+    given = emits[0].data
+    assert isinstance(given, ConsentGiven)
+    assert (given.person_id, given.purpose, given.through, given.method) == (
+        "victim-1",
+        PARTICIPATION,
+        RecordedThrough.participant,
+        RecordingMethod.phone,
+    )
+    assert given.given_by == Actor(kind="participant", id="victim-1") and given.given_at == NOW
+
+
+def test_repeated_consent_is_harmless() -> None:
+    case, _ = run(accepted_case(), give("victim-1"))
+    again, emits = run(case, give("victim-1"))
+    assert emits == [] and again == case
+
+
+def test_a_sensitive_case_cannot_become_ready_without_a_specialist_and_a_risk_assessment() -> None:
+    case, emits = run(accepted_case(sensitive=True), give("victim-1"), give("offender-1"))
+    assert CaseReadyForMeeting not in facts(emits)
+    assert case is not None
+    assert domain.readiness_gaps(case) == ["a risk assessment", "a specialist facilitator"]
+    case, emits = run(case, risk())
+    assert CaseReadyForMeeting not in facts(emits)
+    case, emits = run(case, assign("fac-senior", specialist=True))
+    assert facts(emits)[-1] is CaseReadyForMeeting
+    assert case is not None and case.ready
+
+
+def test_a_non_specialist_facilitator_is_rejected_on_a_sensitive_case() -> None:
+    case = accepted_case(sensitive=True)
+    after, emits = run(case, assign("fac-junior", specialist=False))
+    assert "needs a specialist facilitator" in rejection(emits)
+    assert after == case
+
+
+def test_an_unsafe_risk_assessment_keeps_a_case_from_being_ready() -> None:
+    case, emits = run(accepted_case(), risk(safe=False), give("victim-1"), give("offender-1"))
+    assert CaseReadyForMeeting not in facts(emits)
+    assert case is not None and "a risk assessment that finds it safe to proceed" in domain.readiness_gaps(case)
+
+
+def test_a_ready_case_found_unsafe_on_reassessment_loses_readiness() -> None:
+    case, emits = run(ready_case(), risk(safe=False))
+    assert facts(emits)[-1] is CaseReadinessLost
+    assert case is not None and not case.ready and not case.withdrawn
+    case, emits = run(case, risk(safe=True))
+    assert facts(emits)[-1] is CaseReadyForMeeting
+
+
+# --- what is refused ----------------------------------------------------------------------------
+
+
+def test_a_command_on_an_unknown_case_is_rejected() -> None:
+    case, emits = run(None, give("victim-1"))
+    assert case is None
+    assert "unknown case" in rejection(emits)
+    assert emits[0].data.service == "consent"  # type: ignore[attr-defined]
+
+
+def test_consent_for_someone_who_is_not_a_participant_is_rejected() -> None:
+    case = accepted_case()
+    after, emits = run(case, give("stranger-9"))
+    assert rejection(emits) == "stranger-9 is not a participant in this case"
+    assert after == case
+
+
+def test_a_participant_can_speak_only_for_themself() -> None:
+    case = accepted_case()
+    _, emits = run(case, withdraw("victim-1", themself=True, actor=Actor(kind="participant", id="offender-1")))
+    assert "must come from victim-1 themself" in rejection(emits)
+
+
+def test_a_decision_through_a_facilitator_must_come_from_staff() -> None:
+    _, emits = run(accepted_case(), give("victim-1", actor=Actor(kind="system", id="robot")))
+    assert "member of staff" in rejection(emits)
+
+
+def test_a_preparation_meeting_needs_an_assigned_facilitator() -> None:
+    meeting = RecordPreparationMeeting(
+        case_id=CASE, actor=FACILITATOR, person_id="victim-1", met_at=NOW, method=RecordingMethod.in_person
+    )
+    _, emits = run(accepted_case(), meeting)
+    assert rejection(emits) == "no facilitator is assigned to this case yet"
+    case, emits = run(accepted_case(), assign(), meeting)
+    assert case is not None and case.prepared == {"victim-1"}
+    assert [e.data.event_type for e in emits] == ["rj.facilitator.assigned", "rj.preparation-meeting.recorded"]
+
+
+# --- withdrawal and declining -------------------------------------------------------------------
+
+
+def test_withdrawal_by_a_required_participant_withdraws_the_case() -> None:
+    case, emits = run(ready_case(), withdraw("offender-1", themself=True))
+    assert facts(emits) == [ConsentWithdrawn, CaseWithdrawn]
+    withdrawn = emits[1].data
+    assert isinstance(withdrawn, CaseWithdrawn)
+    assert (withdrawn.reason, withdrawn.person_id) == (CaseWithdrawalReason.consent_withdrawn, "offender-1")
+    assert case is not None and case.withdrawn and not case.ready
+
+
+def test_withdrawal_needs_no_reason_and_is_accepted_at_any_stage() -> None:
+    for case in (accepted_case(), ready_case(), accepted_case(sensitive=True)):
+        _, emits = run(case, withdraw("victim-1"))
+        assert facts(emits) == [ConsentWithdrawn, CaseWithdrawn]
+        assert emits[0].data.reason is None  # type: ignore[attr-defined]
+
+
+def test_repeated_withdrawal_is_harmless() -> None:
+    case, _ = run(ready_case(), withdraw("victim-1"))
+    again, emits = run(case, withdraw("victim-1"), withdraw("victim-1", themself=True))
+    assert emits == [] and again == case
+
+
+def test_a_second_participants_withdrawal_is_recorded_without_withdrawing_the_case_twice() -> None:
+    case, _ = run(ready_case(), withdraw("victim-1"))
+    case, emits = run(case, withdraw("offender-1"))
+    assert facts(emits) == [ConsentWithdrawn]
+    assert case is not None and case.consent("offender-1", PARTICIPATION) is ConsentStatus.withdrawn
+
+
+def test_a_supporters_withdrawal_leaves_the_case_ready() -> None:
+    case, _ = run(ready_case(), give("supporter-1"))
+    case, emits = run(case, withdraw("supporter-1"))
+    assert facts(emits) == [ConsentWithdrawn]
+    assert case is not None and case.ready and not case.withdrawn
+
+
+def test_withdrawing_consent_to_share_information_leaves_the_case_running() -> None:
+    case, _ = run(ready_case(), give("victim-1", sharing("injuries")))
+    case, emits = run(case, withdraw("victim-1", sharing("injuries")))
+    assert facts(emits) == [ConsentWithdrawn]
+    assert case is not None and case.ready
+    assert case.consent("victim-1", sharing("injuries")) is ConsentStatus.withdrawn
+
+
+def test_a_required_participant_who_declines_stops_the_case() -> None:
+    case, emits = run(accepted_case(), give("victim-1"), decline("offender-1", themself=True))
+    assert facts(emits) == [ConsentGiven, ConsentDeclined, CaseWithdrawn]
+    assert emits[-1].data.reason is CaseWithdrawalReason.consent_declined  # type: ignore[attr-defined]
+    assert case is not None and case.withdrawn
+
+
+def test_anything_but_a_withdrawal_on_a_withdrawn_case_is_rejected() -> None:
+    case, _ = run(ready_case(), withdraw("victim-1"))
+    for command in (give("victim-1"), decline("offender-1"), assign(), risk()):
+        after, emits = run(case, command)
+        assert rejection(emits).startswith("case is withdrawn")
+        assert after == case
+
+
+def test_after_closure_even_a_withdrawal_is_rejected() -> None:
+    closed = CaseClosed(
+        case_id=CASE, reason=ClosureReason.completed, closed_at=NOW, closed_by=Actor(kind="system", id="s")
+    )
+    case, _ = run(ready_case(), closed)
+    for command in (withdraw("victim-1"), give("supporter-1"), risk()):
+        after, emits = run(case, command)
+        assert rejection(emits) == "case is closed"
+        assert after == case
+
+
+def test_a_closure_heard_before_the_acceptance_keeps_the_case_closed() -> None:
+    closed = CaseClosed(case_id=CASE, reason=ClosureReason.uncontactable, closed_at=NOW, closed_by=FACILITATOR)
+    case, _ = run(None, closed, accepted())
+    assert case is not None and case.closed and case.participants
+
+
+def test_a_declined_referral_needs_nothing_from_consent() -> None:
+    assert CaseDeclined.event_type not in domain.CONSUMES
+    assert {"rj.case.accepted", "rj.case.closed", "rj.consent.withdraw"} <= domain.CONSUMES
+
+
+# --- replay and storage -------------------------------------------------------------------------
+
+
+def test_the_same_input_decides_the_same_events() -> None:
+    case = ready_case()
+    first = domain.handle(case, withdraw("victim-1"), command_id="cmd-x", now=NOW)
+    second = domain.handle(case, withdraw("victim-1"), command_id="cmd-x", now=NOW)
+    assert first == second
+    assert [e.identity for e in first[1]] == ["consent-withdrawn:cmd-x", "case-withdrawn"]
+
+
+def test_a_case_survives_a_json_round_trip() -> None:
+    case, _ = run(
+        accepted_case(sensitive=True),
+        assign("fac-senior", specialist=True),
+        risk(),
+        give("victim-1"),
+        give("victim-1", sharing("impact-statement")),
+        decline("supporter-1"),
+    )
+    assert case is not None
+    assert ConsentCase.from_json(case.to_json()) == case
+
+
+def test_every_consent_and_scheduling_type_is_registered_once() -> None:
+    from schemas.consent import CONSENT_COMMANDS, CONSENT_EVENTS
+    from schemas.scheduling import SCHEDULING_COMMANDS, SCHEDULING_EVENTS
+
+    models = [*CONSENT_EVENTS, *CONSENT_COMMANDS, *SCHEDULING_EVENTS, *SCHEDULING_COMMANDS]
+    assert len({m.event_type for m in models}) == len(models)
+    for model in models:
+        assert REGISTRY.model(model.event_type) is model
+        model.model_json_schema()
