@@ -200,6 +200,18 @@ class ConsentWithdrawn(EventData):
     reason: Annotated[str | None, Pii] = Field(default=None, description="Never to be told to another participant")
 
 
+class PreparationStarted(EventData):
+    """The consent service has taken the accepted case in: facilitators may now act on it."""
+
+    event_type: ClassVar[str] = "rj.preparation.started"
+
+    case_id: str
+    participants: list[CaseParticipant]
+    specialist_required: bool
+    risk_assessment_required: bool
+    started_at: AwareDatetime
+
+
 class CaseReadyForMeeting(EventData):
     """Every required participant consents to take part, risk is assessed where needed, staffing fits."""
 
@@ -240,6 +252,7 @@ class CaseWithdrawn(EventData):
 
 
 CONSENT_EVENTS: tuple[type[EventData], ...] = (
+    PreparationStarted,
     FacilitatorAssigned,
     PreparationMeetingRecorded,
     RiskAssessmentRecorded,

@@ -16,6 +16,8 @@ from services.runtime.settings import get_settings
 #: Every service of the system and the function that builds its app.
 SERVICES: dict[str, str] = {
     "referral": "services.referral.app:build",
+    "consent": "services.consent.app:build",
+    "scheduling": "services.scheduling.app:build",
 }
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)

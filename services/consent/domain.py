@@ -44,6 +44,7 @@ from schemas.consent import (
     FacilitatorAssigned,
     GiveConsent,
     PreparationMeetingRecorded,
+    PreparationStarted,
     RecordedThrough,
     RecordPreparationMeeting,
     RecordRiskAssessment,
@@ -185,7 +186,16 @@ def on_case_accepted(
         specialist_required=event.specialist_required,
         risk_assessment_required=event.risk_assessment_required,
     )
-    return case, []
+    if case.closed:
+        return case, []
+    started = PreparationStarted(
+        case_id=case.case_id,
+        participants=list(participants),
+        specialist_required=event.specialist_required,
+        risk_assessment_required=event.risk_assessment_required,
+        started_at=now,
+    )
+    return case, [Emit(started, "preparation-started")]
 
 
 def on_case_closed(

@@ -48,7 +48,8 @@ async def save_crime_files(conn: asyncpg.Connection, files: Sequence[CrimeFile])
     await conn.execute(
         f"""UPDATE {SCHEMA}.crime_files AS f
             SET crime = u.crime::jsonb, outcome = u.outcome::jsonb, requests = u.requests::jsonb,
-                status = u.status, opened_at = u.opened_at, clocked_victims = coalesce(string_to_array(u.clocked, chr(31)), '{{}}'),
+                status = u.status, opened_at = u.opened_at,
+                clocked_victims = coalesce(string_to_array(u.clocked, chr(31)), '{{}}'),
                 updated_at = now()
             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[])
                  AS u(crime_reference, crime, outcome, requests, status, opened_at, clocked)

@@ -19,6 +19,7 @@ from schemas.consent import (
     ConsentWithdrawn,
     DeclineConsent,
     GiveConsent,
+    PreparationStarted,
     RecordedThrough,
     RecordingMethod,
     RecordPreparationMeeting,
@@ -62,7 +63,7 @@ def accepted(*, sensitive: bool = False, supporter: bool = True) -> CaseAccepted
 
 def accepted_case(**kwargs: bool) -> ConsentCase:
     case, emits = domain.handle(None, accepted(**kwargs), command_id="accepted", now=NOW)
-    assert case is not None and emits == []
+    assert case is not None and facts(emits) == [PreparationStarted]
     return case
 
 

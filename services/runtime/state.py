@@ -1,0 +1,41 @@
+"""Keyed JSON state rows: load a batch's keys under row locks, write them back in one statement.
+
+Plumbing for services whose state per key (a case, say) is one JSON document decided by pure code.
+The table needs ``key text PRIMARY KEY, state jsonb, updated_at timestamptz``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import asyncpg
+
+
+async def lock_states(conn: asyncpg.Connection, table: str, keys: Iterable[str]) -> dict[str, str | None]:
+    """The state of each key (``None`` where there is none yet), every row locked until commit.
+
+    Keys are locked in sorted order, so two transactions over overlapping keys cannot deadlock; a
+    placeholder row is made for an unknown key so that it can be locked too (``save_states`` removes it
+    again if it is still empty).
+    """
+    ordered = sorted(set(keys))
+    if not ordered:
+        return {}
+    await conn.execute(
+        f"INSERT INTO {table} (key) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT (key) DO NOTHING", ordered
+    )
+    rows = await conn.fetch(
+        f"SELECT key, state FROM {table} WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE", ordered
+    )
+    return {row["key"]: row["state"] for row in rows}
+
+
+async def save_states(conn: asyncpg.Connection, table: str, states: Mapping[str, str | None]) -> None:
+    keys = list(states)
+    await conn.execute(
+        f"""UPDATE {table} AS t SET state = u.state::jsonb, updated_at = now()
+            FROM unnest($1::text[], $2::text[]) AS u(key, state) WHERE t.key = u.key""",
+        keys,
+        [states[k] for k in keys],
+    )
+    await conn.execute(f"DELETE FROM {table} WHERE key = ANY($1::text[]) AND state IS NULL", keys)

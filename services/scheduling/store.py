@@ -1,0 +1,87 @@
+"""The scheduling service's SQL: case schedules as JSON rows; facilitators, venues and bookings as rows.
+
+Every scheduling transaction first takes one advisory lock on the resource book, so checks for clashes
+never race across replicas (meetings are booked at human pace: the serialisation costs nothing that
+matters). The bookings table's exclusion constraint backs the check up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+
+import asyncpg
+from pydantic import TypeAdapter
+
+from services.runtime.state import lock_states, save_states
+from services.scheduling.domain import Booking, CaseSchedule, FacilitatorProfile, ResourceBook, VenueProfile
+
+SCHEMA = "scheduling"
+CASES = f"{SCHEMA}.cases"
+_FACILITATOR = TypeAdapter(FacilitatorProfile)
+_VENUE = TypeAdapter(VenueProfile)
+_BOOK_LOCK = int.from_bytes(hashlib.sha256(b"scheduling.resource-book").digest()[:8], "big", signed=True)
+
+
+async def lock_resource_book(conn: asyncpg.Connection) -> None:
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", _BOOK_LOCK)
+
+
+async def lock_cases(conn: asyncpg.Connection, case_ids: Iterable[str]) -> dict[str, CaseSchedule | None]:
+    rows = await lock_states(conn, CASES, case_ids)
+    return {key: CaseSchedule.from_json(state) if state else None for key, state in rows.items()}
+
+
+async def save_cases(conn: asyncpg.Connection, cases: Mapping[str, CaseSchedule | None]) -> None:
+    await save_states(conn, CASES, {key: case.to_json() if case else None for key, case in cases.items()})
+
+
+async def load_book(conn: asyncpg.Connection, resources: Iterable[str]) -> ResourceBook:
+    """Every facilitator and venue, and the bookings of ``resources``."""
+    facilitators = await conn.fetch(f"SELECT profile FROM {SCHEMA}.facilitators ORDER BY facilitator_id")
+    venues = await conn.fetch(f"SELECT profile FROM {SCHEMA}.venues ORDER BY venue_id")
+    bookings = await conn.fetch(
+        f"SELECT resource, case_id, meeting_id, starts_at, ends_at FROM {SCHEMA}.bookings "
+        "WHERE resource = ANY($1::text[])",
+        sorted(set(resources)),
+    )
+    return ResourceBook(
+        facilitators=tuple(_FACILITATOR.validate_json(r["profile"]) for r in facilitators),
+        venues=tuple(_VENUE.validate_json(r["profile"]) for r in venues),
+        bookings=tuple(Booking(**dict(r)) for r in bookings),
+    )
+
+
+async def save_book(conn: asyncpg.Connection, before: ResourceBook, after: ResourceBook) -> None:
+    new_facilitators = [f for f in after.facilitators if f not in before.facilitators]
+    new_venues = [v for v in after.venues if v not in before.venues]
+    if new_facilitators:
+        await conn.executemany(
+            f"INSERT INTO {SCHEMA}.facilitators (facilitator_id, profile) VALUES ($1, $2::jsonb) "
+            "ON CONFLICT (facilitator_id) DO UPDATE SET profile = excluded.profile",
+            [(f.facilitator_id, _profile_json(f)) for f in new_facilitators],
+        )
+    if new_venues:
+        await conn.executemany(
+            f"INSERT INTO {SCHEMA}.venues (venue_id, profile) VALUES ($1, $2::jsonb) "
+            "ON CONFLICT (venue_id) DO UPDATE SET profile = excluded.profile",
+            [(v.venue_id, _profile_json(v)) for v in new_venues],
+        )
+    released = set(before.bookings) - set(after.bookings)
+    held = set(after.bookings) - set(before.bookings)
+    if released:
+        await conn.executemany(
+            f"DELETE FROM {SCHEMA}.bookings WHERE resource = $1 AND case_id = $2 AND meeting_id = $3",
+            [(b.resource, b.case_id, b.meeting_id) for b in released],
+        )
+    if held:
+        await conn.executemany(
+            f"INSERT INTO {SCHEMA}.bookings (resource, case_id, meeting_id, starts_at, ends_at) "
+            "VALUES ($1, $2, $3, $4, $5)",
+            [(b.resource, b.case_id, b.meeting_id, b.starts_at, b.ends_at) for b in held],
+        )
+
+
+def _profile_json(profile: FacilitatorProfile | VenueProfile) -> str:
+    adapter = _FACILITATOR if isinstance(profile, FacilitatorProfile) else _VENUE
+    return adapter.dump_json(profile).decode()  # type: ignore[attr-defined]
