@@ -24,7 +24,7 @@ class EventData(BaseModel):
         return f"{SCHEMA_URN}:{cls.event_type}:v{cls.version}"
 
 
-D = TypeVar("D", bound=BaseModel)
+D = TypeVar("D", bound=BaseModel | dict[str, Any])
 
 
 class CloudEvent(BaseModel, Generic[D]):

@@ -48,6 +48,17 @@ class _Parsed:
     event: Event
 
 
+def first_of_each(events: Sequence[Event]) -> list[Event]:
+    """``events`` without repeats of an id, each kept at its first position."""
+    seen: set[str] = set()
+    unique = []
+    for event in events:
+        if event.id not in seen:
+            seen.add(event.id)
+            unique.append(event)
+    return unique
+
+
 class BatchProcessor:
     def __init__(
         self,
@@ -93,8 +104,7 @@ class BatchProcessor:
                 fresh = await claim_inbox(conn, self.schema, [p.event.id for p in parsed])
                 new_events = [p.event for p in parsed if p.event.id in fresh]
                 # A repeat within the batch itself is taken once, at its first position.
-                seen: set[str] = set()
-                unique = [e for e in new_events if not (e.id in seen or seen.add(e.id))]
+                unique = first_of_each(new_events)
                 outgoing = list(await self.handler(conn, unique)) if unique else []
                 await write_outbox(conn, self.schema, [*outgoing, *dead])
 

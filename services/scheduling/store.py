@@ -83,5 +83,6 @@ async def save_book(conn: asyncpg.Connection, before: ResourceBook, after: Resou
 
 
 def _profile_json(profile: FacilitatorProfile | VenueProfile) -> str:
-    adapter = _FACILITATOR if isinstance(profile, FacilitatorProfile) else _VENUE
-    return adapter.dump_json(profile).decode()  # type: ignore[attr-defined]
+    if isinstance(profile, FacilitatorProfile):
+        return _FACILITATOR.dump_json(profile).decode()
+    return _VENUE.dump_json(profile).decode()
