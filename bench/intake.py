@@ -63,7 +63,9 @@ async def main(events: int) -> None:
             # Faust's worker writes terminal escapes to stdout: take the JSON from where it starts.
             line = [ln[ln.index('{"first"') :] for ln in ceiling.stdout.splitlines() if '{"first"' in ln]
             if not line:
-                raise SystemExit(f"ceiling run failed ({ceiling.returncode}):\n{ceiling.stdout[-1000:]}\n{ceiling.stderr[-3000:]}")
+                raise SystemExit(
+                    f"ceiling run failed ({ceiling.returncode}):\n{ceiling.stdout[-1000:]}\n{ceiling.stderr[-3000:]}"
+                )
             result = json.loads(line[-1])
             ceiling_rate = result["events"] / (result["last"] - result["first"])
 
