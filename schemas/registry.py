@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from schemas.commands import REFERRAL_COMMANDS, CommandRejected
 from schemas.consent import CONSENT_COMMANDS, CONSENT_EVENTS
@@ -24,6 +24,7 @@ from schemas.upstream import UPSTREAM_EVENTS
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 _VERSION = re.compile(r":v(\d+)$")
+_TYPE = re.compile(rb'"type"\s*:\s*"([^"\\]{1,200})"')
 
 
 class ParseError(ValueError):
@@ -34,6 +35,7 @@ class Registry:
     def __init__(self, models: Iterable[type[EventData]] = ()) -> None:
         self._models: dict[str, type[EventData]] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        self._adapters: dict[str, TypeAdapter[Any]] = {}
         for model in models:
             self.register(model)
 
@@ -62,6 +64,9 @@ class Registry:
         return dict(self._models)
 
     def parse(self, raw: bytes) -> CloudEvent[EventData]:
+        return self._parse_current_version(raw) or self._parse_carefully(raw)
+
+    def _parse_carefully(self, raw: bytes) -> CloudEvent[EventData]:
         try:
             envelope = RawEnvelope.model_validate_json(raw)
         except ValidationError as exc:
@@ -76,6 +81,28 @@ class Registry:
             raise ParseError(f"{envelope.type} fails its schema: {_describe(exc)}") from None
         # Both parts are validated: assemble without validating a third time.
         return Event.model_construct(envelope.model_fields_set, **{**envelope.__dict__, "data": payload})
+
+    def _parse_current_version(self, raw: bytes) -> CloudEvent[EventData] | None:
+        """The hot path: one validating pass straight into the typed envelope, for an event of a known
+        type at its current version. Anything else (and every failure) takes the careful path, which
+        upcasts and explains."""
+        match = _TYPE.search(raw)
+        model = self._models.get(match.group(1).decode()) if match else None
+        if model is None:
+            return None
+        try:
+            event = self._typed(model).validate_json(raw)
+        except ValidationError:
+            return None
+        if event.type != model.event_type or _version_of(event.dataschema) != model.version:
+            return None
+        return event  # type: ignore[no-any-return]
+
+    def _typed(self, model: type[EventData]) -> TypeAdapter[Any]:
+        adapter = self._adapters.get(model.event_type)
+        if adapter is None:
+            adapter = self._adapters[model.event_type] = TypeAdapter(CloudEvent[model])  # type: ignore[valid-type]
+        return adapter
 
     def _upcast(self, event_type: str, version: int, data: dict[str, Any], target: int) -> dict[str, Any]:
         if version > target:

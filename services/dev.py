@@ -6,8 +6,9 @@ import asyncio
 import json
 import os
 import signal
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from rich.console import Console
@@ -126,6 +127,10 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
             console.print(f"[green]{body['type']:<32}[/] {data['crime_reference']:<16} {_describe(body)}")
     await reader.stop()
     await print_cases(settings.database_url)
+    try:
+        await walk_cases(settings, stop)
+    except TimeoutError as exc:
+        console.print(f"[red]demo stopped waiting: {exc}[/]")
 
 
 def _describe(body: dict[str, object]) -> str:
@@ -160,3 +165,149 @@ async def print_cases(database_url: str) -> None:
     for row in rows:
         table.add_row(row["crime_reference"], row["case_id"], row["status"], str(row["breaches"]))
     console.print(table)
+
+
+class FactWatch:
+    """Prints consent and scheduling facts as they arrive, and waits for particular ones."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.reader = TopicReader(settings, [topics.CONSENT, topics.SCHEDULING])
+        self.seen: list[dict[str, Any]] = []
+
+    async def until(self, case_id: str, event_type: str, stop: asyncio.Event, timeout_s: float = 60) -> dict[str, Any]:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            for fact in self.seen:
+                if fact["subject"] == case_id and fact["type"] == event_type:
+                    return fact
+            if stop.is_set() or asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"no {event_type} for case {case_id}")
+            for _topic, _key, value in await self.reader.read():
+                fact = json.loads(value)
+                self.seen.append(fact)
+                console.print(f"[cyan]{fact['type']:<32}[/] {fact['subject'][:8]:<9} {_fact_detail(fact)}")
+
+    async def schedulable(self, case_id: str) -> None:
+        """The scheduling service has heard the case is ready (what a UI reads from its view)."""
+        conn = await asyncpg.connect(self.settings.database_url)
+        try:
+            sql = "SELECT state->>'ready' FROM scheduling.cases WHERE key = $1"
+            while await conn.fetchval(sql, case_id) != "true":
+                await asyncio.sleep(0.1)
+        finally:
+            await conn.close()
+
+
+def _fact_detail(fact: dict[str, Any]) -> str:
+    data = fact["data"]
+    detail = {
+        "rj.consent.given": lambda: f"{data['person_id']} consents to {data['purpose']}",
+        "rj.consent.withdrawn": lambda: f"{data['person_id']} withdraws",
+        "rj.facilitator.assigned": lambda: f"{data['facilitator_id']} (specialist: {data['specialist']})",
+        "rj.meeting.booked": lambda: (
+            f"{data['kind']} {data['meeting_id']} at {data.get('venue_id')} {data['starts_at']}"
+        ),
+        "rj.meeting.cancelled": lambda: f"{data['meeting_id']}: {data.get('reason_code', '')}",
+        "rj.case.closed": lambda: f"reason: {data['reason']}",
+        "rj.command.rejected": lambda: data["reason"],
+    }.get(fact["type"])
+    return detail() if detail else ""
+
+
+async def walk_cases(settings: Settings, stop: asyncio.Event) -> None:
+    """Two cases through consent and scheduling: one to completion, one to a withdrawal."""
+    from schemas.consent import AssignFacilitator, RecordRiskAssessment, RiskLevel
+    from schemas.scheduling import (
+        AgreementItemTerms,
+        BookMeeting,
+        CompleteAgreementItem,
+        ItemKind,
+        MeetingKind,
+        RecordAgreement,
+        RecordMeetingHeld,
+    )
+    from services.referral.domain import case_id_for
+
+    s = samples
+    console.print("\n[bold]Preparing, meeting, agreeing:[/] facilitators act through rj.commands\n")
+    watch = FactWatch(settings)
+    await watch.reader.start()
+    await publish(
+        settings, [*s.facilitators("F-ANN", "F-BEN"), *s.facilitators("F-SAM", specialist=True), s.community_venue()]
+    )
+
+    def conference(case_id: str, lead: str, starts: datetime) -> tuple[str, str, bytes]:
+        return s.command(
+            BookMeeting(
+                case_id=case_id,
+                actor=s.STAFF,
+                meeting_id="M1",
+                kind=MeetingKind.conference,
+                starts_at=starts,
+                ends_at=starts + timedelta(hours=2),
+                lead_facilitator_id=lead,
+                co_facilitator_id="F-BEN",
+                venue_id="V-HUB",
+            )
+        )
+
+    ref = "WM/2026/000101"
+    case, victim, offender = case_id_for(ref), f"V-{ref}", f"O-{ref}"
+    await watch.until(case, "rj.preparation.started", stop)
+    await publish(settings, [s.consent(case, victim), s.consent(case, offender)])
+    await watch.until(case, "rj.case.ready-for-meeting", stop)
+    await watch.schedulable(case)
+    starts = s.next_week()
+    await publish(settings, [conference(case, "F-ANN", starts)])
+    await watch.until(case, "rj.meeting.booked", stop)
+    apology = AgreementItemTerms(
+        item_id="I1",
+        kind=ItemKind.apology,
+        description="A letter of apology",
+        owner_id=offender,
+        due_date=(starts + timedelta(days=14)).date(),
+    )
+    await publish(
+        settings,
+        [
+            s.command(
+                RecordMeetingHeld(case_id=case, actor=s.STAFF, meeting_id="M1", held_at=starts + timedelta(hours=2))
+            ),
+            s.command(
+                RecordAgreement(
+                    case_id=case, actor=s.STAFF, meeting_id="M1", items=[apology], consented_by=[victim, offender]
+                )
+            ),
+            s.command(CompleteAgreementItem(case_id=case, actor=s.STAFF, item_id="I1")),
+        ],
+    )
+    await watch.until(case, "rj.case.closed", stop)
+
+    ref = "WM/2026/000102"  # domestic abuse: a specialist and a risk assessment first
+    case, victim, offender = case_id_for(ref), f"V-{ref}", f"O-{ref}"
+    await watch.until(case, "rj.preparation.started", stop)
+    await publish(
+        settings,
+        [
+            s.command(AssignFacilitator(case_id=case, actor=s.STAFF, facilitator_id="F-SAM", specialist=True)),
+            s.command(
+                RecordRiskAssessment(
+                    case_id=case,
+                    actor=s.STAFF,
+                    assessed_at=datetime.now(UTC),
+                    level=RiskLevel.medium,
+                    safe_to_proceed=True,
+                )
+            ),
+            s.consent(case, victim),
+            s.consent(case, offender),
+        ],
+    )
+    await watch.until(case, "rj.case.ready-for-meeting", stop)
+    await watch.schedulable(case)
+    await publish(settings, [conference(case, "F-SAM", starts + timedelta(days=1))])
+    await watch.until(case, "rj.meeting.booked", stop)
+    await publish(settings, [s.consent(case, victim, withdraw=True)])
+    await watch.until(case, "rj.case.closed", stop)
+    await watch.reader.stop()

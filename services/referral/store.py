@@ -15,18 +15,16 @@ SCHEMA = "referral"
 
 
 async def lock_crime_files(conn: asyncpg.Connection, references: Sequence[str]) -> dict[str, CrimeFile]:
-    """Load (creating where new) and row-lock the files of ``references``, in a fixed order."""
+    """Load (creating where new) and row-lock the files of ``references``, in a fixed order, in one
+    statement: ``ON CONFLICT DO UPDATE`` locks an existing row just as ``FOR UPDATE`` would."""
     ordered = sorted(set(references))
-    await conn.execute(
-        f"INSERT INTO {SCHEMA}.crime_files (crime_reference, case_id) "
-        "SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT (crime_reference) DO NOTHING",
+    rows = await conn.fetch(
+        f"""INSERT INTO {SCHEMA}.crime_files AS f (crime_reference, case_id)
+            SELECT * FROM unnest($1::text[], $2::text[]) ORDER BY 1
+            ON CONFLICT (crime_reference) DO UPDATE SET updated_at = f.updated_at
+            RETURNING *""",
         ordered,
         [case_id_for(r) for r in ordered],
-    )
-    rows = await conn.fetch(
-        f"SELECT * FROM {SCHEMA}.crime_files WHERE crime_reference = ANY($1::text[]) "
-        "ORDER BY crime_reference FOR UPDATE",
-        ordered,
     )
     return {row["crime_reference"]: _file_from_row(row) for row in rows}
 
@@ -66,11 +64,19 @@ async def save_crime_files(conn: asyncpg.Connection, files: Sequence[CrimeFile])
 
 
 async def insert_clocks(conn: asyncpg.Connection, clocks: Sequence[VictimClock]) -> None:
-    await conn.executemany(
+    if not clocks:
+        return
+    await conn.execute(
         f"""INSERT INTO {SCHEMA}.victim_clocks
               (crime_reference, person_id, case_id, reported_at, due_by, enhanced_rights)
-            VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
-        [(c.crime_reference, c.person_id, c.case_id, c.reported_at, c.due_by, c.enhanced_rights) for c in clocks],
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::bool[])
+            ON CONFLICT DO NOTHING""",
+        [c.crime_reference for c in clocks],
+        [c.person_id for c in clocks],
+        [c.case_id for c in clocks],
+        [c.reported_at for c in clocks],
+        [c.due_by for c in clocks],
+        [c.enhanced_rights for c in clocks],
     )
 
 

@@ -45,13 +45,15 @@ async def write_outbox(conn: asyncpg.Connection, schema: str, messages: Sequence
     """Append ``messages`` to the outbox; an id already there (a replayed decision) is not written twice."""
     if not messages:
         return
+    # One round trip: the rows, and a wake-up for the relay (delivered when the transaction commits).
     await conn.execute(
-        f"INSERT INTO {schema}.outbox (event_id, topic, key, value) "
+        f"WITH written AS (INSERT INTO {schema}.outbox (event_id, topic, key, value) "
         "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) "
-        "ON CONFLICT (event_id) DO NOTHING",
+        "ON CONFLICT (event_id) DO NOTHING RETURNING 1) "
+        "SELECT pg_notify($5, '')",
         [m.event_id for m in messages],
         [m.topic for m in messages],
         [m.key for m in messages],
         [m.value for m in messages],
+        notify_channel(schema),
     )
-    await conn.execute("SELECT pg_notify($1, '')", notify_channel(schema))

@@ -113,3 +113,15 @@ def test_every_registered_event_type_follows_the_naming_rule() -> None:
     for event_type in REGISTRY.models:
         parts = event_type.split(".")
         assert len(parts) in (2, 3) and all(parts), event_type
+
+
+def test_the_fast_path_and_the_careful_path_read_an_event_the_same() -> None:
+    fast = REGISTRY._parse_current_version(EXAMPLE)  # noqa: SLF001 - comparing the two paths is the point
+    assert fast is not None
+    nested = json.loads(EXAMPLE)
+    nested["data"]["offence"]["type"] = "rj.case.opened"  # a "type" inside the payload must not mislead it
+    nested_raw = json.dumps({"data": nested.pop("data"), **nested}).encode()
+    assert REGISTRY.parse(nested_raw).type == "crime.recorded"
+    careful = REGISTRY._parse_carefully(EXAMPLE)  # noqa: SLF001
+    assert fast.model_dump(serialize_as_any=True) == careful.model_dump(serialize_as_any=True)
+    assert json.loads(fast.to_json()) == json.loads(careful.to_json())
