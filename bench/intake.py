@@ -12,11 +12,13 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import asyncpg
 
 from services import samples
 from services.runtime.devstack import database_for_run, ensure_postgres, start_broker
@@ -38,72 +40,88 @@ def traffic(events: int) -> list[tuple[str, str, bytes]]:
     return messages
 
 
-async def main(events: int) -> None:
+async def measure_once(broker: str, server: str, events: int, run: int) -> tuple[float, float]:
+    """One run on fresh topics and a fresh database: (ceiling events/s, intake events/s)."""
+    async with database_for_run(server, "rj_bench") as database_url:
+        prefix = f"bench{run}-{os.getpid()}."
+        settings = Settings(kafka_bootstrap_servers=broker, database_url=database_url, topic_prefix=prefix)
+        env = {"KAFKA_BOOTSTRAP_SERVERS": broker, "DATABASE_URL": database_url, "TOPIC_PREFIX": prefix}
+        await ensure_topics(settings)
+        messages = traffic(events)
+        await publish(settings, messages)
+
+        ceiling = subprocess.run(
+            [sys.executable, "-m", "bench.ceiling", "worker"],
+            env={**os.environ, **env, "BENCH_EVENTS": str(len(messages))},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        # Faust's worker writes terminal escapes to stdout: take the JSON from where it starts.
+        line = [ln[ln.index('{"first"') :] for ln in ceiling.stdout.splitlines() if '{"first"' in ln]
+        if not line:
+            output = f"{ceiling.stdout[-1000:]}\n{ceiling.stderr[-3000:]}"
+            raise SystemExit(f"ceiling run failed ({ceiling.returncode}):\n{output}")
+        result = json.loads(line[-1])
+        ceiling_rate = result["events"] / (result["last"] - result["first"])
+
+        supervisor = Supervisor(env=env, log_dir=STATE / "logs")
+        supervisor.start("referral")
+        try:
+            conn = await _connect_when_migrated(database_url)
+            try:
+                while await conn.fetchval("SELECT count(*) FROM referral.inbox") < len(messages):
+                    await asyncio.sleep(0.2)
+                # received_at and created_at are each batch transaction's start: the span from the first
+                # batch to the last one's outbox write covers every batch but the last commit.
+                first, last = await conn.fetchrow("SELECT min(received_at), max(received_at) FROM referral.inbox")
+                last_written = await conn.fetchval("SELECT max(created_at) FROM referral.outbox")
+                intake_rate = len(messages) / max((max(last, last_written) - first).total_seconds(), 1e-6)
+                accepted = await conn.fetchval("SELECT count(*) FROM referral.crime_files WHERE status = 'accepted'")
+                assert accepted == events // 2, f"{accepted} cases accepted, expected {events // 2}"
+            finally:
+                await conn.close()
+        finally:
+            supervisor.stop_all()
+    print(
+        f"run {run + 1}: ceiling {ceiling_rate:,.0f} events/s, intake {intake_rate:,.0f} events/s "
+        f"({intake_rate / ceiling_rate:.0%})"
+    )
+    return ceiling_rate, intake_rate
+
+
+async def _connect_when_migrated(database_url: str) -> asyncpg.Connection:
+    while True:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.fetchval("SELECT count(*) FROM referral.inbox")
+            return conn
+        except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+            await conn.close()
+            await asyncio.sleep(0.2)
+
+
+async def main(events: int, runs: int) -> None:
     STATE.mkdir(parents=True, exist_ok=True)
     broker = start_broker(log_path=STATE / "tansu.log")
     server = await ensure_postgres(STATE)
+    size = statistics.mean(len(v) for _, _, v in traffic(200))
+    print(f"{runs} runs of {events} upstream events (mean {size:.0f} bytes), each on fresh topics and database")
     try:
-        async with database_for_run(server, "rj_bench") as database_url:
-            settings = Settings(kafka_bootstrap_servers=broker.bootstrap, database_url=database_url)
-            env = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "DATABASE_URL": database_url}
-            await ensure_topics(settings)
-            messages = traffic(events)
-            size = sum(len(v) for _, _, v in messages) / len(messages)
-            started = time.perf_counter()
-            await publish(settings, messages)
-            print(f"published {len(messages)} events (mean {size:.0f} bytes) in {time.perf_counter() - started:.1f} s")
-
-            ceiling = subprocess.run(
-                [sys.executable, "-m", "bench.ceiling", "worker"],
-                env={**os.environ, **env, "BENCH_EVENTS": str(len(messages))},
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
-            # Faust's worker writes terminal escapes to stdout: take the JSON from where it starts.
-            line = [ln[ln.index('{"first"') :] for ln in ceiling.stdout.splitlines() if '{"first"' in ln]
-            if not line:
-                raise SystemExit(
-                    f"ceiling run failed ({ceiling.returncode}):\n{ceiling.stdout[-1000:]}\n{ceiling.stderr[-3000:]}"
-                )
-            result = json.loads(line[-1])
-            ceiling_rate = result["events"] / (result["last"] - result["first"])
-
-            supervisor = Supervisor(env=env, log_dir=STATE / "logs")
-            supervisor.start("referral")
-            import asyncpg
-
-            conn = None
-            try:
-                while conn is None:
-                    try:
-                        conn = await asyncpg.connect(database_url)
-                        await conn.fetchval("SELECT count(*) FROM referral.inbox")
-                    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
-                        await conn.close() if conn else None
-                        conn = None
-                        await asyncio.sleep(0.2)
-                while await conn.fetchval("SELECT count(*) FROM referral.inbox") < len(messages):
-                    await asyncio.sleep(0.2)
-                first, last = await conn.fetchrow("SELECT min(received_at), max(received_at) FROM referral.inbox")
-                # received_at is each batch transaction's start; add the last batch's commit by timing the
-                # outbox rows the same transactions wrote.
-                last_written = await conn.fetchval("SELECT max(created_at) FROM referral.outbox")
-                intake_rate = len(messages) / max((max(last, last_written) - first).total_seconds(), 1e-6)
-                cases = await conn.fetchval("SELECT count(*) FROM referral.crime_files WHERE status = 'accepted'")
-            finally:
-                if conn:
-                    await conn.close()
-                supervisor.stop_all()
+        results = [await measure_once(broker.bootstrap, server, events, run) for run in range(runs)]
     finally:
         broker.stop()
-
-    print(f"ceiling (Faust agent doing nothing, batches of {settings.batch_size}): {ceiling_rate:,.0f} events/s")
-    print(f"referral intake (parse, dedupe, decide, state + outbox committed): {intake_rate:,.0f} events/s")
-    print(f"intake / ceiling: {intake_rate / ceiling_rate:.0%}   ({cases} cases accepted)")
+    ceiling = statistics.median(c for c, _ in results)
+    intake = statistics.median(i for _, i in results)
+    ratios = sorted(i / c for c, i in results)
+    print(f"ceiling (Faust agent doing nothing, batches of {Settings().batch_size}): median {ceiling:,.0f} events/s")
+    print(f"referral intake (parse, dedupe, decide, state + outbox committed): median {intake:,.0f} events/s")
+    print(f"intake / ceiling: median {statistics.median(ratios):.0%} (runs: {', '.join(f'{r:.0%}' for r in ratios)})")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=40000)
-    asyncio.run(main(parser.parse_args().events))
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    asyncio.run(main(args.events, args.runs))
