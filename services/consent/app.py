@@ -13,10 +13,10 @@ from typing import Any
 import asyncpg
 
 from schemas import topics
-from schemas.envelope import CloudEvent, derived_event_id, new_event
+from schemas.envelope import CloudEvent
 from services.consent import domain, store
 from services.runtime.app import ServiceApp
-from services.runtime.outbox import Outgoing
+from services.runtime.outbox import Outgoing, facts
 
 SOURCE = "urn:rj:service:consent"
 
@@ -28,16 +28,7 @@ async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -
     for event in events:
         case_id = event.data.case_id
         cases[case_id], emits = domain.handle(cases[case_id], event.data, command_id=event.id, now=now)
-        for emit in emits:
-            fact = new_event(
-                emit.data,
-                source=SOURCE,
-                subject=case_id,
-                cause=event,
-                event_id=derived_event_id(SOURCE, case_id, emit.identity),
-                time=now,
-            )
-            out.append(Outgoing.event(topics.CONSENT, fact))
+        out += facts(topics.CONSENT, SOURCE, case_id, emits, cause=event, now=now)
     await store.save_cases(conn, cases)
     return out
 

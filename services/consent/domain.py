@@ -22,9 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Self
-
-from pydantic import TypeAdapter
 
 from schemas.commands import Command, CommandRejected
 from schemas.consent import (
@@ -55,34 +52,9 @@ from schemas.consent import (
 from schemas.envelope import EventData
 from schemas.referral import CaseAccepted
 from schemas.scheduling import CaseClosed
+from services.runtime.decision import Emit, JsonState
 
 SERVICE = "consent"
-
-
-@dataclass(frozen=True)
-class Emit:
-    """An event decided here; ``identity`` makes its id stable across replays."""
-
-    data: EventData
-    identity: str
-
-
-_ADAPTERS: dict[type, TypeAdapter[Any]] = {}
-
-
-def _adapter(cls: type) -> TypeAdapter[Any]:
-    if cls not in _ADAPTERS:
-        _ADAPTERS[cls] = TypeAdapter(cls)
-    return _ADAPTERS[cls]
-
-
-class _JsonState:
-    def to_json(self) -> str:
-        return _adapter(type(self)).dump_json(self).decode()
-
-    @classmethod
-    def from_json(cls, document: str | bytes) -> Self:
-        return _adapter(cls).validate_json(document)  # type: ignore[no-any-return]
 
 
 class ConsentStatus(StrEnum):
@@ -113,7 +85,7 @@ class RiskAssessment:
 
 
 @dataclass(frozen=True)
-class ConsentCase(_JsonState):
+class ConsentCase(JsonState):
     case_id: str
     participants: tuple[CaseParticipant, ...] = ()
     specialist_required: bool = False

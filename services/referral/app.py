@@ -15,13 +15,13 @@ import asyncpg
 
 from schemas import topics
 from schemas.commands import RecordVictimInformationProvided
-from schemas.envelope import CloudEvent, derived_event_id, new_event
+from schemas.envelope import CloudEvent
 from schemas.referral import VictimInformationDue
 from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, ReferralRequested
 from services.referral import domain, store
 from services.referral.domain import Emit
 from services.runtime.app import ServiceApp
-from services.runtime.outbox import Outgoing
+from services.runtime.outbox import Outgoing, facts
 
 SOURCE = "urn:rj:service:referral"
 
@@ -32,16 +32,8 @@ CONSUMES = frozenset(
 )
 
 
-def publish(emit: Emit, case_id: str, cause: CloudEvent[Any] | None, now: datetime) -> Outgoing:
-    event = new_event(
-        emit.data,
-        source=SOURCE,
-        subject=case_id,
-        cause=cause,
-        event_id=derived_event_id(SOURCE, case_id, emit.identity),
-        time=now,
-    )
-    return Outgoing.event(topics.REFERRAL, event)
+def publish(emits: list[Emit], case_id: str, cause: CloudEvent[Any] | None, now: datetime) -> list[Outgoing]:
+    return facts(topics.REFERRAL, SOURCE, case_id, emits, cause=cause, now=now)
 
 
 async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -> list[Outgoing]:
@@ -61,7 +53,7 @@ async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -
             else:
                 files[ref], emits = domain.record_request(files[ref], event.data, now)
             new_clocks += [domain.clock_from(e.data) for e in emits if isinstance(e.data, VictimInformationDue)]
-            out += [publish(e, files[ref].case_id, event, now) for e in emits]
+            out += publish(emits, files[ref].case_id, event, now)
         await store.save_crime_files(conn, list(files.values()))
         await store.insert_clocks(conn, new_clocks)
     for event in events:
@@ -71,7 +63,7 @@ async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -
             clock, emits = domain.record_information_provided(clock, command, event.id, now)
             if clock is not None:
                 await store.save_clocks(conn, [clock])
-            out += [publish(e, command.case_id, event, now) for e in emits]
+            out += publish(emits, command.case_id, event, now)
     return out
 
 
@@ -82,7 +74,7 @@ async def flag_overdue_information(conn: asyncpg.Connection) -> list[Outgoing]:
     for clock in await store.lock_overdue_clocks(conn, now):
         clock, emits = domain.flag_breach(clock, now)
         flagged.append(clock)
-        out += [publish(e, clock.case_id, None, now) for e in emits]
+        out += publish(emits, clock.case_id, None, now)
     await store.save_clocks(conn, flagged)
     return out
 

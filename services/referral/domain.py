@@ -15,7 +15,6 @@ from functools import lru_cache
 
 from schemas.commands import CommandRejected, RecordVictimInformationProvided
 from schemas.common import SYSTEM_REFERRAL
-from schemas.envelope import EventData
 from schemas.referral import (
     CaseAccepted,
     CaseDeclined,
@@ -31,6 +30,7 @@ from schemas.referral import (
 )
 from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, ReferralRequested, RiskFlag
 from services.referral.calendar import deadline_after
+from services.runtime.decision import Emit
 
 SERVICE = "referral"
 
@@ -51,14 +51,6 @@ class CaseStatus(StrEnum):
     awaiting_offender = "awaiting_offender"  # opened on a request; screening waits for the outcome
     accepted = "accepted"
     declined = "declined"
-
-
-@dataclass(frozen=True)
-class Emit:
-    """An event decided here; ``identity`` makes its id stable across replays."""
-
-    data: EventData
-    identity: str
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from schemas.envelope import CloudEvent
+from schemas.envelope import CloudEvent, derived_event_id, new_event
+from services.runtime.decision import Emit
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,30 @@ class Outgoing:
     @classmethod
     def event(cls, topic: str, event: CloudEvent[Any]) -> Outgoing:
         return cls(event_id=event.id, topic=topic, key=event.subject, value=event.to_json())
+
+
+def facts(
+    topic: str, source: str, subject: str, emits: Iterable[Emit], *, cause: CloudEvent[Any] | None, now: datetime
+) -> list[Outgoing]:
+    """Wrap decided facts as events about ``subject`` (continuing ``cause``'s chain), bound for ``topic``.
+
+    Their ids are derived from the source, the subject and each decision's identity: a decision
+    replayed for whatever reason yields the same id, which the outbox then refuses to hold twice.
+    """
+    return [
+        Outgoing.event(
+            topic,
+            new_event(
+                emit.data,
+                source=source,
+                subject=subject,
+                cause=cause,
+                event_id=derived_event_id(source, subject, emit.identity),
+                time=now,
+            ),
+        )
+        for emit in emits
+    ]
 
 
 def notify_channel(schema: str) -> str:

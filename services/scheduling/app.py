@@ -13,10 +13,10 @@ from typing import Any
 import asyncpg
 
 from schemas import topics
-from schemas.envelope import CloudEvent, derived_event_id, new_event
+from schemas.envelope import CloudEvent
 from schemas.scheduling import RegistrationCommand
 from services.runtime.app import ServiceApp
-from services.runtime.outbox import Outgoing
+from services.runtime.outbox import Outgoing, facts
 from services.scheduling import domain, store
 
 SOURCE = "urn:rj:service:scheduling"
@@ -37,16 +37,7 @@ async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -
             _, book, emits = domain.handle(None, book, event.data, command_id=event.id, now=now)
         else:
             cases[subject], book, emits = domain.handle(cases[subject], book, event.data, command_id=event.id, now=now)
-        for emit in emits:
-            fact = new_event(
-                emit.data,
-                source=SOURCE,
-                subject=subject,
-                cause=event,
-                event_id=derived_event_id(SOURCE, subject, emit.identity),
-                time=now,
-            )
-            out.append(Outgoing.event(topics.SCHEDULING, fact))
+        out += facts(topics.SCHEDULING, SOURCE, subject, emits, cause=event, now=now)
     await store.save_cases(conn, cases)
     await store.save_book(conn, before, book)
     return out

@@ -22,10 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import date, datetime
-from typing import Any, Self
+from typing import Any
 from zoneinfo import ZoneInfo
-
-from pydantic import TypeAdapter
 
 from schemas.commands import Command, CommandRejected
 from schemas.common import Actor
@@ -82,34 +80,9 @@ from schemas.scheduling import (
     VisitSlot,
     WeeklyHours,
 )
+from services.runtime.decision import Emit, JsonState
 
 SERVICE = "scheduling"
-
-
-@dataclass(frozen=True)
-class Emit:
-    """An event decided here; ``identity`` makes its id stable across replays."""
-
-    data: EventData
-    identity: str
-
-
-_ADAPTERS: dict[type, TypeAdapter[Any]] = {}
-
-
-def _adapter(cls: type) -> TypeAdapter[Any]:
-    if cls not in _ADAPTERS:
-        _ADAPTERS[cls] = TypeAdapter(cls)
-    return _ADAPTERS[cls]
-
-
-class _JsonState:
-    def to_json(self) -> str:
-        return _adapter(type(self)).dump_json(self).decode()
-
-    @classmethod
-    def from_json(cls, document: str | bytes) -> Self:
-        return _adapter(cls).validate_json(document)  # type: ignore[no-any-return]
 
 
 # --- the resource calendar ----------------------------------------------------------------------
@@ -167,7 +140,7 @@ class Booking:
 
 
 @dataclass(frozen=True)
-class ResourceBook(_JsonState):
+class ResourceBook(JsonState):
     facilitators: tuple[FacilitatorProfile, ...] = ()
     venues: tuple[VenueProfile, ...] = ()
     bookings: tuple[Booking, ...] = ()
@@ -270,7 +243,7 @@ class CaseClosure:
 
 
 @dataclass(frozen=True)
-class CaseSchedule(_JsonState):
+class CaseSchedule(JsonState):
     case_id: str
     participants: tuple[CaseParticipant, ...] = ()
     specialist_required: bool = False
