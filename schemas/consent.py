@@ -2,8 +2,9 @@
 
 Consent is granular: per person and per purpose. ``participation`` is consent to take part at all;
 ``share:<information>`` is consent to share one piece of information with the other side. A case is
-ready for a meeting only when every required participant has given ``participation`` consent, the
-risk assessment is done where one is needed, and a sensitive case has a specialist facilitator.
+ready for a meeting only when a facilitator is assigned and has met each required participant, every
+required participant has given ``participation`` consent, the latest risk assessment (by ``assessed_at``)
+finds it safe where one is needed, and a sensitive case has a specialist facilitator.
 """
 
 from __future__ import annotations
@@ -80,10 +81,12 @@ class CaseParticipant(BaseModel):
 
 
 class AssignFacilitator(Command):
+    """Assign a registered facilitator to the case. Whether they are a specialist is not the sender's to say:
+    the consent service takes it from the facilitator register (scheduling's ``rj.facilitator.registered``)."""
+
     event_type: ClassVar[str] = "rj.facilitator.assign"
 
     facilitator_id: str = Field(min_length=1)
-    specialist: bool = Field(description="A senior facilitator trained for sensitive cases")
 
 
 class RecordPreparationMeeting(Command):
@@ -109,6 +112,11 @@ class ConsentDecision(Command):
     purpose: Purpose = PARTICIPATION
     through: RecordedThrough
     method: RecordingMethod
+    decided_at: AwareDatetime | None = Field(
+        default=None,
+        description="When the person decided (e.g. the date on a withdrawal letter), if earlier than its recording; "
+        "none means now. Not accepted in the future.",
+    )
 
 
 class GiveConsent(ConsentDecision):
@@ -170,8 +178,9 @@ class ConsentGiven(EventData):
     purpose: Purpose
     through: RecordedThrough
     method: RecordingMethod
-    given_at: AwareDatetime
+    given_at: AwareDatetime = Field(description="When the person decided")
     given_by: Actor
+    recorded_at: AwareDatetime = Field(description="When the decision was recorded")
 
 
 class ConsentDeclined(EventData):
@@ -182,8 +191,9 @@ class ConsentDeclined(EventData):
     purpose: Purpose
     through: RecordedThrough
     method: RecordingMethod
-    declined_at: AwareDatetime
+    declined_at: AwareDatetime = Field(description="When the person decided")
     declined_by: Actor
+    recorded_at: AwareDatetime = Field(description="When the decision was recorded")
     reason: Annotated[str | None, Pii] = Field(default=None, description="Never to be told to another participant")
 
 
@@ -195,8 +205,9 @@ class ConsentWithdrawn(EventData):
     purpose: Purpose
     through: RecordedThrough
     method: RecordingMethod
-    withdrawn_at: AwareDatetime
+    withdrawn_at: AwareDatetime = Field(description="When the person decided")
     withdrawn_by: Actor
+    recorded_at: AwareDatetime = Field(description="When the decision was recorded")
     reason: Annotated[str | None, Pii] = Field(default=None, description="Never to be told to another participant")
 
 
@@ -238,13 +249,15 @@ class CaseReadinessLost(EventData):
 
 
 class CaseWithdrawn(EventData):
-    """The case cannot proceed: a required participant declined or withdrew their participation."""
+    """The case cannot proceed: a required participant declined or withdrew their participation.
+
+    ``consent_withdrawn`` also when someone who had consented to take part then declines: that is a withdrawal."""
 
     event_type: ClassVar[str] = "rj.case.withdrawn"
 
     case_id: str
     reason: CaseWithdrawalReason
-    person_id: str = Field(
+    person_id: Annotated[str, Pii] = Field(
         description="Whose decision it was: for staff and audit only, never to be told to other participants"
     )
     withdrawn_at: AwareDatetime

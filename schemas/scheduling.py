@@ -324,7 +324,7 @@ class MeetingRescheduled(_MeetingFacts):
     previous_ends_at: AwareDatetime
     rescheduled_at: AwareDatetime
     rescheduled_by: Actor
-    reason: str | None = None
+    reason: Annotated[str | None, Pii] = None
 
 
 class MeetingCancelled(EventData):
@@ -333,7 +333,9 @@ class MeetingCancelled(EventData):
     case_id: str
     meeting_id: str
     reason_code: CancellationReason
-    reason: str | None = Field(default=None, description="Staff's words when cancelled by command; else none")
+    reason: Annotated[str | None, Pii] = Field(
+        default=None, description="Staff's words when cancelled by command; else none"
+    )
     cancelled_at: AwareDatetime
     cancelled_by: Actor
 
@@ -345,7 +347,9 @@ class MeetingAttendeeRemoved(EventData):
 
     case_id: str
     meeting_id: str
-    person_id: str
+    person_id: Annotated[str, Pii] = Field(
+        description="Who withdrew or declined: never to be told to other participants"
+    )
     removed_at: AwareDatetime
     removed_by: Actor
 
@@ -403,12 +407,12 @@ class CaseClosed(EventData):
     reason: ClosureReason
     closed_at: AwareDatetime
     closed_by: Actor
-    withdrawn_by: str | None = Field(
+    withdrawn_by: Annotated[str | None, Pii] = Field(
         default=None,
         description="Whose withdrawal or decline closed the case: for staff and audit only, "
         "never to be told to other participants",
     )
-    detail: str | None = Field(default=None, description="Staff's words when closed by command")
+    detail: Annotated[str | None, Pii] = Field(default=None, description="Staff's words when closed by command")
 
 
 SCHEDULING_EVENTS: tuple[type[EventData], ...] = (

@@ -188,6 +188,16 @@ class FactWatch:
                 self.seen.append(fact)
                 console.print(f"[cyan]{fact['type']:<32}[/] {fact['subject'][:8]:<9} {_fact_detail(fact)}")
 
+    async def facilitators_known(self, *ids: str) -> None:
+        """The consent service has heard scheduling's registrations (an assignment needs them)."""
+        conn = await asyncpg.connect(self.settings.database_url)
+        try:
+            sql = "SELECT count(*) FROM consent.facilitators WHERE facilitator_id = ANY($1::text[])"
+            while await conn.fetchval(sql, list(ids)) < len(ids):
+                await asyncio.sleep(0.1)
+        finally:
+            await conn.close()
+
     async def schedulable(self, case_id: str) -> None:
         """The scheduling service has heard the case is ready (what a UI reads from its view)."""
         conn = await asyncpg.connect(self.settings.database_url)
@@ -205,6 +215,7 @@ def _fact_detail(fact: dict[str, Any]) -> str:
         "rj.consent.given": lambda: f"{data['person_id']} consents to {data['purpose']}",
         "rj.consent.withdrawn": lambda: f"{data['person_id']} withdraws",
         "rj.facilitator.assigned": lambda: f"{data['facilitator_id']} (specialist: {data['specialist']})",
+        "rj.preparation-meeting.recorded": lambda: f"met {data['person_id']}",
         "rj.meeting.booked": lambda: (
             f"{data['kind']} {data['meeting_id']} at {data.get('venue_id')} {data['starts_at']}"
         ),
@@ -217,7 +228,7 @@ def _fact_detail(fact: dict[str, Any]) -> str:
 
 async def walk_cases(settings: Settings, stop: asyncio.Event) -> None:
     """Two cases through consent and scheduling: one to completion, one to a withdrawal."""
-    from schemas.consent import AssignFacilitator, RecordRiskAssessment, RiskLevel
+    from schemas.consent import RecordRiskAssessment, RiskLevel
     from schemas.scheduling import (
         AgreementItemTerms,
         BookMeeting,
@@ -245,35 +256,35 @@ async def walk_cases(settings: Settings, stop: asyncio.Event) -> None:
                 meeting_id="M1",
                 kind=MeetingKind.conference,
                 starts_at=starts,
-                ends_at=starts + timedelta(hours=2),
+                ends_at=starts + timedelta(minutes=10),
                 lead_facilitator_id=lead,
                 co_facilitator_id="F-BEN",
                 venue_id="V-HUB",
             )
         )
 
+    await watch.facilitators_known("F-ANN", "F-BEN", "F-SAM")
     ref = "WM/2026/000101"
     case, victim, offender = case_id_for(ref), f"V-{ref}", f"O-{ref}"
     await watch.until(case, "rj.preparation.started", stop)
-    await publish(settings, [s.consent(case, victim), s.consent(case, offender)])
+    await publish(settings, s.prepare(case, [victim, offender], ["F-ANN", "F-BEN"]))
     await watch.until(case, "rj.case.ready-for-meeting", stop)
     await watch.schedulable(case)
-    starts = s.next_week()
+    starts = s.soon()
     await publish(settings, [conference(case, "F-ANN", starts)])
     await watch.until(case, "rj.meeting.booked", stop)
+    await asyncio.sleep(max(0.0, (starts - datetime.now(UTC)).total_seconds()) + 0.5)  # let it start
     apology = AgreementItemTerms(
         item_id="I1",
         kind=ItemKind.apology,
         description="A letter of apology",
         owner_id=offender,
-        due_date=(starts + timedelta(days=14)).date(),
+        due_date=(datetime.now(UTC) + timedelta(days=14)).date(),
     )
     await publish(
         settings,
         [
-            s.command(
-                RecordMeetingHeld(case_id=case, actor=s.STAFF, meeting_id="M1", held_at=starts + timedelta(hours=2))
-            ),
+            s.command(RecordMeetingHeld(case_id=case, actor=s.STAFF, meeting_id="M1", held_at=datetime.now(UTC))),
             s.command(
                 RecordAgreement(
                     case_id=case, actor=s.STAFF, meeting_id="M1", items=[apology], consented_by=[victim, offender]
@@ -290,7 +301,7 @@ async def walk_cases(settings: Settings, stop: asyncio.Event) -> None:
     await publish(
         settings,
         [
-            s.command(AssignFacilitator(case_id=case, actor=s.STAFF, facilitator_id="F-SAM", specialist=True)),
+            *s.prepare(case, [victim, offender], ["F-SAM", "F-BEN"]),
             s.command(
                 RecordRiskAssessment(
                     case_id=case,
@@ -300,13 +311,11 @@ async def walk_cases(settings: Settings, stop: asyncio.Event) -> None:
                     safe_to_proceed=True,
                 )
             ),
-            s.consent(case, victim),
-            s.consent(case, offender),
         ],
     )
     await watch.until(case, "rj.case.ready-for-meeting", stop)
     await watch.schedulable(case)
-    await publish(settings, [conference(case, "F-SAM", starts + timedelta(days=1))])
+    await publish(settings, [conference(case, "F-SAM", s.next_week())])
     await watch.until(case, "rj.meeting.booked", stop)
     await publish(settings, [s.consent(case, victim, withdraw=True)])
     await watch.until(case, "rj.case.closed", stop)

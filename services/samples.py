@@ -117,7 +117,7 @@ def on_crime_events(*payloads: EventData) -> list[tuple[str, str, bytes]]:
 
 UI = "urn:rj:facilitator-ui"
 STAFF = Actor(kind="staff", id="coordinator-1")
-ALL_DAY = [WeeklyHours(weekday=d, start=time(0, 0), end=time(23, 59)) for d in range(7)]
+ALL_DAY = [WeeklyHours(weekday=d, start=time(0, 0), end=time(23, 59, 59)) for d in range(7)]
 
 
 def command(data: EventData, subject: str | None = None) -> tuple[str, str, bytes]:
@@ -162,3 +162,28 @@ def consent(case_id: str, person_id: str, *, withdraw: bool = False) -> tuple[st
             method=RecordingMethod.in_person,
         )
     )
+
+
+def soon(seconds: float = 3.0) -> datetime:
+    """A meeting start just ahead of now, so the meeting can be recorded as held moments later. Avoids
+    straddling midnight (UK working hours are per day)."""
+    start = datetime.now(UTC) + timedelta(seconds=seconds)
+    if start.time() > time(23, 49):  # too close to the end of the day for a ten-minute meeting
+        start = datetime.combine(start.date() + timedelta(days=1), time(0, 0, 5), tzinfo=UTC)
+    return start
+
+
+def prepare(case_id: str, people: list[str], facilitator_ids: list[str]) -> list[tuple[str, str, bytes]]:
+    """What a facilitator does before a meeting: be assigned, meet each party, record their consent."""
+    from schemas.consent import AssignFacilitator, RecordPreparationMeeting
+
+    assigned = [command(AssignFacilitator(case_id=case_id, actor=STAFF, facilitator_id=f)) for f in facilitator_ids]
+    met = [
+        command(
+            RecordPreparationMeeting(
+                case_id=case_id, actor=STAFF, person_id=p, met_at=datetime.now(UTC), method=RecordingMethod.in_person
+            )
+        )
+        for p in people
+    ]
+    return [*assigned, *met, *[consent(case_id, p) for p in people]]

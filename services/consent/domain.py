@@ -7,11 +7,18 @@ per person and per purpose, and only the latest decision for a (person, purpose)
 Decisions worth knowing:
 - A required participant who declines or withdraws ``participation`` withdraws the case at once
   (``CaseWithdrawn``, reason ``consent_declined`` / ``consent_withdrawn``); the scheduling service then
-  cancels what is pending and closes the case. Other participants' decisions and sharing consents are
-  recorded and change nothing else.
-- A withdrawal is refused only when the case is closed, unknown, for a non-participant, or when a
-  participant tries to speak for someone else; never because of the case's stage. Withdrawing what is
-  already withdrawn or declined emits nothing.
+  cancels what is pending and closes the case. Declining after having consented is a withdrawal
+  (``ConsentDeclined`` is still the fact, the case-level reason is ``consent_withdrawn``). Other
+  participants' decisions and sharing consents are recorded and change nothing else.
+- A withdrawal is refused only when the case is closed, unknown, for a non-participant, when a
+  participant tries to speak for someone else, or when it is dated in the future; never because of the
+  case's stage. Withdrawing what is already withdrawn or declined emits nothing, before or after closure.
+- A decision may be dated (``decided_at``, e.g. a withdrawal letter's date); facts carry that as
+  ``given_at`` / ``declined_at`` / ``withdrawn_at`` and the moment of recording as ``recorded_at``.
+- Whether a facilitator is a specialist comes from the facilitator register, passed in by the caller
+  (``registered_specialist``), never from the command.
+- The risk assessment that counts is the one with the latest ``assessed_at``: an older one recorded late is
+  a fact (``RiskAssessmentRecorded``) but changes nothing.
 - Readiness is re-derived after every change: ``CaseReadyForMeeting`` when it is reached,
   ``CaseReadinessLost`` when a re-assessment finds a ready case unsafe.
 """
@@ -20,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from schemas.commands import Command, CommandRejected
@@ -55,6 +62,9 @@ from schemas.scheduling import CaseClosed
 from services.runtime.decision import Emit, JsonState
 
 SERVICE = "consent"
+
+CLOCK_TOLERANCE = timedelta(minutes=5)
+"""How far in the future a stated time (``assessed_at``, ``decided_at``) may lie: clocks differ a little."""
 
 
 class ConsentStatus(StrEnum):
@@ -91,7 +101,7 @@ class ConsentCase(JsonState):
     specialist_required: bool = False
     risk_assessment_required: bool = False
     facilitators: tuple[AssignedFacilitator, ...] = ()
-    risk_assessment: RiskAssessment | None = None  # the latest
+    risk_assessment: RiskAssessment | None = None  # the one with the latest assessed_at
     prepared: frozenset[str] = frozenset()  # people a facilitator has met
     consents: tuple[ConsentRecord, ...] = ()  # the latest decision per (person, purpose)
     ready: bool = False  # as last announced
@@ -129,6 +139,13 @@ def readiness_gaps(case: ConsentCase) -> list[str]:
         gaps.append("a risk assessment that finds it safe to proceed")
     if case.specialist_required and not any(f.specialist for f in case.facilitators):
         gaps.append("a specialist facilitator")
+    elif not case.facilitators:
+        gaps.append("an assigned facilitator")
+    gaps += [
+        f"a preparation meeting with {p.person_id} ({p.role})"
+        for p in case.participants
+        if p.required and p.person_id not in case.prepared
+    ]
     return gaps
 
 
@@ -182,12 +199,21 @@ def on_case_closed(
 
 
 def assign_facilitator(
-    case: ConsentCase | None, command: AssignFacilitator, *, command_id: str, now: datetime
+    case: ConsentCase | None,
+    command: AssignFacilitator,
+    *,
+    command_id: str,
+    now: datetime,
+    registered_specialist: bool | None,
 ) -> tuple[ConsentCase | None, list[Emit]]:
+    """Assign a facilitator; ``registered_specialist`` is their status in the facilitator register (``None``: not
+    registered). A sensitive case takes a specialist first; once one is assigned, others may join them."""
     if (refusal := _refusal(case, command)) is not None:
         return _reject(case, command, command_id, now, refusal)
     assert case is not None
-    if case.specialist_required and not command.specialist:
+    if registered_specialist is None:
+        return _reject(case, command, command_id, now, f"facilitator {command.facilitator_id} is not registered")
+    if case.specialist_required and not registered_specialist and not any(f.specialist for f in case.facilitators):
         return _reject(
             case,
             command,
@@ -195,7 +221,7 @@ def assign_facilitator(
             now,
             f"this case is sensitive and needs a specialist facilitator; {command.facilitator_id} is not a specialist",
         )
-    assigned = AssignedFacilitator(command.facilitator_id, command.specialist)
+    assigned = AssignedFacilitator(command.facilitator_id, registered_specialist)
     if assigned in case.facilitators:
         return case, []
     others = tuple(f for f in case.facilitators if f.facilitator_id != command.facilitator_id)
@@ -203,7 +229,7 @@ def assign_facilitator(
     fact = FacilitatorAssigned(
         case_id=case.case_id,
         facilitator_id=command.facilitator_id,
-        specialist=command.specialist,
+        specialist=registered_specialist,
         assigned_at=now,
         assigned_by=command.actor,
         reason=command.reason,
@@ -228,16 +254,22 @@ def record_preparation_meeting(
         recorded_at=now,
         recorded_by=command.actor,
     )
-    return case, [Emit(fact, f"preparation-meeting-recorded:{command_id}")]
+    return _settle(case, [Emit(fact, f"preparation-meeting-recorded:{command_id}")], command_id, now)
 
 
 def record_risk_assessment(
     case: ConsentCase | None, command: RecordRiskAssessment, *, command_id: str, now: datetime
 ) -> tuple[ConsentCase | None, list[Emit]]:
-    if (refusal := _refusal(case, command)) is not None:
+    """Record an assessment. Only the one with the latest ``assessed_at`` counts for readiness: an older one
+    recorded late is still a fact, and changes nothing."""
+    refusal = _refusal(case, command) or _in_the_future("assessed_at", command.assessed_at, now)
+    if refusal is not None:
         return _reject(case, command, command_id, now, refusal)
     assert case is not None
-    case = replace(case, risk_assessment=RiskAssessment(command.assessed_at, command.level, command.safe_to_proceed))
+    latest = case.risk_assessment
+    if latest is None or command.assessed_at >= latest.assessed_at:
+        assessment = RiskAssessment(command.assessed_at, command.level, command.safe_to_proceed)
+        case = replace(case, risk_assessment=assessment)
     fact = RiskAssessmentRecorded(
         case_id=case.case_id,
         assessed_at=command.assessed_at,
@@ -253,20 +285,22 @@ def record_risk_assessment(
 def give_consent(
     case: ConsentCase | None, command: GiveConsent, *, command_id: str, now: datetime
 ) -> tuple[ConsentCase | None, list[Emit]]:
-    if (refusal := _refusal(case, command) or _cannot_speak_for(case, command)) is not None:
+    if (refusal := _refusal(case, command) or _cannot_speak_for(case, command, now)) is not None:
         return _reject(case, command, command_id, now, refusal)
     assert case is not None
     if case.consent(command.person_id, command.purpose) is ConsentStatus.given:
         return case, []
-    case = case.with_consent(command.person_id, command.purpose, ConsentStatus.given, now)
+    decided_at = command.decided_at or now
+    case = case.with_consent(command.person_id, command.purpose, ConsentStatus.given, decided_at)
     fact = ConsentGiven(
         case_id=case.case_id,
         person_id=command.person_id,
         purpose=command.purpose,
         through=command.through,
         method=command.method,
-        given_at=now,
+        given_at=decided_at,
         given_by=command.actor,
+        recorded_at=now,
     )
     return _settle(case, [Emit(fact, f"consent-given:{command_id}")], command_id, now)
 
@@ -274,48 +308,60 @@ def give_consent(
 def decline_consent(
     case: ConsentCase | None, command: DeclineConsent, *, command_id: str, now: datetime
 ) -> tuple[ConsentCase | None, list[Emit]]:
-    """A required participant declining to take part withdraws the case: it cannot proceed without them."""
-    if (refusal := _refusal(case, command) or _cannot_speak_for(case, command)) is not None:
+    """A required participant declining to take part withdraws the case: it cannot proceed without them.
+    Declining after having consented to take part is a withdrawal (case-level reason ``consent_withdrawn``)."""
+    if (refusal := _refusal(case, command) or _cannot_speak_for(case, command, now)) is not None:
         return _reject(case, command, command_id, now, refusal)
     assert case is not None
-    if case.consent(command.person_id, command.purpose) is ConsentStatus.declined:
+    previous = case.consent(command.person_id, command.purpose)
+    if previous is ConsentStatus.declined:
         return case, []
-    case = case.with_consent(command.person_id, command.purpose, ConsentStatus.declined, now)
+    decided_at = command.decided_at or now
+    case = case.with_consent(command.person_id, command.purpose, ConsentStatus.declined, decided_at)
     fact = ConsentDeclined(
         case_id=case.case_id,
         person_id=command.person_id,
         purpose=command.purpose,
         through=command.through,
         method=command.method,
-        declined_at=now,
+        declined_at=decided_at,
         declined_by=command.actor,
+        recorded_at=now,
         reason=command.reason,
     )
     emits = [Emit(fact, f"consent-declined:{command_id}")]
     if _stops_the_case(case, command):
-        return _withdraw_case(case, command, CaseWithdrawalReason.consent_declined, emits, now)
+        withdrew = previous is ConsentStatus.given
+        reason = CaseWithdrawalReason.consent_withdrawn if withdrew else CaseWithdrawalReason.consent_declined
+        return _withdraw_case(case, command, reason, emits, now)
     return _settle(case, emits, command_id, now)
 
 
 def withdraw_consent(
     case: ConsentCase | None, command: WithdrawConsent, *, command_id: str, now: datetime
 ) -> tuple[ConsentCase | None, list[Emit]]:
-    """Accepted at any stage until the case closes, from the participant or a facilitator, with no reason needed."""
-    refusal = _refusal(case, command) if case is None or case.closed else _cannot_speak_for(case, command)
+    """Accepted at any stage until the case closes, from the participant or a facilitator, with no reason needed.
+    Withdrawing what is already withdrawn or declined is a harmless repeat, even after closure."""
+    ended = case is not None and case.consent(command.person_id, command.purpose) in _ENDED
+    if case is not None and case.closed and ended and _cannot_speak_for(case, command, now) is None:
+        return case, []  # a repeat that arrives after the closure: nothing left to withdraw
+    refusal = _refusal(case, command) if case is None or case.closed else _cannot_speak_for(case, command, now)
     if refusal is not None:
         return _reject(case, command, command_id, now, refusal)
     assert case is not None
-    if case.consent(command.person_id, command.purpose) in (ConsentStatus.withdrawn, ConsentStatus.declined):
+    if ended:
         return case, []  # nothing left to withdraw: a repeat is harmless
-    case = case.with_consent(command.person_id, command.purpose, ConsentStatus.withdrawn, now)
+    decided_at = command.decided_at or now
+    case = case.with_consent(command.person_id, command.purpose, ConsentStatus.withdrawn, decided_at)
     fact = ConsentWithdrawn(
         case_id=case.case_id,
         person_id=command.person_id,
         purpose=command.purpose,
         through=command.through,
         method=command.method,
-        withdrawn_at=now,
+        withdrawn_at=decided_at,
         withdrawn_by=command.actor,
+        recorded_at=now,
         reason=command.reason,
     )
     emits = [Emit(fact, f"consent-withdrawn:{command_id}")]
@@ -345,9 +391,21 @@ CONSUMES: frozenset[str] = frozenset(model.event_type for model in HANDLERS)
 
 
 def handle(
-    case: ConsentCase | None, message: EventData, *, command_id: str, now: datetime
+    case: ConsentCase | None,
+    message: EventData,
+    *,
+    command_id: str,
+    now: datetime,
+    registered_specialist: bool | None = None,
 ) -> tuple[ConsentCase | None, list[Emit]]:
-    """Apply any message in ``CONSUMES`` to the case it is about (``None`` when there is none yet)."""
+    """Apply any message in ``CONSUMES`` to the case it is about (``None`` when there is none yet).
+
+    ``registered_specialist`` is used only for ``AssignFacilitator``: the named facilitator's specialist status in
+    the facilitator register (fed by ``rj.facilitator.registered``), or ``None`` when they are not registered."""
+    if isinstance(message, AssignFacilitator):
+        return assign_facilitator(
+            case, message, command_id=command_id, now=now, registered_specialist=registered_specialist
+        )
     return HANDLERS[type(message)](case, message, command_id=command_id, now=now)
 
 
@@ -371,7 +429,8 @@ def _not_a_participant(case: ConsentCase | None, person_id: str) -> str | None:
     return None
 
 
-def _cannot_speak_for(case: ConsentCase | None, command: ConsentDecision) -> str | None:
+def _cannot_speak_for(case: ConsentCase | None, command: ConsentDecision, now: datetime) -> str | None:
+    """Why this decision cannot be taken as stated: not a participant, the wrong speaker, or dated ahead."""
     if (refusal := _not_a_participant(case, command.person_id)) is not None:
         return refusal
     actor = command.actor
@@ -379,7 +438,18 @@ def _cannot_speak_for(case: ConsentCase | None, command: ConsentDecision) -> str
         return f"a decision through the participant must come from {command.person_id} themself"
     if command.through is RecordedThrough.facilitator and actor.kind != "staff":
         return "a decision through a facilitator must be recorded by a member of staff"
+    if command.decided_at is not None:
+        return _in_the_future("decided_at", command.decided_at, now)
     return None
+
+
+def _in_the_future(name: str, moment: datetime, now: datetime) -> str | None:
+    if moment > now + CLOCK_TOLERANCE:
+        return f"{name} {moment.isoformat()} is in the future (now is {now.isoformat()}): it has not happened yet"
+    return None
+
+
+_ENDED = (ConsentStatus.withdrawn, ConsentStatus.declined)
 
 
 def _stops_the_case(case: ConsentCase, command: ConsentDecision) -> bool:

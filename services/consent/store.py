@@ -1,11 +1,12 @@
-"""The consent service's SQL: one JSON state row per case, locked for the batch that changes it."""
+"""The consent service's SQL: one JSON state row per case, and the facilitator directory."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import asyncpg
 
+from schemas.scheduling import FacilitatorRegistered
 from services.consent.domain import ConsentCase
 from services.runtime.state import lock_states, save_states
 
@@ -20,3 +21,23 @@ async def lock_cases(conn: asyncpg.Connection, case_ids: Iterable[str]) -> dict[
 
 async def save_cases(conn: asyncpg.Connection, cases: Mapping[str, ConsentCase | None]) -> None:
     await save_states(conn, CASES, {key: case.to_json() if case else None for key, case in cases.items()})
+
+
+async def record_facilitators(conn: asyncpg.Connection, registrations: Sequence[FacilitatorRegistered]) -> None:
+    """Keep the latest registration of each facilitator (a re-registration may change the flag)."""
+    await conn.executemany(
+        f"""INSERT INTO {SCHEMA}.facilitators AS f (facilitator_id, specialist, registered_at) VALUES ($1, $2, $3)
+            ON CONFLICT (facilitator_id) DO UPDATE SET specialist = excluded.specialist,
+                registered_at = excluded.registered_at
+            WHERE f.registered_at <= excluded.registered_at""",
+        [(r.facilitator_id, r.specialist, r.registered_at) for r in registrations],
+    )
+
+
+async def specialist_flags(conn: asyncpg.Connection, facilitator_ids: Iterable[str]) -> dict[str, bool]:
+    """Registered facilitators among ``facilitator_ids`` and whether each is a specialist."""
+    rows = await conn.fetch(
+        f"SELECT facilitator_id, specialist FROM {SCHEMA}.facilitators WHERE facilitator_id = ANY($1::text[])",
+        sorted(set(facilitator_ids)),
+    )
+    return {row["facilitator_id"]: row["specialist"] for row in rows}

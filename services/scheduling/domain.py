@@ -14,14 +14,18 @@ Rule 1 (nothing about a meeting without the current consent of every required pa
 twice over: a meeting is proposed, booked, rescheduled or recorded only on a case the consent service
 called ready, and only while this service has seen no later decline or withdrawal of participation by a
 required participant. A withdrawal cancels every pending meeting at once, releases its bookings, and
-closes the case; a booking that arrives afterwards finds the case closed and is rejected.
+closes the case; a booking that arrives afterwards finds the case closed and is rejected. A required
+participant who declines after having consented has withdrawn: the case closes as ``withdrawn``.
+
+A meeting's facilitators (lead and co-facilitator) must be among those the consent service assigned to the
+case (``CaseReadyForMeeting.facilitator_ids``, and ``FacilitatorAssigned`` for any assigned later).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -37,6 +41,7 @@ from schemas.consent import (
     ConsentDeclined,
     ConsentGiven,
     ConsentWithdrawn,
+    FacilitatorAssigned,
 )
 from schemas.envelope import EventData
 from schemas.referral import CaseAccepted
@@ -83,6 +88,9 @@ from schemas.scheduling import (
 from services.runtime.decision import Emit, JsonState
 
 SERVICE = "scheduling"
+
+CLOCK_TOLERANCE = timedelta(minutes=5)
+"""How far in the future a stated time (``held_at``) may lie: clocks differ a little."""
 
 
 # --- the resource calendar ----------------------------------------------------------------------
@@ -247,6 +255,7 @@ class CaseSchedule(JsonState):
     case_id: str
     participants: tuple[CaseParticipant, ...] = ()
     specialist_required: bool = False
+    facilitator_ids: frozenset[str] = frozenset()  # assigned to the case by the consent service, as we heard
     consenting: frozenset[str] = frozenset()  # people whose participation consent is current, as we heard
     ready: bool = False  # as the consent service last said
     availability: tuple[Availability, ...] = ()
@@ -308,13 +317,25 @@ def on_consent_given(
 def on_consent_declined(
     case: CaseSchedule | None, book: ResourceBook, event: ConsentDeclined, *, command_id: str, now: datetime
 ) -> Outcome:
-    return _participation_ended(case, book, event.case_id, event.purpose, event.person_id, ClosureReason.declined, now)
+    """Declining after having consented to take part is a withdrawal; before that, a decline."""
+    had_consented = case is not None and event.person_id in case.consenting
+    reason = ClosureReason.withdrawn if had_consented else ClosureReason.declined
+    return _participation_ended(case, book, event.case_id, event.purpose, event.person_id, reason, command_id, now)
 
 
 def on_consent_withdrawn(
     case: CaseSchedule | None, book: ResourceBook, event: ConsentWithdrawn, *, command_id: str, now: datetime
 ) -> Outcome:
-    return _participation_ended(case, book, event.case_id, event.purpose, event.person_id, ClosureReason.withdrawn, now)
+    reason = ClosureReason.withdrawn
+    return _participation_ended(case, book, event.case_id, event.purpose, event.person_id, reason, command_id, now)
+
+
+def on_facilitator_assigned(
+    case: CaseSchedule | None, book: ResourceBook, event: FacilitatorAssigned, *, command_id: str, now: datetime
+) -> Outcome:
+    """The consent service assigned a facilitator to the case: they may now lead or co-facilitate its meetings."""
+    case = case or CaseSchedule(case_id=event.case_id)
+    return replace(case, facilitator_ids=case.facilitator_ids | {event.facilitator_id}), book, []
 
 
 def on_case_ready(
@@ -328,6 +349,7 @@ def on_case_ready(
         case,
         participants=tuple(event.participants),
         specialist_required=event.specialist_required,
+        facilitator_ids=case.facilitator_ids | set(event.facilitator_ids),
         consenting=case.consenting | required,
         ready=True,
     )
@@ -497,10 +519,20 @@ def cancel_meeting(
 def record_meeting_held(
     case: CaseSchedule | None, book: ResourceBook, command: RecordMeetingHeld, *, command_id: str, now: datetime
 ) -> Outcome:
+    """Record that a booked meeting took place: only once it has started, at a time between its start and now."""
     existing = case.meeting(command.meeting_id) if case is not None else None
     refusal = _refusal(case, command) or _without_consent(case) or _not_booked(existing, command.meeting_id)
-    if refusal is None and existing is not None and command.held_at < existing.starts_at:
-        refusal = f"meeting {existing.meeting_id} starts at {existing.starts_at.isoformat()}: not held before then"
+    if refusal is None and existing is not None:
+        starts = existing.starts_at.isoformat()
+        if now < existing.starts_at:
+            refusal = (
+                f"meeting {existing.meeting_id} starts at {starts}: "
+                f"it cannot be recorded as held before it starts (now is {now.isoformat()})"
+            )
+        elif command.held_at > now + CLOCK_TOLERANCE:
+            refusal = f"held_at {command.held_at.isoformat()} is in the future (now is {now.isoformat()})"
+        elif command.held_at < existing.starts_at:
+            refusal = f"meeting {existing.meeting_id} starts at {starts}: not held before then"
     if refusal is not None:
         return _reject(case, book, command, command_id, now, refusal)
     assert case is not None and existing is not None
@@ -612,6 +644,7 @@ HANDLERS: dict[type[EventData], Handler] = {
     CaseReadyForMeeting: on_case_ready,
     CaseReadinessLost: on_readiness_lost,
     CaseWithdrawn: on_case_withdrawn,
+    FacilitatorAssigned: on_facilitator_assigned,
     RecordAvailability: record_availability,
     ProposeMeeting: propose_meeting,
     BookMeeting: book_meeting,
@@ -630,7 +663,8 @@ REGISTRATIONS: dict[type[EventData], Callable[..., tuple[ResourceBook, list[Emit
 }
 
 CONSUMES: frozenset[str] = frozenset(model.event_type for model in (*HANDLERS, *REGISTRATIONS))
-"""``rj.case.accepted`` (rj.referral); consent facts and readiness (rj.consent); its commands (rj.commands)."""
+"""``rj.case.accepted`` (rj.referral); consent facts, facilitator assignments and readiness (rj.consent); its
+commands (rj.commands)."""
 
 
 def subject_of(message: EventData) -> str:
@@ -746,6 +780,8 @@ def _staffing_refusal(case: CaseSchedule, book: ResourceBook, plan: _Plan | Meet
     elif plan.co_facilitator_id is not None or plan.venue_id is not None:
         return "indirect RJ has one facilitator and no venue"
     for facilitator_id in filter(None, (plan.lead_facilitator_id, plan.co_facilitator_id)):
+        if facilitator_id not in case.facilitator_ids:
+            return f"facilitator {facilitator_id} is not assigned to this case"
         profile = book.facilitator(facilitator_id)
         if profile is None:
             return f"facilitator {facilitator_id} is not registered"
@@ -808,9 +844,13 @@ def _participation_ended(
     purpose: str,
     person_id: str,
     reason: ClosureReason,
+    command_id: str,
     now: datetime,
 ) -> Outcome:
-    """Someone declined or withdrew: a required participant stops the case, anyone else gives up their place."""
+    """Someone declined or withdrew: a required participant stops the case, anyone else gives up their place.
+
+    ``command_id`` (the consent fact's id) is part of each removal's identity: the same person may be removed,
+    re-added and removed again, and each removal is a fact of its own."""
     case = case or CaseSchedule(case_id=case_id)
     if purpose != PARTICIPATION or case.closure is not None:
         return case, book, []
@@ -831,7 +871,7 @@ def _participation_ended(
                 removed_at=now,
                 removed_by=SYSTEM_SCHEDULING,
             )
-            emits.append(Emit(fact, f"attendee-removed:{meeting.meeting_id}:{person_id}"))
+            emits.append(Emit(fact, f"attendee-removed:{meeting.meeting_id}:{person_id}:{command_id}"))
     return case, book, emits
 
 

@@ -7,7 +7,17 @@ from typing import Any
 from schemas import topics
 from services import samples
 from services.referral.domain import case_id_for
-from services.samples import STAFF, command, community_venue, consent, facilitators, next_week, prison  # noqa: F401
+from services.samples import (  # noqa: F401
+    STAFF,
+    command,
+    community_venue,
+    consent,
+    facilitators,
+    next_week,
+    prepare,
+    prison,
+    soon,
+)
 from tests.harness import System, of_type
 
 
@@ -43,3 +53,13 @@ async def facts(
 
 async def rejection(system: System, case_id: str, topic: str, n: int = 1) -> list[str]:
     return [m["data"]["reason"] for m in await facts(system, topic, case_id, "rj.command.rejected", n)]
+
+
+async def facilitators_known(system: System, *ids: str) -> None:
+    """Wait until the consent service has heard scheduling's registrations (assignments need them)."""
+
+    async def known() -> bool:
+        sql = "SELECT count(*) FROM consent.facilitators WHERE facilitator_id = ANY($1::text[])"
+        return await system.fetchval(sql, list(ids)) == len(ids)
+
+    await system.wait_for(known, what=f"consent to know facilitators {ids}")

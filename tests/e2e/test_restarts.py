@@ -13,7 +13,7 @@ from schemas import topics
 from schemas.scheduling import BookMeeting, MeetingKind
 from services import samples
 from services.referral.domain import case_id_for
-from tests.e2e.conftest import STAFF, command, community_venue, consent, facilitators, next_week
+from tests.e2e.conftest import STAFF, command, community_venue, facilitators, facilitators_known, next_week, prepare
 from tests.harness import System, of_type
 
 pytestmark = pytest.mark.integration
@@ -55,14 +55,16 @@ async def test_consent_and_scheduling_restarted_mid_stream_lose_and_repeat_nothi
         [m for ref in refs for m in samples.on_crime_events(samples.crime_recorded(ref), samples.outcome_recorded(ref))]
     )
     await system.publish([*facilitators("F-ANN", "F-BEN"), community_venue()])
+    await facilitators_known(system, "F-ANN", "F-BEN")
 
     async def all_in_preparation() -> bool:
         return await count(system, "SELECT count(*) FROM consent.cases WHERE state IS NOT NULL") == CASES
 
     await system.wait_for(all_in_preparation, timeout_s=90)
 
-    # Consent: two consents per case, streamed while the service is killed part-way through.
-    consents = [consent(case_id_for(r), who) for r in refs for who in (f"V-{r}", f"O-{r}")]
+    # Consent: each case prepared (two facilitators assigned, both parties met, both consent), streamed
+    # while the service is killed part-way through.
+    consents = [m for r in refs for m in prepare(case_id_for(r), [f"V-{r}", f"O-{r}"], ["F-ANN", "F-BEN"])]
     await asyncio.gather(
         publish_in_chunks(system, consents),
         kill_when(system, "consent", "SELECT count(*) FROM consent.inbox", CASES + len(consents) // 3),
@@ -70,9 +72,10 @@ async def test_consent_and_scheduling_restarted_mid_stream_lose_and_repeat_nothi
     on_consent = await system.read_until(
         topics.CONSENT, lambda ms: len(distinct(ms, "rj.case.ready-for-meeting")) >= CASES, timeout_s=90, settle_s=1.0
     )
-    assert len(distinct(on_consent, "rj.consent.given")) == len(consents)
+    assert len(distinct(on_consent, "rj.consent.given")) == 2 * CASES
     assert of_type(on_consent, "rj.command.rejected") == []
-    assert await count(system, "SELECT count(*) FROM consent.outbox") == CASES * 4  # started, 2 given, ready
+    # per case: preparation started, 2 facilitators assigned, 2 preparation meetings, 2 consents, ready
+    assert await count(system, "SELECT count(*) FROM consent.outbox") == CASES * 8
 
     async def all_schedulable() -> bool:
         return await count(system, "SELECT count(*) FROM scheduling.cases WHERE state->>'ready' = 'true'") == CASES

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from schemas.commands import CommandRejected
 from schemas.common import Actor
@@ -18,12 +18,14 @@ from schemas.consent import (
     ConsentGiven,
     ConsentWithdrawn,
     DeclineConsent,
+    FacilitatorAssigned,
     GiveConsent,
     PreparationStarted,
     RecordedThrough,
     RecordingMethod,
     RecordPreparationMeeting,
     RecordRiskAssessment,
+    RiskAssessmentRecorded,
     RiskLevel,
     WithdrawConsent,
     sharing,
@@ -38,6 +40,8 @@ from services.consent.domain import ConsentCase, ConsentStatus, Emit
 CASE = "case-1"
 NOW = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
 FACILITATOR = Actor(kind="staff", id="staff-7")
+REGISTER = {"fac-1": False, "fac-2": False, "fac-junior": False, "fac-senior": True}
+"""The facilitator register as the wiring would look it up: id -> specialist. Anyone else is not registered."""
 _ids = itertools.count(1)
 
 
@@ -79,7 +83,14 @@ def withdraw(person: str, purpose: str = PARTICIPATION, **kwargs: object) -> Wit
     return WithdrawConsent(case_id=CASE, **_decision(person, purpose, **kwargs))  # type: ignore[arg-type]
 
 
-def _decision(person: str, purpose: str, *, themself: bool = False, actor: Actor | None = None) -> dict[str, object]:
+def _decision(
+    person: str,
+    purpose: str,
+    *,
+    themself: bool = False,
+    actor: Actor | None = None,
+    decided_at: datetime | None = None,
+) -> dict[str, object]:
     through = RecordedThrough.participant if themself else RecordedThrough.facilitator
     if actor is None:
         actor = Actor(kind="participant", id=person) if themself else FACILITATOR
@@ -89,23 +100,33 @@ def _decision(person: str, purpose: str, *, themself: bool = False, actor: Actor
         "through": through,
         "method": RecordingMethod.phone,
         "actor": actor,
+        "decided_at": decided_at,
     }
 
 
-def assign(facilitator: str = "fac-1", *, specialist: bool = False) -> AssignFacilitator:
-    return AssignFacilitator(case_id=CASE, actor=FACILITATOR, facilitator_id=facilitator, specialist=specialist)
+def assign(facilitator: str = "fac-1") -> AssignFacilitator:
+    return AssignFacilitator(case_id=CASE, actor=FACILITATOR, facilitator_id=facilitator)
 
 
-def risk(*, safe: bool = True) -> RecordRiskAssessment:
+def met(person: str) -> RecordPreparationMeeting:
+    return RecordPreparationMeeting(
+        case_id=CASE, actor=FACILITATOR, person_id=person, met_at=NOW, method=RecordingMethod.in_person
+    )
+
+
+def risk(*, safe: bool = True, assessed_at: datetime = NOW) -> RecordRiskAssessment:
     return RecordRiskAssessment(
-        case_id=CASE, actor=FACILITATOR, assessed_at=NOW, level=RiskLevel.medium, safe_to_proceed=safe
+        case_id=CASE, actor=FACILITATOR, assessed_at=assessed_at, level=RiskLevel.medium, safe_to_proceed=safe
     )
 
 
 def run(case: ConsentCase | None, *messages: EventData) -> tuple[ConsentCase | None, list[Emit]]:
     emitted: list[Emit] = []
     for message in messages:
-        case, emits = domain.handle(case, message, command_id=f"cmd-{next(_ids)}", now=NOW)
+        registered = REGISTER.get(message.facilitator_id) if isinstance(message, AssignFacilitator) else None
+        case, emits = domain.handle(
+            case, message, command_id=f"cmd-{next(_ids)}", now=NOW, registered_specialist=registered
+        )
         emitted += emits
     return case, emitted
 
@@ -119,8 +140,16 @@ def rejection(emits: list[Emit]) -> str:
     return emits[0].data.reason  # type: ignore[attr-defined, no-any-return]
 
 
+def prepared_case(**kwargs: bool) -> ConsentCase:
+    """Accepted, a facilitator assigned (a specialist when sensitive) who has met both required parties."""
+    facilitator = "fac-senior" if kwargs.get("sensitive") else "fac-1"
+    case, emits = run(accepted_case(**kwargs), assign(facilitator), met("victim-1"), met("offender-1"))
+    assert case is not None and CommandRejected not in facts(emits), emits
+    return case
+
+
 def ready_case(**kwargs: bool) -> ConsentCase:
-    case, emits = run(accepted_case(**kwargs), give("victim-1"), give("offender-1"))
+    case, emits = run(prepared_case(**kwargs), give("victim-1"), give("offender-1"))
     assert case is not None and case.ready, emits
     return case
 
@@ -135,7 +164,7 @@ def test_an_accepted_case_waits_for_consent_before_it_is_ready() -> None:
 
 
 def test_case_becomes_ready_when_every_required_participant_consents_to_take_part() -> None:
-    case, emits = run(accepted_case(), give("victim-1"))
+    case, emits = run(prepared_case(), give("victim-1"))
     assert facts(emits) == [ConsentGiven]
     case, emits = run(case, give("offender-1"))
     assert facts(emits) == [ConsentGiven, CaseReadyForMeeting]
@@ -167,7 +196,7 @@ def test_consent_is_recorded_with_who_when_through_whom_and_how() -> None:
         RecordedThrough.participant,
         RecordingMethod.phone,
     )
-    assert given.given_by == Actor(kind="participant", id="victim-1") and given.given_at == NOW
+    assert given.given_by == Actor(kind="participant", id="victim-1") and given.given_at == given.recorded_at == NOW
 
 
 def test_repeated_consent_is_harmless() -> None:
@@ -180,23 +209,28 @@ def test_a_sensitive_case_cannot_become_ready_without_a_specialist_and_a_risk_as
     case, emits = run(accepted_case(sensitive=True), give("victim-1"), give("offender-1"))
     assert CaseReadyForMeeting not in facts(emits)
     assert case is not None
-    assert domain.readiness_gaps(case) == ["a risk assessment", "a specialist facilitator"]
+    assert domain.readiness_gaps(case) == [
+        "a risk assessment",
+        "a specialist facilitator",
+        "a preparation meeting with victim-1 (victim)",
+        "a preparation meeting with offender-1 (offender)",
+    ]
     case, emits = run(case, risk())
     assert CaseReadyForMeeting not in facts(emits)
-    case, emits = run(case, assign("fac-senior", specialist=True))
+    case, emits = run(case, assign("fac-senior"), met("victim-1"), met("offender-1"))
     assert facts(emits)[-1] is CaseReadyForMeeting
     assert case is not None and case.ready
 
 
 def test_a_non_specialist_facilitator_is_rejected_on_a_sensitive_case() -> None:
     case = accepted_case(sensitive=True)
-    after, emits = run(case, assign("fac-junior", specialist=False))
+    after, emits = run(case, assign("fac-junior"))
     assert "needs a specialist facilitator" in rejection(emits)
     assert after == case
 
 
 def test_an_unsafe_risk_assessment_keeps_a_case_from_being_ready() -> None:
-    case, emits = run(accepted_case(), risk(safe=False), give("victim-1"), give("offender-1"))
+    case, emits = run(prepared_case(), risk(safe=False), give("victim-1"), give("offender-1"))
     assert CaseReadyForMeeting not in facts(emits)
     assert case is not None and "a risk assessment that finds it safe to proceed" in domain.readiness_gaps(case)
 
@@ -346,7 +380,8 @@ def test_the_same_input_decides_the_same_events() -> None:
 def test_a_case_survives_a_json_round_trip() -> None:
     case, _ = run(
         accepted_case(sensitive=True),
-        assign("fac-senior", specialist=True),
+        assign("fac-senior"),
+        met("victim-1"),
         risk(),
         give("victim-1"),
         give("victim-1", sharing("impact-statement")),
@@ -365,3 +400,130 @@ def test_every_consent_and_scheduling_type_is_registered_once() -> None:
     for model in models:
         assert REGISTRY.model(model.event_type) is model
         model.model_json_schema()
+
+
+# --- the review's fixes -------------------------------------------------------------------------
+
+
+def test_an_older_risk_assessment_recorded_late_is_a_fact_but_does_not_change_readiness() -> None:
+    case, _ = run(ready_case(), risk(safe=True))
+    case, emits = run(case, risk(safe=False, assessed_at=NOW - timedelta(days=3)))
+    assert facts(emits) == [RiskAssessmentRecorded]
+    assert case is not None and case.ready
+    assert case.risk_assessment is not None and case.risk_assessment.assessed_at == NOW
+    assert case.risk_assessment.safe_to_proceed
+
+
+def test_the_risk_assessment_with_the_latest_assessment_time_counts_whatever_the_recording_order() -> None:
+    case, emits = run(
+        prepared_case(), risk(safe=False, assessed_at=NOW), risk(safe=True, assessed_at=NOW - timedelta(1))
+    )
+    assert facts(emits) == [RiskAssessmentRecorded, RiskAssessmentRecorded]
+    case, emits = run(case, give("victim-1"), give("offender-1"))
+    assert CaseReadyForMeeting not in facts(emits)
+    assert case is not None and "a risk assessment that finds it safe to proceed" in domain.readiness_gaps(case)
+
+
+def test_a_risk_assessment_dated_more_than_five_minutes_ahead_is_rejected() -> None:
+    case = accepted_case()
+    after, emits = run(case, risk(assessed_at=NOW + timedelta(minutes=6)))
+    assert "assessed_at" in rejection(emits) and "in the future" in rejection(emits)
+    assert after == case
+    _, emits = run(case, risk(assessed_at=NOW + timedelta(minutes=4)))
+    assert facts(emits) == [RiskAssessmentRecorded]
+
+
+def test_a_facilitator_who_is_not_registered_cannot_be_assigned() -> None:
+    case = accepted_case()
+    after, emits = run(case, assign("fac-nobody"))
+    assert rejection(emits) == "facilitator fac-nobody is not registered"
+    assert after == case
+
+
+def test_specialist_status_comes_from_the_register_not_from_the_command() -> None:
+    assert "specialist" not in AssignFacilitator.model_fields
+    claimed = AssignFacilitator.model_validate(
+        {"case_id": CASE, "actor": FACILITATOR.model_dump(), "facilitator_id": "fac-junior", "specialist": True}
+    )
+    case = accepted_case(sensitive=True)
+    after, emits = run(case, claimed)
+    assert "needs a specialist facilitator" in rejection(emits)
+    assert after == case
+    _, emits = run(case, assign("fac-senior"))
+    assigned = emits[0].data
+    assert isinstance(assigned, FacilitatorAssigned) and assigned.specialist is True
+
+
+def test_handle_without_a_register_entry_treats_the_facilitator_as_unregistered() -> None:
+    _, emits = domain.handle(accepted_case(), assign("fac-1"), command_id="cmd-reg", now=NOW)
+    assert rejection(emits) == "facilitator fac-1 is not registered"
+
+
+def test_on_a_sensitive_case_a_co_facilitator_may_join_once_a_specialist_is_assigned() -> None:
+    case, emits = run(accepted_case(sensitive=True), assign("fac-senior"), assign("fac-junior"))
+    assert facts(emits) == [FacilitatorAssigned, FacilitatorAssigned]
+    assert case is not None and {f.facilitator_id for f in case.facilitators} == {"fac-senior", "fac-junior"}
+
+
+def test_a_case_is_not_ready_without_an_assigned_facilitator() -> None:
+    case, emits = run(accepted_case(), give("victim-1"), give("offender-1"))
+    assert CaseReadyForMeeting not in facts(emits)
+    assert case is not None and "an assigned facilitator" in domain.readiness_gaps(case)
+
+
+def test_a_case_is_not_ready_until_a_facilitator_has_met_each_required_participant() -> None:
+    case, emits = run(accepted_case(), assign(), met("victim-1"), give("victim-1"), give("offender-1"))
+    assert CaseReadyForMeeting not in facts(emits)
+    assert case is not None
+    assert domain.readiness_gaps(case) == ["a preparation meeting with offender-1 (offender)"]
+    case, emits = run(case, met("offender-1"))
+    assert [e.data.event_type for e in emits] == ["rj.preparation-meeting.recorded", "rj.case.ready-for-meeting"]
+    assert case is not None and case.ready
+
+
+def test_a_supporter_needs_no_preparation_meeting_for_readiness() -> None:
+    case = ready_case()
+    assert "supporter-1" not in case.prepared and case.ready
+
+
+def test_declining_after_having_consented_to_take_part_is_a_withdrawal_of_the_case() -> None:
+    case, emits = run(ready_case(), decline("offender-1", themself=True))
+    assert facts(emits) == [ConsentDeclined, CaseWithdrawn]
+    assert emits[-1].data.reason is CaseWithdrawalReason.consent_withdrawn  # type: ignore[attr-defined]
+    assert case is not None and case.withdrawn
+    assert case.consent("offender-1", PARTICIPATION) is ConsentStatus.declined
+
+
+def test_a_dated_decision_keeps_when_it_was_made_and_when_it_was_recorded() -> None:
+    letter_date = NOW - timedelta(days=4)
+    _, emits = run(ready_case(), withdraw("victim-1", decided_at=letter_date))
+    withdrawn = emits[0].data
+    assert isinstance(withdrawn, ConsentWithdrawn)
+    assert (withdrawn.withdrawn_at, withdrawn.recorded_at) == (letter_date, NOW)
+    _, emits = run(accepted_case(), decline("victim-1", decided_at=letter_date), give("offender-1"))
+    declined = emits[0].data
+    assert isinstance(declined, ConsentDeclined) and (declined.declined_at, declined.recorded_at) == (letter_date, NOW)
+
+
+def test_a_decision_dated_more_than_five_minutes_ahead_is_rejected() -> None:
+    case = ready_case()
+    ahead = NOW + timedelta(minutes=6)
+    for command in (give("supporter-1", decided_at=ahead), withdraw("victim-1", decided_at=ahead)):
+        after, emits = run(case, command)
+        assert "decided_at" in rejection(emits) and "in the future" in rejection(emits)
+        assert after == case
+    _, emits = run(case, withdraw("victim-1", decided_at=NOW + timedelta(minutes=4)))
+    assert facts(emits) == [ConsentWithdrawn, CaseWithdrawn]
+
+
+def test_a_repeated_withdrawal_after_the_case_closed_is_a_harmless_no_op() -> None:
+    closed = CaseClosed(
+        case_id=CASE, reason=ClosureReason.withdrawn, closed_at=NOW, closed_by=Actor(kind="system", id="s")
+    )
+    case, _ = run(ready_case(), decline("supporter-1"), withdraw("victim-1"), closed)
+    assert case is not None and case.closed
+    for command in (withdraw("victim-1"), withdraw("victim-1", themself=True), withdraw("supporter-1")):
+        after, emits = run(case, command)
+        assert emits == [] and after == case
+    _, emits = run(case, withdraw("offender-1"))
+    assert rejection(emits) == "case is closed"

@@ -29,6 +29,7 @@ from schemas.consent import (
     GiveConsent,
     RecordedThrough,
     RecordingMethod,
+    RecordPreparationMeeting,
     RecordRiskAssessment,
     RiskLevel,
     WithdrawConsent,
@@ -44,6 +45,7 @@ from schemas.scheduling import (
     CloseCase,
     ClosureReason,
     CompleteAgreementItem,
+    FacilitatorRegistered,
     ItemKind,
     MeetingAttendeeRemoved,
     MeetingBooked,
@@ -78,6 +80,7 @@ OFFENDER = "O"
 PEOPLE = {"A": ("V-A", OFFENDER, "S-A"), "B": ("V-B", OFFENDER)}
 EVERYONE = ("V-A", "V-B", OFFENDER, "S-A", "stranger")
 FACILITATORS = ("F1", "F2", "F3")  # F1 is the specialist
+UNREGISTERED = "F9"
 VENUES = ("C1", "P1")  # a community venue, a prison with a Monday-morning visit slot
 STARTS = (9.0, 9.5, 10.0, 11.0, 14.0)
 HOURS = (1.0, 1.5)
@@ -106,6 +109,7 @@ class World:
     schedules: dict[str, scheduling.CaseSchedule | None] = field(default_factory=dict)
     book: scheduling.ResourceBook = field(default_factory=scheduling.ResourceBook)
     ledger: Ledger = field(default_factory=dict)
+    register: dict[str, bool] = field(default_factory=dict)  # facilitator -> specialist, from rj.facilitator.registered
     ids: Any = field(default_factory=lambda: itertools.count(1))
 
     def next_id(self) -> str:
@@ -116,7 +120,11 @@ class World:
     def to_consent(self, message: EventData) -> list[EventData]:
         case_id: str = message.case_id  # type: ignore[attr-defined]
         before = self.consent_cases.get(case_id)
-        after, emits = consent.handle(before, message, command_id=self.next_id(), now=NOW)
+        # As the wiring does: the specialist flag comes from the register scheduling's facts feed.
+        registered = self.register.get(message.facilitator_id) if isinstance(message, AssignFacilitator) else None
+        after, emits = consent.handle(
+            before, message, command_id=self.next_id(), now=NOW, registered_specialist=registered
+        )
         self.consent_cases[case_id] = after
         self.check_rejection_changes_nothing(emits, before, after)
         out = [e.data for e in emits]
@@ -125,15 +133,18 @@ class World:
                 out += self.to_scheduling(fact)
         return out
 
-    def to_scheduling(self, message: EventData) -> list[EventData]:
+    def to_scheduling(self, message: EventData, *, now: datetime = NOW) -> list[EventData]:
         case_id = scheduling.subject_of(message)
         before, book_before = self.schedules.get(case_id), self.book
-        after, self.book, emits = scheduling.handle(before, self.book, message, command_id=self.next_id(), now=NOW)
+        after, self.book, emits = scheduling.handle(before, self.book, message, command_id=self.next_id(), now=now)
         if not isinstance(message, RegisterFacilitator | RegisterVenue):
             self.schedules[case_id] = after
         if [type(e.data) for e in emits] == [CommandRejected]:
             assert (after, self.book) == (before, book_before), "a rejected command changed the schedule"
         out = [e.data for e in emits]
+        for fact in out:
+            if isinstance(fact, FacilitatorRegistered):
+                self.register[fact.facilitator_id] = fact.specialist
         self.record_in_ledger(out)
         self.check_rule_1(out)
         for fact in list(out):
@@ -250,7 +261,9 @@ def accepted(world: World, case_id: str) -> CaseAccepted:
 # --- the steps ----------------------------------------------------------------------------------
 
 
-def consent_decision(verb: str, case_id: str, person: str, purpose: str, themself: bool) -> EventData:
+def consent_decision(
+    verb: str, case_id: str, person: str, purpose: str, themself: bool, decided_at: datetime | None = None
+) -> EventData:
     model = {"give": GiveConsent, "decline": DeclineConsent, "withdraw": WithdrawConsent}[verb]
     return model(
         case_id=case_id,
@@ -259,15 +272,25 @@ def consent_decision(verb: str, case_id: str, person: str, purpose: str, themsel
         purpose=purpose,
         through=RecordedThrough.participant if themself else RecordedThrough.facilitator,
         method=RecordingMethod.in_person,
+        decided_at=decided_at,
+    )
+
+
+def preparation_meeting(case_id: str, person: str) -> RecordPreparationMeeting:
+    return RecordPreparationMeeting(
+        case_id=case_id, actor=STAFF, person_id=person, met_at=NOW, method=RecordingMethod.in_person
     )
 
 
 def prepare(world: World, case_id: str) -> None:
-    world.to_consent(AssignFacilitator(case_id=case_id, actor=STAFF, facilitator_id="F1", specialist=True))
+    """Every facilitator assigned (the specialist first), risk assessed, each party met, every consent given."""
+    for facilitator_id in FACILITATORS:
+        world.to_consent(AssignFacilitator(case_id=case_id, actor=STAFF, facilitator_id=facilitator_id))
     world.to_consent(
         RecordRiskAssessment(case_id=case_id, actor=STAFF, assessed_at=NOW, level=RiskLevel.low, safe_to_proceed=True)
     )
     for person in required_people(case_id):
+        world.to_consent(preparation_meeting(case_id, person))
         world.to_consent(consent_decision("give", case_id, person, PARTICIPATION, themself=False))
 
 
@@ -281,9 +304,17 @@ STEPS: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
         st.sampled_from(EVERYONE),
         st.sampled_from((PARTICIPATION, PARTICIPATION, sharing("statement"))),
         st.booleans(),
+        # when the person decided, in hours from now: undated, dated back, or (rejected) too far ahead
+        st.sampled_from((None, None, None, -48.0, 1.0)),
     ),
-    "assign": st.tuples(st.just("assign"), cases, st.sampled_from(FACILITATORS)),
-    "risk": st.tuples(st.just("risk"), cases, st.sampled_from((True, True, True, False))),
+    "assign": st.tuples(st.just("assign"), cases, st.sampled_from((*FACILITATORS, UNREGISTERED))),
+    "preparation": st.tuples(st.just("preparation"), cases, st.sampled_from(EVERYONE)),
+    "risk": st.tuples(
+        st.just("risk"),
+        cases,
+        st.sampled_from((True, True, True, False)),
+        st.sampled_from((0.0, 0.0, -24.0, 1.0)),  # assessed: now, a day ago (older), or (rejected) an hour ahead
+    ),
     "meeting": st.tuples(
         st.just("meeting"),
         cases,
@@ -297,7 +328,9 @@ STEPS: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
     ),
     "reschedule": st.tuples(st.just("reschedule"), cases, st.sampled_from(MEETINGS), st.sampled_from(STARTS)),
     "cancel": st.tuples(st.just("cancel"), cases, st.sampled_from(MEETINGS)),
-    "held": st.tuples(st.just("held"), cases, st.sampled_from(MEETINGS)),
+    "held": st.tuples(
+        st.just("held"), cases, st.sampled_from(MEETINGS), st.sampled_from((20.0, 20.0, 9.5))
+    ),  # recorded at this hour on the meeting day (9.5 is before most meetings start)
     "availability": st.tuples(st.just("availability"), cases, st.sampled_from(EVERYONE), st.sampled_from(STARTS)),
     "agreement": st.tuples(st.just("agreement"), cases, st.sampled_from(MEETINGS), st.booleans()),
     "pay": st.tuples(st.just("pay"), cases, st.integers(min_value=1, max_value=6)),
@@ -327,19 +360,24 @@ def apply(world: World, step: tuple[Any, ...]) -> None:
     if kind == "accept":
         world.both(accepted(world, case_id))
     elif kind == "consent":
-        verb, person, purpose, themself = args
-        world.to_consent(consent_decision(verb, case_id, person, purpose, themself))
+        verb, person, purpose, themself, decided = args
+        decided_at = None if decided is None else NOW + timedelta(hours=decided)
+        world.to_consent(consent_decision(verb, case_id, person, purpose, themself, decided_at))
     elif kind == "assign":
         (facilitator_id,) = args
-        command = AssignFacilitator(
-            case_id=case_id, actor=STAFF, facilitator_id=facilitator_id, specialist=facilitator_id == "F1"
-        )
-        world.to_consent(command)
+        world.to_consent(AssignFacilitator(case_id=case_id, actor=STAFF, facilitator_id=facilitator_id))
+    elif kind == "preparation":
+        (person,) = args
+        world.to_consent(preparation_meeting(case_id, person))
     elif kind == "risk":
-        (safe,) = args
+        safe, hours = args
         world.to_consent(
             RecordRiskAssessment(
-                case_id=case_id, actor=STAFF, assessed_at=NOW, level=RiskLevel.high, safe_to_proceed=safe
+                case_id=case_id,
+                actor=STAFF,
+                assessed_at=NOW + timedelta(hours=hours),
+                level=RiskLevel.high,
+                safe_to_proceed=safe,
             )
         )
     elif kind == "meeting":
@@ -373,8 +411,11 @@ def apply(world: World, step: tuple[Any, ...]) -> None:
         (meeting_id,) = args
         world.to_scheduling(CancelMeeting(case_id=case_id, actor=STAFF, meeting_id=meeting_id, reason="staff ill"))
     elif kind == "held":
-        (meeting_id,) = args
-        world.to_scheduling(RecordMeetingHeld(case_id=case_id, actor=STAFF, meeting_id=meeting_id, held_at=at(20)))
+        # Recorded at that hour on the meeting day; the other steps keep the world's clock (NOW, before every
+        # meeting), which the properties do not depend on.
+        meeting_id, hour = args
+        held = RecordMeetingHeld(case_id=case_id, actor=STAFF, meeting_id=meeting_id, held_at=at(hour))
+        world.to_scheduling(held, now=at(hour))
     elif kind == "availability":
         person, start = args
         window = TimeWindow(starts_at=at(start), ends_at=at(start + 2))

@@ -16,13 +16,16 @@ from schemas.consent import (
     CaseReadyForMeeting,
     CaseWithdrawalReason,
     CaseWithdrawn,
+    ConsentDeclined,
     ConsentGiven,
     ConsentWithdrawn,
+    FacilitatorAssigned,
     RecordedThrough,
     RecordingMethod,
 )
 from schemas.envelope import EventData
-from schemas.referral import Role
+from schemas.pii import pii_fields
+from schemas.referral import CaseAccepted, Participant, Role
 from schemas.scheduling import (
     AgreementItemCompleted,
     AgreementItemTerms,
@@ -108,13 +111,16 @@ def people(
     return found
 
 
-def ready_event(case_id: str, **kwargs: bool | str) -> CaseReadyForMeeting:
+ASSIGNED = ["F1", "F2", "F3", "F4"]
+
+
+def ready_event(case_id: str, *, facilitators: list[str] = ASSIGNED, **kwargs: bool | str) -> CaseReadyForMeeting:
     sensitive = bool(kwargs.pop("sensitive", False))
     return CaseReadyForMeeting(
         case_id=case_id,
         participants=people(**kwargs),  # type: ignore[arg-type]
         specialist_required=sensitive,
-        facilitator_ids=["F1"],
+        facilitator_ids=facilitators,
         ready_at=NOW,
         decided_by=SYSTEM,
     )
@@ -155,8 +161,8 @@ class World:
         self.book = resources()
         self.cases: dict[str, CaseSchedule | None] = {}
 
-    def ready(self, case_id: str = "A", **kwargs: bool | str) -> World:
-        self.send(ready_event(case_id, **kwargs))
+    def ready(self, case_id: str = "A", *, facilitators: list[str] = ASSIGNED, **kwargs: bool | str) -> World:
+        self.send(ready_event(case_id, facilitators=facilitators, **kwargs))
         return self
 
     def send(self, message: EventData, *, now: datetime = NOW) -> list[Emit]:
@@ -195,6 +201,7 @@ def withdrawal(case_id: str, person_id: str) -> ConsentWithdrawn:
         method=RecordingMethod.online,
         withdrawn_at=NOW,
         withdrawn_by=Actor(kind="participant", id=person_id),
+        recorded_at=NOW,
     )
 
 
@@ -431,12 +438,14 @@ def test_readiness_lost_cancels_pending_meetings_but_keeps_the_case_open() -> No
 # --- agreement and closure ----------------------------------------------------------------------
 
 
+def held(meeting_id: str = "M1", held_at: datetime | None = None) -> RecordMeetingHeld:
+    return RecordMeetingHeld(case_id="A", actor=STAFF, meeting_id=meeting_id, held_at=held_at or at(10))
+
+
 def held_world() -> World:
     world = World().ready()
     world.send(plan())
-    assert facts(world.send(RecordMeetingHeld(case_id="A", actor=STAFF, meeting_id="M1", held_at=at(10)))) == [
-        MeetingHeld
-    ]
+    assert facts(world.send(held(), now=at(11))) == [MeetingHeld]
     return world
 
 
@@ -474,9 +483,7 @@ def test_an_agreement_needs_a_held_meeting() -> None:
 def test_a_meeting_is_not_held_before_it_starts() -> None:
     world = World().ready()
     world.send(plan())
-    assert "not held before then" in rejection(
-        world.send(RecordMeetingHeld(case_id="A", actor=STAFF, meeting_id="M1", held_at=at(9)))
-    )
+    assert "not held before then" in rejection(world.send(held(held_at=at(9)), now=at(11)))
 
 
 def test_reparation_is_done_when_payments_reach_the_amount() -> None:
@@ -567,4 +574,131 @@ def given(case_id: str, person_id: str) -> ConsentGiven:
         method=RecordingMethod.in_person,
         given_at=NOW,
         given_by=STAFF,
+        recorded_at=NOW,
     )
+
+
+def declined(case_id: str, person_id: str) -> ConsentDeclined:
+    return ConsentDeclined(
+        case_id=case_id,
+        person_id=person_id,
+        purpose=PARTICIPATION,
+        through=RecordedThrough.facilitator,
+        method=RecordingMethod.phone,
+        declined_at=NOW,
+        declined_by=STAFF,
+        recorded_at=NOW,
+    )
+
+
+# --- the review's fixes -------------------------------------------------------------------------
+
+
+def test_a_meeting_cannot_be_recorded_as_held_before_it_starts() -> None:
+    world = World().ready()
+    world.send(plan(start=10))
+    reason = rejection(world.send(held(held_at=at(10)), now=at(9.5)))
+    assert "cannot be recorded as held before it starts" in reason
+    assert world.case().meeting("M1").status is MeetingStatus.booked  # type: ignore[union-attr]
+
+
+def test_a_meeting_cannot_be_recorded_as_held_at_a_time_still_to_come() -> None:
+    world = World().ready()
+    world.send(plan(start=10))
+    assert "in the future" in rejection(world.send(held(held_at=at(11) + timedelta(minutes=6)), now=at(11)))
+    assert facts(world.send(held(held_at=at(11) + timedelta(minutes=4)), now=at(11))) == [MeetingHeld]
+
+
+def test_a_booking_with_a_facilitator_not_assigned_to_the_case_is_rejected() -> None:
+    world = World().ready(facilitators=["F2"])
+    assert rejection(world.send(plan(lead="F2", co="F3"))) == "facilitator F3 is not assigned to this case"
+    assert rejection(world.send(plan(lead="F3", co="F2"))) == "facilitator F3 is not assigned to this case"
+    indirect = plan(kind=MeetingKind.indirect, lead="F4", co=None, venue=None)
+    assert rejection(world.send(indirect)) == "facilitator F4 is not assigned to this case"
+    assert world.book.bookings == ()
+
+
+def test_a_facilitator_assigned_after_readiness_can_be_booked() -> None:
+    world = World().ready(facilitators=["F2"])
+    assigned = FacilitatorAssigned(
+        case_id="A", facilitator_id="F3", specialist=False, assigned_at=NOW, assigned_by=STAFF
+    )
+    assert world.send(assigned) == []
+    assert facts(world.send(plan(lead="F2", co="F3"))) == [MeetingBooked]
+    assert FacilitatorAssigned.event_type in domain.CONSUMES
+
+
+def test_a_facilitator_assignment_heard_before_the_case_starts_a_skeleton_schedule() -> None:
+    world = World()
+    assigned = FacilitatorAssigned(
+        case_id="A", facilitator_id="F3", specialist=False, assigned_at=NOW, assigned_by=STAFF
+    )
+    world.send(assigned)
+    world.ready(facilitators=["F2"])
+    assert world.case().facilitator_ids == {"F2", "F3"}
+    assert CaseSchedule.from_json(world.case().to_json()) == world.case()
+
+
+def test_a_participant_removed_again_after_rejoining_is_a_second_removal_fact() -> None:
+    world = World().ready(supporter=True)
+    world.send(given("A", "S-O1"))
+    world.send(plan(start=10))
+    first = world.send(withdrawal("A", "S-O1"))
+    world.send(given("A", "S-O1"))
+    world.send(RescheduleMeeting(case_id="A", actor=STAFF, meeting_id="M1", starts_at=at(14), ends_at=at(15)))
+    assert "person:S-O1" in world.bookings_of("M1")
+    second = world.send(withdrawal("A", "S-O1"))
+    assert facts(first) == facts(second) == [MeetingAttendeeRemoved]
+    assert first[0].identity != second[0].identity
+    assert "person:S-O1" not in world.bookings_of("M1")
+
+
+def test_a_removals_identity_is_the_same_when_the_same_fact_is_replayed() -> None:
+    world = World().ready(supporter=True)
+    world.send(given("A", "S-O1"))
+    world.send(plan())
+    case, book = world.case(), world.book
+    once = domain.handle(case, book, withdrawal("A", "S-O1"), command_id="evt-9", now=NOW)
+    again = domain.handle(case, book, withdrawal("A", "S-O1"), command_id="evt-9", now=NOW)
+    assert once == again and once[2][0].identity == "attendee-removed:M1:S-O1:evt-9"
+
+
+def test_declining_after_having_consented_closes_the_case_as_withdrawn() -> None:
+    world = World().ready()
+    world.send(plan())
+    emits = world.send(declined("A", "O1"))
+    assert facts(emits) == [MeetingCancelled, CaseClosed]
+    closed = emits[-1].data
+    assert isinstance(closed, CaseClosed) and (closed.reason, closed.withdrawn_by) == (ClosureReason.withdrawn, "O1")
+
+
+def test_declining_without_having_consented_closes_the_case_as_declined() -> None:
+    world = World()
+    world.send(
+        CaseAccepted(
+            case_id="A",
+            crime_reference="CR-A",
+            specialist_required=False,
+            risk_assessment_required=False,
+            sensitivity_reasons=[],
+            participants=[
+                Participant(person_id="V-O1", role=Role.victim, required=True),
+                Participant(person_id="O1", role=Role.offender, required=True),
+            ],
+            decided_at=NOW,
+            decided_by=SYSTEM,
+            reason="eligible",
+        )
+    )
+    world.send(given("A", "V-O1"))
+    emits = world.send(declined("A", "O1"))
+    assert facts(emits) == [CaseClosed]
+    assert emits[-1].data.reason is ClosureReason.declined  # type: ignore[attr-defined]
+
+
+def test_who_withdrew_and_staff_words_are_marked_as_personal_data() -> None:
+    assert {"withdrawn_by", "detail"} <= pii_fields(CaseClosed)
+    assert "person_id" in pii_fields(MeetingAttendeeRemoved)
+    assert "reason" in pii_fields(MeetingRescheduled)
+    assert "reason" in pii_fields(MeetingCancelled)
+    assert "person_id" in pii_fields(CaseWithdrawn)
