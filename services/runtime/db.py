@@ -92,7 +92,7 @@ def _migration_files(package: str) -> list[tuple[str, str]]:
     return sorted((f.name, f.read_text()) for f in files)
 
 
-async def migrate(conn: asyncpg.Connection, schema: str, package: str) -> list[str]:
+async def migrate(conn: asyncpg.Connection, schema: str, package: str | None) -> list[str]:
     """Apply the runtime's tables (inbox, outbox) and then the service's own migrations to ``schema``.
 
     Safe to run from several replicas at once: an advisory lock serialises them, and each file is
@@ -112,7 +112,7 @@ async def migrate(conn: asyncpg.Connection, schema: str, package: str) -> list[s
         )
         done = {r["name"]: r["checksum"] for r in await conn.fetch(f"SELECT * FROM {schema}.schema_migrations")}
         for origin, package_name in (("runtime", _RUNTIME_SQL), ("service", package)):
-            for filename, sql in _migration_files(package_name):
+            for filename, sql in _migration_files(package_name) if package_name else []:
                 name = f"{origin}/{filename}"
                 checksum = hashlib.sha256(sql.encode()).hexdigest()
                 if name in done:
