@@ -26,6 +26,8 @@ from typing import Any
 import asyncpg
 import structlog
 
+from services.runtime.supervisor import die_with_parent
+
 log = structlog.get_logger()
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -88,6 +90,7 @@ def start_broker(port: int | None = None, log_path: Path | None = None) -> Broke
         stdout=out,
         stderr=out,
         start_new_session=True,
+        preexec_fn=die_with_parent,
     )
     deadline = time.monotonic() + 15
     while not _port_open("127.0.0.1", port):
