@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from schemas.commands import Command, CommandRejected
+from schemas.commands import Command
 from schemas.consent import (
     PARTICIPATION,
     SYSTEM_CONSENT,
@@ -59,7 +59,7 @@ from schemas.consent import (
 from schemas.envelope import EventData
 from schemas.referral import CaseAccepted
 from schemas.scheduling import CaseClosed
-from services.runtime.decision import Emit, JsonState
+from services.runtime.decision import Emit, JsonState, rejection
 
 SERVICE = "consent"
 
@@ -494,12 +494,4 @@ def _settle(case: ConsentCase, emits: list[Emit], command_id: str, now: datetime
 def _reject(
     case: ConsentCase | None, command: Command, command_id: str, now: datetime, reason: str
 ) -> tuple[ConsentCase | None, list[Emit]]:
-    rejection = CommandRejected(
-        case_id=command.case_id,
-        command_id=command_id,
-        command_type=command.event_type,
-        service=SERVICE,
-        reason=reason,
-        rejected_at=now,
-    )
-    return case, [Emit(rejection, f"rejected:{command_id}")]
+    return case, [rejection(SERVICE, command, command_id, reason, now)]

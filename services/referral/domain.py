@@ -13,7 +13,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from functools import lru_cache
 
-from schemas.commands import CommandRejected, RecordVictimInformationProvided
+from schemas.commands import RecordVictimInformationProvided
 from schemas.common import SYSTEM_REFERRAL
 from schemas.referral import (
     CaseAccepted,
@@ -30,7 +30,7 @@ from schemas.referral import (
 )
 from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, ReferralRequested, RiskFlag
 from services.referral.calendar import deadline_after
-from services.runtime.decision import Emit
+from services.runtime.decision import Emit, rejection
 
 SERVICE = "referral"
 
@@ -294,19 +294,8 @@ def record_information_provided(
     clock: VictimClock | None, command: RecordVictimInformationProvided, command_id: str, now: datetime
 ) -> tuple[VictimClock | None, list[Emit]]:
     if clock is None:
-        return None, [
-            Emit(
-                CommandRejected(
-                    case_id=command.case_id,
-                    command_id=command_id,
-                    command_type=command.event_type,
-                    service=SERVICE,
-                    reason=f"no Victims' Code clock runs for person {command.person_id} on this case",
-                    rejected_at=now,
-                ),
-                f"rejected:{command_id}",
-            )
-        ]
+        reason = f"no Victims' Code clock runs for person {command.person_id} on this case"
+        return None, [rejection(SERVICE, command, command_id, reason, now)]
     if clock.provided_at is not None:
         return clock, []  # already recorded: a repeat changes nothing
     clock = replace(clock, provided_at=command.provided_at)

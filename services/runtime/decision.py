@@ -6,10 +6,12 @@ Pure (no I/O): domain modules may import it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Self
 
 from pydantic import TypeAdapter
 
+from schemas.commands import Command, CommandRejected
 from schemas.envelope import EventData
 
 
@@ -20,6 +22,19 @@ class Emit:
 
     data: EventData
     identity: str
+
+
+def rejection(service: str, command: Command, command_id: str, reason: str, now: datetime) -> Emit:
+    """The answer to a command that is not allowed: it says why, and nothing else changes."""
+    fact = CommandRejected(
+        case_id=command.case_id,
+        command_id=command_id,
+        command_type=command.event_type,
+        service=service,
+        reason=reason,
+        rejected_at=now,
+    )
+    return Emit(fact, f"rejected:{command_id}")
 
 
 _ADAPTERS: dict[type, TypeAdapter[Any]] = {}

@@ -29,7 +29,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from schemas.commands import Command, CommandRejected
+from schemas.commands import Command
 from schemas.common import Actor
 from schemas.consent import (
     PARTICIPATION,
@@ -85,7 +85,7 @@ from schemas.scheduling import (
     VisitSlot,
     WeeklyHours,
 )
-from services.runtime.decision import Emit, JsonState
+from services.runtime.decision import Emit, JsonState, rejection
 
 SERVICE = "scheduling"
 
@@ -1055,12 +1055,4 @@ def _not_booked(meeting: Meeting | None, meeting_id: str) -> str | None:
 def _reject(
     case: CaseSchedule | None, book: ResourceBook, command: Command, command_id: str, now: datetime, reason: str
 ) -> Outcome:
-    rejection = CommandRejected(
-        case_id=command.case_id,
-        command_id=command_id,
-        command_type=command.event_type,
-        service=SERVICE,
-        reason=reason,
-        rejected_at=now,
-    )
-    return case, book, [Emit(rejection, f"rejected:{command_id}")]
+    return case, book, [rejection(SERVICE, command, command_id, reason, now)]
