@@ -80,23 +80,26 @@ class OutboxRelay:
         Building batches ourselves costs a fraction of one ``send()`` per message; the partition comes
         from Kafka's default (murmur2) partitioner, as for any other producer of these keys.
         """
-        by_partition: dict[tuple[str, int], list[asyncpg.Record]] = defaultdict(list)
+        partitioner = DefaultPartitioner()
+        partitions_of: dict[str, list[int]] = {}
+        by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = defaultdict(list)
         for row in rows:
             topic = self.settings.topic(row["topic"])
-            partitions = sorted(await producer.partitions_for(topic))
+            if topic not in partitions_of:
+                partitions_of[topic] = sorted(await producer.partitions_for(topic))
+            partitions = partitions_of[topic]
             key = row["key"].encode() if row["key"] is not None else None
-            partition = DefaultPartitioner()(key, partitions, partitions) if key is not None else partitions[0]
-            by_partition[(topic, partition)].append(row)
+            partition = partitioner(key, partitions, partitions) if key is not None else partitions[0]
+            by_partition[(topic, partition)].append((key, row["value"]))
         futures = []
-        for (topic, partition), part in by_partition.items():
+        for (topic, partition), messages in by_partition.items():
             batch = producer.create_batch()
-            for row in part:
-                key = row["key"].encode() if row["key"] is not None else None
-                if batch.append(key=key, value=row["value"], timestamp=None) is None:  # full: ship it
+            for key, value in messages:
+                if batch.append(key=key, value=value, timestamp=None) is None:  # full: ship it
                     batch.close()
                     futures.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
-                    batch.append(key=key, value=row["value"], timestamp=None)
+                    batch.append(key=key, value=value, timestamp=None)
             batch.close()
             futures.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*futures)
