@@ -136,9 +136,7 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
 def _describe(body: dict[str, object]) -> str:
     data: dict[str, object] = body["data"]  # type: ignore[assignment]
     match body["type"]:
-        case "rj.case.accepted":
-            return str(data["reason"])
-        case "rj.case.declined":
+        case "rj.case.accepted" | "rj.case.declined":
             return str(data["reason"])
         case "rj.victim-information.due":
             return f"victim {data['person_id']}: RJ information due by end of {data['due_date']}"
