@@ -21,11 +21,12 @@ async def lock_states(conn: asyncpg.Connection, table: str, keys: Iterable[str])
     ordered = sorted(set(keys))
     if not ordered:
         return {}
-    await conn.execute(
-        f"INSERT INTO {table} (key) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT (key) DO NOTHING", ordered
-    )
+    # One statement: ``ON CONFLICT DO UPDATE`` locks an existing row just as ``FOR UPDATE`` would.
     rows = await conn.fetch(
-        f"SELECT key, state FROM {table} WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE", ordered
+        f"""INSERT INTO {table} AS t (key) SELECT unnest($1::text[]) ORDER BY 1
+            ON CONFLICT (key) DO UPDATE SET updated_at = t.updated_at
+            RETURNING key, state""",
+        ordered,
     )
     return {row["key"]: row["state"] for row in rows}
 
