@@ -40,4 +40,18 @@ class CommandRejected(EventData):
     rejected_at: AwareDatetime
 
 
+class CommandAlreadyHandled(EventData):
+    """The answer to a command whose id was handled before: its facts (or its rejection) are already
+    out, and nothing changes now. A UI that re-sends a command can tell this from "still pending"."""
+
+    event_type: ClassVar[str] = "rj.command.already-handled"
+
+    case_id: str
+    command_id: str
+    command_type: str
+    service: str
+    first_received_at: AwareDatetime
+    answered_at: AwareDatetime
+
+
 REFERRAL_COMMANDS: tuple[type[EventData], ...] = (RecordVictimInformationProvided,)

@@ -1,10 +1,14 @@
-"""What goes on ``rj.deadletter``: a message a service could not process, with the reason and its bytes."""
+"""What goes on ``rj.deadletter``: a message a service could not process, with the reason and its bytes.
+
+The original bytes are kept whole in the service's own ``dead_letters`` table (``stored_as`` names the
+row); the Kafka copy is bounded so that a huge record still makes a dead letter the broker accepts.
+"""
 
 from __future__ import annotations
 
 import base64
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 
 class DeadLetter(BaseModel):
@@ -17,7 +21,11 @@ class DeadLetter(BaseModel):
     partition: int
     offset: int
     key_b64: str | None
-    original_b64: str
+    original_b64: str = Field(description="The original bytes, or their first `copied_bytes` when truncated")
+    original_size: int | None = Field(default=None, description="Bytes in the original; null for a tombstone")
+    original_sha256: str | None = None
+    truncated: bool = False
+    stored_as: str | None = Field(default=None, description="Where the whole original is kept: schema.table/id")
     event_id: str | None = None
     event_type: str | None = None
     dead_lettered_at: AwareDatetime

@@ -33,7 +33,13 @@ class CloudEvent(BaseModel, Generic[D]):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     specversion: Literal["1.0"]
-    id: str = Field(min_length=1, max_length=200, description="Unique per source; the dedupe key")
+    id: str = Field(
+        min_length=1,
+        max_length=200,
+        # No control characters: the id is stored as text in every inbox, and PostgreSQL refuses NUL.
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="Unique per source; the dedupe key",
+    )
     source: str = Field(min_length=1)
     type: str = Field(min_length=1)
     subject: str | None = Field(default=None, description="The case id (upstream: the crime reference)")

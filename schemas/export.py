@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.deadletter import DeadLetter
-from schemas.envelope import CloudEvent
+from schemas.envelope import CloudEvent, EventData
 from schemas.registry import REGISTRY
 
 
@@ -18,9 +18,26 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         schema = CloudEvent[model].model_json_schema()  # type: ignore[valid-type]
         schema["title"] = event_type
         schema["$id"] = model.dataschema()
+        _pin_envelope(schema, model)
         documents[f"{event_type}.v{model.version}.json"] = schema
     documents["rj.deadletter.json"] = DeadLetter.model_json_schema()
     return documents
+
+
+def _pin_envelope(schema: dict[str, Any], model: type[EventData]) -> None:
+    """Pin ``type`` and ``dataschema`` to this file's event type and version.
+
+    The envelope model is shared by every event, so pydantic exports both as any string. Without the
+    pins, a validator given this file would accept any event type, or another version, wrapping a
+    payload that merely happens to fit. ``dataschema`` stays optional (upstream sends none: version 1).
+    """
+    properties = schema["properties"]
+    properties["type"] = {**properties["type"], "const": model.event_type}
+    dataschema = properties["dataschema"]
+    strings = [branch for branch in dataschema.get("anyOf", []) if branch.get("type") == "string"]
+    if len(strings) != 1:  # the envelope changed shape: fail the export rather than leave it unpinned
+        raise ValueError(f"cannot pin dataschema in {dataschema!r}")
+    strings[0]["const"] = model.dataschema()
 
 
 def render(schema: dict[str, Any]) -> str:

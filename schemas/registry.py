@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from schemas.commands import REFERRAL_COMMANDS, CommandRejected
+from schemas.commands import REFERRAL_COMMANDS, CommandAlreadyHandled, CommandRejected
 from schemas.consent import CONSENT_COMMANDS, CONSENT_EVENTS
 from schemas.envelope import CloudEvent, Event, EventData, RawEnvelope
 from schemas.referral import REFERRAL_EVENTS
@@ -29,6 +29,11 @@ _TYPE = re.compile(rb'"type"\s*:\s*"([^"\\]{1,200})"')
 
 class ParseError(ValueError):
     """A message that can never be processed; the text is the reason recorded with its dead letter."""
+
+
+class NewerVersion(ParseError):
+    """An event of a version newer than this build of the contract knows: not bad, early. It waits
+    (parked, with the rest of its case) until the service is upgraded."""
 
 
 class Registry:
@@ -106,7 +111,7 @@ class Registry:
 
     def _upcast(self, event_type: str, version: int, data: dict[str, Any], target: int) -> dict[str, Any]:
         if version > target:
-            raise ParseError(f"{event_type} v{version} is newer than this service knows (v{target})")
+            raise NewerVersion(f"{event_type} v{version} is newer than this service knows (v{target})")
         while version < target:
             step = self._upcasters.get((event_type, version))
             if step is None:
@@ -140,6 +145,7 @@ REGISTRY = Registry(
         *REFERRAL_EVENTS,
         *REFERRAL_COMMANDS,
         CommandRejected,
+        CommandAlreadyHandled,
         *CONSENT_EVENTS,
         *CONSENT_COMMANDS,
         *SCHEDULING_EVENTS,
@@ -150,3 +156,12 @@ REGISTRY = Registry(
 
 def parse_event(raw: bytes) -> CloudEvent[EventData]:
     return REGISTRY.parse(raw)
+
+
+#: Which service owns each command type: it alone decides it, answers it, and dead-letters it when it
+#: is malformed. Other services pass over it unless they follow it (read it to act in case order).
+COMMAND_OWNER: dict[str, str] = {
+    **{model.event_type: "referral" for model in REFERRAL_COMMANDS},
+    **{model.event_type: "consent" for model in CONSENT_COMMANDS},
+    **{model.event_type: "scheduling" for model in SCHEDULING_COMMANDS},
+}

@@ -26,7 +26,7 @@ Weekday = Annotated[int, Field(ge=0, le=6, description="0 is Monday, 6 is Sunday
 def _known_zone(name: str) -> str:
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # "Europe" is a directory: IsADirectoryError
         raise ValueError(f"unknown time zone {name!r}") from None
     return name
 

@@ -11,3 +11,18 @@ NOTIFY: Final = "rj.notify"
 DEADLETTER: Final = "rj.deadletter"
 
 ALL_TOPICS: Final = (CRIME_EVENTS, COMMANDS, REFERRAL, CONSENT, SCHEDULING, NOTIFY, DEADLETTER)
+
+#: The topic each service publishes its facts to (and its answers to commands: rejections, repeats).
+OUTPUT_OF: Final = {"referral": REFERRAL, "consent": CONSENT, "scheduling": SCHEDULING}
+
+#: For each topic, the one service that answers for a record no service can read (a tombstone, bytes
+#: that are not a CloudEvent, an event type the contract does not know). Every other reader of the topic
+#: passes over it, so one bad record becomes one dead letter (or one ``rj.command.rejected``), not
+#: one per reader.
+STEWARD_OF: Final = {
+    CRIME_EVENTS: "referral",
+    COMMANDS: "referral",
+    REFERRAL: "consent",
+    CONSENT: "scheduling",
+    SCHEDULING: "consent",
+}

@@ -125,3 +125,12 @@ def test_the_fast_path_and_the_careful_path_read_an_event_the_same() -> None:
     careful = REGISTRY._parse_carefully(EXAMPLE)  # noqa: SLF001
     assert fast.model_dump(serialize_as_any=True) == careful.model_dump(serialize_as_any=True)
     assert json.loads(fast.to_json()) == json.loads(careful.to_json())
+
+
+def test_every_exported_envelope_schema_accepts_only_its_own_event_type_and_version() -> None:
+    documents = json_schemas()
+    for event_type, model in REGISTRY.models.items():
+        envelope = documents[f"{event_type}.v{model.version}.json"]["properties"]
+        assert envelope["type"]["const"] == event_type
+        pinned = [branch["const"] for branch in envelope["dataschema"]["anyOf"] if "const" in branch]
+        assert pinned == [model.dataschema()], event_type
