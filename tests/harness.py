@@ -33,7 +33,6 @@ class System:
             database_url="",
             topic_prefix=f"t{self.run_id}.",
             deadline_sweep_interval_s=0.5,
-            batch_within_s=0.1,
             relay_poll_interval_s=0.2,
             retry_max_backoff_s=1.0,
             **overrides,

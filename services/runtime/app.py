@@ -12,23 +12,44 @@ import os
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import faust
 import structlog
 
 from schemas.registry import REGISTRY, Registry
+from services.runtime import metrics
+from services.runtime.consumer import BatchConsumer
 from services.runtime.db import create_pool, migrate, retry_transient, transaction
 from services.runtime.kafka import ensure_topics
 from services.runtime.outbox import Outgoing, write_outbox
-from services.runtime.processor import BatchHandler, BatchProcessor, Record
+from services.runtime.processor import BatchHandler, BatchProcessor
 from services.runtime.relay import OutboxRelay
 from services.runtime.settings import Settings, get_settings
 
 log = structlog.get_logger()
 
 PeriodicJob = Callable[[asyncpg.Connection], Awaitable[Sequence[Outgoing]]]
+
+
+def stop_process_when_it_ends(run: Callable[[], Awaitable[None]], *, what: str) -> Callable[[], Awaitable[None]]:
+    """``run`` as a worker task that must never end: if it does, for any reason but shutdown, the whole
+    process exits, so that it is restarted. A live process that no longer consumes (or no longer
+    publishes) would look healthy and do nothing."""
+
+    async def guarded() -> None:
+        try:
+            await run()
+            reason = "returned"
+        except asyncio.CancelledError:
+            raise  # the worker is shutting down
+        except BaseException as exc:
+            reason = repr(exc)
+        log.critical("essential_task_stopped_exiting", task=what, reason=reason)
+        os._exit(70)  # EX_SOFTWARE; no clean shutdown could be trusted to finish
+
+    guarded.__name__ = getattr(run, "__name__", "essential_task")
+    return guarded
 
 
 def make_faust_app(app_id: str, settings: Settings) -> faust.App:
@@ -70,7 +91,9 @@ class ServiceApp:
         self.relay = OutboxRelay(schema=self.schema, settings=self.settings)
         self._pool: asyncpg.Pool | None = None
         self._ready_lock = asyncio.Lock()
-        self.faust.task(self._start_relay)
+        self.processor: BatchProcessor | None = None
+        self.faust.task(stop_process_when_it_ends(self._start_relay, what=f"{name} outbox relay"))
+        self.faust.task(self._serve_metrics)
 
     async def pool(self) -> asyncpg.Pool:
         """The database pool, created (and the schema migrated) on first use."""
@@ -87,14 +110,15 @@ class ServiceApp:
         return self._pool
 
     def consume(self, topic_names: Sequence[str], *, consumes: frozenset[str], handler: BatchHandler) -> None:
-        """Feed every event of the ``consumes`` types on ``topic_names`` to ``handler``, in batches."""
-        channel = self.faust.topic(
-            *[self.settings.topic(t) for t in topic_names], key_serializer="raw", value_serializer="raw"
-        )
+        """Feed every event of the ``consumes`` types on ``topic_names`` to ``handler``, in batches.
+
+        The records bypass faust's stream (see ``services.runtime.consumer``): a task of the worker
+        consumes with aiokafka and commits offsets only after PostgreSQL has committed the batch.
+        """
         settings = self.settings
 
-        async def intake(stream: Any) -> None:
-            processor = BatchProcessor(
+        async def intake() -> None:
+            processor = self.processor = BatchProcessor(
                 service=self.name,
                 schema=self.schema,
                 pool=await self.pool(),
@@ -103,21 +127,29 @@ class ServiceApp:
                 handler=handler,
                 max_backoff_s=settings.retry_max_backoff_s,
             )
-            async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-                await processor.process(
-                    [
-                        Record(
-                            topic=e.message.topic.removeprefix(settings.topic_prefix),
-                            partition=e.message.partition,
-                            offset=e.message.offset,
-                            key=e.message.key,
-                            value=e.message.value,
-                        )
-                        for e in events
-                    ]
-                )
+            # What waited for this version goes first, then the stream (which parks behind what still waits).
+            while await processor.release_parked():
+                pass
+            await ensure_topics(settings)
+            consumer = BatchConsumer(
+                settings=settings,
+                group_id=f"{settings.topic_prefix}rj-{self.name}-intake",
+                topics=[settings.topic(t) for t in topic_names],
+                process=processor.process,
+                name=f"{self.name}-intake",
+            )
+            await consumer.run()
 
-        self.faust.agent(channel, name=f"{self.name}-intake")(intake)
+        intake.__name__ = f"{self.name}_intake"
+        self.faust.task(stop_process_when_it_ends(intake, what=f"{self.name} intake"))
+
+        async def release_parked() -> None:
+            # Another replica may have been upgraded, or this one's first pass left some: keep looking
+            # (and keep the parked gauge, which alerts, up to date).
+            if self.processor is not None:
+                await self.processor.release_parked()
+
+        self.faust.timer(settings.parked_check_interval_s, name=f"{self.name}.release_parked")(release_parked)
 
     def every(self, seconds: float, job: PeriodicJob, *, name: str) -> None:
         """Run ``job`` periodically in a transaction; what it returns goes to the outbox with its changes."""
@@ -136,6 +168,9 @@ class ServiceApp:
 
         tick.__name__ = name
         self.faust.timer(seconds, name=f"{self.name}.{name}")(tick)
+
+    async def _serve_metrics(self) -> None:
+        metrics.serve(self.settings.metrics_port, self.settings.metrics_address)
 
     async def _start_relay(self) -> None:
         await ensure_topics(self.settings)

@@ -13,6 +13,8 @@ from typing import TypeVar
 import asyncpg
 import structlog
 
+from services.runtime import metrics
+
 log = structlog.get_logger()
 
 T = TypeVar("T")
@@ -22,27 +24,37 @@ class ConnectionLost(Exception):
     """The database connection broke during the work; whatever the error said, trying again is right."""
 
 
-_TRANSIENT: tuple[type[BaseException], ...] = (
-    ConnectionLost,
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.QueryCanceledError,
-    # What asyncpg raises when the server drops a connection in the middle of a protocol exchange.
-    asyncpg.InternalClientError,
+# Python errors our own pure code raises on data it cannot take: waiting will not change the answer.
+_DATA_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,  # pydantic's ValidationError, our ParseError, bad text for asyncpg (its DataError)
+    TypeError,
+    LookupError,
+    AttributeError,
+    ArithmeticError,
+    RecursionError,
 )
+# SQLSTATE classes that mean the data is at fault: 22 data exception (e.g. NUL in text, a number out of
+# range), 23 integrity constraint violation.
+_DATA_SQLSTATE_CLASSES = ("22", "23")
+
+
+def is_data_fault(exc: BaseException) -> bool:
+    """True when the failure is the data's: retrying cannot help, so the event is dead-lettered.
+
+    Everything else (a lost connection, a read-only or full disk, out of memory, a lock timeout, a
+    server restarting, and anything we did not foresee) is the infrastructure's, and is retried until
+    it passes: an incident must never dead-letter good events.
+    """
+    if isinstance(exc, ConnectionLost):
+        return False
+    if isinstance(exc, asyncpg.PostgresError):
+        return (exc.sqlstate or "")[:2] in _DATA_SQLSTATE_CLASSES
+    return isinstance(exc, _DATA_ERRORS)
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for failures that go away by themselves: retry these, never dead-letter them."""
-    return isinstance(exc, _TRANSIENT)
+    """True for failures to retry (with backoff, for ever), never to dead-letter."""
+    return not is_data_fault(exc)
 
 
 @asynccontextmanager
@@ -61,16 +73,19 @@ async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
 
 
 async def retry_transient(operation: Callable[[], Awaitable[T]], *, what: str, max_backoff_s: float = 5.0) -> T:
-    """Run ``operation`` until it succeeds, backing off on transient failures. Others propagate."""
+    """Run ``operation`` until it succeeds, backing off on transient failures, for ever: each one is
+    logged and counted (``rj_transient_failures_total``) for an operator to alert on. A data fault
+    propagates."""
     delay = 0.05
     attempt = 0
     while True:
         try:
             return await operation()
         except Exception as exc:
-            if not is_transient(exc):
+            if is_data_fault(exc):
                 raise
             attempt += 1
+            metrics.TRANSIENT_FAILURES.labels(operation=what).inc()
             log.warning("transient_failure_retrying", what=what, attempt=attempt, error=repr(exc), delay=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_backoff_s)

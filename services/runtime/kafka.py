@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from schemas import topics
+from schemas.kafka_binding import STRUCTURED_MODE_HEADERS
 from services.runtime.settings import Settings
 
 log = structlog.get_logger()
@@ -39,6 +41,15 @@ async def ensure_topics(settings: Settings, names: Iterable[str] = topics.ALL_TO
         finally:
             await admin.close()
     raise RuntimeError(f"could not create topics on {settings.kafka_bootstrap_servers}")
+
+
+class RawRecord(NamedTuple):
+    """A record as it is on the topic, headers included."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes | None], ...]
 
 
 class TopicReader:
@@ -75,12 +86,17 @@ class TopicReader:
         batches = await self._consumer.getmany(timeout_ms=int(timeout_s * 1000))
         return [(tp.topic, m.key, m.value) for tp, msgs in batches.items() for m in msgs]
 
+    async def read_records(self, timeout_s: float = 0.5) -> list[RawRecord]:
+        """Whatever arrived since the last read, with each record's headers: for checking the wire format."""
+        batches = await self._consumer.getmany(timeout_ms=int(timeout_s * 1000))
+        return [RawRecord(tp.topic, m.key, m.value, tuple(m.headers)) for tp, msgs in batches.items() for m in msgs]
+
     async def stop(self) -> None:
         await self._consumer.stop()
 
 
 async def publish(settings: Settings, messages: Iterable[tuple[str, str | None, bytes]]) -> int:
-    """Publish (logical topic, key, value) messages, waiting until the broker has them all."""
+    """Publish (logical topic, key, value) messages as structured-mode CloudEvents; wait until the broker has all."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(
@@ -88,10 +104,14 @@ async def publish(settings: Settings, messages: Iterable[tuple[str, str | None, 
     )
     await producer.start()
     count = 0
+    # aiokafka's C record builder takes headers only as a list; it never changes it, so one serves all.
+    headers = list(STRUCTURED_MODE_HEADERS)
     try:
         futures = []
         for topic, key, value in messages:
-            futures.append(await producer.send(settings.topic(topic), value, key=key.encode() if key else None))
+            futures.append(
+                await producer.send(settings.topic(topic), value, key=key.encode() if key else None, headers=headers)
+            )
             count += 1
         await asyncio.gather(*futures)
     finally:

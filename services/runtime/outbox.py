@@ -55,16 +55,31 @@ def notify_channel(schema: str) -> str:
     return f"{schema}_outbox"
 
 
-async def claim_inbox(conn: asyncpg.Connection, schema: str, event_ids: Sequence[str]) -> set[str]:
-    """Record ``event_ids`` as taken in; return those not seen before (the rest are repeats)."""
-    if not event_ids:
+async def claim_inbox(conn: asyncpg.Connection, schema: str, claims: Sequence[tuple[str, str]]) -> set[str]:
+    """Record each ``(event id, position)`` as taken in; return the ids not seen before (the rest are
+    repeats). The position (topic:partition:offset) of an id's first copy is kept to tell a redelivery
+    of that record from the same id sent again."""
+    if not claims:
         return set()
+    first = dict(reversed(claims))  # the first position of each id
     rows = await conn.fetch(
-        f"INSERT INTO {schema}.inbox (event_id) SELECT unnest($1::text[]) "
+        f"INSERT INTO {schema}.inbox (event_id, position) SELECT * FROM unnest($1::text[], $2::text[]) "
         "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-        list(dict.fromkeys(event_ids)),
+        list(first),
+        list(first.values()),
     )
     return {r["event_id"] for r in rows}
+
+
+async def first_positions(
+    conn: asyncpg.Connection, schema: str, event_ids: Sequence[str]
+) -> dict[str, tuple[str | None, datetime]]:
+    """Where and when each of ``event_ids`` was first taken in."""
+    rows = await conn.fetch(
+        f"SELECT event_id, position, received_at FROM {schema}.inbox WHERE event_id = ANY($1::text[])",
+        list(event_ids),
+    )
+    return {r["event_id"]: (r["position"], r["received_at"]) for r in rows}
 
 
 async def write_outbox(conn: asyncpg.Connection, schema: str, messages: Sequence[Outgoing]) -> None:

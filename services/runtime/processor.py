@@ -1,34 +1,57 @@
 """Takes a batch of Kafka records to committed state: exactly-once effects over at-least-once delivery.
 
-One PostgreSQL transaction per batch: claim the event ids in the inbox (repeats drop out), let the
-service decide, write its new state and its outgoing events to the outbox, commit. Faust acks the
-batch when the loop asks for the next one *and* when the loop body raises, so ``process`` never
-raises: transient failures are retried in place until they pass, and a message that can never
-succeed is dead-lettered with its reason, in the same transaction that records it as handled.
+Every record of a batch ends in exactly one of these, decided by ``triage`` (pure) and written in one
+PostgreSQL transaction with the service's state and outbox:
+
+- **applied**: parsed, of a type this service consumes; its id is claimed in the inbox (a repeat drops
+  out, and a repeated *command* gets an explicit ``rj.command.already-handled``), the service decides,
+  and its facts go to the outbox;
+- **passed over**: a type the service neither owns nor follows, or an unreadable record on a topic
+  another service stewards (``schemas.topics.STEWARD_OF``);
+- **parked**: of a version newer than the service knows, or about a case that already has an event
+  parked; it waits in order in ``parked`` and is applied after the upgrade (``release_parked``);
+- **answered**: a command of a type the contract does not know, on the topic this service stewards,
+  gets ``rj.command.rejected`` so its sender sees it;
+- **dead-lettered**: anything else that cannot be read or applied, for a reason in the data, with the
+  reason, the whole original in ``dead_letters`` and a bounded copy on ``rj.deadletter``.
+
+``process`` never raises but for cancellation: infrastructure failures are retried for ever (see
+``services.runtime.db.is_data_fault``), and a batch that fails for a reason in its data is retried one
+record at a time, so that only the culprit is dead-lettered. A dead letter that cannot be written as
+it is (its id refused by the inbox, say) is written without the inbox claim; failing that, it is
+retried for ever and alerted on. A failure to write is never a skip.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import pydantic_core
 import structlog
 
 from schemas import topics
+from schemas.commands import CommandAlreadyHandled, CommandRejected
 from schemas.deadletter import DeadLetter
-from schemas.envelope import CloudEvent, derived_event_id
-from schemas.registry import ParseError, Registry
-from services.runtime.db import is_transient, retry_transient, transaction
-from services.runtime.outbox import Outgoing, claim_inbox, write_outbox
+from schemas.envelope import CloudEvent, derived_event_id, new_event
+from schemas.registry import COMMAND_OWNER, NewerVersion, Registry
+from services.runtime import metrics
+from services.runtime.db import retry_transient, transaction
+from services.runtime.outbox import Outgoing, claim_inbox, first_positions, write_outbox
 
 log = structlog.get_logger()
 
 Event = CloudEvent[Any]
 BatchHandler = Callable[[asyncpg.Connection, Sequence[Event]], Awaitable[Sequence[Outgoing]]]
+
+#: The most of a dead record's bytes copied onto ``rj.deadletter``; the whole is kept in PostgreSQL.
+DEAD_LETTER_COPY_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -39,115 +62,383 @@ class Record:
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone
+
+    @property
+    def position(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+    @property
+    def case_key(self) -> str:
+        """What orders this record against others: its Kafka key (the case id, or upstream's crime
+        reference), as text PostgreSQL can store."""
+        return printable(self.key.decode("utf-8", "replace")) if self.key is not None else ""
+
+
+# --- what triage decides for each record ----------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Parsed:
+class Apply:
     record: Record
     event: Event
+    parked_seq: int | None = None  # when it comes out of ``parked``
 
 
-def first_of_each(events: Sequence[Event]) -> list[Event]:
-    """``events`` without repeats of an id, each kept at its first position."""
-    seen: set[str] = set()
-    unique = []
-    for event in events:
-        if event.id not in seen:
-            seen.add(event.id)
-            unique.append(event)
-    return unique
+@dataclass(frozen=True)
+class Park:
+    record: Record
+    reason: str
+    parked_seq: int | None = None  # already parked (a release that found it still too new)
 
 
+@dataclass(frozen=True)
+class Answer:
+    """An answer from the runtime itself to the sender of a command (a rejection of an unknown type)."""
+
+    record: Record
+    answer: Outgoing
+    parked_seq: int | None = None
+
+
+@dataclass(frozen=True)
+class PassOver:
+    """A parked record that turned out not to be this service's after its upgrade: let go, unapplied."""
+
+    record: Record
+    parked_seq: int | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetterItem:
+    record: Record
+    reason: str
+    event_id: str | None = None  # claimed in the inbox, so a redelivery is not dead-lettered twice
+    event_type: str | None = None
+    answer: Outgoing | None = None  # a rejection for the sender of a malformed command
+    parked_seq: int | None = None
+    claim: bool = True
+
+
+Item = Apply | Park | Answer | PassOver | DeadLetterItem
+
+
+def printable(text: str) -> str:
+    """``text`` as PostgreSQL text accepts it: no NUL, no lone surrogates."""
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
+@dataclass
 class BatchProcessor:
-    def __init__(
-        self,
-        *,
-        service: str,
-        schema: str,
-        pool: asyncpg.Pool,
-        registry: Registry,
-        consumes: frozenset[str],
-        handler: BatchHandler,
-        max_backoff_s: float = 5.0,
-    ) -> None:
-        self.service = service
-        self.schema = schema
-        self.pool = pool
-        self.registry = registry
-        self.consumes = consumes
-        self.handler = handler
-        self.max_backoff_s = max_backoff_s
+    service: str
+    schema: str
+    pool: asyncpg.Pool
+    registry: Registry
+    consumes: frozenset[str]
+    handler: BatchHandler
+    max_backoff_s: float = 5.0
+    source: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.source = f"urn:rj:service:{self.service}"
+
+    # --- the batch ------------------------------------------------------------------------------------
 
     async def process(self, records: Sequence[Record]) -> None:
         """Apply a batch exactly once. Never raises (but for cancellation): see the module docstring."""
-        parsed: list[_Parsed] = []
-        dead: list[Outgoing] = []
-        for record in records:
-            try:
-                event = self.registry.parse(record.value)
-            except ParseError as exc:
-                dead.append(self._dead_letter(record, str(exc)))
-                continue
-            if event.type in self.consumes:
-                parsed.append(_Parsed(record, event))
-            # Other known types share our input topics (e.g. commands for other services): not ours.
-        try:
-            await self._commit(parsed, dead)
-        except Exception as exc:  # a permanent failure somewhere in the batch: find the culprit
-            log.warning("batch_failed_isolating", size=len(parsed), error=repr(exc))
-            await self._commit_one_by_one(parsed, dead)
+        items = [item for item in map(self.triage, records) if item is not None]
+        if items:
+            await self._commit_or_isolate(items)
 
-    async def _commit(self, parsed: Sequence[_Parsed], dead: Sequence[Outgoing]) -> None:
+    async def _commit_or_isolate(self, items: Sequence[Item]) -> None:
+        try:
+            await self._commit(items)
+        except Exception as exc:  # a fault in the data somewhere in the batch: find the culprit
+            log.warning("batch_failed_isolating", service=self.service, size=len(items), error=repr(exc))
+            for item in items:
+                await self._commit_alone(item)
+
+    async def _commit(self, items: Sequence[Item], *, releasing: bool = False) -> None:
         async def attempt() -> None:
             async with transaction(self.pool) as conn:
-                fresh = await claim_inbox(conn, self.schema, [p.event.id for p in parsed])
-                new_events = [p.event for p in parsed if p.event.id in fresh]
-                # A repeat within the batch itself is taken once, at its first position.
-                unique = first_of_each(new_events)
-                outgoing = list(await self.handler(conn, unique)) if unique else []
-                await write_outbox(conn, self.schema, [*outgoing, *dead])
+                await self._apply(conn, items, releasing=releasing)
 
         await retry_transient(attempt, what=f"{self.service}.batch", max_backoff_s=self.max_backoff_s)
 
-    async def _commit_one_by_one(self, parsed: Sequence[_Parsed], dead: Sequence[Outgoing]) -> None:
-        await self._commit_or_dead_letter([], dead)
-        for item in parsed:
-            await self._commit_or_dead_letter([item], [])
-
-    async def _commit_or_dead_letter(self, parsed: Sequence[_Parsed], dead: Sequence[Outgoing]) -> None:
+    async def _commit_alone(self, item: Item) -> None:
+        """Commit one item; if its data is at fault, dead-letter it instead, down to a letter that
+        cannot fail (no inbox claim, text made printable), retried for ever if even that fails."""
+        releasing = item.parked_seq is not None
         try:
-            await self._commit(parsed, dead)
+            await self._commit([item], releasing=releasing)
             return
         except Exception as exc:
-            if is_transient(exc):  # pragma: no cover - _commit retries these itself
-                raise
             reason = f"{self.service} could not apply it: {type(exc).__name__}: {exc}"
-            log.error("event_dead_lettered", reason=reason, event_ids=[p.event.id for p in parsed])
-        letters = [self._dead_letter(p.record, reason, p.event) for p in parsed]
-
-        async def record_as_handled() -> None:
-            async with transaction(self.pool) as conn:
-                await claim_inbox(conn, self.schema, [p.event.id for p in parsed])
-                await write_outbox(conn, self.schema, letters)
-
-        await retry_transient(record_as_handled, what=f"{self.service}.dead_letter")
-
-    def _dead_letter(self, record: Record, reason: str, event: Event | None = None) -> Outgoing:
-        letter = DeadLetter(
-            id=derived_event_id("dead-letter", self.service, record.topic, str(record.partition), str(record.offset)),
-            service=self.service,
-            reason=reason,
-            source_topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key_b64=base64.b64encode(record.key).decode() if record.key is not None else None,
-            original_b64=base64.b64encode(record.value).decode(),
+        event = item.event if isinstance(item, Apply) else None
+        letter = DeadLetterItem(
+            item.record,
+            reason,
             event_id=event.id if event else None,
             event_type=event.type if event else None,
-            dead_lettered_at=datetime.now(UTC),
+            parked_seq=item.parked_seq,
         )
-        if event is None:
-            log.warning("message_dead_lettered", topic=record.topic, offset=record.offset, reason=reason)
-        key = record.key.decode(errors="replace") if record.key is not None else None
-        return Outgoing(event_id=letter.id, topic=topics.DEADLETTER, key=key, value=letter.model_dump_json().encode())
+        log.error("event_dead_lettered", service=self.service, reason=reason, position=item.record.position)
+        try:
+            await self._commit([letter], releasing=releasing)
+            return
+        except Exception as exc:
+            log.error("dead_letter_refused_retrying_plainer", service=self.service, error=repr(exc))
+        plainest = DeadLetterItem(item.record, reason, parked_seq=item.parked_seq, claim=False)
+        while True:
+            try:
+                await self._commit([plainest], releasing=releasing)
+                return
+            except Exception as exc:  # a bug: nothing in a plain letter can be the data's fault
+                metrics.TRANSIENT_FAILURES.labels(operation=f"{self.service}.dead_letter").inc()
+                log.critical("dead_letter_cannot_be_written", service=self.service, error=repr(exc))
+                await asyncio.sleep(self.max_backoff_s)
+
+    async def _apply(self, conn: asyncpg.Connection, items: Sequence[Item], *, releasing: bool) -> None:
+        released = [i.parked_seq for i in items if i.parked_seq is not None and not isinstance(i, Park)]
+        if released:
+            await conn.execute(f"DELETE FROM {self.schema}.parked WHERE seq = ANY($1::bigint[])", released)
+        # A case with an event parked waits as a whole: what comes after it is parked behind it. (Items
+        # being released are the oldest of their case, so they go ahead of what stays parked.)
+        waiting = set() if releasing else await self._cases_waiting(conn, items)
+        to_park: list[Park] = []
+        ready: list[Item] = []
+        for item in items:
+            if isinstance(item, Park):
+                to_park.append(item)
+                waiting.add(item.record.case_key)
+            elif isinstance(item, Apply) and item.record.case_key in waiting:
+                to_park.append(Park(item.record, f"waits behind an earlier event of case {item.record.case_key}"))
+            else:
+                ready.append(item)
+
+        applying = [i for i in ready if isinstance(i, Apply)]
+        letters = [i for i in ready if isinstance(i, DeadLetterItem)]
+        claimed = [(i.event.id, i.record.position) for i in applying]
+        claimed += [(i.event_id, i.record.position) for i in letters if i.event_id and i.claim]
+        fresh = await claim_inbox(conn, self.schema, claimed)
+        new_events: list[Event] = []
+        repeats: list[Apply] = []
+        for item in applying:
+            if item.event.id in fresh:
+                new_events.append(item.event)
+                fresh.discard(item.event.id)  # a second copy within the batch is a repeat
+            else:
+                repeats.append(item)
+        outgoing = list(await self.handler(conn, new_events)) if new_events else []
+        outgoing += await self._answer_repeats(conn, repeats)
+        outgoing += [i.answer for i in ready if isinstance(i, Answer)]
+        outgoing += [i.answer for i in letters if i.answer is not None]
+        outgoing += await self._store_dead_letters(conn, letters)
+        await write_outbox(conn, self.schema, outgoing)
+        await self._park(conn, to_park)
+        metrics.EVENTS_APPLIED.inc(len(new_events))
+
+    # --- triage (pure) ------------------------------------------------------------------------------
+
+    def triage(self, record: Record) -> Item | None:
+        """What to do with one record; ``None``: pass over it (not this service's)."""
+        stewarded = topics.STEWARD_OF.get(record.topic) == self.service
+        if record.value is None:
+            return DeadLetterItem(record, "a tombstone: the record has no value") if stewarded else None
+        try:
+            document = pydantic_core.from_json(record.value)
+        except ValueError as exc:
+            return DeadLetterItem(record, f"not JSON: {exc}") if stewarded else None
+        event_type = document.get("type") if isinstance(document, dict) else None
+        if not isinstance(event_type, str):
+            return DeadLetterItem(record, "not a CloudEvent: no `type` string") if stewarded else None
+        if event_type not in self.registry:
+            if not stewarded:
+                return None
+            if record.topic == topics.COMMANDS:
+                return self._reject_unknown_command(record, document, event_type)
+            return DeadLetterItem(record, f"unknown event type {printable(event_type)!r}")
+        if event_type not in self.consumes:
+            return None  # known, and not ours: another service owns it
+        try:
+            return Apply(record, self.registry.parse(record.value))
+        except NewerVersion as exc:
+            return Park(record, str(exc))
+        except Exception as exc:  # anything at all: a record that cannot be parsed never leaves a batch
+            reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            return DeadLetterItem(record, reason, answer=self._reject_malformed(record, document, event_type, reason))
+
+    def _reject_unknown_command(self, record: Record, document: dict[str, Any], event_type: str) -> Item:
+        reason = f"unknown command type {printable(event_type)!r}: no service of this deployment handles it"
+        answer = self._rejection(record, document, event_type, reason)
+        if answer is None:
+            return DeadLetterItem(record, f"{reason}; and no case or id to answer it on")
+        metrics.COMMAND_ANSWERS.labels(kind="unknown").inc()
+        return Answer(record, answer)
+
+    def _reject_malformed(self, record: Record, document: dict[str, Any], event_type: str, why: str) -> Outgoing | None:
+        """A malformed command of ours is dead-lettered *and* answered, so its sender learns why."""
+        if COMMAND_OWNER.get(event_type) != self.service:
+            return None
+        metrics.COMMAND_ANSWERS.labels(kind="malformed").inc()
+        return self._rejection(record, document, event_type, f"malformed: {why}")
+
+    def _rejection(self, record: Record, document: dict[str, Any], event_type: str, reason: str) -> Outgoing | None:
+        command_id, case_id = document.get("id"), document.get("subject")
+        if not (isinstance(command_id, str) and command_id and isinstance(case_id, str) and case_id):
+            return None
+        case_id = printable(case_id)[:200]
+        fact = CommandRejected(
+            case_id=case_id,
+            command_id=printable(command_id)[:200],
+            command_type=printable(event_type)[:200],
+            service=self.service,
+            reason=printable(reason)[:2000],
+            rejected_at=datetime.now(UTC),
+        )
+        return self._fact(fact, case_id, f"rejected-record:{record.position}")
+
+    def _fact(self, data: CommandRejected | CommandAlreadyHandled, case_id: str, identity: str) -> Outgoing:
+        event = new_event(
+            data, source=self.source, subject=case_id, event_id=derived_event_id(self.source, case_id, identity)
+        )
+        return Outgoing.event(topics.OUTPUT_OF[self.service], event)
+
+    # --- repeats, dead letters, parking (SQL) ---------------------------------------------------------
+
+    async def _answer_repeats(self, conn: asyncpg.Connection, repeats: Sequence[Apply]) -> list[Outgoing]:
+        """``rj.command.already-handled`` for each command of ours sent again under an id already handled.
+        A redelivery of the very record that was handled (same position) is not a repeat to answer."""
+        ours = [r for r in repeats if COMMAND_OWNER.get(r.event.type) == self.service]
+        if not ours:
+            return []
+        first = await first_positions(conn, self.schema, [r.event.id for r in ours])
+        answers = []
+        for item in ours:
+            position, received_at = first.get(item.event.id, (None, None))
+            if position == item.record.position or received_at is None:
+                continue
+            fact = CommandAlreadyHandled(
+                case_id=item.event.data.case_id,
+                command_id=item.event.id,
+                command_type=item.event.type,
+                service=self.service,
+                first_received_at=received_at,
+                answered_at=datetime.now(UTC),
+            )
+            answers.append(self._fact(fact, fact.case_id, f"repeat:{item.record.position}"))
+        metrics.COMMAND_ANSWERS.labels(kind="repeat").inc(len(answers))
+        return answers
+
+    async def _store_dead_letters(self, conn: asyncpg.Connection, letters: Sequence[DeadLetterItem]) -> list[Outgoing]:
+        if not letters:
+            return []
+        rows, outgoing = [], []
+        for item in letters:
+            record = item.record
+            letter_id = derived_event_id(
+                "dead-letter", self.service, record.topic, str(record.partition), str(record.offset)
+            )
+            original = record.value or b""
+            digest = hashlib.sha256(original).hexdigest()
+            reason = printable(item.reason)[:4000]
+            event_id = printable(item.event_id)[:200] if item.event_id else None
+            event_type = printable(item.event_type)[:200] if item.event_type else None
+            rows.append((letter_id, record.topic, record.partition, record.offset, record.key, record.value, digest,
+                         reason, event_id, event_type))  # fmt: skip
+            copy = original[:DEAD_LETTER_COPY_BYTES]
+            letter = DeadLetter(
+                id=letter_id,
+                service=self.service,
+                reason=reason,
+                source_topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                key_b64=base64.b64encode(record.key[:DEAD_LETTER_COPY_BYTES]).decode() if record.key else None,
+                original_b64=base64.b64encode(copy).decode(),
+                original_size=len(record.value) if record.value is not None else None,
+                original_sha256=digest,
+                truncated=len(copy) < len(original),
+                stored_as=f"{self.schema}.dead_letters/{letter_id}",
+                event_id=event_id,
+                event_type=event_type,
+                dead_lettered_at=datetime.now(UTC),
+            )
+            outgoing.append(
+                Outgoing(letter_id, topics.DEADLETTER, record.case_key[:200] or None, letter.model_dump_json().encode())
+            )
+            metrics.DEAD_LETTERS.labels(topic=record.topic).inc()
+            log.warning("dead_lettered", service=self.service, position=record.position, reason=reason[:300])
+        await conn.executemany(
+            f"""INSERT INTO {self.schema}.dead_letters (id, source_topic, partition, "offset", key, original,
+                    original_sha256, reason, event_id, event_type)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING""",
+            rows,
+        )
+        return outgoing
+
+    async def _cases_waiting(self, conn: asyncpg.Connection, items: Sequence[Item]) -> set[str]:
+        keys = list({i.record.case_key for i in items if isinstance(i, Apply | Park)})
+        if not keys:
+            return set()
+        rows = await conn.fetch(
+            f"SELECT DISTINCT case_key FROM {self.schema}.parked WHERE case_key = ANY($1::text[])", keys
+        )
+        return {r["case_key"] for r in rows}
+
+    async def _park(self, conn: asyncpg.Connection, parked: Sequence[Park]) -> None:
+        new = [p for p in parked if p.parked_seq is None]
+        if not new:
+            return
+        await conn.executemany(
+            f"""INSERT INTO {self.schema}.parked (case_key, source_topic, partition, "offset", key, value, reason)
+                VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
+            [
+                (
+                    p.record.case_key,
+                    p.record.topic,
+                    p.record.partition,
+                    p.record.offset,
+                    p.record.key,
+                    p.record.value,
+                    printable(p.reason)[:2000],
+                )
+                for p in new
+            ],  # fmt: skip
+        )
+        log.warning("events_parked", service=self.service, cases=sorted({p.record.case_key for p in new}), n=len(new))
+
+    # --- after an upgrade -------------------------------------------------------------------------------
+
+    async def release_parked(self, limit: int = 500) -> int:
+        """Apply what waits in ``parked`` that this service now knows, case by case in the order it came;
+        a case stays parked from its first event still too new. Returns how many were let go."""
+
+        async def load() -> list[asyncpg.Record]:
+            async with self.pool.acquire() as conn:
+                return await conn.fetch(
+                    f"""SELECT seq, case_key, source_topic, partition, "offset", key, value
+                        FROM {self.schema}.parked ORDER BY seq LIMIT $1""",
+                    limit,
+                )
+
+        rows = await retry_transient(load, what=f"{self.service}.parked", max_backoff_s=self.max_backoff_s)
+        metrics.PARKED_EVENTS.set(len(rows))
+        blocked: set[str] = set()
+        releasing: list[Item] = []
+        for row in rows:
+            if row["case_key"] in blocked:
+                continue
+            record = Record(row["source_topic"], row["partition"], row["offset"], row["key"], row["value"])
+            item = self.triage(record)
+            if isinstance(item, Park):
+                blocked.add(row["case_key"])
+                continue
+            releasing.append(replace(item or PassOver(record), parked_seq=row["seq"]))
+        if not releasing:
+            if rows:
+                log.warning("events_parked_waiting_for_upgrade", service=self.service, waiting=len(rows))
+            return 0
+        await self._commit_or_isolate(releasing)
+        log.info("parked_events_released", service=self.service, released=len(releasing))
+        return len(releasing)

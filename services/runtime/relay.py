@@ -16,6 +16,8 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+from schemas import topics
+from schemas.kafka_binding import PLAIN_JSON_HEADERS, STRUCTURED_MODE_HEADERS
 from services.runtime.db import is_transient
 from services.runtime.outbox import notify_channel
 from services.runtime.settings import Settings
@@ -78,9 +80,12 @@ class OutboxRelay:
         """Send rows in Kafka record batches, one per partition, keeping each partition's rows in order.
 
         Building batches ourselves costs a fraction of one ``send()`` per message; the partition comes
-        from Kafka's default (murmur2) partitioner, as for any other producer of these keys.
+        from Kafka's default (murmur2) partitioner, as for any other producer of these keys. Every
+        record carries the CloudEvents structured-mode ``content-type`` header.
         """
         partitioner = DefaultPartitioner()
+        # One list per kind for every record: aiokafka's C record builder takes only a list, never changes it.
+        cloudevent, plain_json = list(STRUCTURED_MODE_HEADERS), list(PLAIN_JSON_HEADERS)
         partitions_of: dict[str, list[int]] = {}
         by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = defaultdict(list)
         for row in rows:
@@ -93,13 +98,15 @@ class OutboxRelay:
             by_partition[(topic, partition)].append((key, row["value"]))
         futures = []
         for (topic, partition), messages in by_partition.items():
+            # Dead letters are our own JSON documents about a record, not CloudEvents.
+            headers = plain_json if topic == self.settings.topic(topics.DEADLETTER) else cloudevent
             batch = producer.create_batch()
             for key, value in messages:
-                if batch.append(key=key, value=value, timestamp=None) is None:  # full: ship it
+                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:  # full: ship it
                     batch.close()
                     futures.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
+                    batch.append(key=key, value=value, timestamp=None, headers=headers)
             batch.close()
             futures.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*futures)

@@ -24,11 +24,19 @@ class Settings(BaseSettings):
     kafka_heartbeat_interval_s: float = 1.0
 
     batch_size: int = Field(default=500, ge=1)
-    batch_within_s: float = 0.2
+    # How long the broker may hold a fetch when a partition has nothing new: the idle latency of a hop.
+    fetch_max_wait_ms: int = Field(default=10, ge=0)
+    fetch_max_partition_bytes: int = Field(default=1024 * 1024, ge=1024)
     db_pool_size: int = Field(default=4, ge=1)
     relay_batch_size: int = Field(default=1000, ge=1)
     relay_poll_interval_s: float = 0.5
     retry_max_backoff_s: float = 5.0
+    # How often to look for parked events this version can now apply (and refresh the parked gauge).
+    parked_check_interval_s: float = 5.0
+
+    # Prometheus metrics (rj_*): 0 serves none; containers set a port and 0.0.0.0.
+    metrics_port: int = Field(default=0, ge=0)
+    metrics_address: str = "127.0.0.1"
 
     # The Victims' Code sweeper: how often to look for deadlines that passed unmet.
     deadline_sweep_interval_s: float = 5.0

@@ -1,0 +1,251 @@
+"""The batch consumer: Kafka records to ``BatchProcessor`` with offsets committed only after PostgreSQL.
+
+Faust stays the worker framework (it runs this as a task, with the timers and the relay), but the
+records do not go through its stream: faust's ``take_events`` acks a batch when its generator is
+closed by an exception and costs ~150 us an event. Here aiokafka is used directly:
+
+- ``getmany`` hands over whatever the background fetcher has buffered, at once: batches are large
+  under load and nothing waits when idle (the broker holds a fetch at most ``FETCH_MAX_WAIT_MS``).
+- Records are queued per *lane*, one lane per partition number. A case's key lands on the same
+  partition number in every topic, so a lane holds everything about its cases; one transaction is in
+  flight per lane, which keeps each case's order, while lanes overlap parsing, deciding and SQL.
+- A lane's offsets are committed after its transaction commits (by a committer that coalesces), and
+  again, synchronously, when a rebalance takes its partitions away. A lane that falls behind pauses
+  its partitions instead of buffering without bound.
+- On a rebalance the listener finishes the batch in flight (or, past a deadline, abandons it: the
+  transaction rolls back and the new owner replays it; the inbox makes overlap harmless), commits,
+  and drops what was queued for the partitions that leave.
+- Anything unexpected stops the consumer and the process with it, so that it is restarted: a live
+  process that consumes nothing is never an outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from services.runtime.processor import Record
+from services.runtime.settings import Settings
+
+log = structlog.get_logger()
+
+ProcessBatch = Callable[[Sequence[Record]], Awaitable[None]]
+
+
+@dataclass
+class _Lane:
+    """Everything queued for one partition number, and the one batch of it in flight."""
+
+    number: int
+    queue: list[tuple[TopicPartition, Record]] = field(default_factory=list)
+    has_work: asyncio.Event = field(default_factory=asyncio.Event)
+    batch: list[tuple[TopicPartition, Record]] = field(default_factory=list)  # the one in flight
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+
+class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        group_id: str,
+        topics: Sequence[str],
+        process: ProcessBatch,
+        name: str,
+    ) -> None:
+        self.settings = settings
+        self.group_id = group_id
+        self.topics = list(topics)  # as on the broker (prefixed)
+        self.process = process
+        self.name = name
+        self.batch_size = settings.batch_size
+        self._lanes: dict[int, _Lane] = {}
+        self._done: dict[TopicPartition, int] = {}  # next offset to commit, per partition
+        self._committed: dict[TopicPartition, int] = {}
+        self._commit_wanted = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        self._failed: asyncio.Future[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        # Bumped by every rebalance: records fetched before one are not queued after it.
+        self._generation = 0
+        self.applied = 0
+
+    # --- running ------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Consume until cancelled. Raises if anything goes wrong that retrying cannot mend."""
+        settings = self.settings
+        failed = self._failed = asyncio.get_running_loop().create_future()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            max_partition_fetch_bytes=settings.fetch_max_partition_bytes,
+            session_timeout_ms=int(settings.kafka_session_timeout_s * 1000),
+            rebalance_timeout_ms=int(settings.kafka_rebalance_timeout_s * 1000),
+            heartbeat_interval_ms=int(settings.kafka_heartbeat_interval_s * 1000),
+        )
+        self._consumer = consumer
+        consumer.subscribe(self.topics, listener=self)
+        await consumer.start()
+        committer = asyncio.create_task(self._commit_forever(), name=f"{self.name}-committer")
+        log.info("consumer_started", consumer=self.name, topics=self.topics, group=self.group_id)
+        try:
+            while True:
+                generation = self._generation
+                fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=1000))
+                await asyncio.wait({fetch, failed}, return_when=asyncio.FIRST_COMPLETED)
+                if failed.done():
+                    fetch.cancel()
+                    failed.result()  # raises what stopped a lane
+                if generation != self._generation:
+                    continue  # fetched for the assignment a rebalance just ended: refetched from commits
+                for tp, messages in fetch.result().items():
+                    self._enqueue(tp, messages)
+                if committer.done():
+                    committer.result()
+        finally:
+            committer.cancel()
+            for lane in self._lanes.values():
+                if lane.task:
+                    lane.task.cancel()
+            with contextlib.suppress(Exception):
+                await self._commit()
+            await consumer.stop()
+
+    def _enqueue(self, tp: TopicPartition, messages: Sequence[object]) -> None:
+        if not messages:
+            return
+        lane = self._lanes.get(tp.partition)
+        if lane is None:
+            lane = self._lanes[tp.partition] = _Lane(tp.partition)
+            lane.task = asyncio.create_task(self._work(lane), name=f"{self.name}-lane-{tp.partition}")
+        topic = tp.topic.removeprefix(self.settings.topic_prefix)
+        lane.queue += [
+            (tp, Record(topic=topic, partition=m.partition, offset=m.offset, key=m.key, value=m.value))  # type: ignore[attr-defined]
+            for m in messages
+        ]
+        lane.has_work.set()
+        if len(lane.queue) >= 4 * self.batch_size:
+            self._pause({t for t, _ in lane.queue})  # resumed when the lane catches up
+
+    async def _work(self, lane: _Lane) -> None:
+        try:
+            while True:
+                await lane.has_work.wait()
+                taken, lane.queue = lane.queue[: self.batch_size], lane.queue[self.batch_size :]
+                if not lane.queue:
+                    lane.has_work.clear()
+                if not taken:
+                    continue
+                lane.batch = taken
+                lane.idle.clear()
+                try:
+                    await self.process([record for _, record in taken])
+                finally:
+                    if lane.batch is taken:  # not when a rebalance abandoned it and the lane moved on
+                        lane.batch = []
+                        lane.idle.set()
+                self.applied += len(taken)
+                for tp, record in taken:
+                    self._done[tp] = record.offset + 1
+                self._commit_wanted.set()
+                if len(lane.queue) < self.batch_size:
+                    self._resume_lane(lane)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            log.critical("consumer_lane_failed", consumer=self.name, lane=lane.number, error=repr(exc))
+            if self._failed and not self._failed.done():
+                self._failed.set_exception(exc)
+            raise
+
+    def _pause(self, tps: set[TopicPartition]) -> None:
+        assert self._consumer is not None
+        assigned = self._consumer.assignment()
+        self._consumer.pause(*[tp for tp in tps if tp in assigned])
+
+    def _resume_lane(self, lane: _Lane) -> None:
+        assert self._consumer is not None
+        paused = [tp for tp in self._consumer.paused() if tp.partition == lane.number]
+        assigned = self._consumer.assignment()
+        if paused:
+            self._consumer.resume(*[tp for tp in paused if tp in assigned])
+
+    # --- offsets ------------------------------------------------------------------------------------
+
+    async def _commit_forever(self) -> None:
+        while True:
+            await self._commit_wanted.wait()
+            self._commit_wanted.clear()
+            await self._commit()
+
+    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        """Commit what has been applied and not committed yet. A failure is only logged: the records
+        are redelivered, and the inbox drops what was already applied."""
+        assert self._consumer is not None
+        async with self._commit_lock:
+            assigned = self._consumer.assignment()
+            offsets = {
+                tp: offset
+                for tp, offset in self._done.items()
+                if self._committed.get(tp) != offset and tp in assigned and (only is None or tp in only)
+            }
+            if not offsets:
+                return
+            try:
+                await self._consumer.commit(offsets)
+            except KafkaError as exc:
+                log.warning("offset_commit_failed", consumer=self.name, error=repr(exc))
+                return
+            self._committed.update(offsets)
+
+    # --- rebalances (aiokafka awaits these while the group rebalances) ---------------------------------
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self._generation += 1
+        leaving = set(revoked)
+        deadline = self.settings.kafka_rebalance_timeout_s / 2
+        for lane in list(self._lanes.values()):
+            lane.queue = [(tp, r) for tp, r in lane.queue if tp not in leaving]
+            if not lane.queue:
+                lane.has_work.clear()
+            if {tp for tp, _ in lane.batch} & leaving:
+                try:
+                    await asyncio.wait_for(lane.idle.wait(), deadline)
+                except TimeoutError:
+                    # Abandon the transaction (it rolls back); whoever gets the partition replays it.
+                    log.warning("batch_abandoned_on_rebalance", consumer=self.name, lane=lane.number)
+                    self._restart_lane(lane, leaving)
+        await self._commit(only=leaving)
+        for tp in leaving:
+            self._done.pop(tp, None)
+            self._committed.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        named = sorted(f"{t.topic}:{t.partition}" for t in assigned)
+        log.info("partitions_assigned", consumer=self.name, partitions=named)
+
+    def _restart_lane(self, lane: _Lane, leaving: set[TopicPartition]) -> None:
+        """Cancel the lane's batch; the records in it of partitions that stay are taken again first."""
+        staying = [(tp, r) for tp, r in lane.batch if tp not in leaving]
+        if lane.task:
+            lane.task.cancel()
+        lane.batch = []
+        lane.queue = staying + lane.queue
+        if lane.queue:
+            lane.has_work.set()
+        lane.idle.set()
+        lane.task = asyncio.create_task(self._work(lane), name=f"{self.name}-lane-{lane.number}")
