@@ -58,10 +58,11 @@ class System:
 
     # --- services ---------------------------------------------------------------------------------
 
-    def start(self, name: str, **settings: Any) -> ServiceProcess:
-        """Start a service process; ``settings`` override this system's settings for it alone."""
+    def start(self, name: str, replica: str = "", **settings: Any) -> ServiceProcess:
+        """Start a service process (another ``replica`` of it beside the first, if named); ``settings``
+        override this system's settings for it alone."""
         assert self.supervisor is not None
-        return self.supervisor.start(name, {k.upper(): str(v) for k, v in settings.items()})
+        return self.supervisor.start(name, {k.upper(): str(v) for k, v in settings.items()}, replica=replica)
 
     def service(self, name: str) -> ServiceProcess:
         assert self.supervisor is not None

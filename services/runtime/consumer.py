@@ -76,8 +76,6 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._commit_lock = asyncio.Lock()
         self._failed: asyncio.Future[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
-        # Bumped by every rebalance: records fetched before one are not queued after it.
-        self._generation = 0
         self.applied = 0
 
     # --- running ------------------------------------------------------------------------------------
@@ -104,14 +102,14 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         log.info("consumer_started", consumer=self.name, topics=self.topics, group=self.group_id)
         try:
             while True:
-                generation = self._generation
                 fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=1000))
                 await asyncio.wait({fetch, failed}, return_when=asyncio.FIRST_COMPLETED)
                 if failed.done():
                     fetch.cancel()
                     failed.result()  # raises what stopped a lane
-                if generation != self._generation:
-                    continue  # fetched for the assignment a rebalance just ended: refetched from commits
+                # Everything fetched is queued, even if a rebalance ran meanwhile: a record dropped here
+                # after its partition came back to us would be skipped (its position is past it). One
+                # fetched for a partition that moved is applied twice at worst, and the inbox drops that.
                 for tp, messages in fetch.result().items():
                     self._enqueue(tp, messages)
                 if committer.done():
@@ -160,7 +158,7 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                         lane.idle.set()
                 self.applied += len(taken)
                 for tp, record in taken:
-                    self._done[tp] = record.offset + 1
+                    self._done[tp] = max(self._done.get(tp, 0), record.offset + 1)
                 self._commit_wanted.set()
                 if len(lane.queue) < self.batch_size:
                     self._resume_lane(lane)
@@ -198,10 +196,12 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         assert self._consumer is not None
         async with self._commit_lock:
             assigned = self._consumer.assignment()
+            # Never backwards: a record fetched before a rebalance may be applied after it, behind what the
+            # partition's new owner (or this consumer, again) has committed since.
             offsets = {
                 tp: offset
                 for tp, offset in self._done.items()
-                if self._committed.get(tp) != offset and tp in assigned and (only is None or tp in only)
+                if offset > self._committed.get(tp, -1) and tp in assigned and (only is None or tp in only)
             }
             if not offsets:
                 return
@@ -215,8 +215,9 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
     # --- rebalances (aiokafka awaits these while the group rebalances) ---------------------------------
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        self._generation += 1
         leaving = set(revoked)
+        if leaving:
+            log.info("partitions_revoked", consumer=self.name, partitions=len(leaving))
         deadline = self.settings.kafka_rebalance_timeout_s / 2
         for lane in list(self._lanes.values()):
             lane.queue = [(tp, r) for tp, r in lane.queue if tp not in leaving]
@@ -235,6 +236,11 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             self._committed.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        assert self._consumer is not None
+        for tp in assigned:  # where this assignment starts: commits only ever move forward from here
+            self._done.pop(tp, None)
+            committed = await self._consumer.committed(tp)
+            self._committed[tp] = committed if committed is not None else -1
         named = sorted(f"{t.topic}:{t.partition}" for t in assigned)
         log.info("partitions_assigned", consumer=self.name, partitions=named)
 

@@ -56,10 +56,12 @@ class Supervisor:
     log_dir: Path | None = None
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
-    def start(self, name: str, extra_env: Mapping[str, str] | None = None) -> ServiceProcess:
+    def start(self, name: str, extra_env: Mapping[str, str] | None = None, *, replica: str = "") -> ServiceProcess:
+        """Start service ``name``; a ``replica`` name runs another process of it beside the first."""
         if self.log_dir:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{name}.log" if self.log_dir else None
+        label = f"{name}-{replica}" if replica else name
+        log_path = self.log_dir / f"{label}.log" if self.log_dir else None
         out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - handed to the child
         process = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "serve", name],
@@ -71,8 +73,8 @@ class Supervisor:
         )
         if out:
             out.close()
-        self.processes[name] = ServiceProcess(name, process, log_path)
-        return self.processes[name]
+        self.processes[label] = ServiceProcess(label, process, log_path)
+        return self.processes[label]
 
     def stop_all(self) -> None:
         for proc in self.processes.values():

@@ -72,7 +72,16 @@ async def wait_until_all_applied(system: System, expected_inbox: int, dead_lette
         unpublished = await system.fetchval("SELECT count(*) FROM referral.outbox WHERE published_at IS NULL")
         return inbox == expected_inbox and letters == dead_letters and unpublished == 0
 
-    await system.wait_for(everything_applied_and_published, timeout_s=120, what="all events applied")
+    try:
+        await system.wait_for(everything_applied_and_published, timeout_s=120, what="all events applied")
+    except AssertionError as timed_out:
+        inbox = await system.fetchval("SELECT count(*) FROM referral.inbox")
+        letters = await system.fetchval("SELECT count(*) FROM referral.outbox WHERE topic = $1", topics.DEADLETTER)
+        unpublished = await system.fetchval("SELECT count(*) FROM referral.outbox WHERE published_at IS NULL")
+        raise AssertionError(
+            f"{timed_out}: inbox {inbox} of {expected_inbox}, dead letters {letters} of {dead_letters}, "
+            f"unpublished {unpublished}"
+        ) from None
 
 
 async def inbox_count(system: System) -> int:
