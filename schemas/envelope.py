@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
+import pydantic_core
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 SCHEMA_URN = "urn:rj:schema"
@@ -52,12 +54,19 @@ class CloudEvent(BaseModel, Generic[D]):
 
     def to_json(self) -> bytes:
         # CloudEvents attributes are absent rather than null; inside ``data`` null means "unknown".
-        absent = {name for name in _OPTIONAL_ATTRIBUTES if getattr(self, name) is None}
-        # serialize_as_any: ``data`` is declared as the base payload type; write the real payload's fields.
-        return self.model_dump_json(exclude=absent, serialize_as_any=True).encode()
+        data = self.data
+        if self.model_extra or not isinstance(data, BaseModel):
+            absent = {name for name in _OPTIONAL_ATTRIBUTES if getattr(self, name) is None}
+            # serialize_as_any: ``data`` is declared as the base payload type; write the real payload's fields.
+            return self.model_dump_json(exclude=absent, serialize_as_any=True).encode()
+        # The hot path (every event we emit): the attributes, then the payload by its own serializer.
+        # The same JSON as above at a third of the cost; a unit test holds the two together.
+        head = {name: getattr(self, name) for name in _ATTRIBUTES if getattr(self, name) is not None}
+        return pydantic_core.to_json(head)[:-1] + b',"data":' + data.__pydantic_serializer__.to_json(data) + b"}"
 
 
 _OPTIONAL_ATTRIBUTES = ("subject", "dataschema", "correlationid", "causationid")
+_ATTRIBUTES = ("specversion", "id", "source", "type", "subject", "time", "datacontenttype", *_OPTIONAL_ATTRIBUTES[1:])
 
 #: The envelope of a decoded event; specialising a generic model is costly, so do it once.
 Event = CloudEvent[EventData]
@@ -98,8 +107,16 @@ def new_event(
 
 
 _DERIVED_NS = uuid.UUID("0b6f8f0e-2c4c-4d8e-9a57-5f3c1e0d7a11")
+_DERIVED_NS_BYTES = _DERIVED_NS.bytes
 
 
 def derived_event_id(*parts: str) -> str:
-    """A stable event id from what caused it, so replays produce identical events."""
-    return str(uuid.uuid5(_DERIVED_NS, "|".join(parts)))
+    """A stable event id from what caused it, so replays produce identical events.
+
+    The same value as ``str(uuid.uuid5(_DERIVED_NS, "|".join(parts)))`` (a unit test holds them together),
+    computed without building UUID objects: it is on the hot path, once for every event emitted."""
+    digest = bytearray(hashlib.sha1(_DERIVED_NS_BYTES + "|".join(parts).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

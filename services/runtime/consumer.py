@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -35,7 +36,25 @@ from services.runtime.settings import Settings
 
 log = structlog.get_logger()
 
-ProcessBatch = Callable[[Sequence[Record]], Awaitable[None]]
+
+Item = TypeVar("Item")
+
+
+class BatchSteps(Protocol[Item]):
+    """How a batch is applied, in two steps: ``prepare`` is pure (parsing, triage) and may run while the
+    lane's previous batch is still committing; ``commit`` is the one transaction, never two at once."""
+
+    def prepare(self, records: Sequence[Record]) -> Sequence[Item | None]: ...
+
+    async def commit(self, items: Sequence[Item]) -> None: ...
+
+
+@dataclass
+class _Flight:
+    """The one batch of a lane being committed."""
+
+    records: list[tuple[TopicPartition, Record]]
+    task: asyncio.Task[None]
 
 
 @dataclass
@@ -45,12 +64,11 @@ class _Lane:
     number: int
     queue: list[tuple[TopicPartition, Record]] = field(default_factory=list)
     has_work: asyncio.Event = field(default_factory=asyncio.Event)
-    batch: list[tuple[TopicPartition, Record]] = field(default_factory=list)  # the one in flight
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    flight: _Flight | None = None
+    # Partitions revoked since the lane took its batch being prepared: those records are not committed
+    # (whoever owns the partition now reads them again from the committed offset).
+    stale: set[TopicPartition] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
-
-    def __post_init__(self) -> None:
-        self.idle.set()
 
 
 class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -60,13 +78,13 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         settings: Settings,
         group_id: str,
         topics: Sequence[str],
-        process: ProcessBatch,
+        steps: BatchSteps[Any],
         name: str,
     ) -> None:
         self.settings = settings
         self.group_id = group_id
         self.topics = list(topics)  # as on the broker (prefixed)
-        self.process = process
+        self.steps = steps
         self.name = name
         self.batch_size = settings.batch_size
         self._lanes: dict[int, _Lane] = {}
@@ -117,8 +135,9 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         finally:
             committer.cancel()
             for lane in self._lanes.values():
-                if lane.task:
-                    lane.task.cancel()
+                for task in (lane.task, lane.flight.task if lane.flight else None):
+                    if task:
+                        task.cancel()
             with contextlib.suppress(Exception):
                 await self._commit()
             await consumer.stop()
@@ -142,26 +161,22 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _work(self, lane: _Lane) -> None:
         try:
             while True:
+                if not lane.has_work.is_set():
+                    await self._land(lane)  # nothing to prepare meanwhile: see the batch in flight through
                 await lane.has_work.wait()
                 taken, lane.queue = lane.queue[: self.batch_size], lane.queue[self.batch_size :]
                 if not lane.queue:
                     lane.has_work.clear()
                 if not taken:
                     continue
-                lane.batch = taken
-                lane.idle.clear()
-                try:
-                    await self.process([record for _, record in taken])
-                finally:
-                    if lane.batch is taken:  # not when a rebalance abandoned it and the lane moved on
-                        lane.batch = []
-                        lane.idle.set()
-                self.applied += len(taken)
-                for tp, record in taken:
-                    self._done[tp] = max(self._done.get(tp, 0), record.offset + 1)
-                self._commit_wanted.set()
-                if len(lane.queue) < self.batch_size:
-                    self._resume_lane(lane)
+                lane.stale = set()
+                # Parse while the previous batch commits: the CPU works while PostgreSQL does.
+                prepared = self.steps.prepare([record for _, record in taken])
+                await self._land(lane)  # one transaction in flight per lane, so a case keeps its order
+                kept = [(tp, r, item) for (tp, r), item in zip(taken, prepared, strict=True) if tp not in lane.stale]
+                items = [item for _, _, item in kept if item is not None]
+                commit = asyncio.create_task(self.steps.commit(items), name=f"{self.name}-commit-{lane.number}")
+                lane.flight = _Flight([(tp, r) for tp, r, _ in kept], commit)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -169,6 +184,28 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             if self._failed and not self._failed.done():
                 self._failed.set_exception(exc)
             raise
+
+    async def _land(self, lane: _Lane) -> None:
+        """Wait for the lane's batch in flight; then its offsets may be committed."""
+        flight = lane.flight
+        if flight is None:
+            return
+        try:
+            await asyncio.shield(flight.task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if flight.task.cancelled() and not (current and current.cancelling()):
+                return  # a rebalance abandoned it (and took care of its records): carry on
+            raise
+        if lane.flight is not flight:
+            return  # abandoned by a rebalance while it finished: its records were re-queued
+        lane.flight = None
+        self.applied += len(flight.records)
+        for tp, record in flight.records:
+            self._done[tp] = max(self._done.get(tp, 0), record.offset + 1)
+        self._commit_wanted.set()
+        if len(lane.queue) < self.batch_size:
+            self._resume_lane(lane)
 
     def _pause(self, tps: set[TopicPartition]) -> None:
         assert self._consumer is not None
@@ -223,13 +260,22 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             lane.queue = [(tp, r) for tp, r in lane.queue if tp not in leaving]
             if not lane.queue:
                 lane.has_work.clear()
-            if {tp for tp, _ in lane.batch} & leaving:
-                try:
-                    await asyncio.wait_for(lane.idle.wait(), deadline)
-                except TimeoutError:
-                    # Abandon the transaction (it rolls back); whoever gets the partition replays it.
-                    log.warning("batch_abandoned_on_rebalance", consumer=self.name, lane=lane.number)
-                    self._restart_lane(lane, leaving)
+            lane.stale |= leaving
+            flight = lane.flight
+            if flight is None or not {tp for tp, _ in flight.records} & leaving:
+                continue
+            try:
+                await asyncio.wait_for(asyncio.shield(flight.task), deadline)
+                await self._land(lane)
+            except TimeoutError:
+                # Abandon the transaction (it rolls back); whoever gets the partition replays it. Its
+                # records of partitions that stay are taken again, first.
+                log.warning("batch_abandoned_on_rebalance", consumer=self.name, lane=lane.number)
+                lane.flight = None
+                flight.task.cancel()
+                lane.queue = [(tp, r) for tp, r in flight.records if tp not in leaving] + lane.queue
+                if lane.queue:
+                    lane.has_work.set()
         await self._commit(only=leaving)
         for tp in leaving:
             self._done.pop(tp, None)
@@ -243,15 +289,3 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             self._committed[tp] = committed if committed is not None else -1
         named = sorted(f"{t.topic}:{t.partition}" for t in assigned)
         log.info("partitions_assigned", consumer=self.name, partitions=named)
-
-    def _restart_lane(self, lane: _Lane, leaving: set[TopicPartition]) -> None:
-        """Cancel the lane's batch; the records in it of partitions that stay are taken again first."""
-        staying = [(tp, r) for tp, r in lane.batch if tp not in leaving]
-        if lane.task:
-            lane.task.cancel()
-        lane.batch = []
-        lane.queue = staying + lane.queue
-        if lane.queue:
-            lane.has_work.set()
-        lane.idle.set()
-        lane.task = asyncio.create_task(self._work(lane), name=f"{self.name}-lane-{lane.number}")

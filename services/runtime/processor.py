@@ -146,7 +146,14 @@ class BatchProcessor:
 
     async def process(self, records: Sequence[Record]) -> None:
         """Apply a batch exactly once. Never raises (but for cancellation): see the module docstring."""
-        items = [item for item in map(self.triage, records) if item is not None]
+        await self.commit([item for item in self.prepare(records) if item is not None])
+
+    def prepare(self, records: Sequence[Record]) -> list[Item | None]:
+        """What to do with each record (pure: no I/O), aligned with ``records``; ``None`` passes it over."""
+        return [self.triage(record) for record in records]
+
+    async def commit(self, items: Sequence[Item]) -> None:
+        """Apply prepared items in one transaction (or, if their data is at fault, one by one)."""
         if items:
             await self._commit_or_isolate(items)
 

@@ -134,3 +134,20 @@ def test_every_exported_envelope_schema_accepts_only_its_own_event_type_and_vers
         assert envelope["type"]["const"] == event_type
         pinned = [branch["const"] for branch in envelope["dataschema"]["anyOf"] if "const" in branch]
         assert pinned == [model.dataschema()], event_type
+
+
+def test_the_fast_serialisation_of_an_emitted_event_is_the_same_json_as_pydantics() -> None:
+    cause = parse_event(EXAMPLE)
+    emitted = new_event(cause.data, source="urn:rj:test", subject="case-1", cause=cause)
+    for event in (emitted, cause):
+        absent = {a for a in ("subject", "dataschema", "correlationid", "causationid") if getattr(event, a) is None}
+        assert event.to_json() == event.model_dump_json(exclude=absent, serialize_as_any=True).encode()
+
+
+@pytest.mark.parametrize("parts", [("a",), ("urn:rj:service:referral", "case-1", "case-opened"), ("Siân", "|", "")])
+def test_derived_event_ids_are_uuid5_of_their_parts(parts: tuple[str, ...]) -> None:
+    import uuid
+
+    from schemas.envelope import _DERIVED_NS, derived_event_id
+
+    assert derived_event_id(*parts) == str(uuid.uuid5(_DERIVED_NS, "|".join(parts)))
