@@ -1,8 +1,9 @@
 """The Faust app factory: one ``ServiceApp`` per service wires its topics to its batch handler.
 
 A service declares what it consumes and how it decides; the runtime supplies the rest: the pool,
-migrations on start, the batch loop (``take_events`` + ``BatchProcessor``), periodic jobs that write
-through the outbox, and the outbox relay.
+migrations on start, the batch loop (``BatchConsumer`` + ``BatchProcessor``, aiokafka directly, offsets
+committed after PostgreSQL), parked events released after an upgrade, periodic jobs that write through
+the outbox, the outbox relay, and the metrics endpoint.
 """
 
 from __future__ import annotations

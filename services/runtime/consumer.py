@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -49,11 +49,19 @@ class BatchSteps(Protocol[Item]):
     async def commit(self, items: Sequence[Item]) -> None: ...
 
 
+class _Entry(NamedTuple):
+    """A record queued in a lane, with the assignment (generation) it was fetched under."""
+
+    tp: TopicPartition
+    record: Record
+    generation: int
+
+
 @dataclass
 class _Flight:
     """The one batch of a lane being committed."""
 
-    records: list[tuple[TopicPartition, Record]]
+    entries: list[_Entry]
     task: asyncio.Task[None]
 
 
@@ -62,12 +70,9 @@ class _Lane:
     """Everything queued for one partition number, and the one batch of it in flight."""
 
     number: int
-    queue: list[tuple[TopicPartition, Record]] = field(default_factory=list)
+    queue: list[_Entry] = field(default_factory=list)
     has_work: asyncio.Event = field(default_factory=asyncio.Event)
     flight: _Flight | None = None
-    # Partitions revoked since the lane took its batch being prepared: those records are not committed
-    # (whoever owns the partition now reads them again from the committed offset).
-    stale: set[TopicPartition] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
 
 
@@ -94,6 +99,10 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._commit_lock = asyncio.Lock()
         self._failed: asyncio.Future[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
+        # Bumped when a rebalance has ended an assignment. A record fetched under an earlier one is never
+        # applied nor counted: its partition's position restarts from the committed offset on every
+        # assignment (here or elsewhere), so it is read again, in order, by whoever owns it now.
+        self._generation = 0
         self.applied = 0
 
     # --- running ------------------------------------------------------------------------------------
@@ -120,16 +129,15 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         log.info("consumer_started", consumer=self.name, topics=self.topics, group=self.group_id)
         try:
             while True:
-                fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=1000))
+                fetch = asyncio.ensure_future(self._fetch(consumer))
                 await asyncio.wait({fetch, failed}, return_when=asyncio.FIRST_COMPLETED)
                 if failed.done():
                     fetch.cancel()
                     failed.result()  # raises what stopped a lane
-                # Everything fetched is queued, even if a rebalance ran meanwhile: a record dropped here
-                # after its partition came back to us would be skipped (its position is past it). One
-                # fetched for a partition that moved is applied twice at worst, and the inbox drops that.
-                for tp, messages in fetch.result().items():
-                    self._enqueue(tp, messages)
+                generation, batches = fetch.result()
+                if generation == self._generation:  # else a rebalance ran since: read again from commits
+                    for tp, messages in batches.items():
+                        self._enqueue(tp, messages, generation)
                 if committer.done():
                     committer.result()
         finally:
@@ -142,7 +150,13 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                 await self._commit()
             await consumer.stop()
 
-    def _enqueue(self, tp: TopicPartition, messages: Sequence[object]) -> None:
+    async def _fetch(self, consumer: AIOKafkaConsumer) -> tuple[int, dict[TopicPartition, list[Any]]]:
+        """What the fetcher has buffered, with the generation it belongs to: read as ``getmany`` returns
+        (it may have waited through a whole rebalance, and then holds records of the new assignment)."""
+        batches = await consumer.getmany(timeout_ms=1000)
+        return self._generation, batches
+
+    def _enqueue(self, tp: TopicPartition, messages: Sequence[object], generation: int) -> None:
         if not messages:
             return
         lane = self._lanes.get(tp.partition)
@@ -151,12 +165,12 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             lane.task = asyncio.create_task(self._work(lane), name=f"{self.name}-lane-{tp.partition}")
         topic = tp.topic.removeprefix(self.settings.topic_prefix)
         lane.queue += [
-            (tp, Record(topic=topic, partition=m.partition, offset=m.offset, key=m.key, value=m.value))  # type: ignore[attr-defined]
+            _Entry(tp, Record(topic, m.partition, m.offset, m.key, m.value), generation)  # type: ignore[attr-defined]
             for m in messages
         ]
         lane.has_work.set()
         if len(lane.queue) >= 4 * self.batch_size:
-            self._pause({t for t, _ in lane.queue})  # resumed when the lane catches up
+            self._pause({e.tp for e in lane.queue})  # resumed when the lane catches up
 
     async def _work(self, lane: _Lane) -> None:
         try:
@@ -169,14 +183,13 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                     lane.has_work.clear()
                 if not taken:
                     continue
-                lane.stale = set()
                 # Parse while the previous batch commits: the CPU works while PostgreSQL does.
-                prepared = self.steps.prepare([record for _, record in taken])
+                prepared = self.steps.prepare([e.record for e in taken])
                 await self._land(lane)  # one transaction in flight per lane, so a case keeps its order
-                kept = [(tp, r, item) for (tp, r), item in zip(taken, prepared, strict=True) if tp not in lane.stale]
-                items = [item for _, _, item in kept if item is not None]
+                kept = [(e, item) for e, item in zip(taken, prepared, strict=True) if e.generation == self._generation]
+                items = [item for _, item in kept if item is not None]
                 commit = asyncio.create_task(self.steps.commit(items), name=f"{self.name}-commit-{lane.number}")
-                lane.flight = _Flight([(tp, r) for tp, r, _ in kept], commit)
+                lane.flight = _Flight([e for e, _ in kept], commit)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -200,9 +213,10 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         if lane.flight is not flight:
             return  # abandoned by a rebalance while it finished: its records were re-queued
         lane.flight = None
-        self.applied += len(flight.records)
-        for tp, record in flight.records:
-            self._done[tp] = max(self._done.get(tp, 0), record.offset + 1)
+        self.applied += len(flight.entries)
+        for entry in flight.entries:
+            if entry.generation == self._generation:
+                self._done[entry.tp] = max(self._done.get(entry.tp, 0), entry.record.offset + 1)
         self._commit_wanted.set()
         if len(lane.queue) < self.batch_size:
             self._resume_lane(lane)
@@ -252,31 +266,34 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
     # --- rebalances (aiokafka awaits these while the group rebalances) ---------------------------------
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # aiokafka's group protocol is eager: a rebalance revokes every partition this member has, and
+        # each assignment restarts positions from the committed offsets. So everything fetched and not
+        # yet committed may be let go here; it is read again by whoever owns its partition next.
         leaving = set(revoked)
         if leaving:
             log.info("partitions_revoked", consumer=self.name, partitions=len(leaving))
-        deadline = self.settings.kafka_rebalance_timeout_s / 2
-        for lane in list(self._lanes.values()):
-            lane.queue = [(tp, r) for tp, r in lane.queue if tp not in leaving]
+        for lane in self._lanes.values():
+            lane.queue = [e for e in lane.queue if e.tp not in leaving]
             if not lane.queue:
                 lane.has_work.clear()
-            lane.stale |= leaving
-            flight = lane.flight
-            if flight is None or not {tp for tp, _ in flight.records} & leaving:
-                continue
-            try:
-                await asyncio.wait_for(asyncio.shield(flight.task), deadline)
-                await self._land(lane)
-            except TimeoutError:
-                # Abandon the transaction (it rolls back); whoever gets the partition replays it. Its
-                # records of partitions that stay are taken again, first.
-                log.warning("batch_abandoned_on_rebalance", consumer=self.name, lane=lane.number)
-                lane.flight = None
-                flight.task.cancel()
-                lane.queue = [(tp, r) for tp, r in flight.records if tp not in leaving] + lane.queue
-                if lane.queue:
-                    lane.has_work.set()
+        # Every batch in flight on a leaving partition finishes (and counts) or, past one shared
+        # deadline, is abandoned: its transaction rolls back, and whoever owns the partition replays it.
+        flying = {
+            lane.flight.task: lane
+            for lane in self._lanes.values()
+            if lane.flight and {e.tp for e in lane.flight.entries} & leaving
+        }
+        if flying:
+            _, late = await asyncio.wait(flying, timeout=self.settings.kafka_rebalance_timeout_s / 2)
+            for task, lane in flying.items():
+                if task in late:
+                    log.warning("batch_abandoned_on_rebalance", consumer=self.name, lane=lane.number)
+                    lane.flight = None
+                    task.cancel()
+                else:
+                    await self._land(lane)
         await self._commit(only=leaving)
+        self._generation += 1
         for tp in leaving:
             self._done.pop(tp, None)
             self._committed.pop(tp, None)

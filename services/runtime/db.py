@@ -24,32 +24,27 @@ class ConnectionLost(Exception):
     """The database connection broke during the work; whatever the error said, trying again is right."""
 
 
-# Python errors our own pure code raises on data it cannot take: waiting will not change the answer.
-_DATA_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError,  # pydantic's ValidationError, our ParseError, bad text for asyncpg (its DataError)
-    TypeError,
-    LookupError,
-    AttributeError,
-    ArithmeticError,
-    RecursionError,
-)
 # SQLSTATE classes that mean the data is at fault: 22 data exception (e.g. NUL in text, a number out of
-# range), 23 integrity constraint violation.
-_DATA_SQLSTATE_CLASSES = ("22", "23")
+# range), 23 integrity constraint violation, 54 program limit exceeded (e.g. a key too long to index).
+_DATA_SQLSTATE_CLASSES = ("22", "23", "54")
 
 
 def is_data_fault(exc: BaseException) -> bool:
     """True when the failure is the data's: retrying cannot help, so the event is dead-lettered.
 
-    Everything else (a lost connection, a read-only or full disk, out of memory, a lock timeout, a
-    server restarting, and anything we did not foresee) is the infrastructure's, and is retried until
-    it passes: an incident must never dead-letter good events.
+    That is a PostgreSQL error of a class above, or a ``ValueError`` raised on the data: pydantic's
+    ValidationError, our ParseError, text asyncpg cannot encode (its DataError), RecursionError from
+    data nested too deep. Everything else (a lost connection, a read-only or full disk, out of memory, a
+    lock timeout, a server restarting, a misconfigured client, and a bug in our code) is retried until it
+    passes, logged and counted: an incident or a bad deploy must never dead-letter good events.
     """
     if isinstance(exc, ConnectionLost):
         return False
     if isinstance(exc, asyncpg.PostgresError):
         return (exc.sqlstate or "")[:2] in _DATA_SQLSTATE_CLASSES
-    return isinstance(exc, _DATA_ERRORS)
+    if isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, asyncpg.exceptions._base.DataError):
+        return False  # e.g. ClientConfigurationError, which is also a ValueError
+    return isinstance(exc, ValueError | RecursionError)
 
 
 def is_transient(exc: BaseException) -> bool:

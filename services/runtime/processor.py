@@ -71,8 +71,12 @@ class Record:
     @property
     def case_key(self) -> str:
         """What orders this record against others: its Kafka key (the case id, or upstream's crime
-        reference), as text PostgreSQL can store."""
-        return printable(self.key.decode("utf-8", "replace")) if self.key is not None else ""
+        reference), as text PostgreSQL can store and index (a long key by its hash); "" when keyless."""
+        if self.key is None:
+            return ""
+        if len(self.key) > 200:
+            return "sha256:" + hashlib.sha256(self.key).hexdigest()
+        return printable(self.key.decode("utf-8", "replace"))
 
 
 # --- what triage decides for each record ----------------------------------------------------------
@@ -187,9 +191,12 @@ class BatchProcessor:
             reason,
             event_id=event.id if event else None,
             event_type=event.type if event else None,
+            # A command of ours that could not be applied is answered too: its sender must not wait, nor
+            # later read "already handled" about a command that did nothing.
+            answer=self._reject_failed(item.record, event, reason) if event else None,
             parked_seq=item.parked_seq,
         )
-        log.error("event_dead_lettered", service=self.service, reason=reason, position=item.record.position)
+        log.error("event_dead_lettered", service=self.service, reason=reason[:300], position=item.record.position)
         try:
             await self._commit([letter], releasing=releasing)
             return
@@ -218,7 +225,8 @@ class BatchProcessor:
             if isinstance(item, Park):
                 to_park.append(item)
                 waiting.add(item.record.case_key)
-            elif isinstance(item, Apply) and item.record.case_key in waiting:
+            elif isinstance(item, Apply) and item.record.case_key and item.record.case_key in waiting:
+                # (A keyless record belongs to no case: nothing waits behind a keyless one.)
                 to_park.append(Park(item.record, f"waits behind an earlier event of case {item.record.case_key}"))
             else:
                 ready.append(item)
@@ -283,6 +291,12 @@ class BatchProcessor:
         metrics.COMMAND_ANSWERS.labels(kind="unknown").inc()
         return Answer(record, answer)
 
+    def _reject_failed(self, record: Record, event: Event, reason: str) -> Outgoing | None:
+        if COMMAND_OWNER.get(event.type) != self.service:
+            return None
+        metrics.COMMAND_ANSWERS.labels(kind="failed").inc()
+        return self._rejection(record, {"id": event.id, "subject": event.subject}, event.type, reason)
+
     def _reject_malformed(self, record: Record, document: dict[str, Any], event_type: str, why: str) -> Outgoing | None:
         """A malformed command of ours is dead-lettered *and* answered, so its sender learns why."""
         if COMMAND_OWNER.get(event_type) != self.service:
@@ -323,10 +337,10 @@ class BatchProcessor:
         answers = []
         for item in ours:
             position, received_at = first.get(item.event.id, (None, None))
-            if position == item.record.position or received_at is None:
-                continue
+            if position is None or position == item.record.position or received_at is None:
+                continue  # a redelivery of the very record (or taken in before positions were kept)
             fact = CommandAlreadyHandled(
-                case_id=item.event.data.case_id,
+                case_id=printable(item.event.subject or "")[:200],
                 command_id=item.event.id,
                 command_type=item.event.type,
                 service=self.service,
@@ -421,16 +435,34 @@ class BatchProcessor:
         """Apply what waits in ``parked`` that this service now knows, case by case in the order it came;
         a case stays parked from its first event still too new. Returns how many were let go."""
 
-        async def load() -> list[asyncpg.Record]:
+        async def load() -> tuple[int, list[asyncpg.Record]]:
             async with self.pool.acquire() as conn:
-                return await conn.fetch(
-                    f"""SELECT seq, case_key, source_topic, partition, "offset", key, value
-                        FROM {self.schema}.parked ORDER BY seq LIMIT $1""",
+                waiting = await conn.fetchval(f"SELECT count(*) FROM {self.schema}.parked")
+                if not waiting:
+                    return 0, []
+                # Each case's oldest event decides whether the case can go: cases still too new never
+                # hide the ones behind them in the table.
+                heads = await conn.fetch(
+                    f"""SELECT DISTINCT ON (case_key) case_key, source_topic, partition, "offset", key, value
+                        FROM {self.schema}.parked ORDER BY case_key, seq"""
+                )
+                ready = [
+                    h["case_key"]
+                    for h in heads
+                    if not isinstance(self.triage(Record(h[1], h[2], h[3], h[4], h[5])), Park)
+                ]
+                if not ready:
+                    return waiting, []
+                rows = await conn.fetch(
+                    f"""SELECT seq, case_key, source_topic, partition, "offset", key, value FROM {self.schema}.parked
+                        WHERE case_key = ANY($1::text[]) ORDER BY seq LIMIT $2""",
+                    ready,
                     limit,
                 )
+                return waiting, rows
 
-        rows = await retry_transient(load, what=f"{self.service}.parked", max_backoff_s=self.max_backoff_s)
-        metrics.PARKED_EVENTS.set(len(rows))
+        waiting, rows = await retry_transient(load, what=f"{self.service}.parked", max_backoff_s=self.max_backoff_s)
+        metrics.PARKED_EVENTS.set(waiting)
         blocked: set[str] = set()
         releasing: list[Item] = []
         for row in rows:
@@ -442,9 +474,9 @@ class BatchProcessor:
                 blocked.add(row["case_key"])
                 continue
             releasing.append(replace(item or PassOver(record), parked_seq=row["seq"]))
+        if waiting > len(releasing):
+            log.warning("events_parked_waiting_for_upgrade", service=self.service, waiting=waiting - len(releasing))
         if not releasing:
-            if rows:
-                log.warning("events_parked_waiting_for_upgrade", service=self.service, waiting=len(rows))
             return 0
         await self._commit_or_isolate(releasing)
         log.info("parked_events_released", service=self.service, released=len(releasing))

@@ -195,10 +195,29 @@ async def test_a_key_that_postgresql_cannot_store_still_makes_a_dead_letter(data
         ("22021", True),  # bad byte sequence (NUL in text)
         ("22003", True),  # number out of range
         ("23505", True),  # unique violation
+        ("54000", True),  # program limit exceeded: a key too long to index
     ],
 )
 def test_only_errors_in_the_data_are_permanent(sqlstate: str, data_fault: bool) -> None:
     error = asyncpg.PostgresError.new({"C": sqlstate, "M": "simulated", "S": "ERROR"})
+    assert is_data_fault(error) is data_fault
+
+
+@pytest.mark.parametrize(
+    ("error", "data_fault"),
+    [
+        (ValueError("bad value"), True),
+        (RecursionError("too deep"), True),
+        (asyncpg.exceptions._base.DataError("cannot encode"), True),  # text asyncpg cannot send
+        (asyncpg.exceptions.ClientConfigurationError("bad sslrootcert"), False),  # a ValueError, not the data's
+        (TypeError("a bug in a new deploy"), False),  # retried (and alerted on) until it is fixed
+        (AttributeError("a bug"), False),
+        (MemoryError(), False),
+    ],
+)
+def test_a_bug_or_a_misconfiguration_is_retried_and_only_bad_data_is_dead_lettered(
+    error: BaseException, data_fault: bool
+) -> None:
     assert is_data_fault(error) is data_fault
 
 
@@ -344,3 +363,81 @@ def test_every_command_type_has_one_owner_that_consumes_it() -> None:
     assert {t for t, m in REGISTRY.models.items() if issubclass(m, Command)} <= set(COMMAND_OWNER)
     for command_type, owner in COMMAND_OWNER.items():
         assert command_type in consumed[owner], f"{owner} owns {command_type} but does not consume it"
+
+
+async def test_a_repeated_registration_is_answered_on_its_subject(database: tuple[str, asyncpg.Pool]) -> None:
+    _, pool = database
+    feed = Feed(topics.COMMANDS)
+    _, key, value = samples.facilitators("F-9")[0]
+    owner = processor(pool, StoringHandler())
+    owner.service = "scheduling"
+    await owner.process([feed(value, key.encode())])
+    await owner.process([feed(value, key.encode())])  # the UI sent it again
+
+    (answer,) = [e for e in await outbox(pool, topics.SCHEDULING) if e.get("type") == "rj.command.already-handled"]
+    assert answer["subject"] == "F-9" and answer["data"]["command_type"] == "rj.facilitator.register"
+    assert await dead_letters(pool) == []
+
+
+class FailingHandler(StoringHandler):
+    async def __call__(self, conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -> list[Outgoing]:
+        if any(e.id == "doomed" for e in events):
+            raise ValueError("the domain cannot take this command")
+        return await super().__call__(conn, events)
+
+
+async def test_a_command_that_cannot_be_applied_is_dead_lettered_and_its_sender_answered(
+    database: tuple[str, asyncpg.Pool],
+) -> None:
+    _, pool = database
+    feed = Feed(topics.COMMANDS)
+    handler = FailingHandler()
+    await processor(pool, handler).process(
+        [feed(current("doomed", "case-D"), b"case-D"), feed(current("ok", "case-D"))]
+    )
+
+    assert handler.applied == ["ok"]
+    (letter,) = await dead_letters(pool)
+    assert letter["event_id"] == "doomed"
+    (rejected,) = [e for e in await outbox(pool, topics.REFERRAL) if e.get("type") == "rj.command.rejected"]
+    assert rejected["data"]["command_id"] == "doomed" and "cannot take this command" in rejected["data"]["reason"]
+
+
+async def test_a_case_still_too_new_does_not_hold_back_the_release_of_others(
+    database: tuple[str, asyncpg.Pool],
+) -> None:
+    _, pool = database
+    feed = Feed(topics.COMMANDS)
+    far_future = json.loads(newer("z-1", "case-Z"))
+    far_future["dataschema"] = far_future["dataschema"].replace(":v2", ":v9")
+    handler = StoringHandler()
+    await processor(pool, handler).process(
+        [
+            feed(json.dumps(far_future).encode(), b"case-Z"),  # parked first: even the upgrade cannot read v9
+            feed(newer("y-1", "case-Y"), b"case-Y"),
+        ]
+    )
+    upgraded = Registry([m for t, m in REGISTRY.models.items() if t != GiveNote.event_type] + [GiveNote])
+    assert await processor(pool, handler, upgraded).release_parked(limit=1) == 1
+
+    assert handler.applied == ["y-1"]
+    assert [r["case_key"] for r in await pool.fetch(f"SELECT case_key FROM {SCHEMA}.parked")] == ["case-Z"]
+
+
+async def test_keyless_records_do_not_wait_behind_a_keyless_parked_one(database: tuple[str, asyncpg.Pool]) -> None:
+    _, pool = database
+    feed = Feed(topics.COMMANDS)
+    handler = StoringHandler()
+    await processor(pool, handler).process([feed(newer("n-1", "case-N"), None), feed(current("n-2", "case-M"), None)])
+
+    assert handler.applied == ["n-2"]
+    assert await pool.fetchval(f"SELECT count(*) FROM {SCHEMA}.parked") == 1
+
+
+async def test_a_key_too_long_to_index_still_parks_by_its_hash(database: tuple[str, asyncpg.Pool]) -> None:
+    _, pool = database
+    key = b"k" * 10_000
+    await processor(pool, StoringHandler()).process([Feed(topics.COMMANDS)(newer("l-1", "case-L"), key)])
+
+    (row,) = await pool.fetch(f"SELECT case_key, key FROM {SCHEMA}.parked")
+    assert row["case_key"].startswith("sha256:") and row["key"] == key
