@@ -29,6 +29,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
 from services.runtime.processor import Record
@@ -63,6 +64,9 @@ class _Flight:
 
     entries: list[_Entry]
     task: asyncio.Task[None]
+    # Set by a revoke for a batch already in flight when it began: its records were current when it
+    # started, so once it commits its offsets count (and are committed before the partitions move).
+    counts: bool = False
 
 
 @dataclass
@@ -113,6 +117,9 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         failed = self._failed = asyncio.get_running_loop().create_future()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
+            # Range, not aiokafka's default round robin: with equal partition counts, a member gets the
+            # same partition numbers of every topic, so a lane really holds everything about its cases.
+            partition_assignment_strategy=(RangePartitionAssignor,),
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -143,11 +150,20 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         finally:
             committer.cancel()
             for lane in self._lanes.values():
-                for task in (lane.task, lane.flight.task if lane.flight else None):
-                    if task:
-                        task.cancel()
+                if lane.task:
+                    lane.task.cancel()
+            # Batches already in the database get a moment to finish, so their offsets are committed and
+            # the next owner does not replay them (it would be harmless, only slower).
+            flights = {lane.flight.task: lane for lane in self._lanes.values() if lane.flight}
             with contextlib.suppress(Exception):
-                await self._commit()
+                if flights:
+                    await asyncio.wait(flights, timeout=2)
+                for task, lane in flights.items():
+                    if task.done() and not task.cancelled() and task.exception() is None:
+                        await self._land(lane)
+                    else:
+                        task.cancel()
+                await asyncio.wait_for(self._commit(), 5)
             await consumer.stop()
 
     async def _fetch(self, consumer: AIOKafkaConsumer) -> tuple[int, dict[TopicPartition, list[Any]]]:
@@ -205,17 +221,19 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         try:
             await asyncio.shield(flight.task)
-        except asyncio.CancelledError:
+        except BaseException:
             current = asyncio.current_task()
-            if flight.task.cancelled() and not (current and current.cancelling()):
-                return  # a rebalance abandoned it (and took care of its records): carry on
+            if current and current.cancelling():
+                raise  # this lane itself is being stopped
+            if lane.flight is not flight:
+                return  # a rebalance abandoned it: whatever became of it, its records are read again
             raise
         if lane.flight is not flight:
-            return  # abandoned by a rebalance while it finished: its records were re-queued
+            return  # abandoned by a rebalance (or already landed by it)
         lane.flight = None
         self.applied += len(flight.entries)
         for entry in flight.entries:
-            if entry.generation == self._generation:
+            if flight.counts or entry.generation == self._generation:
                 self._done[entry.tp] = max(self._done.get(entry.tp, 0), entry.record.offset + 1)
         self._commit_wanted.set()
         if len(lane.queue) < self.batch_size:
@@ -269,40 +287,41 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         # aiokafka's group protocol is eager: a rebalance revokes every partition this member has, and
         # each assignment restarts positions from the committed offsets. So everything fetched and not
         # yet committed may be let go here; it is read again by whoever owns its partition next.
+        self._generation += 1  # first: nothing fetched before this point is applied or counted from now
         leaving = set(revoked)
-        if leaving:
-            log.info("partitions_revoked", consumer=self.name, partitions=len(leaving))
-        for lane in self._lanes.values():
-            lane.queue = [e for e in lane.queue if e.tp not in leaving]
-            if not lane.queue:
-                lane.has_work.clear()
-        # Every batch in flight on a leaving partition finishes (and counts) or, past one shared
-        # deadline, is abandoned: its transaction rolls back, and whoever owns the partition replays it.
-        flying = {
-            lane.flight.task: lane
-            for lane in self._lanes.values()
-            if lane.flight and {e.tp for e in lane.flight.entries} & leaving
-        }
-        if flying:
-            _, late = await asyncio.wait(flying, timeout=self.settings.kafka_rebalance_timeout_s / 2)
-            for task, lane in flying.items():
-                if task in late:
-                    log.warning("batch_abandoned_on_rebalance", consumer=self.name, lane=lane.number)
-                    lane.flight = None
-                    task.cancel()
-                else:
-                    await self._land(lane)
-        await self._commit(only=leaving)
-        self._generation += 1
-        for tp in leaving:
-            self._done.pop(tp, None)
-            self._committed.pop(tp, None)
+        try:
+            if leaving:
+                log.info("partitions_revoked", consumer=self.name, partitions=len(leaving))
+            for lane in self._lanes.values():
+                lane.queue = [e for e in lane.queue if e.tp not in leaving]
+                if not lane.queue:
+                    lane.has_work.clear()
+            # The batches in flight now finish (and count) or, past one shared deadline, are abandoned:
+            # the transaction rolls back, and whoever owns the partition replays it.
+            flying = {lane.flight.task: (lane, lane.flight) for lane in self._lanes.values() if lane.flight}
+            for _, flight in flying.values():
+                flight.counts = True
+            if flying:
+                _, late = await asyncio.wait(flying, timeout=self.settings.kafka_rebalance_timeout_s / 2)
+                for task, (lane, flight) in flying.items():
+                    if lane.flight is not flight:
+                        continue  # its lane landed it meanwhile
+                    if task in late:
+                        log.warning("batch_abandoned_on_rebalance", consumer=self.name, lane=lane.number)
+                        lane.flight = None
+                        task.cancel()
+                    else:
+                        await self._land(lane)
+            await self._commit(only=leaving)
+        finally:
+            for tp in leaving:
+                self._done.pop(tp, None)
+                self._committed.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         assert self._consumer is not None
         for tp in assigned:  # where this assignment starts: commits only ever move forward from here
-            self._done.pop(tp, None)
             committed = await self._consumer.committed(tp)
-            self._committed[tp] = committed if committed is not None else -1
+            self._committed[tp] = max(self._committed.get(tp, -1), committed if committed is not None else -1)
         named = sorted(f"{t.topic}:{t.partition}" for t in assigned)
         log.info("partitions_assigned", consumer=self.name, partitions=named)
