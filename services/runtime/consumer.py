@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
-from services.runtime.processor import Record
+from services.runtime.records import Record
 from services.runtime.settings import Settings
 
 log = structlog.get_logger()

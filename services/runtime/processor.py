@@ -25,8 +25,6 @@ retried for ever and alerted on. A failure to write is never a skip.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -38,45 +36,18 @@ import structlog
 
 from schemas import topics
 from schemas.commands import CommandAlreadyHandled, CommandRejected
-from schemas.deadletter import DeadLetter
 from schemas.envelope import CloudEvent, derived_event_id, new_event
 from schemas.registry import COMMAND_OWNER, NewerVersion, Registry
 from services.runtime import metrics
 from services.runtime.db import retry_transient, transaction
+from services.runtime.deadletters import store_dead_letters
 from services.runtime.outbox import Outgoing, claim_inbox, first_positions, write_outbox
+from services.runtime.records import Record, printable
 
 log = structlog.get_logger()
 
 Event = CloudEvent[Any]
 BatchHandler = Callable[[asyncpg.Connection, Sequence[Event]], Awaitable[Sequence[Outgoing]]]
-
-#: The most of a dead record's bytes copied onto ``rj.deadletter``; the whole is kept in PostgreSQL.
-DEAD_LETTER_COPY_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class Record:
-    """One Kafka record as received: where it came from and its untouched bytes."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None  # None: a tombstone
-
-    @property
-    def position(self) -> str:
-        return f"{self.topic}:{self.partition}:{self.offset}"
-
-    @property
-    def case_key(self) -> str:
-        """What orders this record against others: its Kafka key (the case id, or upstream's crime
-        reference), as text PostgreSQL can store and index (a long key by its hash); "" when keyless."""
-        if self.key is None:
-            return ""
-        if len(self.key) > 200:
-            return "sha256:" + hashlib.sha256(self.key).hexdigest()
-        return printable(self.key.decode("utf-8", "replace"))
 
 
 # --- what triage decides for each record ----------------------------------------------------------
@@ -127,11 +98,6 @@ class DeadLetterItem:
 Item = Apply | Park | Answer | PassOver | DeadLetterItem
 
 
-def printable(text: str) -> str:
-    """``text`` as PostgreSQL text accepts it: no NUL, no lone surrogates."""
-    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
-
-
 @dataclass
 class BatchProcessor:
     service: str
@@ -161,9 +127,9 @@ class BatchProcessor:
         if items:
             await self._commit_or_isolate(items)
 
-    async def _commit_or_isolate(self, items: Sequence[Item]) -> None:
+    async def _commit_or_isolate(self, items: Sequence[Item], *, releasing: bool = False) -> None:
         try:
-            await self._commit(items)
+            await self._commit(items, releasing=releasing)
         except Exception as exc:  # a fault in the data somewhere in the batch: find the culprit
             log.warning("batch_failed_isolating", service=self.service, size=len(items), error=repr(exc))
             for item in items:
@@ -248,7 +214,7 @@ class BatchProcessor:
         outgoing += await self._answer_repeats(conn, repeats)
         outgoing += [i.answer for i in ready if isinstance(i, Answer)]
         outgoing += [i.answer for i in letters if i.answer is not None]
-        outgoing += await self._store_dead_letters(conn, letters)
+        outgoing += await store_dead_letters(conn, self.schema, self.service, letters)
         await write_outbox(conn, self.schema, outgoing)
         await self._park(conn, to_park)
         metrics.EVENTS_APPLIED.inc(len(new_events))
@@ -351,53 +317,6 @@ class BatchProcessor:
         metrics.COMMAND_ANSWERS.labels(kind="repeat").inc(len(answers))
         return answers
 
-    async def _store_dead_letters(self, conn: asyncpg.Connection, letters: Sequence[DeadLetterItem]) -> list[Outgoing]:
-        if not letters:
-            return []
-        rows, outgoing = [], []
-        for item in letters:
-            record = item.record
-            letter_id = derived_event_id(
-                "dead-letter", self.service, record.topic, str(record.partition), str(record.offset)
-            )
-            original = record.value or b""
-            digest = hashlib.sha256(original).hexdigest()
-            reason = printable(item.reason)[:4000]
-            event_id = printable(item.event_id)[:200] if item.event_id else None
-            event_type = printable(item.event_type)[:200] if item.event_type else None
-            rows.append((letter_id, record.topic, record.partition, record.offset, record.key, record.value, digest,
-                         reason, event_id, event_type))  # fmt: skip
-            copy = original[:DEAD_LETTER_COPY_BYTES]
-            letter = DeadLetter(
-                id=letter_id,
-                service=self.service,
-                reason=reason,
-                source_topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                key_b64=base64.b64encode(record.key[:DEAD_LETTER_COPY_BYTES]).decode() if record.key else None,
-                original_b64=base64.b64encode(copy).decode(),
-                original_size=len(record.value) if record.value is not None else None,
-                original_sha256=digest,
-                truncated=len(copy) < len(original),
-                stored_as=f"{self.schema}.dead_letters/{letter_id}",
-                event_id=event_id,
-                event_type=event_type,
-                dead_lettered_at=datetime.now(UTC),
-            )
-            outgoing.append(
-                Outgoing(letter_id, topics.DEADLETTER, record.case_key[:200] or None, letter.model_dump_json().encode())
-            )
-            metrics.DEAD_LETTERS.labels(topic=record.topic).inc()
-            log.warning("dead_lettered", service=self.service, position=record.position, reason=reason[:300])
-        await conn.executemany(
-            f"""INSERT INTO {self.schema}.dead_letters (id, source_topic, partition, "offset", key, original,
-                    original_sha256, reason, event_id, event_type)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING""",
-            rows,
-        )
-        return outgoing
-
     async def _cases_waiting(self, conn: asyncpg.Connection, items: Sequence[Item]) -> set[str]:
         keys = list({i.record.case_key for i in items if isinstance(i, Apply | Park)})
         if not keys:
@@ -478,6 +397,7 @@ class BatchProcessor:
             log.warning("events_parked_waiting_for_upgrade", service=self.service, waiting=waiting - len(releasing))
         if not releasing:
             return 0
-        await self._commit_or_isolate(releasing)
+        # Released as the oldest of their cases: they go ahead of whatever of theirs stays parked.
+        await self._commit_or_isolate(releasing, releasing=True)
         log.info("parked_events_released", service=self.service, released=len(releasing))
         return len(releasing)

@@ -24,9 +24,11 @@ from schemas.envelope import CloudEvent, new_event
 from schemas.registry import REGISTRY, Registry
 from services import samples
 from services.runtime.db import create_pool, is_data_fault, migrate
+from services.runtime.deadletters import DEAD_LETTER_COPY_BYTES
 from services.runtime.devstack import create_database, drop_database
 from services.runtime.outbox import Outgoing
-from services.runtime.processor import DEAD_LETTER_COPY_BYTES, BatchProcessor, Record
+from services.runtime.processor import BatchProcessor
+from services.runtime.records import Record
 
 pytestmark = pytest.mark.integration
 
@@ -441,3 +443,20 @@ async def test_a_key_too_long_to_index_still_parks_by_its_hash(database: tuple[s
 
     (row,) = await pool.fetch(f"SELECT case_key, key FROM {SCHEMA}.parked")
     assert row["case_key"].startswith("sha256:") and row["key"] == key
+
+
+async def test_a_case_released_in_parts_keeps_its_order(database: tuple[str, asyncpg.Pool]) -> None:
+    _, pool = database
+    feed = Feed(topics.COMMANDS)
+    handler = StoringHandler()
+    await processor(pool, handler).process(
+        [feed(newer("p-1", "case-P"), b"case-P"), feed(current("p-2", "case-P"), b"case-P")]
+        + [feed(current("p-3", "case-P"), b"case-P")]
+    )
+    upgraded = Registry([m for t, m in REGISTRY.models.items() if t != GiveNote.event_type] + [GiveNote])
+    upgraded.upcaster(GiveNote.event_type, 1)(lambda data: {**data, "note": ""})
+    assert await processor(pool, handler, upgraded).release_parked(limit=2) == 2  # p-3 still parked behind
+    assert await processor(pool, handler, upgraded).release_parked(limit=2) == 1
+
+    assert handler.applied == ["p-1", "p-2", "p-3"]
+    assert await pool.fetchval(f"SELECT count(*) FROM {SCHEMA}.parked") == 0

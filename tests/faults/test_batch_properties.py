@@ -26,7 +26,8 @@ from schemas.registry import REGISTRY, Registry
 from services.runtime.db import create_pool, migrate
 from services.runtime.devstack import create_database, drop_database
 from services.runtime.outbox import Outgoing
-from services.runtime.processor import BatchProcessor, Record
+from services.runtime.processor import BatchProcessor
+from services.runtime.records import Record
 from tests.faults.test_batch_never_skips import GiveNote, current, newer
 
 pytestmark = pytest.mark.integration

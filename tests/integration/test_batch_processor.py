@@ -18,7 +18,8 @@ from services import samples
 from services.runtime.db import create_pool, migrate
 from services.runtime.devstack import create_database, drop_database
 from services.runtime.outbox import Outgoing
-from services.runtime.processor import BatchProcessor, Record
+from services.runtime.processor import BatchProcessor
+from services.runtime.records import Record
 
 pytestmark = pytest.mark.integration
 
