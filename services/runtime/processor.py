@@ -127,27 +127,26 @@ class BatchProcessor:
         if items:
             await self._commit_or_isolate(items)
 
-    async def _commit_or_isolate(self, items: Sequence[Item], *, releasing: bool = False) -> None:
+    async def _commit_or_isolate(self, items: Sequence[Item]) -> None:
         try:
-            await self._commit(items, releasing=releasing)
+            await self._commit(items)
         except Exception as exc:  # a fault in the data somewhere in the batch: find the culprit
             log.warning("batch_failed_isolating", service=self.service, size=len(items), error=repr(exc))
             for item in items:
                 await self._commit_alone(item)
 
-    async def _commit(self, items: Sequence[Item], *, releasing: bool = False) -> None:
+    async def _commit(self, items: Sequence[Item]) -> None:
         async def attempt() -> None:
             async with transaction(self.pool) as conn:
-                await self._apply(conn, items, releasing=releasing)
+                await self._apply(conn, items)
 
         await retry_transient(attempt, what=f"{self.service}.batch", max_backoff_s=self.max_backoff_s)
 
     async def _commit_alone(self, item: Item) -> None:
         """Commit one item; if its data is at fault, dead-letter it instead, down to a letter that
         cannot fail (no inbox claim, text made printable), retried for ever if even that fails."""
-        releasing = item.parked_seq is not None
         try:
-            await self._commit([item], releasing=releasing)
+            await self._commit([item])
             return
         except Exception as exc:
             reason = f"{self.service} could not apply it: {type(exc).__name__}: {exc}"
@@ -157,34 +156,35 @@ class BatchProcessor:
             reason,
             event_id=event.id if event else None,
             event_type=event.type if event else None,
-            # A command of ours that could not be applied is answered too: its sender must not wait, nor
-            # later read "already handled" about a command that did nothing.
-            answer=self._reject_failed(item.record, event, reason) if event else None,
+            answer=self._reject_as_owner(item.record, {"id": event.id, "subject": event.subject}, event.type, reason)
+            if event
+            else None,
             parked_seq=item.parked_seq,
         )
         log.error("event_dead_lettered", service=self.service, reason=reason[:300], position=item.record.position)
         try:
-            await self._commit([letter], releasing=releasing)
+            await self._commit([letter])
             return
         except Exception as exc:
             log.error("dead_letter_refused_retrying_plainer", service=self.service, error=repr(exc))
         plainest = DeadLetterItem(item.record, reason, parked_seq=item.parked_seq, claim=False)
         while True:
             try:
-                await self._commit([plainest], releasing=releasing)
+                await self._commit([plainest])
                 return
             except Exception as exc:  # a bug: nothing in a plain letter can be the data's fault
                 metrics.TRANSIENT_FAILURES.labels(operation=f"{self.service}.dead_letter").inc()
                 log.critical("dead_letter_cannot_be_written", service=self.service, error=repr(exc))
                 await asyncio.sleep(self.max_backoff_s)
 
-    async def _apply(self, conn: asyncpg.Connection, items: Sequence[Item], *, releasing: bool) -> None:
+    async def _apply(self, conn: asyncpg.Connection, items: Sequence[Item]) -> None:
         released = [i.parked_seq for i in items if i.parked_seq is not None and not isinstance(i, Park)]
         if released:
             await conn.execute(f"DELETE FROM {self.schema}.parked WHERE seq = ANY($1::bigint[])", released)
-        # A case with an event parked waits as a whole: what comes after it is parked behind it. (Items
-        # being released are the oldest of their case, so they go ahead of what stays parked.)
-        waiting = set() if releasing else await self._cases_waiting(conn, items)
+        # A case with an event parked waits as a whole: what comes after it is parked behind it. Items
+        # being released (they all are, or none) are the oldest of their case: they go ahead of what
+        # stays parked, so they never wait.
+        waiting = set() if released else await self._cases_waiting(conn, items)
         to_park: list[Park] = []
         ready: list[Item] = []
         for item in items:
@@ -247,7 +247,8 @@ class BatchProcessor:
             return Park(record, str(exc))
         except Exception as exc:  # anything at all: a record that cannot be parsed never leaves a batch
             reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-            return DeadLetterItem(record, reason, answer=self._reject_malformed(record, document, event_type, reason))
+            answer = self._reject_as_owner(record, document, event_type, f"malformed: {reason}")
+            return DeadLetterItem(record, reason, answer=answer)
 
     def _reject_unknown_command(self, record: Record, document: dict[str, Any], event_type: str) -> Item:
         reason = f"unknown command type {printable(event_type)!r}: no service of this deployment handles it"
@@ -257,18 +258,15 @@ class BatchProcessor:
         metrics.COMMAND_ANSWERS.labels(kind="unknown").inc()
         return Answer(record, answer)
 
-    def _reject_failed(self, record: Record, event: Event, reason: str) -> Outgoing | None:
-        if COMMAND_OWNER.get(event.type) != self.service:
-            return None
-        metrics.COMMAND_ANSWERS.labels(kind="failed").inc()
-        return self._rejection(record, {"id": event.id, "subject": event.subject}, event.type, reason)
-
-    def _reject_malformed(self, record: Record, document: dict[str, Any], event_type: str, why: str) -> Outgoing | None:
-        """A malformed command of ours is dead-lettered *and* answered, so its sender learns why."""
+    def _reject_as_owner(
+        self, record: Record, document: dict[str, Any], event_type: str, reason: str
+    ) -> Outgoing | None:
+        """A command of ours that is malformed, or that could not be applied, is dead-lettered *and*
+        answered, so its sender learns why (and never later reads "already handled" about it)."""
         if COMMAND_OWNER.get(event_type) != self.service:
             return None
-        metrics.COMMAND_ANSWERS.labels(kind="malformed").inc()
-        return self._rejection(record, document, event_type, f"malformed: {why}")
+        metrics.COMMAND_ANSWERS.labels(kind="refused").inc()
+        return self._rejection(record, document, event_type, reason)
 
     def _rejection(self, record: Record, document: dict[str, Any], event_type: str, reason: str) -> Outgoing | None:
         command_id, case_id = document.get("id"), document.get("subject")
@@ -397,7 +395,6 @@ class BatchProcessor:
             log.warning("events_parked_waiting_for_upgrade", service=self.service, waiting=waiting - len(releasing))
         if not releasing:
             return 0
-        # Released as the oldest of their cases: they go ahead of whatever of theirs stays parked.
-        await self._commit_or_isolate(releasing, releasing=True)
+        await self._commit_or_isolate(releasing)
         log.info("parked_events_released", service=self.service, released=len(releasing))
         return len(releasing)
