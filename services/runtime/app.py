@@ -20,7 +20,7 @@ import faust
 import structlog
 
 from schemas.registry import REGISTRY, Registry
-from services.runtime import metrics
+from services.runtime import ops
 from services.runtime.consumer import BatchConsumer
 from services.runtime.db import create_pool, migrate, retry_transient, transaction
 from services.runtime.kafka import ensure_topics
@@ -30,6 +30,10 @@ from services.runtime.relay import OutboxRelay
 from services.runtime.settings import Settings, get_settings
 
 log = structlog.get_logger()
+
+LAG_REPORT_INTERVAL_S = 5.0
+#: The fetch loop goes round at least every second; this long without shows a hung intake.
+INTAKE_STALL_S = 30.0
 
 PeriodicJob = Callable[[asyncpg.Connection], Awaitable[Sequence[Outgoing]]]
 
@@ -94,8 +98,10 @@ class ServiceApp:
         self._pool: asyncpg.Pool | None = None
         self._ready_lock = asyncio.Lock()
         self.processor: BatchProcessor | None = None
+        self.consumer: BatchConsumer | None = None
+        self.health = ops.Health(ready={"database": self._database_answers})
         self.faust.task(stop_process_when_it_ends(self._start_relay, what=f"{name} outbox relay"))
-        self.faust.task(self._serve_metrics)
+        self.faust.task(self._serve_ops)
 
     async def pool(self) -> asyncpg.Pool:
         """The database pool, created (and the schema migrated) on first use."""
@@ -133,7 +139,7 @@ class ServiceApp:
             while await processor.release_parked():
                 pass
             await ensure_topics(settings)
-            consumer = BatchConsumer(
+            consumer = self.consumer = BatchConsumer(
                 settings=settings,
                 group_id=f"{settings.topic_prefix}rj-{self.name}-intake",
                 topics=[settings.topic(t) for t in topic_names],
@@ -143,6 +149,8 @@ class ServiceApp:
             await consumer.run()
 
         intake.__name__ = f"{self.name}_intake"
+        self.health.live["intake"] = self._intake_alive
+        self.health.ready["partitions"] = self._holds_partitions
         self.faust.task(stop_process_when_it_ends(intake, what=f"{self.name} intake"))
 
         async def release_parked() -> None:
@@ -152,6 +160,12 @@ class ServiceApp:
                 await self.processor.release_parked()
 
         self.faust.timer(settings.parked_check_interval_s, name=f"{self.name}.release_parked")(release_parked)
+
+        async def report_lag() -> None:
+            if self.consumer is not None:
+                self.consumer.report_lag()
+
+        self.faust.timer(LAG_REPORT_INTERVAL_S, name=f"{self.name}.report_lag")(report_lag)
 
     def every(self, seconds: float, job: PeriodicJob, *, name: str) -> None:
         """Run ``job`` periodically in a transaction; what it returns goes to the outbox with its changes."""
@@ -171,8 +185,29 @@ class ServiceApp:
         tick.__name__ = name
         self.faust.timer(seconds, name=f"{self.name}.{name}")(tick)
 
-    async def _serve_metrics(self) -> None:
-        metrics.serve(self.settings.metrics_port, self.settings.metrics_address)
+    # --- operations: /health and /metrics ---------------------------------------------------------
+
+    async def _serve_ops(self) -> None:
+        await ops.serve(self.health, self.settings.ops_port, self.settings.ops_address)
+
+    async def _database_answers(self) -> str | None:
+        if self._pool is None:
+            return "not connected yet"
+        await self._pool.fetchval("SELECT 1", timeout=1.0)
+        return None
+
+    async def _intake_alive(self) -> str | None:
+        consumer = self.consumer
+        if consumer is None or not consumer.running:
+            return None  # starting: waiting for the database, migrations or the broker
+        quiet = asyncio.get_running_loop().time() - consumer.last_poll
+        return None if quiet < INTAKE_STALL_S else f"the fetch loop has not gone round for {quiet:.0f} s"
+
+    async def _holds_partitions(self) -> str | None:
+        consumer = self.consumer
+        if consumer is None or not consumer.running:
+            return "intake not started"
+        return None if consumer.assignment() else "no partitions assigned to this replica"
 
     async def _start_relay(self) -> None:
         await ensure_topics(self.settings)

@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
+from services.runtime import metrics
 from services.runtime.records import Record
 from services.runtime.settings import Settings
 
@@ -64,6 +65,7 @@ class _Flight:
 
     entries: list[_Entry]
     task: asyncio.Task[None]
+    taken_at: float  # loop time the batch's records were taken from the lane
     # Set by a revoke for a batch already in flight when it began: its records were current when it
     # started, so once it commits its offsets count (and are committed before the partitions move).
     counts: bool = False
@@ -108,6 +110,25 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         # assignment (here or elsewhere), so it is read again, in order, by whoever owns it now.
         self._generation = 0
         self.applied = 0
+        self.running = False  # between start and stop of the Kafka consumer
+        self.last_poll = 0.0  # loop time the fetch loop last went round (at least every second)
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this replica holds now."""
+        return set(self._consumer.assignment()) if self._consumer is not None and self.running else set()
+
+    def report_lag(self) -> None:
+        """Set ``rj_consumer_lag`` for each partition held: records on it not yet committed by this replica."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        for tp in self.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            committed = max(self._committed.get(tp, 0), 0)
+            topic = tp.topic.removeprefix(self.settings.topic_prefix)
+            metrics.CONSUMER_LAG.labels(topic=topic, partition=str(tp.partition)).set(max(highwater - committed, 0))
 
     # --- running ------------------------------------------------------------------------------------
 
@@ -132,10 +153,12 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._consumer = consumer
         consumer.subscribe(self.topics, listener=self)
         await consumer.start()
+        self.running = True
         committer = asyncio.create_task(self._commit_forever(), name=f"{self.name}-committer")
         log.info("consumer_started", consumer=self.name, topics=self.topics, group=self.group_id)
         try:
             while True:
+                self.last_poll = asyncio.get_running_loop().time()
                 fetch = asyncio.ensure_future(self._fetch(consumer))
                 await asyncio.wait({fetch, failed}, return_when=asyncio.FIRST_COMPLETED)
                 if failed.done():
@@ -164,6 +187,7 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                     else:
                         task.cancel()
                 await asyncio.wait_for(self._commit(), 5)
+            self.running = False
             await consumer.stop()
 
     async def _fetch(self, consumer: AIOKafkaConsumer) -> tuple[int, dict[TopicPartition, list[Any]]]:
@@ -180,6 +204,7 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             lane = self._lanes[tp.partition] = _Lane(tp.partition)
             lane.task = asyncio.create_task(self._work(lane), name=f"{self.name}-lane-{tp.partition}")
         topic = tp.topic.removeprefix(self.settings.topic_prefix)
+        metrics.EVENTS_CONSUMED.labels(topic=topic).inc(len(messages))
         lane.queue += [
             _Entry(tp, Record(topic, m.partition, m.offset, m.key, m.value), generation)  # type: ignore[attr-defined]
             for m in messages
@@ -199,13 +224,14 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                     lane.has_work.clear()
                 if not taken:
                     continue
+                taken_at = asyncio.get_running_loop().time()
                 # Parse while the previous batch commits: the CPU works while PostgreSQL does.
                 prepared = self.steps.prepare([e.record for e in taken])
                 await self._land(lane)  # one transaction in flight per lane, so a case keeps its order
                 kept = [(e, item) for e, item in zip(taken, prepared, strict=True) if e.generation == self._generation]
                 items = [item for _, item in kept if item is not None]
                 commit = asyncio.create_task(self.steps.commit(items), name=f"{self.name}-commit-{lane.number}")
-                lane.flight = _Flight([e for e, _ in kept], commit)
+                lane.flight = _Flight([e for e, _ in kept], commit, taken_at)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -232,6 +258,8 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             return  # abandoned by a rebalance (or already landed by it)
         lane.flight = None
         self.applied += len(flight.entries)
+        metrics.BATCH_SIZE.observe(len(flight.entries))
+        metrics.BATCH_DURATION.observe(asyncio.get_running_loop().time() - flight.taken_at)
         for entry in flight.entries:
             if flight.counts or entry.generation == self._generation:
                 self._done[entry.tp] = max(self._done.get(entry.tp, 0), entry.record.offset + 1)

@@ -73,17 +73,23 @@ async def retry_transient(operation: Callable[[], Awaitable[T]], *, what: str, m
     propagates."""
     delay = 0.05
     attempt = 0
-    while True:
-        try:
-            return await operation()
-        except Exception as exc:
-            if is_data_fault(exc):
-                raise
-            attempt += 1
-            metrics.TRANSIENT_FAILURES.labels(operation=what).inc()
-            log.warning("transient_failure_retrying", what=what, attempt=attempt, error=repr(exc), delay=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_backoff_s)
+    try:
+        while True:
+            try:
+                return await operation()
+            except Exception as exc:
+                if is_data_fault(exc):
+                    raise
+                if attempt == 0:
+                    metrics.RETRIES_IN_PROGRESS.labels(operation=what).inc()
+                attempt += 1
+                metrics.TRANSIENT_FAILURES.labels(operation=what).inc()
+                log.warning("transient_failure_retrying", what=what, attempt=attempt, error=repr(exc), delay=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max_backoff_s)
+    finally:
+        if attempt:
+            metrics.RETRIES_IN_PROGRESS.labels(operation=what).dec()
 
 
 async def create_pool(database_url: str, size: int) -> asyncpg.Pool:

@@ -30,13 +30,29 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=4, ge=1)
     relay_batch_size: int = Field(default=1000, ge=1)
     relay_poll_interval_s: float = 0.5
+    # The relay leader holds a lease in PostgreSQL for this long and renews it every third of it; a leader
+    # that hangs (or is frozen) is replaced once its lease has expired.
+    relay_lease_s: float = Field(default=3.0, gt=0)
+    # Every database session: how long one statement may run, and TCP keepalives that notice a dead peer.
+    db_statement_timeout_s: float = Field(default=30.0, gt=0)
+    db_keepalive_idle_s: int = Field(default=5, ge=1)
     retry_max_backoff_s: float = 5.0
     # How often to look for parked events this version can now apply (and refresh the parked gauge).
     parked_check_interval_s: float = 5.0
 
-    # Prometheus metrics (rj_*): 0 serves none; containers set a port and 0.0.0.0.
-    metrics_port: int = Field(default=0, ge=0)
-    metrics_address: str = "127.0.0.1"
+    # The operations endpoint: /health/live, /health/ready and /metrics (Prometheus, rj_*). 0 serves
+    # none; containers set a port and 0.0.0.0.
+    ops_port: int = Field(default=0, ge=0)
+    ops_address: str = "127.0.0.1"
+
+    # Topics: ours (rj.*) are the system's log and kept for ever; upstream's crime.events for this long
+    # (-1: for ever).
+    crime_events_retention_ms: int = Field(default=30 * 24 * 3600 * 1000, ge=-1)
+
+    # Housekeeping: published outbox rows and inbox ids older than this are deleted (see the README for
+    # the rule this window must follow), checked every interval.
+    retention_window_s: float = Field(default=30 * 24 * 3600, gt=0)
+    housekeeping_interval_s: float = Field(default=60.0, gt=0)
 
     # The Victims' Code sweeper: how often to look for deadlines that passed unmet.
     deadline_sweep_interval_s: float = 5.0

@@ -42,7 +42,7 @@ def scrape(port: int) -> dict[str, float]:
 
 async def test_a_database_that_turns_read_only_and_back_loses_nothing_and_dead_letters_nothing(system: System) -> None:
     port = free_port()
-    system.start("referral", metrics_port=port)
+    system.start("referral", ops_port=port)
     refs = [f"RO/2026/{i}" for i in range(200)]
     await system.publish(
         [m for r in refs for m in samples.on_crime_events(samples.crime_recorded(r), samples.outcome_recorded(r))]
