@@ -40,6 +40,16 @@ def serve(name: Annotated[str, typer.Argument(help=f"one of: {', '.join(SERVICES
     build_service(name).run_worker()
 
 
+@cli.command(hidden=True)
+def relay(name: Annotated[str, typer.Argument(help=f"one of: {', '.join(SERVICES)}")]) -> None:
+    """Run one service's outbox relay (the worker of ``serve`` starts it as its child process)."""
+    from services.runtime.relay import run_relay_process
+
+    settings = get_settings()
+    configure_logging(f"{name}-relay", settings.log_level, settings.log_format)
+    run_relay_process(name, settings)
+
+
 @cli.command()
 def migrate() -> None:
     """Apply every service's migrations to DATABASE_URL (services also do this when they start)."""

@@ -26,7 +26,7 @@ from services.runtime.db import create_pool, migrate, retry_transient, transacti
 from services.runtime.kafka import ensure_topics
 from services.runtime.outbox import Outgoing, write_outbox
 from services.runtime.processor import BatchHandler, BatchProcessor
-from services.runtime.relay import OutboxRelay
+from services.runtime.relay import RelayProcess
 from services.runtime.settings import Settings, get_settings
 
 log = structlog.get_logger()
@@ -94,12 +94,12 @@ class ServiceApp:
         self.settings = settings or get_settings()
         self.registry = registry
         self.faust = make_faust_app(f"{self.settings.topic_prefix}rj-{name}", self.settings)
-        self.relay = OutboxRelay(schema=self.schema, settings=self.settings)
+        self.relay = RelayProcess(name)
         self._pool: asyncpg.Pool | None = None
         self._ready_lock = asyncio.Lock()
         self.processor: BatchProcessor | None = None
         self.consumer: BatchConsumer | None = None
-        self.health = ops.Health(ready={"database": self._database_answers})
+        self.health = ops.Health(live={"relay": self._relay_alive}, ready={"database": self._database_answers})
         self.faust.task(stop_process_when_it_ends(self._start_relay, what=f"{name} outbox relay"))
         self.faust.task(self._serve_ops)
 
@@ -107,7 +107,7 @@ class ServiceApp:
         """The database pool, created (and the schema migrated) on first use."""
         async with self._ready_lock:
             if self._pool is None:
-                pool = await create_pool(self.settings.database_url, self.settings.db_pool_size)
+                pool = await create_pool(self.settings)
 
                 async def run_migrations() -> None:
                     async with pool.acquire() as conn:
@@ -211,8 +211,11 @@ class ServiceApp:
 
     async def _start_relay(self) -> None:
         await ensure_topics(self.settings)
-        await self.pool()
+        await self.pool()  # the relay's tables exist once the schema is migrated
         await self.relay.run()
+
+    async def _relay_alive(self) -> str | None:
+        return self.relay.alive()
 
     def run_worker(self) -> None:
         """Run this service as a Faust worker until SIGINT/SIGTERM."""

@@ -345,6 +345,8 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             for tp in leaving:
                 self._done.pop(tp, None)
                 self._committed.pop(tp, None)
+                with contextlib.suppress(KeyError):  # no longer ours: its lag is another replica's to report
+                    metrics.CONSUMER_LAG.remove(tp.topic.removeprefix(self.settings.topic_prefix), str(tp.partition))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         assert self._consumer is not None

@@ -8,12 +8,13 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
 
 from services.runtime import metrics
+from services.runtime.settings import Settings
 
 log = structlog.get_logger()
 
@@ -92,9 +93,34 @@ async def retry_transient(operation: Callable[[], Awaitable[T]], *, what: str, m
             metrics.RETRIES_IN_PROGRESS.labels(operation=what).dec()
 
 
-async def create_pool(database_url: str, size: int) -> asyncpg.Pool:
+def session_options(settings: Settings) -> dict[str, Any]:
+    """What every database session of a service gets: a bounded connect, a statement timeout on the
+    server and on the client, and TCP keepalives from the server, so that a hung or half-open
+    connection fails within seconds instead of holding work (or relay leadership) for hours."""
+    idle = settings.db_keepalive_idle_s
+    return {
+        "timeout": 10.0,
+        "command_timeout": settings.db_statement_timeout_s + 5,
+        "server_settings": {
+            "statement_timeout": str(int(settings.db_statement_timeout_s * 1000)),
+            "idle_in_transaction_session_timeout": str(int(settings.db_statement_timeout_s * 2000)),
+            "tcp_keepalives_idle": str(idle),
+            "tcp_keepalives_interval": str(max(1, idle // 2)),
+            "tcp_keepalives_count": "3",
+        },
+    }
+
+
+async def connect(settings: Settings) -> asyncpg.Connection:
+    """One connection to the service database, with ``session_options``."""
+    return await asyncpg.connect(settings.database_url, **session_options(settings))
+
+
+async def create_pool(settings: Settings) -> asyncpg.Pool:
     async def connect() -> asyncpg.Pool:
-        return await asyncpg.create_pool(database_url, min_size=1, max_size=size, command_timeout=60)
+        return await asyncpg.create_pool(
+            settings.database_url, min_size=1, max_size=settings.db_pool_size, **session_options(settings)
+        )
 
     return await retry_transient(connect, what="create_pool")
 

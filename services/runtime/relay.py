@@ -1,40 +1,112 @@
-"""The outbox relay: publishes committed outbox rows to Kafka in order, then marks them published.
+"""The outbox relay: publishes committed outbox rows to Kafka, in order per partition, then marks them.
 
-One relay per service is active at a time (a PostgreSQL advisory lock elects it), so rows go out in
-id order, which keeps every case's events in order. A crash between send and mark re-sends a row;
-receivers drop the repeat through their inbox.
+It runs in a process of its own, a child of the service's worker (``RelayProcess`` below), so that a
+burst of intake, which keeps the worker's event loop and a CPU busy, cannot delay outgoing facts; the
+child reports to its parent through a pipe (alive, leader or not, what it published), the parent
+serves those figures and its health, and either process dying takes the other down.
+
+- **Leadership is a lease** in PostgreSQL (``relay_lease``, on the database's clock), renewed every third
+  of ``RELAY_LEASE_S``. A leader that hangs, loses its network or is frozen stops renewing, and another
+  replica takes over once the lease has expired: within seconds, whatever TCP thinks of the old
+  connection. A leader never sends once its own clock says its lease may have lapsed, so once it
+  thaws it sends nothing more; each leadership term's records carry its epoch (``rj-relay-epoch``).
+- **Order per partition, whatever fails.** Rows are grouped by the partition their key goes to; each
+  partition's record batches are sent one after another, and a partition stops at its first failure.
+  Only the prefix each partition had acknowledged is marked published, so a key's events never
+  overtake one another; the rest is sent again next round.
+- **Nothing blocks the rest for ever.** A row that can never be published (larger than the broker takes,
+  or refused by the broker as invalid) is parked with its reason (``rj_outbox_parked``, an error log);
+  the rows behind it flow. A refused batch of several rows is sent again one row at a time, to find
+  the row at fault.
+- Every session has a statement timeout and TCP keepalives; a stuck call to the broker is bounded by the
+  lease. A crash between send and mark re-sends rows, and receivers drop the repeats through their inbox.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-from collections import defaultdict
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    UnsupportedForMessageFormatError,
+)
 from aiokafka.partitioner import DefaultPartitioner
 
 from schemas import topics
 from schemas.kafka_binding import PLAIN_JSON_HEADERS, STRUCTURED_MODE_HEADERS
-from services.runtime.db import is_transient
+from services.runtime import metrics
+from services.runtime.db import connect, is_transient
 from services.runtime.outbox import notify_channel
 from services.runtime.settings import Settings
 
 log = structlog.get_logger()
 
+#: The header naming the leadership term that published a record.
+EPOCH_HEADER = "rj-relay-epoch"
+#: What the broker answers when a record or batch can never be taken, however often it is sent.
+REFUSED_FOR_GOOD = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    InvalidTopicError,
+    CorruptRecordException,
+    UnsupportedForMessageFormatError,
+)
+#: Bytes a record adds to its key and value in a batch (lengths, offsets, header), counted generously.
+RECORD_OVERHEAD_BYTES = 128
+
+
+class LeaseLost(Exception):
+    """This relay can no longer be sure it leads: it stops sending and stands by."""
+
+
+@dataclass
+class Partition:
+    """One partition's rows of a round, in outbox order, and how far they got."""
+
+    topic: str
+    number: int
+    rows: list[asyncpg.Record] = field(default_factory=list)
+    sent: int = 0  # rows acknowledged by the broker, from the first
+    failure: BaseException | None = None
+
 
 class OutboxRelay:
-    def __init__(self, *, schema: str, settings: Settings) -> None:
+    def __init__(self, *, schema: str, settings: Settings, report: Callable[[dict[str, Any]], None] | None = None):
         self.schema = schema
         self.settings = settings
-        self.published = 0
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.epoch: int | None = None  # the lease's epoch while this relay holds it
+        self._valid_until = 0.0  # monotonic time until which the lease surely holds (None held: 0)
+        self._renewed_at = 0.0
         self._wake = asyncio.Event()
-        self._lock_key = int.from_bytes(hashlib.sha256(f"relay:{schema}".encode()).digest()[:8], "big", signed=True)
+        self._one_at_a_time: set[tuple[str, int]] = set()  # partitions a refused batch sends row by row
+        self._report = report or (lambda _: None)
+        self._published: Counter[str] = Counter()
+        self.last_round = time.monotonic()  # when the loop last went round (a hung relay stops reporting it)
+
+    # --- running ------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Relay forever: reconnect and resume after any failure of the database or the broker."""
+        """Relay for ever: reconnect and resume after any failure of the database or the broker."""
         delay = 0.1
         while True:
             try:
@@ -42,86 +114,361 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self._step_down()
                 level = log.warning if is_transient(exc) else log.error
                 level("relay_failed_restarting", schema=self.schema, error=repr(exc), delay=delay)
+                metrics.TRANSIENT_FAILURES.labels(operation="relay").inc()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_backoff_s)
-            else:  # pragma: no cover - _run_once only returns by raising
-                delay = 0.1
 
     async def _run_once(self) -> None:
-        conn: asyncpg.Connection = await asyncpg.connect(self.settings.database_url)
+        settings = self.settings
+        conn = await connect(settings)
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
             acks="all",
             enable_idempotence=False,  # the embedded broker has no InitProducerId; the inbox dedupes instead
-            linger_ms=5,
-            max_batch_size=1024 * 1024,
+            linger_ms=0,
+            max_batch_size=settings.max_message_bytes,
+            max_request_size=settings.max_message_bytes + 64 * 1024,
+            request_timeout_ms=max(int(settings.relay_lease_s * 1000), 1000),
         )
         try:
-            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key):
-                await asyncio.sleep(1.0)  # another replica relays; stand by
             await conn.add_listener(notify_channel(self.schema), lambda *_: self._wake.set())
             await producer.start()
-            log.info("relay_started", schema=self.schema)
+            log.info("relay_started", schema=self.schema, holder=self.holder)
             while True:
-                self._wake.clear()  # before reading, so a commit landing mid-batch still wakes us
-                sent = await self._relay_batch(conn, producer)
-                if sent < self.settings.relay_batch_size:
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), self.settings.relay_poll_interval_s)
-                    except TimeoutError:
-                        pass
+                self.last_round = time.monotonic()
+                if not await self._hold_lease(conn):
+                    self._tell()
+                    await asyncio.sleep(settings.relay_lease_s / 3)
+                    continue
+                self._wake.clear()  # before reading, so a commit landing mid-round still wakes us
+                sent = await self._relay_round(conn, producer)
+                self._tell()
+                if sent < settings.relay_batch_size:
+                    renew_in = self._renewed_at + settings.relay_lease_s / 3 - time.monotonic()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._wake.wait(), max(0.0, min(settings.relay_poll_interval_s, renew_in))
+                        )
         finally:
+            await self.release(conn)
             await producer.stop()
             await conn.close()
 
-    async def _send(self, producer: AIOKafkaProducer, rows: list[asyncpg.Record]) -> None:
-        """Send rows in Kafka record batches, one per partition, keeping each partition's rows in order.
+    def _tell(self) -> None:
+        self._report(self.figures())
+        self._published.clear()
 
-        Building batches ourselves costs a fraction of one ``send()`` per message; the partition comes
-        from Kafka's default (murmur2) partitioner, as for any other producer of these keys. Every
-        record carries the CloudEvents structured-mode ``content-type`` header.
-        """
-        partitioner = DefaultPartitioner()
-        # One list per kind for every record: aiokafka's C record builder takes only a list, never changes it.
-        cloudevent, plain_json = list(STRUCTURED_MODE_HEADERS), list(PLAIN_JSON_HEADERS)
-        partitions_of: dict[str, list[int]] = {}
-        by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = defaultdict(list)
-        for row in rows:
-            topic = self.settings.topic(row["topic"])
-            if topic not in partitions_of:
-                partitions_of[topic] = sorted(await producer.partitions_for(topic))
-            partitions = partitions_of[topic]
-            key = row["key"].encode() if row["key"] is not None else None
-            partition = partitioner(key, partitions, partitions) if key is not None else partitions[0]
-            by_partition[(topic, partition)].append((key, row["value"]))
-        futures = []
-        for (topic, partition), messages in by_partition.items():
-            # Dead letters are our own JSON documents about a record, not CloudEvents.
-            headers = plain_json if topic == self.settings.topic(topics.DEADLETTER) else cloudevent
-            batch = producer.create_batch()
-            for key, value in messages:
-                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:  # full: ship it
-                    batch.close()
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None, headers=headers)
-            batch.close()
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*futures)
+    def figures(self) -> dict[str, Any]:
+        """What the relay reports to its parent: leading or not, published since the last report, and
+        how long since its loop went round (a relay stuck in a call looks alive but publishes nothing)."""
+        return {
+            "leader": self.epoch is not None,
+            "published": dict(self._published),
+            "round_age_s": time.monotonic() - self.last_round,
+        }
 
-    async def _relay_batch(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
+    # --- the lease ----------------------------------------------------------------------------------
+
+    async def _hold_lease(self, conn: asyncpg.Connection) -> bool:
+        """Take or renew the lease when a third of it has passed; True while this relay holds it."""
+        lease_s = self.settings.relay_lease_s
+        now = time.monotonic()
+        if self.epoch is not None and now < self._renewed_at + lease_s / 3:
+            return True
+        epoch = await conn.fetchval(
+            f"""INSERT INTO {self.schema}.relay_lease AS l (id, holder, epoch, expires_at)
+                VALUES (1, $1, 1, clock_timestamp() + make_interval(secs => $2))
+                ON CONFLICT (id) DO UPDATE SET
+                    holder = EXCLUDED.holder,
+                    epoch = CASE WHEN l.holder = EXCLUDED.holder THEN l.epoch ELSE l.epoch + 1 END,
+                    expires_at = EXCLUDED.expires_at
+                WHERE l.holder = EXCLUDED.holder OR l.expires_at < clock_timestamp()
+                RETURNING epoch""",
+            self.holder,
+            lease_s,
+        )
+        if epoch is None:
+            self._step_down()
+            return False
+        if epoch != self.epoch:
+            log.info("relay_leading", schema=self.schema, holder=self.holder, epoch=epoch)
+            self._one_at_a_time.clear()
+        self.epoch = epoch
+        self._renewed_at = now
+        # The database's expiry is at least ``lease_s`` after ``now``; stop sending well before it.
+        self._valid_until = now + lease_s * 2 / 3
+        return True
+
+    def _step_down(self) -> None:
+        if self.epoch is not None:
+            log.warning("relay_standing_by", schema=self.schema, holder=self.holder, epoch=self.epoch)
+        self.epoch = None
+        self._valid_until = 0.0
+
+    def _lease_left(self) -> float:
+        left = self._valid_until - time.monotonic()
+        if self.epoch is None or left <= 0:
+            raise LeaseLost()
+        return left
+
+    async def release(self, conn: asyncpg.Connection) -> None:
+        """Give the lease up at once (on a clean stop), so that another replica need not wait it out."""
+        if self.epoch is None or conn.is_closed():
+            return
+        with contextlib.suppress(Exception):
+            await conn.execute(
+                f"UPDATE {self.schema}.relay_lease SET expires_at = clock_timestamp() - interval '1 second' "
+                "WHERE holder = $1",
+                self.holder,
+                timeout=1.0,
+            )
+        self._step_down()
+
+    # --- one round ----------------------------------------------------------------------------------
+
+    async def _relay_round(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
         rows = await conn.fetch(
-            f"SELECT id, topic, key, value FROM {self.schema}.outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
+            f"""SELECT id, topic, key, value FROM {self.schema}.outbox
+                WHERE published_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT $1""",
             self.settings.relay_batch_size,
         )
         if not rows:
             return 0
-        await self._send(producer, rows)
-        await conn.execute(
-            f"UPDATE {self.schema}.outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-            [row["id"] for row in rows],
+        partitions, too_large = await self._by_partition(producer, rows)
+        if too_large:
+            await self._park(conn, too_large)
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(self._send_partition(producer, p) for p in partitions)), self._lease_left()
+            )
+        except (TimeoutError, LeaseLost):
+            # A partition that did not finish in time counts as failed; what was acknowledged is marked.
+            for p in partitions:
+                if p.sent < len(p.rows) and p.failure is None:
+                    p.failure = LeaseLost()
+        sent = [row for p in partitions for row in p.rows[: p.sent]]
+        if sent:
+            await conn.execute(
+                f"UPDATE {self.schema}.outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                [row["id"] for row in sent],
+            )
+            for p in partitions:
+                if p.sent:
+                    self._published[p.topic.removeprefix(self.settings.topic_prefix)] += p.sent
+        await self._after_failures(conn, partitions)
+        return len(sent) + len(too_large)
+
+    async def _by_partition(
+        self, producer: AIOKafkaProducer, rows: Sequence[asyncpg.Record]
+    ) -> tuple[list[Partition], list[tuple[asyncpg.Record, str]]]:
+        """Rows grouped by the partition Kafka's default (murmur2) partitioner gives their key, in order;
+        and the rows too large to ever be taken, with why."""
+        partitioner = DefaultPartitioner()
+        limit = self.settings.max_message_bytes
+        numbers: dict[str, list[int]] = {}
+        grouped: dict[tuple[str, int], Partition] = {}
+        too_large: list[tuple[asyncpg.Record, str]] = []
+        for row in rows:
+            size = len(row["value"]) + len((row["key"] or "").encode()) + RECORD_OVERHEAD_BYTES
+            if size > limit:
+                too_large.append((row, f"{size} bytes with its key, over MAX_MESSAGE_BYTES ({limit})"))
+                continue
+            topic = self.settings.topic(row["topic"])
+            if topic not in numbers:
+                numbers[topic] = sorted(await producer.partitions_for(topic))
+            key = row["key"].encode() if row["key"] is not None else None
+            number = partitioner(key, numbers[topic], numbers[topic]) if key is not None else numbers[topic][0]
+            grouped.setdefault((topic, number), Partition(topic, number)).rows.append(row)
+        return list(grouped.values()), too_large
+
+    async def _send_partition(self, producer: AIOKafkaProducer, partition: Partition) -> None:
+        """Send a partition's rows in record batches, one after another; stop at the first failure."""
+        # Dead letters are our own JSON documents about a record, not CloudEvents.
+        kind = (
+            PLAIN_JSON_HEADERS if partition.topic == self.settings.topic(topics.DEADLETTER) else STRUCTURED_MODE_HEADERS
         )
-        self.published += len(rows)
-        return len(rows)
+        headers = [*kind, (EPOCH_HEADER, str(self.epoch).encode())]
+        one_at_a_time = (partition.topic, partition.number) in self._one_at_a_time
+        rows = partition.rows
+        start = 0
+        while start < len(rows):
+            batch = producer.create_batch()
+            end = start
+            while end < len(rows) and not (one_at_a_time and end > start):
+                row = rows[end]
+                key = row["key"].encode() if row["key"] is not None else None
+                if batch.append(key=key, value=row["value"], timestamp=None, headers=headers) is None:
+                    break  # full: the rest goes in the next batch
+                end += 1
+            batch.close()
+            try:
+                self._lease_left()  # never send once the lease may have passed to another replica
+                await (await producer.send_batch(batch, partition.topic, partition=partition.number))
+            except Exception as exc:
+                partition.failure = exc
+                return
+            partition.sent = start = end
+
+    async def _after_failures(self, conn: asyncpg.Connection, partitions: Sequence[Partition]) -> None:
+        for p in partitions:
+            where = (p.topic, p.number)
+            if p.failure is None:
+                self._one_at_a_time.discard(where)
+                continue
+            if isinstance(p.failure, LeaseLost):
+                continue
+            if not isinstance(p.failure, REFUSED_FOR_GOOD):
+                log.warning("relay_partition_failed", topic=p.topic, partition=p.number, error=repr(p.failure))
+                metrics.TRANSIENT_FAILURES.labels(operation="relay_send").inc()
+                continue
+            if where in self._one_at_a_time:  # the refused batch held this one row: it is the culprit
+                await self._park(conn, [(p.rows[p.sent], f"refused by the broker: {p.failure!r}")])
+            else:
+                log.warning("relay_batch_refused_isolating", topic=p.topic, partition=p.number, error=repr(p.failure))
+                self._one_at_a_time.add(where)
+
+    async def _park(self, conn: asyncpg.Connection, rows: Sequence[tuple[asyncpg.Record, str]]) -> None:
+        for row, reason in rows:
+            log.error(
+                "outbox_row_parked_unpublishable",
+                schema=self.schema,
+                id=row["id"],
+                topic=row["topic"],
+                key=row["key"],
+                reason=reason,
+            )
+        await conn.executemany(
+            f"UPDATE {self.schema}.outbox SET parked_at = now(), parked_reason = $2 WHERE id = $1",
+            [(row["id"], reason) for row, reason in rows],
+        )
+
+
+# --- the relay's own process -------------------------------------------------------------------------
+
+#: How often the relay process reports; the parent deems it hung after ``REPORT_STALE_S`` of silence.
+REPORT_INTERVAL_S = 1.0
+REPORT_STALE_S = 15.0
+_PR_SET_PDEATHSIG = 1
+
+
+def run_relay_process(schema: str, settings: Settings) -> None:
+    """The relay child's main: relay ``schema``'s outbox, reporting on the pipe the parent passed, until
+    SIGTERM (or the parent's death: Linux then SIGKILLs this process)."""
+    parent = int(os.environ.get("RJ_RELAY_PARENT_PID", "0"))
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if parent and os.getppid() != parent:
+        sys.exit(0)  # the parent died before we asked to follow it
+    report_fd = int(os.environ.get("RJ_RELAY_REPORT_FD", "-1"))
+    out = os.fdopen(report_fd, "w", buffering=1) if report_fd >= 0 else None
+
+    def report(figures: dict[str, Any]) -> None:
+        if out is not None:
+            out.write(json.dumps(figures) + "\n")
+
+    async def main() -> None:
+        relay = OutboxRelay(schema=schema, settings=settings, report=report)
+        task = asyncio.create_task(relay.run())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+
+        async def heartbeat() -> None:
+            while True:
+                await asyncio.sleep(REPORT_INTERVAL_S)
+                report({**relay.figures(), "published": {}})
+
+        beat = asyncio.create_task(heartbeat())
+        try:
+            await task
+        except asyncio.CancelledError:
+            log.info("relay_stopped", schema=schema)
+        finally:
+            beat.cancel()
+
+    asyncio.run(main())
+
+
+class RelayProcess:
+    """The worker's side of its relay child: starts it, reads its reports into the metrics, tells whether
+    it is alive, and ends the worker if it ends."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.last_report = 0.0  # monotonic
+        self.round_age_s = 0.0
+        self.process: asyncio.subprocess.Process | None = None
+
+    def alive(self) -> str | None:
+        """``None`` while the child runs and reports; else why not (for ``/health/live``)."""
+        if self.process is None:
+            return None  # not started yet: the worker is still migrating
+        if self.process.returncode is not None:
+            return f"relay process exited with {self.process.returncode}"
+        silent = time.monotonic() - self.last_report
+        if silent >= REPORT_STALE_S:
+            return f"relay process silent for {silent:.0f} s"
+        if self.round_age_s >= REPORT_STALE_S:
+            return f"relay loop stuck for {self.round_age_s:.0f} s"
+        return None
+
+    async def run(self) -> None:
+        """Run the child until it exits (then return, so that the worker stops) or this task is cancelled."""
+        read_fd, write_fd = os.pipe()
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "services.cli",
+                "relay",
+                self.name,
+                env={**os.environ, "RJ_RELAY_PARENT_PID": str(os.getpid()), "RJ_RELAY_REPORT_FD": str(write_fd)},
+                pass_fds=(write_fd,),
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        finally:
+            os.close(write_fd)
+        self.last_report = time.monotonic()
+        metrics.RELAY_RUNNING.set(1)
+        log.info("relay_process_started", service=self.name, pid=self.process.pid)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
+        )
+        try:
+            while line := await reader.readline():
+                self._take(line)
+            await self.process.wait()
+            log.critical("relay_process_exited", service=self.name, code=self.process.returncode)
+        finally:
+            metrics.RELAY_RUNNING.set(0)
+            metrics.RELAY_LEADER.set(0)
+            transport.close()
+            await self._stop()
+
+    def _take(self, line: bytes) -> None:
+        try:
+            figures = json.loads(line)
+        except ValueError:
+            return
+        self.last_report = time.monotonic()
+        self.round_age_s = float(figures.get("round_age_s") or 0.0)
+        metrics.RELAY_LEADER.set(1 if figures.get("leader") else 0)
+        for topic, count in (figures.get("published") or {}).items():
+            metrics.EVENTS_PUBLISHED.labels(topic=topic).inc(count)
+
+    async def _stop(self) -> None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            await asyncio.wait_for(asyncio.shield(process.wait()), 5)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     # The relay leader holds a lease in PostgreSQL for this long and renews it every third of it; a leader
     # that hangs (or is frozen) is replaced once its lease has expired.
     relay_lease_s: float = Field(default=3.0, gt=0)
+    # The largest record the relay sends (key and value); a larger outbox row is parked, never sent. Kafka's
+    # own limit (message.max.bytes) is 1 MiB by default; keep this at or under the broker's.
+    max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Every database session: how long one statement may run, and TCP keepalives that notice a dead peer.
     db_statement_timeout_s: float = Field(default=30.0, gt=0)
     db_keepalive_idle_s: int = Field(default=5, ge=1)

@@ -28,6 +28,7 @@ from services.runtime.devstack import create_database, drop_database
 from services.runtime.outbox import Outgoing
 from services.runtime.processor import BatchProcessor
 from services.runtime.records import Record
+from services.runtime.settings import Settings
 from tests.faults.test_batch_never_skips import GiveNote, current, newer
 
 pytestmark = pytest.mark.integration
@@ -40,7 +41,7 @@ _schemas = itertools.count()
 async def shared_pool(pg_server: str) -> AsyncIterator[asyncpg.Pool]:
     name = f"rj_test_{uuid.uuid4().hex[:10]}"
     url = await create_database(pg_server, name)
-    pool = await create_pool(url, 2)
+    pool = await create_pool(Settings(database_url=url, db_pool_size=2))
     yield pool
     await pool.close()
     await drop_database(pg_server, name)

@@ -20,6 +20,7 @@ from services.runtime.devstack import create_database, drop_database
 from services.runtime.outbox import Outgoing
 from services.runtime.processor import BatchProcessor
 from services.runtime.records import Record
+from services.runtime.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +31,7 @@ SCHEMA = "probe"
 async def pool(pg_server: str) -> AsyncIterator[asyncpg.Pool]:
     name = f"rj_test_{uuid.uuid4().hex[:10]}"
     url = await create_database(pg_server, name)
-    pool = await create_pool(url, 2)
+    pool = await create_pool(Settings(database_url=url, db_pool_size=2))
     async with pool.acquire() as conn:
         await migrate(conn, SCHEMA, None)  # the runtime's tables only: the probe has none of its own
     yield pool
