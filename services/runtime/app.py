@@ -20,7 +20,7 @@ import faust
 import structlog
 
 from schemas.registry import REGISTRY, Registry
-from services.runtime import ops
+from services.runtime import metrics, ops
 from services.runtime.consumer import BatchConsumer
 from services.runtime.db import create_pool, migrate, retry_transient, transaction
 from services.runtime.kafka import ensure_topics
@@ -31,7 +31,8 @@ from services.runtime.settings import Settings, get_settings
 
 log = structlog.get_logger()
 
-LAG_REPORT_INTERVAL_S = 5.0
+#: How often the gauges that need asking (lag, outbox backlog) are refreshed.
+FIGURES_INTERVAL_S = 5.0
 #: The fetch loop goes round at least every second; this long without shows a hung intake.
 INTAKE_STALL_S = 30.0
 
@@ -102,6 +103,7 @@ class ServiceApp:
         self.health = ops.Health(live={"relay": self._relay_alive}, ready={"database": self._database_answers})
         self.faust.task(stop_process_when_it_ends(self._start_relay, what=f"{name} outbox relay"))
         self.faust.task(self._serve_ops)
+        self.faust.timer(FIGURES_INTERVAL_S, name=f"{name}.report_outbox")(self._report_outbox)
 
     async def pool(self) -> asyncpg.Pool:
         """The database pool, created (and the schema migrated) on first use."""
@@ -165,7 +167,7 @@ class ServiceApp:
             if self.consumer is not None:
                 self.consumer.report_lag()
 
-        self.faust.timer(LAG_REPORT_INTERVAL_S, name=f"{self.name}.report_lag")(report_lag)
+        self.faust.timer(FIGURES_INTERVAL_S, name=f"{self.name}.report_lag")(report_lag)
 
     def every(self, seconds: float, job: PeriodicJob, *, name: str) -> None:
         """Run ``job`` periodically in a transaction; what it returns goes to the outbox with its changes."""
@@ -189,6 +191,27 @@ class ServiceApp:
 
     async def _serve_ops(self) -> None:
         await ops.serve(self.health, self.settings.ops_port, self.settings.ops_address)
+
+    async def _report_outbox(self) -> None:
+        """Set the outbox gauges: rows waiting for the relay, the age of the oldest, rows parked."""
+        if self._pool is None:
+            return
+        try:
+            waiting = await self._pool.fetchrow(
+                f"""SELECT count(*) AS n, extract(epoch FROM clock_timestamp() - min(created_at)) AS age
+                    FROM {self.schema}.outbox WHERE published_at IS NULL AND parked_at IS NULL""",
+                timeout=2.0,
+            )
+            parked = await self._pool.fetchval(
+                f"SELECT count(*) FROM {self.schema}.outbox WHERE published_at IS NULL AND parked_at IS NOT NULL",
+                timeout=2.0,
+            )
+        except Exception as exc:  # the database is away: the figures wait, health says why
+            log.warning("outbox_figures_unavailable", error=repr(exc))
+            return
+        metrics.OUTBOX_BACKLOG.set(waiting["n"])
+        metrics.OUTBOX_OLDEST_AGE.set(float(waiting["age"] or 0.0))
+        metrics.OUTBOX_PARKED.set(parked)
 
     async def _database_answers(self) -> str | None:
         if self._pool is None:

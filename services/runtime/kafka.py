@@ -17,8 +17,18 @@ from services.runtime.settings import Settings
 log = structlog.get_logger()
 
 
+def topic_config(settings: Settings, name: str) -> dict[str, str]:
+    """The settings a topic is created with: ours (``rj.*``) are the system's log, which auditors replay
+    from offset zero, so they are kept for ever; upstream's ``crime.events`` for a setting's time."""
+    if name.startswith("rj."):
+        return {"retention.ms": "-1", "retention.bytes": "-1"}
+    return {"retention.ms": str(settings.crime_events_retention_ms), "retention.bytes": "-1"}
+
+
 async def ensure_topics(settings: Settings, names: Iterable[str] = topics.ALL_TOPICS) -> None:
-    """Create the (prefixed) topics that do not exist yet. Safe to call from every service at start."""
+    """Create the (prefixed) topics that do not exist yet, with explicit partitions and retention
+    (``topic_config``). Safe to call from every service at start."""
+    names = list(names)
     wanted = [settings.topic(n) for n in names]
     for attempt in range(30):
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
@@ -29,7 +39,16 @@ async def ensure_topics(settings: Settings, names: Iterable[str] = topics.ALL_TO
             if missing:
                 try:
                     await admin.create_topics(
-                        [NewTopic(t, settings.topic_partitions, settings.topic_replication_factor) for t in missing]
+                        [
+                            NewTopic(
+                                settings.topic(n),
+                                settings.topic_partitions,
+                                settings.topic_replication_factor,
+                                topic_configs=topic_config(settings, n),
+                            )
+                            for n in names
+                            if settings.topic(n) in missing
+                        ]
                     )
                 except TopicAlreadyExistsError:
                     pass

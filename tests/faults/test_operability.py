@@ -1,0 +1,162 @@
+"""What an operator sees, from outside: ``/health/live`` and ``/health/ready`` through a database outage and a
+dead relay, and ``/metrics`` as Prometheus' own parser reads it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import urllib.error
+import urllib.request
+from typing import Any
+
+import asyncpg
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from services import samples
+from services.runtime.devstack import free_port
+from tests.harness import System
+
+pytestmark = pytest.mark.integration
+
+
+def get(port: int, path: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:  # noqa: S310 - loopback
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+async def status(port: int, path: str) -> tuple[int, dict[str, Any]]:
+    return await asyncio.to_thread(get, port, path)
+
+
+async def until_status(system: System, port: int, path: str, code: int, timeout_s: float = 30) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+
+    async def check() -> bool:
+        nonlocal body
+        try:
+            got, body = await status(port, path)
+        except OSError:
+            return False
+        return got == code
+
+    await system.wait_for(check, timeout_s=timeout_s, what=f"{path} to answer {code} (last: {body})")
+    return body
+
+
+async def test_ready_turns_unready_while_the_database_is_down_and_ready_again_after(system: System) -> None:
+    port = free_port()
+    system.start("referral", ops_port=port)
+    body = await until_status(system, port, "/health/ready", 200)
+    assert body["checks"] == {"database": "ok", "partitions": "ok"}
+    assert (await status(port, "/health/live"))[0] == 200
+
+    admin = await asyncpg.connect(system.server_url)
+    try:
+        await admin.execute(f'ALTER DATABASE "{system.database}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            system.database,
+        )
+        body = await until_status(system, port, "/health/ready", 503)
+        assert body["checks"]["database"] != "ok" and body["checks"]["partitions"] == "ok"
+        live, _ = await status(port, "/health/live")
+        assert live == 200, "a database outage is not the process's fault: restarting it would not help"
+    finally:
+        await admin.execute(f'ALTER DATABASE "{system.database}" ALLOW_CONNECTIONS true')
+        await admin.close()
+    await until_status(system, port, "/health/ready", 200)
+    # And it works again: a crime becomes a case.
+    await system.publish(samples.on_crime_events(samples.crime_recorded("OPS/1"), samples.outcome_recorded("OPS/1")))
+
+    async def case_opened() -> bool:
+        return bool(await system.fetchval("SELECT count(*) FROM referral.crime_files WHERE status = 'accepted'"))
+
+    await system.wait_for(case_opened, what="the case after the outage")
+
+
+async def test_metrics_parse_with_prometheus_own_parser_and_show_the_relay_and_the_intake(system: System) -> None:
+    port = free_port()
+    system.start("referral", ops_port=port)
+    refs = [f"MET/{i}" for i in range(20)]
+    await system.publish(
+        [m for r in refs for m in samples.on_crime_events(samples.crime_recorded(r), samples.outcome_recorded(r))]
+    )
+
+    families: dict[str, Any] = {}
+
+    async def figures_in() -> bool:
+        nonlocal families
+        try:
+            text = await asyncio.to_thread(_metrics_text, port)
+        except OSError:
+            return False  # not serving yet
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        published = sum(s.value for s in families["rj_events_published"].samples if s.name.endswith("_total"))
+        lag = families.get("rj_consumer_lag")
+        return published >= 40 and _value(families, "rj_relay_leader") == 1 and bool(lag and lag.samples)
+
+    await system.wait_for(figures_in, what="the relay's figures")
+    consumed = sum(s.value for s in families["rj_events_consumed"].samples if s.name.endswith("_total"))
+    assert consumed >= 40
+    assert _value(families, "rj_relay_running") == 1
+    assert any(s.name == "rj_batch_size_count" and s.value > 0 for s in families["rj_batch_size"].samples)
+    assert {s.labels["topic"] for s in families["rj_consumer_lag"].samples} == {"crime.events", "rj.commands"}
+    for name in ("rj_outbox_backlog", "rj_outbox_oldest_age_seconds", "rj_outbox_parked", "rj_parked_events"):
+        assert name in families, name
+
+
+async def test_a_relay_that_dies_takes_its_worker_down_and_one_that_hangs_turns_it_unlive(system: System) -> None:
+    port = free_port()
+    worker = system.start("referral", ops_port=port)
+    await until_status(system, port, "/health/live", 200)
+    relay = await _relay_pid(worker.process.pid)
+    os.kill(relay, signal.SIGSTOP)  # hung: alive, but it reports nothing
+    try:
+        body = await until_status(system, port, "/health/live", 503, timeout_s=40)
+        assert "relay" in body["checks"] and body["checks"]["relay"] != "ok"
+    finally:
+        os.kill(relay, signal.SIGCONT)
+    await until_status(system, port, "/health/live", 200)
+    os.kill(relay, signal.SIGKILL)
+
+    async def worker_gone() -> bool:
+        return not worker.running
+
+    await system.wait_for(worker_gone, timeout_s=15, what="the worker to exit with its relay")
+    assert worker.process.returncode == 70
+    assert "relay_process_exited" in system.logs("referral")
+
+
+def _metrics_text(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:  # noqa: S310 - loopback
+        return str(response.read().decode())
+
+
+def _value(families: dict[str, Any], name: str) -> float | None:
+    family = families.get(name)
+    return family.samples[0].value if family and family.samples else None
+
+
+async def _relay_pid(parent: int) -> int:
+    """The relay child of a worker process."""
+    for _ in range(100):
+        if found := _relay_child(parent):
+            return found
+        await asyncio.sleep(0.2)
+    raise AssertionError("no relay process")
+
+
+def _relay_child(parent: int) -> int | None:
+    with open(f"/proc/{parent}/task/{parent}/children") as f:
+        children = [int(pid) for pid in f.read().split()]
+    for pid in children:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"relay" in f.read().split(b"\0"):
+                return pid
+    return None
