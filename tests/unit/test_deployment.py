@@ -6,13 +6,18 @@ import http.server
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
+from prometheus_client import REGISTRY
 
+import services.runtime.metrics  # noqa: F401 - registers every rj_* metric
 from schemas.topics import ALL_TOPICS
 from services.cli import SERVICES
 from services.runtime.settings import Settings
@@ -158,3 +163,130 @@ def test_every_service_starts_only_after_the_topics_exist() -> None:
     for name in SERVICES:
         waits_for = compose()["services"][name]["depends_on"]
         assert waits_for["kafka-topics"]["condition"] == "service_completed_successfully", name
+
+
+# --- Prometheus -------------------------------------------------------------------------------------
+
+PROMETHEUS = ROOT / "deploy" / "prometheus"
+GRAFANA = ROOT / "deploy" / "grafana"
+
+
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def mounts(service: str) -> dict[str, Path]:
+    """A compose service's bind mounts: where in the container, from which file of the repository."""
+    found = {}
+    for volume in compose()["services"][service].get("volumes", []):
+        source, target, *_ = volume.split(":")
+        if source.startswith("./"):
+            found[target] = ROOT / source
+    return found
+
+
+def exported_metric_names() -> set[str]:
+    """Every rj_* sample name services/runtime/metrics.py exports, as Prometheus sees it."""
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+        "gauge": ("",),
+    }
+    return {
+        family.name + suffix
+        for family in REGISTRY.collect()
+        if family.name.startswith("rj_")
+        for suffix in suffixes[family.type]
+    }
+
+
+def metric_names_in(expression: str) -> set[str]:
+    return set(re.findall(r"\brj_[a-z0-9_]+", expression))
+
+
+def alert_rules() -> list[dict]:  # type: ignore[type-arg]
+    return [rule for group in load(PROMETHEUS / "alerts.yml")["groups"] for rule in group["rules"]]
+
+
+def test_prometheus_mounts_its_config_and_rules_from_files_that_exist() -> None:
+    prometheus = compose()["services"]["prometheus"]
+    assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", prometheus["image"]), "pin Prometheus' version"
+    mounted = mounts("prometheus")
+    for target, source in mounted.items():
+        assert source.is_file(), f"{source} (mounted at {target}) does not exist"
+    config_flag = next(a for a in prometheus["command"] if a.startswith("--config.file="))
+    config_path = config_flag.split("=", 1)[1]
+    assert config_path in mounted
+    config = load(mounted[config_path])
+    for rule_file in config["rule_files"]:
+        assert str(Path(config_path).parent / rule_file) in mounted, f"{rule_file} is not mounted"
+
+
+def test_prometheus_scrapes_every_replica_of_every_service_on_the_ops_port() -> None:
+    config = load(PROMETHEUS / "prometheus.yml")
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "rj")
+    ops_port = int(compose()["services"]["referral"]["environment"]["OPS_PORT"])
+    names = set()
+    for discovery in job["dns_sd_configs"]:
+        # One A record per replica: --scale adds targets without a change here.
+        assert discovery["type"] == "A" and discovery["port"] == ops_port
+        names |= set(discovery["names"])
+    assert names == set(SERVICES)
+    assert {"source_labels": ["__meta_dns_name"], "target_label": "service"} in job["relabel_configs"]
+
+
+def test_every_alert_tells_the_on_call_person_what_it_means_and_what_to_do() -> None:
+    rules = alert_rules()
+    assert len({r["alert"] for r in rules}) == len(rules), "two alerts share a name"
+    for rule in rules:
+        assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
+        assert rule["annotations"]["summary"].strip(), rule["alert"]
+        assert "First:" in rule["annotations"]["description"], f"{rule['alert']} does not say what to do first"
+
+
+def test_the_alerts_watch_everything_that_needs_a_person() -> None:
+    watched = {name for rule in alert_rules() for name in metric_names_in(rule["expr"])}
+    assert {
+        "rj_parked_events",
+        "rj_outbox_parked",
+        "rj_dead_letters_total",
+        "rj_transient_failures_total",
+        "rj_consumer_lag",
+        "rj_outbox_oldest_age_seconds",
+        "rj_relay_leader",
+        "rj_victims_code_deadlines",
+    } <= watched
+    assert any(re.search(r'\bup\{job="rj"\} == 0', rule["expr"]) for rule in alert_rules()), "no target-down alert"
+
+
+def test_the_missing_service_alert_names_every_service() -> None:
+    missing = next(rule for rule in alert_rules() if rule["alert"] == "RjServiceMissing")
+    assert set(re.findall(r'absent\(up\{job="rj", service="(\w+)"\}\)', missing["expr"])) == set(SERVICES)
+
+
+def test_every_rj_metric_the_alerts_use_exists() -> None:
+    exported = exported_metric_names()
+    for rule in alert_rules():
+        unknown = metric_names_in(rule["expr"]) - exported
+        assert not unknown, f"{rule['alert']} uses {unknown}, which services/runtime/metrics.py does not export"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian package prometheus) not installed")
+def test_promtool_accepts_the_config_and_the_rules() -> None:
+    for command in (["check", "config", "prometheus.yml"], ["check", "rules", "alerts.yml"]):
+        result = subprocess.run(["promtool", *command], cwd=PROMETHEUS, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian package prometheus) not installed")
+def test_the_alerts_fire_on_the_trouble_they_name(tmp_path: Path) -> None:
+    rules = load(PROMETHEUS / "alerts.yml")
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            del rule["annotations"]  # promtool compares them whole; the scenarios name labels only
+    (tmp_path / "alerts.yml").write_text(yaml.safe_dump(rules))
+    shutil.copy(PROMETHEUS / "alerts-test.yml", tmp_path)
+    result = subprocess.run(
+        ["promtool", "test", "rules", "alerts-test.yml"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
