@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import re
 import shlex
@@ -290,3 +291,80 @@ def test_the_alerts_fire_on_the_trouble_they_name(tmp_path: Path) -> None:
         ["promtool", "test", "rules", "alerts-test.yml"], cwd=tmp_path, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- Grafana ----------------------------------------------------------------------------------------
+
+
+def dashboard() -> dict:  # type: ignore[type-arg]
+    return json.loads((GRAFANA / "dashboards" / "rj.json").read_text())  # type: ignore[no-any-return]
+
+
+def panels() -> list[dict]:  # type: ignore[type-arg]
+    return [p for p in dashboard()["panels"] if p["type"] != "row"]
+
+
+def provisioned_datasource() -> dict:  # type: ignore[type-arg]
+    (datasource,) = load(GRAFANA / "provisioning" / "datasources" / "prometheus.yml")["datasources"]
+    return datasource  # type: ignore[no-any-return]
+
+
+def test_grafana_is_provisioned_from_files_that_exist() -> None:
+    grafana = compose()["services"]["grafana"]
+    assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", grafana["image"]), "pin Grafana's version"
+    mounted = mounts("grafana")
+    for target, source in mounted.items():
+        assert source.is_dir(), f"{source} (mounted at {target}) does not exist"
+    (provider,) = load(mounted["/etc/grafana/provisioning/dashboards"] / "rj.yml")["providers"]
+    dashboards_in = provider["options"]["path"]
+    assert dashboards_in in mounted, "the dashboard provider reads a folder that is not mounted"
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (mounted[dashboards_in] / Path(home).relative_to(dashboards_in)).is_file()
+
+
+def test_the_datasource_points_at_the_compose_prometheus() -> None:
+    datasource = provisioned_datasource()
+    assert datasource["type"] == "prometheus"
+    assert datasource["url"] == "http://prometheus:9090"
+    assert "prometheus" in compose()["services"]
+
+
+def test_every_dashboard_panel_queries_the_provisioned_datasource() -> None:
+    uid = provisioned_datasource()["uid"]
+    assert panels(), "the dashboard has no panels"
+    for panel in panels():
+        assert panel["datasource"]["uid"] == uid, panel["title"]
+        assert panel["targets"], f"{panel['title']} queries nothing"
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == uid, panel["title"]
+    for variable in dashboard()["templating"]["list"]:
+        assert variable["datasource"]["uid"] == uid, variable["name"]
+    ids = [p["id"] for p in dashboard()["panels"]]
+    assert len(set(ids)) == len(ids), "two panels share an id"
+
+
+def test_every_rj_metric_the_dashboard_uses_exists() -> None:
+    exported = exported_metric_names()
+    for panel in panels():
+        for target in panel["targets"]:
+            unknown = metric_names_in(target["expr"]) - exported
+            assert not unknown, f"panel {panel['title']!r} uses {unknown}, which metrics.py does not export"
+
+
+def test_the_dashboard_shows_what_an_operator_looks_at() -> None:
+    shown = {name for panel in panels() for target in panel["targets"] for name in metric_names_in(target["expr"])}
+    assert {
+        "rj_consumer_lag",
+        "rj_events_consumed_total",
+        "rj_events_applied_total",
+        "rj_events_published_total",
+        "rj_batch_size_bucket",
+        "rj_batch_duration_seconds_bucket",
+        "rj_dead_letters_total",
+        "rj_parked_events",
+        "rj_outbox_backlog",
+        "rj_outbox_oldest_age_seconds",
+        "rj_relay_leader",
+        "rj_retries_in_progress",
+        "rj_victims_code_deadlines",
+    } <= shown
