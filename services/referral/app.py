@@ -20,6 +20,7 @@ from schemas.referral import VictimInformationDue
 from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, ReferralRequested
 from services.referral import domain, store
 from services.referral.domain import Emit
+from services.runtime import metrics
 from services.runtime.app import ServiceApp
 from services.runtime.outbox import Outgoing, facts
 
@@ -76,6 +77,9 @@ async def flag_overdue_information(conn: asyncpg.Connection) -> list[Outgoing]:
         flagged.append(clock)
         out += publish(emits, clock.case_id, None, now)
     await store.save_clocks(conn, flagged)
+    due, overdue = await store.count_open_clocks(conn)
+    metrics.VICTIMS_CODE_DEADLINES.labels(state="due").set(due)
+    metrics.VICTIMS_CODE_DEADLINES.labels(state="overdue").set(overdue)
     return out
 
 

@@ -119,3 +119,13 @@ async def save_clocks(conn: asyncpg.Connection, clocks: Sequence[VictimClock]) -
             WHERE crime_reference = $1 AND person_id = $2""",
         [(c.crime_reference, c.person_id, c.provided_at, c.breached_at) for c in clocks],
     )
+
+
+async def count_open_clocks(conn: asyncpg.Connection) -> tuple[int, int]:
+    """Victims' Code deadlines still open: (running and not yet passed, passed unmet)."""
+    row = await conn.fetchrow(
+        f"""SELECT count(*) FILTER (WHERE breached_at IS NULL) AS due,
+                  count(*) FILTER (WHERE breached_at IS NOT NULL) AS overdue
+             FROM {SCHEMA}.victim_clocks WHERE provided_at IS NULL"""
+    )
+    return row["due"], row["overdue"]

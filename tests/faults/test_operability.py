@@ -99,7 +99,13 @@ async def test_metrics_parse_with_prometheus_own_parser_and_show_the_relay_and_t
         families = {f.name: f for f in text_string_to_metric_families(text)}
         published = sum(s.value for s in families["rj_events_published"].samples if s.name.endswith("_total"))
         lag = families.get("rj_consumer_lag")
-        return published >= 40 and _value(families, "rj_relay_leader") == 1 and bool(lag and lag.samples)
+        deadlines = {s.labels["state"]: s.value for s in families["rj_victims_code_deadlines"].samples}
+        return (
+            published >= 40
+            and _value(families, "rj_relay_leader") == 1
+            and bool(lag and lag.samples)
+            and deadlines.get("due", 0) >= 1  # every case's victim has an information deadline running
+        )
 
     await system.wait_for(figures_in, what="the relay's figures")
     consumed = sum(s.value for s in families["rj_events_consumed"].samples if s.name.endswith("_total"))
