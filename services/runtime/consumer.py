@@ -50,6 +50,10 @@ class BatchSteps(Protocol[Item]):
 
     async def commit(self, items: Sequence[Item]) -> None: ...
 
+    async def stored_positions(self) -> dict[tuple[str, int], int]:
+        """The next offset to read per (logical topic, partition), as stored with the applied data."""
+        ...
+
 
 class _Entry(NamedTuple):
     """A record queued in a lane, with the assignment (generation) it was fetched under."""
@@ -348,10 +352,26 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                 with contextlib.suppress(KeyError):  # no longer ours: its lag is another replica's to report
                     metrics.CONSUMER_LAG.remove(tp.topic.removeprefix(self.settings.topic_prefix), str(tp.partition))
 
+    async def _stored_positions(self) -> dict[tuple[str, int], int]:
+        try:
+            return await asyncio.wait_for(self.steps.stored_positions(), self.settings.kafka_rebalance_timeout_s / 2)
+        except Exception as exc:  # the database is away: Kafka's committed offsets alone, as before
+            log.warning("stored_positions_unavailable", consumer=self.name, error=repr(exc))
+            return {}
+
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         assert self._consumer is not None
+        stored = await self._stored_positions()
         for tp in assigned:  # where this assignment starts: commits only ever move forward from here
             committed = await self._consumer.committed(tp)
             self._committed[tp] = max(self._committed.get(tp, -1), committed if committed is not None else -1)
+            # The database is ahead when the group's offsets were lost (expired, reset, a new group id):
+            # resume where the applied data is, rather than replay the topic from its beginning.
+            ahead = stored.get((tp.topic.removeprefix(self.settings.topic_prefix), tp.partition), -1)
+            if ahead > self._committed[tp]:
+                log.warning("resuming_from_stored_position", consumer=self.name, partition=f"{tp.topic}:{tp.partition}",
+                            committed=committed, stored=ahead)  # fmt: skip
+                self._consumer.seek(tp, ahead)
+                self._done[tp] = ahead  # and Kafka is told
         named = sorted(f"{t.topic}:{t.partition}" for t in assigned)
         log.info("partitions_assigned", consumer=self.name, partitions=named)

@@ -217,7 +217,31 @@ class BatchProcessor:
         outgoing += await store_dead_letters(conn, self.schema, self.service, letters)
         await write_outbox(conn, self.schema, outgoing)
         await self._park(conn, to_park)
+        await self._store_positions(conn, [i.record for i in items if i.parked_seq is None])
         metrics.EVENTS_APPLIED.inc(len(new_events))
+
+    async def _store_positions(self, conn: asyncpg.Connection, records: Sequence[Record]) -> None:
+        """Record, with what was applied, the next offset to read of each partition (never backwards)."""
+        nexts: dict[tuple[str, int], int] = {}
+        for record in records:
+            where = (record.topic, record.partition)
+            nexts[where] = max(nexts.get(where, 0), record.offset + 1)
+        if not nexts:
+            return
+        await conn.execute(
+            f"""INSERT INTO {self.schema}.consumer_positions AS p (topic, partition, next_offset)
+                SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])
+                ON CONFLICT (topic, partition)
+                DO UPDATE SET next_offset = GREATEST(p.next_offset, EXCLUDED.next_offset)""",
+            [t for t, _ in nexts],
+            [p for _, p in nexts],
+            list(nexts.values()),
+        )
+
+    async def stored_positions(self) -> dict[tuple[str, int], int]:
+        """The next offset to read of every partition this service has applied records of."""
+        rows = await self.pool.fetch(f"SELECT topic, partition, next_offset FROM {self.schema}.consumer_positions")
+        return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
     # --- triage (pure) ------------------------------------------------------------------------------
 

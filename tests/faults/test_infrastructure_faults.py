@@ -176,3 +176,53 @@ async def test_a_replica_killed_during_a_rebalance_loses_nothing_and_applies_not
 
         published = await rebalanced.read_until(topics.REFERRAL, lambda ms: len(ids(ms)) >= len(outbox_ids))
         assert ids(published) == outbox_ids
+
+
+async def test_a_consumer_group_that_lost_its_offsets_resumes_where_the_data_is_not_from_the_beginning(
+    system: System,
+) -> None:
+    """Kafka forgets a group's offsets (offsets.retention after the group sat empty, an operator's reset),
+    and housekeeping has pruned the inbox meanwhile: nothing old may be applied again."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+    service = system.start("referral")
+    old = [f"LOST/{i}" for i in range(50)]
+    await system.publish(
+        [m for r in old for m in samples.on_crime_events(samples.crime_recorded(r), samples.outcome_recorded(r))]
+    )
+    await wait_until_all_applied(system, len(old) * 2, dead_letters=0)
+    service.stop()
+
+    # The group's offsets are lost: committed back to the beginning (what a reset does), and the inbox
+    # pruned, so it cannot catch a replay.
+    group = f"{system.settings.topic_prefix}rj-referral-intake"
+    settings = system.settings
+    resetter = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group,
+        enable_auto_commit=False,
+        partition_assignment_strategy=(RangePartitionAssignor,),  # the service's, or the group refuses us
+        session_timeout_ms=int(settings.kafka_session_timeout_s * 1000),
+        rebalance_timeout_ms=int(settings.kafka_rebalance_timeout_s * 1000),
+        heartbeat_interval_ms=int(settings.kafka_heartbeat_interval_s * 1000),
+    )
+    resetter.subscribe([settings.topic(topics.CRIME_EVENTS), settings.topic(topics.COMMANDS)])
+    await resetter.start()
+    try:
+        while len(resetter.assignment()) < 2 * settings.topic_partitions:  # joined: the group is ours
+            await resetter.getmany(timeout_ms=200)
+        await resetter.commit({tp: 0 for tp in resetter.assignment()})
+    finally:
+        await resetter.stop()
+    await system.fetchval("DELETE FROM referral.inbox")
+
+    system.start("referral", replica="again")
+    new = [f"LOST/{i}" for i in range(50, 60)]
+    await system.publish(
+        [m for r in new for m in samples.on_crime_events(samples.crime_recorded(r), samples.outcome_recorded(r))]
+    )
+    await wait_until_all_applied(system, len(new) * 2, dead_letters=0)
+    await asyncio.sleep(2)  # a replay of the old records would land meanwhile
+    assert await inbox_count(system) == len(new) * 2, "old records were read and applied again"
+    assert "resuming_from_stored_position" in system.logs("referral-again")
