@@ -1,12 +1,15 @@
-"""The ``rj`` command: run one service, the whole embedded stack, the demo, migrations, schema export."""
+"""The ``rj`` command: run one service, the whole embedded stack, the demo, migrations, schema export, and
+look into and replay dead letters."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -23,6 +26,12 @@ SERVICES: dict[str, str] = {
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 schemas_cli = typer.Typer(no_args_is_help=True, help="The event contract.")
 cli.add_typer(schemas_cli, name="schemas")
+deadletters_cli = typer.Typer(
+    no_args_is_help=True, help="What the services could not process: list, show, and replay after a fix."
+)
+cli.add_typer(deadletters_cli, name="deadletters")
+
+T = TypeVar("T")
 
 
 def build_service(name: str):  # type: ignore[no-untyped-def]
@@ -99,6 +108,178 @@ def export_schemas(
 
     written = write_json_schemas(out)
     typer.echo(f"wrote {len(written)} schema files to {out}")
+
+
+# --- dead letters: a thin shell over services.runtime.deadletters ------------------------------------
+
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of text for people")]
+
+
+def _with_database(work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``work(connection)`` against DATABASE_URL; a dead-letter error ends the command with status 1."""
+    import asyncpg
+
+    from services.runtime.deadletters import DeadLetterError
+
+    settings = get_settings()
+    configure_logging("deadletters", settings.log_level, settings.log_format)
+
+    async def main() -> T:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(main())
+    except DeadLetterError as exc:
+        _console(stderr=True).print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
+
+
+def _console(stderr: bool = False):  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def _services(service: str | None) -> list[str]:
+    if service is None:
+        return list(SERVICES)
+    if service not in SERVICES:
+        raise typer.BadParameter(f"unknown service {service!r}; known: {', '.join(SERVICES)}")
+    return [service]
+
+
+@deadletters_cli.command("list")
+def list_dead_letters(
+    service: Annotated[str | None, typer.Option(help=f"only this one of: {', '.join(SERVICES)}")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """The newest dead letters of every service (or one)."""
+    from services.runtime.deadletters import list_dead_letters as load
+    from services.runtime.deadletters import terminal_safe
+
+    services = _services(service)
+    letters = _with_database(lambda conn: load(conn, services, limit=limit))
+    if as_json:
+        typer.echo(json.dumps([letter.as_json() for letter in letters], indent=2))
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table("id", "service", "dead-lettered at", "position", "type", "size", "replays", "reason")
+    table.columns[0].no_wrap = True  # an id to copy whole
+    table.columns[0].overflow = "fold"
+    for letter in letters:
+        table.add_row(
+            letter.id,
+            letter.service,
+            f"{letter.dead_lettered_at:%Y-%m-%d %H:%M:%S}",
+            letter.position,
+            Text(terminal_safe(letter.event_type or "-")),
+            "tombstone" if letter.size is None else str(letter.size),
+            str(letter.replays),
+            Text(terminal_safe(letter.reason[:120])),
+        )
+    if letters:
+        _console().print(table)
+    else:
+        _console().print("no dead letters")
+
+
+@deadletters_cli.command("show")
+def show_dead_letter(
+    letter_id: Annotated[str, typer.Argument(help="the dead letter's id")], as_json: JsonOption = False
+) -> None:
+    """One dead letter: why, where from, its hash and size, a preview of its original, and its replays."""
+    from services.runtime.deadletters import (
+        StoredLetter,
+        UnknownDeadLetter,
+        find_dead_letter,
+        printable_preview,
+        terminal_safe,
+    )
+
+    async def find(conn: Any) -> StoredLetter:
+        letter = await find_dead_letter(conn, letter_id, list(SERVICES))
+        if letter is None:
+            raise UnknownDeadLetter(f"no dead letter {letter_id!r} in any of: {', '.join(SERVICES)}")
+        return letter
+
+    letter = _with_database(find)
+    if as_json:
+        typer.echo(json.dumps(letter.as_json(), indent=2))
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    replayed = "never"
+    if letter.replayed_at is not None:
+        sent = f"sent to {letter.replayed_to}" if letter.replayed_to else "NOT confirmed sent: replay it again"
+        replayed = f"{letter.replays} time(s), last at {letter.replayed_at.isoformat(timespec='seconds')}, {sent}"
+    table = Table(show_header=False, box=None)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
+    for name, value in [
+        ("id", letter.id),
+        ("service", letter.service),
+        ("reason", terminal_safe(letter.reason)),
+        ("position", letter.position),
+        ("key", "(none)" if letter.key is None else printable_preview(letter.key)),
+        ("event", terminal_safe(f"{letter.event_type or '?'} {letter.event_id or '(no id read)'}")),
+        ("inbox", letter.claim),
+        ("size", "tombstone" if letter.size is None else f"{letter.size} bytes"),
+        ("sha256", letter.original_sha256),
+        ("dead-lettered at", letter.dead_lettered_at.isoformat(timespec="seconds")),
+        ("replayed", replayed),
+        ("original", letter.preview(1000)),
+    ]:
+        table.add_row(Text(name, style="bold"), Text(value))
+    _console().print(table)
+
+
+@deadletters_cli.command("replay")
+def replay_dead_letter(
+    letter_id: Annotated[str, typer.Argument(help="the dead letter's id")],
+    past_window: Annotated[
+        bool,
+        typer.Option(help="replay a letter older than 90% of RETENTION_WINDOW_S all the same (see `show`)"),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Send a dead letter's original again to its topic, for its service to process after a fix.
+
+    The letter's inbox claim is released first (only if it is the letter's own); if another copy of the
+    event was taken in since, nothing is sent."""
+    from services.runtime.deadletters import replay_dead_letter as replay
+    from services.runtime.deadletters import terminal_safe
+
+    settings = get_settings()
+    done = _with_database(lambda conn: replay(conn, settings, letter_id, list(SERVICES), past_window=past_window))
+    if as_json:
+        typer.echo(json.dumps(done.as_json(), indent=2))
+        return
+    letter = done.letter
+    event_id = terminal_safe(letter.event_id or "")
+    if done.outcome == "applied_elsewhere":
+        message = (
+            f"Not replayed: {letter.service} has since taken in event {event_id} from another copy at "
+            f"{done.claim}. Its inbox is left alone and nothing was sent."
+        )
+    else:
+        released = (
+            f"released the inbox claim of event {event_id} (taken at {letter.position}) and "
+            if done.outcome == "released"
+            else ""
+        )
+        message = (
+            f"Replayed {letter.id}: {released}sent the original ({letter.size} bytes) to {done.sent_to}; "
+            f"{letter.service} will process it again."
+        )
+    _console().print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

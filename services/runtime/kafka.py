@@ -114,25 +114,43 @@ class TopicReader:
         await self._consumer.stop()
 
 
+class Sent(NamedTuple):
+    """Where the broker put a published record: its logical topic, partition and offset."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def position(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+
 async def publish(settings: Settings, messages: Iterable[tuple[str, str | None, bytes]]) -> int:
     """Publish (logical topic, key, value) messages as structured-mode CloudEvents; wait until the broker has all."""
+    return len(await publish_raw(settings, ((t, k.encode() if k else None, v, None) for t, k, v in messages)))
+
+
+async def publish_raw(
+    settings: Settings, messages: Iterable[tuple[str, bytes | None, bytes, int | None]]
+) -> list[Sent]:
+    """Publish (logical topic, key bytes, value, partition or None for the key's) messages as structured-mode
+    CloudEvents, keys and values as they are; wait until the broker has all and return where each went."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=False, linger_ms=5
     )
     await producer.start()
-    count = 0
     # aiokafka's C record builder takes headers only as a list; it never changes it, so one serves all.
     headers = list(STRUCTURED_MODE_HEADERS)
     try:
         futures = []
-        for topic, key, value in messages:
+        for topic, key, value, partition in messages:
             futures.append(
-                await producer.send(settings.topic(topic), value, key=key.encode() if key else None, headers=headers)
+                await producer.send(settings.topic(topic), value, key=key, partition=partition, headers=headers)
             )
-            count += 1
-        await asyncio.gather(*futures)
+        sent = await asyncio.gather(*futures)
     finally:
         await producer.stop()
-    return count
+    return [Sent(m.topic.removeprefix(settings.topic_prefix), m.partition, m.offset) for m in sent]
