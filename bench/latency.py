@@ -36,6 +36,8 @@ from bench.steady import (
     Outgoing,
     Stack,
     await_arrivals,
+    cpu_report,
+    cpu_snapshot,
     listening,
     measure_ceiling,
     report,
@@ -114,11 +116,14 @@ async def measure(stack: Stack, rate: float, count: int, probe_count: int) -> in
         ceiling = await measure_ceiling(stack, rate, probe_count)
 
         print(f"commands: {count} at {rate:g}/s, one per case")
+        cpu_before = await cpu_snapshot(stack)
         commands_sent = await send_paced(stack.producer, rate, consent_commands(settings, cases))
         await await_arrivals(commands_sent, facts.settled)
+        cpu = cpu_report(cpu_before, await cpu_snapshot(stack))
 
     commands = Figures.of(commands_sent, facts.given)
     report(rate, [("ceiling: broker round trip", ceiling), ("rj.consent.give → given", commands)])
+    print(cpu)
     failed = False
     if rejected := {i: r for i, r in facts.rejected.items() if i in commands_sent}:
         print(f"{len(rejected)} commands rejected, e.g. {next(iter(rejected.values()))}", file=sys.stderr)

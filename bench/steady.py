@@ -17,12 +17,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from schemas import topics
 from services import samples
 from services.referral.domain import case_id_for
-from services.runtime.devstack import database_for_run, ensure_postgres, start_broker
+from services.runtime.devstack import Broker, database_for_run, ensure_postgres, start_broker
 from services.runtime.kafka import ensure_topics
 from services.runtime.settings import Settings
 from services.runtime.supervisor import Supervisor
@@ -51,6 +52,7 @@ class Stack:
     settings: Settings
     supervisor: Supervisor
     producer: AIOKafkaProducer
+    broker: Broker
 
     def start(self, *services: str) -> None:
         for name in services:
@@ -97,12 +99,99 @@ async def running_stack(name: str) -> AsyncIterator[Stack]:
             await producer.start()
             supervisor = Supervisor(env=env, log_dir=STATE / "logs")
             try:
-                yield Stack(settings, supervisor, producer)
+                yield Stack(settings, supervisor, producer, broker)
             finally:
                 supervisor.stop_all()
                 await producer.stop()
     finally:
         broker.stop()
+
+
+# --- the machine ---------------------------------------------------------------------------------
+
+
+def _process_ticks() -> dict[int, tuple[int, int]]:
+    """Every process: pid -> (parent pid, CPU ticks used so far, user and system)."""
+    out = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        out[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    return out
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, all) CPU ticks of the machine so far."""
+    with open("/proc/stat") as f:
+        ticks = [int(t) for t in f.readline().split()[1:9]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    machine: tuple[int, int]
+    processes: dict[int, tuple[int, int]]
+    groups: dict[str, set[int]]  # a group's processes, their descendants included
+
+
+async def cpu_snapshot(stack: Stack) -> CpuSnapshot:
+    """CPU used so far by the machine and by this run's processes: the services, the broker, the benchmark,
+    and the PostgreSQL backends of this run's database."""
+    conn = await asyncpg.connect(stack.settings.database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    processes = _process_ticks()
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in processes.items():
+        children.setdefault(parent, []).append(pid)
+
+    def tree(roots: Iterable[int]) -> set[int]:
+        found, todo = set(), list(roots)
+        while todo:
+            pid = todo.pop()
+            if pid not in found:
+                found.add(pid)
+                todo += children.get(pid, [])
+        return found
+
+    groups = {
+        "services": tree(s.process.pid for s in stack.supervisor.processes.values()),
+        "broker": tree([stack.broker.process.pid]),
+        "benchmark": {os.getpid()},
+        "its PostgreSQL backends": {r["pid"] for r in rows},
+    }
+    return CpuSnapshot(_machine_ticks(), processes, groups)
+
+
+def cpu_report(before: CpuSnapshot, after: CpuSnapshot) -> str:
+    """Cores busy between two snapshots: the machine's, this run's by group, and everything else's (other
+    work on the machine competes for the same cores and shows in every figure)."""
+    busy, total = (a - b for a, b in zip(after.machine, before.machine, strict=True))
+    cores = os.cpu_count() or 1
+    wall_ticks = total / cores  # ticks of one core over the window
+
+    def used(pids: set[int]) -> float:
+        # A process started meanwhile counts in full; one that ended meanwhile is lost (short-lived ones only).
+        ticks = sum(after.processes[p][1] - before.processes.get(p, (0, 0))[1] for p in pids if p in after.processes)
+        return ticks / wall_ticks if wall_ticks else math.nan
+
+    ours = {name: used(pids) for name, pids in after.groups.items()}
+    machine = busy / wall_ticks if wall_ticks else math.nan
+    parts = ", ".join(f"{name} {v:.2f}" for name, v in ours.items())
+    return (
+        f"CPU meanwhile, in cores of {cores}: the machine {machine:.2f}; this run {sum(ours.values()):.2f} ({parts}); "
+        f"everything else {machine - sum(ours.values()):.2f}; load average {os.getloadavg()[0]:.2f}"
+    )
 
 
 # --- cases ---------------------------------------------------------------------------------------

@@ -43,11 +43,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
+import contextlib
 import json
+import math
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -62,6 +65,8 @@ from bench.steady import (
     Outgoing,
     Stack,
     await_arrivals,
+    cpu_report,
+    cpu_snapshot,
     listening,
     measure_ceiling,
     percentiles,
@@ -93,6 +98,7 @@ from schemas.scheduling import (
 )
 from services import samples
 from services.runtime.kafka import publish
+from services.runtime.outbox import notify_channel
 
 SERVICES = ("referral", "consent", "scheduling")
 # A team's worth of staff: each facilitator holds (rate x seconds) / PAIRS bookings, which scheduling loads
@@ -314,27 +320,61 @@ class Timeline:
 
     sent: float
     consent_began: float  # consent's transaction that took the command in began
+    consent_committed: float  # the first commit of consent's outbox heard after that (its NOTIFY)
     consent_relayed: float  # consent's relay marked the withdrawal fact sent
     consent_arrived: float  # that fact reached the benchmark's consumer
     scheduling_began: float  # scheduling's transaction that took the fact in began
+    scheduling_committed: float  # the first commit of scheduling's outbox heard after that
     scheduling_relayed: float  # scheduling's relay marked the cancellation sent
     cancelled_arrived: float  # the cancellation reached the benchmark's consumer
+    ambiguous: bool  # another commit of the same outbox was heard before a relay's mark: the commit may be its
 
 
 POINTS = (
     ("consent's transaction begins (inbox received_at)", "consent_began"),
+    ("consent commits (its NOTIFY heard here)", "consent_committed"),
     ("consent's relay has the fact acked (outbox published_at)", "consent_relayed"),
     ("the consent fact arrives here", "consent_arrived"),
     ("scheduling's transaction begins (inbox received_at)", "scheduling_began"),
+    ("scheduling commits (its NOTIFY heard here)", "scheduling_committed"),
     ("scheduling's relay has the cancellation acked (published_at)", "scheduling_relayed"),
     ("rj.meeting.cancelled arrives here", "cancelled_arrived"),
 )
 
 
+@contextlib.asynccontextmanager
+async def hearing_commits(stack: Stack, schemas: Sequence[str]) -> AsyncIterator[dict[str, list[float]]]:
+    """While inside, when each commit that wrote to a schema's outbox was heard: ``write_outbox`` notifies the
+    relay's channel, and PostgreSQL delivers a notification to every listener when the transaction commits."""
+    heard: dict[str, list[float]] = {schema: [] for schema in schemas}
+    conn = await asyncpg.connect(stack.settings.database_url)
+    try:
+        for schema in schemas:
+            await conn.add_listener(
+                notify_channel(schema), lambda *_, times=heard[schema]: times.append(time.perf_counter())
+            )
+        yield heard
+    finally:
+        await conn.close()
+
+
+def first_after(times: list[float], moment: float) -> float:
+    i = bisect.bisect_left(times, moment)
+    return times[i] if i < len(times) else math.nan
+
+
+def heard_between(times: list[float], start: float, end: float) -> int:
+    return bisect.bisect_right(times, end) - bisect.bisect_left(times, start)
+
+
 async def timelines(
-    stack: Stack, sent: dict[str, float], chains: dict[str, tuple[Arrival, Arrival]], wall_minus_perf: float
+    stack: Stack,
+    sent: dict[str, float],
+    chains: dict[str, tuple[Arrival, Arrival]],
+    commits: dict[str, list[float]],
+    wall_minus_perf: float,
 ) -> list[Timeline]:
-    """Each matched withdrawal's moments, the services' from their inbox and outbox tables."""
+    """Each matched withdrawal's moments: the services' from their inbox and outbox tables, the commits heard."""
     conn = await asyncpg.connect(stack.settings.database_url)
     try:
 
@@ -357,34 +397,43 @@ async def timelines(
         if command_id not in sent:
             continue
         try:
-            out.append(
-                Timeline(
-                    sent=sent[command_id],
-                    consent_began=consent_began[command_id],
-                    consent_relayed=consent_relayed[fact.event_id],
-                    consent_arrived=fact.at,
-                    scheduling_began=scheduling_began[fact.event_id],
-                    scheduling_relayed=scheduling_relayed[cancelled.event_id],
-                    cancelled_arrived=cancelled.at,
-                )
-            )
+            began = (consent_began[command_id], scheduling_began[fact.event_id])
+            relayed = (consent_relayed[fact.event_id], scheduling_relayed[cancelled.event_id])
         except KeyError:
-            continue  # not in the tables (should not happen): left out of the breakdown, counted below
+            continue  # not in the tables (should not happen): left out of the breakdown, counted in its title
+        consent, scheduling = commits["consent"], commits["scheduling"]
+        out.append(
+            Timeline(
+                sent=sent[command_id],
+                consent_began=began[0],
+                consent_committed=first_after(consent, began[0]),
+                consent_relayed=relayed[0],
+                consent_arrived=fact.at,
+                scheduling_began=began[1],
+                scheduling_committed=first_after(scheduling, began[1]),
+                scheduling_relayed=relayed[1],
+                cancelled_arrived=cancelled.at,
+                ambiguous=heard_between(consent, began[0], relayed[0]) > 1
+                or heard_between(scheduling, began[1], relayed[1]) > 1,
+            )
+        )
     return out
 
 
 def report_timelines(lines: list[Timeline], matched: int) -> None:
     print(f"\nwhere the time went: {len(lines)} of {matched} withdrawals (ms since the send; database clock for")
     print("the services' moments, which are the transaction's start and the relay's mark after the broker's ack)")
+    if ambiguous := sum(line.ambiguous for line in lines):
+        print(f"({ambiguous} heard another commit of the same outbox in between: theirs may be taken for a commit)")
     width = max(len(label) for label, _ in POINTS) + 4
     print(f"{'':<{width}}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}")
     for label, name in POINTS:
-        values = [(getattr(line, name) - line.sent) * 1000 for line in lines]
+        values = [v for line in lines if not math.isnan(v := (getattr(line, name) - line.sent) * 1000)]
         print(f"{label:<{width}}" + "".join(f"{v:>9.1f}" for v in percentiles(values)))
     print("each from the one before (ms; an arrival here may precede its relay's mark, which waits for the ack)")
     previous = "sent"
     for label, name in POINTS:
-        values = [(getattr(line, name) - getattr(line, previous)) * 1000 for line in lines]
+        values = [v for line in lines if not math.isnan(v := (getattr(line, name) - getattr(line, previous)) * 1000)]
         print(f"{'+ ' + label:<{width}}" + "".join(f"{v:>9.1f}" for v in percentiles(values)))
         previous = name
 
@@ -408,11 +457,14 @@ async def measure(stack: Stack, rate: float, count: int, probe_count: int) -> in
         ceiling = await measure_ceiling(stack, rate, probe_count)
 
         print(f"withdrawals: {count} at {rate:g}/s, one per case")
-        wall_minus_perf = time.time() - time.perf_counter()
-        sent = await send_paced(stack.producer, rate, withdrawals(stack, cases))
-        await await_arrivals(sent, followed.settled)
+        async with hearing_commits(stack, ["consent", "scheduling"]) as commits:
+            wall_minus_perf = time.time() - time.perf_counter()
+            cpu_before = await cpu_snapshot(stack)
+            sent = await send_paced(stack.producer, rate, withdrawals(stack, cases))
+            await await_arrivals(sent, followed.settled)
+            cpu = cpu_report(cpu_before, await cpu_snapshot(stack))
         chains = {i: chain for i, chain in followed.chains().items() if i in sent}
-        lines = await timelines(stack, sent, chains, wall_minus_perf)
+        lines = await timelines(stack, sent, chains, commits, wall_minus_perf)
 
     path = Figures(len(sent), [(cancelled.at - sent[i]) * 1000 for i, (_, cancelled) in chains.items()])
     hop1 = Figures(len(sent), [(fact.at - sent[i]) * 1000 for i, (fact, _) in chains.items()])
@@ -431,6 +483,7 @@ async def measure(stack: Stack, rate: float, count: int, probe_count: int) -> in
     acted_on = Counter(fact.kind for fact, _ in chains.values())
     print("scheduling cancelled on: " + ", ".join(f"{kind} ×{n}" for kind, n in acted_on.items()))
     report_timelines(lines, len(chains))
+    print(cpu)
 
     failed = False
     if rejected := {i: r for i, r in followed.rejected.items() if i in sent}:
