@@ -45,6 +45,7 @@ import argparse
 import asyncio
 import bisect
 import contextlib
+import csv
 import json
 import math
 import sys
@@ -53,6 +54,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -438,10 +440,22 @@ def report_timelines(lines: list[Timeline], matched: int) -> None:
         previous = name
 
 
+def write_timelines(lines: list[Timeline], path: Path) -> None:
+    """One row per withdrawal: when it was sent (s since the first send), then each moment in ms since its send."""
+    first = min((line.sent for line in lines), default=0.0)
+    with path.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["sent_s", *(name for _, name in POINTS), "ambiguous"])
+        for line in sorted(lines, key=lambda line: line.sent):
+            moments = (f"{(getattr(line, name) - line.sent) * 1000:.2f}" for _, name in POINTS)
+            out.writerow([f"{line.sent - first:.3f}", *moments, int(line.ambiguous)])
+    print(f"each withdrawal's moments: {path}")
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 
-async def measure(stack: Stack, rate: float, count: int, probe_count: int) -> int:
+async def measure(stack: Stack, rate: float, count: int, probe_count: int, timelines_csv: Path | None) -> int:
     settings = stack.settings
     cases = [Case(f"WD/2026/{i:07d}") for i in range(count)]
     followed = Followed()
@@ -484,6 +498,8 @@ async def measure(stack: Stack, rate: float, count: int, probe_count: int) -> in
     print("scheduling cancelled on: " + ", ".join(f"{kind} ×{n}" for kind, n in acted_on.items()))
     report_timelines(lines, len(chains))
     print(cpu)
+    if timelines_csv is not None:
+        write_timelines(lines, timelines_csv)
 
     failed = False
     if rejected := {i: r for i, r in followed.rejected.items() if i in sent}:
@@ -495,10 +511,10 @@ async def measure(stack: Stack, rate: float, count: int, probe_count: int) -> in
     return 1 if failed else 0
 
 
-async def main(rate: float, seconds: float, probe_count: int) -> int:
+async def main(rate: float, seconds: float, probe_count: int, timelines_csv: Path | None) -> int:
     show_defaults()
     async with running_stack("withdraw") as stack:
-        return await measure(stack, rate, round(rate * seconds), probe_count)
+        return await measure(stack, rate, round(rate * seconds), probe_count, timelines_csv)
 
 
 if __name__ == "__main__":
@@ -506,5 +522,6 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=10.0, help="withdrawals (and probes) per second")
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to send withdrawals for")
     parser.add_argument("--probes", type=int, default=200, help="records for the broker round trip (the ceiling)")
+    parser.add_argument("--timelines", type=Path, help="write each withdrawal's moments to this CSV file")
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.rate, args.seconds, args.probes)))
+    sys.exit(asyncio.run(main(args.rate, args.seconds, args.probes, args.timelines)))
