@@ -30,13 +30,18 @@ it reads the service's table as the e2e tests do. Then it measures, one after th
   cancellation's ``causationid`` is the consent fact scheduling acted on, whose ``causationid`` is the
   command's id (so the figure also says which consent fact carried the withdrawal across).
 
-Beside the figures it prints where the time went, per withdrawal, from the services' own tables (the
-database's clock, the machine's as the benchmark's): when each service's transaction began (its inbox's
-``received_at``, the transaction's start) and when each relay marked the fact sent (its outbox's
-``published_at``, after the broker acknowledged it), with the arrivals at the benchmark's consumer.
+Beside the figures it prints where the time went, per withdrawal (``--timelines`` writes them to a CSV file):
+when each service's transaction began (its inbox's ``received_at``, the transaction's start, on the
+database's clock, which is the machine's), when it committed (the ``NOTIFY`` that ``write_outbox`` sends the
+relay, heard by the benchmark too: the first heard after the transaction began), when each relay marked the
+fact sent (its outbox's ``published_at``, after the broker acknowledged it), and the arrivals at the
+benchmark's consumer; and the CPU the machine, this run's processes and everything else used meanwhile.
 
-Sending and timing are bench/steady.py's. It exits non-zero if a command is rejected at any stage or a
-cancellation (or a probe) has not arrived 10 s after the last send; it never judges the timings.
+A module of its own rather than a ``--path`` of bench/latency.py: its preparation (a third service, staff,
+six kinds of command), its matching (a chain across two topics) and its breakdown share nothing with the
+one-hop benchmark but what bench/steady.py holds, and two paths through one ``measure`` would be two
+benchmarks told apart by ``if``. It exits non-zero if a command is rejected at any stage or a cancellation
+(or a probe) has not arrived 10 s after the last send; it never judges the timings.
 """
 
 from __future__ import annotations
@@ -275,6 +280,10 @@ async def prepare_cases(stack: Stack, followed: Followed, cases: list[Case]) -> 
         lambda: wanted <= followed.preparing.keys(),
         STAGE_TIMEOUT_S,
         lambda: f"only {len(wanted & followed.preparing.keys())} of {len(wanted)} cases in preparation",
+    )
+    staff_ids = {*facilitator_ids, *(pair(k)[2] for k in range(PAIRS))}
+    await stack.wait_until(
+        lambda: staff_ids <= followed.registered, STAGE_TIMEOUT_S, lambda: "scheduling has not registered all staff"
     )
     await stack.wait_until(consent_knows_staff, STAGE_TIMEOUT_S, lambda: "consent does not know every facilitator")
     followed.no_rejections()
