@@ -23,6 +23,7 @@ from schemas.registry import REGISTRY, Registry
 from services.runtime import metrics, ops
 from services.runtime.consumer import BatchConsumer
 from services.runtime.db import create_pool, migrate, retry_transient, transaction
+from services.runtime.housekeeping import prune
 from services.runtime.kafka import ensure_topics
 from services.runtime.outbox import Outgoing, write_outbox
 from services.runtime.processor import BatchHandler, BatchProcessor
@@ -104,6 +105,7 @@ class ServiceApp:
         self.faust.task(stop_process_when_it_ends(self._start_relay, what=f"{name} outbox relay"))
         self.faust.task(self._serve_ops)
         self.faust.timer(FIGURES_INTERVAL_S, name=f"{name}.report_outbox")(self._report_outbox)
+        self.faust.timer(self.settings.housekeeping_interval_s, name=f"{name}.housekeeping")(self._housekeep)
 
     async def pool(self) -> asyncpg.Pool:
         """The database pool, created (and the schema migrated) on first use."""
@@ -191,6 +193,15 @@ class ServiceApp:
 
     async def _serve_ops(self) -> None:
         await ops.serve(self.health, self.settings.ops_port, self.settings.ops_address)
+
+    async def _housekeep(self) -> None:
+        """Prune what the retention window no longer needs (every replica may; deleting is idempotent)."""
+        if self._pool is None:
+            return
+        try:
+            await prune(self._pool, self.schema, self.settings.retention_window_s)
+        except Exception as exc:  # a bug here must not stop the worker; the next run tries again
+            log.error("housekeeping_failed", error=repr(exc))
 
     async def _report_outbox(self) -> None:
         """Set the outbox gauges: rows waiting for the relay, the age of the oldest, rows parked."""

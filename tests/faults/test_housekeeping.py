@@ -4,6 +4,7 @@ window), in bounded batches, again and again, through a lost connection."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,9 +13,12 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
+from services import samples
 from services.runtime.db import create_pool, migrate
 from services.runtime.devstack import create_database, drop_database
 from services.runtime.housekeeping import prune
+from services.runtime.settings import Settings
+from tests.harness import System
 
 pytestmark = pytest.mark.integration
 
@@ -159,7 +163,7 @@ async def test_pruning_a_backlog_goes_in_bounded_batches_each_committed_alone_an
 
 
 async def test_pruning_through_a_pool_survives_its_connections_being_cut(database: str, pg_server: str) -> None:
-    pool = await create_pool(database, 2)
+    pool = await create_pool(Settings(database_url=database, db_pool_size=2))
     admin = await asyncpg.connect(pg_server)
     try:
         async with pool.acquire() as conn:
@@ -204,3 +208,31 @@ class StatementCounter(asyncpg.Connection):  # type: ignore[misc]
         pruned = row["pruned"] if row is not None and "pruned" in row else None
         self.statements.append(Statement(query, in_transaction, pruned))
         return row
+
+
+async def test_a_running_service_prunes_on_its_own_and_what_it_pruned_was_past_the_window(system: System) -> None:
+    """The service's own timer does it: applied and published rows go once past the window, and the
+    intake still drops a redelivery inside it."""
+    system.start("referral", retention_window_s=3, housekeeping_interval_s=0.5)
+    refs = [f"HK/{i}" for i in range(20)]
+    await system.publish(
+        [m for r in refs for m in samples.on_crime_events(samples.crime_recorded(r), samples.outcome_recorded(r))]
+    )
+
+    async def all_in_and_out() -> bool:
+        inbox = await system.fetchval("SELECT count(*) FROM referral.inbox")
+        published = await system.fetchval("SELECT count(*) FROM referral.outbox WHERE published_at IS NOT NULL")
+        return inbox == 40 and published > 0
+
+    await system.wait_for(all_in_and_out, what="the crimes applied and their facts published")
+    await asyncio.sleep(0.5)
+    assert await system.fetchval("SELECT count(*) FROM referral.inbox") == 40, "pruned inside the window"
+
+    async def pruned() -> bool:
+        inbox = await system.fetchval("SELECT count(*) FROM referral.inbox")
+        outbox = await system.fetchval("SELECT count(*) FROM referral.outbox")
+        return inbox == 0 and outbox == 0
+
+    await system.wait_for(pruned, timeout_s=20, what="inbox and outbox pruned past the window")
+    files = await system.fetchval("SELECT count(*) FROM referral.crime_files WHERE status = 'accepted'")
+    assert files == 20, "pruning touches the runtime's tables only"
