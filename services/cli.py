@@ -30,6 +30,8 @@ deadletters_cli = typer.Typer(
     no_args_is_help=True, help="What the services could not process: list, show, and replay after a fix."
 )
 cli.add_typer(deadletters_cli, name="deadletters")
+outbox_cli = typer.Typer(no_args_is_help=True, help="Outbox rows the relay could not publish: list, release.")
+cli.add_typer(outbox_cli, name="outbox")
 
 T = TypeVar("T")
 
@@ -280,6 +282,48 @@ def replay_dead_letter(
             f"{letter.service} will process it again."
         )
     _console().print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+@outbox_cli.command("parked")
+def list_parked_rows(
+    service: Annotated[str | None, typer.Option(help=f"only this one of: {', '.join(SERVICES)}")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Rows parked as unpublishable, with why and how many of the same key wait behind each."""
+    from services.runtime.outbox import parked_rows
+
+    services = _services(service)
+
+    async def load(conn: Any) -> list[dict[str, Any]]:
+        return [{"service": name, **dict(row)} for name in services for row in await parked_rows(conn, name)]
+
+    rows = _with_database(load)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for row in rows:
+        _console().print(
+            f"{row['service']} #{row['id']} {row['topic']} key={row['key']} {row['size']} bytes, "
+            f"{row['waiting_behind']} waiting behind it: {row['parked_reason']}",
+            markup=False,
+            highlight=False,
+        )
+    if not rows:
+        _console().print("no parked rows")
+
+
+@outbox_cli.command("release")
+def release_parked(
+    service: Annotated[str, typer.Argument(help=f"one of: {', '.join(SERVICES)}")],
+    row_id: Annotated[int, typer.Argument(help="the parked row's id (rj outbox parked)")],
+) -> None:
+    """Let the relay try a parked row again, ahead of the rows of its key that waited behind it."""
+    from services.runtime.outbox import release_parked_row
+
+    if not _with_database(lambda conn: release_parked_row(conn, _services(service)[0], row_id)):
+        _console(stderr=True).print(f"error: {service} has no parked outbox row {row_id}", markup=False)
+        raise typer.Exit(1)
+    _console().print(f"released {service} outbox row {row_id}")
 
 
 def main() -> None:

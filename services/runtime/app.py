@@ -24,7 +24,7 @@ from services.runtime import metrics, ops
 from services.runtime.consumer import BatchConsumer
 from services.runtime.db import create_pool, migrate, retry_transient, transaction
 from services.runtime.housekeeping import prune
-from services.runtime.kafka import ensure_topics
+from services.runtime.kafka import ensure_topics, topic_problems
 from services.runtime.outbox import Outgoing, write_outbox
 from services.runtime.processor import BatchHandler, BatchProcessor
 from services.runtime.relay import RelayProcess
@@ -96,11 +96,13 @@ class ServiceApp:
         self.settings = settings or get_settings()
         self.registry = registry
         self.faust = make_faust_app(f"{self.settings.topic_prefix}rj-{name}", self.settings)
-        self.relay = RelayProcess(name)
+        self.relay = RelayProcess(name, self.settings)
         self._pool: asyncpg.Pool | None = None
         self._ready_lock = asyncio.Lock()
         self.processor: BatchProcessor | None = None
         self.consumer: BatchConsumer | None = None
+        self._topic_problems: list[str] = []
+        self._health_conn: asyncpg.Connection | None = None
         self.health = ops.Health(live={"relay": self._relay_alive}, ready={"database": self._database_answers})
         self.faust.task(stop_process_when_it_ends(self._start_relay, what=f"{name} outbox relay"))
         self.faust.task(self._serve_ops)
@@ -143,6 +145,7 @@ class ServiceApp:
             while await processor.release_parked():
                 pass
             await ensure_topics(settings)
+            await self._check_topics()
             consumer = self.consumer = BatchConsumer(
                 settings=settings,
                 group_id=f"{settings.topic_prefix}rj-{self.name}-intake",
@@ -155,6 +158,7 @@ class ServiceApp:
         intake.__name__ = f"{self.name}_intake"
         self.health.live["intake"] = self._intake_alive
         self.health.ready["partitions"] = self._holds_partitions
+        self.health.ready["topics"] = self._topics_as_contracted
         self.faust.task(stop_process_when_it_ends(intake, what=f"{self.name} intake"))
 
         async def release_parked() -> None:
@@ -224,10 +228,33 @@ class ServiceApp:
         metrics.OUTBOX_OLDEST_AGE.set(float(waiting["age"] or 0.0))
         metrics.OUTBOX_PARKED.set(parked)
 
+    async def _check_topics(self) -> None:
+        """Tell an operator (readiness, an error log) when a topic keeps records for less time than the
+        contract says: rj.* is the audit trail, and a broker default of 7 days would lose it."""
+        try:
+            problems = await topic_problems(self.settings)
+        except Exception as exc:
+            problems = [f"topic configuration unreadable: {exc!r}"]
+        for problem in problems:
+            log.error("topic_misconfigured", problem=problem)
+        self._topic_problems = problems
+
+    async def _topics_as_contracted(self) -> str | None:
+        return "; ".join(self._topic_problems) or None
+
     async def _database_answers(self) -> str | None:
+        """The database answers on a connection of the check's own: the pool's may all be busy with
+        batches under load, which is not the database being down."""
         if self._pool is None:
             return "not connected yet"
-        await self._pool.fetchval("SELECT 1", timeout=1.0)
+        if self._health_conn is None or self._health_conn.is_closed():
+            self._health_conn = await asyncpg.connect(self.settings.database_url, timeout=1.5)
+        try:
+            await self._health_conn.fetchval("SELECT 1", timeout=1.0)
+        except Exception:
+            self._health_conn.terminate()
+            self._health_conn = None
+            raise
         return None
 
     async def _intake_alive(self) -> str | None:

@@ -359,6 +359,10 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             log.warning("stored_positions_unavailable", consumer=self.name, error=repr(exc))
             return {}
 
+    async def _end_offset(self, tp: TopicPartition) -> int:
+        assert self._consumer is not None
+        return int((await self._consumer.end_offsets([tp]))[tp])
+
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         assert self._consumer is not None
         stored = await self._stored_positions()
@@ -368,7 +372,12 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             # The database is ahead when the group's offsets were lost (expired, reset, a new group id):
             # resume where the applied data is, rather than replay the topic from its beginning.
             ahead = stored.get((tp.topic.removeprefix(self.settings.topic_prefix), tp.partition), -1)
-            if ahead > self._committed[tp]:
+            if ahead > self._committed[tp] and ahead > (end := await self._end_offset(tp)):
+                # Beyond the partition's end: the topic was recreated (or the data belongs to another
+                # deployment's topics). Seeking there would skip what is on it: Kafka's offset it is.
+                log.error("stored_position_beyond_partition_end", consumer=self.name,
+                          partition=f"{tp.topic}:{tp.partition}", stored=ahead, end=end)  # fmt: skip
+            elif ahead > self._committed[tp]:
                 log.warning("resuming_from_stored_position", consumer=self.name, partition=f"{tp.topic}:{tp.partition}",
                             committed=committed, stored=ahead)  # fmt: skip
                 self._consumer.seek(tp, ahead)

@@ -162,6 +162,8 @@ async def migrate(conn: asyncpg.Connection, schema: str, package: str | None) ->
                         raise RuntimeError(f"migration {name} in schema {schema} changed after it was applied")
                     continue
                 async with conn.transaction():
+                    # An index built over a large table may take longer than a session's statement timeout.
+                    await conn.execute("SET LOCAL statement_timeout = 0")
                     await conn.execute(f"SET LOCAL search_path TO {schema}")
                     await conn.execute(sql.replace("{schema}", schema))
                     await conn.execute(

@@ -8,7 +8,8 @@ from typing import NamedTuple
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from schemas import topics
 from schemas.kafka_binding import STRUCTURED_MODE_HEADERS
@@ -19,7 +20,10 @@ log = structlog.get_logger()
 
 def topic_config(settings: Settings, name: str) -> dict[str, str]:
     """The settings a topic is created with: ours (``rj.*``) are the system's log, which auditors replay
-    from offset zero, so they are kept for ever; upstream's ``crime.events`` for a setting's time."""
+    from offset zero, so they are kept for ever; upstream's ``crime.events`` for a setting's time, and so
+    is ``rj.deadletter``, whose records carry bounded copies of what could not be processed."""
+    if name == topics.DEADLETTER:  # copies of records (personal data among them) kept whole in PostgreSQL
+        return {"retention.ms": str(settings.deadletter_retention_ms), "retention.bytes": "-1"}
     if name.startswith("rj."):
         return {"retention.ms": "-1", "retention.bytes": "-1"}
     return {"retention.ms": str(settings.crime_events_retention_ms), "retention.bytes": "-1"}
@@ -38,7 +42,7 @@ async def ensure_topics(settings: Settings, names: Iterable[str] = topics.ALL_TO
             missing = [t for t in wanted if t not in existing]
             if missing:
                 try:
-                    await admin.create_topics(
+                    response = await admin.create_topics(
                         [
                             NewTopic(
                                 settings.topic(n),
@@ -51,7 +55,11 @@ async def ensure_topics(settings: Settings, names: Iterable[str] = topics.ALL_TO
                         ]
                     )
                 except TopicAlreadyExistsError:
-                    pass
+                    response = None
+                # The admin client returns each topic's error rather than raising it.
+                for topic, code, *message in getattr(response, "topic_errors", ()):
+                    if code not in (0, TopicAlreadyExistsError.errno):
+                        raise for_code(code)(f"creating {topic}: {message[0] if message else ''}")
                 log.info("topics_created", topics=missing)
             return
         except (KafkaError, OSError) as exc:
@@ -60,6 +68,37 @@ async def ensure_topics(settings: Settings, names: Iterable[str] = topics.ALL_TO
         finally:
             await admin.close()
     raise RuntimeError(f"could not create topics on {settings.kafka_bootstrap_servers}")
+
+
+async def topic_problems(settings: Settings, names: Iterable[str] = topics.ALL_TOPICS) -> list[str]:
+    """How the existing topics' retention differs from ``topic_config`` (e.g. a topic created by an older
+    version, or by hand, with the broker's default of 7 days): each a sentence for an operator."""
+    names = list(names)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    try:
+        await admin.start()
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, settings.topic(n)) for n in names]
+        )
+    finally:
+        await admin.close()
+    found: dict[str, dict[str, str]] = {}
+    for response in responses:
+        for code, _, _, resource, entries in response.resources:
+            if code == 0:
+                found[resource] = {entry[0]: entry[1] for entry in entries}
+    problems = []
+    for name in names:
+        have = found.get(settings.topic(name))
+        if have is None:
+            problems.append(f"{settings.topic(name)}: its configuration cannot be read")
+            continue
+        for key, want in topic_config(settings, name).items():
+            if key == "retention.ms" and have.get(key) != want:
+                problems.append(
+                    f"{settings.topic(name)}: retention.ms is {have.get(key, 'the broker default')}, not {want}"
+                )
+    return problems
 
 
 class RawRecord(NamedTuple):

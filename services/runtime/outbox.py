@@ -98,3 +98,27 @@ async def write_outbox(conn: asyncpg.Connection, schema: str, messages: Sequence
         [m.value for m in messages],
         notify_channel(schema),
     )
+
+
+async def parked_rows(conn: asyncpg.Connection, schema: str) -> list[asyncpg.Record]:
+    """Outbox rows the relay parked as unpublishable, oldest first (and how many rows wait behind each)."""
+    return await conn.fetch(
+        f"""SELECT p.id, p.event_id, p.topic, p.key, length(p.value) AS size, p.parked_at, p.parked_reason,
+                   (SELECT count(*) FROM {schema}.outbox o WHERE o.key = p.key AND o.id > p.id
+                      AND o.published_at IS NULL) AS waiting_behind
+              FROM {schema}.outbox p WHERE p.published_at IS NULL AND p.parked_at IS NOT NULL ORDER BY p.id"""
+    )
+
+
+async def release_parked_row(conn: asyncpg.Connection, schema: str, row_id: int) -> bool:
+    """Let the relay try a parked row again (after the broker's limit was raised, say): it goes first,
+    ahead of its key's rows that waited behind it. False if no such parked row."""
+    status = await conn.execute(
+        f"""UPDATE {schema}.outbox SET parked_at = NULL, parked_reason = NULL
+             WHERE id = $1 AND parked_at IS NOT NULL AND published_at IS NULL""",
+        row_id,
+    )
+    if status.endswith(" 1"):
+        await conn.execute("SELECT pg_notify($1, '')", notify_channel(schema))
+        return True
+    return False

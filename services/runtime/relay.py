@@ -42,13 +42,7 @@ from typing import Any
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import (
-    CorruptRecordException,
-    InvalidTopicError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    UnsupportedForMessageFormatError,
-)
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 
 from schemas import topics
@@ -62,20 +56,21 @@ log = structlog.get_logger()
 
 #: The header naming the leadership term that published a record.
 EPOCH_HEADER = "rj-relay-epoch"
-#: What the broker answers when a record or batch can never be taken, however often it is sent.
-REFUSED_FOR_GOOD = (
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    InvalidTopicError,
-    CorruptRecordException,
-    UnsupportedForMessageFormatError,
-)
+#: What the broker answers when a record or batch is too large to be taken, however often it is sent.
+#: (Other refusals, e.g. an invalid topic, come from configuration, not from a row: they are retried,
+#: and the backlog's age alerts.)
+REFUSED_FOR_GOOD = (MessageSizeTooLargeError, RecordListTooLargeError)
 #: Bytes a record adds to its key and value in a batch (lengths, offsets, header), counted generously.
 RECORD_OVERHEAD_BYTES = 128
 
 
 class LeaseLost(Exception):
     """This relay can no longer be sure it leads: it stops sending and stands by."""
+
+
+class Stalled(Exception):
+    """This relay leads but publishes nothing (e.g. it reaches PostgreSQL but not Kafka): it gives the
+    lease up, so that another replica may try."""
 
 
 @dataclass
@@ -101,7 +96,9 @@ class OutboxRelay:
         self._one_at_a_time: set[tuple[str, int]] = set()  # partitions a refused batch sends row by row
         self._report = report or (lambda _: None)
         self._published: Counter[str] = Counter()
+        self._failures = 0  # since the last report
         self.last_round = time.monotonic()  # when the loop last went round (a hung relay stops reporting it)
+        self._progress_at = time.monotonic()  # the last time rows were acknowledged, or none were waiting
 
     # --- running ------------------------------------------------------------------------------------
 
@@ -109,17 +106,27 @@ class OutboxRelay:
         """Relay for ever: reconnect and resume after any failure of the database or the broker."""
         delay = 0.1
         while True:
+            self.last_round = time.monotonic()  # reconnecting is going round too: alive, not stuck
             try:
                 await self._run_once()
             except asyncio.CancelledError:
                 raise
+            except Stalled as exc:
+                # Stand aside for a whole lease, so that another replica takes over if it can publish.
+                log.error("relay_stalled_standing_aside", schema=self.schema, error=str(exc))
+                self._failures += 1
+                self._tell()
+                await asyncio.sleep(self.settings.relay_lease_s * 1.5)
             except Exception as exc:
                 self._step_down()
                 level = log.warning if is_transient(exc) else log.error
                 level("relay_failed_restarting", schema=self.schema, error=repr(exc), delay=delay)
-                metrics.TRANSIENT_FAILURES.labels(operation="relay").inc()
+                self._failures += 1
+                self._tell()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_backoff_s)
+            else:  # pragma: no cover - _run_once only ends by raising
+                delay = 0.1
 
     async def _run_once(self) -> None:
         settings = self.settings
@@ -131,8 +138,10 @@ class OutboxRelay:
             linger_ms=0,
             max_batch_size=settings.max_message_bytes,
             max_request_size=settings.max_message_bytes + 64 * 1024,
+            # A send that takes longer than the lease allows a round fails and is tried again.
             request_timeout_ms=max(int(settings.relay_lease_s * 1000), 1000),
         )
+        self._progress_at = time.monotonic()
         try:
             await conn.add_listener(notify_channel(self.schema), lambda *_: self._wake.set())
             await producer.start()
@@ -146,6 +155,9 @@ class OutboxRelay:
                 self._wake.clear()  # before reading, so a commit landing mid-round still wakes us
                 sent = await self._relay_round(conn, producer)
                 self._tell()
+                stalled = time.monotonic() - self._progress_at
+                if stalled > settings.relay_lease_s * 5:
+                    raise Stalled(f"leading, with rows waiting, and nothing acknowledged for {stalled:.0f} s")
                 if sent < settings.relay_batch_size:
                     renew_in = self._renewed_at + settings.relay_lease_s / 3 - time.monotonic()
                     with contextlib.suppress(TimeoutError):
@@ -153,8 +165,10 @@ class OutboxRelay:
                             self._wake.wait(), max(0.0, min(settings.relay_poll_interval_s, renew_in))
                         )
         finally:
+            # What was handed to the producer goes out (or fails) before another replica may lead.
+            with contextlib.suppress(Exception):
+                await producer.stop()
             await self.release(conn)
-            await producer.stop()
             await conn.close()
 
     def _tell(self) -> None:
@@ -164,20 +178,22 @@ class OutboxRelay:
     def figures(self) -> dict[str, Any]:
         """What the relay reports to its parent: leading or not, published since the last report, and
         how long since its loop went round (a relay stuck in a call looks alive but publishes nothing)."""
-        return {
+        figures = {
             "leader": self.epoch is not None,
             "published": dict(self._published),
+            "failures": self._failures,
             "round_age_s": time.monotonic() - self.last_round,
         }
+        self._failures = 0
+        return figures
 
     # --- the lease ----------------------------------------------------------------------------------
 
     async def _hold_lease(self, conn: asyncpg.Connection) -> bool:
-        """Take or renew the lease when a third of it has passed; True while this relay holds it."""
+        """Take or renew the lease (before every round: one short statement); True while this relay
+        holds it. A round then has two thirds of a lease to finish its sends."""
         lease_s = self.settings.relay_lease_s
         now = time.monotonic()
-        if self.epoch is not None and now < self._renewed_at + lease_s / 3:
-            return True
         epoch = await conn.fetchval(
             f"""INSERT INTO {self.schema}.relay_lease AS l (id, holder, epoch, expires_at)
                 VALUES (1, $1, 1, clock_timestamp() + make_interval(secs => $2))
@@ -230,12 +246,19 @@ class OutboxRelay:
     # --- one round ----------------------------------------------------------------------------------
 
     async def _relay_round(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
+        # A key with a parked row waits behind it (as the intake holds a case behind a parked event): a
+        # receiver never gets a case's later facts without the earlier one.
         rows = await conn.fetch(
-            f"""SELECT id, topic, key, value FROM {self.schema}.outbox
-                WHERE published_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT $1""",
+            f"""SELECT id, topic, key, value FROM {self.schema}.outbox o
+                WHERE published_at IS NULL AND parked_at IS NULL
+                  AND NOT EXISTS (SELECT 1 FROM {self.schema}.outbox p
+                                  WHERE p.published_at IS NULL AND p.parked_at IS NOT NULL
+                                    AND p.key = o.key AND p.id < o.id)
+                ORDER BY id LIMIT $1""",
             self.settings.relay_batch_size,
         )
         if not rows:
+            self._progress_at = time.monotonic()
             return 0
         partitions, too_large = await self._by_partition(producer, rows)
         if too_large:
@@ -250,6 +273,8 @@ class OutboxRelay:
                 if p.sent < len(p.rows) and p.failure is None:
                     p.failure = LeaseLost()
         sent = [row for p in partitions for row in p.rows[: p.sent]]
+        if sent or too_large:
+            self._progress_at = time.monotonic()
         if sent:
             await conn.execute(
                 f"UPDATE {self.schema}.outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
@@ -271,14 +296,26 @@ class OutboxRelay:
         numbers: dict[str, list[int]] = {}
         grouped: dict[tuple[str, int], Partition] = {}
         too_large: list[tuple[asyncpg.Record, str]] = []
+        held: set[str] = set()  # keys with a row parked this round: their later rows wait behind it
         for row in rows:
+            if row["key"] in held:
+                continue
             size = len(row["value"]) + len((row["key"] or "").encode()) + RECORD_OVERHEAD_BYTES
             if size > limit:
                 too_large.append((row, f"{size} bytes with its key, over MAX_MESSAGE_BYTES ({limit})"))
+                if row["key"] is not None:
+                    held.add(row["key"])
                 continue
             topic = self.settings.topic(row["topic"])
             if topic not in numbers:
-                numbers[topic] = sorted(await producer.partitions_for(topic))
+                try:
+                    numbers[topic] = sorted(await producer.partitions_for(topic))
+                except KafkaError as exc:  # e.g. the topic does not exist: its rows wait, the others go
+                    log.error("relay_topic_unavailable", topic=topic, error=repr(exc))
+                    self._failures += 1
+                    numbers[topic] = []
+            if not numbers[topic]:
+                continue
             key = row["key"].encode() if row["key"] is not None else None
             number = partitioner(key, numbers[topic], numbers[topic]) if key is not None else numbers[topic][0]
             grouped.setdefault((topic, number), Partition(topic, number)).rows.append(row)
@@ -322,7 +359,7 @@ class OutboxRelay:
                 continue
             if not isinstance(p.failure, REFUSED_FOR_GOOD):
                 log.warning("relay_partition_failed", topic=p.topic, partition=p.number, error=repr(p.failure))
-                metrics.TRANSIENT_FAILURES.labels(operation="relay_send").inc()
+                self._failures += 1
                 continue
             if where in self._one_at_a_time:  # the refused batch held this one row: it is the culprit
                 await self._park(conn, [(p.rows[p.sent], f"refused by the broker: {p.failure!r}")])
@@ -367,7 +404,8 @@ def run_relay_process(schema: str, settings: Settings) -> None:
 
     def report(figures: dict[str, Any]) -> None:
         if out is not None:
-            out.write(json.dumps(figures) + "\n")
+            with contextlib.suppress(OSError):  # the parent is gone or going: it takes this process along
+                out.write(json.dumps(figures) + "\n")
 
     async def main() -> None:
         relay = OutboxRelay(schema=schema, settings=settings, report=report)
@@ -396,8 +434,9 @@ class RelayProcess:
     """The worker's side of its relay child: starts it, reads its reports into the metrics, tells whether
     it is alive, and ends the worker if it ends."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, settings: Settings) -> None:
         self.name = name
+        self.settings = settings
         self.last_report = 0.0  # monotonic
         self.round_age_s = 0.0
         self.process: asyncio.subprocess.Process | None = None
@@ -410,6 +449,7 @@ class RelayProcess:
             return f"relay process exited with {self.process.returncode}"
         silent = time.monotonic() - self.last_report
         if silent >= REPORT_STALE_S:
+            metrics.RELAY_LEADER.set(0)  # whatever it last said, it cannot be counted on to lead
             return f"relay process silent for {silent:.0f} s"
         if self.round_age_s >= REPORT_STALE_S:
             return f"relay loop stuck for {self.round_age_s:.0f} s"
@@ -425,7 +465,13 @@ class RelayProcess:
                 "services.cli",
                 "relay",
                 self.name,
-                env={**os.environ, "RJ_RELAY_PARENT_PID": str(os.getpid()), "RJ_RELAY_REPORT_FD": str(write_fd)},
+                env={
+                    **os.environ,
+                    # The worker's settings, whether they came from the environment or from code.
+                    **{name.upper(): str(value) for name, value in self.settings.model_dump().items()},
+                    "RJ_RELAY_PARENT_PID": str(os.getpid()),
+                    "RJ_RELAY_REPORT_FD": str(write_fd),
+                },
                 pass_fds=(write_fd,),
                 stdin=asyncio.subprocess.DEVNULL,
             )
@@ -447,8 +493,8 @@ class RelayProcess:
         finally:
             metrics.RELAY_RUNNING.set(0)
             metrics.RELAY_LEADER.set(0)
-            transport.close()
             await self._stop()
+            transport.close()
 
     def _take(self, line: bytes) -> None:
         try:
@@ -460,6 +506,8 @@ class RelayProcess:
         metrics.RELAY_LEADER.set(1 if figures.get("leader") else 0)
         for topic, count in (figures.get("published") or {}).items():
             metrics.EVENTS_PUBLISHED.labels(topic=topic).inc(count)
+        if figures.get("failures"):
+            metrics.TRANSIENT_FAILURES.labels(operation="relay").inc(figures["failures"])
 
     async def _stop(self) -> None:
         process = self.process

@@ -48,9 +48,10 @@ class Settings(BaseSettings):
     ops_port: int = Field(default=0, ge=0)
     ops_address: str = "127.0.0.1"
 
-    # Topics: ours (rj.*) are the system's log and kept for ever; upstream's crime.events for this long
-    # (-1: for ever).
+    # Topics: ours (rj.*) are the system's log and kept for ever; upstream's crime.events, and the copies
+    # on rj.deadletter (each kept whole in PostgreSQL), for this long (-1: for ever).
     crime_events_retention_ms: int = Field(default=30 * 24 * 3600 * 1000, ge=-1)
+    deadletter_retention_ms: int = Field(default=30 * 24 * 3600 * 1000, ge=-1)
 
     # Housekeeping: published outbox rows and inbox ids older than this are deleted (see the README for
     # the rule this window must follow), checked every interval.

@@ -213,7 +213,7 @@ class StatementCounter(asyncpg.Connection):  # type: ignore[misc]
 async def test_a_running_service_prunes_on_its_own_and_what_it_pruned_was_past_the_window(system: System) -> None:
     """The service's own timer does it: applied and published rows go once past the window, and the
     intake still drops a redelivery inside it."""
-    system.start("referral", retention_window_s=3, housekeeping_interval_s=0.5)
+    system.start("referral", retention_window_s=10, housekeeping_interval_s=0.5)
     refs = [f"HK/{i}" for i in range(20)]
     await system.publish(
         [m for r in refs for m in samples.on_crime_events(samples.crime_recorded(r), samples.outcome_recorded(r))]
@@ -233,6 +233,6 @@ async def test_a_running_service_prunes_on_its_own_and_what_it_pruned_was_past_t
         outbox = await system.fetchval("SELECT count(*) FROM referral.outbox")
         return inbox == 0 and outbox == 0
 
-    await system.wait_for(pruned, timeout_s=20, what="inbox and outbox pruned past the window")
+    await system.wait_for(pruned, timeout_s=30, what="inbox and outbox pruned past the window")
     files = await system.fetchval("SELECT count(*) FROM referral.crime_files WHERE status = 'accepted'")
     assert files == 20, "pruning touches the runtime's tables only"

@@ -53,7 +53,7 @@ async def test_ready_turns_unready_while_the_database_is_down_and_ready_again_af
     port = free_port()
     system.start("referral", ops_port=port)
     body = await until_status(system, port, "/health/ready", 200)
-    assert body["checks"] == {"database": "ok", "partitions": "ok"}
+    assert body["checks"] == {"database": "ok", "partitions": "ok", "topics": "ok"}
     assert (await status(port, "/health/live"))[0] == 200
 
     admin = await asyncpg.connect(system.server_url)
@@ -65,8 +65,11 @@ async def test_ready_turns_unready_while_the_database_is_down_and_ready_again_af
         )
         body = await until_status(system, port, "/health/ready", 503)
         assert body["checks"]["database"] != "ok" and body["checks"]["partitions"] == "ok"
-        live, _ = await status(port, "/health/live")
-        assert live == 200, "a database outage is not the process's fault: restarting it would not help"
+        # Longer than the relay's stuck-loop limit (15 s): reconnecting is not being stuck.
+        for _ in range(18):
+            live, body = await status(port, "/health/live")
+            assert live == 200, f"a database outage is not the process's fault: restarting would not help ({body})"
+            await asyncio.sleep(1)
     finally:
         await admin.execute(f'ALTER DATABASE "{system.database}" ALLOW_CONNECTIONS true')
         await admin.close()
@@ -166,3 +169,34 @@ def _relay_child(parent: int) -> int | None:
             if b"relay" in f.read().split(b"\0"):
                 return pid
     return None
+
+
+async def test_a_topic_that_would_not_keep_our_log_for_ever_makes_the_service_unready_and_says_which(
+    system: System,
+) -> None:
+    """An upgrade finds rj.* topics created by hand, or by an older version, with the broker's default
+    retention (7 days on Kafka): the audit trail would be lost, so an operator must see it."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from schemas import topics
+
+    prefix = f"old{system.run_id}."
+    admin = AIOKafkaAdminClient(bootstrap_servers=system.settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(f"{prefix}{t}", system.settings.topic_partitions, 1) for t in topics.ALL_TOPICS]
+        )
+    finally:
+        await admin.close()
+    port = free_port()
+    system.start("referral", ops_port=port, topic_prefix=prefix)
+    await until_status(system, port, "/health/ready", 503, timeout_s=45)
+
+    async def says_which() -> bool:
+        _, body = await status(port, "/health/ready")
+        return f"{prefix}rj.referral: retention.ms" in body["checks"]["topics"]
+
+    await system.wait_for(says_which, what="the topics check to name rj.referral")
+    assert "topic_misconfigured" in system.logs("referral")
+    assert (await status(port, "/health/live"))[0] == 200
