@@ -131,16 +131,7 @@ class OutboxRelay:
     async def _run_once(self) -> None:
         settings = self.settings
         conn = await connect(settings)
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            acks="all",
-            enable_idempotence=False,  # the embedded broker has no InitProducerId; the inbox dedupes instead
-            linger_ms=0,
-            max_batch_size=settings.max_message_bytes,
-            max_request_size=settings.max_message_bytes + 64 * 1024,
-            # A send that takes longer than the lease allows a round fails and is tried again.
-            request_timeout_ms=max(int(settings.relay_lease_s * 1000), 1000),
-        )
+        producer = self._make_producer()
         self._progress_at = time.monotonic()
         try:
             await conn.add_listener(notify_channel(self.schema), lambda *_: self._wake.set())
@@ -170,6 +161,19 @@ class OutboxRelay:
                 await producer.stop()
             await self.release(conn)
             await conn.close()
+
+    def _make_producer(self) -> AIOKafkaProducer:
+        settings = self.settings
+        return AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            acks="all",
+            enable_idempotence=False,  # the embedded broker has no InitProducerId; the inbox dedupes instead
+            linger_ms=0,
+            max_batch_size=settings.max_message_bytes,
+            max_request_size=settings.max_message_bytes + 64 * 1024,
+            # A send that takes longer than the lease allows a round fails and is tried again.
+            request_timeout_ms=max(int(settings.relay_lease_s * 1000), 1000),
+        )
 
     def _tell(self) -> None:
         self._report(self.figures())
@@ -212,6 +216,7 @@ class OutboxRelay:
         if epoch != self.epoch:
             log.info("relay_leading", schema=self.schema, holder=self.holder, epoch=epoch)
             self._one_at_a_time.clear()
+            self._progress_at = now  # a new term: its stall is counted from here
         self.epoch = epoch
         self._renewed_at = now
         # The database's expiry is at least ``lease_s`` after ``now``; stop sending well before it.

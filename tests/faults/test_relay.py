@@ -149,6 +149,12 @@ class FaultyProducer:
         await asyncio.sleep(SLOW_S)
         return await (await self.real.send_batch(batch.inner, topic, partition=partition))
 
+    async def start(self) -> None:  # the real one is started (and stopped) by the test
+        pass
+
+    async def stop(self) -> None:
+        pass
+
     def create_batch(self) -> RecordingBatch:
         return RecordingBatch(self.real.create_batch())
 
@@ -301,6 +307,56 @@ async def test_any_failure_of_a_round_keeps_each_keys_order_loses_nothing_and_pa
         for key, order in first.items():
             assert order == sorted(order), f"key {key}: rows arrived as {order}"
     finally:
+        await real.stop()
+        await conn.close()
+
+
+async def test_a_leader_that_reaches_the_database_but_not_kafka_gives_the_lease_up_to_one_that_can(
+    broker: Broker, relay_db: str
+) -> None:
+    settings_ = Settings(
+        kafka_bootstrap_servers=broker.bootstrap,
+        database_url=relay_db,
+        topic_prefix=f"p{uuid.uuid4().hex[:8]}.",
+        relay_lease_s=0.3,
+        relay_poll_interval_s=0.05,
+    )
+    schema = f"relay_{next(_runs)}"
+    await ensure_topics(settings_, [topics.REFERRAL])
+    conn = await asyncpg.connect(relay_db)
+    real = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=False)
+    await real.start()
+    await migrate(conn, schema, None)
+    await conn.executemany(
+        f"INSERT INTO {schema}.outbox (event_id, topic, key, value) VALUES ($1, $2, $3, $4)",
+        [(f"e{n}", topics.REFERRAL, "case-A", json.dumps({"n": n}).encode()) for n in range(3)],
+    )
+    cut_off = OutboxRelay(schema=schema, settings=settings_)
+    cut_off._make_producer = lambda: FaultyProducer(real, Plan(frozenset(), ["lost"] * 100_000))  # type: ignore[assignment, method-assign, return-value]  # noqa: SLF001
+    healthy = OutboxRelay(schema=schema, settings=settings_)
+    first = asyncio.create_task(cut_off.run())
+    try:
+        for _ in range(100):
+            if await conn.fetchval(f"SELECT holder FROM {schema}.relay_lease") == cut_off.holder:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the cut-off relay never led")
+        second = asyncio.create_task(healthy.run())
+        try:
+            for _ in range(200):
+                published = await conn.fetchval(f"SELECT count(*) FROM {schema}.outbox WHERE published_at IS NOT NULL")
+                if published == 3:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the leader that could not publish kept the lease")
+            assert await conn.fetchval(f"SELECT holder FROM {schema}.relay_lease") == healthy.holder
+        finally:
+            second.cancel()
+    finally:
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
         await real.stop()
         await conn.close()
 
