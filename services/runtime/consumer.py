@@ -113,6 +113,9 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         # applied nor counted: its partition's position restarts from the committed offset on every
         # assignment (here or elsewhere), so it is read again, in order, by whoever owns it now.
         self._generation = 0
+        # Set while the assignment is settled: cleared from the start of a rebalance (revoke) to the end of
+        # the new assignment's listener, during which no lane starts a transaction.
+        self._settled = asyncio.Event()
         self.applied = 0
         self.running = False  # between start and stop of the Kafka consumer
         self.last_poll = 0.0  # loop time the fetch loop last went round (at least every second)
@@ -232,6 +235,7 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                 # Parse while the previous batch commits: the CPU works while PostgreSQL does.
                 prepared = self.steps.prepare([e.record for e in taken])
                 await self._land(lane)  # one transaction in flight per lane, so a case keeps its order
+                await self._settled.wait()  # what a rebalance under way makes stale is known once it ends
                 kept = [(e, item) for e, item in zip(taken, prepared, strict=True) if e.generation == self._generation]
                 items = [item for _, item in kept if item is not None]
                 commit = asyncio.create_task(self.steps.commit(items), name=f"{self.name}-commit-{lane.number}")
@@ -320,6 +324,7 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         # each assignment restarts positions from the committed offsets. So everything fetched and not
         # yet committed may be let go here; it is read again by whoever owns its partition next.
         self._generation += 1  # first: nothing fetched before this point is applied or counted from now
+        self._settled.clear()
         leaving = set(revoked)
         try:
             if leaving:
@@ -366,9 +371,11 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         assert self._consumer is not None
         stored = await self._stored_positions()
+        starts: dict[TopicPartition, int] = {}
         for tp in assigned:  # where this assignment starts: commits only ever move forward from here
             committed = await self._consumer.committed(tp)
             self._committed[tp] = max(self._committed.get(tp, -1), committed if committed is not None else -1)
+            starts[tp] = max(self._committed[tp], 0)  # no commit: 0, which the reset policy turns into earliest
             # The database is ahead when the group's offsets were lost (expired, reset, a new group id):
             # resume where the applied data is, rather than replay the topic from its beginning.
             ahead = stored.get((tp.topic.removeprefix(self.settings.topic_prefix), tp.partition), -1)
@@ -380,7 +387,15 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             elif ahead > self._committed[tp]:
                 log.warning("resuming_from_stored_position", consumer=self.name, partition=f"{tp.topic}:{tp.partition}",
                             committed=committed, stored=ahead)  # fmt: skip
-                self._consumer.seek(tp, ahead)
+                starts[tp] = ahead
                 self._done[tp] = ahead  # and Kafka is told
+        # The fetcher starts on an assignment at once, from Kafka's committed offsets, while this listener
+        # is still awaiting: what it handed over meanwhile may be from before the stored position. So, with
+        # no await in between: every partition is put where it must start, and everything fetched until
+        # now belongs to an earlier generation (never applied; read again from these starts).
+        for tp, start in starts.items():
+            self._consumer.seek(tp, start)
+        self._generation += 1
+        self._settled.set()
         named = sorted(f"{t.topic}:{t.partition}" for t in assigned)
         log.info("partitions_assigned", consumer=self.name, partitions=named)
