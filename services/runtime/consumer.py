@@ -358,43 +358,72 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                     metrics.CONSUMER_LAG.remove(tp.topic.removeprefix(self.settings.topic_prefix), str(tp.partition))
 
     async def _stored_positions(self) -> dict[tuple[str, int], int]:
-        try:
-            return await asyncio.wait_for(self.steps.stored_positions(), self.settings.kafka_rebalance_timeout_s / 2)
-        except Exception as exc:  # the database is away: Kafka's committed offsets alone, as before
-            log.warning("stored_positions_unavailable", consumer=self.name, error=repr(exc))
-            return {}
-
-    async def _end_offset(self, tp: TopicPartition) -> int:
-        assert self._consumer is not None
-        return int((await self._consumer.end_offsets([tp]))[tp])
+        """The positions stored with the data; retried briefly (the group waits for this listener, with no
+        heartbeat), then a failure: going on without them could replay a topic through a pruned inbox."""
+        deadline = asyncio.get_running_loop().time() + self.settings.kafka_rebalance_timeout_s / 2
+        while True:
+            try:
+                return await asyncio.wait_for(self.steps.stored_positions(), 1.0)
+            except Exception as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise RuntimeError(f"stored positions unavailable: {exc!r}") from exc
+                log.warning("stored_positions_unavailable_retrying", consumer=self.name, error=repr(exc))
+                await asyncio.sleep(0.2)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        assert self._consumer is not None
+        try:
+            await self._start_assignment(assigned)
+        except BaseException as exc:
+            # aiokafka would log this and go on, with no lane ever applying again: stop the consumer (and
+            # the process) instead, so that it is restarted and joins afresh.
+            log.critical("assignment_failed", consumer=self.name, error=repr(exc))
+            if self._failed is not None and not self._failed.done():
+                self._failed.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+            raise
+
+    async def _start_assignment(self, assigned: list[TopicPartition]) -> None:
+        consumer = self._consumer
+        assert consumer is not None
         stored = await self._stored_positions()
         starts: dict[TopicPartition, int] = {}
+        unknown: list[TopicPartition] = []  # neither committed nor stored: from the beginning of the log
+        ahead: dict[TopicPartition, int] = {}
         for tp in assigned:  # where this assignment starts: commits only ever move forward from here
-            committed = await self._consumer.committed(tp)
+            committed = await consumer.committed(tp)
             self._committed[tp] = max(self._committed.get(tp, -1), committed if committed is not None else -1)
-            starts[tp] = max(self._committed[tp], 0)  # no commit: 0, which the reset policy turns into earliest
             # The database is ahead when the group's offsets were lost (expired, reset, a new group id):
             # resume where the applied data is, rather than replay the topic from its beginning.
-            ahead = stored.get((tp.topic.removeprefix(self.settings.topic_prefix), tp.partition), -1)
-            if ahead > self._committed[tp] and ahead > (end := await self._end_offset(tp)):
+            mine = stored.get((tp.topic.removeprefix(self.settings.topic_prefix), tp.partition), -1)
+            if mine > self._committed[tp]:
+                ahead[tp] = mine
+            elif self._committed[tp] >= 0:
+                starts[tp] = self._committed[tp]
+            else:
+                unknown.append(tp)
+        ends = await consumer.end_offsets(list(ahead)) if ahead else {}
+        for tp, position in ahead.items():
+            if position > ends[tp]:
                 # Beyond the partition's end: the topic was recreated (or the data belongs to another
                 # deployment's topics). Seeking there would skip what is on it: Kafka's offset it is.
                 log.error("stored_position_beyond_partition_end", consumer=self.name,
-                          partition=f"{tp.topic}:{tp.partition}", stored=ahead, end=end)  # fmt: skip
-            elif ahead > self._committed[tp]:
-                log.warning("resuming_from_stored_position", consumer=self.name, partition=f"{tp.topic}:{tp.partition}",
-                            committed=committed, stored=ahead)  # fmt: skip
-                starts[tp] = ahead
-                self._done[tp] = ahead  # and Kafka is told
+                          partition=f"{tp.topic}:{tp.partition}", stored=position, end=ends[tp])  # fmt: skip
+                if self._committed[tp] >= 0:
+                    starts[tp] = self._committed[tp]
+                else:
+                    unknown.append(tp)
+                continue
+            log.warning("resuming_from_stored_position", consumer=self.name, partition=f"{tp.topic}:{tp.partition}",
+                        committed=self._committed[tp], stored=position)  # fmt: skip
+            starts[tp] = position
+            self._done[tp] = position  # and Kafka is told
+        if unknown:
+            starts.update({tp: int(offset) for tp, offset in (await consumer.beginning_offsets(unknown)).items()})
         # The fetcher starts on an assignment at once, from Kafka's committed offsets, while this listener
         # is still awaiting: what it handed over meanwhile may be from before the stored position. So, with
         # no await in between: every partition is put where it must start, and everything fetched until
         # now belongs to an earlier generation (never applied; read again from these starts).
         for tp, start in starts.items():
-            self._consumer.seek(tp, start)
+            consumer.seek(tp, start)
         self._generation += 1
         self._settled.set()
         named = sorted(f"{t.topic}:{t.partition}" for t in assigned)

@@ -60,6 +60,8 @@ EPOCH_HEADER = "rj-relay-epoch"
 #: (Other refusals, e.g. an invalid topic, come from configuration, not from a row: they are retried,
 #: and the backlog's age alerts.)
 REFUSED_FOR_GOOD = (MessageSizeTooLargeError, RecordListTooLargeError)
+#: How many pages of ``RELAY_BATCH_SIZE`` rows a round reads past rows it must pass over.
+ROUND_PAGES = 5
 #: Bytes a record adds to its key and value in a batch (lengths, offsets, header), counted generously.
 RECORD_OVERHEAD_BYTES = 128
 
@@ -94,6 +96,8 @@ class OutboxRelay:
         self._renewed_at = 0.0
         self._wake = asyncio.Event()
         self._one_at_a_time: set[tuple[str, int]] = set()  # partitions a refused batch sends row by row
+        self._backoff: dict[tuple[str, int], tuple[float, float]] = {}  # partition: (retry after, delay)
+        self._lookups: dict[str, asyncio.Future[Any]] = {}  # topics whose partitions are being asked for
         self._report = report or (lambda _: None)
         self._published: Counter[str] = Counter()
         self._failures = 0  # since the last report
@@ -116,7 +120,10 @@ class OutboxRelay:
                 log.error("relay_stalled_standing_aside", schema=self.schema, error=str(exc))
                 self._failures += 1
                 self._tell()
-                await asyncio.sleep(self.settings.relay_lease_s * 1.5)
+                aside_until = time.monotonic() + self.settings.relay_lease_s * 1.5
+                while (left := aside_until - time.monotonic()) > 0:  # standing aside is not being stuck
+                    self.last_round = time.monotonic()
+                    await asyncio.sleep(min(left, 1.0))
             except Exception as exc:
                 self._step_down()
                 level = log.warning if is_transient(exc) else log.error
@@ -136,6 +143,9 @@ class OutboxRelay:
         try:
             await conn.add_listener(notify_channel(self.schema), lambda *_: self._wake.set())
             await producer.start()
+            for topic in topics.ALL_TOPICS:  # know our topics' partitions up front (later ones: in the background)
+                with contextlib.suppress(KafkaError):
+                    await producer.partitions_for(self.settings.topic(topic))
             log.info("relay_started", schema=self.schema, holder=self.holder)
             while True:
                 self.last_round = time.monotonic()
@@ -251,27 +261,15 @@ class OutboxRelay:
     # --- one round ----------------------------------------------------------------------------------
 
     async def _relay_round(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
-        # A key with a parked row waits behind it (as the intake holds a case behind a parked event): a
-        # receiver never gets a case's later facts without the earlier one.
-        rows = await conn.fetch(
-            f"""SELECT id, topic, key, value FROM {self.schema}.outbox o
-                WHERE published_at IS NULL AND parked_at IS NULL
-                  AND NOT EXISTS (SELECT 1 FROM {self.schema}.outbox p
-                                  WHERE p.published_at IS NULL AND p.parked_at IS NOT NULL
-                                    AND p.key = o.key AND p.id < o.id)
-                ORDER BY id LIMIT $1""",
-            self.settings.relay_batch_size,
-        )
-        if not rows:
+        partitions, too_large, any_rows = await self._take_round(conn, producer)
+        if not any_rows:
             self._progress_at = time.monotonic()
             return 0
-        partitions, too_large = await self._by_partition(producer, rows)
         if too_large:
             await self._park(conn, too_large)
         try:
-            await asyncio.wait_for(
-                asyncio.gather(*(self._send_partition(producer, p) for p in partitions)), self._lease_left()
-            )
+            budget = self._lease_left()
+            await asyncio.wait_for(asyncio.gather(*(self._send_partition(producer, p) for p in partitions)), budget)
         except (TimeoutError, LeaseLost):
             # A partition that did not finish in time counts as failed; what was acknowledged is marked.
             for p in partitions:
@@ -291,40 +289,84 @@ class OutboxRelay:
         await self._after_failures(conn, partitions)
         return len(sent) + len(too_large)
 
-    async def _by_partition(
-        self, producer: AIOKafkaProducer, rows: Sequence[asyncpg.Record]
-    ) -> tuple[list[Partition], list[tuple[asyncpg.Record, str]]]:
-        """Rows grouped by the partition Kafka's default (murmur2) partitioner gives their key, in order;
-        and the rows too large to ever be taken, with why."""
-        partitioner = DefaultPartitioner()
-        limit = self.settings.max_message_bytes
-        numbers: dict[str, list[int]] = {}
+    async def _take_round(
+        self, conn: asyncpg.Connection, producer: AIOKafkaProducer
+    ) -> tuple[list[Partition], list[tuple[asyncpg.Record, str]], bool]:
+        """Up to ``RELAY_BATCH_SIZE`` rows to send now, grouped by partition in outbox order; the rows too
+        large to ever be taken; and whether any row waits at all.
+
+        A key with a parked row waits behind it (as the intake holds a case behind a parked event): a
+        receiver never gets a case's later facts without the earlier one. Rows of a partition backing off
+        after a failure, or of a topic whose partitions are not known yet, are passed over, and the query
+        reads on past them (a few pages at most), so that one failing partition cannot starve the rest.
+        A key always goes to the same partition, so passing a partition over keeps each key's order.
+        """
+        limit = self.settings.relay_batch_size
+        now = time.monotonic()
+        backing_off = {where for where, (until, _) in self._backoff.items() if until > now}
         grouped: dict[tuple[str, int], Partition] = {}
         too_large: list[tuple[asyncpg.Record, str]] = []
         held: set[str] = set()  # keys with a row parked this round: their later rows wait behind it
-        for row in rows:
-            if row["key"] in held:
-                continue
-            size = len(row["value"]) + len((row["key"] or "").encode()) + RECORD_OVERHEAD_BYTES
-            if size > limit:
-                too_large.append((row, f"{size} bytes with its key, over MAX_MESSAGE_BYTES ({limit})"))
-                if row["key"] is not None:
-                    held.add(row["key"])
-                continue
-            topic = self.settings.topic(row["topic"])
-            if topic not in numbers:
-                try:
-                    numbers[topic] = sorted(await producer.partitions_for(topic))
-                except KafkaError as exc:  # e.g. the topic does not exist: its rows wait, the others go
-                    log.error("relay_topic_unavailable", topic=topic, error=repr(exc))
-                    self._failures += 1
-                    numbers[topic] = []
-            if not numbers[topic]:
-                continue
-            key = row["key"].encode() if row["key"] is not None else None
-            number = partitioner(key, numbers[topic], numbers[topic]) if key is not None else numbers[topic][0]
-            grouped.setdefault((topic, number), Partition(topic, number)).rows.append(row)
-        return list(grouped.values()), too_large
+        partitioner = DefaultPartitioner()
+        any_rows = False
+        taken = 0
+        after = 0
+        for _ in range(ROUND_PAGES):
+            rows = await conn.fetch(
+                f"""SELECT id, topic, key, value FROM {self.schema}.outbox o
+                    WHERE published_at IS NULL AND parked_at IS NULL AND id > $2
+                      AND NOT EXISTS (SELECT 1 FROM {self.schema}.outbox p
+                                      WHERE p.published_at IS NULL AND p.parked_at IS NOT NULL
+                                        AND p.key = o.key AND p.id < o.id)
+                    ORDER BY id LIMIT $1""",
+                limit,
+                after,
+            )
+            any_rows = any_rows or bool(rows)
+            for row in rows:
+                if taken >= limit:
+                    break
+                if row["key"] in held:
+                    continue
+                size = len(row["value"]) + len((row["key"] or "").encode()) + RECORD_OVERHEAD_BYTES
+                if size > self.settings.max_message_bytes:
+                    reason = f"{size} bytes with its key, over MAX_MESSAGE_BYTES ({self.settings.max_message_bytes})"
+                    too_large.append((row, reason))
+                    if row["key"] is not None:
+                        held.add(row["key"])
+                    taken += 1
+                    continue
+                topic = self.settings.topic(row["topic"])
+                numbers = self._partitions(producer, topic)
+                if numbers is None:
+                    continue  # asked for in the background; this topic's rows wait for a round
+                key = row["key"].encode() if row["key"] is not None else None
+                number = partitioner(key, numbers, numbers) if key is not None else numbers[0]
+                if (topic, number) in backing_off:
+                    continue
+                grouped.setdefault((topic, number), Partition(topic, number)).rows.append(row)
+                taken += 1
+            if taken >= limit or len(rows) < limit:
+                break
+            after = rows[-1]["id"]
+        return list(grouped.values()), too_large, any_rows
+
+    def _partitions(self, producer: AIOKafkaProducer, topic: str) -> list[int] | None:
+        """The topic's partitions if the producer knows them; else ``None``, and they are asked for in the
+        background (never waited for here: a topic that does not exist must not hold up the others)."""
+        known = producer.client.cluster.partitions_for_topic(topic)
+        if known:
+            return sorted(known)
+        lookup = self._lookups.get(topic)
+        if lookup is not None and lookup.done():
+            if not lookup.cancelled() and lookup.exception() is not None:
+                log.error("relay_topic_unavailable", topic=topic, error=repr(lookup.exception()))
+                self._failures += 1
+            lookup = None
+        if lookup is None:
+            lookup = self._lookups[topic] = asyncio.ensure_future(producer.partitions_for(topic))
+            lookup.add_done_callback(lambda _: self._wake.set())
+        return None
 
     async def _send_partition(self, producer: AIOKafkaProducer, partition: Partition) -> None:
         """Send a partition's rows in record batches, one after another; stop at the first failure."""
@@ -359,15 +401,20 @@ class OutboxRelay:
             where = (p.topic, p.number)
             if p.failure is None:
                 self._one_at_a_time.discard(where)
+                self._backoff.pop(where, None)
                 continue
             if isinstance(p.failure, LeaseLost):
                 continue
             if not isinstance(p.failure, REFUSED_FOR_GOOD):
                 log.warning("relay_partition_failed", topic=p.topic, partition=p.number, error=repr(p.failure))
                 self._failures += 1
+                _, delay = self._backoff.get(where, (0.0, 0.05))
+                delay = min(delay * 2, self.settings.retry_max_backoff_s)
+                self._backoff[where] = (time.monotonic() + delay, delay)
                 continue
             if where in self._one_at_a_time:  # the refused batch held this one row: it is the culprit
                 await self._park(conn, [(p.rows[p.sent], f"refused by the broker: {p.failure!r}")])
+                self._one_at_a_time.discard(where)  # the rest go in batches again
             else:
                 log.warning("relay_batch_refused_isolating", topic=p.topic, partition=p.number, error=repr(p.failure))
                 self._one_at_a_time.add(where)
