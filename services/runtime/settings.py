@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -60,6 +61,13 @@ class Settings(BaseSettings):
 
     # The Victims' Code sweeper: how often to look for deadlines that passed unmet.
     deadline_sweep_interval_s: float = 5.0
+
+    # The key store's master keys (see services/runtime/keystore.py), never stored in the database:
+    # ``version:base64key`` entries, comma-separated, the first being the one new data keys are wrapped
+    # under; or a file holding the same. Keep older versions listed until a rotation has re-wrapped
+    # every data key under the current one.
+    master_keys: SecretStr = SecretStr("")
+    master_key_file: Path | None = None
 
     log_level: str = "info"
     log_format: str = Field(default="console", pattern="^(console|json)$")
