@@ -1,0 +1,543 @@
+"""The key store: the data keys personal data is encrypted under, wrapped by a master key that is never in
+the database, and destroyed to erase (crypto-shredding).
+
+Two kinds of data key live in the ``keystore`` schema (its own migrations, applied by ``ensure_schema``):
+
+- one per (person, case): every personal field about that person on that case is encrypted under it, so
+  erasing a person on one case, or a case's retention, never touches the same person's other cases;
+- one per time bucket (a day or a month), for bytes we cannot split into fields (an upstream record kept
+  whole); retention destroys a bucket's key when the bucket ages out.
+
+A data key is 32 random bytes used with AES-256-GCM. It is stored wrapped (AES-256-GCM under a master key,
+the additional data binding the key id with its person and case, or with its bucket, so a wrapped key
+copied onto another row does not unwrap). Master keys come from settings (``MASTER_KEYS`` or
+``MASTER_KEY_FILE``): ``version:base64key`` entries, the first current. New keys are wrapped under the
+current one; ``rotate`` re-wraps every live key under it while readers keep accepting every listed
+version, so a rotation needs no downtime. A key whose master version has been removed from settings fails
+with ``UnknownMasterKey``: a configuration fault, never a data fault.
+
+Destroying a key overwrites the wrapped bytes with NULL and stamps who, when and why; the row stays, so a
+later write for the same person and case finds the key destroyed and keeps nothing (erasure is final).
+
+Every function takes an asyncpg connection. Run them at READ COMMITTED (PostgreSQL's default), which the
+race-safe creation relies on: a key inserted by a concurrent transaction is read by the next statement.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+import asyncpg
+import structlog
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from services.runtime.settings import Settings
+
+log = structlog.get_logger()
+
+SCHEMA = "keystore"
+NONCE_BYTES = 12
+KEY_BYTES = 32
+
+CASE_PERSON = "(case)"
+"""The owner of personal data on a case that cannot be attributed to one person (see fieldcrypt)."""
+
+PersonCase = tuple[str, str]
+
+
+class KeyStoreError(RuntimeError):
+    """The key store cannot do its work. Not a fault of the data being processed: never dead-letter on it."""
+
+
+class UnknownMasterKey(KeyStoreError):
+    """A data key is wrapped under a master key version that settings no longer list."""
+
+
+class MasterKeyConfigError(KeyStoreError):
+    """``MASTER_KEYS`` / ``MASTER_KEY_FILE`` is missing or malformed."""
+
+
+# --- master keys --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MasterKeys:
+    """The master keys from settings, by version; ``current`` wraps new keys and is the rotation target."""
+
+    keys: Mapping[str, bytes]
+    current: str
+
+    @classmethod
+    def parse(cls, text: str) -> MasterKeys:
+        keys: dict[str, bytes] = {}
+        order: list[str] = []
+        for entry in (e.strip() for e in text.replace("\n", ",").split(",")):
+            if not entry or entry.startswith("#"):
+                continue
+            version, sep, encoded = entry.partition(":")
+            version = version.strip()
+            if not sep or not version:
+                raise MasterKeyConfigError("a master key entry must be 'version:base64key'")
+            try:
+                key = base64.b64decode(encoded.strip(), validate=True)
+            except binascii.Error:
+                raise MasterKeyConfigError(f"master key version {version!r} is not valid base64") from None
+            if len(key) != KEY_BYTES:
+                raise MasterKeyConfigError(f"master key version {version!r} must be {KEY_BYTES} bytes, not {len(key)}")
+            if version in keys:
+                raise MasterKeyConfigError(f"master key version {version!r} listed twice")
+            keys[version] = key
+            order.append(version)
+        if not order:
+            raise MasterKeyConfigError("no master key configured: set MASTER_KEYS or MASTER_KEY_FILE")
+        return cls(keys=keys, current=order[0])
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MasterKeys:
+        text = settings.master_keys.get_secret_value()
+        if settings.master_key_file is not None:
+            text = ",".join(t for t in (text, Path(settings.master_key_file).read_text()) if t.strip())
+        return cls.parse(text)
+
+    @staticmethod
+    def generate(version: str) -> str:
+        """A new ``version:base64key`` entry (for the embedded stack, tests, and an operator's rotation)."""
+        return f"{version}:{base64.b64encode(os.urandom(KEY_BYTES)).decode()}"
+
+    def wrap(self, key: bytes, aad: bytes, version: str | None = None) -> tuple[str, bytes]:
+        version = version or self.current
+        nonce = os.urandom(NONCE_BYTES)
+        return version, nonce + AESGCM(self._key(version, what="wrap a key")).encrypt(nonce, key, aad)
+
+    def unwrap(self, version: str, wrapped: bytes, aad: bytes, *, what: str) -> bytes:
+        try:
+            return AESGCM(self._key(version, what=what)).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], aad)
+        except InvalidTag:
+            raise KeyStoreError(
+                f"{what} does not unwrap under master key version {version!r}: the master key of that version "
+                "is not the one it was wrapped under, or the row was altered"
+            ) from None
+
+    def _key(self, version: str, *, what: str) -> bytes:
+        try:
+            return self.keys[version]
+        except KeyError:
+            raise UnknownMasterKey(
+                f"{what}: wrapped under master key version {version!r}, which MASTER_KEYS does not list "
+                f"(listed: {', '.join(self.keys)}); keep an old version listed until `rotate` has re-wrapped "
+                "every key under the current one"
+            ) from None
+
+
+# --- keys as handed out -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataKey:
+    """An unwrapped data key; ``aead`` is None when the key was destroyed (the data it guarded is erased)."""
+
+    key_id: str
+    person_id: str
+    case_id: str
+    aead: AESGCM | None = field(repr=False)
+
+    @property
+    def destroyed(self) -> bool:
+        return self.aead is None
+
+
+@dataclass(frozen=True)
+class BucketKey:
+    key_id: str
+    bucket: str
+    aead: AESGCM | None = field(repr=False)
+
+    @property
+    def destroyed(self) -> bool:
+        return self.aead is None
+
+
+Granularity = Literal["day", "month"]
+
+
+def bucket_of(when: datetime, granularity: Granularity = "day") -> tuple[str, datetime, datetime]:
+    """The time bucket ``when`` falls in: its name and its [start, end) in UTC."""
+    when = when.astimezone(UTC)
+    if granularity == "day":
+        start = datetime(when.year, when.month, when.day, tzinfo=UTC)
+        return f"day:{start.date().isoformat()}", start, start + timedelta(days=1)
+    start = datetime(when.year, when.month, 1, tzinfo=UTC)
+    end = datetime(when.year + (when.month == 12), when.month % 12 + 1, 1, tzinfo=UTC)
+    return f"month:{start:%Y-%m}", start, end
+
+
+def _data_key_aad(key_id: str, person_id: str, case_id: str) -> bytes:
+    return json.dumps(["rj-data-key", key_id, person_id, case_id]).encode()
+
+
+def _bucket_key_aad(key_id: str, bucket: str) -> bytes:
+    return json.dumps(["rj-bucket-key", key_id, bucket]).encode()
+
+
+# --- schema -------------------------------------------------------------------------------------
+
+_MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "001_keys",
+        """
+        CREATE TABLE {schema}.data_keys (
+            key_id uuid PRIMARY KEY,
+            person_id text NOT NULL,
+            case_id text NOT NULL,
+            wrapped_key bytea,
+            master_key_version text,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            destroyed_at timestamptz,
+            destroyed_by text,
+            destroy_reason text,
+            UNIQUE (person_id, case_id),
+            CHECK ((wrapped_key IS NULL) = (destroyed_at IS NOT NULL)),
+            CHECK (wrapped_key IS NULL OR master_key_version IS NOT NULL)
+        );
+        CREATE INDEX data_keys_case ON {schema}.data_keys (case_id);
+        CREATE INDEX data_keys_to_rewrap ON {schema}.data_keys (master_key_version) WHERE wrapped_key IS NOT NULL;
+
+        CREATE TABLE {schema}.bucket_keys (
+            key_id uuid PRIMARY KEY,
+            bucket text NOT NULL UNIQUE,
+            starts_at timestamptz NOT NULL,
+            ends_at timestamptz NOT NULL,
+            wrapped_key bytea,
+            master_key_version text,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            destroyed_at timestamptz,
+            destroyed_by text,
+            destroy_reason text,
+            CHECK ((wrapped_key IS NULL) = (destroyed_at IS NOT NULL))
+        );
+        CREATE INDEX bucket_keys_live_end ON {schema}.bucket_keys (ends_at) WHERE wrapped_key IS NOT NULL;
+        """,
+    ),
+)
+
+_LOCK_KEY = int.from_bytes(hashlib.sha256(b"rj-keystore-schema").digest()[:8], "big", signed=True)
+
+
+async def ensure_schema(conn: asyncpg.Connection) -> list[str]:
+    """Create or bring up to date the ``keystore`` schema. Idempotent and safe from several processes at
+    once (an advisory lock serialises them; each migration runs once, recorded with its checksum)."""
+    applied: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+    try:
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+        await conn.execute(
+            f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.schema_migrations (
+                    name text PRIMARY KEY, checksum text NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = {r["name"]: r["checksum"] for r in await conn.fetch(f"SELECT * FROM {SCHEMA}.schema_migrations")}
+        for name, sql in _MIGRATIONS:
+            checksum = hashlib.sha256(sql.encode()).hexdigest()
+            if name in done:
+                if done[name] != checksum:
+                    raise RuntimeError(f"key store migration {name} changed after it was applied")
+                continue
+            async with conn.transaction():
+                await conn.execute("SET LOCAL statement_timeout = 0")
+                await conn.execute(sql.replace("{schema}", SCHEMA))
+                await conn.execute(
+                    f"INSERT INTO {SCHEMA}.schema_migrations (name, checksum) VALUES ($1, $2)", name, checksum
+                )
+            applied.append(name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+    if applied:
+        log.info("keystore_migrations_applied", applied=applied)
+    return applied
+
+
+# --- the store ----------------------------------------------------------------------------------
+
+_SELECT_BY_PAIRS = f"""
+    SELECT key_id::text, person_id, case_id, wrapped_key, master_key_version FROM {SCHEMA}.data_keys
+    WHERE (person_id, case_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"""
+
+_SELECT_BY_IDS = f"""
+    SELECT key_id::text, person_id, case_id, wrapped_key, master_key_version FROM {SCHEMA}.data_keys
+    WHERE key_id = ANY($1::uuid[])"""
+
+# One round trip for a batch that needs both the keys to encrypt with and the keys to decrypt with.
+_SELECT_BY_PAIRS_OR_IDS = f"""
+    {_SELECT_BY_PAIRS}
+    UNION
+    SELECT key_id::text, person_id, case_id, wrapped_key, master_key_version FROM {SCHEMA}.data_keys
+    WHERE key_id = ANY($3::uuid[])"""
+
+
+class KeyStore:
+    """Data keys and bucket keys in PostgreSQL, wrapped under ``master``."""
+
+    def __init__(self, master: MasterKeys) -> None:
+        self.master = master
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyStore:
+        return cls(MasterKeys.from_settings(settings))
+
+    # data keys
+
+    async def data_keys_for(self, conn: asyncpg.Connection, pairs: Iterable[PersonCase]) -> dict[PersonCase, DataKey]:
+        """The key of each (person id, case id), created where there is none yet. Two processes asking for the
+        same new pair at once get the same key: each inserts with ON CONFLICT DO NOTHING, then reads."""
+        keys, _ = await self._load(conn, set(pairs), set())
+        return keys
+
+    async def keys_by_id(self, conn: asyncpg.Connection, key_ids: Iterable[str]) -> dict[str, DataKey]:
+        """The keys with these ids (destroyed ones with ``aead`` None); an unknown id is absent."""
+        ids = sorted(set(key_ids))
+        if not ids:
+            return {}
+        return {k.key_id: k for k in map(self._unwrap, await conn.fetch(_SELECT_BY_IDS, ids))}
+
+    async def _load(
+        self, conn: asyncpg.Connection, pairs: set[PersonCase], ids: set[str]
+    ) -> tuple[dict[PersonCase, DataKey], dict[str, DataKey]]:
+        """Keys for ``pairs`` (creating the missing) and ``ids``: one query when every pair has a key."""
+        by_pair: dict[PersonCase, DataKey] = {}
+        by_id: dict[str, DataKey] = {}
+        if not pairs and not ids:
+            return by_pair, by_id
+        persons, cases = [p for p, _ in sorted(pairs)], [c for _, c in sorted(pairs)]
+        if ids:
+            rows = await conn.fetch(_SELECT_BY_PAIRS_OR_IDS, persons, cases, sorted(ids))
+        else:
+            rows = await conn.fetch(_SELECT_BY_PAIRS, persons, cases)
+        for key in map(self._unwrap, rows):
+            by_id[key.key_id] = key
+            by_pair[(key.person_id, key.case_id)] = key
+        missing = sorted(pairs - by_pair.keys())
+        if missing:
+            await self._create(conn, missing)
+            for key in map(self._unwrap, await conn.fetch(_SELECT_BY_PAIRS, *zip(*missing, strict=True))):
+                by_id[key.key_id] = key
+                by_pair[(key.person_id, key.case_id)] = key
+        return {p: by_pair[p] for p in pairs}, {i: by_id[i] for i in ids if i in by_id}
+
+    async def _create(self, conn: asyncpg.Connection, pairs: list[PersonCase]) -> None:
+        rows: list[tuple[str, str, str, bytes, str]] = []
+        for person_id, case_id in pairs:
+            key_id = str(uuid.uuid4())
+            version, wrapped = self.master.wrap(AESGCM.generate_key(256), _data_key_aad(key_id, person_id, case_id))
+            rows.append((key_id, person_id, case_id, wrapped, version))
+        await conn.execute(
+            f"""INSERT INTO {SCHEMA}.data_keys (key_id, person_id, case_id, wrapped_key, master_key_version)
+                SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[])
+                ON CONFLICT (person_id, case_id) DO NOTHING""",
+            *zip(*rows, strict=True),
+        )
+
+    def _unwrap(self, row: asyncpg.Record) -> DataKey:
+        key_id, person_id, case_id, wrapped, version = row
+        if wrapped is None:
+            return DataKey(key_id, person_id, case_id, None)
+        key = self.master.unwrap(version, wrapped, _data_key_aad(key_id, person_id, case_id), what=f"data key {key_id}")
+        return DataKey(key_id, person_id, case_id, AESGCM(key))
+
+    async def destroy(
+        self, conn: asyncpg.Connection, person_id: str, case_id: str | None = None, *, by: str, reason: str
+    ) -> list[str]:
+        """Erase a person on one case, or on every case (``case_id`` None), by destroying their data keys.
+
+        With a case, a key is recorded destroyed even when none existed yet, so that nothing written about
+        that person on that case later is kept. Returns the ids of the keys destroyed now."""
+        tombstones: list[asyncpg.Record] = []
+        async with conn.transaction():
+            if case_id is not None:
+                tombstones = await conn.fetch(
+                    f"""INSERT INTO {SCHEMA}.data_keys (key_id, person_id, case_id, destroyed_at, destroyed_by,
+                                                        destroy_reason)
+                        VALUES ($1, $2, $3, now(), $4, $5) ON CONFLICT (person_id, case_id) DO NOTHING
+                        RETURNING key_id::text""",
+                    str(uuid.uuid4()),
+                    person_id,
+                    case_id,
+                    by,
+                    reason,
+                )
+            rows = await conn.fetch(
+                f"""UPDATE {SCHEMA}.data_keys
+                    SET wrapped_key = NULL, destroyed_at = now(), destroyed_by = $3, destroy_reason = $4
+                    WHERE person_id = $1 AND ($2::text IS NULL OR case_id = $2) AND wrapped_key IS NOT NULL
+                    RETURNING key_id::text""",
+                person_id,
+                case_id,
+                by,
+                reason,
+            )
+        destroyed = sorted(r[0] for r in (*rows, *tombstones))
+        log.info("data_keys_destroyed", person_id=person_id, case_id=case_id, keys=len(destroyed), by=by)
+        return destroyed
+
+    async def destroy_case(self, conn: asyncpg.Connection, case_id: str, *, by: str, reason: str) -> list[str]:
+        """Erase everyone's data on one case (its retention ran out)."""
+        rows = await conn.fetch(
+            f"""UPDATE {SCHEMA}.data_keys
+                SET wrapped_key = NULL, destroyed_at = now(), destroyed_by = $2, destroy_reason = $3
+                WHERE case_id = $1 AND wrapped_key IS NOT NULL RETURNING key_id::text""",
+            case_id,
+            by,
+            reason,
+        )
+        log.info("case_keys_destroyed", case_id=case_id, keys=len(rows), by=by)
+        return sorted(r[0] for r in rows)
+
+    async def rotate(self, conn: asyncpg.Connection, to_version: str | None = None, *, batch_size: int = 500) -> int:
+        """Re-wrap every live data and bucket key under ``to_version`` (default: the current master key).
+
+        Runs beside live traffic: each batch is written only where the row still holds the bytes that were
+        read (a key destroyed meanwhile stays destroyed), and readers accept every listed version throughout.
+        Once it returns, older versions may be removed from settings. Returns how many keys were re-wrapped."""
+        target = to_version or self.master.current
+        self.master._key(target, what="rotation target")
+        count = 0
+        for table, aad_of in (
+            ("data_keys", lambda r: _data_key_aad(r["key_id"], r["person_id"], r["case_id"])),
+            ("bucket_keys", lambda r: _bucket_key_aad(r["key_id"], r["bucket"])),
+        ):
+            owner = "person_id, case_id" if table == "data_keys" else "bucket"
+            while True:
+                rows = await conn.fetch(
+                    f"""SELECT key_id::text, {owner}, wrapped_key, master_key_version FROM {SCHEMA}.{table}
+                        WHERE wrapped_key IS NOT NULL AND master_key_version <> $1 ORDER BY key_id LIMIT $2""",
+                    target,
+                    batch_size,
+                )
+                if not rows:
+                    break
+                updates = []
+                for row in rows:
+                    aad = aad_of(row)
+                    key = self.master.unwrap(row["master_key_version"], row["wrapped_key"], aad, what=f"key {row[0]}")
+                    updates.append((row["key_id"], row["wrapped_key"], self.master.wrap(key, aad, target)[1]))
+                done = await conn.fetch(
+                    f"""UPDATE {SCHEMA}.{table} AS k SET wrapped_key = n.wrapped, master_key_version = $1
+                        FROM unnest($2::uuid[], $3::bytea[], $4::bytea[]) AS n(key_id, old, wrapped)
+                        WHERE k.key_id = n.key_id AND k.wrapped_key = n.old RETURNING k.key_id""",
+                    target,
+                    *zip(*updates, strict=True),
+                )
+                count += len(done)
+        log.info("master_key_rotated", to_version=target, rewrapped=count)
+        return count
+
+    # time-bucket keys
+
+    async def bucket_key(self, conn: asyncpg.Connection, when: datetime, granularity: Granularity = "day") -> BucketKey:
+        """The key of the bucket ``when`` falls in, created if needed (race-safe like data keys)."""
+        bucket, starts_at, ends_at = bucket_of(when, granularity)
+        row = await conn.fetchrow(
+            f"SELECT key_id::text, bucket, wrapped_key, master_key_version FROM {SCHEMA}.bucket_keys WHERE bucket = $1",
+            bucket,
+        )
+        if row is None:
+            key_id = str(uuid.uuid4())
+            version, wrapped = self.master.wrap(AESGCM.generate_key(256), _bucket_key_aad(key_id, bucket))
+            await conn.execute(
+                f"""INSERT INTO {SCHEMA}.bucket_keys (key_id, bucket, starts_at, ends_at, wrapped_key,
+                                                      master_key_version)
+                    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (bucket) DO NOTHING""",
+                key_id,
+                bucket,
+                starts_at,
+                ends_at,
+                wrapped,
+                version,
+            )
+            row = await conn.fetchrow(
+                f"""SELECT key_id::text, bucket, wrapped_key, master_key_version FROM {SCHEMA}.bucket_keys
+                    WHERE bucket = $1""",
+                bucket,
+            )
+        return self._unwrap_bucket(row)
+
+    async def bucket_keys_by_id(self, conn: asyncpg.Connection, key_ids: Iterable[str]) -> dict[str, BucketKey]:
+        rows = await conn.fetch(
+            f"""SELECT key_id::text, bucket, wrapped_key, master_key_version FROM {SCHEMA}.bucket_keys
+                WHERE key_id = ANY($1::uuid[])""",
+            sorted(set(key_ids)),
+        )
+        return {k.key_id: k for k in map(self._unwrap_bucket, rows)}
+
+    def _unwrap_bucket(self, row: asyncpg.Record) -> BucketKey:
+        key_id, bucket, wrapped, version = row
+        if wrapped is None:
+            return BucketKey(key_id, bucket, None)
+        key = self.master.unwrap(version, wrapped, _bucket_key_aad(key_id, bucket), what=f"bucket key {key_id}")
+        return BucketKey(key_id, bucket, AESGCM(key))
+
+    async def destroy_buckets_ending_before(
+        self, conn: asyncpg.Connection, cutoff: datetime, *, by: str, reason: str
+    ) -> list[str]:
+        """Retention for whole records: destroy every bucket key whose bucket ended at or before ``cutoff``.
+        Returns the buckets destroyed."""
+        rows = await conn.fetch(
+            f"""UPDATE {SCHEMA}.bucket_keys
+                SET wrapped_key = NULL, destroyed_at = now(), destroyed_by = $2, destroy_reason = $3
+                WHERE ends_at <= $1 AND wrapped_key IS NOT NULL RETURNING bucket""",
+            cutoff,
+            by,
+            reason,
+        )
+        log.info("bucket_keys_destroyed", cutoff=cutoff.isoformat(), buckets=len(rows), by=by)
+        return sorted(r[0] for r in rows)
+
+
+class KeyCache:
+    """The keys one batch uses: ``load`` everything the batch needs first (one query when the keys exist),
+    then encrypt and decrypt without awaiting. Make one per batch: a key destroyed after the batch began
+    is seen by the next batch, not this one."""
+
+    def __init__(self, store: KeyStore) -> None:
+        self.store = store
+        self._by_pair: dict[PersonCase, DataKey] = {}
+        self._by_id: dict[str, DataKey] = {}
+        self._absent: set[str] = set()  # ids asked for that the store does not hold
+        self.loads = 0  # round trips made (for tests and metrics)
+
+    async def load(
+        self, conn: asyncpg.Connection, pairs: Iterable[PersonCase] = (), key_ids: Iterable[str] = ()
+    ) -> None:
+        want_pairs = set(pairs) - self._by_pair.keys()
+        want_ids = set(key_ids) - self._by_id.keys() - self._absent
+        if not want_pairs and not want_ids:
+            return
+        self.loads += 1
+        by_pair, by_id = await self.store._load(conn, want_pairs, want_ids)
+        for key in (*by_pair.values(), *by_id.values()):
+            self._by_pair[(key.person_id, key.case_id)] = key
+            self._by_id[key.key_id] = key
+        self._absent |= want_ids - by_id.keys()
+
+    def for_owner(self, person_id: str, case_id: str) -> DataKey:
+        try:
+            return self._by_pair[(person_id, case_id)]
+        except KeyError:
+            raise KeyError(f"no key loaded for person {person_id!r} on case {case_id!r}: load it first") from None
+
+    def by_id(self, key_id: str) -> DataKey | None:
+        """The key with this id, or None when it was asked for and does not exist."""
+        return self._by_id.get(key_id)
+
+    def loaded(self, key_id: str) -> bool:
+        return key_id in self._by_id or key_id in self._absent
