@@ -1,0 +1,437 @@
+"""Encrypting the personal fields of a document, found from the contract's ``x-pii`` marks; and whole records.
+
+A document is a payload as ``model.model_dump(mode="json")`` gives it. The model's JSON Schema is compiled
+once into a plan of where the marked values are (through ``$defs``/``$ref``, ``anyOf`` for optionals,
+arrays, nested objects and maps). A marked value is encrypted whole (a Contact object, a list of time
+windows, a date) and replaced by the string token::
+
+    enc:v1:<key id>:<base64(nonce || AES-256-GCM ciphertext)>
+
+whose plaintext is the value's JSON encoding, so it round-trips exactly, and whose additional data is
+the key id and the field's name (a token moved into another field does not decrypt; a token moved with
+its object, as a service copies a participant into its state or a later event, still does: that is how
+services pass ciphertext on without reading it). ``null`` is left as it is: an unknown value says
+nothing about a person. A value that already is a token is left as it is, so encrypting twice is
+harmless; decrypting a value that is not a token (written before encryption) leaves it as it is.
+
+Whose key (the ownership rule). The case is the document's subject, given by the caller. The person is
+the ``person_id`` of the nearest object, from the marked value outwards, that has one as plain text (a
+participant's fields are theirs; a top-level ``person_id`` owns the event's fields, so a consent
+withdrawal's reason belongs to the person who withdrew; a ``person_id`` that is itself marked is owned by
+the person it names). Anything else on the case belongs to the case's own key (person ``(case)``).
+Limits, said plainly: a field about a person named some other way (``CaseClosed.withdrawn_by``, an
+agreement item's ``description`` whose undertaker is ``owner_id``, staff's free text mentioning a
+participant) is under the case key: erasing that person does not erase it; the case's retention (or
+erasing the case) does. Marking the owner in the contract would close that gap.
+
+Erasure. A token whose key was destroyed decrypts to a placeholder (``None`` unless the caller picks
+one) and its path is reported in ``Decrypted.erased``; it never raises. A value written for a person
+whose key on that case is already destroyed is not kept: the token carries the key id and no
+ciphertext. A token that fails authentication, is malformed, or names a key the store does not hold
+raises ``TamperedToken`` (a ``ValueError``: the data is at fault).
+
+Bytes we cannot parse into fields are encrypted whole under a time-bucket key: ``encrypt_bytes``.
+
+Use per batch: ``prepare_encrypt``/``prepare_decrypt`` every document, load every key they need into a
+``KeyCache`` in one round trip, then ``seal``/``open`` without awaiting (``encrypt_batch`` and
+``decrypt_batch`` do exactly that).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import asyncpg
+from cryptography.exceptions import InvalidTag
+from pydantic import BaseModel
+
+from schemas.pii import is_pii
+from services.runtime.keystore import CASE_PERSON, NONCE_BYTES, BucketKey, DataKey, KeyCache, PersonCase
+
+TOKEN_PREFIX = "enc:v1:"
+_PREFIX_LEN = len(TOKEN_PREFIX)
+
+
+class TamperedToken(ValueError):
+    """An encrypted value that cannot be authentic: altered, truncated, moved, or under an unknown key."""
+
+
+def is_token(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(TOKEN_PREFIX)
+
+
+def token_key_id(token: str) -> str:
+    key_id, sep, _ = token[_PREFIX_LEN:].partition(":")
+    if not sep or not key_id:
+        raise TamperedToken(f"malformed encrypted value {token[:60]!r}")
+    return key_id
+
+
+# --- the plan: where the marked values are ------------------------------------------------------
+
+
+class _Marked:
+    """The whole value here is personal data."""
+
+
+_MARKED = _Marked()
+
+
+@dataclass(eq=False)
+class _Object:
+    fields: dict[str, _Node] = field(default_factory=dict)
+    has_person_id: bool = False
+
+
+@dataclass(eq=False)
+class _Array:
+    items: _Node
+
+
+@dataclass(eq=False)
+class _Map:
+    values: _Node
+
+
+@dataclass(eq=False)
+class _Union:
+    alternatives: list[_Node]
+
+
+_Node = _Marked | _Object | _Array | _Map | _Union
+
+
+class _Compiler:
+    def __init__(self, defs: dict[str, Any]) -> None:
+        self.defs = defs
+        self.done: dict[str, _Node | None] = {}
+
+    def node(self, schema: dict[str, Any]) -> _Node | None:
+        if is_pii(schema):
+            return _MARKED
+        ref = schema.get("$ref")
+        if isinstance(ref, str):
+            name = ref.rsplit("/", 1)[-1]
+            if name not in self.done:
+                self.done[name] = _Object()  # a recursive model meets its own (still empty) plan
+                self.done[name] = self.node(self.defs[name])
+            return self.done[name]
+        for combinator in ("anyOf", "oneOf", "allOf"):
+            if combinator in schema:
+                nodes = [n for n in (self.node(s) for s in schema[combinator]) if n is not None]
+                if not nodes:
+                    return None
+                return nodes[0] if len(nodes) == 1 else _Union(nodes)
+        if "properties" in schema or schema.get("type") == "object":
+            obj = _Object(has_person_id="person_id" in schema.get("properties", {}))
+            for name, prop in schema.get("properties", {}).items():
+                child = self.node(prop)
+                if child is not None:
+                    obj.fields[name] = child
+            extra = schema.get("additionalProperties")
+            if isinstance(extra, dict) and (values := self.node(extra)) is not None:
+                return _Union([obj, _Map(values)]) if obj.fields else _Map(values)
+            return obj if obj.fields else None
+        if isinstance(schema.get("items"), dict):
+            items = self.node(schema["items"])
+            return _Array(items) if items is not None else None
+        return None
+
+
+def personal_paths(model: type[BaseModel]) -> list[str]:
+    """Every marked value's path in ``model`` (``[]`` for an array's items), e.g. for an inventory."""
+    out: list[str] = []
+
+    def walk(node: _Node | None, path: str, seen: frozenset[int]) -> None:
+        if node is None or id(node) in seen:
+            return
+        if isinstance(node, _Marked):
+            out.append(path)
+        elif isinstance(node, _Object):
+            for name, child in node.fields.items():
+                walk(child, f"{path}.{name}", seen | {id(node)})
+        elif isinstance(node, _Array):
+            walk(node.items, f"{path}[]", seen)
+        elif isinstance(node, _Map):
+            walk(node.values, f"{path}.*", seen)
+        else:
+            for alternative in node.alternatives:
+                walk(alternative, path, seen)
+
+    walk(cipher_for(model).plan, "$", frozenset())
+    return sorted(set(out))
+
+
+# --- one document -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Slot:
+    container: dict[str, Any] | list[Any]
+    index: Any
+    owner: str | None
+    field: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Decrypted:
+    data: dict[str, Any]
+    erased: tuple[str, ...]
+    """Paths of the values whose key was destroyed (now the placeholder)."""
+
+
+class PendingEncryption:
+    """A document's copy with its marked values located; ``owners`` are the keys it needs."""
+
+    def __init__(self, document: dict[str, Any], slots: list[_Slot], case_id: str) -> None:
+        self.document = document
+        self.slots = slots
+        self.case_id = case_id
+
+    @property
+    def owners(self) -> set[PersonCase]:
+        return {(s.owner or CASE_PERSON, self.case_id) for s in self.slots}
+
+    def seal(self, keys: KeyCache) -> dict[str, Any]:
+        for slot in self.slots:
+            key = keys.for_owner(slot.owner or CASE_PERSON, self.case_id)
+            value = slot.container[slot.index]
+            slot.container[slot.index] = _encrypt_value(value, key, slot.field)
+        return self.document
+
+
+class PendingDecryption:
+    def __init__(self, document: dict[str, Any], slots: list[_Slot]) -> None:
+        self.document = document
+        self.slots = slots
+
+    @property
+    def key_ids(self) -> set[str]:
+        return {token_key_id(s.container[s.index]) for s in self.slots}
+
+    def open(self, keys: KeyCache, placeholder: Any = None) -> Decrypted:
+        erased: list[str] = []
+        for slot in self.slots:
+            token: str = slot.container[slot.index]
+            key_id = token_key_id(token)
+            if not keys.loaded(key_id):
+                raise KeyError(f"key {key_id} not loaded: load the batch's key ids first")
+            key = keys.by_id(key_id)
+            if key is None:
+                raise TamperedToken(f"{slot.path}: encrypted under key {key_id}, which the key store does not hold")
+            if key.aead is None:
+                slot.container[slot.index] = placeholder
+                erased.append(slot.path)
+            else:
+                slot.container[slot.index] = _decrypt_value(token, key, slot.field, slot.path)
+        return Decrypted(self.document, tuple(erased))
+
+
+def _encrypt_value(value: Any, key: DataKey, field_name: str) -> str:
+    if key.aead is None:
+        return f"{TOKEN_PREFIX}{key.key_id}:"  # erased before it was written: keep nothing
+    nonce = os.urandom(NONCE_BYTES)
+    plaintext = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    sealed = key.aead.encrypt(nonce, plaintext, f"{key.key_id}\x00{field_name}".encode())
+    return f"{TOKEN_PREFIX}{key.key_id}:{base64.b64encode(nonce + sealed).decode()}"
+
+
+def _decrypt_value(token: str, key: DataKey, field_name: str, path: str) -> Any:
+    assert key.aead is not None
+    encoded = token[_PREFIX_LEN + len(key.key_id) + 1 :]
+    try:
+        blob = base64.b64decode(encoded, validate=True)
+        if len(blob) <= NONCE_BYTES:
+            raise TamperedToken(f"{path}: encrypted value under key {key.key_id} is truncated")
+        plaintext = key.aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], f"{key.key_id}\x00{field_name}".encode())
+    except (binascii.Error, InvalidTag):
+        raise TamperedToken(
+            f"{path}: encrypted value under key {key.key_id} fails authentication (altered, or moved from "
+            "another field)"
+        ) from None
+    return json.loads(plaintext)
+
+
+class DocumentCipher:
+    """Encrypts and decrypts the marked values of one model's documents. Get one with ``cipher_for``."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        self.model = model
+        schema = model.model_json_schema(mode="serialization")
+        self.plan = _Compiler(schema.get("$defs", {})).node(schema)
+
+    @property
+    def has_personal_data(self) -> bool:
+        return self.plan is not None
+
+    def prepare_encrypt(self, document: dict[str, Any], case_id: str) -> PendingEncryption:
+        slots: list[_Slot] = []
+        copy = self._walk(self.plan, document, None, "", "$", slots, encrypting=True)
+        return PendingEncryption(copy, slots, case_id)
+
+    def prepare_decrypt(self, document: dict[str, Any]) -> PendingDecryption:
+        slots: list[_Slot] = []
+        copy = self._walk(self.plan, document, None, "", "$", slots, encrypting=False)
+        return PendingDecryption(copy, slots)
+
+    def encrypt(self, document: dict[str, Any], case_id: str, keys: KeyCache) -> dict[str, Any]:
+        """Encrypt with keys already in ``keys`` (see ``prepare_encrypt(...).owners``); returns a copy."""
+        return self.prepare_encrypt(document, case_id).seal(keys)
+
+    def decrypt(self, document: dict[str, Any], keys: KeyCache, placeholder: Any = None) -> Decrypted:
+        return self.prepare_decrypt(document).open(keys, placeholder)
+
+    def _walk(
+        self,
+        node: _Node | None,
+        value: Any,
+        owner: str | None,
+        field_name: str,
+        path: str,
+        slots: list[_Slot],
+        *,
+        encrypting: bool,
+    ) -> Any:
+        """A copy of ``value`` where the plan reaches (shared elsewhere), recording the marked slots in it."""
+        if node is None or value is None:
+            return value
+        if isinstance(node, _Object):
+            if not isinstance(value, dict):
+                return value
+            out = dict(value)
+            if node.has_person_id:
+                person = value.get("person_id")
+                if isinstance(person, str) and person and not is_token(person):
+                    owner = person
+            for name, child in node.fields.items():
+                if name not in out or out[name] is None:
+                    continue
+                if child is _MARKED:
+                    self._mark(out, name, owner, name, f"{path}.{name}", slots, encrypting)
+                else:
+                    out[name] = self._walk(
+                        child, out[name], owner, name, f"{path}.{name}", slots, encrypting=encrypting
+                    )
+            return out
+        if isinstance(node, _Array):
+            if not isinstance(value, list):
+                return value
+            items = list(value)
+            for i in range(len(items)):
+                if node.items is _MARKED:
+                    self._mark(items, i, owner, field_name, f"{path}[{i}]", slots, encrypting)
+                else:
+                    items[i] = self._walk(
+                        node.items, items[i], owner, field_name, f"{path}[{i}]", slots, encrypting=encrypting
+                    )
+            return items
+        if isinstance(node, _Map):
+            if not isinstance(value, dict):
+                return value
+            entries = dict(value)
+            for k in entries:
+                if node.values is _MARKED:
+                    self._mark(entries, k, owner, field_name, f"{path}.{k}", slots, encrypting)
+                else:
+                    entries[k] = self._walk(
+                        node.values, entries[k], owner, field_name, f"{path}.{k}", slots, encrypting=encrypting
+                    )
+            return entries
+        if isinstance(node, _Union):
+            # Apply every alternative that fits the value's shape: a mark in any of them is honoured.
+            for alternative in node.alternatives:
+                value = self._walk(alternative, value, owner, field_name, path, slots, encrypting=encrypting)
+            return value
+        raise AssertionError("a marked value is handled by its container")
+
+    @staticmethod
+    def _mark(
+        container: dict[str, Any] | list[Any],
+        index: Any,
+        owner: str | None,
+        field_name: str,
+        path: str,
+        slots: list[_Slot],
+        encrypting: bool,
+    ) -> None:
+        value = container[index]
+        if value is None:
+            return
+        if is_token(value) != encrypting:  # already encrypted / not encrypted: leave it
+            slots.append(_Slot(container, index, owner, field_name, path))
+
+
+@cache
+def cipher_for(model: type[BaseModel]) -> DocumentCipher:
+    return DocumentCipher(model)
+
+
+# --- batches ------------------------------------------------------------------------------------
+
+
+async def encrypt_batch(
+    conn: asyncpg.Connection, keys: KeyCache, items: Sequence[tuple[type[BaseModel], dict[str, Any], str]]
+) -> list[dict[str, Any]]:
+    """Encrypt (model, document, case id) items with one key-store round trip (none when cached)."""
+    pending = [cipher_for(model).prepare_encrypt(document, case_id) for model, document, case_id in items]
+    await keys.load(conn, pairs=set().union(*(p.owners for p in pending)))
+    return [p.seal(keys) for p in pending]
+
+
+async def decrypt_batch(
+    conn: asyncpg.Connection,
+    keys: KeyCache,
+    items: Sequence[tuple[type[BaseModel], dict[str, Any]]],
+    placeholder: Any = None,
+) -> list[Decrypted]:
+    pending = [cipher_for(model).prepare_decrypt(document) for model, document in items]
+    await keys.load(conn, key_ids=set().union(*(p.key_ids for p in pending)))
+    return [p.open(keys, placeholder) for p in pending]
+
+
+# --- whole records under a time-bucket key ------------------------------------------------------
+
+BYTES_MAGIC = b"rjb1"
+_BYTES_HEADER = len(BYTES_MAGIC) + 16
+
+
+def encrypt_bytes(data: bytes, key: BucketKey, context: bytes = b"") -> bytes:
+    """``data`` sealed under a bucket key: magic, key id, nonce, ciphertext. ``context`` (e.g. the topic) must
+    be given again to decrypt."""
+    if key.aead is None:
+        raise ValueError(f"bucket {key.bucket} is past its retention: its key is destroyed")
+    header = BYTES_MAGIC + uuid.UUID(key.key_id).bytes
+    nonce = os.urandom(NONCE_BYTES)
+    return header + nonce + key.aead.encrypt(nonce, data, header + context)
+
+
+def bytes_key_id(blob: bytes) -> str:
+    if len(blob) < _BYTES_HEADER + NONCE_BYTES or not blob.startswith(BYTES_MAGIC):
+        raise TamperedToken("not a record sealed by encrypt_bytes")
+    return str(uuid.UUID(bytes=blob[len(BYTES_MAGIC) : _BYTES_HEADER]))
+
+
+def decrypt_bytes(blob: bytes, key: BucketKey, context: bytes = b"") -> bytes | None:
+    """The record, or None when its bucket's key was destroyed (retention erased it)."""
+    if bytes_key_id(blob) != key.key_id:
+        raise ValueError(f"record is under key {bytes_key_id(blob)}, not {key.key_id}")
+    if key.aead is None:
+        return None
+    header, nonce = blob[:_BYTES_HEADER], blob[_BYTES_HEADER : _BYTES_HEADER + NONCE_BYTES]
+    try:
+        return key.aead.decrypt(nonce, blob[_BYTES_HEADER + NONCE_BYTES :], header + context)
+    except InvalidTag:
+        raise TamperedToken(f"record under bucket key {key.key_id} fails authentication") from None
+
+
+def models_with_personal_data(models: Iterable[type[BaseModel]]) -> list[type[BaseModel]]:
+    return [m for m in models if cipher_for(m).has_personal_data]
