@@ -1,0 +1,501 @@
+"""The key store and field encryption against the real PostgreSQL: every personal field of every model in the
+contract round-trips and leaves no trace in the bytes; keys are per person per case; erasure shreds exactly
+one person on one case; rotation keeps old data readable; creation is race-safe; a batch asks once; whole
+records die with their time bucket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel
+
+from schemas.pii import is_pii
+from schemas.referral import CaseOpened
+from schemas.registry import REGISTRY
+from services import samples
+from services.runtime import fieldcrypt
+from services.runtime.devstack import create_database, drop_database
+from services.runtime.fieldcrypt import TamperedToken, decrypt_batch, encrypt_batch
+from services.runtime.keystore import (
+    CASE_PERSON,
+    KeyCache,
+    KeyStore,
+    KeyStoreError,
+    MasterKeys,
+    UnknownMasterKey,
+    ensure_schema,
+)
+from services.runtime.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+PII_MODELS = fieldcrypt.models_with_personal_data(REGISTRY.models.values())
+V1 = MasterKeys.generate("v1")
+V2 = MasterKeys.generate("v2")
+
+
+@pytest.fixture(scope="module")
+async def database(pg_server: str) -> AsyncIterator[str]:
+    name = f"rj_test_{uuid.uuid4().hex[:10]}"
+    url = await create_database(pg_server, name)
+    conn = await asyncpg.connect(url)
+    try:
+        await ensure_schema(conn)
+    finally:
+        await conn.close()
+    yield url
+    await drop_database(pg_server, name)
+
+
+@pytest.fixture
+async def conn(database: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database)
+    yield conn
+    await conn.close()
+
+
+def store(keys: str = V1) -> KeyStore:
+    return KeyStore(MasterKeys.from_settings(Settings(master_keys=keys)))
+
+
+def new_case() -> str:
+    return f"case-{uuid.uuid4().hex[:12]}"
+
+
+# --- a valid sample of any model, built from its JSON Schema, personal values easy to spot ----------
+
+
+class Sampler:
+    """Fills every property (optional ones too) of a model with valid values. Personal values are distinct
+    and recognisable (``PII-<n>-...`` text, dates and times in 1911), so a test can look for each in bytes;
+    times and dates increase through the document, which satisfies every 'ends after it starts' rule."""
+
+    def __init__(self, text: Callable[[], str]) -> None:
+        self.text = text
+        self.n = 0
+        self.personal: list[Any] = []
+
+    def sample(self, model: type[BaseModel]) -> dict[str, Any]:
+        schema = model.model_json_schema()
+        self.defs = schema.get("$defs", {})
+        return self.value(schema, False)  # type: ignore[no-any-return]
+
+    def value(self, schema: dict[str, Any], pii: bool) -> Any:
+        self.n += 1
+        n = self.n
+        pii = pii or is_pii(schema)
+        if "$ref" in schema:
+            return self.value(self.defs[schema["$ref"].rsplit("/", 1)[-1]], pii)
+        for combinator in ("anyOf", "oneOf", "allOf"):
+            if combinator in schema:
+                options = [s for s in schema[combinator] if s.get("type") != "null"]
+                return self.value(options[0], pii)
+        if "enum" in schema:
+            return schema["enum"][0]
+        if "const" in schema:
+            return schema["const"]
+        kind = schema.get("type")
+        if kind == "object":
+            return {name: self.value(prop, pii) for name, prop in schema.get("properties", {}).items()}
+        if kind == "array":
+            return [self.value(schema["items"], pii) for _ in range(max(2, schema.get("minItems", 0)))]
+        if kind == "boolean":
+            return False
+        if kind in ("integer", "number"):
+            return max(1, schema.get("minimum", 1), schema.get("exclusiveMinimum", 0) + 1) if not pii else 1000 + n
+        assert kind == "string", schema
+        base = datetime(1911 if pii else 2026, 1, 1, tzinfo=UTC) + timedelta(minutes=n)
+        fmt = schema.get("format")
+        if fmt == "date-time":
+            value: str = base.isoformat().replace("+00:00", "Z")
+        elif fmt == "date":
+            value = (date(1911 if pii else 2026, 1, 1) + timedelta(days=n)).isoformat()
+        elif fmt == "time":
+            value = time(n // 60 % 24, n % 60).isoformat()
+        elif "pattern" in schema:
+            value = re.match(r"\^\(?([a-z_]+)", schema["pattern"]).group(1)  # type: ignore[union-attr]
+        elif pii:
+            value = f"PII-{n}-{self.text()}"
+        else:
+            value = f"x{n}"
+        if pii:
+            self.personal.append(value)
+        return value
+
+
+def leaks(blob: bytes, personal: list[Any]) -> list[Any]:
+    text = blob.decode()
+    return [v for v in personal if json.dumps(v, ensure_ascii=False).strip('"') in text]
+
+
+# --- round trips ---------------------------------------------------------------------------------
+
+
+def test_the_contract_has_personal_data_where_the_issue_says() -> None:
+    names = {m.__name__ for m in PII_MODELS}
+    assert {
+        "CrimeRecorded",
+        "CaseOpened",
+        "CaseAccepted",
+        "ConsentWithdrawn",
+        "CaseWithdrawn",
+        "AvailabilityRecorded",
+    } <= names
+    assert fieldcrypt.personal_paths(CaseOpened) == [
+        "$.participants[].contact",
+        "$.participants[].custody_location",
+        "$.participants[].date_of_birth",
+        "$.participants[].name",
+    ]
+
+
+@pytest.mark.parametrize("model", PII_MODELS, ids=lambda m: m.event_type)
+async def test_every_personal_model_round_trips_with_no_personal_value_left_in_its_bytes(
+    conn: asyncpg.Connection, model: type[BaseModel]
+) -> None:
+    sampler = Sampler(lambda: "Zoë O'Brien")
+    original = model.model_validate(sampler.sample(model))
+    document = original.model_dump(mode="json")
+    assert sampler.personal, "the sample has personal values"
+    assert leaks(json.dumps(document, ensure_ascii=False).encode(), sampler.personal)
+
+    case = new_case()
+    [encrypted] = await encrypt_batch(conn, KeyCache(store()), [(model, document, case)])
+    blob = json.dumps(encrypted, ensure_ascii=False).encode()
+    assert leaks(blob, sampler.personal) == []
+    assert document == original.model_dump(mode="json"), "the caller's document is not changed"
+
+    [decrypted] = await decrypt_batch(conn, KeyCache(store()), [(model, json.loads(blob))])
+    assert decrypted.erased == ()
+    assert model.model_validate(decrypted.data) == original
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(min_size=1, max_size=30))
+async def test_any_text_in_a_case_opened_round_trips_exactly(conn: asyncpg.Connection, text: str) -> None:
+    sampler = Sampler(lambda: text)
+    original = CaseOpened.model_validate(sampler.sample(CaseOpened))
+    keys = KeyCache(store())
+    [encrypted] = await encrypt_batch(conn, keys, [(CaseOpened, original.model_dump(mode="json"), "case-text")])
+    [decrypted] = await decrypt_batch(conn, keys, [(CaseOpened, encrypted)])
+    assert CaseOpened.model_validate(decrypted.data) == original
+    assert leaks(json.dumps(encrypted, ensure_ascii=False).encode(), sampler.personal) == []
+
+
+async def test_encrypting_an_encrypted_document_changes_nothing(conn: asyncpg.Connection) -> None:
+    document = samples.crime_recorded("CR/1").model_dump(mode="json")
+    keys = KeyCache(store())
+    [once] = await encrypt_batch(conn, keys, [(type(samples.crime_recorded("CR/1")), document, "c-twice")])
+    [twice] = await encrypt_batch(conn, keys, [(type(samples.crime_recorded("CR/1")), once, "c-twice")])
+    assert twice == once
+
+
+def opened(case_id: str, *people: str) -> CaseOpened:
+    return CaseOpened.model_validate(
+        {
+            "case_id": case_id,
+            "crime_reference": "CR/9",
+            "offence": {"code": "105/1", "category": "violence"},
+            "participants": [
+                {
+                    "person_id": p,
+                    "role": "victim",
+                    "required": True,
+                    "name": f"Name of {p}",
+                    "date_of_birth": "1980-02-03",
+                    "contact": {"email": f"{p}@example.org", "phone": "+447700900123"},
+                }
+                for p in people
+            ],
+            "routes": [{"route": "admitted_outcome"}],
+            "opened_at": "2026-01-01T10:00:00Z",
+            "opened_by": {"kind": "system", "id": "referral-service"},
+        }
+    )
+
+
+def key_ids_of(document: dict[str, Any]) -> dict[str, set[str]]:
+    """Per participant, the key ids of their tokens."""
+    return {
+        p["person_id"]: {fieldcrypt.token_key_id(v) for k, v in p.items() if fieldcrypt.is_token(v)}
+        for p in document["participants"]
+    }
+
+
+async def test_each_person_on_each_case_has_their_own_key(conn: asyncpg.Connection) -> None:
+    first, second = new_case(), new_case()
+    keys = KeyCache(store())
+    a, b = await encrypt_batch(
+        conn,
+        keys,
+        [
+            (CaseOpened, opened(first, "ann", "bob").model_dump(mode="json"), first),
+            (CaseOpened, opened(second, "ann").model_dump(mode="json"), second),
+        ],
+    )
+    on_first, on_second = key_ids_of(a), key_ids_of(b)
+    assert all(len(ids) == 1 for ids in (*on_first.values(), *on_second.values())), "one key per person per case"
+    assert on_first["ann"] != on_first["bob"]
+    assert on_first["ann"] != on_second["ann"]
+
+
+async def test_a_token_moved_to_another_field_or_altered_is_refused_clearly(conn: asyncpg.Connection) -> None:
+    case = new_case()
+    keys = KeyCache(store())
+    [doc] = await encrypt_batch(conn, keys, [(CaseOpened, opened(case, "ann").model_dump(mode="json"), case)])
+    person = doc["participants"][0]
+    moved = {**doc, "participants": [{**person, "name": person["contact"]}]}
+    with pytest.raises(TamperedToken, match=r"participants\[0\]\.name.*fails authentication"):
+        await decrypt_batch(conn, keys, [(CaseOpened, moved)])
+    token = person["name"]
+    altered = {
+        **doc,
+        "participants": [{**person, "name": token[:-6] + ("AAAA" if token[-6:-2] != "AAAA" else "BBBB") + token[-2:]}],
+    }
+    with pytest.raises(TamperedToken):
+        await decrypt_batch(conn, keys, [(CaseOpened, altered)])
+    unknown = {**doc, "participants": [{**person, "name": f"enc:v1:{uuid.uuid4()}:AAAA"}]}
+    with pytest.raises(TamperedToken, match="does not hold"):
+        await decrypt_batch(conn, keys, [(CaseOpened, unknown)])
+
+
+# --- erasure -------------------------------------------------------------------------------------
+
+
+async def test_erasing_a_person_on_a_case_shreds_only_their_fields_on_that_case(conn: asyncpg.Connection) -> None:
+    first, second = new_case(), new_case()
+    a, b = await encrypt_batch(
+        conn,
+        KeyCache(store()),
+        [
+            (CaseOpened, opened(first, "ann", "bob").model_dump(mode="json"), first),
+            (CaseOpened, opened(second, "ann").model_dump(mode="json"), second),
+        ],
+    )
+    destroyed = await store().destroy(conn, "ann", first, by="staff:dpo-1", reason="erasure request")
+    assert len(destroyed) == 1
+
+    after_a, after_b = await decrypt_batch(conn, KeyCache(store()), [(CaseOpened, a), (CaseOpened, b)], "[erased]")
+    ann, bob = after_a.data["participants"]
+    assert ann["name"] == ann["contact"] == ann["date_of_birth"] == "[erased]"
+    assert ann["person_id"] == "ann" and ann["role"] == "victim", "the history stays readable"
+    assert bob["name"] == "Name of bob" and bob["contact"]["email"] == "bob@example.org"
+    assert sorted(after_a.erased) == [
+        "$.participants[0].contact",
+        "$.participants[0].date_of_birth",
+        "$.participants[0].name",
+    ]
+    assert after_b.erased == () and after_b.data["participants"][0]["name"] == "Name of ann"
+
+    # the default placeholder is None, which every optional personal field accepts
+    [plain] = await decrypt_batch(conn, KeyCache(store()), [(CaseOpened, a)])
+    assert CaseOpened.model_validate(plain.data).participants[0].name is None
+
+    # what arrives about her on that case afterwards is not kept
+    [later] = await encrypt_batch(
+        conn, KeyCache(store()), [(CaseOpened, opened(first, "ann").model_dump(mode="json"), first)]
+    )
+    assert "Name of ann" not in json.dumps(later)
+    [seen] = await decrypt_batch(conn, KeyCache(store()), [(CaseOpened, later)])
+    assert seen.data["participants"][0]["name"] is None
+
+    row = await conn.fetchrow("SELECT * FROM keystore.data_keys WHERE key_id = $1", uuid.UUID(destroyed[0]))
+    assert (
+        row["wrapped_key"] is None
+        and row["destroyed_by"] == "staff:dpo-1"
+        and row["destroy_reason"] == "erasure request"
+    )
+
+
+async def test_erasing_a_person_everywhere_and_before_any_key_existed(conn: asyncpg.Connection) -> None:
+    first, second, third = new_case(), new_case(), new_case()
+    await store().data_keys_for(conn, [("cat", first), ("cat", second), ("dan", first)])
+    assert len(await store().destroy(conn, "cat", by="staff:dpo-1", reason="erasure request")) == 2
+    keys = await store().data_keys_for(conn, [("cat", first), ("cat", second), ("dan", first)])
+    assert keys[("cat", first)].destroyed and keys[("cat", second)].destroyed and not keys[("dan", first)].destroyed
+
+    # erased on a case where nothing was written yet: later writes find the key destroyed
+    assert len(await store().destroy(conn, "eve", third, by="staff:dpo-1", reason="erasure request")) == 1
+    assert (await store().data_keys_for(conn, [("eve", third)]))[("eve", third)].destroyed
+
+
+async def test_a_withdrawal_reason_belongs_to_the_person_who_withdrew_and_free_text_to_the_case(
+    conn: asyncpg.Connection,
+) -> None:
+    case = new_case()
+    sampler = Sampler(lambda: "because")
+    models = {m.__name__: m for m in PII_MODELS}
+    withdrawn = models["ConsentWithdrawn"].model_validate(
+        {**sampler.sample(models["ConsentWithdrawn"]), "person_id": "fay"}
+    )
+    closed = models["CaseClosed"].model_validate(sampler.sample(models["CaseClosed"]))
+    keys = KeyCache(store())
+    w, c = await encrypt_batch(
+        conn,
+        keys,
+        [
+            (type(withdrawn), withdrawn.model_dump(mode="json"), case),
+            (type(closed), closed.model_dump(mode="json"), case),
+        ],
+    )
+    owner = keys.by_id(fieldcrypt.token_key_id(w["reason"]))
+    assert owner is not None and owner.person_id == "fay"
+    case_key = keys.by_id(fieldcrypt.token_key_id(c["detail"]))
+    assert case_key is not None and case_key.person_id == CASE_PERSON
+
+
+# --- rotation ------------------------------------------------------------------------------------
+
+
+async def test_data_written_before_a_rotation_reads_after_it_and_an_unrotated_key_fails_clearly(
+    pg_server: str,
+) -> None:
+    # a database of its own: rotation touches every key
+    name = f"rj_test_{uuid.uuid4().hex[:10]}"
+    url = await create_database(pg_server, name)
+    own = await asyncpg.connect(url)
+    try:
+        await ensure_schema(own)
+        case = new_case()
+        [before] = await encrypt_batch(
+            own, KeyCache(store(V1)), [(CaseOpened, opened(case, "gus").model_dump(mode="json"), case)]
+        )
+        bucket = await store(V1).bucket_key(own, datetime(2026, 3, 1, tzinfo=UTC))
+        sealed = fieldcrypt.encrypt_bytes(b"upstream record", bucket)
+
+        # v2 becomes current; v1 still listed: everything reads, during and after the rotation
+        both = store(f"{V2},{V1}")
+        [during] = await decrypt_batch(own, KeyCache(both), [(CaseOpened, before)])
+        assert during.data["participants"][0]["name"] == "Name of gus"
+        assert await both.rotate(own) == 2
+        assert await both.rotate(own) == 0, "nothing left to re-wrap"
+        versions = {r[0] for r in await own.fetch("SELECT master_key_version FROM keystore.data_keys")}
+        assert versions == {"v2"}
+
+        # v1 removed from settings: data from before the rotation still reads
+        only_v2 = store(V2)
+        [after] = await decrypt_batch(own, KeyCache(only_v2), [(CaseOpened, before)])
+        assert after.data["participants"][0]["name"] == "Name of gus"
+        [key] = (await only_v2.bucket_keys_by_id(own, [fieldcrypt.bytes_key_id(sealed)])).values()
+        assert fieldcrypt.decrypt_bytes(sealed, key) == b"upstream record"
+
+        # a key left under v1 (written by a process still on v1) fails clearly once v1 is gone
+        other = new_case()
+        [stale] = await encrypt_batch(
+            own, KeyCache(store(V1)), [(CaseOpened, opened(other, "hal").model_dump(mode="json"), other)]
+        )
+        with pytest.raises(UnknownMasterKey, match=r"master key version 'v1', which MASTER_KEYS does not list"):
+            await decrypt_batch(own, KeyCache(only_v2), [(CaseOpened, stale)])
+        # and a master key of the right name but the wrong bytes is told apart from tampering
+        with pytest.raises(KeyStoreError, match="does not unwrap"):
+            await decrypt_batch(own, KeyCache(store(MasterKeys.generate("v1"))), [(CaseOpened, stale)])
+    finally:
+        await own.close()
+        await drop_database(pg_server, name)
+
+
+def test_master_keys_come_from_settings_or_a_file_and_are_checked(tmp_path: Any) -> None:
+    path = tmp_path / "master.keys"
+    path.write_text(f"{V2}\n{V1}\n")
+    keys = MasterKeys.from_settings(Settings(master_key_file=path))
+    assert keys.current == "v2" and set(keys.keys) == {"v1", "v2"}
+    from services.runtime.keystore import MasterKeyConfigError
+
+    for bad in ("", "v1", "v1:not-base64!", "v1:AAAA", f"{V1},{V1}"):
+        with pytest.raises(MasterKeyConfigError):
+            MasterKeys.parse(bad)
+
+
+# --- concurrency and the per-batch cache -----------------------------------------------------------
+
+
+async def test_two_processes_asking_for_a_new_persons_key_at_once_get_the_same_key(database: str) -> None:
+    conns = [await asyncpg.connect(database) for _ in range(4)]
+    try:
+        for _ in range(10):
+            case = new_case()
+            pairs = [("ivy", case), ("jon", case)]
+            results = await asyncio.gather(*(store().data_keys_for(c, pairs) for c in conns))
+            for pair in pairs:
+                assert len({r[pair].key_id for r in results}) == 1
+            count = await conns[0].fetchval("SELECT count(*) FROM keystore.data_keys WHERE case_id = $1", case)
+            assert count == 2
+    finally:
+        for c in conns:
+            await c.close()
+
+
+async def test_schema_setup_is_idempotent_and_safe_to_run_at_once(database: str) -> None:
+    conns = [await asyncpg.connect(database) for _ in range(3)]
+    try:
+        assert await asyncio.gather(*(ensure_schema(c) for c in conns)) == [[], [], []]
+    finally:
+        for c in conns:
+            await c.close()
+
+
+@pytest.fixture
+def queries(conn: asyncpg.Connection) -> Iterator[list[str]]:
+    seen: list[str] = []
+    conn.add_query_logger(lambda record: seen.append(record.query))
+    yield seen
+
+
+async def test_a_batch_asks_the_key_store_once(conn: asyncpg.Connection, queries: list[str]) -> None:
+    cases = [new_case() for _ in range(20)]
+    docs = [(CaseOpened, opened(c, "kim", "lee").model_dump(mode="json"), c) for c in cases]
+    await encrypt_batch(conn, KeyCache(store()), docs)  # creates 40 keys
+
+    queries.clear()
+    keys = KeyCache(store())
+    encrypted = await encrypt_batch(conn, keys, docs)
+    await decrypt_batch(conn, keys, [(CaseOpened, d) for d in encrypted])
+    assert len(queries) == 1, "one query for the batch's keys; decrypting them needs none"
+
+    queries.clear()
+    await decrypt_batch(conn, KeyCache(store()), [(CaseOpened, d) for d in encrypted])
+    assert len(queries) == 1
+
+
+# --- whole records -------------------------------------------------------------------------------
+
+
+async def test_a_whole_record_reads_until_its_bucket_is_destroyed_by_retention(conn: asyncpg.Connection) -> None:
+    st_ = store()
+    old_day = datetime(2020, 1, 5, 13, 0, tzinfo=UTC)
+    new_day = datetime(2020, 1, 7, 9, 0, tzinfo=UTC)
+    old_key, same_key, new_key = (
+        await st_.bucket_key(conn, old_day),
+        await st_.bucket_key(conn, old_day + timedelta(hours=5)),
+        await st_.bucket_key(conn, new_day),
+    )
+    assert old_key.key_id == same_key.key_id != new_key.key_id
+    record = samples.upstream_event(samples.crime_recorded("CR/bytes"))
+    old, new = (fieldcrypt.encrypt_bytes(record, k, b"crime.events") for k in (old_key, new_key))
+    assert b"Victim" not in old and b"example.org" not in old
+    assert fieldcrypt.decrypt_bytes(old, old_key, b"crime.events") == record
+    with pytest.raises(TamperedToken):
+        fieldcrypt.decrypt_bytes(old, old_key, b"rj.deadletter")
+    with pytest.raises(TamperedToken):
+        fieldcrypt.decrypt_bytes(old[:-1] + bytes([old[-1] ^ 1]), old_key, b"crime.events")
+
+    gone = await st_.destroy_buckets_ending_before(
+        conn, datetime(2020, 1, 6, tzinfo=UTC), by="retention", reason="30 days"
+    )
+    assert "day:2020-01-05" in gone and "day:2020-01-07" not in gone
+    keys = await st_.bucket_keys_by_id(conn, [fieldcrypt.bytes_key_id(old), fieldcrypt.bytes_key_id(new)])
+    assert fieldcrypt.decrypt_bytes(old, keys[old_key.key_id], b"crime.events") is None
+    assert fieldcrypt.decrypt_bytes(new, keys[new_key.key_id], b"crime.events") == record
+
+    month = await st_.bucket_key(conn, new_day, "month")
+    assert month.bucket == "month:2020-01"
