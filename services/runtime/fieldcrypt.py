@@ -41,15 +41,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
+import pydantic_core
 from cryptography.exceptions import InvalidTag
 from pydantic import BaseModel
 
@@ -173,8 +173,7 @@ def personal_paths(model: type[BaseModel]) -> list[str]:
 # --- one document -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Slot:
+class _Slot(NamedTuple):
     container: dict[str, Any] | list[Any]
     index: Any
     owner: str | None
@@ -240,7 +239,7 @@ def _encrypt_value(value: Any, key: DataKey, field_name: str) -> str:
     if key.aead is None:
         return f"{TOKEN_PREFIX}{key.key_id}:"  # erased before it was written: keep nothing
     nonce = os.urandom(NONCE_BYTES)
-    plaintext = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    plaintext = pydantic_core.to_json(value)
     sealed = key.aead.encrypt(nonce, plaintext, f"{key.key_id}\x00{field_name}".encode())
     return f"{TOKEN_PREFIX}{key.key_id}:{base64.b64encode(nonce + sealed).decode()}"
 
@@ -258,7 +257,7 @@ def _decrypt_value(token: str, key: DataKey, field_name: str, path: str) -> Any:
             f"{path}: encrypted value under key {key.key_id} fails authentication (altered, or moved from "
             "another field)"
         ) from None
-    return json.loads(plaintext)
+    return pydantic_core.from_json(plaintext)
 
 
 class DocumentCipher:

@@ -77,6 +77,10 @@ class MasterKeys:
 
     keys: Mapping[str, bytes]
     current: str
+    _aeads: dict[str, AESGCM] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_aeads", {version: AESGCM(key) for version, key in self.keys.items()})
 
     @classmethod
     def parse(cls, text: str) -> MasterKeys:
@@ -118,20 +122,20 @@ class MasterKeys:
     def wrap(self, key: bytes, aad: bytes, version: str | None = None) -> tuple[str, bytes]:
         version = version or self.current
         nonce = os.urandom(NONCE_BYTES)
-        return version, nonce + AESGCM(self._key(version, what="wrap a key")).encrypt(nonce, key, aad)
+        return version, nonce + self._aead(version, what="wrap a key").encrypt(nonce, key, aad)
 
     def unwrap(self, version: str, wrapped: bytes, aad: bytes, *, what: str) -> bytes:
         try:
-            return AESGCM(self._key(version, what=what)).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], aad)
+            return self._aead(version, what=what).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], aad)
         except InvalidTag:
             raise KeyStoreError(
                 f"{what} does not unwrap under master key version {version!r}: the master key of that version "
                 "is not the one it was wrapped under, or the row was altered"
             ) from None
 
-    def _key(self, version: str, *, what: str) -> bytes:
+    def _aead(self, version: str, *, what: str) -> AESGCM:
         try:
-            return self.keys[version]
+            return self._aeads[version]
         except KeyError:
             raise UnknownMasterKey(
                 f"{what}: wrapped under master key version {version!r}, which MASTER_KEYS does not list "
@@ -409,7 +413,7 @@ class KeyStore:
         read (a key destroyed meanwhile stays destroyed), and readers accept every listed version throughout.
         Once it returns, older versions may be removed from settings. Returns how many keys were re-wrapped."""
         target = to_version or self.master.current
-        self.master._key(target, what="rotation target")
+        self.master._aead(target, what="rotation target")
         count = 0
         for table, aad_of in (
             ("data_keys", lambda r: _data_key_aad(r["key_id"], r["person_id"], r["case_id"])),
