@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any, TypeVar
@@ -135,10 +135,18 @@ def _migration_files(package: str) -> list[tuple[str, str]]:
 
 
 async def migrate(conn: asyncpg.Connection, schema: str, package: str | None) -> list[str]:
-    """Apply the runtime's tables (inbox, outbox) and then the service's own migrations to ``schema``.
+    """Apply the runtime's tables (inbox, outbox) and then the service's own migrations to ``schema``."""
+    files = [(f"runtime/{name}", sql) for name, sql in _migration_files(_RUNTIME_SQL)]
+    files += [(f"service/{name}", sql) for name, sql in (_migration_files(package) if package else [])]
+    return await apply_migrations(conn, schema, files)
+
+
+async def apply_migrations(conn: asyncpg.Connection, schema: str, files: Sequence[tuple[str, str]]) -> list[str]:
+    """Apply each ``(name, sql)`` not yet applied to ``schema``, in order (``{schema}`` in the SQL names it).
 
     Safe to run from several replicas at once: an advisory lock serialises them, and each file is
-    applied once, in its own transaction, recorded with its checksum.
+    applied once, in its own transaction, recorded with its checksum; a file changed after it was
+    applied stops the start.
     """
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", schema):
         raise ValueError(f"bad schema name {schema!r}")
@@ -153,23 +161,21 @@ async def migrate(conn: asyncpg.Connection, schema: str, package: str | None) ->
                     applied_at timestamptz NOT NULL DEFAULT now())"""
         )
         done = {r["name"]: r["checksum"] for r in await conn.fetch(f"SELECT * FROM {schema}.schema_migrations")}
-        for origin, package_name in (("runtime", _RUNTIME_SQL), ("service", package)):
-            for filename, sql in _migration_files(package_name) if package_name else []:
-                name = f"{origin}/{filename}"
-                checksum = hashlib.sha256(sql.encode()).hexdigest()
-                if name in done:
-                    if done[name] != checksum:
-                        raise RuntimeError(f"migration {name} in schema {schema} changed after it was applied")
-                    continue
-                async with conn.transaction():
-                    # An index built over a large table may take longer than a session's statement timeout.
-                    await conn.execute("SET LOCAL statement_timeout = 0")
-                    await conn.execute(f"SET LOCAL search_path TO {schema}")
-                    await conn.execute(sql.replace("{schema}", schema))
-                    await conn.execute(
-                        f"INSERT INTO {schema}.schema_migrations (name, checksum) VALUES ($1, $2)", name, checksum
-                    )
-                applied.append(name)
+        for name, sql in files:
+            checksum = hashlib.sha256(sql.encode()).hexdigest()
+            if name in done:
+                if done[name] != checksum:
+                    raise RuntimeError(f"migration {name} in schema {schema} changed after it was applied")
+                continue
+            async with conn.transaction():
+                # An index built over a large table may take longer than a session's statement timeout.
+                await conn.execute("SET LOCAL statement_timeout = 0")
+                await conn.execute(f"SET LOCAL search_path TO {schema}")
+                await conn.execute(sql.replace("{schema}", schema))
+                await conn.execute(
+                    f"INSERT INTO {schema}.schema_migrations (name, checksum) VALUES ($1, $2)", name, checksum
+                )
+            applied.append(name)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", lock_key)
     if applied:

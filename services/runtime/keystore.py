@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import os
 import uuid
@@ -42,6 +41,7 @@ import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from services.runtime.db import apply_migrations
 from services.runtime.settings import Settings
 
 log = structlog.get_logger()
@@ -235,40 +235,11 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
     ),
 )
 
-_LOCK_KEY = int.from_bytes(hashlib.sha256(b"rj-keystore-schema").digest()[:8], "big", signed=True)
-
 
 async def ensure_schema(conn: asyncpg.Connection) -> list[str]:
     """Create or bring up to date the ``keystore`` schema. Idempotent and safe from several processes at
-    once (an advisory lock serialises them; each migration runs once, recorded with its checksum)."""
-    applied: list[str] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
-    try:
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-        await conn.execute(
-            f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.schema_migrations (
-                    name text PRIMARY KEY, checksum text NOT NULL,
-                    applied_at timestamptz NOT NULL DEFAULT now())"""
-        )
-        done = {r["name"]: r["checksum"] for r in await conn.fetch(f"SELECT * FROM {SCHEMA}.schema_migrations")}
-        for name, sql in _MIGRATIONS:
-            checksum = hashlib.sha256(sql.encode()).hexdigest()
-            if name in done:
-                if done[name] != checksum:
-                    raise RuntimeError(f"key store migration {name} changed after it was applied")
-                continue
-            async with conn.transaction():
-                await conn.execute("SET LOCAL statement_timeout = 0")
-                await conn.execute(sql.replace("{schema}", SCHEMA))
-                await conn.execute(
-                    f"INSERT INTO {SCHEMA}.schema_migrations (name, checksum) VALUES ($1, $2)", name, checksum
-                )
-            applied.append(name)
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
-    if applied:
-        log.info("keystore_migrations_applied", applied=applied)
-    return applied
+    once (the services' migration runner: an advisory lock, each migration once, with its checksum)."""
+    return await apply_migrations(conn, SCHEMA, _MIGRATIONS)
 
 
 # --- the store ----------------------------------------------------------------------------------
