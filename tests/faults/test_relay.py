@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from schemas import topics
 from services import samples
+from services.referral.domain import case_id_for
 from services.runtime.db import migrate
 from services.runtime.devstack import Broker, create_database, drop_database, free_port
 from services.runtime.kafka import ensure_topics
@@ -537,3 +538,52 @@ def _scrape(port: int) -> dict[str, float]:
         return scrape(port)
     except OSError:
         return {}
+
+
+async def test_hostile_upstream_input_whose_case_facts_are_too_large_parks_them_and_every_other_case_flows(
+    system: System,
+) -> None:
+    """From outside only: a crime whose victim's name is 600 KB and an outcome whose offender's is too (nothing in
+    the upstream contract bounds them; each record is under the broker's 1 MiB) make a case whose facts, which
+    carry both participants, no Kafka broker with its default limit would take. They are parked, that case's
+    later facts wait behind them, and the other crimes, before and after it, become cases."""
+    port = free_port()
+    system.start("referral", ops_port=port)
+    victim = samples.victim("V-HUGE").model_copy(update={"name": "N" * 600_000})
+    outcome = samples.outcome_recorded("HUGE/1")
+    outcome = outcome.model_copy(update={"offender": outcome.offender.model_copy(update={"name": "M" * 600_000})})
+
+    def crimes(refs: list[str]) -> list[tuple[str, str, bytes]]:
+        return [
+            m for r in refs for m in samples.on_crime_events(samples.crime_recorded(r), samples.outcome_recorded(r))
+        ]
+
+    before = [f"CALM/{i}" for i in range(5)]
+    after = [f"CALM/{i}" for i in range(5, 10)]
+    huge = samples.on_crime_events(samples.crime_recorded("HUGE/1", victims=[victim]), outcome)
+    await system.publish([*crimes(before), *huge, *crimes(after)])
+
+    calm = {case_id_for(r) for r in before + after}
+
+    def accepted(messages: list[dict[str, Any]]) -> set[str]:
+        return {m["subject"] for m in messages if m.get("type") == "rj.case.accepted"}
+
+    messages = await system.read_until(topics.REFERRAL, lambda ms: accepted(ms) >= calm, settle_s=1)
+    huge_case = case_id_for("HUGE/1")
+    out = [m["type"] for m in messages if m["subject"] == huge_case]
+    assert "rj.case.opened" not in out and "rj.case.accepted" not in out, out  # (a small fact before them may go)
+    parked = await system.fetch(
+        "SELECT key, parked_reason, length(value) AS size FROM referral.outbox WHERE parked_at IS NOT NULL"
+    )
+    assert [r["key"] for r in parked] == [huge_case]
+    assert "MAX_MESSAGE_BYTES" in parked[0]["parked_reason"] and parked[0]["size"] > 1024 * 1024
+    waiting = await system.fetchval(
+        "SELECT count(*) FROM referral.outbox WHERE key = $1 AND published_at IS NULL AND parked_at IS NULL", huge_case
+    )
+    assert waiting >= 1, "the huge case's later facts wait behind its parked one, kept, not lost"
+    assert system.service("referral").running
+
+    async def alerting() -> bool:
+        return _scrape(port).get("rj_outbox_parked", 0) >= 1
+
+    await system.wait_for(alerting, timeout_s=15, what="rj_outbox_parked to alert")
