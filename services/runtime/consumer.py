@@ -357,34 +357,37 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                 with contextlib.suppress(KeyError):  # no longer ours: its lag is another replica's to report
                     metrics.CONSUMER_LAG.remove(tp.topic.removeprefix(self.settings.topic_prefix), str(tp.partition))
 
-    async def _stored_positions(self) -> dict[tuple[str, int], int]:
-        """The positions stored with the data; retried briefly (the group waits for this listener, with no
-        heartbeat), then a failure: going on without them could replay a topic through a pruned inbox."""
+    async def _stored_positions(self) -> dict[tuple[str, int], int] | None:
+        """The positions stored with the data, or ``None`` if the database does not answer soon (the group
+        waits for this listener, with no heartbeat)."""
         deadline = asyncio.get_running_loop().time() + self.settings.kafka_rebalance_timeout_s / 2
         while True:
             try:
                 return await asyncio.wait_for(self.steps.stored_positions(), 1.0)
             except Exception as exc:
                 if asyncio.get_running_loop().time() > deadline:
-                    raise RuntimeError(f"stored positions unavailable: {exc!r}") from exc
-                log.warning("stored_positions_unavailable_retrying", consumer=self.name, error=repr(exc))
+                    log.warning("stored_positions_unavailable", consumer=self.name, error=repr(exc))
+                    return None
                 await asyncio.sleep(0.2)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         try:
             await self._start_assignment(assigned)
-        except BaseException as exc:
+        except asyncio.CancelledError:
+            raise  # shutting down
+        except Exception as exc:
             # aiokafka would log this and go on, with no lane ever applying again: stop the consumer (and
             # the process) instead, so that it is restarted and joins afresh.
             log.critical("assignment_failed", consumer=self.name, error=repr(exc))
             if self._failed is not None and not self._failed.done():
-                self._failed.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+                self._failed.set_exception(exc)
             raise
 
     async def _start_assignment(self, assigned: list[TopicPartition]) -> None:
         consumer = self._consumer
         assert consumer is not None
-        stored = await self._stored_positions()
+        found = await self._stored_positions()
+        stored = found or {}
         starts: dict[TopicPartition, int] = {}
         unknown: list[TopicPartition] = []  # neither committed nor stored: from the beginning of the log
         ahead: dict[TopicPartition, int] = {}
@@ -400,6 +403,12 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                 starts[tp] = self._committed[tp]
             else:
                 unknown.append(tp)
+        if found is None and unknown:
+            # No commit in Kafka for these (a new or expired group) and the database away: starting from the
+            # log's beginning could replay what was applied long ago. Stop; the restart joins afresh.
+            # (Where Kafka has a commit it is at most a batch or two behind the data: the inbox covers that,
+            # so a database blip during a rebalance does not stop the consumer.)
+            raise RuntimeError("stored positions unavailable for partitions Kafka has no commit for")
         ends = await consumer.end_offsets(list(ahead)) if ahead else {}
         for tp, position in ahead.items():
             if position > ends[tp]:

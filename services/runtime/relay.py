@@ -42,7 +42,7 @@ from typing import Any
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 
 from schemas import topics
@@ -98,6 +98,7 @@ class OutboxRelay:
         self._one_at_a_time: set[tuple[str, int]] = set()  # partitions a refused batch sends row by row
         self._backoff: dict[tuple[str, int], tuple[float, float]] = {}  # partition: (retry after, delay)
         self._lookups: dict[str, asyncio.Future[Any]] = {}  # topics whose partitions are being asked for
+        self._lookup_after: dict[str, float] = {}  # a topic whose lookup failed is asked again after this
         self._report = report or (lambda _: None)
         self._published: Counter[str] = Counter()
         self._failures = 0  # since the last report
@@ -143,9 +144,16 @@ class OutboxRelay:
         try:
             await conn.add_listener(notify_channel(self.schema), lambda *_: self._wake.set())
             await producer.start()
-            for topic in topics.ALL_TOPICS:  # know our topics' partitions up front (later ones: in the background)
-                with contextlib.suppress(KafkaError):
-                    await producer.partitions_for(self.settings.topic(topic))
+            self._lookups = {}  # the old producer's lookups will never finish
+            # Know our topics' partitions up front, within a lease (later ones are asked in the background).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(
+                        *(producer.partitions_for(self.settings.topic(t)) for t in topics.ALL_TOPICS),
+                        return_exceptions=True,
+                    ),
+                    settings.relay_lease_s,
+                )
             log.info("relay_started", schema=self.schema, holder=self.holder)
             while True:
                 self.last_round = time.monotonic()
@@ -270,11 +278,16 @@ class OutboxRelay:
         try:
             budget = self._lease_left()
             await asyncio.wait_for(asyncio.gather(*(self._send_partition(producer, p) for p in partitions)), budget)
-        except (TimeoutError, LeaseLost):
-            # A partition that did not finish in time counts as failed; what was acknowledged is marked.
+        except LeaseLost as exc:
             for p in partitions:
                 if p.sent < len(p.rows) and p.failure is None:
-                    p.failure = LeaseLost()
+                    p.failure = exc
+        except TimeoutError:
+            # A partition that did not finish within the round (its leader away, the producer retrying
+            # inside) failed this round and backs off, so the others go on; what was acknowledged is marked.
+            for p in partitions:
+                if p.sent < len(p.rows) and p.failure is None:
+                    p.failure = TimeoutError("no acknowledgement within the round")
         sent = [row for p in partitions for row in p.rows[: p.sent]]
         if sent or too_large:
             self._progress_at = time.monotonic()
@@ -310,18 +323,16 @@ class OutboxRelay:
         partitioner = DefaultPartitioner()
         any_rows = False
         taken = 0
-        after = 0
-        for _ in range(ROUND_PAGES):
-            rows = await conn.fetch(
-                f"""SELECT id, topic, key, value FROM {self.schema}.outbox o
-                    WHERE published_at IS NULL AND parked_at IS NULL AND id > $2
-                      AND NOT EXISTS (SELECT 1 FROM {self.schema}.outbox p
-                                      WHERE p.published_at IS NULL AND p.parked_at IS NOT NULL
-                                        AND p.key = o.key AND p.id < o.id)
-                    ORDER BY id LIMIT $1""",
-                limit,
-                after,
-            )
+        numbers_of: dict[str, list[int] | None] = {}  # frozen for the round: a key's partition cannot move
+        # One snapshot for every page: a later page must never see a key's later row whose earlier row
+        # committed after an earlier page was read (ids are not handed out in commit order).
+        snapshot = conn.transaction(isolation="repeatable_read", readonly=True)
+        await snapshot.start()
+        try:
+            pages = await self._read_pages(conn, producer, limit, backing_off, numbers_of)
+        finally:
+            await snapshot.rollback()
+        for rows in pages:
             any_rows = any_rows or bool(rows)
             for row in rows:
                 if taken >= limit:
@@ -337,7 +348,7 @@ class OutboxRelay:
                     taken += 1
                     continue
                 topic = self.settings.topic(row["topic"])
-                numbers = self._partitions(producer, topic)
+                numbers = numbers_of[topic]
                 if numbers is None:
                     continue  # asked for in the background; this topic's rows wait for a round
                 key = row["key"].encode() if row["key"] is not None else None
@@ -346,10 +357,47 @@ class OutboxRelay:
                     continue
                 grouped.setdefault((topic, number), Partition(topic, number)).rows.append(row)
                 taken += 1
-            if taken >= limit or len(rows) < limit:
+        return list(grouped.values()), too_large, any_rows
+
+    async def _read_pages(
+        self,
+        conn: asyncpg.Connection,
+        producer: AIOKafkaProducer,
+        limit: int,
+        backing_off: set[tuple[str, int]],
+        numbers_of: dict[str, list[int] | None],
+    ) -> list[list[asyncpg.Record]]:
+        """Pages of waiting rows, until one holds ``limit`` rows that can go (a few pages at most)."""
+        partitioner = DefaultPartitioner()
+        pages: list[list[asyncpg.Record]] = []
+        usable = 0
+        after = 0
+        for _ in range(ROUND_PAGES):
+            rows = await conn.fetch(
+                f"""SELECT id, topic, key, value FROM {self.schema}.outbox o
+                    WHERE published_at IS NULL AND parked_at IS NULL AND id > $2
+                      AND NOT EXISTS (SELECT 1 FROM {self.schema}.outbox p
+                                      WHERE p.published_at IS NULL AND p.parked_at IS NOT NULL
+                                        AND p.key = o.key AND p.id < o.id)
+                    ORDER BY id LIMIT $1""",
+                limit,
+                after,
+            )
+            pages.append(rows)
+            for row in rows:
+                topic = self.settings.topic(row["topic"])
+                if topic not in numbers_of:
+                    numbers_of[topic] = self._partitions(producer, topic)
+                numbers = numbers_of[topic]
+                if numbers is None:
+                    continue
+                key = row["key"].encode() if row["key"] is not None else None
+                if (topic, partitioner(key, numbers, numbers) if key is not None else numbers[0]) not in backing_off:
+                    usable += 1
+            if usable >= limit or len(rows) < limit:
                 break
             after = rows[-1]["id"]
-        return list(grouped.values()), too_large, any_rows
+        return pages
 
     def _partitions(self, producer: AIOKafkaProducer, topic: str) -> list[int] | None:
         """The topic's partitions if the producer knows them; else ``None``, and they are asked for in the
@@ -360,8 +408,11 @@ class OutboxRelay:
         lookup = self._lookups.get(topic)
         if lookup is not None and lookup.done():
             if not lookup.cancelled() and lookup.exception() is not None:
+                if time.monotonic() < self._lookup_after.get(topic, 0.0):
+                    return None  # failed lately: ask again after a pause, not in a tight loop
                 log.error("relay_topic_unavailable", topic=topic, error=repr(lookup.exception()))
                 self._failures += 1
+                self._lookup_after[topic] = time.monotonic() + self.settings.retry_max_backoff_s
             lookup = None
         if lookup is None:
             lookup = self._lookups[topic] = asyncio.ensure_future(producer.partitions_for(topic))
