@@ -6,18 +6,20 @@ facts or into a ``rj.command.rejected`` that says why, so the sender can see the
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import AwareDatetime, Field
 
 from schemas.common import Actor
 from schemas.envelope import EventData
+from schemas.pii import Pii
 
 
 class Command(EventData):
     case_id: str = Field(min_length=1)
     actor: Actor
-    reason: str | None = None
+    # Staff's or a participant's own words (why they withdraw, say): personal data, like the facts it feeds.
+    reason: Annotated[str | None, Pii] = None
 
 
 class RecordVictimInformationProvided(Command):
