@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -21,6 +23,8 @@ from services.runtime.devstack import create_database, drop_database
 from services.runtime.kafka import TopicReader, ensure_topics, publish
 from services.runtime.settings import Settings
 from services.runtime.supervisor import ServiceProcess, Supervisor
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout, where ``python -m services.cli`` resolves
 
 
 class System:
@@ -105,6 +109,20 @@ class System:
 
     async def referral_events(self, done: Callable[[list[dict[str, Any]]], bool], **kw: Any) -> list[dict[str, Any]]:
         return await self.read_until(topics.REFERRAL, done, **kw)
+
+    # --- the rj command ----------------------------------------------------------------------------
+
+    async def cli(self, *args: str) -> tuple[int, str, str]:
+        """``rj ARGS`` as an operator runs it, in a process of its own with this system's settings:
+        (exit status, stdout, stderr)."""
+        env = {**os.environ, **{name.upper(): str(value) for name, value in self.settings.model_dump().items()}}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.cli", *args,
+            cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode is not None
+        return process.returncode, out.decode(), err.decode()
 
     # --- PostgreSQL -------------------------------------------------------------------------------
 

@@ -7,12 +7,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
-import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -30,7 +27,6 @@ from tests.harness import System
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ["referral", "consent", "scheduling"]
 
 
@@ -46,14 +42,7 @@ class Result:
 
 async def rj(system: System, *args: str) -> Result:
     """``rj deadletters ...`` as an operator runs it, in a process of its own with the system's settings."""
-    env = {**os.environ, **{name.upper(): str(value) for name, value in system.settings.model_dump().items()}}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", "deadletters", *args,
-        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return Result(process.returncode, out.decode(), err.decode())
+    return Result(*await system.cli("deadletters", *args))
 
 
 async def execute(system: System, sql: str) -> None:

@@ -13,7 +13,6 @@ import itertools
 import json
 import os
 import signal
-import sys
 import time
 import uuid
 from collections import defaultdict
@@ -523,14 +522,9 @@ async def _leading(system: System) -> bool:
 
 async def _cli(system: System, *args: str) -> str:
     """Run ``rj ARGS`` as an operator would, against this system; its output."""
-    env = {**os.environ, **{k.upper(): str(v) for k, v in system.settings.model_dump().items()}}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", *args, env=env, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await process.communicate()
-    assert process.returncode == 0, err.decode()
-    return out.decode()
+    status, out, err = await system.cli(*args)
+    assert status == 0, err
+    return out
 
 
 def _scrape(port: int) -> dict[str, float]:
