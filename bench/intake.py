@@ -1,9 +1,13 @@
 """Intake benchmark: N upstream events published, time until the referral service has applied and
-committed them all, beside the same run's ceiling (a Faust agent doing nothing on the same topic).
+committed them all, beside the same run's ceiling (a Faust agent doing nothing on the same topic), and
+beside the same intake with personal-data encryption switched off (what encryption costs).
 
     .venv/bin/python -m bench.intake --events 40000
 
-Both figures exclude the consumer-group join: each is timed from its first event to its last.
+Every figure excludes the consumer-group join: each is timed from its first event to its last. Each run
+measures, on fresh topics and a fresh database each: the ceiling, intake without encryption
+(PII_ENCRYPTION=false) and intake with it (the default), in turn, so that all three share the machine's
+state of the moment.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import asyncpg
 from services import samples
 from services.runtime.devstack import database_for_run, ensure_postgres, start_broker
 from services.runtime.kafka import ensure_topics, publish
+from services.runtime.keystore import MasterKeys
 from services.runtime.settings import Settings
 from services.runtime.supervisor import Supervisor
 
@@ -40,15 +45,35 @@ def traffic(events: int) -> list[tuple[str, str, bytes]]:
     return messages
 
 
-async def measure_once(broker: str, server: str, events: int, run: int) -> tuple[float, float]:
-    """One run on fresh topics and a fresh database: (ceiling events/s, intake events/s)."""
+async def measure_once(broker: str, server: str, events: int, run: int) -> tuple[float, float, float]:
+    """One run: (ceiling events/s, intake events/s without encryption, intake events/s with it)."""
+    ceiling = await measure(broker, server, events, f"bench{run}c-{os.getpid()}.", "ceiling")
+    plain = await measure(broker, server, events, f"bench{run}p-{os.getpid()}.", "plain")
+    sealed = await measure(broker, server, events, f"bench{run}e-{os.getpid()}.", "encrypted")
+    print(
+        f"run {run + 1}: ceiling {ceiling:,.0f} events/s, intake {sealed:,.0f} events/s ({sealed / ceiling:.0%}), "
+        f"without encryption {plain:,.0f} events/s (with / without: {sealed / plain:.2f}x)"
+    )
+    return ceiling, plain, sealed
+
+
+async def measure(broker: str, server: str, events: int, prefix: str, what: str) -> float:
+    """Events/s of ``what`` (the ceiling, or referral's intake with or without encryption) on fresh topics
+    and a fresh database."""
     async with database_for_run(server, "rj_bench") as database_url:
-        prefix = f"bench{run}-{os.getpid()}."
         settings = Settings(kafka_bootstrap_servers=broker, database_url=database_url, topic_prefix=prefix)
-        env = {"KAFKA_BOOTSTRAP_SERVERS": broker, "DATABASE_URL": database_url, "TOPIC_PREFIX": prefix}
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": broker,
+            "DATABASE_URL": database_url,
+            "TOPIC_PREFIX": prefix,
+            "MASTER_KEYS": MasterKeys.generate("bench1"),
+            "PII_ENCRYPTION": "false" if what == "plain" else "true",
+        }
         await ensure_topics(settings)
         messages = traffic(events)
         await publish(settings, messages)
+        if what != "ceiling":
+            return await measure_intake(env, database_url, len(messages), events)
 
         ceiling = subprocess.run(
             [sys.executable, "-m", "bench.ceiling", "worker"],
@@ -63,31 +88,31 @@ async def measure_once(broker: str, server: str, events: int, run: int) -> tuple
             output = f"{ceiling.stdout[-1000:]}\n{ceiling.stderr[-3000:]}"
             raise SystemExit(f"ceiling run failed ({ceiling.returncode}):\n{output}")
         result = json.loads(line[-1])
-        ceiling_rate = result["events"] / (result["last"] - result["first"])
+        return float(result["events"] / (result["last"] - result["first"]))
 
-        supervisor = Supervisor(env=env, log_dir=STATE / "logs")
-        supervisor.start("referral")
+
+async def measure_intake(env: dict[str, str], database_url: str, n: int, events: int) -> float:
+    supervisor = Supervisor(env=env, log_dir=STATE / "logs")
+    supervisor.start("referral")
+    try:
+        conn = await _connect_when_migrated(database_url)
         try:
-            conn = await _connect_when_migrated(database_url)
-            try:
-                while await conn.fetchval("SELECT count(*) FROM referral.inbox") < len(messages):
-                    await asyncio.sleep(0.2)
-                # received_at and created_at are each batch transaction's start: the span from the first
-                # batch to the last one's outbox write covers every batch but the last commit.
-                first, last = await conn.fetchrow("SELECT min(received_at), max(received_at) FROM referral.inbox")
-                last_written = await conn.fetchval("SELECT max(created_at) FROM referral.outbox")
-                intake_rate = len(messages) / max((max(last, last_written) - first).total_seconds(), 1e-6)
-                accepted = await conn.fetchval("SELECT count(*) FROM referral.crime_files WHERE status = 'accepted'")
-                assert accepted == events // 2, f"{accepted} cases accepted, expected {events // 2}"
-            finally:
-                await conn.close()
+            while await conn.fetchval("SELECT count(*) FROM referral.inbox") < n:
+                await asyncio.sleep(0.2)
+            # received_at and created_at are each batch transaction's start: the span from the first
+            # batch to the last one's outbox write covers every batch but the last commit.
+            first, last = await conn.fetchrow("SELECT min(received_at), max(received_at) FROM referral.inbox")
+            last_written = await conn.fetchval("SELECT max(created_at) FROM referral.outbox")
+            intake_rate = n / max((max(last, last_written) - first).total_seconds(), 1e-6)
+            accepted = await conn.fetchval("SELECT count(*) FROM referral.crime_files WHERE status = 'accepted'")
+            assert accepted == events // 2, f"{accepted} cases accepted, expected {events // 2}"
+            sealed = await conn.fetchval("SELECT count(*) FROM referral.outbox WHERE position('enc:v1:' in value) > 0")
+            assert (sealed > 0) == (env["PII_ENCRYPTION"] == "true"), f"{sealed} facts sealed"
         finally:
-            supervisor.stop_all()
-    print(
-        f"run {run + 1}: ceiling {ceiling_rate:,.0f} events/s, intake {intake_rate:,.0f} events/s "
-        f"({intake_rate / ceiling_rate:.0%})"
-    )
-    return ceiling_rate, intake_rate
+            await conn.close()
+    finally:
+        supervisor.stop_all()
+    return float(intake_rate)
 
 
 async def _connect_when_migrated(database_url: str) -> asyncpg.Connection:
@@ -111,12 +136,17 @@ async def main(events: int, runs: int) -> None:
         results = [await measure_once(broker.bootstrap, server, events, run) for run in range(runs)]
     finally:
         broker.stop()
-    ceiling = statistics.median(c for c, _ in results)
-    intake = statistics.median(i for _, i in results)
-    ratios = sorted(i / c for c, i in results)
+    ceiling = statistics.median(c for c, _, _ in results)
+    plain = statistics.median(p for _, p, _ in results)
+    intake = statistics.median(i for _, _, i in results)
+    ratios = sorted(i / c for c, _, i in results)
+    costs = sorted(i / p for _, p, i in results)
     print(f"ceiling (Faust agent doing nothing, batches of 500): median {ceiling:,.0f} events/s")
     print(f"referral intake (parse, dedupe, decide, state + outbox committed): median {intake:,.0f} events/s")
+    print(f"  the same without encrypting personal data: median {plain:,.0f} events/s")
     print(f"intake / ceiling: median {statistics.median(ratios):.0%} (runs: {', '.join(f'{r:.0%}' for r in ratios)})")
+    each = ", ".join(f"{r:.2f}x" for r in costs)
+    print(f"with / without encryption: median {statistics.median(costs):.2f}x (runs: {each})")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """What goes on ``rj.deadletter``: a message a service could not process, with the reason and its bytes.
 
 The original bytes are kept whole in the service's own ``dead_letters`` table (``stored_as`` names the
-row); the Kafka copy is bounded so that a huge record still makes a dead letter the broker accepts.
+row); the Kafka copy is bounded so that a huge record still makes a dead letter the broker accepts. Both
+are encrypted whole (an unreadable record may still hold a victim's details), under a key per day that
+retention destroys.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ class DeadLetter(BaseModel):
     partition: int
     offset: int
     key_b64: str | None
-    original_b64: str = Field(description="The original bytes, or their first `copied_bytes` when truncated")
+    original_b64: str = Field(
+        description="The original bytes, or their first `copied_bytes` when truncated; sealed whole when `sealed`"
+    )
+    sealed: bool = Field(
+        default=False,
+        description="`original_b64` is encrypted whole (it may hold personal data) under the key of its day, "
+        "with the letter's id as context: `rj deadletters show` opens it",
+    )
     original_size: int | None = Field(default=None, description="Bytes in the original; null for a tombstone")
     original_sha256: str | None = None
     truncated: bool = False

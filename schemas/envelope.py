@@ -52,9 +52,15 @@ class CloudEvent(BaseModel, Generic[D]):
     causationid: str | None = None
     data: D
 
-    def to_json(self) -> bytes:
+    def to_json(self, data_json: bytes | None = None) -> bytes:
+        """The event's JSON; with ``data_json``, that JSON as its ``data`` instead (the payload with its
+        personal fields sealed, say)."""
         # CloudEvents attributes are absent rather than null; inside ``data`` null means "unknown".
         data = self.data
+        if data_json is not None:
+            head = {name: getattr(self, name) for name in _ATTRIBUTES if getattr(self, name) is not None}
+            head.update(self.model_extra or {})
+            return pydantic_core.to_json(head)[:-1] + b',"data":' + data_json + b"}"
         if self.model_extra or not isinstance(data, BaseModel):
             absent = {name for name in _OPTIONAL_ATTRIBUTES if getattr(self, name) is None}
             # serialize_as_any: ``data`` is declared as the base payload type; write the real payload's fields.

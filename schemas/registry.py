@@ -68,6 +68,12 @@ class Registry:
     def models(self) -> dict[str, type[EventData]]:
         return dict(self._models)
 
+    def newer_than_known(self, event_type: str, dataschema: object) -> NewerVersion | None:
+        """Why an event of ``event_type`` with this ``dataschema`` waits for an upgrade, or None."""
+        version = _version_of(dataschema if isinstance(dataschema, str) else None)
+        known = self._models[event_type].version
+        return _newer(event_type, version, known) if version > known else None
+
     def parse(self, raw: bytes) -> CloudEvent[EventData]:
         return self._parse_current_version(raw) or self._parse_carefully(raw)
 
@@ -111,13 +117,17 @@ class Registry:
 
     def _upcast(self, event_type: str, version: int, data: dict[str, Any], target: int) -> dict[str, Any]:
         if version > target:
-            raise NewerVersion(f"{event_type} v{version} is newer than this service knows (v{target})")
+            raise _newer(event_type, version, target)
         while version < target:
             step = self._upcasters.get((event_type, version))
             if step is None:
                 raise ParseError(f"no upcaster for {event_type} from v{version}")
             data, version = step(data), version + 1
         return data
+
+
+def _newer(event_type: str, version: int, known: int) -> NewerVersion:
+    return NewerVersion(f"{event_type} v{version} is newer than this service knows (v{known})")
 
 
 def _version_of(dataschema: str | None) -> int:

@@ -121,12 +121,15 @@ def _with_database(work: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``work(connection)`` against DATABASE_URL; a dead-letter error ends the command with status 1."""
     import asyncpg
 
+    from services.runtime import privacy
     from services.runtime.deadletters import DeadLetterError
+    from services.runtime.keystore import KeyStoreError
 
     settings = get_settings()
     configure_logging("deadletters", settings.log_level, settings.log_format)
 
     async def main() -> T:
+        privacy.install(privacy.Privacy.from_settings(settings))  # dead letters are kept sealed
         conn = await asyncpg.connect(settings.database_url)
         try:
             return await work(conn)
@@ -135,7 +138,7 @@ def _with_database(work: Callable[[Any], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(main())
-    except DeadLetterError as exc:
+    except (DeadLetterError, KeyStoreError) as exc:
         _console(stderr=True).print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from exc
 

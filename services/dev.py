@@ -17,7 +17,7 @@ from rich.table import Table
 from schemas import topics
 from schemas.upstream import Requester, RiskFlag
 from services import samples
-from services.runtime.devstack import database_for_run, ensure_postgres, start_broker
+from services.runtime.devstack import database_for_run, ensure_postgres, master_key_file, start_broker
 from services.runtime.kafka import TopicReader, ensure_topics, publish
 from services.runtime.settings import Settings
 from services.runtime.supervisor import Supervisor
@@ -37,6 +37,7 @@ async def _run(*, demo: bool, keep_running: bool) -> int:
     (STATE_DIR / "logs").mkdir(exist_ok=True)
     broker = start_broker(log_path=STATE_DIR / "logs" / "tansu.log")
     server = await ensure_postgres(STATE_DIR)
+    keys = master_key_file(STATE_DIR)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -47,8 +48,11 @@ async def _run(*, demo: bool, keep_running: bool) -> int:
                 "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
                 "DATABASE_URL": database_url,
                 "DEADLINE_SWEEP_INTERVAL_S": os.environ.get("DEADLINE_SWEEP_INTERVAL_S", "2"),
+                "MASTER_KEY_FILE": str(keys),
             }
-            settings = Settings(kafka_bootstrap_servers=broker.bootstrap, database_url=database_url)
+            settings = Settings(
+                kafka_bootstrap_servers=broker.bootstrap, database_url=database_url, master_key_file=keys
+            )
             await ensure_topics(settings)
             supervisor = Supervisor(env=env, log_dir=STATE_DIR / "logs")
             for name in SERVICES:

@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from pydantic import SecretStr
 
 from schemas import topics
 from services.runtime.devstack import create_database, drop_database
 from services.runtime.kafka import TopicReader, ensure_topics, publish
+from services.runtime.keystore import MasterKeys
+from services.runtime.privacy import Privacy
 from services.runtime.settings import Settings
 from services.runtime.supervisor import ServiceProcess, Supervisor
 
@@ -39,6 +42,7 @@ class System:
             deadline_sweep_interval_s=0.5,
             relay_poll_interval_s=0.2,
             retry_max_backoff_s=1.0,
+            master_keys=SecretStr(MasterKeys.generate("test1")),
             **overrides,
         )
         self.log_dir = log_dir
@@ -49,7 +53,7 @@ class System:
         url = await create_database(self.server_url, self.database)
         self.settings = self.settings.model_copy(update={"database_url": url})
         await ensure_topics(self.settings)
-        env = {name.upper(): str(value) for name, value in self.settings.model_dump().items()}
+        env = self.settings.as_env()
         self.supervisor = Supervisor(env=env, log_dir=self.log_dir)
         return self
 
@@ -115,7 +119,7 @@ class System:
     async def cli(self, *args: str) -> tuple[int, str, str]:
         """``rj ARGS`` as an operator runs it, in a process of its own with this system's settings:
         (exit status, stdout, stderr)."""
-        env = {**os.environ, **{name.upper(): str(value) for name, value in self.settings.model_dump().items()}}
+        env = {**os.environ, **self.settings.as_env()}
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "services.cli", *args,
             cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -125,6 +129,15 @@ class System:
         return process.returncode, out.decode(), err.decode()
 
     # --- PostgreSQL -------------------------------------------------------------------------------
+
+    async def unseal(self, blob: bytes, context: bytes) -> bytes | None:
+        """Bytes a service sealed whole (a parked event, a dead letter, its copy), opened as an operator's
+        tools open them, with this system's master keys."""
+        conn = await asyncpg.connect(self.settings.database_url)
+        try:
+            return await Privacy.from_settings(self.settings).new_batch().open_bytes(conn, blob, context)
+        finally:
+            await conn.close()
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         conn = await asyncpg.connect(self.settings.database_url)

@@ -15,12 +15,13 @@ CASES = f"{SCHEMA}.cases"
 
 
 async def lock_cases(conn: asyncpg.Connection, case_ids: Iterable[str]) -> dict[str, ConsentCase | None]:
-    rows = await lock_states(conn, CASES, case_ids)
+    rows = await lock_states(conn, CASES, case_ids, ConsentCase)
     return {key: ConsentCase.from_json(state) if state else None for key, state in rows.items()}
 
 
 async def save_cases(conn: asyncpg.Connection, cases: Mapping[str, ConsentCase | None]) -> None:
-    await save_states(conn, CASES, {key: case.to_json() if case else None for key, case in cases.items()})
+    states = {key: case.to_json() if case else None for key, case in cases.items()}
+    await save_states(conn, CASES, states, ConsentCase)
 
 
 async def record_facilitators(conn: asyncpg.Connection, registrations: Sequence[FacilitatorRegistered]) -> None:

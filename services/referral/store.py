@@ -10,6 +10,7 @@ import asyncpg
 
 from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, ReferralRequested
 from services.referral.domain import CaseStatus, CrimeFile, VictimClock, case_id_for
+from services.runtime import privacy
 
 SCHEMA = "referral"
 
@@ -26,15 +27,27 @@ async def lock_crime_files(conn: asyncpg.Connection, references: Sequence[str]) 
         ordered,
         [case_id_for(r) for r in ordered],
     )
-    return {row["crime_reference"]: _file_from_row(row) for row in rows}
+    keys = privacy.batch()  # what upstream told us about people is kept sealed, under the case
+    crimes = await keys.open_json(conn, CrimeRecorded, [r["crime"] for r in rows])
+    outcomes = await keys.open_json(conn, CrimeOutcomeRecorded, [r["outcome"] for r in rows])
+    requests = await keys.open_json(conn, _Requests, [r["requests"] for r in rows])
+    return {
+        row["crime_reference"]: _file_from_row(row, crime, outcome, request)
+        for row, crime, outcome, request in zip(rows, crimes, outcomes, requests, strict=True)
+    }
 
 
-def _file_from_row(row: asyncpg.Record) -> CrimeFile:
+_Requests = list[ReferralRequested]
+
+
+def _file_from_row(
+    row: asyncpg.Record, crime: str | bytes | None, outcome: str | bytes | None, requests: str | bytes | None
+) -> CrimeFile:
     return CrimeFile(
         crime_reference=row["crime_reference"],
-        crime=CrimeRecorded.model_validate_json(row["crime"]) if row["crime"] else None,
-        outcome=CrimeOutcomeRecorded.model_validate_json(row["outcome"]) if row["outcome"] else None,
-        requests=tuple(ReferralRequested.model_validate(r) for r in json.loads(row["requests"])),
+        crime=CrimeRecorded.model_validate_json(crime) if crime else None,
+        outcome=CrimeOutcomeRecorded.model_validate_json(outcome) if outcome else None,
+        requests=tuple(ReferralRequested.model_validate(r) for r in json.loads(requests or "[]")),
         status=CaseStatus(row["status"]),
         opened_at=row["opened_at"],
         clocked_victims=frozenset(row["clocked_victims"]),
@@ -42,7 +55,10 @@ def _file_from_row(row: asyncpg.Record) -> CrimeFile:
 
 
 async def save_crime_files(conn: asyncpg.Connection, files: Sequence[CrimeFile]) -> None:
-    """Write back a batch of files in one statement (one round trip, however many files)."""
+    """Write back a batch of files in one statement (one round trip, however many files), what they hold
+    about people sealed."""
+    keys, cases = privacy.batch(), [f.case_id for f in files]
+    requests = ["[" + ",".join(r.model_dump_json() for r in f.requests) + "]" for f in files]
     await conn.execute(
         f"""UPDATE {SCHEMA}.crime_files AS f
             SET crime = u.crime::jsonb, outcome = u.outcome::jsonb, requests = u.requests::jsonb,
@@ -53,9 +69,9 @@ async def save_crime_files(conn: asyncpg.Connection, files: Sequence[CrimeFile])
                  AS u(crime_reference, crime, outcome, requests, status, opened_at, clocked)
             WHERE f.crime_reference = u.crime_reference""",
         [f.crime_reference for f in files],
-        [f.crime.model_dump_json() if f.crime else None for f in files],
-        [f.outcome.model_dump_json() if f.outcome else None for f in files],
-        ["[" + ",".join(r.model_dump_json() for r in f.requests) + "]" for f in files],
+        await keys.seal_models(conn, CrimeRecorded, [(f.crime, f.case_id) for f in files]),
+        await keys.seal_models(conn, CrimeOutcomeRecorded, [(f.outcome, f.case_id) for f in files]),
+        await keys.seal_json(conn, _Requests, list(zip(requests, cases, strict=True))),
         [f.status.value for f in files],
         [f.opened_at for f in files],
         # text[][] cannot be ragged, so each file's victims travel as one unit-separator-joined string

@@ -20,7 +20,7 @@ import faust
 import structlog
 
 from schemas.registry import REGISTRY, Registry
-from services.runtime import metrics, ops
+from services.runtime import keystore, metrics, ops, privacy
 from services.runtime.consumer import BatchConsumer
 from services.runtime.db import create_pool, migrate, retry_transient, transaction
 from services.runtime.housekeeping import prune
@@ -95,6 +95,10 @@ class ServiceApp:
         self.migrations = migrations
         self.settings = settings or get_settings()
         self.registry = registry
+        # Personal data is sealed wherever this service writes it: no master keys, no start (unless
+        # encryption is switched off on purpose, to measure it).
+        self.privacy = privacy.Privacy.from_settings(self.settings)
+        privacy.install(self.privacy)
         self.faust = make_faust_app(f"{self.settings.topic_prefix}rj-{name}", self.settings)
         self.relay = RelayProcess(name, self.settings)
         self._pool: asyncpg.Pool | None = None
@@ -118,6 +122,8 @@ class ServiceApp:
                 async def run_migrations() -> None:
                     async with pool.acquire() as conn:
                         await migrate(conn, self.schema, self.migrations)
+                        if self.privacy.enabled:
+                            await keystore.ensure_schema(conn)
 
                 await retry_transient(run_migrations, what="migrate")
                 self._pool = pool
@@ -140,6 +146,7 @@ class ServiceApp:
                 consumes=consumes,
                 handler=handler,
                 max_backoff_s=settings.retry_max_backoff_s,
+                privacy=self.privacy,
             )
             # What waited for this version goes first, then the stream (which parks behind what still waits).
             while await processor.release_parked():
@@ -182,8 +189,9 @@ class ServiceApp:
             pool = await self.pool()
 
             async def attempt() -> None:
-                async with transaction(pool) as conn:
-                    await write_outbox(conn, self.schema, await job(conn))
+                with privacy.batch_scope(self.privacy):
+                    async with transaction(pool) as conn:
+                        await write_outbox(conn, self.schema, await job(conn))
 
             try:
                 await retry_transient(attempt, what=name, max_backoff_s=self.settings.retry_max_backoff_s)

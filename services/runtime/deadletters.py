@@ -17,7 +17,7 @@ import structlog
 from schemas import topics
 from schemas.deadletter import DeadLetter
 from schemas.envelope import derived_event_id
-from services.runtime import metrics
+from services.runtime import metrics, privacy
 from services.runtime.kafka import publish_raw
 from services.runtime.outbox import Outgoing
 from services.runtime.records import Record, printable
@@ -27,6 +27,16 @@ log = structlog.get_logger()
 
 #: The most of a dead record's bytes copied onto ``rj.deadletter``; the whole is kept in PostgreSQL.
 DEAD_LETTER_COPY_BYTES = 64 * 1024
+
+
+def letter_context(letter_id: str) -> bytes:
+    """What a dead letter's sealed original is bound to."""
+    return f"dead-letter:{letter_id}".encode()
+
+
+def copy_context(letter_id: str) -> bytes:
+    """What the sealed copy on ``rj.deadletter`` is bound to."""
+    return f"rj.deadletter:{letter_id}".encode()
 
 
 class Letter(Protocol):
@@ -48,6 +58,7 @@ async def store_dead_letters(
     if not letters:
         return []
     rows, outgoing = [], []
+    keys = privacy.batch()
     for item in letters:
         record = item.record
         letter_id = derived_event_id("dead-letter", service, record.topic, str(record.partition), str(record.offset))
@@ -56,9 +67,12 @@ async def store_dead_letters(
         reason = printable(item.reason)[:4000]
         event_id = printable(item.event_id)[:200] if item.event_id else None
         event_type = printable(item.event_type)[:200] if item.event_type else None
-        rows.append((letter_id, record.topic, record.partition, record.offset, record.key, record.value, digest,
+        # Kept sealed whole: a record we could not read may still hold a victim's details.
+        stored = None if record.value is None else await keys.seal_bytes(conn, record.value, letter_context(letter_id))
+        rows.append((letter_id, record.topic, record.partition, record.offset, record.key, stored, digest,
                      reason, event_id, event_type))  # fmt: skip
         copy = original[:DEAD_LETTER_COPY_BYTES]
+        copied = await keys.seal_bytes(conn, copy, copy_context(letter_id))
         letter = DeadLetter(
             id=letter_id,
             service=service,
@@ -67,7 +81,8 @@ async def store_dead_letters(
             partition=record.partition,
             offset=record.offset,
             key_b64=base64.b64encode(record.key[:DEAD_LETTER_COPY_BYTES]).decode() if record.key else None,
-            original_b64=base64.b64encode(copy).decode(),
+            original_b64=base64.b64encode(copied).decode(),
+            sealed=keys.enabled,
             original_size=len(record.value) if record.value is not None else None,
             original_sha256=digest,
             truncated=len(copy) < len(original),
@@ -138,6 +153,7 @@ class StoredLetter:
     replayed_at: datetime | None
     replayed_to: str | None  # where the last replay's copy went; None if it was never confirmed sent
     claimed_at: str | None  # the inbox position of its event id, if the inbox has it
+    erased: bool = False  # its original was sealed under a day's key that retention has destroyed
 
     @property
     def position(self) -> str:
@@ -145,7 +161,7 @@ class StoredLetter:
 
     @property
     def tombstone(self) -> bool:
-        return self.size is None
+        return self.size is None and not self.erased
 
     @property
     def claim(self) -> str:
@@ -159,6 +175,8 @@ class StoredLetter:
         return f"taken in from {self.claimed_at}"
 
     def preview(self, limit: int = 400) -> str:
+        if self.erased:
+            return "(erased: its day's key was destroyed when its retention ran out)"
         if self.size is None:
             return "(a tombstone: no value)"
         text = printable_preview(self.head[:limit])
@@ -201,13 +219,16 @@ def terminal_safe(text: str) -> str:
 
 def _select(schema: str) -> str:
     return f"""SELECT d.id, d.source_topic, d.partition, d."offset", d.key,
-                      substring(d.original FROM 1 FOR {PREVIEW_BYTES}) AS head, octet_length(d.original) AS size,
+                      d.original,
                       d.original_sha256, d.reason, d.event_id, d.event_type, d.dead_lettered_at,
                       d.replays, d.replayed_at, d.replayed_to, i.position AS claimed_at
                FROM {schema}.dead_letters d LEFT JOIN {schema}.inbox i ON i.event_id = d.event_id"""
 
 
-def _letter(schema: str, row: asyncpg.Record) -> StoredLetter:
+async def _letter(conn: asyncpg.Connection, schema: str, row: asyncpg.Record) -> StoredLetter:
+    """The letter of ``row``, its original opened (it is kept sealed whole)."""
+    stored: bytes | None = row["original"]
+    original = None if stored is None else await privacy.batch().open_bytes(conn, stored, letter_context(row["id"]))
     return StoredLetter(
         service=schema,
         id=row["id"],
@@ -215,8 +236,9 @@ def _letter(schema: str, row: asyncpg.Record) -> StoredLetter:
         partition=row["partition"],
         offset=row["offset"],
         key=row["key"],
-        head=row["head"] or b"",
-        size=row["size"],
+        head=(original or b"")[:PREVIEW_BYTES],
+        size=None if stored is None else len(original) if original is not None else None,
+        erased=stored is not None and original is None,
         original_sha256=row["original_sha256"],
         reason=row["reason"],
         event_id=row["event_id"],
@@ -247,7 +269,7 @@ async def list_dead_letters(
 ) -> list[StoredLetter]:
     """The newest ``limit`` dead letters of ``services``, newest first."""
     letters = [
-        _letter(schema, row)
+        await _letter(conn, schema, row)
         for schema in services
         for row in await _fetch(conn, schema, f"{_select(schema)} ORDER BY d.dead_lettered_at DESC LIMIT $1", limit)
     ]
@@ -259,7 +281,7 @@ async def find_dead_letter(conn: asyncpg.Connection, letter_id: str, services: S
     for schema in services:
         rows = await _fetch(conn, schema, f"{_select(schema)} WHERE d.id = $1", letter_id)
         if rows:
-            return _letter(schema, rows[0])
+            return await _letter(conn, schema, rows[0])
     return None
 
 
@@ -309,6 +331,8 @@ async def replay_dead_letter(
     if letter is None:
         raise UnknownDeadLetter(f"no dead letter {letter_id!r} in any of: {', '.join(services)}")
     schema = letter.service
+    if letter.erased:
+        raise ReplayRefused(f"dead letter {letter_id} is past its retention: its original is erased")
     if letter.tombstone:
         raise ReplayRefused(f"dead letter {letter_id} is a tombstone (a record with no value): nothing to replay")
     too_old = timedelta(seconds=settings.retention_window_s * REPLAY_WINDOW_SHARE)
@@ -325,6 +349,9 @@ async def replay_dead_letter(
         )  # one replay of a letter at a time
         if row is None:
             raise UnknownDeadLetter(f"dead letter {letter_id!r} of {schema} is gone")
+        original = await privacy.batch().open_bytes(conn, row["original"], letter_context(letter_id))
+        if original is None:
+            raise ReplayRefused(f"dead letter {letter_id} is past its retention: its original is erased")
         if letter.event_id is not None:
             released = await conn.fetchval(
                 f"DELETE FROM {schema}.inbox WHERE event_id = $1 AND position = $2 RETURNING position",
@@ -343,7 +370,7 @@ async def replay_dead_letter(
             letter_id,
         )
     try:
-        sent = await publish_raw(settings, [(letter.source_topic, row["key"], row["original"], letter.partition)])
+        sent = await publish_raw(settings, [(letter.source_topic, row["key"], original, letter.partition)])
     except Exception as exc:
         log.error("dead_letter_replay_not_sent", service=schema, letter=letter_id, error=repr(exc))
         note = " and its inbox claim released" if outcome == "released" else ""

@@ -46,6 +46,20 @@ def tansu_binary() -> str:
     return str(binary)
 
 
+def master_key_file(state_dir: Path) -> Path:
+    """The embedded stack's master key file (made once, readable by its owner only). A deployment gives
+    its own (MASTER_KEYS or MASTER_KEY_FILE; see the README for a KMS or Vault)."""
+    from services.runtime.keystore import MasterKeys
+
+    path = state_dir / "master.keys"
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(MasterKeys.generate("dev1") + "\n")
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -24,11 +24,12 @@ agreement item's ``description`` whose undertaker is ``owner_id``, staff's free 
 participant) is under the case key: erasing that person does not erase it; the case's retention (or
 erasing the case) does. Marking the owner in the contract would close that gap.
 
-Erasure. A token whose key was destroyed decrypts to a placeholder (``None`` unless the caller picks
-one) and its path is reported in ``Decrypted.erased``; it never raises. A value written for a person
-whose key on that case is already destroyed is not kept: the token carries the key id and no
-ciphertext. A token that fails authentication, is malformed, or names a key the store does not hold
-raises ``TamperedToken`` (a ``ValueError``: the data is at fault).
+Erasure. A token whose key was destroyed decrypts to a stand-in its schema accepts (null where the field
+allows it, else ``"[erased]"``, an empty list or object; or a placeholder the caller picks), so a model
+holding it still loads and nothing downstream breaks; its path is reported in ``Decrypted.erased``.
+A value written for a person whose key on that case is already destroyed is not kept: the token
+carries the key id and no ciphertext. A token that fails authentication, is malformed, or names a key
+the store does not hold raises ``TamperedToken`` (a ``ValueError``: the data is at fault).
 
 Bytes we cannot parse into fields are encrypted whole under a time-bucket key: ``encrypt_bytes``.
 
@@ -51,7 +52,7 @@ from typing import Any, NamedTuple
 import asyncpg
 import pydantic_core
 from cryptography.exceptions import InvalidTag
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from schemas.pii import is_pii
 from services.runtime.keystore import CASE_PERSON, NONCE_BYTES, BucketKey, DataKey, KeyCache, PersonCase
@@ -78,11 +79,28 @@ def token_key_id(token: str) -> str:
 # --- the plan: where the marked values are ------------------------------------------------------
 
 
+@dataclass(frozen=True, eq=False)
 class _Marked:
-    """The whole value here is personal data."""
+    """The whole value here is personal data; ``erased`` is what stands in for it once its key is destroyed:
+    a value its schema accepts (null where allowed, else an empty string, list or object)."""
+
+    erased: Any = None
 
 
-_MARKED = _Marked()
+ERASED_TEXT = "[erased]"
+
+
+def _erased_value(schema: dict[str, Any]) -> Any:
+    """A stand-in for an erased value that still validates against ``schema`` (so a model holding it loads)."""
+    alternatives = schema.get("anyOf") or schema.get("oneOf") or [schema]
+    types = {a.get("type") for a in alternatives}
+    if "null" in types:
+        return None
+    if "array" in types:
+        return []
+    if "object" in types or any("$ref" in a for a in alternatives):
+        return {}
+    return ERASED_TEXT
 
 
 @dataclass(eq=False)
@@ -116,7 +134,7 @@ class _Compiler:
 
     def node(self, schema: dict[str, Any]) -> _Node | None:
         if is_pii(schema):
-            return _MARKED
+            return _Marked(_erased_value(schema))
         ref = schema.get("$ref")
         if isinstance(ref, str):
             name = ref.rsplit("/", 1)[-1]
@@ -146,7 +164,7 @@ class _Compiler:
         return None
 
 
-def personal_paths(model: type[BaseModel]) -> list[str]:
+def personal_paths(model: Any) -> list[str]:
     """Every marked value's path in ``model`` (``[]`` for an array's items), e.g. for an inventory."""
     out: list[str] = []
 
@@ -179,6 +197,7 @@ class _Slot(NamedTuple):
     owner: str | None
     field: str
     path: str
+    erased: Any  # the stand-in once the key is destroyed
 
 
 @dataclass(frozen=True)
@@ -208,6 +227,10 @@ class PendingEncryption:
         return self.document
 
 
+_SCHEMA_STAND_IN: Any = object()
+"""Default placeholder: the slot's own stand-in, a value its schema accepts (see ``_erased_value``)."""
+
+
 class PendingDecryption:
     def __init__(self, document: dict[str, Any], slots: list[_Slot]) -> None:
         self.document = document
@@ -217,7 +240,7 @@ class PendingDecryption:
     def key_ids(self) -> set[str]:
         return {token_key_id(s.container[s.index]) for s in self.slots}
 
-    def open(self, keys: KeyCache, placeholder: Any = None) -> Decrypted:
+    def open(self, keys: KeyCache, placeholder: Any = _SCHEMA_STAND_IN) -> Decrypted:
         erased: list[str] = []
         for slot in self.slots:
             token: str = slot.container[slot.index]
@@ -228,7 +251,7 @@ class PendingDecryption:
             if key is None:
                 raise TamperedToken(f"{slot.path}: encrypted under key {key_id}, which the key store does not hold")
             if key.aead is None:
-                slot.container[slot.index] = placeholder
+                slot.container[slot.index] = slot.erased if placeholder is _SCHEMA_STAND_IN else placeholder
                 erased.append(slot.path)
             else:
                 slot.container[slot.index] = _decrypt_value(token, key, slot.field, slot.path)
@@ -261,11 +284,15 @@ def _decrypt_value(token: str, key: DataKey, field_name: str, path: str) -> Any:
 
 
 class DocumentCipher:
-    """Encrypts and decrypts the marked values of one model's documents. Get one with ``cipher_for``."""
+    """Encrypts and decrypts the marked values of one model's documents (a pydantic model, or a dataclass
+    whose fields carry the contract's marks, as services keep their state). Get one with ``cipher_for``."""
 
-    def __init__(self, model: type[BaseModel]) -> None:
+    def __init__(self, model: type[Any]) -> None:
         self.model = model
-        schema = model.model_json_schema(mode="serialization")
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            schema = model.model_json_schema(mode="serialization")
+        else:
+            schema = TypeAdapter(model).json_schema(mode="serialization")
         self.plan = _Compiler(schema.get("$defs", {})).node(schema)
 
     @property
@@ -286,7 +313,7 @@ class DocumentCipher:
         """Encrypt with keys already in ``keys`` (see ``prepare_encrypt(...).owners``); returns a copy."""
         return self.prepare_encrypt(document, case_id).seal(keys)
 
-    def decrypt(self, document: dict[str, Any], keys: KeyCache, placeholder: Any = None) -> Decrypted:
+    def decrypt(self, document: dict[str, Any], keys: KeyCache, placeholder: Any = _SCHEMA_STAND_IN) -> Decrypted:
         return self.prepare_decrypt(document).open(keys, placeholder)
 
     def _walk(
@@ -314,8 +341,8 @@ class DocumentCipher:
             for name, child in node.fields.items():
                 if name not in out or out[name] is None:
                     continue
-                if child is _MARKED:
-                    self._mark(out, name, owner, name, f"{path}.{name}", slots, encrypting)
+                if isinstance(child, _Marked):
+                    self._mark(out, name, owner, name, f"{path}.{name}", child, slots, encrypting)
                 else:
                     out[name] = self._walk(
                         child, out[name], owner, name, f"{path}.{name}", slots, encrypting=encrypting
@@ -326,8 +353,8 @@ class DocumentCipher:
                 return value
             items = list(value)
             for i in range(len(items)):
-                if node.items is _MARKED:
-                    self._mark(items, i, owner, field_name, f"{path}[{i}]", slots, encrypting)
+                if isinstance(node.items, _Marked):
+                    self._mark(items, i, owner, field_name, f"{path}[{i}]", node.items, slots, encrypting)
                 else:
                     items[i] = self._walk(
                         node.items, items[i], owner, field_name, f"{path}[{i}]", slots, encrypting=encrypting
@@ -338,8 +365,8 @@ class DocumentCipher:
                 return value
             entries = dict(value)
             for k in entries:
-                if node.values is _MARKED:
-                    self._mark(entries, k, owner, field_name, f"{path}.{k}", slots, encrypting)
+                if isinstance(node.values, _Marked):
+                    self._mark(entries, k, owner, field_name, f"{path}.{k}", node.values, slots, encrypting)
                 else:
                     entries[k] = self._walk(
                         node.values, entries[k], owner, field_name, f"{path}.{k}", slots, encrypting=encrypting
@@ -359,6 +386,7 @@ class DocumentCipher:
         owner: str | None,
         field_name: str,
         path: str,
+        mark: _Marked,
         slots: list[_Slot],
         encrypting: bool,
     ) -> None:
@@ -366,11 +394,11 @@ class DocumentCipher:
         if value is None:
             return
         if is_token(value) != encrypting:  # already encrypted / not encrypted: leave it
-            slots.append(_Slot(container, index, owner, field_name, path))
+            slots.append(_Slot(container, index, owner, field_name, path, mark.erased))
 
 
 @cache
-def cipher_for(model: type[BaseModel]) -> DocumentCipher:
+def cipher_for(model: Any) -> DocumentCipher:
     return DocumentCipher(model)
 
 
@@ -390,7 +418,7 @@ async def decrypt_batch(
     conn: asyncpg.Connection,
     keys: KeyCache,
     items: Sequence[tuple[type[BaseModel], dict[str, Any]]],
-    placeholder: Any = None,
+    placeholder: Any = _SCHEMA_STAND_IN,
 ) -> list[Decrypted]:
     pending = [cipher_for(model).prepare_decrypt(document) for model, document in items]
     await keys.load(conn, key_ids=set().union(*(p.key_ids for p in pending)))

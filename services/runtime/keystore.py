@@ -303,24 +303,33 @@ class KeyStore:
             by_pair[(key.person_id, key.case_id)] = key
         missing = sorted(pairs - by_pair.keys())
         if missing:
-            await self._create(conn, missing)
-            for key in map(self._unwrap, await conn.fetch(_SELECT_BY_PAIRS, *zip(*missing, strict=True))):
+            for key in await self._create(conn, missing):
                 by_id[key.key_id] = key
                 by_pair[(key.person_id, key.case_id)] = key
+            raced = [p for p in missing if p not in by_pair]  # made by another transaction meanwhile
+            if raced:
+                for key in map(self._unwrap, await conn.fetch(_SELECT_BY_PAIRS, *zip(*raced, strict=True))):
+                    by_id[key.key_id] = key
+                    by_pair[(key.person_id, key.case_id)] = key
         return {p: by_pair[p] for p in pairs}, {i: by_id[i] for i in ids if i in by_id}
 
-    async def _create(self, conn: asyncpg.Connection, pairs: list[PersonCase]) -> None:
+    async def _create(self, conn: asyncpg.Connection, pairs: list[PersonCase]) -> list[DataKey]:
+        """New keys for ``pairs``; those another transaction made first are left to it (and not returned)."""
         rows: list[tuple[str, str, str, bytes, str]] = []
+        made: dict[str, DataKey] = {}
         for person_id, case_id in pairs:
             key_id = str(uuid.uuid4())
-            version, wrapped = self.master.wrap(AESGCM.generate_key(256), _data_key_aad(key_id, person_id, case_id))
+            key = AESGCM.generate_key(256)
+            version, wrapped = self.master.wrap(key, _data_key_aad(key_id, person_id, case_id))
             rows.append((key_id, person_id, case_id, wrapped, version))
-        await conn.execute(
+            made[key_id] = DataKey(key_id, person_id, case_id, AESGCM(key))
+        inserted = await conn.fetch(
             f"""INSERT INTO {SCHEMA}.data_keys (key_id, person_id, case_id, wrapped_key, master_key_version)
                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[])
-                ON CONFLICT (person_id, case_id) DO NOTHING""",
+                ON CONFLICT (person_id, case_id) DO NOTHING RETURNING key_id::text""",
             *zip(*rows, strict=True),
         )
+        return [made[row[0]] for row in inserted]
 
     def _unwrap(self, row: asyncpg.Record) -> DataKey:
         key_id, person_id, case_id, wrapped, version = row

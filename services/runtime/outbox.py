@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from schemas.envelope import CloudEvent, derived_event_id, new_event
+from services.runtime import privacy
 from services.runtime.decision import Emit
 
 
@@ -21,10 +22,12 @@ class Outgoing:
     topic: str  # logical name; the relay applies the deployment's topic prefix
     key: str | None
     value: bytes
+    event: CloudEvent[Any] | None = field(default=None, compare=False, repr=False)
+    """The event ``value`` encodes, kept so that its personal fields are sealed as it is written."""
 
     @classmethod
-    def event(cls, topic: str, event: CloudEvent[Any]) -> Outgoing:
-        return cls(event_id=event.id, topic=topic, key=event.subject, value=event.to_json())
+    def event_of(cls, topic: str, event: CloudEvent[Any]) -> Outgoing:
+        return cls(event_id=event.id, topic=topic, key=event.subject, value=event.to_json(), event=event)
 
 
 def facts(
@@ -36,7 +39,7 @@ def facts(
     replayed for whatever reason yields the same id, which the outbox then refuses to hold twice.
     """
     return [
-        Outgoing.event(
+        Outgoing.event_of(
             topic,
             new_event(
                 emit.data,
@@ -83,9 +86,11 @@ async def first_positions(
 
 
 async def write_outbox(conn: asyncpg.Connection, schema: str, messages: Sequence[Outgoing]) -> None:
-    """Append ``messages`` to the outbox; an id already there (a replayed decision) is not written twice."""
+    """Append ``messages`` to the outbox, their events' personal fields sealed (``privacy``); an id already
+    there (a replayed decision) is not written twice."""
     if not messages:
         return
+    messages = await privacy.batch().seal_outgoing(conn, messages)
     # One round trip: the rows, and a wake-up for the relay (delivered when the transaction commits).
     await conn.execute(
         f"WITH written AS (INSERT INTO {schema}.outbox (event_id, topic, key, value) "

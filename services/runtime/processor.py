@@ -41,13 +41,22 @@ from schemas.registry import COMMAND_OWNER, NewerVersion, Registry
 from services.runtime import metrics
 from services.runtime.db import retry_transient, transaction
 from services.runtime.deadletters import store_dead_letters
+from services.runtime.fieldcrypt import cipher_for
+from services.runtime.keystore import KeyCache, KeyStoreError
 from services.runtime.outbox import Outgoing, claim_inbox, first_positions, write_outbox
+from services.runtime.privacy import Privacy, batch_scope, has_sealed_values
+from services.runtime.privacy import batch as privacy_batch
 from services.runtime.records import Record, printable
 
 log = structlog.get_logger()
 
 Event = CloudEvent[Any]
 BatchHandler = Callable[[asyncpg.Connection, Sequence[Event]], Awaitable[Sequence[Outgoing]]]
+
+
+def parked_context(record: Record) -> bytes:
+    """What a parked record's sealed bytes are bound to (given again to open them)."""
+    return f"parked:{record.position}".encode()
 
 
 # --- what triage decides for each record ----------------------------------------------------------
@@ -95,7 +104,18 @@ class DeadLetterItem:
     claim: bool = True
 
 
-Item = Apply | Park | Answer | PassOver | DeadLetterItem
+@dataclass(frozen=True)
+class Sealed:
+    """A record carrying sealed personal values: opened (one key-store query for the whole batch) and then
+    parsed like any other, before the batch is applied."""
+
+    record: Record
+    document: dict[str, Any]
+    event_type: str
+    parked_seq: int | None = None
+
+
+Item = Apply | Park | Answer | PassOver | DeadLetterItem | Sealed
 
 
 @dataclass
@@ -107,6 +127,7 @@ class BatchProcessor:
     consumes: frozenset[str]
     handler: BatchHandler
     max_backoff_s: float = 5.0
+    privacy: Privacy = field(default_factory=Privacy.disabled)
     source: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -128,6 +149,7 @@ class BatchProcessor:
             await self._commit_or_isolate(items)
 
     async def _commit_or_isolate(self, items: Sequence[Item]) -> None:
+        items = await self._open_sealed(items)
         try:
             await self._commit(items)
         except Exception as exc:  # a fault in the data somewhere in the batch: find the culprit
@@ -135,10 +157,65 @@ class BatchProcessor:
             for item in items:
                 await self._commit_alone(item)
 
+    async def _open_sealed(self, items: Sequence[Item]) -> list[Item]:
+        """Items with every ``Sealed`` record opened and parsed: its keys loaded for the whole batch in one
+        query (retried for ever while the key store cannot answer: that is never the data's fault), its
+        values decrypted (an erased one as its stand-in), then triaged like any record. A value that cannot be
+        authentic is the data's fault: a dead letter. The original (sealed) record is what is kept."""
+        sealed = [i for i in items if isinstance(i, Sealed)]
+        if not sealed:
+            return list(items)
+        assert self.privacy.store is not None
+        pending: dict[int, Any] = {}
+        opened: dict[int, Item] = {}
+        wanted: set[str] = set()
+        for item in sealed:
+            try:  # a malformed token is found here, before any key is asked for
+                cipher = cipher_for(self.registry.model(item.event_type))
+                pending[id(item)] = cipher.prepare_decrypt(item.document["data"])
+                wanted |= pending[id(item)].key_ids
+            except Exception as exc:  # anything at all: a record that cannot be opened never leaves a batch
+                pending.pop(id(item), None)
+                opened[id(item)] = self._unopenable(item, exc)
+        keys = KeyCache(self.privacy.store)
+
+        async def load() -> None:
+            async with self.pool.acquire() as conn:
+                await keys.load(conn, key_ids=wanted)
+
+        while True:
+            try:
+                await retry_transient(load, what=f"{self.service}.keys", max_backoff_s=self.max_backoff_s)
+                break
+            except KeyStoreError as exc:  # a master key missing from settings, say: wait for the operator
+                metrics.TRANSIENT_FAILURES.labels(operation=f"{self.service}.keys").inc()
+                log.critical("key_store_cannot_open_batch", service=self.service, error=str(exc))
+                await asyncio.sleep(self.max_backoff_s)
+        for item in sealed:
+            if id(item) in opened:
+                continue
+            try:
+                data = pending[id(item)].open(keys).data
+            except Exception as exc:
+                opened[id(item)] = self._unopenable(item, exc)
+                continue
+            plain = replace(item.record, value=pydantic_core.to_json({**item.document, "data": data}))
+            parsed = self._parse(plain, item.document, item.event_type)
+            opened[id(item)] = replace(parsed, record=item.record, parked_seq=item.parked_seq)
+        return [opened[id(i)] if isinstance(i, Sealed) else i for i in items]
+
+    def _unopenable(self, item: Sealed, exc: Exception) -> DeadLetterItem:
+        why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        reason = f"sealed personal data cannot be opened: {why}"
+        answer = self._reject_as_owner(item.record, item.document, item.event_type, reason)
+        return DeadLetterItem(item.record, reason, answer=answer, parked_seq=item.parked_seq)
+
     async def _commit(self, items: Sequence[Item]) -> None:
         async def attempt() -> None:
-            async with transaction(self.pool) as conn:
-                await self._apply(conn, items)
+            # Fresh keys for each attempt: a key created by an attempt that rolled back is gone with it.
+            with batch_scope(self.privacy):
+                async with transaction(self.pool) as conn:
+                    await self._apply(conn, items)
 
         await retry_transient(attempt, what=f"{self.service}.batch", max_backoff_s=self.max_backoff_s)
 
@@ -265,6 +342,14 @@ class BatchProcessor:
             return DeadLetterItem(record, f"unknown event type {printable(event_type)!r}")
         if event_type not in self.consumes:
             return None  # known, and not ours: another service owns it
+        if self.privacy.enabled and has_sealed_values(record.value) and isinstance(document.get("data"), dict):
+            if newer := self.registry.newer_than_known(event_type, document.get("dataschema")):
+                return Park(record, str(newer))
+            return Sealed(record, document, event_type)
+        return self._parse(record, document, event_type)
+
+    def _parse(self, record: Record, document: dict[str, Any], event_type: str) -> Item:
+        assert record.value is not None
         try:
             return Apply(record, self.registry.parse(record.value))
         except NewerVersion as exc:
@@ -311,7 +396,7 @@ class BatchProcessor:
         event = new_event(
             data, source=self.source, subject=case_id, event_id=derived_event_id(self.source, case_id, identity)
         )
-        return Outgoing.event(topics.OUTPUT_OF[self.service], event)
+        return Outgoing.event_of(topics.OUTPUT_OF[self.service], event)
 
     # --- repeats, dead letters, parking (SQL) ---------------------------------------------------------
 
@@ -352,6 +437,9 @@ class BatchProcessor:
         new = [p for p in parked if p.parked_seq is None]
         if not new:
             return
+        # Sealed whole: a record too new to read may still hold a victim's details.
+        keys = privacy_batch()
+        values = [await keys.seal_bytes(conn, p.record.value or b"", parked_context(p.record)) for p in new]
         await conn.executemany(
             f"""INSERT INTO {self.schema}.parked (case_key, source_topic, partition, "offset", key, value, reason)
                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
@@ -362,21 +450,32 @@ class BatchProcessor:
                     p.record.partition,
                     p.record.offset,
                     p.record.key,
-                    p.record.value,
+                    value,
                     printable(p.reason)[:2000],
                 )
-                for p in new
+                for p, value in zip(new, values, strict=True)
             ],  # fmt: skip
         )
         log.warning("events_parked", service=self.service, cases=sorted({p.record.case_key for p in new}), n=len(new))
 
     # --- after an upgrade -------------------------------------------------------------------------------
 
+    async def _parked_record(self, conn: asyncpg.Connection, row: asyncpg.Record) -> Record:
+        """A parked row as the record it was, opened (its value is sealed whole)."""
+        record = Record(row["source_topic"], row["partition"], row["offset"], row["key"], row["value"])
+        if self.privacy.enabled:
+            with batch_scope(self.privacy) as keys:
+                value = await keys.open_bytes(conn, row["value"], parked_context(record))
+            if value is None:  # its day's key is destroyed: nothing left to apply (see the README)
+                log.error("parked_event_past_retention", service=self.service, position=record.position)
+            record = replace(record, value=value)
+        return record
+
     async def release_parked(self, limit: int = 500) -> int:
         """Apply what waits in ``parked`` that this service now knows, case by case in the order it came;
         a case stays parked from its first event still too new. Returns how many were let go."""
 
-        async def load() -> tuple[int, list[asyncpg.Record]]:
+        async def load() -> tuple[int, list[tuple[asyncpg.Record, Record]]]:
             async with self.pool.acquire() as conn:
                 waiting = await conn.fetchval(f"SELECT count(*) FROM {self.schema}.parked")
                 if not waiting:
@@ -390,7 +489,7 @@ class BatchProcessor:
                 ready = [
                     h["case_key"]
                     for h in heads
-                    if not isinstance(self.triage(Record(h[1], h[2], h[3], h[4], h[5])), Park)
+                    if not isinstance(self.triage(await self._parked_record(conn, h)), Park)
                 ]
                 if not ready:
                     return waiting, []
@@ -400,16 +499,15 @@ class BatchProcessor:
                     ready,
                     limit,
                 )
-                return waiting, rows
+                return waiting, [(row, await self._parked_record(conn, row)) for row in rows]
 
         waiting, rows = await retry_transient(load, what=f"{self.service}.parked", max_backoff_s=self.max_backoff_s)
         metrics.PARKED_EVENTS.set(waiting)
         blocked: set[str] = set()
         releasing: list[Item] = []
-        for row in rows:
+        for row, record in rows:
             if row["case_key"] in blocked:
                 continue
-            record = Record(row["source_topic"], row["partition"], row["offset"], row["key"], row["value"])
             item = self.triage(record)
             if isinstance(item, Park):
                 blocked.add(row["case_key"])

@@ -68,12 +68,24 @@ class Settings(BaseSettings):
     # every data key under the current one.
     master_keys: SecretStr = SecretStr("")
     master_key_file: Path | None = None
+    # Personal data is encrypted wherever a service writes it (services/runtime/privacy.py). Off only to
+    # measure what encryption costs (bench/intake.py); a service without master keys refuses to start.
+    pii_encryption: bool = True
 
     log_level: str = "info"
     log_format: str = Field(default="console", pattern="^(console|json)$")
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as the environment a service process reads them from (secrets included)."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            env[name.upper()] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        return env
 
 
 @lru_cache(maxsize=1)

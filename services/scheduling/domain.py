@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from schemas.commands import Command
@@ -44,6 +44,7 @@ from schemas.consent import (
     FacilitatorAssigned,
 )
 from schemas.envelope import EventData
+from schemas.pii import Pii
 from schemas.referral import CaseAccepted
 from schemas.scheduling import (
     CLOSABLE_BY_COMMAND,
@@ -218,7 +219,7 @@ class Meeting:
 @dataclass(frozen=True)
 class Availability:
     person_id: str
-    windows: tuple[TimeWindow, ...]
+    windows: Annotated[tuple[TimeWindow, ...], Pii]
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,7 @@ class Agreement:
 class CaseClosure:
     reason: ClosureReason
     closed_at: datetime
-    withdrawn_by: str | None = None  # for staff and audit only (DOMAIN rule 2)
+    withdrawn_by: Annotated[str | None, Pii] = None  # for staff and audit only (DOMAIN rule 2)
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,13 @@ async def lock_resource_book(conn: asyncpg.Connection) -> None:
 
 
 async def lock_cases(conn: asyncpg.Connection, case_ids: Iterable[str]) -> dict[str, CaseSchedule | None]:
-    rows = await lock_states(conn, CASES, case_ids)
+    rows = await lock_states(conn, CASES, case_ids, CaseSchedule)
     return {key: CaseSchedule.from_json(state) if state else None for key, state in rows.items()}
 
 
 async def save_cases(conn: asyncpg.Connection, cases: Mapping[str, CaseSchedule | None]) -> None:
-    await save_states(conn, CASES, {key: case.to_json() if case else None for key, case in cases.items()})
+    states = {key: case.to_json() if case else None for key, case in cases.items()}
+    await save_states(conn, CASES, states, CaseSchedule)
 
 
 async def load_book(conn: asyncpg.Connection, resources: Iterable[str]) -> ResourceBook:

@@ -272,10 +272,12 @@ def newer(event_id: str, case: str) -> bytes:
     ).to_json()
 
 
-def current(event_id: str, case: str) -> bytes:
+def current(event_id: str, case: str, reason: str | None = None) -> bytes:
     from schemas.commands import RecordVictimInformationProvided
 
-    data = RecordVictimInformationProvided(case_id=case, actor=samples.STAFF, person_id="V", provided_at=PROVIDED_AT)
+    data = RecordVictimInformationProvided(
+        case_id=case, actor=samples.STAFF, person_id="V", provided_at=PROVIDED_AT, reason=reason
+    )
     return new_event(data, source="urn:test", subject=case, event_id=event_id).to_json()
 
 

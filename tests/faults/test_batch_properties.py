@@ -5,6 +5,9 @@ The real world is modelled, against the real PostgreSQL: a partition's log is co
 size; a consumer may crash after its transaction committed but before its offsets did (the batch comes
 again), or replay from an older offset after a rebalance; events newer than the service wait parked
 until an upgrade, which may come at any point; some records are poison, some fail only in the database.
+Personal data is sealed as services seal it: some events carry a sealed value (opened before the handler
+sees it), some one whose key was destroyed (applied with its stand-in), some an altered one (a dead
+letter); what is parked or dead-lettered is kept sealed whole, and the handler sees plain values.
 """
 
 from __future__ import annotations
@@ -21,11 +24,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas import topics
+from schemas.commands import RecordVictimInformationProvided
 from schemas.envelope import CloudEvent
 from schemas.registry import REGISTRY, Registry
 from services.runtime.db import create_pool, migrate
 from services.runtime.devstack import create_database, drop_database
+from services.runtime.fieldcrypt import cipher_for
+from services.runtime.keystore import KeyCache, KeyStore, MasterKeys, ensure_schema
 from services.runtime.outbox import Outgoing
+from services.runtime.privacy import Privacy
 from services.runtime.processor import BatchProcessor
 from services.runtime.records import Record
 from services.runtime.settings import Settings
@@ -35,6 +42,9 @@ pytestmark = pytest.mark.integration
 
 CASES = ("case-A", "case-B", "case-C")
 _schemas = itertools.count()
+
+
+SECRET = "Told us by phone at 17 Larkspur Mews"
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +58,47 @@ async def shared_pool(pg_server: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @dataclass(frozen=True)
+class Sealing:
+    privacy: Privacy
+    reasons: dict[tuple[str, str], str]  # (kind, case) -> the sealed ``reason`` an event of that kind carries
+
+
+@pytest.fixture(scope="module")
+async def sealing(shared_pool: asyncpg.Pool) -> Sealing:
+    """A key store with, on each case, a live key (person V) and a destroyed one (person E)."""
+    store = KeyStore(MasterKeys.parse(MasterKeys.generate("p1")))
+    reasons = {}
+    async with shared_pool.acquire() as conn:
+        await ensure_schema(conn)
+        keys = KeyCache(store)
+        cipher = cipher_for(RecordVictimInformationProvided)
+        for case in CASES:
+            for person, kind in (("V", "sealed"), ("E", "erased")):
+                data = {"case_id": case, "person_id": person, "reason": SECRET}
+                pending = cipher.prepare_encrypt(data, case)
+                await keys.load(conn, pairs=pending.owners)
+                reasons[(kind, case)] = pending.seal(keys)["reason"]
+            await store.destroy(conn, "E", case, by="test", reason="erasure")
+            head, _, body = reasons[("sealed", case)].rpartition(":")
+            reasons[("tampered", case)] = f"{head}:{body[:-4]}AAAA"
+    return Sealing(Privacy(store), reasons)
+
+
+@dataclass(frozen=True)
 class Entry:
-    kind: str  # good | newer | poison | nul (parses, then PostgreSQL refuses it)
+    # good | newer | poison | nul (parses, then PostgreSQL refuses it) | sealed (a sealed reason) |
+    # erased (sealed under a destroyed key) | tampered (a sealed value altered)
+    kind: str
     case: str
 
+
+APPLIED = ("good", "newer", "sealed", "erased")
+DEAD = ("poison", "nul", "tampered")
 
 entries = st.lists(
     st.builds(
         Entry,
-        st.sampled_from(["good"] * 6 + ["newer", "poison", "nul"]),
+        st.sampled_from(["good"] * 4 + ["newer", "poison", "nul", "sealed", "sealed", "erased", "tampered"]),
         st.sampled_from(CASES),
     ),
     min_size=1,
@@ -64,13 +106,15 @@ entries = st.lists(
 )
 
 
-def build_log(log: Sequence[Entry]) -> list[Record]:
+def build_log(log: Sequence[Entry], sealing: Sealing) -> list[Record]:
     records = []
     for offset, entry in enumerate(log):
         event_id = f"e{offset}"
         key = entry.case.encode()
         if entry.kind == "good":
             value: bytes = current(event_id, entry.case)
+        elif entry.kind in ("sealed", "erased", "tampered"):
+            value = current(event_id, entry.case, reason=sealing.reasons[(entry.kind, entry.case)])
         elif entry.kind == "newer":
             value = newer(event_id, entry.case)
         elif entry.kind == "nul":
@@ -90,8 +134,8 @@ class RecordingHandler:
 
     async def __call__(self, conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -> list[Outgoing]:
         await conn.executemany(
-            f"INSERT INTO {self.schema}.applied (event_id, subject) VALUES ($1, $2)",
-            [(e.id, e.subject) for e in events],
+            f"INSERT INTO {self.schema}.applied (event_id, subject, reason) VALUES ($1, $2, $3)",
+            [(e.id, e.subject, getattr(e.data, "reason", None)) for e in events],
         )
         return []
 
@@ -103,15 +147,16 @@ class RecordingHandler:
 )
 @given(log=entries, data=st.data())
 async def test_any_batching_crashes_and_replays_apply_each_good_event_once_in_its_cases_order(
-    shared_pool: asyncpg.Pool, log: list[Entry], data: st.DataObject
+    shared_pool: asyncpg.Pool, sealing: Sealing, log: list[Entry], data: st.DataObject
 ) -> None:
     schema = f"prop_{next(_schemas)}_{uuid.uuid4().hex[:6]}"
     async with shared_pool.acquire() as conn:
         await migrate(conn, schema, None)
         await conn.execute(
-            f"CREATE TABLE {schema}.applied (seq bigserial PRIMARY KEY, event_id text NOT NULL, subject text NOT NULL)"
+            f"""CREATE TABLE {schema}.applied (seq bigserial PRIMARY KEY, event_id text NOT NULL,
+                                              subject text NOT NULL, reason text)"""
         )
-    records = build_log(log)
+    records = build_log(log, sealing)
     upgraded = Registry([m for t, m in REGISTRY.models.items() if t != GiveNote.event_type] + [GiveNote])
     upgraded.upcaster(GiveNote.event_type, 1)(lambda d: {**d, "note": ""})
     consumes = frozenset({GiveNote.event_type})
@@ -125,6 +170,7 @@ async def test_any_batching_crashes_and_replays_apply_each_good_event_once_in_it
             consumes=consumes,
             handler=RecordingHandler(schema),
             max_backoff_s=0.01,
+            privacy=sealing.privacy,
         )
 
     processor, is_upgraded = service(REGISTRY), False
@@ -149,15 +195,21 @@ async def test_any_batching_crashes_and_replays_apply_each_good_event_once_in_it
     while await processor.release_parked(limit=3):
         pass
 
-    applied = await shared_pool.fetch(f"SELECT event_id, subject FROM {schema}.applied ORDER BY seq")
-    letters = await shared_pool.fetch(f'SELECT "offset" FROM {schema}.dead_letters ORDER BY "offset"')
+    applied = await shared_pool.fetch(f"SELECT event_id, subject, reason FROM {schema}.applied ORDER BY seq")
+    letters = await shared_pool.fetch(f'SELECT "offset", original FROM {schema}.dead_letters ORDER BY "offset"')
     parked = await shared_pool.fetchval(f"SELECT count(*) FROM {schema}.parked")
 
-    expected_applied = [(f"e{i}", e.case) for i, e in enumerate(log) if e.kind in ("good", "newer")]
-    expected_dead = [i for i, e in enumerate(log) if e.kind in ("poison", "nul")]
+    expected_applied = [(f"e{i}", e.case) for i, e in enumerate(log) if e.kind in APPLIED]
+    expected_dead = [i for i, e in enumerate(log) if e.kind in DEAD]
     got = [(r["event_id"], r["subject"]) for r in applied]
     assert sorted(got) == sorted(expected_applied), "each good event applied exactly once"
     for case in CASES:  # and in the order its case's events came
         assert [g for g in got if g[1] == case] == [x for x in expected_applied if x[1] == case]
     assert [r["offset"] for r in letters] == expected_dead, "each bad record dead-lettered exactly once"
     assert parked == 0
+    # The handler saw sealed values opened, erased ones as their stand-in; letters are sealed whole.
+    kinds = {f"e{i}": e.kind for i, e in enumerate(log)}
+    for row in applied:
+        assert row["reason"] == (SECRET if kinds[row["event_id"]] == "sealed" else None), row
+    for row in letters:
+        assert b"enc:v1:" not in row["original"] and b"by phone" not in row["original"]

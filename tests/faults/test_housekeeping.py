@@ -174,11 +174,9 @@ async def test_pruning_through_a_pool_survives_its_connections_being_cut(databas
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
             database.rsplit("/", 1)[1].split("?")[0],
         )
-        retried_before = transient_failures()
-
+        # The batch on the dead connection is retried, or the pool notices it first and replaces it: either
+        # way the run completes (which of the two happens is a matter of timing, so it is not asserted).
         assert await prune(pool, SCHEMA, WINDOW) == {"outbox": 1, "inbox": 1}
-
-        assert transient_failures() > retried_before
     finally:
         await admin.close()
         await pool.close()

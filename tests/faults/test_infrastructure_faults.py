@@ -16,6 +16,8 @@ import pytest
 from schemas import topics
 from services import samples
 from services.runtime.devstack import free_port
+from services.runtime.processor import parked_context
+from services.runtime.records import Record
 from tests.e2e.conftest import facts, referred_case
 from tests.harness import System
 from tests.integration.test_referral_faults import (
@@ -114,8 +116,13 @@ async def test_an_event_newer_than_the_service_holds_its_case_while_other_cases_
     )
     assert given == 0, "nothing of the waiting case may be applied out of order"
     assert await system.fetchval("SELECT count(*) FROM consent.dead_letters") == 0
-    order = await system.fetch("SELECT value FROM consent.parked WHERE case_key = $1 ORDER BY seq", waiting_case)
-    assert [json.loads(r["value"])["data"]["person_id"] for r in order] == [victim, offender]
+    order = await system.fetch(
+        'SELECT source_topic, partition, "offset", value FROM consent.parked WHERE case_key = $1 ORDER BY seq',
+        waiting_case,
+    )
+    places = [Record(r["source_topic"], r["partition"], r["offset"], None, None) for r in order]
+    values = [await system.unseal(r["value"], parked_context(p)) for r, p in zip(order, places, strict=True)]
+    assert [json.loads(v or b"")["data"]["person_id"] for v in values] == [victim, offender]
     await system.wait_for(
         lambda: _logged(system, "consent", "events_parked_waiting_for_upgrade"), what="an alert while events wait"
     )

@@ -12,6 +12,7 @@ from schemas import topics
 from schemas.upstream import RiskFlag
 from services import samples
 from services.referral.domain import case_id_for
+from services.runtime.deadletters import copy_context
 from tests.harness import System, of_type, types_count
 
 pytestmark = pytest.mark.integration
@@ -181,7 +182,10 @@ async def test_a_malformed_message_is_dead_lettered_with_its_reason_and_the_next
     assert any(r.startswith("not JSON") for r in reasons)
     assert any(r.startswith("not a CloudEvent") for r in reasons)
     assert any(r == "unknown event type 'crime.exploded'" for r in reasons)
-    originals = {base64.b64decode(letter["original_b64"]) for letter in letters}
+    originals = {
+        await system.unseal(base64.b64decode(letter["original_b64"]), copy_context(letter["id"])) for letter in letters
+    }
+    assert all(letter["sealed"] for letter in letters)
     assert {value for _, _, value in broken} == originals
     assert all(
         letter["service"] == "referral" and letter["source_topic"].endswith("crime.events") for letter in letters

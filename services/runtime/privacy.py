@@ -1,0 +1,277 @@
+"""Personal data at the runtime's edges: encrypted wherever a service writes it, opened where it reads it.
+
+Every service gets this from the runtime, driven by the contract's ``x-pii`` marks (``fieldcrypt``), not by
+code of its own:
+
+- **facts and answers** going to the outbox (and so to our topics) have their marked fields sealed under
+  the data key of the person they belong to on the event's case (``seal_outgoing``, called by
+  ``write_outbox``);
+- **records taken in** that carry sealed values are opened before they are validated, so a service's
+  handler sees plain, typed models (``open_documents``; the processor does it for a whole batch with one
+  key-store query). A value whose key was destroyed (erased) opens as a stand-in its schema accepts;
+- **state** a service keeps as JSON documents is sealed on save and opened on load (``seal_json`` and
+  ``open_json``, for its store's types that carry marks; a type without marks costs nothing);
+- **whole records** we cannot split into fields (dead letters, parked events, their copies on
+  ``rj.deadletter``) are sealed whole under the key of the day they were written (``seal_bytes``), which
+  retention destroys.
+
+A ``Batch`` holds the keys one transaction uses (one query per batch, however many events); the
+processor opens one per batch and ``batch()`` gives the current one (or a fresh one outside a batch).
+Keys are read and created on the transaction's own connection: a key made by a batch that rolls back is
+rolled back with it.
+
+``Privacy.disabled()`` turns all of it off: only for measuring its cost (``PII_ENCRYPTION=false``) and for
+tests of the runtime's plumbing that do not concern personal data. A service started without master keys
+and without that switch refuses to start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import pydantic_core
+from pydantic import BaseModel
+
+from services.runtime.fieldcrypt import (
+    TOKEN_PREFIX,
+    Decrypted,
+    bytes_key_id,
+    cipher_for,
+    decrypt_bytes,
+    encrypt_bytes,
+)
+from services.runtime.keystore import BucketKey, KeyCache, KeyStore, MasterKeys
+from services.runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from services.runtime.outbox import Outgoing
+
+SEALED_MARK = TOKEN_PREFIX.encode()
+"""What a record's bytes contain when some value in it is sealed (a quick test before parsing)."""
+
+
+@dataclass
+class Privacy:
+    """The process's key store (``None``: encryption off)."""
+
+    store: KeyStore | None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Privacy:
+        if not settings.pii_encryption:
+            return cls.disabled()
+        return cls(KeyStore(MasterKeys.from_settings(settings)))
+
+    @classmethod
+    def disabled(cls) -> Privacy:
+        return cls(None)
+
+    @property
+    def enabled(self) -> bool:
+        return self.store is not None
+
+    def new_batch(self) -> Batch:
+        return Batch(self)
+
+
+_installed: Privacy = Privacy.disabled()
+_current: ContextVar[Batch | None] = ContextVar("rj_privacy_batch", default=None)
+
+
+def install(privacy: Privacy) -> None:
+    """Make ``privacy`` the process's (a service does it on start, from its settings)."""
+    global _installed
+    _installed = privacy
+
+
+def installed() -> Privacy:
+    return _installed
+
+
+@contextmanager
+def batch_scope(privacy: Privacy | None = None) -> Iterator[Batch]:
+    """A fresh key cache for one transaction, current until the block ends."""
+    batch = (privacy or _installed).new_batch()
+    token = _current.set(batch)
+    try:
+        yield batch
+    finally:
+        _current.reset(token)
+
+
+def batch() -> Batch:
+    """The current transaction's keys (a fresh set when no batch is open)."""
+    return _current.get() or _installed.new_batch()
+
+
+@dataclass
+class Batch:
+    privacy: Privacy
+    _keys: KeyCache | None = None
+    _buckets: dict[str, BucketKey] = field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return self.privacy.enabled
+
+    @property
+    def keys(self) -> KeyCache:
+        assert self.privacy.store is not None
+        if self._keys is None:
+            self._keys = KeyCache(self.privacy.store)
+        return self._keys
+
+    # --- documents (payloads and state), field by field --------------------------------------------
+
+    async def seal_documents(
+        self, conn: asyncpg.Connection, model: Any, documents: Sequence[tuple[dict[str, Any], str]]
+    ) -> list[dict[str, Any]]:
+        """``(document, case id)`` pairs with their marked values sealed (copies; documents without any
+        marked value come back as they are)."""
+        cipher = cipher_for(model)
+        if not self.enabled or not cipher.has_personal_data or not documents:
+            return [d for d, _ in documents]
+        pending = [cipher.prepare_encrypt(d, case_id) for d, case_id in documents]
+        owners = set().union(*(p.owners for p in pending))
+        if owners:
+            await self.keys.load(conn, pairs=owners)
+        return [p.seal(self.keys) for p in pending]
+
+    async def open_documents(
+        self, conn: asyncpg.Connection, model: Any, documents: Sequence[dict[str, Any]]
+    ) -> list[Decrypted]:
+        """``documents`` with their sealed values opened (erased ones as their stand-ins). Raises
+        ``TamperedToken`` (a ``ValueError``) for a value that cannot be authentic."""
+        cipher = cipher_for(model)
+        if not cipher.has_personal_data or not documents:
+            return [Decrypted(d, ()) for d in documents]
+        pending = [cipher.prepare_decrypt(d) for d in documents]
+        key_ids = set().union(*(p.key_ids for p in pending))
+        if not key_ids:
+            return [Decrypted(p.document, ()) for p in pending]
+        if not self.enabled:
+            raise RuntimeError("sealed personal data met with encryption switched off (PII_ENCRYPTION=false)")
+        await self.keys.load(conn, key_ids=key_ids)
+        return [p.open(self.keys) for p in pending]
+
+    async def seal_json(
+        self, conn: asyncpg.Connection, model: Any, documents: Sequence[tuple[str | None, str]]
+    ) -> list[str | None]:
+        """JSON texts of ``model`` (``None`` kept as it is) with their marked values sealed, per case id."""
+        if not self.enabled or not cipher_for(model).has_personal_data:
+            return [d for d, _ in documents]
+        present = [(i, pydantic_core.from_json(d), case) for i, (d, case) in enumerate(documents) if d is not None]
+        sealed = await self.seal_documents(conn, model, [(d, case) for _, d, case in present])
+        out: list[str | None] = [d for d, _ in documents]
+        for (i, _, _), document in zip(present, sealed, strict=True):
+            out[i] = pydantic_core.to_json(document).decode()
+        return out
+
+    async def seal_models(
+        self, conn: asyncpg.Connection, model: Any, items: Sequence[tuple[BaseModel | None, str]]
+    ) -> list[str | None]:
+        """Pydantic ``model`` instances (or None) as JSON texts, their marked values sealed, per case id."""
+        if not self.enabled or not cipher_for(model).has_personal_data:
+            return [m.model_dump_json() if m is not None else None for m, _ in items]
+        present = [(i, m.model_dump(mode="json"), case) for i, (m, case) in enumerate(items) if m is not None]
+        sealed = await self.seal_documents(conn, model, [(d, case) for _, d, case in present])
+        out: list[str | None] = [None] * len(items)
+        for (i, _, _), document in zip(present, sealed, strict=True):
+            out[i] = pydantic_core.to_json(document).decode()
+        return out
+
+    async def open_json(
+        self, conn: asyncpg.Connection, model: Any, documents: Sequence[str | bytes | None]
+    ) -> list[str | bytes | None]:
+        """JSON texts of ``model`` with their sealed values opened; text without any is returned untouched."""
+        todo = [(i, d) for i, d in enumerate(documents) if d is not None and _has_sealed(d)]
+        if not todo:
+            return list(documents)
+        opened = await self.open_documents(conn, model, [pydantic_core.from_json(d) for _, d in todo])
+        out = list(documents)
+        for (i, _), document in zip(todo, opened, strict=True):
+            out[i] = pydantic_core.to_json(document.data)
+        return out
+
+    # --- outgoing events ---------------------------------------------------------------------------
+
+    async def seal_outgoing(self, conn: asyncpg.Connection, messages: Sequence[Outgoing]) -> list[Outgoing]:
+        """``messages`` with the marked fields of their events sealed under the event's case (its subject)."""
+        if not self.enabled:
+            return list(messages)
+        todo = [
+            (i, m.event)
+            for i, m in enumerate(messages)
+            if m.event is not None and m.event.subject and _has_marks(m.event.data)
+        ]
+        if not todo:
+            return list(messages)
+        out = list(messages)
+        by_model: dict[type[Any], list[tuple[int, Any]]] = {}
+        for i, event in todo:
+            by_model.setdefault(type(event.data), []).append((i, event))
+        for model, events in by_model.items():
+            documents = [(e.data.model_dump(mode="json"), e.subject) for _, e in events]
+            sealed = await self.seal_documents(conn, model, documents)
+            for (i, event), data in zip(events, sealed, strict=True):
+                out[i] = replace(out[i], value=event.to_json(pydantic_core.to_json(data)))
+        return out
+
+    # --- whole records -----------------------------------------------------------------------------
+
+    async def seal_bytes(
+        self, conn: asyncpg.Connection, data: bytes, context: bytes, when: datetime | None = None
+    ) -> bytes:
+        """``data`` sealed whole under the key of the day ``when`` (now) falls in; ``context`` (what the bytes
+        are, e.g. a dead letter's id) must be given again to open them."""
+        if not self.enabled:
+            return data
+        assert self.privacy.store is not None
+        when = when or datetime.now(UTC)
+        day = when.date().isoformat()
+        key = self._buckets.get(day)
+        if key is None:
+            key = self._buckets[day] = await self.privacy.store.bucket_key(conn, when)
+        return encrypt_bytes(data, key, context)
+
+    async def open_bytes(self, conn: asyncpg.Connection, blob: bytes, context: bytes) -> bytes | None:
+        """Bytes sealed by ``seal_bytes`` (anything else is returned as it is: written before encryption);
+        ``None`` when retention destroyed their day's key."""
+        if not is_sealed_bytes(blob):
+            return blob
+        if self.privacy.store is None:
+            raise RuntimeError("a sealed record met with encryption switched off (PII_ENCRYPTION=false)")
+        key_id = bytes_key_id(blob)
+        keys = await self.privacy.store.bucket_keys_by_id(conn, [key_id])
+        if key_id not in keys:
+            raise ValueError(f"record sealed under bucket key {key_id}, which the key store does not hold")
+        return decrypt_bytes(blob, keys[key_id], context)
+
+
+def _has_sealed(document: str | bytes) -> bool:
+    if isinstance(document, str):
+        return TOKEN_PREFIX in document
+    return SEALED_MARK in document
+
+
+def has_sealed_values(raw: bytes) -> bool:
+    return SEALED_MARK in raw
+
+
+def is_sealed_bytes(blob: bytes) -> bool:
+    try:
+        bytes_key_id(blob)
+    except ValueError:
+        return False
+    return True
+
+
+def _has_marks(data: object) -> bool:
+    model: Any = type(data)
+    return cipher_for(model).has_personal_data
