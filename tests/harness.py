@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from pydantic import SecretStr
 
 from schemas import topics
 from services.runtime.devstack import create_database, drop_database
@@ -25,6 +26,31 @@ from services.runtime.settings import Settings
 from services.runtime.supervisor import ServiceProcess, Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout, where ``python -m services.cli`` resolves
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    """``settings`` as the environment variables that give them to a process: secrets as they are, and
+    nothing for a setting that is unset (``MASTER_KEY_FILE=None`` would name a file called None)."""
+    values = {name: getattr(settings, name) for name in type(settings).model_fields}
+    return {
+        name.upper(): value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        for name, value in values.items()
+        if value is not None
+    }
+
+
+async def run_rj(settings: Settings, *args: str) -> tuple[int, str, str]:
+    """``rj ARGS`` as an operator runs it, in a process of its own with ``settings`` and no others (none
+    inherited from this process's environment): (exit status, stdout, stderr)."""
+    inherited = {k: v for k, v in os.environ.items() if k.lower() not in type(settings).model_fields}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli", *args,
+        cwd=ROOT, env={**inherited, **environment(settings)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
 
 
 class System:
@@ -49,8 +75,7 @@ class System:
         url = await create_database(self.server_url, self.database)
         self.settings = self.settings.model_copy(update={"database_url": url})
         await ensure_topics(self.settings)
-        env = {name.upper(): str(value) for name, value in self.settings.model_dump().items()}
-        self.supervisor = Supervisor(env=env, log_dir=self.log_dir)
+        self.supervisor = Supervisor(env=environment(self.settings), log_dir=self.log_dir)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -115,14 +140,7 @@ class System:
     async def cli(self, *args: str) -> tuple[int, str, str]:
         """``rj ARGS`` as an operator runs it, in a process of its own with this system's settings:
         (exit status, stdout, stderr)."""
-        env = {**os.environ, **{name.upper(): str(value) for name, value in self.settings.model_dump().items()}}
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.cli", *args,
-            cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-        assert process.returncode is not None
-        return process.returncode, out.decode(), err.decode()
+        return await run_rj(self.settings, *args)
 
     # --- PostgreSQL -------------------------------------------------------------------------------
 
