@@ -32,6 +32,8 @@ deadletters_cli = typer.Typer(
 cli.add_typer(deadletters_cli, name="deadletters")
 outbox_cli = typer.Typer(no_args_is_help=True, help="Outbox rows the relay could not publish: list, release.")
 cli.add_typer(outbox_cli, name="outbox")
+privacy_cli = typer.Typer(no_args_is_help=True, help="Personal data: inventory, key rotation, erasure, export.")
+cli.add_typer(privacy_cli, name="privacy")
 
 T = TypeVar("T")
 
@@ -324,6 +326,42 @@ def release_parked(
         _console(stderr=True).print(f"error: {service} has no parked outbox row {row_id}", markup=False)
         raise typer.Exit(1)
     _console().print(f"released {service} outbox row {row_id}")
+
+
+# --- personal data ------------------------------------------------------------------------------------
+
+
+def consumed_types() -> dict[str, frozenset[str]]:
+    """The event types each service takes in, as its app declares them."""
+    from services.consent.app import CONSUMES as consent
+    from services.referral.app import CONSUMES as referral
+    from services.scheduling.domain import CONSUMES as scheduling
+
+    return {"referral": referral, "consent": consent, "scheduling": scheduling}
+
+
+@privacy_cli.command("inventory")
+def privacy_inventory(as_json: JsonOption = False) -> None:
+    """The record of processing: each personal field of the contract, where it is stored, who reads it, how
+    long it is kept (the input to a data protection impact assessment)."""
+    from services.runtime.inventory import record_of_processing, table_rows
+
+    inventory = record_of_processing(get_settings(), consumed_types())
+    if as_json:
+        typer.echo(json.dumps(inventory.as_json(), indent=2))
+        return
+    from rich.table import Table
+
+    what = Table("personal data", "stored in", "read by", title="Personal data, where it is, who reads it")
+    for row in table_rows(inventory):
+        what.add_row(*row, end_section=True)
+    kept = Table("where", "what", "kept", title="How long each copy is kept")
+    for place in inventory.places():
+        kept.add_row(place.where, place.what, place.kept)
+    for column in (*what.columns, *kept.columns):
+        column.overflow = "fold"  # an event type, a path, a setting: whole
+    for printed in (what, kept, f"Every data key is destroyed by erasure or {inventory.retention_schedule}."):
+        _console().print(printed, markup=False, highlight=False)
 
 
 def main() -> None:
