@@ -9,7 +9,7 @@ import json
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -362,6 +362,53 @@ def privacy_inventory(as_json: JsonOption = False) -> None:
         column.overflow = "fold"  # an event type, a path, a setting: whole
     for printed in (what, kept, f"Every data key is destroyed by erasure or {inventory.retention_schedule}."):
         _console().print(printed, markup=False, highlight=False)
+
+
+@privacy_cli.command("rotate")
+def rotate_master_key(
+    to: Annotated[
+        str | None, typer.Option("--to", help="the version to re-wrap under (default: the first listed)")
+    ] = None,
+) -> None:
+    """Re-wrap every data and bucket key under the current master key (or --to VERSION), beside live traffic."""
+    from services.runtime.db import connect
+    from services.runtime.keystore import KeyStore, KeyStoreError, ensure_schema
+
+    settings = get_settings()
+    configure_logging("privacy", settings.log_level, settings.log_format)
+
+    async def rotate(store: KeyStore) -> int:
+        conn = await connect(settings)
+        try:
+            await ensure_schema(conn)
+            return await store.rotate(conn, to)
+        finally:
+            await conn.close()
+
+    try:
+        store = KeyStore.from_settings(settings)
+        count = asyncio.run(rotate(store))
+    except KeyStoreError as exc:  # master keys missing or malformed, or a key under a version not listed
+        _refuse(str(exc))
+    except OSError as exc:
+        if exc.filename is None or settings.master_key_file is None:
+            raise  # not the key file: the database, say
+        _refuse(f"MASTER_KEY_FILE cannot be read: {exc}")
+    target = to or store.master.current
+    _console().print(
+        f"Re-wrapped {count} key(s) under master key version {target}; every live key is now under it. Once every "
+        f"service lists {target} first in MASTER_KEYS (run this again if one did not while it ran), you may remove "
+        "the older versions from MASTER_KEYS or MASTER_KEY_FILE.",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _refuse(message: str) -> NoReturn:
+    """End a command over its configuration: the reason on stderr, no traceback, status 2."""
+    _console(stderr=True).print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
 
 
 def main() -> None:
