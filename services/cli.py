@@ -9,7 +9,7 @@ import json
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -32,6 +32,8 @@ deadletters_cli = typer.Typer(
 cli.add_typer(deadletters_cli, name="deadletters")
 outbox_cli = typer.Typer(no_args_is_help=True, help="Outbox rows the relay could not publish: list, release.")
 cli.add_typer(outbox_cli, name="outbox")
+privacy_cli = typer.Typer(no_args_is_help=True, help="Personal data: inventory, key rotation, erasure, export.")
+cli.add_typer(privacy_cli, name="privacy")
 
 T = TypeVar("T")
 
@@ -327,6 +329,89 @@ def release_parked(
         _console(stderr=True).print(f"error: {service} has no parked outbox row {row_id}", markup=False)
         raise typer.Exit(1)
     _console().print(f"released {service} outbox row {row_id}")
+
+
+# --- personal data ------------------------------------------------------------------------------------
+
+
+def consumed_types() -> dict[str, frozenset[str]]:
+    """The event types each service takes in, as its app declares them."""
+    from services.consent.app import CONSUMES as consent
+    from services.referral.app import CONSUMES as referral
+    from services.scheduling.domain import CONSUMES as scheduling
+
+    return {"referral": referral, "consent": consent, "scheduling": scheduling}
+
+
+@privacy_cli.command("inventory")
+def privacy_inventory(as_json: JsonOption = False) -> None:
+    """The record of processing: each personal field of the contract, where it is stored, who reads it, how
+    long it is kept (the input to a data protection impact assessment)."""
+    from services.runtime.inventory import record_of_processing, table_rows
+
+    inventory = record_of_processing(get_settings(), consumed_types())
+    if as_json:
+        typer.echo(json.dumps(inventory.as_json(), indent=2))
+        return
+    from rich.table import Table
+
+    what = Table("personal data", "stored in", "read by", title="Personal data, where it is, who reads it")
+    for row in table_rows(inventory):
+        what.add_row(*row, end_section=True)
+    kept = Table("where", "what", "kept", title="How long each copy is kept")
+    for place in inventory.places():
+        kept.add_row(place.where, place.what, place.kept)
+    for column in (*what.columns, *kept.columns):
+        column.overflow = "fold"  # an event type, a path, a setting: whole
+    for printed in (what, kept, f"Every data key is destroyed by erasure or {inventory.retention_schedule}."):
+        _console().print(printed, markup=False, highlight=False)
+
+
+@privacy_cli.command("rotate")
+def rotate_master_key(
+    to: Annotated[
+        str | None, typer.Option("--to", help="the version to re-wrap under (default: the first listed)")
+    ] = None,
+) -> None:
+    """Re-wrap every data and bucket key under the current master key (or --to VERSION), beside live traffic."""
+    from services.runtime.db import connect
+    from services.runtime.keystore import KeyStore, KeyStoreError, ensure_schema
+
+    settings = get_settings()
+    configure_logging("privacy", settings.log_level, settings.log_format)
+
+    async def rotate(store: KeyStore) -> int:
+        conn = await connect(settings)
+        try:
+            await ensure_schema(conn)
+            return await store.rotate(conn, to)
+        finally:
+            await conn.close()
+
+    try:
+        store = KeyStore.from_settings(settings)
+        count = asyncio.run(rotate(store))
+    except KeyStoreError as exc:  # master keys missing or malformed, or a key under a version not listed
+        _refuse(str(exc))
+    except OSError as exc:
+        if exc.filename is None or settings.master_key_file is None:
+            raise  # not the key file: the database, say
+        _refuse(f"MASTER_KEY_FILE cannot be read: {exc}")
+    target = to or store.master.current
+    _console().print(
+        f"Re-wrapped {count} key(s) under master key version {target}; every live key is now under it. Once every "
+        f"service lists {target} first in MASTER_KEYS (run this again if one did not while it ran), you may remove "
+        "the older versions from MASTER_KEYS or MASTER_KEY_FILE.",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _refuse(message: str) -> NoReturn:
+    """End a command over its configuration: the reason on stderr, no traceback, status 2."""
+    _console(stderr=True).print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
 
 
 def main() -> None:

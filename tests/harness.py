@@ -30,6 +30,20 @@ from services.runtime.supervisor import ServiceProcess, Supervisor
 ROOT = Path(__file__).resolve().parent.parent  # the checkout, where ``python -m services.cli`` resolves
 
 
+async def run_rj(settings: Settings, *args: str) -> tuple[int, str, str]:
+    """``rj ARGS`` as an operator runs it, in a process of its own with ``settings`` and no others (none
+    inherited from this process's environment): (exit status, stdout, stderr)."""
+    inherited = {k: v for k, v in os.environ.items() if k.lower() not in type(settings).model_fields}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli", *args,
+        cwd=ROOT, env={**inherited, **settings.as_env()},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
 class System:
     def __init__(self, bootstrap: str, server_url: str, log_dir: Path, **overrides: Any) -> None:
         self.run_id = uuid.uuid4().hex[:10]
@@ -53,8 +67,7 @@ class System:
         url = await create_database(self.server_url, self.database)
         self.settings = self.settings.model_copy(update={"database_url": url})
         await ensure_topics(self.settings)
-        env = self.settings.as_env()
-        self.supervisor = Supervisor(env=env, log_dir=self.log_dir)
+        self.supervisor = Supervisor(env=self.settings.as_env(), log_dir=self.log_dir)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -119,14 +132,7 @@ class System:
     async def cli(self, *args: str) -> tuple[int, str, str]:
         """``rj ARGS`` as an operator runs it, in a process of its own with this system's settings:
         (exit status, stdout, stderr)."""
-        env = {**os.environ, **self.settings.as_env()}
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.cli", *args,
-            cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-        assert process.returncode is not None
-        return process.returncode, out.decode(), err.decode()
+        return await run_rj(self.settings, *args)
 
     # --- PostgreSQL -------------------------------------------------------------------------------
 
