@@ -184,29 +184,37 @@ class ConsentGiven(EventData):
 
 
 class ConsentDeclined(EventData):
+    """Staff-only: who declined, through whom, and why. Who it was (``person_id``, and ``declined_by`` when they
+    declined themself) and why are personal data, readable only with the person's key; other participants
+    learn only that the process stopped (``CaseWithdrawn``, then ``CaseClosed``)."""
+
     event_type: ClassVar[str] = "rj.consent.declined"
 
     case_id: str
-    person_id: str
+    person_id: Annotated[str, Pii] = Field(description="Who declined: never to be told to other participants")
     purpose: Purpose
     through: RecordedThrough
     method: RecordingMethod
     declined_at: AwareDatetime = Field(description="When the person decided")
-    declined_by: Actor
+    declined_by: Annotated[Actor, Pii] = Field(description="Who recorded it: the person themself, or staff")
     recorded_at: AwareDatetime = Field(description="When the decision was recorded")
     reason: Annotated[str | None, Pii] = Field(default=None, description="Never to be told to another participant")
 
 
 class ConsentWithdrawn(EventData):
+    """Staff-only: who withdrew, through whom, and why. Who it was (``person_id``, and ``withdrawn_by`` when they
+    withdrew themself) and why are personal data, readable only with the person's key; other participants
+    learn only that the process stopped (``CaseWithdrawn``, then ``CaseClosed``)."""
+
     event_type: ClassVar[str] = "rj.consent.withdrawn"
 
     case_id: str
-    person_id: str
+    person_id: Annotated[str, Pii] = Field(description="Who withdrew: never to be told to other participants")
     purpose: Purpose
     through: RecordedThrough
     method: RecordingMethod
     withdrawn_at: AwareDatetime = Field(description="When the person decided")
-    withdrawn_by: Actor
+    withdrawn_by: Annotated[Actor, Pii] = Field(description="Who recorded it: the person themself, or staff")
     recorded_at: AwareDatetime = Field(description="When the decision was recorded")
     reason: Annotated[str | None, Pii] = Field(default=None, description="Never to be told to another participant")
 

@@ -348,8 +348,9 @@ async def test_a_withdrawal_reason_belongs_to_the_person_who_withdrew_and_free_t
             (type(closed), closed.model_dump(mode="json"), case),
         ],
     )
-    owner = keys.by_id(fieldcrypt.token_key_id(w["reason"]))
-    assert owner is not None and owner.person_id == "fay"
+    for who_and_why in ("person_id", "withdrawn_by", "reason"):
+        owner = keys.by_id(fieldcrypt.token_key_id(w[who_and_why]))
+        assert owner is not None and owner.person_id == "fay", who_and_why
     case_key = keys.by_id(fieldcrypt.token_key_id(c["detail"]))
     assert case_key is not None and case_key.person_id == CASE_PERSON
 

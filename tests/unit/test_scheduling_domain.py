@@ -697,6 +697,8 @@ def test_declining_without_having_consented_closes_the_case_as_declined() -> Non
 
 
 def test_who_withdrew_and_staff_words_are_marked_as_personal_data() -> None:
+    assert {"person_id", "withdrawn_by", "reason"} <= pii_fields(ConsentWithdrawn)
+    assert {"person_id", "declined_by", "reason"} <= pii_fields(ConsentDeclined)
     assert {"withdrawn_by", "detail"} <= pii_fields(CaseClosed)
     assert "person_id" in pii_fields(MeetingAttendeeRemoved)
     assert "reason" in pii_fields(MeetingRescheduled)
