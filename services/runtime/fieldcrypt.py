@@ -19,7 +19,7 @@ the ``person_id`` of the nearest object, from the marked value outwards, that ha
 participant's fields are theirs; a top-level ``person_id`` owns the event's fields, so a consent
 withdrawal's reason belongs to the person who withdrew; a ``person_id`` that is itself marked is owned by
 the person it names). Anything else on the case belongs to the case's own key (person ``(case)``).
-Limits, said plainly: a field about a person named some other way (``CaseClosed.withdrawn_by``, an
+Limits, said plainly: a field about a person named some other way (an
 agreement item's ``description`` whose undertaker is ``owner_id``, staff's free text mentioning a
 participant) is under the case key: erasing that person does not erase it; the case's retention (or
 erasing the case) does. Marking the owner in the contract would close that gap.

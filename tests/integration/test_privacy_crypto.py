@@ -148,9 +148,10 @@ def test_the_contract_has_personal_data_where_the_issue_says() -> None:
         "CaseOpened",
         "CaseAccepted",
         "ConsentWithdrawn",
-        "CaseWithdrawn",
+        "ConsentDeclined",
         "AvailabilityRecorded",
     } <= names
+    assert "CaseWithdrawn" not in names, "the participant-facing fact names no one"
     assert fieldcrypt.personal_paths(CaseOpened) == [
         "$.participants[].contact",
         "$.participants[].custody_location",
