@@ -28,7 +28,8 @@ it reads the service's table as the e2e tests do. Then it measures, one after th
 - withdrawal to cancellation: one ``rj.consent.withdraw`` per case every 1/rate seconds, until its
   ``rj.meeting.cancelled`` arrives. An arrival is matched to its command by the causation chain: the
   cancellation's ``causationid`` is the consent fact scheduling acted on, whose ``causationid`` is the
-  command's id (so the figure also says which consent fact carried the withdrawal across).
+  command's id (so the figure also says which consent fact carried the withdrawal across: the staff-only
+  ``rj.consent.withdrawn``, which comes first; ``rj.case.withdrawn`` is participant-facing and has no cause).
 
 Beside the figures it prints where the time went, per withdrawal (``--timelines`` writes them to a CSV file):
 when each service's transaction began (its inbox's ``received_at``, the transaction's start, on the

@@ -10,7 +10,7 @@ finds it safe where one is needed, and a sensitive case has a specialist facilit
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, ClassVar, Final
+from typing import Annotated, Any, ClassVar, Final
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -184,29 +184,37 @@ class ConsentGiven(EventData):
 
 
 class ConsentDeclined(EventData):
+    """Staff-only: who declined, through whom, and why. Who it was (``person_id``, and ``declined_by`` when they
+    declined themself) and why are personal data, readable only with the person's key; other participants
+    learn only that the process stopped (``CaseWithdrawn``, then ``CaseClosed``)."""
+
     event_type: ClassVar[str] = "rj.consent.declined"
 
     case_id: str
-    person_id: str
+    person_id: Annotated[str, Pii] = Field(description="Who declined: never to be told to other participants")
     purpose: Purpose
     through: RecordedThrough
     method: RecordingMethod
     declined_at: AwareDatetime = Field(description="When the person decided")
-    declined_by: Actor
+    declined_by: Annotated[Actor, Pii] = Field(description="Who recorded it: the person themself, or staff")
     recorded_at: AwareDatetime = Field(description="When the decision was recorded")
     reason: Annotated[str | None, Pii] = Field(default=None, description="Never to be told to another participant")
 
 
 class ConsentWithdrawn(EventData):
+    """Staff-only: who withdrew, through whom, and why. Who it was (``person_id``, and ``withdrawn_by`` when they
+    withdrew themself) and why are personal data, readable only with the person's key; other participants
+    learn only that the process stopped (``CaseWithdrawn``, then ``CaseClosed``)."""
+
     event_type: ClassVar[str] = "rj.consent.withdrawn"
 
     case_id: str
-    person_id: str
+    person_id: Annotated[str, Pii] = Field(description="Who withdrew: never to be told to other participants")
     purpose: Purpose
     through: RecordedThrough
     method: RecordingMethod
     withdrawn_at: AwareDatetime = Field(description="When the person decided")
-    withdrawn_by: Actor
+    withdrawn_by: Annotated[Actor, Pii] = Field(description="Who recorded it: the person themself, or staff")
     recorded_at: AwareDatetime = Field(description="When the decision was recorded")
     reason: Annotated[str | None, Pii] = Field(default=None, description="Never to be told to another participant")
 
@@ -251,17 +259,32 @@ class CaseReadinessLost(EventData):
 class CaseWithdrawn(EventData):
     """The case cannot proceed: a required participant declined or withdrew their participation.
 
-    ``consent_withdrawn`` also when someone who had consented to take part then declines: that is a withdrawal."""
+    ``consent_withdrawn`` also when someone who had consented to take part then declines: that is a withdrawal.
+
+    Participant-facing: what everyone on the case may be told, that the process has stopped and the general
+    reason, never who or why (DOMAIN rule 2). Who and why are in the staff-only ``ConsentWithdrawn`` /
+    ``ConsentDeclined`` just before it. Its envelope has no ``causationid`` and its ``correlationid`` is the
+    case id, so no chain leads from it to the withdrawal command or to those facts; its id is still derived
+    from the case (``case-withdrawn``), so a replay yields the same event.
+
+    v2: v1 also named the person (``person_id``) and had the command's actor as ``recorded_by`` (the person,
+    when they withdrew themself); v2 names no one, and the decision is the consent service's (``decided_by``).
+    ``case_withdrawn_v1_to_v2`` reads v1."""
 
     event_type: ClassVar[str] = "rj.case.withdrawn"
+    version: ClassVar[int] = 2
+    participant_facing: ClassVar[bool] = True
 
     case_id: str
     reason: CaseWithdrawalReason
-    person_id: Annotated[str, Pii] = Field(
-        description="Whose decision it was: for staff and audit only, never to be told to other participants"
-    )
     withdrawn_at: AwareDatetime
-    recorded_by: Actor
+    decided_by: Actor = Field(description="The consent service, never the person whose decision it was")
+
+
+def case_withdrawn_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """A v1 ``CaseWithdrawn`` as v2: who it was is dropped, and the decision is the consent service's."""
+    v2 = {name: value for name, value in data.items() if name not in ("person_id", "recorded_by")}
+    return {**v2, "decided_by": SYSTEM_CONSENT.model_dump(mode="json")}
 
 
 CONSENT_EVENTS: tuple[type[EventData], ...] = (

@@ -20,6 +20,10 @@ class EventData(BaseModel):
 
     event_type: ClassVar[str]
     version: ClassVar[int] = 1
+    participant_facing: ClassVar[bool] = False
+    """A fact other participants' notifications and views are built from. It names no one who withdrew and
+    carries no one's reasons, and its envelope starts a chain of its own (see ``new_event``): no
+    ``causationid`` or ``correlationid`` leads from it to the command or the staff-only fact behind it."""
 
     @classmethod
     def dataschema(cls) -> str:
@@ -93,9 +97,18 @@ def new_event(
 ) -> Event:
     """Wrap ``data`` in an envelope, continuing the causal chain of ``cause``.
 
-    Pass a deterministic ``event_id`` (see ``derived_event_id``) so that a replayed input yields
-    the very same output event, which downstream inboxes then drop as a repeat.
+    A participant-facing fact (``EventData.participant_facing``) does not continue it: what caused it (a
+    withdrawal command, a staff-only fact) names the person, so it has no ``causationid`` and correlates
+    with its subject (the case) instead. Pass a deterministic ``event_id`` (see ``derived_event_id``) so that
+    a replayed input yields the very same output event, which downstream inboxes then drop as a repeat.
     """
+    correlationid: str | None
+    causationid: str | None
+    if data.participant_facing:
+        correlationid, causationid = subject, None
+    else:
+        correlationid = (cause.correlationid or cause.id) if cause else None
+        causationid = cause.id if cause else None
     # Every argument is already typed and validated: construct without validating again (hot path).
     return Event.model_construct(
         specversion="1.0",
@@ -105,8 +118,8 @@ def new_event(
         subject=subject,
         time=time or datetime.now(UTC),
         dataschema=data.dataschema(),
-        correlationid=(cause.correlationid or cause.id) if cause else None,
-        causationid=cause.id if cause else None,
+        correlationid=correlationid,
+        causationid=causationid,
         datacontenttype="application/json",
         data=data,
     )

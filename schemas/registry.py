@@ -2,7 +2,11 @@
 
 Versioning: an event's version is the ``vN`` at the end of its ``dataschema`` (upstream events carry
 none and are version 1). A breaking change bumps ``EventData.version`` and registers an upcaster that
-rewrites the old payload into the new shape, so old events in the log still load.
+rewrites the old payload into the new shape, so old events in the log still load. Breaking is what a
+reader of the old version would refuse or misread: a required field removed or renamed, a field whose
+meaning changes (``rj.case.withdrawn`` v2). Removing an optional field is not: a reader of the old
+version takes its absence as none, and payload models ignore fields they do not know (``rj.case.closed``
+without ``withdrawn_by``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from schemas.commands import REFERRAL_COMMANDS, CommandAlreadyHandled, CommandRejected
-from schemas.consent import CONSENT_COMMANDS, CONSENT_EVENTS
+from schemas.consent import CONSENT_COMMANDS, CONSENT_EVENTS, CaseWithdrawn, case_withdrawn_v1_to_v2
 from schemas.envelope import CloudEvent, Event, EventData, RawEnvelope
 from schemas.referral import REFERRAL_EVENTS
 from schemas.scheduling import SCHEDULING_COMMANDS, SCHEDULING_EVENTS
@@ -162,6 +166,8 @@ REGISTRY = Registry(
         *SCHEDULING_COMMANDS,
     ]
 )
+# The contract's own old versions: each model's docstring says what changed.
+REGISTRY.upcaster(CaseWithdrawn.event_type, from_version=1)(case_withdrawn_v1_to_v2)
 
 
 def parse_event(raw: bytes) -> CloudEvent[EventData]:

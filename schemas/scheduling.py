@@ -401,18 +401,28 @@ class AgreementItemCompleted(EventData):
 
 
 class CaseClosed(EventData):
+    """The case is closed, with its reason code. The closure notice to participants is built from it.
+
+    Participant-facing: a closure by a withdrawal or a decline says that and nothing more, never who or why
+    (DOMAIN rule 2; who and why are in the staff-only ``ConsentWithdrawn`` / ``ConsentDeclined``). Its envelope
+    has no ``causationid`` and its ``correlationid`` is the case id, so no chain leads from it to what closed
+    the case (a withdrawal command or fact, a staff command); its id is still derived from the case
+    (``case-closed``), so a replay yields the same event.
+
+    It had ``withdrawn_by`` (optional) before it was made participant-facing; dropping it kept it at v1, as a
+    reader of either shape accepts the other (absent is none; an unknown field is ignored)."""
+
     event_type: ClassVar[str] = "rj.case.closed"
+    participant_facing: ClassVar[bool] = True
 
     case_id: str
     reason: ClosureReason
     closed_at: AwareDatetime
-    closed_by: Actor
-    withdrawn_by: Annotated[str | None, Pii] = Field(
+    closed_by: Actor = Field(description="Staff who closed it by command, else the scheduling service")
+    detail: Annotated[str | None, Pii] = Field(
         default=None,
-        description="Whose withdrawal or decline closed the case: for staff and audit only, "
-        "never to be told to other participants",
+        description="Staff's words when closed by command (only then): never a withdrawal's or a decline's reason",
     )
-    detail: Annotated[str | None, Pii] = Field(default=None, description="Staff's words when closed by command")
 
 
 SCHEDULING_EVENTS: tuple[type[EventData], ...] = (

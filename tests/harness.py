@@ -20,6 +20,7 @@ import asyncpg
 from pydantic import SecretStr
 
 from schemas import topics
+from schemas.registry import REGISTRY
 from services.runtime.devstack import create_database, drop_database
 from services.runtime.kafka import TopicReader, ensure_topics, publish
 from services.runtime.keystore import MasterKeys
@@ -144,6 +145,16 @@ class System:
             return await Privacy.from_settings(self.settings).new_batch().open_bytes(conn, blob, context)
         finally:
             await conn.close()
+
+    async def opened(self, event: dict[str, Any]) -> dict[str, Any]:
+        """An event read off a topic with its sealed values opened, as a service holding the keys sees it."""
+        model = REGISTRY.model(event["type"])
+        conn = await asyncpg.connect(self.settings.database_url)
+        try:
+            [data] = await Privacy.from_settings(self.settings).new_batch().open_documents(conn, model, [event["data"]])
+        finally:
+            await conn.close()
+        return {**event, "data": data.data}
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         conn = await asyncpg.connect(self.settings.database_url)

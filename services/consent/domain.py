@@ -10,6 +10,9 @@ Decisions worth knowing:
   cancels what is pending and closes the case. Declining after having consented is a withdrawal
   (``ConsentDeclined`` is still the fact, the case-level reason is ``consent_withdrawn``). Other
   participants' decisions and sharing consents are recorded and change nothing else.
+- Who withdrew is need-to-know: ``ConsentWithdrawn`` / ``ConsentDeclined`` (staff-only) say who, through
+  whom and why; ``CaseWithdrawn`` (participant-facing) says only that the case stopped and the reason code,
+  decided by this service.
 - A withdrawal is refused only when the case is closed, unknown, for a non-participant, when a
   participant tries to speak for someone else, or when it is dated in the future; never because of the
   case's stage. Withdrawing what is already withdrawn or declined emits nothing, before or after closure.
@@ -333,7 +336,7 @@ def decline_consent(
     if _stops_the_case(case, command):
         withdrew = previous is ConsentStatus.given
         reason = CaseWithdrawalReason.consent_withdrawn if withdrew else CaseWithdrawalReason.consent_declined
-        return _withdraw_case(case, command, reason, emits, now)
+        return _withdraw_case(case, reason, emits, now)
     return _settle(case, emits, command_id, now)
 
 
@@ -366,7 +369,7 @@ def withdraw_consent(
     )
     emits = [Emit(fact, f"consent-withdrawn:{command_id}")]
     if _stops_the_case(case, command):
-        return _withdraw_case(case, command, CaseWithdrawalReason.consent_withdrawn, emits, now)
+        return _withdraw_case(case, CaseWithdrawalReason.consent_withdrawn, emits, now)
     return _settle(case, emits, command_id, now)
 
 
@@ -458,14 +461,13 @@ def _stops_the_case(case: ConsentCase, command: ConsentDecision) -> bool:
 
 
 def _withdraw_case(
-    case: ConsentCase, command: ConsentDecision, reason: CaseWithdrawalReason, emits: list[Emit], now: datetime
+    case: ConsentCase, reason: CaseWithdrawalReason, emits: list[Emit], now: datetime
 ) -> tuple[ConsentCase, list[Emit]]:
+    """Stop the case. Who and why stay on the staff-only fact in ``emits``; the case-level fact names no one."""
     if case.withdrawn:
         return case, emits  # someone else's decision already stopped it
     case = replace(case, withdrawn=True, ready=False)
-    fact = CaseWithdrawn(
-        case_id=case.case_id, reason=reason, person_id=command.person_id, withdrawn_at=now, recorded_by=command.actor
-    )
+    fact = CaseWithdrawn(case_id=case.case_id, reason=reason, withdrawn_at=now, decided_by=SYSTEM_CONSENT)
     return case, [*emits, Emit(fact, "case-withdrawn")]
 
 

@@ -19,7 +19,7 @@ the ``person_id`` of the nearest object, from the marked value outwards, that ha
 participant's fields are theirs; a top-level ``person_id`` owns the event's fields, so a consent
 withdrawal's reason belongs to the person who withdrew; a ``person_id`` that is itself marked is owned by
 the person it names). Anything else on the case belongs to the case's own key (person ``(case)``).
-Limits, said plainly: a field about a person named some other way (``CaseClosed.withdrawn_by``, an
+Limits, said plainly: a field about a person named some other way (an
 agreement item's ``description`` whose undertaker is ``owner_id``, staff's free text mentioning a
 participant) is under the case key: erasing that person does not erase it; the case's retention (or
 erasing the case) does. Marking the owner in the contract would close that gap.
@@ -43,6 +43,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -88,18 +89,48 @@ class _Marked:
 
 
 ERASED_TEXT = "[erased]"
+_ERASED_WORDS = (ERASED_TEXT, "erased", "system", "unknown", "other")
 
 
-def _erased_value(schema: dict[str, Any]) -> Any:
-    """A stand-in for an erased value that still validates against ``schema`` (so a model holding it loads)."""
+def _erased_value(schema: dict[str, Any], defs: dict[str, Any], depth: int = 0) -> Any:
+    """A stand-in for an erased value that still validates against ``schema`` (so a model holding it loads):
+    null where allowed, an empty list, an object of its required properties' stand-ins, a first enum value,
+    ``"[erased]"`` (or a plain word its pattern accepts), the epoch for a date or time, zero, false."""
     alternatives = schema.get("anyOf") or schema.get("oneOf") or [schema]
-    types = {a.get("type") for a in alternatives}
-    if "null" in types:
+    if any(a.get("type") == "null" for a in alternatives) or depth > 8:
         return None
-    if "array" in types:
-        return []
-    if "object" in types or any("$ref" in a for a in alternatives):
-        return {}
+    first = alternatives[0]
+    if "$ref" in first:
+        return _erased_value(defs.get(first["$ref"].rsplit("/", 1)[-1], {}), defs, depth + 1)
+    if "enum" in first:
+        return first["enum"][0]
+    if "const" in first:
+        return first["const"]
+    kind = first.get("type")
+    if kind == "array":
+        return [_erased_value(first["items"], defs, depth + 1) for _ in range(first.get("minItems", 0))]
+    if kind == "object" or "properties" in first:
+        props = first.get("properties", {})
+        return {name: _erased_value(props[name], defs, depth + 1) for name in first.get("required", [])}
+    if kind == "boolean":
+        return False
+    if kind in ("integer", "number"):
+        return max(0, first.get("minimum", 0))
+    return _erased_text(first)
+
+
+def _erased_text(schema: dict[str, Any]) -> str:
+    fmt = schema.get("format")
+    if fmt == "date":
+        return "1900-01-01"
+    if fmt == "date-time":
+        return "1900-01-01T00:00:00Z"
+    if fmt == "time":
+        return "00:00:00"
+    pattern = schema.get("pattern")
+    if pattern:
+        candidates = [*_ERASED_WORDS, *re.findall(r"[a-z_]+", pattern)]
+        return next((c for c in candidates if re.search(pattern, c)), ERASED_TEXT)
     return ERASED_TEXT
 
 
@@ -134,7 +165,7 @@ class _Compiler:
 
     def node(self, schema: dict[str, Any]) -> _Node | None:
         if is_pii(schema):
-            return _Marked(_erased_value(schema))
+            return _Marked(_erased_value(schema, self.defs))
         ref = schema.get("$ref")
         if isinstance(ref, str):
             name = ref.rsplit("/", 1)[-1]

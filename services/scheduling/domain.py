@@ -15,7 +15,9 @@ twice over: a meeting is proposed, booked, rescheduled or recorded only on a cas
 called ready, and only while this service has seen no later decline or withdrawal of participation by a
 required participant. A withdrawal cancels every pending meeting at once, releases its bookings, and
 closes the case; a booking that arrives afterwards finds the case closed and is rejected. A required
-participant who declines after having consented has withdrawn: the case closes as ``withdrawn``.
+participant who declines after having consented has withdrawn: the case closes as ``withdrawn``. Who
+withdrew is learnt from the staff-only consent facts and kept in the case's state for staff
+(``CaseClosure.withdrawn_by``); the closure (``CaseClosed``) is participant-facing and never says it.
 
 A meeting's facilitators (lead and co-facilitator) must be among those the consent service assigned to the
 case (``CaseReadyForMeeting.facilitator_ids``, and ``FacilitatorAssigned`` for any assigned later).
@@ -248,7 +250,7 @@ class Agreement:
 class CaseClosure:
     reason: ClosureReason
     closed_at: datetime
-    withdrawn_by: Annotated[str | None, Pii] = None  # for staff and audit only (DOMAIN rule 2)
+    withdrawn_by: Annotated[str | None, Pii] = None  # for staff and audit only, never in a fact (DOMAIN rule 2)
 
 
 @dataclass(frozen=True)
@@ -371,10 +373,13 @@ def on_readiness_lost(
 def on_case_withdrawn(
     case: CaseSchedule | None, book: ResourceBook, event: CaseWithdrawn, *, command_id: str, now: datetime
 ) -> Outcome:
+    """The consent service's case-level fact. Its staff-only fact (who withdrew or declined) comes first on the
+    case's partition and has already stopped the case; this one names no one, so should it ever come alone,
+    the case still stops, without knowing who."""
     case = case or CaseSchedule(case_id=event.case_id)
     declined = event.reason is CaseWithdrawalReason.consent_declined
     reason = ClosureReason.declined if declined else ClosureReason.withdrawn
-    return _stop(case, book, reason, event.person_id, now)
+    return _stop(case, book, reason, None, now)
 
 
 # --- registering resources ----------------------------------------------------------------------
@@ -876,12 +881,15 @@ def _participation_ended(
     return case, book, emits
 
 
-def _stop(case: CaseSchedule, book: ResourceBook, reason: ClosureReason, person_id: str, now: datetime) -> Outcome:
-    """A withdrawal takes effect at once: every pending meeting is cancelled and the case closes."""
+def _stop(
+    case: CaseSchedule, book: ResourceBook, reason: ClosureReason, person_id: str | None, now: datetime
+) -> Outcome:
+    """A withdrawal takes effect at once: every pending meeting is cancelled and the case closes. Who withdrew
+    (``None`` when not known) is kept in this service's state for staff, never in a fact."""
     if case.closure is not None:
         return case, book, []  # already stopped: by this withdrawal's other fact, or before it
     case = replace(case, consenting=case.consenting - {person_id}, ready=False)
-    # The cancellation says only that the case was withdrawn, never by whom (DOMAIN rule 2).
+    # The cancellations and the closure say only that the case was withdrawn, never by whom (DOMAIN rule 2).
     case, book, emits = _cancel_pending(case, book, CancellationReason.case_withdrawn, SYSTEM_SCHEDULING, None, now)
     return _close(case, book, reason, SYSTEM_SCHEDULING, emits, now, withdrawn_by=person_id)
 
@@ -932,9 +940,8 @@ def _close(
     detail: str | None = None,
 ) -> Outcome:
     case = replace(case, closure=CaseClosure(reason, now, withdrawn_by), ready=False)
-    fact = CaseClosed(
-        case_id=case.case_id, reason=reason, closed_at=now, closed_by=by, withdrawn_by=withdrawn_by, detail=detail
-    )
+    # Who withdrew stays in the state above: the closure is participant-facing (``CaseClosed``).
+    fact = CaseClosed(case_id=case.case_id, reason=reason, closed_at=now, closed_by=by, detail=detail)
     return case, book, [*emits, Emit(fact, "case-closed")]
 
 

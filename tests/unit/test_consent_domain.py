@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from schemas.commands import CommandRejected
 from schemas.common import Actor
 from schemas.consent import (
     PARTICIPATION,
+    SYSTEM_CONSENT,
     AssignFacilitator,
     CaseReadinessLost,
     CaseReadyForMeeting,
@@ -90,6 +94,7 @@ def _decision(
     themself: bool = False,
     actor: Actor | None = None,
     decided_at: datetime | None = None,
+    reason: str | None = None,
 ) -> dict[str, object]:
     through = RecordedThrough.participant if themself else RecordedThrough.facilitator
     if actor is None:
@@ -101,6 +106,7 @@ def _decision(
         "method": RecordingMethod.phone,
         "actor": actor,
         "decided_at": decided_at,
+        "reason": reason,
     }
 
 
@@ -290,8 +296,24 @@ def test_withdrawal_by_a_required_participant_withdraws_the_case() -> None:
     assert facts(emits) == [ConsentWithdrawn, CaseWithdrawn]
     withdrawn = emits[1].data
     assert isinstance(withdrawn, CaseWithdrawn)
-    assert (withdrawn.reason, withdrawn.person_id) == (CaseWithdrawalReason.consent_withdrawn, "offender-1")
+    assert (withdrawn.reason, withdrawn.decided_by) == (CaseWithdrawalReason.consent_withdrawn, SYSTEM_CONSENT)
     assert case is not None and case.withdrawn and not case.ready
+
+
+@pytest.mark.parametrize("stop", [withdraw, decline], ids=["withdrawal", "decline"])
+@pytest.mark.parametrize("themself", [True, False], ids=["themself", "through-a-facilitator"])
+def test_who_stopped_the_case_and_why_are_on_the_staff_only_fact_and_nowhere_else(
+    stop: Callable[..., DeclineConsent | WithdrawConsent], themself: bool
+) -> None:
+    _, emits = run(ready_case(), stop("offender-1", themself=themself, reason="I am frightened of him"))
+    staff_only, everyone = (e.data for e in emits)
+    assert isinstance(staff_only, ConsentWithdrawn | ConsentDeclined) and isinstance(everyone, CaseWithdrawn)
+    assert (staff_only.person_id, staff_only.reason) == ("offender-1", "I am frightened of him")
+    by = staff_only.withdrawn_by if isinstance(staff_only, ConsentWithdrawn) else staff_only.declined_by
+    assert by == (Actor(kind="participant", id="offender-1") if themself else FACILITATOR)
+    told = everyone.model_dump_json()
+    assert "offender-1" not in told and "frightened" not in told and FACILITATOR.id not in told
+    assert everyone.model_dump(mode="json").keys() == {"case_id", "reason", "withdrawn_at", "decided_by"}
 
 
 def test_withdrawal_needs_no_reason_and_is_accepted_at_any_stage() -> None:

@@ -3,19 +3,39 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
+from schemas.common import Actor
+from schemas.consent import (
+    PARTICIPATION,
+    SYSTEM_CONSENT,
+    CaseWithdrawalReason,
+    CaseWithdrawn,
+    ConsentWithdrawn,
+    RecordedThrough,
+    RecordingMethod,
+    WithdrawConsent,
+)
 from schemas.envelope import EventData, new_event
 from schemas.export import json_schemas, render
 from schemas.pii import PII_MARK, pii_fields
 from schemas.registry import REGISTRY, ParseError, Registry, parse_event
+from schemas.scheduling import CaseClosed, ClosureReason
 from schemas.upstream import CrimeRecorded, Victim
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = (ROOT / "tests" / "fixtures" / "crime_recorded.json").read_bytes()
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+WITHDRAWAL: dict[str, Any] = {
+    "person_id": "victim-1",
+    "purpose": PARTICIPATION,
+    "through": RecordedThrough.participant,
+    "method": RecordingMethod.online,
+}
 
 
 def test_upstreams_documented_example_loads_as_a_crime_recorded_event() -> None:
@@ -34,6 +54,71 @@ def test_an_emitted_event_round_trips_with_its_payload_and_causal_chain() -> Non
     assert again.data == cause.data
     assert again.causationid == cause.id and again.correlationid == cause.id
     assert again.dataschema == "urn:rj:schema:crime.recorded:v1"
+
+
+def test_a_participant_facing_fact_starts_its_own_chain_and_a_staff_only_fact_continues_its_cause() -> None:
+    command = new_event(
+        WithdrawConsent(case_id="case-1", actor=Actor(kind="participant", id="victim-1"), **WITHDRAWAL),
+        source="urn:rj:ui",
+        subject="case-1",
+    )
+    staff_only = new_event(
+        ConsentWithdrawn(
+            case_id="case-1",
+            withdrawn_at=AT,
+            withdrawn_by=Actor(kind="participant", id="victim-1"),
+            recorded_at=AT,
+            **WITHDRAWAL,
+        ),
+        source="urn:rj:service:consent",
+        subject="case-1",
+        cause=command,
+    )
+    everyone = CaseWithdrawn(
+        case_id="case-1", reason=CaseWithdrawalReason.consent_withdrawn, withdrawn_at=AT, decided_by=SYSTEM_CONSENT
+    )
+    for cause in (command, staff_only):
+        told = new_event(everyone, source="urn:rj:service:consent", subject="case-1", cause=cause, event_id="e-1")
+        again = parse_event(told.to_json())
+        assert (again.id, again.causationid, again.correlationid) == ("e-1", None, "case-1")
+    assert (staff_only.causationid, staff_only.correlationid) == (command.id, command.id)
+
+
+def test_a_case_withdrawn_written_at_v1_loads_as_v2_naming_no_one() -> None:
+    old = {
+        "specversion": "1.0",
+        "id": "old-1",
+        "source": "urn:rj:service:consent",
+        "type": "rj.case.withdrawn",
+        "subject": "case-1",
+        "time": "2026-01-01T00:00:00Z",
+        "dataschema": "urn:rj:schema:rj.case.withdrawn:v1",
+        "data": {
+            "case_id": "case-1",
+            "reason": "consent_declined",
+            "person_id": "victim-1",
+            "withdrawn_at": "2026-01-01T00:00:00Z",
+            "recorded_by": {"kind": "participant", "id": "victim-1"},
+        },
+    }
+    event = parse_event(json.dumps(old).encode())
+    assert event.data == CaseWithdrawn(
+        case_id="case-1", reason=CaseWithdrawalReason.consent_declined, withdrawn_at=AT, decided_by=SYSTEM_CONSENT
+    )
+    assert "victim-1" not in event.to_json().decode()
+    assert CaseWithdrawn.dataschema() == "urn:rj:schema:rj.case.withdrawn:v2"
+
+
+def test_a_case_closed_written_with_withdrawn_by_still_loads_at_v1_without_it() -> None:
+    closed = new_event(
+        CaseClosed(case_id="case-1", reason=ClosureReason.withdrawn, closed_at=AT, closed_by=SYSTEM_CONSENT),
+        source="urn:rj:service:scheduling",
+        subject="case-1",
+    )
+    written_before = json.loads(closed.to_json())
+    written_before["data"]["withdrawn_by"] = "victim-1"
+    event = parse_event(json.dumps(written_before).encode())
+    assert event.data == closed.data and event.dataschema == "urn:rj:schema:rj.case.closed:v1"
 
 
 @pytest.mark.parametrize(

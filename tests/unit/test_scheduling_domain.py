@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
@@ -27,6 +28,7 @@ from schemas.envelope import EventData
 from schemas.pii import pii_fields
 from schemas.referral import CaseAccepted, Participant, Role
 from schemas.scheduling import (
+    SYSTEM_SCHEDULING,
     AgreementItemCompleted,
     AgreementItemTerms,
     AgreementRecorded,
@@ -205,14 +207,24 @@ def withdrawal(case_id: str, person_id: str) -> ConsentWithdrawn:
     )
 
 
-def case_withdrawn(case_id: str, person_id: str) -> CaseWithdrawn:
-    return CaseWithdrawn(
+def declined(case_id: str, person_id: str) -> ConsentDeclined:
+    return ConsentDeclined(
         case_id=case_id,
-        reason=CaseWithdrawalReason.consent_withdrawn,
         person_id=person_id,
-        withdrawn_at=NOW,
-        recorded_by=Actor(kind="participant", id=person_id),
+        purpose=PARTICIPATION,
+        through=RecordedThrough.facilitator,
+        method=RecordingMethod.phone,
+        declined_at=NOW,
+        declined_by=STAFF,
+        recorded_at=NOW,
     )
+
+
+def case_withdrawn(
+    case_id: str, reason: CaseWithdrawalReason = CaseWithdrawalReason.consent_withdrawn
+) -> CaseWithdrawn:
+    """The consent service's participant-facing fact: it names no one."""
+    return CaseWithdrawn(case_id=case_id, reason=reason, withdrawn_at=NOW, decided_by=SYSTEM)
 
 
 # --- booking ------------------------------------------------------------------------------------
@@ -382,15 +394,43 @@ def test_withdrawal_cancels_the_booked_conference() -> None:
     assert world.book.bookings == ()
     assert {m.status for m in world.case().meetings} == {MeetingStatus.cancelled}
     closed = emits[-1].data
-    assert isinstance(closed, CaseClosed)
-    assert (closed.reason, closed.withdrawn_by) == (ClosureReason.withdrawn, "O1")
-    assert facts(world.send(case_withdrawn("A", "O1"))) == []  # the consent service's second fact changes nothing
+    assert isinstance(closed, CaseClosed) and closed.reason is ClosureReason.withdrawn
+    assert facts(world.send(case_withdrawn("A"))) == []  # the consent service's second fact changes nothing
+
+
+@pytest.mark.parametrize("stop", [withdrawal, declined], ids=["withdrawn", "declined"])
+def test_a_closure_by_withdrawal_never_says_who_withdrew_but_staff_can_still_tell(
+    stop: Callable[[str, str], ConsentWithdrawn | ConsentDeclined],
+) -> None:
+    world = World().ready()
+    world.send(plan())
+    emits = world.send(stop("A", "O1").model_copy(update={"reason": "I am frightened of him"}))
+    assert facts(emits) == [MeetingCancelled, CaseClosed]
+    closed = emits[-1].data
+    assert isinstance(closed, CaseClosed) and (closed.reason, closed.closed_by) == (
+        ClosureReason.withdrawn,
+        SYSTEM_SCHEDULING,
+    )
+    told = " ".join(e.data.model_dump_json() for e in emits)
+    assert "O1" not in told and "frightened" not in told
+    assert closed.detail is None and "withdrawn_by" not in closed.model_dump()
+    assert world.case().closure is not None and world.case().closure.withdrawn_by == "O1"  # for staff, in our state
+
+
+def test_a_case_level_withdrawal_heard_alone_still_stops_the_case_without_knowing_who() -> None:
+    world = World().ready()
+    world.send(plan())
+    emits = world.send(case_withdrawn("A"))
+    assert facts(emits) == [MeetingCancelled, CaseClosed]
+    assert world.book.bookings == ()
+    assert world.case().closure is not None and world.case().closure.withdrawn_by is None
+    assert rejection(world.send(plan(meeting_id="M2"))) == "case is closed (withdrawn)"
 
 
 def test_cancellations_after_a_withdrawal_never_say_who_withdrew() -> None:
     world = World().ready()
     world.send(plan())
-    emits = world.send(case_withdrawn("A", "V-O1"))
+    emits = world.send(withdrawal("A", "V-O1"))
     cancelled = emits[0].data
     assert isinstance(cancelled, MeetingCancelled)
     assert cancelled.reason_code is CancellationReason.case_withdrawn
@@ -406,10 +446,7 @@ def test_a_booking_that_arrives_after_a_withdrawal_is_rejected() -> None:
 
 def test_a_case_withdrawn_before_it_was_ready_is_closed_as_declined() -> None:
     world = World()
-    declined = CaseWithdrawn(
-        case_id="A", reason=CaseWithdrawalReason.consent_declined, person_id="O1", withdrawn_at=NOW, recorded_by=STAFF
-    )
-    emits = world.send(declined)
+    emits = world.send(case_withdrawn("A", CaseWithdrawalReason.consent_declined))
     assert facts(emits) == [CaseClosed]
     assert emits[0].data.reason is ClosureReason.declined  # type: ignore[attr-defined]
 
@@ -523,11 +560,10 @@ def test_closing_as_not_proceeded_with_cancels_pending_meetings() -> None:
     assert facts(emits) == [MeetingCancelled, CaseClosed]
     closed = emits[-1].data
     assert isinstance(closed, CaseClosed)
-    assert (closed.reason, closed.closed_by, closed.detail, closed.withdrawn_by) == (
+    assert (closed.reason, closed.closed_by, closed.detail) == (
         ClosureReason.uncontactable,
         STAFF,
         "no reply in 6 weeks",
-        None,
     )
     assert world.book.bookings == ()
 
@@ -574,19 +610,6 @@ def given(case_id: str, person_id: str) -> ConsentGiven:
         method=RecordingMethod.in_person,
         given_at=NOW,
         given_by=STAFF,
-        recorded_at=NOW,
-    )
-
-
-def declined(case_id: str, person_id: str) -> ConsentDeclined:
-    return ConsentDeclined(
-        case_id=case_id,
-        person_id=person_id,
-        purpose=PARTICIPATION,
-        through=RecordedThrough.facilitator,
-        method=RecordingMethod.phone,
-        declined_at=NOW,
-        declined_by=STAFF,
         recorded_at=NOW,
     )
 
@@ -669,7 +692,8 @@ def test_declining_after_having_consented_closes_the_case_as_withdrawn() -> None
     emits = world.send(declined("A", "O1"))
     assert facts(emits) == [MeetingCancelled, CaseClosed]
     closed = emits[-1].data
-    assert isinstance(closed, CaseClosed) and (closed.reason, closed.withdrawn_by) == (ClosureReason.withdrawn, "O1")
+    assert isinstance(closed, CaseClosed) and closed.reason is ClosureReason.withdrawn
+    assert world.case().closure is not None and world.case().closure.withdrawn_by == "O1"
 
 
 def test_declining_without_having_consented_closes_the_case_as_declined() -> None:
@@ -697,8 +721,16 @@ def test_declining_without_having_consented_closes_the_case_as_declined() -> Non
 
 
 def test_who_withdrew_and_staff_words_are_marked_as_personal_data() -> None:
-    assert {"withdrawn_by", "detail"} <= pii_fields(CaseClosed)
+    assert {"person_id", "withdrawn_by", "reason"} <= pii_fields(ConsentWithdrawn)
+    assert {"person_id", "declined_by", "reason"} <= pii_fields(ConsentDeclined)
+    assert "detail" in pii_fields(CaseClosed)
     assert "person_id" in pii_fields(MeetingAttendeeRemoved)
     assert "reason" in pii_fields(MeetingRescheduled)
     assert "reason" in pii_fields(MeetingCancelled)
-    assert "person_id" in pii_fields(CaseWithdrawn)
+
+
+def test_the_facts_participants_are_told_have_no_field_for_who_withdrew() -> None:
+    assert CaseWithdrawn.model_fields.keys() == {"case_id", "reason", "withdrawn_at", "decided_by"}
+    assert CaseClosed.model_fields.keys() == {"case_id", "reason", "closed_at", "closed_by", "detail"}
+    assert CaseWithdrawn.participant_facing and CaseClosed.participant_facing
+    assert not ConsentWithdrawn.participant_facing and not ConsentDeclined.participant_facing
