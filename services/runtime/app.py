@@ -23,7 +23,7 @@ from schemas.registry import REGISTRY, Registry
 from services.runtime import keystore, metrics, ops, privacy
 from services.runtime.consumer import BatchConsumer
 from services.runtime.db import create_pool, migrate, retry_transient, transaction
-from services.runtime.housekeeping import prune
+from services.runtime.housekeeping import prune, shred_expired_days
 from services.runtime.kafka import ensure_topics, topic_problems
 from services.runtime.outbox import Outgoing, write_outbox
 from services.runtime.processor import BatchHandler, BatchProcessor
@@ -212,6 +212,10 @@ class ServiceApp:
             return
         try:
             await prune(self._pool, self.schema, self.settings.retention_window_s)
+            retention_ms = self.settings.deadletter_retention_ms
+            if self.privacy.store is not None and retention_ms > 0:
+                async with self._pool.acquire() as conn:
+                    await shred_expired_days(conn, self.privacy.store, retention_ms / 1000)
         except Exception as exc:  # a bug here must not stop the worker; the next run tries again
             log.error("housekeeping_failed", error=repr(exc))
 

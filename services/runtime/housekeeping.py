@@ -5,6 +5,9 @@ window, and inbox ids taken in longer ago than it. An unpublished outbox row (ow
 touched, nor are ``dead_letters`` or ``parked``. The window must reach further back than any redelivery
 of an id can (see the README): an inbox id pruned too soon lets a late copy be applied twice.
 
+Dead letters are kept sealed whole under the key of their day: ``shred_expired_days`` destroys a day's key
+once the day is past retention (crypto-shredding), sparing a day that still seals a parked event.
+
 Deletions go in bounded batches, each its own short statement and transaction, so that pruning a month
 of backlog holds no lock for long and writes no burst of WAL.
 """
@@ -12,6 +15,7 @@ of backlog holds no lock for long and writes no burst of WAL.
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import datetime
 
 import asyncpg
@@ -19,6 +23,8 @@ import structlog
 
 from services.runtime import metrics
 from services.runtime.db import retry_transient
+from services.runtime.fieldcrypt import BYTES_MAGIC
+from services.runtime.keystore import KeyStore
 
 log = structlog.get_logger()
 
@@ -105,3 +111,31 @@ async def prune(
     else:
         log.debug("nothing_past_retention_window", schema=schema, window_s=window_s)
     return pruned
+
+
+async def shred_expired_days(conn: asyncpg.Connection, store: KeyStore, retention_s: float) -> list[str]:
+    """Retention for records kept sealed whole (dead letters and their copies on ``rj.deadletter``): destroy
+    the key of each day older than ``retention_s``, so that what was sealed under it can never be read again.
+    A day whose key still seals a parked event (it waits for an upgrade, and is owed to its service) is
+    spared until the event is let go. Returns the days destroyed. Idempotent: every replica may run it."""
+    schemas = await conn.fetch(
+        "SELECT table_schema FROM information_schema.tables WHERE table_name = 'parked' AND table_type = 'BASE TABLE'"
+    )
+    sparing: set[str] = set()
+    for row in schemas:
+        schema = row["table_schema"]
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", schema):
+            continue
+        held = await conn.fetch(
+            f"""SELECT DISTINCT substring(value FROM {len(BYTES_MAGIC) + 1} FOR 16) AS key_id FROM {schema}.parked
+                WHERE substring(value FROM 1 FOR {len(BYTES_MAGIC)}) = $1""",
+            BYTES_MAGIC,
+        )
+        sparing |= {str(uuid.UUID(bytes=r["key_id"])) for r in held if len(r["key_id"]) == 16}
+    cutoff = await conn.fetchval("SELECT now() - make_interval(secs => $1)", float(retention_s))
+    destroyed = await store.destroy_buckets_ending_before(
+        conn, cutoff, by="housekeeping", reason=f"retention of sealed records ({retention_s:.0f} s)", sparing=sparing
+    )
+    if destroyed:
+        log.info("sealed_records_past_retention_shredded", days=destroyed, spared=len(sparing))
+    return destroyed

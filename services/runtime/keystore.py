@@ -233,6 +233,28 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX bucket_keys_live_end ON {schema}.bucket_keys (ends_at) WHERE wrapped_key IS NOT NULL;
         """,
     ),
+    (
+        # The key store's own role owns its schema and tables; nobody else gets anything by default. A
+        # deployment grants it to the login role(s) its services use (``GRANT rj_keystore TO rj``) and can
+        # then take the tables away from anyone else who reaches the database. Roles belong to the whole
+        # cluster: another database (or a concurrent migration) may have made it first.
+        "002_own_role",
+        """
+        DO $$
+        BEGIN
+            CREATE ROLE rj_keystore NOLOGIN;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;
+        END
+        $$;
+        GRANT rj_keystore TO current_user;
+        ALTER SCHEMA {schema} OWNER TO rj_keystore;
+        ALTER TABLE {schema}.data_keys OWNER TO rj_keystore;
+        ALTER TABLE {schema}.bucket_keys OWNER TO rj_keystore;
+        REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;
+        REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM PUBLIC;
+        """,
+    ),
 )
 
 
@@ -471,17 +493,19 @@ class KeyStore:
         return BucketKey(key_id, bucket, AESGCM(key))
 
     async def destroy_buckets_ending_before(
-        self, conn: asyncpg.Connection, cutoff: datetime, *, by: str, reason: str
+        self, conn: asyncpg.Connection, cutoff: datetime, *, by: str, reason: str, sparing: Iterable[str] = ()
     ) -> list[str]:
-        """Retention for whole records: destroy every bucket key whose bucket ended at or before ``cutoff``.
-        Returns the buckets destroyed."""
+        """Retention for whole records: destroy every bucket key whose bucket ended at or before ``cutoff``,
+        but those ``sparing`` names (key ids still needed). Returns the buckets destroyed."""
         rows = await conn.fetch(
             f"""UPDATE {SCHEMA}.bucket_keys
                 SET wrapped_key = NULL, destroyed_at = now(), destroyed_by = $2, destroy_reason = $3
-                WHERE ends_at <= $1 AND wrapped_key IS NOT NULL RETURNING bucket""",
+                WHERE ends_at <= $1 AND wrapped_key IS NOT NULL AND NOT key_id = ANY($4::uuid[])
+                RETURNING bucket""",
             cutoff,
             by,
             reason,
+            sorted(set(sparing)),
         )
         log.info("bucket_keys_destroyed", cutoff=cutoff.isoformat(), buckets=len(rows), by=by)
         return sorted(r[0] for r in rows)

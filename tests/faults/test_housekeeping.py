@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -16,7 +17,10 @@ from prometheus_client import REGISTRY
 from services import samples
 from services.runtime.db import create_pool, migrate
 from services.runtime.devstack import create_database, drop_database
-from services.runtime.housekeeping import prune
+from services.runtime.fieldcrypt import encrypt_bytes
+from services.runtime.housekeeping import prune, shred_expired_days
+from services.runtime.keystore import KeyStore, MasterKeys, bucket_of, ensure_schema
+from services.runtime.privacy import Privacy
 from services.runtime.settings import Settings
 from tests.harness import System
 
@@ -234,3 +238,33 @@ async def test_a_running_service_prunes_on_its_own_and_what_it_pruned_was_past_t
     await system.wait_for(pruned, timeout_s=30, what="inbox and outbox pruned past the window")
     files = await system.fetchval("SELECT count(*) FROM referral.crime_files WHERE status = 'accepted'")
     assert files == 20, "pruning touches the runtime's tables only"
+
+
+async def test_a_days_sealing_key_is_destroyed_past_retention_unless_it_still_seals_a_parked_event(
+    conn: asyncpg.Connection,
+) -> None:
+    store = KeyStore(MasterKeys.parse(MasterKeys.generate("h1")))
+    await ensure_schema(conn)
+    now = datetime.now(UTC)
+    old, parked_key, recent = [await store.bucket_key(conn, now - timedelta(days=d)) for d in (40, 35, 1)]
+    old_letter = encrypt_bytes(b"a victim's details", old, b"dead-letter:1")
+    waiting = encrypt_bytes(b"a newer event", parked_key, b"parked:x")
+    recent_letter = encrypt_bytes(b"another victim's details", recent, b"dead-letter:2")
+    await conn.execute(
+        f"""INSERT INTO {SCHEMA}.parked (case_key, source_topic, partition, "offset", key, value, reason)
+            VALUES ('case', 'rj.commands', 0, 7, NULL, $1, 'too new')""",
+        waiting,
+    )
+    batch = Privacy(store).new_batch()
+
+    destroyed = await shred_expired_days(conn, store, WINDOW)
+
+    assert destroyed == [bucket_of(now - timedelta(days=40))[0]]
+    assert await batch.open_bytes(conn, old_letter, b"dead-letter:1") is None, "past retention: erased"
+    assert await batch.open_bytes(conn, waiting, b"parked:x") == b"a newer event", "a parked event is owed"
+    assert await batch.open_bytes(conn, recent_letter, b"dead-letter:2") == b"another victim's details"
+    assert await shred_expired_days(conn, store, WINDOW) == [], "idempotent"
+
+    await conn.execute(f"DELETE FROM {SCHEMA}.parked")  # released after the upgrade
+    assert await shred_expired_days(conn, store, WINDOW) == [parked_key.bucket]
+    assert await batch.open_bytes(conn, waiting, b"parked:x") is None
