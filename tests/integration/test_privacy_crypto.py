@@ -521,3 +521,22 @@ async def test_a_whole_record_reads_until_its_bucket_is_destroyed_by_retention(c
 
     month = await st_.bucket_key(conn, new_day, "month")
     assert month.bucket == "month:2020-01"
+
+
+async def test_the_key_store_has_its_own_role_and_nothing_for_anyone_else(conn: asyncpg.Connection) -> None:
+    owners = await conn.fetch(
+        "SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'keystore' AND tablename LIKE '%keys'"
+    )
+    assert {(r["tablename"], r["tableowner"]) for r in owners} == {
+        ("data_keys", "rj_keystore"),
+        ("bucket_keys", "rj_keystore"),
+    }
+    assert await conn.fetchval("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'keystore'") == (
+        "rj_keystore"
+    )
+    public = await conn.fetchval(
+        """SELECT count(*) FROM information_schema.role_table_grants
+            WHERE table_schema = 'keystore' AND grantee = 'PUBLIC'"""
+    )
+    assert public == 0
+    await ensure_schema(conn)  # again, and from another database of the same server: the role is shared
