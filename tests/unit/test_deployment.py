@@ -370,3 +370,13 @@ def test_the_dashboard_shows_what_an_operator_looks_at() -> None:
         "rj_retries_in_progress",
         "rj_victims_code_deadlines",
     } <= shown
+
+
+def test_every_service_reads_its_master_keys_from_a_secret_file_not_the_environment() -> None:
+    file = compose()
+    assert "rj_master_keys" in file["secrets"]
+    for name in SERVICES:
+        service = file["services"][name]
+        assert service["environment"]["MASTER_KEY_FILE"] == "/run/secrets/rj_master_keys"
+        assert "MASTER_KEYS" not in service["environment"]
+        assert "rj_master_keys" in service["secrets"]
