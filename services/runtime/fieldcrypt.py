@@ -251,10 +251,18 @@ class PendingEncryption:
         return {(s.owner or CASE_PERSON, self.case_id) for s in self.slots}
 
     def seal(self, keys: KeyCache) -> dict[str, Any]:
+        sealed = keys.sealed
         for slot in self.slots:
             key = keys.for_owner(slot.owner or CASE_PERSON, self.case_id)
-            value = slot.container[slot.index]
-            slot.container[slot.index] = _encrypt_value(value, key, slot.field)
+            plaintext = pydantic_core.to_json(slot.container[slot.index])
+            # The same value of the same field under the same key, sealed once a batch: a person's name in
+            # the state, the case opened and the case accepted is one token (the same bytes, so this reveals
+            # only that they are equal, which the facts already say).
+            memo = (key.key_id, slot.field, plaintext)
+            token = sealed.get(memo)
+            if token is None:
+                token = sealed[memo] = _encrypt_value(plaintext, key, slot.field)
+            slot.container[slot.index] = token
         return self.document
 
 
@@ -289,11 +297,11 @@ class PendingDecryption:
         return Decrypted(self.document, tuple(erased))
 
 
-def _encrypt_value(value: Any, key: DataKey, field_name: str) -> str:
+def _encrypt_value(plaintext: bytes, key: DataKey, field_name: str) -> str:
+    """A token for ``plaintext`` (a value's JSON) of ``field_name`` under ``key``: a fresh random nonce each."""
     if key.aead is None:
         return f"{TOKEN_PREFIX}{key.key_id}:"  # erased before it was written: keep nothing
     nonce = os.urandom(NONCE_BYTES)
-    plaintext = pydantic_core.to_json(value)
     sealed = key.aead.encrypt(nonce, plaintext, f"{key.key_id}\x00{field_name}".encode())
     return f"{TOKEN_PREFIX}{key.key_id}:{base64.b64encode(nonce + sealed).decode()}"
 

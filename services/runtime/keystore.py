@@ -522,6 +522,7 @@ class KeyCache:
         self._by_id: dict[str, DataKey] = {}
         self._absent: set[str] = set()  # ids asked for that the store does not hold
         self.loads = 0  # round trips made (for tests and metrics)
+        self.sealed: dict[tuple[str, str, bytes], str] = {}  # (key id, field, value) -> its token, this batch
 
     async def load(
         self, conn: asyncpg.Connection, pairs: Iterable[PersonCase] = (), key_ids: Iterable[str] = ()
