@@ -187,7 +187,7 @@ def list_dead_letters(
             f"{letter.dead_lettered_at:%Y-%m-%d %H:%M:%S}",
             letter.position,
             Text(terminal_safe(letter.event_type or "-")),
-            "tombstone" if letter.size is None else str(letter.size),
+            "erased" if letter.erased else "tombstone" if letter.size is None else str(letter.size),
             str(letter.replays),
             Text(terminal_safe(letter.reason[:120])),
         )
@@ -238,7 +238,7 @@ def show_dead_letter(
         ("key", "(none)" if letter.key is None else printable_preview(letter.key)),
         ("event", terminal_safe(f"{letter.event_type or '?'} {letter.event_id or '(no id read)'}")),
         ("inbox", letter.claim),
-        ("size", "tombstone" if letter.size is None else f"{letter.size} bytes"),
+        ("size", "erased" if letter.erased else "tombstone" if letter.size is None else f"{letter.size} bytes"),
         ("sha256", letter.original_sha256),
         ("dead-lettered at", letter.dead_lettered_at.isoformat(timespec="seconds")),
         ("replayed", replayed),

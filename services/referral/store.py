@@ -28,9 +28,10 @@ async def lock_crime_files(conn: asyncpg.Connection, references: Sequence[str]) 
         [case_id_for(r) for r in ordered],
     )
     keys = privacy.batch()  # what upstream told us about people is kept sealed, under the case
-    crimes = await keys.open_json(conn, CrimeRecorded, [r["crime"] for r in rows])
-    outcomes = await keys.open_json(conn, CrimeOutcomeRecorded, [r["outcome"] for r in rows])
-    requests = await keys.open_json(conn, _Requests, [r["requests"] for r in rows])
+    cases = [r["case_id"] for r in rows]
+    crimes = await keys.open_json(conn, CrimeRecorded, [r["crime"] for r in rows], cases)
+    outcomes = await keys.open_json(conn, CrimeOutcomeRecorded, [r["outcome"] for r in rows], cases)
+    requests = await keys.open_json(conn, _Requests, [r["requests"] for r in rows], cases)
     return {
         row["crime_reference"]: _file_from_row(row, crime, outcome, request)
         for row, crime, outcome, request in zip(rows, crimes, outcomes, requests, strict=True)

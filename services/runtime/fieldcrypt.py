@@ -57,6 +57,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from schemas.pii import is_pii
 from services.runtime.keystore import CASE_PERSON, NONCE_BYTES, BucketKey, DataKey, KeyCache, PersonCase
+from services.runtime.records import printable
 
 TOKEN_PREFIX = "enc:v1:"
 _PREFIX_LEN = len(TOKEN_PREFIX)
@@ -70,10 +71,13 @@ def is_token(value: object) -> bool:
     return isinstance(value, str) and value.startswith(TOKEN_PREFIX)
 
 
+_KEY_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def token_key_id(token: str) -> str:
     key_id, sep, _ = token[_PREFIX_LEN:].partition(":")
-    if not sep or not key_id:
-        raise TamperedToken(f"malformed encrypted value {token[:60]!r}")
+    if not sep or not _KEY_ID.fullmatch(key_id):
+        raise TamperedToken(f"malformed encrypted value {printable(token[:60])!r}")
     return key_id
 
 
@@ -89,7 +93,8 @@ class _Marked:
 
 
 ERASED_TEXT = "[erased]"
-_ERASED_WORDS = (ERASED_TEXT, "erased", "system", "unknown", "other")
+# Where a pattern refuses "[erased]" (an actor's kind): an erased actor was a person, never the system.
+_ERASED_WORDS = (ERASED_TEXT, "erased", "unknown", "other", "participant")
 
 
 def _erased_value(schema: dict[str, Any], defs: dict[str, Any], depth: int = 0) -> Any:
@@ -279,7 +284,9 @@ class PendingDecryption:
     def key_ids(self) -> set[str]:
         return {token_key_id(s.container[s.index]) for s in self.slots}
 
-    def open(self, keys: KeyCache, placeholder: Any = _SCHEMA_STAND_IN) -> Decrypted:
+    def open(self, keys: KeyCache, placeholder: Any = _SCHEMA_STAND_IN, case_id: str | None = None) -> Decrypted:
+        """The document with its values opened. With ``case_id``, a value sealed under another case's key is
+        refused: a token lifted from one case (or force) into another's event never opens there."""
         erased: list[str] = []
         for slot in self.slots:
             token: str = slot.container[slot.index]
@@ -289,6 +296,8 @@ class PendingDecryption:
             key = keys.by_id(key_id)
             if key is None:
                 raise TamperedToken(f"{slot.path}: encrypted under key {key_id}, which the key store does not hold")
+            if case_id is not None and key.case_id != case_id:
+                raise TamperedToken(f"{slot.path}: sealed for another case than this one ({printable(case_id[:60])})")
             if key.aead is None:
                 slot.container[slot.index] = slot.erased if placeholder is _SCHEMA_STAND_IN else placeholder
                 erased.append(slot.path)
@@ -352,8 +361,10 @@ class DocumentCipher:
         """Encrypt with keys already in ``keys`` (see ``prepare_encrypt(...).owners``); returns a copy."""
         return self.prepare_encrypt(document, case_id).seal(keys)
 
-    def decrypt(self, document: dict[str, Any], keys: KeyCache, placeholder: Any = _SCHEMA_STAND_IN) -> Decrypted:
-        return self.prepare_decrypt(document).open(keys, placeholder)
+    def decrypt(
+        self, document: dict[str, Any], keys: KeyCache, placeholder: Any = _SCHEMA_STAND_IN, case_id: str | None = None
+    ) -> Decrypted:
+        return self.prepare_decrypt(document).open(keys, placeholder, case_id)
 
     def _walk(
         self,

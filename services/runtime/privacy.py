@@ -144,10 +144,15 @@ class Batch:
         return [p.seal(self.keys) for p in pending]
 
     async def open_documents(
-        self, conn: asyncpg.Connection, model: Any, documents: Sequence[dict[str, Any]]
+        self,
+        conn: asyncpg.Connection,
+        model: Any,
+        documents: Sequence[dict[str, Any]],
+        case_ids: Sequence[str] | None = None,
     ) -> list[Decrypted]:
-        """``documents`` with their sealed values opened (erased ones as their stand-ins). Raises
-        ``TamperedToken`` (a ``ValueError``) for a value that cannot be authentic."""
+        """``documents`` with their sealed values opened (erased ones as their stand-ins); with ``case_ids``
+        (one a document), a value sealed for another case is refused. Raises ``TamperedToken`` (a
+        ``ValueError``) for a value that cannot be authentic."""
         cipher = cipher_for(model)
         if not cipher.has_personal_data or not documents:
             return [Decrypted(d, ()) for d in documents]
@@ -158,7 +163,8 @@ class Batch:
         if not self.enabled:
             raise RuntimeError("sealed personal data met with encryption switched off (PII_ENCRYPTION=false)")
         await self.keys.load(conn, key_ids=key_ids)
-        return [p.open(self.keys) for p in pending]
+        cases: Sequence[str | None] = case_ids if case_ids is not None else [None] * len(pending)
+        return [p.open(self.keys, case_id=case) for p, case in zip(pending, cases, strict=True)]
 
     async def seal_json(
         self, conn: asyncpg.Connection, model: Any, documents: Sequence[tuple[str | None, str]]
@@ -187,13 +193,19 @@ class Batch:
         return out
 
     async def open_json(
-        self, conn: asyncpg.Connection, model: Any, documents: Sequence[str | bytes | None]
+        self,
+        conn: asyncpg.Connection,
+        model: Any,
+        documents: Sequence[str | bytes | None],
+        case_ids: Sequence[str] | None = None,
     ) -> list[str | bytes | None]:
-        """JSON texts of ``model`` with their sealed values opened; text without any is returned untouched."""
+        """JSON texts of ``model`` with their sealed values opened (with ``case_ids``, one a text, bound to
+        their case); text without any is returned untouched."""
         todo = [(i, d) for i, d in enumerate(documents) if d is not None and _has_sealed(d)]
         if not todo:
             return list(documents)
-        opened = await self.open_documents(conn, model, [pydantic_core.from_json(d) for _, d in todo])
+        cases = [case_ids[i] for i, _ in todo] if case_ids is not None else None
+        opened = await self.open_documents(conn, model, [pydantic_core.from_json(d) for _, d in todo], cases)
         out = list(documents)
         for (i, _), document in zip(todo, opened, strict=True):
             out[i] = pydantic_core.to_json(document.data)
@@ -205,11 +217,9 @@ class Batch:
         """``messages`` with the marked fields of their events sealed under the event's case (its subject)."""
         if not self.enabled:
             return list(messages)
-        todo = [
-            (i, m.event)
-            for i, m in enumerate(messages)
-            if m.event is not None and m.event.subject and _has_marks(m.event.data)
-        ]
+        todo = [(i, m.event) for i, m in enumerate(messages) if m.event is not None and _has_marks(m.event.data)]
+        if any(not event.subject for _, event in todo):  # a bug in a service: never write it unsealed
+            raise ValueError("an event with personal data has no subject (case) to seal it under")
         if not todo:
             return list(messages)
         out = list(messages)

@@ -46,7 +46,7 @@ from services.runtime.keystore import KeyCache, KeyStoreError
 from services.runtime.outbox import Outgoing, claim_inbox, first_positions, write_outbox
 from services.runtime.privacy import Privacy, batch_scope, has_sealed_values
 from services.runtime.privacy import batch as privacy_batch
-from services.runtime.records import Record, printable
+from services.runtime.records import Record, describe_error, printable
 
 log = structlog.get_logger()
 
@@ -153,7 +153,7 @@ class BatchProcessor:
         try:
             await self._commit(items)
         except Exception as exc:  # a fault in the data somewhere in the batch: find the culprit
-            log.warning("batch_failed_isolating", service=self.service, size=len(items), error=repr(exc))
+            log.warning("batch_failed_isolating", service=self.service, size=len(items), error=describe_error(exc))
             for item in items:
                 await self._commit_alone(item)
 
@@ -178,24 +178,22 @@ class BatchProcessor:
                 pending.pop(id(item), None)
                 opened[id(item)] = self._unopenable(item, exc)
         keys = KeyCache(self.privacy.store)
-
-        async def load() -> None:
-            async with self.pool.acquire() as conn:
-                await keys.load(conn, key_ids=wanted)
-
-        while True:
-            try:
-                await retry_transient(load, what=f"{self.service}.keys", max_backoff_s=self.max_backoff_s)
-                break
-            except KeyStoreError as exc:  # a master key missing from settings, say: wait for the operator
-                metrics.TRANSIENT_FAILURES.labels(operation=f"{self.service}.keys").inc()
-                log.critical("key_store_cannot_open_batch", service=self.service, error=str(exc))
-                await asyncio.sleep(self.max_backoff_s)
+        try:
+            await self._load_keys(keys, wanted)
+        except Exception:  # the data's fault (a token's key id refused, say): find whose, one record at a time
+            for item in sealed:
+                if id(item) not in opened:
+                    try:
+                        await self._load_keys(keys, pending[id(item)].key_ids)
+                    except Exception as exc:
+                        opened[id(item)] = self._unopenable(item, exc)
         for item in sealed:
             if id(item) in opened:
                 continue
+            subject = item.document.get("subject")
             try:
-                data = pending[id(item)].open(keys).data
+                # Bound to the event's case: a value sealed for another case (or force) never opens here.
+                data = pending[id(item)].open(keys, case_id=subject if isinstance(subject, str) else "").data
             except Exception as exc:
                 opened[id(item)] = self._unopenable(item, exc)
                 continue
@@ -204,8 +202,25 @@ class BatchProcessor:
             opened[id(item)] = replace(parsed, record=item.record, parked_seq=item.parked_seq)
         return [opened[id(i)] if isinstance(i, Sealed) else i for i in items]
 
+    async def _load_keys(self, keys: KeyCache, key_ids: set[str]) -> None:
+        """Load ``key_ids`` into ``keys``: transient failures retried, a key-store fault (a master key version
+        missing from settings, say) waited out for ever (never the data's fault); a data fault raised."""
+
+        async def load() -> None:
+            async with self.pool.acquire() as conn:
+                await keys.load(conn, key_ids=key_ids)
+
+        while True:
+            try:
+                await retry_transient(load, what=f"{self.service}.keys", max_backoff_s=self.max_backoff_s)
+                return
+            except KeyStoreError as exc:
+                metrics.TRANSIENT_FAILURES.labels(operation=f"{self.service}.keys").inc()
+                log.critical("key_store_cannot_open_batch", service=self.service, error=str(exc))
+                await asyncio.sleep(self.max_backoff_s)
+
     def _unopenable(self, item: Sealed, exc: Exception) -> DeadLetterItem:
-        why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        why = describe_error(exc)
         reason = f"sealed personal data cannot be opened: {why}"
         answer = self._reject_as_owner(item.record, item.document, item.event_type, reason)
         return DeadLetterItem(item.record, reason, answer=answer, parked_seq=item.parked_seq)
@@ -226,7 +241,7 @@ class BatchProcessor:
             await self._commit([item])
             return
         except Exception as exc:
-            reason = f"{self.service} could not apply it: {type(exc).__name__}: {exc}"
+            reason = f"{self.service} could not apply it: {describe_error(exc)}"
         event = item.event if isinstance(item, Apply) else None
         letter = DeadLetterItem(
             item.record,
@@ -355,7 +370,7 @@ class BatchProcessor:
         except NewerVersion as exc:
             return Park(record, str(exc))
         except Exception as exc:  # anything at all: a record that cannot be parsed never leaves a batch
-            reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            reason = describe_error(exc)
             answer = self._reject_as_owner(record, document, event_type, f"malformed: {reason}")
             return DeadLetterItem(record, reason, answer=answer)
 
@@ -460,22 +475,26 @@ class BatchProcessor:
 
     # --- after an upgrade -------------------------------------------------------------------------------
 
-    async def _parked_record(self, conn: asyncpg.Connection, row: asyncpg.Record) -> Record:
-        """A parked row as the record it was, opened (its value is sealed whole)."""
+    async def _parked_record(self, conn: asyncpg.Connection, row: asyncpg.Record) -> tuple[Record, str | None]:
+        """A parked row as the record it was, opened (its value is sealed whole); or, when it cannot be
+        opened, the row as it is and why (it then becomes a dead letter, never a silent loss)."""
         record = Record(row["source_topic"], row["partition"], row["offset"], row["key"], row["value"])
-        if self.privacy.enabled:
+        if not self.privacy.enabled:
+            return record, None
+        try:
             with batch_scope(self.privacy) as keys:
                 value = await keys.open_bytes(conn, row["value"], parked_context(record))
-            if value is None:  # its day's key is destroyed: nothing left to apply (see the README)
-                log.error("parked_event_past_retention", service=self.service, position=record.position)
-            record = replace(record, value=value)
-        return record
+        except ValueError as exc:  # altered, or under a key the store does not hold
+            return record, f"a parked event that cannot be opened: {exc}"
+        if value is None:  # housekeeping spares a day that seals a parked event: this is not expected
+            return record, "a parked event whose day's key was destroyed: its bytes are erased"
+        return replace(record, value=value), None
 
     async def release_parked(self, limit: int = 500) -> int:
         """Apply what waits in ``parked`` that this service now knows, case by case in the order it came;
         a case stays parked from its first event still too new. Returns how many were let go."""
 
-        async def load() -> tuple[int, list[tuple[asyncpg.Record, Record]]]:
+        async def load() -> tuple[int, list[tuple[asyncpg.Record, Record, str | None]]]:
             async with self.pool.acquire() as conn:
                 waiting = await conn.fetchval(f"SELECT count(*) FROM {self.schema}.parked")
                 if not waiting:
@@ -486,11 +505,11 @@ class BatchProcessor:
                     f"""SELECT DISTINCT ON (case_key) case_key, source_topic, partition, "offset", key, value
                         FROM {self.schema}.parked ORDER BY case_key, seq"""
                 )
-                ready = [
-                    h["case_key"]
-                    for h in heads
-                    if not isinstance(self.triage(await self._parked_record(conn, h)), Park)
-                ]
+                ready = []
+                for head in heads:
+                    record, problem = await self._parked_record(conn, head)
+                    if problem or not isinstance(self.triage(record), Park):
+                        ready.append(head["case_key"])
                 if not ready:
                     return waiting, []
                 rows = await conn.fetch(
@@ -499,14 +518,17 @@ class BatchProcessor:
                     ready,
                     limit,
                 )
-                return waiting, [(row, await self._parked_record(conn, row)) for row in rows]
+                return waiting, [(row, *await self._parked_record(conn, row)) for row in rows]
 
         waiting, rows = await retry_transient(load, what=f"{self.service}.parked", max_backoff_s=self.max_backoff_s)
         metrics.PARKED_EVENTS.set(waiting)
         blocked: set[str] = set()
         releasing: list[Item] = []
-        for row, record in rows:
+        for row, record, problem in rows:
             if row["case_key"] in blocked:
+                continue
+            if problem:  # kept, with why, where an operator looks: never let go unseen
+                releasing.append(DeadLetterItem(record, problem, parked_seq=row["seq"]))
                 continue
             item = self.triage(record)
             if isinstance(item, Park):

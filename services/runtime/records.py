@@ -34,3 +34,18 @@ class Record:
 def printable(text: str) -> str:
     """``text`` as PostgreSQL text accepts it: no NUL, no lone surrogates."""
     return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
+def describe_error(exc: BaseException) -> str:
+    """What went wrong, for a dead letter's reason or a log: never the input values (a pydantic error's
+    text quotes them, and they may be a victim's details opened for the handler)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors) and type(exc).__name__ == "ValidationError":
+        try:
+            described = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in errors(include_input=False)[:5]
+            )
+            return f"ValidationError: {described}"
+        except TypeError:
+            pass
+    return str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"

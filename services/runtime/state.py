@@ -37,7 +37,7 @@ async def lock_states(
     )
     states = [row["state"] for row in rows]
     if model is not None:
-        states = await privacy.batch().open_json(conn, model, states)
+        states = await privacy.batch().open_json(conn, model, states, [row["key"] for row in rows])
     return {row["key"]: state for row, state in zip(rows, states, strict=True)}
 
 

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas import topics
 from schemas.common import Contact
-from schemas.consent import RecordedThrough, RecordingMethod, WithdrawConsent
+from schemas.consent import RecordedThrough, RecordingMethod, RecordRiskAssessment, RiskLevel, WithdrawConsent
 from schemas.scheduling import RecordAvailability, TimeWindow
 from schemas.upstream import Offender, ReferralRequested, Requester
 from services import samples
@@ -49,12 +49,14 @@ class People:
         self.custody = f"HMP Lindholme-{run}"
         self.notes = f"Ask for Philippa only after six, {run}"
         self.withdrawal = f"Frightened after the letter from Bartholomew, {run}"
+        self.risk = f"Bartholomew knows where Philippa works, {run}"
+        self.window = ""  # when the victim can attend, set once known (its exact text)
 
     def needles(self) -> dict[str, str]:
         return {
             name: value
             for name, value in vars(self).items()
-            if name != "run" and isinstance(value, str | date)
+            if name != "run" and isinstance(value, str | date) and value != ""
             for value in [value.isoformat() if isinstance(value, date) else value]
         }
 
@@ -148,9 +150,25 @@ async def test_no_participants_personal_data_is_in_clear_on_any_topic_we_write_o
     await system.publish(samples.on_crime_events(crime, outcome, request))
     await facts(system, topics.CONSENT, case_id, "rj.preparation.started")
     await system.publish(prepare(case_id, [victim_id, offender_id], ["F-ANN", "F-BEN"]))
+    await system.publish(
+        [
+            command(
+                RecordRiskAssessment(
+                    case_id=case_id,
+                    actor=STAFF,
+                    assessed_at=datetime.now(UTC),
+                    level=RiskLevel.medium,
+                    safe_to_proceed=True,
+                    reason=people.risk,
+                )
+            )
+        ]
+    )
+    await facts(system, topics.CONSENT, case_id, "rj.risk-assessment.recorded")
     await facts(system, topics.CONSENT, case_id, "rj.case.ready-for-meeting")
     tomorrow = datetime.now(UTC) + timedelta(days=1)
     window = TimeWindow(starts_at=tomorrow, ends_at=tomorrow + timedelta(hours=2))
+    people.window = window.model_dump(mode="json")["starts_at"]
     await system.publish(
         [command(RecordAvailability(case_id=case_id, actor=STAFF, person_id=victim_id, windows=[window]))]
     )

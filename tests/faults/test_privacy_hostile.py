@@ -84,9 +84,8 @@ async def test_forged_or_altered_sealed_values_are_dead_lettered_with_reasons_an
         await ensure_schema(conn)
         forger = Forger(system, conn)
         run = uuid.uuid4().hex[:8]
-        cases = {
-            name: f"case-{name}-{run}" for name in ("good", "altered", "unknown", "moved", "bare", "huge", "erased")
-        }
+        names = ("good", "altered", "unknown", "moved", "bare", "huge", "erased", "badid", "lifted")
+        cases = {name: f"case-{name}-{run}" for name in names}
 
         good = withdrawal(cases["good"], "V-1", "Secret reason one")
         altered = withdrawal(cases["altered"], "V-2", "Secret reason two")
@@ -109,6 +108,13 @@ async def test_forged_or_altered_sealed_values_are_dead_lettered_with_reasons_an
         huge = withdrawal(cases["huge"], "V-6", "Secret reason six")
         huge_data = await forger.sealed(huge)
         huge_data["reason"] = huge_data["reason"] + "A" * 600_000
+        badid = withdrawal(cases["badid"], "V-8", "Secret reason eight")
+        badid_data = await forger.sealed(badid)
+        badid_data["reason"] = "enc:v1:not-a-uuid:AAAA"  # a key id the key store's uuid column refuses
+        lifted = withdrawal(cases["lifted"], "V-9", "x")
+        lifted_data = await forger.sealed(lifted)
+        # another case's (another force's) victim's words, lifted whole into this case's event
+        lifted_data["reason"] = (await forger.sealed(withdrawal(cases["good"], "V-1", "Secret reason nine")))["reason"]
         erased = withdrawal(cases["erased"], "V-7", "Secret reason seven")
         erased_data = await forger.sealed(erased)
         await forger.store.destroy(conn, "V-7", cases["erased"], by="test", reason="erasure requested")
@@ -120,6 +126,8 @@ async def test_forged_or_altered_sealed_values_are_dead_lettered_with_reasons_an
                 on_consent(moved, moved_data),
                 on_consent(bare, bare_data),
                 on_consent(huge, huge_data),
+                on_consent(badid, badid_data),
+                on_consent(lifted, lifted_data),
                 on_consent(erased, erased_data),
                 on_consent(good, await forger.sealed(good)),
             ]
@@ -127,22 +135,24 @@ async def test_forged_or_altered_sealed_values_are_dead_lettered_with_reasons_an
 
         async def settled() -> bool:
             letters = await conn.fetchval("SELECT count(*) FROM scheduling.dead_letters")
-            return bool(letters >= 5 and await applied(cases["good"]) and await applied(cases["erased"]))
+            return bool(letters >= 7 and await applied(cases["good"]) and await applied(cases["erased"]))
 
         async def applied(case_id: str) -> bool:
             state = await conn.fetchval("SELECT state::text FROM scheduling.cases WHERE key = $1", case_id)
             return state is not None
 
-        await system.wait_for(settled, what="five dead letters, and the good and the erased withdrawal applied")
+        await system.wait_for(settled, what="seven dead letters, and the good and the erased withdrawal applied")
         letters = {
             row["key"].decode(): row
             for row in await conn.fetch("SELECT key, reason, original FROM scheduling.dead_letters")
         }
-        assert set(letters) == {cases[n] for n in ("altered", "unknown", "moved", "bare", "huge")}
+        assert set(letters) == {cases[n] for n in ("altered", "unknown", "moved", "bare", "huge", "badid", "lifted")}
         assert "fails authentication" in letters[cases["altered"]]["reason"]
         assert "does not hold" in letters[cases["unknown"]]["reason"]
         assert "fails authentication" in letters[cases["moved"]]["reason"]
         assert "malformed encrypted value" in letters[cases["bare"]]["reason"]
+        assert "malformed encrypted value" in letters[cases["badid"]]["reason"]
+        assert "sealed for another case" in letters[cases["lifted"]]["reason"]
         for row in letters.values():
             assert row["reason"].startswith("sealed personal data cannot be opened"), row["reason"]
             assert b"Secret reason" not in row["original"] and b"enc:v1:" not in row["original"]  # sealed whole
