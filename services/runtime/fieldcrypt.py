@@ -347,14 +347,16 @@ class DocumentCipher:
     def has_personal_data(self) -> bool:
         return self.plan is not None
 
-    def prepare_encrypt(self, document: dict[str, Any], case_id: str) -> PendingEncryption:
+    def prepare_encrypt(self, document: dict[str, Any], case_id: str, *, in_place: bool = False) -> PendingEncryption:
+        """Locate the values to seal: in a copy of ``document``, or in it (``in_place``: a document the
+        caller made for this, as ``model_dump`` does, need not be copied)."""
         slots: list[_Slot] = []
-        copy = self._walk(self.plan, document, None, "", "$", slots, encrypting=True)
+        copy = self._walk(self.plan, document, None, "", "$", slots, encrypting=True, in_place=in_place)
         return PendingEncryption(copy, slots, case_id)
 
-    def prepare_decrypt(self, document: dict[str, Any]) -> PendingDecryption:
+    def prepare_decrypt(self, document: dict[str, Any], *, in_place: bool = False) -> PendingDecryption:
         slots: list[_Slot] = []
-        copy = self._walk(self.plan, document, None, "", "$", slots, encrypting=False)
+        copy = self._walk(self.plan, document, None, "", "$", slots, encrypting=False, in_place=in_place)
         return PendingDecryption(copy, slots)
 
     def encrypt(self, document: dict[str, Any], case_id: str, keys: KeyCache) -> dict[str, Any]:
@@ -376,75 +378,74 @@ class DocumentCipher:
         slots: list[_Slot],
         *,
         encrypting: bool,
+        in_place: bool = False,
     ) -> Any:
-        """A copy of ``value`` where the plan reaches (shared elsewhere), recording the marked slots in it."""
+        """``value`` (a copy where the plan reaches, shared elsewhere; itself when ``in_place``), recording
+        the marked slots in it. On the hot path of every batch: kept to plain loops and inline tests."""
         if node is None or value is None:
             return value
         if isinstance(node, _Object):
-            if not isinstance(value, dict):
+            if type(value) is not dict:
                 return value
-            out = dict(value)
+            out = value if in_place else dict(value)
             if node.has_person_id:
                 person = value.get("person_id")
-                if isinstance(person, str) and person and not is_token(person):
+                if type(person) is str and person and not person.startswith(TOKEN_PREFIX):
                     owner = person
             for name, child in node.fields.items():
-                if name not in out or out[name] is None:
+                item = out.get(name)
+                if item is None:
                     continue
-                if isinstance(child, _Marked):
-                    self._mark(out, name, owner, name, f"{path}.{name}", child, slots, encrypting)
+                if type(child) is _Marked:
+                    if (type(item) is str and item.startswith(TOKEN_PREFIX)) != encrypting:
+                        slots.append(_Slot(out, name, owner, name, f"{path}.{name}", child.erased))
                 else:
                     out[name] = self._walk(
-                        child, out[name], owner, name, f"{path}.{name}", slots, encrypting=encrypting
+                        child, item, owner, name, f"{path}.{name}", slots, encrypting=encrypting, in_place=in_place
                     )
             return out
         if isinstance(node, _Array):
-            if not isinstance(value, list):
+            if type(value) is not list:
                 return value
-            items = list(value)
-            for i in range(len(items)):
-                if isinstance(node.items, _Marked):
-                    self._mark(items, i, owner, field_name, f"{path}[{i}]", node.items, slots, encrypting)
+            items = value if in_place else list(value)
+            marked = node.items if type(node.items) is _Marked else None
+            for i, item in enumerate(items):
+                if item is None:
+                    continue
+                if marked is not None:
+                    if (type(item) is str and item.startswith(TOKEN_PREFIX)) != encrypting:
+                        slots.append(_Slot(items, i, owner, field_name, f"{path}[{i}]", marked.erased))
                 else:
                     items[i] = self._walk(
-                        node.items, items[i], owner, field_name, f"{path}[{i}]", slots, encrypting=encrypting
-                    )
+                        node.items, item, owner, field_name, f"{path}[{i}]", slots, encrypting=encrypting,
+                        in_place=in_place,
+                    )  # fmt: skip
             return items
         if isinstance(node, _Map):
-            if not isinstance(value, dict):
+            if type(value) is not dict:
                 return value
-            entries = dict(value)
-            for k in entries:
-                if isinstance(node.values, _Marked):
-                    self._mark(entries, k, owner, field_name, f"{path}.{k}", node.values, slots, encrypting)
+            entries = value if in_place else dict(value)
+            marked = node.values if type(node.values) is _Marked else None
+            for k, item in entries.items():
+                if item is None:
+                    continue
+                if marked is not None:
+                    if (type(item) is str and item.startswith(TOKEN_PREFIX)) != encrypting:
+                        slots.append(_Slot(entries, k, owner, field_name, f"{path}.{k}", marked.erased))
                 else:
                     entries[k] = self._walk(
-                        node.values, entries[k], owner, field_name, f"{path}.{k}", slots, encrypting=encrypting
-                    )
+                        node.values, item, owner, field_name, f"{path}.{k}", slots, encrypting=encrypting,
+                        in_place=in_place,
+                    )  # fmt: skip
             return entries
         if isinstance(node, _Union):
             # Apply every alternative that fits the value's shape: a mark in any of them is honoured.
             for alternative in node.alternatives:
-                value = self._walk(alternative, value, owner, field_name, path, slots, encrypting=encrypting)
+                value = self._walk(
+                    alternative, value, owner, field_name, path, slots, encrypting=encrypting, in_place=in_place
+                )
             return value
         raise AssertionError("a marked value is handled by its container")
-
-    @staticmethod
-    def _mark(
-        container: dict[str, Any] | list[Any],
-        index: Any,
-        owner: str | None,
-        field_name: str,
-        path: str,
-        mark: _Marked,
-        slots: list[_Slot],
-        encrypting: bool,
-    ) -> None:
-        value = container[index]
-        if value is None:
-            return
-        if is_token(value) != encrypting:  # already encrypted / not encrypted: leave it
-            slots.append(_Slot(container, index, owner, field_name, path, mark.erased))
 
 
 @cache

@@ -255,6 +255,18 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
         REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM PUBLIC;
         """,
     ),
+    (
+        # Every new case makes a key per participant inside intake's transaction: keep only the indexes that
+        # answer a question. (case_id, person_id) finds a pair and a whole case (erasure, retention);
+        # rotation walks the primary key.
+        "003_fewer_indexes",
+        """
+        ALTER TABLE {schema}.data_keys ADD CONSTRAINT data_keys_case_person UNIQUE (case_id, person_id);
+        ALTER TABLE {schema}.data_keys DROP CONSTRAINT data_keys_person_id_case_id_key;
+        DROP INDEX {schema}.data_keys_case;
+        DROP INDEX {schema}.data_keys_to_rewrap;
+        """,
+    ),
 )
 
 
@@ -348,7 +360,7 @@ class KeyStore:
         inserted = await conn.fetch(
             f"""INSERT INTO {SCHEMA}.data_keys (key_id, person_id, case_id, wrapped_key, master_key_version)
                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[])
-                ON CONFLICT (person_id, case_id) DO NOTHING RETURNING key_id::text""",
+                ON CONFLICT (case_id, person_id) DO NOTHING RETURNING key_id::text""",
             *zip(*rows, strict=True),
         )
         return [made[row[0]] for row in inserted]
@@ -373,7 +385,7 @@ class KeyStore:
                 tombstones = await conn.fetch(
                     f"""INSERT INTO {SCHEMA}.data_keys (key_id, person_id, case_id, destroyed_at, destroyed_by,
                                                         destroy_reason)
-                        VALUES ($1, $2, $3, now(), $4, $5) ON CONFLICT (person_id, case_id) DO NOTHING
+                        VALUES ($1, $2, $3, now(), $4, $5) ON CONFLICT (case_id, person_id) DO NOTHING
                         RETURNING key_id::text""",
                     str(uuid.uuid4()),
                     person_id,
@@ -422,15 +434,20 @@ class KeyStore:
             ("bucket_keys", lambda r: _bucket_key_aad(r["key_id"], r["bucket"])),
         ):
             owner = "person_id, case_id" if table == "data_keys" else "bucket"
+            after = "00000000-0000-0000-0000-000000000000"
             while True:
+                # One walk along the primary key: no index on the version is kept up on every key created.
                 rows = await conn.fetch(
                     f"""SELECT key_id::text, {owner}, wrapped_key, master_key_version FROM {SCHEMA}.{table}
-                        WHERE wrapped_key IS NOT NULL AND master_key_version <> $1 ORDER BY key_id LIMIT $2""",
+                        WHERE key_id > $3::uuid AND wrapped_key IS NOT NULL AND master_key_version <> $1
+                        ORDER BY key_id LIMIT $2""",
                     target,
                     batch_size,
+                    after,
                 )
                 if not rows:
                     break
+                after = rows[-1]["key_id"]
                 updates = []
                 for row in rows:
                     aad = aad_of(row)

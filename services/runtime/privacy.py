@@ -130,14 +130,19 @@ class Batch:
     # --- documents (payloads and state), field by field --------------------------------------------
 
     async def seal_documents(
-        self, conn: asyncpg.Connection, model: Any, documents: Sequence[tuple[dict[str, Any], str]]
+        self,
+        conn: asyncpg.Connection,
+        model: Any,
+        documents: Sequence[tuple[dict[str, Any], str]],
+        *,
+        owned: bool = False,
     ) -> list[dict[str, Any]]:
-        """``(document, case id)`` pairs with their marked values sealed (copies; documents without any
-        marked value come back as they are)."""
+        """``(document, case id)`` pairs with their marked values sealed: copies, or the documents themselves
+        when ``owned`` (made for this, as ``model_dump`` makes them: nothing else holds them)."""
         cipher = cipher_for(model)
         if not self.enabled or not cipher.has_personal_data or not documents:
             return [d for d, _ in documents]
-        pending = [cipher.prepare_encrypt(d, case_id) for d, case_id in documents]
+        pending = [cipher.prepare_encrypt(d, case_id, in_place=owned) for d, case_id in documents]
         owners = set().union(*(p.owners for p in pending))
         if owners:
             await self.keys.load(conn, pairs=owners)
@@ -149,6 +154,8 @@ class Batch:
         model: Any,
         documents: Sequence[dict[str, Any]],
         case_ids: Sequence[str] | None = None,
+        *,
+        owned: bool = False,
     ) -> list[Decrypted]:
         """``documents`` with their sealed values opened (erased ones as their stand-ins); with ``case_ids``
         (one a document), a value sealed for another case is refused. Raises ``TamperedToken`` (a
@@ -156,7 +163,7 @@ class Batch:
         cipher = cipher_for(model)
         if not cipher.has_personal_data or not documents:
             return [Decrypted(d, ()) for d in documents]
-        pending = [cipher.prepare_decrypt(d) for d in documents]
+        pending = [cipher.prepare_decrypt(d, in_place=owned) for d in documents]
         key_ids = set().union(*(p.key_ids for p in pending))
         if not key_ids:
             return [Decrypted(p.document, ()) for p in pending]
@@ -173,7 +180,7 @@ class Batch:
         if not self.enabled or not cipher_for(model).has_personal_data:
             return [d for d, _ in documents]
         present = [(i, pydantic_core.from_json(d), case) for i, (d, case) in enumerate(documents) if d is not None]
-        sealed = await self.seal_documents(conn, model, [(d, case) for _, d, case in present])
+        sealed = await self.seal_documents(conn, model, [(d, case) for _, d, case in present], owned=True)
         out: list[str | None] = [d for d, _ in documents]
         for (i, _, _), document in zip(present, sealed, strict=True):
             out[i] = pydantic_core.to_json(document).decode()
@@ -186,7 +193,7 @@ class Batch:
         if not self.enabled or not cipher_for(model).has_personal_data:
             return [m.model_dump_json() if m is not None else None for m, _ in items]
         present = [(i, m.model_dump(mode="json"), case) for i, (m, case) in enumerate(items) if m is not None]
-        sealed = await self.seal_documents(conn, model, [(d, case) for _, d, case in present])
+        sealed = await self.seal_documents(conn, model, [(d, case) for _, d, case in present], owned=True)
         out: list[str | None] = [None] * len(items)
         for (i, _, _), document in zip(present, sealed, strict=True):
             out[i] = pydantic_core.to_json(document).decode()
@@ -205,7 +212,8 @@ class Batch:
         if not todo:
             return list(documents)
         cases = [case_ids[i] for i, _ in todo] if case_ids is not None else None
-        opened = await self.open_documents(conn, model, [pydantic_core.from_json(d) for _, d in todo], cases)
+        documents_ = [pydantic_core.from_json(d) for _, d in todo]
+        opened = await self.open_documents(conn, model, documents_, cases, owned=True)
         out = list(documents)
         for (i, _), document in zip(todo, opened, strict=True):
             out[i] = pydantic_core.to_json(document.data)
@@ -228,7 +236,7 @@ class Batch:
             by_model.setdefault(type(event.data), []).append((i, event))
         for model, events in by_model.items():
             documents = [(e.data.model_dump(mode="json"), e.subject) for _, e in events]
-            sealed = await self.seal_documents(conn, model, documents)
+            sealed = await self.seal_documents(conn, model, documents, owned=True)
             for (i, event), data in zip(events, sealed, strict=True):
                 out[i] = replace(out[i], value=event.to_json(pydantic_core.to_json(data)))
         return out

@@ -172,7 +172,7 @@ class BatchProcessor:
         for item in sealed:
             try:  # a malformed token is found here, before any key is asked for
                 cipher = cipher_for(self.registry.model(item.event_type))
-                pending[id(item)] = cipher.prepare_decrypt(item.document["data"])
+                pending[id(item)] = cipher.prepare_decrypt(item.document["data"], in_place=True)
                 wanted |= pending[id(item)].key_ids
             except Exception as exc:  # anything at all: a record that cannot be opened never leaves a batch
                 pending.pop(id(item), None)

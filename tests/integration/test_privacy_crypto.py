@@ -540,3 +540,22 @@ async def test_the_key_store_has_its_own_role_and_nothing_for_anyone_else(conn: 
     )
     assert public == 0
     await ensure_schema(conn)  # again, and from another database of the same server: the role is shared
+
+
+async def test_rotation_walks_every_key_a_page_at_a_time(pg_server: str) -> None:
+    name = f"rj_test_{uuid.uuid4().hex[:10]}"
+    url = await create_database(pg_server, name)
+    own = await asyncpg.connect(url)
+    try:
+        await ensure_schema(own)
+        cases = [new_case() for _ in range(7)]
+        items = [(CaseOpened, opened(case, f"p{i}").model_dump(mode="json"), case) for i, case in enumerate(cases)]
+        sealed = await encrypt_batch(own, KeyCache(store(V1)), items)
+        both = store(f"{V2},{V1}")
+        assert await both.rotate(own, batch_size=2) == 7
+        assert {r[0] for r in await own.fetch("SELECT master_key_version FROM keystore.data_keys")} == {"v2"}
+        opened_after = await decrypt_batch(own, KeyCache(store(V2)), [(CaseOpened, s) for s in sealed])
+        assert [o.data["participants"][0]["name"] for o in opened_after] == [f"Name of p{i}" for i in range(7)]
+    finally:
+        await own.close()
+        await drop_database(pg_server, name)
