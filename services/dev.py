@@ -146,6 +146,9 @@ def _describe(body: dict[str, object]) -> str:
             return f"victim {data['person_id']}: RJ information due by end of {data['due_date']}"
         case "rj.victim-information.overdue":
             return f"victim {data['person_id']}: Victims' Code deadline missed ({data['due_by']})"
+        case "rj.case.opened":
+            names = [str(p.get("name")) for p in data["participants"]]  # type: ignore[attr-defined]
+            return f"case {body['subject']}; names on the topic, sealed: {', '.join(n[:28] + '...' for n in names)}"
         case _:
             return f"case {body['subject']}"
 
@@ -188,7 +191,22 @@ class FactWatch:
             for _topic, _key, value in await self.reader.read():
                 fact = json.loads(value)
                 self.seen.append(fact)
-                console.print(f"[cyan]{fact['type']:<32}[/] {fact['subject'][:8]:<9} {_fact_detail(fact)}")
+                shown = await self.staff_view(fact) if b"enc:v1:" in value else fact
+                console.print(f"[cyan]{fact['type']:<32}[/] {fact['subject'][:8]:<9} {_fact_detail(shown)}")
+
+    async def staff_view(self, fact: dict[str, Any]) -> dict[str, Any]:
+        """A fact with its sealed values opened, as staff (holding the keys) see it; on the topic they are
+        ciphertext."""
+        from schemas.registry import REGISTRY
+        from services.runtime.privacy import Privacy
+
+        conn = await asyncpg.connect(self.settings.database_url)
+        try:
+            batch = Privacy.from_settings(self.settings).new_batch()
+            [opened] = await batch.open_documents(conn, REGISTRY.model(fact["type"]), [fact["data"]], [fact["subject"]])
+        finally:
+            await conn.close()
+        return {**fact, "data": opened.data, "sealed": True}
 
     async def facilitators_known(self, *ids: str) -> None:
         """The consent service has heard scheduling's registrations (an assignment needs them)."""
@@ -215,7 +233,7 @@ def _fact_detail(fact: dict[str, Any]) -> str:
     data = fact["data"]
     detail = {
         "rj.consent.given": lambda: f"{data['person_id']} consents to {data['purpose']}",
-        "rj.consent.withdrawn": lambda: f"{data['person_id']} withdraws",
+        "rj.consent.withdrawn": lambda: f"{data['person_id']} withdraws (sealed on the topic; shown as staff see it)",
         "rj.facilitator.assigned": lambda: f"{data['facilitator_id']} (specialist: {data['specialist']})",
         "rj.preparation-meeting.recorded": lambda: f"met {data['person_id']}",
         "rj.meeting.booked": lambda: (
