@@ -153,7 +153,9 @@ class BatchProcessor:
         try:
             await self._commit(items)
         except Exception as exc:  # a fault in the data somewhere in the batch: find the culprit
-            log.warning("batch_failed_isolating", service=self.service, size=len(items), error=describe_error(exc))
+            log.warning(
+                "batch_failed_isolating", service=self.service, size=len(items), error=describe_error(exc, typed=True)
+            )
             for item in items:
                 await self._commit_alone(item)
 
@@ -241,7 +243,7 @@ class BatchProcessor:
             await self._commit([item])
             return
         except Exception as exc:
-            reason = f"{self.service} could not apply it: {describe_error(exc)}"
+            reason = f"{self.service} could not apply it: {describe_error(exc, typed=True)}"
         event = item.event if isinstance(item, Apply) else None
         letter = DeadLetterItem(
             item.record,

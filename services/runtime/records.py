@@ -36,16 +36,17 @@ def printable(text: str) -> str:
     return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
-def describe_error(exc: BaseException) -> str:
+def describe_error(exc: BaseException, *, typed: bool = False) -> str:
     """What went wrong, for a dead letter's reason or a log: never the input values (a pydantic error's
-    text quotes them, and they may be a victim's details opened for the handler)."""
+    text quotes them, and they may be a victim's details opened for the handler). The exception's type
+    leads unless it is a ``ValueError`` (whose text is the reason) and ``typed`` is not asked for."""
+    text = str(exc)
     errors = getattr(exc, "errors", None)
     if callable(errors) and type(exc).__name__ == "ValidationError":
         try:
-            described = "; ".join(
+            text = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in errors(include_input=False)[:5]
             )
-            return f"ValidationError: {described}"
         except TypeError:
             pass
-    return str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {text}" if typed or not isinstance(exc, ValueError) else text
