@@ -17,6 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from schemas.commands import REFERRAL_COMMANDS, CommandAlreadyHandled, CommandRejected
 from schemas.consent import CONSENT_COMMANDS, CONSENT_EVENTS
 from schemas.envelope import CloudEvent, Event, EventData, RawEnvelope
+from schemas.privacy import PRIVACY_COMMANDS, PRIVACY_EVENTS
 from schemas.referral import REFERRAL_EVENTS
 from schemas.scheduling import SCHEDULING_COMMANDS, SCHEDULING_EVENTS
 from schemas.upstream import UPSTREAM_EVENTS
@@ -150,6 +151,8 @@ REGISTRY = Registry(
         *CONSENT_COMMANDS,
         *SCHEDULING_EVENTS,
         *SCHEDULING_COMMANDS,
+        *PRIVACY_EVENTS,
+        *PRIVACY_COMMANDS,
     ]
 )
 

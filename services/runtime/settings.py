@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     master_keys: SecretStr = SecretStr("")
     master_key_file: Path | None = None
 
+    # How long personal data is kept after a case closes, per outcome and role (the privacy service's
+    # retention schedule): JSON mapping "outcome/role" (either may be "*") to a period such as "24 months".
+    retention_schedule: str = '{"*": "24 months"}'
+
     log_level: str = "info"
     log_format: str = Field(default="console", pattern="^(console|json)$")
 
