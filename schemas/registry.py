@@ -167,4 +167,5 @@ COMMAND_OWNER: dict[str, str] = {
     **{model.event_type: "referral" for model in REFERRAL_COMMANDS},
     **{model.event_type: "consent" for model in CONSENT_COMMANDS},
     **{model.event_type: "scheduling" for model in SCHEDULING_COMMANDS},
+    **{model.event_type: "privacy" for model in PRIVACY_COMMANDS},
 }

@@ -21,6 +21,7 @@ SERVICES: dict[str, str] = {
     "referral": "services.referral.app:build",
     "consent": "services.consent.app:build",
     "scheduling": "services.scheduling.app:build",
+    "privacy": "services.privacy.app:build",
 }
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -324,6 +325,15 @@ def release_parked(
         _console(stderr=True).print(f"error: {service} has no parked outbox row {row_id}", markup=False)
         raise typer.Exit(1)
     _console().print(f"released {service} outbox row {row_id}")
+
+
+# --- personal data: services/privacy/cli.py ------------------------------------------------------------
+from services.privacy import cli as privacy_commands  # noqa: E402
+
+privacy_cli = typer.Typer(no_args_is_help=True, help="Personal data: inventory, key rotation, erasure, export.")
+cli.add_typer(privacy_cli, name="privacy")
+for _name in ("erase", "rectify", "hold"):
+    privacy_cli.command(_name)(getattr(privacy_commands, _name))
 
 
 def main() -> None:
