@@ -332,7 +332,7 @@ from services.privacy import cli as privacy_commands  # noqa: E402
 
 privacy_cli = typer.Typer(no_args_is_help=True, help="Personal data: inventory, key rotation, erasure, export.")
 cli.add_typer(privacy_cli, name="privacy")
-for _name in ("erase", "rectify", "hold"):
+for _name in ("erase", "export", "rectify", "hold"):
     privacy_cli.command(_name)(getattr(privacy_commands, _name))
 
 

@@ -1,4 +1,4 @@
-"""``rj privacy``'s erasure, retention hold and rectification commands (registered on
+"""``rj privacy``'s erasure, retention hold, rectification and subject access export commands (registered on
 the ``privacy_cli`` sub-app in ``services/cli.py``).
 
 A command is published on ``rj.commands`` and its answer awaited on ``rj.privacy``: the fact, a
@@ -166,3 +166,40 @@ def hold(
     """Place (or, with --lift, lift) a retention hold: while one stands, nothing on the case is erased by retention."""
     model = LiftRetentionHold if lift else PlaceRetentionHold
     _run(_command(model, case_id=case, kind=kind, reason=reason, actor=_actor(by)), case, wait, as_json)
+
+
+def export(person: Person, as_json: AsJson = False) -> None:
+    """Everything held on one person (subject access): their data on each of their cases, and no one else's."""
+    import asyncpg
+
+    from services.privacy.export import ERASED, export_person
+
+    settings = get_settings()
+    configure_logging("privacy-cli", settings.log_level, settings.log_format)
+
+    async def main() -> dict[str, Any]:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            return await export_person(settings, conn, person)
+        finally:
+            await conn.close()
+
+    document = asyncio.run(main())
+    if as_json:
+        typer.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console()
+    console.print(f"[bold]Personal data held on {escape(person)}[/] ({len(document['cases'])} case(s))")
+    for case in document["cases"]:
+        state = " [red](erased)[/]" if case["erased"] else ""
+        console.print(f"\n[bold]case {escape(case['case_id'])}[/] as {escape(str(case['role']))}{state}")
+        for name, value in case["current"].items():
+            console.print(f"  {escape(name)}: {escape(json.dumps(value, ensure_ascii=False))}")
+        for event in case["events"]:
+            console.print(f"  {escape(event['time'])}  {escape(event['type'])}")
+            for path, value in event["data"].items():
+                shown = ERASED if path in event["erased"] else json.dumps(value, ensure_ascii=False)
+                console.print(f"      {escape(path)}: {escape(shown)}")

@@ -1,6 +1,6 @@
 """The privacy service through the real broker and PostgreSQL: erasure (``rj privacy erase``), retention
-after closure with holds, and hostile commands. Data keys are made in the key store as the services will once
-they encrypt."""
+after closure with holds, the subject access export (``rj privacy export``), rectification, and hostile
+commands. Data keys are made in the key store as the services will once they encrypt."""
 
 from __future__ import annotations
 
@@ -8,19 +8,22 @@ import asyncio
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import pytest
 
 from schemas import topics
-from schemas.common import Actor
+from schemas.common import Actor, Contact
 from schemas.envelope import EventData, new_event
 from schemas.privacy import ErasePerson, HoldKind, LiftRetentionHold, PlaceRetentionHold, RectifyParticipant
-from schemas.scheduling import CloseCase, ClosureReason
+from schemas.referral import CaseAccepted, Participant, Role
+from schemas.scheduling import CaseClosed, CloseCase, ClosureReason
 from services import samples
 from services.referral.domain import case_id_for
-from services.runtime.keystore import CASE_PERSON, KeyStore, MasterKeys, ensure_schema
+from services.runtime.fieldcrypt import encrypt_batch
+from services.runtime.keystore import CASE_PERSON, KeyCache, KeyStore, MasterKeys, ensure_schema
 from tests.e2e.conftest import facts
 from tests.harness import ROOT, System, of_type
 
@@ -315,3 +318,134 @@ async def test_retention_erases_exactly_what_is_due_by_outcome_and_role_and_noth
     assert a["data"]["whole_case"] is True
     assert await live_keys(system, cases["A"]) == set()
     assert await live_keys(system, cases["D"]) == everyone["D"]
+
+
+# --- subject access export and rectification ---------------------------------------------------
+
+
+async def publish_encrypted(system: System, topic: str, data: EventData, case_id: str) -> None:
+    """A fact as the services will write it once they encrypt: marked values as tokens under their owners' keys."""
+    conn = await with_conn(system)
+    try:
+        (document,) = await encrypt_batch(
+            conn, KeyCache(key_store(system)), [(type(data), data.model_dump(mode="json"), case_id)]
+        )
+    finally:
+        await conn.close()
+    envelope = json.loads(new_event(data, source="urn:rj:service:test", subject=case_id).to_json())
+    await system.publish([(topic, case_id, json.dumps({**envelope, "data": document}).encode())])
+
+
+async def export(system: System, person: str) -> dict[str, Any]:
+    code, out, err = await rj_privacy(system, "export", "--person", person, "--json")
+    assert code == 0, out + err
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+async def test_export_gives_a_person_their_own_data_on_each_case_and_nothing_of_anyone_else(system: System) -> None:
+    start(system, "referral", "privacy")
+    # Case X as the services write it today (plain), case Y as they will (encrypted), both with the victim.
+    x, victim, offender = await accepted_case(system, "PV/2026/000003")
+    y = "C-ENCRYPTED"
+    now = datetime.now(UTC)
+    people = [
+        Participant(person_id=victim, role=Role.victim, required=True, name="Vera Y", contact=Contact(phone="+4411")),
+        Participant(person_id="O-Y", role=Role.offender, required=True, name="Oscar Y", custody_location="HMP Y"),
+    ]
+    accepted = CaseAccepted(
+        case_id=y, crime_reference="Y/1", specialist_required=False, risk_assessment_required=False,
+        sensitivity_reasons=[], participants=people, decided_at=now, decided_by=DPO, reason="eligible",
+    )  # fmt: skip
+    closed = CaseClosed(case_id=y, reason=ClosureReason.not_suitable, closed_at=now, closed_by=DPO, detail="Staff note")
+    await publish_encrypted(system, topics.REFERRAL, accepted, y)
+    await publish_encrypted(system, topics.SCHEDULING, closed, y)
+    await indexed(system, x, 2)
+
+    document = await export(system, victim)
+
+    text = json.dumps(document)
+    assert [c["case_id"] for c in document["cases"]] == sorted([x, y])
+    by_case = {c["case_id"]: c for c in document["cases"]}
+    plain, encrypted = by_case[x], by_case[y]
+    assert plain["role"] == "victim" and plain["erased"] is False
+    # The Victims' Code clock names them (and holds nothing personal); the case facts hold their details.
+    assert [e["type"] for e in plain["events"]] == ["rj.victim-information.due", "rj.case.opened", "rj.case.accepted"]
+    assert plain["events"][0]["data"] == {}
+    assert (
+        plain["events"][1]["data"]
+        == plain["events"][2]["data"]
+        == {
+            "participants[0].name": f"Victim {victim}",
+            "participants[0].date_of_birth": "1988-04-02",
+            "participants[0].contact": {
+                "email": f"{victim.lower()}@example.org",
+                "phone": "+447700900001",
+                "address": "1 High Street",
+            },
+        }
+    )
+    assert plain["current"]["name"] == f"Victim {victim}"
+    assert [e["type"] for e in encrypted["events"]] == ["rj.case.accepted"]
+    assert encrypted["events"][0]["data"] == {"participants[0].name": "Vera Y", "participants[0].contact": {
+        "email": None, "phone": "+4411", "address": None}}  # fmt: skip
+    for someone_elses in ("Offender", "+447700900002", "Oscar Y", "HMP Y", "Staff note", "enc:v1:"):
+        assert someone_elses not in text, someone_elses
+
+    # The person erased on Y: their values there read as erased; X is untouched.
+    code, out, err = await rj_privacy(system, "erase", "--person", victim, "--case", y, "--reason", "Asked")
+    assert code == 0, out + err
+    after = {c["case_id"]: c for c in (await export(system, victim))["cases"]}
+    assert after[y]["erased"] is True
+    assert after[y]["events"][0]["data"] == {"participants[0].name": "(erased)", "participants[0].contact": "(erased)"}
+    assert after[y]["events"][0]["erased"] == ["participants[0].name", "participants[0].contact"]
+    assert after[x] == plain
+    code, out, err = await rj_privacy(system, "export", "--person", victim)
+    assert code == 0 and f"Victim {victim}" in out and "(erased)" in out and "Oscar Y" not in out, out + err
+
+
+async def test_a_rectification_is_a_new_fact_and_the_export_shows_the_corrected_value(system: System) -> None:
+    start(system, "referral", "privacy")
+    case_id, victim, offender = await accepted_case(system, "PV/2026/000004")
+    await indexed(system, case_id, 2)
+
+    code, out, err = await rj_privacy(
+        system, "rectify", "--person", victim, "--case", case_id, "--field", "name", "--value", "Siân Llŷr",
+        "--reason", "Misspelt at intake", "--json",
+    )  # fmt: skip
+    assert code == 0, out + err
+    fact = json.loads(out)
+    assert fact["type"] == "rj.participant.rectified"
+    assert {k: fact["data"][k] for k in ("person_id", "field", "value", "reason")} == {
+        "person_id": victim,
+        "field": "name",
+        "value": "Siân Llŷr",
+        "reason": "Misspelt at intake",
+    }
+    code, out, err = await rj_privacy(
+        system, "rectify", "--person", victim, "--case", case_id, "--field", "contact",
+        "--value", '{"email": "new@example.org"}', "--reason", "Moved", "--json",
+    )  # fmt: skip
+    assert code == 0, out + err
+    code, out, err = await rj_privacy(
+        system, "rectify", "--person", victim, "--case", case_id, "--field", "nickname", "--value", "V", "--reason", "r"
+    )
+    assert code == 1 and out.startswith("refused: 'nickname' is not a personal field of a participant"), out + err
+
+    (case,) = (await export(system, victim))["cases"]
+    assert case["current"] == {
+        "name": "Siân Llŷr",
+        "date_of_birth": "1988-04-02",
+        "contact": {"email": "new@example.org", "phone": None, "address": None},
+    }
+    assert [e["type"] for e in case["events"]] == [
+        "rj.victim-information.due",
+        "rj.case.opened",
+        "rj.case.accepted",
+        "rj.participant.rectified",
+        "rj.participant.rectified",
+    ]
+    assert case["events"][1]["data"]["participants[0].name"] == f"Victim {victim}", "history is kept as it was"
+    assert case["events"][3]["data"] == {"value": "Siân Llŷr", "reason": "Misspelt at intake"}
+    (other,) = (await export(system, offender))["cases"]
+    assert other["current"]["name"] == f"Offender {offender.removeprefix('O-')}"
+    assert "Siân" not in json.dumps(other)
