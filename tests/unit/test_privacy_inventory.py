@@ -51,8 +51,17 @@ def test_the_participants_of_an_opened_case_travel_on_rj_referral_from_referrals
     opened = entry(inventory(), "rj.case.opened")
     assert {"$.participants[].name", "$.participants[].contact", "$.participants[].date_of_birth"} <= set(opened.fields)
     assert (opened.topic, opened.sent_by, opened.model) == ("rj.referral", "referral", "schemas.referral.CaseOpened")
-    assert where(opened.stored_in) == ["rj.referral", "referral.outbox"]
-    assert opened.read_by == ()  # as the code says: consent and scheduling take in rj.case.accepted, not this
+    assert where(opened.stored_in) == [
+        "rj.referral",
+        "referral.outbox",
+        "privacy state",
+        "privacy.parked",
+        "privacy.dead_letters",
+        "rj.deadletter",
+    ]
+    # As the code says: the privacy service (who is on a case, for retention and export); consent and
+    # scheduling take in rj.case.accepted, which names no one.
+    assert opened.read_by == ("privacy",)
 
 
 def test_an_accepted_case_carries_no_personal_data_so_is_not_in_the_inventory() -> None:
@@ -100,7 +109,9 @@ def test_how_long_each_copy_is_kept_comes_from_the_settings() -> None:
     assert kept["consent.dead_letters"] == "not pruned by housekeeping"
     for e in inv.event_types:
         assert e.erased.endswith(RETENTION_SCHEDULE)
-    assert RETENTION_SCHEDULE == "per the retention schedule (default 24 months after case closure)"
+    assert RETENTION_SCHEDULE == (
+        "per the retention schedule (RETENTION_SCHEDULE; default 24 months after case closure)"
+    )
 
 
 def test_the_key_store_and_upstreams_topic_are_listed() -> None:
@@ -134,8 +145,8 @@ def test_the_table_has_a_row_per_personal_type_and_holding() -> None:
     assert opened == (
         "rj.case.opened\n  participants[].contact\n  participants[].custody_location\n"
         "  participants[].date_of_birth\n  participants[].name",
-        "rj.referral\nreferral.outbox",
-        "no service",
+        "rj.referral\nreferral.outbox\nprivacy state\nprivacy.parked\nprivacy.dead_letters\nrj.deadletter",
+        "privacy",
     )
 
 
