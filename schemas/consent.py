@@ -12,13 +12,13 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Final
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, Field
 
 from schemas.commands import Command
 from schemas.common import Actor
 from schemas.envelope import EventData
 from schemas.pii import Pii
-from schemas.referral import Role
+from schemas.referral import CaseParticipant
 
 PARTICIPATION: Final = "participation"
 SHARE_PREFIX: Final = "share:"
@@ -64,17 +64,6 @@ class RiskLevel(StrEnum):
 class CaseWithdrawalReason(StrEnum):
     consent_withdrawn = "consent_withdrawn"
     consent_declined = "consent_declined"
-
-
-class CaseParticipant(BaseModel):
-    """What the consent and scheduling services need to know about a participant: no personal data."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    person_id: str = Field(min_length=1)
-    role: Role
-    required: bool
-    in_custody: bool = False
 
 
 # --- commands -----------------------------------------------------------------------------------

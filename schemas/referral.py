@@ -38,6 +38,17 @@ class Participant(BaseModel):
     custody_location: Annotated[str | None, Pii] = None
 
 
+class CaseParticipant(BaseModel):
+    """What the consent and scheduling services need to know about a participant: no personal data."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    person_id: str = Field(min_length=1)
+    role: Role
+    required: bool
+    in_custody: bool = False
+
+
 class ReferralRoute(BaseModel):
     """One way the case came to us: the offender's admitted outcome, or someone's explicit request."""
 
@@ -78,7 +89,10 @@ class CaseAccepted(EventData):
     specialist_required: bool
     risk_assessment_required: bool
     sensitivity_reasons: list[SensitivityReason]
-    participants: list[Participant]
+    participants: list[CaseParticipant] = Field(
+        description="Who takes part, and no more: what the case's services need, no personal data (its details "
+        "travel, sealed, on rj.case.opened only)"
+    )
     decided_at: AwareDatetime
     decided_by: Actor
     reason: str

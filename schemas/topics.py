@@ -8,12 +8,13 @@ REFERRAL: Final = "rj.referral"
 CONSENT: Final = "rj.consent"
 SCHEDULING: Final = "rj.scheduling"
 NOTIFY: Final = "rj.notify"
+PRIVACY: Final = "rj.privacy"
 DEADLETTER: Final = "rj.deadletter"
 
-ALL_TOPICS: Final = (CRIME_EVENTS, COMMANDS, REFERRAL, CONSENT, SCHEDULING, NOTIFY, DEADLETTER)
+ALL_TOPICS: Final = (CRIME_EVENTS, COMMANDS, REFERRAL, CONSENT, SCHEDULING, NOTIFY, PRIVACY, DEADLETTER)
 
 #: The topic each service publishes its facts to (and its answers to commands: rejections, repeats).
-OUTPUT_OF: Final = {"referral": REFERRAL, "consent": CONSENT, "scheduling": SCHEDULING}
+OUTPUT_OF: Final = {"referral": REFERRAL, "consent": CONSENT, "scheduling": SCHEDULING, "privacy": PRIVACY}
 
 #: For each topic, the one service that answers for a record no service can read (a tombstone, bytes
 #: that are not a CloudEvent, an event type the contract does not know). Every other reader of the topic
@@ -25,4 +26,5 @@ STEWARD_OF: Final = {
     REFERRAL: "consent",
     CONSENT: "scheduling",
     SCHEDULING: "consent",
+    PRIVACY: "privacy",  # no other service reads it yet: the privacy service reads its own to answer for it
 }

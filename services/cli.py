@@ -21,6 +21,7 @@ SERVICES: dict[str, str] = {
     "referral": "services.referral.app:build",
     "consent": "services.consent.app:build",
     "scheduling": "services.scheduling.app:build",
+    "privacy": "services.privacy.app:build",
 }
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -337,10 +338,11 @@ def release_parked(
 def consumed_types() -> dict[str, frozenset[str]]:
     """The event types each service takes in, as its app declares them."""
     from services.consent.app import CONSUMES as consent
+    from services.privacy.app import CONSUMES as privacy
     from services.referral.app import CONSUMES as referral
     from services.scheduling.domain import CONSUMES as scheduling
 
-    return {"referral": referral, "consent": consent, "scheduling": scheduling}
+    return {"referral": referral, "consent": consent, "scheduling": scheduling, "privacy": privacy}
 
 
 @privacy_cli.command("inventory")
@@ -412,6 +414,13 @@ def _refuse(message: str) -> NoReturn:
     """End a command over its configuration: the reason on stderr, no traceback, status 2."""
     _console(stderr=True).print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+# --- personal data, the privacy service's commands: services/privacy/cli.py ----------------------------
+from services.privacy import cli as privacy_commands  # noqa: E402
+
+for _name in ("erase", "export", "rectify", "hold"):
+    privacy_cli.command(_name)(getattr(privacy_commands, _name))
 
 
 def main() -> None:

@@ -163,10 +163,7 @@ def on_case_accepted(
     case: ConsentCase | None, event: CaseAccepted, *, command_id: str, now: datetime
 ) -> tuple[ConsentCase, list[Emit]]:
     """Start preparing an accepted case. A repeat changes nothing."""
-    participants = tuple(
-        CaseParticipant(person_id=p.person_id, role=p.role, required=p.required, in_custody=p.in_custody)
-        for p in event.participants
-    )
+    participants = tuple(event.participants)
     if case is None:
         case = ConsentCase(case_id=event.case_id)
     elif case.participants:

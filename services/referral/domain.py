@@ -19,6 +19,7 @@ from schemas.referral import (
     CaseAccepted,
     CaseDeclined,
     CaseOpened,
+    CaseParticipant,
     DeclineReason,
     Participant,
     ReferralRoute,
@@ -226,7 +227,10 @@ def screen(file: CrimeFile, now: datetime) -> CaseAccepted | CaseDeclined:
         specialist_required=bool(reasons),
         risk_assessment_required=bool(reasons),
         sensitivity_reasons=reasons,
-        participants=participants(file),
+        participants=[
+            CaseParticipant(person_id=p.person_id, role=p.role, required=p.required, in_custody=p.in_custody)
+            for p in participants(file)
+        ],
         decided_at=now,
         decided_by=SYSTEM_REFERRAL,
         reason=(

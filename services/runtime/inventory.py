@@ -17,6 +17,7 @@ from typing import Any
 from schemas import topics
 from schemas.consent import CONSENT_EVENTS
 from schemas.envelope import EventData
+from schemas.privacy import PRIVACY_EVENTS
 from schemas.referral import REFERRAL_EVENTS
 from schemas.registry import COMMAND_OWNER, REGISTRY, Registry
 from schemas.scheduling import SCHEDULING_EVENTS
@@ -29,7 +30,9 @@ from services.runtime.settings import Settings
 
 DEFAULT_RETENTION_MONTHS = 24
 #: How long a case's personal data lives: until its data keys are destroyed, by erasure or by this.
-RETENTION_SCHEDULE = f"per the retention schedule (default {DEFAULT_RETENTION_MONTHS} months after case closure)"
+RETENTION_SCHEDULE = (
+    f"per the retention schedule (RETENTION_SCHEDULE; default {DEFAULT_RETENTION_MONTHS} months after case closure)"
+)
 
 UPSTREAM = "upstream crime systems"
 COMMAND_SENDERS = "the API and staff UIs"
@@ -39,6 +42,7 @@ FACTS_OF: Mapping[str, tuple[type[EventData], ...]] = {
     "referral": REFERRAL_EVENTS,
     "consent": CONSENT_EVENTS,
     "scheduling": SCHEDULING_EVENTS,
+    "privacy": PRIVACY_EVENTS,
 }
 
 # The setting a topic's retention comes from, where one does (the other rj.* topics are kept for ever).

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     # measure what encryption costs (bench/intake.py); a service without master keys refuses to start.
     pii_encryption: bool = True
 
+    # How long personal data is kept after a case closes, per outcome and role (the privacy service's
+    # retention schedule): JSON mapping "outcome/role" (either may be "*") to a period such as "24 months".
+    retention_schedule: str = '{"*": "24 months"}'
+
     log_level: str = "info"
     log_format: str = Field(default="console", pattern="^(console|json)$")
 

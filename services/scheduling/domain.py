@@ -301,10 +301,7 @@ def on_case_accepted(
     case = case or CaseSchedule(case_id=event.case_id)
     if case.participants:
         return case, book, []
-    participants = tuple(
-        CaseParticipant(person_id=p.person_id, role=p.role, required=p.required, in_custody=p.in_custody)
-        for p in event.participants
-    )
+    participants = tuple(event.participants)
     return replace(case, participants=participants, specialist_required=event.specialist_required), book, []
 
 

@@ -35,7 +35,7 @@ from schemas.consent import (
     sharing,
 )
 from schemas.envelope import EventData
-from schemas.referral import CaseAccepted, CaseDeclined, Participant, Role, SensitivityReason
+from schemas.referral import CaseAccepted, CaseDeclined, CaseParticipant, Role, SensitivityReason
 from schemas.registry import REGISTRY
 from schemas.scheduling import CaseClosed, ClosureReason
 from services.consent import domain
@@ -51,11 +51,11 @@ _ids = itertools.count(1)
 
 def accepted(*, sensitive: bool = False, supporter: bool = True) -> CaseAccepted:
     people = [
-        Participant(person_id="victim-1", role=Role.victim, required=True, name="Ann"),
-        Participant(person_id="offender-1", role=Role.offender, required=True, in_custody=True),
+        CaseParticipant(person_id="victim-1", role=Role.victim, required=True),
+        CaseParticipant(person_id="offender-1", role=Role.offender, required=True, in_custody=True),
     ]
     if supporter:
-        people.append(Participant(person_id="supporter-1", role=Role.supporter, required=False))
+        people.append(CaseParticipant(person_id="supporter-1", role=Role.supporter, required=False))
     return CaseAccepted(
         case_id=CASE,
         crime_reference="CR-1",

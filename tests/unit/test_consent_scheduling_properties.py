@@ -36,7 +36,7 @@ from schemas.consent import (
     sharing,
 )
 from schemas.envelope import EventData
-from schemas.referral import CaseAccepted, Participant, Role
+from schemas.referral import CaseAccepted, CaseParticipant, Role
 from schemas.scheduling import (
     AgreementItemTerms,
     AgreementRecorded,
@@ -236,7 +236,7 @@ def new_world(in_custody: bool, sensitive: frozenset[str]) -> World:
 def accepted(world: World, case_id: str) -> CaseAccepted:
     roles = (Role.victim, Role.offender, Role.supporter)
     participants = [
-        Participant(
+        CaseParticipant(
             person_id=person,
             role=role,
             required=role is not Role.supporter,

@@ -114,7 +114,11 @@ def test_accepted_cases_name_every_required_participant() -> None:
     (accepted,) = [e.data for e in emits if isinstance(e.data, CaseAccepted)]
     roles = {p.role: p for p in accepted.participants}
     assert roles["victim"].required and roles["offender"].required
-    assert roles["offender"].in_custody and roles["offender"].custody_location == "HMP Hewell"
+    assert roles["offender"].in_custody
+    # ...and no more: who they are and how to reach them travel, sealed, on rj.case.opened only.
+    assert set(type(accepted.participants[0]).model_fields) == {"person_id", "role", "required", "in_custody"}
+    (opened,) = [e.data for e in emits if isinstance(e.data, CaseOpened)]
+    assert {p.role: p for p in opened.participants}["offender"].custody_location == "HMP Hewell"
 
 
 def test_a_later_outcome_does_not_rescreen_a_settled_case() -> None:

@@ -26,7 +26,7 @@ from schemas.consent import (
 )
 from schemas.envelope import EventData
 from schemas.pii import pii_fields
-from schemas.referral import CaseAccepted, Participant, Role
+from schemas.referral import CaseAccepted, Role
 from schemas.scheduling import (
     SYSTEM_SCHEDULING,
     AgreementItemCompleted,
@@ -706,8 +706,8 @@ def test_declining_without_having_consented_closes_the_case_as_declined() -> Non
             risk_assessment_required=False,
             sensitivity_reasons=[],
             participants=[
-                Participant(person_id="V-O1", role=Role.victim, required=True),
-                Participant(person_id="O1", role=Role.offender, required=True),
+                CaseParticipant(person_id="V-O1", role=Role.victim, required=True),
+                CaseParticipant(person_id="O1", role=Role.offender, required=True),
             ],
             decided_at=NOW,
             decided_by=SYSTEM,

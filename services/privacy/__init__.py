@@ -1,0 +1,2 @@
+"""The privacy service: erasure of a person, retention after closure (with holds), rectification, and the
+subject access export."""

@@ -1,0 +1,224 @@
+"""The privacy service's Faust app: erasure, retention holds and rectification commands, and the case facts
+retention counts from, in; data keys destroyed and privacy facts out.
+
+rj.referral (rj.case.opened, rj.case.declined), rj.scheduling (rj.case.closed), rj.commands
+    ──► take_in ──► privacy.case_people, .cases, .retention_holds; keystore.data_keys destroyed
+                └─► outbox ──► rj.privacy
+every so often (a fraction of the shortest retention period) ──► erase_what_is_due ──► rj.privacy
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from schemas import topics
+from schemas.envelope import CloudEvent
+from schemas.privacy import (
+    CaseRetentionErased,
+    ErasePerson,
+    LiftRetentionHold,
+    PlaceRetentionHold,
+    RectifyParticipant,
+    RetentionHoldPlaced,
+)
+from schemas.referral import CaseDeclined, CaseOpened
+from schemas.scheduling import CaseClosed
+from services.privacy import domain, store
+from services.privacy.domain import SCREENED_OUT, ErasurePlan, RetentionSchedule
+from services.runtime.app import ServiceApp
+from services.runtime.decision import Emit
+from services.runtime.keystore import CASE_PERSON, KeyStore, ensure_schema
+from services.runtime.outbox import Outgoing, facts
+from services.runtime.settings import Settings
+
+SOURCE = "urn:rj:service:privacy"
+COMMANDS = (ErasePerson, PlaceRetentionHold, LiftRetentionHold, RectifyParticipant)
+CONSUMES = frozenset(
+    {CaseOpened.event_type, CaseDeclined.event_type, CaseClosed.event_type, *(c.event_type for c in COMMANDS)}
+)
+#: Cases looked at per run of the retention job (the rest wait for the next run).
+SWEEP_LIMIT = 200
+
+
+def actor_name(event: Any) -> str:
+    return f"{event.actor.kind}:{event.actor.id}"
+
+
+class PrivacyService(ServiceApp):
+    """The privacy service: a ``ServiceApp`` whose database also has the key store's schema, whose keys it
+    destroys in its own transactions (the key store lives in the same database)."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        super().__init__("privacy", migrations="services.privacy.migrations", settings=settings)
+        self.schedule = RetentionSchedule.parse(self.settings.retention_schedule)
+        self._keystore: KeyStore | None = None
+        self._keystore_ready = False
+
+    async def pool(self) -> asyncpg.Pool:
+        pool = await super().pool()
+        if not self._keystore_ready:
+            async with pool.acquire() as conn:
+                await ensure_schema(conn)
+            self._keystore_ready = True
+        return pool
+
+    @property
+    def keystore(self) -> KeyStore:
+        """Built when first needed: a missing MASTER_KEYS is a configuration fault, retried and logged
+        (never a reason to dead-letter a command), and stops nothing else."""
+        if self._keystore is None:
+            self._keystore = KeyStore.from_settings(self.settings)
+        return self._keystore
+
+
+# --- handlers -----------------------------------------------------------------------------------
+
+
+async def take_in(
+    service: PrivacyService, conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]
+) -> list[Outgoing]:
+    """Index people and closures first (a command in the same batch may be about them), then decide commands."""
+    now = datetime.now(UTC)
+    await store.record_people(
+        conn,
+        [
+            (e.data.case_id, p.person_id, p.role.value)
+            for e in events
+            if isinstance(e.data, CaseOpened)
+            for p in e.data.participants
+        ],
+    )
+    closures = [
+        (e.data.case_id, SCREENED_OUT, e.data.decided_at) if isinstance(e.data, CaseDeclined)
+        else (e.data.case_id, e.data.reason.value, e.data.closed_at)
+        for e in events
+        if isinstance(e.data, CaseDeclined | CaseClosed)
+    ]  # fmt: skip
+    await store.record_closures(conn, closures)
+    out: list[Outgoing] = []
+    for event in events:
+        handler = COMMAND_HANDLERS.get(type(event.data))
+        if handler is not None:
+            subject, emits = await handler(service, conn, event, now)
+            out += facts(topics.PRIVACY, SOURCE, subject, emits, cause=event, now=now)
+    return out
+
+
+async def erase_person(
+    service: PrivacyService, conn: asyncpg.Connection, event: CloudEvent[Any], now: datetime
+) -> tuple[str, list[Emit]]:
+    command: ErasePerson = event.data
+    for case_id in sorted(await store.cases_of(conn, command.person_id, command.case_id)):
+        await store.lock_case(conn, case_id)  # no hold placed, no sweep, while we decide
+    known = await store.cases_of(conn, command.person_id, command.case_id)
+    held = await store.holds_on(conn, known)
+    plan = domain.plan_erasure(command, event.id, known_cases=known, held_cases=set(held), now=now)
+    if not isinstance(plan, ErasurePlan):
+        return command.subject, [plan]
+    destroyed = 0
+    for case_id in plan.cases:
+        # The key store keeps who and why for each key; the grounds stay in the fact, under the case's key.
+        keys = await service.keystore.destroy(
+            conn, command.person_id, case_id, by=actor_name(command), reason=f"erasure command {event.id}"
+        )
+        destroyed += len(keys)
+    await store.mark_erased(conn, [(c, command.person_id) for c in plan.cases], now)
+    return command.subject, [domain.person_erased(command, event.id, plan, destroyed, now)]
+
+
+async def place_hold(
+    service: PrivacyService, conn: asyncpg.Connection, event: CloudEvent[Any], now: datetime
+) -> tuple[str, list[Emit]]:
+    command: PlaceRetentionHold = event.data
+    await store.lock_case(conn, command.case_id)
+    held = (await store.holds_on(conn, [command.case_id])).get(command.case_id, set())
+    emit = domain.place_hold(command, event.id, held, now)
+    if isinstance(emit.data, RetentionHoldPlaced):
+        await store.place_hold(conn, command.case_id, command.kind, now, actor_name(command))
+    return command.case_id, [emit]
+
+
+async def lift_hold(
+    service: PrivacyService, conn: asyncpg.Connection, event: CloudEvent[Any], now: datetime
+) -> tuple[str, list[Emit]]:
+    command: LiftRetentionHold = event.data
+    await store.lock_case(conn, command.case_id)
+    held = (await store.holds_on(conn, [command.case_id])).get(command.case_id, set())
+    emit = domain.lift_hold(command, event.id, held, now)
+    if emit.data.event_type != "rj.command.rejected":
+        await store.lift_hold(conn, command.case_id, command.kind)
+    return command.case_id, [emit]
+
+
+async def rectify(
+    service: PrivacyService, conn: asyncpg.Connection, event: CloudEvent[Any], now: datetime
+) -> tuple[str, list[Emit]]:
+    command: RectifyParticipant = event.data
+    on_case = await store.on_case(conn, command.case_id, command.person_id)
+    erased = command.case_id in await store.erased_cases_of(conn, command.person_id)
+    return command.case_id, [domain.rectify(command, event.id, on_case=on_case, erased=erased, now=now)]
+
+
+Handler = Callable[[PrivacyService, asyncpg.Connection, CloudEvent[Any], datetime], Any]
+COMMAND_HANDLERS: dict[type, Handler] = {
+    ErasePerson: erase_person,
+    PlaceRetentionHold: place_hold,
+    LiftRetentionHold: lift_hold,
+    RectifyParticipant: rectify,
+}
+
+
+async def erase_what_is_due(service: PrivacyService, conn: asyncpg.Connection) -> list[Outgoing]:
+    """Retention: on each closed case with no hold, destroy the keys of everyone whose period has run out,
+    and once everyone's has, every key left on the case (its own among them)."""
+    now = datetime.now(UTC)
+    out: list[Outgoing] = []
+    for case in await store.lock_closed_cases(conn, now - service.schedule.shortest, SWEEP_LIMIT):
+        due = domain.retention_due(service.schedule, case, now)
+        if due is None:
+            continue
+        destroyed = 0
+        reason = "retention period ended"
+        for person in due.people:
+            destroyed += len(
+                await service.keystore.destroy(conn, person.person_id, case.case_id, by=SOURCE, reason=reason)
+            )
+        await store.mark_erased(conn, [(case.case_id, p.person_id) for p in due.people], now)
+        if due.whole_case:
+            destroyed += len(await service.keystore.destroy_case(conn, case.case_id, by=SOURCE, reason=reason))
+            await store.mark_case_erased(conn, case.case_id, now)
+        fact = CaseRetentionErased(
+            case_id=case.case_id,
+            outcome=case.outcome,
+            closed_at=case.closed_at,
+            people=list(due.people),
+            whole_case=due.whole_case,
+            keys_destroyed=destroyed,
+            erased_at=now,
+        )
+        identity = "retention-erased:" + ",".join(sorted(p.person_id for p in due.people))
+        identity += f"|{CASE_PERSON}" if due.whole_case else ""
+        out += facts(topics.PRIVACY, SOURCE, case.case_id, [Emit(fact, identity)], cause=None, now=now)
+    return out
+
+
+def build(service: PrivacyService | None = None) -> PrivacyService:
+    service = service or PrivacyService()
+    privacy = service
+
+    async def handle(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -> list[Outgoing]:
+        return await take_in(privacy, conn, events)
+
+    async def sweep(conn: asyncpg.Connection) -> list[Outgoing]:
+        return await erase_what_is_due(privacy, conn)
+
+    # It reads its own topic too, as its steward: no other service reads rj.privacy yet.
+    service.consume(
+        [topics.REFERRAL, topics.SCHEDULING, topics.COMMANDS, topics.PRIVACY], consumes=CONSUMES, handler=handle
+    )
+    service.every(service.schedule.check_every_s, sweep, name="retention")
+    return service

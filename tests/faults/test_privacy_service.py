@@ -1,0 +1,422 @@
+"""The privacy service through the real broker and PostgreSQL: erasure (``rj privacy erase``), retention
+after closure with holds, the subject access export (``rj privacy export``), rectification, and hostile
+commands. Data keys are made in the key store as the services will once they encrypt."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from schemas import topics
+from schemas.common import Actor, Contact
+from schemas.envelope import EventData, new_event
+from schemas.privacy import ErasePerson, HoldKind, LiftRetentionHold, PlaceRetentionHold, RectifyParticipant
+from schemas.referral import CaseOpened, Participant, Role
+from schemas.scheduling import CaseClosed, CloseCase, ClosureReason
+from schemas.upstream import Offence
+from services import samples
+from services.referral.domain import case_id_for
+from services.runtime.fieldcrypt import encrypt_batch
+from services.runtime.keystore import CASE_PERSON, KeyCache, KeyStore, MasterKeys, ensure_schema
+from tests.e2e.conftest import facts
+from tests.harness import System, of_type
+
+pytestmark = pytest.mark.integration
+
+DPO = Actor(kind="staff", id="dpo-1")
+UI = "urn:rj:test-ui"
+
+
+def master(system: System) -> MasterKeys:
+    return MasterKeys.from_settings(system.settings)
+
+
+def start(system: System, *names: str, **settings: Any) -> None:
+    for name in names:
+        system.start(name, **settings)
+
+
+async def rj_privacy(system: System, *args: str) -> tuple[int, str, str]:
+    """``rj privacy ARGS`` as an operator runs it, with the system's settings and master keys."""
+    return await system.cli("privacy", *args)
+
+
+def command(data: EventData, subject: str) -> tuple[str, str, bytes]:
+    return (topics.COMMANDS, subject, new_event(data, source=UI, subject=subject).to_json())
+
+
+async def with_conn(system: System) -> asyncpg.Connection:
+    conn = await asyncpg.connect(system.settings.database_url)
+    await ensure_schema(conn)
+    return conn
+
+
+def key_store(system: System) -> KeyStore:
+    return KeyStore(master(system))
+
+
+async def make_keys(system: System, pairs: list[tuple[str, str]]) -> None:
+    """Data keys for these (person, case) pairs, as a service encrypting their data makes them."""
+    conn = await with_conn(system)
+    try:
+        await key_store(system).data_keys_for(conn, pairs)
+    finally:
+        await conn.close()
+
+
+async def live_keys(system: System, case_id: str) -> set[str]:
+    rows = await system.fetch(
+        "SELECT person_id FROM keystore.data_keys WHERE case_id = $1 AND wrapped_key IS NOT NULL", case_id
+    )
+    return {r["person_id"] for r in rows}
+
+
+async def indexed(system: System, case_id: str, people: int) -> None:
+    async def known() -> bool:
+        n = await system.fetchval("SELECT count(*) FROM privacy.case_people WHERE case_id = $1", case_id)
+        return bool(n == people)
+
+    await system.wait_for(known, what=f"privacy to index {people} people on {case_id}")
+
+
+async def accepted_case(system: System, ref: str) -> tuple[str, str, str]:
+    await system.publish(samples.on_crime_events(samples.crime_recorded(ref), samples.outcome_recorded(ref)))
+    return case_id_for(ref), f"V-{ref}", f"O-{ref}"
+
+
+async def declined_case(system: System, ref: str) -> tuple[str, str, str]:
+    """Screened out: the offender denies it; the case opens on the victim's request and is declined."""
+    await system.publish(
+        samples.on_crime_events(
+            samples.crime_recorded(ref), samples.outcome_recorded(ref, admitted=False), samples.referral_requested(ref)
+        )
+    )
+    return case_id_for(ref), f"V-{ref}", f"O-{ref}"
+
+
+def answers(messages: list[dict[str, Any]], command_id: str) -> list[dict[str, Any]]:
+    return [m for m in messages if m.get("causationid") == command_id or m["data"].get("command_id") == command_id]
+
+
+# --- erasure ------------------------------------------------------------------------------------
+
+
+async def test_erasing_a_person_on_a_case_destroys_their_key_there_alone_and_a_repeat_destroys_nothing_more(
+    system: System,
+) -> None:
+    start(system, "referral", "privacy")
+    case_id, victim, offender = await accepted_case(system, "PV/2026/000001")
+    await indexed(system, case_id, 2)
+    await make_keys(system, [(victim, case_id), (offender, case_id), (CASE_PERSON, case_id), (victim, "C-OTHER")])
+
+    code, out, err = await rj_privacy(
+        system, "erase", "--person", victim, "--case", case_id, "--reason", "Asked to be forgotten", "--by", "dpo-1",
+        "--json",
+    )  # fmt: skip
+
+    assert code == 0, out + err
+    erased = json.loads(out)
+    assert erased["type"] == "rj.person.erased" and erased["subject"] == case_id
+    assert {k: erased["data"][k] for k in ("erased_person_id", "case_id", "cases", "keys_destroyed", "reason")} == {
+        "erased_person_id": victim,
+        "case_id": case_id,
+        "cases": [case_id],
+        "keys_destroyed": 1,
+        "reason": "Asked to be forgotten",
+    }
+    assert erased["data"]["erased_by"] == {"kind": "staff", "id": "dpo-1"}
+    assert await live_keys(system, case_id) == {offender, CASE_PERSON}
+    assert await live_keys(system, "C-OTHER") == {victim}, "their other case is not touched"
+    destroyed = await system.fetch("SELECT key_id, destroyed_at, destroyed_by FROM keystore.data_keys ORDER BY key_id")
+
+    # The very command again, as a UI that did not see the answer re-sends it.
+    sent = of_type(
+        await system.read_until(topics.COMMANDS, lambda ms: bool(of_type(ms, "rj.privacy.erase"))), "rj.privacy.erase"
+    )
+    await system.publish([(topics.COMMANDS, case_id, json.dumps(sent[0]).encode())])
+    (repeat,) = await facts(system, topics.PRIVACY, case_id, "rj.command.already-handled")
+    assert repeat["data"]["command_id"] == sent[0]["id"]
+    assert (
+        await system.fetch("SELECT key_id, destroyed_at, destroyed_by FROM keystore.data_keys ORDER BY key_id")
+        == destroyed
+    )
+    assert len(of_type(await system.read_until(topics.PRIVACY, bool, settle_s=0.5), "rj.person.erased")) == 1
+
+    # On every case: the one left (known from the key store) goes; the one erased already gives no key.
+    code, out, err = await rj_privacy(system, "erase", "--person", victim, "--reason", "All of it", "--json")
+    assert code == 0, out + err
+    everywhere = json.loads(out)["data"]
+    assert (everywhere["case_id"], everywhere["cases"], everywhere["keys_destroyed"]) == (
+        None,
+        sorted(["C-OTHER", case_id]),
+        1,
+    )
+    assert await live_keys(system, "C-OTHER") == set()
+    assert await live_keys(system, case_id) == {offender, CASE_PERSON}
+
+
+async def test_hostile_privacy_commands_are_refused_or_dead_lettered_with_a_reason_and_the_service_keeps_going(
+    system: System,
+) -> None:
+    start(system, "referral", "privacy")
+    case_id, victim, offender = await accepted_case(system, "PV/2026/000002")
+    await indexed(system, case_id, 2)
+    await make_keys(system, [(victim, case_id), (offender, case_id)])
+
+    unknown = ErasePerson(person_id="NOBODY", case_id=case_id, reason="r", actor=DPO)
+    wrong_field = RectifyParticipant(
+        case_id=case_id, person_id=victim, field="role", value="offender", reason="r", actor=DPO
+    )
+    bad_date = RectifyParticipant(
+        case_id=case_id, person_id=victim, field="date_of_birth", value="last Tuesday", reason="r", actor=DPO
+    )
+    no_hold = LiftRetentionHold(case_id=case_id, kind=HoldKind.legal, reason="r", actor=DPO)
+    good = [command(c, case_id) for c in (unknown, wrong_field, bad_date, no_hold)]
+
+    def raw(data: Any, event_id: str) -> tuple[str, str, bytes]:
+        envelope = json.loads(new_event(unknown, source=UI, subject=case_id, event_id=event_id).to_json())
+        return (topics.COMMANDS, case_id, json.dumps({**envelope, "data": data}).encode())
+
+    actor = {"kind": "staff", "id": "x"}
+    malformed = [
+        raw({"person_id": victim, "case_id": case_id}, "missing-fields"),
+        raw({"person_id": victim, "case_id": case_id, "reason": "x" * 200_000, "actor": actor}, "huge-reason"),
+        raw({"person_id": "V\u0000", "case_id": case_id, "reason": "r", "actor": actor}, "nul-person"),
+    ]
+    bad_bytes = (topics.COMMANDS, case_id, b'{"specversion": "1.0", "type": "rj.privacy.erase", "id": "\xff\xfe"}')
+    await system.publish([*good, *malformed, bad_bytes])
+
+    rejected = await facts(system, topics.PRIVACY, case_id, "rj.command.rejected", n=len(good) + len(malformed))
+    reasons = {m["data"]["command_id"]: m["data"]["reason"] for m in rejected}
+    ids = [json.loads(v)["id"] for _, _, v in good]
+    assert reasons[ids[0]] == f"unknown person NOBODY on case {case_id}"
+    assert reasons[ids[1]].startswith("'role' is not a personal field of a participant; one of: contact, ")
+    assert reasons[ids[2]].startswith("not a valid date_of_birth")
+    assert reasons[ids[3]] == "case has no legal hold to lift"
+    assert "reason: Field required" in reasons["missing-fields"]
+    assert "at most 2000 characters" in reasons["huge-reason"]
+    assert "person_id: Value error, must not contain control characters" in reasons["nul-person"]
+    letters = sorted(r["reason"] for r in await system.fetch("SELECT reason FROM privacy.dead_letters"))
+    assert len(letters) == 3, letters
+    for why in ("reason: String should have at most 2000 characters", "reason: Field required", "control characters"):
+        assert sum(why in letter for letter in letters) == 1, (why, letters)
+
+    async def referral_dead_lettered_the_bytes() -> bool:
+        rows = await system.fetch("SELECT reason FROM referral.dead_letters WHERE source_topic = $1", topics.COMMANDS)
+        return any(r["reason"].startswith("not JSON") for r in rows)
+
+    await system.wait_for(referral_dead_lettered_the_bytes, what="the steward of rj.commands to dead-letter bad bytes")
+
+    assert await live_keys(system, case_id) - {CASE_PERSON} == {victim, offender}, "nothing refused destroyed anything"
+    code, out, err = await rj_privacy(system, "erase", "--person", offender, "--case", case_id, "--reason", "r")
+    assert code == 0, out + err
+    assert out.startswith(f"erased {offender} on {case_id}: 1 key(s) destroyed")
+    assert await live_keys(system, case_id) - {CASE_PERSON} == {victim}
+    code, out, err = await rj_privacy(system, "erase", "--person", "NOBODY", "--case", case_id, "--reason", "r")
+    assert (code, out.strip()) == (1, f"refused: unknown person NOBODY on case {case_id}")
+    for name in ("referral", "privacy"):
+        assert system.service(name).running, system.logs(name)[-3000:]
+
+
+# --- retention ----------------------------------------------------------------------------------
+
+SCHEDULE = {"*": "1 day", "screened_out": "1 second", "not_suitable/victim": "1 second"}
+
+
+async def test_retention_erases_exactly_what_is_due_by_outcome_and_role_and_nothing_under_a_hold_until_lifted(
+    system: System,
+) -> None:
+    start(system, "referral", "scheduling", "privacy", retention_schedule=json.dumps(SCHEDULE))
+    refs = {name: f"PV/2026/1000{i}" for i, name in enumerate("ABCD")}
+    cases = {name: case_id_for(ref) for name, ref in refs.items()}
+    everyone = {name: {f"V-{ref}", f"O-{ref}", CASE_PERSON} for name, ref in refs.items()}
+    await make_keys(system, [(person, cases[name]) for name in cases for person in everyone[name]])
+    # Two holds on A, placed before anything is known of the case.
+    holds = [
+        command(PlaceRetentionHold(case_id=cases["A"], kind=kind, reason="Claim pending", actor=DPO), cases["A"])
+        for kind in (HoldKind.legal, HoldKind.complaint)
+    ]
+    await system.publish(holds)
+    await facts(system, topics.PRIVACY, cases["A"], "rj.retention-hold.placed", n=2)
+
+    await declined_case(system, refs["A"])  # screened out, held
+    await declined_case(system, refs["B"])  # screened out: everyone goes after a second
+    await accepted_case(system, refs["C"])  # closed as not suitable: its victim goes after a second
+    await accepted_case(system, refs["D"])  # still open: nothing goes
+
+    async def scheduling_has_c() -> bool:
+        return bool(await system.fetchval("SELECT count(*) FROM scheduling.cases WHERE key = $1", cases["C"]))
+
+    await system.wait_for(scheduling_has_c, what="scheduling to take case C")
+    close = CloseCase(case_id=cases["C"], actor=DPO, closure_reason=ClosureReason.not_suitable, reason="No contact")
+    await system.publish([command(close, cases["C"])])
+
+    (b,) = await facts(system, topics.PRIVACY, cases["B"], "rj.case.retention-erased")
+    assert b["data"]["outcome"] == "screened_out" and b["data"]["whole_case"] is True
+    assert sorted((p["person_id"], p["role"], p["rule"], p["period"]) for p in b["data"]["people"]) == [
+        (f"O-{refs['B']}", "offender", "screened_out", "1 second"),
+        (f"V-{refs['B']}", "victim", "screened_out", "1 second"),
+    ]
+    assert b["data"]["keys_destroyed"] == 3
+    (c,) = await facts(system, topics.PRIVACY, cases["C"], "rj.case.retention-erased")
+    assert c["data"]["outcome"] == "not_suitable" and c["data"]["whole_case"] is False
+    assert [(p["person_id"], p["rule"]) for p in c["data"]["people"]] == [(f"V-{refs['C']}", "not_suitable/victim")]
+
+    await asyncio.sleep(1.5)  # three more runs of the job: nothing else is due
+    assert await live_keys(system, cases["B"]) == set()
+    assert await live_keys(system, cases["C"]) == {f"O-{refs['C']}", CASE_PERSON}
+    assert await live_keys(system, cases["D"]) == everyone["D"]
+    assert await live_keys(system, cases["A"]) == everyone["A"], "a case under a hold keeps everything"
+    on_privacy = await system.read_until(topics.PRIVACY, bool)
+    assert sorted(m["subject"] for m in of_type(on_privacy, "rj.case.retention-erased")) == sorted(
+        [cases["B"], cases["C"]]
+    )
+
+    lift = [
+        command(LiftRetentionHold(case_id=cases["A"], kind=kind, reason="Settled", actor=DPO), cases["A"])
+        for kind in (HoldKind.legal, HoldKind.complaint)
+    ]
+    await system.publish(lift[:1])
+    (lifted,) = await facts(system, topics.PRIVACY, cases["A"], "rj.retention-hold.lifted")
+    assert lifted["data"]["holds_remaining"] == ["complaint"]
+    await asyncio.sleep(1.5)
+    assert await live_keys(system, cases["A"]) == everyone["A"], "one hold still stands"
+
+    await system.publish(lift[1:])
+    (a,) = await facts(system, topics.PRIVACY, cases["A"], "rj.case.retention-erased")
+    assert a["data"]["whole_case"] is True
+    assert await live_keys(system, cases["A"]) == set()
+    assert await live_keys(system, cases["D"]) == everyone["D"]
+
+
+# --- subject access export and rectification ---------------------------------------------------
+
+
+async def publish_encrypted(system: System, topic: str, data: EventData, case_id: str) -> None:
+    """A fact as the services will write it once they encrypt: marked values as tokens under their owners' keys."""
+    conn = await with_conn(system)
+    try:
+        (document,) = await encrypt_batch(
+            conn, KeyCache(key_store(system)), [(type(data), data.model_dump(mode="json"), case_id)]
+        )
+    finally:
+        await conn.close()
+    envelope = json.loads(new_event(data, source="urn:rj:service:test", subject=case_id).to_json())
+    await system.publish([(topic, case_id, json.dumps({**envelope, "data": document}).encode())])
+
+
+async def export(system: System, person: str) -> dict[str, Any]:
+    code, out, err = await rj_privacy(system, "export", "--person", person, "--json")
+    assert code == 0, out + err
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+async def test_export_gives_a_person_their_own_data_on_each_case_and_nothing_of_anyone_else(system: System) -> None:
+    start(system, "referral", "privacy")
+    # Case X as the services write it today (plain), case Y as they will (encrypted), both with the victim.
+    x, victim, offender = await accepted_case(system, "PV/2026/000003")
+    y = "C-ENCRYPTED"
+    now = datetime.now(UTC)
+    people = [
+        Participant(person_id=victim, role=Role.victim, required=True, name="Vera Y", contact=Contact(phone="+4411")),
+        Participant(person_id="O-Y", role=Role.offender, required=True, name="Oscar Y", custody_location="HMP Y"),
+    ]
+    accepted = CaseOpened(
+        case_id=y, crime_reference="Y/1", offence=Offence(code="105/1", category="violence", description="Assault"),
+        participants=people, routes=[], opened_at=now, opened_by=DPO,
+    )  # fmt: skip
+    closed = CaseClosed(case_id=y, reason=ClosureReason.not_suitable, closed_at=now, closed_by=DPO, detail="Staff note")
+    await publish_encrypted(system, topics.REFERRAL, accepted, y)
+    await publish_encrypted(system, topics.SCHEDULING, closed, y)
+    await indexed(system, x, 2)
+
+    document = await export(system, victim)
+
+    text = json.dumps(document)
+    assert [c["case_id"] for c in document["cases"]] == sorted([x, y])
+    by_case = {c["case_id"]: c for c in document["cases"]}
+    plain, encrypted = by_case[x], by_case[y]
+    assert plain["role"] == "victim" and plain["erased"] is False
+    # The Victims' Code clock names them (and holds nothing personal); the case facts hold their details.
+    assert [e["type"] for e in plain["events"]] == ["rj.victim-information.due", "rj.case.opened", "rj.case.accepted"]
+    assert plain["events"][0]["data"] == {}
+    assert plain["events"][2]["data"] == {}, "rj.case.accepted says who takes part, and nothing about them"
+    assert plain["events"][1]["data"] == {
+        "participants[0].name": f"Victim {victim}",
+        "participants[0].date_of_birth": "1988-04-02",
+        "participants[0].contact": {
+            "email": f"{victim.lower()}@example.org",
+            "phone": "+447700900001",
+            "address": "1 High Street",
+        },
+    }
+    assert plain["current"]["name"] == f"Victim {victim}"
+    assert [e["type"] for e in encrypted["events"]] == ["rj.case.opened"]
+    assert encrypted["events"][0]["data"] == {"participants[0].name": "Vera Y", "participants[0].contact": {
+        "email": None, "phone": "+4411", "address": None}}  # fmt: skip
+    for someone_elses in ("Offender", "+447700900002", "Oscar Y", "HMP Y", "Staff note", "enc:v1:"):
+        assert someone_elses not in text, someone_elses
+
+    # The person erased on Y: their values there read as erased; X is untouched.
+    code, out, err = await rj_privacy(system, "erase", "--person", victim, "--case", y, "--reason", "Asked")
+    assert code == 0, out + err
+    after = {c["case_id"]: c for c in (await export(system, victim))["cases"]}
+    assert after[y]["erased"] is True
+    assert after[y]["events"][0]["data"] == {"participants[0].name": "(erased)", "participants[0].contact": "(erased)"}
+    assert after[y]["events"][0]["erased"] == ["participants[0].name", "participants[0].contact"]
+    assert after[x] == plain
+    code, out, err = await rj_privacy(system, "export", "--person", victim)
+    assert code == 0 and f"Victim {victim}" in out and "(erased)" in out and "Oscar Y" not in out, out + err
+
+
+async def test_a_rectification_is_a_new_fact_and_the_export_shows_the_corrected_value(system: System) -> None:
+    start(system, "referral", "privacy")
+    case_id, victim, offender = await accepted_case(system, "PV/2026/000004")
+    await indexed(system, case_id, 2)
+
+    code, out, err = await rj_privacy(
+        system, "rectify", "--person", victim, "--case", case_id, "--field", "name", "--value", "Siân Llŷr",
+        "--reason", "Misspelt at intake", "--json",
+    )  # fmt: skip
+    assert code == 0, out + err
+    fact = json.loads(out)
+    assert fact["type"] == "rj.participant.rectified"
+    assert {k: fact["data"][k] for k in ("person_id", "field", "value", "reason")} == {
+        "person_id": victim,
+        "field": "name",
+        "value": "Siân Llŷr",
+        "reason": "Misspelt at intake",
+    }
+    code, out, err = await rj_privacy(
+        system, "rectify", "--person", victim, "--case", case_id, "--field", "contact",
+        "--value", '{"email": "new@example.org"}', "--reason", "Moved", "--json",
+    )  # fmt: skip
+    assert code == 0, out + err
+    code, out, err = await rj_privacy(
+        system, "rectify", "--person", victim, "--case", case_id, "--field", "nickname", "--value", "V", "--reason", "r"
+    )
+    assert code == 1 and out.startswith("refused: 'nickname' is not a personal field of a participant"), out + err
+
+    (case,) = (await export(system, victim))["cases"]
+    assert case["current"] == {
+        "name": "Siân Llŷr",
+        "date_of_birth": "1988-04-02",
+        "contact": {"email": "new@example.org", "phone": None, "address": None},
+    }
+    assert [e["type"] for e in case["events"]] == [
+        "rj.victim-information.due",
+        "rj.case.opened",
+        "rj.case.accepted",
+        "rj.participant.rectified",
+        "rj.participant.rectified",
+    ]
+    assert case["events"][1]["data"]["participants[0].name"] == f"Victim {victim}", "history is kept as it was"
+    assert case["events"][3]["data"] == {"value": "Siân Llŷr", "reason": "Misspelt at intake"}
+    (other,) = (await export(system, offender))["cases"]
+    assert other["current"]["name"] == f"Offender {offender.removeprefix('O-')}"
+    assert "Siân" not in json.dumps(other)
