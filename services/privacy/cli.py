@@ -13,6 +13,7 @@ import json
 import time
 from typing import Annotated, Any
 
+import pydantic_core
 import typer
 from pydantic import ValidationError
 
@@ -23,6 +24,7 @@ from schemas.privacy import ErasePerson, HoldKind, LiftRetentionHold, PlaceReten
 from schemas.registry import REGISTRY
 from services.runtime.db import connect
 from services.runtime.kafka import publish
+from services.runtime.keystore import CASE_PERSON
 from services.runtime.logs import configure_logging
 from services.runtime.privacy import Privacy
 from services.runtime.settings import Settings, get_settings
@@ -69,9 +71,7 @@ async def send_and_wait(settings: Settings, command: EventData, subject: str, wa
         for tp in partitions:
             await consumer.position(tp)  # resolve "the end" now, before the command is sent
         event = new_event(command, source=CLI_SOURCE, subject=subject)
-        # Sent as every client sends commands today (the API will seal staff's): sealing here would make a key
-        # for whoever the command names, and a key is how the key store knows a person is held on a case.
-        await publish(settings, [(topics.COMMANDS, subject, event.to_json())])
+        await publish(settings, [(topics.COMMANDS, subject, await _sealed(settings, event))])
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             for messages in (await consumer.getmany(timeout_ms=300)).values():
@@ -83,6 +83,20 @@ async def send_and_wait(settings: Settings, command: EventData, subject: str, wa
         return None
     finally:
         await consumer.stop()
+
+
+async def _sealed(settings: Settings, event: Any) -> bytes:
+    """The command as it goes on ``rj.commands``, its personal fields (a reason, a corrected value) sealed
+    under the case's own key: never a person's, which would make a key for whoever it names (and a key is how
+    the key store knows a person is held on a case). The case's retention shreds it."""
+    conn = await connect(settings)
+    try:
+        batch = Privacy.from_settings(settings).new_batch()
+        document = event.data.model_dump(mode="json")
+        [sealed] = await batch.seal_documents(conn, type(event.data), [(document, event.subject)], owner=CASE_PERSON)
+    finally:
+        await conn.close()
+    return bytes(event.to_json(pydantic_core.to_json(sealed)))
 
 
 async def _opened(settings: Settings, answer: dict[str, Any]) -> dict[str, Any]:

@@ -132,10 +132,20 @@ async def lock_closed_cases(conn: asyncpg.Connection, closed_before: datetime, l
         f"""SELECT case_id, outcome, closed_at FROM {SCHEMA}.cases c
             WHERE closed_at IS NOT NULL AND closed_at <= $1 AND retention_erased_at IS NULL
               AND NOT EXISTS (SELECT 1 FROM {SCHEMA}.retention_holds h WHERE h.case_id = c.case_id)
-            ORDER BY closed_at LIMIT $2 FOR UPDATE SKIP LOCKED""",
+            ORDER BY swept_at NULLS FIRST, closed_at LIMIT $2 FOR UPDATE SKIP LOCKED""",
         closed_before,
         limit,
     )
+    if not cases:
+        return []
+    # In turn: what is looked at now goes to the back of the queue, due or not.
+    await conn.execute(
+        f"UPDATE {SCHEMA}.cases SET swept_at = now() WHERE case_id = ANY($1::text[])", [c["case_id"] for c in cases]
+    )
+    # Holds again, now that the cases are locked: the statement above judged them by its own snapshot, and a
+    # hold committed while it ran would not be seen there. A hold placed from now on waits for our lock.
+    held = await holds_on(conn, [c["case_id"] for c in cases])
+    cases = [c for c in cases if c["case_id"] not in held]
     if not cases:
         return []
     people = await conn.fetch(

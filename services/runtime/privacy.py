@@ -136,13 +136,19 @@ class Batch:
         documents: Sequence[tuple[dict[str, Any], str]],
         *,
         owned: bool = False,
+        owner: str | None = None,
     ) -> list[dict[str, Any]]:
         """``(document, case id)`` pairs with their marked values sealed: copies, or the documents themselves
-        when ``owned`` (made for this, as ``model_dump`` makes them: nothing else holds them)."""
+        when ``owned`` (made for this, as ``model_dump`` makes them: nothing else holds them). ``owner`` seals
+        every value under that one owner's key on the case instead of the contract's ownership rule (a
+        client's command under the case's own key: a key is how the store knows a person is on a case)."""
         cipher = cipher_for(model)
         if not self.enabled or not cipher.has_personal_data or not documents:
             return [d for d, _ in documents]
         pending = [cipher.prepare_encrypt(d, case_id, in_place=owned) for d, case_id in documents]
+        if owner is not None:
+            for p in pending:
+                p.slots = [slot._replace(owner=owner) for slot in p.slots]
         owners = set().union(*(p.owners for p in pending))
         if owners:
             await self.keys.load(conn, pairs=owners)

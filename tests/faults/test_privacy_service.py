@@ -24,6 +24,7 @@ from services.referral.domain import case_id_for
 from services.runtime.fieldcrypt import encrypt_batch
 from services.runtime.keystore import CASE_PERSON, KeyCache, KeyStore, MasterKeys, ensure_schema
 from tests.e2e.conftest import facts
+from tests.faults.test_privacy_at_rest import read_topic_bytes
 from tests.harness import System, of_type
 
 pytestmark = pytest.mark.integration
@@ -392,6 +393,10 @@ async def test_a_rectification_is_a_new_fact_and_the_export_shows_the_corrected_
         "value": "Siân Llŷr",
         "reason": "Misspelt at intake",
     }
+    # The command went sealed (under the case's key: it makes no key for whoever it names), and so did the fact.
+    for topic in (topics.COMMANDS, topics.PRIVACY):
+        raw = b"".join(await read_topic_bytes(system, topic))
+        assert b"rj.participant.rectif" in raw and "Siân".encode() not in raw and b"Misspelt" not in raw, topic
     code, out, err = await rj_privacy(
         system, "rectify", "--person", victim, "--case", case_id, "--field", "contact",
         "--value", '{"email": "new@example.org"}', "--reason", "Moved", "--json",
@@ -420,3 +425,38 @@ async def test_a_rectification_is_a_new_fact_and_the_export_shows_the_corrected_
     (other,) = (await export(system, offender))["cases"]
     assert other["current"]["name"] == f"Offender {offender.removeprefix('O-')}"
     assert "Siân" not in json.dumps(other)
+
+
+async def test_the_retention_sweep_takes_cases_in_turn_so_cases_not_yet_due_never_starve_the_rest(
+    pg_server: str,
+) -> None:
+    from services.privacy import store
+    from services.runtime.db import migrate
+    from services.runtime.devstack import create_database, drop_database
+
+    name = f"rj_test_sweep_{datetime.now(UTC):%H%M%S%f}"
+    url = await create_database(pg_server, name)
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn, "privacy", "services.privacy.migrations")
+        closed = datetime(2020, 1, 1, tzinfo=UTC)
+        for i in range(3):
+            await conn.execute(
+                "INSERT INTO privacy.cases (case_id, outcome, closed_at) VALUES ($1, 'completed', $2)",
+                f"case-{i}",
+                closed,
+            )
+        seen = []
+        for _ in range(3):  # a sweep of one case at a time
+            async with conn.transaction():
+                seen += [c.case_id for c in await store.lock_closed_cases(conn, datetime.now(UTC), 1)]
+        assert sorted(seen) == ["case-0", "case-1", "case-2"], "each case in turn, none looked at twice"
+        await conn.execute(
+            "INSERT INTO privacy.retention_holds (case_id, kind, placed_at, placed_by) "
+            "VALUES ('case-1', 'legal', now(), 'x')"
+        )
+        async with conn.transaction():
+            assert "case-1" not in [c.case_id for c in await store.lock_closed_cases(conn, datetime.now(UTC), 10)]
+    finally:
+        await conn.close()
+        await drop_database(pg_server, name)
