@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -444,7 +444,7 @@ async def test_the_retention_sweep_takes_cases_in_turn_so_cases_not_yet_due_neve
             await conn.execute(
                 "INSERT INTO privacy.cases (case_id, outcome, closed_at) VALUES ($1, 'completed', $2)",
                 f"case-{i}",
-                closed,
+                closed + timedelta(days=i),  # case-0 the oldest: a sweep by age alone would take it every time
             )
         seen = []
         for _ in range(3):  # a sweep of one case at a time
