@@ -19,12 +19,14 @@ from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from pydantic import SecretStr
 
 from schemas import topics
 from services import samples
 from services.referral.domain import case_id_for
 from services.runtime.devstack import Broker, database_for_run, ensure_postgres, start_broker
 from services.runtime.kafka import ensure_topics
+from services.runtime.keystore import MasterKeys
 from services.runtime.settings import Settings
 from services.runtime.supervisor import Supervisor
 
@@ -83,17 +85,27 @@ class Stack:
 @contextlib.asynccontextmanager
 async def running_stack(name: str) -> AsyncIterator[Stack]:
     """A Tansu broker, a fresh database and fresh topics (the scratch topic too); services are started on
-    their defaults, only the bootstrap servers, database and topic prefix set. All stopped on the way out."""
+    their defaults, only the bootstrap servers, database, topic prefix and master keys set. All stopped on the
+    way out."""
     STATE.mkdir(parents=True, exist_ok=True)
     broker = start_broker(log_path=STATE / "tansu.log")
     try:
         server = await ensure_postgres(STATE)
         async with database_for_run(server, "rj_bench") as database_url:
             prefix = f"{name}-{os.getpid()}."
+            keys = MasterKeys.generate("bench1")  # personal data sealed, as everywhere
             settings = Settings(
-                kafka_bootstrap_servers=broker.bootstrap, database_url=database_url, topic_prefix=prefix
+                kafka_bootstrap_servers=broker.bootstrap,
+                database_url=database_url,
+                topic_prefix=prefix,
+                master_keys=SecretStr(keys),
             )
-            env = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "DATABASE_URL": database_url, "TOPIC_PREFIX": prefix}
+            env = {
+                "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+                "DATABASE_URL": database_url,
+                "TOPIC_PREFIX": prefix,
+                "MASTER_KEYS": keys,
+            }
             await ensure_topics(settings, [*topics.ALL_TOPICS, SCRATCH])
             producer = new_producer(broker.bootstrap)
             await producer.start()
