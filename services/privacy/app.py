@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from schemas import topics
+from schemas.common import Actor
 from schemas.envelope import CloudEvent
 from schemas.privacy import (
     CaseRetentionErased,
@@ -127,6 +128,8 @@ async def erase_person(
         )
         destroyed += len(keys)
     await store.mark_erased(conn, [(c, command.person_id) for c in plan.cases], now)
+    # What a hold keeps now is erased when the case's last hold is lifted (lift_hold), not forgotten.
+    await store.defer_erasures(conn, command.person_id, plan.kept_under_hold, event.id, command.actor, now)
     return command.subject, [domain.person_erased(command, event.id, plan, destroyed, now)]
 
 
@@ -149,9 +152,23 @@ async def lift_hold(
     await store.lock_case(conn, command.case_id)
     held = (await store.holds_on(conn, [command.case_id])).get(command.case_id, set())
     emit = domain.lift_hold(command, event.id, held, now)
-    if emit.data.event_type != "rj.command.rejected":
-        await store.lift_hold(conn, command.case_id, command.kind)
-    return command.case_id, [emit]
+    if emit.data.event_type == "rj.command.rejected":
+        return command.case_id, [emit]
+    await store.lift_hold(conn, command.case_id, command.kind)
+    emits = [emit]
+    if held == {command.kind}:  # the last hold: erasures asked for meanwhile are carried out now
+        for row in await store.take_deferred_erasures(conn, command.case_id):
+            keys = await service.keystore.destroy(
+                conn, row["person_id"], command.case_id, by=SOURCE, reason=f"erasure command {row['command_id']}"
+            )
+            await store.mark_erased(conn, [(command.case_id, row["person_id"])], now)
+            asked_by = Actor(kind=row["asked_by_kind"], id=row["asked_by_id"])
+            emits.append(
+                domain.deferred_erasure_done(
+                    row["person_id"], command.case_id, row["command_id"], asked_by, event.id, len(keys), now
+                )
+            )
+    return command.case_id, emits
 
 
 async def rectify(

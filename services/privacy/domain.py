@@ -14,6 +14,7 @@ from typing import Any, Final
 from pydantic import TypeAdapter, ValidationError
 
 from schemas.commands import CommandRejected
+from schemas.common import Actor
 from schemas.pii import pii_fields
 from schemas.privacy import (
     ErasedRole,
@@ -235,6 +236,23 @@ def person_erased(command: ErasePerson, command_id: str, plan: ErasurePlan, keys
         erased_at=now,
     )
     return Emit(fact, f"erased:{command_id}")
+
+
+def deferred_erasure_done(
+    person_id: str, case_id: str, command_id: str, asked_by: Actor, lift_id: str, keys: int, now: datetime
+) -> Emit:
+    """An erasure a hold kept, carried out now that the case's last hold is lifted."""
+    fact = PersonErased(
+        erased_person_id=person_id,
+        case_id=case_id,
+        cases=[case_id],
+        keys_destroyed=keys,
+        erased_by=asked_by,
+        reason=f"asked by erasure command {command_id}, kept while the case was under a retention hold, done "
+        f"when its last hold was lifted (command {lift_id})",
+        erased_at=now,
+    )
+    return Emit(fact, f"erased-after-hold:{command_id}:{case_id}")
 
 
 # --- holds --------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from datetime import datetime
 
 import asyncpg
 
+from schemas.common import Actor
 from schemas.privacy import PERSON_SUBJECT_PREFIX, HoldKind
 from services.privacy.domain import ClosedCase, Person
 from services.runtime.keystore import SCHEMA as KEYSTORE
@@ -157,3 +158,24 @@ async def lock_closed_cases(conn: asyncpg.Connection, closed_before: datetime, l
     for p in people:
         on.setdefault(p["case_id"], []).append(Person(p["person_id"], p["role"], p["erased"]))
     return [ClosedCase(c["case_id"], c["outcome"], c["closed_at"], tuple(on.get(c["case_id"], ()))) for c in cases]
+
+
+async def defer_erasures(
+    conn: asyncpg.Connection, person_id: str, case_ids: Iterable[str], command_id: str, asked_by: Actor, at: datetime
+) -> None:
+    """Keep an erasure of ``person_id`` on each held case, to carry out when its last hold is lifted."""
+    await conn.executemany(
+        f"""INSERT INTO {SCHEMA}.deferred_erasures
+                (case_id, person_id, command_id, asked_by_kind, asked_by_id, asked_at)
+            VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (case_id, person_id) DO NOTHING""",
+        [(case_id, person_id, command_id, asked_by.kind, asked_by.id, at) for case_id in sorted(set(case_ids))],
+    )
+
+
+async def take_deferred_erasures(conn: asyncpg.Connection, case_id: str) -> list[asyncpg.Record]:
+    """The erasures kept on ``case_id`` (removed: the caller carries them out in this transaction)."""
+    return await conn.fetch(
+        f"""DELETE FROM {SCHEMA}.deferred_erasures WHERE case_id = $1
+            RETURNING person_id, command_id, asked_by_kind, asked_by_id""",
+        case_id,
+    )

@@ -460,3 +460,43 @@ async def test_the_retention_sweep_takes_cases_in_turn_so_cases_not_yet_due_neve
     finally:
         await conn.close()
         await drop_database(pg_server, name)
+
+
+async def test_an_erasure_a_hold_kept_is_carried_out_when_the_last_hold_is_lifted(system: System) -> None:
+    start(system, "referral", "privacy")
+    victim = "V-SAME-PERSON"
+    refs = ("PV/2026/000031", "PV/2026/000032")
+    for ref in refs:
+        crime = samples.crime_recorded(ref, victims=[samples.victim(victim)])
+        await system.publish(samples.on_crime_events(crime, samples.outcome_recorded(ref)))
+    held, free = (case_id_for(ref) for ref in refs)
+    await indexed(system, held, 2)
+    await indexed(system, free, 2)
+    for kind in ("legal", "complaint"):
+        code, out, err = await rj_privacy(system, "hold", "--case", held, "--kind", kind, "--reason", "Pending")
+        assert code == 0, out + err
+
+    code, out, err = await rj_privacy(system, "erase", "--person", victim, "--reason", "Forget me", "--json")
+    assert code == 0, out + err
+    assert json.loads(out)["data"]["kept_under_hold"] == [held]
+    assert victim not in await live_keys(system, free) and victim in await live_keys(system, held)
+
+    code, out, err = await rj_privacy(system, "hold", "--case", held, "--kind", "legal", "--lift", "--reason", "Done")
+    assert code == 0, out + err
+    assert victim in await live_keys(system, held), "one hold still stands"
+    code, out, err = await rj_privacy(system, "hold", "--case", held, "--kind", "complaint", "--lift", "--reason", "Ok")
+    assert code == 0, out + err
+
+    async def erased_after_lift() -> bool:
+        return victim not in await live_keys(system, held)
+
+    await system.wait_for(erased_after_lift, what="the kept erasure carried out at the last lift")
+    on_privacy = await system.read_until(
+        topics.PRIVACY, lambda ms: len([m for m in of_type(ms, "rj.person.erased") if m["subject"] == held]) >= 1
+    )
+    (done,) = [await system.opened(m) for m in of_type(on_privacy, "rj.person.erased") if m["subject"] == held]
+    assert done["data"]["erased_person_id"] == victim and done["data"]["cases"] == [held]
+    assert (
+        done["data"]["erased_by"]["id"] and "kept while the case was under a retention hold" in done["data"]["reason"]
+    )
+    assert await live_keys(system, held) - {CASE_PERSON} == {f"O-{refs[0]}"}, "only the person asked for"
