@@ -214,7 +214,7 @@ class Batch:
     ) -> list[str | bytes | None]:
         """JSON texts of ``model`` with their sealed values opened (with ``case_ids``, one a text, bound to
         their case); text without any is returned untouched."""
-        todo = [(i, d) for i, d in enumerate(documents) if d is not None and _has_sealed(d)]
+        todo = [(i, d) for i, d in enumerate(documents) if d is not None and has_sealed_values(d)]
         if not todo:
             return list(documents)
         cases = [case_ids[i] for i, _ in todo] if case_ids is not None else None
@@ -278,14 +278,11 @@ class Batch:
         return decrypt_bytes(blob, keys[key_id], context)
 
 
-def _has_sealed(document: str | bytes) -> bool:
+def has_sealed_values(document: str | bytes) -> bool:
+    """Whether a record's bytes or a JSON text hold any sealed value (a quick test before parsing)."""
     if isinstance(document, str):
         return TOKEN_PREFIX in document
     return SEALED_MARK in document
-
-
-def has_sealed_values(raw: bytes) -> bool:
-    return SEALED_MARK in raw
 
 
 def is_sealed_bytes(blob: bytes) -> bool:
