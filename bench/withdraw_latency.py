@@ -141,11 +141,11 @@ def meeting_time(i: int, first: datetime) -> TimeWindow:
 
 def preparation(case: Case, i: int, meeting: TimeWindow, risk_assessment: bool) -> list[tuple[str, str, bytes]]:
     """What a facilitator does before booking: be assigned with a co-facilitator, meet each party, record their
-    consent, assess risk where it is required, and record when each can attend."""
+    consent (after assessing risk where it is required), and record when each can attend."""
     lead, co, _ = pair(i)
     people = [case.victim_id, case.offender_id]
-    commands = samples.prepare(case.case_id, people, [lead, co])
-    if risk_assessment:
+    commands = []
+    if risk_assessment:  # before anyone is contacted
         assessment = RecordRiskAssessment(
             case_id=case.case_id,
             actor=samples.STAFF,
@@ -154,6 +154,7 @@ def preparation(case: Case, i: int, meeting: TimeWindow, risk_assessment: bool) 
             safe_to_proceed=True,
         )
         commands.append(samples.command(assessment))
+    commands += samples.prepare(case.case_id, people, [lead, co])
     around = TimeWindow(starts_at=meeting.starts_at - timedelta(hours=1), ends_at=meeting.ends_at + timedelta(hours=1))
     for person_id in people:
         availability = RecordAvailability(

@@ -117,9 +117,29 @@ class DeclineConsent(ConsentDecision):
 
 
 class WithdrawConsent(ConsentDecision):
-    """Accepted at any time until the case closes; no reason needed."""
+    """Accepted at any time until the case closes; no reason needed, and never asked of the participant."""
 
     event_type: ClassVar[str] = "rj.consent.withdraw"
+
+
+class PutCaseOnHold(Command):
+    """A safeguarding concern stops everything on the case until it is resolved: from any open state, by staff,
+    with the concern and who raised it. The services that contact people or book meetings read this command
+    themselves, in case order (as they read withdrawals), and act on no booking after it."""
+
+    event_type: ClassVar[str] = "rj.case.put-on-hold"
+
+    concern: Annotated[str, Pii] = Field(min_length=1, max_length=4000, description="What the concern is")
+    raised_by: Annotated[str, Pii] = Field(
+        min_length=1, max_length=400, description="Who raised it (a name, a role, an agency)"
+    )
+
+
+class ResumeCase(Command):
+    """Lift a safeguarding hold, by staff, saying why. The case is ready again only once readiness is re-derived,
+    and that needs a risk assessment made after the concern was raised."""
+
+    event_type: ClassVar[str] = "rj.case.resume"
 
 
 # --- facts --------------------------------------------------------------------------------------
@@ -208,6 +228,31 @@ class ConsentWithdrawn(EventData):
     reason: Annotated[str | None, Pii] = Field(default=None, description="Never to be told to another participant")
 
 
+class CaseHeld(EventData):
+    """Staff-only: the case is on hold for a safeguarding concern. Every pending meeting is called off and no
+    one is contacted about the case until it is resumed. The concern and who raised it are personal data."""
+
+    event_type: ClassVar[str] = "rj.case.held"
+
+    case_id: str
+    concern: Annotated[str, Pii]
+    raised_by: Annotated[str, Pii]
+    held_at: AwareDatetime
+    held_by: Actor
+
+
+class CaseResumed(EventData):
+    """Staff-only: the hold is lifted. Readiness is re-derived after it (``CaseReadyForMeeting`` when ready again),
+    and needs a risk assessment made after the concern was raised."""
+
+    event_type: ClassVar[str] = "rj.case.resumed"
+
+    case_id: str
+    resumed_at: AwareDatetime
+    resumed_by: Actor
+    reason: Annotated[str, Pii]
+
+
 class PreparationStarted(EventData):
     """The consent service has taken the accepted case in: facilitators may now act on it."""
 
@@ -287,6 +332,8 @@ CONSENT_EVENTS: tuple[type[EventData], ...] = (
     CaseReadyForMeeting,
     CaseReadinessLost,
     CaseWithdrawn,
+    CaseHeld,
+    CaseResumed,
 )
 
 CONSENT_COMMANDS: tuple[type[EventData], ...] = (
@@ -296,4 +343,6 @@ CONSENT_COMMANDS: tuple[type[EventData], ...] = (
     GiveConsent,
     DeclineConsent,
     WithdrawConsent,
+    PutCaseOnHold,
+    ResumeCase,
 )

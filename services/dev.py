@@ -321,8 +321,7 @@ async def walk_cases(settings: Settings, stop: asyncio.Event) -> None:
     await publish(
         settings,
         [
-            *s.prepare(case, [victim, offender], ["F-SAM", "F-BEN"]),
-            s.command(
+            s.command(  # on a sensitive case, before anyone is contacted
                 RecordRiskAssessment(
                     case_id=case,
                     actor=s.STAFF,
@@ -331,6 +330,7 @@ async def walk_cases(settings: Settings, stop: asyncio.Event) -> None:
                     safe_to_proceed=True,
                 )
             ),
+            *s.prepare(case, [victim, offender], ["F-SAM", "F-BEN"]),
         ],
     )
     await watch.until(case, "rj.case.ready-for-meeting", stop)

@@ -21,27 +21,64 @@ from services.runtime.app import ServiceApp
 from services.runtime.outbox import Outgoing, facts
 
 SOURCE = "urn:rj:service:consent"
+
+
+def clock() -> datetime:
+    """The time decisions are taken at (one reading per batch); tests that compare runs hold it still."""
+    return datetime.now(UTC)
+
 CONSUMES = domain.CONSUMES | {FacilitatorRegistered.event_type}
 
 
 async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -> list[Outgoing]:
-    now = datetime.now(UTC)
-    # Registrations first: an assignment in the same batch may name a facilitator just registered.
-    await store.record_facilitators(conn, [e.data for e in events if isinstance(e.data, FacilitatorRegistered)])
-    about_cases = [e for e in events if not isinstance(e.data, FacilitatorRegistered)]
-    specialists = await store.specialist_flags(
-        conn, [e.data.facilitator_id for e in about_cases if isinstance(e.data, AssignFacilitator)]
-    )
-    cases = await store.lock_cases(conn, [e.data.case_id for e in about_cases])
+    """Apply the batch in its order, so that the same events give the same facts however they are batched:
+    an assignment sees the register as the registrations before it left it, and a registration is applied to
+    every case the facilitator is assigned to at that point (``domain.on_facilitator_registered``)."""
+    now = clock()
+    registrations = [e.data for e in events if isinstance(e.data, FacilitatorRegistered)]
+    named = [e.data.facilitator_id for e in events if isinstance(e.data, AssignFacilitator | FacilitatorRegistered)]
+    register = await store.registrations(conn, named)
+    touched = await store.cases_assigned_to(conn, [r.facilitator_id for r in registrations])
+    about_cases = [e.data.case_id for e in events if not isinstance(e.data, FacilitatorRegistered)]
+    cases = await store.lock_cases(conn, [*about_cases, *touched])
     out: list[Outgoing] = []
-    for event in about_cases:
-        case_id = event.data.case_id
-        registered = specialists.get(event.data.facilitator_id) if isinstance(event.data, AssignFacilitator) else None
-        cases[case_id], emits = domain.handle(
-            cases[case_id], event.data, command_id=event.id, now=now, registered_specialist=registered
+    for event in events:
+        data = event.data
+        if isinstance(data, FacilitatorRegistered):
+            out += _apply_registration(cases, data, event, now)
+            current = register.get(data.facilitator_id)
+            if current is None or current.registered_at <= data.registered_at:
+                register[data.facilitator_id] = data
+            continue
+        registered = register.get(data.facilitator_id) if isinstance(data, AssignFacilitator) else None
+        cases[data.case_id], emits = domain.handle(
+            cases[data.case_id],
+            data,
+            command_id=event.id,
+            now=now,
+            registered_specialist=registered.specialist if registered else None,
+            registered_at=registered.registered_at if registered else None,
         )
-        out += facts(topics.CONSENT, SOURCE, case_id, emits, cause=event, now=now)
+        out += facts(topics.CONSENT, SOURCE, data.case_id, emits, cause=event, now=now)
+    await store.record_facilitators(conn, registrations)
     await store.save_cases(conn, cases)
+    return out
+
+
+def _apply_registration(
+    cases: dict[str, domain.ConsentCase | None],
+    registration: FacilitatorRegistered,
+    event: CloudEvent[Any],
+    now: datetime,
+) -> list[Outgoing]:
+    """A registration changes the specialist flag on every case the facilitator is assigned to now."""
+    out: list[Outgoing] = []
+    for case_id in sorted(cases):
+        case = cases[case_id]
+        if case is None or all(f.facilitator_id != registration.facilitator_id for f in case.facilitators):
+            continue
+        cases[case_id], emits = domain.handle(case, registration, command_id=event.id, now=now)
+        out += facts(topics.CONSENT, SOURCE, case_id, emits, cause=event, now=now)
     return out
 
 

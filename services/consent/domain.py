@@ -19,7 +19,17 @@ Decisions worth knowing:
 - A decision may be dated (``decided_at``, e.g. a withdrawal letter's date); facts carry that as
   ``given_at`` / ``declined_at`` / ``withdrawn_at`` and the moment of recording as ``recorded_at``.
 - Whether a facilitator is a specialist comes from the facilitator register, passed in by the caller
-  (``registered_specialist``), never from the command.
+  (``registered_specialist``), never from the command; a later registration that changes it changes every
+  case they are assigned to (``on_facilitator_registered``): a downgraded specialist can cost a ready case
+  its readiness.
+- On a sensitive case (one that needs a risk assessment) nobody is contacted before the assessment:
+  preparation meetings and consents are refused until one is recorded (DOMAIN stage 2). A participant's
+  "no" (decline, withdrawal) is never refused for that.
+- A safeguarding hold (``PutCaseOnHold``, staff only, with the concern and who raised it) can be put on any
+  open case; while it lasts nobody is contacted (no preparation meeting, no consent taken) and the case is
+  not ready. ``ResumeCase`` lifts it; readiness then needs a risk assessment made after the concern.
+- Staff say why when they decide for someone: declining on a participant's behalf, holding, resuming. A
+  participant who withdraws is never asked why.
 - The risk assessment that counts is the one with the latest ``assessed_at``: an older one recorded late is
   a fact (``RiskAssessmentRecorded``) but changes nothing.
 - Readiness is re-derived after every change: ``CaseReadyForMeeting`` when it is reached,
@@ -38,9 +48,11 @@ from schemas.consent import (
     PARTICIPATION,
     SYSTEM_CONSENT,
     AssignFacilitator,
+    CaseHeld,
     CaseParticipant,
     CaseReadinessLost,
     CaseReadyForMeeting,
+    CaseResumed,
     CaseWithdrawalReason,
     CaseWithdrawn,
     ConsentDecision,
@@ -52,16 +64,18 @@ from schemas.consent import (
     GiveConsent,
     PreparationMeetingRecorded,
     PreparationStarted,
+    PutCaseOnHold,
     RecordedThrough,
     RecordPreparationMeeting,
     RecordRiskAssessment,
+    ResumeCase,
     RiskAssessmentRecorded,
     RiskLevel,
     WithdrawConsent,
 )
 from schemas.envelope import EventData
 from schemas.referral import CaseAccepted
-from schemas.scheduling import CaseClosed
+from schemas.scheduling import CaseClosed, FacilitatorRegistered
 from services.runtime.decision import Emit, JsonState, rejection
 
 SERVICE = "consent"
@@ -87,7 +101,14 @@ class ConsentRecord:
 @dataclass(frozen=True)
 class AssignedFacilitator:
     facilitator_id: str
-    specialist: bool
+    specialist: bool  # as the register says now (``on_facilitator_registered`` keeps it current)
+    registered_at: datetime | None = None  # of the registration ``specialist`` comes from, when known
+
+
+@dataclass(frozen=True)
+class Hold:
+    held_at: datetime
+    command_id: str
 
 
 @dataclass(frozen=True)
@@ -110,6 +131,8 @@ class ConsentCase(JsonState):
     ready: bool = False  # as last announced
     withdrawn: bool = False
     closed: bool = False
+    hold: Hold | None = None  # a safeguarding hold in force
+    reassess_after: datetime | None = None  # the latest hold's start: readiness needs an assessment after it
 
     def participant(self, person_id: str) -> CaseParticipant | None:
         return next((p for p in self.participants if p.person_id == person_id), None)
@@ -129,6 +152,8 @@ def readiness_gaps(case: ConsentCase) -> list[str]:
         gaps.append("the case is withdrawn")
     if case.closed:
         gaps.append("the case is closed")
+    if case.hold is not None:
+        gaps.append("the safeguarding hold to be lifted")
     if not any(p.required for p in case.participants):
         gaps.append("the case's participants are not known")
     gaps += [
@@ -140,6 +165,10 @@ def readiness_gaps(case: ConsentCase) -> list[str]:
         gaps.append("a risk assessment")
     if case.risk_assessment is not None and not case.risk_assessment.safe_to_proceed:
         gaps.append("a risk assessment that finds it safe to proceed")
+    if case.reassess_after is not None and (
+        case.risk_assessment is None or case.risk_assessment.assessed_at < case.reassess_after
+    ):
+        gaps.append(f"a risk assessment made after the safeguarding concern of {case.reassess_after.isoformat()}")
     if case.specialist_required and not any(f.specialist for f in case.facilitators):
         gaps.append("a specialist facilitator")
     elif not case.facilitators:
@@ -187,6 +216,24 @@ def on_case_accepted(
     return case, [Emit(started, "preparation-started")]
 
 
+def on_facilitator_registered(
+    case: ConsentCase | None, event: FacilitatorRegistered, *, command_id: str, now: datetime
+) -> tuple[ConsentCase | None, list[Emit]]:
+    """The register changed a facilitator assigned to this case: their specialist flag here follows it. A sensitive
+    case that loses its only specialist is no longer ready (``CaseReadinessLost``). An older registration than
+    the one already applied changes nothing."""
+    if case is None:
+        return None, []
+    current = next((f for f in case.facilitators if f.facilitator_id == event.facilitator_id), None)
+    if current is None or (current.registered_at is not None and current.registered_at > event.registered_at):
+        return case, []
+    updated = AssignedFacilitator(event.facilitator_id, event.specialist, event.registered_at)
+    case = replace(case, facilitators=tuple(updated if f is current else f for f in case.facilitators))
+    if case.closed or case.withdrawn:
+        return case, []
+    return _settle(case, [], command_id, now)
+
+
 def on_case_closed(
     case: ConsentCase | None, event: CaseClosed, *, command_id: str, now: datetime
 ) -> tuple[ConsentCase, list[Emit]]:
@@ -205,9 +252,11 @@ def assign_facilitator(
     command_id: str,
     now: datetime,
     registered_specialist: bool | None,
+    registered_at: datetime | None = None,
 ) -> tuple[ConsentCase | None, list[Emit]]:
     """Assign a facilitator; ``registered_specialist`` is their status in the facilitator register (``None``: not
-    registered). A sensitive case takes a specialist first; once one is assigned, others may join them."""
+    registered), as of ``registered_at``. A sensitive case takes a specialist first; once one is assigned,
+    others may join them."""
     if (refusal := _refusal(case, command)) is not None:
         return _reject(case, command, command_id, now, refusal)
     assert case is not None
@@ -221,8 +270,10 @@ def assign_facilitator(
             now,
             f"this case is sensitive and needs a specialist facilitator; {command.facilitator_id} is not a specialist",
         )
-    assigned = AssignedFacilitator(command.facilitator_id, registered_specialist)
-    if assigned in case.facilitators:
+    assigned = AssignedFacilitator(command.facilitator_id, registered_specialist, registered_at)
+    if any(
+        (f.facilitator_id, f.specialist) == (assigned.facilitator_id, assigned.specialist) for f in case.facilitators
+    ):
         return case, []
     others = tuple(f for f in case.facilitators if f.facilitator_id != command.facilitator_id)
     case = replace(case, facilitators=(*others, assigned))
@@ -240,7 +291,8 @@ def assign_facilitator(
 def record_preparation_meeting(
     case: ConsentCase | None, command: RecordPreparationMeeting, *, command_id: str, now: datetime
 ) -> tuple[ConsentCase | None, list[Emit]]:
-    if (refusal := _refusal(case, command) or _not_a_participant(case, command.person_id)) is not None:
+    refusal = _refusal(case, command) or _not_a_participant(case, command.person_id) or _no_contact_yet(case)
+    if refusal is not None:
         return _reject(case, command, command_id, now, refusal)
     assert case is not None
     if not case.facilitators:
@@ -285,7 +337,8 @@ def record_risk_assessment(
 def give_consent(
     case: ConsentCase | None, command: GiveConsent, *, command_id: str, now: datetime
 ) -> tuple[ConsentCase | None, list[Emit]]:
-    if (refusal := _refusal(case, command) or _cannot_speak_for(case, command, now)) is not None:
+    refusal = _refusal(case, command) or _cannot_speak_for(case, command, now) or _no_contact_yet(case)
+    if refusal is not None:
         return _reject(case, command, command_id, now, refusal)
     assert case is not None
     if case.consent(command.person_id, command.purpose) is ConsentStatus.given:
@@ -310,7 +363,8 @@ def decline_consent(
 ) -> tuple[ConsentCase | None, list[Emit]]:
     """A required participant declining to take part withdraws the case: it cannot proceed without them.
     Declining after having consented to take part is a withdrawal (case-level reason ``consent_withdrawn``)."""
-    if (refusal := _refusal(case, command) or _cannot_speak_for(case, command, now)) is not None:
+    refusal = _refusal(case, command) or _cannot_speak_for(case, command, now) or _staff_reason(command)
+    if refusal is not None:
         return _reject(case, command, command_id, now, refusal)
     assert case is not None
     previous = case.consent(command.person_id, command.purpose)
@@ -370,6 +424,39 @@ def withdraw_consent(
     return _settle(case, emits, command_id, now)
 
 
+def put_on_hold(
+    case: ConsentCase | None, command: PutCaseOnHold, *, command_id: str, now: datetime
+) -> tuple[ConsentCase | None, list[Emit]]:
+    """Hold the case for a safeguarding concern, from any open state (a withdrawn case that is not yet closed
+    included: nothing more will happen on it, but the concern is recorded). Staff only."""
+    refusal = _closed(case, command) or _staff_only(command, "put a case on hold")
+    if refusal is None and case is not None and case.hold is not None:
+        refusal = f"the case is already on hold (since {case.hold.held_at.isoformat()})"
+    if refusal is not None:
+        return _reject(case, command, command_id, now, refusal)
+    assert case is not None
+    case = replace(case, hold=Hold(now, command_id), reassess_after=now)
+    fact = CaseHeld(
+        case_id=case.case_id, concern=command.concern, raised_by=command.raised_by, held_at=now, held_by=command.actor
+    )
+    return _settle(case, [Emit(fact, f"case-held:{command_id}")], command_id, now)
+
+
+def resume(
+    case: ConsentCase | None, command: ResumeCase, *, command_id: str, now: datetime
+) -> tuple[ConsentCase | None, list[Emit]]:
+    """Lift the hold. Readiness is re-derived, and needs a risk assessment made after the concern was raised."""
+    refusal = _closed(case, command) or _staff_only(command, "resume a case") or _staff_reason(command)
+    if refusal is None and case is not None and case.hold is None:
+        refusal = "the case is not on hold"
+    if refusal is not None:
+        return _reject(case, command, command_id, now, refusal)
+    assert case is not None and command.reason is not None
+    case = replace(case, hold=None)
+    fact = CaseResumed(case_id=case.case_id, resumed_at=now, resumed_by=command.actor, reason=command.reason)
+    return _settle(case, [Emit(fact, f"case-resumed:{command_id}")], command_id, now)
+
+
 # --- dispatch -----------------------------------------------------------------------------------
 
 Handler = Callable[..., tuple[ConsentCase | None, list[Emit]]]
@@ -383,11 +470,15 @@ HANDLERS: dict[type[EventData], Handler] = {
     GiveConsent: give_consent,
     DeclineConsent: decline_consent,
     WithdrawConsent: withdraw_consent,
+    PutCaseOnHold: put_on_hold,
+    ResumeCase: resume,
+    FacilitatorRegistered: on_facilitator_registered,
 }
 
 CONSUMES: frozenset[str] = frozenset(model.event_type for model in HANDLERS)
-"""Event types this service takes in: ``rj.case.accepted`` (rj.referral), ``rj.case.closed``
-(rj.scheduling) and its commands (rj.commands). ``rj.case.declined`` needs nothing from us."""
+"""Event types this service takes in: ``rj.case.accepted`` (rj.referral), ``rj.case.closed`` and
+``rj.facilitator.registered`` (rj.scheduling) and its commands (rj.commands). ``rj.case.declined`` needs
+nothing from us."""
 
 
 def handle(
@@ -397,14 +488,22 @@ def handle(
     command_id: str,
     now: datetime,
     registered_specialist: bool | None = None,
+    registered_at: datetime | None = None,
 ) -> tuple[ConsentCase | None, list[Emit]]:
     """Apply any message in ``CONSUMES`` to the case it is about (``None`` when there is none yet).
 
     ``registered_specialist`` is used only for ``AssignFacilitator``: the named facilitator's specialist status in
-    the facilitator register (fed by ``rj.facilitator.registered``), or ``None`` when they are not registered."""
+    the facilitator register (fed by ``rj.facilitator.registered``) as of ``registered_at``, or ``None`` when
+    they are not registered. A ``FacilitatorRegistered`` is applied to each case the facilitator is assigned to.
+    """
     if isinstance(message, AssignFacilitator):
         return assign_facilitator(
-            case, message, command_id=command_id, now=now, registered_specialist=registered_specialist
+            case,
+            message,
+            command_id=command_id,
+            now=now,
+            registered_specialist=registered_specialist,
+            registered_at=registered_at,
         )
     return HANDLERS[type(message)](case, message, command_id=command_id, now=now)
 
@@ -420,6 +519,39 @@ def _refusal(case: ConsentCase | None, command: Command) -> str | None:
         return "case is closed"
     if case.withdrawn:
         return "case is withdrawn: only a withdrawal of consent is still accepted"
+    return None
+
+
+def _closed(case: ConsentCase | None, command: Command) -> str | None:
+    if case is None:
+        return f"unknown case {command.case_id}: no accepted case with that id"
+    if case.closed:
+        return "case is closed"
+    return None
+
+
+def _staff_only(command: Command, what: str) -> str | None:
+    if command.actor.kind != "staff":
+        return f"only staff may {what}"
+    return None
+
+
+def _staff_reason(command: Command) -> str | None:
+    """Staff deciding for someone, or holding or resuming a case, say why; a participant is never asked."""
+    on_behalf = not isinstance(command, ConsentDecision) or command.through is RecordedThrough.facilitator
+    if on_behalf and not (command.reason or "").strip():
+        return f"a reason is required when staff decide ({command.event_type})"
+    return None
+
+
+def _no_contact_yet(case: ConsentCase | None) -> str | None:
+    """Why nobody on the case may be contacted now (a preparation meeting, consent being taken), if so."""
+    if case is None:
+        return None
+    if case.hold is not None:
+        return f"the case is on hold for a safeguarding concern (since {case.hold.held_at.isoformat()}): no contact"
+    if case.risk_assessment_required and case.risk_assessment is None:
+        return "this case is sensitive: a risk assessment must be recorded before any contact with a party"
     return None
 
 

@@ -35,10 +35,30 @@ async def record_facilitators(conn: asyncpg.Connection, registrations: Sequence[
     )
 
 
-async def specialist_flags(conn: asyncpg.Connection, facilitator_ids: Iterable[str]) -> dict[str, bool]:
-    """Registered facilitators among ``facilitator_ids`` and whether each is a specialist."""
+async def registrations(
+    conn: asyncpg.Connection, facilitator_ids: Iterable[str]
+) -> dict[str, FacilitatorRegistered | None]:
+    """The register as it stands for each of ``facilitator_ids`` (``None``: not registered)."""
+    ids = sorted(set(facilitator_ids))
     rows = await conn.fetch(
-        f"SELECT facilitator_id, specialist FROM {SCHEMA}.facilitators WHERE facilitator_id = ANY($1::text[])",
+        f"""SELECT facilitator_id, specialist, registered_at FROM {SCHEMA}.facilitators
+            WHERE facilitator_id = ANY($1::text[])""",
+        ids,
+    )
+    found: dict[str, FacilitatorRegistered | None] = dict.fromkeys(ids)
+    for row in rows:
+        found[row["facilitator_id"]] = FacilitatorRegistered.model_construct(
+            facilitator_id=row["facilitator_id"], specialist=row["specialist"], registered_at=row["registered_at"]
+        )
+    return found
+
+
+async def cases_assigned_to(conn: asyncpg.Connection, facilitator_ids: Iterable[str]) -> list[str]:
+    """The cases each of ``facilitator_ids`` is assigned to."""
+    rows = await conn.fetch(
+        f"""SELECT DISTINCT c.key FROM unnest($1::text[]) AS f(id)
+            JOIN {CASES} AS c
+              ON c.state -> 'facilitators' @> jsonb_build_array(jsonb_build_object('facilitator_id', f.id))""",
         sorted(set(facilitator_ids)),
     )
-    return {row["facilitator_id"]: row["specialist"] for row in rows}
+    return [row["key"] for row in rows]

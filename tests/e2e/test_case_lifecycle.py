@@ -194,26 +194,18 @@ async def test_a_sensitive_case_becomes_ready_only_with_a_specialist_and_a_risk_
     (reason,) = await rejection(system, case_id, topics.CONSENT)
     assert "specialist" in reason
 
-    # The specialist flag comes from the facilitator register, never from the command.
+    # The specialist flag comes from the facilitator register, never from the command. Nobody is contacted
+    # before the risk assessment: the preparation meetings and consents are refused.
     await system.publish(prepare(case_id, [victim, offender], ["F-SEN"]))
     (assigned,) = await facts(system, topics.CONSENT, case_id, "rj.facilitator.assigned")
     assert assigned["data"]["facilitator_id"] == "F-SEN" and assigned["data"]["specialist"] is True
-    await facts(system, topics.CONSENT, case_id, "rj.consent.given", 2)
-    assert await facts(system, topics.CONSENT, case_id, "rj.case.ready-for-meeting", 0, settle_s=1.0) == []
+    reasons = await rejection(system, case_id, topics.CONSENT, 5)
+    assert sum("risk assessment must be recorded before any contact" in r for r in reasons) == 4
 
-    await system.publish(
-        [
-            command(
-                RecordRiskAssessment(
-                    case_id=case_id,
-                    actor=STAFF,
-                    assessed_at=datetime.now(UTC),
-                    level=RiskLevel.medium,
-                    safe_to_proceed=True,
-                )
-            )
-        ]
+    assessment = RecordRiskAssessment(
+        case_id=case_id, actor=STAFF, assessed_at=datetime.now(UTC), level=RiskLevel.medium, safe_to_proceed=True
     )
+    await system.publish([command(assessment), *prepare(case_id, [victim, offender], ["F-SEN"])])
     (ready,) = await facts(system, topics.CONSENT, case_id, "rj.case.ready-for-meeting")
     assert ready["data"]["facilitator_ids"] == ["F-SEN"]
 

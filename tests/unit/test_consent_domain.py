@@ -14,8 +14,10 @@ from schemas.consent import (
     PARTICIPATION,
     SYSTEM_CONSENT,
     AssignFacilitator,
+    CaseHeld,
     CaseReadinessLost,
     CaseReadyForMeeting,
+    CaseResumed,
     CaseWithdrawalReason,
     CaseWithdrawn,
     ConsentDeclined,
@@ -25,10 +27,12 @@ from schemas.consent import (
     FacilitatorAssigned,
     GiveConsent,
     PreparationStarted,
+    PutCaseOnHold,
     RecordedThrough,
     RecordingMethod,
     RecordPreparationMeeting,
     RecordRiskAssessment,
+    ResumeCase,
     RiskAssessmentRecorded,
     RiskLevel,
     WithdrawConsent,
@@ -37,7 +41,7 @@ from schemas.consent import (
 from schemas.envelope import EventData
 from schemas.referral import CaseAccepted, CaseDeclined, CaseParticipant, Role, SensitivityReason
 from schemas.registry import REGISTRY
-from schemas.scheduling import CaseClosed, ClosureReason
+from schemas.scheduling import CaseClosed, ClosureReason, FacilitatorRegistered
 from services.consent import domain
 from services.consent.domain import ConsentCase, ConsentStatus, Emit
 
@@ -80,6 +84,8 @@ def give(person: str, purpose: str = PARTICIPATION, **kwargs: object) -> GiveCon
 
 
 def decline(person: str, purpose: str = PARTICIPATION, **kwargs: object) -> DeclineConsent:
+    if not kwargs.get("themself"):
+        kwargs.setdefault("reason", "said no on the phone")  # staff deciding on someone's behalf say why
     return DeclineConsent(case_id=CASE, **_decision(person, purpose, **kwargs))  # type: ignore[arg-type]
 
 
@@ -148,8 +154,10 @@ def rejection(emits: list[Emit]) -> str:
 
 def prepared_case(**kwargs: bool) -> ConsentCase:
     """Accepted, a facilitator assigned (a specialist when sensitive) who has met both required parties."""
-    facilitator = "fac-senior" if kwargs.get("sensitive") else "fac-1"
-    case, emits = run(accepted_case(**kwargs), assign(facilitator), met("victim-1"), met("offender-1"))
+    sensitive = kwargs.get("sensitive", False)
+    assessed = [risk()] if sensitive else []  # on a sensitive case, before anyone is contacted
+    facilitator = "fac-senior" if sensitive else "fac-1"
+    case, emits = run(accepted_case(**kwargs), *assessed, assign(facilitator), met("victim-1"), met("offender-1"))
     assert case is not None and CommandRejected not in facts(emits), emits
     return case
 
@@ -211,17 +219,17 @@ def test_repeated_consent_is_harmless() -> None:
     assert emits == [] and again == case
 
 
-def test_a_sensitive_case_cannot_become_ready_without_a_specialist_and_a_risk_assessment() -> None:
-    case, emits = run(accepted_case(sensitive=True), give("victim-1"), give("offender-1"))
-    assert CaseReadyForMeeting not in facts(emits)
-    assert case is not None
+def test_rule_4_a_sensitive_case_cannot_become_ready_without_a_specialist_and_a_risk_assessment() -> None:
+    case = accepted_case(sensitive=True)
     assert domain.readiness_gaps(case) == [
+        "participation consent from victim-1 (victim)",
+        "participation consent from offender-1 (offender)",
         "a risk assessment",
         "a specialist facilitator",
         "a preparation meeting with victim-1 (victim)",
         "a preparation meeting with offender-1 (offender)",
     ]
-    case, emits = run(case, risk())
+    case, emits = run(case, risk(), give("victim-1"), give("offender-1"))
     assert CaseReadyForMeeting not in facts(emits)
     case, emits = run(case, assign("fac-senior"), met("victim-1"), met("offender-1"))
     assert facts(emits)[-1] is CaseReadyForMeeting
@@ -549,3 +557,123 @@ def test_a_repeated_withdrawal_after_the_case_closed_is_a_harmless_no_op() -> No
         assert emits == [] and after == case
     _, emits = run(case, withdraw("offender-1"))
     assert rejection(emits) == "case is closed"
+
+
+# --- the assessment comes before any contact on a sensitive case (DOMAIN stage 2) --------------------
+
+
+def test_rule_4_no_contact_with_a_party_on_a_sensitive_case_before_the_risk_assessment() -> None:
+    case, _ = run(accepted_case(sensitive=True), assign("fac-senior"))
+    for command in (met("victim-1"), give("victim-1"), give("offender-1", themself=True)):
+        after, emits = run(case, command)
+        assert "risk assessment must be recorded before any contact" in rejection(emits)
+        assert after == case
+    # A "no" is never refused: declining or withdrawing is always taken.
+    _, emits = run(case, decline("victim-1", themself=True))
+    assert CaseWithdrawn in facts(emits)
+    case, emits = run(case, risk(), met("victim-1"), give("victim-1"))
+    assert CommandRejected not in facts(emits)
+
+
+# --- the register's word on who is a specialist stays current --------------------------------------
+
+
+def registration(facilitator: str, specialist: bool, minutes: int = 0) -> FacilitatorRegistered:
+    return FacilitatorRegistered(
+        facilitator_id=facilitator,
+        specialist=specialist,
+        working_hours=[],
+        timezone="UTC",
+        registered_at=NOW + timedelta(minutes=minutes),
+        registered_by=FACILITATOR,
+    )
+
+
+def test_rule_4_a_specialist_downgraded_by_the_register_costs_a_sensitive_case_its_readiness() -> None:
+    case = ready_case(sensitive=True)
+    case, emits = run(case, registration("fac-senior", False))
+    assert facts(emits) == [CaseReadinessLost]
+    assert "a specialist facilitator" in emits[0].data.reason  # type: ignore[attr-defined]
+    assert case is not None and not case.ready
+    # An older registration arriving late changes nothing; a newer one restores it.
+    case, emits = run(case, registration("fac-senior", True, minutes=-5))
+    assert emits == []
+    case, emits = run(case, registration("fac-senior", True, minutes=5))
+    assert facts(emits) == [CaseReadyForMeeting]
+
+
+def test_a_registration_of_someone_not_assigned_changes_nothing() -> None:
+    case = ready_case(sensitive=True)
+    after, emits = run(case, registration("fac-junior", True))
+    assert (after, emits) == (case, [])
+
+
+# --- safeguarding hold ---------------------------------------------------------------------------
+
+
+def hold(actor: Actor = FACILITATOR) -> PutCaseOnHold:
+    return PutCaseOnHold(
+        case_id=CASE,
+        actor=actor,
+        concern="the offender has been seen outside the victim's home",
+        raised_by="the victim's support worker",
+    )
+
+
+def resume(reason: str | None = "police confirmed bail conditions") -> ResumeCase:
+    return ResumeCase(case_id=CASE, actor=FACILITATOR, reason=reason)
+
+
+def test_a_hold_stops_a_ready_case_and_no_one_is_contacted_while_it_lasts() -> None:
+    case, emits = run(ready_case(), hold())
+    assert facts(emits) == [CaseHeld, CaseReadinessLost]
+    held = emits[0].data
+    assert isinstance(held, CaseHeld) and held.held_by == FACILITATOR and held.concern.startswith("the offender")
+    assert case is not None and not case.ready
+    for command in (met("victim-1"), give("victim-1", sharing("statement"))):
+        assert "on hold" in rejection(run(case, command)[1])
+    # Withdrawing is never refused, hold or not.
+    _, emits = run(case, withdraw("victim-1", themself=True))
+    assert CaseWithdrawn in facts(emits)
+
+
+def test_resume_needs_a_new_risk_assessment_before_the_case_is_ready_again() -> None:
+    case, _ = run(ready_case(), hold())
+    case, emits = run(case, resume())
+    assert facts(emits) == [CaseResumed]
+    assert case is not None and not case.ready
+    assert any("risk assessment made after the safeguarding concern" in gap for gap in domain.readiness_gaps(case))
+    case, emits = run(case, risk(assessed_at=NOW - timedelta(days=1)))
+    assert CaseReadyForMeeting not in facts(emits)  # older than the concern: does not count
+    case, emits = run(case, risk(safe=False))
+    assert CaseReadyForMeeting not in facts(emits)
+    case, emits = run(case, risk())
+    assert facts(emits)[-1] is CaseReadyForMeeting
+
+
+def test_who_may_hold_and_resume_and_what_they_must_say() -> None:
+    case = ready_case()
+    assert "only staff" in rejection(run(case, hold(Actor(kind="participant", id="victim-1")))[1])
+    assert "not on hold" in rejection(run(case, resume())[1])
+    held, _ = run(case, hold())
+    assert "already on hold" in rejection(run(held, hold())[1])
+    assert "reason is required" in rejection(run(held, resume(reason=None))[1])
+    assert "reason is required" in rejection(run(held, resume(reason="  "))[1])
+    closed = CaseClosed(
+        case_id=CASE, reason=ClosureReason.not_suitable, closed_at=NOW, closed_by=Actor(kind="system", id="s")
+    )
+    closed_case, _ = run(case, closed)
+    assert "closed" in rejection(run(closed_case, hold())[1])
+
+
+# --- staff say why when they decide for someone; a participant who withdraws is never asked --------
+
+
+def test_staff_declining_on_a_participants_behalf_must_say_why_and_a_withdrawal_needs_no_reason() -> None:
+    case = ready_case()
+    assert "reason is required" in rejection(run(case, decline("victim-1", reason=None))[1])
+    _, emits = run(case, decline("victim-1", themself=True))
+    assert CommandRejected not in facts(emits)
+    for command in (withdraw("victim-1"), withdraw("victim-1", themself=True)):
+        _, emits = run(case, command)
+        assert CaseWithdrawn in facts(emits)

@@ -118,7 +118,11 @@ class World:
     # Delivery between the services, as the topics would carry it.
 
     def to_consent(self, message: EventData) -> list[EventData]:
-        case_id: str = message.case_id  # type: ignore[attr-defined]
+        if isinstance(message, FacilitatorRegistered):  # about a facilitator: applies to each case
+            return [fact for case_id in list(self.consent_cases) for fact in self.to_consent_case(case_id, message)]
+        return self.to_consent_case(message.case_id, message)  # type: ignore[attr-defined]
+
+    def to_consent_case(self, case_id: str, message: EventData) -> list[EventData]:
         before = self.consent_cases.get(case_id)
         # As the wiring does: the specialist flag comes from the register scheduling's facts feed.
         registered = self.register.get(message.facilitator_id) if isinstance(message, AssignFacilitator) else None
