@@ -73,7 +73,6 @@ from services.scheduling.domain.meetings import (
     resources_touched,
 )
 from services.scheduling.domain.model import (
-    CLOCK_TOLERANCE,
     SERVICE,
     Agreement,
     AgreementItem,
@@ -92,7 +91,6 @@ from services.scheduling.domain.model import (
 )
 
 __all__ = [
-    "CLOCK_TOLERANCE",
     "CONSUMES",
     "HANDLERS",
     "REGISTRATIONS",

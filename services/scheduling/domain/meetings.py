@@ -52,9 +52,8 @@ from schemas.scheduling import (
     VenueRegistered,
     WeeklyHours,
 )
-from services.runtime.decision import Emit
+from services.runtime.decision import Emit, in_the_future, not_a_participant
 from services.scheduling.domain.model import (
-    CLOCK_TOLERANCE,
     Availability,
     CaseSchedule,
     FacilitatorProfile,
@@ -62,7 +61,6 @@ from services.scheduling.domain.model import (
     Outcome,
     ResourceBook,
     VenueProfile,
-    _not_a_participant,
     _refusal,
     _reject,
     _without_consent,
@@ -166,7 +164,7 @@ def register_venue(
 def record_availability(
     case: CaseSchedule | None, book: ResourceBook, command: RecordAvailability, *, command_id: str, now: datetime
 ) -> Outcome:
-    refusal = _refusal(case, command) or _not_a_participant(case, command.person_id)
+    refusal = _refusal(case, command) or not_a_participant(case, command.person_id)
     if refusal is not None:
         return _reject(case, book, command, command_id, now, refusal)
     assert case is not None
@@ -273,8 +271,8 @@ def record_meeting_held(
                 f"meeting {existing.meeting_id} starts at {starts}: "
                 f"it cannot be recorded as held before it starts (now is {now.isoformat()})"
             )
-        elif command.held_at > now + CLOCK_TOLERANCE:
-            refusal = f"held_at {command.held_at.isoformat()} is in the future (now is {now.isoformat()})"
+        elif (future := in_the_future("held_at", command.held_at, now)) is not None:
+            refusal = future
         elif command.held_at < existing.starts_at:
             refusal = f"meeting {existing.meeting_id} starts at {starts}: not held before then"
     if refusal is not None:

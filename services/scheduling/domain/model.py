@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Annotated
 
 from schemas.commands import Command
@@ -33,10 +33,6 @@ from schemas.scheduling import (
 from services.runtime.decision import Emit, JsonState, rejection
 
 SERVICE = "scheduling"
-
-CLOCK_TOLERANCE = timedelta(minutes=5)
-"""How far in the future a stated time (``held_at``) may lie: clocks differ a little."""
-
 
 # --- the resource calendar ----------------------------------------------------------------------
 
@@ -240,12 +236,6 @@ def _without_consent(case: CaseSchedule | None) -> str | None:
     missing = [p.person_id for p in case.participants if p.required and p.person_id not in case.consenting]
     if missing:
         return f"participation consent is not current for {', '.join(missing)}"
-    return None
-
-
-def _not_a_participant(case: CaseSchedule | None, person_id: str) -> str | None:
-    if case is not None and case.participant(person_id) is None:
-        return f"{person_id} is not a participant in this case"
     return None
 
 
