@@ -5,6 +5,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY services ./services
+COPY demo ./demo
 RUN pip install .
 RUN useradd --system --uid 10001 rj
 USER rj

@@ -21,8 +21,8 @@ from typing import Any
 
 import asyncpg
 
+from demo import samples
 from schemas.referral import CaseOpened, Participant, ReferralRoute, Role
-from services import samples
 from services.runtime.devstack import database_for_run, ensure_postgres
 from services.runtime.fieldcrypt import cipher_for, decrypt_batch, encrypt_batch
 from services.runtime.keystore import KeyCache, KeyStore, MasterKeys, ensure_schema

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import asyncpg
 
-from services import samples
+from demo import samples
 from services.runtime.devstack import database_for_run, ensure_postgres, start_broker
 from services.runtime.kafka import ensure_topics, publish
 from services.runtime.keystore import MasterKeys

@@ -45,10 +45,10 @@ from bench.steady import (
     send_paced,
     show_defaults,
 )
+from demo import samples
 from schemas import topics
 from schemas.commands import CommandRejected
 from schemas.consent import ConsentGiven, PreparationStarted
-from services import samples
 from services.runtime.kafka import publish
 from services.runtime.settings import Settings
 

@@ -21,8 +21,8 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from pydantic import SecretStr
 
+from demo import samples
 from schemas import topics
-from services import samples
 from services.referral.domain import case_id_for
 from services.runtime.devstack import Broker, database_for_run, ensure_postgres, start_broker
 from services.runtime.kafka import ensure_topics

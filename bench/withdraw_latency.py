@@ -83,6 +83,7 @@ from bench.steady import (
     send_paced,
     show_defaults,
 )
+from demo import samples
 from schemas import topics
 from schemas.commands import CommandRejected
 from schemas.consent import (
@@ -104,7 +105,6 @@ from schemas.scheduling import (
     TimeWindow,
     VenueRegistered,
 )
-from services import samples
 from services.runtime.kafka import publish
 from services.runtime.outbox import notify_channel
 

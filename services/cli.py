@@ -13,16 +13,9 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
+from services.catalog import SERVICES
 from services.runtime.logs import configure_logging
 from services.runtime.settings import get_settings
-
-#: Every service of the system and the function that builds its app.
-SERVICES: dict[str, str] = {
-    "referral": "services.referral.app:build",
-    "consent": "services.consent.app:build",
-    "scheduling": "services.scheduling.app:build",
-    "privacy": "services.privacy.app:build",
-}
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 schemas_cli = typer.Typer(no_args_is_help=True, help="The event contract.")
@@ -92,7 +85,7 @@ def dev(
     keep_running: Annotated[bool, typer.Option(help="with --demo: keep running after the demo")] = False,
 ) -> None:
     """Start the whole system on the embedded broker and PostgreSQL; Ctrl-C stops everything."""
-    from services.dev import run_dev
+    from demo.dev import run_dev
 
     configure_logging("dev", os.environ.get("LOG_LEVEL", "info"))
     raise typer.Exit(run_dev(demo=demo, keep_running=keep_running))

@@ -19,10 +19,11 @@ from typing import Any
 import asyncpg
 from pydantic import SecretStr
 
+from demo.reader import TopicReader
 from schemas import topics
 from schemas.registry import REGISTRY
 from services.runtime.devstack import create_database, drop_database
-from services.runtime.kafka import TopicReader, ensure_topics, publish
+from services.runtime.kafka import ensure_topics, publish
 from services.runtime.keystore import MasterKeys
 from services.runtime.privacy import Privacy
 from services.runtime.settings import Settings

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 
 from schemas.commands import Command
@@ -76,12 +76,9 @@ from schemas.consent import (
 from schemas.envelope import EventData
 from schemas.referral import CaseAccepted
 from schemas.scheduling import CaseClosed, FacilitatorRegistered
-from services.runtime.decision import Emit, JsonState, rejection
+from services.runtime.decision import Emit, JsonState, in_the_future, not_a_participant, rejection
 
 SERVICE = "consent"
-
-CLOCK_TOLERANCE = timedelta(minutes=5)
-"""How far in the future a stated time (``assessed_at``, ``decided_at``) may lie: clocks differ a little."""
 
 
 class ConsentStatus(StrEnum):
@@ -291,7 +288,7 @@ def assign_facilitator(
 def record_preparation_meeting(
     case: ConsentCase | None, command: RecordPreparationMeeting, *, command_id: str, now: datetime
 ) -> tuple[ConsentCase | None, list[Emit]]:
-    refusal = _refusal(case, command) or _not_a_participant(case, command.person_id) or _no_contact_yet(case)
+    refusal = _refusal(case, command) or not_a_participant(case, command.person_id) or _no_contact_yet(case)
     if refusal is not None:
         return _reject(case, command, command_id, now, refusal)
     assert case is not None
@@ -555,15 +552,9 @@ def _no_contact_yet(case: ConsentCase | None) -> str | None:
     return None
 
 
-def _not_a_participant(case: ConsentCase | None, person_id: str) -> str | None:
-    if case is not None and case.participant(person_id) is None:
-        return f"{person_id} is not a participant in this case"
-    return None
-
-
 def _cannot_speak_for(case: ConsentCase | None, command: ConsentDecision, now: datetime) -> str | None:
     """Why this decision cannot be taken as stated: not a participant, the wrong speaker, or dated ahead."""
-    if (refusal := _not_a_participant(case, command.person_id)) is not None:
+    if (refusal := not_a_participant(case, command.person_id)) is not None:
         return refusal
     actor = command.actor
     if command.through is RecordedThrough.participant and (actor.kind, actor.id) != ("participant", command.person_id):
@@ -576,9 +567,8 @@ def _cannot_speak_for(case: ConsentCase | None, command: ConsentDecision, now: d
 
 
 def _in_the_future(name: str, moment: datetime, now: datetime) -> str | None:
-    if moment > now + CLOCK_TOLERANCE:
-        return f"{name} {moment.isoformat()} is in the future (now is {now.isoformat()}): it has not happened yet"
-    return None
+    refusal = in_the_future(name, moment, now)
+    return None if refusal is None else f"{refusal}: it has not happened yet"
 
 
 _ENDED = (ConsentStatus.withdrawn, ConsentStatus.declined)

@@ -1,4 +1,5 @@
-"""What pure domain code hands back to the runtime: decided facts, and state that round-trips as JSON.
+"""What pure domain code shares: decided facts, rejections and the guards both case services start with, and
+state that round-trips as JSON.
 
 Pure (no I/O): domain modules may import it.
 """
@@ -6,8 +7,8 @@ Pure (no I/O): domain modules may import it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Self
+from datetime import datetime, timedelta
+from typing import Any, Protocol, Self
 
 from pydantic import TypeAdapter
 
@@ -35,6 +36,30 @@ def rejection(service: str, command: Command, command_id: str, reason: str, now:
         rejected_at=now,
     )
     return Emit(fact, f"rejected:{command_id}")
+
+
+CLOCK_TOLERANCE = timedelta(minutes=5)
+"""How far in the future a stated time (``assessed_at``, ``decided_at``, ``held_at``) may lie: clocks differ a
+little."""
+
+
+def in_the_future(name: str, moment: datetime, now: datetime) -> str | None:
+    """Why the stated time ``name`` cannot be taken, if it lies further ahead of ``now`` than clocks differ."""
+    if moment > now + CLOCK_TOLERANCE:
+        return f"{name} {moment.isoformat()} is in the future (now is {now.isoformat()})"
+    return None
+
+
+class CaseWithParticipants(Protocol):
+    def participant(self, person_id: str) -> object | None: ...
+
+
+def not_a_participant(case: CaseWithParticipants | None, person_id: str) -> str | None:
+    """Why a command about ``person_id`` is refused on this case, if they do not take part in it. An unknown case
+    (``None``) is left to the caller's own refusal."""
+    if case is not None and case.participant(person_id) is None:
+        return f"{person_id} is not a participant in this case"
+    return None
 
 
 _ADAPTERS: dict[type, TypeAdapter[Any]] = {}

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas import topics
-from services import samples
-from services.referral.domain import case_id_for
-from services.samples import (  # noqa: F401
+from demo import samples
+from demo.samples import (  # noqa: F401
     STAFF,
     command,
     community_venue,
@@ -18,6 +16,8 @@ from services.samples import (  # noqa: F401
     prison,
     soon,
 )
+from schemas import topics
+from services.referral.domain import case_id_for
 from tests.harness import System, of_type
 
 

@@ -9,9 +9,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from demo import samples
 from schemas import topics
 from schemas.scheduling import BookMeeting, MeetingKind
-from services import samples
 from services.referral.domain import case_id_for
 from tests.e2e.conftest import STAFF, command, community_venue, facilitators, facilitators_known, next_week, prepare
 from tests.harness import System, of_type

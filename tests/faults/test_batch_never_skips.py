@@ -18,11 +18,11 @@ import asyncpg
 import pytest
 from pydantic import AwareDatetime
 
+from demo import samples
 from schemas import topics
 from schemas.commands import Command
 from schemas.envelope import CloudEvent, new_event
 from schemas.registry import REGISTRY, Registry
-from services import samples
 from services.runtime.db import create_pool, is_data_fault, migrate
 from services.runtime.deadletters import DEAD_LETTER_COPY_BYTES
 from services.runtime.devstack import create_database, drop_database

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from demo import samples
+from demo.reader import RawRecord, TopicReader
 from schemas import topics
-from services import samples
-from services.runtime.kafka import RawRecord, TopicReader
 from tests.harness import System
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from demo import samples
 from schemas import topics
-from services import samples
 from services.referral.domain import case_id_for
 from services.runtime.db import migrate
 from services.runtime.deadletters import ReplayRefused, replay_dead_letter, store_dead_letters

@@ -23,10 +23,10 @@ from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from demo import samples
 from schemas import topics
 from schemas.kafka_binding import STRUCTURED_MODE_HEADERS
 from schemas.registry import COMMAND_OWNER, REGISTRY
-from services import samples
 from services.consent.app import CONSUMES as CONSENT_CONSUMES
 from services.referral.app import CONSUMES as REFERRAL_CONSUMES
 from services.referral.domain import case_id_for

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
-from services import samples
+from demo import samples
 from services.runtime.db import create_pool, migrate
 from services.runtime.devstack import create_database, drop_database
 from services.runtime.fieldcrypt import encrypt_bytes

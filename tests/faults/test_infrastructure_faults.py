@@ -13,8 +13,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from demo import samples
 from schemas import topics
-from services import samples
 from services.runtime.devstack import free_port
 from services.runtime.processor import parked_context
 from services.runtime.records import Record

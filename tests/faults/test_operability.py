@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from services import samples
+from demo import samples
 from services.runtime.devstack import free_port
 from tests.harness import System
 

@@ -17,12 +17,12 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from demo import samples
 from schemas import topics
 from schemas.common import Contact
 from schemas.consent import RecordedThrough, RecordingMethod, RecordRiskAssessment, RiskLevel, WithdrawConsent
 from schemas.scheduling import RecordAvailability, TimeWindow
 from schemas.upstream import Offender, ReferralRequested, Requester
-from services import samples
 from services.referral.domain import case_id_for
 from tests.e2e.conftest import STAFF, command, facilitators, facilitators_known, facts, prepare
 from tests.harness import System

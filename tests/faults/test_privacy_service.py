@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from demo import samples
 from schemas import topics
 from schemas.common import Actor, Contact
 from schemas.envelope import EventData, new_event
@@ -19,7 +20,6 @@ from schemas.privacy import ErasePerson, HoldKind, LiftRetentionHold, PlaceReten
 from schemas.referral import CaseOpened, Participant, Role
 from schemas.scheduling import CaseClosed, CloseCase, ClosureReason
 from schemas.upstream import Offence
-from services import samples
 from services.referral.domain import case_id_for
 from services.runtime.fieldcrypt import encrypt_batch
 from services.runtime.keystore import CASE_PERSON, KeyCache, KeyStore, MasterKeys, ensure_schema

@@ -27,8 +27,8 @@ from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from demo import samples
 from schemas import topics
-from services import samples
 from services.referral.domain import case_id_for
 from services.runtime.db import migrate
 from services.runtime.devstack import Broker, create_database, drop_database, free_port

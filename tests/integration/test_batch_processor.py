@@ -11,10 +11,10 @@ from typing import Any
 import asyncpg
 import pytest
 
+from demo import samples
 from schemas import topics
 from schemas.envelope import CloudEvent
 from schemas.registry import REGISTRY
-from services import samples
 from services.runtime.db import create_pool, migrate
 from services.runtime.devstack import create_database, drop_database
 from services.runtime.outbox import Outgoing

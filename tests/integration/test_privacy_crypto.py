@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from demo import samples
 from schemas.pii import is_pii
 from schemas.referral import CaseOpened
 from schemas.registry import REGISTRY
-from services import samples
 from services.runtime import fieldcrypt
 from services.runtime.devstack import create_database, drop_database
 from services.runtime.fieldcrypt import TamperedToken, decrypt_batch, encrypt_batch

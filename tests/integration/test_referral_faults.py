@@ -11,9 +11,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from demo import samples
 from schemas import topics
 from schemas.upstream import RiskFlag
-from services import samples
 from tests.harness import System
 
 pytestmark = pytest.mark.integration

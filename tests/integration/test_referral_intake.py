@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from demo import samples
 from schemas import topics
 from schemas.upstream import RiskFlag
-from services import samples
 from services.referral.domain import case_id_for
 from services.runtime.deadletters import copy_context
 from tests.harness import System, of_type, types_count

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from demo import samples
 from schemas.commands import CommandRejected, RecordVictimInformationProvided
 from schemas.common import Actor
 from schemas.referral import CaseAccepted, CaseDeclined, CaseOpened, VictimInformationDue, VictimInformationOverdue
 from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, RiskFlag, Victim
-from services import samples
 from services.referral import domain
 from services.referral.calendar import add_working_days, deadline_after, is_working_day
 from services.referral.domain import CaseStatus, CrimeFile

@@ -14,11 +14,13 @@ import asyncpg
 from rich.console import Console
 from rich.table import Table
 
+from demo import samples
+from demo.reader import TopicReader
 from schemas import topics
 from schemas.upstream import Requester, RiskFlag
-from services import samples
+from services.catalog import SERVICES
 from services.runtime.devstack import database_for_run, ensure_postgres, master_key_file, start_broker
-from services.runtime.kafka import TopicReader, ensure_topics, publish
+from services.runtime.kafka import ensure_topics, publish
 from services.runtime.settings import Settings
 from services.runtime.supervisor import Supervisor
 
@@ -31,8 +33,6 @@ def run_dev(*, demo: bool, keep_running: bool) -> int:
 
 
 async def _run(*, demo: bool, keep_running: bool) -> int:
-    from services.cli import SERVICES
-
     STATE_DIR.mkdir(exist_ok=True)
     (STATE_DIR / "logs").mkdir(exist_ok=True)
     broker = start_broker(log_path=STATE_DIR / "logs" / "tansu.log")

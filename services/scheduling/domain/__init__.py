@@ -1,0 +1,190 @@
+"""Scheduling decisions, pure: meetings on ready cases, the resource calendar, agreements, closure.
+
+Every decision is ``(case, book, message) -> (new case, new book, [Emit])``. A command that is not
+allowed changes nothing and emits one ``CommandRejected`` saying why. This package is the service's
+``domain``; ``handle`` takes any message it consumes to the decision that owns it:
+- ``model``: the state (``CaseSchedule`` per case, the shared ``ResourceBook``) and the guards every
+  decision starts with;
+- ``meetings``: what the consent service tells us about a case's participants and readiness, registered
+  facilitators and venues, availability, and proposing, booking, rescheduling, cancelling and recording
+  meetings (DOMAIN rule 1);
+- ``agreements``: the agreement, its items and payments;
+- ``closure``: declines, withdrawals, lost readiness and closing a case.
+
+Rule 1 (nothing about a meeting without the current consent of every required participant) is held
+twice over: a meeting is proposed, booked, rescheduled or recorded only on a case the consent service
+called ready (``meetings``), and a withdrawal cancels every pending meeting at once and closes the case
+(``closure``), so that a booking that arrives afterwards finds the case closed and is rejected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from schemas.consent import (
+    CaseReadinessLost,
+    CaseReadyForMeeting,
+    CaseWithdrawn,
+    ConsentDeclined,
+    ConsentGiven,
+    ConsentWithdrawn,
+    FacilitatorAssigned,
+)
+from schemas.envelope import EventData
+from schemas.referral import CaseAccepted
+from schemas.scheduling import (
+    BookMeeting,
+    CancelMeeting,
+    CloseCase,
+    CompleteAgreementItem,
+    ProposeMeeting,
+    RecordAgreement,
+    RecordAvailability,
+    RecordMeetingHeld,
+    RecordPayment,
+    RegisterFacilitator,
+    RegisterVenue,
+    RegistrationCommand,
+    RescheduleMeeting,
+)
+from services.runtime.decision import Emit
+from services.scheduling.domain.agreements import complete_agreement_item, record_agreement, record_payment
+from services.scheduling.domain.closure import (
+    close_case,
+    on_case_withdrawn,
+    on_consent_declined,
+    on_consent_withdrawn,
+    on_readiness_lost,
+)
+from services.scheduling.domain.meetings import (
+    book_meeting,
+    cancel_meeting,
+    on_case_accepted,
+    on_case_ready,
+    on_consent_given,
+    on_facilitator_assigned,
+    propose_meeting,
+    record_availability,
+    record_meeting_held,
+    register_facilitator,
+    register_venue,
+    reschedule_meeting,
+    resources_touched,
+)
+from services.scheduling.domain.model import (
+    SERVICE,
+    Agreement,
+    AgreementItem,
+    Availability,
+    Booking,
+    CaseClosure,
+    CaseSchedule,
+    FacilitatorProfile,
+    Meeting,
+    Outcome,
+    ResourceBook,
+    VenueProfile,
+    facilitator_key,
+    person_key,
+    venue_key,
+)
+
+__all__ = [
+    "CONSUMES",
+    "HANDLERS",
+    "REGISTRATIONS",
+    "SERVICE",
+    "Agreement",
+    "AgreementItem",
+    "Availability",
+    "Booking",
+    "CaseClosure",
+    "CaseSchedule",
+    "Emit",
+    "FacilitatorProfile",
+    "Handler",
+    "Meeting",
+    "Outcome",
+    "ResourceBook",
+    "VenueProfile",
+    "book_meeting",
+    "cancel_meeting",
+    "close_case",
+    "complete_agreement_item",
+    "facilitator_key",
+    "handle",
+    "on_case_accepted",
+    "on_case_ready",
+    "on_case_withdrawn",
+    "on_consent_declined",
+    "on_consent_given",
+    "on_consent_withdrawn",
+    "on_facilitator_assigned",
+    "on_readiness_lost",
+    "person_key",
+    "propose_meeting",
+    "record_agreement",
+    "record_availability",
+    "record_meeting_held",
+    "record_payment",
+    "register_facilitator",
+    "register_venue",
+    "reschedule_meeting",
+    "resources_touched",
+    "subject_of",
+    "venue_key",
+]
+
+# --- dispatch -----------------------------------------------------------------------------------
+
+Handler = Callable[..., Outcome]
+
+HANDLERS: dict[type[EventData], Handler] = {
+    CaseAccepted: on_case_accepted,
+    ConsentGiven: on_consent_given,
+    ConsentDeclined: on_consent_declined,
+    ConsentWithdrawn: on_consent_withdrawn,
+    CaseReadyForMeeting: on_case_ready,
+    CaseReadinessLost: on_readiness_lost,
+    CaseWithdrawn: on_case_withdrawn,
+    FacilitatorAssigned: on_facilitator_assigned,
+    RecordAvailability: record_availability,
+    ProposeMeeting: propose_meeting,
+    BookMeeting: book_meeting,
+    RescheduleMeeting: reschedule_meeting,
+    CancelMeeting: cancel_meeting,
+    RecordMeetingHeld: record_meeting_held,
+    RecordAgreement: record_agreement,
+    RecordPayment: record_payment,
+    CompleteAgreementItem: complete_agreement_item,
+    CloseCase: close_case,
+}
+
+REGISTRATIONS: dict[type[EventData], Callable[..., tuple[ResourceBook, list[Emit]]]] = {
+    RegisterFacilitator: register_facilitator,
+    RegisterVenue: register_venue,
+}
+
+CONSUMES: frozenset[str] = frozenset(model.event_type for model in (*HANDLERS, *REGISTRATIONS))
+"""``rj.case.accepted`` (rj.referral); consent facts, facilitator assignments and readiness (rj.consent); its
+commands (rj.commands)."""
+
+
+def subject_of(message: EventData) -> str:
+    """What a message is about, and so the subject of what it causes: a case id, or a facilitator or venue id."""
+    if isinstance(message, RegisterFacilitator):
+        return message.facilitator_id
+    if isinstance(message, RegisterVenue):
+        return message.venue_id
+    return message.case_id  # type: ignore[attr-defined, no-any-return]
+
+
+def handle(
+    case: CaseSchedule | None, book: ResourceBook, message: EventData, *, command_id: str, now: datetime
+) -> Outcome:
+    """Apply any message in ``CONSUMES``; a registration leaves ``case`` (pass ``None``) as it is."""
+    if isinstance(message, RegistrationCommand):
+        book, emits = REGISTRATIONS[type(message)](book, message, command_id=command_id, now=now)
+        return case, book, emits
+    return HANDLERS[type(message)](case, book, message, command_id=command_id, now=now)
