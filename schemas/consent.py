@@ -208,6 +208,11 @@ class ConsentDeclined(EventData):
     declined_by: Annotated[Actor, Pii] = Field(description="Who recorded it: the person themself, or staff")
     recorded_at: AwareDatetime = Field(description="When the decision was recorded")
     reason: Annotated[str | None, Pii] = Field(default=None, description="Never to be told to another participant")
+    command_id: str | None = Field(
+        default=None,
+        description="The command this decides: the services that follow that command in case order match this "
+        "verdict to it",
+    )
 
 
 class ConsentWithdrawn(EventData):
@@ -226,6 +231,11 @@ class ConsentWithdrawn(EventData):
     withdrawn_by: Annotated[Actor, Pii] = Field(description="Who recorded it: the person themself, or staff")
     recorded_at: AwareDatetime = Field(description="When the decision was recorded")
     reason: Annotated[str | None, Pii] = Field(default=None, description="Never to be told to another participant")
+    command_id: str | None = Field(
+        default=None,
+        description="The command this decides: the services that follow that command in case order match this "
+        "verdict to it",
+    )
 
 
 class CaseHeld(EventData):
@@ -239,6 +249,11 @@ class CaseHeld(EventData):
     raised_by: Annotated[str, Pii]
     held_at: AwareDatetime
     held_by: Actor
+    command_id: str | None = Field(
+        default=None,
+        description="The command this decides: the services that follow that command in case order match this "
+        "verdict to it",
+    )
 
 
 class CaseResumed(EventData):

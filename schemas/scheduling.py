@@ -55,6 +55,7 @@ class CancellationReason(StrEnum):
     case_withdrawn = "case_withdrawn"
     case_closed = "case_closed"
     readiness_lost = "readiness_lost"
+    case_on_hold = "case_on_hold"  # a safeguarding hold
 
 
 class ClosureReason(StrEnum):

@@ -27,6 +27,7 @@ def clock() -> datetime:
     """The time decisions are taken at (one reading per batch); tests that compare runs hold it still."""
     return datetime.now(UTC)
 
+
 CONSUMES = domain.CONSUMES | {FacilitatorRegistered.event_type}
 
 

@@ -379,6 +379,7 @@ def decline_consent(
         declined_by=command.actor,
         recorded_at=now,
         reason=command.reason,
+        command_id=command_id,
     )
     emits = [Emit(fact, f"consent-declined:{command_id}")]
     if _stops_the_case(case, command):
@@ -414,6 +415,7 @@ def withdraw_consent(
         withdrawn_by=command.actor,
         recorded_at=now,
         reason=command.reason,
+        command_id=command_id,
     )
     emits = [Emit(fact, f"consent-withdrawn:{command_id}")]
     if _stops_the_case(case, command):
@@ -434,7 +436,12 @@ def put_on_hold(
     assert case is not None
     case = replace(case, hold=Hold(now, command_id), reassess_after=now)
     fact = CaseHeld(
-        case_id=case.case_id, concern=command.concern, raised_by=command.raised_by, held_at=now, held_by=command.actor
+        case_id=case.case_id,
+        concern=command.concern,
+        raised_by=command.raised_by,
+        held_at=now,
+        held_by=command.actor,
+        command_id=command_id,
     )
     return _settle(case, [Emit(fact, f"case-held:{command_id}")], command_id, now)
 

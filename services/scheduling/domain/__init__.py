@@ -22,14 +22,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from schemas.commands import CommandRejected
 from schemas.consent import (
+    CaseHeld,
     CaseReadinessLost,
     CaseReadyForMeeting,
+    CaseResumed,
     CaseWithdrawn,
     ConsentDeclined,
     ConsentGiven,
     ConsentWithdrawn,
+    DeclineConsent,
     FacilitatorAssigned,
+    PutCaseOnHold,
+    WithdrawConsent,
 )
 from schemas.envelope import EventData
 from schemas.referral import CaseAccepted
@@ -52,10 +58,15 @@ from services.runtime.decision import Emit
 from services.scheduling.domain.agreements import complete_agreement_item, record_agreement, record_payment
 from services.scheduling.domain.closure import (
     close_case,
+    on_case_held,
+    on_case_resumed,
     on_case_withdrawn,
     on_consent_declined,
+    on_consent_rejected,
     on_consent_withdrawn,
+    on_hold_command,
     on_readiness_lost,
+    on_withdrawal_command,
 )
 from services.scheduling.domain.meetings import (
     book_meeting,
@@ -149,6 +160,13 @@ HANDLERS: dict[type[EventData], Handler] = {
     CaseReadinessLost: on_readiness_lost,
     CaseWithdrawn: on_case_withdrawn,
     FacilitatorAssigned: on_facilitator_assigned,
+    CaseHeld: on_case_held,
+    CaseResumed: on_case_resumed,
+    CommandRejected: on_consent_rejected,
+    # The consent service's commands that can stop the case, followed in case order (see ``closure``).
+    WithdrawConsent: on_withdrawal_command,
+    DeclineConsent: on_withdrawal_command,
+    PutCaseOnHold: on_hold_command,
     RecordAvailability: record_availability,
     ProposeMeeting: propose_meeting,
     BookMeeting: book_meeting,
@@ -167,8 +185,8 @@ REGISTRATIONS: dict[type[EventData], Callable[..., tuple[ResourceBook, list[Emit
 }
 
 CONSUMES: frozenset[str] = frozenset(model.event_type for model in (*HANDLERS, *REGISTRATIONS))
-"""``rj.case.accepted`` (rj.referral); consent facts, facilitator assignments and readiness (rj.consent); its
-commands (rj.commands)."""
+"""``rj.case.accepted`` (rj.referral); consent facts, facilitator assignments, readiness, holds and consent's
+rejections (rj.consent); its commands, and the withdraw, decline and hold commands it follows (rj.commands)."""
 
 
 def subject_of(message: EventData) -> str:

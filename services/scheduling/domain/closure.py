@@ -1,5 +1,20 @@
-"""How a case stops: a participant's decline or withdrawal, readiness lost, the consent service's withdrawal
-of the case, and closing by command.
+"""How a case stops: a participant's decline or withdrawal, a safeguarding hold, readiness lost, the consent
+service's withdrawal of the case, and closing by command.
+
+Withdrawal first (DOMAIN "Ordering"): the consent service decides a withdrawal, but its facts travel on another
+topic than the booking commands, so a booking sent after a withdrawal could arrive here before consent's
+verdict. So this service reads the withdraw, decline and hold commands from ``rj.commands`` itself, in the
+case's partition order, and holds the case as pending (``CaseSchedule.stops_pending``) until the verdict:
+- a withdrawal or decline of participation by a required participant (or by someone not yet known: the case's
+  participants may not have reached us yet) is pending; anything else (sharing consent, a participant who is
+  not required) cannot stop the case and is passed over;
+- a hold is pending;
+- consent's ``rj.command.rejected`` for that command lifts it: the case goes on;
+- consent's facts (``rj.case.withdrawn`` / ``rj.consent.withdrawn`` / ``rj.consent.declined``, ``rj.case.held``)
+  stop or hold the case, as below; each names the command it decides (``command_id``).
+A verdict can also overtake its command (this service lagging on ``rj.commands``): it is remembered
+(``CaseSchedule.answered``) so that the command, read later, is not held pending for ever.
+While anything is pending, or the case is held, nothing about a meeting goes ahead (``model._refusal``).
 
 A withdrawal cancels every pending meeting at once, releases its bookings, and closes the case; a booking that
 arrives afterwards finds the case closed and is rejected. A required participant who declines after having
@@ -13,14 +28,20 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
+from schemas.commands import CommandRejected
 from schemas.common import Actor
 from schemas.consent import (
     PARTICIPATION,
+    CaseHeld,
     CaseReadinessLost,
+    CaseResumed,
     CaseWithdrawalReason,
     CaseWithdrawn,
     ConsentDeclined,
     ConsentWithdrawn,
+    DeclineConsent,
+    PutCaseOnHold,
+    WithdrawConsent,
 )
 from schemas.scheduling import (
     CLOSABLE_BY_COMMAND,
@@ -39,11 +60,19 @@ from services.scheduling.domain.model import (
     CaseClosure,
     CaseSchedule,
     Outcome,
+    PendingStop,
     ResourceBook,
     _refusal,
     _reject,
+    answer,
+    could_stop,
+    follow,
+    passed_over,
     person_key,
 )
+
+FOLLOWED = frozenset(m.event_type for m in (WithdrawConsent, DeclineConsent, PutCaseOnHold))
+"""The consent service's commands this service reads in case order, because they can stop the case."""
 
 # --- events from other services -----------------------------------------------------------------
 
@@ -52,6 +81,8 @@ def on_consent_declined(
     case: CaseSchedule | None, book: ResourceBook, event: ConsentDeclined, *, command_id: str, now: datetime
 ) -> Outcome:
     """Declining after having consented to take part is a withdrawal; before that, a decline."""
+    if case is not None:
+        case = answer(case, event.command_id, could_be_pending=could_stop(case, event.purpose, event.person_id))
     had_consented = case is not None and event.person_id in case.consenting
     reason = ClosureReason.withdrawn if had_consented else ClosureReason.declined
     return _participation_ended(case, book, event.case_id, event.purpose, event.person_id, reason, command_id, now)
@@ -60,6 +91,8 @@ def on_consent_declined(
 def on_consent_withdrawn(
     case: CaseSchedule | None, book: ResourceBook, event: ConsentWithdrawn, *, command_id: str, now: datetime
 ) -> Outcome:
+    if case is not None:
+        case = answer(case, event.command_id, could_be_pending=could_stop(case, event.purpose, event.person_id))
     reason = ClosureReason.withdrawn
     return _participation_ended(case, book, event.case_id, event.purpose, event.person_id, reason, command_id, now)
 
@@ -87,7 +120,64 @@ def on_case_withdrawn(
     return _stop(case, book, reason, None, now)
 
 
+def on_case_held(
+    case: CaseSchedule | None, book: ResourceBook, event: CaseHeld, *, command_id: str, now: datetime
+) -> Outcome:
+    """On hold for a safeguarding concern: every pending meeting is called off and nothing goes ahead until the
+    consent service resumes the case and finds it ready again."""
+    case = answer(case or CaseSchedule(case_id=event.case_id), event.command_id)
+    if case.closure is not None:
+        return case, book, []
+    case, book, emits = _cancel_pending(case, book, CancellationReason.case_on_hold, SYSTEM_SCHEDULING, None, now)
+    return replace(case, held=True, ready=False), book, emits
+
+
+def on_case_resumed(
+    case: CaseSchedule | None, book: ResourceBook, event: CaseResumed, *, command_id: str, now: datetime
+) -> Outcome:
+    """The hold is lifted; meetings wait for the consent service to find the case ready again."""
+    case = case or CaseSchedule(case_id=event.case_id)
+    return replace(case, held=False), book, []
+
+
+def on_consent_rejected(
+    case: CaseSchedule | None, book: ResourceBook, event: CommandRejected, *, command_id: str, now: datetime
+) -> Outcome:
+    """The consent service refused a withdrawal or hold we were holding the case for: it stops nothing."""
+    if event.service != "consent" or event.command_type not in FOLLOWED:
+        return case, book, []
+    return answer(case or CaseSchedule(case_id=event.case_id), event.command_id), book, []
+
+
 # --- commands -----------------------------------------------------------------------------------
+
+
+def on_withdrawal_command(
+    case: CaseSchedule | None,
+    book: ResourceBook,
+    command: WithdrawConsent | DeclineConsent,
+    *,
+    command_id: str,
+    now: datetime,
+) -> Outcome:
+    """A withdrawal or decline, read in case order: if it can stop the case, nothing goes ahead until the consent
+    service has decided it. This service never answers it: the consent service does."""
+    case = case or CaseSchedule(case_id=command.case_id)
+    if case.closure is not None:
+        return case, book, []
+    if not could_stop(case, command.purpose, command.person_id):
+        return passed_over(case, command_id), book, []  # the consent service records it, and that is all
+    return follow(case, PendingStop(command_id, "withdrawal", command.person_id)), book, []
+
+
+def on_hold_command(
+    case: CaseSchedule | None, book: ResourceBook, command: PutCaseOnHold, *, command_id: str, now: datetime
+) -> Outcome:
+    """A safeguarding hold, read in case order: nothing goes ahead until the consent service has decided it."""
+    case = case or CaseSchedule(case_id=command.case_id)
+    if case.closure is not None:
+        return case, book, []
+    return follow(case, PendingStop(command_id, "hold")), book, []
 
 
 def close_case(
@@ -158,7 +248,7 @@ def _stop(
     (``None`` when not known) is kept in this service's state for staff, never in a fact."""
     if case.closure is not None:
         return case, book, []  # already stopped: by this withdrawal's other fact, or before it
-    case = replace(case, consenting=case.consenting - {person_id}, ready=False)
+    case = replace(case, consenting=case.consenting - {person_id}, ready=False, stops_pending=(), answered=())
     # The cancellations and the closure say only that the case was withdrawn, never by whom (DOMAIN rule 2).
     case, book, emits = _cancel_pending(case, book, CancellationReason.case_withdrawn, SYSTEM_SCHEDULING, None, now)
     return _close(case, book, reason, SYSTEM_SCHEDULING, emits, now, withdrawn_by=person_id)

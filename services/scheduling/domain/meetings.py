@@ -67,6 +67,7 @@ from services.scheduling.domain.model import (
     facilitator_key,
     person_key,
     venue_key,
+    without_stops_that_cannot_stop,
 )
 
 # --- events from other services -----------------------------------------------------------------
@@ -80,7 +81,8 @@ def on_case_accepted(
     if case.participants:
         return case, book, []
     participants = tuple(event.participants)
-    return replace(case, participants=participants, specialist_required=event.specialist_required), book, []
+    case = replace(case, participants=participants, specialist_required=event.specialist_required)
+    return without_stops_that_cannot_stop(case), book, []
 
 
 def on_consent_given(
@@ -115,7 +117,7 @@ def on_case_ready(
         consenting=case.consenting | required,
         ready=True,
     )
-    return case, book, []
+    return without_stops_that_cannot_stop(case), book, []
 
 
 # --- registering resources ----------------------------------------------------------------------
@@ -164,7 +166,7 @@ def register_venue(
 def record_availability(
     case: CaseSchedule | None, book: ResourceBook, command: RecordAvailability, *, command_id: str, now: datetime
 ) -> Outcome:
-    refusal = _refusal(case, command) or not_a_participant(case, command.person_id)
+    refusal = _refusal(case, command, books_nothing=True) or not_a_participant(case, command.person_id)
     if refusal is not None:
         return _reject(case, book, command, command_id, now, refusal)
     assert case is not None
@@ -249,7 +251,7 @@ def cancel_meeting(
 ) -> Outcome:
     """Cancelling stops something, so it needs no consent; it does need a reason."""
     existing = case.meeting(command.meeting_id) if case is not None else None
-    refusal = _refusal(case, command) or _not_booked(existing, command.meeting_id)
+    refusal = _refusal(case, command, books_nothing=True) or _not_booked(existing, command.meeting_id)
     if refusal is None and not (command.reason or "").strip():
         refusal = "a cancellation needs a reason"
     if refusal is not None:

@@ -17,6 +17,7 @@ from typing import Annotated
 
 from schemas.commands import Command
 from schemas.consent import (
+    PARTICIPATION,
     CaseParticipant,
 )
 from schemas.pii import Pii
@@ -180,6 +181,17 @@ class CaseClosure:
 
 
 @dataclass(frozen=True)
+class PendingStop:
+    """A command that may stop the case, read from ``rj.commands`` in case order, whose verdict the consent
+    service has not yet given: a withdrawal or decline of participation by a (possibly) required participant,
+    or a safeguarding hold. While any is pending nothing about a meeting goes ahead."""
+
+    command_id: str
+    kind: str  # "withdrawal" | "hold"
+    person_id: Annotated[str | None, Pii] = None  # who withdrew: staff-only, like ``CaseClosure.withdrawn_by``
+
+
+@dataclass(frozen=True)
 class CaseSchedule(JsonState):
     case_id: str
     participants: tuple[CaseParticipant, ...] = ()
@@ -191,6 +203,9 @@ class CaseSchedule(JsonState):
     meetings: tuple[Meeting, ...] = ()
     agreement: Agreement | None = None
     closure: CaseClosure | None = None
+    stops_pending: tuple[PendingStop, ...] = ()  # read from rj.commands, awaiting the consent service's verdict
+    answered: tuple[str, ...] = ()  # verdicts that came before we read their command (the latest few)
+    held: bool = False  # on safeguarding hold, as the consent service last said
 
     def participant(self, person_id: str) -> CaseParticipant | None:
         return next((p for p in self.participants if p.person_id == person_id), None)
@@ -220,11 +235,74 @@ Outcome = tuple[CaseSchedule | None, ResourceBook, list[Emit]]
 # --- guards -------------------------------------------------------------------------------------
 
 
-def _refusal(case: CaseSchedule | None, command: Command) -> str | None:
+ANSWERED_KEPT = 64
+"""How many verdicts that overtook their command a case remembers until it reads the command. A verdict overtakes
+its command only while this service lags on ``rj.commands``; the few that never meet a pending command (a
+rejected sharing withdrawal, say) are forgotten oldest first."""
+
+
+def could_stop(case: CaseSchedule, purpose: str, person_id: str) -> bool:
+    """Whether a withdrawal or decline of ``purpose`` by ``person_id`` can stop the case: participation, by a
+    required participant, or by anyone while the case's participants have not reached us yet."""
+    if purpose != PARTICIPATION:
+        return False
+    participant = case.participant(person_id)
+    return not case.participants or (participant is not None and participant.required)
+
+
+def follow(case: CaseSchedule, stop: PendingStop) -> CaseSchedule:
+    """A command that may stop the case, read in case order: pending until its verdict, unless that came first."""
+    if stop.command_id in case.answered:
+        return replace(case, answered=tuple(a for a in case.answered if a != stop.command_id))
+    return replace(case, stops_pending=(*case.stops_pending, stop))
+
+
+def answer(case: CaseSchedule, command_id: str | None, *, could_be_pending: bool = True) -> CaseSchedule:
+    """The consent service's verdict on a command we follow: it is no longer pending. If we have not read the
+    command yet, remember the verdict for when we do."""
+    if command_id is None:
+        return case
+    remaining = tuple(s for s in case.stops_pending if s.command_id != command_id)
+    if remaining != case.stops_pending:
+        return replace(case, stops_pending=remaining)
+    if not could_be_pending or command_id in case.answered:
+        return case
+    return replace(case, answered=(*case.answered, command_id)[-ANSWERED_KEPT:])
+
+
+def passed_over(case: CaseSchedule, command_id: str) -> CaseSchedule:
+    """A followed command that cannot stop the case: forget any verdict on it that came first."""
+    if command_id not in case.answered:
+        return case
+    return replace(case, answered=tuple(a for a in case.answered if a != command_id))
+
+
+def without_stops_that_cannot_stop(case: CaseSchedule) -> CaseSchedule:
+    """Once the participants are known, a pending withdrawal by someone who is not required stops nothing."""
+    kept = tuple(
+        s
+        for s in case.stops_pending
+        if s.kind != "withdrawal" or s.person_id is None or could_stop(case, PARTICIPATION, s.person_id)
+    )
+    return case if kept == case.stops_pending else replace(case, stops_pending=kept)
+
+
+def _refusal(case: CaseSchedule | None, command: Command, *, books_nothing: bool = False) -> str | None:
+    """Why no command may act on the case now, if so. While a withdrawal or hold awaits the consent service's
+    verdict, or the case is on hold, only what books and decides nothing (``books_nothing``: cancelling a
+    meeting, recording availability) goes ahead."""
     if case is None:
         return f"unknown case {command.case_id}"
     if case.closure is not None:
         return f"case is closed ({case.closure.reason})"
+    if books_nothing:
+        return None
+    if case.held:
+        return "the case is on hold for a safeguarding concern: nothing goes ahead until it is resumed"
+    if any(stop.kind == "withdrawal" for stop in case.stops_pending):
+        return "a withdrawal of consent on this case is awaiting the consent service's decision: nothing goes ahead"
+    if case.stops_pending:
+        return "a safeguarding hold on this case is awaiting the consent service's decision: nothing goes ahead"
     return None
 
 
