@@ -269,7 +269,8 @@ class CompleteAgreementItem(Command):
 
 
 class CloseCase(Command):
-    """Close a case that will not proceed: ``not_suitable``, ``uncontactable`` or ``agreement_not_met``."""
+    """Close a case that will not proceed: ``not_suitable``, ``uncontactable`` or ``agreement_not_met``, with a
+    ``reason`` (staff decide it, and say why)."""
 
     event_type: ClassVar[str] = "rj.case.close"
 

@@ -453,7 +453,7 @@ def apply(world: World, step: tuple[Any, ...]) -> None:
         world.to_scheduling(CompleteAgreementItem(case_id=case_id, actor=STAFF, item_id=item_id))
     elif kind == "close":
         (reason,) = args
-        world.to_scheduling(CloseCase(case_id=case_id, actor=STAFF, closure_reason=reason))
+        world.to_scheduling(CloseCase(case_id=case_id, actor=STAFF, closure_reason=reason, reason="no reply"))
 
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -572,8 +572,17 @@ def test_closing_as_not_proceeded_with_cancels_pending_meetings() -> None:
 def test_completion_and_withdrawal_cannot_be_claimed_by_command(reason: ClosureReason) -> None:
     world = World().ready()
     assert "follows from the process" in rejection(
-        world.send(CloseCase(case_id="A", actor=STAFF, closure_reason=reason))
+        world.send(CloseCase(case_id="A", actor=STAFF, closure_reason=reason, reason="all done"))
     )
+
+
+def test_staff_closing_a_case_must_say_why() -> None:
+    world = World().ready()
+    for reason in (None, " "):
+        refused = world.send(
+            CloseCase(case_id="A", actor=STAFF, closure_reason=ClosureReason.not_suitable, reason=reason)
+        )
+        assert rejection(refused) == "a reason is required when staff close a case"
 
 
 def test_a_command_on_an_unknown_case_is_rejected() -> None:

@@ -183,8 +183,10 @@ def on_hold_command(
 def close_case(
     case: CaseSchedule | None, book: ResourceBook, command: CloseCase, *, command_id: str, now: datetime
 ) -> Outcome:
-    """Close a case that will not proceed; whatever is pending is cancelled."""
+    """Close a case that will not proceed, saying why (staff decide it); whatever is pending is cancelled."""
     refusal = _refusal(case, command)
+    if refusal is None and not (command.reason or "").strip():
+        refusal = "a reason is required when staff close a case"
     if refusal is None and command.closure_reason not in CLOSABLE_BY_COMMAND:
         allowed = ", ".join(sorted(CLOSABLE_BY_COMMAND))
         refusal = (
