@@ -22,8 +22,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from pydantic import SecretStr
 
 from demo import samples
+from demo.samples import case_of
 from schemas import topics
-from services.referral.domain import case_id_for
 from services.runtime.devstack import Broker, database_for_run, ensure_postgres, start_broker
 from services.runtime.kafka import ensure_topics
 from services.runtime.keystore import MasterKeys
@@ -217,7 +217,7 @@ class Case:
 
     @property
     def case_id(self) -> str:
-        return case_id_for(self.reference)
+        return case_of(self.reference)
 
     @property
     def victim_id(self) -> str:
@@ -320,7 +320,7 @@ class Probes:
 def probes(settings: Settings, count: int) -> Iterator[Outgoing]:
     """Records for the ceiling: the size of a consent command, each keyed (and matched) by its own key."""
     for i in range(count):
-        _, _, value = samples.consent(case_id_for(f"PROBE/{i:07d}"), "V-PROBE")
+        _, _, value = samples.consent(case_of(f"PROBE/{i:07d}"), "V-PROBE")
         key = f"probe-{i}"
         yield key, settings.topic(SCRATCH), key.encode(), value
 

@@ -248,6 +248,7 @@ def _fact_detail(fact: dict[str, Any]) -> str:
 
 async def walk_cases(settings: Settings, stop: asyncio.Event) -> None:
     """Two cases through consent and scheduling: one to completion, one to a withdrawal."""
+    from demo.samples import case_of
     from schemas.consent import RecordRiskAssessment, RiskLevel
     from schemas.scheduling import (
         AgreementItemTerms,
@@ -258,7 +259,6 @@ async def walk_cases(settings: Settings, stop: asyncio.Event) -> None:
         RecordAgreement,
         RecordMeetingHeld,
     )
-    from services.referral.domain import case_id_for
 
     s = samples
     console.print("\n[bold]Preparing, meeting, agreeing:[/] facilitators act through rj.commands\n")
@@ -285,7 +285,7 @@ async def walk_cases(settings: Settings, stop: asyncio.Event) -> None:
 
     await watch.facilitators_known("F-ANN", "F-BEN", "F-SAM")
     ref = "WM/2026/000101"
-    case, victim, offender = case_id_for(ref), f"V-{ref}", f"O-{ref}"
+    case, victim, offender = case_of(ref), f"V-{ref}", f"O-{ref}"
     await watch.until(case, "rj.preparation.started", stop)
     await publish(settings, s.prepare(case, [victim, offender], ["F-ANN", "F-BEN"]))
     await watch.until(case, "rj.case.ready-for-meeting", stop)
@@ -316,7 +316,7 @@ async def walk_cases(settings: Settings, stop: asyncio.Event) -> None:
     await watch.until(case, "rj.case.closed", stop)
 
     ref = "WM/2026/000102"  # domestic abuse: a specialist and a risk assessment first
-    case, victim, offender = case_id_for(ref), f"V-{ref}", f"O-{ref}"
+    case, victim, offender = case_of(ref), f"V-{ref}", f"O-{ref}"
     await watch.until(case, "rj.preparation.started", stop)
     await publish(
         settings,

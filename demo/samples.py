@@ -10,6 +10,7 @@ from schemas import topics
 from schemas.common import Actor, Channel, Contact
 from schemas.consent import GiveConsent, RecordedThrough, RecordingMethod, WithdrawConsent
 from schemas.envelope import Event, EventData, new_event
+from schemas.referral import case_id_for
 from schemas.scheduling import RegisterFacilitator, RegisterVenue, VenueKind, VisitSlot, WeeklyHours
 from schemas.upstream import (
     CrimeOutcomeRecorded,
@@ -26,12 +27,20 @@ from schemas.upstream import (
 UPSTREAM_SOURCE = "urn:police:west-mercia:rms"
 
 
-def upstream_event(data: EventData, *, event_id: str | None = None, time: datetime | None = None) -> bytes:
+def case_of(crime_reference: str, force: str = UPSTREAM_SOURCE) -> str:
+    """The case a sample crime becomes: the contract's rule, for the samples' force (``UPSTREAM_SOURCE``)."""
+    return case_id_for(force, crime_reference)
+
+
+def upstream_event(
+    data: EventData, *, event_id: str | None = None, time: datetime | None = None, force: str = UPSTREAM_SOURCE
+) -> bytes:
+    """An upstream event as a force's crime system publishes it (its ``source`` names the force)."""
     crime_reference: str = data.crime_reference  # type: ignore[attr-defined]
     return Event(
         specversion="1.0",
         id=event_id or str(uuid.uuid4()),
-        source=UPSTREAM_SOURCE,
+        source=force,
         type=data.event_type,
         subject=crime_reference,
         time=time or datetime.now(UTC),
@@ -108,9 +117,12 @@ def referral_requested(
     )
 
 
-def on_crime_events(*payloads: EventData) -> list[tuple[str, str, bytes]]:
+def on_crime_events(*payloads: EventData, force: str = UPSTREAM_SOURCE) -> list[tuple[str, str, bytes]]:
     """(topic, key, value) triples for ``crime.events``, keyed by crime reference as upstream does."""
-    return [(topics.CRIME_EVENTS, p.crime_reference, upstream_event(p)) for p in payloads]  # type: ignore[attr-defined]
+    return [
+        (topics.CRIME_EVENTS, p.crime_reference, upstream_event(p, force=force))  # type: ignore[attr-defined]
+        for p in payloads
+    ]
 
 
 # --- commands, as a facilitator UI sends them ---------------------------------------------------

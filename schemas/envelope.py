@@ -54,6 +54,11 @@ class CloudEvent(BaseModel, Generic[D]):
     dataschema: str | None = None
     correlationid: str | None = None
     causationid: str | None = None
+    force: str | None = Field(
+        default=None,
+        description="Extension: the force the case belongs to (its crime system's source), on every event about "
+        "a case, so that one deployment serves several forces without mixing them",
+    )
     data: D
 
     def to_json(self, data_json: bytes | None = None) -> bytes:
@@ -75,7 +80,7 @@ class CloudEvent(BaseModel, Generic[D]):
         return pydantic_core.to_json(head)[:-1] + b',"data":' + data.__pydantic_serializer__.to_json(data) + b"}"
 
 
-_OPTIONAL_ATTRIBUTES = ("subject", "dataschema", "correlationid", "causationid")
+_OPTIONAL_ATTRIBUTES = ("subject", "dataschema", "correlationid", "causationid", "force")
 _ATTRIBUTES = ("specversion", "id", "source", "type", "subject", "time", "datacontenttype", *_OPTIONAL_ATTRIBUTES[1:])
 
 #: The envelope of a decoded event; specialising a generic model is costly, so do it once.
@@ -94,6 +99,7 @@ def new_event(
     cause: CloudEvent[Any] | None = None,
     event_id: str | None = None,
     time: datetime | None = None,
+    force: str | None = None,
 ) -> Event:
     """Wrap ``data`` in an envelope, continuing the causal chain of ``cause``.
 
@@ -120,6 +126,7 @@ def new_event(
         dataschema=data.dataschema(),
         correlationid=correlationid,
         causationid=causationid,
+        force=force,
         datacontenttype="application/json",
         data=data,
     )

@@ -1,9 +1,18 @@
-"""Facts the referral service publishes on ``rj.referral`` (subject and key: the case id)."""
+"""Facts the referral service publishes on ``rj.referral`` (subject and key: the case id), and case identity.
+
+**Case identity.** A crime reference is unique only within one force's crime system. A case is identified by
+the force (the CloudEvents ``source`` its crime system publishes upstream events with, e.g.
+``urn:police:west-mercia:rms``), the crime reference, and which referral of that crime it is (a closed case
+may be referred again, as a new case): ``case_id_for``. Several victims and offenders of one crime are
+participants of one case. Every event about a case carries its force in the envelope (``force``).
+"""
 
 from __future__ import annotations
 
+import uuid
 from datetime import date
 from enum import StrEnum
+from functools import lru_cache
 from typing import Annotated, ClassVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -12,6 +21,27 @@ from schemas.common import Actor, Channel, Contact
 from schemas.envelope import EventData
 from schemas.pii import Pii
 from schemas.upstream import Offence, Requester
+
+_CASE_NS = uuid.UUID("5d9a3c1e-7f2b-4e8a-b6c4-1a2b3c4d5e6f")
+
+
+def case_id_for(force: str, crime_reference: str, referral: int = 1) -> str:
+    """The case id of the ``referral``-th referral of a force's crime: derived, so that every repeat and replay
+    lands on the same case and a UI maps a crime reference to its case without reading ``rj.referral``.
+
+    ``uuid5(NS, force + US + crime_reference)`` for the first referral, ``+ US + str(referral)`` for later ones
+    (NS is ``5d9a3c1e-7f2b-4e8a-b6c4-1a2b3c4d5e6f``, US the unit separator chr(31)); leading and trailing spaces
+    of the reference are dropped first, as the referral service drops them. An empty ``force`` gives the ids of
+    cases opened before forces were told apart (``uuid5(NS, crime_reference)``)."""
+    return _case_id(force, crime_reference.strip(), referral)
+
+
+@lru_cache(maxsize=65536)
+def _case_id(force: str, crime_reference: str, referral: int) -> str:
+    name = f"{force}\x1f{crime_reference}" if force else crime_reference
+    if referral > 1:
+        name += f"\x1f{referral}"
+    return str(uuid.uuid5(_CASE_NS, name))
 
 
 class Role(StrEnum):
@@ -64,6 +94,8 @@ class CaseOpened(EventData):
 
     case_id: str
     crime_reference: str
+    force: str | None = Field(default=None, description="The force whose crime it is (see ``case_id_for``)")
+    referral: int = Field(default=1, ge=1, description="Which referral of the crime this case is")
     offence: Offence
     participants: list[Participant]
     routes: list[ReferralRoute]
@@ -86,6 +118,7 @@ class CaseAccepted(EventData):
 
     case_id: str
     crime_reference: str
+    force: str | None = Field(default=None, description="The force whose crime it is (see ``case_id_for``)")
     specialist_required: bool
     risk_assessment_required: bool
     sensitivity_reasons: list[SensitivityReason]
@@ -108,6 +141,7 @@ class CaseDeclined(EventData):
 
     case_id: str
     crime_reference: str
+    force: str | None = Field(default=None, description="The force whose crime it is (see ``case_id_for``)")
     reason: DeclineReason
     detail: str
     decided_at: AwareDatetime

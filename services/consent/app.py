@@ -60,7 +60,9 @@ async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -
             registered_specialist=registered.specialist if registered else None,
             registered_at=registered.registered_at if registered else None,
         )
-        out += facts(topics.CONSENT, SOURCE, data.case_id, emits, cause=event, now=now)
+        out += facts(
+            topics.CONSENT, SOURCE, data.case_id, emits, cause=event, now=now, force=_force(cases, data.case_id)
+        )
     await store.record_facilitators(conn, registrations)
     await store.save_cases(conn, cases)
     return out
@@ -79,8 +81,13 @@ def _apply_registration(
         if case is None or all(f.facilitator_id != registration.facilitator_id for f in case.facilitators):
             continue
         cases[case_id], emits = domain.handle(case, registration, command_id=event.id, now=now)
-        out += facts(topics.CONSENT, SOURCE, case_id, emits, cause=event, now=now)
+        out += facts(topics.CONSENT, SOURCE, case_id, emits, cause=event, now=now, force=_force(cases, case_id))
     return out
+
+
+def _force(cases: dict[str, domain.ConsentCase | None], case_id: str) -> str | None:
+    case = cases.get(case_id)
+    return case.force if case is not None else None
 
 
 def build(service: ServiceApp | None = None) -> ServiceApp:

@@ -118,6 +118,7 @@ class RiskAssessment:
 @dataclass(frozen=True)
 class ConsentCase(JsonState):
     case_id: str
+    force: str | None = None  # whose case it is: every fact about it carries this (``schemas.referral``)
     participants: tuple[CaseParticipant, ...] = ()
     specialist_required: bool = False
     risk_assessment_required: bool = False
@@ -197,6 +198,7 @@ def on_case_accepted(
     # A case closed before we heard it was accepted stays closed: we only learn who takes part.
     case = replace(
         case,
+        force=event.force,
         participants=participants,
         specialist_required=event.specialist_required,
         risk_assessment_required=event.risk_assessment_required,

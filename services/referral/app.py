@@ -33,8 +33,15 @@ CONSUMES = frozenset(
 )
 
 
-def publish(emits: list[Emit], case_id: str, cause: CloudEvent[Any] | None, now: datetime) -> list[Outgoing]:
-    return facts(topics.REFERRAL, SOURCE, case_id, emits, cause=cause, now=now)
+def publish(
+    emits: list[Emit], case_id: str, cause: CloudEvent[Any] | None, now: datetime, force: str
+) -> list[Outgoing]:
+    return facts(topics.REFERRAL, SOURCE, case_id, emits, cause=cause, now=now, force=force or None)
+
+
+def force_of(event: CloudEvent[Any]) -> str:
+    """The force an upstream event is about: its crime system's CloudEvents ``source`` (see ``case_id_for``)."""
+    return event.source
 
 
 async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -> list[Outgoing]:
@@ -43,18 +50,18 @@ async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -
     out: list[Outgoing] = []
     upstream = [e for e in events if isinstance(e.data, UPSTREAM)]
     if upstream:
-        files = await store.lock_crime_files(conn, [e.data.crime_reference for e in upstream])
+        files = await store.lock_crime_files(conn, [(force_of(e), e.data.crime_reference) for e in upstream])
         new_clocks = []
         for event in upstream:
-            ref = event.data.crime_reference
+            key = (force_of(event), event.data.crime_reference)
             if isinstance(event.data, CrimeRecorded):
-                files[ref], emits = domain.record_crime(files[ref], event.data, now)
+                files[key], emits = domain.record_crime(files[key], event.data, now)
             elif isinstance(event.data, CrimeOutcomeRecorded):
-                files[ref], emits = domain.record_outcome(files[ref], event.data, now)
+                files[key], emits = domain.record_outcome(files[key], event.data, now)
             else:
-                files[ref], emits = domain.record_request(files[ref], event.data, now)
-            new_clocks += [domain.clock_from(e.data) for e in emits if isinstance(e.data, VictimInformationDue)]
-            out += publish(emits, files[ref].case_id, event, now)
+                files[key], emits = domain.record_request(files[key], event.data, now)
+            new_clocks += [domain.clock_from(e.data, key[0]) for e in emits if isinstance(e.data, VictimInformationDue)]
+            out += publish(emits, files[key].case_id, event, now, key[0])
         await store.save_crime_files(conn, list(files.values()))
         await store.insert_clocks(conn, new_clocks)
     for event in events:
@@ -64,7 +71,7 @@ async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -
             clock, emits = domain.record_information_provided(clock, command, event.id, now)
             if clock is not None:
                 await store.save_clocks(conn, [clock])
-            out += publish(emits, command.case_id, event, now)
+            out += publish(emits, command.case_id, event, now, clock.force if clock else "")
     return out
 
 
@@ -75,7 +82,7 @@ async def flag_overdue_information(conn: asyncpg.Connection) -> list[Outgoing]:
     for clock in await store.lock_overdue_clocks(conn, now):
         clock, emits = domain.flag_breach(clock, now)
         flagged.append(clock)
-        out += publish(emits, clock.case_id, None, now)
+        out += publish(emits, clock.case_id, None, now, clock.force)
     await store.save_clocks(conn, flagged)
     due, overdue = await store.count_open_clocks(conn)
     metrics.VICTIMS_CODE_DEADLINES.labels(state="due").set(due)

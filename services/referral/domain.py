@@ -2,16 +2,15 @@
 
 Upstream events about one crime arrive in any order and more than once. A ``CrimeFile`` gathers them;
 every decision is a function of the file, so the order of arrival does not change the outcome and a
-repeat changes nothing.
+repeat changes nothing. A file is one force's crime: the same crime reference from two forces is two files
+and two cases (``schemas.referral.case_id_for``).
 """
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from enum import StrEnum
-from functools import lru_cache
 
 from schemas.commands import RecordVictimInformationProvided
 from schemas.common import SYSTEM_REFERRAL
@@ -28,6 +27,7 @@ from schemas.referral import (
     VictimInformationDue,
     VictimInformationOverdue,
     VictimInformationProvided,
+    case_id_for,
 )
 from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, ReferralRequested, RiskFlag
 from services.referral.calendar import deadline_after
@@ -37,14 +37,6 @@ SERVICE = "referral"
 
 INFORMATION_DUE_WORKING_DAYS = 5
 INFORMATION_DUE_WORKING_DAYS_ENHANCED = 1
-
-_CASE_NS = uuid.UUID("5d9a3c1e-7f2b-4e8a-b6c4-1a2b3c4d5e6f")
-
-
-@lru_cache(maxsize=65536)
-def case_id_for(crime_reference: str) -> str:
-    """The case id of a crime: derived, so every repeat and replay lands on the same case."""
-    return str(uuid.uuid5(_CASE_NS, crime_reference))
 
 
 class CaseStatus(StrEnum):
@@ -57,6 +49,8 @@ class CaseStatus(StrEnum):
 @dataclass(frozen=True)
 class CrimeFile:
     crime_reference: str
+    force: str = ""  # the upstream source: "" for files made before forces were told apart
+    referral: int = 1  # which referral of the crime the current case is
     crime: CrimeRecorded | None = None
     outcome: CrimeOutcomeRecorded | None = None
     requests: tuple[ReferralRequested, ...] = ()
@@ -66,7 +60,7 @@ class CrimeFile:
 
     @property
     def case_id(self) -> str:
-        return case_id_for(self.crime_reference)
+        return case_id_for(self.force, self.crime_reference, self.referral)
 
     @property
     def is_open(self) -> bool:
@@ -180,6 +174,8 @@ def _case_opened(file: CrimeFile, now: datetime) -> CaseOpened:
     return CaseOpened(
         case_id=file.case_id,
         crime_reference=file.crime_reference,
+        force=file.force or None,
+        referral=file.referral,
         offence=file.crime.offence,
         participants=participants(file),
         routes=_routes(file),
@@ -215,6 +211,7 @@ def screen(file: CrimeFile, now: datetime) -> CaseAccepted | CaseDeclined:
         return CaseDeclined(
             case_id=file.case_id,
             crime_reference=file.crime_reference,
+            force=file.force or None,
             reason=DeclineReason.offender_denies_responsibility,
             detail="RJ needs the offender to accept responsibility; the recorded outcome says they do not",
             decided_at=now,
@@ -224,6 +221,7 @@ def screen(file: CrimeFile, now: datetime) -> CaseAccepted | CaseDeclined:
     return CaseAccepted(
         case_id=file.case_id,
         crime_reference=file.crime_reference,
+        force=file.force or None,
         specialist_required=bool(reasons),
         risk_assessment_required=bool(reasons),
         sensitivity_reasons=reasons,
@@ -248,6 +246,7 @@ def screen(file: CrimeFile, now: datetime) -> CaseAccepted | CaseDeclined:
 class VictimClock:
     crime_reference: str
     person_id: str
+    force: str
     reported_at: datetime
     due_by: datetime
     enhanced_rights: bool
@@ -256,7 +255,7 @@ class VictimClock:
 
     @property
     def case_id(self) -> str:
-        return case_id_for(self.crime_reference)
+        return case_id_for(self.force, self.crime_reference)  # the crime's first referral: its report started it
 
 
 def _start_victims_code_clocks(file: CrimeFile, crime: CrimeRecorded) -> list[Emit]:
@@ -284,10 +283,11 @@ def _start_victims_code_clocks(file: CrimeFile, crime: CrimeRecorded) -> list[Em
     return emits
 
 
-def clock_from(due: VictimInformationDue) -> VictimClock:
+def clock_from(due: VictimInformationDue, force: str) -> VictimClock:
     return VictimClock(
         crime_reference=due.crime_reference,
         person_id=due.person_id,
+        force=force,
         reported_at=due.reported_at,
         due_by=due.due_by,
         enhanced_rights=due.enhanced_rights,

@@ -8,24 +8,28 @@ from datetime import datetime
 
 import asyncpg
 
+from schemas.referral import case_id_for
 from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, ReferralRequested
-from services.referral.domain import CaseStatus, CrimeFile, VictimClock, case_id_for
+from services.referral.domain import CaseStatus, CrimeFile, VictimClock
 from services.runtime import privacy
 
 SCHEMA = "referral"
 
 
-async def lock_crime_files(conn: asyncpg.Connection, references: Sequence[str]) -> dict[str, CrimeFile]:
-    """Load (creating where new) and row-lock the files of ``references``, in a fixed order, in one
-    statement: ``ON CONFLICT DO UPDATE`` locks an existing row just as ``FOR UPDATE`` would."""
-    ordered = sorted(set(references))
+async def lock_crime_files(
+    conn: asyncpg.Connection, files: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], CrimeFile]:
+    """Load (creating where new) and row-lock the ``files`` named (force, crime reference), in a fixed order, in
+    one statement: ``ON CONFLICT DO UPDATE`` locks an existing row just as ``FOR UPDATE`` would."""
+    ordered = sorted(set(files))
     rows = await conn.fetch(
-        f"""INSERT INTO {SCHEMA}.crime_files AS f (crime_reference, case_id)
-            SELECT * FROM unnest($1::text[], $2::text[]) ORDER BY 1
-            ON CONFLICT (crime_reference) DO UPDATE SET updated_at = f.updated_at
+        f"""INSERT INTO {SCHEMA}.crime_files AS f (force, crime_reference, case_id)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ORDER BY 1, 2
+            ON CONFLICT (force, crime_reference) DO UPDATE SET updated_at = f.updated_at
             RETURNING *""",
-        ordered,
-        [case_id_for(r) for r in ordered],
+        [force for force, _ in ordered],
+        [ref for _, ref in ordered],
+        [case_id_for(force, ref) for force, ref in ordered],
     )
     keys = privacy.batch()  # what upstream told us about people is kept sealed, under the case
     cases = [r["case_id"] for r in rows]
@@ -33,7 +37,7 @@ async def lock_crime_files(conn: asyncpg.Connection, references: Sequence[str]) 
     outcomes = await keys.open_json(conn, CrimeOutcomeRecorded, [r["outcome"] for r in rows], cases)
     requests = await keys.open_json(conn, _Requests, [r["requests"] for r in rows], cases)
     return {
-        row["crime_reference"]: _file_from_row(row, crime, outcome, request)
+        (row["force"], row["crime_reference"]): _file_from_row(row, crime, outcome, request)
         for row, crime, outcome, request in zip(rows, crimes, outcomes, requests, strict=True)
     }
 
@@ -46,6 +50,8 @@ def _file_from_row(
 ) -> CrimeFile:
     return CrimeFile(
         crime_reference=row["crime_reference"],
+        force=row["force"],
+        referral=row["referral"],
         crime=CrimeRecorded.model_validate_json(crime) if crime else None,
         outcome=CrimeOutcomeRecorded.model_validate_json(outcome) if outcome else None,
         requests=tuple(ReferralRequested.model_validate(r) for r in json.loads(requests or "[]")),
@@ -65,10 +71,11 @@ async def save_crime_files(conn: asyncpg.Connection, files: Sequence[CrimeFile])
             SET crime = u.crime::jsonb, outcome = u.outcome::jsonb, requests = u.requests::jsonb,
                 status = u.status, opened_at = u.opened_at,
                 clocked_victims = coalesce(string_to_array(u.clocked, chr(31)), '{{}}'),
-                updated_at = now()
-            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[])
-                 AS u(crime_reference, crime, outcome, requests, status, opened_at, clocked)
-            WHERE f.crime_reference = u.crime_reference""",
+                referral = u.referral, case_id = u.case_id, updated_at = now()
+            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[],
+                        $8::text[], $9::int[], $10::text[])
+                 AS u(crime_reference, crime, outcome, requests, status, opened_at, clocked, force, referral, case_id)
+            WHERE f.force = u.force AND f.crime_reference = u.crime_reference""",
         [f.crime_reference for f in files],
         await keys.seal_models(conn, CrimeRecorded, [(f.crime, f.case_id) for f in files]),
         await keys.seal_models(conn, CrimeOutcomeRecorded, [(f.outcome, f.case_id) for f in files]),
@@ -77,6 +84,9 @@ async def save_crime_files(conn: asyncpg.Connection, files: Sequence[CrimeFile])
         [f.opened_at for f in files],
         # text[][] cannot be ragged, so each file's victims travel as one unit-separator-joined string
         [chr(31).join(sorted(f.clocked_victims)) if f.clocked_victims else None for f in files],
+        [f.force for f in files],
+        [f.referral for f in files],
+        cases,
     )
 
 
@@ -85,8 +95,9 @@ async def insert_clocks(conn: asyncpg.Connection, clocks: Sequence[VictimClock])
         return
     await conn.execute(
         f"""INSERT INTO {SCHEMA}.victim_clocks
-              (crime_reference, person_id, case_id, reported_at, due_by, enhanced_rights)
-            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::bool[])
+              (crime_reference, person_id, case_id, reported_at, due_by, enhanced_rights, force)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::bool[],
+                                 $7::text[])
             ON CONFLICT DO NOTHING""",
         [c.crime_reference for c in clocks],
         [c.person_id for c in clocks],
@@ -94,6 +105,7 @@ async def insert_clocks(conn: asyncpg.Connection, clocks: Sequence[VictimClock])
         [c.reported_at for c in clocks],
         [c.due_by for c in clocks],
         [c.enhanced_rights for c in clocks],
+        [c.force for c in clocks],
     )
 
 
@@ -101,6 +113,7 @@ def _clock_from_row(row: asyncpg.Record) -> VictimClock:
     return VictimClock(
         crime_reference=row["crime_reference"],
         person_id=row["person_id"],
+        force=row["force"],
         reported_at=row["reported_at"],
         due_by=row["due_by"],
         enhanced_rights=row["enhanced_rights"],
@@ -133,8 +146,8 @@ async def lock_overdue_clocks(conn: asyncpg.Connection, now: datetime, limit: in
 async def save_clocks(conn: asyncpg.Connection, clocks: Sequence[VictimClock]) -> None:
     await conn.executemany(
         f"""UPDATE {SCHEMA}.victim_clocks SET provided_at = $3, breached_at = $4
-            WHERE crime_reference = $1 AND person_id = $2""",
-        [(c.crime_reference, c.person_id, c.provided_at, c.breached_at) for c in clocks],
+            WHERE crime_reference = $1 AND person_id = $2 AND force = $5""",
+        [(c.crime_reference, c.person_id, c.provided_at, c.breached_at, c.force) for c in clocks],
     )
 
 

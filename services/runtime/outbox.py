@@ -31,9 +31,17 @@ class Outgoing:
 
 
 def facts(
-    topic: str, source: str, subject: str, emits: Iterable[Emit], *, cause: CloudEvent[Any] | None, now: datetime
+    topic: str,
+    source: str,
+    subject: str,
+    emits: Iterable[Emit],
+    *,
+    cause: CloudEvent[Any] | None,
+    now: datetime,
+    force: str | None = None,
 ) -> list[Outgoing]:
-    """Wrap decided facts as events about ``subject`` (continuing ``cause``'s chain), bound for ``topic``.
+    """Wrap decided facts as events about ``subject`` (continuing ``cause``'s chain), bound for ``topic``, with
+    the ``force`` the case belongs to.
 
     Their ids are derived from the source, the subject and each decision's identity: a decision
     replayed for whatever reason yields the same id, which the outbox then refuses to hold twice.
@@ -48,6 +56,7 @@ def facts(
                 cause=cause,
                 event_id=derived_event_id(source, subject, emit.identity),
                 time=now,
+                force=force,
             ),
         )
         for emit in emits

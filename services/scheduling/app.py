@@ -37,7 +37,9 @@ async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -
             _, book, emits = domain.handle(None, book, event.data, command_id=event.id, now=now)
         else:
             cases[subject], book, emits = domain.handle(cases[subject], book, event.data, command_id=event.id, now=now)
-        out += facts(topics.SCHEDULING, SOURCE, subject, emits, cause=event, now=now)
+        case = cases.get(subject)
+        force = case.force if case is not None else None
+        out += facts(topics.SCHEDULING, SOURCE, subject, emits, cause=event, now=now, force=force)
     await store.save_cases(conn, cases)
     await store.save_book(conn, before, book)
     return out

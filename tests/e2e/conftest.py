@@ -7,6 +7,7 @@ from typing import Any
 from demo import samples
 from demo.samples import (  # noqa: F401
     STAFF,
+    case_of,
     command,
     community_venue,
     consent,
@@ -17,7 +18,6 @@ from demo.samples import (  # noqa: F401
     soon,
 )
 from schemas import topics
-from services.referral.domain import case_id_for
 from tests.harness import System, of_type
 
 
@@ -25,7 +25,7 @@ async def referred_case(system: System, ref: str, **outcome: Any) -> tuple[str, 
     """Publish a crime and an admitted outcome; return (case id, victim id, offender id) once the
     consent service has taken the case into preparation (as a UI waits to show it)."""
     await system.publish(samples.on_crime_events(samples.crime_recorded(ref), samples.outcome_recorded(ref, **outcome)))
-    case_id = case_id_for(ref)
+    case_id = case_of(ref)
     await facts(system, topics.CONSENT, case_id, "rj.preparation.started")
     return case_id, f"V-{ref}", f"O-{ref}"
 

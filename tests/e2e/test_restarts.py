@@ -10,9 +10,9 @@ import asyncpg
 import pytest
 
 from demo import samples
+from demo.samples import case_of
 from schemas import topics
 from schemas.scheduling import BookMeeting, MeetingKind
-from services.referral.domain import case_id_for
 from tests.e2e.conftest import STAFF, command, community_venue, facilitators, facilitators_known, next_week, prepare
 from tests.harness import System, of_type
 
@@ -64,7 +64,7 @@ async def test_consent_and_scheduling_restarted_mid_stream_lose_and_repeat_nothi
 
     # Consent: each case prepared (two facilitators assigned, both parties met, both consent), streamed
     # while the service is killed part-way through.
-    consents = [m for r in refs for m in prepare(case_id_for(r), [f"V-{r}", f"O-{r}"], ["F-ANN", "F-BEN"])]
+    consents = [m for r in refs for m in prepare(case_of(r), [f"V-{r}", f"O-{r}"], ["F-ANN", "F-BEN"])]
     await asyncio.gather(
         publish_in_chunks(system, consents),
         kill_when(system, "consent", "SELECT count(*) FROM consent.inbox", CASES + len(consents) // 3),
@@ -88,7 +88,7 @@ async def test_consent_and_scheduling_restarted_mid_stream_lose_and_repeat_nothi
     bookings = [
         command(
             BookMeeting(
-                case_id=case_id_for(r),
+                case_id=case_of(r),
                 actor=STAFF,
                 meeting_id="M1",
                 kind=MeetingKind.conference,

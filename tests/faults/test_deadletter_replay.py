@@ -16,8 +16,8 @@ import asyncpg
 import pytest
 
 from demo import samples
+from demo.samples import case_of
 from schemas import topics
-from services.referral.domain import case_id_for
 from services.runtime.db import migrate
 from services.runtime.deadletters import ReplayRefused, replay_dead_letter, store_dead_letters
 from services.runtime.outbox import claim_inbox, write_outbox
@@ -69,7 +69,7 @@ async def test_a_dead_letter_replayed_after_the_fix_is_applied_exactly_once_and_
         "CHECK (status NOT IN ('accepted', 'declined'))",
     )
     ref = "DL/2026/1"
-    case_id = case_id_for(ref)
+    case_id = case_of(ref)
     crime, outcome = samples.on_crime_events(samples.crime_recorded(ref), samples.outcome_recorded(ref))
     outcome_id = json.loads(outcome[2])["id"]
     await system.publish([crime, outcome])

@@ -24,12 +24,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from demo import samples
+from demo.samples import case_of
 from schemas import topics
 from schemas.kafka_binding import STRUCTURED_MODE_HEADERS
 from schemas.registry import COMMAND_OWNER, REGISTRY
 from services.consent.app import CONSUMES as CONSENT_CONSUMES
 from services.referral.app import CONSUMES as REFERRAL_CONSUMES
-from services.referral.domain import case_id_for
 from services.scheduling.domain import CONSUMES as SCHEDULING_CONSUMES
 from tests.harness import System
 
@@ -238,7 +238,7 @@ async def test_poison_on_every_topic_is_dead_lettered_by_the_services_named_and_
     poison = [*poison, *specific_triggers()]
     run = uuid.uuid4().hex[:6]
     refs = [f"HX/{run}/{i}" for i in range(8)]
-    cases = [case_id_for(ref) for ref in refs]
+    cases = [case_of(ref) for ref in refs]
 
     # Good upstream traffic, with poison on every topic mixed in.
     upstream = [

@@ -18,12 +18,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from demo import samples
+from demo.samples import case_of
 from schemas import topics
 from schemas.common import Contact
 from schemas.consent import RecordedThrough, RecordingMethod, RecordRiskAssessment, RiskLevel, WithdrawConsent
 from schemas.scheduling import RecordAvailability, TimeWindow
 from schemas.upstream import Offender, ReferralRequested, Requester
-from services.referral.domain import case_id_for
 from tests.e2e.conftest import STAFF, command, facilitators, facilitators_known, facts, prepare
 from tests.harness import System
 
@@ -130,7 +130,7 @@ async def test_no_participants_personal_data_is_in_clear_on_any_topic_we_write_o
     run = uuid.uuid4().hex[:8]
     people = People(run)
     ref = f"WM/2026/PRIV{run}"
-    case_id = case_id_for(ref)
+    case_id = case_of(ref)
     victim_id, offender_id = f"V-{ref}", f"O-{ref}"
 
     for name in SERVICES:

@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from demo import samples
+from demo.samples import case_of
 from schemas import topics
 from schemas.common import Actor, Contact
 from schemas.envelope import EventData, new_event
@@ -20,7 +21,6 @@ from schemas.privacy import ErasePerson, HoldKind, LiftRetentionHold, PlaceReten
 from schemas.referral import CaseOpened, Participant, Role
 from schemas.scheduling import CaseClosed, CloseCase, ClosureReason
 from schemas.upstream import Offence
-from services.referral.domain import case_id_for
 from services.runtime.fieldcrypt import encrypt_batch
 from services.runtime.keystore import CASE_PERSON, KeyCache, KeyStore, MasterKeys, ensure_schema
 from tests.e2e.conftest import facts
@@ -87,7 +87,7 @@ async def indexed(system: System, case_id: str, people: int) -> None:
 
 async def accepted_case(system: System, ref: str) -> tuple[str, str, str]:
     await system.publish(samples.on_crime_events(samples.crime_recorded(ref), samples.outcome_recorded(ref)))
-    return case_id_for(ref), f"V-{ref}", f"O-{ref}"
+    return case_of(ref), f"V-{ref}", f"O-{ref}"
 
 
 async def declined_case(system: System, ref: str) -> tuple[str, str, str]:
@@ -97,7 +97,7 @@ async def declined_case(system: System, ref: str) -> tuple[str, str, str]:
             samples.crime_recorded(ref), samples.outcome_recorded(ref, admitted=False), samples.referral_requested(ref)
         )
     )
-    return case_id_for(ref), f"V-{ref}", f"O-{ref}"
+    return case_of(ref), f"V-{ref}", f"O-{ref}"
 
 
 def answers(messages: list[dict[str, Any]], command_id: str) -> list[dict[str, Any]]:
@@ -234,7 +234,7 @@ async def test_retention_erases_exactly_what_is_due_by_outcome_and_role_and_noth
 ) -> None:
     start(system, "referral", "scheduling", "privacy", retention_schedule=json.dumps(SCHEDULE))
     refs = {name: f"PV/2026/1000{i}" for i, name in enumerate("ABCD")}
-    cases = {name: case_id_for(ref) for name, ref in refs.items()}
+    cases = {name: case_of(ref) for name, ref in refs.items()}
     everyone = {name: {f"V-{ref}", f"O-{ref}", CASE_PERSON} for name, ref in refs.items()}
     await make_keys(system, [(person, cases[name]) for name in cases for person in everyone[name]])
     # Two holds on A, placed before anything is known of the case.
@@ -469,7 +469,7 @@ async def test_an_erasure_a_hold_kept_is_carried_out_when_the_last_hold_is_lifte
     for ref in refs:
         crime = samples.crime_recorded(ref, victims=[samples.victim(victim)])
         await system.publish(samples.on_crime_events(crime, samples.outcome_recorded(ref)))
-    held, free = (case_id_for(ref) for ref in refs)
+    held, free = (case_of(ref) for ref in refs)
     await indexed(system, held, 2)
     await indexed(system, free, 2)
     for kind in ("legal", "complaint"):

@@ -28,8 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from demo import samples
+from demo.samples import case_of
 from schemas import topics
-from services.referral.domain import case_id_for
 from services.runtime.db import migrate
 from services.runtime.devstack import Broker, create_database, drop_database, free_port
 from services.runtime.kafka import ensure_topics
@@ -557,13 +557,13 @@ async def test_hostile_upstream_input_whose_case_facts_are_too_large_parks_them_
     huge = samples.on_crime_events(samples.crime_recorded("HUGE/1", victims=[victim]), outcome)
     await system.publish([*crimes(before), *huge, *crimes(after)])
 
-    calm = {case_id_for(r) for r in before + after}
+    calm = {case_of(r) for r in before + after}
 
     def accepted(messages: list[dict[str, Any]]) -> set[str]:
         return {m["subject"] for m in messages if m.get("type") == "rj.case.accepted"}
 
     messages = await system.read_until(topics.REFERRAL, lambda ms: accepted(ms) >= calm, settle_s=1)
-    huge_case = case_id_for("HUGE/1")
+    huge_case = case_of("HUGE/1")
     out = [m["type"] for m in messages if m["subject"] == huge_case]
     assert "rj.case.opened" not in out and "rj.case.accepted" not in out, out  # (a small fact before them may go)
     parked = await system.fetch(

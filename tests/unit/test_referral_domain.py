@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -12,7 +13,14 @@ from hypothesis import strategies as st
 from demo import samples
 from schemas.commands import CommandRejected, RecordVictimInformationProvided
 from schemas.common import Actor
-from schemas.referral import CaseAccepted, CaseDeclined, CaseOpened, VictimInformationDue, VictimInformationOverdue
+from schemas.referral import (
+    CaseAccepted,
+    CaseDeclined,
+    CaseOpened,
+    VictimInformationDue,
+    VictimInformationOverdue,
+    case_id_for,
+)
 from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, RiskFlag, Victim
 from services.referral import domain
 from services.referral.calendar import add_working_days, deadline_after, is_working_day
@@ -53,10 +61,21 @@ def test_a_recorded_crime_and_an_admitted_outcome_open_and_accept_one_case_in_ei
     assert types(emits).count("rj.case.accepted") == 1
 
 
-def test_the_case_id_is_derived_from_the_crime_reference() -> None:
-    assert domain.case_id_for(REF) == domain.case_id_for(REF)
-    assert domain.case_id_for(REF) != domain.case_id_for("WM/2026/000124")
-    assert CrimeFile(REF).case_id == domain.case_id_for(REF)
+WMP, WARKS = "urn:police:west-mercia:rms", "urn:police:warwickshire:athena"
+
+
+def test_the_case_id_is_derived_from_the_force_and_the_crime_reference() -> None:
+    assert case_id_for(WMP, REF) == case_id_for(WMP, f"  {REF} ")
+    assert case_id_for(WMP, REF) != case_id_for(WMP, "WM/2026/000124")
+    assert case_id_for(WMP, REF) != case_id_for(WARKS, REF), "two forces' crimes with one reference: two cases"
+    assert case_id_for(WMP, REF, 2) not in (case_id_for(WMP, REF), case_id_for(WARKS, REF, 2))
+    assert CrimeFile(REF, force=WMP).case_id == case_id_for(WMP, REF)
+    assert CrimeFile(REF, force=WMP, referral=2).case_id == case_id_for(WMP, REF, 2)
+    # The rule, written out for the teams who code against it (the README gives it too):
+    namespace = uuid.UUID("5d9a3c1e-7f2b-4e8a-b6c4-1a2b3c4d5e6f")
+    assert case_id_for(WMP, REF) == str(uuid.uuid5(namespace, f"{WMP}\x1f{REF}"))
+    assert case_id_for(WMP, REF, 3) == str(uuid.uuid5(namespace, f"{WMP}\x1f{REF}\x1f3"))
+    assert case_id_for("", REF) == str(uuid.uuid5(namespace, REF)), "cases opened before forces keep their ids"
 
 
 def test_no_case_opens_without_an_identified_victim() -> None:
@@ -228,6 +247,7 @@ def clock(**kw: object) -> domain.VictimClock:
         reported_at=datetime(2026, 11, 20, tzinfo=UTC),
         due_by=datetime(2026, 11, 28, tzinfo=UTC),
         enhanced_rights=False,
+        force=WMP,
     )
     return domain.VictimClock(**{**base, **kw})  # type: ignore[arg-type]
 
@@ -245,7 +265,7 @@ def test_a_deadline_not_yet_passed_or_met_is_not_a_breach() -> None:
 
 def provided(at: datetime) -> RecordVictimInformationProvided:
     return RecordVictimInformationProvided(
-        case_id=domain.case_id_for(REF), actor=Actor(kind="staff", id="f-1"), person_id="V1", provided_at=at
+        case_id=case_id_for(WMP, REF), actor=Actor(kind="staff", id="f-1"), person_id="V1", provided_at=at
     )
 
 

@@ -78,10 +78,10 @@ def on_case_accepted(
 ) -> Outcome:
     """Learn who takes part; the case may already be known from consent facts that overtook this one."""
     case = case or CaseSchedule(case_id=event.case_id)
-    if case.participants:
-        return case, book, []
+    if case.participants:  # known from the readiness fact already: only the force is new
+        return (case if case.force else replace(case, force=event.force)), book, []
     participants = tuple(event.participants)
-    case = replace(case, participants=participants, specialist_required=event.specialist_required)
+    case = replace(case, force=event.force, participants=participants, specialist_required=event.specialist_required)
     return without_stops_that_cannot_stop(case), book, []
 
 

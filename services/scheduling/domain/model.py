@@ -194,6 +194,7 @@ class PendingStop:
 @dataclass(frozen=True)
 class CaseSchedule(JsonState):
     case_id: str
+    force: str | None = None  # whose case it is: every fact about it carries this (``schemas.referral``)
     participants: tuple[CaseParticipant, ...] = ()
     specialist_required: bool = False
     facilitator_ids: frozenset[str] = frozenset()  # assigned to the case by the consent service, as we heard
