@@ -1,6 +1,6 @@
 """The referral service's Faust app: upstream crime events and its own commands in, case facts out.
 
-crime.events, rj.commands ──► take_in ──► referral.crime_files, referral.victim_clocks
+crime.events, rj.commands, rj.scheduling (rj.case.closed) ──► take_in ──► referral.crime_files, referral.victim_clocks
                                       └─► outbox ──► rj.referral
 every few seconds ──► flag_overdue_information ──► rj.referral
 """
@@ -17,6 +17,7 @@ from schemas import topics
 from schemas.commands import RecordVictimInformationProvided
 from schemas.envelope import CloudEvent
 from schemas.referral import VictimInformationDue
+from schemas.scheduling import CaseClosed
 from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, ReferralRequested
 from services.referral import domain, store
 from services.referral.domain import Emit
@@ -29,7 +30,7 @@ SOURCE = "urn:rj:service:referral"
 UPSTREAM = (CrimeRecorded, CrimeOutcomeRecorded, ReferralRequested)
 CONSUMES = frozenset(
     {CrimeRecorded.event_type, CrimeOutcomeRecorded.event_type, ReferralRequested.event_type}
-    | {RecordVictimInformationProvided.event_type}
+    | {RecordVictimInformationProvided.event_type, CaseClosed.event_type}
 )
 
 
@@ -48,12 +49,18 @@ async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -
     """Apply a batch of new upstream events and commands; return what to publish."""
     now = datetime.now(UTC)
     out: list[Outgoing] = []
-    upstream = [e for e in events if isinstance(e.data, UPSTREAM)]
-    if upstream:
-        files = await store.lock_crime_files(conn, [(force_of(e), e.data.crime_reference) for e in upstream])
+    about_files = [e for e in events if isinstance(e.data, (*UPSTREAM, CaseClosed))]
+    if about_files:
+        keys = await _file_keys(conn, about_files)
+        files = await store.lock_crime_files(conn, list(keys.values()))
         new_clocks = []
-        for event in upstream:
-            key = (force_of(event), event.data.crime_reference)
+        for event in about_files:
+            if event.id not in keys:
+                continue  # the closure of a case no file knows (not ours to reopen)
+            key = keys[event.id]
+            if isinstance(event.data, CaseClosed):
+                files[key] = domain.record_case_closed(files[key], event.data.case_id)
+                continue
             if isinstance(event.data, CrimeRecorded):
                 files[key], emits = domain.record_crime(files[key], event.data, now)
             elif isinstance(event.data, CrimeOutcomeRecorded):
@@ -75,6 +82,21 @@ async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -
     return out
 
 
+async def _file_keys(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -> dict[str, tuple[str, str]]:
+    """The file (force, crime reference) each event is about: an upstream event's from its source and reference,
+    a closure's from the case id (absent when no file's current case is that one)."""
+    closed = [e.data.case_id for e in events if isinstance(e.data, CaseClosed)]
+    by_case = await store.files_of_cases(conn, closed) if closed else {}
+    keys = {}
+    for event in events:
+        if isinstance(event.data, CaseClosed):
+            if event.data.case_id in by_case:
+                keys[event.id] = by_case[event.data.case_id]
+        else:
+            keys[event.id] = (force_of(event), event.data.crime_reference)
+    return keys
+
+
 async def flag_overdue_information(conn: asyncpg.Connection) -> list[Outgoing]:
     """Flag every Victims' Code deadline that has passed unmet."""
     now = datetime.now(UTC)
@@ -92,6 +114,7 @@ async def flag_overdue_information(conn: asyncpg.Connection) -> list[Outgoing]:
 
 def build(service: ServiceApp | None = None) -> ServiceApp:
     service = service or ServiceApp("referral", migrations="services.referral.migrations")
-    service.consume([topics.CRIME_EVENTS, topics.COMMANDS], consumes=CONSUMES, handler=take_in)
+    # rj.scheduling: a case's closure, after which a new request refers the crime again as a new case.
+    service.consume([topics.CRIME_EVENTS, topics.COMMANDS, topics.SCHEDULING], consumes=CONSUMES, handler=take_in)
     service.every(service.settings.deadline_sweep_interval_s, flag_overdue_information, name="victims_code_sweep")
     return service

@@ -44,6 +44,7 @@ class CaseStatus(StrEnum):
     awaiting_offender = "awaiting_offender"  # opened on a request; screening waits for the outcome
     accepted = "accepted"
     declined = "declined"
+    closed = "closed"  # the accepted case was closed; a new request refers the crime again, as a new case
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def record_crime(file: CrimeFile, crime: CrimeRecorded, now: datetime) -> tuple[
 def record_outcome(file: CrimeFile, outcome: CrimeOutcomeRecorded, now: datetime) -> tuple[CrimeFile, list[Emit]]:
     if _older(outcome, file.outcome):
         return file, []  # a correction arriving late must not undo the newer record
-    if file.status in (CaseStatus.accepted, CaseStatus.declined):
+    if file.status in (CaseStatus.accepted, CaseStatus.declined, CaseStatus.closed):
         # Screening is settled; later changes of risk are for re-assessment in the consent service.
         return replace(file, outcome=outcome), []
     return _progress_case(replace(file, outcome=outcome), now)
@@ -93,9 +94,21 @@ def _older(new: CrimeOutcomeRecorded, known: CrimeOutcomeRecorded | None) -> boo
 
 
 def record_request(file: CrimeFile, request: ReferralRequested, now: datetime) -> tuple[CrimeFile, list[Emit]]:
+    """A request for RJ. After the crime's case was closed, a new request (not one seen before) refers the crime
+    again: a new case, with its own id (``referral`` + 1), opened and screened on what the file now holds."""
     if request in file.requests:
         return file, []
-    return _progress_case(replace(file, requests=(*file.requests, request)), now)
+    file = replace(file, requests=(*file.requests, request))
+    if file.status is CaseStatus.closed:
+        file = replace(file, referral=file.referral + 1, status=CaseStatus.no_case, opened_at=None)
+    return _progress_case(file, now)
+
+
+def record_case_closed(file: CrimeFile, case_id: str) -> CrimeFile:
+    """The scheduling service closed the crime's case; a closure of an earlier referral's case changes nothing."""
+    if case_id != file.case_id or file.status is not CaseStatus.accepted:
+        return file
+    return replace(file, status=CaseStatus.closed)
 
 
 # --- opening and screening ----------------------------------------------------------------------

@@ -45,6 +45,15 @@ async def lock_crime_files(
 _Requests = list[ReferralRequested]
 
 
+async def files_of_cases(conn: asyncpg.Connection, case_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """The file (force, crime reference) of each of ``case_ids`` that is a file's current case."""
+    rows = await conn.fetch(
+        f"SELECT case_id, force, crime_reference FROM {SCHEMA}.crime_files WHERE case_id = ANY($1::text[])",
+        list(case_ids),
+    )
+    return {r["case_id"]: (r["force"], r["crime_reference"]) for r in rows}
+
+
 def _file_from_row(
     row: asyncpg.Record, crime: str | bytes | None, outcome: str | bytes | None, requests: str | bytes | None
 ) -> CrimeFile:

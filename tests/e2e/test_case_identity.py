@@ -36,3 +36,26 @@ async def test_two_forces_crimes_with_the_same_reference_become_two_cases(system
     assert [(r["force"], r["crime_reference"], r["case_id"]) for r in rows] == sorted(
         (force, ref, case_id) for force, case_id in cases.items()
     )
+
+
+async def test_a_closed_case_is_referred_again_as_a_new_case(system: System) -> None:
+    for name in ("referral", "consent", "scheduling"):
+        system.start(name)
+    ref = "CR/2026/000778"
+    await system.publish(samples.on_crime_events(samples.crime_recorded(ref), samples.outcome_recorded(ref)))
+    first = case_id_for(samples.UPSTREAM_SOURCE, ref)
+    await facts(system, topics.CONSENT, first, "rj.preparation.started")
+    await system.publish([samples.consent(first, f"V-{ref}", withdraw=True)])
+    await facts(system, topics.SCHEDULING, first, "rj.case.closed")
+
+    async def closed_in_referral() -> bool:
+        return await system.fetchval("SELECT status FROM referral.crime_files WHERE case_id = $1", first) == "closed"
+
+    await system.wait_for(closed_in_referral, what="referral to hear the case closed")
+    # Months later the victim asks for RJ again: a new case, with the next referral's id.
+    await system.publish(samples.on_crime_events(samples.referral_requested(ref, person_id=f"V-{ref}")))
+    second = case_id_for(samples.UPSTREAM_SOURCE, ref, 2)
+    (opened,) = await facts(system, topics.REFERRAL, second, "rj.case.opened")
+    assert opened["data"]["referral"] == 2 and opened["force"] == samples.UPSTREAM_SOURCE
+    await facts(system, topics.CONSENT, second, "rj.preparation.started")
+    assert await facts(system, topics.REFERRAL, first, "rj.case.opened", settle_s=0.5) != []

@@ -21,7 +21,7 @@ from schemas.referral import (
     VictimInformationOverdue,
     case_id_for,
 )
-from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, RiskFlag, Victim
+from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, Requester, RiskFlag, Victim
 from services.referral import domain
 from services.referral.calendar import add_working_days, deadline_after, is_working_day
 from services.referral.domain import CaseStatus, CrimeFile
@@ -283,3 +283,29 @@ def test_information_recorded_for_someone_with_no_clock_is_rejected_with_the_rea
     (rejected,) = [e.data for e in emits]
     assert isinstance(rejected, CommandRejected)
     assert "no Victims' Code clock" in rejected.reason
+
+
+# --- a closed case referred again ----------------------------------------------------------------
+
+
+def test_a_closed_case_is_referred_again_as_a_new_case_by_a_new_request() -> None:
+    file, _ = run(samples.crime_recorded(REF), samples.outcome_recorded(REF))
+    first = file.case_id
+    assert file.status is CaseStatus.accepted
+    # A closure of some other case (an earlier referral's, say) changes nothing.
+    assert domain.record_case_closed(file, "another-case") == file
+    file = domain.record_case_closed(file, first)
+    assert file.status is CaseStatus.closed
+    # Upstream corrections after the closure open nothing.
+    file, emits = apply(file, samples.outcome_recorded(REF))
+    assert emits == [] and file.status is CaseStatus.closed
+    request = samples.referral_requested(REF, by=Requester.victim, person_id=f"V-{REF}")
+    file, emits = apply(file, request)
+    assert types(emits) == ["rj.case.opened", "rj.case.accepted"]
+    assert file.referral == 2 and file.case_id == case_id_for("", REF, 2) != first
+    assert all(e.data.case_id == file.case_id for e in emits)  # type: ignore[attr-defined]
+    opened = emits[0].data
+    assert isinstance(opened, CaseOpened) and opened.referral == 2
+    # The same request again is a repeat, not a third case.
+    again, emits = apply(file, request)
+    assert (again, emits) == (file, [])
