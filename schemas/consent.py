@@ -4,7 +4,8 @@ Consent is granular: per person and per purpose. ``participation`` is consent to
 ``share:<information>`` is consent to share one piece of information with the other side. A case is
 ready for a meeting only when a facilitator is assigned and has met each required participant, every
 required participant has given ``participation`` consent, the latest risk assessment (by ``assessed_at``)
-finds it safe where one is needed, and a sensitive case has a specialist facilitator.
+finds it safe where one is needed, and a sensitive case has a specialist facilitator. A required participant
+under 18 needs a parent or guardian on the case (``rj.participant.add``), who is required in turn.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from schemas.commands import Command
 from schemas.common import Actor
 from schemas.envelope import EventData
 from schemas.pii import Pii
-from schemas.referral import CaseParticipant
+from schemas.referral import CaseParticipant, Language, Role
 
 PARTICIPATION: Final = "participation"
 SHARE_PREFIX: Final = "share:"
@@ -140,6 +141,22 @@ class ResumeCase(Command):
     and that needs a risk assessment made after the concern was raised."""
 
     event_type: ClassVar[str] = "rj.case.resume"
+
+
+class AddParticipant(Command):
+    """Staff add someone who takes part for or beside a participant (``supports``): a supporter, a parent or
+    guardian, an advocate or intermediary, or an interpreter (with the ``language``). Victims and offenders come
+    from upstream only. Only ids and roles travel: contact details are not the consent service's to hold. A parent
+    or guardian of a victim or offender is required as the person they are there for is: their consent to take
+    part is needed before a meeting, and their decline or withdrawal stops the case. Anyone else added attends a
+    meeting only with their own consent, and their decisions stop nothing."""
+
+    event_type: ClassVar[str] = "rj.participant.add"
+
+    person_id: str = Field(min_length=1)
+    role: Role
+    supports: str = Field(min_length=1, description="The person_id of the participant they take part for")
+    language: Language | None = Field(default=None, description="The language an interpreter interprets")
 
 
 # --- facts --------------------------------------------------------------------------------------
@@ -268,6 +285,19 @@ class CaseResumed(EventData):
     reason: Annotated[str, Pii]
 
 
+class ParticipantAdded(EventData):
+    """Staff-only: someone now takes part in the case, in a role, for the participant they support. Ids and
+    roles only; staff's words on why are personal data."""
+
+    event_type: ClassVar[str] = "rj.participant.added"
+
+    case_id: str
+    participant: CaseParticipant
+    added_at: AwareDatetime
+    added_by: Actor
+    reason: Annotated[str | None, Pii] = None
+
+
 class PreparationStarted(EventData):
     """The consent service has taken the accepted case in: facilitators may now act on it."""
 
@@ -349,6 +379,7 @@ CONSENT_EVENTS: tuple[type[EventData], ...] = (
     CaseWithdrawn,
     CaseHeld,
     CaseResumed,
+    ParticipantAdded,
 )
 
 CONSENT_COMMANDS: tuple[type[EventData], ...] = (
@@ -360,4 +391,5 @@ CONSENT_COMMANDS: tuple[type[EventData], ...] = (
     WithdrawConsent,
     PutCaseOnHold,
     ResumeCase,
+    AddParticipant,
 )

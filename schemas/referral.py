@@ -44,10 +44,22 @@ def _case_id(force: str, crime_reference: str, referral: int) -> str:
     return str(uuid.uuid5(_CASE_NS, name))
 
 
+Language = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$", max_length=35, description="A BCP 47 language tag"),
+]
+
+
 class Role(StrEnum):
+    """A victim or offender comes from upstream; the others take part for or beside one of the participants
+    (``CaseParticipant.supports``) and are added by staff (``rj.participant.add``)."""
+
     victim = "victim"
     offender = "offender"
     supporter = "supporter"
+    parent_guardian = "parent_guardian"  # of a participant under 18: their consent is needed as well
+    advocate = "advocate"  # an advocate or intermediary, who speaks for or helps the person communicate
+    interpreter = "interpreter"
 
 
 class Participant(BaseModel):
@@ -77,6 +89,14 @@ class CaseParticipant(BaseModel):
     role: Role
     required: bool
     in_custody: bool = False
+    under_18: bool = Field(
+        default=False, description="Under 18 when the case was accepted: a parent or guardian's consent is needed too"
+    )
+    supports: str | None = Field(
+        default=None,
+        description="For anyone but a victim or offender: the person_id of the participant they take part for",
+    )
+    language: Language | None = Field(default=None, description="An interpreter's language")
 
 
 class ReferralRoute(BaseModel):

@@ -32,6 +32,12 @@ Decisions worth knowing:
   participant who withdraws is never asked why.
 - The risk assessment that counts is the one with the latest ``assessed_at``: an older one recorded late is
   a fact (``RiskAssessmentRecorded``) but changes nothing.
+- People around the participants (DOMAIN): staff add a supporter, a parent or guardian, an advocate or
+  intermediary, or an interpreter for a participant (``add_participant``); ids and roles only. A parent or
+  guardian is required as the person they are there for is (``CaseParticipant.required``), so their
+  participation consent is needed for readiness and their decline or withdrawal stops the case exactly as the
+  person's own does; a required participant under 18 has no readiness without one. Anyone else added attends a
+  meeting only with their own consent (scheduling books only consenting participants) and stops nothing.
 - Readiness is re-derived after every change: ``CaseReadyForMeeting`` when it is reached,
   ``CaseReadinessLost`` when a re-assessment finds a ready case unsafe.
 """
@@ -47,6 +53,7 @@ from schemas.commands import Command
 from schemas.consent import (
     PARTICIPATION,
     SYSTEM_CONSENT,
+    AddParticipant,
     AssignFacilitator,
     CaseHeld,
     CaseParticipant,
@@ -62,6 +69,7 @@ from schemas.consent import (
     DeclineConsent,
     FacilitatorAssigned,
     GiveConsent,
+    ParticipantAdded,
     PreparationMeetingRecorded,
     PreparationStarted,
     PutCaseOnHold,
@@ -74,7 +82,7 @@ from schemas.consent import (
     WithdrawConsent,
 )
 from schemas.envelope import EventData
-from schemas.referral import CaseAccepted
+from schemas.referral import CaseAccepted, Role
 from schemas.scheduling import CaseClosed, FacilitatorRegistered
 from services.runtime.decision import Emit, JsonState, in_the_future, not_a_participant, rejection
 
@@ -135,6 +143,10 @@ class ConsentCase(JsonState):
     def participant(self, person_id: str) -> CaseParticipant | None:
         return next((p for p in self.participants if p.person_id == person_id), None)
 
+    def people_for(self, person_id: str, role: Role) -> tuple[CaseParticipant, ...]:
+        """Who takes part in ``role`` for the participant ``person_id``."""
+        return tuple(p for p in self.participants if p.supports == person_id and p.role is role)
+
     def consent(self, person_id: str, purpose: str) -> ConsentStatus | None:
         return next((c.status for c in self.consents if (c.person_id, c.purpose) == (person_id, purpose)), None)
 
@@ -158,6 +170,11 @@ def readiness_gaps(case: ConsentCase) -> list[str]:
         f"participation consent from {p.person_id} ({p.role})"
         for p in case.participants
         if p.required and case.consent(p.person_id, PARTICIPATION) is not ConsentStatus.given
+    ]
+    gaps += [
+        f"a parent or guardian for {p.person_id} ({p.role}, under 18)"
+        for p in case.participants
+        if p.required and p.under_18 and not case.people_for(p.person_id, Role.parent_guardian)
     ]
     if case.risk_assessment_required and case.risk_assessment is None:
         gaps.append("a risk assessment")
@@ -463,6 +480,31 @@ def resume(
     return _settle(case, [Emit(fact, f"case-resumed:{command_id}")], command_id, now)
 
 
+def add_participant(
+    case: ConsentCase | None, command: AddParticipant, *, command_id: str, now: datetime
+) -> tuple[ConsentCase | None, list[Emit]]:
+    """Staff add someone in a role for a participant (``supports``). A parent or guardian of a required participant
+    is required too; readiness is re-derived (a ready case that gains a guardian who has not consented loses it)."""
+    refusal = _refusal(case, command) or _staff_only(command, "add a participant") or _cannot_add(case, command)
+    if refusal is not None:
+        return _reject(case, command, command_id, now, refusal)
+    assert case is not None
+    supported = case.participant(command.supports)
+    assert supported is not None
+    added = CaseParticipant(
+        person_id=command.person_id,
+        role=command.role,
+        required=command.role is Role.parent_guardian and supported.required,
+        supports=command.supports,
+        language=command.language,
+    )
+    case = replace(case, participants=(*case.participants, added))
+    fact = ParticipantAdded(
+        case_id=case.case_id, participant=added, added_at=now, added_by=command.actor, reason=command.reason
+    )
+    return _settle(case, [Emit(fact, f"participant-added:{command_id}")], command_id, now)
+
+
 # --- dispatch -----------------------------------------------------------------------------------
 
 Handler = Callable[..., tuple[ConsentCase | None, list[Emit]]]
@@ -478,6 +520,7 @@ HANDLERS: dict[type[EventData], Handler] = {
     WithdrawConsent: withdraw_consent,
     PutCaseOnHold: put_on_hold,
     ResumeCase: resume,
+    AddParticipant: add_participant,
     FacilitatorRegistered: on_facilitator_registered,
 }
 
@@ -547,6 +590,28 @@ def _staff_reason(command: Command) -> str | None:
     on_behalf = not isinstance(command, ConsentDecision) or command.through is RecordedThrough.facilitator
     if on_behalf and not (command.reason or "").strip():
         return f"a reason is required when staff decide ({command.event_type})"
+    return None
+
+
+UPSTREAM_ROLES = (Role.victim, Role.offender)
+
+
+def _cannot_add(case: ConsentCase | None, command: AddParticipant) -> str | None:
+    """Why this person cannot join the case in this role, if so."""
+    assert case is not None
+    if command.role in UPSTREAM_ROLES:
+        return f"a {command.role} comes from the referral, not from staff"
+    if case.participant(command.person_id) is not None:
+        return f"{command.person_id} already takes part in this case"
+    supported = case.participant(command.supports)
+    if supported is None:
+        return f"{command.supports} is not a participant in this case: nobody to take part for"
+    if command.role is Role.parent_guardian and supported.role not in UPSTREAM_ROLES:
+        return f"a parent or guardian takes part for a victim or offender; {command.supports} is a {supported.role}"
+    if command.role is Role.interpreter and command.language is None:
+        return "an interpreter needs the language they interpret"
+    if command.role is not Role.interpreter and command.language is not None:
+        return "only an interpreter has a language"
     return None
 
 

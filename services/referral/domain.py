@@ -201,6 +201,11 @@ def age_on(born: date, day: date) -> int:
     return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
 
 
+def under_18_on(born: date | None, day: date) -> bool:
+    """Whether someone is under 18 on ``day`` (a parent or guardian must consent too); unknown: not known to be."""
+    return born is not None and age_on(born, day) < 18
+
+
 def sensitivity_reasons(file: CrimeFile) -> list[SensitivityReason]:
     """Why a case needs a specialist facilitator and a risk assessment before any contact."""
     assert file.crime is not None
@@ -239,7 +244,13 @@ def screen(file: CrimeFile, now: datetime) -> CaseAccepted | CaseDeclined:
         risk_assessment_required=bool(reasons),
         sensitivity_reasons=reasons,
         participants=[
-            CaseParticipant(person_id=p.person_id, role=p.role, required=p.required, in_custody=p.in_custody)
+            CaseParticipant(
+                person_id=p.person_id,
+                role=p.role,
+                required=p.required,
+                in_custody=p.in_custody,
+                under_18=under_18_on(p.date_of_birth, now.date()),
+            )
             for p in participants(file)
         ],
         decided_at=now,

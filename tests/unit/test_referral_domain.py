@@ -134,10 +134,21 @@ def test_accepted_cases_name_every_required_participant() -> None:
     roles = {p.role: p for p in accepted.participants}
     assert roles["victim"].required and roles["offender"].required
     assert roles["offender"].in_custody
-    # ...and no more: who they are and how to reach them travel, sealed, on rj.case.opened only.
-    assert set(type(accepted.participants[0]).model_fields) == {"person_id", "role", "required", "in_custody"}
+    # ...and no more: who they are and how to reach them travel, sealed, on rj.case.opened only (whether they are
+    # under 18, whom they take part for and an interpreter's language are what consent and scheduling act on).
+    fields = {"person_id", "role", "required", "in_custody", "under_18", "supports", "language"}
+    assert set(type(accepted.participants[0]).model_fields) == fields
     (opened,) = [e.data for e in emits if isinstance(e.data, CaseOpened)]
     assert {p.role: p for p in opened.participants}["offender"].custody_location == "HMP Hewell"
+
+
+def test_a_victim_or_offender_under_18_when_the_case_is_accepted_is_marked_so() -> None:
+    """A parent or guardian's consent will be needed as well as theirs (the consent service's readiness)."""
+    crime = samples.crime_recorded(REF, victims=[samples.victim("V1", born=date(2010, 1, 1)), samples.victim("V2")])
+    _, emits = run(crime, samples.outcome_recorded(REF))
+    (accepted,) = [e.data for e in emits if isinstance(e.data, CaseAccepted)]
+    under_18 = {p.person_id: p.under_18 for p in accepted.participants}
+    assert under_18 == {"V1": True, "V2": False, f"O-{REF}": False}
 
 
 def test_a_later_outcome_does_not_rescreen_a_settled_case() -> None:

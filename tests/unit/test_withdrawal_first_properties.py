@@ -14,6 +14,10 @@ Properties, checked once everything has been read:
   required), does not stop it;
 - nothing is left pending; a withdrawn case is closed with nothing booked; a held case has nothing booked;
 - nothing is booked without every required participant's current consent (rule 1).
+
+The same properties hold on a child victim's case, where a parent or guardian is required too: their withdrawal
+or decline stops the case like the child's own, and a second parent staff add while commands fly may withdraw
+before scheduling has heard they were added.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from hypothesis import strategies as st
 from schemas.common import Actor
 from schemas.consent import (
     PARTICIPATION,
+    AddParticipant,
     AssignFacilitator,
     CaseHeld,
     CaseWithdrawn,
@@ -74,6 +79,7 @@ MONDAY = date(2030, 1, 7)
 STAFF = Actor(kind="staff", id="staff-1")
 CASE = "A"
 VICTIM, OFFENDER, SUPPORTER = "V", "O", "S"
+GUARDIAN, SECOND_GUARDIAN, INTERPRETER = "G", "G2", "I"
 FACILITATORS = ("F1", "F2")
 
 COMMANDS, REFERRAL, CONSENT, SCHEDULING = "rj.commands", "rj.referral", "rj.consent", "rj.scheduling"
@@ -175,8 +181,9 @@ def decision(verb: str, person: str, purpose: str = PARTICIPATION, themself: boo
     )
 
 
-def ready_world() -> World:
-    """One case, ready for a meeting, everything read by everyone."""
+def ready_world(*, child: bool = False) -> World:
+    """One case, ready for a meeting, everything read by everyone. A ``child`` victim's case has a parent or
+    guardian, added by staff, who has been met and consents."""
     world = World()
     weekdays = [WeeklyHours(weekday=d, start=time(9), end=time(17)) for d in range(5)]
     for f in FACILITATORS:
@@ -190,7 +197,7 @@ def ready_world() -> World:
         COMMANDS, RegisterVenue(actor=STAFF, venue_id="C1", kind=VenueKind.community, name="Hall", timezone="UTC")
     )
     participants = [
-        CaseParticipant(person_id=VICTIM, role=Role.victim, required=True),
+        CaseParticipant(person_id=VICTIM, role=Role.victim, required=True, under_18=child),
         CaseParticipant(person_id=OFFENDER, role=Role.offender, required=True),
         CaseParticipant(person_id=SUPPORTER, role=Role.supporter, required=False),
     ]
@@ -211,7 +218,9 @@ def ready_world() -> World:
     world.drain()
     for f in FACILITATORS:
         world.publish(COMMANDS, AssignFacilitator(case_id=CASE, actor=STAFF, facilitator_id=f))
-    for person in (VICTIM, OFFENDER, SUPPORTER):
+    if child:
+        world.publish(COMMANDS, adding(GUARDIAN, Role.parent_guardian))
+    for person in (VICTIM, OFFENDER, SUPPORTER, *([GUARDIAN] if child else [])):
         world.publish(
             COMMANDS,
             RecordPreparationMeeting(
@@ -223,6 +232,10 @@ def ready_world() -> World:
     schedule = world.schedules[CASE]
     assert schedule is not None and schedule.ready
     return world
+
+
+def adding(person: str, role: Role, language: str | None = None) -> AddParticipant:
+    return AddParticipant(case_id=CASE, actor=STAFF, person_id=person, role=role, supports=VICTIM, language=language)
 
 
 def booking(meeting_id: str, start: float) -> BookMeeting:
@@ -282,8 +295,27 @@ command = st.one_of(
         RecordRiskAssessment(case_id=CASE, actor=STAFF, assessed_at=NOW, level=RiskLevel.low, safe_to_proceed=True)
     ),
 )
+# On a child victim's case: the parent's decisions, a second parent and an interpreter added while commands fly
+# (their withdrawals may reach scheduling before it hears they were added), and someone who never takes part.
+family = st.sampled_from((GUARDIAN, SECOND_GUARDIAN, INTERPRETER, "nobody"))
+child_command = st.one_of(
+    command,
+    st.builds(lambda p: decision("withdraw", p), family),
+    st.builds(lambda p: decision("decline", p, themself=False, reason="told us by phone"), family),
+    st.builds(lambda p: decision("give", p), family),
+    st.builds(lambda p: decision("withdraw", p, sharing("statement")), family),
+    st.just(adding(SECOND_GUARDIAN, Role.parent_guardian)),
+    st.just(adding(INTERPRETER, Role.interpreter, "pl")),
+    st.builds(
+        lambda p: RecordPreparationMeeting(
+            case_id=CASE, actor=STAFF, person_id=p, met_at=NOW, method=RecordingMethod.phone
+        ),
+        family,
+    ),
+)
 reader = st.sampled_from([(s, t) for s in READS for t in READS[s]])
 step = st.one_of(st.tuples(st.just("send"), command), st.tuples(st.just("read"), reader))
+child_step = st.one_of(st.tuples(st.just("send"), child_command), st.tuples(st.just("read"), reader))
 
 ABOUT_A_MEETING = (MeetingBooked, MeetingRescheduled, MeetingHeld, AgreementRecorded)
 
@@ -336,8 +368,23 @@ def test_withdrawal_first_under_any_delay_between_the_topics(steps: list[tuple[A
 
 
 @SETTINGS
+@given(steps=st.lists(child_step, min_size=5, max_size=60), tail=st.lists(reader, max_size=20))
+def test_withdrawal_first_with_a_parent_or_guardian_under_any_delay_between_the_topics(
+    steps: list[tuple[Any, ...]], tail: list[Any]
+) -> None:
+    world = ready_world(child=True)
+    for kind, arg in steps:
+        if kind == "send":
+            world.publish(COMMANDS, arg)
+        else:
+            world.deliver(*arg)
+    world.drain(tail)
+    check(world)
+
+
+@SETTINGS
 @given(
-    withdrawer=st.sampled_from((VICTIM, OFFENDER)),
+    withdrawer=st.sampled_from((VICTIM, OFFENDER, GUARDIAN)),
     bookings=st.lists(st.sampled_from((9.0, 11.0, 14.0)), min_size=1, max_size=3),
     scheduling_first=st.integers(min_value=0, max_value=8),
 )
@@ -345,8 +392,8 @@ def test_a_withdrawal_sent_before_a_booking_never_gives_a_booked_meeting_however
     withdrawer: str, bookings: list[float], scheduling_first: int
 ) -> None:
     """The reported race: the booking is sent after the withdrawal; scheduling reads both, and as much else as
-    it likes, before the consent service has decided anything."""
-    world = ready_world()
+    it likes, before the consent service has decided anything. On a child's case, the parent's withdrawal too."""
+    world = ready_world(child=withdrawer == GUARDIAN)
     world.publish(COMMANDS, decision("withdraw", withdrawer))
     for i, start in enumerate(bookings):
         world.publish(COMMANDS, booking(f"M{i}", start))
@@ -358,6 +405,20 @@ def test_a_withdrawal_sent_before_a_booking_never_gives_a_booked_meeting_however
     assert not [f for f in world.emitted if isinstance(f.data, MeetingBooked)]
     schedule = world.schedules[CASE]
     assert schedule is not None and schedule.closure is not None
+
+
+def test_a_second_parents_withdrawal_that_overtakes_their_being_added_holds_the_booking_and_stops_the_case() -> None:
+    world = ready_world(child=True)
+    world.publish(COMMANDS, adding(SECOND_GUARDIAN, Role.parent_guardian))
+    world.publish(COMMANDS, decision("withdraw", SECOND_GUARDIAN))
+    world.publish(COMMANDS, booking("M1", 9.0))
+    for _ in range(3):
+        world.deliver("scheduling", COMMANDS)  # before consent has decided anything
+    assert not [f for f in world.emitted if isinstance(f.data, MeetingBooked)]
+    world.drain()
+    check(world)
+    schedule = world.schedules[CASE]
+    assert schedule is not None and schedule.closure is not None and schedule.closure.withdrawn_by == SECOND_GUARDIAN
 
 
 def test_a_rejected_withdrawal_and_a_sharing_withdrawal_do_not_stop_the_case() -> None:

@@ -34,6 +34,7 @@ from schemas.consent import (
     ConsentWithdrawn,
     DeclineConsent,
     FacilitatorAssigned,
+    ParticipantAdded,
     PutCaseOnHold,
     WithdrawConsent,
 )
@@ -75,6 +76,7 @@ from services.scheduling.domain.meetings import (
     on_case_ready,
     on_consent_given,
     on_facilitator_assigned,
+    on_participant_added,
     propose_meeting,
     record_availability,
     record_meeting_held,
@@ -132,6 +134,7 @@ __all__ = [
     "on_consent_given",
     "on_consent_withdrawn",
     "on_facilitator_assigned",
+    "on_participant_added",
     "on_readiness_lost",
     "person_key",
     "propose_meeting",
@@ -160,6 +163,7 @@ HANDLERS: dict[type[EventData], Handler] = {
     CaseReadinessLost: on_readiness_lost,
     CaseWithdrawn: on_case_withdrawn,
     FacilitatorAssigned: on_facilitator_assigned,
+    ParticipantAdded: on_participant_added,
     CaseHeld: on_case_held,
     CaseResumed: on_case_resumed,
     CommandRejected: on_consent_rejected,
@@ -185,8 +189,9 @@ REGISTRATIONS: dict[type[EventData], Callable[..., tuple[ResourceBook, list[Emit
 }
 
 CONSUMES: frozenset[str] = frozenset(model.event_type for model in (*HANDLERS, *REGISTRATIONS))
-"""``rj.case.accepted`` (rj.referral); consent facts, facilitator assignments, readiness, holds and consent's
-rejections (rj.consent); its commands, and the withdraw, decline and hold commands it follows (rj.commands)."""
+"""``rj.case.accepted`` (rj.referral); consent facts, facilitator assignments, added participants, readiness,
+holds and consent's rejections (rj.consent); its commands, and the withdraw, decline and hold commands it follows
+(rj.commands)."""
 
 
 def subject_of(message: EventData) -> str:

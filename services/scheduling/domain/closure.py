@@ -5,9 +5,10 @@ Withdrawal first (DOMAIN "Ordering"): the consent service decides a withdrawal, 
 topic than the booking commands, so a booking sent after a withdrawal could arrive here before consent's
 verdict. So this service reads the withdraw, decline and hold commands from ``rj.commands`` itself, in the
 case's partition order, and holds the case as pending (``CaseSchedule.stops_pending``) until the verdict:
-- a withdrawal or decline of participation by a required participant (or by someone not yet known: the case's
-  participants may not have reached us yet) is pending; anything else (sharing consent, a participant who is
-  not required) cannot stop the case and is passed over;
+- a withdrawal or decline of participation by a required participant (a parent or guardian of a victim or
+  offender among them), or by someone we do not know as a participant yet (the case's participants, or a
+  participant staff added, may not have reached us yet: ``model.could_stop``), is pending; anything else
+  (sharing consent, a participant who is not required) cannot stop the case and is passed over;
 - a hold is pending;
 - consent's ``rj.command.rejected`` for that command lifts it: the case goes on;
 - consent's facts (``rj.case.withdrawn`` / ``rj.consent.withdrawn`` / ``rj.consent.declined``, ``rj.case.held``)

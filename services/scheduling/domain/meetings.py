@@ -25,9 +25,10 @@ from schemas.consent import (
     CaseReadyForMeeting,
     ConsentGiven,
     FacilitatorAssigned,
+    ParticipantAdded,
 )
 from schemas.envelope import EventData
-from schemas.referral import CaseAccepted
+from schemas.referral import CaseAccepted, CaseParticipant, Role
 from schemas.scheduling import (
     AvailabilityRecorded,
     BookMeeting,
@@ -76,13 +77,31 @@ from services.scheduling.domain.model import (
 def on_case_accepted(
     case: CaseSchedule | None, book: ResourceBook, event: CaseAccepted, *, command_id: str, now: datetime
 ) -> Outcome:
-    """Learn who takes part; the case may already be known from consent facts that overtook this one."""
+    """Learn who takes part; the case may already be known from consent facts that overtook this one (its
+    readiness, or a participant staff added), and what they said stands."""
     case = case or CaseSchedule(case_id=event.case_id)
-    if case.participants:  # known from the readiness fact already: only the force is new
+    if any(p.role in (Role.victim, Role.offender) for p in case.participants):
+        # known from the readiness fact already: only the force is new
         return (case if case.force else replace(case, force=event.force)), book, []
-    participants = tuple(event.participants)
-    case = replace(case, force=event.force, participants=participants, specialist_required=event.specialist_required)
+    case = replace(case, force=event.force, specialist_required=event.specialist_required)
+    for participant in event.participants:
+        case = with_participant(case, participant)
     return without_stops_that_cannot_stop(case), book, []
+
+
+def on_participant_added(
+    case: CaseSchedule | None, book: ResourceBook, event: ParticipantAdded, *, command_id: str, now: datetime
+) -> Outcome:
+    """Staff added someone for a participant: they attend meetings once they consent; a parent or guardian of a
+    victim or offender is required (the consent service says so in ``required``)."""
+    case = with_participant(case or CaseSchedule(case_id=event.case_id), event.participant)
+    return without_stops_that_cannot_stop(case), book, []
+
+
+def with_participant(case: CaseSchedule, participant: CaseParticipant) -> CaseSchedule:
+    if case.participant(participant.person_id) is not None:
+        return case
+    return replace(case, participants=(*case.participants, participant))
 
 
 def on_consent_given(

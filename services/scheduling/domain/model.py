@@ -244,11 +244,13 @@ rejected sharing withdrawal, say) are forgotten oldest first."""
 
 def could_stop(case: CaseSchedule, purpose: str, person_id: str) -> bool:
     """Whether a withdrawal or decline of ``purpose`` by ``person_id`` can stop the case: participation, by a
-    required participant, or by anyone while the case's participants have not reached us yet."""
+    required participant, or by anyone we do not know as a participant yet. The consent service may know them
+    already: the case's participants may not have reached us, or staff added a parent or guardian (required)
+    whose ``rj.participant.added`` is still on its way while their withdrawal, sent after it, is here."""
     if purpose != PARTICIPATION:
         return False
     participant = case.participant(person_id)
-    return not case.participants or (participant is not None and participant.required)
+    return participant is None or participant.required
 
 
 def follow(case: CaseSchedule, stop: PendingStop) -> CaseSchedule:
@@ -279,7 +281,7 @@ def passed_over(case: CaseSchedule, command_id: str) -> CaseSchedule:
 
 
 def without_stops_that_cannot_stop(case: CaseSchedule) -> CaseSchedule:
-    """Once the participants are known, a pending withdrawal by someone who is not required stops nothing."""
+    """Once we know someone as a participant who is not required, their pending withdrawal stops nothing."""
     kept = tuple(
         s
         for s in case.stops_pending
