@@ -74,7 +74,9 @@ def reachable(start: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> list[d
     return list(seen.values())
 
 
-async def test_what_participants_are_told_never_says_or_leads_to_who_withdrew_or_why(system: System) -> None:
+async def test_rules_2_and_3_what_participants_are_told_never_says_or_leads_to_who_withdrew_or_why(
+    system: System,
+) -> None:
     for name in ("referral", "consent", "scheduling"):
         system.start(name)
     await system.publish([*facilitators("F-ANN", "F-BEN"), community_venue()])

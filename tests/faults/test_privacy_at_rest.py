@@ -124,7 +124,7 @@ def leaks(haystacks: dict[str, list[bytes]], needles: dict[str, str]) -> list[st
     return sorted(set(found))
 
 
-async def test_no_participants_personal_data_is_in_clear_on_any_topic_we_write_or_any_table(
+async def test_rule_3_no_participants_personal_data_is_in_clear_on_any_topic_we_write_or_any_table(
     system: System,
 ) -> None:
     run = uuid.uuid4().hex[:8]

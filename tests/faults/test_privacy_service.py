@@ -229,7 +229,7 @@ async def test_hostile_privacy_commands_are_refused_or_dead_lettered_with_a_reas
 SCHEDULE = {"*": "1 day", "screened_out": "1 second", "not_suitable/victim": "1 second"}
 
 
-async def test_retention_erases_exactly_what_is_due_by_outcome_and_role_and_nothing_under_a_hold_until_lifted(
+async def test_rule_7_retention_erases_exactly_what_is_due_by_outcome_and_role_and_nothing_under_a_hold_until_lifted(
     system: System,
 ) -> None:
     start(system, "referral", "scheduling", "privacy", retention_schedule=json.dumps(SCHEDULE))

@@ -58,7 +58,7 @@ def withdrawal(case_id: str, person_id: str, *, by: str | None = None, purpose: 
     )[2]
 
 
-async def test_a_withdrawal_before_a_booking_never_gives_a_booked_meeting_however_late_consent_is(
+async def test_rule_2_a_withdrawal_before_a_booking_never_gives_a_booked_meeting_however_late_consent_is(
     system: System,
 ) -> None:
     for name in ("referral", "consent", "scheduling"):

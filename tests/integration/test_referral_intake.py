@@ -92,7 +92,9 @@ async def test_an_offender_who_denies_responsibility_gets_the_requested_case_dec
     assert declined["data"]["decided_by"] == {"kind": "system", "id": "referral-service"}
 
 
-async def test_the_victims_code_clock_skips_a_weekend_and_bank_holidays_and_flags_the_breach(system: System) -> None:
+async def test_rule_10_the_victims_code_clock_skips_a_weekend_and_bank_holidays_and_flags_the_breach(
+    system: System,
+) -> None:
     standard, enhanced = "WM/2025/100006", "WM/2025/100007"
     await system.publish(
         samples.on_crime_events(

@@ -470,7 +470,7 @@ starting_points = st.sampled_from(("prepared", "prepared", "prepared", "accepted
     start=st.tuples(starting_points, starting_points),
     sequence=st.lists(steps, min_size=10, max_size=50),
 )
-def test_no_meeting_without_consent_and_no_resource_booked_twice(
+def test_rule_1_no_meeting_without_consent_and_no_resource_booked_twice(
     in_custody: bool, sensitive: frozenset[str], start: tuple[str, str], sequence: list[tuple[Any, ...]]
 ) -> None:
     world = new_world(in_custody, sensitive)

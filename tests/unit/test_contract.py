@@ -238,3 +238,27 @@ def test_derived_event_ids_are_uuid5_of_their_parts(parts: tuple[str, ...]) -> N
     from schemas.envelope import _DERIVED_NS, derived_event_id
 
     assert derived_event_id(*parts) == str(uuid.uuid5(_DERIVED_NS, "|".join(parts)))
+
+
+# Facts no one decides: a clock started or run out, a case taken in, a retention sweep. Who is the service
+# that publishes them (the envelope's ``source``), when is in the fact, and why is the rule the code names.
+NOT_A_DECISION = {
+    "rj.victim-information.due",
+    "rj.victim-information.overdue",
+    "rj.preparation.started",
+    "rj.case.retention-erased",
+}
+
+
+def test_rule_6_every_decision_is_a_fact_that_says_who_made_it_and_when() -> None:
+    from schemas.consent import CONSENT_EVENTS
+    from schemas.privacy import PRIVACY_EVENTS
+    from schemas.referral import REFERRAL_EVENTS
+    from schemas.scheduling import SCHEDULING_EVENTS
+
+    for model in (*REFERRAL_EVENTS, *CONSENT_EVENTS, *SCHEDULING_EVENTS, *PRIVACY_EVENTS):
+        if model.event_type in NOT_A_DECISION:
+            continue
+        who = [name for name, f in model.model_fields.items() if "Actor" in str(f.annotation)]
+        when = [name for name, f in model.model_fields.items() if "datetime" in str(f.annotation).lower()]
+        assert who and when, f"{model.event_type} does not say who decided it and when"

@@ -356,7 +356,9 @@ SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
 
 @SETTINGS
 @given(steps=st.lists(step, min_size=5, max_size=60), tail=st.lists(reader, max_size=20))
-def test_withdrawal_first_under_any_delay_between_the_topics(steps: list[tuple[Any, ...]], tail: list[Any]) -> None:
+def test_rule_2_withdrawal_first_under_any_delay_between_the_topics(
+    steps: list[tuple[Any, ...]], tail: list[Any]
+) -> None:
     world = ready_world()
     for kind, arg in steps:
         if kind == "send":
