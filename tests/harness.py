@@ -51,14 +51,21 @@ class System:
         self.server_url = server_url
         self.database = f"rj_test_{self.run_id}"
         self.settings = Settings(
-            kafka_bootstrap_servers=bootstrap,
-            database_url="",
-            topic_prefix=f"t{self.run_id}.",
-            deadline_sweep_interval_s=0.5,
-            relay_poll_interval_s=0.2,
-            retry_max_backoff_s=1.0,
-            master_keys=SecretStr(MasterKeys.generate("test1")),
-            **overrides,
+            **{
+                "kafka_bootstrap_servers": bootstrap,
+                "database_url": "",
+                "topic_prefix": f"t{self.run_id}.",
+                # Tansu answers a group's first join after about half the session timeout, rounded up to
+                # a second: 6 s costs 3 s a join, 2 s costs 1 s. Every service joins twice when it starts
+                # (Faust's own group, then the intake's), and every replica, restart and takeover again.
+                "kafka_session_timeout_s": 2.0,
+                "kafka_heartbeat_interval_s": 0.5,
+                "deadline_sweep_interval_s": 0.5,
+                "relay_poll_interval_s": 0.2,
+                "retry_max_backoff_s": 1.0,
+                "master_keys": SecretStr(MasterKeys.generate("test1")),
+                **overrides,
+            }
         )
         self.log_dir = log_dir
         self.supervisor: Supervisor | None = None
