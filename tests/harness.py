@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 import uuid
@@ -80,9 +81,26 @@ class System:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.supervisor is not None
-        self.supervisor.stop_all()
         for reader in self._readers:
             await reader.stop()
+        # A Faust worker takes about two seconds to stop cleanly. Nothing of the test depends on it, and
+        # the next test has its own topics, groups and database, so the stopping and the dropping go on
+        # beside the next test; ``stopped_systems`` waits for them all before the broker stops.
+        processes = list(self.supervisor.processes.values())
+        for service in processes:
+            if service.running:
+                service.process.send_signal(signal.SIGTERM)
+        task = asyncio.create_task(self._reap(processes), name=f"stop system {self.run_id}")
+        _stopping.add(task)
+        task.add_done_callback(_stopping.discard)
+
+    async def _reap(self, processes: list[ServiceProcess], timeout_s: float = 15) -> None:
+        """What ``Supervisor.stop_all`` does after its SIGTERMs, without holding up the event loop."""
+        deadline = time.monotonic() + timeout_s
+        while any(service.running for service in processes) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for service in processes:
+            service.kill()  # only one that did not stop in time
         await drop_database(self.server_url, self.database)
 
     # --- services ---------------------------------------------------------------------------------
@@ -188,6 +206,16 @@ class System:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what or check.__name__}")
             await asyncio.sleep(0.1)
+
+
+_stopping: set[asyncio.Task[None]] = set()
+
+
+async def stopped_systems() -> None:
+    """Wait until every ``System`` that has been left has stopped its services and dropped its database;
+    raises what went wrong in any of them."""
+    while _stopping:
+        await asyncio.gather(*_stopping)
 
 
 def of_type(messages: list[dict[str, Any]], event_type: str) -> list[dict[str, Any]]:
