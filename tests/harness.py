@@ -91,8 +91,7 @@ class System:
             if service.running:
                 service.process.send_signal(signal.SIGTERM)
         task = asyncio.create_task(self._reap(processes), name=f"stop system {self.run_id}")
-        _stopping.add(task)
-        task.add_done_callback(_stopping.discard)
+        _stopping.append(task)
 
     async def _reap(self, processes: list[ServiceProcess], timeout_s: float = 15) -> None:
         """What ``Supervisor.stop_all`` does after its SIGTERMs, without holding up the event loop."""
@@ -208,14 +207,16 @@ class System:
             await asyncio.sleep(0.1)
 
 
-_stopping: set[asyncio.Task[None]] = set()
+_stopping: list[asyncio.Task[None]] = []  # kept until awaited, so what went wrong in one is raised
 
 
 async def stopped_systems() -> None:
     """Wait until every ``System`` that has been left has stopped its services and dropped its database;
     raises what went wrong in any of them."""
     while _stopping:
-        await asyncio.gather(*_stopping)
+        tasks = list(_stopping)
+        _stopping.clear()
+        await asyncio.gather(*tasks)
 
 
 def of_type(messages: list[dict[str, Any]], event_type: str) -> list[dict[str, Any]]:
