@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from services.runtime.devstack import Broker, ensure_postgres, start_broker
-from tests.harness import System
+from tests.harness import System, stopped_systems
 
 STATE = Path(__file__).resolve().parent.parent / ".rj" / "test"
 
 
 @pytest.fixture(scope="session")
-def broker() -> Iterator[Broker]:
+async def broker() -> AsyncIterator[Broker]:
     STATE.mkdir(parents=True, exist_ok=True)
     broker = start_broker(log_path=STATE / "tansu.log")
     yield broker
+    await stopped_systems()  # systems stop their services in the background (System.__aexit__)
     broker.stop()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 import uuid
@@ -52,14 +53,21 @@ class System:
         self.server_url = server_url
         self.database = f"rj_test_{self.run_id}"
         self.settings = Settings(
-            kafka_bootstrap_servers=bootstrap,
-            database_url="",
-            topic_prefix=f"t{self.run_id}.",
-            deadline_sweep_interval_s=0.5,
-            relay_poll_interval_s=0.2,
-            retry_max_backoff_s=1.0,
-            master_keys=SecretStr(MasterKeys.generate("test1")),
-            **overrides,
+            **{
+                "kafka_bootstrap_servers": bootstrap,
+                "database_url": "",
+                "topic_prefix": f"t{self.run_id}.",
+                # Tansu answers a group's first join after about half the session timeout, rounded up to
+                # a second: 6 s costs 3 s a join, 2 s costs 1 s. Every service joins twice when it starts
+                # (Faust's own group, then the intake's), and every replica, restart and takeover again.
+                "kafka_session_timeout_s": 2.0,
+                "kafka_heartbeat_interval_s": 0.5,
+                "deadline_sweep_interval_s": 0.5,
+                "relay_poll_interval_s": 0.2,
+                "retry_max_backoff_s": 1.0,
+                "master_keys": SecretStr(MasterKeys.generate("test1")),
+                **overrides,
+            }
         )
         self.log_dir = log_dir
         self.supervisor: Supervisor | None = None
@@ -74,9 +82,25 @@ class System:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.supervisor is not None
-        self.supervisor.stop_all()
         for reader in self._readers:
             await reader.stop()
+        # A Faust worker takes about two seconds to stop cleanly. Nothing of the test depends on it, and
+        # the next test has its own topics, groups and database, so the stopping and the dropping go on
+        # beside the next test; ``stopped_systems`` waits for them all before the broker stops.
+        processes = list(self.supervisor.processes.values())
+        for service in processes:
+            if service.running:
+                service.process.send_signal(signal.SIGTERM)
+        task = asyncio.create_task(self._reap(processes), name=f"stop system {self.run_id}")
+        _stopping.append(task)
+
+    async def _reap(self, processes: list[ServiceProcess], timeout_s: float = 15) -> None:
+        """What ``Supervisor.stop_all`` does after its SIGTERMs, without holding up the event loop."""
+        deadline = time.monotonic() + timeout_s
+        while any(service.running for service in processes) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for service in processes:
+            service.kill()  # only one that did not stop in time
         await drop_database(self.server_url, self.database)
 
     # --- services ---------------------------------------------------------------------------------
@@ -182,6 +206,18 @@ class System:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what or check.__name__}")
             await asyncio.sleep(0.1)
+
+
+_stopping: list[asyncio.Task[None]] = []  # kept until awaited, so what went wrong in one is raised
+
+
+async def stopped_systems() -> None:
+    """Wait until every ``System`` that has been left has stopped its services and dropped its database;
+    raises what went wrong in any of them."""
+    while _stopping:
+        tasks = list(_stopping)
+        _stopping.clear()
+        await asyncio.gather(*tasks)
 
 
 def of_type(messages: list[dict[str, Any]], event_type: str) -> list[dict[str, Any]]:
