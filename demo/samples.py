@@ -87,12 +87,14 @@ def outcome_recorded(
     risk_flags: list[RiskFlag] | None = None,
     in_custody: bool = False,
     outcome: Outcome = Outcome.cautioned,
+    offender: str | None = None,
 ) -> CrimeOutcomeRecorded:
+    """An offender's outcome (``offender``: their id, by default the crime's one offender ``O-<ref>``)."""
     return CrimeOutcomeRecorded(
         crime_reference=ref,
         offender=Offender(
-            person_id=f"O-{ref}",
-            name=f"Offender {ref}",
+            person_id=offender or f"O-{ref}",
+            name=f"Offender {offender or ref}",
             date_of_birth=date(1999, 1, 1),
             contact=Contact(phone="+447700900002"),
             in_custody=in_custody,

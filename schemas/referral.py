@@ -207,10 +207,27 @@ class VictimInformationOverdue(EventData):
     enhanced_rights: bool
 
 
+class OffenderJoined(EventData):
+    """Another offender of the case's crime accepted responsibility after the case was accepted: they take part
+    in the same case, as a required participant. ``details`` are theirs as upstream gave them (personal data,
+    sealed, as on ``rj.case.opened``); ``participant`` is what the case's services need, no personal data."""
+
+    event_type: ClassVar[str] = "rj.case.offender-joined"
+
+    case_id: str
+    crime_reference: str
+    force: str | None = None
+    participant: CaseParticipant
+    details: Participant
+    joined_at: AwareDatetime
+    decided_by: Actor
+
+
 REFERRAL_EVENTS: tuple[type[EventData], ...] = (
     CaseOpened,
     CaseAccepted,
     CaseDeclined,
+    OffenderJoined,
     VictimInformationDue,
     VictimInformationProvided,
     VictimInformationOverdue,

@@ -82,7 +82,7 @@ from schemas.consent import (
     WithdrawConsent,
 )
 from schemas.envelope import EventData
-from schemas.referral import CaseAccepted, Role
+from schemas.referral import CaseAccepted, OffenderJoined, Role
 from schemas.scheduling import CaseClosed, FacilitatorRegistered
 from services.runtime.decision import Emit, JsonState, in_the_future, not_a_participant, rejection
 
@@ -230,6 +230,22 @@ def on_case_accepted(
         started_at=now,
     )
     return case, [Emit(started, "preparation-started")]
+
+
+def on_offender_joined(
+    case: ConsentCase | None, event: OffenderJoined, *, command_id: str, now: datetime
+) -> tuple[ConsentCase | None, list[Emit]]:
+    """Another offender of the crime joins the case (referral's decision): a required participant, so a ready case
+    waits for their preparation and consent. A repeat, or a case that has stopped, changes nothing."""
+    if case is None or case.participant(event.participant.person_id) is not None:
+        return case, []
+    case = replace(case, participants=(*case.participants, event.participant))
+    if case.closed or case.withdrawn:
+        return case, []
+    fact = ParticipantAdded(
+        case_id=case.case_id, participant=event.participant, added_at=now, added_by=event.decided_by
+    )
+    return _settle(case, [Emit(fact, f"participant-added:{command_id}")], command_id, now)
 
 
 def on_facilitator_registered(
@@ -522,6 +538,7 @@ HANDLERS: dict[type[EventData], Handler] = {
     ResumeCase: resume,
     AddParticipant: add_participant,
     FacilitatorRegistered: on_facilitator_registered,
+    OffenderJoined: on_offender_joined,
 }
 
 CONSUMES: frozenset[str] = frozenset(model.event_type for model in HANDLERS)

@@ -20,6 +20,7 @@ from schemas.referral import (
     CaseOpened,
     CaseParticipant,
     DeclineReason,
+    OffenderJoined,
     Participant,
     ReferralRoute,
     Role,
@@ -53,7 +54,8 @@ class CrimeFile:
     force: str = ""  # the upstream source: "" for files made before forces were told apart
     referral: int = 1  # which referral of the crime the current case is
     crime: CrimeRecorded | None = None
-    outcome: CrimeOutcomeRecorded | None = None
+    outcome: CrimeOutcomeRecorded | None = None  # the first offender's
+    co_outcomes: tuple[CrimeOutcomeRecorded, ...] = ()  # every other offender's, one each (several offenders)
     requests: tuple[ReferralRequested, ...] = ()
     status: CaseStatus = CaseStatus.no_case
     opened_at: datetime | None = None
@@ -62,6 +64,16 @@ class CrimeFile:
     @property
     def case_id(self) -> str:
         return case_id_for(self.force, self.crime_reference, self.referral)
+
+    @property
+    def outcomes(self) -> tuple[CrimeOutcomeRecorded, ...]:
+        """Each offender's latest outcome, the first offender's first."""
+        return (self.outcome, *self.co_outcomes) if self.outcome is not None else self.co_outcomes
+
+    @property
+    def admitted(self) -> tuple[CrimeOutcomeRecorded, ...]:
+        """The outcomes of offenders who accept responsibility: they take part; the others do not."""
+        return tuple(o for o in self.outcomes if o.admitted_responsibility is True)
 
     @property
     def is_open(self) -> bool:
@@ -81,12 +93,27 @@ def record_crime(file: CrimeFile, crime: CrimeRecorded, now: datetime) -> tuple[
 
 
 def record_outcome(file: CrimeFile, outcome: CrimeOutcomeRecorded, now: datetime) -> tuple[CrimeFile, list[Emit]]:
-    if _older(outcome, file.outcome):
-        return file, []  # a correction arriving late must not undo the newer record
+    """An offender's outcome. One crime may have several offenders, each with their own outcome: each is kept
+    (the latest per offender), and every one who accepts responsibility takes part in the one case."""
+    offender = outcome.offender.person_id
+    if file.outcome is None or file.outcome.offender.person_id == offender:
+        if _older(outcome, file.outcome):
+            return file, []  # a correction arriving late must not undo the newer record
+        file = replace(file, outcome=outcome)
+    else:
+        known = next((o for o in file.co_outcomes if o.offender.person_id == offender), None)
+        if _older(outcome, known):
+            return file, []
+        others = tuple(o for o in file.co_outcomes if o.offender.person_id != offender)
+        joins = file.status is CaseStatus.accepted and outcome.admitted_responsibility is True
+        joins = joins and not (known is not None and known.admitted_responsibility is True)
+        file = replace(file, co_outcomes=(*others, outcome))
+        if joins:  # another offender accepts responsibility on an accepted case: they take part in it too
+            return file, [Emit(_offender_joined(file, outcome, now), f"offender-joined:{offender}")]
     if file.status in (CaseStatus.accepted, CaseStatus.declined, CaseStatus.closed):
         # Screening is settled; later changes of risk are for re-assessment in the consent service.
-        return replace(file, outcome=outcome), []
-    return _progress_case(replace(file, outcome=outcome), now)
+        return file, []
+    return _progress_case(file, now)
 
 
 def _older(new: CrimeOutcomeRecorded, known: CrimeOutcomeRecorded | None) -> bool:
@@ -120,8 +147,7 @@ def _identified_victims(file: CrimeFile) -> list[str]:
 
 def should_open(file: CrimeFile) -> bool:
     """A case needs an identified victim and either an admitted outcome or an explicit request."""
-    admitted = file.outcome is not None and file.outcome.admitted_responsibility is True
-    return bool(_identified_victims(file)) and (admitted or bool(file.requests))
+    return bool(_identified_victims(file)) and (bool(file.admitted) or bool(file.requests))
 
 
 def _progress_case(file: CrimeFile, now: datetime) -> tuple[CrimeFile, list[Emit]]:
@@ -140,9 +166,7 @@ def _progress_case(file: CrimeFile, now: datetime) -> tuple[CrimeFile, list[Emit
 
 
 def _routes(file: CrimeFile) -> list[ReferralRoute]:
-    routes = []
-    if file.outcome is not None and file.outcome.admitted_responsibility:
-        routes.append(ReferralRoute(route="admitted_outcome", person_id=file.outcome.offender.person_id))
+    routes = [ReferralRoute(route="admitted_outcome", person_id=o.offender.person_id) for o in file.admitted]
     routes += [
         ReferralRoute(route="request", requested_by=r.requested_by, person_id=r.person_id) for r in file.requests
     ]
@@ -165,8 +189,7 @@ def participants(file: CrimeFile) -> list[Participant]:
         )
         for v in file.crime.victims
     ]
-    if file.outcome is not None:
-        o = file.outcome.offender
+    for o in (outcome.offender for outcome in file.admitted):
         people.append(
             Participant(
                 person_id=o.person_id,
@@ -180,6 +203,21 @@ def participants(file: CrimeFile) -> list[Participant]:
             )
         )
     return people
+
+
+def _offender_joined(file: CrimeFile, outcome: CrimeOutcomeRecorded, now: datetime) -> OffenderJoined:
+    details = next(p for p in participants(file) if p.person_id == outcome.offender.person_id)
+    return OffenderJoined(
+        case_id=file.case_id,
+        crime_reference=file.crime_reference,
+        force=file.force or None,
+        participant=CaseParticipant(
+            person_id=details.person_id, role=Role.offender, required=True, in_custody=details.in_custody
+        ),
+        details=details,
+        joined_at=now,
+        decided_by=SYSTEM_REFERRAL,
+    )
 
 
 def _case_opened(file: CrimeFile, now: datetime) -> CaseOpened:
@@ -210,7 +248,7 @@ def sensitivity_reasons(file: CrimeFile) -> list[SensitivityReason]:
     """Why a case needs a specialist facilitator and a risk assessment before any contact."""
     assert file.crime is not None
     reasons: list[SensitivityReason] = []
-    flags = set(file.outcome.risk_flags) if file.outcome else set()
+    flags = {flag for outcome in file.outcomes for flag in outcome.risk_flags}
     for flag in RiskFlag:
         if flag in flags:
             reasons.append(SensitivityReason(flag.value))
@@ -225,7 +263,7 @@ def sensitivity_reasons(file: CrimeFile) -> list[SensitivityReason]:
 def screen(file: CrimeFile, now: datetime) -> CaseAccepted | CaseDeclined:
     """Screen an opened case whose offender is known."""
     assert file.outcome is not None
-    if file.outcome.admitted_responsibility is not True:
+    if not file.admitted:
         return CaseDeclined(
             case_id=file.case_id,
             crime_reference=file.crime_reference,

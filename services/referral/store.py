@@ -36,13 +36,15 @@ async def lock_crime_files(
     crimes = await keys.open_json(conn, CrimeRecorded, [r["crime"] for r in rows], cases)
     outcomes = await keys.open_json(conn, CrimeOutcomeRecorded, [r["outcome"] for r in rows], cases)
     requests = await keys.open_json(conn, _Requests, [r["requests"] for r in rows], cases)
+    others = await keys.open_json(conn, _Outcomes, [r["co_outcomes"] for r in rows], cases)
     return {
-        (row["force"], row["crime_reference"]): _file_from_row(row, crime, outcome, request)
-        for row, crime, outcome, request in zip(rows, crimes, outcomes, requests, strict=True)
+        (row["force"], row["crime_reference"]): _file_from_row(row, crime, outcome, request, other)
+        for row, crime, outcome, request, other in zip(rows, crimes, outcomes, requests, others, strict=True)
     }
 
 
 _Requests = list[ReferralRequested]
+_Outcomes = list[CrimeOutcomeRecorded]
 
 
 async def files_of_cases(conn: asyncpg.Connection, case_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
@@ -55,7 +57,11 @@ async def files_of_cases(conn: asyncpg.Connection, case_ids: Sequence[str]) -> d
 
 
 def _file_from_row(
-    row: asyncpg.Record, crime: str | bytes | None, outcome: str | bytes | None, requests: str | bytes | None
+    row: asyncpg.Record,
+    crime: str | bytes | None,
+    outcome: str | bytes | None,
+    requests: str | bytes | None,
+    others: str | bytes | None,
 ) -> CrimeFile:
     return CrimeFile(
         crime_reference=row["crime_reference"],
@@ -64,6 +70,7 @@ def _file_from_row(
         crime=CrimeRecorded.model_validate_json(crime) if crime else None,
         outcome=CrimeOutcomeRecorded.model_validate_json(outcome) if outcome else None,
         requests=tuple(ReferralRequested.model_validate(r) for r in json.loads(requests or "[]")),
+        co_outcomes=tuple(CrimeOutcomeRecorded.model_validate(o) for o in json.loads(others or "[]")),
         status=CaseStatus(row["status"]),
         opened_at=row["opened_at"],
         clocked_victims=frozenset(row["clocked_victims"]),
@@ -75,15 +82,17 @@ async def save_crime_files(conn: asyncpg.Connection, files: Sequence[CrimeFile])
     about people sealed."""
     keys, cases = privacy.batch(), [f.case_id for f in files]
     requests = ["[" + ",".join(r.model_dump_json() for r in f.requests) + "]" for f in files]
+    others = ["[" + ",".join(o.model_dump_json() for o in f.co_outcomes) + "]" for f in files]
     await conn.execute(
         f"""UPDATE {SCHEMA}.crime_files AS f
             SET crime = u.crime::jsonb, outcome = u.outcome::jsonb, requests = u.requests::jsonb,
                 status = u.status, opened_at = u.opened_at,
                 clocked_victims = coalesce(string_to_array(u.clocked, chr(31)), '{{}}'),
-                referral = u.referral, case_id = u.case_id, updated_at = now()
+                referral = u.referral, case_id = u.case_id, co_outcomes = u.others::jsonb, updated_at = now()
             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[],
-                        $8::text[], $9::int[], $10::text[])
-                 AS u(crime_reference, crime, outcome, requests, status, opened_at, clocked, force, referral, case_id)
+                        $8::text[], $9::int[], $10::text[], $11::text[])
+                 AS u(crime_reference, crime, outcome, requests, status, opened_at, clocked, force, referral, case_id,
+                      others)
             WHERE f.force = u.force AND f.crime_reference = u.crime_reference""",
         [f.crime_reference for f in files],
         await keys.seal_models(conn, CrimeRecorded, [(f.crime, f.case_id) for f in files]),
@@ -96,6 +105,7 @@ async def save_crime_files(conn: asyncpg.Connection, files: Sequence[CrimeFile])
         [f.force for f in files],
         [f.referral for f in files],
         cases,
+        await keys.seal_json(conn, _Outcomes, list(zip(others, cases, strict=True))),
     )
 
 

@@ -59,3 +59,26 @@ async def test_a_closed_case_is_referred_again_as_a_new_case(system: System) -> 
     assert opened["data"]["referral"] == 2 and opened["force"] == samples.UPSTREAM_SOURCE
     await facts(system, topics.CONSENT, second, "rj.preparation.started")
     assert await facts(system, topics.REFERRAL, first, "rj.case.opened", settle_s=0.5) != []
+
+
+async def test_a_second_offender_who_accepts_responsibility_later_joins_the_same_case(system: System) -> None:
+    for name in ("referral", "consent", "scheduling"):
+        system.start(name)
+    ref = "CR/2026/000779"
+    case_id = case_id_for(samples.UPSTREAM_SOURCE, ref)
+    await system.publish(
+        samples.on_crime_events(samples.crime_recorded(ref), samples.outcome_recorded(ref, offender="O-1"))
+    )
+    await facts(system, topics.CONSENT, case_id, "rj.preparation.started")
+    await system.publish(samples.on_crime_events(samples.outcome_recorded(ref, offender="O-2")))
+    (joined,) = await facts(system, topics.REFERRAL, case_id, "rj.case.offender-joined")
+    assert joined["data"]["participant"]["person_id"] == "O-2" and joined["force"] == samples.UPSTREAM_SOURCE
+    assert "Offender O-2" not in str(joined), "their details travel sealed"
+    (added,) = await facts(system, topics.CONSENT, case_id, "rj.participant.added")
+    assert added["data"]["participant"] == joined["data"]["participant"]
+
+    async def scheduling_knows() -> bool:
+        state = await system.fetchval("SELECT state::text FROM scheduling.cases WHERE key = $1", case_id)
+        return state is not None and '"O-2"' in state
+
+    await system.wait_for(scheduling_knows, what="scheduling to learn the second offender")

@@ -677,3 +677,24 @@ def test_staff_declining_on_a_participants_behalf_must_say_why_and_a_withdrawal_
     for command in (withdraw("victim-1"), withdraw("victim-1", themself=True)):
         _, emits = run(case, command)
         assert CaseWithdrawn in facts(emits)
+
+
+def test_another_offender_joining_a_ready_case_is_required_and_costs_it_its_readiness() -> None:
+    from schemas.consent import ParticipantAdded
+    from schemas.referral import OffenderJoined, Participant
+
+    joining = CaseParticipant(person_id="offender-2", role=Role.offender, required=True)
+    joined = OffenderJoined(
+        case_id=CASE,
+        crime_reference="CR-1",
+        participant=joining,
+        details=Participant(person_id="offender-2", role=Role.offender, required=True, name="Someone"),
+        joined_at=NOW,
+        decided_by=Actor(kind="system", id="referral-service"),
+    )
+    case, emits = run(ready_case(), joined)
+    assert facts(emits) == [ParticipantAdded, CaseReadinessLost]
+    assert case is not None and case.participant("offender-2") == joining
+    assert "participation consent from offender-2 (offender)" in domain.readiness_gaps(case)
+    again, emits = run(case, joined)
+    assert (again, emits) == (case, [])

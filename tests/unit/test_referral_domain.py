@@ -17,6 +17,7 @@ from schemas.referral import (
     CaseAccepted,
     CaseDeclined,
     CaseOpened,
+    OffenderJoined,
     VictimInformationDue,
     VictimInformationOverdue,
     case_id_for,
@@ -320,3 +321,34 @@ def test_a_closed_case_is_referred_again_as_a_new_case_by_a_new_request() -> Non
     # The same request again is a repeat, not a third case.
     again, emits = apply(file, request)
     assert (again, emits) == (file, [])
+
+
+def test_several_offenders_of_one_crime_are_participants_of_one_case() -> None:
+    """Each offender has their own outcome; those who accept responsibility take part, in one case: the first
+    one's opens and screens it, a later one joins it. One who denies it takes no part, and the case is declined
+    only when no offender accepts it."""
+    first = samples.outcome_recorded(REF, offender="O-1", risk_flags=[RiskFlag.hate_crime])
+    second = samples.outcome_recorded(REF, offender="O-2")
+    denies = samples.outcome_recorded(REF, offender="O-3", admitted=False)
+    file, emits = run(samples.crime_recorded(REF), denies, first)
+    assert file.status is CaseStatus.accepted
+    (accepted,) = [e.data for e in emits if isinstance(e.data, CaseAccepted)]
+    assert [p.person_id for p in accepted.participants if p.role == "offender"] == ["O-1"]
+    assert accepted.sensitivity_reasons == ["hate_crime"]
+    file, emits = apply(file, second)
+    (joined,) = [e.data for e in emits]
+    assert isinstance(joined, OffenderJoined) and joined.case_id == accepted.case_id
+    assert (joined.participant.person_id, joined.participant.role, joined.participant.required) == (
+        "O-2",
+        "offender",
+        True,
+    )
+    assert joined.details.name == "Offender O-2"  # personal data, sealed on the wire like rj.case.opened's
+    # The same outcome again, or an older one arriving late, changes nothing; the one who denies never joins.
+    for late in (second, second.model_copy(update={"recorded_at": second.recorded_at - timedelta(days=1)})):  # type: ignore[operator]
+        again, emits = apply(file, late)
+        assert (again, emits) == (file, [])
+    assert [o.offender.person_id for o in file.admitted] == ["O-1", "O-2"]
+    # Referred on a request, and nobody accepts responsibility: declined.
+    file, emits = run(samples.crime_recorded(REF), samples.referral_requested(REF), denies)
+    assert types(emits)[-1] == "rj.case.declined"
