@@ -15,7 +15,12 @@ from schemas.upstream import Offence, Requester
 
 Language = Annotated[
     str,
-    Field(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$", max_length=35, description="A BCP 47 language tag"),
+    Field(
+        pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$",
+        max_length=35,
+        description="A BCP 47 language tag",
+        examples=["pl", "pa-IN", "bfi"],
+    ),
 ]
 
 
