@@ -46,7 +46,12 @@ def _case_id(force: str, crime_reference: str, referral: int) -> str:
 
 Language = Annotated[
     str,
-    Field(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$", max_length=35, description="A BCP 47 language tag"),
+    Field(
+        pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$",
+        max_length=35,
+        description="A BCP 47 language tag",
+        examples=["pl", "pa-IN", "bfi"],
+    ),
 ]
 
 

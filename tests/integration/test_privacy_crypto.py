@@ -122,6 +122,8 @@ class Sampler:
             value = (date(1911 if pii else 2026, 1, 1) + timedelta(days=n)).isoformat()
         elif fmt == "time":
             value = time(n // 60 % 24, n % 60).isoformat()
+        elif "examples" in schema:
+            value = schema["examples"][0]
         elif "pattern" in schema:
             value = re.match(r"\^\(?([a-z_]+)", schema["pattern"]).group(1)  # type: ignore[union-attr]
         elif pii:
