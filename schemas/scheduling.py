@@ -55,7 +55,7 @@ class CancellationReason(StrEnum):
     case_withdrawn = "case_withdrawn"
     case_closed = "case_closed"
     readiness_lost = "readiness_lost"
-    case_on_hold = "case_on_hold"  # a safeguarding hold
+    case_paused = "case_paused"  # a safeguarding hold; participants are told only that the process is paused
 
 
 class ClosureReason(StrEnum):

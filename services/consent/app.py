@@ -7,6 +7,7 @@ rj.referral (rj.case.accepted), rj.scheduling (rj.case.closed, rj.facilitator.re
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +39,7 @@ async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -
     now = clock()
     registrations = [e.data for e in events if isinstance(e.data, FacilitatorRegistered)]
     named = [e.data.facilitator_id for e in events if isinstance(e.data, AssignFacilitator | FacilitatorRegistered)]
+    await store.lock_register(conn, named)  # a registration and an assignment of one facilitator: one at a time
     register = await store.registrations(conn, named)
     touched = await store.cases_assigned_to(conn, [r.facilitator_id for r in registrations])
     about_cases = [e.data.case_id for e in events if not isinstance(e.data, FacilitatorRegistered)]
@@ -60,6 +62,7 @@ async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -
             registered_specialist=registered.specialist if registered else None,
             registered_at=registered.registered_at if registered else None,
         )
+        _learn_force(cases, data.case_id, event)
         out += facts(
             topics.CONSENT, SOURCE, data.case_id, emits, cause=event, now=now, force=_force(cases, data.case_id)
         )
@@ -83,6 +86,14 @@ def _apply_registration(
         cases[case_id], emits = domain.handle(case, registration, command_id=event.id, now=now)
         out += facts(topics.CONSENT, SOURCE, case_id, emits, cause=event, now=now, force=_force(cases, case_id))
     return out
+
+
+def _learn_force(cases: dict[str, domain.ConsentCase | None], case_id: str, event: CloudEvent[Any]) -> None:
+    """A case whose force we have not heard yet (made before forces, or known from a fact that overtook its
+    acceptance) takes it from any event that carries it."""
+    case = cases.get(case_id)
+    if case is not None and case.force is None and event.force:
+        cases[case_id] = replace(case, force=event.force)
 
 
 def _force(cases: dict[str, domain.ConsentCase | None], case_id: str) -> str | None:

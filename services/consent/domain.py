@@ -638,8 +638,16 @@ def _no_contact_yet(case: ConsentCase | None) -> str | None:
         return None
     if case.hold is not None:
         return f"the case is on hold for a safeguarding concern (since {case.hold.held_at.isoformat()}): no contact"
-    if case.risk_assessment_required and case.risk_assessment is None:
+    assessment = case.risk_assessment
+    if case.risk_assessment_required and assessment is None:
         return "this case is sensitive: a risk assessment must be recorded before any contact with a party"
+    if case.reassess_after is not None and (assessment is None or assessment.assessed_at < case.reassess_after):
+        return (
+            f"a risk assessment made after the safeguarding concern of {case.reassess_after.isoformat()} "
+            "must be recorded before any contact with a party"
+        )
+    if assessment is not None and not assessment.safe_to_proceed:
+        return "the latest risk assessment finds it unsafe to proceed: no contact until a new one finds it safe"
     return None
 
 

@@ -35,6 +35,18 @@ async def record_facilitators(conn: asyncpg.Connection, registrations: Sequence[
     )
 
 
+async def lock_register(conn: asyncpg.Connection, facilitator_ids: Iterable[str]) -> None:
+    """Serialise the transactions that read or change the register entry of any of ``facilitator_ids`` (a
+    registration and an assignment of the same facilitator come on different partitions, so in transactions
+    that may run at once): each waits for the other to commit, then reads what it wrote. Taken first in a
+    batch, before any case row, in a fixed order."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('consent.facilitator:' || id, 0)) "
+        "FROM unnest($1::text[]) AS id ORDER BY id",
+        sorted(set(facilitator_ids)),
+    )
+
+
 async def registrations(
     conn: asyncpg.Connection, facilitator_ids: Iterable[str]
 ) -> dict[str, FacilitatorRegistered | None]:

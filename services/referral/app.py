@@ -59,9 +59,8 @@ async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -
                 continue  # the closure of a case no file knows (not ours to reopen)
             key = keys[event.id]
             if isinstance(event.data, CaseClosed):
-                files[key] = domain.record_case_closed(files[key], event.data.case_id)
-                continue
-            if isinstance(event.data, CrimeRecorded):
+                files[key], emits = domain.record_case_closed(files[key], event.data.case_id, event.data.closed_at, now)
+            elif isinstance(event.data, CrimeRecorded):
                 files[key], emits = domain.record_crime(files[key], event.data, now)
             elif isinstance(event.data, CrimeOutcomeRecorded):
                 files[key], emits = domain.record_outcome(files[key], event.data, now)

@@ -53,6 +53,7 @@ class CrimeFile:
     crime_reference: str
     force: str = ""  # the upstream source: "" for files made before forces were told apart
     referral: int = 1  # which referral of the crime the current case is
+    legacy_id: bool = False  # made before forces were told apart: its case ids derive as they did then
     crime: CrimeRecorded | None = None
     outcome: CrimeOutcomeRecorded | None = None  # the first offender's
     co_outcomes: tuple[CrimeOutcomeRecorded, ...] = ()  # every other offender's, one each (several offenders)
@@ -63,7 +64,7 @@ class CrimeFile:
 
     @property
     def case_id(self) -> str:
-        return case_id_for(self.force, self.crime_reference, self.referral)
+        return case_id_for("" if self.legacy_id else self.force, self.crime_reference, self.referral)
 
     @property
     def outcomes(self) -> tuple[CrimeOutcomeRecorded, ...]:
@@ -131,11 +132,20 @@ def record_request(file: CrimeFile, request: ReferralRequested, now: datetime) -
     return _progress_case(file, now)
 
 
-def record_case_closed(file: CrimeFile, case_id: str) -> CrimeFile:
-    """The scheduling service closed the crime's case; a closure of an earlier referral's case changes nothing."""
+def record_case_closed(
+    file: CrimeFile, case_id: str, closed_at: datetime, now: datetime
+) -> tuple[CrimeFile, list[Emit]]:
+    """The scheduling service closed the crime's case; a closure of an earlier referral's case changes nothing.
+
+    A request made after the closure may have been read before it (the two come on different topics): it
+    refers the crime again at once, as it would have had it come after."""
     if case_id != file.case_id or file.status is not CaseStatus.accepted:
-        return file
-    return replace(file, status=CaseStatus.closed)
+        return file, []
+    file = replace(file, status=CaseStatus.closed)
+    if any(r.requested_at is not None and r.requested_at > closed_at for r in file.requests):
+        file = replace(file, referral=file.referral + 1, status=CaseStatus.no_case, opened_at=None)
+        return _progress_case(file, now)
+    return file, []
 
 
 # --- opening and screening ----------------------------------------------------------------------
@@ -309,15 +319,12 @@ class VictimClock:
     crime_reference: str
     person_id: str
     force: str
+    case_id: str  # the case of the crime's first referral: its report started the clock
     reported_at: datetime
     due_by: datetime
     enhanced_rights: bool
     provided_at: datetime | None = None
     breached_at: datetime | None = None
-
-    @property
-    def case_id(self) -> str:
-        return case_id_for(self.force, self.crime_reference)  # the crime's first referral: its report started it
 
 
 def _start_victims_code_clocks(file: CrimeFile, crime: CrimeRecorded) -> list[Emit]:
@@ -350,6 +357,7 @@ def clock_from(due: VictimInformationDue, force: str) -> VictimClock:
         crime_reference=due.crime_reference,
         person_id=due.person_id,
         force=force,
+        case_id=due.case_id,
         reported_at=due.reported_at,
         due_by=due.due_by,
         enhanced_rights=due.enhanced_rights,

@@ -22,6 +22,17 @@ async def lock_crime_files(
     """Load (creating where new) and row-lock the ``files`` named (force, crime reference), in a fixed order, in
     one statement: ``ON CONFLICT DO UPDATE`` locks an existing row just as ``FOR UPDATE`` would."""
     ordered = sorted(set(files))
+    # A file from before forces were told apart (force '') is adopted by the first force to speak of its crime;
+    # it keeps its case ids (``legacy_id``).
+    await conn.execute(
+        f"""UPDATE {SCHEMA}.crime_files AS f SET force = u.force
+            FROM unnest($1::text[], $2::text[]) AS u(force, ref)
+            WHERE f.force = '' AND f.crime_reference = u.ref AND u.force <> ''
+              AND NOT EXISTS (SELECT 1 FROM {SCHEMA}.crime_files AS g
+                              WHERE g.force = u.force AND g.crime_reference = u.ref)""",
+        [force for force, _ in ordered],
+        [ref for _, ref in ordered],
+    )
     rows = await conn.fetch(
         f"""INSERT INTO {SCHEMA}.crime_files AS f (force, crime_reference, case_id)
             SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ORDER BY 1, 2
@@ -67,6 +78,7 @@ def _file_from_row(
         crime_reference=row["crime_reference"],
         force=row["force"],
         referral=row["referral"],
+        legacy_id=row["legacy_id"],
         crime=CrimeRecorded.model_validate_json(crime) if crime else None,
         outcome=CrimeOutcomeRecorded.model_validate_json(outcome) if outcome else None,
         requests=tuple(ReferralRequested.model_validate(r) for r in json.loads(requests or "[]")),
@@ -133,6 +145,7 @@ def _clock_from_row(row: asyncpg.Record) -> VictimClock:
         crime_reference=row["crime_reference"],
         person_id=row["person_id"],
         force=row["force"],
+        case_id=row["case_id"],
         reported_at=row["reported_at"],
         due_by=row["due_by"],
         enhanced_rights=row["enhanced_rights"],

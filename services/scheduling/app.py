@@ -7,6 +7,7 @@ rj.referral (rj.case.accepted), rj.consent (consent facts, readiness, withdrawal
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +39,8 @@ async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -
         else:
             cases[subject], book, emits = domain.handle(cases[subject], book, event.data, command_id=event.id, now=now)
         case = cases.get(subject)
+        if case is not None and case.force is None and event.force:  # not heard yet: any event that knows says
+            case = cases[subject] = replace(case, force=event.force)
         force = case.force if case is not None else None
         out += facts(topics.SCHEDULING, SOURCE, subject, emits, cause=event, now=now, force=force)
     await store.save_cases(conn, cases)

@@ -16,17 +16,18 @@ from datetime import timedelta
 
 import pytest
 
-from demo.samples import STAFF, command, facilitators
+from demo import samples
+from demo.samples import STAFF, UPSTREAM_SOURCE, command, facilitators
 from schemas import topics
 from schemas.common import Actor
 from schemas.consent import PutCaseOnHold, RecordedThrough, RecordingMethod, WithdrawConsent, sharing
 from schemas.scheduling import BookMeeting, MeetingKind
-from tests.e2e.conftest import facilitators_known, facts, next_week, prepare, referred_case
+from tests.e2e.conftest import facilitators_known, facts, next_week, prepare
 from tests.harness import System, of_type
 
 pytestmark = pytest.mark.integration
 
-STOPPED, REJECTED, SHARING, HELD = 60, 15, 15, 10
+STOPPED, REJECTED, SHARING, HELD = 200, 20, 20, 10
 CASES = STOPPED + REJECTED + SHARING + HELD
 
 
@@ -58,6 +59,23 @@ def withdrawal(case_id: str, person_id: str, *, by: str | None = None, purpose: 
     )[2]
 
 
+async def referred_cases(system: System, prefix: str, n: int) -> list[tuple[str, str, str]]:
+    """``n`` crimes with admitted outcomes, published at once; (case id, victim, offender) once consent has
+    taken every one into preparation."""
+    refs = [f"{prefix}{i:05d}" for i in range(n)]
+    await system.publish(
+        [m for r in refs for m in samples.on_crime_events(samples.crime_recorded(r), samples.outcome_recorded(r))]
+    )
+    cases = [(samples.case_of(r), f"V-{r}", f"O-{r}") for r in refs]
+    ids = {c for c, _, _ in cases}
+    await system.read_until(
+        topics.CONSENT,
+        lambda ms: len({m["subject"] for m in of_type(ms, "rj.preparation.started") if m["subject"] in ids}) == n,
+        timeout_s=120,
+    )
+    return cases
+
+
 async def test_rule_2_a_withdrawal_before_a_booking_never_gives_a_booked_meeting_however_late_consent_is(
     system: System,
 ) -> None:
@@ -65,7 +83,7 @@ async def test_rule_2_a_withdrawal_before_a_booking_never_gives_a_booked_meeting
         system.start(name)
     await system.publish(facilitators("F-ANN"))
     await facilitators_known(system, "F-ANN")
-    cases = [await referred_case(system, f"WM/2026/8{i:05d}") for i in range(CASES)]
+    cases = await referred_cases(system, "WM/2026/8", CASES)
     await system.publish([m for case_id, v, o in cases for m in prepare(case_id, [v, o], ["F-ANN"])])
 
     async def all_ready() -> bool:
@@ -76,7 +94,7 @@ async def test_rule_2_a_withdrawal_before_a_booking_never_gives_a_booked_meeting
 
     # The consent service is down: nothing it decides reaches anyone until it is back.
     system.service("consent").stop()
-    stopped = cases[:STOPPED]
+    stopped = cases[:STOPPED]  # hundreds of withdrawals, each followed by a booking, consent down throughout
     rejected = cases[STOPPED : STOPPED + REJECTED]
     shared = cases[STOPPED + REJECTED : STOPPED + REJECTED + SHARING]
     held = cases[STOPPED + REJECTED + SHARING :]
@@ -152,6 +170,83 @@ async def test_rule_2_a_withdrawal_before_a_booking_never_gives_a_booked_meeting
     held_ids = {c for c, _, _ in held}
     on_hold = [m for m in of_type(everything, "rj.command.rejected") if m["subject"] in held_ids]
     assert sum("the case is on hold" in m["data"]["reason"] for m in on_hold) == HELD
+    # Every fact about a case, on every topic, says whose case it is (the runtime's answer to a repeated command,
+    # ``rj.command.already-handled``, goes to its sender and does not: it knows the command, not the case).
+    ids = {c for c, _, _ in cases}
+    for topic in (topics.CONSENT, topics.SCHEDULING):
+        about = [m for m in await system.read_until(topic, lambda ms: True, settle_s=0.5) if m["subject"] in ids]
+        missing = sorted(
+            {
+                m["type"]
+                for m in about
+                if m.get("force") != UPSTREAM_SOURCE and m["type"] != "rj.command.already-handled"
+            }
+        )
+        assert about and not missing, f"{topic}: {missing} without the case's force"
     # No booking anywhere came after its case's withdrawal was accepted, and nothing is left pending.
     sql = "SELECT count(*) FROM scheduling.cases WHERE state->'stops_pending' <> '[]'"
     assert await system.fetchval(sql) == 0
+
+
+async def test_rule_2_with_scheduling_late_on_rj_commands_consents_verdicts_overtake_and_nothing_is_left_pending(
+    system: System,
+) -> None:
+    """The other way round: scheduling is down while consent decides every withdrawal, so consent's verdicts
+    (rejections, withdrawals) are on ``rj.consent`` before scheduling reads the commands they answer. However
+    scheduling then interleaves the two topics, a rejected withdrawal stops nothing, an accepted one closes its
+    case with nothing booked, and no case is left pending."""
+    n = 40
+    for name in ("referral", "consent", "scheduling"):
+        system.start(name)
+    await system.publish(facilitators("F-ANN"))
+    await facilitators_known(system, "F-ANN")
+    cases = await referred_cases(system, "WM/2026/9", n)
+    await system.publish([m for case_id, v, o in cases for m in prepare(case_id, [v, o], ["F-ANN"])])
+
+    async def all_ready() -> bool:
+        return await system.fetchval("SELECT count(*) FROM scheduling.cases WHERE state->>'ready' = 'true'") == n
+
+    await system.wait_for(all_ready, what="scheduling to hear every case is ready")
+    system.service("scheduling").stop()
+    messages: list[tuple[str, str | None, bytes]] = []
+    for i, (case_id, victim, offender) in enumerate(cases):
+        if i % 2:
+            messages.append((topics.COMMANDS, case_id, withdrawal(case_id, victim)))
+        else:
+            messages.append((topics.COMMANDS, case_id, withdrawal(case_id, victim, by=offender)))  # rejected
+        messages.append(booking(case_id, i))
+    await system.publish(messages)
+    await system.read_until(
+        topics.CONSENT,
+        lambda ms: (
+            len([m for m in of_type(ms, "rj.command.rejected") if m["data"]["command_type"] == "rj.consent.withdraw"])
+            >= n // 2
+            and len(of_type(ms, "rj.case.withdrawn")) >= n // 2
+        ),
+        timeout_s=60,
+    )
+    system.start("scheduling")  # now the verdicts are there before the commands they answer
+    withdrawn = {c for i, (c, _, _) in enumerate(cases) if i % 2}
+    closed = await system.read_until(
+        topics.SCHEDULING, lambda ms: len(of_type(ms, "rj.case.closed")) >= len(withdrawn), timeout_s=90, settle_s=1.0
+    )
+    assert {m["subject"] for m in of_type(closed, "rj.case.closed")} == withdrawn
+    assert not {m["subject"] for m in of_type(closed, "rj.meeting.booked")} & withdrawn
+
+    async def nothing_pending() -> bool:
+        sql = "SELECT count(*) FROM scheduling.cases WHERE state->'stops_pending' <> '[]'"
+        return await system.fetchval(sql) == 0
+
+    await system.wait_for(nothing_pending, what="no case left pending")
+    # A booking sent now on a case whose withdrawal was rejected goes ahead.
+    kept = [(i, c) for i, (c, _, _) in enumerate(cases) if c not in withdrawn]
+    await system.publish([booking(c, n + i, "M2") for i, c in kept])
+    booked = await system.read_until(
+        topics.SCHEDULING,
+        lambda ms: (
+            {m["subject"] for m in of_type(ms, "rj.meeting.booked") if m["data"]["meeting_id"] == "M2"}
+            == {c for _, c in kept}
+        ),
+        timeout_s=60,
+    )
+    assert not {m["subject"] for m in of_type(booked, "rj.meeting.booked")} & withdrawn

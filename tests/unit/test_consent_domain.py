@@ -698,3 +698,14 @@ def test_another_offender_joining_a_ready_case_is_required_and_costs_it_its_read
     assert "participation consent from offender-2 (offender)" in domain.readiness_gaps(case)
     again, emits = run(case, joined)
     assert (again, emits) == (case, [])
+
+
+def test_after_a_resume_or_an_unsafe_assessment_no_one_is_contacted_until_a_new_assessment_finds_it_safe() -> None:
+    case, _ = run(accepted_case(), assign(), hold(), resume())
+    assert "made after the safeguarding concern" in rejection(run(case, met("victim-1"))[1])
+    case, _ = run(case, risk(safe=False))
+    assert "unsafe to proceed" in rejection(run(case, give("victim-1"))[1])
+    _, emits = run(case, withdraw("victim-1", themself=True))  # a "no" is never refused
+    assert CaseWithdrawn in facts(emits)
+    case, emits = run(case, risk(), met("victim-1"), give("victim-1"))
+    assert CommandRejected not in facts(emits)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -260,6 +261,7 @@ def clock(**kw: object) -> domain.VictimClock:
         due_by=datetime(2026, 11, 28, tzinfo=UTC),
         enhanced_rights=False,
         force=WMP,
+        case_id=case_id_for(WMP, REF),
     )
     return domain.VictimClock(**{**base, **kw})  # type: ignore[arg-type]
 
@@ -305,9 +307,10 @@ def test_a_closed_case_is_referred_again_as_a_new_case_by_a_new_request() -> Non
     first = file.case_id
     assert file.status is CaseStatus.accepted
     # A closure of some other case (an earlier referral's, say) changes nothing.
-    assert domain.record_case_closed(file, "another-case") == file
-    file = domain.record_case_closed(file, first)
-    assert file.status is CaseStatus.closed
+    closed_at = NOW
+    assert domain.record_case_closed(file, "another-case", closed_at, NOW) == (file, [])
+    file, emits = domain.record_case_closed(file, first, closed_at, NOW)
+    assert file.status is CaseStatus.closed and emits == []
     # Upstream corrections after the closure open nothing.
     file, emits = apply(file, samples.outcome_recorded(REF))
     assert emits == [] and file.status is CaseStatus.closed
@@ -352,3 +355,21 @@ def test_several_offenders_of_one_crime_are_participants_of_one_case() -> None:
     # Referred on a request, and nobody accepts responsibility: declined.
     file, emits = run(samples.crime_recorded(REF), samples.referral_requested(REF), denies)
     assert types(emits)[-1] == "rj.case.declined"
+
+
+def test_a_request_read_before_the_closure_it_came_after_still_refers_the_crime_again() -> None:
+    """The request (crime.events) and the closure (rj.scheduling) are not ordered against each other."""
+    file, _ = run(samples.crime_recorded(REF), samples.outcome_recorded(REF))
+    first = file.case_id
+    closed_at = datetime.now(UTC)
+    request = samples.referral_requested(REF).model_copy(update={"requested_at": closed_at + timedelta(days=30)})
+    file, emits = apply(file, request)
+    assert emits == [] and file.status is CaseStatus.accepted  # read first: the case is still open here
+    file, emits = domain.record_case_closed(file, first, closed_at, NOW)
+    assert types(emits) == ["rj.case.opened", "rj.case.accepted"] and file.referral == 2
+
+
+def test_a_file_from_before_forces_keeps_its_case_ids() -> None:
+    legacy = CrimeFile(REF, force=WMP, legacy_id=True)
+    assert legacy.case_id == case_id_for("", REF)
+    assert replace(legacy, referral=2).case_id == case_id_for("", REF, 2)

@@ -129,7 +129,7 @@ def on_case_held(
     case = answer(case or CaseSchedule(case_id=event.case_id), event.command_id)
     if case.closure is not None:
         return case, book, []
-    case, book, emits = _cancel_pending(case, book, CancellationReason.case_on_hold, SYSTEM_SCHEDULING, None, now)
+    case, book, emits = _cancel_pending(case, book, CancellationReason.case_paused, SYSTEM_SCHEDULING, None, now)
     return replace(case, held=True, ready=False), book, emits
 
 

@@ -236,10 +236,12 @@ Outcome = tuple[CaseSchedule | None, ResourceBook, list[Emit]]
 # --- guards -------------------------------------------------------------------------------------
 
 
-ANSWERED_KEPT = 64
+ANSWERED_KEPT = 1024
 """How many verdicts that overtook their command a case remembers until it reads the command. A verdict overtakes
 its command only while this service lags on ``rj.commands``; the few that never meet a pending command (a
-rejected sharing withdrawal, say) are forgotten oldest first."""
+rejected sharing withdrawal, say) are forgotten oldest first. A case would be held pending for ever only if more
+than this many rejected withdrawals of it overtook their commands at once (a flood from a hostile client while
+this service lags); the cost of the bound is one id each."""
 
 
 def could_stop(case: CaseSchedule, purpose: str, person_id: str) -> bool:
