@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -228,15 +228,19 @@ class Batch:
     # --- outgoing events ---------------------------------------------------------------------------
 
     async def seal_outgoing(self, conn: asyncpg.Connection, messages: Sequence[Outgoing]) -> list[Outgoing]:
-        """``messages`` with the marked fields of their events sealed under the event's case (its subject)."""
-        if not self.enabled:
-            return list(messages)
-        todo = [(i, m.event) for i, m in enumerate(messages) if m.event is not None and _has_marks(m.event.data)]
-        if any(not event.subject for _, event in todo):  # a bug in a service: never write it unsealed
-            raise ValueError("an event with personal data has no subject (case) to seal it under")
+        """``messages`` with the marked fields of their events sealed under the event's case (its subject),
+        serialised (``Outgoing.event_of`` leaves an event with personal data to be serialised here, once)."""
+        todo = [(i, m.event) for i, m in enumerate(messages) if m.event is not None and has_personal_data(m.event.data)]
         if not todo:
             return list(messages)
         out = list(messages)
+        if not self.enabled:
+            for i, event in todo:
+                m = out[i]
+                out[i] = type(m)(m.event_id, m.topic, m.key, event.to_json(), event)
+            return out
+        if any(not event.subject for _, event in todo):  # a bug in a service: never write it unsealed
+            raise ValueError("an event with personal data has no subject (case) to seal it under")
         by_model: dict[type[Any], list[tuple[int, Any]]] = {}
         for i, event in todo:
             by_model.setdefault(type(event.data), []).append((i, event))
@@ -244,7 +248,8 @@ class Batch:
             documents = [(e.data.model_dump(mode="json"), e.subject) for _, e in events]
             sealed = await self.seal_documents(conn, model, documents, owned=True)
             for (i, event), data in zip(events, sealed, strict=True):
-                out[i] = replace(out[i], value=event.to_json(pydantic_core.to_json(data)))
+                m = out[i]
+                out[i] = type(m)(m.event_id, m.topic, m.key, event.to_json(pydantic_core.to_json(data)), event)
         return out
 
     # --- whole records -----------------------------------------------------------------------------
@@ -293,6 +298,7 @@ def is_sealed_bytes(blob: bytes) -> bool:
     return True
 
 
-def _has_marks(data: object) -> bool:
+def has_personal_data(data: object) -> bool:
+    """Whether ``data`` (a payload) is of a type the contract marks personal fields in."""
     model: Any = type(data)
     return cipher_for(model).has_personal_data
