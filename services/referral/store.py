@@ -29,8 +29,9 @@ async def lock_crime_files(conn: asyncpg.Connection, references: Sequence[str]) 
     )
     keys = privacy.batch()  # what upstream told us about people is kept sealed, under the case
     cases = [r["case_id"] for r in rows]
-    crimes = await keys.open_json(conn, CrimeRecorded, [r["crime"] for r in rows], cases)
-    outcomes = await keys.open_json(conn, CrimeOutcomeRecorded, [r["outcome"] for r in rows], cases)
+    # Opened as models the batch remembers: a crime or outcome written back unchanged keeps its tokens.
+    crimes = await keys.open_models(conn, CrimeRecorded, [r["crime"] for r in rows], cases)
+    outcomes = await keys.open_models(conn, CrimeOutcomeRecorded, [r["outcome"] for r in rows], cases)
     requests = await keys.open_json(conn, _Requests, [r["requests"] for r in rows], cases)
     return {
         row["crime_reference"]: _file_from_row(row, crime, outcome, request)
@@ -42,12 +43,15 @@ _Requests = list[ReferralRequested]
 
 
 def _file_from_row(
-    row: asyncpg.Record, crime: str | bytes | None, outcome: str | bytes | None, requests: str | bytes | None
+    row: asyncpg.Record,
+    crime: CrimeRecorded | None,
+    outcome: CrimeOutcomeRecorded | None,
+    requests: str | bytes | None,
 ) -> CrimeFile:
     return CrimeFile(
         crime_reference=row["crime_reference"],
-        crime=CrimeRecorded.model_validate_json(crime) if crime else None,
-        outcome=CrimeOutcomeRecorded.model_validate_json(outcome) if outcome else None,
+        crime=crime,
+        outcome=outcome,
         requests=tuple(ReferralRequested.model_validate(r) for r in json.loads(requests or "[]")),
         status=CaseStatus(row["status"]),
         opened_at=row["opened_at"],
