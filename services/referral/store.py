@@ -44,8 +44,9 @@ async def lock_crime_files(
     )
     keys = privacy.batch()  # what upstream told us about people is kept sealed, under the case
     cases = [r["case_id"] for r in rows]
-    crimes = await keys.open_json(conn, CrimeRecorded, [r["crime"] for r in rows], cases)
-    outcomes = await keys.open_json(conn, CrimeOutcomeRecorded, [r["outcome"] for r in rows], cases)
+    # Opened as models the batch remembers: a crime or outcome written back unchanged keeps its tokens.
+    crimes = await keys.open_models(conn, CrimeRecorded, [r["crime"] for r in rows], cases)
+    outcomes = await keys.open_models(conn, CrimeOutcomeRecorded, [r["outcome"] for r in rows], cases)
     requests = await keys.open_json(conn, _Requests, [r["requests"] for r in rows], cases)
     others = await keys.open_json(conn, _Outcomes, [r["co_outcomes"] for r in rows], cases)
     return {
@@ -69,8 +70,8 @@ async def files_of_cases(conn: asyncpg.Connection, case_ids: Sequence[str]) -> d
 
 def _file_from_row(
     row: asyncpg.Record,
-    crime: str | bytes | None,
-    outcome: str | bytes | None,
+    crime: CrimeRecorded | None,
+    outcome: CrimeOutcomeRecorded | None,
     requests: str | bytes | None,
     others: str | bytes | None,
 ) -> CrimeFile:
@@ -79,8 +80,8 @@ def _file_from_row(
         force=row["force"],
         referral=row["referral"],
         legacy_id=row["legacy_id"],
-        crime=CrimeRecorded.model_validate_json(crime) if crime else None,
-        outcome=CrimeOutcomeRecorded.model_validate_json(outcome) if outcome else None,
+        crime=crime,
+        outcome=outcome,
         requests=tuple(ReferralRequested.model_validate(r) for r in json.loads(requests or "[]")),
         co_outcomes=tuple(CrimeOutcomeRecorded.model_validate(o) for o in json.loads(others or "[]")),
         status=CaseStatus(row["status"]),

@@ -143,6 +143,15 @@ def _erased_text(schema: dict[str, Any]) -> str:
 class _Object:
     fields: dict[str, _Node] = field(default_factory=dict)
     has_person_id: bool = False
+    _entries: tuple[tuple[str, _Node, _Marked | None], ...] | None = None
+
+    @property
+    def entries(self) -> tuple[tuple[str, _Node, _Marked | None], ...]:
+        """``fields`` as (name, node, the node when it is marked): the walk's inner loop, built once (after
+        compiling, which fills ``fields`` late for a recursive model)."""
+        if self._entries is None:
+            self._entries = tuple((n, c, c if type(c) is _Marked else None) for n, c in self.fields.items())
+        return self._entries
 
 
 @dataclass(eq=False)
@@ -232,7 +241,7 @@ class _Slot(NamedTuple):
     index: Any
     owner: str | None
     field: str
-    path: str
+    path: str  # where it is (e.g. "$.participants[0].name"), for opening only: "" when sealing
     erased: Any  # the stand-in once the key is destroyed
 
 
@@ -256,18 +265,18 @@ class PendingEncryption:
         return {(s.owner or CASE_PERSON, self.case_id) for s in self.slots}
 
     def seal(self, keys: KeyCache) -> dict[str, Any]:
-        sealed = keys.sealed
-        for slot in self.slots:
-            key = keys.for_owner(slot.owner or CASE_PERSON, self.case_id)
-            plaintext = pydantic_core.to_json(slot.container[slot.index])
+        sealed, case_id, to_json = keys.sealed, self.case_id, pydantic_core.to_json
+        for container, index, owner, field_name, _, _ in self.slots:
+            key = keys.for_owner(owner or CASE_PERSON, case_id)
+            plaintext = to_json(container[index])
             # The same value of the same field under the same key, sealed once a batch: a person's name in
-            # the state, the case opened and the case accepted is one token (the same bytes, so this reveals
-            # only that they are equal, which the facts already say).
-            memo = (key.key_id, slot.field, plaintext)
+            # the state and in the case opened is one token (the same bytes, so this reveals only that they
+            # are equal, which the facts already say).
+            memo = (key.key_id, field_name, plaintext)
             token = sealed.get(memo)
             if token is None:
-                token = sealed[memo] = _encrypt_value(plaintext, key, slot.field)
-            slot.container[slot.index] = token
+                token = sealed[memo] = _encrypt_value(plaintext, key, field_name, keys.nonce())
+            container[index] = token
         return self.document
 
 
@@ -306,11 +315,12 @@ class PendingDecryption:
         return Decrypted(self.document, tuple(erased))
 
 
-def _encrypt_value(plaintext: bytes, key: DataKey, field_name: str) -> str:
-    """A token for ``plaintext`` (a value's JSON) of ``field_name`` under ``key``: a fresh random nonce each."""
+def _encrypt_value(plaintext: bytes, key: DataKey, field_name: str, nonce: bytes | None = None) -> str:
+    """A token for ``plaintext`` (a value's JSON) of ``field_name`` under ``key``: a fresh random nonce each
+    (``nonce``, drawn by the caller from the operating system's generator, never used twice; else drawn here)."""
     if key.aead is None:
         return f"{TOKEN_PREFIX}{key.key_id}:"  # erased before it was written: keep nothing
-    nonce = os.urandom(NONCE_BYTES)
+    nonce = nonce or os.urandom(NONCE_BYTES)
     sealed = key.aead.encrypt(nonce, plaintext, f"{key.key_id}\x00{field_name}".encode())
     return f"{TOKEN_PREFIX}{key.key_id}:{base64.b64encode(nonce + sealed).decode()}"
 
@@ -381,71 +391,93 @@ class DocumentCipher:
         in_place: bool = False,
     ) -> Any:
         """``value`` (a copy where the plan reaches, shared elsewhere; itself when ``in_place``), recording
-        the marked slots in it. On the hot path of every batch: kept to plain loops and inline tests."""
-        if node is None or value is None:
+        the marked slots in it."""
+        return _walk(node, value, owner, field_name, None if encrypting else path, slots, encrypting, in_place)
+
+
+def _walk(
+    node: _Node | None,
+    value: Any,
+    owner: str | None,
+    field_name: str,
+    path: str | None,
+    slots: list[_Slot],
+    encrypting: bool,
+    in_place: bool,
+) -> Any:
+    """See ``DocumentCipher._walk``. On the hot path of every batch, so kept to plain loops, inline tests and
+    positional arguments; ``path`` is None when sealing (only opening reports paths: errors, erased values),
+    so that no path is built for a value being sealed."""
+    if node is None or value is None:
+        return value
+    kind = type(node)
+    if kind is _Object:
+        if type(value) is not dict:
             return value
-        if isinstance(node, _Object):
-            if type(value) is not dict:
-                return value
-            out = value if in_place else dict(value)
-            if node.has_person_id:
-                person = value.get("person_id")
-                if type(person) is str and person and not person.startswith(TOKEN_PREFIX):
-                    owner = person
-            for name, child in node.fields.items():
-                item = out.get(name)
-                if item is None:
-                    continue
-                if type(child) is _Marked:
-                    if (type(item) is str and item.startswith(TOKEN_PREFIX)) != encrypting:
-                        slots.append(_Slot(out, name, owner, name, f"{path}.{name}", child.erased))
-                else:
-                    out[name] = self._walk(
-                        child, item, owner, name, f"{path}.{name}", slots, encrypting=encrypting, in_place=in_place
-                    )
-            return out
-        if isinstance(node, _Array):
-            if type(value) is not list:
-                return value
-            items = value if in_place else list(value)
-            marked = node.items if type(node.items) is _Marked else None
-            for i, item in enumerate(items):
-                if item is None:
-                    continue
-                if marked is not None:
-                    if (type(item) is str and item.startswith(TOKEN_PREFIX)) != encrypting:
-                        slots.append(_Slot(items, i, owner, field_name, f"{path}[{i}]", marked.erased))
-                else:
-                    items[i] = self._walk(
-                        node.items, item, owner, field_name, f"{path}[{i}]", slots, encrypting=encrypting,
-                        in_place=in_place,
-                    )  # fmt: skip
-            return items
-        if isinstance(node, _Map):
-            if type(value) is not dict:
-                return value
-            entries = value if in_place else dict(value)
-            marked = node.values if type(node.values) is _Marked else None
-            for k, item in entries.items():
-                if item is None:
-                    continue
-                if marked is not None:
-                    if (type(item) is str and item.startswith(TOKEN_PREFIX)) != encrypting:
-                        slots.append(_Slot(entries, k, owner, field_name, f"{path}.{k}", marked.erased))
-                else:
-                    entries[k] = self._walk(
-                        node.values, item, owner, field_name, f"{path}.{k}", slots, encrypting=encrypting,
-                        in_place=in_place,
-                    )  # fmt: skip
-            return entries
-        if isinstance(node, _Union):
-            # Apply every alternative that fits the value's shape: a mark in any of them is honoured.
-            for alternative in node.alternatives:
-                value = self._walk(
-                    alternative, value, owner, field_name, path, slots, encrypting=encrypting, in_place=in_place
+        out = value if in_place else dict(value)
+        if node.has_person_id:  # type: ignore[union-attr]
+            person = value.get("person_id")
+            if type(person) is str and person and not person.startswith(TOKEN_PREFIX):
+                owner = person
+        get = out.get
+        for name, child, marked in node.entries:  # type: ignore[union-attr]
+            item = get(name)
+            if item is None:
+                continue
+            if marked is not None:
+                if (type(item) is str and item.startswith(TOKEN_PREFIX)) is not encrypting:
+                    slots.append(_Slot(out, name, owner, name, "" if path is None else f"{path}.{name}", marked.erased))
+            else:
+                out[name] = _walk(
+                    child, item, owner, name, None if path is None else f"{path}.{name}", slots, encrypting, in_place
                 )
+        return out
+    if kind is _Array:
+        if type(value) is not list:
             return value
-        raise AssertionError("a marked value is handled by its container")
+        items = value if in_place else list(value)
+        inner = node.items  # type: ignore[union-attr]
+        marked = inner if type(inner) is _Marked else None
+        for i, item in enumerate(items):
+            if item is None:
+                continue
+            if marked is not None:
+                if (type(item) is str and item.startswith(TOKEN_PREFIX)) is not encrypting:
+                    slots.append(
+                        _Slot(items, i, owner, field_name, "" if path is None else f"{path}[{i}]", marked.erased)
+                    )
+            else:
+                items[i] = _walk(
+                    inner, item, owner, field_name, None if path is None else f"{path}[{i}]", slots, encrypting,
+                    in_place,
+                )  # fmt: skip
+        return items
+    if kind is _Map:
+        if type(value) is not dict:
+            return value
+        entries = value if in_place else dict(value)
+        inner = node.values  # type: ignore[union-attr]
+        marked = inner if type(inner) is _Marked else None
+        for k, item in entries.items():
+            if item is None:
+                continue
+            if marked is not None:
+                if (type(item) is str and item.startswith(TOKEN_PREFIX)) is not encrypting:
+                    slots.append(
+                        _Slot(entries, k, owner, field_name, "" if path is None else f"{path}.{k}", marked.erased)
+                    )
+            else:
+                entries[k] = _walk(
+                    inner, item, owner, field_name, None if path is None else f"{path}.{k}", slots, encrypting,
+                    in_place,
+                )  # fmt: skip
+        return entries
+    if kind is _Union:
+        # Apply every alternative that fits the value's shape: a mark in any of them is honoured.
+        for alternative in node.alternatives:  # type: ignore[union-attr]
+            value = _walk(alternative, value, owner, field_name, path, slots, encrypting, in_place)
+        return value
+    raise AssertionError("a marked value is handled by its container")
 
 
 @cache

@@ -187,7 +187,25 @@ def bucket_of(when: datetime, granularity: Granularity = "day") -> tuple[str, da
 
 
 def _data_key_aad(key_id: str, person_id: str, case_id: str) -> bytes:
-    return json.dumps(["rj-data-key", key_id, person_id, case_id]).encode()
+    """``json.dumps(["rj-data-key", key_id, person_id, case_id])``, as every key was wrapped under, built from
+    its parts (a key is made per person on every new case: this is on intake's path)."""
+    return f'["rj-data-key", {_json_text(key_id)}, {_json_text(person_id)}, {_json_text(case_id)}]'.encode()
+
+
+_json_text = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+"""A string as ``json.dumps`` writes it (quoted, escaped, ASCII)."""
+
+
+def _random_key_ids(n: int) -> list[str]:
+    """``n`` random (version 4) UUIDs as text, as ``str(uuid.uuid4())`` gives them, from one read of the
+    operating system's generator."""
+    raw = os.urandom(16 * n).hex()
+    ids = []
+    for at in range(0, 32 * n, 32):
+        h = raw[at : at + 32]
+        variant = "89ab"[int(h[16], 16) & 3]
+        ids.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}")
+    return ids
 
 
 def _bucket_key_aad(key_id: str, bucket: str) -> bytes:
@@ -349,19 +367,25 @@ class KeyStore:
 
     async def _create(self, conn: asyncpg.Connection, pairs: list[PersonCase]) -> list[DataKey]:
         """New keys for ``pairs``; those another transaction made first are left to it (and not returned)."""
-        rows: list[tuple[str, str, str, bytes, str]] = []
+        key_ids = _random_key_ids(len(pairs))
+        material = os.urandom(KEY_BYTES * len(pairs))
+        versions, wrapped_keys = [], []
         made: dict[str, DataKey] = {}
-        for person_id, case_id in pairs:
-            key_id = str(uuid.uuid4())
-            key = AESGCM.generate_key(256)
+        for i, ((person_id, case_id), key_id) in enumerate(zip(pairs, key_ids, strict=True)):
+            key = material[i * KEY_BYTES : (i + 1) * KEY_BYTES]
             version, wrapped = self.master.wrap(key, _data_key_aad(key_id, person_id, case_id))
-            rows.append((key_id, person_id, case_id, wrapped, version))
+            versions.append(version)
+            wrapped_keys.append(wrapped)
             made[key_id] = DataKey(key_id, person_id, case_id, AESGCM(key))
         inserted = await conn.fetch(
             f"""INSERT INTO {SCHEMA}.data_keys (key_id, person_id, case_id, wrapped_key, master_key_version)
                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[])
                 ON CONFLICT (case_id, person_id) DO NOTHING RETURNING key_id::text""",
-            *zip(*rows, strict=True),
+            key_ids,
+            [p for p, _ in pairs],
+            [c for _, c in pairs],
+            wrapped_keys,
+            versions,
         )
         return [made[row[0]] for row in inserted]
 
@@ -540,6 +564,16 @@ class KeyCache:
         self._absent: set[str] = set()  # ids asked for that the store does not hold
         self.loads = 0  # round trips made (for tests and metrics)
         self.sealed: dict[tuple[str, str, bytes], str] = {}  # (key id, field, value) -> its token, this batch
+        self._nonces, self._next_nonce = b"", 0
+
+    def nonce(self) -> bytes:
+        """A fresh random nonce for AES-GCM: read from the operating system's generator a few hundred at a
+        time (one system call for a batch instead of one a value); each is handed out once."""
+        at = self._next_nonce
+        if at >= len(self._nonces):
+            self._nonces, at = os.urandom(NONCE_BYTES * 256), 0
+        self._next_nonce = at + NONCE_BYTES
+        return self._nonces[at : at + NONCE_BYTES]
 
     async def load(
         self, conn: asyncpg.Connection, pairs: Iterable[PersonCase] = (), key_ids: Iterable[str] = ()

@@ -22,12 +22,15 @@ class Outgoing:
     topic: str  # logical name; the relay applies the deployment's topic prefix
     key: str | None
     value: bytes
+    """The record's bytes; empty for an event with personal data, which ``write_outbox`` writes, sealed."""
     event: CloudEvent[Any] | None = field(default=None, compare=False, repr=False)
     """The event ``value`` encodes, kept so that its personal fields are sealed as it is written."""
 
     @classmethod
     def event_of(cls, topic: str, event: CloudEvent[Any]) -> Outgoing:
-        return cls(event_id=event.id, topic=topic, key=event.subject, value=event.to_json(), event=event)
+        # An event with personal data is serialised once, as it is sealed: not here, to be done again there.
+        value = b"" if privacy.has_personal_data(event.data) else event.to_json()
+        return cls(event_id=event.id, topic=topic, key=event.subject, value=value, event=event)
 
 
 def facts(

@@ -30,9 +30,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import pydantic_core
@@ -46,11 +46,16 @@ from services.runtime.fieldcrypt import (
     decrypt_bytes,
     encrypt_bytes,
 )
-from services.runtime.keystore import BucketKey, KeyCache, KeyStore, MasterKeys
+from services.runtime.keystore import CASE_PERSON, BucketKey, KeyCache, KeyStore, MasterKeys
 from services.runtime.settings import Settings
 
 if TYPE_CHECKING:
     from services.runtime.outbox import Outgoing
+
+M = TypeVar("M", bound=BaseModel)
+
+_NO_VALUES = (None, "[]", "{}", "null")
+"""JSON texts with nothing in them to seal."""
 
 SEALED_MARK = TOKEN_PREFIX.encode()
 """What a record's bytes contain when some value in it is sealed (a quick test before parsing)."""
@@ -115,6 +120,8 @@ class Batch:
     privacy: Privacy
     _keys: KeyCache | None = None
     _buckets: dict[str, BucketKey] = field(default_factory=dict)
+    _read_sealed: dict[int, tuple[BaseModel, str, str]] = field(default_factory=dict)  # id -> (model, text, case)
+    """Models ``open_models`` made from sealed text, by identity, with that text: see ``seal_models``."""
 
     @property
     def enabled(self) -> bool:
@@ -149,7 +156,7 @@ class Batch:
         if owner is not None:
             for p in pending:
                 p.slots = [slot._replace(owner=owner) for slot in p.slots]
-        owners = set().union(*(p.owners for p in pending))
+        owners = {(slot.owner or CASE_PERSON, p.case_id) for p in pending for slot in p.slots}
         if owners:
             await self.keys.load(conn, pairs=owners)
         return [p.seal(self.keys) for p in pending]
@@ -185,7 +192,9 @@ class Batch:
         """JSON texts of ``model`` (``None`` kept as it is) with their marked values sealed, per case id."""
         if not self.enabled or not cipher_for(model).has_personal_data:
             return [d for d, _ in documents]
-        present = [(i, pydantic_core.from_json(d), case) for i, (d, case) in enumerate(documents) if d is not None]
+        present = [
+            (i, pydantic_core.from_json(d), case) for i, (d, case) in enumerate(documents) if d not in _NO_VALUES
+        ]
         sealed = await self.seal_documents(conn, model, [(d, case) for _, d, case in present], owned=True)
         out: list[str | None] = [d for d, _ in documents]
         for (i, _, _), document in zip(present, sealed, strict=True):
@@ -195,14 +204,38 @@ class Batch:
     async def seal_models(
         self, conn: asyncpg.Connection, model: Any, items: Sequence[tuple[BaseModel | None, str]]
     ) -> list[str | None]:
-        """Pydantic ``model`` instances (or None) as JSON texts, their marked values sealed, per case id."""
+        """Pydantic ``model`` instances (or None) as JSON texts, their marked values sealed, per case id. One
+        that ``open_models`` read in this batch and nobody replaced (models are frozen) is written back as the
+        text it was read from: its tokens are passed on, not opened and sealed again."""
         if not self.enabled or not cipher_for(model).has_personal_data:
             return [m.model_dump_json() if m is not None else None for m, _ in items]
-        present = [(i, m.model_dump(mode="json"), case) for i, (m, case) in enumerate(items) if m is not None]
-        sealed = await self.seal_documents(conn, model, [(d, case) for _, d, case in present], owned=True)
         out: list[str | None] = [None] * len(items)
+        present = []
+        for i, (m, case) in enumerate(items):
+            if m is None:
+                continue
+            read = self._read_sealed.get(id(m))
+            if read is not None and read[0] is m and read[2] == case:  # its tokens are bound to the case read under
+                out[i] = read[1]
+            else:
+                present.append((i, m.model_dump(mode="json"), case))
+        sealed = await self.seal_documents(conn, model, [(d, case) for _, d, case in present], owned=True)
         for (i, _, _), document in zip(present, sealed, strict=True):
             out[i] = pydantic_core.to_json(document).decode()
+        return out
+
+    async def open_models(
+        self, conn: asyncpg.Connection, model: type[M], texts: Sequence[str | None], case_ids: Sequence[str]
+    ) -> list[M | None]:
+        """JSON texts of ``model`` (or None) as models, their sealed values opened, each bound to its case; a
+        model that was read sealed is remembered with its text, for ``seal_models`` to pass on unchanged."""
+        opened = await self.open_json(conn, model, texts, case_ids)
+        out: list[M | None] = []
+        for text, plain, case_id in zip(texts, opened, case_ids, strict=True):
+            instance = model.model_validate_json(plain) if plain else None
+            if instance is not None and plain is not text and isinstance(text, str):
+                self._read_sealed[id(instance)] = (instance, text, case_id)
+            out.append(instance)
         return out
 
     async def open_json(
@@ -228,15 +261,19 @@ class Batch:
     # --- outgoing events ---------------------------------------------------------------------------
 
     async def seal_outgoing(self, conn: asyncpg.Connection, messages: Sequence[Outgoing]) -> list[Outgoing]:
-        """``messages`` with the marked fields of their events sealed under the event's case (its subject)."""
-        if not self.enabled:
-            return list(messages)
-        todo = [(i, m.event) for i, m in enumerate(messages) if m.event is not None and _has_marks(m.event.data)]
-        if any(not event.subject for _, event in todo):  # a bug in a service: never write it unsealed
-            raise ValueError("an event with personal data has no subject (case) to seal it under")
+        """``messages`` with the marked fields of their events sealed under the event's case (its subject),
+        serialised (``Outgoing.event_of`` leaves an event with personal data to be serialised here, once)."""
+        todo = [(i, m.event) for i, m in enumerate(messages) if m.event is not None and has_personal_data(m.event.data)]
         if not todo:
             return list(messages)
         out = list(messages)
+        if not self.enabled:
+            for i, event in todo:
+                m = out[i]
+                out[i] = type(m)(m.event_id, m.topic, m.key, event.to_json(), event)
+            return out
+        if any(not event.subject for _, event in todo):  # a bug in a service: never write it unsealed
+            raise ValueError("an event with personal data has no subject (case) to seal it under")
         by_model: dict[type[Any], list[tuple[int, Any]]] = {}
         for i, event in todo:
             by_model.setdefault(type(event.data), []).append((i, event))
@@ -244,7 +281,8 @@ class Batch:
             documents = [(e.data.model_dump(mode="json"), e.subject) for _, e in events]
             sealed = await self.seal_documents(conn, model, documents, owned=True)
             for (i, event), data in zip(events, sealed, strict=True):
-                out[i] = replace(out[i], value=event.to_json(pydantic_core.to_json(data)))
+                m = out[i]
+                out[i] = type(m)(m.event_id, m.topic, m.key, event.to_json(pydantic_core.to_json(data)), event)
         return out
 
     # --- whole records -----------------------------------------------------------------------------
@@ -293,6 +331,7 @@ def is_sealed_bytes(blob: bytes) -> bool:
     return True
 
 
-def _has_marks(data: object) -> bool:
+def has_personal_data(data: object) -> bool:
+    """Whether ``data`` (a payload) is of a type the contract marks personal fields in."""
     model: Any = type(data)
     return cipher_for(model).has_personal_data

@@ -561,3 +561,36 @@ async def test_rotation_walks_every_key_a_page_at_a_time(pg_server: str) -> None
     finally:
         await own.close()
         await drop_database(pg_server, name)
+
+
+async def test_a_model_read_sealed_and_written_back_unchanged_keeps_its_tokens(conn: asyncpg.Connection) -> None:
+    from schemas.upstream import CrimeRecorded
+    from services.runtime.privacy import Privacy
+
+    privacy, case = Privacy(store()), new_case()
+    crime = samples.crime_recorded("WM/2026/777001")
+    (sealed,) = await privacy.new_batch().seal_models(conn, CrimeRecorded, [(crime, case)])
+    assert sealed is not None and crime.victims[0].name not in sealed
+
+    batch = privacy.new_batch()  # the next transaction reads it, decides nothing about it, writes it back
+    read, legacy = await batch.open_models(conn, CrimeRecorded, [sealed, crime.model_dump_json()], [case, case])
+    assert read == crime and legacy == crime
+    assert read is not None and legacy is not None
+    again, equal, plain = await batch.seal_models(
+        conn, CrimeRecorded, [(read, case), (read.model_copy(), case), (legacy, case)]
+    )
+    assert again == sealed  # the very tokens it was read with: not opened and sealed again
+    for text in (equal, plain):  # a model of the decision's own, or one read in clear: sealed afresh
+        assert text is not None and text != sealed and crime.victims[0].name not in text
+        (opened,) = await privacy.new_batch().open_models(conn, CrimeRecorded, [text], [case])
+        assert opened == crime
+
+
+def test_new_keys_have_random_uuid_ids_and_their_wrapping_context_is_the_json_it_always_was() -> None:
+    from services.runtime.keystore import _data_key_aad, _random_key_ids
+
+    ids = _random_key_ids(500)
+    assert len(set(ids)) == 500
+    assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)
+    for person, case in [("V-1", "c"), ('a "quoted" \\ name', "é"), ("\x00\n\u2028", "𝄞"), (CASE_PERSON, "")]:
+        assert _data_key_aad(ids[0], person, case) == json.dumps(["rj-data-key", ids[0], person, case]).encode()
