@@ -59,6 +59,12 @@ async def test_a_closed_case_is_referred_again_as_a_new_case(system: System) -> 
     assert opened["data"]["referral"] == 2 and opened["force"] == samples.UPSTREAM_SOURCE
     await facts(system, topics.CONSENT, second, "rj.preparation.started")
     assert await facts(system, topics.REFERRAL, first, "rj.case.opened", settle_s=0.5) != []
+    # The crime file, sealed now under the second case, still opens: an amended record adding a victim starts
+    # that victim's clock on the second case.
+    amended = samples.crime_recorded(ref, victims=[samples.victim(f"V-{ref}"), samples.victim(f"V2-{ref}")])
+    await system.publish(samples.on_crime_events(amended))
+    clocks = await facts(system, topics.REFERRAL, second, "rj.victim-information.due")
+    assert [c["data"]["person_id"] for c in clocks] == [f"V2-{ref}"]
 
 
 async def test_a_second_offender_who_accepts_responsibility_later_joins_the_same_case(system: System) -> None:
