@@ -26,7 +26,7 @@ from schemas.privacy import (
     RectifyParticipant,
     RetentionHoldPlaced,
 )
-from schemas.referral import CaseDeclined, CaseOpened
+from schemas.referral import CaseDeclined, CaseOpened, OffenderJoined
 from schemas.scheduling import CaseClosed
 from services.privacy import domain, store
 from services.privacy.domain import SCREENED_OUT, ErasurePlan, RetentionSchedule
@@ -39,7 +39,13 @@ from services.runtime.settings import Settings
 SOURCE = "urn:rj:service:privacy"
 COMMANDS = (ErasePerson, PlaceRetentionHold, LiftRetentionHold, RectifyParticipant)
 CONSUMES = frozenset(
-    {CaseOpened.event_type, CaseDeclined.event_type, CaseClosed.event_type, *(c.event_type for c in COMMANDS)}
+    {
+        CaseOpened.event_type,
+        OffenderJoined.event_type,
+        CaseDeclined.event_type,
+        CaseClosed.event_type,
+        *(c.event_type for c in COMMANDS),
+    }
 )
 #: Cases looked at per run of the retention job (the rest wait for the next run).
 SWEEP_LIMIT = 200
@@ -87,10 +93,17 @@ async def take_in(
     await store.record_people(
         conn,
         [
-            (e.data.case_id, p.person_id, p.role.value)
-            for e in events
-            if isinstance(e.data, CaseOpened)
-            for p in e.data.participants
+            *(
+                (e.data.case_id, p.person_id, p.role.value)
+                for e in events
+                if isinstance(e.data, CaseOpened)
+                for p in e.data.participants
+            ),
+            *(
+                (e.data.case_id, e.data.participant.person_id, e.data.participant.role.value)
+                for e in events
+                if isinstance(e.data, OffenderJoined)
+            ),
         ],
     )
     closures = [

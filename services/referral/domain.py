@@ -183,7 +183,9 @@ def _routes(file: CrimeFile) -> list[ReferralRoute]:
     return routes
 
 
-def participants(file: CrimeFile) -> list[Participant]:
+def participants(file: CrimeFile, *, taking_part: bool = False) -> list[Participant]:
+    """The people the file holds data about: its victims and every offender with an outcome (``taking_part``:
+    only the offenders who accept responsibility, who take part in the case)."""
     assert file.crime is not None
     people = [
         Participant(
@@ -199,7 +201,7 @@ def participants(file: CrimeFile) -> list[Participant]:
         )
         for v in file.crime.victims
     ]
-    for o in (outcome.offender for outcome in file.admitted):
+    for o in (outcome.offender for outcome in (file.admitted if taking_part else file.outcomes)):
         people.append(
             Participant(
                 person_id=o.person_id,
@@ -299,7 +301,7 @@ def screen(file: CrimeFile, now: datetime) -> CaseAccepted | CaseDeclined:
                 in_custody=p.in_custody,
                 under_18=under_18_on(p.date_of_birth, now.date()),
             )
-            for p in participants(file)
+            for p in participants(file, taking_part=True)
         ],
         decided_at=now,
         decided_by=SYSTEM_REFERRAL,
