@@ -68,7 +68,7 @@ async def test_a_closed_case_is_referred_again_as_a_new_case(system: System) -> 
 
 
 async def test_a_second_offender_who_accepts_responsibility_later_joins_the_same_case(system: System) -> None:
-    for name in ("referral", "consent", "scheduling"):
+    for name in ("referral", "consent", "scheduling", "privacy"):
         system.start(name)
     ref = "CR/2026/000779"
     case_id = case_id_for(samples.UPSTREAM_SOURCE, ref)
@@ -88,3 +88,9 @@ async def test_a_second_offender_who_accepts_responsibility_later_joins_the_same
         return state is not None and '"O-2"' in state
 
     await system.wait_for(scheduling_knows, what="scheduling to learn the second offender")
+
+    async def indexed_for_retention() -> bool:  # so that retention and erasure reach their data too
+        sql = "SELECT role FROM privacy.case_people WHERE case_id = $1 AND person_id = 'O-2'"
+        return await system.fetchval(sql, case_id) == "offender"
+
+    await system.wait_for(indexed_for_retention, what="the privacy service to index the second offender")
