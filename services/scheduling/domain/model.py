@@ -258,7 +258,7 @@ def could_stop(case: CaseSchedule, purpose: str, person_id: str) -> bool:
 def follow(case: CaseSchedule, stop: PendingStop) -> CaseSchedule:
     """A command that may stop the case, read in case order: pending until its verdict, unless that came first."""
     if stop.command_id in case.answered:
-        return replace(case, answered=tuple(a for a in case.answered if a != stop.command_id))
+        return passed_over(case, stop.command_id)  # its verdict is in: nothing to wait for
     return replace(case, stops_pending=(*case.stops_pending, stop))
 
 
