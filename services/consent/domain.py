@@ -579,16 +579,15 @@ def handle(
 
 def _refusal(case: ConsentCase | None, command: Command) -> str | None:
     """Why nothing but a withdrawal may happen to the case now, if so."""
-    if case is None:
-        return f"unknown case {command.case_id}: no accepted case with that id"
-    if case.closed:
-        return "case is closed"
-    if case.withdrawn:
+    if (refusal := _closed(case, command)) is not None:
+        return refusal
+    if case is not None and case.withdrawn:
         return "case is withdrawn: only a withdrawal of consent is still accepted"
     return None
 
 
 def _closed(case: ConsentCase | None, command: Command) -> str | None:
+    """Why nothing at all may happen to the case now (unknown or closed), if so."""
     if case is None:
         return f"unknown case {command.case_id}: no accepted case with that id"
     if case.closed:
