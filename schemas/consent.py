@@ -159,6 +159,36 @@ class AddParticipant(Command):
     language: Language | None = Field(default=None, description="The language an interpreter interprets")
 
 
+class ContactMethod(StrEnum):
+    """How staff tried to reach a participant."""
+
+    phone = "phone"
+    sms = "sms"
+    email = "email"
+    letter = "letter"
+    visit = "visit"
+
+
+class ContactOutcome(StrEnum):
+    reached = "reached"
+    no_answer = "no_answer"
+    message_left = "message_left"
+    undeliverable = "undeliverable"  # wrong number, bounced email, returned letter
+
+
+class RecordContactAttempt(Command):
+    """Staff record one attempt to contact a participant: when, how, and what came of it. An attempt through a
+    channel the person's safe-contact record forbids is refused."""
+
+    event_type: ClassVar[str] = "rj.contact.record-attempt"
+
+    person_id: str = Field(min_length=1)
+    attempted_at: AwareDatetime
+    method: ContactMethod
+    outcome: ContactOutcome
+    note: Annotated[str | None, Pii] = Field(default=None, max_length=4000)
+
+
 # --- facts --------------------------------------------------------------------------------------
 
 
@@ -366,6 +396,25 @@ def case_withdrawn_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {**v2, "decided_by": SYSTEM_CONSENT.model_dump(mode="json")}
 
 
+class ContactAttemptRecorded(EventData):
+    """One attempt to contact a participant. ``unanswered_in_a_row`` counts this person's attempts since they
+    were last reached, this one included (0 when this one reached them): closing a case as ``uncontactable``
+    needs a required participant whose count reached the ``uncontactable_after_attempts`` setting."""
+
+    event_type: ClassVar[str] = "rj.contact.attempt-recorded"
+
+    case_id: str
+    person_id: str
+    attempted_at: AwareDatetime
+    method: ContactMethod
+    outcome: ContactOutcome
+    unanswered_in_a_row: int = Field(ge=0)
+    recorded_at: AwareDatetime
+    recorded_by: Actor
+    note: Annotated[str | None, Pii] = None
+    command_id: str | None = None
+
+
 CONSENT_EVENTS: tuple[type[EventData], ...] = (
     PreparationStarted,
     FacilitatorAssigned,
@@ -380,6 +429,7 @@ CONSENT_EVENTS: tuple[type[EventData], ...] = (
     CaseHeld,
     CaseResumed,
     ParticipantAdded,
+    ContactAttemptRecorded,
 )
 
 CONSENT_COMMANDS: tuple[type[EventData], ...] = (
@@ -392,4 +442,5 @@ CONSENT_COMMANDS: tuple[type[EventData], ...] = (
     PutCaseOnHold,
     ResumeCase,
     AddParticipant,
+    RecordContactAttempt,
 )

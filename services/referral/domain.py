@@ -31,7 +31,7 @@ from schemas.referral import (
     case_id_for,
 )
 from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, ReferralRequested, RiskFlag
-from services.referral.calendar import deadline_after
+from services.runtime.calendar import deadline_after
 from services.runtime.decision import Emit, rejection
 
 SERVICE = "referral"

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     # The Victims' Code sweeper: how often to look for deadlines that passed unmet.
     deadline_sweep_interval_s: float = 5.0
 
+    # The RJ process (DOMAIN stages 3 to 7): attempts since a participant was last reached before a case may be
+    # closed as uncontactable; working days before an agreement item's due date that it is flagged due soon.
+    uncontactable_after_attempts: int = Field(default=3, ge=1)
+    item_due_soon_working_days: int = Field(default=3, ge=0)
+
     # The key store's master keys (see services/runtime/keystore.py), never stored in the database:
     # ``version:base64key`` entries, comma-separated, the first being the one new data keys are wrapped
     # under; or a file holding the same. Keep older versions listed until a rotation has re-wrapped
