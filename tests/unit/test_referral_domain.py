@@ -25,8 +25,8 @@ from schemas.referral import (
 )
 from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, Requester, RiskFlag, Victim
 from services.referral import domain
-from services.runtime.calendar import add_working_days, deadline_after, is_working_day
 from services.referral.domain import CaseStatus, CrimeFile
+from services.runtime.calendar import add_working_days, deadline_after, is_working_day
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 REF = "WM/2026/000123"
