@@ -16,10 +16,11 @@ from typing import Annotated, Any, ClassVar, Final
 from pydantic import AwareDatetime, Field
 
 from schemas.commands import Command
-from schemas.common import Actor
+from schemas.common import Actor, Channel
 from schemas.envelope import EventData
 from schemas.pii import Pii
 from schemas.referral import CaseParticipant, Language, Role
+from schemas.scheduling import ClosureReason
 
 PARTICIPATION: Final = "participation"
 SHARE_PREFIX: Final = "share:"
@@ -187,6 +188,57 @@ class RecordContactAttempt(Command):
     method: ContactMethod
     outcome: ContactOutcome
     note: Annotated[str | None, Pii] = Field(default=None, max_length=4000)
+
+
+NOTE_MAX_CHARS: Final = 4000
+"""The longest case note, survey comment or alternative contact detail accepted (a refusal beyond it)."""
+
+
+class AddCaseNote(Command):
+    """Staff record a case note: free text, personal data (sealed under the key of the person it concerns, or the
+    case's own key when it concerns no one in particular)."""
+
+    event_type: ClassVar[str] = "rj.case.add-note"
+
+    text: Annotated[str, Pii] = Field(min_length=1, max_length=NOTE_MAX_CHARS)
+    person_id: str | None = Field(default=None, min_length=1, description="The participant the note concerns, if one")
+
+
+class RecordSafeContact(Command):
+    """Record, with the person's agreement, how they may safely be contacted (DOMAIN "Safe contact"): which
+    channels, whether a voicemail may be left, whether letters and visits may go to their home address (no:
+    e.g. a home shared with the offender), and optionally a safe alternative address, phone or email. The latest
+    record for a person replaces the one before. Everything about it is the person's own data (``Pii``): another
+    party must never learn it (DOMAIN rule 3)."""
+
+    event_type: ClassVar[str] = "rj.contact.record-safe-contact"
+
+    person_id: str = Field(min_length=1)
+    safe_channels: Annotated[list[Channel], Pii] = Field(max_length=len(Channel), description="Channels safe to use")
+    voicemail_ok: Annotated[bool, Pii] = False
+    letters_to_home_ok: Annotated[bool, Pii] = Field(
+        default=False, description="Whether letters (and visits) may go to the home address"
+    )
+    alternative_address: Annotated[str | None, Pii] = Field(default=None, min_length=1, max_length=400)
+    alternative_phone: Annotated[str | None, Pii] = Field(default=None, min_length=1, max_length=40)
+    alternative_email: Annotated[str | None, Pii] = Field(default=None, min_length=1, max_length=320)
+    through: RecordedThrough
+    method: RecordingMethod
+    agreed_at: AwareDatetime | None = Field(
+        default=None, description="When the person agreed to it, if earlier than its recording; none means now"
+    )
+
+
+class RecordSurveyResponse(Command):
+    """A participant's answer to the satisfaction survey they were invited to (``rj.survey.invited``), once."""
+
+    event_type: ClassVar[str] = "rj.survey.record-response"
+
+    person_id: str = Field(min_length=1)
+    satisfied: bool
+    score: int = Field(ge=1, le=5, description="1 (not at all satisfied) to 5 (very satisfied)")
+    comments: Annotated[str | None, Pii] = Field(default=None, max_length=NOTE_MAX_CHARS)
+    responded_at: AwareDatetime | None = Field(default=None, description="When they answered; none means now")
 
 
 # --- facts --------------------------------------------------------------------------------------
@@ -415,6 +467,76 @@ class ContactAttemptRecorded(EventData):
     command_id: str | None = None
 
 
+class CaseNoteAdded(EventData):
+    """Staff-only: a facilitator's case note. The text is sealed under the key of the person it concerns
+    (``person_id``), else under the case's own key."""
+
+    event_type: ClassVar[str] = "rj.case.note-added"
+
+    case_id: str
+    note_id: str = Field(description="The id of the command that added it")
+    person_id: str | None = None
+    text: Annotated[str, Pii]
+    added_at: AwareDatetime
+    added_by: Actor
+
+
+class SafeContactRecorded(EventData):
+    """Staff-only: how ``person_id`` may safely be contacted, replacing any earlier record for them. Every detail
+    is sealed under their own key (DOMAIN rule 3); only who it is about and how it was agreed are in clear. The
+    consent service refuses contact attempts it forbids; every service that contacts people is to respect it."""
+
+    event_type: ClassVar[str] = "rj.contact.safe-contact-recorded"
+
+    case_id: str
+    person_id: str
+    safe_channels: Annotated[list[Channel], Pii]
+    voicemail_ok: Annotated[bool, Pii]
+    letters_to_home_ok: Annotated[bool, Pii]
+    alternative_address: Annotated[str | None, Pii] = None
+    alternative_phone: Annotated[str | None, Pii] = None
+    alternative_email: Annotated[str | None, Pii] = None
+    through: RecordedThrough
+    method: RecordingMethod
+    agreed_at: AwareDatetime
+    recorded_at: AwareDatetime
+    recorded_by: Actor
+    command_id: str | None = None
+
+
+class SurveyInvited(EventData):
+    """Staff-only: after the case closed, ``person_id`` is to be invited to the satisfaction survey (the notify
+    service sends it). Only participants who did not withdraw or decline are invited, and no one on a case that
+    closed withdrawn or declined (DOMAIN rule 2). Staff-only because who is invited says who did not withdraw."""
+
+    event_type: ClassVar[str] = "rj.survey.invited"
+
+    case_id: str
+    person_id: str
+    role: Role
+    closure_reason: ClosureReason
+    invited_at: AwareDatetime
+    invited_by: Actor
+
+
+class SurveyResponseRecorded(EventData):
+    """A participant's survey answer: satisfied or not and a 1 to 5 score (in clear, for the service's figures),
+    and their own words (sealed under their key)."""
+
+    event_type: ClassVar[str] = "rj.survey.response-recorded"
+
+    case_id: str
+    person_id: str
+    role: Role
+    satisfied: bool
+    score: int = Field(ge=1, le=5)
+    comments: Annotated[str | None, Pii] = None
+    responded_at: AwareDatetime
+    recorded_at: AwareDatetime
+    recorded_by: Actor
+    command_id: str | None = None
+
+
 CONSENT_EVENTS: tuple[type[EventData], ...] = (
     PreparationStarted,
     FacilitatorAssigned,
@@ -430,6 +552,10 @@ CONSENT_EVENTS: tuple[type[EventData], ...] = (
     CaseResumed,
     ParticipantAdded,
     ContactAttemptRecorded,
+    CaseNoteAdded,
+    SafeContactRecorded,
+    SurveyInvited,
+    SurveyResponseRecorded,
 )
 
 CONSENT_COMMANDS: tuple[type[EventData], ...] = (
@@ -443,4 +569,7 @@ CONSENT_COMMANDS: tuple[type[EventData], ...] = (
     ResumeCase,
     AddParticipant,
     RecordContactAttempt,
+    AddCaseNote,
+    RecordSafeContact,
+    RecordSurveyResponse,
 )

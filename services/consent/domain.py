@@ -38,6 +38,18 @@ Decisions worth knowing:
   participation consent is needed for readiness and their decline or withdrawal stops the case exactly as the
   person's own does; a required participant under 18 has no readiness without one. Anyone else added attends a
   meeting only with their own consent (scheduling books only consenting participants) and stops nothing.
+- Contact log (``record_contact_attempt``, staff only): each attempt is a fact with this person's count of attempts
+  since they were last reached (``services.consent.contact.ContactLog``). An attempt is refused when nobody may be
+  contacted (closed, withdrawn, on hold, sensitive before the risk assessment allows it: ``_no_contact_yet``) and
+  when the person's safe-contact record forbids its method (``contact.forbidden_by``).
+- Safe contact (``record_safe_contact``): with the person's agreement, through them or a facilitator, as consent
+  decisions are; the latest record for a person wins. Accepted on a withdrawn or held case too: recording what is
+  unsafe contacts nobody and only restricts.
+- Case notes (``add_note``): staff only, on any case not closed; the text is sealed under the key of the person it
+  concerns (or the case's).
+- Evaluation: when the case closes, ``SurveyInvited`` for each participant the survey policy names
+  (``services.consent.evaluation``); a response (``record_survey_response``) only from someone invited, once, by
+  themself or through staff, also after closure (the only command a closed case still takes).
 - Readiness is re-derived after every change: ``CaseReadyForMeeting`` when it is reached,
   ``CaseReadinessLost`` when a re-assessment finds a ready case unsafe.
 """
@@ -53,9 +65,11 @@ from schemas.commands import Command
 from schemas.consent import (
     PARTICIPATION,
     SYSTEM_CONSENT,
+    AddCaseNote,
     AddParticipant,
     AssignFacilitator,
     CaseHeld,
+    CaseNoteAdded,
     CaseParticipant,
     CaseReadinessLost,
     CaseReadyForMeeting,
@@ -66,6 +80,8 @@ from schemas.consent import (
     ConsentDeclined,
     ConsentGiven,
     ConsentWithdrawn,
+    ContactAttemptRecorded,
+    ContactOutcome,
     DeclineConsent,
     FacilitatorAssigned,
     GiveConsent,
@@ -73,17 +89,25 @@ from schemas.consent import (
     PreparationMeetingRecorded,
     PreparationStarted,
     PutCaseOnHold,
+    RecordContactAttempt,
     RecordedThrough,
     RecordPreparationMeeting,
     RecordRiskAssessment,
+    RecordSafeContact,
+    RecordSurveyResponse,
     ResumeCase,
     RiskAssessmentRecorded,
     RiskLevel,
+    SafeContactRecorded,
+    SurveyInvited,
+    SurveyResponseRecorded,
     WithdrawConsent,
 )
 from schemas.envelope import EventData
 from schemas.referral import CaseAccepted, OffenderJoined, Role
 from schemas.scheduling import CaseClosed, FacilitatorRegistered
+from services.consent.contact import ContactLog, SafeContact, forbidden_by
+from services.consent.evaluation import survey_invitees
 from services.runtime.decision import Emit, JsonState, in_the_future, not_a_participant, rejection
 
 SERVICE = "consent"
@@ -139,6 +163,10 @@ class ConsentCase(JsonState):
     closed: bool = False
     hold: Hold | None = None  # a safeguarding hold in force
     reassess_after: datetime | None = None  # the latest hold's start: readiness needs an assessment after it
+    safe_contacts: tuple[SafeContact, ...] = ()  # the latest safe-contact record per person
+    contact_logs: tuple[ContactLog, ...] = ()  # per person contacted
+    survey_invited: frozenset[str] = frozenset()  # people invited to the satisfaction survey
+    survey_answered: frozenset[str] = frozenset()  # people whose response is recorded
 
     def participant(self, person_id: str) -> CaseParticipant | None:
         return next((p for p in self.participants if p.person_id == person_id), None)
@@ -146,6 +174,12 @@ class ConsentCase(JsonState):
     def people_for(self, person_id: str, role: Role) -> tuple[CaseParticipant, ...]:
         """Who takes part in ``role`` for the participant ``person_id``."""
         return tuple(p for p in self.participants if p.supports == person_id and p.role is role)
+
+    def safe_contact(self, person_id: str) -> SafeContact | None:
+        return next((c for c in self.safe_contacts if c.person_id == person_id), None)
+
+    def contact_log(self, person_id: str) -> ContactLog:
+        return next((c for c in self.contact_logs if c.person_id == person_id), ContactLog(person_id))
 
     def consent(self, person_id: str, purpose: str) -> ConsentStatus | None:
         return next((c.status for c in self.consents if (c.person_id, c.purpose) == (person_id, purpose)), None)
@@ -269,9 +303,36 @@ def on_facilitator_registered(
 def on_case_closed(
     case: ConsentCase | None, event: CaseClosed, *, command_id: str, now: datetime
 ) -> tuple[ConsentCase, list[Emit]]:
-    """The scheduling service closed the case: from now on everything is refused."""
-    case = case or ConsentCase(case_id=event.case_id)
-    return replace(case, closed=True, ready=False), []
+    """The scheduling service closed the case: from now on everything is refused but survey responses. Those the
+    survey policy names are invited (``evaluation.survey_invitees``), once: a repeated closure changes nothing."""
+    if case is not None and case.closed:
+        return case, []
+    known = case or ConsentCase(case_id=event.case_id)
+    invitees = survey_invitees(
+        known.participants,
+        event.reason,
+        withdrawn_case=known.withdrawn,
+        contact_barred=_no_contact_yet(known) is not None,
+        said_no=lambda person_id: known.consent(person_id, PARTICIPATION) in _ENDED,
+    )
+    case = replace(
+        known, closed=True, ready=False, survey_invited=known.survey_invited | {p.person_id for p in invitees}
+    )
+    emits = [
+        Emit(
+            SurveyInvited(
+                case_id=case.case_id,
+                person_id=p.person_id,
+                role=p.role,
+                closure_reason=event.reason,
+                invited_at=now,
+                invited_by=SYSTEM_CONSENT,
+            ),
+            f"survey-invited:{p.person_id}",
+        )
+        for p in invitees
+    ]
+    return case, emits
 
 
 # --- commands -----------------------------------------------------------------------------------
@@ -521,6 +582,134 @@ def add_participant(
     return _settle(case, [Emit(fact, f"participant-added:{command_id}")], command_id, now)
 
 
+def record_contact_attempt(
+    case: ConsentCase | None, command: RecordContactAttempt, *, command_id: str, now: datetime
+) -> tuple[ConsentCase | None, list[Emit]]:
+    """Log one attempt to reach a participant, with their count of attempts since they were last reached. Refused
+    when nobody on the case may be contacted, or the person's safe-contact record forbids the method."""
+    refusal = (
+        _refusal(case, command)
+        or _staff_only(command, "record a contact attempt")
+        or not_a_participant(case, command.person_id)
+        or _no_contact_yet(case)
+        or _in_the_future("attempted_at", command.attempted_at, now)
+    )
+    if refusal is None and case is not None:
+        refusal = forbidden_by(case.safe_contact(command.person_id), command.method, command.outcome)
+    if refusal is not None:
+        return _reject(case, command, command_id, now, refusal)
+    assert case is not None
+    log = case.contact_log(command.person_id).after(command.attempted_at, command.outcome)
+    others = tuple(c for c in case.contact_logs if c.person_id != command.person_id)
+    case = replace(case, contact_logs=(*others, log))
+    fact = ContactAttemptRecorded(
+        case_id=case.case_id,
+        person_id=command.person_id,
+        attempted_at=command.attempted_at,
+        method=command.method,
+        outcome=command.outcome,
+        unanswered_in_a_row=0 if command.outcome is ContactOutcome.reached else log.unanswered_in_a_row,
+        recorded_at=now,
+        recorded_by=command.actor,
+        note=command.note,
+        command_id=command_id,
+    )
+    return case, [Emit(fact, f"contact-attempt-recorded:{command_id}")]
+
+
+def add_note(
+    case: ConsentCase | None, command: AddCaseNote, *, command_id: str, now: datetime
+) -> tuple[ConsentCase | None, list[Emit]]:
+    """A staff case note, on any case not closed (a note contacts nobody), about the case or one participant."""
+    refusal = _closed(case, command) or _staff_only(command, "add a case note")
+    if refusal is None and command.person_id is not None:
+        refusal = not_a_participant(case, command.person_id)
+    if refusal is None and not command.text.strip():
+        refusal = "a case note needs some text"
+    if refusal is not None:
+        return _reject(case, command, command_id, now, refusal)
+    assert case is not None
+    fact = CaseNoteAdded(
+        case_id=case.case_id,
+        note_id=command_id,
+        person_id=command.person_id,
+        text=command.text,
+        added_at=now,
+        added_by=command.actor,
+    )
+    return case, [Emit(fact, f"note-added:{command_id}")]
+
+
+def record_safe_contact(
+    case: ConsentCase | None, command: RecordSafeContact, *, command_id: str, now: datetime
+) -> tuple[ConsentCase | None, list[Emit]]:
+    """Record how a participant may safely be contacted, with their agreement (through them or a facilitator). The
+    latest record replaces the one before; accepted on any case not closed, as it only restricts contact."""
+    refusal = _closed(case, command) or _cannot_agree_for(
+        case, command.person_id, command.through, command, command.agreed_at, now
+    )
+    if refusal is not None:
+        return _reject(case, command, command_id, now, refusal)
+    assert case is not None
+    others = tuple(c for c in case.safe_contacts if c.person_id != command.person_id)
+    case = replace(case, safe_contacts=(*others, SafeContact.of(command)))
+    fact = SafeContactRecorded(
+        case_id=case.case_id,
+        person_id=command.person_id,
+        safe_channels=sorted(set(command.safe_channels)),
+        voicemail_ok=command.voicemail_ok,
+        letters_to_home_ok=command.letters_to_home_ok,
+        alternative_address=command.alternative_address,
+        alternative_phone=command.alternative_phone,
+        alternative_email=command.alternative_email,
+        through=command.through,
+        method=command.method,
+        agreed_at=command.agreed_at or now,
+        recorded_at=now,
+        recorded_by=command.actor,
+        command_id=command_id,
+    )
+    return case, [Emit(fact, f"safe-contact-recorded:{command_id}")]
+
+
+def record_survey_response(
+    case: ConsentCase | None, command: RecordSurveyResponse, *, command_id: str, now: datetime
+) -> tuple[ConsentCase | None, list[Emit]]:
+    """A survey answer from someone invited when the case closed, once; by themself or through staff."""
+    if case is None:
+        return _reject(case, command, command_id, now, f"unknown case {command.case_id}: no accepted case with that id")
+    actor = command.actor
+    refusal = not_a_participant(case, command.person_id)
+    if refusal is None and command.person_id not in case.survey_invited:
+        refusal = f"{command.person_id} was not invited to the satisfaction survey on this case"
+    if refusal is None and command.person_id in case.survey_answered:
+        refusal = f"{command.person_id} has already answered the satisfaction survey on this case"
+    if refusal is None and actor.kind == "participant" and actor.id != command.person_id:
+        refusal = f"a survey response through the participant must come from {command.person_id} themself"
+    if refusal is None and actor.kind == "system":
+        refusal = "a survey response comes from the participant or is recorded by staff"
+    if refusal is None and command.responded_at is not None:
+        refusal = _in_the_future("responded_at", command.responded_at, now)
+    if refusal is not None:
+        return _reject(case, command, command_id, now, refusal)
+    participant = case.participant(command.person_id)
+    assert participant is not None
+    case = replace(case, survey_answered=case.survey_answered | {command.person_id})
+    fact = SurveyResponseRecorded(
+        case_id=case.case_id,
+        person_id=command.person_id,
+        role=participant.role,
+        satisfied=command.satisfied,
+        score=command.score,
+        comments=command.comments,
+        responded_at=command.responded_at or now,
+        recorded_at=now,
+        recorded_by=actor,
+        command_id=command_id,
+    )
+    return case, [Emit(fact, f"survey-response-recorded:{command_id}")]
+
+
 # --- dispatch -----------------------------------------------------------------------------------
 
 Handler = Callable[..., tuple[ConsentCase | None, list[Emit]]]
@@ -539,6 +728,10 @@ HANDLERS: dict[type[EventData], Handler] = {
     AddParticipant: add_participant,
     FacilitatorRegistered: on_facilitator_registered,
     OffenderJoined: on_offender_joined,
+    RecordContactAttempt: record_contact_attempt,
+    AddCaseNote: add_note,
+    RecordSafeContact: record_safe_contact,
+    RecordSurveyResponse: record_survey_response,
 }
 
 CONSUMES: frozenset[str] = frozenset(model.event_type for model in HANDLERS)
@@ -661,6 +854,28 @@ def _cannot_speak_for(case: ConsentCase | None, command: ConsentDecision, now: d
         return "a decision through a facilitator must be recorded by a member of staff"
     if command.decided_at is not None:
         return _in_the_future("decided_at", command.decided_at, now)
+    return None
+
+
+def _cannot_agree_for(
+    case: ConsentCase | None,
+    person_id: str,
+    through: RecordedThrough,
+    command: Command,
+    agreed_at: datetime | None,
+    now: datetime,
+) -> str | None:
+    """Why a person's agreement cannot be taken as stated: as ``_cannot_speak_for``, for commands that are not
+    consent decisions."""
+    if (refusal := not_a_participant(case, person_id)) is not None:
+        return refusal
+    actor = command.actor
+    if through is RecordedThrough.participant and (actor.kind, actor.id) != ("participant", person_id):
+        return f"an agreement through the participant must come from {person_id} themself"
+    if through is RecordedThrough.facilitator and actor.kind != "staff":
+        return "an agreement through a facilitator must be recorded by a member of staff"
+    if agreed_at is not None:
+        return _in_the_future("agreed_at", agreed_at, now)
     return None
 
 

@@ -1,0 +1,352 @@
+"""The consent service's contact log, case notes, safe contact and satisfaction survey, as pure decisions."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from schemas.common import Actor, Channel
+from schemas.consent import (
+    NOTE_MAX_CHARS,
+    AddCaseNote,
+    AddParticipant,
+    CaseNoteAdded,
+    ContactAttemptRecorded,
+    ContactMethod,
+    ContactOutcome,
+    PutCaseOnHold,
+    RecordContactAttempt,
+    RecordedThrough,
+    RecordingMethod,
+    RecordSafeContact,
+    RecordSurveyResponse,
+    SafeContactRecorded,
+    SurveyInvited,
+    SurveyResponseRecorded,
+)
+from schemas.pii import pii_fields
+from schemas.referral import Role
+from schemas.scheduling import CaseClosed, ClosureReason
+from services.consent.contact import ContactLog
+from services.consent.domain import ConsentCase
+from services.runtime.decision import Emit
+from tests.unit.test_consent_domain import (
+    CASE,
+    FACILITATOR,
+    NOW,
+    accepted_case,
+    decline,
+    facts,
+    ready_case,
+    rejection,
+    run,
+    withdraw,
+)
+
+VICTIM, OFFENDER, SUPPORTER = "victim-1", "offender-1", "supporter-1"
+
+
+def attempt(
+    person: str = VICTIM,
+    outcome: ContactOutcome = ContactOutcome.no_answer,
+    method: ContactMethod = ContactMethod.phone,
+    at_minutes: int = 0,
+    actor: Actor = FACILITATOR,
+) -> RecordContactAttempt:
+    return RecordContactAttempt(
+        case_id=CASE,
+        actor=actor,
+        person_id=person,
+        attempted_at=NOW - timedelta(hours=2) + timedelta(minutes=at_minutes),
+        method=method,
+        outcome=outcome,
+    )
+
+
+def safe_contact(person: str = VICTIM, *channels: Channel, **kwargs: object) -> RecordSafeContact:
+    fields: dict[str, object] = {
+        "through": RecordedThrough.facilitator,
+        "method": RecordingMethod.phone,
+        "actor": FACILITATOR,
+        **kwargs,
+    }
+    return RecordSafeContact(case_id=CASE, person_id=person, safe_channels=list(channels), **fields)  # type: ignore[arg-type]
+
+
+def closed(reason: ClosureReason = ClosureReason.completed) -> CaseClosed:
+    return CaseClosed(case_id=CASE, reason=reason, closed_at=NOW, closed_by=FACILITATOR)
+
+
+def answer(person: str = VICTIM, *, score: int = 4, actor: Actor | None = None) -> RecordSurveyResponse:
+    return RecordSurveyResponse(
+        case_id=CASE,
+        actor=actor or Actor(kind="participant", id=person),
+        person_id=person,
+        satisfied=True,
+        score=score,
+        comments="It helped me move on",
+    )
+
+
+def counts(emits: list[Emit]) -> list[int]:
+    return [e.data.unanswered_in_a_row for e in emits if isinstance(e.data, ContactAttemptRecorded)]
+
+
+def invited(emits: list[Emit]) -> list[str]:
+    return [e.data.person_id for e in emits if isinstance(e.data, SurveyInvited)]
+
+
+# --- contact log --------------------------------------------------------------------------------
+
+
+def test_contact_attempts_count_the_unanswered_ones_since_the_person_was_last_reached() -> None:
+    _, emits = run(
+        accepted_case(),
+        attempt(at_minutes=1),
+        attempt(outcome=ContactOutcome.message_left, at_minutes=2),
+        attempt(outcome=ContactOutcome.undeliverable, method=ContactMethod.letter, at_minutes=3),
+        attempt(outcome=ContactOutcome.reached, at_minutes=4),
+        attempt(at_minutes=5),
+        attempt(OFFENDER, at_minutes=6),
+    )
+    assert counts(emits) == [1, 2, 3, 0, 1, 1]
+
+
+def test_an_unanswered_attempt_recorded_late_does_not_count_when_they_were_reached_after_it() -> None:
+    case, emits = run(accepted_case(), attempt(outcome=ContactOutcome.reached, at_minutes=10), attempt(at_minutes=5))
+    assert counts(emits) == [0, 0]
+    _, emits = run(case, attempt(at_minutes=20))
+    assert counts(emits) == [1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 50), st.booleans()), max_size=12))
+def test_the_count_is_the_unanswered_attempts_after_the_latest_reached_one_in_any_recording_order(
+    attempts: list[tuple[int, bool]],
+) -> None:
+    log = ContactLog(VICTIM)
+    base = NOW - timedelta(hours=2)
+    for minute, reached in attempts:
+        log = log.after(
+            base + timedelta(minutes=minute), ContactOutcome.reached if reached else ContactOutcome.no_answer
+        )
+    last_reached = max((m for m, r in attempts if r), default=None)
+    expected = sum(1 for m, r in attempts if not r and (last_reached is None or m > last_reached))
+    assert log.unanswered_in_a_row == expected
+
+
+def test_a_contact_attempt_is_refused_for_an_unknown_case_or_person() -> None:
+    _, emits = run(None, attempt())
+    assert "unknown case" in rejection(emits)
+    _, emits = run(accepted_case(), attempt("stranger-9"))
+    assert rejection(emits) == "stranger-9 is not a participant in this case"
+
+
+def test_rule_2_a_contact_attempt_is_refused_on_a_closed_or_withdrawn_case() -> None:
+    case, _ = run(accepted_case(), closed(ClosureReason.not_suitable))
+    _, emits = run(case, attempt())
+    assert rejection(emits) == "case is closed"
+    case, _ = run(ready_case(), withdraw(OFFENDER))
+    _, emits = run(case, attempt())
+    assert "case is withdrawn" in rejection(emits)
+
+
+def test_a_contact_attempt_is_refused_while_the_case_is_on_hold() -> None:
+    hold = PutCaseOnHold(case_id=CASE, actor=FACILITATOR, concern="threats", raised_by="caseworker")
+    case, _ = run(accepted_case(), hold)
+    _, emits = run(case, attempt())
+    assert "on hold" in rejection(emits)
+
+
+def test_rule_4_a_contact_attempt_on_a_sensitive_case_is_refused_before_the_risk_assessment() -> None:
+    _, emits = run(accepted_case(sensitive=True), attempt())
+    assert "a risk assessment must be recorded before any contact" in rejection(emits)
+
+
+def test_a_contact_attempt_is_recorded_by_staff_only_and_not_in_the_future() -> None:
+    _, emits = run(accepted_case(), attempt(actor=Actor(kind="participant", id=VICTIM)))
+    assert rejection(emits) == "only staff may record a contact attempt"
+    _, emits = run(accepted_case(), attempt(at_minutes=600))
+    assert "attempted_at" in rejection(emits) and "in the future" in rejection(emits)
+
+
+# --- safe contact -------------------------------------------------------------------------------
+
+
+def test_safe_contact_an_attempt_by_a_channel_the_record_does_not_list_is_refused() -> None:
+    case, emits = run(accepted_case(), safe_contact(VICTIM, Channel.email, Channel.phone))
+    assert facts(emits) == [SafeContactRecorded]
+    _, emits = run(case, attempt(method=ContactMethod.sms))
+    assert rejection(emits) == "victim-1's safe-contact record does not list sms as a safe channel"
+    _, emits = run(case, attempt(method=ContactMethod.email))
+    assert facts(emits) == [ContactAttemptRecorded]
+    _, emits = run(case, attempt(OFFENDER, method=ContactMethod.sms))  # someone else's record is not theirs
+    assert facts(emits) == [ContactAttemptRecorded]
+
+
+def test_safe_contact_no_voicemail_refuses_a_message_left_by_phone() -> None:
+    case, _ = run(accepted_case(), safe_contact(VICTIM, Channel.phone, voicemail_ok=False))
+    _, emits = run(case, attempt(outcome=ContactOutcome.message_left))
+    assert rejection(emits) == "victim-1's safe-contact record does not allow leaving a voicemail"
+    _, emits = run(case, attempt(outcome=ContactOutcome.no_answer))
+    assert counts(emits) == [1]
+
+
+def test_safe_contact_no_letters_or_visits_to_a_shared_home_without_an_alternative_address() -> None:
+    case, _ = run(accepted_case(), safe_contact(VICTIM, Channel.letter, letters_to_home_ok=False))
+    for method in (ContactMethod.letter, ContactMethod.visit):
+        _, emits = run(case, attempt(method=method))
+        assert "has no address safe for a" in rejection(emits)
+    case, _ = run(case, safe_contact(VICTIM, Channel.letter, alternative_address="c/o Victim Support, 1 High St"))
+    _, emits = run(case, attempt(method=ContactMethod.letter))
+    assert facts(emits) == [ContactAttemptRecorded]
+
+
+def test_safe_contact_the_latest_record_wins() -> None:
+    case, _ = run(accepted_case(), safe_contact(VICTIM, Channel.sms), safe_contact(VICTIM, Channel.email))
+    _, emits = run(case, attempt(method=ContactMethod.sms))
+    assert "does not list sms" in rejection(emits)
+    assert case is not None and len(case.safe_contacts) == 1
+
+
+def test_safe_contact_is_agreed_through_the_person_themself_or_a_facilitator() -> None:
+    themself = Actor(kind="participant", id=VICTIM)
+    _, emits = run(
+        accepted_case(), safe_contact(VICTIM, Channel.email, through=RecordedThrough.participant, actor=themself)
+    )
+    assert facts(emits) == [SafeContactRecorded]
+    _, emits = run(
+        accepted_case(), safe_contact(OFFENDER, Channel.email, through=RecordedThrough.participant, actor=themself)
+    )
+    assert rejection(emits) == "an agreement through the participant must come from offender-1 themself"
+    _, emits = run(accepted_case(), safe_contact(VICTIM, Channel.email, actor=themself))
+    assert rejection(emits) == "an agreement through a facilitator must be recorded by a member of staff"
+    _, emits = run(accepted_case(), safe_contact("stranger-9", Channel.email))
+    assert rejection(emits) == "stranger-9 is not a participant in this case"
+
+
+def test_safe_contact_is_recorded_on_a_held_or_withdrawn_case_but_not_a_closed_one() -> None:
+    hold = PutCaseOnHold(case_id=CASE, actor=FACILITATOR, concern="threats", raised_by="caseworker")
+    _, emits = run(accepted_case(), hold, safe_contact(VICTIM))
+    assert facts(emits)[-1] is SafeContactRecorded
+    _, emits = run(ready_case(), withdraw(OFFENDER), safe_contact(VICTIM))
+    assert facts(emits)[-1] is SafeContactRecorded
+    _, emits = run(accepted_case(), closed(), safe_contact(VICTIM))
+    assert rejection(emits[-1:]) == "case is closed"
+
+
+def test_rule_3_every_safe_contact_detail_is_personal_data() -> None:
+    details = {
+        "safe_channels",
+        "voicemail_ok",
+        "letters_to_home_ok",
+        "alternative_address",
+        "alternative_phone",
+        "alternative_email",
+    }
+    assert details <= pii_fields(SafeContactRecorded)
+    assert details <= pii_fields(RecordSafeContact)
+    assert "person_id" not in pii_fields(SafeContactRecorded)  # it owns the details: their key seals them
+
+
+# --- notes --------------------------------------------------------------------------------------
+
+
+def test_a_case_note_is_staff_only_bounded_and_about_a_participant_if_anyone() -> None:
+    note = AddCaseNote(case_id=CASE, actor=FACILITATOR, text="Prefers mornings", person_id=VICTIM)
+    _, emits = run(accepted_case(), note)
+    assert facts(emits) == [CaseNoteAdded] and emits[0].data.text == "Prefers mornings"  # type: ignore[attr-defined]
+    _, emits = run(accepted_case(), note.model_copy(update={"actor": Actor(kind="participant", id=VICTIM)}))
+    assert rejection(emits) == "only staff may add a case note"
+    _, emits = run(accepted_case(), note.model_copy(update={"person_id": "stranger-9"}))
+    assert rejection(emits) == "stranger-9 is not a participant in this case"
+    _, emits = run(None, note)
+    assert "unknown case" in rejection(emits)
+    _, emits = run(accepted_case(), closed(), note)
+    assert rejection(emits[-1:]) == "case is closed"
+    with pytest.raises(ValidationError):
+        AddCaseNote(case_id=CASE, actor=FACILITATOR, text="x" * (NOTE_MAX_CHARS + 1))
+    assert "text" in pii_fields(CaseNoteAdded)
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+
+def test_the_survey_invites_victims_and_offenders_once_when_the_case_closes() -> None:
+    case, emits = run(ready_case(), closed())
+    assert invited(emits) == [VICTIM, OFFENDER]  # the supporter takes part for someone else: not invited
+    _, emits = run(case, closed())
+    assert emits == []
+
+
+def test_rule_2_no_survey_invitation_on_a_case_closed_withdrawn_or_declined() -> None:
+    for reason in (ClosureReason.withdrawn, ClosureReason.declined):
+        _, emits = run(ready_case(), closed(reason))
+        assert invited(emits) == []
+    _, emits = run(ready_case(), withdraw(VICTIM), closed(ClosureReason.not_suitable))
+    assert invited(emits) == []  # consent saw it withdrawn, whatever the closure says
+
+
+def test_rule_2_a_participant_who_withdrew_or_declined_is_not_invited() -> None:
+    _, emits = run(ready_case(), withdraw(SUPPORTER), closed())
+    assert invited(emits) == [VICTIM, OFFENDER]
+    guardian = AddParticipant(
+        case_id=CASE, actor=FACILITATOR, person_id="guardian-1", role=Role.parent_guardian, supports=VICTIM
+    )
+    _, emits = run(ready_case(), guardian, closed(ClosureReason.not_suitable))
+    assert invited(emits) == [VICTIM, OFFENDER, "guardian-1"]
+    _, emits = run(accepted_case(), decline(SUPPORTER), closed(ClosureReason.uncontactable))
+    assert invited(emits) == [VICTIM, OFFENDER]
+
+
+def test_no_survey_invitation_when_nobody_may_be_contacted_at_closure() -> None:
+    hold = PutCaseOnHold(case_id=CASE, actor=FACILITATOR, concern="threats", raised_by="caseworker")
+    _, emits = run(ready_case(), hold, closed(ClosureReason.not_suitable))
+    assert invited(emits) == []
+    _, emits = run(accepted_case(sensitive=True), closed(ClosureReason.not_suitable))
+    assert invited(emits) == []
+
+
+def test_a_survey_response_is_recorded_once_from_someone_invited() -> None:
+    case, _ = run(ready_case(), closed())
+    case, emits = run(case, answer())
+    assert facts(emits) == [SurveyResponseRecorded]
+    response = emits[0].data
+    assert isinstance(response, SurveyResponseRecorded)
+    assert (response.role, response.score, response.satisfied) == (Role.victim, 4, True)
+    assert "comments" in pii_fields(SurveyResponseRecorded)
+    _, emits = run(case, answer())
+    assert rejection(emits) == "victim-1 has already answered the satisfaction survey on this case"
+    _, emits = run(case, answer(OFFENDER, actor=FACILITATOR))
+    assert facts(emits) == [SurveyResponseRecorded]
+
+
+def test_a_survey_response_is_refused_without_an_invitation() -> None:
+    case, _ = run(ready_case(), closed())
+    _, emits = run(case, answer(SUPPORTER))
+    assert rejection(emits) == "supporter-1 was not invited to the satisfaction survey on this case"
+    _, emits = run(ready_case(), answer())  # not closed: nobody invited yet
+    assert rejection(emits) == "victim-1 was not invited to the satisfaction survey on this case"
+    case, _ = run(ready_case(), closed(ClosureReason.withdrawn))
+    _, emits = run(case, answer())
+    assert "was not invited" in rejection(emits)
+    _, emits = run(None, answer())
+    assert "unknown case" in rejection(emits)
+    case, _ = run(ready_case(), closed())
+    _, emits = run(case, answer(actor=Actor(kind="participant", id=OFFENDER)))
+    assert "must come from victim-1 themself" in rejection(emits)
+
+
+@pytest.mark.parametrize("score", [0, 6, -1])
+def test_a_survey_score_outside_1_to_5_is_refused_by_the_contract(score: int) -> None:
+    with pytest.raises(ValidationError, match="score"):
+        answer(score=score)
+
+
+def test_a_closed_case_unknown_to_consent_invites_no_one() -> None:
+    case, emits = run(None, closed())
+    assert emits == [] and isinstance(case, ConsentCase) and case.closed
