@@ -5,6 +5,10 @@
 - **Retention**: a case's personal data is erased a set time after it closes (a schedule per outcome and
   role, in settings); a hold (``rj.retention-hold.place`` / ``.lift``) stops that while it stands, and
   ``rj.case.retention-erased`` records what went, under which rule.
+- **Declined participants** (rule 7): when someone declines to take part (``rj.consent.declined``, purpose
+  ``participation``), their data key on that case is destroyed; their ids, role and monitoring data (age
+  band, gender, ethnicity: under the case's monitoring key) stay readable; ``rj.declined-participant.erased``
+  records it. Their data on other cases is not touched.
 - **Rectification**: ``rj.participant.rectify`` corrects one of a participant's personal fields;
   ``rj.participant.rectified`` is the correction, a new fact beside history, never an edit of it.
 
@@ -78,6 +82,32 @@ class PersonErased(EventData):
     keys_destroyed: int
     erased_by: Actor
     reason: Grounds
+    erased_at: AwareDatetime
+
+
+#: What stays readable of a participant erased for declining: their ids and role, and what monitoring needs.
+KEPT_FOR_MONITORING: tuple[str, ...] = ("person_id", "role", "age_band", "gender", "ethnicity")
+
+
+class DeclinedParticipantErased(EventData):
+    """Someone declined to take part: their data key on the case was destroyed (or will be, when the case's
+    last retention hold is lifted), keeping only ``kept``. Who they were is sealed under the case's key (who
+    declined is never to be told in clear), as is who recorded the decline."""
+
+    event_type: ClassVar[str] = "rj.declined-participant.erased"
+
+    case_id: str
+    erased_person_id: Annotated[str, Pii] = Field(description="Who declined (under the case's key)")
+    role: str | None = Field(description="Their role on the case, as the privacy service indexed it")
+    decline_id: str = Field(description="Why: the id of the rj.consent.declined fact (purpose 'participation')")
+    declined_at: AwareDatetime
+    declined_by: Annotated[Actor, Pii] = Field(description="Who recorded the decline: the person, or staff")
+    kept: list[str] = Field(description="What stays readable: ids, role and the monitoring fields")
+    kept_under_hold: bool = Field(
+        description="The case is under a retention hold: the erasure waits for its last hold to be lifted, and "
+        "is then recorded as rj.person.erased"
+    )
+    keys_destroyed: int
     erased_at: AwareDatetime
 
 
@@ -195,4 +225,5 @@ PRIVACY_EVENTS: tuple[type[EventData], ...] = (
     RetentionHoldLifted,
     CaseRetentionErased,
     ParticipantRectified,
+    DeclinedParticipantErased,
 )

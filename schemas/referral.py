@@ -19,8 +19,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from schemas.common import Actor, Channel, Contact
 from schemas.envelope import EventData
-from schemas.pii import Pii
-from schemas.upstream import Offence, Requester
+from schemas.pii import MonitoringPii, Pii
+from schemas.upstream import MonitoringCategory, Offence, Requester
 
 _CASE_NS = uuid.UUID("5d9a3c1e-7f2b-4e8a-b6c4-1a2b3c4d5e6f")
 
@@ -67,8 +67,41 @@ class Role(StrEnum):
     interpreter = "interpreter"
 
 
+class AgeBand(StrEnum):
+    """An age band for equality monitoring: what is kept of a date of birth once the rest is erased."""
+
+    under_18 = "under_18"
+    from_18_to_24 = "18-24"
+    from_25_to_34 = "25-34"
+    from_35_to_44 = "35-44"
+    from_45_to_54 = "45-54"
+    from_55_to_64 = "55-64"
+    from_65 = "65+"
+
+
+_BAND_FLOORS: tuple[tuple[int, AgeBand], ...] = (
+    (65, AgeBand.from_65),
+    (55, AgeBand.from_55_to_64),
+    (45, AgeBand.from_45_to_54),
+    (35, AgeBand.from_35_to_44),
+    (25, AgeBand.from_25_to_34),
+    (18, AgeBand.from_18_to_24),
+)
+
+
+def age_band_on(born: date | None, day: date) -> AgeBand | None:
+    """The age band of someone born on ``born`` on ``day`` (the crime's reported date); None when the date of
+    birth is unknown, or after ``day`` (an error upstream: no band rather than a wrong one)."""
+    if born is None or born > day:
+        return None
+    age = day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+    return next((band for floor, band in _BAND_FLOORS if age >= floor), AgeBand.under_18)
+
+
 class Participant(BaseModel):
-    """A person taking part in a case. Contact details travel only to services that contact people."""
+    """A person taking part in a case. Contact details travel only to services that contact people.
+    ``age_band``, ``gender`` and ``ethnicity`` are monitoring data, sealed under the case's monitoring key: they
+    stay readable when the person is erased for declining (rule 7); the case's retention erases them."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -83,6 +116,11 @@ class Participant(BaseModel):
     vulnerable: bool = False
     in_custody: bool = False
     custody_location: Annotated[str | None, Pii] = None
+    age_band: Annotated[AgeBand | None, MonitoringPii] = Field(
+        default=None, description="Derived by the referral service from the date of birth, on the reported date"
+    )
+    gender: MonitoringCategory = None
+    ethnicity: MonitoringCategory = None
 
 
 class CaseParticipant(BaseModel):

@@ -14,7 +14,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 from schemas.common import Channel, Contact
 from schemas.envelope import EventData
-from schemas.pii import Pii
+from schemas.pii import MonitoringPii, Pii
+
+#: Equality-monitoring categories as the force records them (its own codes, e.g. the 18+1 ethnicity
+#: categories): kept, under the case's monitoring key, for someone who declines, when all else is erased.
+MonitoringCategory = Annotated[str | None, Field(max_length=100), MonitoringPii]
 
 # Upstream systems pad references now and then; one crime must not become two cases.
 CrimeReference = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -38,6 +42,8 @@ class Victim(BaseModel):
     preferred_channel: Channel | None = None
     enhanced_rights: bool = False
     vulnerable: bool = False
+    gender: MonitoringCategory = None
+    ethnicity: MonitoringCategory = None
 
 
 class CrimeRecorded(EventData):
@@ -73,6 +79,8 @@ class Offender(BaseModel):
     contact: Annotated[Contact | None, Pii] = None
     in_custody: bool = False
     custody_location: Annotated[str | None, Pii] = None
+    gender: MonitoringCategory = None
+    ethnicity: MonitoringCategory = None
 
 
 class CrimeOutcomeRecorded(EventData):

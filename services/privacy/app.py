@@ -1,7 +1,8 @@
-"""The privacy service's Faust app: erasure, retention holds and rectification commands, and the case facts
-retention counts from, in; data keys destroyed and privacy facts out.
+"""The privacy service's Faust app: erasure, retention holds and rectification commands, the case facts
+retention counts from, and declines to take part (rule 7), in; data keys destroyed and privacy facts out.
 
-rj.referral (rj.case.opened, rj.case.declined), rj.scheduling (rj.case.closed), rj.commands
+rj.referral (rj.case.opened, rj.case.declined), rj.scheduling (rj.case.closed), rj.consent
+(rj.consent.declined), rj.commands
     ──► take_in ──► privacy.case_people, .cases, .retention_holds; keystore.data_keys destroyed
                 └─► outbox ──► rj.privacy
 every so often (a fraction of the shortest retention period) ──► erase_what_is_due ──► rj.privacy
@@ -17,6 +18,7 @@ import asyncpg
 
 from schemas import topics
 from schemas.common import Actor
+from schemas.consent import ConsentDeclined
 from schemas.envelope import CloudEvent
 from schemas.privacy import (
     CaseRetentionErased,
@@ -29,7 +31,7 @@ from schemas.privacy import (
 from schemas.referral import CaseDeclined, CaseOpened, OffenderJoined
 from schemas.scheduling import CaseClosed
 from services.privacy import domain, store
-from services.privacy.domain import SCREENED_OUT, ErasurePlan, RetentionSchedule
+from services.privacy.domain import SCREENED_OUT, DeclineErasure, ErasurePlan, RetentionSchedule
 from services.runtime.app import ServiceApp
 from services.runtime.decision import Emit
 from services.runtime.keystore import CASE_PERSON, KeyStore, ensure_schema
@@ -44,6 +46,7 @@ CONSUMES = frozenset(
         OffenderJoined.event_type,
         CaseDeclined.event_type,
         CaseClosed.event_type,
+        ConsentDeclined.event_type,
         *(c.event_type for c in COMMANDS),
     }
 )
@@ -193,12 +196,39 @@ async def rectify(
     return command.case_id, [domain.rectify(command, event.id, on_case=on_case, erased=erased, now=now)]
 
 
+async def erase_declined(
+    service: PrivacyService, conn: asyncpg.Connection, event: CloudEvent[Any], now: datetime
+) -> tuple[str, list[Emit]]:
+    """Rule 7: someone declined to take part. Their key on this case alone is destroyed; the processor has
+    opened the fact's sealed ``person_id`` for us (its key is theirs, alive until now)."""
+    declined: ConsentDeclined = event.data
+    case_id, person_id = declined.case_id, declined.person_id
+    await store.lock_case(conn, case_id)  # no hold placed, no sweep, while we decide
+    held = bool((await store.holds_on(conn, [case_id])).get(case_id))
+    already = case_id in await store.erased_cases_of(conn, person_id)
+    decision = domain.erasure_for_decline(declined, already_erased=already, held=held)
+    if decision is DeclineErasure.nothing:
+        return case_id, []
+    role = (await store.roles_of(conn, person_id)).get(case_id)
+    keys = 0
+    if decision is DeclineErasure.erase:
+        keys = len(await service.keystore.destroy(conn, person_id, case_id, by=SOURCE, reason=f"declined: {event.id}"))
+        await store.mark_erased(conn, [(case_id, person_id)], now)
+    else:
+        await store.defer_erasures(conn, person_id, [case_id], event.id, declined.declined_by, now)
+    emit = domain.declined_participant_erased(
+        declined, event.id, role=role, kept_under_hold=decision is DeclineErasure.defer, keys=keys, now=now
+    )
+    return case_id, [emit]
+
+
 Handler = Callable[[PrivacyService, asyncpg.Connection, CloudEvent[Any], datetime], Any]
 COMMAND_HANDLERS: dict[type, Handler] = {
     ErasePerson: erase_person,
     PlaceRetentionHold: place_hold,
     LiftRetentionHold: lift_hold,
     RectifyParticipant: rectify,
+    ConsentDeclined: erase_declined,  # a fact, not a command: decided the same way
 }
 
 
@@ -248,7 +278,9 @@ def build(service: PrivacyService | None = None) -> PrivacyService:
 
     # It reads its own topic too, as its steward: no other service reads rj.privacy yet.
     service.consume(
-        [topics.REFERRAL, topics.SCHEDULING, topics.COMMANDS, topics.PRIVACY], consumes=CONSUMES, handler=handle
+        [topics.REFERRAL, topics.SCHEDULING, topics.CONSENT, topics.COMMANDS, topics.PRIVACY],
+        consumes=CONSUMES,
+        handler=handle,
     )
     service.every(service.schedule.check_every_s, sweep, name="retention")
     return service

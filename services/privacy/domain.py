@@ -1,5 +1,6 @@
-"""The privacy service's decisions, pure: erasure, retention (the schedule, holds, what is due) and
-rectification. No I/O: ``app.py`` reads what a decision needs, and destroys keys as it decides."""
+"""The privacy service's decisions, pure: erasure, the erasure of someone who declines, retention (the
+schedule, holds, what is due) and rectification. No I/O: ``app.py`` reads what a decision needs, and destroys
+keys as it decides."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from functools import cache
 from typing import Any, Final
 
@@ -15,8 +17,11 @@ from pydantic import TypeAdapter, ValidationError
 
 from schemas.commands import CommandRejected
 from schemas.common import Actor
-from schemas.pii import pii_fields
+from schemas.consent import PARTICIPATION, ConsentDeclined
+from schemas.pii import monitoring_fields, pii_fields
 from schemas.privacy import (
+    KEPT_FOR_MONITORING,
+    DeclinedParticipantErased,
     ErasedRole,
     ErasePerson,
     HoldKind,
@@ -31,6 +36,7 @@ from schemas.privacy import (
 from schemas.referral import Participant, Role
 from schemas.scheduling import ClosureReason
 from services.runtime.decision import Emit
+from services.runtime.fieldcrypt import ERASED_TEXT
 
 SERVICE: Final = "privacy"
 
@@ -255,6 +261,46 @@ def deferred_erasure_done(
     return Emit(fact, f"erased-after-hold:{command_id}:{case_id}")
 
 
+# --- someone who declines (rule 7) ---------------------------------------------------------------
+
+
+class DeclineErasure(StrEnum):
+    nothing = "nothing"  # not a decline to take part, already erased, or no longer says who
+    erase = "erase"  # destroy their key on the case now
+    defer = "defer"  # the case is under a retention hold: erase when its last hold is lifted
+
+
+def erasure_for_decline(declined: ConsentDeclined, *, already_erased: bool, held: bool) -> DeclineErasure:
+    """Rule 7: for someone who declines to take part, keep only what monitoring needs. Their data on the case
+    goes (their key there is destroyed; ids and monitoring data, under other keys, stay); a decline of one
+    piece of information to share changes only what may be shared; a repeat changes nothing. A retention
+    hold keeps the data until it is lifted, as it keeps an erasure asked for by staff."""
+    if declined.purpose != PARTICIPATION or declined.person_id == ERASED_TEXT:
+        # ERASED_TEXT: the decline's own record of who it was is erased already (their key destroyed).
+        return DeclineErasure.nothing
+    if already_erased:
+        return DeclineErasure.nothing
+    return DeclineErasure.defer if held else DeclineErasure.erase
+
+
+def declined_participant_erased(
+    declined: ConsentDeclined, decline_id: str, *, role: str | None, kept_under_hold: bool, keys: int, now: datetime
+) -> Emit:
+    fact = DeclinedParticipantErased(
+        case_id=declined.case_id,
+        erased_person_id=declined.person_id,
+        role=role,
+        decline_id=decline_id,
+        declined_at=declined.declined_at,
+        declined_by=declined.declined_by,
+        kept=list(KEPT_FOR_MONITORING),
+        kept_under_hold=kept_under_hold,
+        keys_destroyed=keys,
+        erased_at=now,
+    )
+    return Emit(fact, f"declined-erased:{declined.person_id}")
+
+
 # --- holds --------------------------------------------------------------------------------------
 
 
@@ -283,8 +329,9 @@ def lift_hold(command: LiftRetentionHold, command_id: str, held: set[HoldKind], 
 
 # --- rectification ------------------------------------------------------------------------------
 
-#: The fields a rectification may correct: a participant's personal fields, as the contract marks them.
-RECTIFIABLE: Final = frozenset(pii_fields(Participant))
+#: The fields a rectification may correct: a participant's personal fields, as the contract marks them. Not the
+#: monitoring fields: a correction is sealed under the person's key, and would go with it when they decline.
+RECTIFIABLE: Final = frozenset(pii_fields(Participant) - monitoring_fields(Participant))
 
 
 @cache

@@ -28,6 +28,7 @@ from schemas.referral import (
     VictimInformationDue,
     VictimInformationOverdue,
     VictimInformationProvided,
+    age_band_on,
     case_id_for,
 )
 from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, ReferralRequested, RiskFlag
@@ -187,6 +188,7 @@ def participants(file: CrimeFile, *, taking_part: bool = False) -> list[Particip
     """The people the file holds data about: its victims and every offender with an outcome (``taking_part``:
     only the offenders who accept responsibility, who take part in the case)."""
     assert file.crime is not None
+    reported = file.crime.reported_at.date()
     people = [
         Participant(
             person_id=v.person_id,
@@ -198,6 +200,9 @@ def participants(file: CrimeFile, *, taking_part: bool = False) -> list[Particip
             preferred_channel=v.preferred_channel,
             enhanced_rights=v.enhanced_rights,
             vulnerable=v.vulnerable,
+            age_band=age_band_on(v.date_of_birth, reported),
+            gender=v.gender,
+            ethnicity=v.ethnicity,
         )
         for v in file.crime.victims
     ]
@@ -212,6 +217,9 @@ def participants(file: CrimeFile, *, taking_part: bool = False) -> list[Particip
                 contact=o.contact,
                 in_custody=o.in_custody,
                 custody_location=o.custody_location,
+                age_band=age_band_on(o.date_of_birth, reported),
+                gender=o.gender,
+                ethnicity=o.ethnicity,
             )
         )
     return people

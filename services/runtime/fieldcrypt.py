@@ -18,7 +18,10 @@ Whose key (the ownership rule). The case is the document's subject, given by the
 the ``person_id`` of the nearest object, from the marked value outwards, that has one as plain text (a
 participant's fields are theirs; a top-level ``person_id`` owns the event's fields, so a consent
 withdrawal's reason belongs to the person who withdrew; a ``person_id`` that is itself marked is owned by
-the person it names). Anything else on the case belongs to the case's own key (person ``(case)``).
+the person it names). Anything else on the case belongs to the case's own key (person ``(case)``). A value
+marked for the monitoring key (``schemas.pii.MonitoringPii``: age band, gender, ethnicity) is sealed under the
+case's monitoring key (person ``(monitoring)``) whoever it is about, so erasing that person leaves it
+readable while the rest of their data goes; the case's retention destroys it.
 Limits, said plainly: a field about a person named some other way (an
 agreement item's ``description`` whose undertaker is ``owner_id``, staff's free text mentioning a
 participant) is under the case key: erasing that person does not erase it; the case's retention (or
@@ -55,8 +58,16 @@ import pydantic_core
 from cryptography.exceptions import InvalidTag
 from pydantic import BaseModel, TypeAdapter
 
-from schemas.pii import is_pii
-from services.runtime.keystore import CASE_PERSON, NONCE_BYTES, BucketKey, DataKey, KeyCache, PersonCase
+from schemas.pii import MONITORING, is_pii, pii_key
+from services.runtime.keystore import (
+    CASE_PERSON,
+    MONITORING_PERSON,
+    NONCE_BYTES,
+    BucketKey,
+    DataKey,
+    KeyCache,
+    PersonCase,
+)
 from services.runtime.records import printable
 
 TOKEN_PREFIX = "enc:v1:"
@@ -87,9 +98,11 @@ def token_key_id(token: str) -> str:
 @dataclass(frozen=True, eq=False)
 class _Marked:
     """The whole value here is personal data; ``erased`` is what stands in for it once its key is destroyed:
-    a value its schema accepts (null where allowed, else an empty string, list or object)."""
+    a value its schema accepts (null where allowed, else an empty string, list or object). ``owner``: the
+    key's owner when the contract names one (the monitoring key), instead of the ownership rule's."""
 
     erased: Any = None
+    owner: str | None = None
 
 
 ERASED_TEXT = "[erased]"
@@ -179,7 +192,8 @@ class _Compiler:
 
     def node(self, schema: dict[str, Any]) -> _Node | None:
         if is_pii(schema):
-            return _Marked(_erased_value(schema, self.defs))
+            owner = MONITORING_PERSON if pii_key(schema) == MONITORING else None
+            return _Marked(_erased_value(schema, self.defs), owner)
         ref = schema.get("$ref")
         if isinstance(ref, str):
             name = ref.rsplit("/", 1)[-1]
@@ -426,7 +440,12 @@ def _walk(
                 continue
             if marked is not None:
                 if (type(item) is str and item.startswith(TOKEN_PREFIX)) is not encrypting:
-                    slots.append(_Slot(out, name, owner, name, "" if path is None else f"{path}.{name}", marked.erased))
+                    slots.append(
+                        _Slot(
+                            out, name, marked.owner or owner, name, "" if path is None else f"{path}.{name}",
+                            marked.erased,
+                        )
+                    )  # fmt: skip
             else:
                 out[name] = _walk(
                     child, item, owner, name, None if path is None else f"{path}.{name}", slots, encrypting, in_place
@@ -444,7 +463,14 @@ def _walk(
             if marked is not None:
                 if (type(item) is str and item.startswith(TOKEN_PREFIX)) is not encrypting:
                     slots.append(
-                        _Slot(items, i, owner, field_name, "" if path is None else f"{path}[{i}]", marked.erased)
+                        _Slot(
+                            items,
+                            i,
+                            marked.owner or owner,
+                            field_name,
+                            "" if path is None else f"{path}[{i}]",
+                            marked.erased,
+                        )  # fmt: skip
                     )
             else:
                 items[i] = _walk(
@@ -464,7 +490,14 @@ def _walk(
             if marked is not None:
                 if (type(item) is str and item.startswith(TOKEN_PREFIX)) is not encrypting:
                     slots.append(
-                        _Slot(entries, k, owner, field_name, "" if path is None else f"{path}.{k}", marked.erased)
+                        _Slot(
+                            entries,
+                            k,
+                            marked.owner or owner,
+                            field_name,
+                            "" if path is None else f"{path}.{k}",
+                            marked.erased,
+                        )  # fmt: skip
                     )
             else:
                 entries[k] = _walk(

@@ -5,6 +5,9 @@ Two kinds of data key live in the ``keystore`` schema (its own migrations, appli
 
 - one per (person, case): every personal field about that person on that case is encrypted under it, so
   erasing a person on one case, or a case's retention, never touches the same person's other cases;
+  two pseudo-persons own a key per case too: ``(case)``, the case's own data, and ``(monitoring)``, the
+  equality-monitoring data of everyone on it (age band, gender, ethnicity), which must outlive the erasure
+  of a person who declines; only the case's retention (``destroy_case``) destroys those two;
 - one per time bucket (a day or a month), for bytes we cannot split into fields (an upstream record kept
   whole); retention destroys a bucket's key when the bucket ages out.
 
@@ -52,6 +55,10 @@ KEY_BYTES = 32
 
 CASE_PERSON = "(case)"
 """The owner of personal data on a case that cannot be attributed to one person (see fieldcrypt)."""
+
+MONITORING_PERSON = "(monitoring)"
+"""The owner of the monitoring data (``schemas.pii.MonitoringPii``) of everyone on a case: a key per case that
+erasing a person (``destroy``) leaves alone, so that what monitoring needs outlives a decline's erasure."""
 
 PersonCase = tuple[str, str]
 

@@ -51,6 +51,11 @@ class People:
         self.withdrawal = f"Frightened after the letter from Bartholomew, {run}"
         self.risk = f"Bartholomew knows where Philippa works, {run}"
         self.window = ""  # when the victim can attend, set once known (its exact text)
+        # Monitoring data (special category): sealed under the case's monitoring key, never in clear either.
+        self.victim_gender = f"Gender identity Q-{run}"
+        self.victim_ethnicity = f"Ethnicity W9-{run}"
+        self.offender_gender = f"Gender identity R-{run}"
+        self.offender_ethnicity = f"Ethnicity A7-{run}"
 
     def needles(self) -> dict[str, str]:
         return {
@@ -63,7 +68,14 @@ class People:
     def victim(self, person_id: str) -> Any:
         victim = samples.victim(person_id, born=self.victim_born)
         contact = Contact(email=self.victim_email, phone=self.victim_phone, address=self.victim_address)
-        return victim.model_copy(update={"name": self.victim_name, "contact": contact})
+        return victim.model_copy(
+            update={
+                "name": self.victim_name,
+                "contact": contact,
+                "gender": self.victim_gender,
+                "ethnicity": self.victim_ethnicity,
+            }
+        )
 
     def offender(self, ref: str) -> Offender:
         return Offender(
@@ -73,6 +85,8 @@ class People:
             contact=Contact(phone=self.offender_phone, address=self.offender_address),
             in_custody=True,
             custody_location=self.custody,
+            gender=self.offender_gender,
+            ethnicity=self.offender_ethnicity,
         )
 
 

@@ -22,7 +22,7 @@ from schemas.referral import CaseOpened, Participant, Role
 from schemas.scheduling import CaseClosed, CloseCase, ClosureReason
 from schemas.upstream import Offence
 from services.runtime.fieldcrypt import encrypt_batch
-from services.runtime.keystore import CASE_PERSON, KeyCache, KeyStore, MasterKeys, ensure_schema
+from services.runtime.keystore import CASE_PERSON, MONITORING_PERSON, KeyCache, KeyStore, MasterKeys, ensure_schema
 from tests.e2e.conftest import facts
 from tests.faults.test_privacy_at_rest import read_topic_bytes
 from tests.harness import System, of_type
@@ -30,6 +30,9 @@ from tests.harness import System, of_type
 pytestmark = pytest.mark.integration
 
 DPO = Actor(kind="staff", id="dpo-1")
+#: The keys a case opened by the referral service has beside its people's: its own, and its monitoring key
+#: (the participants' age bands), which erasing a person leaves alone and the case's retention destroys.
+CASE_KEYS = {CASE_PERSON, MONITORING_PERSON}
 UI = "urn:rj:test-ui"
 
 
@@ -131,7 +134,7 @@ async def test_erasing_a_person_on_a_case_destroys_their_key_there_alone_and_a_r
         "reason": "Asked to be forgotten",
     }
     assert erased["data"]["erased_by"] == {"kind": "staff", "id": "dpo-1"}
-    assert await live_keys(system, case_id) == {offender, CASE_PERSON}
+    assert await live_keys(system, case_id) == {offender, *CASE_KEYS}
     assert await live_keys(system, "C-OTHER") == {victim}, "their other case is not touched"
     destroyed = await system.fetch("SELECT key_id, destroyed_at, destroyed_by FROM keystore.data_keys ORDER BY key_id")
 
@@ -158,7 +161,7 @@ async def test_erasing_a_person_on_a_case_destroys_their_key_there_alone_and_a_r
         1,
     )
     assert await live_keys(system, "C-OTHER") == set()
-    assert await live_keys(system, case_id) == {offender, CASE_PERSON}
+    assert await live_keys(system, case_id) == {offender, *CASE_KEYS}
 
 
 async def test_hostile_privacy_commands_are_refused_or_dead_lettered_with_a_reason_and_the_service_keeps_going(
@@ -213,11 +216,11 @@ async def test_hostile_privacy_commands_are_refused_or_dead_lettered_with_a_reas
 
     await system.wait_for(referral_dead_lettered_the_bytes, what="the steward of rj.commands to dead-letter bad bytes")
 
-    assert await live_keys(system, case_id) - {CASE_PERSON} == {victim, offender}, "nothing refused destroyed anything"
+    assert await live_keys(system, case_id) - CASE_KEYS == {victim, offender}, "nothing refused destroyed anything"
     code, out, err = await rj_privacy(system, "erase", "--person", offender, "--case", case_id, "--reason", "r")
     assert code == 0, out + err
     assert out.startswith(f"erased {offender} on {case_id}: 1 key(s) destroyed")
-    assert await live_keys(system, case_id) - {CASE_PERSON} == {victim}
+    assert await live_keys(system, case_id) - CASE_KEYS == {victim}
     code, out, err = await rj_privacy(system, "erase", "--person", "NOBODY", "--case", case_id, "--reason", "r")
     assert (code, out.strip()) == (1, f"refused: unknown person NOBODY on case {case_id}")
     for name in ("referral", "privacy"):
@@ -235,7 +238,7 @@ async def test_rule_7_retention_erases_exactly_what_is_due_by_outcome_and_role_a
     start(system, "referral", "scheduling", "privacy", retention_schedule=json.dumps(SCHEDULE))
     refs = {name: f"PV/2026/1000{i}" for i, name in enumerate("ABCD")}
     cases = {name: case_of(ref) for name, ref in refs.items()}
-    everyone = {name: {f"V-{ref}", f"O-{ref}", CASE_PERSON} for name, ref in refs.items()}
+    everyone = {name: {f"V-{ref}", f"O-{ref}", *CASE_KEYS} for name, ref in refs.items()}
     await make_keys(system, [(person, cases[name]) for name in cases for person in everyone[name]])
     # Two holds on A, placed before anything is known of the case.
     holds = [
@@ -263,14 +266,14 @@ async def test_rule_7_retention_erases_exactly_what_is_due_by_outcome_and_role_a
         (f"O-{refs['B']}", "offender", "screened_out", "1 second"),
         (f"V-{refs['B']}", "victim", "screened_out", "1 second"),
     ]
-    assert b["data"]["keys_destroyed"] == 3
+    assert b["data"]["keys_destroyed"] == 4  # the victim's, the offender's, the case's and its monitoring key
     (c,) = await facts(system, topics.PRIVACY, cases["C"], "rj.case.retention-erased")
     assert c["data"]["outcome"] == "not_suitable" and c["data"]["whole_case"] is False
     assert [(p["person_id"], p["rule"]) for p in c["data"]["people"]] == [(f"V-{refs['C']}", "not_suitable/victim")]
 
     await asyncio.sleep(1.5)  # three more runs of the job: nothing else is due
     assert await live_keys(system, cases["B"]) == set()
-    assert await live_keys(system, cases["C"]) == {f"O-{refs['C']}", CASE_PERSON}
+    assert await live_keys(system, cases["C"]) == {f"O-{refs['C']}", *CASE_KEYS}
     assert await live_keys(system, cases["D"]) == everyone["D"]
     assert await live_keys(system, cases["A"]) == everyone["A"], "a case under a hold keeps everything"
     on_privacy = await system.read_until(topics.PRIVACY, bool)
@@ -499,4 +502,4 @@ async def test_an_erasure_a_hold_kept_is_carried_out_when_the_last_hold_is_lifte
     assert (
         done["data"]["erased_by"]["id"] and "kept while the case was under a retention hold" in done["data"]["reason"]
     )
-    assert await live_keys(system, held) - {CASE_PERSON} == {f"O-{refs[0]}"}, "only the person asked for"
+    assert await live_keys(system, held) - CASE_KEYS == {f"O-{refs[0]}"}, "only the person asked for"

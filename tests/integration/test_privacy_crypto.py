@@ -155,9 +155,12 @@ def test_the_contract_has_personal_data_where_the_issue_says() -> None:
     assert "CaseWithdrawn" not in names, "the participant-facing fact names no one"
     assert "CaseAccepted" not in names, "consent and scheduling are told who takes part, and no more"
     assert fieldcrypt.personal_paths(CaseOpened) == [
+        "$.participants[].age_band",
         "$.participants[].contact",
         "$.participants[].custody_location",
         "$.participants[].date_of_birth",
+        "$.participants[].ethnicity",
+        "$.participants[].gender",
         "$.participants[].name",
     ]
 

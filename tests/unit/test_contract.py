@@ -150,7 +150,7 @@ def test_upstream_crime_references_are_trimmed_so_padding_cannot_open_a_second_c
 
 
 def test_personal_data_is_marked_in_the_contract() -> None:
-    assert pii_fields(Victim) == {"name", "date_of_birth", "contact"}
+    assert pii_fields(Victim) == {"name", "date_of_birth", "contact", "gender", "ethnicity"}
     schema = json_schemas()["crime.recorded.v1.json"]
     victim = schema["$defs"]["Victim"]["properties"]
     assert victim["name"][PII_MARK] is True

@@ -143,8 +143,8 @@ def test_the_table_has_a_row_per_personal_type_and_holding() -> None:
     assert len(rows) == len(inv.event_types) + 2
     opened = next(r for r in rows if r[0].startswith("rj.case.opened\n"))
     assert opened == (
-        "rj.case.opened\n  participants[].contact\n  participants[].custody_location\n"
-        "  participants[].date_of_birth\n  participants[].name",
+        "rj.case.opened\n  participants[].age_band\n  participants[].contact\n  participants[].custody_location\n"
+        "  participants[].date_of_birth\n  participants[].ethnicity\n  participants[].gender\n  participants[].name",
         "rj.referral\nreferral.outbox\nprivacy state\nprivacy.parked\nprivacy.dead_letters\nrj.deadletter",
         "privacy",
     )
