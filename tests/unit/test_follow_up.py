@@ -316,3 +316,16 @@ def test_stage_6_follow_up_state_survives_a_json_round_trip() -> None:
     case = world.case()
     assert CaseSchedule.from_json(case.to_json()) == case
     assert case.agreement is not None and case.agreement.items[0].due_soon_flagged_at == noon(date(2030, 1, 10))
+
+
+def test_stage_6_an_attempt_on_an_unknown_case_makes_no_case_and_floods_are_bounded() -> None:
+    world = World()
+    assert world.send(attempt("V-X", 5, case_id="nowhere")) == []
+    assert world.cases["nowhere"] is None
+    assert rejection(world.send(close(ClosureReason.not_suitable).model_copy(update={"case_id": "nowhere"}))) == (
+        "unknown case nowhere"
+    )
+    world.ready()
+    for n in range(300):
+        world.send(attempt(f"stranger-{n}", 9))
+    assert len(world.case().unanswered) == 256

@@ -170,10 +170,11 @@ def on_contact_attempt_recorded(
     case: CaseSchedule | None, book: ResourceBook, event: ContactAttemptRecorded, *, command_id: str, now: datetime
 ) -> Outcome:
     """Keep the latest count of unanswered attempts for the person, the evidence an ``uncontactable`` closure
-    needs. The person may not be known here yet (the case's participants may still be on their way from the
-    referral service), so the count is kept for anyone; only a required participant's count can close a case."""
-    case = case or CaseSchedule(case_id=event.case_id)
-    if case.closure is not None:
+    needs. A case we do not know is left unknown (no skeleton: a stray fact must not make a case that staff could
+    then close); staff record attempts days into preparation, long after the case reached us. The person may
+    not be known here yet (a participant staff added, on its way), so the count is kept for anyone; only a
+    required participant's count can close a case."""
+    if case is None or case.closure is not None:
         return case, book, []
     others = tuple(u for u in case.unanswered if u.person_id != event.person_id)
     latest = Unanswered(event.person_id, event.unanswered_in_a_row)
