@@ -402,6 +402,42 @@ class AgreementItemCompleted(EventData):
     completed_by: Actor
 
 
+class AgreementItemDueSoon(EventData):
+    """An agreement item not yet completed falls due within the ``item_due_soon_working_days`` setting's working
+    days (England and Wales): a reminder for its owner and the facilitators, sent by the notify service. Emitted
+    once per item; never while the case is on hold or awaiting a withdrawal's verdict (it comes after the
+    resume if the item is still open and not yet overdue), nor after closure."""
+
+    event_type: ClassVar[str] = "rj.agreement-item.due-soon"
+
+    case_id: str
+    item_id: str
+    kind: ItemKind
+    owner_id: str = Field(description="The participant who undertook the item: the one to be reminded")
+    due_date: date
+    flagged_at: AwareDatetime
+    flagged_by: Actor
+
+
+class AgreementItemOverdue(EventData):
+    """An agreement item's due date has passed and it is not completed: the harmed person is to be told
+    (DOMAIN stage 6). Emitted once per item, under the same pauses as ``AgreementItemDueSoon``.
+
+    Participant-facing: it names who is to be told (``tell_person_ids``, the victims on the case) and says
+    nothing of the item's owner (DOMAIN rule 3): no owner, no description, no causation chain."""
+
+    event_type: ClassVar[str] = "rj.agreement-item.overdue"
+    participant_facing: ClassVar[bool] = True
+
+    case_id: str
+    item_id: str
+    kind: ItemKind
+    due_date: date
+    tell_person_ids: list[str] = Field(description="The harmed people on the case, who are to be told")
+    flagged_at: AwareDatetime
+    flagged_by: Actor
+
+
 class CaseClosed(EventData):
     """The case is closed, with its reason code. The closure notice to participants is built from it.
 
@@ -425,6 +461,10 @@ class CaseClosed(EventData):
         default=None,
         description="Staff's words when closed by command (only then): never a withdrawal's or a decline's reason",
     )
+    failed_item_ids: list[str] | None = Field(
+        default=None,
+        description="Closed as agreement_not_met: the agreement items overdue and not completed (ids only)",
+    )
 
 
 SCHEDULING_EVENTS: tuple[type[EventData], ...] = (
@@ -440,6 +480,8 @@ SCHEDULING_EVENTS: tuple[type[EventData], ...] = (
     AgreementRecorded,
     PaymentRecorded,
     AgreementItemCompleted,
+    AgreementItemDueSoon,
+    AgreementItemOverdue,
     CaseClosed,
 )
 

@@ -1,7 +1,8 @@
 """The scheduling service's Faust app: ready cases and meeting commands in, meetings and closures out.
 
-rj.referral (rj.case.accepted), rj.consent (consent facts, readiness, withdrawal), rj.commands
-    ──► take_in ──► scheduling.cases, .facilitators, .venues, .bookings ──► outbox ──► rj.scheduling
+rj.referral (rj.case.accepted), rj.consent (consent facts, readiness, withdrawal, contact attempts), rj.commands
+    ──► take_in ──► scheduling.cases, .facilitators, .venues, .bookings, .item_watch ──► outbox ──► rj.scheduling
+every few seconds ──► follow_up_agreements (items due soon, overdue) ──► rj.scheduling
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -17,13 +19,16 @@ from schemas import topics
 from schemas.envelope import CloudEvent
 from schemas.scheduling import RegistrationCommand
 from services.runtime.app import ServiceApp
+from services.runtime.calendar import add_working_days
 from services.runtime.outbox import Outgoing, facts
 from services.scheduling import domain, store
 
 SOURCE = "urn:rj:service:scheduling"
 
 
-async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -> list[Outgoing]:
+async def take_in(
+    conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]], policy: domain.Policy = domain.DEFAULT_POLICY
+) -> list[Outgoing]:
     now = datetime.now(UTC)
     await store.lock_resource_book(conn)
     cases = await store.lock_cases(
@@ -37,7 +42,9 @@ async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -
         if isinstance(event.data, RegistrationCommand):
             _, book, emits = domain.handle(None, book, event.data, command_id=event.id, now=now)
         else:
-            cases[subject], book, emits = domain.handle(cases[subject], book, event.data, command_id=event.id, now=now)
+            cases[subject], book, emits = domain.handle(
+                cases[subject], book, event.data, command_id=event.id, now=now, policy=policy
+            )
         case = cases.get(subject)
         if case is not None and case.force is None and event.force:  # not heard yet: any event that knows says
             case = cases[subject] = replace(case, force=event.force)
@@ -45,10 +52,43 @@ async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -
         out += facts(topics.SCHEDULING, SOURCE, subject, emits, cause=event, now=now, force=force)
     await store.save_cases(conn, cases)
     await store.save_book(conn, before, book)
+    await store.watch_items(conn, cases)
+    return out
+
+
+async def follow_up_agreements(
+    conn: asyncpg.Connection, policy: domain.Policy = domain.DEFAULT_POLICY
+) -> list[Outgoing]:
+    """Flag agreement items that came due soon or went overdue (``domain.follow_up``), reading only the cases
+    the watch index names."""
+    now = datetime.now(UTC)
+    today = domain.local_day(now)
+    horizon = add_working_days(today, policy.item_due_soon_working_days)
+    case_ids = await store.cases_to_follow_up(conn, today, horizon)
+    if not case_ids:
+        return []
+    cases = await store.lock_cases(conn, case_ids)
+    out: list[Outgoing] = []
+    for key, case in cases.items():
+        if case is None:
+            continue
+        cases[key], emits = domain.follow_up(case, policy=policy, now=now)
+        out += facts(topics.SCHEDULING, SOURCE, key, emits, cause=None, now=now, force=case.force)
+    await store.save_cases(conn, cases)
+    await store.watch_items(conn, cases)
     return out
 
 
 def build(service: ServiceApp | None = None) -> ServiceApp:
     service = service or ServiceApp("scheduling", migrations="services.scheduling.migrations")
-    service.consume([topics.REFERRAL, topics.CONSENT, topics.COMMANDS], consumes=domain.CONSUMES, handler=take_in)
+    settings = service.settings
+    policy = domain.Policy(
+        uncontactable_after_attempts=settings.uncontactable_after_attempts,
+        item_due_soon_working_days=settings.item_due_soon_working_days,
+    )
+    topics_in = [topics.REFERRAL, topics.CONSENT, topics.COMMANDS]
+    service.consume(topics_in, consumes=domain.CONSUMES, handler=partial(take_in, policy=policy))
+    # Agreement items are deadlines too: swept as often as the Victims' Code ones.
+    sweep = partial(follow_up_agreements, policy=policy)
+    service.every(settings.deadline_sweep_interval_s, sweep, name="agreement_follow_up")
     return service

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from datetime import date
 
 import asyncpg
 from pydantic import TypeAdapter
 
 from services.runtime.state import lock_states, save_states
-from services.scheduling.domain import Booking, CaseSchedule, FacilitatorProfile, ResourceBook, VenueProfile
+from services.scheduling.domain import (
+    Booking,
+    CaseSchedule,
+    FacilitatorProfile,
+    ResourceBook,
+    VenueProfile,
+    watched,
+)
 
 SCHEMA = "scheduling"
 CASES = f"{SCHEMA}.cases"
@@ -35,6 +43,34 @@ async def lock_cases(conn: asyncpg.Connection, case_ids: Iterable[str]) -> dict[
 async def save_cases(conn: asyncpg.Connection, cases: Mapping[str, CaseSchedule | None]) -> None:
     states = {key: case.to_json() if case else None for key, case in cases.items()}
     await save_states(conn, CASES, states, CaseSchedule)
+
+
+async def watch_items(conn: asyncpg.Connection, cases: Mapping[str, CaseSchedule | None]) -> None:
+    """Rewrite the follow-up sweep's rows for ``cases`` from their state (``domain.watched``). A case that has
+    never had an agreement has no rows, and is skipped."""
+    with_agreement = {key: case for key, case in cases.items() if case is not None and case.agreement is not None}
+    if not with_agreement:
+        return
+    await conn.execute(f"DELETE FROM {SCHEMA}.item_watch WHERE case_id = ANY($1::text[])", sorted(with_agreement))
+    rows = [(key, *row) for key, case in with_agreement.items() for row in watched(case)]
+    if rows:
+        await conn.executemany(
+            f"INSERT INTO {SCHEMA}.item_watch (case_id, item_id, due_date, flag) VALUES ($1, $2, $3, $4)", rows
+        )
+
+
+async def cases_to_follow_up(conn: asyncpg.Connection, today: date, horizon: date, limit: int = 500) -> list[str]:
+    """Cases with an item to flag: due soon (due by ``horizon``) or overdue (due before ``today``). Read without
+    locks: the sweep then locks the cases themselves, in the same order as every other transaction."""
+    rows = await conn.fetch(
+        f"""SELECT DISTINCT case_id FROM {SCHEMA}.item_watch
+            WHERE (flag = 'due-soon' AND due_date <= $2) OR (flag = 'overdue' AND due_date < $1)
+            ORDER BY case_id LIMIT $3""",
+        today,
+        horizon,
+        limit,
+    )
+    return [r["case_id"] for r in rows]
 
 
 async def load_book(conn: asyncpg.Connection, resources: Iterable[str]) -> ResourceBook:

@@ -555,15 +555,15 @@ def test_closing_as_not_proceeded_with_cancels_pending_meetings() -> None:
     world = World().ready()
     world.send(plan())
     emits = world.send(
-        CloseCase(case_id="A", actor=STAFF, closure_reason=ClosureReason.uncontactable, reason="no reply in 6 weeks")
+        CloseCase(case_id="A", actor=STAFF, closure_reason=ClosureReason.not_suitable, reason="risk reassessed")
     )
     assert facts(emits) == [MeetingCancelled, CaseClosed]
     closed = emits[-1].data
     assert isinstance(closed, CaseClosed)
     assert (closed.reason, closed.closed_by, closed.detail) == (
-        ClosureReason.uncontactable,
+        ClosureReason.not_suitable,
         STAFF,
-        "no reply in 6 weeks",
+        "risk reassessed",
     )
     assert world.book.bookings == ()
 
@@ -740,6 +740,13 @@ def test_who_withdrew_and_staff_words_are_marked_as_personal_data() -> None:
 
 def test_the_facts_participants_are_told_have_no_field_for_who_withdrew() -> None:
     assert CaseWithdrawn.model_fields.keys() == {"case_id", "reason", "withdrawn_at", "decided_by"}
-    assert CaseClosed.model_fields.keys() == {"case_id", "reason", "closed_at", "closed_by", "detail"}
+    assert CaseClosed.model_fields.keys() == {
+        "case_id",
+        "reason",
+        "closed_at",
+        "closed_by",
+        "detail",
+        "failed_item_ids",
+    }
     assert CaseWithdrawn.participant_facing and CaseClosed.participant_facing
     assert not ConsentWithdrawn.participant_facing and not ConsentDeclined.participant_facing

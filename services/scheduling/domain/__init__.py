@@ -8,8 +8,8 @@ allowed changes nothing and emits one ``CommandRejected`` saying why. This packa
 - ``meetings``: what the consent service tells us about a case's participants and readiness, registered
   facilitators and venues, availability, and proposing, booking, rescheduling, cancelling and recording
   meetings (DOMAIN rule 1);
-- ``agreements``: the agreement, its items and payments;
-- ``closure``: declines, withdrawals, lost readiness and closing a case.
+- ``agreements``: the agreement, its items and payments, and their follow-up (due soon, overdue);
+- ``closure``: declines, withdrawals, lost readiness, contact attempts, and closing a case.
 
 Rule 1 (nothing about a meeting without the current consent of every required participant) is held
 twice over: a meeting is proposed, booked, rescheduled or recorded only on a case the consent service
@@ -32,6 +32,7 @@ from schemas.consent import (
     ConsentDeclined,
     ConsentGiven,
     ConsentWithdrawn,
+    ContactAttemptRecorded,
     DeclineConsent,
     FacilitatorAssigned,
     ParticipantAdded,
@@ -56,7 +57,13 @@ from schemas.scheduling import (
     RescheduleMeeting,
 )
 from services.runtime.decision import Emit
-from services.scheduling.domain.agreements import complete_agreement_item, record_agreement, record_payment
+from services.scheduling.domain.agreements import (
+    complete_agreement_item,
+    follow_up,
+    record_agreement,
+    record_payment,
+    watched,
+)
 from services.scheduling.domain.closure import (
     close_case,
     on_case_held,
@@ -65,6 +72,7 @@ from services.scheduling.domain.closure import (
     on_consent_declined,
     on_consent_rejected,
     on_consent_withdrawn,
+    on_contact_attempt_recorded,
     on_hold_command,
     on_readiness_lost,
     on_withdrawal_command,
@@ -86,6 +94,7 @@ from services.scheduling.domain.meetings import (
     resources_touched,
 )
 from services.scheduling.domain.model import (
+    DEFAULT_POLICY,
     SERVICE,
     Agreement,
     AgreementItem,
@@ -96,15 +105,18 @@ from services.scheduling.domain.model import (
     FacilitatorProfile,
     Meeting,
     Outcome,
+    Policy,
     ResourceBook,
     VenueProfile,
     facilitator_key,
+    local_day,
     person_key,
     venue_key,
 )
 
 __all__ = [
     "CONSUMES",
+    "DEFAULT_POLICY",
     "HANDLERS",
     "REGISTRATIONS",
     "SERVICE",
@@ -119,6 +131,7 @@ __all__ = [
     "Handler",
     "Meeting",
     "Outcome",
+    "Policy",
     "ResourceBook",
     "VenueProfile",
     "book_meeting",
@@ -126,7 +139,9 @@ __all__ = [
     "close_case",
     "complete_agreement_item",
     "facilitator_key",
+    "follow_up",
     "handle",
+    "local_day",
     "on_case_accepted",
     "on_case_ready",
     "on_case_withdrawn",
@@ -148,6 +163,7 @@ __all__ = [
     "resources_touched",
     "subject_of",
     "venue_key",
+    "watched",
 ]
 
 # --- dispatch -----------------------------------------------------------------------------------
@@ -167,6 +183,7 @@ HANDLERS: dict[type[EventData], Handler] = {
     CaseHeld: on_case_held,
     CaseResumed: on_case_resumed,
     CommandRejected: on_consent_rejected,
+    ContactAttemptRecorded: on_contact_attempt_recorded,
     # The consent service's commands that can stop the case, followed in case order (see ``closure``).
     WithdrawConsent: on_withdrawal_command,
     DeclineConsent: on_withdrawal_command,
@@ -204,10 +221,19 @@ def subject_of(message: EventData) -> str:
 
 
 def handle(
-    case: CaseSchedule | None, book: ResourceBook, message: EventData, *, command_id: str, now: datetime
+    case: CaseSchedule | None,
+    book: ResourceBook,
+    message: EventData,
+    *,
+    command_id: str,
+    now: datetime,
+    policy: Policy = DEFAULT_POLICY,
 ) -> Outcome:
-    """Apply any message in ``CONSUMES``; a registration leaves ``case`` (pass ``None``) as it is."""
+    """Apply any message in ``CONSUMES``; a registration leaves ``case`` (pass ``None``) as it is. ``policy``
+    holds the settings a decision depends on (the default is the settings' defaults)."""
     if isinstance(message, RegistrationCommand):
         book, emits = REGISTRATIONS[type(message)](book, message, command_id=command_id, now=now)
         return case, book, emits
+    if isinstance(message, CloseCase):
+        return close_case(case, book, message, command_id=command_id, now=now, policy=policy)
     return HANDLERS[type(message)](case, book, message, command_id=command_id, now=now)

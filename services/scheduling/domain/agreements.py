@@ -1,16 +1,28 @@
-"""The agreement reached at a meeting: recording it, payments towards reparations, completing its items; the
-last item completed closes the case as completed.
+"""The agreement reached at a meeting: recording it, payments towards reparations, completing its items (the
+last item completed closes the case as completed), and following its items up (DOMAIN stage 6).
+
+Follow-up: a sweep (``follow_up``) flags each item not completed, once, as due soon when its due date falls
+within the next ``Policy.item_due_soon_working_days`` working days, and, once, as overdue when its due date has
+passed (dates in UK local time; working days as ``services.runtime.calendar`` counts them). An item already
+overdue when first swept is flagged overdue only: a reminder after the due date would be wrong. Nothing is
+flagged while the case is on hold, awaiting a withdrawal's or a hold's verdict, or closed
+(``CaseSchedule.follow_up_paused``): after a resume the sweep finds what is still due. Completing an item stops
+its clock. ``watched`` says which items the sweep must look at next, so that the app can keep them in an
+indexed table rather than read every case.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import date, datetime
 
 from schemas.common import Actor
+from schemas.referral import Role
 from schemas.scheduling import (
     SYSTEM_SCHEDULING,
     AgreementItemCompleted,
+    AgreementItemDueSoon,
+    AgreementItemOverdue,
     AgreementRecorded,
     CancellationReason,
     ClosureReason,
@@ -21,6 +33,7 @@ from schemas.scheduling import (
     RecordAgreement,
     RecordPayment,
 )
+from services.runtime.calendar import add_working_days
 from services.runtime.decision import Emit
 from services.scheduling.domain.closure import (
     _close,
@@ -29,14 +42,17 @@ from services.scheduling.domain.meetings import (
     _cancel_pending,
 )
 from services.scheduling.domain.model import (
+    DEFAULT_POLICY,
     Agreement,
     AgreementItem,
     CaseSchedule,
     Outcome,
+    Policy,
     ResourceBook,
     _refusal,
     _reject,
     _without_consent,
+    local_day,
 )
 
 # --- commands -----------------------------------------------------------------------------------
@@ -182,3 +198,70 @@ def _complete_item(
         return case, book, emits
     case, book, cancelled = _cancel_pending(case, book, CancellationReason.case_closed, SYSTEM_SCHEDULING, None, now)
     return _close(case, book, ClosureReason.completed, SYSTEM_SCHEDULING, [*emits, *cancelled], now)
+
+
+# --- follow-up ----------------------------------------------------------------------------------
+
+DUE_SOON = "due-soon"
+OVERDUE = "overdue"
+
+
+def is_due_soon(item: AgreementItem, today: date, working_days: int) -> bool:
+    """Not completed and falling due within the next ``working_days`` working days (today and the due date
+    itself count as within: an item due today, or on the weekend after Friday's reminder, is due soon)."""
+    return item.completed_at is None and today <= item.due_date <= add_working_days(today, working_days)
+
+
+def follow_up(case: CaseSchedule, *, policy: Policy = DEFAULT_POLICY, now: datetime) -> tuple[CaseSchedule, list[Emit]]:
+    """Flag each item that became due soon or overdue since the last sweep, once each."""
+    if case.agreement is None or case.follow_up_paused:
+        return case, []
+    today = local_day(now)
+    emits: list[Emit] = []
+    for item in case.agreement.items:
+        if item.overdue_flagged_at is not None:
+            continue
+        if item.is_overdue(today):
+            case = _with_item(case, replace(item, overdue_flagged_at=now))
+            emits.append(Emit(_overdue(case, item, now), f"item-overdue:{item.item_id}"))
+        elif item.due_soon_flagged_at is None and is_due_soon(item, today, policy.item_due_soon_working_days):
+            case = _with_item(case, replace(item, due_soon_flagged_at=now))
+            fact = AgreementItemDueSoon(
+                case_id=case.case_id,
+                item_id=item.item_id,
+                kind=item.kind,
+                owner_id=item.owner_id,
+                due_date=item.due_date,
+                flagged_at=now,
+                flagged_by=SYSTEM_SCHEDULING,
+            )
+            emits.append(Emit(fact, f"item-due-soon:{item.item_id}"))
+    return case, emits
+
+
+def _overdue(case: CaseSchedule, item: AgreementItem, now: datetime) -> AgreementItemOverdue:
+    """Who is told: the victims who still take part (one who withdrew or declined is sent nothing more)."""
+    victims = [p.person_id for p in case.participants if p.role is Role.victim and p.person_id in case.consenting]
+    return AgreementItemOverdue(
+        case_id=case.case_id,
+        item_id=item.item_id,
+        kind=item.kind,
+        due_date=item.due_date,
+        tell_person_ids=victims,
+        flagged_at=now,
+        flagged_by=SYSTEM_SCHEDULING,
+    )
+
+
+def watched(case: CaseSchedule | None) -> list[tuple[str, date, str]]:
+    """The items a sweep must look at, as ``(item id, due date, what is flagged next)``: ``due-soon`` (the sweep
+    looks when the due date comes within the working days ahead, and flags it overdue instead if it has passed)
+    or ``overdue`` (when the due date has passed). None while follow-up is paused: the state after a resume
+    puts them back."""
+    if case is None or case.agreement is None or case.follow_up_paused:
+        return []
+    return [
+        (i.item_id, i.due_date, OVERDUE if i.due_soon_flagged_at is not None else DUE_SOON)
+        for i in case.agreement.items
+        if i.completed_at is None and i.overdue_flagged_at is None
+    ]

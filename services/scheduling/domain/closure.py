@@ -1,6 +1,12 @@
 """How a case stops: a participant's decline or withdrawal, a safeguarding hold, readiness lost, the consent
 service's withdrawal of the case, and closing by command.
 
+Closing by command needs evidence for some reasons: ``agreement_not_met`` needs an agreement item overdue and
+not completed (the closure names every such item, by id only), and ``uncontactable`` needs a required
+participant whose latest recorded contact attempts (the consent service's ``rj.contact.attempt-recorded``, whose
+``unanswered_in_a_row`` we keep per person) went unanswered ``Policy.uncontactable_after_attempts`` times in a
+row; an attempt that reached them resets the count.
+
 Withdrawal first (DOMAIN "Ordering"): the consent service decides a withdrawal, but its facts travel on another
 topic than the booking commands, so a booking sent after a withdrawal could arrive here before consent's
 verdict. So this service reads the withdraw, decline and hold commands from ``rj.commands`` itself, in the
@@ -40,6 +46,7 @@ from schemas.consent import (
     CaseWithdrawn,
     ConsentDeclined,
     ConsentWithdrawn,
+    ContactAttemptRecorded,
     DeclineConsent,
     PutCaseOnHold,
     WithdrawConsent,
@@ -58,16 +65,20 @@ from services.scheduling.domain.meetings import (
     _cancel_pending,
 )
 from services.scheduling.domain.model import (
+    DEFAULT_POLICY,
     CaseClosure,
     CaseSchedule,
     Outcome,
     PendingStop,
+    Policy,
     ResourceBook,
+    Unanswered,
     _refusal,
     _reject,
     answer,
     could_stop,
     follow,
+    local_day,
     passed_over,
     person_key,
 )
@@ -150,6 +161,26 @@ def on_consent_rejected(
     return answer(case or CaseSchedule(case_id=event.case_id), event.command_id), book, []
 
 
+UNANSWERED_KEPT = 256
+"""How many people's contact-attempt counts a case keeps (its participants are a handful): a flood of facts about
+people the case does not know cannot grow its state without bound; the oldest entries go first."""
+
+
+def on_contact_attempt_recorded(
+    case: CaseSchedule | None, book: ResourceBook, event: ContactAttemptRecorded, *, command_id: str, now: datetime
+) -> Outcome:
+    """Keep the latest count of unanswered attempts for the person, the evidence an ``uncontactable`` closure
+    needs. A case we do not know is left unknown (no skeleton: a stray fact must not make a case that staff could
+    then close); staff record attempts days into preparation, long after the case reached us. The person may
+    not be known here yet (a participant staff added, on its way), so the count is kept for anyone; only a
+    required participant's count can close a case."""
+    if case is None or case.closure is not None:
+        return case, book, []
+    others = tuple(u for u in case.unanswered if u.person_id != event.person_id)
+    latest = Unanswered(event.person_id, event.unanswered_in_a_row)
+    return replace(case, unanswered=(*others, latest)[-UNANSWERED_KEPT:]), book, []
+
+
 # --- commands -----------------------------------------------------------------------------------
 
 
@@ -182,9 +213,16 @@ def on_hold_command(
 
 
 def close_case(
-    case: CaseSchedule | None, book: ResourceBook, command: CloseCase, *, command_id: str, now: datetime
+    case: CaseSchedule | None,
+    book: ResourceBook,
+    command: CloseCase,
+    *,
+    command_id: str,
+    now: datetime,
+    policy: Policy = DEFAULT_POLICY,
 ) -> Outcome:
-    """Close a case that will not proceed, saying why (staff decide it); whatever is pending is cancelled."""
+    """Close a case that will not proceed, saying why (staff decide it), with the evidence some reasons need;
+    whatever is pending is cancelled."""
     refusal = _refusal(case, command)
     if refusal is None and not (command.reason or "").strip():
         refusal = "a reason is required when staff close a case"
@@ -196,11 +234,32 @@ def close_case(
     unmet = command.closure_reason is ClosureReason.agreement_not_met
     if refusal is None and unmet and case is not None and case.agreement is None:
         refusal = "there is no agreement on this case to be unmet"
+    failed = case.agreement.overdue_item_ids(local_day(now)) if unmet and case and case.agreement else None
+    if refusal is None and unmet and not failed:
+        refusal = "a case is closed as agreement_not_met only when an agreement item is overdue and not completed"
+    if refusal is None and command.closure_reason is ClosureReason.uncontactable:
+        refusal = _still_contactable(case, policy.uncontactable_after_attempts)
     if refusal is not None:
         return _reject(case, book, command, command_id, now, refusal)
     assert case is not None
     case, book, emits = _cancel_pending(case, book, CancellationReason.case_closed, command.actor, None, now)
-    return _close(case, book, command.closure_reason, command.actor, emits, now, detail=command.reason)
+    return _close(
+        case, book, command.closure_reason, command.actor, emits, now, detail=command.reason, failed_item_ids=failed
+    )
+
+
+def _still_contactable(case: CaseSchedule | None, attempts: int) -> str | None:
+    """Why the case is not uncontactable, if so: no required participant's latest attempts in a row went
+    unanswered ``attempts`` times."""
+    assert case is not None
+    required = [p.person_id for p in case.participants if p.required]
+    most = max((case.unanswered_in_a_row(p) for p in required), default=0)
+    if most >= attempts:
+        return None
+    return (
+        f"a case is closed as uncontactable only after {attempts} unanswered contact attempts in a row to a "
+        f"required participant; the most recorded is {most}"
+    )
 
 
 # --- stopping -----------------------------------------------------------------------------------
@@ -267,8 +326,16 @@ def _close(
     *,
     withdrawn_by: str | None = None,
     detail: str | None = None,
+    failed_item_ids: list[str] | None = None,
 ) -> Outcome:
     case = replace(case, closure=CaseClosure(reason, now, withdrawn_by), ready=False)
     # Who withdrew stays in the state above: the closure is participant-facing (``CaseClosed``).
-    fact = CaseClosed(case_id=case.case_id, reason=reason, closed_at=now, closed_by=by, detail=detail)
+    fact = CaseClosed(
+        case_id=case.case_id,
+        reason=reason,
+        closed_at=now,
+        closed_by=by,
+        detail=detail,
+        failed_item_ids=failed_item_ids,
+    )
     return case, book, [*emits, Emit(fact, "case-closed")]

@@ -31,6 +31,7 @@ from schemas.scheduling import (
     VisitSlot,
     WeeklyHours,
 )
+from services.runtime.calendar import LONDON
 from services.runtime.decision import Emit, JsonState, rejection
 
 SERVICE = "scheduling"
@@ -160,6 +161,12 @@ class AgreementItem:
     amount_pence: int | None = None
     paid_pence: int = 0
     completed_at: datetime | None = None
+    due_soon_flagged_at: datetime | None = None  # when ``rj.agreement-item.due-soon`` was emitted (once)
+    overdue_flagged_at: datetime | None = None  # when ``rj.agreement-item.overdue`` was emitted (once)
+
+    def is_overdue(self, today: date) -> bool:
+        """Its due date has passed (``today`` is the UK's day: ``local_day``) and it is not completed."""
+        return self.completed_at is None and self.due_date < today
 
 
 @dataclass(frozen=True)
@@ -172,12 +179,35 @@ class Agreement:
     def item(self, item_id: str) -> AgreementItem | None:
         return next((i for i in self.items if i.item_id == item_id), None)
 
+    def overdue_item_ids(self, today: date) -> list[str]:
+        return [i.item_id for i in self.items if i.is_overdue(today)]
+
 
 @dataclass(frozen=True)
 class CaseClosure:
     reason: ClosureReason
     closed_at: datetime
     withdrawn_by: Annotated[str | None, Pii] = None  # for staff and audit only, never in a fact (DOMAIN rule 2)
+
+
+@dataclass(frozen=True)
+class Unanswered:
+    """A person's contact attempts since they were last reached, as the consent service's latest
+    ``rj.contact.attempt-recorded`` for them said."""
+
+    person_id: str
+    in_a_row: int
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The settings scheduling's decisions depend on (``services.runtime.settings``), passed in by the app."""
+
+    uncontactable_after_attempts: int = 3
+    item_due_soon_working_days: int = 3
+
+
+DEFAULT_POLICY = Policy()
 
 
 @dataclass(frozen=True)
@@ -207,6 +237,7 @@ class CaseSchedule(JsonState):
     stops_pending: tuple[PendingStop, ...] = ()  # read from rj.commands, awaiting the consent service's verdict
     answered: tuple[str, ...] = ()  # verdicts that came before we read their command (the latest few)
     held: bool = False  # on safeguarding hold, as the consent service last said
+    unanswered: tuple[Unanswered, ...] = ()  # contact attempts per person, as the consent service last said
 
     def participant(self, person_id: str) -> CaseParticipant | None:
         return next((p for p in self.participants if p.person_id == person_id), None)
@@ -226,11 +257,24 @@ class CaseSchedule(JsonState):
     def in_custody(self) -> bool:
         return any(p.in_custody for p in self.participants)
 
+    @property
+    def follow_up_paused(self) -> bool:
+        """Whether agreement follow-up facts wait: on hold, a withdrawal or hold awaiting its verdict, or closed."""
+        return self.closure is not None or self.held or bool(self.stops_pending)
+
+    def unanswered_in_a_row(self, person_id: str) -> int:
+        return next((u.in_a_row for u in self.unanswered if u.person_id == person_id), 0)
+
     def windows_of(self, person_id: str) -> tuple[TimeWindow, ...] | None:
         return next((a.windows for a in self.availability if a.person_id == person_id), None)
 
 
 Outcome = tuple[CaseSchedule | None, ResourceBook, list[Emit]]
+
+
+def local_day(moment: datetime) -> date:
+    """The day ``moment`` falls on in the UK, which is what agreement items' due dates mean."""
+    return moment.astimezone(LONDON).date()
 
 
 # --- guards -------------------------------------------------------------------------------------

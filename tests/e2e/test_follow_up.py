@@ -1,0 +1,163 @@
+"""Follow-up and closures that need evidence (DOMAIN stage 6), as an outside client meets them on the real broker
+and PostgreSQL: an agreement item past its due date is flagged overdue once, naming the victim to be told and
+nothing of the offender, and the case then closes as ``agreement_not_met`` naming that item; a case closes as
+``uncontactable`` only once the set number of contact attempts in a row went unanswered."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from demo.samples import UPSTREAM_SOURCE
+from schemas import topics
+from schemas.consent import ContactAttemptRecorded, ContactMethod, ContactOutcome
+from schemas.envelope import derived_event_id, new_event
+from schemas.scheduling import (
+    AgreementItemTerms,
+    BookMeeting,
+    CloseCase,
+    ClosureReason,
+    ItemKind,
+    MeetingKind,
+    RecordAgreement,
+    RecordMeetingHeld,
+)
+from tests.e2e.conftest import (
+    STAFF,
+    command,
+    facilitators,
+    facilitators_known,
+    facts,
+    prepare,
+    referred_case,
+    rejection,
+    schedulable,
+    soon,
+)
+from tests.harness import System
+
+pytestmark = pytest.mark.integration
+
+CONSENT_SOURCE = "urn:rj:service:consent"
+
+
+def contact_attempt(case_id: str, person_id: str, in_a_row: int) -> tuple[str, str, bytes]:
+    """A contact attempt as the consent service publishes it on ``rj.consent`` (its envelope built as the
+    services build facts). The consent service's ``rj.contact.record-attempt`` handling is built in parallel
+    (issue 16), so the test publishes the fact itself: scheduling's part is to take it in."""
+    now = datetime.now(UTC)
+    fact = ContactAttemptRecorded(
+        case_id=case_id,
+        person_id=person_id,
+        attempted_at=now,
+        method=ContactMethod.phone,
+        outcome=ContactOutcome.no_answer,
+        unanswered_in_a_row=in_a_row,
+        recorded_at=now,
+        recorded_by=STAFF,
+    )
+    event_id = derived_event_id(CONSENT_SOURCE, case_id, f"contact-attempt:{person_id}:{in_a_row}")
+    event = new_event(fact, source=CONSENT_SOURCE, subject=case_id, event_id=event_id, force=UPSTREAM_SOURCE)
+    return topics.CONSENT, case_id, event.to_json()
+
+
+async def unanswered_heard(system: System, case_id: str, person_id: str, n: int) -> None:
+    """Wait until scheduling has taken in ``n`` unanswered attempts to ``person_id`` (another topic than the
+    close command's, so a UI would show the count before offering to close)."""
+
+    async def heard() -> bool:
+        sql = """SELECT u->>'in_a_row' FROM scheduling.cases, jsonb_array_elements(state->'unanswered') AS u
+                 WHERE key = $1 AND u->>'person_id' = $2"""
+        return await system.fetchval(sql, case_id, person_id) == str(n)
+
+    await system.wait_for(heard, what=f"scheduling to hear {n} unanswered attempts to {person_id}")
+
+
+def close(case_id: str, reason: ClosureReason, text: str) -> tuple[str, str, bytes]:
+    return command(CloseCase(case_id=case_id, actor=STAFF, closure_reason=reason, reason=text))
+
+
+async def test_stage_6_an_overdue_item_tells_the_victim_and_closures_need_their_evidence(system: System) -> None:
+    system.start("referral")
+    system.start("consent")
+    system.start("scheduling", deadline_sweep_interval_s=0.5)
+    await system.publish(facilitators("F-ANN"))
+    await facilitators_known(system, "F-ANN")
+    case_id, victim, offender = await referred_case(system, "WM/2026/716001")
+    lost_id, lost_victim, _ = await referred_case(system, "WM/2026/716002")
+    await system.publish(prepare(case_id, [victim, offender], ["F-ANN"]))
+    await facts(system, topics.CONSENT, case_id, "rj.case.ready-for-meeting")
+    await schedulable(system, case_id)
+
+    # An indirect meeting, held; its agreement has one item already past its due date.
+    starts = soon()
+    meeting = BookMeeting(
+        case_id=case_id,
+        actor=STAFF,
+        meeting_id="M1",
+        kind=MeetingKind.indirect,
+        starts_at=starts,
+        ends_at=starts + timedelta(minutes=10),
+        lead_facilitator_id="F-ANN",
+    )
+    await system.publish([command(meeting)])
+    await facts(system, topics.SCHEDULING, case_id, "rj.meeting.booked")
+    # Too early: no agreement yet, so nothing can be unmet.
+    await system.publish([close(case_id, ClosureReason.agreement_not_met, "Nothing done")])
+    assert await rejection(system, case_id, topics.SCHEDULING) == ["there is no agreement on this case to be unmet"]
+    await asyncio.sleep(max(0.0, (starts - datetime.now(UTC)).total_seconds()) + 0.5)
+    today = datetime.now(UTC)
+    items = [
+        AgreementItemTerms(
+            item_id="late",
+            kind=ItemKind.work,
+            description="Clean the wall",
+            owner_id=offender,
+            due_date=(today - timedelta(days=3)).date(),
+        ),
+        AgreementItemTerms(
+            item_id="later",
+            kind=ItemKind.apology,
+            description="A letter",
+            owner_id=offender,
+            due_date=(today + timedelta(days=60)).date(),
+        ),
+    ]
+    await system.publish(
+        [
+            command(RecordMeetingHeld(case_id=case_id, actor=STAFF, meeting_id="M1", held_at=today)),
+            command(
+                RecordAgreement(
+                    case_id=case_id, actor=STAFF, meeting_id="M1", items=items, consented_by=[victim, offender]
+                )
+            ),
+        ]
+    )
+
+    (overdue,) = await facts(system, topics.SCHEDULING, case_id, "rj.agreement-item.overdue", settle_s=1.5)
+    assert overdue["data"]["item_id"] == "late"
+    assert overdue["data"]["tell_person_ids"] == [victim]
+    assert offender not in str(overdue)  # nothing of the offender in what the victim is told
+    assert overdue.get("causationid") is None  # participant-facing: no chain back to the offender's item
+
+    await system.publish([close(case_id, ClosureReason.agreement_not_met, "The wall was not cleaned")])
+    (closed,) = await facts(system, topics.SCHEDULING, case_id, "rj.case.closed")
+    assert (closed["data"]["reason"], closed["data"]["failed_item_ids"]) == ("agreement_not_met", ["late"])
+    # The sweep ran many times meanwhile: one overdue fact, and no reminder after the due date.
+    published = await system.read_until(topics.SCHEDULING, lambda ms: any(m["id"] == closed["id"] for m in ms))
+    flagged = [m["type"] for m in published if m["subject"] == case_id and "agreement-item" in m["type"]]
+    assert flagged == ["rj.agreement-item.overdue"]
+
+    # Uncontactable: refused after two unanswered attempts, accepted after the third.
+    await system.publish([contact_attempt(lost_id, lost_victim, n) for n in (1, 2)])
+    await unanswered_heard(system, lost_id, lost_victim, 2)
+    await system.publish([close(lost_id, ClosureReason.uncontactable, "No reply")])
+    (refused,) = await rejection(system, lost_id, topics.SCHEDULING)
+    assert "only after 3 unanswered contact attempts" in refused
+    await system.publish([contact_attempt(lost_id, lost_victim, 3)])
+    await unanswered_heard(system, lost_id, lost_victim, 3)
+    await system.publish([close(lost_id, ClosureReason.uncontactable, "No reply to three calls")])
+    (closed,) = await facts(system, topics.SCHEDULING, lost_id, "rj.case.closed")
+    assert closed["data"]["reason"] == "uncontactable"
