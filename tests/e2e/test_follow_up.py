@@ -1,7 +1,8 @@
 """Follow-up and closures that need evidence (DOMAIN stage 6), as an outside client meets them on the real broker
 and PostgreSQL: an agreement item past its due date is flagged overdue once, naming the victim to be told and
 nothing of the offender, and the case then closes as ``agreement_not_met`` naming that item; a case closes as
-``uncontactable`` only once the set number of contact attempts in a row went unanswered."""
+``uncontactable`` only once the set number of contact attempts in a row, recorded through the consent service,
+went unanswered."""
 
 from __future__ import annotations
 
@@ -10,10 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from demo.samples import UPSTREAM_SOURCE
 from schemas import topics
-from schemas.consent import ContactAttemptRecorded, ContactMethod, ContactOutcome
-from schemas.envelope import derived_event_id, new_event
+from schemas.consent import ContactMethod, ContactOutcome, RecordContactAttempt
 from schemas.scheduling import (
     AgreementItemTerms,
     BookMeeting,
@@ -40,27 +39,19 @@ from tests.harness import System
 
 pytestmark = pytest.mark.integration
 
-CONSENT_SOURCE = "urn:rj:service:consent"
-
-
-def contact_attempt(case_id: str, person_id: str, in_a_row: int) -> tuple[str, str, bytes]:
-    """A contact attempt as the consent service publishes it on ``rj.consent`` (its envelope built as the
-    services build facts). The consent service's ``rj.contact.record-attempt`` handling is built in parallel
-    (issue 16), so the test publishes the fact itself: scheduling's part is to take it in."""
-    now = datetime.now(UTC)
-    fact = ContactAttemptRecorded(
-        case_id=case_id,
-        person_id=person_id,
-        attempted_at=now,
-        method=ContactMethod.phone,
-        outcome=ContactOutcome.no_answer,
-        unanswered_in_a_row=in_a_row,
-        recorded_at=now,
-        recorded_by=STAFF,
+def contact_attempt(case_id: str, person_id: str, minutes_ago: int) -> tuple[str, str, bytes]:
+    """Staff record an unanswered call: the consent service counts it and publishes ``rj.contact.attempt-recorded``,
+    which scheduling takes in."""
+    return command(
+        RecordContactAttempt(
+            case_id=case_id,
+            actor=STAFF,
+            person_id=person_id,
+            attempted_at=datetime.now(UTC) - timedelta(minutes=minutes_ago),
+            method=ContactMethod.phone,
+            outcome=ContactOutcome.no_answer,
+        )
     )
-    event_id = derived_event_id(CONSENT_SOURCE, case_id, f"contact-attempt:{person_id}:{in_a_row}")
-    event = new_event(fact, source=CONSENT_SOURCE, subject=case_id, event_id=event_id, force=UPSTREAM_SOURCE)
-    return topics.CONSENT, case_id, event.to_json()
 
 
 async def unanswered_heard(system: System, case_id: str, person_id: str, n: int) -> None:
@@ -151,12 +142,12 @@ async def test_stage_6_an_overdue_item_tells_the_victim_and_closures_need_their_
     assert flagged == ["rj.agreement-item.overdue"]
 
     # Uncontactable: refused after two unanswered attempts, accepted after the third.
-    await system.publish([contact_attempt(lost_id, lost_victim, n) for n in (1, 2)])
+    await system.publish([contact_attempt(lost_id, lost_victim, n) for n in (30, 20)])
     await unanswered_heard(system, lost_id, lost_victim, 2)
     await system.publish([close(lost_id, ClosureReason.uncontactable, "No reply")])
     (refused,) = await rejection(system, lost_id, topics.SCHEDULING)
     assert "only after 3 unanswered contact attempts" in refused
-    await system.publish([contact_attempt(lost_id, lost_victim, 3)])
+    await system.publish([contact_attempt(lost_id, lost_victim, 10)])
     await unanswered_heard(system, lost_id, lost_victim, 3)
     await system.publish([close(lost_id, ClosureReason.uncontactable, "No reply to three calls")])
     (closed,) = await facts(system, topics.SCHEDULING, lost_id, "rj.case.closed")
