@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 
 import asyncpg
 from pydantic import TypeAdapter
@@ -35,6 +36,21 @@ async def lock_cases(conn: asyncpg.Connection, case_ids: Iterable[str]) -> dict[
 async def save_cases(conn: asyncpg.Connection, cases: Mapping[str, CaseSchedule | None]) -> None:
     states = {key: case.to_json() if case else None for key, case in cases.items()}
     await save_states(conn, CASES, states, CaseSchedule)
+
+
+async def cases_with_timed_items_due(conn: asyncpg.Connection, now: datetime) -> list[str]:
+    """Cases where an approved item waits for a recipient whose chosen time (timing ``not_before``) has come: the
+    indirect RJ sweeper's work. Only these fields, none of them personal, are read unsealed."""
+    rows = await conn.fetch(
+        f"""SELECT key FROM {CASES}
+            WHERE state->'indirect'->'items' @> '[{{"status": "approved"}}]'
+              AND EXISTS (SELECT 1 FROM jsonb_array_elements(state->'indirect'->'agreements') AS a
+                          WHERE a->>'timing' = 'not_before' AND jsonb_typeof(a->'stopped_at') = 'null'
+                            AND (a->>'not_before')::timestamptz <= $1)
+            ORDER BY key""",
+        now,
+    )
+    return [r["key"] for r in rows]
 
 
 async def load_book(conn: asyncpg.Connection, resources: Iterable[str]) -> ResourceBook:
