@@ -21,6 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 from schemas.commands import REFERRAL_COMMANDS, CommandAlreadyHandled, CommandRejected
 from schemas.consent import CONSENT_COMMANDS, CONSENT_EVENTS, CaseWithdrawn, case_withdrawn_v1_to_v2
 from schemas.envelope import CloudEvent, Event, EventData, RawEnvelope
+from schemas.indirect import INDIRECT_COMMANDS, INDIRECT_EVENTS
 from schemas.privacy import PRIVACY_COMMANDS, PRIVACY_EVENTS
 from schemas.referral import REFERRAL_EVENTS
 from schemas.scheduling import SCHEDULING_COMMANDS, SCHEDULING_EVENTS
@@ -165,6 +166,8 @@ REGISTRY = Registry(
         *CONSENT_COMMANDS,
         *SCHEDULING_EVENTS,
         *SCHEDULING_COMMANDS,
+        *INDIRECT_EVENTS,
+        *INDIRECT_COMMANDS,
         *PRIVACY_EVENTS,
         *PRIVACY_COMMANDS,
     ]
@@ -183,5 +186,6 @@ COMMAND_OWNER: dict[str, str] = {
     **{model.event_type: "referral" for model in REFERRAL_COMMANDS},
     **{model.event_type: "consent" for model in CONSENT_COMMANDS},
     **{model.event_type: "scheduling" for model in SCHEDULING_COMMANDS},
+    **{model.event_type: "scheduling" for model in INDIRECT_COMMANDS},
     **{model.event_type: "privacy" for model in PRIVACY_COMMANDS},
 }

@@ -56,6 +56,7 @@ class CancellationReason(StrEnum):
     case_closed = "case_closed"
     readiness_lost = "readiness_lost"
     case_paused = "case_paused"  # a safeguarding hold; participants are told only that the process is paused
+    contact_form_indirect = "contact_form_indirect"  # a party switched the case to indirect contact
 
 
 class ClosureReason(StrEnum):

@@ -17,6 +17,7 @@ from typing import Any
 from schemas import topics
 from schemas.consent import CONSENT_EVENTS
 from schemas.envelope import EventData
+from schemas.indirect import INDIRECT_EVENTS
 from schemas.privacy import PRIVACY_EVENTS
 from schemas.referral import REFERRAL_EVENTS
 from schemas.registry import COMMAND_OWNER, REGISTRY, Registry
@@ -41,7 +42,7 @@ COMMAND_SENDERS = "the API and staff UIs"
 FACTS_OF: Mapping[str, tuple[type[EventData], ...]] = {
     "referral": REFERRAL_EVENTS,
     "consent": CONSENT_EVENTS,
-    "scheduling": SCHEDULING_EVENTS,
+    "scheduling": (*SCHEDULING_EVENTS, *INDIRECT_EVENTS),
     "privacy": PRIVACY_EVENTS,
 }
 

@@ -3,6 +3,7 @@
 rj.referral (rj.case.accepted), rj.consent (consent facts, readiness, withdrawal, contact attempts), rj.commands
     ──► take_in ──► scheduling.cases, .facilitators, .venues, .bookings, .item_watch ──► outbox ──► rj.scheduling
 every few seconds ──► follow_up_agreements (items due soon, overdue) ──► rj.scheduling
+every few seconds ──► release_timed_items (indirect RJ items whose recipient's chosen time came) ──► rj.scheduling
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncpg
 
 from schemas import topics
 from schemas.envelope import CloudEvent
+from schemas.indirect import ReleaseTrigger
 from schemas.scheduling import RegistrationCommand
 from services.runtime.app import ServiceApp
 from services.runtime.calendar import add_working_days
@@ -79,6 +81,24 @@ async def follow_up_agreements(
     return out
 
 
+async def release_timed_items(conn: asyncpg.Connection) -> list[Outgoing]:
+    """Release the indirect RJ items whose recipient's chosen time has come, where nothing else stands against
+    them (``domain.release_due``: the same rules as every other release)."""
+    now = datetime.now(UTC)
+    cases = await store.lock_cases(conn, await store.cases_with_timed_items_due(conn, now))
+    changed: dict[str, domain.CaseSchedule | None] = {}
+    out: list[Outgoing] = []
+    for key, case in cases.items():
+        if case is None:
+            continue
+        after, emits = domain.release_due(case, now, trigger=ReleaseTrigger.time)
+        if emits:
+            changed[key] = after
+            out += facts(topics.SCHEDULING, SOURCE, key, emits, cause=None, now=now, force=case.force)
+    await store.save_cases(conn, changed)
+    return out
+
+
 def build(service: ServiceApp | None = None) -> ServiceApp:
     service = service or ServiceApp("scheduling", migrations="services.scheduling.migrations")
     settings = service.settings
@@ -91,4 +111,6 @@ def build(service: ServiceApp | None = None) -> ServiceApp:
     # Agreement items are deadlines too: swept as often as the Victims' Code ones.
     sweep = partial(follow_up_agreements, policy=policy)
     service.every(settings.deadline_sweep_interval_s, sweep, name="agreement_follow_up")
+    # Reuses the Victims' Code sweep's interval: both turn a time that has come into facts, at human pace.
+    service.every(settings.deadline_sweep_interval_s, release_timed_items, name="indirect_release_sweep")
     return service

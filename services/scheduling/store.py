@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from datetime import date
+from datetime import date, datetime
 
 import asyncpg
 from pydantic import TypeAdapter
@@ -71,6 +71,22 @@ async def cases_to_follow_up(conn: asyncpg.Connection, today: date, horizon: dat
         limit,
     )
     return [r["case_id"] for r in rows]
+
+
+async def cases_with_timed_items_due(conn: asyncpg.Connection, now: datetime) -> list[str]:
+    """Cases where an approved item waits for a recipient whose chosen time (timing ``not_before``) has come: the
+    indirect RJ sweeper's work, found through the index on waiting items (migration 003). Only these fields,
+    none of them personal, are read unsealed."""
+    rows = await conn.fetch(
+        f"""SELECT key FROM {CASES}
+            WHERE state->'indirect'->'items' @> '[{{"status": "approved"}}]'
+              AND EXISTS (SELECT 1 FROM jsonb_array_elements(state->'indirect'->'agreements') AS a
+                          WHERE a->>'timing' = 'not_before' AND jsonb_typeof(a->'stopped_at') = 'null'
+                            AND (a->>'not_before')::timestamptz <= $1)
+            ORDER BY key""",
+        now,
+    )
+    return [r["key"] for r in rows]
 
 
 async def load_book(conn: asyncpg.Connection, resources: Iterable[str]) -> ResourceBook:

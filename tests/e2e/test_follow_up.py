@@ -39,6 +39,7 @@ from tests.harness import System
 
 pytestmark = pytest.mark.integration
 
+
 def contact_attempt(case_id: str, person_id: str, minutes_ago: int) -> tuple[str, str, bytes]:
     """Staff record an unanswered call: the consent service counts it and publishes ``rj.contact.attempt-recorded``,
     which scheduling takes in."""

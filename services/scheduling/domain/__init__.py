@@ -9,7 +9,10 @@ allowed changes nothing and emits one ``CommandRejected`` saying why. This packa
   facilitators and venues, availability, and proposing, booking, rescheduling, cancelling and recording
   meetings (DOMAIN rule 1);
 - ``agreements``: the agreement, its items and payments, and their follow-up (due soon, overdue);
-- ``closure``: declines, withdrawals, lost readiness, contact attempts, and closing a case.
+- ``closure``: declines, withdrawals, lost readiness, contact attempts, and closing a case;
+- ``indirect``: indirect RJ, the contact form, recipients' advance agreements and the items the facilitator
+  passes between the parties (DOMAIN rule 9); after every message, ``release_due`` lets go what nothing stands
+  against any more.
 
 Rule 1 (nothing about a meeting without the current consent of every required participant) is held
 twice over: a meeting is proposed, booked, rescheduled or recorded only on a case the consent service
@@ -40,6 +43,17 @@ from schemas.consent import (
     WithdrawConsent,
 )
 from schemas.envelope import EventData
+from schemas.indirect import (
+    AgreeToReceiveItems,
+    ApproveIndirectItem,
+    RecordItemDelivered,
+    RejectIndirectItem,
+    ReleaseTrigger,
+    RequestItems,
+    StopReceivingItems,
+    SubmitIndirectItem,
+    SwitchContactForm,
+)
 from schemas.referral import CaseAccepted
 from schemas.scheduling import (
     BookMeeting,
@@ -76,6 +90,18 @@ from services.scheduling.domain.closure import (
     on_hold_command,
     on_readiness_lost,
     on_withdrawal_command,
+)
+from services.scheduling.domain.indirect import (
+    agree_to_receive,
+    approve_item,
+    record_delivered,
+    reject_item,
+    release_due,
+    release_refusal,
+    request_items,
+    stop_receiving,
+    submit_item,
+    switch_contact_form,
 )
 from services.scheduling.domain.meetings import (
     book_meeting,
@@ -159,6 +185,8 @@ __all__ = [
     "record_payment",
     "register_facilitator",
     "register_venue",
+    "release_due",
+    "release_refusal",
     "reschedule_meeting",
     "resources_touched",
     "subject_of",
@@ -198,6 +226,15 @@ HANDLERS: dict[type[EventData], Handler] = {
     RecordPayment: record_payment,
     CompleteAgreementItem: complete_agreement_item,
     CloseCase: close_case,
+    # Indirect RJ (``indirect``).
+    SwitchContactForm: switch_contact_form,
+    AgreeToReceiveItems: agree_to_receive,
+    StopReceivingItems: stop_receiving,
+    RequestItems: request_items,
+    SubmitIndirectItem: submit_item,
+    ApproveIndirectItem: approve_item,
+    RejectIndirectItem: reject_item,
+    RecordItemDelivered: record_delivered,
 }
 
 REGISTRATIONS: dict[type[EventData], Callable[..., tuple[ResourceBook, list[Emit]]]] = {
@@ -236,4 +273,10 @@ def handle(
         return case, book, emits
     if isinstance(message, CloseCase):
         return close_case(case, book, message, command_id=command_id, now=now, policy=policy)
-    return HANDLERS[type(message)](case, book, message, command_id=command_id, now=now)
+    case, book, emits = HANDLERS[type(message)](case, book, message, command_id=command_id, now=now)
+    if case is not None and case.indirect.waiting:
+        # Whatever this message changed (an approval, an agreement, a consent, readiness), an indirect item that
+        # nothing stands against any more goes now; one that something does stand against stays (rule 9).
+        case, released = release_due(case, now, trigger=ReleaseTrigger.decision)
+        emits = [*emits, *released]
+    return case, book, emits

@@ -54,6 +54,7 @@ from schemas.scheduling import (
     WeeklyHours,
 )
 from services.runtime.decision import Emit, in_the_future, not_a_participant
+from services.scheduling.domain.indirect_state import conference_refusal
 from services.scheduling.domain.model import (
     Availability,
     CaseSchedule,
@@ -372,6 +373,8 @@ def _plan(
     if refusal is not None:
         return refusal
     assert case is not None
+    if (refusal := conference_refusal(case.indirect, plan.kind)) is not None:
+        return refusal
     if existing is None and case.meeting(plan.meeting_id) is not None:
         return f"meeting {plan.meeting_id} already exists on this case"
     if plan.ends_at <= plan.starts_at:

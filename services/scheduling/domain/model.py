@@ -11,7 +11,7 @@ Two kinds of state:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Annotated
 
@@ -33,6 +33,7 @@ from schemas.scheduling import (
 )
 from services.runtime.calendar import LONDON
 from services.runtime.decision import Emit, JsonState, rejection
+from services.scheduling.domain.indirect_state import IndirectRJ
 
 SERVICE = "scheduling"
 
@@ -232,6 +233,7 @@ class CaseSchedule(JsonState):
     ready: bool = False  # as the consent service last said
     availability: tuple[Availability, ...] = ()
     meetings: tuple[Meeting, ...] = ()
+    indirect: IndirectRJ = field(default_factory=IndirectRJ)  # indirect RJ: contact form, agreements, items
     agreement: Agreement | None = None
     closure: CaseClosure | None = None
     stops_pending: tuple[PendingStop, ...] = ()  # read from rj.commands, awaiting the consent service's verdict

@@ -1,0 +1,380 @@
+"""Indirect RJ through the pure scheduling domain (DOMAIN stage 4, rule 9): the contact form, the recipient's
+advance agreement and timing, the facilitator's screening, and the release that waits for all of them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+import pytest
+
+from schemas.commands import CommandRejected
+from schemas.common import Actor
+from schemas.consent import (
+    PARTICIPATION,
+    CaseHeld,
+    CaseReadyForMeeting,
+    CaseResumed,
+    ConsentWithdrawn,
+    PutCaseOnHold,
+    RecordedThrough,
+    RecordingMethod,
+    WithdrawConsent,
+)
+from schemas.envelope import EventData
+from schemas.indirect import (
+    INDIRECT_EVENTS,
+    AgreeToReceiveItems,
+    ApproveIndirectItem,
+    ContactForm,
+    ContactFormSwitched,
+    IndirectItemKind,
+    IndirectItemReleased,
+    ReceivingStopped,
+    RecordItemDelivered,
+    RejectIndirectItem,
+    ReleaseTiming,
+    ReleaseTrigger,
+    RequestItems,
+    StopReceivingItems,
+    SubmitIndirectItem,
+    SwitchContactForm,
+)
+from schemas.pii import pii_fields
+from schemas.referral import CaseParticipant, Role
+from schemas.scheduling import (
+    BookMeeting,
+    CancellationReason,
+    MeetingCancelled,
+    MeetingKind,
+    RegisterFacilitator,
+    RegisterVenue,
+    VenueKind,
+    WeeklyHours,
+)
+from services.scheduling import domain
+from services.scheduling.domain import CaseSchedule, ResourceBook
+
+NOW = datetime(2030, 1, 7, 8, 0, tzinfo=UTC)
+STAFF = Actor(kind="staff", id="staff-7")
+SYSTEM = Actor(kind="system", id="consent-service")
+VICTIM, OFFENDER, SUPPORTER = "V", "O", "S"
+CASE = "C1"
+
+
+class Case:
+    """One case driven through ``domain.handle`` as the service does, remembering every fact."""
+
+    def __init__(self) -> None:
+        self.case: CaseSchedule | None = None
+        self.book = ResourceBook()
+        self.facts: list[EventData] = []
+        self.n = 0
+        weekdays = [WeeklyHours(weekday=d, start=time(9), end=time(17)) for d in range(5)]
+        for f in ("F1", "F2"):
+            self.send(
+                RegisterFacilitator(
+                    actor=STAFF, facilitator_id=f, specialist=False, working_hours=weekdays, timezone="UTC"
+                )
+            )
+        self.send(RegisterVenue(actor=STAFF, venue_id="H", kind=VenueKind.community, name="Hall", timezone="UTC"))
+        self.send(
+            CaseReadyForMeeting(
+                case_id=CASE,
+                participants=[
+                    CaseParticipant(person_id=VICTIM, role=Role.victim, required=True),
+                    CaseParticipant(person_id=OFFENDER, role=Role.offender, required=True),
+                    CaseParticipant(person_id=SUPPORTER, role=Role.supporter, required=False),
+                ],
+                specialist_required=False,
+                facilitator_ids=["F1", "F2"],
+                ready_at=NOW,
+                decided_by=SYSTEM,
+            )
+        )
+
+    def send(self, message: EventData, now: datetime = NOW) -> list[EventData]:
+        self.n += 1
+        case = None if isinstance(message, RegisterFacilitator | RegisterVenue) else self.case
+        after, self.book, emits = domain.handle(case, self.book, message, command_id=f"m{self.n}", now=now)
+        if not isinstance(message, RegisterFacilitator | RegisterVenue):
+            self.case = after
+        out = [e.data for e in emits]
+        self.facts += out
+        return out
+
+    @property
+    def state(self) -> CaseSchedule:
+        assert self.case is not None
+        return self.case
+
+    def released(self) -> list[IndirectItemReleased]:
+        return [f for f in self.facts if isinstance(f, IndirectItemReleased)]
+
+
+def participant(person: str) -> Actor:
+    return Actor(kind="participant", id=person)
+
+
+def switch(form: ContactForm = ContactForm.indirect, person: str = OFFENDER, **kw: Any) -> SwitchContactForm:
+    return SwitchContactForm(
+        case_id=CASE, actor=kw.pop("actor", participant(person)), person_id=person, form=form, **kw
+    )
+
+
+def letter(item_id: str = "L1", sender: str = OFFENDER, recipient: str = VICTIM, **kw: Any) -> SubmitIndirectItem:
+    fields: dict[str, Any] = {"kind": IndirectItemKind.letter, "content": "I am sorry for what I did."} | kw
+    return SubmitIndirectItem(
+        case_id=CASE, actor=participant(sender), item_id=item_id, sender_id=sender, recipient_id=recipient, **fields
+    )
+
+
+def agree(person: str = VICTIM, timing: ReleaseTiming = ReleaseTiming.on_approval, **kw: Any) -> AgreeToReceiveItems:
+    kinds = kw.pop("kinds", list(IndirectItemKind))
+    return AgreeToReceiveItems(
+        case_id=CASE, actor=participant(person), person_id=person, kinds=kinds, timing=timing, **kw
+    )
+
+
+def approve(item_id: str = "L1") -> ApproveIndirectItem:
+    return ApproveIndirectItem(case_id=CASE, actor=STAFF, item_id=item_id)
+
+
+def rejections(facts: list[EventData]) -> list[str]:
+    return [f.reason for f in facts if isinstance(f, CommandRejected)]
+
+
+def indirect_case() -> Case:
+    case = Case()
+    assert not rejections(case.send(switch()))
+    return case
+
+
+def test_rule_9_an_approved_letter_is_released_only_after_the_victims_advance_agreement() -> None:
+    case = indirect_case()
+    assert not rejections(case.send(letter()))
+    case.send(approve())
+    assert case.released() == [], "approved, but the victim has not agreed to receive anything"
+    case.send(agree())
+    (released,) = case.released()
+    assert (released.item_id, released.recipient_id, released.trigger) == ("L1", VICTIM, ReleaseTrigger.decision)
+    assert released.content == "I am sorry for what I did."
+
+
+def test_rule_9_an_agreed_letter_is_released_only_after_the_facilitator_approves_it() -> None:
+    case = indirect_case()
+    case.send(agree())
+    case.send(letter())
+    assert case.released() == []
+    case.send(approve())
+    assert [r.item_id for r in case.released()] == ["L1"]
+
+
+def test_rule_9_a_rejected_letter_is_never_released_and_a_rejection_needs_a_reason() -> None:
+    case = indirect_case()
+    case.send(letter())
+    assert rejections(case.send(RejectIndirectItem(case_id=CASE, actor=STAFF, item_id="L1"))) == [
+        "rejecting an item needs a reason"
+    ]
+    case.send(RejectIndirectItem(case_id=CASE, actor=STAFF, item_id="L1", reason="it blames the victim"))
+    assert "rejected" in rejections(case.send(approve()))[0]
+    case.send(agree())
+    assert case.released() == []
+
+
+def test_rule_9_only_the_kinds_the_recipient_agreed_to_are_released() -> None:
+    case = indirect_case()
+    case.send(agree(kinds=[IndirectItemKind.letter]))
+    case.send(letter("M1", kind=IndirectItemKind.message, content="hello"))
+    case.send(letter("R1", kind=IndirectItemKind.recording, content=None, recording_ref="s3://rj/r1.mp4"))
+    case.send(letter("L1"))
+    for item in ("M1", "R1", "L1"):
+        case.send(approve(item))
+    assert [r.item_id for r in case.released()] == ["L1"]
+
+
+def test_rule_9_stopping_receiving_takes_effect_at_once_and_needs_no_reason() -> None:
+    case = indirect_case()
+    case.send(letter())
+    case.send(agree(timing=ReleaseTiming.on_request))
+    case.send(approve())
+    (stopped,) = [
+        f
+        for f in case.send(StopReceivingItems(case_id=CASE, actor=participant(VICTIM), person_id=VICTIM))
+        if isinstance(f, ReceivingStopped)
+    ]
+    assert stopped.withheld_item_ids == ["L1"]
+    refused = rejections(case.send(RequestItems(case_id=CASE, actor=participant(VICTIM), person_id=VICTIM)))
+    assert refused == [f"{VICTIM} has not agreed in advance to receive items"]
+    assert case.released() == []
+    case.send(agree())  # agreeing again lets it go
+    assert [r.item_id for r in case.released()] == ["L1"]
+
+
+def test_rule_9_the_recipient_chooses_when_items_arrive() -> None:
+    later = NOW + timedelta(days=2)
+    case = indirect_case()
+    case.send(agree(timing=ReleaseTiming.not_before, not_before=later))
+    case.send(letter())
+    case.send(approve())
+    assert case.released() == []
+    after, emits = domain.release_due(case.state, later - timedelta(seconds=1), trigger=ReleaseTrigger.time)
+    assert emits == []
+    after, emits = domain.release_due(case.state, later, trigger=ReleaseTrigger.time)
+    assert [(e.data.item_id, e.data.trigger) for e in emits] == [("L1", ReleaseTrigger.time)]  # type: ignore[attr-defined]
+
+    on_request = indirect_case()
+    on_request.send(agree(timing=ReleaseTiming.on_request))
+    on_request.send(letter())
+    on_request.send(approve())
+    assert on_request.released() == []
+    on_request.send(RequestItems(case_id=CASE, actor=participant(VICTIM), person_id=VICTIM))
+    (released,) = on_request.released()
+    assert released.trigger is ReleaseTrigger.request and released.released_by == participant(VICTIM)
+
+
+@pytest.mark.parametrize("stopper", ["hold", "pending withdrawal", "withdrawn", "sender withdrew sharing is fine"])
+def test_rule_9_nothing_is_released_while_held_pending_or_after_a_withdrawal(stopper: str) -> None:
+    case = indirect_case()
+    case.send(letter())
+    case.send(approve())
+    withdraw = WithdrawConsent(
+        case_id=CASE,
+        actor=participant(OFFENDER),
+        person_id=OFFENDER,
+        through=RecordedThrough.participant,
+        method=RecordingMethod.online,
+    )
+    if stopper == "hold":
+        case.send(PutCaseOnHold(case_id=CASE, actor=STAFF, concern="threat", raised_by="police"))
+        case.send(
+            CaseHeld(
+                case_id=CASE, concern="threat", raised_by="police", held_at=NOW, held_by=STAFF, command_id=f"m{case.n}"
+            )
+        )
+    elif stopper == "pending withdrawal":
+        case.send(withdraw)
+    elif stopper == "withdrawn":
+        case.send(withdraw)
+        case.send(
+            ConsentWithdrawn(
+                case_id=CASE,
+                person_id=OFFENDER,
+                purpose=PARTICIPATION,
+                through=RecordedThrough.participant,
+                method=RecordingMethod.online,
+                withdrawn_at=NOW,
+                withdrawn_by=STAFF,
+                recorded_at=NOW,
+                command_id=f"m{case.n}",
+            )
+        )
+    case.send(agree())
+    if stopper == "sender withdrew sharing is fine":
+        assert [r.item_id for r in case.released()] == ["L1"]
+        return
+    assert case.released() == []
+    if stopper == "hold":  # resumed and ready again: the item goes
+        case.send(CaseResumed(case_id=CASE, resumed_at=NOW, resumed_by=STAFF, reason="ok"))
+        assert case.released() == []
+        case.send(
+            CaseReadyForMeeting(
+                case_id=CASE,
+                participants=list(case.state.participants),
+                specialist_required=False,
+                facilitator_ids=["F1", "F2"],
+                ready_at=NOW,
+                decided_by=SYSTEM,
+            )
+        )
+        assert [r.item_id for r in case.released()] == ["L1"]
+
+
+def test_switching_to_indirect_calls_off_booked_conferences_and_back_allows_them_again() -> None:
+    case = Case()
+    starts = NOW.replace(hour=10)
+
+    def conference(meeting_id: str) -> BookMeeting:
+        return BookMeeting(
+            case_id=CASE,
+            actor=STAFF,
+            meeting_id=meeting_id,
+            kind=MeetingKind.conference,
+            starts_at=starts,
+            ends_at=starts + timedelta(hours=1),
+            lead_facilitator_id="F1",
+            co_facilitator_id="F2",
+            venue_id="H",
+        )
+
+    assert not rejections(case.send(conference("M1")))
+    facts = case.send(switch(ContactForm.indirect, VICTIM))
+    (switched,) = [f for f in facts if isinstance(f, ContactFormSwitched)]
+    assert (switched.form, switched.previous_form, switched.person_id) == (
+        ContactForm.indirect,
+        ContactForm.conference,
+        VICTIM,
+    )
+    (cancelled,) = [f for f in facts if isinstance(f, MeetingCancelled)]
+    assert cancelled.reason_code is CancellationReason.contact_form_indirect
+    assert "indirect contact" in rejections(case.send(conference("M2")))[0]
+    assert "already in indirect" in rejections(case.send(switch(ContactForm.indirect)))[0]
+    case.send(switch(ContactForm.conference, OFFENDER))
+    assert not rejections(case.send(conference("M3")))
+
+
+def test_refusals_say_why_and_never_raise() -> None:
+    case = Case()
+    assert "conference contact" in rejections(case.send(letter()))[0]
+    case.send(switch())
+    assert "only a party" in rejections(case.send(switch(ContactForm.conference, SUPPORTER)))[0]
+    staff_switch = switch(ContactForm.conference, VICTIM, actor=STAFF)
+    assert "say why" in rejections(case.send(staff_switch))[0]
+    assert (
+        "acts only for themself"
+        in rejections(
+            case.send(letter(sender=VICTIM, recipient=OFFENDER).model_copy(update={"actor": participant(OFFENDER)}))
+        )[0]
+    )
+    assert "not a participant" in rejections(case.send(letter(recipient="X")))[0]
+    assert "not to its sender" in rejections(case.send(letter(recipient=OFFENDER)))[0]
+    assert "needs its text" in rejections(case.send(letter(content=" ")))[0]
+    assert "recording_ref" in rejections(case.send(letter(kind=IndirectItemKind.recording)))[0]
+    assert "needs the date" in rejections(case.send(agree(timing=ReleaseTiming.not_before)))[0]
+    case.send(letter())
+    assert "already exists" in rejections(case.send(letter()))[0]
+    assert (
+        "only the facilitator"
+        in rejections(case.send(approve().model_copy(update={"actor": participant(OFFENDER)})))[0]
+    )
+    assert "no item" in rejections(case.send(approve("nope")))[0]
+    deliver = RecordItemDelivered(case_id=CASE, actor=STAFF, item_id="L1", delivered_at=NOW)
+    assert "not released" in rejections(case.send(deliver))[0]
+    _, _, emits = domain.handle(None, ResourceBook(), letter(), command_id="x", now=NOW)
+    assert rejections([e.data for e in emits]) == [f"unknown case {CASE}"]
+
+
+def test_staff_record_delivery_of_a_released_item_once() -> None:
+    case = indirect_case()
+    case.send(agree())
+    case.send(letter())
+    case.send(approve())
+    deliver = RecordItemDelivered(case_id=CASE, actor=STAFF, item_id="L1", delivered_at=NOW)
+    assert not rejections(case.send(deliver, now=NOW + timedelta(hours=1)))
+    assert "already recorded" in rejections(case.send(deliver))[0]
+
+
+def test_rule_6_every_indirect_fact_says_who_and_when_and_content_is_personal_data() -> None:
+    for model in INDIRECT_EVENTS:
+        who = [n for n, f in model.model_fields.items() if "Actor" in str(f.annotation)]
+        when = [n for n, f in model.model_fields.items() if "datetime" in str(f.annotation).lower()]
+        assert who and when, model.event_type
+    assert {"content", "recording_ref"} <= pii_fields(SubmitIndirectItem)
+    assert {"content", "recording_ref", "sender_id"} <= pii_fields(IndirectItemReleased)
+
+
+def test_the_case_state_round_trips_as_json_with_its_indirect_part() -> None:
+    case = indirect_case()
+    case.send(agree(timing=ReleaseTiming.not_before, not_before=NOW + timedelta(days=1)))
+    case.send(letter())
+    assert CaseSchedule.from_json(case.state.to_json()) == case.state
