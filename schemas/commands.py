@@ -6,6 +6,7 @@ facts or into a ``rj.command.rejected`` that says why, so the sender can see the
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, ClassVar
 
 from pydantic import AwareDatetime, Field
@@ -29,6 +30,24 @@ class RecordVictimInformationProvided(Command):
 
     person_id: str = Field(min_length=1)
     provided_at: AwareDatetime
+
+
+class SupportReferralOutcome(StrEnum):
+    referred = "referred"  # referred to a victim support service
+    declined = "declined"  # the victim declined the offer of support (which also meets the duty)
+
+
+class RecordVictimSupportReferral(Command):
+    """Staff referred the victim to a victim support service, or the victim declined the offer of support
+    (stops the Victims' Code support-referral clock either way). ``outcome`` is ``referred`` (naming
+    ``support_service``) or ``declined``; ``decided_at`` is when; ``actor`` who records it; ``reason`` optional."""
+
+    event_type: ClassVar[str] = "rj.victim-support.record-referral"
+
+    person_id: str = Field(min_length=1)
+    outcome: SupportReferralOutcome
+    support_service: str | None = Field(default=None, max_length=200)
+    decided_at: AwareDatetime
 
 
 class CommandRejected(EventData):
@@ -56,4 +75,4 @@ class CommandAlreadyHandled(EventData):
     answered_at: AwareDatetime
 
 
-REFERRAL_COMMANDS: tuple[type[EventData], ...] = (RecordVictimInformationProvided,)
+REFERRAL_COMMANDS: tuple[type[EventData], ...] = (RecordVictimInformationProvided, RecordVictimSupportReferral)

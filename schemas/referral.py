@@ -17,9 +17,11 @@ from typing import Annotated, ClassVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from schemas.commands import SupportReferralOutcome
 from schemas.common import Actor, Channel, Contact
 from schemas.envelope import EventData
 from schemas.pii import MonitoringPii, Pii
+from schemas.scheduling import ClosureReason
 from schemas.upstream import MonitoringCategory, Offence, Requester
 
 _CASE_NS = uuid.UUID("5d9a3c1e-7f2b-4e8a-b6c4-1a2b3c4d5e6f")
@@ -250,6 +252,81 @@ class VictimInformationOverdue(EventData):
     enhanced_rights: bool
 
 
+class VictimSupportReferralDue(EventData):
+    """The Victims' Code's second clock started: this victim is to be referred to a victim support service by
+    ``due_by`` (2 working days after the crime was reported), or to have declined the offer of support."""
+
+    event_type: ClassVar[str] = "rj.victim-support.referral-due"
+
+    case_id: str
+    crime_reference: str
+    person_id: str
+    reported_at: AwareDatetime
+    due_by: AwareDatetime
+    due_date: date
+    working_days: int
+
+
+class VictimSupportReferralRecorded(EventData):
+    """The victim was referred to a victim support service (``support_service``), or declined the offer of
+    support: either stops the support-referral clock. ``decided_at`` is when, ``recorded_by`` who recorded it."""
+
+    event_type: ClassVar[str] = "rj.victim-support.referral-recorded"
+
+    case_id: str
+    crime_reference: str
+    person_id: str
+    outcome: SupportReferralOutcome
+    support_service: str | None = Field(default=None, description="The service referred to (when referred)")
+    decided_at: AwareDatetime
+    recorded_at: AwareDatetime
+    recorded_by: Actor
+    on_time: bool
+    reason: Annotated[str | None, Pii] = None
+
+
+class VictimSupportReferralOverdue(EventData):
+    """The support-referral deadline passed with no referral and no declined offer: a Victims' Code breach."""
+
+    event_type: ClassVar[str] = "rj.victim-support.referral-overdue"
+
+    case_id: str
+    crime_reference: str
+    person_id: str
+    due_by: AwareDatetime
+    flagged_at: AwareDatetime
+
+
+class EarlierCaseEnded(StrEnum):
+    closed = "closed"  # accepted, then closed (``closure_reason`` says how)
+    screened_out = "screened_out"  # declined at screening (``decline_reason`` says why): RJ never began
+
+
+class ReoffenceRecorded(EventData):
+    """Upstream recorded an outcome for a later crime (``later_crime_reference``, same force) naming an offender
+    of this earlier, ended case: evaluation's reoffending figure (DOMAIN stage 7). Emitted once per (case, later
+    crime). ``closure_reason`` (a ``ClosureReason`` value: ``completed`` or one that did not proceed) or
+    ``decline_reason`` says how the earlier case ended, so figures can separate completed RJ from the rest."""
+
+    event_type: ClassVar[str] = "rj.case.reoffence-recorded"
+
+    case_id: str
+    crime_reference: str
+    force: str | None = None
+    offender_id: str
+    later_crime_reference: str
+    offence_date: date = Field(
+        description="The later crime's occurred_at, else reported_at, else the outcome's recorded_at, else when "
+        "we learnt of it (UK date)"
+    )
+    ended_as: EarlierCaseEnded
+    closure_reason: ClosureReason | None = None
+    decline_reason: DeclineReason | None = None
+    rj_completed: bool = Field(description="The earlier case closed as completed")
+    recorded_at: AwareDatetime
+    decided_by: Actor
+
+
 class OffenderJoined(EventData):
     """Another offender of the case's crime accepted responsibility after the case was accepted: they take part
     in the same case, as a required participant. ``details`` are theirs as upstream gave them (personal data,
@@ -274,4 +351,8 @@ REFERRAL_EVENTS: tuple[type[EventData], ...] = (
     VictimInformationDue,
     VictimInformationProvided,
     VictimInformationOverdue,
+    VictimSupportReferralDue,
+    VictimSupportReferralRecorded,
+    VictimSupportReferralOverdue,
+    ReoffenceRecorded,
 )

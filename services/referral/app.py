@@ -1,8 +1,9 @@
 """The referral service's Faust app: upstream crime events and its own commands in, case facts out.
 
-crime.events, rj.commands, rj.scheduling (rj.case.closed) ──► take_in ──► referral.crime_files, referral.victim_clocks
+crime.events, rj.commands, rj.scheduling (rj.case.closed), rj.consent (rj.risk-assessment.recorded)
+      ──► take_in ──► referral.crime_files, victim_clocks, support_clocks, risk_assessments, ended_cases
                                       └─► outbox ──► rj.referral
-every few seconds ──► flag_overdue_information ──► rj.referral
+every few seconds ──► flag_overdue_information, flag_overdue_support_referrals ──► rj.referral
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from typing import Any
 import asyncpg
 
 from schemas import topics
-from schemas.commands import RecordVictimInformationProvided
+from schemas.commands import RecordVictimInformationProvided, RecordVictimSupportReferral
+from schemas.consent import RiskAssessmentRecorded
 from schemas.envelope import CloudEvent
-from schemas.referral import VictimInformationDue
+from schemas.referral import VictimInformationDue, VictimSupportReferralDue
 from schemas.scheduling import CaseClosed
 from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, ReferralRequested
-from services.referral import domain, store
-from services.referral.domain import Emit
+from services.referral import domain, reoffending, store
+from services.referral.domain import CrimeFile, Emit
 from services.runtime import metrics
 from services.runtime.app import ServiceApp
 from services.runtime.outbox import Outgoing, facts
@@ -30,7 +32,8 @@ SOURCE = "urn:rj:service:referral"
 UPSTREAM = (CrimeRecorded, CrimeOutcomeRecorded, ReferralRequested)
 CONSUMES = frozenset(
     {CrimeRecorded.event_type, CrimeOutcomeRecorded.event_type, ReferralRequested.event_type}
-    | {RecordVictimInformationProvided.event_type, CaseClosed.event_type}
+    | {RecordVictimInformationProvided.event_type, RecordVictimSupportReferral.event_type, CaseClosed.event_type}
+    | {RiskAssessmentRecorded.event_type}  # rj.consent: the sensitive-case gate on RJ information
 )
 
 
@@ -51,34 +54,107 @@ async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -
     out: list[Outgoing] = []
     about_files = [e for e in events if isinstance(e.data, (*UPSTREAM, CaseClosed))]
     if about_files:
-        keys = await _file_keys(conn, about_files)
-        files = await store.lock_crime_files(conn, list(keys.values()))
-        new_clocks = []
-        for event in about_files:
-            if event.id not in keys:
-                continue  # the closure of a case no file knows (not ours to reopen)
-            key = keys[event.id]
-            if isinstance(event.data, CaseClosed):
-                files[key], emits = domain.record_case_closed(files[key], event.data.case_id, event.data.closed_at, now)
-            elif isinstance(event.data, CrimeRecorded):
-                files[key], emits = domain.record_crime(files[key], event.data, now)
-            elif isinstance(event.data, CrimeOutcomeRecorded):
-                files[key], emits = domain.record_outcome(files[key], event.data, now)
-            else:
-                files[key], emits = domain.record_request(files[key], event.data, now)
-            new_clocks += [domain.clock_from(e.data, key[0]) for e in emits if isinstance(e.data, VictimInformationDue)]
-            out += publish(emits, files[key].case_id, event, now, key[0])
-        await store.save_crime_files(conn, list(files.values()))
-        await store.insert_clocks(conn, new_clocks)
+        out += await _take_in_files(conn, about_files, now)
+    assessed = [e.data for e in events if isinstance(e.data, RiskAssessmentRecorded)]
+    if assessed:
+        await _take_in_assessments(conn, assessed)
     for event in events:
         if isinstance(event.data, RecordVictimInformationProvided):
+            out += await _record_information_provided(conn, event, event.data, now)
+        elif isinstance(event.data, RecordVictimSupportReferral):
             command = event.data
-            clock = await store.lock_clock(conn, command.case_id, command.person_id)
-            clock, emits = domain.record_information_provided(clock, command, event.id, now)
-            if clock is not None:
-                await store.save_clocks(conn, [clock])
-            out += publish(emits, command.case_id, event, now, clock.force if clock else "")
+            support = await store.lock_support_clock(conn, command.case_id, command.person_id)
+            support, emits = domain.record_support_referral(support, command, event.id, now)
+            if support is not None:
+                await store.save_support_clocks(conn, [support])
+            out += publish(emits, command.case_id, event, now, support.force if support else "")
     return out
+
+
+async def _take_in_files(
+    conn: asyncpg.Connection, about_files: Sequence[CloudEvent[Any]], now: datetime
+) -> list[Outgoing]:
+    out: list[Outgoing] = []
+    keys = await _file_keys(conn, about_files)
+    files = await store.lock_crime_files(conn, list(keys.values()))
+    new_clocks, new_support_clocks, ended = [], [], []
+    for event in about_files:
+        if event.id not in keys:
+            continue  # the closure of a case no file knows (not ours to reopen)
+        key = keys[event.id]
+        before = files[key]
+        closure = None
+        if isinstance(event.data, CaseClosed):
+            closure = (event.data.reason, event.data.closed_at)
+            files[key], emits = domain.record_case_closed(before, event.data.case_id, event.data.closed_at, now)
+        elif isinstance(event.data, CrimeRecorded):
+            files[key], emits = domain.record_crime(before, event.data, now)
+        elif isinstance(event.data, CrimeOutcomeRecorded):
+            files[key], emits = domain.record_outcome(before, event.data, now)
+        else:
+            files[key], emits = domain.record_request(before, event.data, now)
+        new_clocks += [domain.clock_from(e.data, key[0]) for e in emits if isinstance(e.data, VictimInformationDue)]
+        new_support_clocks += [
+            domain.support_clock_from(e.data, key[0]) for e in emits if isinstance(e.data, VictimSupportReferralDue)
+        ]
+        if (ending := reoffending.case_ending(before, files[key], emits, closure)) is not None:
+            ended.append(ending)
+        out += publish(emits, files[key].case_id, event, now, key[0])
+    await store.save_crime_files(conn, list(files.values()))
+    await store.insert_clocks(conn, new_clocks)
+    await store.insert_support_clocks(conn, new_support_clocks)
+    await store.insert_ended_cases(conn, ended)
+    outcomes = [e for e in about_files if isinstance(e.data, CrimeOutcomeRecorded) and e.id in keys]
+    if outcomes:
+        out += await _take_in_reoffences(conn, outcomes, {e.id: files[keys[e.id]] for e in outcomes}, now)
+    return out
+
+
+async def _take_in_reoffences(
+    conn: asyncpg.Connection, outcomes: Sequence[CloudEvent[Any]], files: dict[str, CrimeFile], now: datetime
+) -> list[Outgoing]:
+    """Each outcome naming an offender of an ended case of the same force, about another crime: a reoffence."""
+    out: list[Outgoing] = []
+    ended = {
+        c.case_id: c
+        for c in await store.lock_ended_cases_of(conn, [(force_of(e), e.data.offender.person_id) for e in outcomes])
+    }
+    changed: set[str] = set()
+    for event in outcomes:
+        for case_id, case in ended.items():
+            case, emits = reoffending.record_reoffence(case, event.data, force_of(event), files[event.id].crime, now)
+            if emits:
+                ended[case_id], changed = case, changed | {case_id}
+                out += publish(emits, case_id, event, now, case.force)
+    await store.save_reoffences(conn, [ended[c] for c in sorted(changed)])
+    return out
+
+
+async def _take_in_assessments(conn: asyncpg.Connection, assessed: Sequence[RiskAssessmentRecorded]) -> None:
+    known = await store.lock_assessments(conn, [a.case_id for a in assessed])
+    for a in assessed:
+        known[a.case_id] = domain.latest_assessment(
+            known.get(a.case_id), domain.RiskAssessment(a.case_id, a.assessed_at, a.safe_to_proceed)
+        )
+    await store.save_assessments(conn, [known[c] for c in sorted(known)])
+
+
+async def _record_information_provided(
+    conn: asyncpg.Connection, event: CloudEvent[Any], command: RecordVictimInformationProvided, now: datetime
+) -> list[Outgoing]:
+    clock = await store.lock_clock(conn, command.case_id, command.person_id)
+    sensitivity: list[domain.SensitivityReason] = []
+    assessment = None
+    if clock is not None and clock.provided_at is None:
+        file = await store.read_crime_file(conn, clock.force, clock.crime_reference)
+        sensitivity = domain.sensitivity_reasons(file) if file is not None and file.crime is not None else []
+        assessment = await store.read_assessment(conn, clock.case_id) if sensitivity else None
+    clock, emits = domain.record_information_provided(
+        clock, command, event.id, now, sensitivity=sensitivity, assessment=assessment
+    )
+    if clock is not None:
+        await store.save_clocks(conn, [clock])
+    return publish(emits, command.case_id, event, now, clock.force if clock else "")
 
 
 async def _file_keys(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -> dict[str, tuple[str, str]]:
@@ -111,9 +187,27 @@ async def flag_overdue_information(conn: asyncpg.Connection) -> list[Outgoing]:
     return out
 
 
+async def flag_overdue_support_referrals(conn: asyncpg.Connection) -> list[Outgoing]:
+    """Flag every support-referral deadline (the Victims' Code's second clock) that has passed unmet."""
+    now = datetime.now(UTC)
+    flagged, out = [], []
+    for clock in await store.lock_overdue_support_clocks(conn, now):
+        clock, emits = domain.flag_support_breach(clock, now)
+        flagged.append(clock)
+        out += publish(emits, clock.case_id, None, now, clock.force)
+    await store.save_support_clocks(conn, flagged)
+    return out
+
+
 def build(service: ServiceApp | None = None) -> ServiceApp:
     service = service or ServiceApp("referral", migrations="services.referral.migrations")
-    # rj.scheduling: a case's closure, after which a new request refers the crime again as a new case.
-    service.consume([topics.CRIME_EVENTS, topics.COMMANDS, topics.SCHEDULING], consumes=CONSUMES, handler=take_in)
+    # rj.scheduling: a case's closure, after which a new request refers the crime again as a new case (and
+    # reoffending is followed). rj.consent: risk assessments, which gate RJ information on a sensitive case.
+    service.consume(
+        [topics.CRIME_EVENTS, topics.COMMANDS, topics.SCHEDULING, topics.CONSENT], consumes=CONSUMES, handler=take_in
+    )
     service.every(service.settings.deadline_sweep_interval_s, flag_overdue_information, name="victims_code_sweep")
+    service.every(
+        service.settings.deadline_sweep_interval_s, flag_overdue_support_referrals, name="victim_support_sweep"
+    )
     return service

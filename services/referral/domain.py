@@ -8,11 +8,12 @@ and two cases (``schemas.referral.case_id_for``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from enum import StrEnum
 
-from schemas.commands import RecordVictimInformationProvided
+from schemas.commands import RecordVictimInformationProvided, RecordVictimSupportReferral, SupportReferralOutcome
 from schemas.common import SYSTEM_REFERRAL
 from schemas.referral import (
     CaseAccepted,
@@ -28,17 +29,21 @@ from schemas.referral import (
     VictimInformationDue,
     VictimInformationOverdue,
     VictimInformationProvided,
+    VictimSupportReferralDue,
+    VictimSupportReferralOverdue,
+    VictimSupportReferralRecorded,
     age_band_on,
     case_id_for,
 )
 from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, ReferralRequested, RiskFlag
 from services.runtime.calendar import deadline_after
-from services.runtime.decision import Emit, rejection
+from services.runtime.decision import Emit, in_the_future, rejection
 
 SERVICE = "referral"
 
 INFORMATION_DUE_WORKING_DAYS = 5
 INFORMATION_DUE_WORKING_DAYS_ENHANCED = 1
+SUPPORT_REFERRAL_DUE_WORKING_DAYS = 2  # Victims' Code: referral to a victim support service (DOMAIN rule 10)
 
 
 class CaseStatus(StrEnum):
@@ -89,9 +94,10 @@ def record_crime(file: CrimeFile, crime: CrimeRecorded, now: datetime) -> tuple[
     """A crime was recorded (or recorded again, perhaps amended): keep the newest and start clocks."""
     file = replace(file, crime=crime)
     emits = _start_victims_code_clocks(file, crime)
+    support = _start_support_referral_clocks(file, crime)  # the second clock, for the same new victims
     file = replace(file, clocked_victims=file.clocked_victims | {e.data.person_id for e in emits})  # type: ignore[attr-defined]
     file, more = _progress_case(file, now)
-    return file, emits + more
+    return file, emits + more + support
 
 
 def record_outcome(file: CrimeFile, outcome: CrimeOutcomeRecorded, now: datetime) -> tuple[CrimeFile, list[Emit]]:
@@ -374,14 +380,59 @@ def clock_from(due: VictimInformationDue, force: str) -> VictimClock:
     )
 
 
+@dataclass(frozen=True)
+class RiskAssessment:
+    """The latest risk assessment consent recorded for a case (``rj.risk-assessment.recorded``)."""
+
+    case_id: str
+    assessed_at: datetime
+    safe_to_proceed: bool
+
+
+def latest_assessment(known: RiskAssessment | None, new: RiskAssessment) -> RiskAssessment:
+    """The assessment that stands: the latest by ``assessed_at``, whatever order they arrive in; of two made at
+    the same moment, the one that is not safe (a repeat changes nothing)."""
+    if known is None or new.assessed_at > known.assessed_at:
+        return new
+    if new.assessed_at == known.assessed_at and not new.safe_to_proceed:
+        return new
+    return known
+
+
+def rj_information_withheld(sensitivity: Sequence[SensitivityReason], assessment: RiskAssessment | None) -> str | None:
+    """Why no RJ information may go to the victim yet, if it may not: on a sensitive case, not before the latest
+    risk assessment says it is safe to proceed (DOMAIN rule 4; issue 16)."""
+    if not sensitivity:
+        return None
+    why = "the case is sensitive (" + ", ".join(sensitivity) + ")"
+    if assessment is None:
+        return f"{why} and no risk assessment is recorded: no RJ information goes to the victim before one allows it"
+    if not assessment.safe_to_proceed:
+        return (
+            f"{why} and the latest risk assessment ({assessment.assessed_at.isoformat()}) does not allow contact: "
+            "no RJ information goes to the victim before one does"
+        )
+    return None
+
+
 def record_information_provided(
-    clock: VictimClock | None, command: RecordVictimInformationProvided, command_id: str, now: datetime
+    clock: VictimClock | None,
+    command: RecordVictimInformationProvided,
+    command_id: str,
+    now: datetime,
+    *,
+    sensitivity: Sequence[SensitivityReason] = (),
+    assessment: RiskAssessment | None = None,
 ) -> tuple[VictimClock | None, list[Emit]]:
+    """Record that the victim was told about RJ. On a sensitive case it is refused until the latest risk
+    assessment is safe to proceed; the clock keeps running meanwhile, and a breach is flagged as any other."""
     if clock is None:
         reason = f"no Victims' Code clock runs for person {command.person_id} on this case"
         return None, [rejection(SERVICE, command, command_id, reason, now)]
     if clock.provided_at is not None:
         return clock, []  # already recorded: a repeat changes nothing
+    if withheld := rj_information_withheld(sensitivity, assessment):
+        return clock, [rejection(SERVICE, command, command_id, withheld, now)]
     clock = replace(clock, provided_at=command.provided_at)
     return clock, [
         Emit(
@@ -415,3 +466,118 @@ def flag_breach(clock: VictimClock, now: datetime) -> tuple[VictimClock, list[Em
             f"information-overdue:{clock.person_id}",
         )
     ]
+
+
+# --- the Victims' Code's second clock: referral to a victim support service --------------------------
+
+
+@dataclass(frozen=True)
+class SupportClock:
+    """Per victim of a recorded crime: a referral to a victim support service (or the victim's declining the
+    offer) is owed within 2 working days of the crime being reported."""
+
+    crime_reference: str
+    person_id: str
+    force: str
+    case_id: str  # the case of the crime's first referral, as for ``VictimClock``
+    reported_at: datetime
+    due_by: datetime
+    decided_at: datetime | None = None  # referred, or the offer declined: the clock stopped
+    outcome: SupportReferralOutcome | None = None
+    breached_at: datetime | None = None
+
+
+def _start_support_referral_clocks(file: CrimeFile, crime: CrimeRecorded) -> list[Emit]:
+    emits = []
+    for victim in crime.victims:
+        if victim.person_id in file.clocked_victims:
+            continue
+        due_date, due_by = deadline_after(crime.reported_at, SUPPORT_REFERRAL_DUE_WORKING_DAYS)
+        due = VictimSupportReferralDue(
+            case_id=file.case_id,
+            crime_reference=file.crime_reference,
+            person_id=victim.person_id,
+            reported_at=crime.reported_at,
+            due_by=due_by,
+            due_date=due_date,
+            working_days=SUPPORT_REFERRAL_DUE_WORKING_DAYS,
+        )
+        emits.append(Emit(due, f"support-referral-due:{victim.person_id}"))
+    return emits
+
+
+def support_clock_from(due: VictimSupportReferralDue, force: str) -> SupportClock:
+    return SupportClock(
+        crime_reference=due.crime_reference,
+        person_id=due.person_id,
+        force=force,
+        case_id=due.case_id,
+        reported_at=due.reported_at,
+        due_by=due.due_by,
+    )
+
+
+def _support_referral_refused(
+    clock: SupportClock | None, command: RecordVictimSupportReferral, now: datetime
+) -> str | None:
+    if clock is None:
+        return (
+            f"no Victims' Code support-referral clock runs for person {command.person_id} on this case "
+            "(an unknown case or person, or a crime not recorded yet)"
+        )
+    if clock.decided_at is not None:
+        return (
+            f"the support referral of {clock.person_id} is already recorded ({clock.outcome} at "
+            f"{clock.decided_at.isoformat()}): nothing changes"
+        )
+    service = (command.support_service or "").strip()
+    if command.outcome is SupportReferralOutcome.referred and not service:
+        return "a referral to victim support must name the support service referred to"
+    if command.outcome is SupportReferralOutcome.declined and service:
+        return "a declined offer of support names no support service"
+    if future := in_the_future("decided_at", command.decided_at, now):
+        return future
+    if command.decided_at < clock.reported_at:
+        return (
+            f"decided_at {command.decided_at.isoformat()} is before the crime was reported "
+            f"({clock.reported_at.isoformat()})"
+        )
+    return None
+
+
+def record_support_referral(
+    clock: SupportClock | None, command: RecordVictimSupportReferral, command_id: str, now: datetime
+) -> tuple[SupportClock | None, list[Emit]]:
+    """The victim was referred to victim support, or declined the offer: either stops the clock, once."""
+    if refused := _support_referral_refused(clock, command, now):
+        return clock, [rejection(SERVICE, command, command_id, refused, now)]
+    assert clock is not None
+    clock = replace(clock, decided_at=command.decided_at, outcome=command.outcome)
+    service = (command.support_service or "").strip() or None
+    recorded = VictimSupportReferralRecorded(
+        case_id=clock.case_id,
+        crime_reference=clock.crime_reference,
+        person_id=clock.person_id,
+        outcome=command.outcome,
+        support_service=service,
+        decided_at=command.decided_at,
+        recorded_at=now,
+        recorded_by=command.actor,
+        on_time=command.decided_at < clock.due_by,
+        reason=command.reason,
+    )
+    return clock, [Emit(recorded, f"support-referral-recorded:{clock.person_id}")]
+
+
+def flag_support_breach(clock: SupportClock, now: datetime) -> tuple[SupportClock, list[Emit]]:
+    """Flag a support-referral deadline that passed with no referral and no declined offer, once."""
+    if clock.decided_at is not None or clock.breached_at is not None or now < clock.due_by:
+        return clock, []
+    overdue = VictimSupportReferralOverdue(
+        case_id=clock.case_id,
+        crime_reference=clock.crime_reference,
+        person_id=clock.person_id,
+        due_by=clock.due_by,
+        flagged_at=now,
+    )
+    return replace(clock, breached_at=now), [Emit(overdue, f"support-referral-overdue:{clock.person_id}")]

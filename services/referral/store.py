@@ -8,9 +8,12 @@ from datetime import datetime
 
 import asyncpg
 
-from schemas.referral import case_id_for
+from schemas.commands import SupportReferralOutcome
+from schemas.referral import DeclineReason, EarlierCaseEnded, case_id_for
+from schemas.scheduling import ClosureReason
 from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, ReferralRequested
-from services.referral.domain import CaseStatus, CrimeFile, VictimClock
+from services.referral.domain import CaseStatus, CrimeFile, RiskAssessment, SupportClock, VictimClock
+from services.referral.reoffending import EndedCase
 from services.runtime import privacy
 
 SCHEMA = "referral"
@@ -42,6 +45,18 @@ async def lock_crime_files(
         [ref for _, ref in ordered],
         [case_id_for(force, ref) for force, ref in ordered],
     )
+    return await _open_files(conn, rows)
+
+
+async def read_crime_file(conn: asyncpg.Connection, force: str, crime_reference: str) -> CrimeFile | None:
+    """A file as committed, without locking it (to read what it says, e.g. whether its case is sensitive)."""
+    rows = await conn.fetch(
+        f"SELECT * FROM {SCHEMA}.crime_files WHERE force = $1 AND crime_reference = $2", force, crime_reference
+    )
+    return next(iter((await _open_files(conn, rows)).values()), None)
+
+
+async def _open_files(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> dict[tuple[str, str], CrimeFile]:
     keys = privacy.batch()  # what upstream told us about people is kept sealed, under the case
     cases = [r["case_id"] for r in rows]
     # Opened as models the batch remembers: a crime or outcome written back unchanged keeps its tokens.
@@ -192,3 +207,163 @@ async def count_open_clocks(conn: asyncpg.Connection) -> tuple[int, int]:
              FROM {SCHEMA}.victim_clocks WHERE provided_at IS NULL"""
     )
     return row["due"], row["overdue"]
+
+
+# --- the support-referral clock -----------------------------------------------------------------
+
+
+async def insert_support_clocks(conn: asyncpg.Connection, clocks: Sequence[SupportClock]) -> None:
+    if not clocks:
+        return
+    await conn.execute(
+        f"""INSERT INTO {SCHEMA}.support_clocks (force, crime_reference, person_id, case_id, reported_at, due_by)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                                 $6::timestamptz[])
+            ON CONFLICT DO NOTHING""",
+        [c.force for c in clocks],
+        [c.crime_reference for c in clocks],
+        [c.person_id for c in clocks],
+        [c.case_id for c in clocks],
+        [c.reported_at for c in clocks],
+        [c.due_by for c in clocks],
+    )
+
+
+def _support_clock_from_row(row: asyncpg.Record) -> SupportClock:
+    return SupportClock(
+        crime_reference=row["crime_reference"],
+        person_id=row["person_id"],
+        force=row["force"],
+        case_id=row["case_id"],
+        reported_at=row["reported_at"],
+        due_by=row["due_by"],
+        decided_at=row["decided_at"],
+        outcome=SupportReferralOutcome(row["outcome"]) if row["outcome"] else None,
+        breached_at=row["breached_at"],
+    )
+
+
+async def lock_support_clock(conn: asyncpg.Connection, case_id: str, person_id: str) -> SupportClock | None:
+    row = await conn.fetchrow(
+        f"SELECT * FROM {SCHEMA}.support_clocks WHERE case_id = $1 AND person_id = $2 FOR UPDATE",
+        case_id,
+        person_id,
+    )
+    return _support_clock_from_row(row) if row else None
+
+
+async def lock_overdue_support_clocks(conn: asyncpg.Connection, now: datetime, limit: int = 500) -> list[SupportClock]:
+    """Running support-referral clocks whose deadline has passed (the partial index ``support_clocks_running``);
+    rows another worker is sweeping are skipped."""
+    rows = await conn.fetch(
+        f"""SELECT * FROM {SCHEMA}.support_clocks
+            WHERE decided_at IS NULL AND breached_at IS NULL AND due_by <= $1
+            ORDER BY due_by LIMIT $2 FOR UPDATE SKIP LOCKED""",
+        now,
+        limit,
+    )
+    return [_support_clock_from_row(r) for r in rows]
+
+
+async def save_support_clocks(conn: asyncpg.Connection, clocks: Sequence[SupportClock]) -> None:
+    await conn.executemany(
+        f"""UPDATE {SCHEMA}.support_clocks SET decided_at = $4, outcome = $5, breached_at = $6
+            WHERE force = $1 AND crime_reference = $2 AND person_id = $3""",
+        [
+            (c.force, c.crime_reference, c.person_id, c.decided_at, c.outcome.value if c.outcome else None,
+             c.breached_at)
+            for c in clocks
+        ],
+    )  # fmt: skip
+
+
+# --- risk assessments (the sensitive-case gate on RJ information) --------------------------------
+
+
+async def lock_assessments(conn: asyncpg.Connection, case_ids: Sequence[str]) -> dict[str, RiskAssessment]:
+    rows = await conn.fetch(
+        f"""SELECT * FROM {SCHEMA}.risk_assessments WHERE case_id = ANY($1::text[])
+            ORDER BY case_id FOR UPDATE""",
+        sorted(set(case_ids)),
+    )
+    return {r["case_id"]: RiskAssessment(r["case_id"], r["assessed_at"], r["safe_to_proceed"]) for r in rows}
+
+
+async def read_assessment(conn: asyncpg.Connection, case_id: str) -> RiskAssessment | None:
+    row = await conn.fetchrow(f"SELECT * FROM {SCHEMA}.risk_assessments WHERE case_id = $1", case_id)
+    return RiskAssessment(row["case_id"], row["assessed_at"], row["safe_to_proceed"]) if row else None
+
+
+async def save_assessments(conn: asyncpg.Connection, assessments: Sequence[RiskAssessment]) -> None:
+    await conn.executemany(
+        f"""INSERT INTO {SCHEMA}.risk_assessments (case_id, assessed_at, safe_to_proceed) VALUES ($1, $2, $3)
+            ON CONFLICT (case_id) DO UPDATE
+            SET assessed_at = excluded.assessed_at, safe_to_proceed = excluded.safe_to_proceed""",
+        [(a.case_id, a.assessed_at, a.safe_to_proceed) for a in assessments],
+    )
+
+
+# --- ended cases and reoffending ----------------------------------------------------------------
+
+
+async def insert_ended_cases(conn: asyncpg.Connection, cases: Sequence[EndedCase]) -> None:
+    """Remember cases that ended, and index their offenders by (force, person id); an ending seen again (a
+    replayed closure) changes nothing."""
+    if not cases:
+        return
+    await conn.executemany(
+        f"""INSERT INTO {SCHEMA}.ended_cases
+              (case_id, force, crime_reference, ended_as, closure_reason, decline_reason, ended_at, offender_ids)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING""",
+        [
+            (c.case_id, c.force, c.crime_reference, c.ended_as.value,
+             c.closure_reason.value if c.closure_reason else None, c.decline_reason.value if c.decline_reason else None,
+             c.ended_at, sorted(c.offender_ids))
+            for c in cases
+        ],
+    )  # fmt: skip
+    await conn.execute(
+        f"""INSERT INTO {SCHEMA}.ended_case_offenders (force, person_id, case_id)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING""",
+        [c.force for c in cases for _ in c.offender_ids],
+        [p for c in cases for p in sorted(c.offender_ids)],
+        [c.case_id for c in cases for _ in c.offender_ids],
+    )
+
+
+async def lock_ended_cases_of(conn: asyncpg.Connection, offenders: Sequence[tuple[str, str]]) -> list[EndedCase]:
+    """The ended cases of these (force, offender person id) pairs, row-locked in case order: an indexed lookup
+    (``ended_case_offenders``' primary key)."""
+    pairs = sorted(set(offenders))
+    if not pairs:
+        return []
+    rows = await conn.fetch(
+        f"""SELECT e.* FROM {SCHEMA}.ended_cases AS e
+            WHERE e.case_id IN (SELECT o.case_id FROM {SCHEMA}.ended_case_offenders AS o
+                                JOIN unnest($1::text[], $2::text[]) AS u(force, person_id)
+                                  ON o.force = u.force AND o.person_id = u.person_id)
+            ORDER BY e.case_id FOR UPDATE""",
+        [force for force, _ in pairs],
+        [person for _, person in pairs],
+    )
+    return [
+        EndedCase(
+            case_id=r["case_id"],
+            force=r["force"],
+            crime_reference=r["crime_reference"],
+            ended_as=EarlierCaseEnded(r["ended_as"]),
+            ended_at=r["ended_at"],
+            offender_ids=frozenset(r["offender_ids"]),
+            closure_reason=ClosureReason(r["closure_reason"]) if r["closure_reason"] else None,
+            decline_reason=DeclineReason(r["decline_reason"]) if r["decline_reason"] else None,
+            reoffences=frozenset(r["reoffences"]),
+        )
+        for r in rows
+    ]
+
+
+async def save_reoffences(conn: asyncpg.Connection, cases: Sequence[EndedCase]) -> None:
+    await conn.executemany(
+        f"UPDATE {SCHEMA}.ended_cases SET reoffences = $2 WHERE case_id = $1",
+        [(c.case_id, sorted(c.reoffences)) for c in cases],
+    )

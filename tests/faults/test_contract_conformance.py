@@ -49,13 +49,14 @@ async def test_every_fact_the_relay_publishes_carries_the_cloudevents_structured
     )
     system.start("referral")
 
-    # Each case yields opened, accepted and victim-information.due.
-    records = await read_records_until(await system.reader(topics.REFERRAL), enough=3 * len(refs))
+    # Each case yields opened, accepted, victim-information.due and victim-support.referral-due.
+    records = await read_records_until(await system.reader(topics.REFERRAL), enough=4 * len(refs))
 
     assert {json.loads(r.value)["type"] for r in records} == {
         "rj.case.opened",
         "rj.case.accepted",
         "rj.victim-information.due",
+        "rj.victim-support.referral-due",
     }
     assert {json.loads(r.value)["specversion"] for r in records} == {"1.0"}  # the value is the whole event
     unlabelled = [(r.key, r.headers) for r in records if content_types(r) != STRUCTURED_MODE]

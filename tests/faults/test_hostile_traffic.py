@@ -37,7 +37,7 @@ pytestmark = pytest.mark.integration
 
 SERVICES = ("referral", "consent", "scheduling")
 READS = {
-    "referral": (topics.CRIME_EVENTS, topics.COMMANDS),
+    "referral": (topics.CRIME_EVENTS, topics.COMMANDS, topics.SCHEDULING, topics.CONSENT),
     "consent": (topics.REFERRAL, topics.SCHEDULING, topics.COMMANDS),
     "scheduling": (topics.REFERRAL, topics.CONSENT, topics.COMMANDS),
 }

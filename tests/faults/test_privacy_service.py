@@ -346,11 +346,16 @@ async def test_export_gives_a_person_their_own_data_on_each_case_and_nothing_of_
     by_case = {c["case_id"]: c for c in document["cases"]}
     plain, encrypted = by_case[x], by_case[y]
     assert plain["role"] == "victim" and plain["erased"] is False
-    # The Victims' Code clock names them (and holds nothing personal); the case facts hold their details.
-    assert [e["type"] for e in plain["events"]] == ["rj.victim-information.due", "rj.case.opened", "rj.case.accepted"]
-    assert plain["events"][0]["data"] == {}
-    assert plain["events"][2]["data"] == {}, "rj.case.accepted says who takes part, and nothing about them"
-    assert plain["events"][1]["data"] == {
+    # The Victims' Code clocks name them (and hold nothing personal); the case facts hold their details.
+    assert [e["type"] for e in plain["events"]] == [
+        "rj.victim-information.due",
+        "rj.victim-support.referral-due",
+        "rj.case.opened",
+        "rj.case.accepted",
+    ]
+    assert plain["events"][0]["data"] == {} and plain["events"][1]["data"] == {}
+    assert plain["events"][3]["data"] == {}, "rj.case.accepted says who takes part, and nothing about them"
+    assert plain["events"][2]["data"] == {
         "participants[0].name": f"Victim {victim}",
         "participants[0].date_of_birth": "1988-04-02",
         "participants[0].contact": {
@@ -418,13 +423,14 @@ async def test_a_rectification_is_a_new_fact_and_the_export_shows_the_corrected_
     }
     assert [e["type"] for e in case["events"]] == [
         "rj.victim-information.due",
+        "rj.victim-support.referral-due",
         "rj.case.opened",
         "rj.case.accepted",
         "rj.participant.rectified",
         "rj.participant.rectified",
     ]
-    assert case["events"][1]["data"]["participants[0].name"] == f"Victim {victim}", "history is kept as it was"
-    assert case["events"][3]["data"] == {"value": "Siân Llŷr", "reason": "Misspelt at intake"}
+    assert case["events"][2]["data"]["participants[0].name"] == f"Victim {victim}", "history is kept as it was"
+    assert case["events"][4]["data"] == {"value": "Siân Llŷr", "reason": "Misspelt at intake"}
     (other,) = (await export(system, offender))["cases"]
     assert other["current"]["name"] == f"Offender {offender.removeprefix('O-')}"
     assert "Siân" not in json.dumps(other)

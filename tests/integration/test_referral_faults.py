@@ -166,4 +166,5 @@ async def test_database_connections_failing_mid_batch_lose_nothing_and_apply_not
     statuses = await system.fetch("SELECT status, count(*) FROM referral.crime_files GROUP BY status")
     assert {r["status"]: r["count"] for r in statuses} == {"accepted": crimes}
     by_topic = await system.fetch("SELECT topic, count(*), count(DISTINCT event_id) FROM referral.outbox GROUP BY 1")
-    assert [tuple(r) for r in by_topic] == [(topics.REFERRAL, 3 * crimes, 3 * crimes)]
+    # Each crime: opened, accepted, and the two Victims' Code clocks started.
+    assert [tuple(r) for r in by_topic] == [(topics.REFERRAL, 4 * crimes, 4 * crimes)]

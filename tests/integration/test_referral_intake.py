@@ -52,10 +52,15 @@ async def test_events_published_three_times_give_one_case_and_one_set_of_emitted
 
     events = await system.referral_events(types_count("rj.case.accepted", 1), settle_s=2.0)
 
-    assert sorted(e["type"] for e in events) == ["rj.case.accepted", "rj.case.opened", "rj.victim-information.due"]
-    assert len({e["id"] for e in events}) == 3
+    assert sorted(e["type"] for e in events) == [
+        "rj.case.accepted",
+        "rj.case.opened",
+        "rj.victim-information.due",
+        "rj.victim-support.referral-due",
+    ]
+    assert len({e["id"] for e in events}) == 4
     assert await system.fetchval("SELECT count(*) FROM referral.crime_files") == 1
-    assert await system.fetchval("SELECT count(*) FROM referral.outbox WHERE topic = $1", topics.REFERRAL) == 3
+    assert await system.fetchval("SELECT count(*) FROM referral.outbox WHERE topic = $1", topics.REFERRAL) == 4
 
 
 async def test_a_sensitive_case_is_routed_to_a_specialist_with_a_risk_assessment(system: System) -> None:

@@ -245,6 +245,8 @@ def test_derived_event_ids_are_uuid5_of_their_parts(parts: tuple[str, ...]) -> N
 NOT_A_DECISION = {
     "rj.victim-information.due",
     "rj.victim-information.overdue",
+    "rj.victim-support.referral-due",
+    "rj.victim-support.referral-overdue",
     "rj.preparation.started",
     "rj.case.retention-erased",
 }

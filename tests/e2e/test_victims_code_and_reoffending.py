@@ -1,0 +1,106 @@
+"""The Victims' Code's second clock, the sensitive-case gate on RJ information, and reoffending after a case
+ended, as an outside client meets them on the real broker and PostgreSQL (DOMAIN rules 4 and 10, stage 7)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from demo import samples
+from demo.samples import STAFF, command
+from schemas import topics
+from schemas.commands import RecordVictimInformationProvided, RecordVictimSupportReferral, SupportReferralOutcome
+from schemas.consent import RecordRiskAssessment, RiskLevel
+from schemas.scheduling import CloseCase, ClosureReason
+from schemas.upstream import RiskFlag
+from tests.e2e.conftest import facts, referred_case, rejection
+from tests.harness import System
+
+pytestmark = pytest.mark.integration
+
+WARKS = "urn:police:warwickshire:athena"
+
+
+async def test_rule_10_and_rule_4_and_stage_7_support_referral_sensitive_rj_information_and_reoffence(
+    system: System,
+) -> None:
+    for name in ("referral", "consent", "scheduling"):
+        system.start(name)
+    ref = "WM/2026/716001"
+    case_id, victim, offender = await referred_case(system, ref, risk_flags=[RiskFlag.domestic_abuse])
+
+    # Rule 10: the support-referral clock runs beside the RJ information clock; a referral stops it.
+    (due,) = await facts(system, topics.REFERRAL, case_id, "rj.victim-support.referral-due")
+    assert due["data"]["working_days"] == 2 and due["data"]["person_id"] == victim
+    now = datetime.now(UTC)
+    referred = RecordVictimSupportReferral(
+        case_id=case_id,
+        actor=STAFF,
+        person_id=victim,
+        outcome=SupportReferralOutcome.referred,
+        support_service="Victim Support West Mercia",
+        decided_at=now,
+    )
+    await system.publish([command(referred)])
+    (recorded,) = await facts(system, topics.REFERRAL, case_id, "rj.victim-support.referral-recorded")
+    assert recorded["data"]["outcome"] == "referred" and recorded["data"]["on_time"] is True
+    assert recorded["data"]["support_service"] == "Victim Support West Mercia"
+    assert recorded["data"]["recorded_by"]["id"] == STAFF.id
+
+    # Rule 4: on this sensitive case, RJ information is refused until a risk assessment allows contact.
+    told = RecordVictimInformationProvided(case_id=case_id, actor=STAFF, person_id=victim, provided_at=now)
+    await system.publish([command(told)])
+    (refused,) = await rejection(system, case_id, topics.REFERRAL)
+    assert "sensitive (domestic_abuse)" in refused and "no risk assessment" in refused
+    assessed = RecordRiskAssessment(
+        case_id=case_id, actor=STAFF, assessed_at=now, level=RiskLevel.low, safe_to_proceed=True
+    )
+    await system.publish([command(assessed)])
+
+    async def referral_knows_it_is_safe() -> bool:
+        sql = "SELECT safe_to_proceed FROM referral.risk_assessments WHERE case_id = $1"
+        return await system.fetchval(sql, case_id) is True
+
+    await system.wait_for(referral_knows_it_is_safe, what="referral to hear the safe risk assessment")
+    await system.publish([command(told.model_copy(update={"provided_at": datetime.now(UTC)}))])
+    (provided,) = await facts(system, topics.REFERRAL, case_id, "rj.victim-information.provided")
+    assert provided["data"]["person_id"] == victim
+
+    # A crime reported a week ago and not referred to support: the sweep flags the breach.
+    old = "WM/2026/716002"
+    late = samples.crime_recorded(old, reported_at=datetime.now(UTC) - timedelta(days=7))
+    await system.publish(samples.on_crime_events(late))
+    (overdue,) = await facts(system, topics.REFERRAL, samples.case_of(old), "rj.victim-support.referral-overdue")
+    assert overdue["data"]["person_id"] == f"V-{old}"
+
+    # Stage 7: the case closes (it did not proceed); a later crime's outcome naming its offender is a reoffence.
+    close = CloseCase(case_id=case_id, actor=STAFF, closure_reason=ClosureReason.not_suitable, reason="Not safe")
+    await system.publish([command(close)])
+    await facts(system, topics.SCHEDULING, case_id, "rj.case.closed")
+
+    async def referral_knows_it_ended() -> bool:
+        return await system.fetchval("SELECT count(*) FROM referral.ended_cases WHERE case_id = $1", case_id) == 1
+
+    await system.wait_for(referral_knows_it_ended, what="referral to hear the case closed")
+    later = "WM/2027/000042"
+    again = samples.crime_recorded(later, reported_at=datetime.now(UTC) - timedelta(days=1))
+    offence = [again, samples.outcome_recorded(later, offender=offender)]
+    await system.publish(samples.on_crime_events(*offence))
+    (reoffence,) = await facts(system, topics.REFERRAL, case_id, "rj.case.reoffence-recorded")
+    data = reoffence["data"]
+    assert (data["offender_id"], data["later_crime_reference"]) == (offender, later)
+    assert data["offence_date"] == again.occurred_at.date().isoformat()  # type: ignore[union-attr]
+    assert (data["ended_as"], data["closure_reason"], data["rj_completed"]) == ("closed", "not_suitable", False)
+
+    # The same outcome re-sent under new ids, and another force's crime naming the same person id: nothing new.
+    taken_in = await system.fetchval("SELECT count(*) FROM referral.inbox")
+    await system.publish(samples.on_crime_events(*offence))
+    await system.publish(samples.on_crime_events(*offence, force=WARKS))
+
+    async def all_four_taken_in() -> bool:
+        return await system.fetchval("SELECT count(*) FROM referral.inbox") >= taken_in + 4
+
+    await system.wait_for(all_four_taken_in, what="referral to take in the repeat and the other force's crime")
+    reoffences = await facts(system, topics.REFERRAL, case_id, "rj.case.reoffence-recorded", settle_s=1.0)
+    assert len(reoffences) == 1

@@ -1,0 +1,348 @@
+"""The Victims' Code's second clock (support referral), the sensitive-case gate on RJ information, and
+reoffending after a case ended: pure referral decisions (DOMAIN rules 4 and 10, stage 7)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from demo import samples
+from schemas.commands import (
+    CommandRejected,
+    RecordVictimInformationProvided,
+    RecordVictimSupportReferral,
+    SupportReferralOutcome,
+)
+from schemas.common import Actor
+from schemas.referral import (
+    DeclineReason,
+    EarlierCaseEnded,
+    ReoffenceRecorded,
+    SensitivityReason,
+    VictimInformationDue,
+    VictimInformationOverdue,
+    VictimInformationProvided,
+    VictimSupportReferralDue,
+    VictimSupportReferralOverdue,
+    VictimSupportReferralRecorded,
+)
+from schemas.scheduling import ClosureReason
+from schemas.upstream import CrimeRecorded
+from services.referral import domain, reoffending
+from services.referral.domain import CaseStatus, CrimeFile, RiskAssessment
+from services.runtime.calendar import LONDON
+
+WMP, WARKS = "urn:police:west-mercia:rms", "urn:police:warwickshire:athena"
+REF, LATER = "WM/2026/000777", "WM/2026/000999"
+STAFF = Actor(kind="staff", id="officer-7")
+NOW = datetime(2027, 3, 10, tzinfo=UTC)
+
+
+def crime_file(*payloads: object, force: str = WMP, ref: str = REF, now: datetime | None = None) -> CrimeFile:
+    file = CrimeFile(ref, force=force)
+    for payload in payloads:
+        if isinstance(payload, CrimeRecorded):
+            file, _ = domain.record_crime(file, payload, now or datetime.now(UTC))
+        else:
+            file, _ = domain.record_outcome(file, payload, now or datetime.now(UTC))  # type: ignore[arg-type]
+    return file
+
+
+def support_clock_of(crime: CrimeRecorded, force: str = WMP) -> domain.SupportClock:
+    _, emits = domain.record_crime(CrimeFile(crime.crime_reference, force=force), crime, crime.reported_at)
+    (due,) = [e.data for e in emits if isinstance(e.data, VictimSupportReferralDue)]
+    return domain.support_clock_from(due, force)
+
+
+def referral(clock: domain.SupportClock, at: datetime, **kw: object) -> RecordVictimSupportReferral:
+    fields: dict[str, object] = dict(
+        case_id=clock.case_id,
+        actor=STAFF,
+        person_id=clock.person_id,
+        outcome=SupportReferralOutcome.referred,
+        support_service="Victim Support West Mercia",
+        decided_at=at,
+    )
+    return RecordVictimSupportReferral(**{**fields, **kw})  # type: ignore[arg-type]
+
+
+# --- rule 10: referral to victim support within 2 working days ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reported", "due"),
+    [
+        # Friday before the late-May bank holiday (Monday 25 May 2026): Tuesday and Wednesday count.
+        (datetime(2026, 5, 22, 10, tzinfo=UTC), date(2026, 5, 27)),
+        # Friday before the August bank holiday (Monday 31 August 2026).
+        (datetime(2026, 8, 28, 15, tzinfo=UTC), date(2026, 9, 2)),
+        (datetime(2026, 11, 25, 10, tzinfo=UTC), date(2026, 11, 27)),  # a Wednesday: no holiday
+    ],
+)
+def test_rule_10_support_referral_is_due_two_working_days_after_the_report_across_bank_holidays(
+    reported: datetime, due: date
+) -> None:
+    crime = samples.crime_recorded(REF, reported_at=reported, victims=[samples.victim("V1", enhanced=True)])
+    _, emits = domain.record_crime(CrimeFile(REF, force=WMP), crime, reported)
+    (support,) = [e.data for e in emits if isinstance(e.data, VictimSupportReferralDue)]
+    assert support.due_date == due and support.working_days == 2 and support.person_id == "V1"
+    assert support.due_by == datetime.combine(due + timedelta(days=1), datetime.min.time(), tzinfo=LONDON)
+    # Beside it, and unchanged, the RJ information clock (1 working day with enhanced rights).
+    (information,) = [e.data for e in emits if isinstance(e.data, VictimInformationDue)]
+    assert information.working_days == 1
+
+
+def test_rule_10_support_referral_clock_is_flagged_once_when_breached_across_the_late_may_bank_holiday() -> None:
+    clock = support_clock_of(samples.crime_recorded(REF, reported_at=datetime(2026, 5, 22, 10, tzinfo=UTC)))
+    # On the bank holiday Monday and the Tuesday it is not yet overdue ...
+    assert domain.flag_support_breach(clock, datetime(2026, 5, 26, 22, tzinfo=UTC))[1] == []
+    assert domain.flag_support_breach(clock, datetime(2026, 5, 27, 22, 59, tzinfo=UTC))[1] == []  # 23:59 BST
+    # ... but after the end of Wednesday (UK time) it is, once.
+    flagged, emits = domain.flag_support_breach(clock, datetime(2026, 5, 27, 23, 1, tzinfo=UTC))
+    (overdue,) = [e.data for e in emits]
+    assert isinstance(overdue, VictimSupportReferralOverdue) and overdue.person_id == f"V-{REF}"
+    assert domain.flag_support_breach(flagged, datetime(2026, 5, 29, tzinfo=UTC))[1] == []
+
+
+def test_rule_10_a_referral_to_victim_support_stops_the_clock_and_says_who_when_and_to_which_service() -> None:
+    clock = support_clock_of(samples.crime_recorded(REF, reported_at=datetime(2026, 5, 22, 10, tzinfo=UTC)))
+    now = datetime(2026, 5, 26, 9, tzinfo=UTC)
+    stopped, emits = domain.record_support_referral(clock, referral(clock, now), "c1", now)
+    (recorded,) = [e.data for e in emits]
+    assert isinstance(recorded, VictimSupportReferralRecorded)
+    assert (recorded.outcome, recorded.support_service, recorded.recorded_by) == (
+        SupportReferralOutcome.referred,
+        "Victim Support West Mercia",
+        STAFF,
+    )
+    assert recorded.on_time and recorded.decided_at == now
+    assert stopped is not None and domain.flag_support_breach(stopped, now + timedelta(days=30))[1] == []
+
+
+def test_rule_10_a_declined_offer_of_support_stops_the_clock() -> None:
+    clock = support_clock_of(samples.crime_recorded(REF, reported_at=datetime(2026, 8, 28, 15, tzinfo=UTC)))
+    late = datetime(2026, 9, 4, 9, tzinfo=UTC)  # after the deadline: recorded, but not on time
+    declined = referral(clock, late, outcome=SupportReferralOutcome.declined, support_service=None, reason="no")
+    stopped, emits = domain.record_support_referral(clock, declined, "c1", late)
+    (recorded,) = [e.data for e in emits]
+    assert isinstance(recorded, VictimSupportReferralRecorded)
+    assert recorded.outcome is SupportReferralOutcome.declined and recorded.on_time is False
+    assert stopped is not None and stopped.decided_at == late
+    assert domain.flag_support_breach(stopped, late + timedelta(days=1))[1] == [], "a declined offer is no breach"
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (dict(support_service=None), "must name the support service"),
+        (dict(support_service="   "), "must name the support service"),
+        (dict(outcome=SupportReferralOutcome.declined), "names no support service"),
+        (dict(decided_at=datetime(2026, 6, 30, tzinfo=UTC)), "is in the future"),
+        (dict(decided_at=datetime(2026, 5, 1, tzinfo=UTC)), "before the crime was reported"),
+    ],
+)
+def test_rule_10_a_support_referral_that_does_not_add_up_is_refused_and_the_clock_runs_on(
+    change: dict[str, object], why: str
+) -> None:
+    clock = support_clock_of(samples.crime_recorded(REF, reported_at=datetime(2026, 5, 22, 10, tzinfo=UTC)))
+    now = datetime(2026, 5, 26, 9, tzinfo=UTC)
+    same, emits = domain.record_support_referral(clock, referral(clock, now, **change), "c1", now)
+    (rejected,) = [e.data for e in emits]
+    assert isinstance(rejected, CommandRejected) and why in rejected.reason and rejected.service == "referral"
+    assert same == clock
+
+
+def test_rule_10_a_support_referral_for_no_clock_or_a_second_time_is_refused_with_the_reason() -> None:
+    clock = support_clock_of(samples.crime_recorded(REF, reported_at=datetime(2026, 5, 22, 10, tzinfo=UTC)))
+    now = datetime(2026, 5, 26, 9, tzinfo=UTC)
+    _, emits = domain.record_support_referral(None, referral(clock, now), "c1", now)
+    assert (
+        isinstance(emits[0].data, CommandRejected) and "no Victims' Code support-referral clock" in emits[0].data.reason
+    )
+    stopped, _ = domain.record_support_referral(clock, referral(clock, now), "c1", now)
+    again, emits = domain.record_support_referral(stopped, referral(clock, now), "c2", now)
+    assert again == stopped
+    assert isinstance(emits[0].data, CommandRejected) and "already recorded" in emits[0].data.reason
+
+
+# --- on a sensitive case, no RJ information before a risk assessment allows contact ------------------
+
+
+def information_clock() -> domain.VictimClock:
+    crime = samples.crime_recorded(REF, reported_at=datetime(2026, 11, 20, 10, tzinfo=UTC))
+    _, emits = domain.record_crime(CrimeFile(REF, force=WMP), crime, crime.reported_at)
+    (due,) = [e.data for e in emits if isinstance(e.data, VictimInformationDue)]
+    return domain.clock_from(due, WMP)
+
+
+def told(clock: domain.VictimClock, at: datetime) -> RecordVictimInformationProvided:
+    return RecordVictimInformationProvided(case_id=clock.case_id, actor=STAFF, person_id="V-" + REF, provided_at=at)
+
+
+SENSITIVE = [SensitivityReason.domestic_abuse]
+
+
+def test_rule_4_rj_information_is_refused_on_a_sensitive_case_before_a_safe_assessment_and_a_breach_shows() -> None:
+    clock = information_clock()
+    at = datetime(2026, 11, 23, 10, tzinfo=UTC)
+    unsafe = RiskAssessment(clock.case_id, datetime(2026, 11, 23, 9, tzinfo=UTC), safe_to_proceed=False)
+    for assessment in (None, unsafe):
+        same, emits = domain.record_information_provided(
+            clock, told(clock, at), "c1", at, sensitivity=SENSITIVE, assessment=assessment
+        )
+        (rejected,) = [e.data for e in emits]
+        assert isinstance(rejected, CommandRejected) and "domestic_abuse" in rejected.reason
+        assert "no RJ information goes to the victim" in rejected.reason
+        assert same == clock and same is not None and same.provided_at is None
+    # The clock kept running: once its deadline passes, the breach shows.
+    _, overdue = domain.flag_breach(clock, clock.due_by + timedelta(minutes=1))
+    assert [type(e.data) for e in overdue] == [VictimInformationOverdue]
+
+
+def test_rule_4_rj_information_is_recorded_on_a_sensitive_case_once_the_latest_assessment_is_safe() -> None:
+    clock = information_clock()
+    at = datetime(2026, 11, 24, 10, tzinfo=UTC)
+    safe = RiskAssessment(clock.case_id, datetime(2026, 11, 24, 9, tzinfo=UTC), safe_to_proceed=True)
+    stopped, emits = domain.record_information_provided(
+        clock, told(clock, at), "c1", at, sensitivity=SENSITIVE, assessment=safe
+    )
+    assert [type(e.data) for e in emits] == [VictimInformationProvided]
+    assert stopped is not None and stopped.provided_at == at
+
+
+def test_rj_information_on_a_case_that_is_not_sensitive_needs_no_assessment() -> None:
+    clock = information_clock()
+    at = datetime(2026, 11, 24, 10, tzinfo=UTC)
+    _, emits = domain.record_information_provided(clock, told(clock, at), "c1", at)
+    assert [type(e.data) for e in emits] == [VictimInformationProvided]
+
+
+assessments = st.lists(st.tuples(st.integers(0, 5), st.booleans()), min_size=1, max_size=6).map(
+    lambda xs: [RiskAssessment("case", datetime(2026, 11, 20, tzinfo=UTC) + timedelta(hours=h), safe) for h, safe in xs]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(assessments, st.randoms())
+def test_rule_4_the_latest_risk_assessment_stands_whatever_order_they_arrive_in(
+    made: list[RiskAssessment], rnd: object
+) -> None:
+    shuffled = list(made)
+    rnd.shuffle(shuffled)  # type: ignore[attr-defined]
+    standing = None
+    for assessment in shuffled:
+        standing = domain.latest_assessment(standing, assessment)
+    latest = max(a.assessed_at for a in made)
+    assert standing is not None and standing.assessed_at == latest
+    assert standing.safe_to_proceed == all(a.safe_to_proceed for a in made if a.assessed_at == latest)
+
+
+# --- stage 7: reoffending after a case ended ---------------------------------------------------------
+
+
+def closed_case(reason: ClosureReason = ClosureReason.completed, force: str = WMP) -> reoffending.EndedCase:
+    file = crime_file(samples.crime_recorded(REF), samples.outcome_recorded(REF, offender="O-1"), force=force)
+    assert file.status is CaseStatus.accepted
+    closed_at = datetime(2026, 12, 1, tzinfo=UTC)
+    after, emits = domain.record_case_closed(file, file.case_id, closed_at, closed_at)
+    ended = reoffending.case_ending(file, after, emits, (reason, closed_at))
+    assert ended is not None
+    return ended
+
+
+def later_outcome(ref: str = LATER, offender: str = "O-1"):  # type: ignore[no-untyped-def]
+    return samples.outcome_recorded(ref, offender=offender)
+
+
+def test_stage_7_a_later_outcome_naming_the_offender_of_a_closed_case_records_a_reoffence_once() -> None:
+    case = closed_case()
+    crime = samples.crime_recorded(LATER, reported_at=datetime(2027, 3, 2, 10, tzinfo=UTC))
+    now = datetime(2027, 3, 10, tzinfo=UTC)
+    case, emits = reoffending.record_reoffence(case, later_outcome(), WMP, crime, now)
+    (fact,) = [e.data for e in emits]
+    assert isinstance(fact, ReoffenceRecorded)
+    assert (fact.case_id, fact.offender_id, fact.later_crime_reference) == (case.case_id, "O-1", LATER)
+    assert fact.offence_date == crime.occurred_at.date()  # type: ignore[union-attr]
+    assert fact.ended_as is EarlierCaseEnded.closed and fact.closure_reason is ClosureReason.completed
+    assert fact.rj_completed is True
+    # The same later crime again (a repeat, an amended outcome): nothing new.
+    assert reoffending.record_reoffence(case, later_outcome(), WMP, crime, now) == (case, [])
+
+
+def test_stage_7_the_offence_date_falls_back_to_the_report_then_the_outcome_then_now() -> None:
+    crime = samples.crime_recorded(LATER, reported_at=datetime(2027, 3, 2, 10, tzinfo=UTC))
+    no_occurrence = crime.model_copy(update={"occurred_at": None})
+    outcome = later_outcome().model_copy(update={"recorded_at": datetime(2027, 4, 1, 10, tzinfo=UTC)})
+    now = datetime(2027, 5, 1, 10, tzinfo=UTC)
+    assert reoffending.offence_date_of(outcome, no_occurrence, now) == crime.reported_at
+    assert reoffending.offence_date_of(outcome, None, now) == outcome.recorded_at
+    assert reoffending.offence_date_of(outcome.model_copy(update={"recorded_at": None}), None, now) == now
+
+
+def test_stage_7_a_case_that_did_not_proceed_says_how_it_ended() -> None:
+    case, emits = reoffending.record_reoffence(
+        closed_case(ClosureReason.withdrawn), later_outcome(), WMP, None, datetime(2027, 3, 10, tzinfo=UTC)
+    )
+    (fact,) = [e.data for e in emits]
+    assert isinstance(fact, ReoffenceRecorded)
+    assert fact.closure_reason is ClosureReason.withdrawn and fact.rj_completed is False
+
+
+def test_stage_7_a_case_screened_out_is_followed_for_reoffending_too() -> None:
+    before = crime_file(samples.crime_recorded(REF))
+    after, emits = domain.record_outcome(before, samples.outcome_recorded(REF, admitted=False, offender="O-1"), NOW)
+    after, more = domain.record_request(after, samples.referral_requested(REF), NOW)  # opens, screens, declines
+    ended = reoffending.case_ending(before, after, emits + more)
+    assert ended is not None and ended.ended_as is EarlierCaseEnded.screened_out
+    assert ended.decline_reason is DeclineReason.offender_denies_responsibility and ended.offender_ids == {"O-1"}
+    _, facts = reoffending.record_reoffence(ended, later_outcome(), WMP, None, NOW)
+    assert [type(e.data) for e in facts] == [ReoffenceRecorded]
+
+
+def test_stage_7_an_open_case_ends_nothing_and_so_records_no_reoffence() -> None:
+    file = crime_file(samples.crime_recorded(REF), samples.outcome_recorded(REF, offender="O-1"))
+    # Another outcome, a closure of some other case: the case stays open, and nothing ends.
+    after, emits = domain.record_outcome(file, later_outcome(REF), NOW)
+    assert reoffending.case_ending(file, after, emits) is None
+    after, emits = domain.record_case_closed(file, "another-case", NOW, NOW)
+    assert reoffending.case_ending(file, after, emits, (ClosureReason.completed, NOW)) is None
+
+
+@pytest.mark.parametrize(
+    ("outcome", "force"),
+    [
+        (later_outcome(), WARKS),  # another force's crime system: its person ids are not ours to match
+        (later_outcome(REF), WMP),  # the same crime: not a later offence
+        (later_outcome(offender="O-2"), WMP),  # someone else
+    ],
+)
+def test_stage_7_no_reoffence_across_forces_for_the_same_crime_or_for_someone_else(outcome: object, force: str) -> None:
+    case = closed_case()
+    assert reoffending.record_reoffence(case, outcome, force, None, NOW) == (case, [])  # type: ignore[arg-type]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from([LATER, "WM/2027/000001", "WM/2027/000002"]), min_size=1, max_size=8))
+def test_stage_7_a_reoffence_is_recorded_once_per_later_crime_whatever_the_repeats(refs: list[str]) -> None:
+    case, emitted = closed_case(), []
+    for ref in refs:
+        case, emits = reoffending.record_reoffence(case, later_outcome(ref), WMP, None, NOW)
+        emitted += emits
+    assert sorted(e.data.later_crime_reference for e in emitted) == sorted(set(refs))  # type: ignore[attr-defined]
+    assert len({e.identity for e in emitted}) == len(emitted)
+
+
+def test_the_closure_reason_and_the_offenders_who_took_part_are_remembered() -> None:
+    file = crime_file(
+        samples.crime_recorded(REF),
+        samples.outcome_recorded(REF, offender="O-1"),
+        samples.outcome_recorded(REF, offender="O-2", admitted=False),
+    )
+    after, emits = domain.record_case_closed(file, file.case_id, NOW, NOW)
+    ended = reoffending.case_ending(file, after, emits, (ClosureReason.agreement_not_met, NOW))
+    assert ended is not None and ended.offender_ids == {"O-1"} and ended.case_id == file.case_id
+    assert ended.closure_reason is ClosureReason.agreement_not_met
+    assert emits == []
