@@ -88,6 +88,7 @@ def demo_events() -> list[tuple[str, str, bytes]]:
     )
     theft = s.crime_recorded("WM/2026/000105", category="theft", description="Theft from a shop")
     old = s.crime_recorded("WM/2025/009876", reported_at=first_report, description="Harassment")
+    letters = s.crime_recorded("WM/2026/000106", description="Assault (the victim would rather write than meet)")
     events = [
         *s.on_crime_events(s.outcome_recorded("WM/2026/000101"), assault),  # outcome first
         *s.on_crime_events(domestic, s.outcome_recorded("WM/2026/000102", risk_flags=[RiskFlag.domestic_abuse])),
@@ -97,6 +98,7 @@ def demo_events() -> list[tuple[str, str, bytes]]:
         *s.on_crime_events(damage, s.outcome_recorded("WM/2026/000104")),
         *s.on_crime_events(theft, s.referral_requested("WM/2026/000105", by=Requester.officer)),
         *s.on_crime_events(old),
+        *s.on_crime_events(letters, s.outcome_recorded("WM/2026/000106")),
     ]
     repeats = events[:2] * 2  # at-least-once upstream: the same two messages twice more
     broken = [
@@ -115,8 +117,9 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
     seen: dict[str, int] = {}
     dead = 0
     deadline = asyncio.get_running_loop().time() + 90
-    # 5 opened, 4 screened, 6 clocks started, 1 overdue; 2 dead letters
-    while sum(seen.values()) < 16 or dead < 2:
+    # 6 opened, 5 screened; per victim (7) two Victims' Code clocks started; the old crime's two overdue;
+    # 2 dead letters
+    while sum(seen.values()) < 27 or dead < 2:
         if stop.is_set() or asyncio.get_running_loop().time() > deadline:
             console.print("[red]demo timed out waiting for the services[/]")
             break
@@ -146,6 +149,10 @@ def _describe(body: dict[str, object]) -> str:
             return f"victim {data['person_id']}: RJ information due by end of {data['due_date']}"
         case "rj.victim-information.overdue":
             return f"victim {data['person_id']}: Victims' Code deadline missed ({data['due_by']})"
+        case "rj.victim-support.referral-due":
+            return f"victim {data['person_id']}: referral to victim support due by end of {data['due_date']}"
+        case "rj.victim-support.referral-overdue":
+            return f"victim {data['person_id']}: victim support referral deadline missed ({data['due_by']})"
         case "rj.case.opened":
             names = [str(p.get("name")) for p in data["participants"]]  # type: ignore[attr-defined]
             return f"case {body['subject']}; names on the topic, sealed: {', '.join(n[:28] + '...' for n in names)}"
@@ -241,15 +248,32 @@ def _fact_detail(fact: dict[str, Any]) -> str:
         ),
         "rj.meeting.cancelled": lambda: f"{data['meeting_id']}: {data.get('reason_code', '')}",
         "rj.case.closed": lambda: f"reason: {data['reason']}",
+        "rj.survey.invited": lambda: f"{data['person_id']} ({data['role']})",
+        "rj.survey.response-recorded": lambda: f"{data['person_id']}: score {data['score']}",
+        "rj.contact-form.switched": lambda: f"{data['previous_form']} -> {data['form']}",
+        "rj.indirect.item-submitted": lambda: f"{data['kind']} {data['item_id']} to {data['recipient_id']}",
+        "rj.indirect.receiving-agreed": lambda: f"{data['person_id']} agrees to receive {', '.join(data['kinds'])}",
+        "rj.indirect.item-released": lambda: f'{data["item_id"]} to {data["recipient_id"]}: "{data.get("content")}"',
         "rj.command.rejected": lambda: data["reason"],
     }.get(fact["type"])
     return detail() if detail else ""
 
 
 async def walk_cases(settings: Settings, stop: asyncio.Event) -> None:
-    """Two cases through consent and scheduling: one to completion, one to a withdrawal."""
+    """Three cases through consent and scheduling: one to completion and its survey, one to a withdrawal, one by
+    indirect contact (a letter)."""
     from demo.samples import case_of
-    from schemas.consent import RecordRiskAssessment, RiskLevel
+    from schemas.common import Actor
+    from schemas.consent import RecordRiskAssessment, RecordSurveyResponse, RiskLevel
+    from schemas.indirect import (
+        AgreeToReceiveItems,
+        ApproveIndirectItem,
+        ContactForm,
+        IndirectItemKind,
+        ReleaseTiming,
+        SubmitIndirectItem,
+        SwitchContactForm,
+    )
     from schemas.scheduling import (
         AgreementItemTerms,
         BookMeeting,
@@ -314,6 +338,18 @@ async def walk_cases(settings: Settings, stop: asyncio.Event) -> None:
         ],
     )
     await watch.until(case, "rj.case.closed", stop)
+    # Evaluation: everyone who took part is invited to the satisfaction survey; the victim answers.
+    await watch.until(case, "rj.survey.invited", stop)
+    answer = RecordSurveyResponse(
+        case_id=case,
+        actor=Actor(kind="participant", id=victim),
+        person_id=victim,
+        satisfied=True,
+        score=5,
+        comments="It helped to hear him say sorry",
+    )
+    await publish(settings, [s.command(answer)])
+    await watch.until(case, "rj.survey.response-recorded", stop)
 
     ref = "WM/2026/000102"  # domestic abuse: a specialist and a risk assessment first
     case, victim, offender = case_of(ref), f"V-{ref}", f"O-{ref}"
@@ -339,4 +375,40 @@ async def walk_cases(settings: Settings, stop: asyncio.Event) -> None:
     await watch.until(case, "rj.meeting.booked", stop)
     await publish(settings, [s.consent(case, victim, withdraw=True)])
     await watch.until(case, "rj.case.closed", stop)
+
+    console.print("\n[bold]Indirect RJ:[/] a letter passes only with the victim's advance agreement and approval\n")
+    ref = "WM/2026/000106"
+    case, victim, offender = case_of(ref), f"V-{ref}", f"O-{ref}"
+    await watch.until(case, "rj.preparation.started", stop)
+    await publish(settings, s.prepare(case, [victim, offender], ["F-ANN"]))
+    await watch.until(case, "rj.case.ready-for-meeting", stop)
+    await watch.schedulable(case)
+    as_victim = Actor(kind="participant", id=victim)
+    letter = SubmitIndirectItem(
+        case_id=case,
+        actor=s.STAFF,
+        item_id="L1",
+        sender_id=offender,
+        recipient_id=victim,
+        kind=IndirectItemKind.letter,
+        content="I am sorry for what I did to you.",
+    )
+    await publish(
+        settings,
+        [
+            s.command(SwitchContactForm(case_id=case, actor=as_victim, person_id=victim, form=ContactForm.indirect)),
+            s.command(letter),
+            s.command(ApproveIndirectItem(case_id=case, actor=s.STAFF, item_id="L1")),
+        ],
+    )
+    await watch.until(case, "rj.indirect.item-approved", stop)  # approved, but the victim has not agreed: held back
+    agree = AgreeToReceiveItems(
+        case_id=case,
+        actor=as_victim,
+        person_id=victim,
+        kinds=[IndirectItemKind.letter],
+        timing=ReleaseTiming.on_approval,
+    )
+    await publish(settings, [s.command(agree)])
+    await watch.until(case, "rj.indirect.item-released", stop)
     await watch.reader.stop()

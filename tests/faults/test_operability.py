@@ -116,7 +116,8 @@ async def test_metrics_parse_with_prometheus_own_parser_and_show_the_relay_and_t
     assert _value(families, "rj_relay_running") == 1
     assert any(s.name == "rj_batch_size_count" and s.value > 0 for s in families["rj_batch_size"].samples)
     lagging = {s.labels["topic"] for s in families["rj_consumer_lag"].samples}
-    assert lagging == {"crime.events", "rj.commands", "rj.scheduling"}  # rj.scheduling: closures, for re-referral
+    # rj.scheduling: closures, for re-referral; rj.consent: risk assessments, for the RJ information gate
+    assert lagging == {"crime.events", "rj.commands", "rj.scheduling", "rj.consent"}
     for name in ("rj_outbox_backlog", "rj_outbox_oldest_age_seconds", "rj_outbox_parked", "rj_parked_events"):
         assert name in families, name
 
