@@ -5,12 +5,13 @@
 - **Retention**: a case's personal data is erased a set time after it closes (a schedule per outcome and
   role, in settings); a hold (``rj.retention-hold.place`` / ``.lift``) stops that while it stands, and
   ``rj.case.retention-erased`` records what went, under which rule.
-- **Declined participants** (rule 7): when someone who never consented declines to take part
-  (``rj.consent.declined``, purpose ``participation``), their data key on that case is destroyed once a grace
-  period (``declined_erasure_delay_s``) after the case closes has run, so every service acts on the decline
-  first; their ids, role and monitoring data (age band, gender, ethnicity: under the case's monitoring key) stay
-  readable; ``rj.declined-participant.erased`` records it. Their data on other cases is not touched. Declining
-  after consenting is a withdrawal, and keeps the data for the case's retention period.
+- **Declined participants** (rule 7): when someone declines or withdraws from taking part
+  (``rj.consent.declined`` / ``rj.consent.withdrawn``, purpose ``participation``; the consent service itself calls
+  a decline after consenting a withdrawal, so the two are treated alike), their data key on that case is
+  destroyed once a grace period (``declined_erasure_delay_s``) after the case closes has run, so every service
+  acts on the decision first; consenting again while the case is open calls it off. Their ids, role and
+  monitoring data (age band, gender, ethnicity: under the case's monitoring key) stay readable;
+  ``rj.declined-participant.erased`` records it. Their data on other cases is not touched.
 - **Rectification**: ``rj.participant.rectify`` corrects one of a participant's personal fields;
   ``rj.participant.rectified`` is the correction, a new fact beside history, never an edit of it.
 
@@ -92,7 +93,7 @@ KEPT_FOR_MONITORING: tuple[str, ...] = ("person_id", "role", "age_band", "gender
 
 
 class DeclinedParticipantErased(EventData):
-    """Someone who declined to take part (never having consented) was erased on the case, a grace period after
+    """Someone who declined or withdrew from taking part was erased on the case, a grace period after
     it closed (``declined_erasure_delay_s``): their data key there was destroyed, keeping only ``kept``. Who they
     were and their role are sealed under the case's key (who declined is never to be told in clear, and on a case
     with one victim the role would name her), as is who recorded the decline."""
@@ -105,9 +106,13 @@ class DeclinedParticipantErased(EventData):
         description="Their role on the case, as the privacy service indexed it (under the case's key: on a case "
         "with one victim, 'victim' in clear would name her)"
     )
-    decline_id: str = Field(description="Why: the id of the rj.consent.declined fact (purpose 'participation')")
+    decline_id: str = Field(
+        description="Why: the id of the rj.consent.declined or rj.consent.withdrawn fact (purpose 'participation')"
+    )
     declined_at: AwareDatetime
-    declined_by: Annotated[Actor, CasePii] = Field(description="Who recorded the decline: the person, or staff")
+    declined_by: Annotated[Actor, CasePii] = Field(
+        description="Who recorded the decline or withdrawal: the person, or staff"
+    )
     kept: list[str] = Field(description="What stays readable: ids, role and the monitoring fields")
     kept_under_hold: bool = Field(
         description="Always false now: the erasure is done by the retention sweep once the grace period after the "

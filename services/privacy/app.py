@@ -2,8 +2,8 @@
 retention counts from, and declines to take part (rule 7), in; data keys destroyed and privacy facts out.
 
 rj.referral (rj.case.opened, rj.case.declined), rj.scheduling (rj.case.closed), rj.consent
-(rj.consent.declined, rj.consent.given, rj.participant.added), rj.commands
-    ──► take_in ──► privacy.case_people, .cases, .retention_holds, .participation_consents, .declined_erasures;
+(rj.consent.declined, .withdrawn, .given, rj.participant.added), rj.commands
+    ──► take_in ──► privacy.case_people, .cases, .retention_holds, .declined_erasures;
                 │   keystore.data_keys destroyed
                 └─► outbox ──► rj.privacy
 every so often (a fraction of the shortest retention period, or of the decliners' grace period)
@@ -20,7 +20,7 @@ import asyncpg
 
 from schemas import topics
 from schemas.common import Actor
-from schemas.consent import PARTICIPATION, ConsentDeclined, ConsentGiven, ParticipantAdded
+from schemas.consent import PARTICIPATION, ConsentDeclined, ConsentGiven, ConsentWithdrawn, ParticipantAdded
 from schemas.envelope import CloudEvent
 from schemas.privacy import (
     CaseRetentionErased,
@@ -49,6 +49,7 @@ CONSUMES = frozenset(
         CaseDeclined.event_type,
         CaseClosed.event_type,
         ConsentDeclined.event_type,
+        ConsentWithdrawn.event_type,
         ConsentGiven.event_type,
         ParticipantAdded.event_type,
         *(c.event_type for c in COMMANDS),
@@ -209,17 +210,19 @@ async def rectify(
 async def erase_declined(
     service: PrivacyService, conn: asyncpg.Connection, event: CloudEvent[Any], now: datetime
 ) -> tuple[str, list[Emit]]:
-    """Rule 7: someone declined to take part. Their erasure on this case is scheduled, not done now: the sweep
-    (``erase_declined_when_due``) carries it out once the grace period after the case's closure has run, so that
-    every service has read who declined (and how to reach them, for the closure notice) first."""
-    declined: ConsentDeclined = event.data
-    case_id, person_id = declined.case_id, declined.person_id
+    """Rule 7: someone declined (or withdrew from) taking part. Their erasure on this case is scheduled, not done
+    now: the sweep (``erase_declined_when_due``) carries it out once the grace period after the case's closure
+    has run, so that every service has read who it was (and how to reach them, for the closure notice) first."""
+    decision: ConsentDeclined | ConsentWithdrawn = event.data
+    case_id, person_id = decision.case_id, decision.person_id
     already = case_id in await store.erased_cases_of(conn, person_id)
-    consented = await store.consented(conn, case_id, person_id)
-    decision = domain.erasure_for_decline(declined, consented=consented, already_erased=already)
-    if decision is DeclineErasure.schedule:
+    if domain.erasure_for_decline(decision, already_erased=already) is DeclineErasure.schedule:
+        if isinstance(decision, ConsentDeclined):
+            decided_at, decided_by = decision.declined_at, decision.declined_by
+        else:
+            decided_at, decided_by = decision.withdrawn_at, decision.withdrawn_by
         await store.schedule_declined_erasure(
-            conn, case_id, person_id, event.id, declined.declined_at, declined.recorded_at, declined.declined_by
+            conn, case_id, person_id, event.id, decided_at, decision.recorded_at, decided_by
         )
     return case_id, []
 
@@ -227,10 +230,10 @@ async def erase_declined(
 async def note_consent(
     service: PrivacyService, conn: asyncpg.Connection, event: CloudEvent[Any], now: datetime
 ) -> tuple[str, list[Emit]]:
-    """Consent to take part: a later decline is a withdrawal; an earlier one is no longer a decline to erase."""
+    """Consent to take part again, while the case is open: the erasure scheduled for their decline is called off."""
     given: ConsentGiven = event.data
     if given.purpose == PARTICIPATION:
-        await store.record_consent(conn, given.case_id, given.person_id, given.recorded_at)
+        await store.drop_declined_erasure(conn, given.case_id, given.person_id)
     return given.case_id, []
 
 
@@ -241,6 +244,7 @@ COMMAND_HANDLERS: dict[type, Handler] = {
     LiftRetentionHold: lift_hold,
     RectifyParticipant: rectify,
     ConsentDeclined: erase_declined,  # facts, not commands: taken in the same way, in case order
+    ConsentWithdrawn: erase_declined,
     ConsentGiven: note_consent,
 }
 
@@ -280,8 +284,9 @@ async def erase_what_is_due(service: PrivacyService, conn: asyncpg.Connection) -
 
 
 async def erase_declined_when_due(service: PrivacyService, conn: asyncpg.Connection) -> list[Outgoing]:
-    """Rule 7, carried out: each decliner whose grace period has run (``domain.declined_erasure_due_at``) on a
-    closed case with no hold is erased there; their ids and monitoring data stay."""
+    """Rule 7, carried out: each decliner (or withdrawer) whose grace period has run
+    (``domain.declined_erasure_due_at``) on a closed case with no hold is erased there; ids and monitoring data
+    stay."""
     now = datetime.now(UTC)
     delay = timedelta(seconds=service.settings.declined_erasure_delay_s)
     out: list[Outgoing] = []

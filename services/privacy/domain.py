@@ -17,7 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from schemas.commands import CommandRejected
 from schemas.common import Actor
-from schemas.consent import PARTICIPATION, ConsentDeclined
+from schemas.consent import PARTICIPATION, ConsentDeclined, ConsentWithdrawn
 from schemas.pii import monitoring_fields, pii_fields
 from schemas.privacy import (
     KEPT_FOR_MONITORING,
@@ -265,26 +265,25 @@ def deferred_erasure_done(
 
 
 class DeclineErasure(StrEnum):
-    nothing = "nothing"  # not a decline to take part, a withdrawal, already erased, or no longer says who
+    nothing = "nothing"  # not about taking part, already erased, or no longer says who
     schedule = "schedule"  # erase them on the case once the grace period after its closure has run
 
 
-def erasure_for_decline(declined: ConsentDeclined, *, consented: bool, already_erased: bool) -> DeclineErasure:
+def erasure_for_decline(decision: ConsentDeclined | ConsentWithdrawn, *, already_erased: bool) -> DeclineErasure:
     """Rule 7: for someone who declines to take part, keep only what monitoring needs. Their data on the case
     goes (their key there is destroyed; ids and monitoring data, under other keys, stay); a decline of one
     piece of information to share changes only what may be shared; a repeat changes nothing.
 
-    Only someone who never consented to take part on the case is a decliner: declining after having consented
-    is a withdrawal (the consent service closes the case as ``consent_withdrawn``), and a withdrawal, by either
-    command, keeps the person's data for the case's retention period like everyone else's (their consents and
-    what they took part in are the case's history). The erasure is not done now but scheduled
-    (``declined_erasure_due_at``): the other services, and the notify service that sends the closure notice,
-    act on the decline first."""
-    if declined.purpose != PARTICIPATION or declined.person_id == ERASED_TEXT:
-        # ERASED_TEXT: a decline written before who declined was sealed under the case's key, whose person
+    A withdrawal of participation is treated as a decline: the consent service itself calls a decline after
+    consenting a withdrawal, so which command staff used must not decide whether someone is erased, and once a
+    person has stopped taking part nothing but the closure notice is to reach them (DOMAIN "After a
+    withdrawal"): monitoring is all the service still needs of them. The erasure is not done now but scheduled
+    (``declined_erasure_due_at``), and called off if they consent to take part again while the case is open."""
+    if decision.purpose != PARTICIPATION or decision.person_id == ERASED_TEXT:
+        # ERASED_TEXT: a decision written before who made it was sealed under the case's key, whose person
         # is erased already (their key destroyed): nothing is left to erase, and no one to name.
         return DeclineErasure.nothing
-    if consented or already_erased:
+    if already_erased:
         return DeclineErasure.nothing
     return DeclineErasure.schedule
 

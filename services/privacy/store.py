@@ -184,29 +184,6 @@ async def take_deferred_erasures(conn: asyncpg.Connection, case_id: str) -> list
 # --- someone who declines (rule 7) ---------------------------------------------------------------
 
 
-async def record_consent(conn: asyncpg.Connection, case_id: str, person_id: str, at: datetime) -> None:
-    """``person_id`` consented to take part on ``case_id``: a decline from them now is a withdrawal, and an
-    erasure scheduled for an earlier decline of theirs is called off."""
-    await conn.execute(
-        f"""INSERT INTO {SCHEMA}.participation_consents (case_id, person_id, consented_at) VALUES ($1, $2, $3)
-            ON CONFLICT DO NOTHING""",
-        case_id,
-        person_id,
-        at,
-    )
-    await conn.execute(
-        f"DELETE FROM {SCHEMA}.declined_erasures WHERE case_id = $1 AND person_id = $2", case_id, person_id
-    )
-
-
-async def consented(conn: asyncpg.Connection, case_id: str, person_id: str) -> bool:
-    return bool(
-        await conn.fetchval(
-            f"SELECT 1 FROM {SCHEMA}.participation_consents WHERE case_id = $1 AND person_id = $2", case_id, person_id
-        )
-    )
-
-
 async def schedule_declined_erasure(
     conn: asyncpg.Connection,
     case_id: str,
@@ -252,6 +229,7 @@ async def lock_due_declined_erasures(
 
 
 async def drop_declined_erasure(conn: asyncpg.Connection, case_id: str, person_id: str) -> None:
+    """Carried out, or called off: ``person_id`` consented to take part on ``case_id`` again."""
     await conn.execute(
         f"DELETE FROM {SCHEMA}.declined_erasures WHERE case_id = $1 AND person_id = $2", case_id, person_id
     )

@@ -1,7 +1,7 @@
 """Rule 7 for someone who declines, pure, after the review: who declined (or withdrew) stays readable under the
 case's key when the person is erased, their reason goes with them; the erasure waits for a grace period after
-the case closes (so every service has acted on the decline first), and only someone who never consented to take
-part is erased as a decliner."""
+the case closes (so every service has acted on the decline first); someone who declines to take
+part, or withdraws, is erased alike (unless they consent again while the case is open)."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ async def test_a_decline_sealed_under_the_persons_own_key_before_the_fix_still_l
     await fresh.load(None, key_ids=opening.key_ids)
     after = ConsentDeclined.model_validate(opening.open(fresh).data)
     assert (after.person_id, after.reason) == (ERASED_TEXT, None)
-    assert erasure_for_decline(after, consented=False, already_erased=False) is DeclineErasure.nothing
+    assert erasure_for_decline(after, already_erased=False) is DeclineErasure.nothing
 
 
 async def test_the_declined_participant_erased_fact_seals_the_role_beside_the_id() -> None:
@@ -119,14 +119,12 @@ async def test_the_declined_participant_erased_fact_seals_the_role_beside_the_id
     assert owners == {"erased_person_id": CASE_PERSON, "role": CASE_PERSON, "declined_by": CASE_PERSON}
 
 
-def test_rule_7_only_someone_who_never_consented_to_take_part_is_erased_as_a_decliner() -> None:
-    assert erasure_for_decline(declined(), consented=False, already_erased=False) is DeclineErasure.schedule
-    # Declining after consenting is a withdrawal (as the consent service says): retention applies, not rule 7.
-    assert erasure_for_decline(declined(), consented=True, already_erased=False) is DeclineErasure.nothing
-    assert erasure_for_decline(declined(sharing("address")), consented=False, already_erased=False) is (
-        DeclineErasure.nothing
-    )
-    assert erasure_for_decline(declined(), consented=False, already_erased=True) is DeclineErasure.nothing
+def test_rule_7_a_decline_or_a_withdrawal_of_participation_schedules_the_persons_erasure_on_the_case() -> None:
+    assert erasure_for_decline(declined(), already_erased=False) is DeclineErasure.schedule
+    # A decline after consenting is a withdrawal (as the consent service says): erased alike.
+    assert erasure_for_decline(withdrawn(), already_erased=False) is DeclineErasure.schedule
+    assert erasure_for_decline(declined(sharing("address")), already_erased=False) is DeclineErasure.nothing
+    assert erasure_for_decline(declined(), already_erased=True) is DeclineErasure.nothing
 
 
 def test_rule_7_a_decliner_is_erased_a_grace_period_after_the_case_closes_or_the_decline_whichever_is_later() -> None:

@@ -177,16 +177,14 @@ def declined(purpose: str = PARTICIPATION, person_id: str = "V-1") -> ConsentDec
 
 
 def test_rule_7_declining_to_take_part_schedules_the_persons_erasure_on_the_case() -> None:
-    assert erasure_for_decline(declined(), consented=False, already_erased=False) is DeclineErasure.schedule
+    assert erasure_for_decline(declined(), already_erased=False) is DeclineErasure.schedule
 
 
 def test_rule_7_declining_to_share_one_thing_a_repeat_or_an_erased_decline_erase_nothing() -> None:
-    assert erasure_for_decline(declined(sharing("address")), consented=False, already_erased=False) is (
-        DeclineErasure.nothing
-    )
-    assert erasure_for_decline(declined(), consented=False, already_erased=True) is DeclineErasure.nothing
+    assert erasure_for_decline(declined(sharing("address")), already_erased=False) is (DeclineErasure.nothing)
+    assert erasure_for_decline(declined(), already_erased=True) is DeclineErasure.nothing
     unreadable = declined(person_id=ERASED_TEXT)  # its own record of who it was is erased already
-    assert erasure_for_decline(unreadable, consented=False, already_erased=False) is DeclineErasure.nothing
+    assert erasure_for_decline(unreadable, already_erased=False) is DeclineErasure.nothing
 
 
 def erased(decline_id: str, keys: int) -> Any:
