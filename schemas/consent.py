@@ -18,7 +18,7 @@ from pydantic import AwareDatetime, Field
 from schemas.commands import Command
 from schemas.common import Actor, Channel
 from schemas.envelope import EventData
-from schemas.pii import Pii
+from schemas.pii import CasePii, Pii
 from schemas.referral import CaseParticipant, Language, Role
 from schemas.scheduling import ClosureReason
 
@@ -293,18 +293,20 @@ class ConsentGiven(EventData):
 
 class ConsentDeclined(EventData):
     """Staff-only: who declined, through whom, and why. Who it was (``person_id``, and ``declined_by`` when they
-    declined themself) and why are personal data, readable only with the person's key; other participants
-    learn only that the process stopped (``CaseWithdrawn``, then ``CaseClosed``)."""
+    declined themself) is sealed under the case's key (``CasePii``), so staff and services still read it after
+    the person is erased (rule 7 keeps ids); why is sealed under the person's own key and goes with it. Other
+    participants learn only that the process stopped (``CaseWithdrawn``, then ``CaseClosed``). Facts written
+    before who it was went under the case's key read ``"[erased]"`` there once the person is erased."""
 
     event_type: ClassVar[str] = "rj.consent.declined"
 
     case_id: str
-    person_id: Annotated[str, Pii] = Field(description="Who declined: never to be told to other participants")
+    person_id: Annotated[str, CasePii] = Field(description="Who declined: never to be told to other participants")
     purpose: Purpose
     through: RecordedThrough
     method: RecordingMethod
     declined_at: AwareDatetime = Field(description="When the person decided")
-    declined_by: Annotated[Actor, Pii] = Field(description="Who recorded it: the person themself, or staff")
+    declined_by: Annotated[Actor, CasePii] = Field(description="Who recorded it: the person themself, or staff")
     recorded_at: AwareDatetime = Field(description="When the decision was recorded")
     reason: Annotated[str | None, Pii] = Field(default=None, description="Never to be told to another participant")
     command_id: str | None = Field(
@@ -316,18 +318,19 @@ class ConsentDeclined(EventData):
 
 class ConsentWithdrawn(EventData):
     """Staff-only: who withdrew, through whom, and why. Who it was (``person_id``, and ``withdrawn_by`` when they
-    withdrew themself) and why are personal data, readable only with the person's key; other participants
-    learn only that the process stopped (``CaseWithdrawn``, then ``CaseClosed``)."""
+    withdrew themself) is sealed under the case's key (``CasePii``), readable after the person is erased; why is
+    sealed under the person's own key. Other participants learn only that the process stopped
+    (``CaseWithdrawn``, then ``CaseClosed``)."""
 
     event_type: ClassVar[str] = "rj.consent.withdrawn"
 
     case_id: str
-    person_id: Annotated[str, Pii] = Field(description="Who withdrew: never to be told to other participants")
+    person_id: Annotated[str, CasePii] = Field(description="Who withdrew: never to be told to other participants")
     purpose: Purpose
     through: RecordedThrough
     method: RecordingMethod
     withdrawn_at: AwareDatetime = Field(description="When the person decided")
-    withdrawn_by: Annotated[Actor, Pii] = Field(description="Who recorded it: the person themself, or staff")
+    withdrawn_by: Annotated[Actor, CasePii] = Field(description="Who recorded it: the person themself, or staff")
     recorded_at: AwareDatetime = Field(description="When the decision was recorded")
     reason: Annotated[str | None, Pii] = Field(default=None, description="Never to be told to another participant")
     command_id: str | None = Field(

@@ -8,6 +8,11 @@ the contract alone, without a list kept by hand somewhere else.
 ethnicity): personal (special-category) data, encrypted like the rest, but under the case's monitoring key
 (``"x-pii-key": "monitoring"``), which erasing the person on the case does not destroy; the case's
 retention does.
+
+``CasePii`` marks a value sealed under the case's own key (``"x-pii-key": "case"``) whoever it is about: who
+declined or withdrew, on the consent facts, must stay readable to staff and services (closing the case, the
+closure notice) after that person is erased, yet never be in clear (other participants must not learn it). The
+person's own words (a reason) stay under their key and go with it.
 """
 
 from typing import Annotated, Any, TypeVar
@@ -20,12 +25,15 @@ PII_MARK = "x-pii"
 PII_KEY = "x-pii-key"
 """Which key a marked value is sealed under when it is not its owner's own (see ``MONITORING``)."""
 MONITORING = "monitoring"
+CASE = "case"
 
 Pii = Field(json_schema_extra={PII_MARK: True})
 
 PiiStr = Annotated[str, Pii]
 
 MonitoringPii = Field(json_schema_extra={PII_MARK: True, PII_KEY: MONITORING})
+
+CasePii = Field(json_schema_extra={PII_MARK: True, PII_KEY: CASE})
 
 
 def pii_fields(model: type[BaseModel]) -> set[str]:
@@ -51,6 +59,6 @@ def is_pii(schema: dict[str, Any]) -> bool:
 
 
 def pii_key(schema: dict[str, Any]) -> str | None:
-    """The key a marked value is sealed under, when not its owner's own (``MONITORING``), else None."""
+    """The key a marked value is sealed under, when not its owner's own (``MONITORING``, ``CASE``), else None."""
     key = schema.get(PII_KEY)
     return key if isinstance(key, str) else None

@@ -5,10 +5,13 @@
 - **Retention**: a case's personal data is erased a set time after it closes (a schedule per outcome and
   role, in settings); a hold (``rj.retention-hold.place`` / ``.lift``) stops that while it stands, and
   ``rj.case.retention-erased`` records what went, under which rule.
-- **Declined participants** (rule 7): when someone declines to take part (``rj.consent.declined``, purpose
-  ``participation``), their data key on that case is destroyed; their ids, role and monitoring data (age
-  band, gender, ethnicity: under the case's monitoring key) stay readable; ``rj.declined-participant.erased``
-  records it. Their data on other cases is not touched.
+- **Declined participants** (rule 7): when someone declines or withdraws from taking part
+  (``rj.consent.declined`` / ``rj.consent.withdrawn``, purpose ``participation``; the consent service itself calls
+  a decline after consenting a withdrawal, so the two are treated alike), their data key on that case is
+  destroyed once a grace period (``declined_erasure_delay_s``) after the case closes has run, so every service
+  acts on the decision first; consenting again while the case is open calls it off. Their ids, role and
+  monitoring data (age band, gender, ethnicity: under the case's monitoring key) stay readable;
+  ``rj.declined-participant.erased`` records it. Their data on other cases is not touched.
 - **Rectification**: ``rj.participant.rectify`` corrects one of a participant's personal fields;
   ``rj.participant.rectified`` is the correction, a new fact beside history, never an edit of it.
 
@@ -28,7 +31,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from schemas.common import Actor, Contact
 from schemas.envelope import EventData
-from schemas.pii import Pii
+from schemas.pii import CasePii, Pii
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -90,22 +93,31 @@ KEPT_FOR_MONITORING: tuple[str, ...] = ("person_id", "role", "age_band", "gender
 
 
 class DeclinedParticipantErased(EventData):
-    """Someone declined to take part: their data key on the case was destroyed (or will be, when the case's
-    last retention hold is lifted), keeping only ``kept``. Who they were is sealed under the case's key (who
-    declined is never to be told in clear), as is who recorded the decline."""
+    """Someone who declined or withdrew from taking part was erased on the case, a grace period after
+    it closed (``declined_erasure_delay_s``): their data key there was destroyed, keeping only ``kept``. Who they
+    were and their role are sealed under the case's key (who declined is never to be told in clear, and on a case
+    with one victim the role would name her), as is who recorded the decline."""
 
     event_type: ClassVar[str] = "rj.declined-participant.erased"
 
     case_id: str
-    erased_person_id: Annotated[str, Pii] = Field(description="Who declined (under the case's key)")
-    role: str | None = Field(description="Their role on the case, as the privacy service indexed it")
-    decline_id: str = Field(description="Why: the id of the rj.consent.declined fact (purpose 'participation')")
+    erased_person_id: Annotated[str, CasePii] = Field(description="Who declined (under the case's key)")
+    role: Annotated[str | None, CasePii] = Field(
+        description="Their role on the case, as the privacy service indexed it (under the case's key: on a case "
+        "with one victim, 'victim' in clear would name her)"
+    )
+    decline_id: str = Field(
+        description="Why: the id of the rj.consent.declined or rj.consent.withdrawn fact (purpose 'participation')"
+    )
     declined_at: AwareDatetime
-    declined_by: Annotated[Actor, Pii] = Field(description="Who recorded the decline: the person, or staff")
+    declined_by: Annotated[Actor, CasePii] = Field(
+        description="Who recorded the decline or withdrawal: the person, or staff"
+    )
     kept: list[str] = Field(description="What stays readable: ids, role and the monitoring fields")
     kept_under_hold: bool = Field(
-        description="The case is under a retention hold: the erasure waits for its last hold to be lifted, and "
-        "is then recorded as rj.person.erased"
+        description="Always false now: the erasure is done by the retention sweep once the grace period after the "
+        "case's closure has run, and a retention hold delays it until lifted. True only on facts from before that, "
+        "when the erasure waited for the case's last hold to be lifted and was then recorded as rj.person.erased"
     )
     keys_destroyed: int
     erased_at: AwareDatetime

@@ -16,7 +16,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from schemas.commands import Command
 from schemas.common import Actor
 from schemas.envelope import EventData
-from schemas.pii import Pii
+from schemas.pii import CasePii, Pii
 
 SYSTEM_SCHEDULING = Actor(kind="system", id="scheduling-service")
 
@@ -350,8 +350,9 @@ class MeetingAttendeeRemoved(EventData):
 
     case_id: str
     meeting_id: str
-    person_id: Annotated[str, Pii] = Field(
-        description="Who withdrew or declined: never to be told to other participants"
+    person_id: Annotated[str, CasePii] = Field(
+        description="Who withdrew or declined: never to be told to other participants (under the case's key, so "
+        "staff still read it after the person is erased)"
     )
     removed_at: AwareDatetime
     removed_by: Actor

@@ -2,23 +2,25 @@
 retention counts from, and declines to take part (rule 7), in; data keys destroyed and privacy facts out.
 
 rj.referral (rj.case.opened, rj.case.declined), rj.scheduling (rj.case.closed), rj.consent
-(rj.consent.declined), rj.commands
-    ──► take_in ──► privacy.case_people, .cases, .retention_holds; keystore.data_keys destroyed
+(rj.consent.declined, .withdrawn, .given, rj.participant.added), rj.commands
+    ──► take_in ──► privacy.case_people, .cases, .retention_holds, .declined_erasures;
+                │   keystore.data_keys destroyed
                 └─► outbox ──► rj.privacy
-every so often (a fraction of the shortest retention period) ──► erase_what_is_due ──► rj.privacy
+every so often (a fraction of the shortest retention period, or of the decliners' grace period)
+    ──► erase_what_is_due, erase_declined_when_due ──► rj.privacy
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from schemas import topics
 from schemas.common import Actor
-from schemas.consent import ConsentDeclined
+from schemas.consent import PARTICIPATION, ConsentDeclined, ConsentGiven, ConsentWithdrawn, ParticipantAdded
 from schemas.envelope import CloudEvent
 from schemas.privacy import (
     CaseRetentionErased,
@@ -47,6 +49,9 @@ CONSUMES = frozenset(
         CaseDeclined.event_type,
         CaseClosed.event_type,
         ConsentDeclined.event_type,
+        ConsentWithdrawn.event_type,
+        ConsentGiven.event_type,
+        ParticipantAdded.event_type,
         *(c.event_type for c in COMMANDS),
     }
 )
@@ -77,6 +82,12 @@ class PrivacyService(ServiceApp):
         return pool
 
     @property
+    def sweep_every_s(self) -> float:
+        """How often the retention sweep runs: often enough for the retention schedule's shortest period and for
+        the grace period before a decliner is erased (a quarter of it, between 0.5 s and the schedule's own)."""
+        return min(self.schedule.check_every_s, max(self.settings.declined_erasure_delay_s / 4, 0.5))
+
+    @property
     def keystore(self) -> KeyStore:
         """Built when first needed: a missing MASTER_KEYS is a configuration fault, retried and logged
         (never a reason to dead-letter a command), and stops nothing else."""
@@ -105,7 +116,7 @@ async def take_in(
             *(
                 (e.data.case_id, e.data.participant.person_id, e.data.participant.role.value)
                 for e in events
-                if isinstance(e.data, OffenderJoined)
+                if isinstance(e.data, OffenderJoined | ParticipantAdded)
             ),
         ],
     )
@@ -199,27 +210,31 @@ async def rectify(
 async def erase_declined(
     service: PrivacyService, conn: asyncpg.Connection, event: CloudEvent[Any], now: datetime
 ) -> tuple[str, list[Emit]]:
-    """Rule 7: someone declined to take part. Their key on this case alone is destroyed; the processor has
-    opened the fact's sealed ``person_id`` for us (its key is theirs, alive until now)."""
-    declined: ConsentDeclined = event.data
-    case_id, person_id = declined.case_id, declined.person_id
-    await store.lock_case(conn, case_id)  # no hold placed, no sweep, while we decide
-    held = bool((await store.holds_on(conn, [case_id])).get(case_id))
+    """Rule 7: someone declined (or withdrew from) taking part. Their erasure on this case is scheduled, not done
+    now: the sweep (``erase_declined_when_due``) carries it out once the grace period after the case's closure
+    has run, so that every service has read who it was (and how to reach them, for the closure notice) first."""
+    decision: ConsentDeclined | ConsentWithdrawn = event.data
+    case_id, person_id = decision.case_id, decision.person_id
     already = case_id in await store.erased_cases_of(conn, person_id)
-    decision = domain.erasure_for_decline(declined, already_erased=already, held=held)
-    if decision is DeclineErasure.nothing:
-        return case_id, []
-    role = (await store.roles_of(conn, person_id)).get(case_id)
-    keys = 0
-    if decision is DeclineErasure.erase:
-        keys = len(await service.keystore.destroy(conn, person_id, case_id, by=SOURCE, reason=f"declined: {event.id}"))
-        await store.mark_erased(conn, [(case_id, person_id)], now)
-    else:
-        await store.defer_erasures(conn, person_id, [case_id], event.id, declined.declined_by, now)
-    emit = domain.declined_participant_erased(
-        declined, event.id, role=role, kept_under_hold=decision is DeclineErasure.defer, keys=keys, now=now
-    )
-    return case_id, [emit]
+    if domain.erasure_for_decline(decision, already_erased=already) is DeclineErasure.schedule:
+        if isinstance(decision, ConsentDeclined):
+            decided_at, decided_by = decision.declined_at, decision.declined_by
+        else:
+            decided_at, decided_by = decision.withdrawn_at, decision.withdrawn_by
+        await store.schedule_declined_erasure(
+            conn, case_id, person_id, event.id, decided_at, decision.recorded_at, decided_by
+        )
+    return case_id, []
+
+
+async def note_consent(
+    service: PrivacyService, conn: asyncpg.Connection, event: CloudEvent[Any], now: datetime
+) -> tuple[str, list[Emit]]:
+    """Consent to take part again, while the case is open: the erasure scheduled for their decline is called off."""
+    given: ConsentGiven = event.data
+    if given.purpose == PARTICIPATION:
+        await store.drop_declined_erasure(conn, given.case_id, given.person_id)
+    return given.case_id, []
 
 
 Handler = Callable[[PrivacyService, asyncpg.Connection, CloudEvent[Any], datetime], Any]
@@ -228,7 +243,9 @@ COMMAND_HANDLERS: dict[type, Handler] = {
     PlaceRetentionHold: place_hold,
     LiftRetentionHold: lift_hold,
     RectifyParticipant: rectify,
-    ConsentDeclined: erase_declined,  # a fact, not a command: decided the same way
+    ConsentDeclined: erase_declined,  # facts, not commands: taken in the same way, in case order
+    ConsentWithdrawn: erase_declined,
+    ConsentGiven: note_consent,
 }
 
 
@@ -266,6 +283,38 @@ async def erase_what_is_due(service: PrivacyService, conn: asyncpg.Connection) -
     return out
 
 
+async def erase_declined_when_due(service: PrivacyService, conn: asyncpg.Connection) -> list[Outgoing]:
+    """Rule 7, carried out: each decliner (or withdrawer) whose grace period has run
+    (``domain.declined_erasure_due_at``) on a closed case with no hold is erased there; ids and monitoring data
+    stay."""
+    now = datetime.now(UTC)
+    delay = timedelta(seconds=service.settings.declined_erasure_delay_s)
+    out: list[Outgoing] = []
+    for row in await store.lock_due_declined_erasures(conn, delay.total_seconds(), now, SWEEP_LIMIT):
+        case_id, person_id = row["case_id"], row["person_id"]
+        due = domain.declined_erasure_due_at(closed_at=row["closed_at"], recorded_at=row["recorded_at"], delay=delay)
+        if due is None or due > now:
+            continue
+        await store.drop_declined_erasure(conn, case_id, person_id)
+        if case_id in await store.erased_cases_of(conn, person_id):
+            continue  # erased meanwhile (by a command, or by retention): nothing left to do
+        reason = f"declined: {row['decline_id']}"
+        keys = await service.keystore.destroy(conn, person_id, case_id, by=SOURCE, reason=reason)
+        await store.mark_erased(conn, [(case_id, person_id)], now)
+        emit = domain.declined_participant_erased(
+            case_id=case_id,
+            person_id=person_id,
+            role=(await store.roles_of(conn, person_id)).get(case_id),
+            decline_id=row["decline_id"],
+            declined_at=row["declined_at"],
+            declined_by=Actor(kind=row["declined_by_kind"], id=row["declined_by_id"]),
+            keys=len(keys),
+            now=now,
+        )
+        out += facts(topics.PRIVACY, SOURCE, case_id, [emit], cause=None, now=now)
+    return out
+
+
 def build(service: PrivacyService | None = None) -> PrivacyService:
     service = service or PrivacyService()
     privacy = service
@@ -274,7 +323,7 @@ def build(service: PrivacyService | None = None) -> PrivacyService:
         return await take_in(privacy, conn, events)
 
     async def sweep(conn: asyncpg.Connection) -> list[Outgoing]:
-        return await erase_what_is_due(privacy, conn)
+        return [*await erase_what_is_due(privacy, conn), *await erase_declined_when_due(privacy, conn)]
 
     # It reads its own topic too, as its steward: no other service reads rj.privacy yet.
     service.consume(
@@ -282,5 +331,5 @@ def build(service: PrivacyService | None = None) -> PrivacyService:
         consumes=CONSUMES,
         handler=handle,
     )
-    service.every(service.schedule.check_every_s, sweep, name="retention")
+    service.every(service.sweep_every_s, sweep, name="retention")
     return service

@@ -17,7 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from schemas.commands import CommandRejected
 from schemas.common import Actor
-from schemas.consent import PARTICIPATION, ConsentDeclined
+from schemas.consent import PARTICIPATION, ConsentDeclined, ConsentWithdrawn
 from schemas.pii import monitoring_fields, pii_fields
 from schemas.privacy import (
     KEPT_FOR_MONITORING,
@@ -265,40 +265,64 @@ def deferred_erasure_done(
 
 
 class DeclineErasure(StrEnum):
-    nothing = "nothing"  # not a decline to take part, already erased, or no longer says who
-    erase = "erase"  # destroy their key on the case now
-    defer = "defer"  # the case is under a retention hold: erase when its last hold is lifted
+    nothing = "nothing"  # not about taking part, already erased, or no longer says who
+    schedule = "schedule"  # erase them on the case once the grace period after its closure has run
 
 
-def erasure_for_decline(declined: ConsentDeclined, *, already_erased: bool, held: bool) -> DeclineErasure:
+def erasure_for_decline(decision: ConsentDeclined | ConsentWithdrawn, *, already_erased: bool) -> DeclineErasure:
     """Rule 7: for someone who declines to take part, keep only what monitoring needs. Their data on the case
     goes (their key there is destroyed; ids and monitoring data, under other keys, stay); a decline of one
-    piece of information to share changes only what may be shared; a repeat changes nothing. A retention
-    hold keeps the data until it is lifted, as it keeps an erasure asked for by staff."""
-    if declined.purpose != PARTICIPATION or declined.person_id == ERASED_TEXT:
-        # ERASED_TEXT: the decline's own record of who it was is erased already (their key destroyed).
+    piece of information to share changes only what may be shared; a repeat changes nothing.
+
+    A withdrawal of participation is treated as a decline: the consent service itself calls a decline after
+    consenting a withdrawal, so which command staff used must not decide whether someone is erased, and once a
+    person has stopped taking part nothing but the closure notice is to reach them (DOMAIN "After a
+    withdrawal"): monitoring is all the service still needs of them. The erasure is not done now but scheduled
+    (``declined_erasure_due_at``), and called off if they consent to take part again while the case is open."""
+    if decision.purpose != PARTICIPATION or decision.person_id == ERASED_TEXT:
+        # ERASED_TEXT: a decision written before who made it was sealed under the case's key, whose person
+        # is erased already (their key destroyed): nothing is left to erase, and no one to name.
         return DeclineErasure.nothing
     if already_erased:
         return DeclineErasure.nothing
-    return DeclineErasure.defer if held else DeclineErasure.erase
+    return DeclineErasure.schedule
+
+
+def declined_erasure_due_at(*, closed_at: datetime | None, recorded_at: datetime, delay: timedelta) -> datetime | None:
+    """When a decliner's data on a case is erased: ``delay`` (the ``declined_erasure_delay_s`` setting) after the
+    case closed or the decline was recorded, whichever is later; never while the case is open (``closed_at``
+    None), so that a person whose key is destroyed can never consent again on that case and be booked but
+    unreachable: the consent service refuses every decision on a closed case. A retention hold on the case keeps
+    the data until its last hold is lifted, as it keeps everything else."""
+    if closed_at is None:
+        return None
+    return max(closed_at, recorded_at) + delay
 
 
 def declined_participant_erased(
-    declined: ConsentDeclined, decline_id: str, *, role: str | None, kept_under_hold: bool, keys: int, now: datetime
+    *,
+    case_id: str,
+    person_id: str,
+    role: str | None,
+    decline_id: str,
+    declined_at: datetime,
+    declined_by: Actor,
+    keys: int,
+    now: datetime,
 ) -> Emit:
     fact = DeclinedParticipantErased(
-        case_id=declined.case_id,
-        erased_person_id=declined.person_id,
+        case_id=case_id,
+        erased_person_id=person_id,
         role=role,
         decline_id=decline_id,
-        declined_at=declined.declined_at,
-        declined_by=declined.declined_by,
+        declined_at=declined_at,
+        declined_by=declined_by,
         kept=list(KEPT_FOR_MONITORING),
-        kept_under_hold=kept_under_hold,
+        kept_under_hold=False,
         keys_destroyed=keys,
         erased_at=now,
     )
-    return Emit(fact, f"declined-erased:{declined.person_id}")
+    return Emit(fact, f"declined-erased:{person_id}")
 
 
 # --- holds --------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ withdrawal's reason belongs to the person who withdrew; a ``person_id`` that is 
 the person it names). Anything else on the case belongs to the case's own key (person ``(case)``). A value
 marked for the monitoring key (``schemas.pii.MonitoringPii``: age band, gender, ethnicity) is sealed under the
 case's monitoring key (person ``(monitoring)``) whoever it is about, so erasing that person leaves it
-readable while the rest of their data goes; the case's retention destroys it.
+readable while the rest of their data goes; the case's retention destroys it. A value marked for the case key
+(``schemas.pii.CasePii``: who declined or withdrew) is sealed under the case's own key likewise.
 Limits, said plainly: a field about a person named some other way (an
 agreement item's ``description`` whose undertaker is ``owner_id``, staff's free text mentioning a
 participant) is under the case key: erasing that person does not erase it; the case's retention (or
@@ -58,7 +59,7 @@ import pydantic_core
 from cryptography.exceptions import InvalidTag
 from pydantic import BaseModel, TypeAdapter
 
-from schemas.pii import MONITORING, is_pii, pii_key
+from schemas.pii import CASE, MONITORING, is_pii, pii_key
 from services.runtime.keystore import (
     CASE_PERSON,
     MONITORING_PERSON,
@@ -192,7 +193,7 @@ class _Compiler:
 
     def node(self, schema: dict[str, Any]) -> _Node | None:
         if is_pii(schema):
-            owner = MONITORING_PERSON if pii_key(schema) == MONITORING else None
+            owner = {MONITORING: MONITORING_PERSON, CASE: CASE_PERSON}.get(pii_key(schema) or "")
             return _Marked(_erased_value(schema, self.defs), owner)
         ref = schema.get("$ref")
         if isinstance(ref, str):

@@ -1,7 +1,8 @@
-"""Rule 7 for someone who declines, on the real broker and PostgreSQL: a victim declines to take part, and the
-privacy service crypto-shreds her data on that case alone. Her ids and her monitoring data (age band, gender,
-ethnicity) still read, on the topics and in the referral service's state; her name and contact read nowhere;
-the offender's data on the case, and her own data on another case, are untouched."""
+"""Rule 7 for someone who declines, on the real broker and PostgreSQL: a victim declines to take part, the case
+closes, and a grace period later the privacy service crypto-shreds her data on that case alone. Her ids (who
+declined, too) and her monitoring data (age band, gender, ethnicity) still read, on the topics and in the
+referral service's state; her name, contact and reason read nowhere; the offender's data on the case, and her
+own data on another case, are untouched."""
 
 from __future__ import annotations
 
@@ -79,8 +80,9 @@ async def crime_in_state(system: System, case_id: str) -> CrimeRecorded:
 async def test_rule_7_a_victim_who_declines_keeps_only_ids_and_monitoring_data_on_that_case_alone(
     system: System,
 ) -> None:
-    for name in ("referral", "consent", "privacy"):
+    for name in ("referral", "consent", "scheduling"):
         system.start(name)
+    system.start("privacy", declined_erasure_delay_s=1)
     run = uuid.uuid4().hex[:8]
     victim = f"V-{run}"  # the same person, harmed by two crimes: two cases
     ref_a, ref_b = f"DP/{run}/A", f"DP/{run}/B"
@@ -111,6 +113,7 @@ async def test_rule_7_a_victim_who_declines_keeps_only_ids_and_monitoring_data_o
         )
     )
     await system.publish([(topics.COMMANDS, case_a, decline)])
+    await facts(system, topics.SCHEDULING, case_a, "rj.case.closed")  # her decline stops the case
     (sealed_fact,) = await facts(system, topics.PRIVACY, case_a, "rj.declined-participant.erased")
     (declined,) = await facts(system, topics.CONSENT, case_a, "rj.consent.declined")
 
@@ -141,9 +144,9 @@ async def test_rule_7_a_victim_who_declines_keeps_only_ids_and_monitoring_data_o
     assert (mine["age_band"], mine["gender"], mine["ethnicity"]) == (band.value, "female", "W1")
     offender = after_a[f"O-{ref_a}"]  # the other participant's data is untouched
     assert (offender["name"], offender["gender"], offender["ethnicity"]) == (f"Bartholomew Ashdown-{run}", "male", "A2")
-    # Who declined and why, on the consent fact, were hers: gone too.
+    # Who declined, on the consent fact, is under the case's key: it still reads. Why was hers: gone.
     consent_fact = (await system.opened(declined))["data"]
-    assert consent_fact["person_id"] != victim and consent_fact["reason"] is None
+    assert (consent_fact["person_id"], consent_fact["reason"]) == (victim, None)
 
     # On case B she is untouched.
     other = people(await opened_case(system, case_b))[victim]

@@ -176,25 +176,37 @@ def declined(purpose: str = PARTICIPATION, person_id: str = "V-1") -> ConsentDec
     )
 
 
-def test_rule_7_declining_to_take_part_erases_the_person_on_the_case_and_a_hold_defers_it() -> None:
-    assert erasure_for_decline(declined(), already_erased=False, held=False) is DeclineErasure.erase
-    assert erasure_for_decline(declined(), already_erased=False, held=True) is DeclineErasure.defer
+def test_rule_7_declining_to_take_part_schedules_the_persons_erasure_on_the_case() -> None:
+    assert erasure_for_decline(declined(), already_erased=False) is DeclineErasure.schedule
 
 
 def test_rule_7_declining_to_share_one_thing_a_repeat_or_an_erased_decline_erase_nothing() -> None:
-    assert erasure_for_decline(declined(sharing("address")), already_erased=False, held=False) is DeclineErasure.nothing
-    assert erasure_for_decline(declined(), already_erased=True, held=False) is DeclineErasure.nothing
+    assert erasure_for_decline(declined(sharing("address")), already_erased=False) is (DeclineErasure.nothing)
+    assert erasure_for_decline(declined(), already_erased=True) is DeclineErasure.nothing
     unreadable = declined(person_id=ERASED_TEXT)  # its own record of who it was is erased already
-    assert erasure_for_decline(unreadable, already_erased=False, held=False) is DeclineErasure.nothing
+    assert erasure_for_decline(unreadable, already_erased=False) is DeclineErasure.nothing
+
+
+def erased(decline_id: str, keys: int) -> Any:
+    return declined_participant_erased(
+        case_id=CASE,
+        person_id="V-1",
+        role="victim",
+        decline_id=decline_id,
+        declined_at=NOW,
+        declined_by=STAFF,
+        keys=keys,
+        now=NOW,
+    )
 
 
 def test_rule_7_the_fact_says_who_when_why_and_what_is_kept_and_a_replay_is_the_same_fact() -> None:
-    emit = declined_participant_erased(declined(), "decline-1", role="victim", kept_under_hold=False, keys=1, now=NOW)
+    emit = erased("decline-1", 1)
     fact = emit.data
     assert isinstance(fact, DeclinedParticipantErased)
     assert (fact.erased_person_id, fact.role, fact.decline_id) == ("V-1", "victim", "decline-1")
     assert fact.declined_by == STAFF
     assert (fact.declined_at, fact.erased_at, fact.keys_destroyed) == (NOW, NOW, 1)
     assert tuple(fact.kept) == KEPT_FOR_MONITORING
-    again = declined_participant_erased(declined(), "decline-2", role="victim", kept_under_hold=False, keys=0, now=NOW)
+    again = erased("decline-2", 0)
     assert again.identity == emit.identity  # one fact per person and case, however often they decline
