@@ -50,6 +50,9 @@ Decisions worth knowing:
 - Evaluation: when the case closes, ``SurveyInvited`` for each participant the survey policy names
   (``services.consent.evaluation``); a response (``record_survey_response``) only from someone invited, once, by
   themself or through staff, also after closure (the only command a closed case still takes).
+- Rule 2 in rejections: a command a participant sends in someone else's name is refused for that first, in words
+  that depend only on what they sent, before anything about the person named (whether they take part, were
+  invited, i.e. did not withdraw, or have answered) is looked at.
 - Readiness is re-derived after every change: ``CaseReadyForMeeting`` when it is reached,
   ``CaseReadinessLost`` when a re-assessment finds a ready case unsafe.
 """
@@ -679,15 +682,18 @@ def record_survey_response(
     if case is None:
         return _reject(case, command, command_id, now, f"unknown case {command.case_id}: no accepted case with that id")
     actor = command.actor
-    refusal = not_a_participant(case, command.person_id)
+    # Who may speak comes first, in words that depend on nothing but the sender: whether the person named takes
+    # part, was invited (did not withdraw) or has answered is theirs and staff's to know, never another party's.
+    refusal = None
+    if actor.kind == "participant" and actor.id != command.person_id:
+        refusal = "a participant may record only their own survey response"
+    if refusal is None and actor.kind == "system":
+        refusal = "a survey response comes from the participant or is recorded by staff"
+    refusal = refusal or not_a_participant(case, command.person_id)
     if refusal is None and command.person_id not in case.survey_invited:
         refusal = f"{command.person_id} was not invited to the satisfaction survey on this case"
     if refusal is None and command.person_id in case.survey_answered:
         refusal = f"{command.person_id} has already answered the satisfaction survey on this case"
-    if refusal is None and actor.kind == "participant" and actor.id != command.person_id:
-        refusal = f"a survey response through the participant must come from {command.person_id} themself"
-    if refusal is None and actor.kind == "system":
-        refusal = "a survey response comes from the participant or is recorded by staff"
     if refusal is None and command.responded_at is not None:
         refusal = _in_the_future("responded_at", command.responded_at, now)
     if refusal is not None:
@@ -844,14 +850,16 @@ def _no_contact_yet(case: ConsentCase | None) -> str | None:
 
 
 def _cannot_speak_for(case: ConsentCase | None, command: ConsentDecision, now: datetime) -> str | None:
-    """Why this decision cannot be taken as stated: not a participant, the wrong speaker, or dated ahead."""
-    if (refusal := not_a_participant(case, command.person_id)) is not None:
-        return refusal
+    """Why this decision cannot be taken as stated: the wrong speaker, not a participant, or dated ahead. The
+    speaker comes first, so that a participant naming someone else learns nothing of them (not even whether they
+    take part)."""
     actor = command.actor
     if command.through is RecordedThrough.participant and (actor.kind, actor.id) != ("participant", command.person_id):
         return f"a decision through the participant must come from {command.person_id} themself"
     if command.through is RecordedThrough.facilitator and actor.kind != "staff":
         return "a decision through a facilitator must be recorded by a member of staff"
+    if (refusal := not_a_participant(case, command.person_id)) is not None:
+        return refusal
     if command.decided_at is not None:
         return _in_the_future("decided_at", command.decided_at, now)
     return None
@@ -866,14 +874,14 @@ def _cannot_agree_for(
     now: datetime,
 ) -> str | None:
     """Why a person's agreement cannot be taken as stated: as ``_cannot_speak_for``, for commands that are not
-    consent decisions."""
-    if (refusal := not_a_participant(case, person_id)) is not None:
-        return refusal
+    consent decisions (the speaker first)."""
     actor = command.actor
     if through is RecordedThrough.participant and (actor.kind, actor.id) != ("participant", person_id):
         return f"an agreement through the participant must come from {person_id} themself"
     if through is RecordedThrough.facilitator and actor.kind != "staff":
         return "an agreement through a facilitator must be recorded by a member of staff"
+    if (refusal := not_a_participant(case, person_id)) is not None:
+        return refusal
     if agreed_at is not None:
         return _in_the_future("agreed_at", agreed_at, now)
     return None

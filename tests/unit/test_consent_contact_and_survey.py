@@ -338,7 +338,7 @@ def test_a_survey_response_is_refused_without_an_invitation() -> None:
     assert "unknown case" in rejection(emits)
     case, _ = run(ready_case(), closed())
     _, emits = run(case, answer(actor=Actor(kind="participant", id=OFFENDER)))
-    assert "must come from victim-1 themself" in rejection(emits)
+    assert rejection(emits) == PROBE_MESSAGE
 
 
 @pytest.mark.parametrize("score", [0, 6, -1])
@@ -350,3 +350,35 @@ def test_a_survey_score_outside_1_to_5_is_refused_by_the_contract(score: int) ->
 def test_a_closed_case_unknown_to_consent_invites_no_one() -> None:
     case, emits = run(None, closed())
     assert emits == [] and isinstance(case, ConsentCase) and case.closed
+
+
+# --- review fixes: nothing one participant sends tells them another's status ----------------------
+
+
+PROBE_MESSAGE = "a participant may record only their own survey response"
+
+
+def test_rule_2_a_survey_response_for_someone_else_tells_the_sender_nothing_of_them() -> None:
+    """The victim sending a response in the offender's name gets one neutral answer, whether the offender was
+    invited (did not withdraw), already answered, was never invited, or is nobody on the case."""
+    as_victim = Actor(kind="participant", id=VICTIM)
+    invited_case, _ = run(ready_case(), closed())
+    answered_case, _ = run(invited_case, answer(OFFENDER))
+    not_invited_case, _ = run(ready_case(), closed(ClosureReason.withdrawn))
+    answers = {
+        rejection(run(case, answer(person, actor=as_victim))[1])
+        for case in (invited_case, answered_case, not_invited_case, ready_case())
+        for person in (OFFENDER, "stranger-9")
+    }
+    assert answers == {PROBE_MESSAGE}
+
+
+def test_rule_2_a_consent_decision_for_someone_else_does_not_say_whether_they_take_part() -> None:
+    as_victim = Actor(kind="participant", id=VICTIM)
+    for decide in (withdraw, decline):
+        for person in (OFFENDER, "stranger-9"):
+            _, emits = run(ready_case(), decide(person, themself=True, actor=as_victim))
+            assert rejection(emits) == f"a decision through the participant must come from {person} themself"
+    for person in (OFFENDER, "stranger-9"):
+        _, emits = run(accepted_case(), safe_contact(person, through=RecordedThrough.participant, actor=as_victim))
+        assert rejection(emits) == f"an agreement through the participant must come from {person} themself"
