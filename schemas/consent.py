@@ -449,9 +449,11 @@ def case_withdrawn_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
 
 
 class ContactAttemptRecorded(EventData):
-    """One attempt to contact a participant. ``unanswered_in_a_row`` counts this person's attempts since they
-    were last reached, this one included (0 when this one reached them): closing a case as ``uncontactable``
-    needs a required participant whose count reached the ``uncontactable_after_attempts`` setting."""
+    """One attempt to contact a participant. ``unanswered_in_a_row`` counts this person's unanswered attempts
+    since they were last reached (by when each was made), this one included, as the log stands once this one is
+    in it: 0 when this one is the latest to reach them, but a "reached" recorded late, before unanswered attempts
+    made after it, leaves the count where it was. Closing a case as ``uncontactable`` needs a required participant
+    whose count reached the ``uncontactable_after_attempts`` setting."""
 
     event_type: ClassVar[str] = "rj.contact.attempt-recorded"
 

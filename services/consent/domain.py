@@ -84,7 +84,6 @@ from schemas.consent import (
     ConsentGiven,
     ConsentWithdrawn,
     ContactAttemptRecorded,
-    ContactOutcome,
     DeclineConsent,
     FacilitatorAssigned,
     GiveConsent,
@@ -611,7 +610,7 @@ def record_contact_attempt(
         attempted_at=command.attempted_at,
         method=command.method,
         outcome=command.outcome,
-        unanswered_in_a_row=0 if command.outcome is ContactOutcome.reached else log.unanswered_in_a_row,
+        unanswered_in_a_row=log.unanswered_in_a_row,  # the log's, even for a "reached" recorded late
         recorded_at=now,
         recorded_by=command.actor,
         note=command.note,

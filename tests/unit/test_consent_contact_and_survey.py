@@ -382,3 +382,37 @@ def test_rule_2_a_consent_decision_for_someone_else_does_not_say_whether_they_ta
     for person in (OFFENDER, "stranger-9"):
         _, emits = run(accepted_case(), safe_contact(person, through=RecordedThrough.participant, actor=as_victim))
         assert rejection(emits) == f"an agreement through the participant must come from {person} themself"
+
+
+# --- review fixes: the published count is the log's ---------------------------------------------
+
+
+def test_a_reached_attempt_recorded_late_publishes_the_count_since_the_latest_reach() -> None:
+    """Reached at 10:01, unanswered at 10:10, 10:11 and 10:12, then a "reached" at 10:05 recorded late: it
+    changes nothing, and the fact says so (3), as the log does."""
+    case, emits = run(
+        accepted_case(),
+        attempt(outcome=ContactOutcome.reached, at_minutes=1),
+        attempt(at_minutes=10),
+        attempt(at_minutes=11),
+        attempt(at_minutes=12),
+        attempt(outcome=ContactOutcome.reached, at_minutes=5),
+    )
+    assert counts(emits) == [0, 1, 2, 3, 3]
+    assert case is not None and case.contact_log(VICTIM).unanswered_in_a_row == 3
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 50), st.booleans()), max_size=10))
+def test_the_published_count_is_the_logs_count_after_each_attempt_in_any_recording_order(
+    attempts: list[tuple[int, bool]],
+) -> None:
+    case: ConsentCase | None = accepted_case()
+    for n, (minute, reached) in enumerate(attempts):
+        outcome = ContactOutcome.reached if reached else ContactOutcome.no_answer
+        case, emits = run(case, attempt(outcome=outcome, at_minutes=minute))
+        seen = attempts[: n + 1]
+        last_reached = max((m for m, r in seen if r), default=None)
+        expected = sum(1 for m, r in seen if not r and (last_reached is None or m > last_reached))
+        assert counts(emits) == [expected]
+        assert case is not None and case.contact_log(VICTIM).unanswered_in_a_row == expected
