@@ -40,8 +40,10 @@ Decisions worth knowing:
   meeting only with their own consent (scheduling books only consenting participants) and stops nothing.
 - Contact log (``record_contact_attempt``, staff only): each attempt is a fact with this person's count of attempts
   since they were last reached (``services.consent.contact.ContactLog``). An attempt is refused when nobody may be
-  contacted (closed, withdrawn, on hold, sensitive before the risk assessment allows it: ``_no_contact_yet``) and
-  when the person's safe-contact record forbids its method (``contact.forbidden_by``).
+  contacted (closed, withdrawn, on hold, sensitive before the risk assessment allows it: ``_no_contact_yet``). One
+  that broke the person's safe-contact record (``contact.forbidden_by``) already happened: it is recorded, with a
+  sealed staff-only flag saying what it broke (a safeguarding breach staff must see, rule 6), and no rejection
+  ever states a safe-contact detail.
 - Safe contact (``record_safe_contact``): with the person's agreement, through them or a facilitator, as consent
   decisions are; the latest record for a person wins. Accepted on a withdrawn or held case too: recording what is
   unsafe contacts nobody and only restricts.
@@ -588,7 +590,8 @@ def record_contact_attempt(
     case: ConsentCase | None, command: RecordContactAttempt, *, command_id: str, now: datetime
 ) -> tuple[ConsentCase | None, list[Emit]]:
     """Log one attempt to reach a participant, with their count of attempts since they were last reached. Refused
-    when nobody on the case may be contacted, or the person's safe-contact record forbids the method."""
+    when nobody on the case may be contacted; an attempt that broke the person's safe-contact record is logged with
+    ``breached_safe_contact`` (sealed, as the record is)."""
     refusal = (
         _refusal(case, command)
         or _staff_only(command, "record a contact attempt")
@@ -596,11 +599,10 @@ def record_contact_attempt(
         or _no_contact_yet(case)
         or _in_the_future("attempted_at", command.attempted_at, now)
     )
-    if refusal is None and case is not None:
-        refusal = forbidden_by(case.safe_contact(command.person_id), command.method, command.outcome)
     if refusal is not None:
         return _reject(case, command, command_id, now, refusal)
     assert case is not None
+    breach = forbidden_by(case.safe_contact(command.person_id), command.method, command.outcome)
     log = case.contact_log(command.person_id).after(command.attempted_at, command.outcome)
     others = tuple(c for c in case.contact_logs if c.person_id != command.person_id)
     case = replace(case, contact_logs=(*others, log))
@@ -615,6 +617,8 @@ def record_contact_attempt(
         recorded_by=command.actor,
         note=command.note,
         command_id=command_id,
+        breached_safe_contact=breach is not None,
+        safe_contact_breach=breach or "",
     )
     return case, [Emit(fact, f"contact-attempt-recorded:{command_id}")]
 

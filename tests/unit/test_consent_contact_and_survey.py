@@ -96,6 +96,14 @@ def counts(emits: list[Emit]) -> list[int]:
     return [e.data.unanswered_in_a_row for e in emits if isinstance(e.data, ContactAttemptRecorded)]
 
 
+BREACH_FIELDS = {"breached_safe_contact", "safe_contact_breach"}
+
+
+def breach(emits: list[Emit]) -> tuple[bool, str]:
+    (fact,) = [e.data for e in emits if isinstance(e.data, ContactAttemptRecorded)]
+    return fact.breached_safe_contact, fact.safe_contact_breach
+
+
 def invited(emits: list[Emit]) -> list[str]:
     return [e.data.person_id for e in emits if isinstance(e.data, SurveyInvited)]
 
@@ -177,39 +185,40 @@ def test_a_contact_attempt_is_recorded_by_staff_only_and_not_in_the_future() -> 
 # --- safe contact -------------------------------------------------------------------------------
 
 
-def test_safe_contact_an_attempt_by_a_channel_the_record_does_not_list_is_refused() -> None:
+def test_safe_contact_an_attempt_by_a_channel_the_record_does_not_list_is_flagged() -> None:
     case, emits = run(accepted_case(), safe_contact(VICTIM, Channel.email, Channel.phone))
     assert facts(emits) == [SafeContactRecorded]
     _, emits = run(case, attempt(method=ContactMethod.sms))
-    assert rejection(emits) == "victim-1's safe-contact record does not list sms as a safe channel"
+    assert breach(emits) == (True, "victim-1's safe-contact record does not list sms as a safe channel")
     _, emits = run(case, attempt(method=ContactMethod.email))
-    assert facts(emits) == [ContactAttemptRecorded]
+    assert breach(emits) == (False, "")
     _, emits = run(case, attempt(OFFENDER, method=ContactMethod.sms))  # someone else's record is not theirs
-    assert facts(emits) == [ContactAttemptRecorded]
+    assert breach(emits) == (False, "")
 
 
-def test_safe_contact_no_voicemail_refuses_a_message_left_by_phone() -> None:
+def test_safe_contact_no_voicemail_flags_a_message_left_by_phone() -> None:
     case, _ = run(accepted_case(), safe_contact(VICTIM, Channel.phone, voicemail_ok=False))
-    _, emits = run(case, attempt(outcome=ContactOutcome.message_left))
-    assert rejection(emits) == "victim-1's safe-contact record does not allow leaving a voicemail"
-    _, emits = run(case, attempt(outcome=ContactOutcome.no_answer))
-    assert counts(emits) == [1]
+    case, emits = run(case, attempt(outcome=ContactOutcome.message_left))
+    assert breach(emits) == (True, "victim-1's safe-contact record does not allow leaving a voicemail")
+    _, emits = run(case, attempt(outcome=ContactOutcome.no_answer, at_minutes=1))
+    assert breach(emits) == (False, "") and counts(emits) == [2]
 
 
 def test_safe_contact_no_letters_or_visits_to_a_shared_home_without_an_alternative_address() -> None:
     case, _ = run(accepted_case(), safe_contact(VICTIM, Channel.letter, letters_to_home_ok=False))
     for method in (ContactMethod.letter, ContactMethod.visit):
         _, emits = run(case, attempt(method=method))
-        assert "has no address safe for a" in rejection(emits)
+        flagged, detail = breach(emits)
+        assert flagged and "has no address safe for a" in detail
     case, _ = run(case, safe_contact(VICTIM, Channel.letter, alternative_address="c/o Victim Support, 1 High St"))
     _, emits = run(case, attempt(method=ContactMethod.letter))
-    assert facts(emits) == [ContactAttemptRecorded]
+    assert breach(emits) == (False, "")
 
 
 def test_safe_contact_the_latest_record_wins() -> None:
     case, _ = run(accepted_case(), safe_contact(VICTIM, Channel.sms), safe_contact(VICTIM, Channel.email))
     _, emits = run(case, attempt(method=ContactMethod.sms))
-    assert "does not list sms" in rejection(emits)
+    assert "does not list sms" in breach(emits)[1]
     assert case is not None and len(case.safe_contacts) == 1
 
 
@@ -416,3 +425,28 @@ def test_the_published_count_is_the_logs_count_after_each_attempt_in_any_recordi
         expected = sum(1 for m, r in seen if not r and (last_reached is None or m > last_reached))
         assert counts(emits) == [expected]
         assert case is not None and case.contact_log(VICTIM).unanswered_in_a_row == expected
+
+
+# --- review fixes: an attempt that broke the safe-contact record is recorded, sealed ------------------
+
+
+def test_rule_6_an_attempt_that_broke_the_safe_contact_record_is_recorded_with_a_staff_only_sealed_flag() -> None:
+    case, _ = run(accepted_case(), safe_contact(VICTIM, Channel.letter, Channel.phone, letters_to_home_ok=False))
+    case, emits = run(case, attempt(method=ContactMethod.letter, outcome=ContactOutcome.undeliverable))
+    assert facts(emits) == [ContactAttemptRecorded] and counts(emits) == [1]
+    flagged, detail = breach(emits)
+    assert flagged and "no address safe for a letter" in detail
+    _, emits = run(case, attempt(at_minutes=1))  # a phone call the record allows: flag down, count goes on
+    assert breach(emits) == (False, "") and counts(emits) == [2]
+    assert BREACH_FIELDS <= pii_fields(ContactAttemptRecorded)  # sealed under the person's key, never in clear
+
+
+def test_rule_3_no_rejection_of_a_contact_attempt_says_anything_of_the_safe_contact_record() -> None:
+    restrictive = safe_contact(VICTIM, Channel.email, voicemail_ok=False, letters_to_home_ok=False)
+    case, _ = run(accepted_case(), restrictive)
+    for method in ContactMethod:
+        for outcome in ContactOutcome:
+            _, emits = run(case, attempt(method=method, outcome=outcome))
+            assert facts(emits) == [ContactAttemptRecorded], (method, outcome)
+    _, emits = run(case, attempt(method=ContactMethod.letter, actor=Actor(kind="participant", id=VICTIM)))
+    assert rejection(emits) == "only staff may record a contact attempt"
