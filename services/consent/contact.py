@@ -11,7 +11,8 @@
   staff-only fact, sealed (it says what the safe-contact record seals), never in a rejection.
 - ``ContactLog`` counts a person's attempts since they were last reached, by when each attempt was made, so an
   attempt recorded late lands where it happened: an unanswered attempt made before the latest one that reached
-  them does not count.
+  them does not count. The person acting on the case themself (a consent decision through them, a preparation
+  meeting with them) reaches them as an attempt would (``heard_from``).
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ class ContactLog:
     @property
     def unanswered_in_a_row(self) -> int:
         return len(self.unanswered)
+
+    def heard_from(self, at: datetime) -> ContactLog:
+        """The log once the person was in touch at ``at`` by acting on the case themself: as a reached attempt."""
+        return self.after(at, ContactOutcome.reached)
 
     def after(self, attempted_at: datetime, outcome: ContactOutcome) -> ContactLog:
         """The log with one more attempt in it, placed by when it was made."""

@@ -44,6 +44,9 @@ Decisions worth knowing:
   that broke the person's safe-contact record (``contact.forbidden_by``) already happened: it is recorded, with a
   sealed staff-only flag saying what it broke (a safeguarding breach staff must see, rule 6), and no rejection
   ever states a safe-contact detail.
+- The person acting on the case themself (a consent decision through the participant, a preparation meeting
+  with them) is them in touch: their contact log counts unanswered attempts from then on (``_heard_from``), as
+  scheduling's copy of the count does (a case does not close as uncontactable on attempts from before it).
 - Safe contact (``record_safe_contact``): with the person's agreement, through them or a facilitator, as consent
   decisions are; the latest record for a person wins. Accepted on a withdrawn or held case too: recording what is
   unsafe contacts nobody and only restricts.
@@ -394,7 +397,7 @@ def record_preparation_meeting(
     assert case is not None
     if not case.facilitators:
         return _reject(case, command, command_id, now, "no facilitator is assigned to this case yet")
-    case = replace(case, prepared=case.prepared | {command.person_id})
+    case = _heard_from(replace(case, prepared=case.prepared | {command.person_id}), command.person_id, command.met_at)
     fact = PreparationMeetingRecorded(
         case_id=case.case_id,
         person_id=command.person_id,
@@ -442,6 +445,7 @@ def give_consent(
         return case, []
     decided_at = command.decided_at or now
     case = case.with_consent(command.person_id, command.purpose, ConsentStatus.given, decided_at)
+    case = _themself_in_touch(case, command, decided_at)
     fact = ConsentGiven(
         case_id=case.case_id,
         person_id=command.person_id,
@@ -469,6 +473,7 @@ def decline_consent(
         return case, []
     decided_at = command.decided_at or now
     case = case.with_consent(command.person_id, command.purpose, ConsentStatus.declined, decided_at)
+    case = _themself_in_touch(case, command, decided_at)
     fact = ConsentDeclined(
         case_id=case.case_id,
         person_id=command.person_id,
@@ -505,6 +510,7 @@ def withdraw_consent(
         return case, []  # nothing left to withdraw: a repeat is harmless
     decided_at = command.decided_at or now
     case = case.with_consent(command.person_id, command.purpose, ConsentStatus.withdrawn, decided_at)
+    case = _themself_in_touch(case, command, decided_at)
     fact = ConsentWithdrawn(
         case_id=case.case_id,
         person_id=command.person_id,
@@ -888,6 +894,22 @@ def _cannot_agree_for(
     if agreed_at is not None:
         return _in_the_future("agreed_at", agreed_at, now)
     return None
+
+
+def _heard_from(case: ConsentCase, person_id: str, at: datetime) -> ConsentCase:
+    """The person was in touch at ``at``: their contact log counts unanswered attempts from then on."""
+    log = case.contact_log(person_id).heard_from(at)
+    others = tuple(c for c in case.contact_logs if c.person_id != person_id)
+    return replace(case, contact_logs=(*others, log))
+
+
+def _themself_in_touch(case: ConsentCase, command: ConsentDecision, at: datetime) -> ConsentCase:
+    """A decision the person made through the participant route is them in touch; one staff record for them is
+    not (it may come from a letter, or be taken on their behalf), so their count stands. Scheduling resets its
+    copy of the count on the same facts (``services.scheduling.domain.model.heard_from``)."""
+    if command.through is not RecordedThrough.participant:
+        return case
+    return _heard_from(case, command.person_id, at)
 
 
 def _in_the_future(name: str, moment: datetime, now: datetime) -> str | None:

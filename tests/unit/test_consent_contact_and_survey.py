@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from schemas.commands import CommandRejected
 from schemas.common import Actor, Channel
 from schemas.consent import (
     NOTE_MAX_CHARS,
@@ -39,8 +40,11 @@ from tests.unit.test_consent_domain import (
     FACILITATOR,
     NOW,
     accepted_case,
+    assign,
     decline,
     facts,
+    give,
+    met,
     ready_case,
     rejection,
     run,
@@ -450,3 +454,26 @@ def test_rule_3_no_rejection_of_a_contact_attempt_says_anything_of_the_safe_cont
             assert facts(emits) == [ContactAttemptRecorded], (method, outcome)
     _, emits = run(case, attempt(method=ContactMethod.letter, actor=Actor(kind="participant", id=VICTIM)))
     assert rejection(emits) == "only staff may record a contact attempt"
+
+
+# --- review fixes: the person acting on the case is in touch ------------------------------------------
+
+
+def test_the_person_acting_on_the_case_resets_their_count_of_unanswered_attempts() -> None:
+    """Three calls went unanswered, then the person acted on the case themself (at ``NOW``, after the calls)."""
+    unreached, _ = run(accepted_case(), assign(), *[attempt(at_minutes=m) for m in (1, 2, 3)])
+    assert unreached is not None and unreached.contact_log(VICTIM).unanswered_in_a_row == 3
+    for in_touch in (
+        give(VICTIM, themself=True),
+        withdraw(VICTIM, "share:statement", themself=True),
+        decline(VICTIM, "share:statement", themself=True),
+        met(VICTIM),
+    ):
+        case, emits = run(unreached, in_touch)
+        assert CommandRejected not in facts(emits)
+        assert case is not None and case.contact_log(VICTIM).unanswered_in_a_row == 0, in_touch
+        _, emits = run(case, attempt(at_minutes=124))  # a call after it: the count starts again
+        assert counts(emits) == [1]
+    # Staff recording a decision for the person (by letter, or on their behalf) is not them in touch.
+    case, _ = run(unreached, give(VICTIM))
+    assert case is not None and case.contact_log(VICTIM).unanswered_in_a_row == 3
