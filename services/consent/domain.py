@@ -119,6 +119,10 @@ from services.runtime.decision import Emit, JsonState, in_the_future, not_a_part
 
 SERVICE = "consent"
 
+UNCONTACTABLE_AFTER_ATTEMPTS = 3
+"""The default of the ``uncontactable_after_attempts`` setting (``services.runtime.settings``); the app passes the
+setting in."""
+
 
 class ConsentStatus(StrEnum):
     given = "given"
@@ -308,10 +312,17 @@ def on_facilitator_registered(
 
 
 def on_case_closed(
-    case: ConsentCase | None, event: CaseClosed, *, command_id: str, now: datetime
+    case: ConsentCase | None,
+    event: CaseClosed,
+    *,
+    command_id: str,
+    now: datetime,
+    uncontactable_after_attempts: int = UNCONTACTABLE_AFTER_ATTEMPTS,
 ) -> tuple[ConsentCase, list[Emit]]:
     """The scheduling service closed the case: from now on everything is refused but survey responses. Those the
-    survey policy names are invited (``evaluation.survey_invitees``), once: a repeated closure changes nothing."""
+    survey policy names are invited (``evaluation.survey_invitees``), once: a repeated closure changes nothing.
+    ``uncontactable_after_attempts`` is the setting scheduling closes ``uncontactable`` by: whoever's log met it,
+    or shows them never reached, is not invited on such a closure."""
     if case is not None and case.closed:
         return case, []
     known = case or ConsentCase(case_id=event.case_id)
@@ -321,6 +332,7 @@ def on_case_closed(
         withdrawn_case=known.withdrawn,
         contact_barred=_no_contact_yet(known) is not None,
         said_no=lambda person_id: known.consent(person_id, PARTICIPATION) in _ENDED,
+        out_of_reach=lambda person_id: _out_of_reach(known.contact_log(person_id), uncontactable_after_attempts),
     )
     case = replace(
         known, closed=True, ready=False, survey_invited=known.survey_invited | {p.person_id for p in invitees}
@@ -763,8 +775,12 @@ def handle(
     now: datetime,
     registered_specialist: bool | None = None,
     registered_at: datetime | None = None,
+    uncontactable_after_attempts: int = UNCONTACTABLE_AFTER_ATTEMPTS,
 ) -> tuple[ConsentCase | None, list[Emit]]:
     """Apply any message in ``CONSUMES`` to the case it is about (``None`` when there is none yet).
+
+    ``uncontactable_after_attempts`` (the setting of that name) is used only for ``CaseClosed``: see
+    ``on_case_closed``.
 
     ``registered_specialist`` is used only for ``AssignFacilitator``: the named facilitator's specialist status in
     the facilitator register (fed by ``rj.facilitator.registered``) as of ``registered_at``, or ``None`` when
@@ -778,6 +794,10 @@ def handle(
             now=now,
             registered_specialist=registered_specialist,
             registered_at=registered_at,
+        )
+    if isinstance(message, CaseClosed):
+        return on_case_closed(
+            case, message, command_id=command_id, now=now, uncontactable_after_attempts=uncontactable_after_attempts
         )
     return HANDLERS[type(message)](case, message, command_id=command_id, now=now)
 
@@ -894,6 +914,11 @@ def _cannot_agree_for(
     if agreed_at is not None:
         return _in_the_future("agreed_at", agreed_at, now)
     return None
+
+
+def _out_of_reach(log: ContactLog, attempts: int) -> bool:
+    """Whether nobody could reach the person: never reached, or ``attempts`` unanswered in a row since."""
+    return log.last_reached_at is None or log.unanswered_in_a_row >= attempts
 
 
 def _heard_from(case: ConsentCase, person_id: str, at: datetime) -> ConsentCase:

@@ -162,6 +162,14 @@ async def test_stage_6_an_overdue_item_tells_the_victim_and_closures_need_their_
     (closed,) = await facts(system, topics.SCHEDULING, lost_id, "rj.case.closed")
     assert closed["data"]["reason"] == "uncontactable"
 
+    # Nobody reached the victim or the offender: the consent service invites neither to the survey.
+    async def consent_heard_the_closure() -> bool:
+        sql = "SELECT state->>'closed' FROM consent.cases WHERE key = $1"
+        return await system.fetchval(sql, lost_id) == "true"
+
+    await system.wait_for(consent_heard_the_closure, what="consent to hear the uncontactable case closed")
+    assert await facts(system, topics.CONSENT, lost_id, "rj.survey.invited", 0, settle_s=0.5) == []
+
 
 async def test_stage_6_a_person_who_acts_on_the_case_themself_is_not_uncontactable(system: System) -> None:
     """Three calls to the victim went unanswered; then the victim gives consent themself (online). Scheduling hears

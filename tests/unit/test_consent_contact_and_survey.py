@@ -30,15 +30,18 @@ from schemas.consent import (
     SurveyResponseRecorded,
 )
 from schemas.pii import pii_fields
-from schemas.referral import Role
+from schemas.referral import CaseParticipant, Role
 from schemas.scheduling import CaseClosed, ClosureReason
+from services.consent import domain
 from services.consent.contact import ContactLog
 from services.consent.domain import ConsentCase
+from services.consent.evaluation import survey_invitees
 from services.runtime.decision import Emit
 from tests.unit.test_consent_domain import (
     CASE,
     FACILITATOR,
     NOW,
+    accepted,
     accepted_case,
     assign,
     decline,
@@ -312,7 +315,7 @@ def test_rule_2_a_participant_who_withdrew_or_declined_is_not_invited() -> None:
     )
     _, emits = run(ready_case(), guardian, closed(ClosureReason.not_suitable))
     assert invited(emits) == [VICTIM, OFFENDER, "guardian-1"]
-    _, emits = run(accepted_case(), decline(SUPPORTER), closed(ClosureReason.uncontactable))
+    _, emits = run(accepted_case(), decline(SUPPORTER), closed(ClosureReason.not_suitable))
     assert invited(emits) == [VICTIM, OFFENDER]
 
 
@@ -477,3 +480,58 @@ def test_the_person_acting_on_the_case_resets_their_count_of_unanswered_attempts
     # Staff recording a decision for the person (by letter, or on their behalf) is not them in touch.
     case, _ = run(unreached, give(VICTIM))
     assert case is not None and case.contact_log(VICTIM).unanswered_in_a_row == 3
+
+
+# --- review fixes: who is invited -----------------------------------------------------------------
+
+
+def person(person_id: str, role: Role, *, required: bool = True, supports: str | None = None) -> CaseParticipant:
+    return CaseParticipant(person_id=person_id, role=role, required=required, supports=supports)
+
+
+def test_survey_invitees_leave_out_whoever_declined_or_withdrew_taking_part() -> None:
+    """The pure policy: the case as the referral service makes it never reaches this (see ``evaluation``), so the
+    filter is tested here and on a case the contract allows."""
+    people = [
+        person(VICTIM, Role.victim),
+        person(OFFENDER, Role.offender),
+        person("guardian-1", Role.parent_guardian, supports=VICTIM),
+    ]
+    for said_no in (set(), {VICTIM}, {"guardian-1"}, {VICTIM, OFFENDER, "guardian-1"}):
+        invitees = survey_invitees(
+            people,
+            ClosureReason.completed,
+            withdrawn_case=False,
+            contact_barred=False,
+            said_no=lambda p, no=said_no: p in no,  # type: ignore[misc]
+            out_of_reach=lambda _: True,  # only on an uncontactable closure
+        )
+        assert [p.person_id for p in invitees] == [p.person_id for p in people if p.person_id not in said_no]
+
+
+def test_rule_2_a_victim_who_is_not_required_and_declined_is_not_invited() -> None:
+    """The contract allows a participant who is not required: a second victim whose decline stops nothing."""
+    second = person("victim-2", Role.victim, required=False)
+    event = accepted().model_copy(update={"participants": [*accepted().participants, second]})
+    case, _ = domain.handle(None, event, command_id="accepted", now=NOW)
+    _, emits = run(case, decline("victim-2", themself=True), closed())
+    assert invited(emits) == [VICTIM, OFFENDER]
+
+
+def test_an_uncontactable_closure_invites_nobody_the_service_could_not_reach() -> None:
+    """The offender never answered; the victim was reached, then met. Closed uncontactable: only the victim is
+    invited. A victim reached once but unanswered three times since is not invited either."""
+    offender_silent = [attempt(OFFENDER, at_minutes=m) for m in (1, 2, 3)]
+    case, _ = run(accepted_case(), attempt(outcome=ContactOutcome.reached), *offender_silent)
+    _, emits = run(case, closed(ClosureReason.uncontactable))
+    assert invited(emits) == [VICTIM]
+    _, emits = run(case, closed(ClosureReason.not_suitable))  # any other closure: both, as before
+    assert invited(emits) == [VICTIM, OFFENDER]
+    gone_quiet, _ = run(case, *[attempt(at_minutes=m) for m in (4, 5, 6)])
+    _, emits = run(gone_quiet, closed(ClosureReason.uncontactable))
+    assert invited(emits) == []
+    _, emits = run(gone_quiet, assign(), met(VICTIM), closed(ClosureReason.uncontactable))
+    assert invited(emits) == [VICTIM]  # met after the calls: in touch
+    closing = closed(ClosureReason.uncontactable)
+    _, emits = domain.handle(gone_quiet, closing, command_id="closed", now=NOW, uncontactable_after_attempts=4)
+    assert invited(emits) == [VICTIM]  # three unanswered do not meet a setting of four
