@@ -178,8 +178,9 @@ class ContactOutcome(StrEnum):
 
 
 class RecordContactAttempt(Command):
-    """Staff record one attempt to contact a participant: when, how, and what came of it. An attempt through a
-    channel the person's safe-contact record forbids is refused."""
+    """Staff record one attempt to contact a participant: when, how, and what came of it. It reports something that
+    already happened, so an attempt that broke the person's safe-contact record is recorded too (DOMAIN rule 6), with
+    a sealed flag on the fact, never refused."""
 
     event_type: ClassVar[str] = "rj.contact.record-attempt"
 
@@ -452,9 +453,16 @@ def case_withdrawn_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
 
 
 class ContactAttemptRecorded(EventData):
-    """One attempt to contact a participant. ``unanswered_in_a_row`` counts this person's attempts since they
-    were last reached, this one included (0 when this one reached them): closing a case as ``uncontactable``
-    needs a required participant whose count reached the ``uncontactable_after_attempts`` setting."""
+    """One attempt to contact a participant. ``unanswered_in_a_row`` counts this person's unanswered attempts
+    since they were last reached (by when each was made), this one included, as the log stands once this one is
+    in it: 0 when this one is the latest to reach them, but a "reached" recorded late, before unanswered attempts
+    made after it, leaves the count where it was. Closing a case as ``uncontactable`` needs a required participant
+    whose count reached the ``uncontactable_after_attempts`` setting.
+
+    Staff-only. ``breached_safe_contact`` says whether the attempt broke the person's safe-contact record (a
+    safeguarding breach staff must see) and ``safe_contact_breach`` what it broke ("" when nothing): both are always
+    present and sealed under the person's key, since either in clear (or its absence) beside ``method`` would say
+    what ``rj.contact.safe-contact-recorded`` seals (rule 3)."""
 
     event_type: ClassVar[str] = "rj.contact.attempt-recorded"
 
@@ -468,6 +476,8 @@ class ContactAttemptRecorded(EventData):
     recorded_by: Actor
     note: Annotated[str | None, Pii] = None
     command_id: str | None = None
+    breached_safe_contact: Annotated[bool, Pii] = False
+    safe_contact_breach: Annotated[str, Pii] = ""
 
 
 class CaseNoteAdded(EventData):
@@ -486,8 +496,9 @@ class CaseNoteAdded(EventData):
 
 class SafeContactRecorded(EventData):
     """Staff-only: how ``person_id`` may safely be contacted, replacing any earlier record for them. Every detail
-    is sealed under their own key (DOMAIN rule 3); only who it is about and how it was agreed are in clear. The
-    consent service refuses contact attempts it forbids; every service that contacts people is to respect it."""
+    is sealed under their own key (DOMAIN rule 3); only who it is about and how it was agreed are in clear. Every
+    service that contacts people is to respect it; the consent service flags (sealed) a recorded contact attempt
+    that broke it."""
 
     event_type: ClassVar[str] = "rj.contact.safe-contact-recorded"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -32,7 +33,12 @@ def clock() -> datetime:
 CONSUMES = domain.CONSUMES | {FacilitatorRegistered.event_type}
 
 
-async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -> list[Outgoing]:
+async def take_in(
+    conn: asyncpg.Connection,
+    events: Sequence[CloudEvent[Any]],
+    *,
+    uncontactable_after_attempts: int = domain.UNCONTACTABLE_AFTER_ATTEMPTS,
+) -> list[Outgoing]:
     """Apply the batch in its order, so that the same events give the same facts however they are batched:
     an assignment sees the register as the registrations before it left it, and a registration is applied to
     every case the facilitator is assigned to at that point (``domain.on_facilitator_registered``)."""
@@ -61,6 +67,7 @@ async def take_in(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -
             now=now,
             registered_specialist=registered.specialist if registered else None,
             registered_at=registered.registered_at if registered else None,
+            uncontactable_after_attempts=uncontactable_after_attempts,
         )
         _learn_force(cases, data.case_id, event)
         out += facts(
@@ -103,5 +110,7 @@ def _force(cases: dict[str, domain.ConsentCase | None], case_id: str) -> str | N
 
 def build(service: ServiceApp | None = None) -> ServiceApp:
     service = service or ServiceApp("consent", migrations="services.consent.migrations")
-    service.consume([topics.REFERRAL, topics.SCHEDULING, topics.COMMANDS], consumes=CONSUMES, handler=take_in)
+    # Who is invited to the survey on an ``uncontactable`` closure depends on the setting scheduling closes by.
+    handler = partial(take_in, uncontactable_after_attempts=service.settings.uncontactable_after_attempts)
+    service.consume([topics.REFERRAL, topics.SCHEDULING, topics.COMMANDS], consumes=CONSUMES, handler=handler)
     return service

@@ -4,12 +4,15 @@
   are safe, whether a voicemail may be left, whether letters and visits may go to their home address, and whether
   a safe alternative address is on record (not the address itself: the consent service never uses it, and keeps
   no more than its decisions need). Every detail is the person's own data (``Pii``), sealed in the case's state.
-- ``forbidden_by`` is the one rule every contact attempt passes: no record means nothing is known to be unsafe;
-  with a record, the method must be one it allows (a home visit or a letter needs the home address to be safe,
-  or an alternative address; a message left on a phone needs voicemail to be allowed).
+- ``forbidden_by`` is the one rule every contact attempt is held against: no record means nothing is known to be
+  unsafe; with a record, the method must be one it allows (a home visit or a letter needs the home address to be
+  safe, or an alternative address; a message left on a phone needs voicemail to be allowed). An attempt is
+  something that already happened: one that broke the record is still logged, and what it broke goes only on the
+  staff-only fact, sealed (it says what the safe-contact record seals), never in a rejection.
 - ``ContactLog`` counts a person's attempts since they were last reached, by when each attempt was made, so an
   attempt recorded late lands where it happened: an unanswered attempt made before the latest one that reached
-  them does not count.
+  them does not count. The person acting on the case themself (a consent decision through them, a preparation
+  meeting with them) reaches them as an attempt would (``heard_from``).
 """
 
 from __future__ import annotations
@@ -56,8 +59,8 @@ class SafeContact:
 
 
 def forbidden_by(safe: SafeContact | None, method: ContactMethod, outcome: ContactOutcome) -> str | None:
-    """Why the person's safe-contact record forbids this attempt, if it does. The reason names the method, never
-    an address or number."""
+    """What of the person's safe-contact record this attempt broke, if anything. It names the method, never an
+    address or number, but still says what the record seals: it travels only sealed (``Pii``)."""
     if safe is None:
         return None
     whose = f"{safe.person_id}'s safe-contact record"
@@ -80,6 +83,10 @@ class ContactLog:
     @property
     def unanswered_in_a_row(self) -> int:
         return len(self.unanswered)
+
+    def heard_from(self, at: datetime) -> ContactLog:
+        """The log once the person was in touch at ``at`` by acting on the case themself: as a reached attempt."""
+        return self.after(at, ContactOutcome.reached)
 
     def after(self, attempted_at: datetime, outcome: ContactOutcome) -> ContactLog:
         """The log with one more attempt in it, placed by when it was made."""

@@ -40,8 +40,13 @@ Decisions worth knowing:
   meeting only with their own consent (scheduling books only consenting participants) and stops nothing.
 - Contact log (``record_contact_attempt``, staff only): each attempt is a fact with this person's count of attempts
   since they were last reached (``services.consent.contact.ContactLog``). An attempt is refused when nobody may be
-  contacted (closed, withdrawn, on hold, sensitive before the risk assessment allows it: ``_no_contact_yet``) and
-  when the person's safe-contact record forbids its method (``contact.forbidden_by``).
+  contacted (closed, withdrawn, on hold, sensitive before the risk assessment allows it: ``_no_contact_yet``). One
+  that broke the person's safe-contact record (``contact.forbidden_by``) already happened: it is recorded, with a
+  sealed staff-only flag saying what it broke (a safeguarding breach staff must see, rule 6), and no rejection
+  ever states a safe-contact detail.
+- The person acting on the case themself (a consent decision through the participant, a preparation meeting
+  with them) is them in touch: their contact log counts unanswered attempts from then on (``_heard_from``), as
+  scheduling's copy of the count does (a case does not close as uncontactable on attempts from before it).
 - Safe contact (``record_safe_contact``): with the person's agreement, through them or a facilitator, as consent
   decisions are; the latest record for a person wins. Accepted on a withdrawn or held case too: recording what is
   unsafe contacts nobody and only restricts.
@@ -50,6 +55,9 @@ Decisions worth knowing:
 - Evaluation: when the case closes, ``SurveyInvited`` for each participant the survey policy names
   (``services.consent.evaluation``); a response (``record_survey_response``) only from someone invited, once, by
   themself or through staff, also after closure (the only command a closed case still takes).
+- Rule 2 in rejections: a command a participant sends in someone else's name is refused for that first, in words
+  that depend only on what they sent, before anything about the person named (whether they take part, were
+  invited, i.e. did not withdraw, or have answered) is looked at.
 - Readiness is re-derived after every change: ``CaseReadyForMeeting`` when it is reached,
   ``CaseReadinessLost`` when a re-assessment finds a ready case unsafe.
 """
@@ -81,7 +89,6 @@ from schemas.consent import (
     ConsentGiven,
     ConsentWithdrawn,
     ContactAttemptRecorded,
-    ContactOutcome,
     DeclineConsent,
     FacilitatorAssigned,
     GiveConsent,
@@ -111,6 +118,10 @@ from services.consent.evaluation import survey_invitees
 from services.runtime.decision import Emit, JsonState, in_the_future, not_a_participant, rejection
 
 SERVICE = "consent"
+
+UNCONTACTABLE_AFTER_ATTEMPTS = 3
+"""The default of the ``uncontactable_after_attempts`` setting (``services.runtime.settings``); the app passes the
+setting in."""
 
 
 class ConsentStatus(StrEnum):
@@ -301,10 +312,17 @@ def on_facilitator_registered(
 
 
 def on_case_closed(
-    case: ConsentCase | None, event: CaseClosed, *, command_id: str, now: datetime
+    case: ConsentCase | None,
+    event: CaseClosed,
+    *,
+    command_id: str,
+    now: datetime,
+    uncontactable_after_attempts: int = UNCONTACTABLE_AFTER_ATTEMPTS,
 ) -> tuple[ConsentCase, list[Emit]]:
     """The scheduling service closed the case: from now on everything is refused but survey responses. Those the
-    survey policy names are invited (``evaluation.survey_invitees``), once: a repeated closure changes nothing."""
+    survey policy names are invited (``evaluation.survey_invitees``), once: a repeated closure changes nothing.
+    ``uncontactable_after_attempts`` is the setting scheduling closes ``uncontactable`` by: whoever's log met it,
+    or shows them never reached, is not invited on such a closure."""
     if case is not None and case.closed:
         return case, []
     known = case or ConsentCase(case_id=event.case_id)
@@ -314,6 +332,7 @@ def on_case_closed(
         withdrawn_case=known.withdrawn,
         contact_barred=_no_contact_yet(known) is not None,
         said_no=lambda person_id: known.consent(person_id, PARTICIPATION) in _ENDED,
+        out_of_reach=lambda person_id: _out_of_reach(known.contact_log(person_id), uncontactable_after_attempts),
     )
     case = replace(
         known, closed=True, ready=False, survey_invited=known.survey_invited | {p.person_id for p in invitees}
@@ -390,7 +409,7 @@ def record_preparation_meeting(
     assert case is not None
     if not case.facilitators:
         return _reject(case, command, command_id, now, "no facilitator is assigned to this case yet")
-    case = replace(case, prepared=case.prepared | {command.person_id})
+    case = _heard_from(replace(case, prepared=case.prepared | {command.person_id}), command.person_id, command.met_at)
     fact = PreparationMeetingRecorded(
         case_id=case.case_id,
         person_id=command.person_id,
@@ -438,6 +457,7 @@ def give_consent(
         return case, []
     decided_at = command.decided_at or now
     case = case.with_consent(command.person_id, command.purpose, ConsentStatus.given, decided_at)
+    case = _themself_in_touch(case, command, decided_at)
     fact = ConsentGiven(
         case_id=case.case_id,
         person_id=command.person_id,
@@ -465,6 +485,7 @@ def decline_consent(
         return case, []
     decided_at = command.decided_at or now
     case = case.with_consent(command.person_id, command.purpose, ConsentStatus.declined, decided_at)
+    case = _themself_in_touch(case, command, decided_at)
     fact = ConsentDeclined(
         case_id=case.case_id,
         person_id=command.person_id,
@@ -501,6 +522,7 @@ def withdraw_consent(
         return case, []  # nothing left to withdraw: a repeat is harmless
     decided_at = command.decided_at or now
     case = case.with_consent(command.person_id, command.purpose, ConsentStatus.withdrawn, decided_at)
+    case = _themself_in_touch(case, command, decided_at)
     fact = ConsentWithdrawn(
         case_id=case.case_id,
         person_id=command.person_id,
@@ -586,7 +608,8 @@ def record_contact_attempt(
     case: ConsentCase | None, command: RecordContactAttempt, *, command_id: str, now: datetime
 ) -> tuple[ConsentCase | None, list[Emit]]:
     """Log one attempt to reach a participant, with their count of attempts since they were last reached. Refused
-    when nobody on the case may be contacted, or the person's safe-contact record forbids the method."""
+    when nobody on the case may be contacted; an attempt that broke the person's safe-contact record is logged with
+    ``breached_safe_contact`` (sealed, as the record is)."""
     refusal = (
         _refusal(case, command)
         or _staff_only(command, "record a contact attempt")
@@ -594,11 +617,10 @@ def record_contact_attempt(
         or _no_contact_yet(case)
         or _in_the_future("attempted_at", command.attempted_at, now)
     )
-    if refusal is None and case is not None:
-        refusal = forbidden_by(case.safe_contact(command.person_id), command.method, command.outcome)
     if refusal is not None:
         return _reject(case, command, command_id, now, refusal)
     assert case is not None
+    breach = forbidden_by(case.safe_contact(command.person_id), command.method, command.outcome)
     log = case.contact_log(command.person_id).after(command.attempted_at, command.outcome)
     others = tuple(c for c in case.contact_logs if c.person_id != command.person_id)
     case = replace(case, contact_logs=(*others, log))
@@ -608,11 +630,13 @@ def record_contact_attempt(
         attempted_at=command.attempted_at,
         method=command.method,
         outcome=command.outcome,
-        unanswered_in_a_row=0 if command.outcome is ContactOutcome.reached else log.unanswered_in_a_row,
+        unanswered_in_a_row=log.unanswered_in_a_row,  # the log's, even for a "reached" recorded late
         recorded_at=now,
         recorded_by=command.actor,
         note=command.note,
         command_id=command_id,
+        breached_safe_contact=breach is not None,
+        safe_contact_breach=breach or "",
     )
     return case, [Emit(fact, f"contact-attempt-recorded:{command_id}")]
 
@@ -679,15 +703,18 @@ def record_survey_response(
     if case is None:
         return _reject(case, command, command_id, now, f"unknown case {command.case_id}: no accepted case with that id")
     actor = command.actor
-    refusal = not_a_participant(case, command.person_id)
+    # Who may speak comes first, in words that depend on nothing but the sender: whether the person named takes
+    # part, was invited (did not withdraw) or has answered is theirs and staff's to know, never another party's.
+    refusal = None
+    if actor.kind == "participant" and actor.id != command.person_id:
+        refusal = "a participant may record only their own survey response"
+    if refusal is None and actor.kind == "system":
+        refusal = "a survey response comes from the participant or is recorded by staff"
+    refusal = refusal or not_a_participant(case, command.person_id)
     if refusal is None and command.person_id not in case.survey_invited:
         refusal = f"{command.person_id} was not invited to the satisfaction survey on this case"
     if refusal is None and command.person_id in case.survey_answered:
         refusal = f"{command.person_id} has already answered the satisfaction survey on this case"
-    if refusal is None and actor.kind == "participant" and actor.id != command.person_id:
-        refusal = f"a survey response through the participant must come from {command.person_id} themself"
-    if refusal is None and actor.kind == "system":
-        refusal = "a survey response comes from the participant or is recorded by staff"
     if refusal is None and command.responded_at is not None:
         refusal = _in_the_future("responded_at", command.responded_at, now)
     if refusal is not None:
@@ -748,8 +775,12 @@ def handle(
     now: datetime,
     registered_specialist: bool | None = None,
     registered_at: datetime | None = None,
+    uncontactable_after_attempts: int = UNCONTACTABLE_AFTER_ATTEMPTS,
 ) -> tuple[ConsentCase | None, list[Emit]]:
     """Apply any message in ``CONSUMES`` to the case it is about (``None`` when there is none yet).
+
+    ``uncontactable_after_attempts`` (the setting of that name) is used only for ``CaseClosed``: see
+    ``on_case_closed``.
 
     ``registered_specialist`` is used only for ``AssignFacilitator``: the named facilitator's specialist status in
     the facilitator register (fed by ``rj.facilitator.registered``) as of ``registered_at``, or ``None`` when
@@ -763,6 +794,10 @@ def handle(
             now=now,
             registered_specialist=registered_specialist,
             registered_at=registered_at,
+        )
+    if isinstance(message, CaseClosed):
+        return on_case_closed(
+            case, message, command_id=command_id, now=now, uncontactable_after_attempts=uncontactable_after_attempts
         )
     return HANDLERS[type(message)](case, message, command_id=command_id, now=now)
 
@@ -844,14 +879,16 @@ def _no_contact_yet(case: ConsentCase | None) -> str | None:
 
 
 def _cannot_speak_for(case: ConsentCase | None, command: ConsentDecision, now: datetime) -> str | None:
-    """Why this decision cannot be taken as stated: not a participant, the wrong speaker, or dated ahead."""
-    if (refusal := not_a_participant(case, command.person_id)) is not None:
-        return refusal
+    """Why this decision cannot be taken as stated: the wrong speaker, not a participant, or dated ahead. The
+    speaker comes first, so that a participant naming someone else learns nothing of them (not even whether they
+    take part)."""
     actor = command.actor
     if command.through is RecordedThrough.participant and (actor.kind, actor.id) != ("participant", command.person_id):
         return f"a decision through the participant must come from {command.person_id} themself"
     if command.through is RecordedThrough.facilitator and actor.kind != "staff":
         return "a decision through a facilitator must be recorded by a member of staff"
+    if (refusal := not_a_participant(case, command.person_id)) is not None:
+        return refusal
     if command.decided_at is not None:
         return _in_the_future("decided_at", command.decided_at, now)
     return None
@@ -866,17 +903,38 @@ def _cannot_agree_for(
     now: datetime,
 ) -> str | None:
     """Why a person's agreement cannot be taken as stated: as ``_cannot_speak_for``, for commands that are not
-    consent decisions."""
-    if (refusal := not_a_participant(case, person_id)) is not None:
-        return refusal
+    consent decisions (the speaker first)."""
     actor = command.actor
     if through is RecordedThrough.participant and (actor.kind, actor.id) != ("participant", person_id):
         return f"an agreement through the participant must come from {person_id} themself"
     if through is RecordedThrough.facilitator and actor.kind != "staff":
         return "an agreement through a facilitator must be recorded by a member of staff"
+    if (refusal := not_a_participant(case, person_id)) is not None:
+        return refusal
     if agreed_at is not None:
         return _in_the_future("agreed_at", agreed_at, now)
     return None
+
+
+def _out_of_reach(log: ContactLog, attempts: int) -> bool:
+    """Whether nobody could reach the person: never reached, or ``attempts`` unanswered in a row since."""
+    return log.last_reached_at is None or log.unanswered_in_a_row >= attempts
+
+
+def _heard_from(case: ConsentCase, person_id: str, at: datetime) -> ConsentCase:
+    """The person was in touch at ``at``: their contact log counts unanswered attempts from then on."""
+    log = case.contact_log(person_id).heard_from(at)
+    others = tuple(c for c in case.contact_logs if c.person_id != person_id)
+    return replace(case, contact_logs=(*others, log))
+
+
+def _themself_in_touch(case: ConsentCase, command: ConsentDecision, at: datetime) -> ConsentCase:
+    """A decision the person made through the participant route is them in touch; one staff record for them is
+    not (it may come from a letter, or be taken on their behalf), so their count stands. Scheduling resets its
+    copy of the count on the same facts (``services.scheduling.domain.model.heard_from``)."""
+    if command.through is not RecordedThrough.participant:
+        return case
+    return _heard_from(case, command.person_id, at)
 
 
 def _in_the_future(name: str, moment: datetime, now: datetime) -> str | None:

@@ -5,10 +5,22 @@ Who is invited (DOMAIN stage 7, rule 2):
   withdrawal nothing but the closure notice reaches anyone on the case;
 - nobody on a case whose people may not be contacted when it closes (on a safeguarding hold, or sensitive and
   never cleared by a risk assessment): an invitation is contact;
+- on a case closed ``uncontactable``, nobody the service could not reach: a person whose contact log shows them
+  never reached (no attempt reached them, and they never acted on the case themself: a consent decision through
+  them, a preparation meeting), or whose unanswered attempts in a row since they were last reached met the
+  ``uncontactable_after_attempts`` setting at closure. An invitation would be one more unanswered attempt, to
+  someone we could not reach, perhaps at an address that no longer reaches them; the others (the victim the
+  service was in touch with, on a case that closed because the offender could not be reached) are invited;
 - otherwise every victim, offender and parent or guardian (beside the young person they are there for, who is
   invited too: both took part) who did not decline or withdraw their participation. Supporters, advocates and
   interpreters take part for someone else: the survey measures the parties' own satisfaction, so they are not
   invited.
+
+Who declined or withdrew (``said_no``) never matters on a case as the referral service makes it: every victim and
+offender is a required participant, and a parent or guardian is required with them, so any of them saying no to
+taking part withdraws the case and nobody is invited. The filter is kept for the contract, which allows a
+participant who is not required (``CaseParticipant.required``), and is tested as a pure function and on such a
+case.
 """
 
 from __future__ import annotations
@@ -30,8 +42,16 @@ def survey_invitees(
     withdrawn_case: bool,
     contact_barred: bool,
     said_no: Callable[[str], bool],
+    out_of_reach: Callable[[str], bool],
 ) -> list[CaseParticipant]:
-    """The participants to invite, in case order; ``said_no(person_id)``: they declined or withdrew taking part."""
+    """The participants to invite, in case order; ``said_no(person_id)``: they declined or withdrew taking part;
+    ``out_of_reach(person_id)``: the service could not reach them (considered only on an ``uncontactable``
+    closure)."""
     if closure in NO_SURVEY_CLOSURES or withdrawn_case or contact_barred:
         return []
-    return [p for p in participants if p.role in INVITED_ROLES and not said_no(p.person_id)]
+    unreachable = closure is ClosureReason.uncontactable
+    return [
+        p
+        for p in participants
+        if p.role in INVITED_ROLES and not said_no(p.person_id) and not (unreachable and out_of_reach(p.person_id))
+    ]

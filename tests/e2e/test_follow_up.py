@@ -12,7 +12,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from schemas import topics
-from schemas.consent import ContactMethod, ContactOutcome, RecordContactAttempt
+from schemas.common import Actor
+from schemas.consent import (
+    ContactMethod,
+    ContactOutcome,
+    GiveConsent,
+    RecordContactAttempt,
+    RecordedThrough,
+    RecordingMethod,
+)
 from schemas.scheduling import (
     AgreementItemTerms,
     BookMeeting,
@@ -153,3 +161,41 @@ async def test_stage_6_an_overdue_item_tells_the_victim_and_closures_need_their_
     await system.publish([close(lost_id, ClosureReason.uncontactable, "No reply to three calls")])
     (closed,) = await facts(system, topics.SCHEDULING, lost_id, "rj.case.closed")
     assert closed["data"]["reason"] == "uncontactable"
+
+    # Nobody reached the victim or the offender: the consent service invites neither to the survey.
+    async def consent_heard_the_closure() -> bool:
+        sql = "SELECT state->>'closed' FROM consent.cases WHERE key = $1"
+        return await system.fetchval(sql, lost_id) == "true"
+
+    await system.wait_for(consent_heard_the_closure, what="consent to hear the uncontactable case closed")
+    assert await facts(system, topics.CONSENT, lost_id, "rj.survey.invited", 0, settle_s=0.5) == []
+
+
+async def test_stage_6_a_person_who_acts_on_the_case_themself_is_not_uncontactable(system: System) -> None:
+    """Three calls to the victim went unanswered; then the victim gives consent themself (online). Scheduling hears
+    it from the consent facts and refuses to close the case as uncontactable on the old count; the consent
+    service's log was reset on the same decision, so the next unanswered call counts 1 on both sides."""
+    for name in ("referral", "consent", "scheduling"):
+        system.start(name)
+    case_id, victim, _ = await referred_case(system, "WM/2026/716003")
+    await system.publish([contact_attempt(case_id, victim, n) for n in (30, 20, 10)])
+    await unanswered_heard(system, case_id, victim, 3)
+
+    themself = GiveConsent(
+        case_id=case_id,
+        actor=Actor(kind="participant", id=victim),
+        person_id=victim,
+        through=RecordedThrough.participant,
+        method=RecordingMethod.online,
+    )
+    await system.publish([command(themself)])
+    await facts(system, topics.CONSENT, case_id, "rj.consent.given")
+    await unanswered_heard(system, case_id, victim, 0)
+    await system.publish([close(case_id, ClosureReason.uncontactable, "No reply to three calls")])
+    (refused,) = await rejection(system, case_id, topics.SCHEDULING)
+    assert "the most recorded is 0" in refused
+
+    await system.publish([contact_attempt(case_id, victim, 0)])
+    (*_, latest) = await facts(system, topics.CONSENT, case_id, "rj.contact.attempt-recorded", 4)
+    assert latest["data"]["unanswered_in_a_row"] == 1
+    await unanswered_heard(system, case_id, victim, 1)

@@ -7,21 +7,28 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.common import Actor
 from schemas.consent import (
+    PARTICIPATION,
     CaseHeld,
     CaseResumed,
+    ConsentDeclined,
+    ConsentGiven,
+    ConsentWithdrawn,
     ContactAttemptRecorded,
     ContactMethod,
     ContactOutcome,
+    PreparationMeetingRecorded,
     PutCaseOnHold,
     RecordedThrough,
     RecordingMethod,
     WithdrawConsent,
 )
+from schemas.envelope import EventData
 from schemas.pii import pii_fields
 from schemas.scheduling import (
     AgreementItemDueSoon,
@@ -283,6 +290,45 @@ def test_stage_6_an_attempt_that_reached_the_person_resets_the_count() -> None:
     world.send(attempt("O1", 0))  # reached
     assert "the most recorded is 0" in rejection(world.send(close(ClosureReason.uncontactable)))
     assert world.case().unanswered_in_a_row("O1") == 0
+
+
+def in_touch(kind: str, person_id: str, *, through: RecordedThrough = RecordedThrough.participant) -> EventData:
+    """The person acting on the case themself (or, with ``through`` a facilitator, staff recording it for them)."""
+    at = noon(date(2030, 1, 8))
+    by = Actor(kind="participant", id=person_id) if through is RecordedThrough.participant else STAFF
+    decision = {"case_id": "A", "person_id": person_id, "through": through, "method": RecordingMethod.online}
+    if kind == "given":
+        return ConsentGiven(**decision, purpose=PARTICIPATION, given_at=at, given_by=by, recorded_at=at)
+    if kind == "withdrawn-sharing":
+        return ConsentWithdrawn(**decision, purpose="share:injuries", withdrawn_at=at, withdrawn_by=by, recorded_at=at)
+    if kind == "declined-sharing":
+        return ConsentDeclined(**decision, purpose="share:injuries", declined_at=at, declined_by=by, recorded_at=at)
+    assert kind == "met"
+    return PreparationMeetingRecorded(
+        case_id="A", person_id=person_id, met_at=at, method=RecordingMethod.in_person, recorded_at=at, recorded_by=STAFF
+    )
+
+
+@pytest.mark.parametrize("kind", ["given", "withdrawn-sharing", "declined-sharing", "met"])
+def test_stage_6_the_person_acting_on_the_case_is_not_uncontactable(kind: str) -> None:
+    """Three calls went unanswered, then the person gave consent themself (or withdrew a sharing consent, or met a
+    facilitator): they are evidently in touch, and the case does not close as uncontactable on the old count."""
+    world = World().ready()
+    for n in (1, 2, 3):
+        world.send(attempt("O1", n))
+    assert world.send(in_touch(kind, "O1")) == []
+    assert world.case().unanswered_in_a_row("O1") == 0
+    assert "the most recorded is 0" in rejection(world.send(close(ClosureReason.uncontactable)))
+    world.send(attempt("O1", 1))  # the consent service's next count, from its own log reset the same way
+    assert world.case().unanswered_in_a_row("O1") == 1
+
+
+def test_stage_6_staff_recording_a_decision_for_the_person_leaves_the_count_as_it_was() -> None:
+    world = World().ready()
+    for n in (1, 2, 3):
+        world.send(attempt("O1", n))
+    world.send(in_touch("given", "O1", through=RecordedThrough.facilitator))
+    assert world.case().unanswered_in_a_row("O1") == 3
 
 
 def test_stage_6_the_attempts_needed_come_from_the_policy() -> None:

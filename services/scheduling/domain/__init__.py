@@ -39,6 +39,7 @@ from schemas.consent import (
     DeclineConsent,
     FacilitatorAssigned,
     ParticipantAdded,
+    PreparationMeetingRecorded,
     PutCaseOnHold,
     WithdrawConsent,
 )
@@ -88,6 +89,7 @@ from services.scheduling.domain.closure import (
     on_consent_withdrawn,
     on_contact_attempt_recorded,
     on_hold_command,
+    on_preparation_meeting_recorded,
     on_readiness_lost,
     on_withdrawal_command,
 )
@@ -212,6 +214,7 @@ HANDLERS: dict[type[EventData], Handler] = {
     CaseResumed: on_case_resumed,
     CommandRejected: on_consent_rejected,
     ContactAttemptRecorded: on_contact_attempt_recorded,
+    PreparationMeetingRecorded: on_preparation_meeting_recorded,
     # The consent service's commands that can stop the case, followed in case order (see ``closure``).
     WithdrawConsent: on_withdrawal_command,
     DeclineConsent: on_withdrawal_command,

@@ -5,7 +5,11 @@ Closing by command needs evidence for some reasons: ``agreement_not_met`` needs 
 not completed (the closure names every such item, by id only), and ``uncontactable`` needs a required
 participant whose latest recorded contact attempts (the consent service's ``rj.contact.attempt-recorded``, whose
 ``unanswered_in_a_row`` we keep per person) went unanswered ``Policy.uncontactable_after_attempts`` times in a
-row; an attempt that reached them resets the count.
+row; an attempt that reached them resets the count, and so does the person acting on the case themself (a
+consent decision through them, ``rj.consent.given`` / ``declined`` / ``withdrawn`` with ``through=participant``, or
+``rj.preparation-meeting.recorded`` with them): they are evidently contactable. The consent service resets its
+own log on the same facts, so the count in its next attempt agrees (or, when the person's act is dated before
+attempts already recorded, is higher: we reset to 0 and take its next count, which never closes a case early).
 
 Withdrawal first (DOMAIN "Ordering"): the consent service decides a withdrawal, but its facts travel on another
 topic than the booking commands, so a booking sent after a withdrawal could arrive here before consent's
@@ -48,7 +52,9 @@ from schemas.consent import (
     ConsentWithdrawn,
     ContactAttemptRecorded,
     DeclineConsent,
+    PreparationMeetingRecorded,
     PutCaseOnHold,
+    RecordedThrough,
     WithdrawConsent,
 )
 from schemas.scheduling import (
@@ -95,6 +101,7 @@ def on_consent_declined(
     """Declining after having consented to take part is a withdrawal; before that, a decline."""
     if case is not None:
         case = answer(case, event.command_id, could_be_pending=could_stop(case, event.purpose, event.person_id))
+        case = _in_touch(case, event)
     had_consented = case is not None and event.person_id in case.consenting
     reason = ClosureReason.withdrawn if had_consented else ClosureReason.declined
     return _participation_ended(case, book, event.case_id, event.purpose, event.person_id, reason, command_id, now)
@@ -105,6 +112,7 @@ def on_consent_withdrawn(
 ) -> Outcome:
     if case is not None:
         case = answer(case, event.command_id, could_be_pending=could_stop(case, event.purpose, event.person_id))
+        case = _in_touch(case, event)
     reason = ClosureReason.withdrawn
     return _participation_ended(case, book, event.case_id, event.purpose, event.person_id, reason, command_id, now)
 
@@ -179,6 +187,27 @@ def on_contact_attempt_recorded(
     others = tuple(u for u in case.unanswered if u.person_id != event.person_id)
     latest = Unanswered(event.person_id, event.unanswered_in_a_row)
     return replace(case, unanswered=(*others, latest)[-UNANSWERED_KEPT:]), book, []
+
+
+def on_preparation_meeting_recorded(
+    case: CaseSchedule | None,
+    book: ResourceBook,
+    event: PreparationMeetingRecorded,
+    *,
+    command_id: str,
+    now: datetime,
+) -> Outcome:
+    """A facilitator met the person: they are contactable, whatever attempts went unanswered before. A case we do
+    not know is left unknown, as for a contact attempt."""
+    if case is None or case.closure is not None:
+        return case, book, []
+    return case.heard_from(event.person_id), book, []
+
+
+def _in_touch(case: CaseSchedule, event: ConsentDeclined | ConsentWithdrawn) -> CaseSchedule:
+    """A decision the person made themself (through the participant) is them in touch; staff recording one for
+    them is not."""
+    return case.heard_from(event.person_id) if event.through is RecordedThrough.participant else case
 
 
 # --- commands -----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from schemas.consent import (
     ConsentGiven,
     FacilitatorAssigned,
     ParticipantAdded,
+    RecordedThrough,
 )
 from schemas.envelope import EventData
 from schemas.referral import CaseAccepted, CaseParticipant, Role
@@ -109,6 +110,8 @@ def on_consent_given(
     case: CaseSchedule | None, book: ResourceBook, event: ConsentGiven, *, command_id: str, now: datetime
 ) -> Outcome:
     case = case or CaseSchedule(case_id=event.case_id)
+    if event.through is RecordedThrough.participant:
+        case = case.heard_from(event.person_id)  # they are in touch: not uncontactable (``closure``)
     if event.purpose != PARTICIPATION or case.closure is not None:
         return case, book, []
     return replace(case, consenting=case.consenting | {event.person_id}), book, []

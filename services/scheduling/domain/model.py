@@ -267,6 +267,15 @@ class CaseSchedule(JsonState):
     def unanswered_in_a_row(self, person_id: str) -> int:
         return next((u.in_a_row for u in self.unanswered if u.person_id == person_id), 0)
 
+    def heard_from(self, person_id: str) -> CaseSchedule:
+        """The person acted on the case themself (a consent decision through them, a preparation meeting with
+        them): evidently contactable, so their count of unanswered attempts starts again. The consent service
+        resets its log on the same facts, so its next ``rj.contact.attempt-recorded`` agrees."""
+        if self.unanswered_in_a_row(person_id) == 0:
+            return self
+        reset = Unanswered(person_id, 0)
+        return replace(self, unanswered=tuple(reset if u.person_id == person_id else u for u in self.unanswered))
+
     def windows_of(self, person_id: str) -> tuple[TimeWindow, ...] | None:
         return next((a.windows for a in self.availability if a.person_id == person_id), None)
 
