@@ -277,7 +277,11 @@ class VictimSupportReferralRecorded(EventData):
     crime_reference: str
     person_id: str
     outcome: SupportReferralOutcome
-    support_service: str | None = Field(default=None, description="The service referred to (when referred)")
+    support_service: Annotated[
+        str | None,
+        Field(description="The service referred to (when referred); it can tell what happened: sealed as the victim's"),
+        Pii,
+    ] = None
     decided_at: AwareDatetime
     recorded_at: AwareDatetime
     recorded_by: Actor

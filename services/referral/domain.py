@@ -399,19 +399,18 @@ def latest_assessment(known: RiskAssessment | None, new: RiskAssessment) -> Risk
     return known
 
 
+#: Said wherever the gate's verdict travels in plain text: never which sensitivities the case has (domestic abuse,
+#: a sexual offence, a child victim ...), which would tell anyone reading the topic what happened.
+RJ_INFORMATION_BEFORE_ASSESSMENT = "this case needs a risk assessment that allows contact first"
+
+
 def rj_information_withheld(sensitivity: Sequence[SensitivityReason], assessment: RiskAssessment | None) -> str | None:
     """Why no RJ information may go to the victim yet, if it may not: on a sensitive case, not before the latest
-    risk assessment says it is safe to proceed (DOMAIN rule 4; issue 16)."""
+    risk assessment says it is safe to proceed (DOMAIN rule 4; issue 16). The reason is generic on purpose."""
     if not sensitivity:
         return None
-    why = "the case is sensitive (" + ", ".join(sensitivity) + ")"
-    if assessment is None:
-        return f"{why} and no risk assessment is recorded: no RJ information goes to the victim before one allows it"
-    if not assessment.safe_to_proceed:
-        return (
-            f"{why} and the latest risk assessment ({assessment.assessed_at.isoformat()}) does not allow contact: "
-            "no RJ information goes to the victim before one does"
-        )
+    if assessment is None or not assessment.safe_to_proceed:
+        return RJ_INFORMATION_BEFORE_ASSESSMENT
     return None
 
 
@@ -517,9 +516,27 @@ def support_clock_from(due: VictimSupportReferralDue, force: str) -> SupportCloc
     )
 
 
+def support_referral_actor_refused(command: RecordVictimSupportReferral) -> str | None:
+    """Who may stop a victim's support-referral clock: staff, for either outcome; the victim themself, only to
+    decline the offer. No one else (another participant, the offender, a system) may stop it."""
+    actor = command.actor
+    if actor.kind == "staff":
+        return None
+    if actor.kind == "participant" and actor.id == command.person_id:
+        if command.outcome is SupportReferralOutcome.declined:
+            return None
+        return "a victim may record only that they declined the offer of support; staff record a referral"
+    return (
+        "only staff record a referral to victim support; the victim themself may record only that they declined "
+        "the offer"
+    )
+
+
 def _support_referral_refused(
     clock: SupportClock | None, command: RecordVictimSupportReferral, now: datetime
 ) -> str | None:
+    if refused := support_referral_actor_refused(command):
+        return refused
     if clock is None:
         return (
             f"no Victims' Code support-referral clock runs for person {command.person_id} on this case "

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from demo import samples
 from schemas.commands import (
@@ -34,6 +35,7 @@ from schemas.upstream import CrimeRecorded
 from services.referral import domain, reoffending
 from services.referral.domain import CaseStatus, CrimeFile, RiskAssessment
 from services.runtime.calendar import LONDON
+from services.runtime.fieldcrypt import cipher_for
 
 WMP, WARKS = "urn:police:west-mercia:rms", "urn:police:warwickshire:athena"
 REF, LATER = "WM/2026/000777", "WM/2026/000999"
@@ -168,6 +170,55 @@ def test_rule_10_a_support_referral_for_no_clock_or_a_second_time_is_refused_wit
     assert isinstance(emits[0].data, CommandRejected) and "already recorded" in emits[0].data.reason
 
 
+@pytest.mark.parametrize(
+    ("actor", "outcome"),
+    [
+        (Actor(kind="participant", id="O-1"), SupportReferralOutcome.declined),  # the offender
+        (Actor(kind="participant", id="O-1"), SupportReferralOutcome.referred),
+        (Actor(kind="system", id="some-service"), SupportReferralOutcome.referred),
+        (Actor(kind="system", id="some-service"), SupportReferralOutcome.declined),
+        (Actor(kind="participant", id=f"V-{REF}"), SupportReferralOutcome.referred),  # the victim, referring
+    ],
+)
+def test_rule_10_only_staff_or_the_victim_declining_may_stop_the_support_clock(
+    actor: Actor, outcome: SupportReferralOutcome
+) -> None:
+    clock = support_clock_of(samples.crime_recorded(REF, reported_at=datetime(2026, 5, 22, 10, tzinfo=UTC)))
+    now = datetime(2026, 5, 26, 9, tzinfo=UTC)
+    service = "Victim Support" if outcome is SupportReferralOutcome.referred else None
+    command = referral(clock, now, actor=actor, outcome=outcome, support_service=service)
+    same, emits = domain.record_support_referral(clock, command, "c1", now)
+    (rejected,) = [e.data for e in emits]
+    assert isinstance(rejected, CommandRejected) and "staff record a referral" in rejected.reason
+    assert same == clock and domain.flag_support_breach(clock, clock.due_by)[1] != []
+
+
+def test_rule_10_the_victim_themself_may_record_that_they_declined_the_offer_of_support() -> None:
+    clock = support_clock_of(samples.crime_recorded(REF, reported_at=datetime(2026, 5, 22, 10, tzinfo=UTC)))
+    now = datetime(2026, 5, 26, 9, tzinfo=UTC)
+    victim = Actor(kind="participant", id=clock.person_id)
+    command = referral(clock, now, actor=victim, outcome=SupportReferralOutcome.declined, support_service=None)
+    stopped, emits = domain.record_support_referral(clock, command, "c1", now)
+    assert [type(e.data) for e in emits] == [VictimSupportReferralRecorded]
+    assert stopped is not None and stopped.outcome is SupportReferralOutcome.declined
+
+
+def sealed_owners(model: type[BaseModel], fact: BaseModel, case_id: str) -> dict[str, str | None]:
+    """Each personal field of ``fact`` that has a value, and whose key seals it (fieldcrypt's ownership rule)."""
+    pending = cipher_for(model).prepare_encrypt(fact.model_dump(mode="json"), case_id)
+    return {slot.field: slot.owner for slot in pending.slots}
+
+
+def test_the_support_service_a_victim_was_referred_to_is_sealed_as_the_victims_personal_data() -> None:
+    clock = support_clock_of(samples.crime_recorded(REF, reported_at=datetime(2026, 5, 22, 10, tzinfo=UTC)))
+    now = datetime(2026, 5, 26, 9, tzinfo=UTC)
+    command = referral(clock, now, support_service="Rape Crisis")
+    _, emits = domain.record_support_referral(clock, command, "c1", now)
+    (recorded,) = [e.data for e in emits]
+    assert sealed_owners(VictimSupportReferralRecorded, recorded, clock.case_id)["support_service"] == clock.person_id
+    assert sealed_owners(RecordVictimSupportReferral, command, clock.case_id)["support_service"] == clock.person_id
+
+
 # --- on a sensitive case, no RJ information before a risk assessment allows contact ------------------
 
 
@@ -194,8 +245,9 @@ def test_rule_4_rj_information_is_refused_on_a_sensitive_case_before_a_safe_asse
             clock, told(clock, at), "c1", at, sensitivity=SENSITIVE, assessment=assessment
         )
         (rejected,) = [e.data for e in emits]
-        assert isinstance(rejected, CommandRejected) and "domestic_abuse" in rejected.reason
-        assert "no RJ information goes to the victim" in rejected.reason
+        assert isinstance(rejected, CommandRejected)
+        assert rejected.reason == "this case needs a risk assessment that allows contact first"
+        assert not any(reason in rejected.reason for reason in SensitivityReason)  # plain text on a topic
         assert same == clock and same is not None and same.provided_at is None
     # The clock kept running: once its deadline passes, the breach shows.
     _, overdue = domain.flag_breach(clock, clock.due_by + timedelta(minutes=1))
