@@ -237,6 +237,11 @@ class VictimInformationProvided(EventData):
     provided_at: AwareDatetime
     provided_by: Actor
     on_time: bool
+    before_contact_allowed: bool = Field(
+        default=False,
+        description="A sensitive case, and no risk assessment allowed contact yet when the information was given: "
+        "recorded as it happened, and a safeguarding concern for staff to see",
+    )
 
 
 class VictimInformationOverdue(EventData):

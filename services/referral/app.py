@@ -18,7 +18,7 @@ from schemas import topics
 from schemas.commands import RecordVictimInformationProvided, RecordVictimSupportReferral
 from schemas.consent import RiskAssessmentRecorded
 from schemas.envelope import CloudEvent
-from schemas.referral import VictimInformationDue, VictimSupportReferralDue
+from schemas.referral import VictimInformationDue, VictimInformationProvided, VictimSupportReferralDue
 from schemas.scheduling import CaseClosed
 from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, ReferralRequested
 from services.referral import domain, reoffending, store
@@ -154,6 +154,8 @@ async def _record_information_provided(
     )
     if clock is not None:
         await store.save_clocks(conn, [clock])
+    if any(isinstance(e.data, VictimInformationProvided) and e.data.before_contact_allowed for e in emits):
+        metrics.RJ_INFORMATION_BEFORE_CONTACT_ALLOWED.inc()
     return publish(emits, command.case_id, event, now, clock.force if clock else "")
 
 

@@ -24,7 +24,6 @@ from schemas.referral import (
     ReoffenceRecorded,
     SensitivityReason,
     VictimInformationDue,
-    VictimInformationOverdue,
     VictimInformationProvided,
     VictimSupportReferralDue,
     VictimSupportReferralOverdue,
@@ -236,22 +235,28 @@ def told(clock: domain.VictimClock, at: datetime) -> RecordVictimInformationProv
 SENSITIVE = [SensitivityReason.domestic_abuse]
 
 
-def test_rule_4_rj_information_is_refused_on_a_sensitive_case_before_a_safe_assessment_and_a_breach_shows() -> None:
-    clock = information_clock()
+def test_rule_4_rj_information_given_on_a_sensitive_case_before_a_safe_assessment_is_recorded_and_flagged() -> None:
     at = datetime(2026, 11, 23, 10, tzinfo=UTC)
-    unsafe = RiskAssessment(clock.case_id, datetime(2026, 11, 23, 9, tzinfo=UTC), safe_to_proceed=False)
-    for assessment in (None, unsafe):
-        same, emits = domain.record_information_provided(
+    unsafe = RiskAssessment(information_clock().case_id, datetime(2026, 11, 23, 9, tzinfo=UTC), safe_to_proceed=False)
+    safe_later = RiskAssessment(unsafe.case_id, datetime(2026, 11, 23, 11, tzinfo=UTC), safe_to_proceed=True)
+    for assessment in (None, unsafe, safe_later):
+        clock = information_clock()
+        stopped, emits = domain.record_information_provided(
             clock, told(clock, at), "c1", at, sensitivity=SENSITIVE, assessment=assessment
         )
-        (rejected,) = [e.data for e in emits]
-        assert isinstance(rejected, CommandRejected)
-        assert rejected.reason == "this case needs a risk assessment that allows contact first"
-        assert not any(reason in rejected.reason for reason in SensitivityReason)  # plain text on a topic
-        assert same == clock and same is not None and same.provided_at is None
-    # The clock kept running: once its deadline passes, the breach shows.
-    _, overdue = domain.flag_breach(clock, clock.due_by + timedelta(minutes=1))
-    assert [type(e.data) for e in overdue] == [VictimInformationOverdue]
+        (provided,) = [e.data for e in emits]  # what happened is recorded, never refused (rule 6)
+        assert isinstance(provided, VictimInformationProvided)
+        assert provided.before_contact_allowed is True and provided.on_time is True
+        # The clock stopped as for any provision: no false breach.
+        assert stopped is not None and stopped.provided_at == at
+        assert domain.flag_breach(stopped, clock.due_by + timedelta(days=1))[1] == []
+
+
+def test_rule_4_the_gate_says_only_that_a_risk_assessment_is_needed_never_which_sensitivity() -> None:
+    reason = domain.rj_information_withheld(
+        [SensitivityReason.domestic_abuse, SensitivityReason.sexual_offence, SensitivityReason.victim_under_18], None
+    )
+    assert reason == "this case needs a risk assessment that allows contact first"
 
 
 def test_rule_4_rj_information_is_recorded_on_a_sensitive_case_once_the_latest_assessment_is_safe() -> None:
@@ -262,6 +267,7 @@ def test_rule_4_rj_information_is_recorded_on_a_sensitive_case_once_the_latest_a
         clock, told(clock, at), "c1", at, sensitivity=SENSITIVE, assessment=safe
     )
     assert [type(e.data) for e in emits] == [VictimInformationProvided]
+    assert emits[0].data.before_contact_allowed is False  # type: ignore[attr-defined]
     assert stopped is not None and stopped.provided_at == at
 
 
