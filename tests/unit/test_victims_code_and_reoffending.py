@@ -30,11 +30,14 @@ from schemas.referral import (
     VictimSupportReferralRecorded,
 )
 from schemas.scheduling import ClosureReason
-from schemas.upstream import CrimeRecorded
+from schemas.upstream import CrimeRecorded, Outcome
+from services.cli import consumed_types
 from services.referral import domain, reoffending
 from services.referral.domain import CaseStatus, CrimeFile, RiskAssessment
 from services.runtime.calendar import LONDON
 from services.runtime.fieldcrypt import cipher_for
+from services.runtime.inventory import record_of_processing
+from services.runtime.settings import Settings
 
 WMP, WARKS = "urn:police:west-mercia:rms", "urn:police:warwickshire:athena"
 REF, LATER = "WM/2026/000777", "WM/2026/000999"
@@ -301,8 +304,12 @@ def test_rule_4_the_latest_risk_assessment_stands_whatever_order_they_arrive_in(
 # --- stage 7: reoffending after a case ended ---------------------------------------------------------
 
 
+EARLIER_REPORTED = datetime(2026, 11, 1, 10, tzinfo=UTC)  # the ended case's own crime (occurred 12 hours before)
+
+
 def closed_case(reason: ClosureReason = ClosureReason.completed, force: str = WMP) -> reoffending.EndedCase:
-    file = crime_file(samples.crime_recorded(REF), samples.outcome_recorded(REF, offender="O-1"), force=force)
+    crime = samples.crime_recorded(REF, reported_at=EARLIER_REPORTED)
+    file = crime_file(crime, samples.outcome_recorded(REF, offender="O-1"), force=force)
     assert file.status is CaseStatus.accepted
     closed_at = datetime(2026, 12, 1, tzinfo=UTC)
     after, emits = domain.record_case_closed(file, file.case_id, closed_at, closed_at)
@@ -322,7 +329,8 @@ def test_stage_7_a_later_outcome_naming_the_offender_of_a_closed_case_records_a_
     case, emits = reoffending.record_reoffence(case, later_outcome(), WMP, crime, now)
     (fact,) = [e.data for e in emits]
     assert isinstance(fact, ReoffenceRecorded)
-    assert (fact.case_id, fact.offender_id, fact.later_crime_reference) == (case.case_id, "O-1", LATER)
+    assert (fact.case_id, fact.person_id, fact.later_crime_reference) == (case.case_id, "O-1", LATER)
+    assert fact.later_outcome is Outcome.cautioned
     assert fact.offence_date == crime.occurred_at.date()  # type: ignore[union-attr]
     assert fact.ended_as is EarlierCaseEnded.closed and fact.closure_reason is ClosureReason.completed
     assert fact.rj_completed is True
@@ -404,3 +412,77 @@ def test_the_closure_reason_and_the_offenders_who_took_part_are_remembered() -> 
     assert ended is not None and ended.offender_ids == {"O-1"} and ended.case_id == file.case_id
     assert ended.closure_reason is ClosureReason.agreement_not_met
     assert emits == []
+
+
+@pytest.mark.parametrize(
+    ("outcome", "admitted", "counts"),
+    [
+        (Outcome.convicted, False, True),  # a court's finding, whatever they say
+        (Outcome.convicted, None, True),
+        (Outcome.cautioned, True, True),
+        (Outcome.cautioned, None, True),
+        (Outcome.cautioned, False, False),  # the record says they deny it
+        (Outcome.community_resolution, True, True),
+        (Outcome.community_resolution, False, False),
+        (Outcome.charged, True, True),
+        (Outcome.charged, None, False),  # an accusation, not a finding
+        (Outcome.charged, False, False),
+        (Outcome.no_further_action, True, False),
+        (Outcome.no_further_action, None, False),
+    ],
+)
+def test_stage_7_only_an_outcome_that_finds_against_the_offender_is_a_reoffence(
+    outcome: Outcome, admitted: bool | None, counts: bool
+) -> None:
+    later = samples.outcome_recorded(LATER, offender="O-1", outcome=outcome, admitted=admitted)
+    _, emits = reoffending.record_reoffence(closed_case(), later, WMP, None, NOW)
+    assert bool(emits) is counts
+    if counts:
+        assert emits[0].data.later_outcome is outcome  # type: ignore[attr-defined]
+
+
+def test_stage_7_an_offence_committed_before_the_ended_cases_own_crime_is_no_reoffence() -> None:
+    case = closed_case()
+    assert case.crime_at == EARLIER_REPORTED - timedelta(hours=12)
+    before = samples.crime_recorded(LATER, reported_at=EARLIER_REPORTED - timedelta(days=30))  # reported long after
+    assert reoffending.record_reoffence(case, later_outcome(), WMP, before, NOW) == (case, [])
+    # Committed before the earlier crime though reported after it: still not a reoffence.
+    reported_late = before.model_copy(update={"reported_at": NOW - timedelta(days=1)})
+    assert reoffending.record_reoffence(case, later_outcome(), WMP, reported_late, NOW) == (case, [])
+    after = samples.crime_recorded(LATER, reported_at=EARLIER_REPORTED + timedelta(days=30))
+    _, emits = reoffending.record_reoffence(case, later_outcome(), WMP, after, NOW)
+    assert [type(e.data) for e in emits] == [ReoffenceRecorded]
+
+
+def test_stage_7_an_outcome_on_file_before_the_case_ended_counts_once_the_case_ends() -> None:
+    """Read before the closure (the two travel on different topics): weighed when the case ends."""
+    committed_after = samples.crime_recorded(LATER, reported_at=EARLIER_REPORTED + timedelta(days=3))
+    later = crime_file(committed_after, later_outcome(), ref=LATER)
+    before_the_case = crime_file(
+        samples.crime_recorded("WM/2025/000001", reported_at=EARLIER_REPORTED - timedelta(days=90)),
+        later_outcome("WM/2025/000001"),
+        ref="WM/2025/000001",
+    )
+    not_a_finding = crime_file(
+        samples.crime_recorded("WM/2026/000888", reported_at=EARLIER_REPORTED + timedelta(days=5)),
+        samples.outcome_recorded("WM/2026/000888", offender="O-1", outcome=Outcome.no_further_action),
+        ref="WM/2026/000888",
+    )
+    case, emits = reoffending.record_reoffences_on_file(closed_case(), [later, before_the_case, not_a_finding], NOW)
+    assert [e.data.later_crime_reference for e in emits] == [LATER]  # type: ignore[attr-defined]
+    assert reoffending.record_reoffences_on_file(case, [later], NOW) == (case, [])  # and once only
+
+
+def test_stage_7_what_the_later_offence_was_is_sealed_under_the_offenders_key_on_the_case() -> None:
+    case = closed_case()
+    _, emits = reoffending.record_reoffence(case, later_outcome(), WMP, None, NOW)
+    (fact,) = [e.data for e in emits]
+    owners = sealed_owners(ReoffenceRecorded, fact, case.case_id)
+    assert owners == {"later_crime_reference": "O-1", "offence_date": "O-1", "later_outcome": "O-1"}
+
+
+def test_the_privacy_inventory_lists_the_sealed_reoffence_and_support_service_fields() -> None:
+    listed = {e.event_type: set(e.fields) for e in record_of_processing(Settings(), consumed_types()).event_types}
+    assert {"$.later_crime_reference", "$.offence_date", "$.later_outcome"} <= listed["rj.case.reoffence-recorded"]
+    assert "$.support_service" in listed["rj.victim-support.referral-recorded"]
+    assert "$.support_service" in listed["rj.victim-support.record-referral"]
