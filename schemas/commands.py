@@ -46,7 +46,8 @@ class RecordVictimSupportReferral(Command):
 
     person_id: str = Field(min_length=1)
     outcome: SupportReferralOutcome
-    support_service: str | None = Field(default=None, max_length=200)
+    # Which service ("Rape Crisis", say) can tell what happened to the victim: personal data, sealed as theirs.
+    support_service: Annotated[str | None, Field(max_length=200), Pii] = None
     decided_at: AwareDatetime
 
 

@@ -22,7 +22,7 @@ from schemas.common import Actor, Channel, Contact
 from schemas.envelope import EventData
 from schemas.pii import MonitoringPii, Pii
 from schemas.scheduling import ClosureReason
-from schemas.upstream import MonitoringCategory, Offence, Requester
+from schemas.upstream import MonitoringCategory, Offence, Outcome, Requester
 
 _CASE_NS = uuid.UUID("5d9a3c1e-7f2b-4e8a-b6c4-1a2b3c4d5e6f")
 
@@ -237,6 +237,11 @@ class VictimInformationProvided(EventData):
     provided_at: AwareDatetime
     provided_by: Actor
     on_time: bool
+    before_contact_allowed: bool = Field(
+        default=False,
+        description="A sensitive case, and no risk assessment allowed contact yet when the information was given: "
+        "recorded as it happened, and a safeguarding concern for staff to see",
+    )
 
 
 class VictimInformationOverdue(EventData):
@@ -277,7 +282,11 @@ class VictimSupportReferralRecorded(EventData):
     crime_reference: str
     person_id: str
     outcome: SupportReferralOutcome
-    support_service: str | None = Field(default=None, description="The service referred to (when referred)")
+    support_service: Annotated[
+        str | None,
+        Field(description="The service referred to (when referred); it can tell what happened: sealed as the victim's"),
+        Pii,
+    ] = None
     decided_at: AwareDatetime
     recorded_at: AwareDatetime
     recorded_by: Actor
@@ -303,22 +312,29 @@ class EarlierCaseEnded(StrEnum):
 
 
 class ReoffenceRecorded(EventData):
-    """Upstream recorded an outcome for a later crime (``later_crime_reference``, same force) naming an offender
-    of this earlier, ended case: evaluation's reoffending figure (DOMAIN stage 7). Emitted once per (case, later
-    crime). ``closure_reason`` (a ``ClosureReason`` value: ``completed`` or one that did not proceed) or
-    ``decline_reason`` says how the earlier case ended, so figures can separate completed RJ from the rest."""
+    """Upstream recorded an outcome that finds against an offender of this earlier, ended case (``person_id``) for
+    a later crime (``later_crime_reference``, same force, committed after this case's crime): evaluation's
+    reoffending figure (DOMAIN stage 7). Emitted once per (case, later crime). ``closure_reason`` (a
+    ``ClosureReason`` value: ``completed`` or one that did not proceed) or ``decline_reason`` says how the earlier
+    case ended, so figures can separate completed RJ from the rest. What the later crime was, when and its outcome
+    are criminal-offence data about the offender: sealed under their key on the case, so erasing them erases it."""
 
     event_type: ClassVar[str] = "rj.case.reoffence-recorded"
 
     case_id: str
     crime_reference: str
     force: str | None = None
-    offender_id: str
-    later_crime_reference: str
-    offence_date: date = Field(
-        description="The later crime's occurred_at, else reported_at, else the outcome's recorded_at, else when "
-        "we learnt of it (UK date)"
-    )
+    person_id: str = Field(description="The offender (plain: the owner of this fact's personal data)")
+    later_crime_reference: Annotated[str, Pii]
+    offence_date: Annotated[
+        date,
+        Field(
+            description="The later crime's occurred_at, else reported_at, else the outcome's recorded_at, else when "
+            "we learnt of it (UK date)"
+        ),
+        Pii,
+    ]
+    later_outcome: Annotated[Outcome | None, Field(description="The later crime's outcome (a finding)"), Pii] = None
     ended_as: EarlierCaseEnded
     closure_reason: ClosureReason | None = None
     decline_reason: DeclineReason | None = None

@@ -18,7 +18,7 @@ from schemas import topics
 from schemas.commands import RecordVictimInformationProvided, RecordVictimSupportReferral
 from schemas.consent import RiskAssessmentRecorded
 from schemas.envelope import CloudEvent
-from schemas.referral import VictimInformationDue, VictimSupportReferralDue
+from schemas.referral import VictimInformationDue, VictimInformationProvided, VictimSupportReferralDue
 from schemas.scheduling import CaseClosed
 from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, ReferralRequested
 from services.referral import domain, reoffending, store
@@ -104,6 +104,8 @@ async def _take_in_files(
     await store.insert_clocks(conn, new_clocks)
     await store.insert_support_clocks(conn, new_support_clocks)
     await store.insert_ended_cases(conn, ended)
+    if ended:
+        out += await _reoffences_on_file(conn, [c.case_id for c in ended], now)
     outcomes = [e for e in about_files if isinstance(e.data, CrimeOutcomeRecorded) and e.id in keys]
     if outcomes:
         out += await _take_in_reoffences(conn, outcomes, {e.id: files[keys[e.id]] for e in outcomes}, now)
@@ -127,6 +129,22 @@ async def _take_in_reoffences(
                 ended[case_id], changed = case, changed | {case_id}
                 out += publish(emits, case_id, event, now, case.force)
     await store.save_reoffences(conn, [ended[c] for c in sorted(changed)])
+    return out
+
+
+async def _reoffences_on_file(conn: asyncpg.Connection, case_ids: Sequence[str], now: datetime) -> list[Outgoing]:
+    """Cases that just ended: outcomes already on file naming their offenders (read before the closure, which
+    travels on another topic) are reoffences too, if they find against them for a later offence."""
+    out: list[Outgoing] = []
+    cases = await store.lock_ended_cases(conn, case_ids)
+    files = await store.files_naming(conn, [(c.force, person) for c in cases for person in c.offender_ids])
+    changed = []
+    for case in cases:
+        case, emits = reoffending.record_reoffences_on_file(case, files, now)
+        if emits:
+            changed.append(case)
+            out += publish(emits, case.case_id, None, now, case.force)
+    await store.save_reoffences(conn, changed)
     return out
 
 
@@ -154,6 +172,8 @@ async def _record_information_provided(
     )
     if clock is not None:
         await store.save_clocks(conn, [clock])
+    if any(isinstance(e.data, VictimInformationProvided) and e.data.before_contact_allowed for e in emits):
+        metrics.RJ_INFORMATION_BEFORE_CONTACT_ALLOWED.inc()
     return publish(emits, command.case_id, event, now, clock.force if clock else "")
 
 

@@ -399,19 +399,23 @@ def latest_assessment(known: RiskAssessment | None, new: RiskAssessment) -> Risk
     return known
 
 
-def rj_information_withheld(sensitivity: Sequence[SensitivityReason], assessment: RiskAssessment | None) -> str | None:
-    """Why no RJ information may go to the victim yet, if it may not: on a sensitive case, not before the latest
-    risk assessment says it is safe to proceed (DOMAIN rule 4; issue 16)."""
+#: Said wherever the gate's verdict travels in plain text: never which sensitivities the case has (domestic abuse,
+#: a sexual offence, a child victim ...), which would tell anyone reading the topic what happened.
+RJ_INFORMATION_BEFORE_ASSESSMENT = "this case needs a risk assessment that allows contact first"
+
+
+def rj_information_withheld(
+    sensitivity: Sequence[SensitivityReason], assessment: RiskAssessment | None, at: datetime | None = None
+) -> str | None:
+    """Why no RJ information may go to the victim (at ``at``, else now), if it may not: on a sensitive case, not
+    before the latest risk assessment, made by then, says it is safe to proceed (DOMAIN rule 4; issue 16). The
+    reason is generic on purpose."""
     if not sensitivity:
         return None
-    why = "the case is sensitive (" + ", ".join(sensitivity) + ")"
-    if assessment is None:
-        return f"{why} and no risk assessment is recorded: no RJ information goes to the victim before one allows it"
-    if not assessment.safe_to_proceed:
-        return (
-            f"{why} and the latest risk assessment ({assessment.assessed_at.isoformat()}) does not allow contact: "
-            "no RJ information goes to the victim before one does"
-        )
+    if assessment is None or not assessment.safe_to_proceed:
+        return RJ_INFORMATION_BEFORE_ASSESSMENT
+    if at is not None and assessment.assessed_at > at:
+        return RJ_INFORMATION_BEFORE_ASSESSMENT  # allowed since, but not when it was given
     return None
 
 
@@ -424,16 +428,16 @@ def record_information_provided(
     sensitivity: Sequence[SensitivityReason] = (),
     assessment: RiskAssessment | None = None,
 ) -> tuple[VictimClock | None, list[Emit]]:
-    """Record that the victim was told about RJ. On a sensitive case it is refused until the latest risk
-    assessment is safe to proceed; the clock keeps running meanwhile, and a breach is flagged as any other."""
+    """Record that the victim was told about RJ, and stop the clock. What already happened is never refused (rule
+    6): on a sensitive case, information given before the latest risk assessment allowed contact is recorded all
+    the same, flagged ``before_contact_allowed`` (a safeguarding concern for staff)."""
     if clock is None:
         reason = f"no Victims' Code clock runs for person {command.person_id} on this case"
         return None, [rejection(SERVICE, command, command_id, reason, now)]
     if clock.provided_at is not None:
         return clock, []  # already recorded: a repeat changes nothing
-    if withheld := rj_information_withheld(sensitivity, assessment):
-        return clock, [rejection(SERVICE, command, command_id, withheld, now)]
     clock = replace(clock, provided_at=command.provided_at)
+    early = rj_information_withheld(sensitivity, assessment, command.provided_at) is not None
     return clock, [
         Emit(
             VictimInformationProvided(
@@ -443,6 +447,7 @@ def record_information_provided(
                 provided_at=command.provided_at,
                 provided_by=command.actor,
                 on_time=command.provided_at < clock.due_by,
+                before_contact_allowed=early,
             ),
             f"information-provided:{clock.person_id}",
         )
@@ -517,9 +522,27 @@ def support_clock_from(due: VictimSupportReferralDue, force: str) -> SupportCloc
     )
 
 
+def support_referral_actor_refused(command: RecordVictimSupportReferral) -> str | None:
+    """Who may stop a victim's support-referral clock: staff, for either outcome; the victim themself, only to
+    decline the offer. No one else (another participant, the offender, a system) may stop it."""
+    actor = command.actor
+    if actor.kind == "staff":
+        return None
+    if actor.kind == "participant" and actor.id == command.person_id:
+        if command.outcome is SupportReferralOutcome.declined:
+            return None
+        return "a victim may record only that they declined the offer of support; staff record a referral"
+    return (
+        "only staff record a referral to victim support; the victim themself may record only that they declined "
+        "the offer"
+    )
+
+
 def _support_referral_refused(
     clock: SupportClock | None, command: RecordVictimSupportReferral, now: datetime
 ) -> str | None:
+    if refused := support_referral_actor_refused(command):
+        return refused
     if clock is None:
         return (
             f"no Victims' Code support-referral clock runs for person {command.person_id} on this case "

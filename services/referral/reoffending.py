@@ -4,17 +4,22 @@ A case ends either at screening (declined: RJ never began) or, once accepted, by
 of the reasons it did not proceed). Its offenders are remembered with the case (``EndedCase``); a later
 ``crime.outcome-recorded`` from the same force, about another crime, naming one of them is a reoffence of that
 case: one ``rj.case.reoffence-recorded`` per (case, later crime), however often upstream repeats itself.
+
+Only a finding against the offender counts (``is_finding_against``), and only for an offence after the ended case's
+own crime. An outcome can be read before the closure it follows (the two travel on different topics): when a case
+ends, the outcomes already on file naming its offenders are looked at too (``app``), so none is missed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from schemas.common import SYSTEM_REFERRAL
 from schemas.referral import CaseDeclined, DeclineReason, EarlierCaseEnded, ReoffenceRecorded
 from schemas.scheduling import ClosureReason
-from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded
+from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, Outcome
 from services.referral.domain import CaseStatus, CrimeFile
 from services.runtime.calendar import LONDON
 from services.runtime.decision import Emit
@@ -31,6 +36,12 @@ class EndedCase:
     closure_reason: ClosureReason | None = None
     decline_reason: DeclineReason | None = None
     reoffences: frozenset[str] = frozenset()  # the later crime references already recorded against it
+    crime_at: datetime | None = None  # when the case's own crime happened (occurred, else reported); None: unknown
+
+
+def crime_at_of(file: CrimeFile) -> datetime | None:
+    """When a file's crime happened, as well as we know: occurred, else reported."""
+    return (file.crime.occurred_at or file.crime.reported_at) if file.crime is not None else None
 
 
 def case_ending(
@@ -52,6 +63,7 @@ def case_ending(
             ended_at=declined.decided_at,
             offender_ids=frozenset(o.offender.person_id for o in after.outcomes),
             decline_reason=declined.reason,
+            crime_at=crime_at_of(after),
         )
     if closure is None or before.status is not CaseStatus.accepted:
         return None
@@ -66,6 +78,7 @@ def case_ending(
         ended_at=closed_at,
         offender_ids=frozenset(o.offender.person_id for o in before.admitted),
         closure_reason=reason,
+        crime_at=crime_at_of(before),
     )
 
 
@@ -77,6 +90,21 @@ def offence_date_of(outcome: CrimeOutcomeRecorded, crime: CrimeRecorded | None, 
     return outcome.recorded_at or now
 
 
+def is_finding_against(outcome: CrimeOutcomeRecorded) -> bool:
+    """Whether an outcome finds against the offender, so that it counts as reoffending: a conviction always; a
+    caution or community resolution (each needs an admission) unless the record says they deny it; a charge (an
+    accusation, not a finding) only with an admission; no further action never."""
+    match outcome.outcome:
+        case Outcome.convicted:
+            return True
+        case Outcome.cautioned | Outcome.community_resolution:
+            return outcome.admitted_responsibility is not False
+        case Outcome.charged:
+            return outcome.admitted_responsibility is True
+        case _:
+            return False
+
+
 def record_reoffence(
     case: EndedCase,
     outcome: CrimeOutcomeRecorded,
@@ -84,20 +112,27 @@ def record_reoffence(
     later_crime: CrimeRecorded | None,
     now: datetime,
 ) -> tuple[EndedCase, list[Emit]]:
-    """A later outcome naming one of the ended case's offenders, from the same force, about another crime: a
-    reoffence, recorded once per later crime. Anything else changes nothing."""
+    """A later outcome naming one of the ended case's offenders, from the same force, about another crime, that
+    finds against them for an offence after the case's own crime: a reoffence, recorded once per later crime.
+    Anything else changes nothing."""
     offender = outcome.offender.person_id
     if force != case.force or outcome.crime_reference == case.crime_reference:
         return case, []
     if offender not in case.offender_ids or outcome.crime_reference in case.reoffences:
         return case, []
+    if not is_finding_against(outcome):
+        return case, []
+    committed = offence_date_of(outcome, later_crime, now)
+    if case.crime_at is not None and committed <= case.crime_at:
+        return case, []  # committed before (or with) the case's own crime: not a reoffence after it
     fact = ReoffenceRecorded(
         case_id=case.case_id,
         crime_reference=case.crime_reference,
         force=case.force or None,
-        offender_id=offender,
+        person_id=offender,
         later_crime_reference=outcome.crime_reference,
-        offence_date=offence_date_of(outcome, later_crime, now).astimezone(LONDON).date(),
+        offence_date=committed.astimezone(LONDON).date(),
+        later_outcome=outcome.outcome,
         ended_as=case.ended_as,
         closure_reason=case.closure_reason,
         decline_reason=case.decline_reason,
@@ -107,3 +142,16 @@ def record_reoffence(
     )
     case = replace(case, reoffences=case.reoffences | {outcome.crime_reference})
     return case, [Emit(fact, f"reoffence:{outcome.crime_reference}")]
+
+
+def record_reoffences_on_file(
+    case: EndedCase, files: Sequence[CrimeFile], now: datetime
+) -> tuple[EndedCase, list[Emit]]:
+    """A case just ended: the outcomes already on file (read before its closure, or long before) naming its
+    offenders, each weighed as if it came now."""
+    emits: list[Emit] = []
+    for file in files:
+        for outcome in file.outcomes:
+            case, more = record_reoffence(case, outcome, file.force, file.crime, now)
+            emits += more
+    return case, emits

@@ -135,6 +135,33 @@ async def save_crime_files(conn: asyncpg.Connection, files: Sequence[CrimeFile])
         cases,
         await keys.seal_json(conn, _Outcomes, list(zip(others, cases, strict=True))),
     )
+    named = sorted({(f.force, o.offender.person_id, f.crime_reference) for f in files for o in f.outcomes})
+    await conn.execute(
+        f"""INSERT INTO {SCHEMA}.file_offenders (force, person_id, crime_reference)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING""",
+        [n[0] for n in named],
+        [n[1] for n in named],
+        [n[2] for n in named],
+    )
+
+
+async def files_naming(conn: asyncpg.Connection, offenders: Sequence[tuple[str, str]]) -> list[CrimeFile]:
+    """The files (as committed, unlocked) whose outcomes name any of these (force, offender person id) pairs: an
+    indexed lookup (``file_offenders``' primary key)."""
+    pairs = sorted(set(offenders))
+    if not pairs:
+        return []
+    rows = await conn.fetch(
+        f"""SELECT f.* FROM {SCHEMA}.crime_files AS f
+            WHERE (f.force, f.crime_reference) IN (
+                SELECT o.force, o.crime_reference FROM {SCHEMA}.file_offenders AS o
+                JOIN unnest($1::text[], $2::text[]) AS u(force, person_id)
+                  ON o.force = u.force AND o.person_id = u.person_id)
+            ORDER BY f.force, f.crime_reference""",
+        [force for force, _ in pairs],
+        [person for _, person in pairs],
+    )
+    return list((await _open_files(conn, rows)).values())
 
 
 async def insert_clocks(conn: asyncpg.Connection, clocks: Sequence[VictimClock]) -> None:
@@ -313,12 +340,13 @@ async def insert_ended_cases(conn: asyncpg.Connection, cases: Sequence[EndedCase
         return
     await conn.executemany(
         f"""INSERT INTO {SCHEMA}.ended_cases
-              (case_id, force, crime_reference, ended_as, closure_reason, decline_reason, ended_at, offender_ids)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING""",
+              (case_id, force, crime_reference, ended_as, closure_reason, decline_reason, ended_at, offender_ids,
+               crime_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING""",
         [
             (c.case_id, c.force, c.crime_reference, c.ended_as.value,
              c.closure_reason.value if c.closure_reason else None, c.decline_reason.value if c.decline_reason else None,
-             c.ended_at, sorted(c.offender_ids))
+             c.ended_at, sorted(c.offender_ids), c.crime_at)
             for c in cases
         ],
     )  # fmt: skip
@@ -346,20 +374,31 @@ async def lock_ended_cases_of(conn: asyncpg.Connection, offenders: Sequence[tupl
         [force for force, _ in pairs],
         [person for _, person in pairs],
     )
-    return [
-        EndedCase(
-            case_id=r["case_id"],
-            force=r["force"],
-            crime_reference=r["crime_reference"],
-            ended_as=EarlierCaseEnded(r["ended_as"]),
-            ended_at=r["ended_at"],
-            offender_ids=frozenset(r["offender_ids"]),
-            closure_reason=ClosureReason(r["closure_reason"]) if r["closure_reason"] else None,
-            decline_reason=DeclineReason(r["decline_reason"]) if r["decline_reason"] else None,
-            reoffences=frozenset(r["reoffences"]),
-        )
-        for r in rows
-    ]
+    return [_ended_case_from_row(r) for r in rows]
+
+
+async def lock_ended_cases(conn: asyncpg.Connection, case_ids: Sequence[str]) -> list[EndedCase]:
+    """These ended cases as stored (an ending seen again keeps what it recorded), row-locked in case order."""
+    rows = await conn.fetch(
+        f"SELECT * FROM {SCHEMA}.ended_cases WHERE case_id = ANY($1::text[]) ORDER BY case_id FOR UPDATE",
+        sorted(set(case_ids)),
+    )
+    return [_ended_case_from_row(r) for r in rows]
+
+
+def _ended_case_from_row(r: asyncpg.Record) -> EndedCase:
+    return EndedCase(
+        case_id=r["case_id"],
+        force=r["force"],
+        crime_reference=r["crime_reference"],
+        ended_as=EarlierCaseEnded(r["ended_as"]),
+        ended_at=r["ended_at"],
+        offender_ids=frozenset(r["offender_ids"]),
+        closure_reason=ClosureReason(r["closure_reason"]) if r["closure_reason"] else None,
+        decline_reason=DeclineReason(r["decline_reason"]) if r["decline_reason"] else None,
+        reoffences=frozenset(r["reoffences"]),
+        crime_at=r["crime_at"],
+    )
 
 
 async def save_reoffences(conn: asyncpg.Connection, cases: Sequence[EndedCase]) -> None:

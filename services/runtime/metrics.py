@@ -46,6 +46,10 @@ RELAY_RUNNING = Gauge("rj_relay_running", "1 while this replica's relay process 
 PRUNED = Counter("rj_pruned_rows", "Rows deleted by housekeeping, past the retention window, by table", ["table"])
 
 # --- the domain -------------------------------------------------------------------------------------
+RJ_INFORMATION_BEFORE_CONTACT_ALLOWED = Counter(
+    "rj_victim_information_before_contact_allowed",
+    "RJ information recorded as given on a sensitive case before a risk assessment allowed contact (safeguarding)",
+)
 VICTIMS_CODE_DEADLINES = Gauge(
     "rj_victims_code_deadlines", "Victims' Code deadlines now open, by state (due, overdue)", ["state"]
 )

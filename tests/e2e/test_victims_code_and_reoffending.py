@@ -11,10 +11,9 @@ from demo import samples
 from demo.samples import STAFF, command
 from schemas import topics
 from schemas.commands import RecordVictimInformationProvided, RecordVictimSupportReferral, SupportReferralOutcome
-from schemas.consent import RecordRiskAssessment, RiskLevel
 from schemas.scheduling import CloseCase, ClosureReason
-from schemas.upstream import RiskFlag
-from tests.e2e.conftest import facts, referred_case, rejection
+from schemas.upstream import Outcome, RiskFlag
+from tests.e2e.conftest import facts, referred_case
 from tests.harness import System
 
 pytestmark = pytest.mark.integration
@@ -45,27 +44,18 @@ async def test_rule_10_and_rule_4_and_stage_7_support_referral_sensitive_rj_info
     await system.publish([command(referred)])
     (recorded,) = await facts(system, topics.REFERRAL, case_id, "rj.victim-support.referral-recorded")
     assert recorded["data"]["outcome"] == "referred" and recorded["data"]["on_time"] is True
-    assert recorded["data"]["support_service"] == "Victim Support West Mercia"
+    assert recorded["data"]["support_service"].startswith("enc:v1:")  # it can tell what happened: sealed
     assert recorded["data"]["recorded_by"]["id"] == STAFF.id
 
-    # Rule 4: on this sensitive case, RJ information is refused until a risk assessment allows contact.
+    # Rule 4: on this sensitive case, RJ information given before a risk assessment allowed contact is recorded
+    # (it happened), flagged for staff, and stops the clock; once a safe assessment is heard, nothing is flagged.
     told = RecordVictimInformationProvided(case_id=case_id, actor=STAFF, person_id=victim, provided_at=now)
     await system.publish([command(told)])
-    (refused,) = await rejection(system, case_id, topics.REFERRAL)
-    assert "sensitive (domestic_abuse)" in refused and "no risk assessment" in refused
-    assessed = RecordRiskAssessment(
-        case_id=case_id, actor=STAFF, assessed_at=now, level=RiskLevel.low, safe_to_proceed=True
-    )
-    await system.publish([command(assessed)])
-
-    async def referral_knows_it_is_safe() -> bool:
-        sql = "SELECT safe_to_proceed FROM referral.risk_assessments WHERE case_id = $1"
-        return await system.fetchval(sql, case_id) is True
-
-    await system.wait_for(referral_knows_it_is_safe, what="referral to hear the safe risk assessment")
-    await system.publish([command(told.model_copy(update={"provided_at": datetime.now(UTC)}))])
     (provided,) = await facts(system, topics.REFERRAL, case_id, "rj.victim-information.provided")
-    assert provided["data"]["person_id"] == victim
+    assert provided["data"]["person_id"] == victim and provided["data"]["before_contact_allowed"] is True
+    assert provided["data"]["on_time"] is True
+    stopped = "SELECT provided_at IS NOT NULL FROM referral.victim_clocks WHERE case_id = $1 AND person_id = $2"
+    assert await system.fetchval(stopped, case_id, victim) is True
 
     # A crime reported a week ago and not referred to support: the sweep flags the breach.
     old = "WM/2026/716002"
@@ -74,22 +64,48 @@ async def test_rule_10_and_rule_4_and_stage_7_support_referral_sensitive_rj_info
     (overdue,) = await facts(system, topics.REFERRAL, samples.case_of(old), "rj.victim-support.referral-overdue")
     assert overdue["data"]["person_id"] == f"V-{old}"
 
-    # Stage 7: the case closes (it did not proceed); a later crime's outcome naming its offender is a reoffence.
+    # Across a bank holiday: reported on the Friday before the late-May bank holiday (Monday 25 May 2026), the
+    # referral is due by the end of Wednesday (Tuesday and Wednesday are the two working days).
+    friday = "WM/2026/716003"
+    await system.publish(
+        samples.on_crime_events(samples.crime_recorded(friday, reported_at=datetime(2026, 5, 22, 10, tzinfo=UTC)))
+    )
+    (holiday,) = await facts(system, topics.REFERRAL, samples.case_of(friday), "rj.victim-support.referral-due")
+    assert holiday["data"]["due_date"] == "2026-05-27"
+
+    # Stage 7: before the case closes, the offender's later offence (a caution) and another crime with no further
+    # action are read: the first counts once the case ends (the closure travels on another topic), the second never.
+    early, nfa = "WM/2027/000041", "WM/2027/000043"
+    before_closure = [
+        samples.crime_recorded(early, reported_at=datetime.now(UTC)),
+        samples.outcome_recorded(early, offender=offender),
+        samples.crime_recorded(nfa, reported_at=datetime.now(UTC)),
+        samples.outcome_recorded(nfa, offender=offender, outcome=Outcome.no_further_action),
+    ]
+    taken_in = await system.fetchval("SELECT count(*) FROM referral.inbox")
+    await system.publish(samples.on_crime_events(*before_closure))
+
+    async def all_four_read() -> bool:
+        return await system.fetchval("SELECT count(*) FROM referral.inbox") >= taken_in + 4
+
+    await system.wait_for(all_four_read, what="referral to read the outcomes before the closure")
+    # The case closes (it did not proceed); a later crime's outcome naming its offender is a reoffence.
     close = CloseCase(case_id=case_id, actor=STAFF, closure_reason=ClosureReason.not_suitable, reason="Not safe")
     await system.publish([command(close)])
     await facts(system, topics.SCHEDULING, case_id, "rj.case.closed")
+    (first,) = await facts(system, topics.REFERRAL, case_id, "rj.case.reoffence-recorded")
+    assert (await system.opened(first))["data"]["later_crime_reference"] == early
 
-    async def referral_knows_it_ended() -> bool:
-        return await system.fetchval("SELECT count(*) FROM referral.ended_cases WHERE case_id = $1", case_id) == 1
-
-    await system.wait_for(referral_knows_it_ended, what="referral to hear the case closed")
     later = "WM/2027/000042"
-    again = samples.crime_recorded(later, reported_at=datetime.now(UTC) - timedelta(days=1))
+    again = samples.crime_recorded(later, reported_at=datetime.now(UTC))  # after the case's crime
     offence = [again, samples.outcome_recorded(later, offender=offender)]
     await system.publish(samples.on_crime_events(*offence))
-    (reoffence,) = await facts(system, topics.REFERRAL, case_id, "rj.case.reoffence-recorded")
-    data = reoffence["data"]
-    assert (data["offender_id"], data["later_crime_reference"]) == (offender, later)
+    _, reoffence = await facts(system, topics.REFERRAL, case_id, "rj.case.reoffence-recorded", 2)
+    sealed = reoffence["data"]
+    # What the later offence was is criminal-offence data about the offender: sealed on the topic.
+    assert all(sealed[f].startswith("enc:v1:") for f in ("later_crime_reference", "offence_date", "later_outcome"))
+    data = (await system.opened(reoffence))["data"]
+    assert (data["person_id"], data["later_crime_reference"], data["later_outcome"]) == (offender, later, "cautioned")
     assert data["offence_date"] == again.occurred_at.date().isoformat()  # type: ignore[union-attr]
     assert (data["ended_as"], data["closure_reason"], data["rj_completed"]) == ("closed", "not_suitable", False)
 
@@ -103,4 +119,4 @@ async def test_rule_10_and_rule_4_and_stage_7_support_referral_sensitive_rj_info
 
     await system.wait_for(all_four_taken_in, what="referral to take in the repeat and the other force's crime")
     reoffences = await facts(system, topics.REFERRAL, case_id, "rj.case.reoffence-recorded", settle_s=1.0)
-    assert len(reoffences) == 1
+    assert len(reoffences) == 2

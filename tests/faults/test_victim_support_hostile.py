@@ -13,6 +13,7 @@ from demo import samples
 from demo.samples import STAFF, command
 from schemas import topics
 from schemas.commands import RecordVictimSupportReferral, SupportReferralOutcome
+from schemas.common import Actor
 from schemas.envelope import new_event
 from tests.e2e.conftest import facts
 from tests.harness import System
@@ -56,6 +57,8 @@ async def test_rule_10_hostile_support_referrals_are_refused_with_reasons_and_th
         support(case_id, victim, outcome=SupportReferralOutcome.declined),  # declined, yet naming a service
         support(case_id, victim, decided_at=future),
         support(case_id, victim, support_service="x" * 150, decided_at=datetime(2001, 1, 1, tzinfo=UTC)),
+        # Someone other than staff or the victim (here the offender) stopping the victim's clock.
+        support(case_id, victim, actor=Actor(kind="participant", id=f"O-{ref}")),
     ]
     await system.publish([command(c) for c in hostile])
     await system.publish([command(unknown_case)])
@@ -63,12 +66,13 @@ async def test_rule_10_hostile_support_referrals_are_refused_with_reasons_and_th
     document = json.loads(new_event(support(case_id, victim), source="urn:ui", subject=case_id).to_json())
     document["data"]["outcome"] = "maybe"
     await system.publish([(topics.COMMANDS, case_id, json.dumps(document).encode())])
-    reasons = [m["data"]["reason"] for m in await facts(system, topics.REFERRAL, case_id, "rj.command.rejected", 1 + 6)]
+    reasons = [m["data"]["reason"] for m in await facts(system, topics.REFERRAL, case_id, "rj.command.rejected", 1 + 7)]
     assert any("no Victims' Code support-referral clock runs for person V-SOMEONE-ELSE" in r for r in reasons)
     assert any("must name the support service" in r for r in reasons)
     assert any("names no support service" in r for r in reasons)
     assert any("is in the future" in r for r in reasons)
     assert any("before the crime was reported" in r for r in reasons)
+    assert any(r.startswith("only staff record a referral to victim support") for r in reasons), reasons
     assert any(r.startswith("malformed") and "outcome" in r for r in reasons), reasons
     (elsewhere,) = await facts(system, topics.REFERRAL, unknown_case.case_id, "rj.command.rejected")
     assert "no Victims' Code support-referral clock" in elsewhere["data"]["reason"]
@@ -81,7 +85,7 @@ async def test_rule_10_hostile_support_referrals_are_refused_with_reasons_and_th
         [command(support(case_id, victim, outcome=SupportReferralOutcome.declined, support_service=None))]
     )
     await facts(system, topics.REFERRAL, case_id, "rj.command.already-handled")
-    rejected = await facts(system, topics.REFERRAL, case_id, "rj.command.rejected", 1 + 6 + 1)
+    rejected = await facts(system, topics.REFERRAL, case_id, "rj.command.rejected", 1 + 7 + 1)
     assert any("already recorded (referred" in m["data"]["reason"] for m in rejected)
     recorded = await facts(system, topics.REFERRAL, case_id, "rj.victim-support.referral-recorded", settle_s=1.0)
     assert len(recorded) == 1 and recorded[0]["data"]["outcome"] == "referred"

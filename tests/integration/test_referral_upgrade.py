@@ -80,3 +80,42 @@ async def test_a_crime_referred_before_forces_keeps_its_case_after_the_upgrade(p
     assert clocks == 1, "the victim's clock is not started twice"
     assert all(o.key == OLD_CASE for o in sent)
     assert OLD_CASE != case_id_for(samples.UPSTREAM_SOURCE, REF)
+
+
+async def test_a_case_closed_before_the_reoffending_index_is_backfilled_and_a_later_offence_found(
+    pool: asyncpg.Pool,
+) -> None:
+    """A file closed under the old schema (before migration 006), then the migrations, then a later offence by its
+    offender: the ended-case index was backfilled, so the reoffence is recorded (once), and an offence committed
+    before the closed case's crime is not."""
+    ref, later, earlier = "WM/2025/005151", "WM/2026/005152", "WM/2024/005153"
+    force = samples.UPSTREAM_SOURCE
+    case_id = case_id_for(force, ref)
+    crime = samples.crime_recorded(ref, reported_at=datetime(2025, 6, 2, 10, tzinfo=UTC))
+    outcome = samples.outcome_recorded(ref, offender="O-5151")
+    async with pool.acquire() as conn:
+        await db.apply_migrations(conn, "referral", files(before="006"))
+        await conn.execute(
+            """INSERT INTO referral.crime_files (force, crime_reference, case_id, crime, outcome, status, opened_at)
+               VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, 'closed', now())""",
+            force,
+            ref,
+            case_id,
+            crime.model_dump_json(),
+            outcome.model_dump_json(),
+        )
+        await db.apply_migrations(conn, "referral", files())
+        row = await conn.fetchrow("SELECT * FROM referral.ended_cases WHERE case_id = $1", case_id)
+        assert (row["ended_as"], row["offender_ids"]) == ("closed", ["O-5151"])
+        assert row["crime_at"] == crime.occurred_at
+
+    raw = [samples.upstream_event(samples.crime_recorded(later, reported_at=datetime(2026, 3, 1, tzinfo=UTC)))]
+    raw.append(samples.upstream_event(samples.outcome_recorded(later, offender="O-5151")))
+    raw.append(samples.upstream_event(samples.crime_recorded(earlier, reported_at=datetime(2024, 3, 1, tzinfo=UTC))))
+    raw.append(samples.upstream_event(samples.outcome_recorded(earlier, offender="O-5151")))
+    events: list[CloudEvent] = [REGISTRY.parse(r) for r in raw]  # type: ignore[type-arg]
+    async with pool.acquire() as conn, conn.transaction():
+        with batch_scope(Privacy.disabled()):
+            sent = await referral_app.take_in(conn, events) + await referral_app.take_in(conn, events[1:2])
+    reoffences = [o.event for o in sent if o.event is not None and o.event.type == "rj.case.reoffence-recorded"]
+    assert [(e.subject, e.data.later_crime_reference) for e in reoffences] == [(case_id, later)]

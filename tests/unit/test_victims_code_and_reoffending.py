@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from demo import samples
 from schemas.commands import (
@@ -23,17 +24,20 @@ from schemas.referral import (
     ReoffenceRecorded,
     SensitivityReason,
     VictimInformationDue,
-    VictimInformationOverdue,
     VictimInformationProvided,
     VictimSupportReferralDue,
     VictimSupportReferralOverdue,
     VictimSupportReferralRecorded,
 )
 from schemas.scheduling import ClosureReason
-from schemas.upstream import CrimeRecorded
+from schemas.upstream import CrimeRecorded, Outcome
+from services.cli import consumed_types
 from services.referral import domain, reoffending
 from services.referral.domain import CaseStatus, CrimeFile, RiskAssessment
 from services.runtime.calendar import LONDON
+from services.runtime.fieldcrypt import cipher_for
+from services.runtime.inventory import record_of_processing
+from services.runtime.settings import Settings
 
 WMP, WARKS = "urn:police:west-mercia:rms", "urn:police:warwickshire:athena"
 REF, LATER = "WM/2026/000777", "WM/2026/000999"
@@ -168,6 +172,55 @@ def test_rule_10_a_support_referral_for_no_clock_or_a_second_time_is_refused_wit
     assert isinstance(emits[0].data, CommandRejected) and "already recorded" in emits[0].data.reason
 
 
+@pytest.mark.parametrize(
+    ("actor", "outcome"),
+    [
+        (Actor(kind="participant", id="O-1"), SupportReferralOutcome.declined),  # the offender
+        (Actor(kind="participant", id="O-1"), SupportReferralOutcome.referred),
+        (Actor(kind="system", id="some-service"), SupportReferralOutcome.referred),
+        (Actor(kind="system", id="some-service"), SupportReferralOutcome.declined),
+        (Actor(kind="participant", id=f"V-{REF}"), SupportReferralOutcome.referred),  # the victim, referring
+    ],
+)
+def test_rule_10_only_staff_or_the_victim_declining_may_stop_the_support_clock(
+    actor: Actor, outcome: SupportReferralOutcome
+) -> None:
+    clock = support_clock_of(samples.crime_recorded(REF, reported_at=datetime(2026, 5, 22, 10, tzinfo=UTC)))
+    now = datetime(2026, 5, 26, 9, tzinfo=UTC)
+    service = "Victim Support" if outcome is SupportReferralOutcome.referred else None
+    command = referral(clock, now, actor=actor, outcome=outcome, support_service=service)
+    same, emits = domain.record_support_referral(clock, command, "c1", now)
+    (rejected,) = [e.data for e in emits]
+    assert isinstance(rejected, CommandRejected) and "staff record a referral" in rejected.reason
+    assert same == clock and domain.flag_support_breach(clock, clock.due_by)[1] != []
+
+
+def test_rule_10_the_victim_themself_may_record_that_they_declined_the_offer_of_support() -> None:
+    clock = support_clock_of(samples.crime_recorded(REF, reported_at=datetime(2026, 5, 22, 10, tzinfo=UTC)))
+    now = datetime(2026, 5, 26, 9, tzinfo=UTC)
+    victim = Actor(kind="participant", id=clock.person_id)
+    command = referral(clock, now, actor=victim, outcome=SupportReferralOutcome.declined, support_service=None)
+    stopped, emits = domain.record_support_referral(clock, command, "c1", now)
+    assert [type(e.data) for e in emits] == [VictimSupportReferralRecorded]
+    assert stopped is not None and stopped.outcome is SupportReferralOutcome.declined
+
+
+def sealed_owners(model: type[BaseModel], fact: BaseModel, case_id: str) -> dict[str, str | None]:
+    """Each personal field of ``fact`` that has a value, and whose key seals it (fieldcrypt's ownership rule)."""
+    pending = cipher_for(model).prepare_encrypt(fact.model_dump(mode="json"), case_id)
+    return {slot.field: slot.owner for slot in pending.slots}
+
+
+def test_the_support_service_a_victim_was_referred_to_is_sealed_as_the_victims_personal_data() -> None:
+    clock = support_clock_of(samples.crime_recorded(REF, reported_at=datetime(2026, 5, 22, 10, tzinfo=UTC)))
+    now = datetime(2026, 5, 26, 9, tzinfo=UTC)
+    command = referral(clock, now, support_service="Rape Crisis")
+    _, emits = domain.record_support_referral(clock, command, "c1", now)
+    (recorded,) = [e.data for e in emits]
+    assert sealed_owners(VictimSupportReferralRecorded, recorded, clock.case_id)["support_service"] == clock.person_id
+    assert sealed_owners(RecordVictimSupportReferral, command, clock.case_id)["support_service"] == clock.person_id
+
+
 # --- on a sensitive case, no RJ information before a risk assessment allows contact ------------------
 
 
@@ -185,21 +238,28 @@ def told(clock: domain.VictimClock, at: datetime) -> RecordVictimInformationProv
 SENSITIVE = [SensitivityReason.domestic_abuse]
 
 
-def test_rule_4_rj_information_is_refused_on_a_sensitive_case_before_a_safe_assessment_and_a_breach_shows() -> None:
-    clock = information_clock()
+def test_rule_4_rj_information_given_on_a_sensitive_case_before_a_safe_assessment_is_recorded_and_flagged() -> None:
     at = datetime(2026, 11, 23, 10, tzinfo=UTC)
-    unsafe = RiskAssessment(clock.case_id, datetime(2026, 11, 23, 9, tzinfo=UTC), safe_to_proceed=False)
-    for assessment in (None, unsafe):
-        same, emits = domain.record_information_provided(
+    unsafe = RiskAssessment(information_clock().case_id, datetime(2026, 11, 23, 9, tzinfo=UTC), safe_to_proceed=False)
+    safe_later = RiskAssessment(unsafe.case_id, datetime(2026, 11, 23, 11, tzinfo=UTC), safe_to_proceed=True)
+    for assessment in (None, unsafe, safe_later):
+        clock = information_clock()
+        stopped, emits = domain.record_information_provided(
             clock, told(clock, at), "c1", at, sensitivity=SENSITIVE, assessment=assessment
         )
-        (rejected,) = [e.data for e in emits]
-        assert isinstance(rejected, CommandRejected) and "domestic_abuse" in rejected.reason
-        assert "no RJ information goes to the victim" in rejected.reason
-        assert same == clock and same is not None and same.provided_at is None
-    # The clock kept running: once its deadline passes, the breach shows.
-    _, overdue = domain.flag_breach(clock, clock.due_by + timedelta(minutes=1))
-    assert [type(e.data) for e in overdue] == [VictimInformationOverdue]
+        (provided,) = [e.data for e in emits]  # what happened is recorded, never refused (rule 6)
+        assert isinstance(provided, VictimInformationProvided)
+        assert provided.before_contact_allowed is True and provided.on_time is True
+        # The clock stopped as for any provision: no false breach.
+        assert stopped is not None and stopped.provided_at == at
+        assert domain.flag_breach(stopped, clock.due_by + timedelta(days=1))[1] == []
+
+
+def test_rule_4_the_gate_says_only_that_a_risk_assessment_is_needed_never_which_sensitivity() -> None:
+    reason = domain.rj_information_withheld(
+        [SensitivityReason.domestic_abuse, SensitivityReason.sexual_offence, SensitivityReason.victim_under_18], None
+    )
+    assert reason == "this case needs a risk assessment that allows contact first"
 
 
 def test_rule_4_rj_information_is_recorded_on_a_sensitive_case_once_the_latest_assessment_is_safe() -> None:
@@ -210,6 +270,7 @@ def test_rule_4_rj_information_is_recorded_on_a_sensitive_case_once_the_latest_a
         clock, told(clock, at), "c1", at, sensitivity=SENSITIVE, assessment=safe
     )
     assert [type(e.data) for e in emits] == [VictimInformationProvided]
+    assert emits[0].data.before_contact_allowed is False  # type: ignore[attr-defined]
     assert stopped is not None and stopped.provided_at == at
 
 
@@ -243,8 +304,12 @@ def test_rule_4_the_latest_risk_assessment_stands_whatever_order_they_arrive_in(
 # --- stage 7: reoffending after a case ended ---------------------------------------------------------
 
 
+EARLIER_REPORTED = datetime(2026, 11, 1, 10, tzinfo=UTC)  # the ended case's own crime (occurred 12 hours before)
+
+
 def closed_case(reason: ClosureReason = ClosureReason.completed, force: str = WMP) -> reoffending.EndedCase:
-    file = crime_file(samples.crime_recorded(REF), samples.outcome_recorded(REF, offender="O-1"), force=force)
+    crime = samples.crime_recorded(REF, reported_at=EARLIER_REPORTED)
+    file = crime_file(crime, samples.outcome_recorded(REF, offender="O-1"), force=force)
     assert file.status is CaseStatus.accepted
     closed_at = datetime(2026, 12, 1, tzinfo=UTC)
     after, emits = domain.record_case_closed(file, file.case_id, closed_at, closed_at)
@@ -264,7 +329,8 @@ def test_stage_7_a_later_outcome_naming_the_offender_of_a_closed_case_records_a_
     case, emits = reoffending.record_reoffence(case, later_outcome(), WMP, crime, now)
     (fact,) = [e.data for e in emits]
     assert isinstance(fact, ReoffenceRecorded)
-    assert (fact.case_id, fact.offender_id, fact.later_crime_reference) == (case.case_id, "O-1", LATER)
+    assert (fact.case_id, fact.person_id, fact.later_crime_reference) == (case.case_id, "O-1", LATER)
+    assert fact.later_outcome is Outcome.cautioned
     assert fact.offence_date == crime.occurred_at.date()  # type: ignore[union-attr]
     assert fact.ended_as is EarlierCaseEnded.closed and fact.closure_reason is ClosureReason.completed
     assert fact.rj_completed is True
@@ -346,3 +412,77 @@ def test_the_closure_reason_and_the_offenders_who_took_part_are_remembered() -> 
     assert ended is not None and ended.offender_ids == {"O-1"} and ended.case_id == file.case_id
     assert ended.closure_reason is ClosureReason.agreement_not_met
     assert emits == []
+
+
+@pytest.mark.parametrize(
+    ("outcome", "admitted", "counts"),
+    [
+        (Outcome.convicted, False, True),  # a court's finding, whatever they say
+        (Outcome.convicted, None, True),
+        (Outcome.cautioned, True, True),
+        (Outcome.cautioned, None, True),
+        (Outcome.cautioned, False, False),  # the record says they deny it
+        (Outcome.community_resolution, True, True),
+        (Outcome.community_resolution, False, False),
+        (Outcome.charged, True, True),
+        (Outcome.charged, None, False),  # an accusation, not a finding
+        (Outcome.charged, False, False),
+        (Outcome.no_further_action, True, False),
+        (Outcome.no_further_action, None, False),
+    ],
+)
+def test_stage_7_only_an_outcome_that_finds_against_the_offender_is_a_reoffence(
+    outcome: Outcome, admitted: bool | None, counts: bool
+) -> None:
+    later = samples.outcome_recorded(LATER, offender="O-1", outcome=outcome, admitted=admitted)
+    _, emits = reoffending.record_reoffence(closed_case(), later, WMP, None, NOW)
+    assert bool(emits) is counts
+    if counts:
+        assert emits[0].data.later_outcome is outcome  # type: ignore[attr-defined]
+
+
+def test_stage_7_an_offence_committed_before_the_ended_cases_own_crime_is_no_reoffence() -> None:
+    case = closed_case()
+    assert case.crime_at == EARLIER_REPORTED - timedelta(hours=12)
+    before = samples.crime_recorded(LATER, reported_at=EARLIER_REPORTED - timedelta(days=30))  # reported long after
+    assert reoffending.record_reoffence(case, later_outcome(), WMP, before, NOW) == (case, [])
+    # Committed before the earlier crime though reported after it: still not a reoffence.
+    reported_late = before.model_copy(update={"reported_at": NOW - timedelta(days=1)})
+    assert reoffending.record_reoffence(case, later_outcome(), WMP, reported_late, NOW) == (case, [])
+    after = samples.crime_recorded(LATER, reported_at=EARLIER_REPORTED + timedelta(days=30))
+    _, emits = reoffending.record_reoffence(case, later_outcome(), WMP, after, NOW)
+    assert [type(e.data) for e in emits] == [ReoffenceRecorded]
+
+
+def test_stage_7_an_outcome_on_file_before_the_case_ended_counts_once_the_case_ends() -> None:
+    """Read before the closure (the two travel on different topics): weighed when the case ends."""
+    committed_after = samples.crime_recorded(LATER, reported_at=EARLIER_REPORTED + timedelta(days=3))
+    later = crime_file(committed_after, later_outcome(), ref=LATER)
+    before_the_case = crime_file(
+        samples.crime_recorded("WM/2025/000001", reported_at=EARLIER_REPORTED - timedelta(days=90)),
+        later_outcome("WM/2025/000001"),
+        ref="WM/2025/000001",
+    )
+    not_a_finding = crime_file(
+        samples.crime_recorded("WM/2026/000888", reported_at=EARLIER_REPORTED + timedelta(days=5)),
+        samples.outcome_recorded("WM/2026/000888", offender="O-1", outcome=Outcome.no_further_action),
+        ref="WM/2026/000888",
+    )
+    case, emits = reoffending.record_reoffences_on_file(closed_case(), [later, before_the_case, not_a_finding], NOW)
+    assert [e.data.later_crime_reference for e in emits] == [LATER]  # type: ignore[attr-defined]
+    assert reoffending.record_reoffences_on_file(case, [later], NOW) == (case, [])  # and once only
+
+
+def test_stage_7_what_the_later_offence_was_is_sealed_under_the_offenders_key_on_the_case() -> None:
+    case = closed_case()
+    _, emits = reoffending.record_reoffence(case, later_outcome(), WMP, None, NOW)
+    (fact,) = [e.data for e in emits]
+    owners = sealed_owners(ReoffenceRecorded, fact, case.case_id)
+    assert owners == {"later_crime_reference": "O-1", "offence_date": "O-1", "later_outcome": "O-1"}
+
+
+def test_the_privacy_inventory_lists_the_sealed_reoffence_and_support_service_fields() -> None:
+    listed = {e.event_type: set(e.fields) for e in record_of_processing(Settings(), consumed_types()).event_types}
+    assert {"$.later_crime_reference", "$.offence_date", "$.later_outcome"} <= listed["rj.case.reoffence-recorded"]
+    assert "$.support_service" in listed["rj.victim-support.referral-recorded"]
+    assert "$.support_service" in listed["rj.victim-support.record-referral"]
