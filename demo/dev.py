@@ -131,7 +131,7 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
                 continue
             seen[body["type"]] = seen.get(body["type"], 0) + 1
             data = body["data"]
-            console.print(f"[green]{body['type']:<32}[/] {data['crime_reference']:<16} {_describe(body)}")
+            console.print(f"[green]{body['type']:<36}[/] {data['crime_reference']:<16} {_describe(body)}")
     await reader.stop()
     await print_cases(settings.database_url)
     try:
