@@ -407,6 +407,7 @@ async def walk_cases(settings: Settings, stop: asyncio.Event) -> None:
         actor=as_victim,
         person_id=victim,
         kinds=[IndirectItemKind.letter],
+        from_ids=[letter.sender_id],
         timing=ReleaseTiming.on_approval,
     )
     await publish(settings, [s.command(agree)])

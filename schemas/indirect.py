@@ -7,12 +7,17 @@ between the parties by the facilitator. Owned by the scheduling service: its com
 - The recipient agrees in advance to receive items, of the kinds they name, and chooses when they arrive
   (``AgreeToReceiveItems`` -> ``ReceivingAgreed``); they may stop at any time, no reason needed
   (``StopReceivingItems`` -> ``ReceivingStopped``), and ask for what waits for them (``RequestItems``).
-- A participant submits an item for another participant (``SubmitIndirectItem`` -> ``IndirectItemSubmitted``);
-  the facilitator approves or rejects its content (``ApproveIndirectItem`` / ``RejectIndirectItem``).
+- A party (victim or offender, or a parent or guardian for one under 18) submits an item for a party on the other
+  side (``SubmitIndirectItem`` -> ``IndirectItemSubmitted``); the facilitator approves or rejects its content
+  (``ApproveIndirectItem`` / ``RejectIndirectItem``); the sender may take it back until it is released
+  (``WithdrawIndirectItem`` -> ``IndirectItemWithdrawn``). Supporters and other people around the parties neither
+  send nor receive items (DOMAIN: they see nothing of the other side's data).
 - An item is released to its recipient (``IndirectItemReleased``, which notify delivers) only when every rule
   allows it (``services/scheduling/domain/indirect.py`` ``release_refusal``); staff record its delivery
-  (``RecordItemDelivered`` -> ``IndirectItemDelivered``).
-Free text and recordings' storage references are personal data (``Pii``), sealed wherever written.
+  (``RecordItemDelivered`` -> ``IndirectItemDelivered``). A recipient's chosen time is kept by the service's
+  sweeper, which only sends itself ``ReleaseDueItems`` on ``rj.commands``: the release is decided when that
+  command is read, in case order, after whatever was sent before it (a stop, a hold, a withdrawal).
+Free text, recordings' storage references and their digests are personal data (``Pii``), sealed wherever written.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, StringConstraints
 
 from schemas.commands import Command
 from schemas.common import Actor
@@ -37,6 +42,10 @@ class IndirectItemKind(StrEnum):
     message = "message"
     letter = "letter"  # of explanation or apology
     recording = "recording"  # audio or video, kept elsewhere: the item holds a reference to it
+
+
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+"""A content digest: sha256, lower-case hex."""
 
 
 class ReleaseTiming(StrEnum):
@@ -67,12 +76,16 @@ class SwitchContactForm(Command):
 
 class AgreeToReceiveItems(Command):
     """The recipient agrees, in advance, to receive items of ``kinds`` and says when they arrive. Replaces any
-    agreement they gave before (a new choice of timing applies to items not yet released)."""
+    agreement they gave before (a new choice of timing applies to items not yet released). It names whom it
+    covers: the senders (``from_ids``, parties on the other side), or everyone on the other side
+    (``from_other_side``), exactly one of the two. Staff agreeing for the recipient say why (``reason``)."""
 
     event_type: ClassVar[str] = "rj.indirect.agree-to-receive"
 
     person_id: str = Field(min_length=1, description="The recipient")
     kinds: list[IndirectItemKind] = Field(min_length=1)
+    from_ids: list[str] = Field(default_factory=list, description="The senders whose items this covers")
+    from_other_side: bool = Field(default=False, description="It covers every party on the other side")
     timing: ReleaseTiming
     not_before: AwareDatetime | None = Field(default=None, description="With timing not_before: when, at the earliest")
 
@@ -94,8 +107,10 @@ class RequestItems(Command):
 
 
 class SubmitIndirectItem(Command):
-    """A participant's item for another participant on the case: a message or letter (``content``, text) or a
-    recording (``recording_ref``, where it is stored). Staff may submit it for them."""
+    """A party's item for a party on the other side: a message or letter (``content``, text) or a recording
+    (``recording_ref``, where it is stored, and ``recording_sha256``, the digest of its bytes, which the approval
+    and the release carry so that delivery sends exactly what the facilitator approved). Staff may submit it for
+    them. An item id is used once: a second submission with it is refused, whatever its content."""
 
     event_type: ClassVar[str] = "rj.indirect.submit-item"
 
@@ -105,6 +120,26 @@ class SubmitIndirectItem(Command):
     kind: IndirectItemKind
     content: Annotated[str | None, Pii] = Field(default=None, description="A message's or letter's text")
     recording_ref: Annotated[str | None, Pii] = Field(default=None, description="Where a recording is stored")
+    recording_sha256: Annotated[Sha256 | None, Pii] = Field(
+        default=None, description="A recording's sha256 (hex): sealed, as a digest of a known recording identifies it"
+    )
+
+
+class WithdrawIndirectItem(Command):
+    """The sender (or staff for them; no reason needed) takes an item back before it is released."""
+
+    event_type: ClassVar[str] = "rj.indirect.withdraw-item"
+
+    item_id: str = Field(min_length=1)
+
+
+class ReleaseDueItems(Command):
+    """The scheduling service to itself (actor: the scheduling service): a recipient's chosen time has come for an
+    item on this case. Read in case order like any command, so a stop, hold or withdrawal sent before it is heard
+    first; the release is then decided as at every other step (``release_refusal``). Sent again, or when nothing
+    is due any more, it does nothing."""
+
+    event_type: ClassVar[str] = "rj.indirect.release-due"
 
 
 class ApproveIndirectItem(Command):
@@ -153,6 +188,8 @@ class ReceivingAgreed(EventData):
     case_id: str
     person_id: str
     kinds: list[IndirectItemKind]
+    from_ids: list[str] = Field(default_factory=list, description="The senders it covers (none: see from_other_side)")
+    from_other_side: bool = False
     timing: ReleaseTiming
     not_before: AwareDatetime | None = None
     agreed_at: AwareDatetime
@@ -182,6 +219,7 @@ class IndirectItemSubmitted(EventData):
     kind: IndirectItemKind
     content: Annotated[str | None, Pii] = None
     recording_ref: Annotated[str | None, Pii] = None
+    recording_sha256: Annotated[str | None, Pii] = None
     submitted_at: AwareDatetime
     submitted_by: Actor
 
@@ -191,6 +229,9 @@ class IndirectItemApproved(EventData):
 
     case_id: str
     item_id: str
+    recording_sha256: Annotated[str | None, Pii] = Field(
+        default=None, description="A recording's digest as approved: what is released and delivered must match it"
+    )
     approved_at: AwareDatetime
     approved_by: Actor
     reason: Annotated[str | None, Pii] = None
@@ -209,9 +250,14 @@ class IndirectItemRejected(EventData):
 class IndirectItemReleased(EventData):
     """The item may go to its recipient now: notify delivers it. Released once, only when approved, agreed to in
     advance by the recipient, at their chosen time, with both parties' consent current and the case open, not
-    held and not pending a withdrawal (DOMAIN rule 9)."""
+    held and not pending a withdrawal (DOMAIN rule 9). A recording's digest (``recording_sha256``) is the one the
+    facilitator approved: delivery sends the recording only if its bytes still hash to it.
+
+    Participant-facing: it reaches the recipient, so its envelope starts a chain of its own (no causation leads
+    from it to a staff-only fact or command); it names only its sender and recipient, sealed or by id."""
 
     event_type: ClassVar[str] = "rj.indirect.item-released"
+    participant_facing: ClassVar[bool] = True
 
     case_id: str
     item_id: str
@@ -220,9 +266,19 @@ class IndirectItemReleased(EventData):
     kind: IndirectItemKind
     content: Annotated[str | None, Pii] = None
     recording_ref: Annotated[str | None, Pii] = None
+    recording_sha256: Annotated[str | None, Pii] = None
     trigger: ReleaseTrigger
     released_at: AwareDatetime
     released_by: Actor
+
+
+class IndirectItemWithdrawn(EventData):
+    event_type: ClassVar[str] = "rj.indirect.item-withdrawn"
+
+    case_id: str
+    item_id: str
+    withdrawn_at: AwareDatetime
+    withdrawn_by: Actor
 
 
 class IndirectItemDelivered(EventData):
@@ -243,6 +299,7 @@ INDIRECT_EVENTS: tuple[type[EventData], ...] = (
     IndirectItemSubmitted,
     IndirectItemApproved,
     IndirectItemRejected,
+    IndirectItemWithdrawn,
     IndirectItemReleased,
     IndirectItemDelivered,
 )
@@ -255,5 +312,7 @@ INDIRECT_COMMANDS: tuple[type[EventData], ...] = (
     SubmitIndirectItem,
     ApproveIndirectItem,
     RejectIndirectItem,
+    WithdrawIndirectItem,
+    ReleaseDueItems,
     RecordItemDelivered,
 )

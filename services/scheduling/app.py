@@ -3,29 +3,32 @@
 rj.referral (rj.case.accepted), rj.consent (consent facts, readiness, withdrawal, contact attempts), rj.commands
     ──► take_in ──► scheduling.cases, .facilitators, .venues, .bookings, .item_watch ──► outbox ──► rj.scheduling
 every few seconds ──► follow_up_agreements (items due soon, overdue) ──► rj.scheduling
-every few seconds ──► release_timed_items (indirect RJ items whose recipient's chosen time came) ──► rj.scheduling
+every few seconds ──► release_timed_items (indirect RJ items whose recipient's chosen time came, from
+    scheduling.release_watch) ──► outbox ──► rj.commands (rj.indirect.release-due, read back by take_in in case order)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
 import asyncpg
+import structlog
 
 from schemas import topics
-from schemas.envelope import CloudEvent
-from schemas.indirect import ReleaseTrigger
-from schemas.scheduling import RegistrationCommand
+from schemas.envelope import CloudEvent, derived_event_id, new_event
+from schemas.indirect import ReleaseDueItems
+from schemas.scheduling import SYSTEM_SCHEDULING, RegistrationCommand
 from services.runtime.app import ServiceApp
 from services.runtime.calendar import add_working_days
 from services.runtime.outbox import Outgoing, facts
 from services.scheduling import domain, store
 
 SOURCE = "urn:rj:service:scheduling"
+log = structlog.get_logger()
 
 
 async def take_in(
@@ -55,6 +58,7 @@ async def take_in(
     await store.save_cases(conn, cases)
     await store.save_book(conn, before, book)
     await store.watch_items(conn, cases)
+    await store.watch_releases(conn, cases)
     return out
 
 
@@ -78,24 +82,33 @@ async def follow_up_agreements(
         out += facts(topics.SCHEDULING, SOURCE, key, emits, cause=None, now=now, force=case.force)
     await store.save_cases(conn, cases)
     await store.watch_items(conn, cases)
+    await store.watch_releases(conn, cases)
     return out
 
 
+RELEASE_ASKED_AGAIN_AFTER = timedelta(minutes=10)
+"""A case whose ``rj.indirect.release-due`` was sent but whose due items are still watched this long after (its
+command not yet read, under a long lag; or read by a replica whose clock was behind) is asked about again."""
+
+
 async def release_timed_items(conn: asyncpg.Connection) -> list[Outgoing]:
-    """Release the indirect RJ items whose recipient's chosen time has come, where nothing else stands against
-    them (``domain.release_due``: the same rules as every other release)."""
+    """For each case with an indirect RJ item whose recipient's chosen time has come (``store.timed_releases_due``),
+    send this service ``rj.indirect.release-due`` on ``rj.commands``, keyed by the case. The release is decided
+    when that command is read, in the case's order, after every stop, hold or withdrawal sent before it
+    (``domain.release_due_items``); a repeat releases nothing twice."""
     now = datetime.now(UTC)
-    cases = await store.lock_cases(conn, await store.cases_with_timed_items_due(conn, now))
-    changed: dict[str, domain.CaseSchedule | None] = {}
+    due = await store.timed_releases_due(conn, now, asked_before=now - RELEASE_ASKED_AGAIN_AFTER)
     out: list[Outgoing] = []
-    for key, case in cases.items():
-        if case is None:
-            continue
-        after, emits = domain.release_due(case, now, trigger=ReleaseTrigger.time)
-        if emits:
-            changed[key] = after
-            out += facts(topics.SCHEDULING, SOURCE, key, emits, cause=None, now=now, force=case.force)
-    await store.save_cases(conn, changed)
+    for case_id in due:
+        command = ReleaseDueItems(case_id=case_id, actor=SYSTEM_SCHEDULING)
+        event_id = derived_event_id(SOURCE, case_id, f"release-due:{now.isoformat()}")
+        out.append(
+            Outgoing.event_of(
+                topics.COMMANDS, new_event(command, source=SOURCE, subject=case_id, event_id=event_id, time=now)
+            )
+        )
+    if due:
+        log.info("indirect_release_due", cases=len(due))
     return out
 
 

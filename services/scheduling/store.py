@@ -21,6 +21,7 @@ from services.scheduling.domain import (
     FacilitatorProfile,
     ResourceBook,
     VenueProfile,
+    release_watch,
     watched,
 )
 
@@ -73,20 +74,45 @@ async def cases_to_follow_up(conn: asyncpg.Connection, today: date, horizon: dat
     return [r["case_id"] for r in rows]
 
 
-async def cases_with_timed_items_due(conn: asyncpg.Connection, now: datetime) -> list[str]:
-    """Cases where an approved item waits for a recipient whose chosen time (timing ``not_before``) has come: the
-    indirect RJ sweeper's work, found through the index on waiting items (migration 003). Only these fields,
-    none of them personal, are read unsealed."""
+async def watch_releases(conn: asyncpg.Connection, cases: Mapping[str, CaseSchedule | None]) -> None:
+    """Rewrite the release sweep's rows for ``cases`` from their state (``domain.release_watch``), in the
+    transaction that saves them. A case that has never had an indirect item has no rows, and is skipped."""
+    touched = {key: case for key, case in cases.items() if case is None or case.indirect.items}
+    if not touched:
+        return
+    await conn.execute(f"DELETE FROM {SCHEMA}.release_watch WHERE case_id = ANY($1::text[])", sorted(touched))
+    rows = [(key, item_id, due_at) for key, case in touched.items() for item_id, due_at in release_watch(case)]
+    if rows:
+        await conn.executemany(
+            f"INSERT INTO {SCHEMA}.release_watch (case_id, item_id, due_at) VALUES ($1, $2, $3)", rows
+        )
+
+
+async def timed_releases_due(
+    conn: asyncpg.Connection, now: datetime, *, asked_before: datetime, limit: int = 500
+) -> list[str]:
+    """Cases with an item whose recipient's chosen time has come (``release_watch``), earliest first, not asked
+    about since ``asked_before``; marked as asked about now. Rows another replica's sweep holds are skipped, so
+    replicas share the work; no case's state is read (nothing here can fail to decode)."""
     rows = await conn.fetch(
-        f"""SELECT key FROM {CASES}
-            WHERE state->'indirect'->'items' @> '[{{"status": "approved"}}]'
-              AND EXISTS (SELECT 1 FROM jsonb_array_elements(state->'indirect'->'agreements') AS a
-                          WHERE a->>'timing' = 'not_before' AND jsonb_typeof(a->'stopped_at') = 'null'
-                            AND (a->>'not_before')::timestamptz <= $1)
-            ORDER BY key""",
+        f"""SELECT case_id, item_id FROM {SCHEMA}.release_watch
+            WHERE due_at <= $1 AND (requested_at IS NULL OR requested_at < $2)
+            ORDER BY due_at, case_id, item_id LIMIT $3 FOR UPDATE SKIP LOCKED""",
         now,
+        asked_before,
+        limit,
     )
-    return [r["key"] for r in rows]
+    if not rows:
+        return []
+    await conn.execute(
+        f"""UPDATE {SCHEMA}.release_watch w SET requested_at = $1
+            FROM unnest($2::text[], $3::text[]) AS due(case_id, item_id)
+            WHERE w.case_id = due.case_id AND w.item_id = due.item_id""",
+        now,
+        [r["case_id"] for r in rows],
+        [r["item_id"] for r in rows],
+    )
+    return list(dict.fromkeys(r["case_id"] for r in rows))
 
 
 async def load_book(conn: asyncpg.Connection, resources: Iterable[str]) -> ResourceBook:

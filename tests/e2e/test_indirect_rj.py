@@ -13,6 +13,7 @@ import pytest
 from demo.samples import STAFF, command, facilitators, prepare
 from schemas import topics
 from schemas.common import Actor
+from schemas.consent import PutCaseOnHold
 from schemas.indirect import (
     AgreeToReceiveItems,
     ApproveIndirectItem,
@@ -57,7 +58,13 @@ def agree(
     kinds = list(IndirectItemKind)
     return command(
         AgreeToReceiveItems(
-            case_id=case_id, actor=me, person_id=person, kinds=kinds, timing=timing, not_before=not_before
+            case_id=case_id,
+            actor=me,
+            person_id=person,
+            kinds=kinds,
+            from_other_side=True,
+            timing=timing,
+            not_before=not_before,
         )
     )
 
@@ -130,3 +137,47 @@ async def test_rule_9_an_indirect_letter_reaches_the_victim_only_after_their_adv
     assert len(reply) == 1 and reply[0]["data"]["trigger"] == "time"
     assert datetime.fromisoformat(reply[0]["data"]["released_at"]) >= when
     assert [r["data"]["item_id"] for r in await released(system, case_id, 2)] == ["L1", "R1"]
+    # The sweeper released nothing itself: it asked, on rj.commands in the case's order, and that was read.
+    asked = await facts(system, topics.COMMANDS, case_id, "rj.indirect.release-due")
+    assert asked and asked[0]["source"] == "urn:rj:service:scheduling"
+    assert await system.fetchval("SELECT count(*) FROM scheduling.release_watch WHERE case_id = $1", case_id) == 0
+
+
+async def test_the_release_sweep_reads_only_items_due_and_passes_over_a_held_case(system: System) -> None:
+    """The sweep reads the release watch, not every case: an approved item waiting for its recipient's time is
+    watched; a hold takes it off the watch, so a held case is never selected, asked about or released."""
+    for name in ("referral", "consent", "scheduling"):
+        system.start(name)
+    await system.publish(facilitators("F-IND2"))
+    await facilitators_known(system, "F-IND2")
+    case_id, victim, offender = await referred_case(system, "WM/2026/916002")
+    await system.publish(prepare(case_id, [victim, offender], ["F-IND2"]))
+    await schedulable(system, case_id)
+    when = datetime.now(UTC) + timedelta(seconds=4)
+    switch = SwitchContactForm(case_id=case_id, actor=STAFF, person_id=offender, form=ContactForm.indirect, reason="x")
+    await system.publish(
+        [
+            command(switch),
+            agree(case_id, victim, ReleaseTiming.not_before, when),
+            letter(case_id, "L1", offender, victim, IndirectItemKind.letter),
+            approve(case_id, "L1"),
+        ]
+    )
+    await facts(system, topics.SCHEDULING, case_id, "rj.indirect.item-approved")
+    watched = await system.fetch("SELECT item_id, due_at FROM scheduling.release_watch WHERE case_id = $1", case_id)
+    assert [(r["item_id"], r["due_at"]) for r in watched] == [("L1", when)]
+    hold = PutCaseOnHold(case_id=case_id, actor=STAFF, concern="a threat", raised_by="the police")
+    await system.publish([command(hold)])
+    await facts(system, topics.CONSENT, case_id, "rj.case.held")
+
+    async def unwatched() -> bool:
+        sql = "SELECT count(*) FROM scheduling.release_watch WHERE case_id = $1"
+        return await system.fetchval(sql, case_id) == 0
+
+    await system.wait_for(unwatched, what="the held case's item off the release watch")
+    later = await system.read_until(
+        topics.COMMANDS, lambda ms: True, settle_s=max(0.0, (when - datetime.now(UTC)).total_seconds()) + 3
+    )
+    assert not [m for m in later if m["type"] == "rj.indirect.release-due" and m["subject"] == case_id]
+    everything = await system.read_until(topics.SCHEDULING, lambda ms: True, settle_s=0.5)
+    assert not [m for m in everything if m["type"] == RELEASED and m["subject"] == case_id]

@@ -3,6 +3,7 @@ advance agreement and timing, the facilitator's screening, and the release that 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ from schemas.consent import (
     RecordedThrough,
     RecordingMethod,
     WithdrawConsent,
+    sharing,
 )
 from schemas.envelope import EventData
 from schemas.indirect import (
@@ -28,23 +30,29 @@ from schemas.indirect import (
     ApproveIndirectItem,
     ContactForm,
     ContactFormSwitched,
+    IndirectItemApproved,
     IndirectItemKind,
     IndirectItemReleased,
+    IndirectItemWithdrawn,
     ReceivingStopped,
     RecordItemDelivered,
     RejectIndirectItem,
+    ReleaseDueItems,
     ReleaseTiming,
     ReleaseTrigger,
     RequestItems,
     StopReceivingItems,
     SubmitIndirectItem,
     SwitchContactForm,
+    WithdrawIndirectItem,
 )
 from schemas.pii import pii_fields
 from schemas.referral import CaseParticipant, Role
 from schemas.scheduling import (
+    SYSTEM_SCHEDULING,
     BookMeeting,
     CancellationReason,
+    ClosureReason,
     MeetingCancelled,
     MeetingKind,
     RegisterFacilitator,
@@ -131,8 +139,10 @@ def letter(item_id: str = "L1", sender: str = OFFENDER, recipient: str = VICTIM,
 
 def agree(person: str = VICTIM, timing: ReleaseTiming = ReleaseTiming.on_approval, **kw: Any) -> AgreeToReceiveItems:
     kinds = kw.pop("kinds", list(IndirectItemKind))
+    if "from_ids" not in kw:
+        kw.setdefault("from_other_side", True)
     return AgreeToReceiveItems(
-        case_id=CASE, actor=participant(person), person_id=person, kinds=kinds, timing=timing, **kw
+        case_id=CASE, actor=kw.pop("actor", participant(person)), person_id=person, kinds=kinds, timing=timing, **kw
     )
 
 
@@ -205,7 +215,7 @@ def test_rule_9_stopping_receiving_takes_effect_at_once_and_needs_no_reason() ->
     ]
     assert stopped.withheld_item_ids == ["L1"]
     refused = rejections(case.send(RequestItems(case_id=CASE, actor=participant(VICTIM), person_id=VICTIM)))
-    assert refused == [f"{VICTIM} has not agreed in advance to receive items"]
+    assert refused == ["nothing waiting for you can be released now"]
     assert case.released() == []
     case.send(agree())  # agreeing again lets it go
     assert [r.item_id for r in case.released()] == ["L1"]
@@ -254,6 +264,22 @@ def test_rule_9_nothing_is_released_while_held_pending_or_after_a_withdrawal(sto
         )
     elif stopper == "pending withdrawal":
         case.send(withdraw)
+    elif stopper == "sender withdrew sharing is fine":
+        assert not case.send(withdraw.model_copy(update={"purpose": sharing("statement")}))
+        case.send(
+            ConsentWithdrawn(
+                case_id=CASE,
+                person_id=OFFENDER,
+                purpose=sharing("statement"),
+                through=RecordedThrough.participant,
+                method=RecordingMethod.online,
+                withdrawn_at=NOW,
+                withdrawn_by=STAFF,
+                recorded_at=NOW,
+                command_id=f"m{case.n}",
+            )
+        )
+        assert case.state.stops_pending == () and case.state.persons_pending == ()
     elif stopper == "withdrawn":
         case.send(withdraw)
         case.send(
@@ -378,3 +404,258 @@ def test_the_case_state_round_trips_as_json_with_its_indirect_part() -> None:
     case.send(agree(timing=ReleaseTiming.not_before, not_before=NOW + timedelta(days=1)))
     case.send(letter())
     assert CaseSchedule.from_json(case.state.to_json()) == case.state
+
+
+# --- review fixes: who sends and receives, pending withdrawals, content binding, taking back, timing ---------------
+
+SECOND_VICTIM, SECOND_OFFENDER, PARENT = "V2", "O2", "P"
+DIGEST = "ab" * 32
+
+
+def wider_case() -> Case:
+    """A case with a second victim who is not required, a second offender, and an interpreter, in indirect contact."""
+    case = Case()
+    people = [
+        *case.state.participants,
+        CaseParticipant(person_id=SECOND_VICTIM, role=Role.victim, required=False),
+        CaseParticipant(person_id=SECOND_OFFENDER, role=Role.offender, required=True),
+        CaseParticipant(person_id="I", role=Role.interpreter, required=False, supports=VICTIM, language="pl"),
+    ]
+    case.send(
+        CaseReadyForMeeting(
+            case_id=CASE,
+            participants=people,
+            specialist_required=False,
+            facilitator_ids=["F1", "F2"],
+            ready_at=NOW,
+            decided_by=SYSTEM,
+        )
+    )
+    case.case = replace(case.state, consenting=frozenset(p.person_id for p in people))
+    assert not rejections(case.send(switch()))
+    return case
+
+
+def withdrawing(person: str) -> WithdrawConsent:
+    return WithdrawConsent(
+        case_id=CASE,
+        actor=participant(person),
+        person_id=person,
+        through=RecordedThrough.participant,
+        method=RecordingMethod.online,
+    )
+
+
+def test_rule_9_a_supporter_neither_sends_nor_receives_items_and_only_across_the_sides() -> None:
+    case = indirect_case()
+    case.case = replace(case.state, consenting=case.state.consenting | {SUPPORTER})
+    refused = rejections(case.send(letter("S1", sender=OFFENDER, recipient=SUPPORTER)))
+    assert refused and "only a party" in refused[0] and "supporter" in refused[0]
+    assert "only a party" in rejections(case.send(letter("S2", sender=SUPPORTER, recipient=OFFENDER)))[0]
+    assert "only a party" in rejections(case.send(agree(SUPPORTER)))[0]
+    other = wider_case()
+    assert "two sides" in rejections(other.send(letter("W1", sender=VICTIM, recipient=SECOND_VICTIM)))[0]
+    # An item addressed to a supporter in state kept from before is never released either.
+    from services.scheduling.domain.indirect_state import IndirectItem, ItemStatus
+
+    stale = IndirectItem("X1", OFFENDER, SUPPORTER, IndirectItemKind.letter, "hi", None, ItemStatus.approved, NOW)
+    assert "only a party" in (domain.release_refusal(case.state, stale, NOW) or "")
+
+
+def test_a_parent_or_guardian_sends_and_receives_for_a_party_under_18() -> None:
+    case = Case()
+    child = [
+        CaseParticipant(person_id=VICTIM, role=Role.victim, required=True, under_18=True),
+        CaseParticipant(person_id=OFFENDER, role=Role.offender, required=True),
+        CaseParticipant(person_id=PARENT, role=Role.parent_guardian, required=True, supports=VICTIM),
+    ]
+    case.send(
+        CaseReadyForMeeting(
+            case_id=CASE,
+            participants=child,
+            specialist_required=False,
+            facilitator_ids=["F1", "F2"],
+            ready_at=NOW,
+            decided_by=SYSTEM,
+        )
+    )
+    case.case = replace(case.state, consenting=frozenset({VICTIM, OFFENDER, PARENT}))
+    case.send(switch())
+    case.send(agree(PARENT, from_ids=[OFFENDER]))
+    assert not rejections(case.send(letter(recipient=PARENT)))
+    case.send(approve())
+    assert [r.recipient_id for r in case.released()] == [PARENT]
+
+
+@pytest.mark.parametrize("who", ["recipient", "sender"])
+def test_a_withdrawal_by_a_sender_or_recipient_who_is_not_required_holds_their_items_until_the_verdict(
+    who: str,
+) -> None:
+    case = wider_case()
+    sender, recipient = (OFFENDER, SECOND_VICTIM) if who == "recipient" else (SECOND_VICTIM, OFFENDER)
+    case.send(agree(recipient, ReleaseTiming.on_request))
+    assert not rejections(case.send(letter(sender=sender, recipient=recipient)))
+    case.send(approve())
+    case.send(withdrawing(SECOND_VICTIM))  # read from rj.commands: consent has not decided it yet
+    withdrawal_id = f"m{case.n}"
+    refused = rejections(case.send(RequestItems(case_id=CASE, actor=participant(recipient), person_id=recipient)))
+    assert refused and case.released() == [], "released while a withdrawal of the sender or recipient was pending"
+    # Everything else on the case goes on: the withdrawal cannot stop the case.
+    assert case.state.stops_pending == ()
+    case.send(
+        CommandRejected(
+            case_id=CASE,
+            command_id=withdrawal_id,
+            command_type="rj.consent.withdraw",
+            service="consent",
+            reason="no",
+            rejected_at=NOW,
+        )
+    )
+    case.send(RequestItems(case_id=CASE, actor=participant(recipient), person_id=recipient))
+    assert [r.item_id for r in case.released()] == ["L1"]
+
+
+def test_an_accepted_withdrawal_by_a_sender_who_is_not_required_never_lets_their_items_go() -> None:
+    case = wider_case()
+    case.send(agree(OFFENDER))
+    case.send(letter(sender=SECOND_VICTIM, recipient=OFFENDER))
+    case.send(withdrawing(SECOND_VICTIM))
+    withdrawal_id = f"m{case.n}"
+    case.send(
+        ConsentWithdrawn(
+            case_id=CASE,
+            person_id=SECOND_VICTIM,
+            purpose=PARTICIPATION,
+            through=RecordedThrough.participant,
+            method=RecordingMethod.online,
+            withdrawn_at=NOW,
+            withdrawn_by=STAFF,
+            recorded_at=NOW,
+            command_id=withdrawal_id,
+        )
+    )
+    case.send(approve())
+    assert case.released() == [] and case.state.persons_pending == () and case.state.closure is None
+
+
+def test_a_recording_is_bound_to_its_digest_and_an_item_id_to_its_first_content() -> None:
+    case = indirect_case()
+    recording = letter("R1", kind=IndirectItemKind.recording, content=None, recording_ref="s3://rj/r1.mp4")
+    assert "recording_sha256" in rejections(case.send(recording))[0]
+    assert not rejections(case.send(recording.model_copy(update={"recording_sha256": DIGEST})))
+    approved = case.send(approve("R1"))
+    assert [f.recording_sha256 for f in approved if isinstance(f, IndirectItemApproved)] == [DIGEST]
+    case.send(agree())
+    (released,) = case.released()
+    assert released.recording_sha256 == DIGEST
+    assert "recording_sha256" in pii_fields(IndirectItemReleased)
+    case.send(letter("L9"))
+    assert "already exists" in rejections(case.send(letter("L9", content="Something else entirely.")))[0]
+    assert "already exists" in rejections(case.send(letter("R1", content="a letter now")))[0]
+    with pytest.raises(ValueError):
+        recording.model_copy(update={"recording_sha256": "not-hex"}).model_validate(
+            recording.model_dump() | {"recording_sha256": "not-hex"}
+        )
+
+
+def test_the_sender_takes_an_item_back_before_it_is_released() -> None:
+    case = indirect_case()
+    case.send(letter("L1"))
+    case.send(approve("L1"))
+    take_back = WithdrawIndirectItem(case_id=CASE, actor=participant(VICTIM), item_id="L1")
+    assert "acts only for themself" in rejections(case.send(take_back))[0]
+    facts = case.send(take_back.model_copy(update={"actor": participant(OFFENDER)}))
+    assert [f.item_id for f in facts if isinstance(f, IndirectItemWithdrawn)] == ["L1"]
+    case.send(agree())
+    assert case.released() == [], "released after its sender took it back"
+    assert "only an item not yet released" in rejections(case.send(take_back.model_copy(update={"actor": STAFF})))[0]
+    case.send(letter("L2"))
+    case.send(approve("L2"))
+    assert [r.item_id for r in case.released()] == ["L2"]
+    assert (
+        "only an item not yet released"
+        in rejections(case.send(WithdrawIndirectItem(case_id=CASE, actor=STAFF, item_id="L2")))[0]
+    )
+
+
+def test_back_in_conference_contact_approved_items_wait_until_indirect_is_chosen_again() -> None:
+    case = indirect_case()
+    case.send(letter())
+    case.send(approve())
+    case.send(switch(ContactForm.conference, VICTIM))
+    case.send(agree())
+    assert case.released() == []
+    case.send(switch(ContactForm.indirect, VICTIM))
+    assert [r.item_id for r in case.released()] == ["L1"]
+
+
+def test_a_refused_request_never_tells_the_recipient_whose_consent_is_missing() -> None:
+    case = indirect_case()
+    case.send(agree(timing=ReleaseTiming.on_request))
+    case.send(letter())
+    case.send(approve())
+    case.case = replace(case.state, consenting=case.state.consenting - {OFFENDER})
+    (refused,) = rejections(case.send(RequestItems(case_id=CASE, actor=participant(VICTIM), person_id=VICTIM)))
+    assert OFFENDER not in refused and "consent" not in refused
+    (for_staff,) = rejections(case.send(RequestItems(case_id=CASE, actor=STAFF, person_id=VICTIM)))
+    assert "consent" in for_staff
+
+
+def test_an_advance_agreement_names_its_senders_and_staff_giving_it_say_why() -> None:
+    case = wider_case()
+    assert "reason" in rejections(case.send(agree(actor=STAFF)))[0]
+    neither = agree(from_other_side=False)
+    assert "from_ids" in rejections(case.send(neither))[0]
+    assert "other side" in rejections(case.send(agree(from_ids=[SECOND_VICTIM])))[0]
+    assert not rejections(case.send(agree(from_ids=[OFFENDER], actor=STAFF, reason="asked us by phone")))
+    case.send(letter("L1", sender=OFFENDER))
+    case.send(letter("L2", sender=SECOND_OFFENDER))
+    case.send(approve("L1"))
+    case.send(approve("L2"))
+    assert [r.item_id for r in case.released()] == ["L1"], "the agreement covers only the sender it names"
+
+
+def test_an_item_release_is_participant_facing() -> None:
+    assert IndirectItemReleased.participant_facing
+
+
+def test_a_timed_release_waits_for_a_command_read_in_case_order() -> None:
+    later = NOW + timedelta(hours=1)
+    case = indirect_case()
+    case.send(agree(timing=ReleaseTiming.not_before, not_before=later))
+    case.send(letter())
+    case.send(approve())
+    assert domain.release_watch(case.state) == [("L1", later)]
+    # A fact from another topic after the time has come does not release it: a stop may be waiting unread.
+    case.send(CaseResumed(case_id=CASE, resumed_at=later, resumed_by=STAFF, reason="x"), now=later)
+    assert case.released() == []
+    due = ReleaseDueItems(case_id=CASE, actor=SYSTEM_SCHEDULING)
+    early = later - timedelta(seconds=1)
+    assert "only the scheduling service" in rejections(case.send(due.model_copy(update={"actor": STAFF}), now=early))[0]
+    case.send(due, now=early)
+    assert case.released() == []
+    case.send(due, now=later)
+    (released,) = case.released()
+    assert released.trigger is ReleaseTrigger.time
+    assert case.send(due, now=later) == [], "a repeated release-due does nothing"
+    assert domain.release_watch(case.state) == []
+
+
+def test_the_release_watch_lists_only_what_waits_for_time_alone() -> None:
+    later = NOW + timedelta(hours=1)
+    case = indirect_case()
+    case.send(agree(timing=ReleaseTiming.not_before, not_before=later))
+    case.send(letter())
+    assert domain.release_watch(case.state) == [], "not approved yet"
+    case.send(approve())
+    assert domain.release_watch(case.state) == [("L1", later)]
+    for blocked in (
+        replace(case.state, held=True),
+        replace(case.state, ready=False),
+        replace(case.state, closure=domain.CaseClosure(ClosureReason.withdrawn, NOW)),
+        replace(case.state, consenting=frozenset({VICTIM})),
+    ):
+        assert domain.release_watch(blocked) == []
+    case.send(StopReceivingItems(case_id=CASE, actor=participant(VICTIM), person_id=VICTIM))
+    assert domain.release_watch(case.state) == []

@@ -2,14 +2,19 @@
 and 2): the world of ``test_withdrawal_first_properties`` (consent and scheduling each reading each topic at
 their own pace), plus indirect RJ commands and the release sweeper firing at any time.
 
-For every ``rj.indirect.item-released`` (R), at the point scheduling emitted it, having read the commands before
-position p of the case's command order:
+The sweeper does not release anything itself: it only publishes ``rj.indirect.release-due`` to ``rj.commands``
+for a case whose ``release_watch`` has an item due, and scheduling decides when it reads that command.
+
+For every ``rj.indirect.item-released`` (R), with p the number of the case's commands published before the
+command whose reading emitted R (every command published before the sweeper's, for a release by the sweeper):
+- it passes between the victim and the offender (never to or from a supporter);
 - the facilitator's approval of the item came before R, and no rejection of it did; R is the item's only release;
 - the recipient's latest word before R was an advance agreement (not a stop) covering the item's kind, and its
-  timing allowed R: an immediate one, a not-before time that had come, or the recipient's own request;
-- no withdrawal or decline of participation by a party, nor a hold, sent before p was still awaiting the
-  consent service's verdict when R was emitted; none sent before p was accepted (a hold: unless the case was
-  resumed before R); and the case had not been closed before R.
+  timing allowed R: an immediate one, a not-before time that had come, or the recipient's own request; and no
+  stop-receiving by the recipient among the first p commands went without a later agreement read before R;
+- no withdrawal or decline of participation by a party, by the item's sender or recipient (required or not),
+  nor a hold, among the first p commands was still awaiting the consent service's verdict when R was emitted;
+  none was accepted (a hold: unless the case was resumed before R); and the case had not been closed before R.
 """
 
 from __future__ import annotations
@@ -46,14 +51,24 @@ from schemas.indirect import (
     ReceivingAgreed,
     ReceivingStopped,
     RejectIndirectItem,
+    ReleaseDueItems,
     ReleaseTiming,
     ReleaseTrigger,
     RequestItems,
     StopReceivingItems,
     SubmitIndirectItem,
     SwitchContactForm,
+    WithdrawIndirectItem,
 )
-from schemas.scheduling import CaseClosed, CloseCase, ClosureReason
+from schemas.referral import CaseParticipant, Role
+from schemas.scheduling import (
+    SYSTEM_SCHEDULING,
+    CaseClosed,
+    CloseCase,
+    ClosureReason,
+    RegisterFacilitator,
+    RegisterVenue,
+)
 from services.scheduling import domain as scheduling
 from tests.unit.test_withdrawal_first_properties import (
     CASE,
@@ -62,6 +77,7 @@ from tests.unit.test_withdrawal_first_properties import (
     OFFENDER,
     SETTINGS,
     STAFF,
+    SUPPORTER,
     VICTIM,
     World,
     command,
@@ -70,40 +86,45 @@ from tests.unit.test_withdrawal_first_properties import (
     ready_world,
 )
 
+SECOND_VICTIM = "V2"  # a victim who is not required: their withdrawal cannot stop the case
 PARTIES = (VICTIM, OFFENDER)
+VICTIMS = (VICTIM, SECOND_VICTIM)
+PEOPLE = (VICTIM, OFFENDER, SUPPORTER, SECOND_VICTIM)  # the supporter may try to send, receive and withdraw too
 ITEMS = ("L1", "L2", "L3")
 LATER = NOW + timedelta(hours=2)
 
 
 @dataclass
 class IndirectWorld(World):
-    """The world, remembering for each fact scheduling's position in ``rj.commands`` when it was emitted."""
+    """The world with a clock the sweeper moves on, remembering for each fact p: the number of ``rj.commands``
+    messages published before the command whose reading emitted it (scheduling's position in the topic)."""
 
     position: list[int] = field(default_factory=list)  # parallel to ``emitted``
+    clock: float = 0.0  # hours after NOW
 
     def deliver(self, service: str, topic: str) -> None:
         before = len(self.emitted)
         super().deliver(service, topic)
         self.position += [self.read.get(("scheduling", COMMANDS), 0)] * (len(self.emitted) - before)
 
-    def sweep(self, hours: float) -> None:
-        """The release sweeper, at ``hours`` after NOW, on scheduling's state as it is."""
-        schedule = self.schedules.get(CASE)
-        if schedule is None:
-            return
-        self.schedules[CASE], emits = scheduling.release_due(
-            schedule, NOW + timedelta(hours=hours), trigger=ReleaseTrigger.time
+    def scheduling_takes(self, message_id: str, data: EventData) -> list[Any]:
+        now = NOW + timedelta(hours=self.clock)
+        subject = scheduling.subject_of(data)
+        if isinstance(data, RegisterFacilitator | RegisterVenue):
+            return super().scheduling_takes(message_id, data)
+        after, self.book, emits = scheduling.handle(
+            self.schedules.get(subject), self.book, data, command_id=message_id, now=now
         )
-        for emit in emits:
-            self.emitted.append(_fact(emit.data))
-            self.position.append(self.read.get(("scheduling", COMMANDS), 0))
-            self.publish("rj.scheduling", emit.data)
+        self.schedules[subject] = after
+        return emits
 
-
-def _fact(data: EventData) -> Any:
-    from tests.unit.test_withdrawal_first_properties import Fact
-
-    return Fact(data, "sweeper")
+    def sweep(self, hours: float) -> None:
+        """The release sweeper, at ``hours`` after NOW: what ``release_watch`` (the store's table) lists as due is
+        asked about, by a command published to ``rj.commands`` behind whatever is already there."""
+        self.clock = max(self.clock, hours)
+        now = NOW + timedelta(hours=self.clock)
+        if any(due <= now for _, due in scheduling.release_watch(self.schedules.get(CASE))):
+            self.publish(COMMANDS, ReleaseDueItems(case_id=CASE, actor=SYSTEM_SCHEDULING))
 
 
 def as_party(person: str, themself: bool) -> Actor:
@@ -111,21 +132,26 @@ def as_party(person: str, themself: bool) -> Actor:
 
 
 parties = st.sampled_from(PARTIES)
+people = st.sampled_from(PEOPLE)
 items = st.sampled_from(ITEMS)  # L1 and L2 are submitted by ``prefix``; L3 by a step, if at all
 indirect_command = st.one_of(
     st.builds(
-        lambda i, sender, kind: SubmitIndirectItem(
+        lambda i, sender, to, kind: SubmitIndirectItem(
             case_id=CASE,
             actor=Actor(kind="participant", id=sender),
             item_id=i,
             sender_id=sender,
-            recipient_id=VICTIM if sender == OFFENDER else OFFENDER,
+            recipient_id=to if to != sender else (VICTIM if sender == OFFENDER else OFFENDER),
             kind=kind,
             content="sorry",
         ),
         items,
-        parties,
+        people,
+        people,
         st.sampled_from((IndirectItemKind.letter, IndirectItemKind.message)),
+    ),
+    st.builds(
+        lambda i, p: WithdrawIndirectItem(case_id=CASE, actor=Actor(kind="participant", id=p), item_id=i), items, people
     ),
     st.builds(lambda i: ApproveIndirectItem(case_id=CASE, actor=STAFF, item_id=i), items),
     st.builds(lambda i: RejectIndirectItem(case_id=CASE, actor=STAFF, item_id=i, reason="blames"), items),
@@ -135,16 +161,18 @@ indirect_command = st.one_of(
             actor=as_party(p, themself),
             person_id=p,
             kinds=kinds,
+            from_other_side=True,
             timing=timing,
             not_before=LATER if timing is ReleaseTiming.not_before else None,
+            reason=None if themself else "told us by phone",
         ),
-        parties,
+        people,
         st.sampled_from(list(ReleaseTiming)),
         st.sampled_from(([IndirectItemKind.letter], [IndirectItemKind.message], list(IndirectItemKind))),
         st.booleans(),
     ),
-    st.builds(lambda p: StopReceivingItems(case_id=CASE, actor=Actor(kind="participant", id=p), person_id=p), parties),
-    st.builds(lambda p: RequestItems(case_id=CASE, actor=Actor(kind="participant", id=p), person_id=p), parties),
+    st.builds(lambda p: StopReceivingItems(case_id=CASE, actor=Actor(kind="participant", id=p), person_id=p), people),
+    st.builds(lambda p: RequestItems(case_id=CASE, actor=Actor(kind="participant", id=p), person_id=p), people),
     st.builds(
         lambda p, form: SwitchContactForm(case_id=CASE, actor=Actor(kind="participant", id=p), person_id=p, form=form),
         parties,
@@ -153,7 +181,8 @@ indirect_command = st.one_of(
 )
 step = st.one_of(
     st.tuples(st.just("send"), command),
-    st.tuples(st.just("send"), st.builds(lambda p: decision("withdraw", p), parties)),
+    st.tuples(st.just("send"), st.builds(lambda p: decision("withdraw", p), people)),
+    st.tuples(st.just("send"), st.builds(lambda p: decision("decline", p), people)),
     st.tuples(
         st.just("send"),
         st.just(CloseCase(case_id=CASE, actor=STAFF, closure_reason=ClosureReason.not_suitable, reason="unsafe")),
@@ -166,19 +195,21 @@ step = st.one_of(
 )
 
 
-def _follows(data: EventData) -> bool:
-    """A command scheduling holds the case pending for: a party's participation withdrawal or decline, a hold."""
+def _follows(data: EventData, people: tuple[str, ...]) -> bool:
+    """A command that must be decided before R: a participation withdrawal or decline by one of ``people``, a
+    hold."""
     if isinstance(data, PutCaseOnHold):
         return True
     return (
         isinstance(data, WithdrawConsent | DeclineConsent)
         and data.purpose == PARTICIPATION
-        and (data.person_id in PARTIES)
+        and (data.person_id in people)
     )
 
 
 def check_releases(world: IndirectWorld) -> int:
-    followed = [(i, m) for i, (m, data) in enumerate(world.logs[COMMANDS]) if _follows(data)]
+    log = world.logs[COMMANDS]
+    index_of = {message_id: i for i, (message_id, _) in enumerate(log)}
     facts = world.emitted
     released_items: list[str] = []
     for r, fact in enumerate(facts):
@@ -186,6 +217,8 @@ def check_releases(world: IndirectWorld) -> int:
         if not isinstance(release, IndirectItemReleased):
             continue
         before = [f.data for f in facts[:r]]
+        ends = {release.sender_id, release.recipient_id}
+        assert OFFENDER in ends and len(ends & set(VICTIMS)) == 1, "an item passed to or from a supporter"
         assert release.item_id not in released_items, f"{release.item_id} released twice"
         released_items.append(release.item_id)
         # The facilitator approved it, and did not reject it.
@@ -207,6 +240,19 @@ def check_releases(world: IndirectWorld) -> int:
         # Nothing while closed, pending, held or after a withdrawal, in the case's command order.
         assert not any(isinstance(f, CaseClosed) for f in before), "released on a closed case"
         p = world.position[r]
+        agreed_after = [
+            index_of[f.cause]
+            for f in facts[:r]
+            if isinstance(f.data, ReceivingAgreed) and f.data.person_id == release.recipient_id and f.cause in index_of
+        ]
+        for i, (_, data) in enumerate(log[:p]):
+            if isinstance(data, StopReceivingItems) and data.person_id == release.recipient_id:
+                assert any(j > i for j in agreed_after), "released after a stop-receiving sent before it"
+        followed = [
+            (i, m)
+            for i, (m, data) in enumerate(log)
+            if _follows(data, (*PARTIES, release.sender_id, release.recipient_id))
+        ]
         for i, message_id in followed:
             if i >= p:
                 continue
@@ -218,7 +264,6 @@ def check_releases(world: IndirectWorld) -> int:
                 for k, f in enumerate(facts[:r])
                 if f.cause == message_id
                 and isinstance(f.data, CaseWithdrawn | CaseHeld | ConsentWithdrawn | ConsentDeclined)
-                and (not isinstance(f.data, ConsentWithdrawn | ConsentDeclined) or f.data.person_id in PARTIES)
             ]
             assert rejected or accepted, "released while a withdrawal or hold sent before it awaited its verdict"
             for k in accepted:
@@ -230,7 +275,7 @@ def check_releases(world: IndirectWorld) -> int:
 
 
 def run(steps: list[tuple[Any, ...]], tail: list[Any]) -> IndirectWorld:
-    base = ready_world()
+    base = ready_world(extra=(CaseParticipant(person_id=SECOND_VICTIM, role=Role.victim, required=False),))
     world = IndirectWorld(**{k: v for k, v in vars(base).items()})
     world.position = [0] * len(world.emitted)
     for kind, arg in steps:
@@ -242,6 +287,7 @@ def run(steps: list[tuple[Any, ...]], tail: list[Any]) -> IndirectWorld:
             world.sweep(arg)
     world.drain(tail)
     world.sweep(3.0)
+    world.drain()  # the sweeper's last command is read too
     return world
 
 
@@ -256,8 +302,10 @@ def prefix(victim_timing: ReleaseTiming, offender_timing: ReleaseTiming) -> list
             actor=STAFF,
             person_id=person,
             kinds=list(IndirectItemKind),
+            from_other_side=True,
             timing=timing,
             not_before=not_before,
+            reason="asked us by phone",
         )
 
     def submitting(item_id: str, sender: str, recipient: str) -> SubmitIndirectItem:
@@ -318,6 +366,68 @@ _READ_COMMANDS = ("read", ("scheduling", COMMANDS))
     ],
     tail=[],
 )
+@example(  # a stop-receiving sent before the chosen time came, not yet read when the sweeper runs (consumer lag)
+    victim_timing=ReleaseTiming.not_before,
+    offender_timing=ReleaseTiming.on_approval,
+    opening=[],
+    steps=[
+        ("send", ApproveIndirectItem(case_id=CASE, actor=STAFF, item_id="L1")),
+        *[_READ_COMMANDS] * 7,
+        ("send", StopReceivingItems(case_id=CASE, actor=Actor(kind="participant", id=VICTIM), person_id=VICTIM)),
+        ("sweep", 3.0),
+    ],
+    tail=[],
+)
+@example(  # a hold sent before the chosen time came, read by no one when the sweeper runs
+    victim_timing=ReleaseTiming.not_before,
+    offender_timing=ReleaseTiming.on_approval,
+    opening=[],
+    steps=[
+        ("send", ApproveIndirectItem(case_id=CASE, actor=STAFF, item_id="L1")),
+        *[_READ_COMMANDS] * 7,
+        ("send", PutCaseOnHold(case_id=CASE, actor=STAFF, concern="a threat", raised_by="the police")),
+        ("sweep", 3.0),
+    ],
+    tail=[],
+)
+@example(  # a withdrawal by a recipient who is not required, read by scheduling, not yet decided by consent
+    victim_timing=ReleaseTiming.on_approval,
+    offender_timing=ReleaseTiming.on_approval,
+    opening=[],
+    steps=[
+        (
+            "send",
+            AgreeToReceiveItems(
+                case_id=CASE,
+                actor=Actor(kind="participant", id=SECOND_VICTIM),
+                person_id=SECOND_VICTIM,
+                kinds=list(IndirectItemKind),
+                from_other_side=True,
+                timing=ReleaseTiming.on_request,
+            ),
+        ),
+        (
+            "send",
+            SubmitIndirectItem(
+                case_id=CASE,
+                actor=STAFF,
+                item_id="L3",
+                sender_id=OFFENDER,
+                recipient_id=SECOND_VICTIM,
+                kind=IndirectItemKind.letter,
+                content="sorry",
+            ),
+        ),
+        ("send", ApproveIndirectItem(case_id=CASE, actor=STAFF, item_id="L3")),
+        ("send", decision("withdraw", SECOND_VICTIM)),
+        (
+            "send",
+            RequestItems(case_id=CASE, actor=Actor(kind="participant", id=SECOND_VICTIM), person_id=SECOND_VICTIM),
+        ),
+        *[_READ_COMMANDS] * 12,
+    ],
+    tail=[],
+)
 @given(
     victim_timing=timings,
     offender_timing=timings,
@@ -347,8 +457,10 @@ def test_the_model_does_release_an_item_when_everything_allows_it() -> None:
                 actor=STAFF,
                 person_id=VICTIM,
                 kinds=[IndirectItemKind.letter],
+                from_other_side=True,
                 timing=ReleaseTiming.not_before,
                 not_before=LATER,
+                reason="asked us by phone",
             ),
         ),
         (
@@ -370,3 +482,4 @@ def test_the_model_does_release_an_item_when_everything_allows_it() -> None:
     assert check_releases(world) == 1
     (release,) = [f.data for f in world.emitted if isinstance(f.data, IndirectItemReleased)]
     assert release.trigger is ReleaseTrigger.time and release.released_at == NOW + timedelta(hours=3)
+    assert isinstance(world.logs[COMMANDS][-1][1], ReleaseDueItems), "released by reading the sweeper's command"

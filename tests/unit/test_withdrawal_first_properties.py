@@ -181,9 +181,10 @@ def decision(verb: str, person: str, purpose: str = PARTICIPATION, themself: boo
     )
 
 
-def ready_world(*, child: bool = False) -> World:
+def ready_world(*, child: bool = False, extra: tuple[CaseParticipant, ...] = ()) -> World:
     """One case, ready for a meeting, everything read by everyone. A ``child`` victim's case has a parent or
-    guardian, added by staff, who has been met and consents."""
+    guardian, added by staff, who has been met and consents; ``extra`` participants come from upstream too, and
+    consent."""
     world = World()
     weekdays = [WeeklyHours(weekday=d, start=time(9), end=time(17)) for d in range(5)]
     for f in FACILITATORS:
@@ -200,6 +201,7 @@ def ready_world(*, child: bool = False) -> World:
         CaseParticipant(person_id=VICTIM, role=Role.victim, required=True, under_18=child),
         CaseParticipant(person_id=OFFENDER, role=Role.offender, required=True),
         CaseParticipant(person_id=SUPPORTER, role=Role.supporter, required=False),
+        *extra,
     ]
     world.publish(
         REFERRAL,
@@ -220,7 +222,7 @@ def ready_world(*, child: bool = False) -> World:
         world.publish(COMMANDS, AssignFacilitator(case_id=CASE, actor=STAFF, facilitator_id=f))
     if child:
         world.publish(COMMANDS, adding(GUARDIAN, Role.parent_guardian))
-    for person in (VICTIM, OFFENDER, SUPPORTER, *([GUARDIAN] if child else [])):
+    for person in (VICTIM, OFFENDER, SUPPORTER, *([GUARDIAN] if child else []), *(p.person_id for p in extra)):
         world.publish(
             COMMANDS,
             RecordPreparationMeeting(

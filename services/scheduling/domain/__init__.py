@@ -12,7 +12,7 @@ allowed changes nothing and emits one ``CommandRejected`` saying why. This packa
 - ``closure``: declines, withdrawals, lost readiness, contact attempts, and closing a case;
 - ``indirect``: indirect RJ, the contact form, recipients' advance agreements and the items the facilitator
   passes between the parties (DOMAIN rule 9); after every message, ``release_due`` lets go what nothing stands
-  against any more.
+  against any more, and ``release_watch`` says which items wait only for a time (the sweeper's index).
 
 Rule 1 (nothing about a meeting without the current consent of every required participant) is held
 twice over: a meeting is proposed, booked, rescheduled or recorded only on a case the consent service
@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from schemas.commands import CommandRejected
+from schemas.commands import Command, CommandRejected
 from schemas.consent import (
     CaseHeld,
     CaseReadinessLost,
@@ -49,11 +49,13 @@ from schemas.indirect import (
     ApproveIndirectItem,
     RecordItemDelivered,
     RejectIndirectItem,
+    ReleaseDueItems,
     ReleaseTrigger,
     RequestItems,
     StopReceivingItems,
     SubmitIndirectItem,
     SwitchContactForm,
+    WithdrawIndirectItem,
 )
 from schemas.referral import CaseAccepted
 from schemas.scheduling import (
@@ -99,11 +101,14 @@ from services.scheduling.domain.indirect import (
     record_delivered,
     reject_item,
     release_due,
+    release_due_items,
     release_refusal,
+    release_watch,
     request_items,
     stop_receiving,
     submit_item,
     switch_contact_form,
+    withdraw_item,
 )
 from services.scheduling.domain.meetings import (
     book_meeting,
@@ -189,6 +194,7 @@ __all__ = [
     "register_venue",
     "release_due",
     "release_refusal",
+    "release_watch",
     "reschedule_meeting",
     "resources_touched",
     "subject_of",
@@ -237,6 +243,8 @@ HANDLERS: dict[type[EventData], Handler] = {
     SubmitIndirectItem: submit_item,
     ApproveIndirectItem: approve_item,
     RejectIndirectItem: reject_item,
+    WithdrawIndirectItem: withdraw_item,
+    ReleaseDueItems: release_due_items,
     RecordItemDelivered: record_delivered,
 }
 
@@ -279,7 +287,9 @@ def handle(
     case, book, emits = HANDLERS[type(message)](case, book, message, command_id=command_id, now=now)
     if case is not None and case.indirect.waiting:
         # Whatever this message changed (an approval, an agreement, a consent, readiness), an indirect item that
-        # nothing stands against any more goes now; one that something does stand against stays (rule 9).
-        case, released = release_due(case, now, trigger=ReleaseTrigger.decision)
+        # nothing stands against any more goes now; one that something does stand against stays (rule 9). An item
+        # whose recipient's chosen time has come goes only on a command, read in case order (``release_refusal``).
+        in_case_order = isinstance(message, Command)
+        case, released = release_due(case, now, trigger=ReleaseTrigger.decision, in_case_order=in_case_order)
         emits = [*emits, *released]
     return case, book, emits

@@ -17,8 +17,9 @@ verdict. So this service reads the withdraw, decline and hold commands from ``rj
 case's partition order, and holds the case as pending (``CaseSchedule.stops_pending``) until the verdict:
 - a withdrawal or decline of participation by a required participant (a parent or guardian of a victim or
   offender among them), or by someone we do not know as a participant yet (the case's participants, or a
-  participant staff added, may not have reached us yet: ``model.could_stop``), is pending; anything else
-  (sharing consent, a participant who is not required) cannot stop the case and is passed over;
+  participant staff added, may not have reached us yet: ``model.could_stop``), is pending; one by a participant
+  who is not required cannot stop the case, but holds back that person's indirect items until the verdict
+  (``CaseSchedule.persons_pending``); a withdrawal of sharing consent is passed over;
 - a hold is pending;
 - consent's ``rj.command.rejected`` for that command lifts it: the case goes on;
 - consent's facts (``rj.case.withdrawn`` / ``rj.consent.withdrawn`` / ``rj.consent.declined``, ``rj.case.held``)
@@ -100,7 +101,7 @@ def on_consent_declined(
 ) -> Outcome:
     """Declining after having consented to take part is a withdrawal; before that, a decline."""
     if case is not None:
-        case = answer(case, event.command_id, could_be_pending=could_stop(case, event.purpose, event.person_id))
+        case = answer(case, event.command_id, could_be_pending=event.purpose == PARTICIPATION)
         case = _in_touch(case, event)
     had_consented = case is not None and event.person_id in case.consenting
     reason = ClosureReason.withdrawn if had_consented else ClosureReason.declined
@@ -111,7 +112,7 @@ def on_consent_withdrawn(
     case: CaseSchedule | None, book: ResourceBook, event: ConsentWithdrawn, *, command_id: str, now: datetime
 ) -> Outcome:
     if case is not None:
-        case = answer(case, event.command_id, could_be_pending=could_stop(case, event.purpose, event.person_id))
+        case = answer(case, event.command_id, could_be_pending=event.purpose == PARTICIPATION)
         case = _in_touch(case, event)
     reason = ClosureReason.withdrawn
     return _participation_ended(case, book, event.case_id, event.purpose, event.person_id, reason, command_id, now)
@@ -226,9 +227,13 @@ def on_withdrawal_command(
     case = case or CaseSchedule(case_id=command.case_id)
     if case.closure is not None:
         return case, book, []
+    stop = PendingStop(command_id, "withdrawal", command.person_id)
+    if command.purpose == PARTICIPATION and not could_stop(case, command.purpose, command.person_id):
+        # Stops nothing, but what this person sends or receives indirectly waits for the verdict (rule 9, 2).
+        return follow(case, stop, person_only=True), book, []
     if not could_stop(case, command.purpose, command.person_id):
         return passed_over(case, command_id), book, []  # the consent service records it, and that is all
-    return follow(case, PendingStop(command_id, "withdrawal", command.person_id)), book, []
+    return follow(case, stop), book, []
 
 
 def on_hold_command(
@@ -339,7 +344,9 @@ def _stop(
     (``None`` when not known) is kept in this service's state for staff, never in a fact."""
     if case.closure is not None:
         return case, book, []  # already stopped: by this withdrawal's other fact, or before it
-    case = replace(case, consenting=case.consenting - {person_id}, ready=False, stops_pending=(), answered=())
+    case = replace(
+        case, consenting=case.consenting - {person_id}, ready=False, stops_pending=(), persons_pending=(), answered=()
+    )
     # The cancellations and the closure say only that the case was withdrawn, never by whom (DOMAIN rule 2).
     case, book, emits = _cancel_pending(case, book, CancellationReason.case_withdrawn, SYSTEM_SCHEDULING, None, now)
     return _close(case, book, reason, SYSTEM_SCHEDULING, emits, now, withdrawn_by=person_id)

@@ -33,16 +33,19 @@ from schemas.indirect import (
     IndirectItemRejected,
     IndirectItemReleased,
     IndirectItemSubmitted,
+    IndirectItemWithdrawn,
     ReceivingAgreed,
     ReceivingStopped,
     RecordItemDelivered,
     RejectIndirectItem,
+    ReleaseDueItems,
     ReleaseTiming,
     ReleaseTrigger,
     RequestItems,
     StopReceivingItems,
     SubmitIndirectItem,
     SwitchContactForm,
+    WithdrawIndirectItem,
 )
 from schemas.referral import Role
 from schemas.scheduling import SYSTEM_SCHEDULING, CancellationReason, MeetingKind
@@ -52,13 +55,50 @@ from services.scheduling.domain.meetings import _cancel
 from services.scheduling.domain.model import CaseSchedule, Outcome, ResourceBook, _refusal, _reject
 
 PARTIES = (Role.victim, Role.offender)
+NOTHING_RELEASABLE = "nothing waiting for you can be released now"
 
 # --- the release ----------------------------------------------------------------------------------
 
 
-def release_refusal(case: CaseSchedule, item: IndirectItem, now: datetime, *, requested: bool = False) -> str | None:
+def party_side(case: CaseSchedule, person_id: str) -> Role | None:
+    """The side ``person_id`` sends and receives indirect items for: a victim's or offender's own, or, for a parent
+    or guardian, the side of the party under 18 they act for. ``None``: not a party (a supporter, an advocate,
+    an interpreter), who neither sends nor receives items (they see nothing of the other side's data)."""
+    participant = case.participant(person_id)
+    if participant is None:
+        return None
+    if participant.role in PARTIES:
+        return participant.role
+    if participant.role is Role.parent_guardian and participant.supports is not None:
+        supported = case.participant(participant.supports)
+        if supported is not None and supported.role in PARTIES and supported.under_18:
+            return supported.role
+    return None
+
+
+def parties_refusal(case: CaseSchedule, sender_id: str, recipient_id: str) -> str | None:
+    """Why an item may not pass from ``sender_id`` to ``recipient_id``, if so: both must be parties, on opposite
+    sides (DOMAIN rule 9 and "people around the participants")."""
+    for person_id in (sender_id, recipient_id):
+        if party_side(case, person_id) is None:
+            role = participant.role if (participant := case.participant(person_id)) is not None else "stranger"
+            return (
+                "only a party (victim or offender, or a parent or guardian for one under 18) sends or receives "
+                f"indirect items; {person_id} is a {role}"
+            )
+    if party_side(case, sender_id) is party_side(case, recipient_id):
+        return "an item passes between the two sides (victim and offender), not within one side"
+    return None
+
+
+def release_refusal(
+    case: CaseSchedule, item: IndirectItem, now: datetime, *, requested: bool = False, in_case_order: bool = True
+) -> str | None:
     """Why ``item`` may not reach its recipient now, if so (DOMAIN rule 9, rule 1, withdrawal and hold first).
-    ``requested``: the recipient has just asked for what waits for them."""
+    ``requested``: the recipient has just asked for what waits for them. ``in_case_order``: we are deciding on a
+    command read in the case's order on ``rj.commands`` (so every stop, hold or withdrawal sent before it has been
+    read); otherwise (a fact from another topic) an item that waits for its recipient's chosen time is left to
+    the sweeper's ``ReleaseDueItems``, which is read in case order."""
     if case.closure is not None:
         return f"case is closed ({case.closure.reason})"
     if case.held:
@@ -67,22 +107,33 @@ def release_refusal(case: CaseSchedule, item: IndirectItem, now: datetime, *, re
         return "a withdrawal or hold on this case is awaiting the consent service's decision: nothing goes ahead"
     if item.status is not ItemStatus.approved:
         return f"item {item.item_id} is {item.status}, not approved and waiting"
+    if case.indirect.form is not ContactForm.indirect:
+        return "the case is back in conference contact: items wait until a party chooses indirect contact again"
     if not case.ready:
         return "case is not ready: the consent service has not confirmed every required consent"
+    if (parties := parties_refusal(case, item.sender_id, item.recipient_id)) is not None:
+        return parties
     for person_id in (item.sender_id, item.recipient_id):
+        if case.person_pending(person_id):
+            return f"a withdrawal awaits the consent service's decision: item {item.item_id} waits for it"
         if person_id not in case.consenting:
             return f"participation consent is not current for {person_id}"
     agreement = case.indirect.agreement(item.recipient_id)
     if agreement is None or not agreement.current:
         return f"{item.recipient_id} has not agreed in advance to receive items"
+    if not agreement.covers(item.sender_id):
+        return f"{item.recipient_id} has not agreed to receive items from {item.sender_id}"
     if item.kind not in agreement.kinds:
         return f"{item.recipient_id} has not agreed to receive a {item.kind}"
     if requested:
         return None
     if agreement.timing is ReleaseTiming.on_request:
         return f"{item.recipient_id} receives items only when they ask for them"
-    if agreement.timing is ReleaseTiming.not_before and agreement.not_before is not None and now < agreement.not_before:
-        return f"{item.recipient_id} asked for items not before {agreement.not_before.isoformat()}"
+    if agreement.timing is ReleaseTiming.not_before and agreement.not_before is not None:
+        if now < agreement.not_before:
+            return f"{item.recipient_id} asked for items not before {agreement.not_before.isoformat()}"
+        if not in_case_order:
+            return f"{item.recipient_id}'s chosen time has come: the release is decided in case order (the sweeper)"
     return None
 
 
@@ -93,13 +144,14 @@ def release_due(
     trigger: ReleaseTrigger = ReleaseTrigger.decision,
     by: Actor = SYSTEM_SCHEDULING,
     requested_by: str | None = None,
+    in_case_order: bool = True,
 ) -> tuple[CaseSchedule, list[Emit]]:
     """Release every waiting item nothing stands against now (``requested_by``: the recipient who asked, for
-    their own items)."""
+    their own items; ``in_case_order``: see ``release_refusal``)."""
     emits: list[Emit] = []
     for item in case.indirect.waiting:
         requested = requested_by is not None and item.recipient_id == requested_by
-        if release_refusal(case, item, now, requested=requested) is not None:
+        if release_refusal(case, item, now, requested=requested, in_case_order=in_case_order) is not None:
             continue
         released = replace(item, status=ItemStatus.released, released_at=now)
         case = replace(case, indirect=case.indirect.with_item(released))
@@ -111,12 +163,30 @@ def release_due(
             kind=item.kind,
             content=item.content,
             recording_ref=item.recording_ref,
+            recording_sha256=item.recording_sha256,
             trigger=ReleaseTrigger.request if requested else trigger,
             released_at=now,
             released_by=by if requested else SYSTEM_SCHEDULING,
         )
         emits.append(Emit(fact, f"item-released:{item.item_id}"))
     return case, emits
+
+
+def release_watch(case: CaseSchedule | None) -> list[tuple[str, datetime]]:
+    """The items the release sweeper must look at, as ``(item id, when)``: approved items that wait only for their
+    recipient's chosen time (timing ``not_before``), i.e. that ``release_refusal`` would let go once it comes.
+    Anything else standing against an item (a hold, a pending withdrawal, a stop, readiness, consent, the contact
+    form, a closed case) keeps it off the list: the message that lifts it rewrites the list."""
+    if case is None or case.closure is not None:
+        return []
+    watched = []
+    for item in case.indirect.waiting:
+        agreement = case.indirect.agreement(item.recipient_id)
+        if agreement is None or agreement.timing is not ReleaseTiming.not_before or agreement.not_before is None:
+            continue
+        if release_refusal(case, item, agreement.not_before) is None:
+            watched.append((item.item_id, agreement.not_before))
+    return watched
 
 
 # --- commands -------------------------------------------------------------------------------------
@@ -160,24 +230,25 @@ def switch_contact_form(
 def agree_to_receive(
     case: CaseSchedule | None, book: ResourceBook, command: AgreeToReceiveItems, *, command_id: str, now: datetime
 ) -> Outcome:
-    """The recipient's advance agreement (given again, it replaces the last). It contacts no one by itself: what
-    it lets go is released only as ``release_refusal`` allows."""
+    """The recipient's advance agreement (given again, it replaces the last), naming whom it covers. It contacts no
+    one by itself: what it lets go is released only as ``release_refusal`` allows."""
     refusal = _refusal(case, command, books_nothing=True) or _self_or_staff(case, command, command.person_id)
     if refusal is None:
-        if command.timing is ReleaseTiming.not_before and command.not_before is None:
-            refusal = "timing not_before needs the date and time (not_before)"
-        elif command.timing is not ReleaseTiming.not_before and command.not_before is not None:
-            refusal = f"not_before applies only to timing not_before, not {command.timing}"
+        assert case is not None
+        refusal = _agreement_refusal(case, command)
     if refusal is not None:
         return _reject(case, book, command, command_id, now, refusal)
     assert case is not None
     kinds = frozenset(command.kinds)
-    agreement = ReceivingAgreement(command.person_id, kinds, command.timing, command.not_before, now)
+    from_ids = None if command.from_other_side else frozenset(command.from_ids)
+    agreement = ReceivingAgreement(command.person_id, kinds, command.timing, command.not_before, now, None, from_ids)
     case = replace(case, indirect=case.indirect.with_agreement(agreement))
     fact = ReceivingAgreed(
         case_id=case.case_id,
         person_id=command.person_id,
         kinds=sorted(kinds),
+        from_ids=sorted(from_ids or ()),
+        from_other_side=command.from_other_side,
         timing=command.timing,
         not_before=command.not_before,
         agreed_at=now,
@@ -225,15 +296,17 @@ def request_items(
         return _reject(case, book, command, command_id, now, f"no approved item is waiting for {command.person_id}")
     released, emits = release_due(case, now, by=command.actor, requested_by=command.person_id)
     if not emits:
-        why = release_refusal(case, mine[0], now, requested=True) or "nothing can be released now"
-        return _reject(case, book, command, command_id, now, why)
+        # Staff may learn why; a participant is told only that nothing can go now: the reason may be another
+        # person's withdrawal or consent, which must never reach them (DOMAIN rule 2).
+        why = release_refusal(case, mine[0], now, requested=True) if command.actor.kind == "staff" else None
+        return _reject(case, book, command, command_id, now, why or NOTHING_RELEASABLE)
     return released, book, emits
 
 
 def submit_item(
     case: CaseSchedule | None, book: ResourceBook, command: SubmitIndirectItem, *, command_id: str, now: datetime
 ) -> Outcome:
-    """A participant's item for another participant, waiting for the facilitator's screening."""
+    """A party's item for a party on the other side, waiting for the facilitator's screening."""
     refusal = (
         _refusal(case, command)
         or _self_or_staff(case, command, command.sender_id)
@@ -252,6 +325,7 @@ def submit_item(
         recording_ref=command.recording_ref,
         status=ItemStatus.submitted,
         submitted_at=now,
+        recording_sha256=command.recording_sha256,
     )
     case = replace(case, indirect=case.indirect.with_item(item))
     fact = IndirectItemSubmitted(
@@ -262,6 +336,7 @@ def submit_item(
         kind=item.kind,
         content=item.content,
         recording_ref=item.recording_ref,
+        recording_sha256=item.recording_sha256,
         submitted_at=now,
         submitted_by=command.actor,
     )
@@ -282,7 +357,12 @@ def approve_item(
     assert case is not None and item is not None
     case = replace(case, indirect=case.indirect.with_item(replace(item, status=ItemStatus.approved)))
     fact = IndirectItemApproved(
-        case_id=case.case_id, item_id=item.item_id, approved_at=now, approved_by=command.actor, reason=command.reason
+        case_id=case.case_id,
+        item_id=item.item_id,
+        recording_sha256=item.recording_sha256,
+        approved_at=now,
+        approved_by=command.actor,
+        reason=command.reason,
     )
     return case, book, [Emit(fact, f"item-approved:{item.item_id}")]
 
@@ -306,6 +386,40 @@ def reject_item(
         case_id=case.case_id, item_id=item.item_id, rejected_at=now, rejected_by=command.actor, reason=command.reason
     )
     return case, book, [Emit(fact, f"item-rejected:{item.item_id}")]
+
+
+def withdraw_item(
+    case: CaseSchedule | None, book: ResourceBook, command: WithdrawIndirectItem, *, command_id: str, now: datetime
+) -> Outcome:
+    """The sender (or staff for them) takes an item back before it is released, no reason needed: it is never
+    released. It only stops something, so a hold or a pending withdrawal does not stop it."""
+    item = case.indirect.item(command.item_id) if case is not None else None
+    refusal = _refusal(case, command, books_nothing=True) or _no_item(item, command.item_id)
+    if refusal is None and item is not None:
+        refusal = _self_or_staff(case, command, item.sender_id)
+        if refusal is None and item.status not in (ItemStatus.submitted, ItemStatus.approved):
+            refusal = f"item {command.item_id} is {item.status}: only an item not yet released is taken back"
+    if refusal is not None:
+        return _reject(case, book, command, command_id, now, refusal)
+    assert case is not None and item is not None
+    case = replace(case, indirect=case.indirect.with_item(replace(item, status=ItemStatus.withdrawn)))
+    fact = IndirectItemWithdrawn(
+        case_id=case.case_id, item_id=item.item_id, withdrawn_at=now, withdrawn_by=command.actor
+    )
+    return case, book, [Emit(fact, f"item-withdrawn:{item.item_id}")]
+
+
+def release_due_items(
+    case: CaseSchedule | None, book: ResourceBook, command: ReleaseDueItems, *, command_id: str, now: datetime
+) -> Outcome:
+    """The sweeper's word that a recipient's chosen time has come, read in case order: release what nothing stands
+    against now. Only the scheduling service sends it; sent again, or too late, it does nothing."""
+    if command.actor != SYSTEM_SCHEDULING:
+        return _reject(case, book, command, command_id, now, "only the scheduling service's sweeper sends this")
+    if case is None or case.closure is not None:
+        return case, book, []
+    case, emits = release_due(case, now, trigger=ReleaseTrigger.time)
+    return case, book, emits
 
 
 def record_delivered(
@@ -364,6 +478,25 @@ def _party_refusal(case: CaseSchedule | None, command: Command, person_id: str) 
     return None
 
 
+def _agreement_refusal(case: CaseSchedule, command: AgreeToReceiveItems) -> str | None:
+    """An advance agreement is a party's, names whom it covers, and when given by staff says why."""
+    if command.actor.kind == "staff" and not (command.reason or "").strip():
+        return "staff agreeing for the recipient say why (reason)"
+    side = party_side(case, command.person_id)
+    if side is None:
+        return "only a party (victim or offender, or a parent or guardian for one under 18) receives items"
+    if command.from_other_side == bool(command.from_ids):
+        return "an agreement names the senders it covers (from_ids) or covers the other side (from_other_side)"
+    for sender_id in command.from_ids:
+        if party_side(case, sender_id) in (None, side):
+            return f"{sender_id} is not a party on the other side"
+    if command.timing is ReleaseTiming.not_before and command.not_before is None:
+        return "timing not_before needs the date and time (not_before)"
+    if command.timing is not ReleaseTiming.not_before and command.not_before is not None:
+        return f"not_before applies only to timing not_before, not {command.timing}"
+    return None
+
+
 def _staff_only(command: Command) -> str | None:
     if command.actor.kind != "staff":
         return f"only the facilitator (staff) decides this, not a {command.actor.kind}"
@@ -379,7 +512,10 @@ def _item_refusal(case: CaseSchedule | None, command: SubmitIndirectItem) -> str
     if command.sender_id == command.recipient_id:
         return "an item goes to another participant, not to its sender"
     if case.indirect.item(command.item_id) is not None:
+        # Whatever it holds: an item's content is bound to its id, and never edited (a changed letter is a new item).
         return f"item {command.item_id} already exists on this case"
+    if (parties := parties_refusal(case, command.sender_id, command.recipient_id)) is not None:
+        return parties
     if case.indirect.form is not ContactForm.indirect:
         return "the case is in conference contact: a party switches it to indirect contact before items pass"
     if command.sender_id not in case.consenting:
@@ -389,9 +525,11 @@ def _item_refusal(case: CaseSchedule | None, command: SubmitIndirectItem) -> str
             return "a recording needs a reference to where it is stored (recording_ref)"
         if command.content is not None:
             return "a recording is passed by its reference (recording_ref), not as content"
+        if command.recording_sha256 is None:
+            return "a recording needs the sha256 of its content (recording_sha256), so delivery sends what was approved"
     else:
         if not (command.content or "").strip():
             return f"a {command.kind} needs its text (content)"
-        if command.recording_ref is not None:
+        if command.recording_ref is not None or command.recording_sha256 is not None:
             return f"a {command.kind} has content, not a recording reference"
     return None

@@ -17,6 +17,7 @@ class ItemStatus(StrEnum):
     submitted = "submitted"  # waiting for the facilitator
     approved = "approved"  # waiting for everything else the release needs
     rejected = "rejected"  # never released
+    withdrawn = "withdrawn"  # taken back by its sender: never released
     released = "released"
     delivered = "delivered"
 
@@ -24,7 +25,9 @@ class ItemStatus(StrEnum):
 @dataclass(frozen=True)
 class ReceivingAgreement:
     """A recipient's advance agreement to receive items: which kinds, and when they arrive. ``stopped_at`` set:
-    they stopped receiving, and nothing reaches them until they agree again."""
+    they stopped receiving, and nothing reaches them until they agree again. ``from_ids``: the senders it covers;
+    ``None``, every party on the other side (said explicitly when agreeing; agreements kept from before senders
+    were named read as that too)."""
 
     person_id: str
     kinds: frozenset[IndirectItemKind]
@@ -32,10 +35,14 @@ class ReceivingAgreement:
     not_before: datetime | None
     agreed_at: datetime
     stopped_at: datetime | None = None
+    from_ids: frozenset[str] | None = None
 
     @property
     def current(self) -> bool:
         return self.stopped_at is None
+
+    def covers(self, sender_id: str) -> bool:
+        return self.from_ids is None or sender_id in self.from_ids
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class IndirectItem:
     status: ItemStatus
     submitted_at: datetime
     released_at: datetime | None = None
+    recording_sha256: Annotated[str | None, Pii] = None
 
 
 @dataclass(frozen=True)

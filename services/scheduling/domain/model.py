@@ -237,6 +237,9 @@ class CaseSchedule(JsonState):
     agreement: Agreement | None = None
     closure: CaseClosure | None = None
     stops_pending: tuple[PendingStop, ...] = ()  # read from rj.commands, awaiting the consent service's verdict
+    # Participation withdrawals or declines by participants who cannot stop the case (not required), read from
+    # rj.commands and awaiting the verdict: only their own indirect items wait (``indirect.release_refusal``).
+    persons_pending: tuple[PendingStop, ...] = ()
     answered: tuple[str, ...] = ()  # verdicts that came before we read their command (the latest few)
     held: bool = False  # on safeguarding hold, as the consent service last said
     unanswered: tuple[Unanswered, ...] = ()  # contact attempts per person, as the consent service last said
@@ -263,6 +266,10 @@ class CaseSchedule(JsonState):
     def follow_up_paused(self) -> bool:
         """Whether agreement follow-up facts wait: on hold, a withdrawal or hold awaiting its verdict, or closed."""
         return self.closure is not None or self.held or bool(self.stops_pending)
+
+    def person_pending(self, person_id: str) -> bool:
+        """Whether a withdrawal or decline of ``person_id``'s participation awaits the consent service's verdict."""
+        return any(s.person_id == person_id for s in (*self.stops_pending, *self.persons_pending))
 
     def unanswered_in_a_row(self, person_id: str) -> int:
         return next((u.in_a_row for u in self.unanswered if u.person_id == person_id), 0)
@@ -310,10 +317,13 @@ def could_stop(case: CaseSchedule, purpose: str, person_id: str) -> bool:
     return participant is None or participant.required
 
 
-def follow(case: CaseSchedule, stop: PendingStop) -> CaseSchedule:
-    """A command that may stop the case, read in case order: pending until its verdict, unless that came first."""
+def follow(case: CaseSchedule, stop: PendingStop, *, person_only: bool = False) -> CaseSchedule:
+    """A command that may stop the case, read in case order: pending until its verdict, unless that came first.
+    ``person_only``: a withdrawal that cannot stop the case, which holds back only that person's indirect items."""
     if stop.command_id in case.answered:
         return passed_over(case, stop.command_id)  # its verdict is in: nothing to wait for
+    if person_only:
+        return replace(case, persons_pending=(*case.persons_pending, stop))
     return replace(case, stops_pending=(*case.stops_pending, stop))
 
 
@@ -325,6 +335,9 @@ def answer(case: CaseSchedule, command_id: str | None, *, could_be_pending: bool
     remaining = tuple(s for s in case.stops_pending if s.command_id != command_id)
     if remaining != case.stops_pending:
         return replace(case, stops_pending=remaining)
+    persons = tuple(s for s in case.persons_pending if s.command_id != command_id)
+    if persons != case.persons_pending:
+        return replace(case, persons_pending=persons)
     if not could_be_pending or command_id in case.answered:
         return case
     return replace(case, answered=(*case.answered, command_id)[-ANSWERED_KEPT:])
@@ -338,13 +351,17 @@ def passed_over(case: CaseSchedule, command_id: str) -> CaseSchedule:
 
 
 def without_stops_that_cannot_stop(case: CaseSchedule) -> CaseSchedule:
-    """Once we know someone as a participant who is not required, their pending withdrawal stops nothing."""
+    """Once we know someone as a participant who is not required, their pending withdrawal stops nothing: it
+    holds back only their own indirect items until its verdict."""
     kept = tuple(
         s
         for s in case.stops_pending
         if s.kind != "withdrawal" or s.person_id is None or could_stop(case, PARTICIPATION, s.person_id)
     )
-    return case if kept == case.stops_pending else replace(case, stops_pending=kept)
+    if kept == case.stops_pending:
+        return case
+    moved = tuple(s for s in case.stops_pending if s not in kept)
+    return replace(case, stops_pending=kept, persons_pending=(*case.persons_pending, *moved))
 
 
 def _refusal(case: CaseSchedule | None, command: Command, *, books_nothing: bool = False) -> str | None:
