@@ -44,7 +44,11 @@ class IndirectItemKind(StrEnum):
     recording = "recording"  # audio or video, kept elsewhere: the item holds a reference to it
 
 
-Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Sha256 = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9a-f]{64}$"),
+    Field(examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]),
+]
 """A content digest: sha256, lower-case hex."""
 
 
