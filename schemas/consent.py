@@ -551,6 +551,38 @@ class SurveyResponseRecorded(EventData):
     command_id: str | None = None
 
 
+class DecideErasuresDue(Command):
+    """The consent service to itself (actor: the consent service): the grace period after someone's decline
+    (``declined_erasure_delay_s``) may have run on this case. Read in case order like any command, so a consent
+    given before it is heard first; whether the erasure is due is decided then (``rj.participant.erasure-due``).
+    Sent again, or when nothing is due any more, it does nothing."""
+
+    event_type: ClassVar[str] = "rj.consent.erasures-due"
+
+
+class ParticipantErasureDue(EventData):
+    """Rule 7: someone who declined or withdrew from taking part did not consent again within the grace period
+    after their decline (``declined_erasure_delay_s``), open case or closed: their personal data on the case is to
+    be erased (the privacy service destroys their key there, keeping ids and monitoring data; a retention hold
+    defers it until lifted). Decided by the consent service, in case order; from then on it refuses any consent
+    from them on this case (their data is gone: staff add them again as a new participant). Who it is and who
+    recorded the decline are sealed under the case's key, as on the decline."""
+
+    event_type: ClassVar[str] = "rj.participant.erasure-due"
+
+    case_id: str
+    person_id: Annotated[str, CasePii] = Field(description="Who declined (under the case's key)")
+    decline_id: str = Field(
+        description="The id of the rj.consent.declined or rj.consent.withdrawn fact (purpose 'participation')"
+    )
+    declined_at: AwareDatetime = Field(description="When the person decided")
+    declined_by: Annotated[Actor, CasePii] = Field(description="Who recorded the decline: the person, or staff")
+    recorded_at: AwareDatetime = Field(description="When the decline was recorded: the grace period runs from it")
+    due_at: AwareDatetime
+    decided_at: AwareDatetime
+    decided_by: Actor
+
+
 CONSENT_EVENTS: tuple[type[EventData], ...] = (
     PreparationStarted,
     FacilitatorAssigned,
@@ -570,6 +602,7 @@ CONSENT_EVENTS: tuple[type[EventData], ...] = (
     SafeContactRecorded,
     SurveyInvited,
     SurveyResponseRecorded,
+    ParticipantErasureDue,
 )
 
 CONSENT_COMMANDS: tuple[type[EventData], ...] = (
@@ -586,4 +619,5 @@ CONSENT_COMMANDS: tuple[type[EventData], ...] = (
     AddCaseNote,
     RecordSafeContact,
     RecordSurveyResponse,
+    DecideErasuresDue,
 )

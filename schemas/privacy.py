@@ -8,8 +8,9 @@
 - **Declined participants** (rule 7): when someone declines or withdraws from taking part
   (``rj.consent.declined`` / ``rj.consent.withdrawn``, purpose ``participation``; the consent service itself calls
   a decline after consenting a withdrawal, so the two are treated alike), their data key on that case is
-  destroyed once a grace period (``declined_erasure_delay_s``) after the case closes has run, so every service
-  acts on the decision first; consenting again while the case is open calls it off. Their ids, role and
+  destroyed when the consent service decides, in case order, that it is due (``rj.participant.erasure-due``: a
+  grace period, ``declined_erasure_delay_s``, after the decline, the case open or closed, so every service acts on
+  the decision first; consenting again before then calls it off). Their ids, role and
   monitoring data (age band, gender, ethnicity: under the case's monitoring key) stay readable;
   ``rj.declined-participant.erased`` records it. Their data on other cases is not touched.
 - **Rectification**: ``rj.participant.rectify`` corrects one of a participant's personal fields;
@@ -93,8 +94,9 @@ KEPT_FOR_MONITORING: tuple[str, ...] = ("person_id", "role", "age_band", "gender
 
 
 class DeclinedParticipantErased(EventData):
-    """Someone who declined or withdrew from taking part was erased on the case, a grace period after
-    it closed (``declined_erasure_delay_s``): their data key there was destroyed, keeping only ``kept``. Who they
+    """Someone who declined or withdrew from taking part was erased on the case, on the consent service's
+    ``rj.participant.erasure-due`` (a grace period, ``declined_erasure_delay_s``, after the decline): their data
+    key there was destroyed, keeping only ``kept``. Who they
     were and their role are sealed under the case's key (who declined is never to be told in clear, and on a case
     with one victim the role would name her), as is who recorded the decline."""
 
@@ -115,9 +117,8 @@ class DeclinedParticipantErased(EventData):
     )
     kept: list[str] = Field(description="What stays readable: ids, role and the monitoring fields")
     kept_under_hold: bool = Field(
-        description="Always false now: the erasure is done by the retention sweep once the grace period after the "
-        "case's closure has run, and a retention hold delays it until lifted. True only on facts from before that, "
-        "when the erasure waited for the case's last hold to be lifted and was then recorded as rj.person.erased"
+        description="True when a retention hold on the case deferred the erasure, done when its last hold was "
+        "lifted; false when done on reading rj.participant.erasure-due"
     )
     keys_destroyed: int
     erased_at: AwareDatetime

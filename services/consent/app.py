@@ -1,28 +1,32 @@
 """The consent service's Faust app: accepted cases and consent commands in, consent facts out.
 
 rj.referral (rj.case.accepted), rj.scheduling (rj.case.closed, rj.facilitator.registered), rj.commands
-    ──► take_in ──► consent.cases, consent.facilitators ──► outbox ──► rj.consent
+    ──► take_in ──► consent.cases, consent.facilitators, consent.erasure_watch ──► outbox ──► rj.consent
+every few seconds ──► ask_about_erasures (decliners whose grace period has run, from consent.erasure_watch)
+    ──► outbox ──► rj.commands (rj.consent.erasures-due, read back by take_in in case order)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
 import asyncpg
+import structlog
 
 from schemas import topics
-from schemas.consent import AssignFacilitator
-from schemas.envelope import CloudEvent
+from schemas.consent import SYSTEM_CONSENT, AssignFacilitator, DecideErasuresDue
+from schemas.envelope import CloudEvent, derived_event_id, new_event
 from schemas.scheduling import FacilitatorRegistered
 from services.consent import domain, store
 from services.runtime.app import ServiceApp
 from services.runtime.outbox import Outgoing, facts
 
-SOURCE = "urn:rj:service:consent"
+SOURCE = domain.SOURCE
+log = structlog.get_logger()
 
 
 def clock() -> datetime:
@@ -38,6 +42,7 @@ async def take_in(
     events: Sequence[CloudEvent[Any]],
     *,
     uncontactable_after_attempts: int = domain.UNCONTACTABLE_AFTER_ATTEMPTS,
+    declined_erasure_delay: timedelta = domain.DECLINED_ERASURE_DELAY,
 ) -> list[Outgoing]:
     """Apply the batch in its order, so that the same events give the same facts however they are batched:
     an assignment sees the register as the registrations before it left it, and a registration is applied to
@@ -68,6 +73,7 @@ async def take_in(
             registered_specialist=registered.specialist if registered else None,
             registered_at=registered.registered_at if registered else None,
             uncontactable_after_attempts=uncontactable_after_attempts,
+            declined_erasure_delay=declined_erasure_delay,
         )
         _learn_force(cases, data.case_id, event)
         out += facts(
@@ -75,6 +81,35 @@ async def take_in(
         )
     await store.record_facilitators(conn, registrations)
     await store.save_cases(conn, cases)
+    await store.watch_erasures(conn, cases)
+    return out
+
+
+ERASURE_ASKED_AGAIN_AFTER = timedelta(minutes=10)
+"""A case whose ``rj.consent.erasures-due`` was sent but whose decliner is still watched this long after (its
+command not yet read, under a long lag; or read by a replica whose clock was behind) is asked about again."""
+
+
+async def ask_about_erasures(conn: asyncpg.Connection, *, declined_erasure_delay: timedelta) -> list[Outgoing]:
+    """Rule 7: for each case with someone whose grace period after declining has run (``store.erasures_due``), send
+    this service ``rj.consent.erasures-due`` on ``rj.commands``, keyed by the case. Whether the erasure is due is
+    decided when that command is read, in the case's order, after any consent sent before it
+    (``domain.decide_erasures_due``); a repeat decides nothing twice."""
+    now = clock()
+    due = await store.erasures_due(
+        conn, now - declined_erasure_delay, asked_before=now - min(ERASURE_ASKED_AGAIN_AFTER, declined_erasure_delay)
+    )
+    out: list[Outgoing] = []
+    for case_id in due:
+        command = DecideErasuresDue(case_id=case_id, actor=SYSTEM_CONSENT)
+        event_id = derived_event_id(SOURCE, case_id, f"erasures-due:{now.isoformat()}")
+        out.append(
+            Outgoing.event_of(
+                topics.COMMANDS, new_event(command, source=SOURCE, subject=case_id, event_id=event_id, time=now)
+            )
+        )
+    if due:
+        log.info("declined_erasures_due", cases=len(due))
     return out
 
 
@@ -111,6 +146,15 @@ def _force(cases: dict[str, domain.ConsentCase | None], case_id: str) -> str | N
 def build(service: ServiceApp | None = None) -> ServiceApp:
     service = service or ServiceApp("consent", migrations="services.consent.migrations")
     # Who is invited to the survey on an ``uncontactable`` closure depends on the setting scheduling closes by.
-    handler = partial(take_in, uncontactable_after_attempts=service.settings.uncontactable_after_attempts)
+    settings = service.settings
+    delay = timedelta(seconds=settings.declined_erasure_delay_s)
+    handler = partial(
+        take_in,
+        uncontactable_after_attempts=settings.uncontactable_after_attempts,
+        declined_erasure_delay=delay,
+    )
     service.consume([topics.REFERRAL, topics.SCHEDULING, topics.COMMANDS], consumes=CONSUMES, handler=handler)
+    # Often enough for the grace period (a quarter of it, at least every 0.5 s), at most the deadline sweeps' pace.
+    every = min(settings.deadline_sweep_interval_s, max(settings.declined_erasure_delay_s / 4, 0.5))
+    service.every(every, partial(ask_about_erasures, declined_erasure_delay=delay), name="declined_erasure_sweep")
     return service

@@ -58,6 +58,11 @@ Decisions worth knowing:
 - Rule 2 in rejections: a command a participant sends in someone else's name is refused for that first, in words
   that depend only on what they sent, before anything about the person named (whether they take part, were
   invited, i.e. did not withdraw, or have answered) is looked at.
+- Rule 7, someone who declines or withdraws from taking part: their erasure on the case becomes due a grace period
+  (the ``declined_erasure_delay_s`` setting) after the decline was recorded, the case open or closed, unless they
+  consent to take part again first (``PendingErasure``). This service decides it, in case order, when it reads the
+  ``DecideErasuresDue`` its own sweep sends itself (``decide_erasures_due``): ``ParticipantErasureDue``, on which
+  the privacy service erases them. From then on a consent from them on the case is refused: their data is gone.
 - Readiness is re-derived after every change: ``CaseReadyForMeeting`` when it is reached,
   ``CaseReadinessLost`` when a re-assessment finds a ready case unsafe.
 """
@@ -66,10 +71,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from schemas.commands import Command
+from schemas.common import Actor
 from schemas.consent import (
     PARTICIPATION,
     SYSTEM_CONSENT,
@@ -89,10 +95,12 @@ from schemas.consent import (
     ConsentGiven,
     ConsentWithdrawn,
     ContactAttemptRecorded,
+    DecideErasuresDue,
     DeclineConsent,
     FacilitatorAssigned,
     GiveConsent,
     ParticipantAdded,
+    ParticipantErasureDue,
     PreparationMeetingRecorded,
     PreparationStarted,
     PutCaseOnHold,
@@ -110,7 +118,7 @@ from schemas.consent import (
     SurveyResponseRecorded,
     WithdrawConsent,
 )
-from schemas.envelope import EventData
+from schemas.envelope import EventData, derived_event_id
 from schemas.referral import CaseAccepted, OffenderJoined, Role
 from schemas.scheduling import CaseClosed, FacilitatorRegistered
 from services.consent.contact import ContactLog, SafeContact, forbidden_by
@@ -118,6 +126,11 @@ from services.consent.evaluation import survey_invitees
 from services.runtime.decision import Emit, JsonState, in_the_future, not_a_participant, rejection
 
 SERVICE = "consent"
+SOURCE = "urn:rj:service:consent"
+"""The source of this service's facts: a fact's id derives from it (``services.runtime.outbox.facts``)."""
+
+DECLINED_ERASURE_DELAY = timedelta(days=7)
+"""The default of the ``declined_erasure_delay_s`` setting; the app passes the setting in."""
 
 UNCONTACTABLE_AFTER_ATTEMPTS = 3
 """The default of the ``uncontactable_after_attempts`` setting (``services.runtime.settings``); the app passes the
@@ -159,6 +172,18 @@ class RiskAssessment:
 
 
 @dataclass(frozen=True)
+class PendingErasure:
+    """Someone who declined or withdrew from taking part, whose erasure on the case becomes due a grace period after
+    ``recorded_at`` unless they consent to take part again first (rule 7)."""
+
+    person_id: str
+    decline_id: str  # the id of the rj.consent.declined / rj.consent.withdrawn fact
+    declined_at: datetime
+    declined_by: Actor
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
 class ConsentCase(JsonState):
     case_id: str
     force: str | None = None  # whose case it is: every fact about it carries this (``schemas.referral``)
@@ -178,6 +203,8 @@ class ConsentCase(JsonState):
     contact_logs: tuple[ContactLog, ...] = ()  # per person contacted
     survey_invited: frozenset[str] = frozenset()  # people invited to the satisfaction survey
     survey_answered: frozenset[str] = frozenset()  # people whose response is recorded
+    erasures_pending: tuple[PendingErasure, ...] = ()  # decliners whose grace period runs (rule 7)
+    erasure_due: frozenset[str] = frozenset()  # decliners whose erasure was decided: no consent from them now
 
     def participant(self, person_id: str) -> CaseParticipant | None:
         return next((p for p in self.participants if p.person_id == person_id), None)
@@ -449,7 +476,12 @@ def record_risk_assessment(
 def give_consent(
     case: ConsentCase | None, command: GiveConsent, *, command_id: str, now: datetime
 ) -> tuple[ConsentCase | None, list[Emit]]:
-    refusal = _refusal(case, command) or _cannot_speak_for(case, command, now) or _no_contact_yet(case)
+    refusal = (
+        _refusal(case, command)
+        or _cannot_speak_for(case, command, now)
+        or _erased_after_declining(case, command.person_id)
+        or _no_contact_yet(case)
+    )
     if refusal is not None:
         return _reject(case, command, command_id, now, refusal)
     assert case is not None
@@ -457,6 +489,10 @@ def give_consent(
         return case, []
     decided_at = command.decided_at or now
     case = case.with_consent(command.person_id, command.purpose, ConsentStatus.given, decided_at)
+    if command.purpose == PARTICIPATION:  # taking part again: the erasure their decline would bring is called off
+        case = replace(
+            case, erasures_pending=tuple(e for e in case.erasures_pending if e.person_id != command.person_id)
+        )
     case = _themself_in_touch(case, command, decided_at)
     fact = ConsentGiven(
         case_id=case.case_id,
@@ -499,6 +535,7 @@ def decline_consent(
         command_id=command_id,
     )
     emits = [Emit(fact, f"consent-declined:{command_id}")]
+    case = _erase_in_time(case, command, f"consent-declined:{command_id}", decided_at, now)
     if _stops_the_case(case, command):
         withdrew = previous is ConsentStatus.given
         reason = CaseWithdrawalReason.consent_withdrawn if withdrew else CaseWithdrawalReason.consent_declined
@@ -536,6 +573,7 @@ def withdraw_consent(
         command_id=command_id,
     )
     emits = [Emit(fact, f"consent-withdrawn:{command_id}")]
+    case = _erase_in_time(case, command, f"consent-withdrawn:{command_id}", decided_at, now)
     if _stops_the_case(case, command):
         return _withdraw_case(case, CaseWithdrawalReason.consent_withdrawn, emits, now)
     return _settle(case, emits, command_id, now)
@@ -737,6 +775,58 @@ def record_survey_response(
     return case, [Emit(fact, f"survey-response-recorded:{command_id}")]
 
 
+def decide_erasures_due(
+    case: ConsentCase | None,
+    command: DecideErasuresDue,
+    *,
+    command_id: str,
+    now: datetime,
+    declined_erasure_delay: timedelta = DECLINED_ERASURE_DELAY,
+) -> tuple[ConsentCase | None, list[Emit]]:
+    """Rule 7, decided in case order: each person on the case who declined or withdrew from taking part at least
+    ``declined_erasure_delay`` ago, and has not consented to take part since (a consent read before this command
+    called it off), is due for erasure (``ParticipantErasureDue``), the case open or closed. Decided once: their
+    consent on the case is refused from then on. Asked again, or too early, nothing changes."""
+    if command.actor != SYSTEM_CONSENT:
+        return _reject(case, command, command_id, now, "only the consent service asks whether an erasure is due")
+    if case is None:
+        return None, []
+    due = [e for e in case.erasures_pending if e.recorded_at + declined_erasure_delay <= now]
+    if not due:
+        return case, []
+    case = replace(
+        case,
+        erasures_pending=tuple(e for e in case.erasures_pending if e not in due),
+        erasure_due=case.erasure_due | {e.person_id for e in due},
+    )
+    emits = [
+        Emit(
+            ParticipantErasureDue(
+                case_id=case.case_id,
+                person_id=e.person_id,
+                decline_id=e.decline_id,
+                declined_at=e.declined_at,
+                declined_by=e.declined_by,
+                recorded_at=e.recorded_at,
+                due_at=e.recorded_at + declined_erasure_delay,
+                decided_at=now,
+                decided_by=SYSTEM_CONSENT,
+            ),
+            f"erasure-due:{e.person_id}",
+        )
+        for e in due
+    ]
+    return case, emits
+
+
+def erasure_watch(case: ConsentCase | None) -> list[tuple[str, datetime]]:
+    """What the erasure sweep watches on the case: each pending erasure's person and when its decline was recorded
+    (the grace period runs from then). Rewritten from the state in the transaction that saves it."""
+    if case is None:
+        return []
+    return sorted((e.person_id, e.recorded_at) for e in case.erasures_pending)
+
+
 # --- dispatch -----------------------------------------------------------------------------------
 
 Handler = Callable[..., tuple[ConsentCase | None, list[Emit]]]
@@ -759,6 +849,7 @@ HANDLERS: dict[type[EventData], Handler] = {
     AddCaseNote: add_note,
     RecordSafeContact: record_safe_contact,
     RecordSurveyResponse: record_survey_response,
+    DecideErasuresDue: decide_erasures_due,
 }
 
 CONSUMES: frozenset[str] = frozenset(model.event_type for model in HANDLERS)
@@ -776,8 +867,11 @@ def handle(
     registered_specialist: bool | None = None,
     registered_at: datetime | None = None,
     uncontactable_after_attempts: int = UNCONTACTABLE_AFTER_ATTEMPTS,
+    declined_erasure_delay: timedelta = DECLINED_ERASURE_DELAY,
 ) -> tuple[ConsentCase | None, list[Emit]]:
     """Apply any message in ``CONSUMES`` to the case it is about (``None`` when there is none yet).
+
+    ``declined_erasure_delay`` (the ``declined_erasure_delay_s`` setting) is used only for ``DecideErasuresDue``.
 
     ``uncontactable_after_attempts`` (the setting of that name) is used only for ``CaseClosed``: see
     ``on_case_closed``.
@@ -798,6 +892,10 @@ def handle(
     if isinstance(message, CaseClosed):
         return on_case_closed(
             case, message, command_id=command_id, now=now, uncontactable_after_attempts=uncontactable_after_attempts
+        )
+    if isinstance(message, DecideErasuresDue):
+        return decide_erasures_due(
+            case, message, command_id=command_id, now=now, declined_erasure_delay=declined_erasure_delay
         )
     return HANDLERS[type(message)](case, message, command_id=command_id, now=now)
 
@@ -948,6 +1046,32 @@ _ENDED = (ConsentStatus.withdrawn, ConsentStatus.declined)
 def _stops_the_case(case: ConsentCase, command: ConsentDecision) -> bool:
     participant = case.participant(command.person_id)
     return command.purpose == PARTICIPATION and participant is not None and participant.required
+
+
+def _erase_in_time(
+    case: ConsentCase, command: DeclineConsent | WithdrawConsent, identity: str, decided_at: datetime, now: datetime
+) -> ConsentCase:
+    """Someone stopped taking part: their erasure becomes due a grace period after now (rule 7), unless they consent
+    again first. A pending one (from an earlier decline) is kept: the grace period runs from the first."""
+    if command.purpose != PARTICIPATION or any(e.person_id == command.person_id for e in case.erasures_pending):
+        return case
+    pending = PendingErasure(
+        person_id=command.person_id,
+        decline_id=derived_event_id(SOURCE, case.case_id, identity),
+        declined_at=decided_at,
+        declined_by=command.actor,
+        recorded_at=now,
+    )
+    return replace(case, erasures_pending=(*case.erasures_pending, pending))
+
+
+def _erased_after_declining(case: ConsentCase | None, person_id: str) -> str | None:
+    if case is not None and person_id in case.erasure_due:
+        return (
+            f"{person_id} declined to take part and their personal data on this case has been erased: no consent "
+            "can be recorded for them here; if they come back, staff add them again as a new participant"
+        )
+    return None
 
 
 def _withdraw_case(

@@ -1,13 +1,14 @@
-"""The consent service's SQL: one JSON state row per case, and the facilitator directory."""
+"""The consent service's SQL: one JSON state row per case, the facilitator directory, and the erasure watch."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 
 import asyncpg
 
 from schemas.scheduling import FacilitatorRegistered
-from services.consent.domain import ConsentCase
+from services.consent.domain import ConsentCase, erasure_watch
 from services.runtime.state import lock_states, save_states
 
 SCHEMA = "consent"
@@ -74,3 +75,53 @@ async def cases_assigned_to(conn: asyncpg.Connection, facilitator_ids: Iterable[
         sorted(set(facilitator_ids)),
     )
     return [row["key"] for row in rows]
+
+
+async def watch_erasures(conn: asyncpg.Connection, cases: Mapping[str, ConsentCase | None]) -> None:
+    """Rewrite the erasure sweep's rows for ``cases`` from their state (``domain.erasure_watch``), in the
+    transaction that saves them. A row already asked about keeps its ``requested_at``."""
+    touched = dict(cases)  # a case whose pending erasure was called off or decided has rows to drop
+    if not touched:
+        return
+    rows = [(key, person_id, at) for key, case in touched.items() for person_id, at in erasure_watch(case)]
+    await conn.execute(
+        f"""DELETE FROM {SCHEMA}.erasure_watch w WHERE w.case_id = ANY($1::text[])
+            AND (w.case_id, w.person_id, w.recorded_at) NOT IN
+                (SELECT * FROM unnest($2::text[], $3::text[], $4::timestamptz[]))""",
+        sorted(touched),
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+    )
+    if rows:
+        await conn.executemany(
+            f"""INSERT INTO {SCHEMA}.erasure_watch (case_id, person_id, recorded_at) VALUES ($1, $2, $3)
+                ON CONFLICT (case_id, person_id) DO NOTHING""",
+            rows,
+        )
+
+
+async def erasures_due(
+    conn: asyncpg.Connection, recorded_before: datetime, *, asked_before: datetime, limit: int = 500
+) -> list[str]:
+    """Cases with someone whose decline was recorded before ``recorded_before`` (the grace period has run), not
+    asked about since ``asked_before``; marked as asked about now. Rows another replica's sweep holds are skipped;
+    no case's state is read."""
+    rows = await conn.fetch(
+        f"""SELECT case_id, person_id FROM {SCHEMA}.erasure_watch
+            WHERE recorded_at <= $1 AND (requested_at IS NULL OR requested_at < $2)
+            ORDER BY recorded_at, case_id, person_id LIMIT $3 FOR UPDATE SKIP LOCKED""",
+        recorded_before,
+        asked_before,
+        limit,
+    )
+    if not rows:
+        return []
+    await conn.execute(
+        f"""UPDATE {SCHEMA}.erasure_watch w SET requested_at = now()
+            FROM unnest($1::text[], $2::text[]) AS due(case_id, person_id)
+            WHERE w.case_id = due.case_id AND w.person_id = due.person_id""",
+        [r["case_id"] for r in rows],
+        [r["person_id"] for r in rows],
+    )
+    return list(dict.fromkeys(r["case_id"] for r in rows))

@@ -1,26 +1,29 @@
 """The privacy service's Faust app: erasure, retention holds and rectification commands, the case facts
-retention counts from, and declines to take part (rule 7), in; data keys destroyed and privacy facts out.
+retention counts from, and the erasures of those who declined to take part (rule 7), in; data keys destroyed and
+privacy facts out.
 
 rj.referral (rj.case.opened, rj.case.declined), rj.scheduling (rj.case.closed), rj.consent
-(rj.consent.declined, .withdrawn, .given, rj.participant.added), rj.commands
-    ──► take_in ──► privacy.case_people, .cases, .retention_holds, .declined_erasures;
+(rj.participant.erasure-due, rj.participant.added), rj.commands
+    ──► take_in ──► privacy.case_people, .cases, .retention_holds, .declined_erasures (kept by a hold);
                 │   keystore.data_keys destroyed
                 └─► outbox ──► rj.privacy
-every so often (a fraction of the shortest retention period, or of the decliners' grace period)
-    ──► erase_what_is_due, erase_declined_when_due ──► rj.privacy
+every so often (a fraction of the shortest retention period) ──► erase_what_is_due ──► rj.privacy
+
+When a decliner is erased is the consent service's decision (``rj.participant.erasure-due``, in case order, so
+never after a consent it has read); this service erases on reading it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from schemas import topics
 from schemas.common import Actor
-from schemas.consent import PARTICIPATION, ConsentDeclined, ConsentGiven, ConsentWithdrawn, ParticipantAdded
+from schemas.consent import ParticipantAdded, ParticipantErasureDue
 from schemas.envelope import CloudEvent
 from schemas.privacy import (
     CaseRetentionErased,
@@ -33,7 +36,7 @@ from schemas.privacy import (
 from schemas.referral import CaseDeclined, CaseOpened, OffenderJoined
 from schemas.scheduling import CaseClosed
 from services.privacy import domain, store
-from services.privacy.domain import SCREENED_OUT, DeclineErasure, ErasurePlan, RetentionSchedule
+from services.privacy.domain import SCREENED_OUT, DueErasure, ErasurePlan, RetentionSchedule
 from services.runtime.app import ServiceApp
 from services.runtime.decision import Emit
 from services.runtime.keystore import CASE_PERSON, KeyStore, ensure_schema
@@ -48,9 +51,7 @@ CONSUMES = frozenset(
         OffenderJoined.event_type,
         CaseDeclined.event_type,
         CaseClosed.event_type,
-        ConsentDeclined.event_type,
-        ConsentWithdrawn.event_type,
-        ConsentGiven.event_type,
+        ParticipantErasureDue.event_type,
         ParticipantAdded.event_type,
         *(c.event_type for c in COMMANDS),
     }
@@ -83,9 +84,8 @@ class PrivacyService(ServiceApp):
 
     @property
     def sweep_every_s(self) -> float:
-        """How often the retention sweep runs: often enough for the retention schedule's shortest period and for
-        the grace period before a decliner is erased (a quarter of it, between 0.5 s and the schedule's own)."""
-        return min(self.schedule.check_every_s, max(self.settings.declined_erasure_delay_s / 4, 0.5))
+        """How often the retention sweep runs: often enough for the retention schedule's shortest period."""
+        return self.schedule.check_every_s
 
     @property
     def keystore(self) -> KeyStore:
@@ -195,6 +195,23 @@ async def lift_hold(
                     row["person_id"], command.case_id, row["command_id"], asked_by, event.id, len(keys), now
                 )
             )
+        for row in await store.take_declined_erasures(conn, command.case_id):
+            if command.case_id in await store.erased_cases_of(conn, row["person_id"]):
+                continue  # erased meanwhile (by a command kept by the same hold, above)
+            declined_by = Actor(kind=row["declined_by_kind"], id=row["declined_by_id"])
+            emits.append(
+                await _erase_decliner(
+                    service,
+                    conn,
+                    command.case_id,
+                    row["person_id"],
+                    row["decline_id"],
+                    row["declined_at"],
+                    declined_by,
+                    now,
+                    held=True,
+                )
+            )
     return command.case_id, emits
 
 
@@ -207,34 +224,56 @@ async def rectify(
     return command.case_id, [domain.rectify(command, event.id, on_case=on_case, erased=erased, now=now)]
 
 
-async def erase_declined(
+async def erase_when_due(
     service: PrivacyService, conn: asyncpg.Connection, event: CloudEvent[Any], now: datetime
 ) -> tuple[str, list[Emit]]:
-    """Rule 7: someone declined (or withdrew from) taking part. Their erasure on this case is scheduled, not done
-    now: the sweep (``erase_declined_when_due``) carries it out once the grace period after the case's closure
-    has run, so that every service has read who it was (and how to reach them, for the closure notice) first."""
-    decision: ConsentDeclined | ConsentWithdrawn = event.data
-    case_id, person_id = decision.case_id, decision.person_id
+    """Rule 7: the consent service decided that someone who declined (or withdrew from) taking part is due for
+    erasure on this case (``domain.erasure_when_due``): their key there is destroyed now, or, under a retention
+    hold, when its last hold is lifted (``lift_hold``). Read again, nothing."""
+    due: ParticipantErasureDue = event.data
+    case_id, person_id = due.case_id, due.person_id
+    await store.lock_case(conn, case_id)  # no hold placed, no sweep, while we decide
     already = case_id in await store.erased_cases_of(conn, person_id)
-    if domain.erasure_for_decline(decision, already_erased=already) is DeclineErasure.schedule:
-        if isinstance(decision, ConsentDeclined):
-            decided_at, decided_by = decision.declined_at, decision.declined_by
-        else:
-            decided_at, decided_by = decision.withdrawn_at, decision.withdrawn_by
-        await store.schedule_declined_erasure(
-            conn, case_id, person_id, event.id, decided_at, decision.recorded_at, decided_by
+    held = bool((await store.holds_on(conn, [case_id])).get(case_id))
+    decision = domain.erasure_when_due(due, already_erased=already, held=held)
+    if decision is DueErasure.nothing:
+        return case_id, []
+    if decision is DueErasure.keep_until_hold_lifted:
+        await store.keep_declined_erasure(
+            conn, case_id, person_id, due.decline_id, due.declined_at, due.recorded_at, due.declined_by
         )
-    return case_id, []
+        return case_id, []
+    emit = await _erase_decliner(
+        service, conn, case_id, person_id, due.decline_id, due.declined_at, due.declined_by, now, held=False
+    )
+    return case_id, [emit]
 
 
-async def note_consent(
-    service: PrivacyService, conn: asyncpg.Connection, event: CloudEvent[Any], now: datetime
-) -> tuple[str, list[Emit]]:
-    """Consent to take part again, while the case is open: the erasure scheduled for their decline is called off."""
-    given: ConsentGiven = event.data
-    if given.purpose == PARTICIPATION:
-        await store.drop_declined_erasure(conn, given.case_id, given.person_id)
-    return given.case_id, []
+async def _erase_decliner(
+    service: PrivacyService,
+    conn: asyncpg.Connection,
+    case_id: str,
+    person_id: str,
+    decline_id: str,
+    declined_at: datetime,
+    declined_by: Actor,
+    now: datetime,
+    *,
+    held: bool,
+) -> Emit:
+    keys = await service.keystore.destroy(conn, person_id, case_id, by=SOURCE, reason=f"declined: {decline_id}")
+    await store.mark_erased(conn, [(case_id, person_id)], now)
+    return domain.declined_participant_erased(
+        case_id=case_id,
+        person_id=person_id,
+        role=(await store.roles_of(conn, person_id)).get(case_id),
+        decline_id=decline_id,
+        declined_at=declined_at,
+        declined_by=declined_by,
+        keys=len(keys),
+        now=now,
+        kept_under_hold=held,
+    )
 
 
 Handler = Callable[[PrivacyService, asyncpg.Connection, CloudEvent[Any], datetime], Any]
@@ -243,9 +282,7 @@ COMMAND_HANDLERS: dict[type, Handler] = {
     PlaceRetentionHold: place_hold,
     LiftRetentionHold: lift_hold,
     RectifyParticipant: rectify,
-    ConsentDeclined: erase_declined,  # facts, not commands: taken in the same way, in case order
-    ConsentWithdrawn: erase_declined,
-    ConsentGiven: note_consent,
+    ParticipantErasureDue: erase_when_due,  # a fact, not a command: taken in the same way, in case order
 }
 
 
@@ -283,38 +320,6 @@ async def erase_what_is_due(service: PrivacyService, conn: asyncpg.Connection) -
     return out
 
 
-async def erase_declined_when_due(service: PrivacyService, conn: asyncpg.Connection) -> list[Outgoing]:
-    """Rule 7, carried out: each decliner (or withdrawer) whose grace period has run
-    (``domain.declined_erasure_due_at``) on a closed case with no hold is erased there; ids and monitoring data
-    stay."""
-    now = datetime.now(UTC)
-    delay = timedelta(seconds=service.settings.declined_erasure_delay_s)
-    out: list[Outgoing] = []
-    for row in await store.lock_due_declined_erasures(conn, delay.total_seconds(), now, SWEEP_LIMIT):
-        case_id, person_id = row["case_id"], row["person_id"]
-        due = domain.declined_erasure_due_at(closed_at=row["closed_at"], recorded_at=row["recorded_at"], delay=delay)
-        if due is None or due > now:
-            continue
-        await store.drop_declined_erasure(conn, case_id, person_id)
-        if case_id in await store.erased_cases_of(conn, person_id):
-            continue  # erased meanwhile (by a command, or by retention): nothing left to do
-        reason = f"declined: {row['decline_id']}"
-        keys = await service.keystore.destroy(conn, person_id, case_id, by=SOURCE, reason=reason)
-        await store.mark_erased(conn, [(case_id, person_id)], now)
-        emit = domain.declined_participant_erased(
-            case_id=case_id,
-            person_id=person_id,
-            role=(await store.roles_of(conn, person_id)).get(case_id),
-            decline_id=row["decline_id"],
-            declined_at=row["declined_at"],
-            declined_by=Actor(kind=row["declined_by_kind"], id=row["declined_by_id"]),
-            keys=len(keys),
-            now=now,
-        )
-        out += facts(topics.PRIVACY, SOURCE, case_id, [emit], cause=None, now=now)
-    return out
-
-
 def build(service: PrivacyService | None = None) -> PrivacyService:
     service = service or PrivacyService()
     privacy = service
@@ -323,7 +328,7 @@ def build(service: PrivacyService | None = None) -> PrivacyService:
         return await take_in(privacy, conn, events)
 
     async def sweep(conn: asyncpg.Connection) -> list[Outgoing]:
-        return [*await erase_what_is_due(privacy, conn), *await erase_declined_when_due(privacy, conn)]
+        return await erase_what_is_due(privacy, conn)
 
     # It reads its own topic too, as its steward: no other service reads rj.privacy yet.
     service.consume(

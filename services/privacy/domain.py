@@ -17,7 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from schemas.commands import CommandRejected
 from schemas.common import Actor
-from schemas.consent import PARTICIPATION, ConsentDeclined, ConsentWithdrawn
+from schemas.consent import ParticipantErasureDue
 from schemas.pii import monitoring_fields, pii_fields
 from schemas.privacy import (
     KEPT_FOR_MONITORING,
@@ -36,7 +36,6 @@ from schemas.privacy import (
 from schemas.referral import Participant, Role
 from schemas.scheduling import ClosureReason
 from services.runtime.decision import Emit
-from services.runtime.fieldcrypt import ERASED_TEXT
 
 SERVICE: Final = "privacy"
 
@@ -264,39 +263,21 @@ def deferred_erasure_done(
 # --- someone who declines (rule 7) ---------------------------------------------------------------
 
 
-class DeclineErasure(StrEnum):
-    nothing = "nothing"  # not about taking part, already erased, or no longer says who
-    schedule = "schedule"  # erase them on the case once the grace period after its closure has run
+class DueErasure(StrEnum):
+    nothing = "nothing"  # erased already (by a command, retention, or this fact read again)
+    erase = "erase"  # destroy their key on the case now
+    keep_until_hold_lifted = "keep_until_hold_lifted"  # a retention hold keeps the data: erase when it is lifted
 
 
-def erasure_for_decline(decision: ConsentDeclined | ConsentWithdrawn, *, already_erased: bool) -> DeclineErasure:
-    """Rule 7: for someone who declines to take part, keep only what monitoring needs. Their data on the case
-    goes (their key there is destroyed; ids and monitoring data, under other keys, stay); a decline of one
-    piece of information to share changes only what may be shared; a repeat changes nothing.
-
-    A withdrawal of participation is treated as a decline: the consent service itself calls a decline after
-    consenting a withdrawal, so which command staff used must not decide whether someone is erased, and once a
-    person has stopped taking part nothing but the closure notice is to reach them (DOMAIN "After a
-    withdrawal"): monitoring is all the service still needs of them. The erasure is not done now but scheduled
-    (``declined_erasure_due_at``), and called off if they consent to take part again while the case is open."""
-    if decision.purpose != PARTICIPATION or decision.person_id == ERASED_TEXT:
-        # ERASED_TEXT: a decision written before who made it was sealed under the case's key, whose person
-        # is erased already (their key destroyed): nothing is left to erase, and no one to name.
-        return DeclineErasure.nothing
+def erasure_when_due(fact: ParticipantErasureDue, *, already_erased: bool, held: bool) -> DueErasure:
+    """Rule 7: for someone who declines to take part, keep only what monitoring needs. The consent service decides,
+    in case order, that their erasure on the case is due (``rj.participant.erasure-due``: a grace period after the
+    decline, the case open or closed, and they did not consent again first; it refuses their consent from then on).
+    Their data on the case goes (their key there is destroyed; ids and monitoring data, under other keys, stay);
+    a retention hold keeps it until its last hold is lifted, as it keeps everything else; read again, nothing."""
     if already_erased:
-        return DeclineErasure.nothing
-    return DeclineErasure.schedule
-
-
-def declined_erasure_due_at(*, closed_at: datetime | None, recorded_at: datetime, delay: timedelta) -> datetime | None:
-    """When a decliner's data on a case is erased: ``delay`` (the ``declined_erasure_delay_s`` setting) after the
-    case closed or the decline was recorded, whichever is later; never while the case is open (``closed_at``
-    None), so that a person whose key is destroyed can never consent again on that case and be booked but
-    unreachable: the consent service refuses every decision on a closed case. A retention hold on the case keeps
-    the data until its last hold is lifted, as it keeps everything else."""
-    if closed_at is None:
-        return None
-    return max(closed_at, recorded_at) + delay
+        return DueErasure.nothing
+    return DueErasure.keep_until_hold_lifted if held else DueErasure.erase
 
 
 def declined_participant_erased(
@@ -309,6 +290,7 @@ def declined_participant_erased(
     declined_by: Actor,
     keys: int,
     now: datetime,
+    kept_under_hold: bool = False,
 ) -> Emit:
     fact = DeclinedParticipantErased(
         case_id=case_id,
@@ -318,7 +300,7 @@ def declined_participant_erased(
         declined_at=declined_at,
         declined_by=declined_by,
         kept=list(KEPT_FOR_MONITORING),
-        kept_under_hold=False,
+        kept_under_hold=kept_under_hold,
         keys_destroyed=keys,
         erased_at=now,
     )

@@ -5,12 +5,17 @@ the key store (every case a data key was made for them on). Those cases' facts a
 (kept for ever) from the beginning, and in each, only the person's own personal values are kept:
 
 - an encrypted value (``enc:v1:`` token) only when its key is the person's key on that case; it is
-  decrypted with that key alone (no other key is ever unwrapped), or shown as erased when it was destroyed;
+  decrypted with that key, or shown as erased when it was destroyed;
+- a value sealed under the case's own key (``CasePii``: who declined or withdrew, who was removed from a
+  meeting) only when it names the person: it is opened with the case's key (the only other key unwrapped,
+  and only on the person's cases), and kept when it is a naming field with their id, an actor that is them, or
+  the role beside such a field; the event is then theirs (their decline, say) though no plain id names them;
 - a plain value (written before encryption, or by an upstream system) only when fieldcrypt's ownership
   rule gives it to the person (the nearest plain ``person_id`` is theirs); shown as erased when their key
   on that case is destroyed.
 
-Values under another person's key, the case's own key, or owned by someone else, are left out, and so are
+Values under another person's key, the case's key when they name someone else, or owned by someone else, are
+left out, and so are
 fields that are not personal data. An event that names the person but holds none of their values is listed
 (type and time) with no values. Corrections (``rj.participant.rectified``) supersede earlier values in
 ``current``, the person's participant fields as they now stand.
@@ -31,8 +36,8 @@ from schemas.registry import REGISTRY
 from services.privacy import store
 from services.privacy.domain import RECTIFIABLE
 from services.runtime.fieldcrypt import PendingDecryption, cipher_for, token_key_id
+from services.runtime.keystore import CASE_PERSON, KeyCache, KeyStore
 from services.runtime.keystore import SCHEMA as KEYSTORE
-from services.runtime.keystore import KeyCache, KeyStore
 from services.runtime.settings import Settings
 
 #: Where our facts are: every service's own topic.
@@ -203,7 +208,7 @@ def select_personal_data(
     roles: dict[str, str],
 ) -> list[ExportedCase]:
     """The person's own values in each event (see the module docstring), grouped by case, in order.
-    ``keys`` holds the person's keys (and only theirs) for the tokens under them."""
+    ``keys`` holds the person's keys for the tokens under them, and the keys of their cases (``CASE_PERSON``)."""
     cases: dict[str, ExportedCase] = {}
     for p in parsed:
         case_id = p.record.case_id
@@ -217,7 +222,9 @@ def select_personal_data(
             data = envelope["data"]
             # Encrypted values: only under the person's own key on this case.
             pending = cipher.prepare_decrypt(data)
-            mine = [s for s in pending.slots if owners.get(token_key_id(s.container[s.index])) == (person_id, case_id)]
+            owner_of = {id(s): owners.get(token_key_id(s.container[s.index])) for s in pending.slots}
+            mine = [s for s in pending.slots if owner_of[id(s)] == (person_id, case_id)]
+            under_case = [s for s in pending.slots if owner_of[id(s)] == (CASE_PERSON, case_id)]
             if mine:
                 if keys is None:
                     raise RuntimeError("MASTER_KEYS is needed to read this person's encrypted values")
@@ -225,6 +232,11 @@ def select_personal_data(
                 erased = set(opened.erased)
                 for slot in mine:
                     _take(event, current, slot, slot.container[slot.index], slot.path in erased)
+            # Values under the case's key: only those that name the person (``_named_under_case_key``).
+            if under_case and keys is not None:
+                PendingDecryption(pending.document, under_case).open(keys, placeholder=ERASED)
+                for slot in _named_under_case_key(under_case, person_id):
+                    _take(event, current, slot, slot.container[slot.index], False)
             # Plain values: only those fieldcrypt's ownership rule gives to the person.
             plain = cipher.prepare_encrypt(data, case_id)
             for slot in plain.slots:
@@ -239,6 +251,23 @@ def select_personal_data(
             case.events.append(event)
             case.current.update(current)
     return sorted(cases.values(), key=lambda c: c.case_id)
+
+
+def _named_under_case_key(slots: Sequence[Any], person_id: str) -> list[Any]:
+    """Of the opened values under the case's key, those that are the person's: a naming field with their id, an
+    actor that is them, and the role in a record a naming field there gives to them. Anyone else's (staff who
+    recorded it, another participant) stays out."""
+    named = {id(s.container) for s in slots if s.field in _NAMING_FIELDS and s.container[s.index] == person_id}
+    theirs = []
+    for slot in slots:
+        value = slot.container[slot.index]
+        if slot.field in _NAMING_FIELDS and value == person_id:
+            theirs.append(slot)
+        elif isinstance(value, dict) and value.get("id") == person_id and value.get("kind") == "participant":
+            theirs.append(slot)
+        elif slot.field == "role" and id(slot.container) in named:
+            theirs.append(slot)
+    return theirs
 
 
 def _take(event: ExportedEvent, current: dict[str, Any], slot: Any, value: Any, erased: bool) -> None:
@@ -258,7 +287,8 @@ async def export_person(settings: Settings, conn: asyncpg.Connection, person_id:
     erased_cases = await store.erased_cases_of(conn, person_id)
     parsed = parse_records(await read_case_facts(settings, case_ids))
     owners = await key_owners(conn, token_key_ids(parsed))
-    mine = [key_id for key_id, owner in owners.items() if owner[0] == person_id and owner[1] in case_ids]
+    # Their own keys, and their cases' own keys (for who declined or withdrew, sealed under the case's key).
+    mine = [key_id for key_id, owner in owners.items() if owner[0] in (person_id, CASE_PERSON) and owner[1] in case_ids]
     keys = None
     if mine:
         keys = KeyCache(KeyStore.from_settings(settings))

@@ -4,7 +4,7 @@ about a person (read only: keys are created and destroyed through ``services.run
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import asyncpg
 
@@ -184,7 +184,7 @@ async def take_deferred_erasures(conn: asyncpg.Connection, case_id: str) -> list
 # --- someone who declines (rule 7) ---------------------------------------------------------------
 
 
-async def schedule_declined_erasure(
+async def keep_declined_erasure(
     conn: asyncpg.Connection,
     case_id: str,
     person_id: str,
@@ -193,7 +193,8 @@ async def schedule_declined_erasure(
     recorded_at: datetime,
     declined_by: Actor,
 ) -> None:
-    """Erase ``person_id`` on ``case_id`` when their grace period has run (the first decline is the one kept)."""
+    """An erasure the consent service made due while a retention hold stands on the case: carried out when its
+    last hold is lifted (``take_declined_erasures``). A repeat keeps the first."""
     await conn.execute(
         f"""INSERT INTO {SCHEMA}.declined_erasures
                 (case_id, person_id, decline_id, declined_at, recorded_at, declined_by_kind, declined_by_id)
@@ -208,28 +209,11 @@ async def schedule_declined_erasure(
     )
 
 
-async def lock_due_declined_erasures(
-    conn: asyncpg.Connection, delay_s: float, now: datetime, limit: int
-) -> list[asyncpg.Record]:
-    """Scheduled erasures of decliners on closed cases whose grace period may have run (the caller decides),
-    with no hold standing, their cases locked; a case another transaction holds is skipped."""
-    rows = await conn.fetch(
-        f"""SELECT d.case_id, d.person_id, d.decline_id, d.declined_at, d.recorded_at, d.declined_by_kind,
-                   d.declined_by_id, c.closed_at
-            FROM {SCHEMA}.declined_erasures d JOIN {SCHEMA}.cases c USING (case_id)
-            WHERE c.closed_at IS NOT NULL AND greatest(c.closed_at, d.recorded_at) <= $1
-              AND NOT EXISTS (SELECT 1 FROM {SCHEMA}.retention_holds h WHERE h.case_id = c.case_id)
-            ORDER BY greatest(c.closed_at, d.recorded_at), d.case_id, d.person_id
-            LIMIT $2 FOR UPDATE OF c SKIP LOCKED""",
-        now - timedelta(seconds=delay_s),
-        limit,
-    )
-    held = await holds_on(conn, [r["case_id"] for r in rows])  # placed while the statement above ran
-    return [r for r in rows if r["case_id"] not in held]
-
-
-async def drop_declined_erasure(conn: asyncpg.Connection, case_id: str, person_id: str) -> None:
-    """Carried out, or called off: ``person_id`` consented to take part on ``case_id`` again."""
-    await conn.execute(
-        f"DELETE FROM {SCHEMA}.declined_erasures WHERE case_id = $1 AND person_id = $2", case_id, person_id
+async def take_declined_erasures(conn: asyncpg.Connection, case_id: str) -> list[asyncpg.Record]:
+    """The decliners' erasures a hold kept on ``case_id`` (removed: the caller carries them out in this
+    transaction)."""
+    return await conn.fetch(
+        f"""DELETE FROM {SCHEMA}.declined_erasures WHERE case_id = $1
+            RETURNING person_id, decline_id, declined_at, declined_by_kind, declined_by_id""",
+        case_id,
     )

@@ -80,9 +80,10 @@ class Settings(BaseSettings):
     # How long personal data is kept after a case closes, per outcome and role (the privacy service's
     # retention schedule): JSON mapping "outcome/role" (either may be "*") to a period such as "24 months".
     retention_schedule: str = '{"*": "24 months"}'
-    # Someone who declines to take part (never having consented) is erased on the case this long after it
-    # closes or the decline is recorded, whichever is later (rule 7): every service, the notify service sending
-    # the closure notice among them, acts on the decline before who it was and how to reach them go.
+    # Someone who declines or withdraws from taking part is erased on the case this long after the decline is
+    # recorded, the case open or closed, unless they consent again first (rule 7; decided by the consent service,
+    # carried out by the privacy service): every service, the notify service sending the closure notice among
+    # them, acts on the decline before how to reach them goes.
     declined_erasure_delay_s: float = Field(default=7 * 24 * 3600, ge=0)
 
     log_level: str = "info"

@@ -1,5 +1,6 @@
 """Rule 7 for someone who declines, on the real broker and PostgreSQL: a victim declines to take part, the case
-closes, and a grace period later the privacy service crypto-shreds her data on that case alone. Her ids (who
+closes, and a grace period after her decline the consent service decides her erasure is due and the privacy
+service crypto-shreds her data on that case alone. Her ids (who
 declined, too) and her monitoring data (age band, gender, ethnicity) still read, on the topics and in the
 referral service's state; her name, contact and reason read nowhere; the offender's data on the case, and her
 own data on another case, are untouched."""
@@ -80,9 +81,10 @@ async def crime_in_state(system: System, case_id: str) -> CrimeRecorded:
 async def test_rule_7_a_victim_who_declines_keeps_only_ids_and_monitoring_data_on_that_case_alone(
     system: System,
 ) -> None:
-    for name in ("referral", "consent", "scheduling"):
+    for name in ("referral", "scheduling"):
         system.start(name)
-    system.start("privacy", declined_erasure_delay_s=1)
+    for name in ("consent", "privacy"):  # consent decides when the erasure is due, privacy carries it out
+        system.start(name, declined_erasure_delay_s=1)
     run = uuid.uuid4().hex[:8]
     victim = f"V-{run}"  # the same person, harmed by two crimes: two cases
     ref_a, ref_b = f"DP/{run}/A", f"DP/{run}/B"

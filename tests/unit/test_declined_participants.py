@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 
 from demo import samples
 from schemas.common import Actor
-from schemas.consent import PARTICIPATION, ConsentDeclined, RecordedThrough, RecordingMethod, sharing
+from schemas.consent import PARTICIPATION, ConsentDeclined, RecordedThrough, RecordingMethod
 from schemas.privacy import KEPT_FOR_MONITORING, DeclinedParticipantErased
 from schemas.referral import AgeBand, Participant, age_band_on
-from services.privacy.domain import RECTIFIABLE, DeclineErasure, declined_participant_erased, erasure_for_decline
+from services.privacy.domain import RECTIFIABLE, declined_participant_erased
 from services.referral import domain as referral
-from services.runtime.fieldcrypt import ERASED_TEXT, cipher_for
+from services.runtime.fieldcrypt import cipher_for
 from services.runtime.keystore import MONITORING_PERSON, DataKey, KeyCache, KeyStore, MasterKeys, PersonCase
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -174,17 +174,6 @@ def declined(purpose: str = PARTICIPATION, person_id: str = "V-1") -> ConsentDec
         recorded_at=NOW,
         reason="Does not want to meet",
     )
-
-
-def test_rule_7_declining_to_take_part_schedules_the_persons_erasure_on_the_case() -> None:
-    assert erasure_for_decline(declined(), already_erased=False) is DeclineErasure.schedule
-
-
-def test_rule_7_declining_to_share_one_thing_a_repeat_or_an_erased_decline_erase_nothing() -> None:
-    assert erasure_for_decline(declined(sharing("address")), already_erased=False) is (DeclineErasure.nothing)
-    assert erasure_for_decline(declined(), already_erased=True) is DeclineErasure.nothing
-    unreadable = declined(person_id=ERASED_TEXT)  # its own record of who it was is erased already
-    assert erasure_for_decline(unreadable, already_erased=False) is DeclineErasure.nothing
 
 
 def erased(decline_id: str, keys: int) -> Any:
