@@ -149,12 +149,9 @@ async def _reoffences_on_file(conn: asyncpg.Connection, case_ids: Sequence[str],
 
 
 async def _take_in_assessments(conn: asyncpg.Connection, assessed: Sequence[RiskAssessmentRecorded]) -> None:
-    known = await store.lock_assessments(conn, [a.case_id for a in assessed])
-    for a in assessed:
-        known[a.case_id] = domain.latest_assessment(
-            known.get(a.case_id), domain.RiskAssessment(a.case_id, a.assessed_at, a.safe_to_proceed)
-        )
-    await store.save_assessments(conn, [known[c] for c in sorted(known)])
+    await store.save_assessments(
+        conn, [domain.RiskAssessment(a.case_id, a.assessed_at, a.safe_to_proceed) for a in assessed]
+    )
 
 
 async def _record_information_provided(
@@ -162,13 +159,13 @@ async def _record_information_provided(
 ) -> list[Outgoing]:
     clock = await store.lock_clock(conn, command.case_id, command.person_id)
     sensitivity: list[domain.SensitivityReason] = []
-    assessment = None
+    assessments: list[domain.RiskAssessment] = []
     if clock is not None and clock.provided_at is None:
         file = await store.read_crime_file(conn, clock.force, clock.crime_reference)
         sensitivity = domain.sensitivity_reasons(file) if file is not None and file.crime is not None else []
-        assessment = await store.read_assessment(conn, clock.case_id) if sensitivity else None
+        assessments = await store.read_assessments(conn, clock.case_id) if sensitivity else []
     clock, emits = domain.record_information_provided(
-        clock, command, event.id, now, sensitivity=sensitivity, assessment=assessment
+        clock, command, event.id, now, sensitivity=sensitivity, assessments=assessments
     )
     if clock is not None:
         await store.save_clocks(conn, [clock])

@@ -307,26 +307,20 @@ async def save_support_clocks(conn: asyncpg.Connection, clocks: Sequence[Support
 # --- risk assessments (the sensitive-case gate on RJ information) --------------------------------
 
 
-async def lock_assessments(conn: asyncpg.Connection, case_ids: Sequence[str]) -> dict[str, RiskAssessment]:
-    rows = await conn.fetch(
-        f"""SELECT * FROM {SCHEMA}.risk_assessments WHERE case_id = ANY($1::text[])
-            ORDER BY case_id FOR UPDATE""",
-        sorted(set(case_ids)),
-    )
-    return {r["case_id"]: RiskAssessment(r["case_id"], r["assessed_at"], r["safe_to_proceed"]) for r in rows}
-
-
-async def read_assessment(conn: asyncpg.Connection, case_id: str) -> RiskAssessment | None:
-    row = await conn.fetchrow(f"SELECT * FROM {SCHEMA}.risk_assessments WHERE case_id = $1", case_id)
-    return RiskAssessment(row["case_id"], row["assessed_at"], row["safe_to_proceed"]) if row else None
+async def read_assessments(conn: asyncpg.Connection, case_id: str) -> list[RiskAssessment]:
+    """Every risk assessment recorded for the case, in the order they were made."""
+    rows = await conn.fetch(f"SELECT * FROM {SCHEMA}.risk_assessments WHERE case_id = $1 ORDER BY assessed_at", case_id)
+    return [RiskAssessment(r["case_id"], r["assessed_at"], r["safe_to_proceed"]) for r in rows]
 
 
 async def save_assessments(conn: asyncpg.Connection, assessments: Sequence[RiskAssessment]) -> None:
+    """Keep every assessment (the gate asks which stood at a moment); a repeat changes nothing, and of two made
+    at the same moment the unsafe one stands (``domain.latest_assessment``)."""
     await conn.executemany(
         f"""INSERT INTO {SCHEMA}.risk_assessments (case_id, assessed_at, safe_to_proceed) VALUES ($1, $2, $3)
-            ON CONFLICT (case_id) DO UPDATE
-            SET assessed_at = excluded.assessed_at, safe_to_proceed = excluded.safe_to_proceed""",
-        [(a.case_id, a.assessed_at, a.safe_to_proceed) for a in assessments],
+            ON CONFLICT (case_id, assessed_at) DO UPDATE
+            SET safe_to_proceed = {SCHEMA}.risk_assessments.safe_to_proceed AND excluded.safe_to_proceed""",
+        sorted((a.case_id, a.assessed_at, a.safe_to_proceed) for a in assessments),
     )
 
 
