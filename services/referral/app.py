@@ -100,13 +100,20 @@ async def _take_in_files(
         if (ending := reoffending.case_ending(before, files[key], emits, closure)) is not None:
             ended.append(ending)
         out += publish(emits, files[key].case_id, event, now, key[0])
+    outcomes = [e for e in about_files if isinstance(e.data, CrimeOutcomeRecorded) and e.id in keys]
+    # Before either path reads the reoffending index: a closure and an outcome about the same offender, committed
+    # at once by two replicas, would each miss the other's write.
+    await store.lock_offenders(
+        conn,
+        [(c.force, person) for c in ended for person in c.offender_ids]
+        + [(force_of(e), e.data.offender.person_id) for e in outcomes],
+    )
     await store.save_crime_files(conn, list(files.values()))
     await store.insert_clocks(conn, new_clocks)
     await store.insert_support_clocks(conn, new_support_clocks)
     await store.insert_ended_cases(conn, ended)
     if ended:
         out += await _reoffences_on_file(conn, [c.case_id for c in ended], now)
-    outcomes = [e for e in about_files if isinstance(e.data, CrimeOutcomeRecorded) and e.id in keys]
     if outcomes:
         out += await _take_in_reoffences(conn, outcomes, {e.id: files[keys[e.id]] for e in outcomes}, now)
     return out

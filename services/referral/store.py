@@ -327,6 +327,24 @@ async def save_assessments(conn: asyncpg.Connection, assessments: Sequence[RiskA
 # --- ended cases and reoffending ----------------------------------------------------------------
 
 
+async def lock_offenders(conn: asyncpg.Connection, offenders: Sequence[tuple[str, str]]) -> None:
+    """Serialise the transactions that read or change the reoffending index of any of these (force, offender
+    person id) pairs: a case's closure (rj.scheduling, keyed by the case) and an outcome naming its offender
+    (crime.events, keyed by the crime reference) come on different partitions, so in transactions that may run at
+    once; each must see what the other committed, or neither records the reoffence. A transaction-scoped
+    advisory lock per offender, taken once a batch, after its file rows and before reading the index, in a fixed
+    order (as consent's ``lock_register``)."""
+    pairs = sorted(set(offenders))
+    if not pairs:
+        return
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('referral.offender:' || u.force || chr(31) || u.person, 0)) "
+        "FROM unnest($1::text[], $2::text[]) AS u(force, person) ORDER BY u.force, u.person",
+        [force for force, _ in pairs],
+        [person for _, person in pairs],
+    )
+
+
 async def insert_ended_cases(conn: asyncpg.Connection, cases: Sequence[EndedCase]) -> None:
     """Remember cases that ended, and index their offenders by (force, person id); an ending seen again (a
     replayed closure) changes nothing."""
