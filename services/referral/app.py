@@ -3,7 +3,8 @@
 crime.events, rj.commands, rj.scheduling (rj.case.closed), rj.consent (rj.risk-assessment.recorded)
       ──► take_in ──► referral.crime_files, victim_clocks, support_clocks, risk_assessments, ended_cases
                                       └─► outbox ──► rj.referral
-every few seconds ──► flag_overdue_information, flag_overdue_support_referrals ──► rj.referral
+every few seconds ──► flag_overdue_information, flag_overdue_support_referrals,
+                      weigh_outcomes_on_file (cases backfilled by migration 007) ──► rj.referral
 """
 
 from __future__ import annotations
@@ -142,8 +143,13 @@ async def _take_in_reoffences(
 async def _reoffences_on_file(conn: asyncpg.Connection, case_ids: Sequence[str], now: datetime) -> list[Outgoing]:
     """Cases that just ended: outcomes already on file naming their offenders (read before the closure, which
     travels on another topic) are reoffences too, if they find against them for a later offence."""
+    return await _weigh_on_file(conn, await store.lock_ended_cases(conn, case_ids), now)
+
+
+async def _weigh_on_file(
+    conn: asyncpg.Connection, cases: Sequence[reoffending.EndedCase], now: datetime
+) -> list[Outgoing]:
     out: list[Outgoing] = []
-    cases = await store.lock_ended_cases(conn, case_ids)
     files = await store.files_naming(conn, [(c.force, person) for c in cases for person in c.offender_ids])
     changed = []
     for case in cases:
@@ -152,6 +158,18 @@ async def _reoffences_on_file(conn: asyncpg.Connection, case_ids: Sequence[str],
             changed.append(case)
             out += publish(emits, case.case_id, None, now, case.force)
     await store.save_reoffences(conn, changed)
+    return out
+
+
+async def weigh_outcomes_on_file(conn: asyncpg.Connection) -> list[Outgoing]:
+    """The cases migration 007 backfilled ended before the service followed reoffending, so outcomes on file
+    then were never weighed against them: weigh them once, a batch a sweep (a reoffence is recorded once per
+    (case, later crime) whatever runs twice). Outcomes arriving since find these cases in the index themselves."""
+    cases = await store.lock_ended_cases_to_weigh(conn)
+    if not cases:
+        return []
+    out = await _weigh_on_file(conn, cases, datetime.now(UTC))
+    await store.mark_on_file_weighed(conn, [c.case_id for c in cases])
     return out
 
 
@@ -234,4 +252,5 @@ def build(service: ServiceApp | None = None) -> ServiceApp:
     service.every(
         service.settings.deadline_sweep_interval_s, flag_overdue_support_referrals, name="victim_support_sweep"
     )
+    service.every(service.settings.deadline_sweep_interval_s, weigh_outcomes_on_file, name="reoffences_on_file")
     return service

@@ -398,6 +398,24 @@ async def lock_ended_cases(conn: asyncpg.Connection, case_ids: Sequence[str]) ->
     return [_ended_case_from_row(r) for r in rows]
 
 
+async def lock_ended_cases_to_weigh(conn: asyncpg.Connection, limit: int = 200) -> list[EndedCase]:
+    """Ended cases whose outcomes already on file were never weighed against them (migration 007's backfill), a
+    batch in case order; rows another worker is weighing are skipped (the partial index
+    ``ended_cases_on_file_unweighed``)."""
+    rows = await conn.fetch(
+        f"""SELECT * FROM {SCHEMA}.ended_cases WHERE NOT on_file_weighed
+            ORDER BY case_id LIMIT $1 FOR UPDATE SKIP LOCKED""",
+        limit,
+    )
+    return [_ended_case_from_row(r) for r in rows]
+
+
+async def mark_on_file_weighed(conn: asyncpg.Connection, case_ids: Sequence[str]) -> None:
+    await conn.execute(
+        f"UPDATE {SCHEMA}.ended_cases SET on_file_weighed = true WHERE case_id = ANY($1::text[])", list(case_ids)
+    )
+
+
 def _ended_case_from_row(r: asyncpg.Record) -> EndedCase:
     return EndedCase(
         case_id=r["case_id"],
