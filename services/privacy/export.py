@@ -5,7 +5,11 @@ the key store (every case a data key was made for them on). Those cases' facts a
 (kept for ever) from the beginning, and in each, only the person's own personal values are kept:
 
 - an encrypted value (``enc:v1:`` token) only when its key is the person's key on that case; it is
-  decrypted with that key alone (no other key is ever unwrapped), or shown as erased when it was destroyed;
+  decrypted with that key, or shown as erased when it was destroyed;
+- a value under the case's monitoring key (``schemas.pii.MonitoringPii``: their age band, gender, ethnicity; the
+  date and outcome of a later offence on ``rj.case.reoffence-recorded``) only when the object holding it names
+  the person as its plain ``person_id``: it is about them, and outlives their own key. The case's monitoring key
+  is the only other key unwrapped, and only values about the person are opened with it;
 - a plain value (written before encryption, or by an upstream system) only when fieldcrypt's ownership
   rule gives it to the person (the nearest plain ``person_id`` is theirs); shown as erased when their key
   on that case is destroyed.
@@ -31,8 +35,8 @@ from schemas.registry import REGISTRY
 from services.privacy import store
 from services.privacy.domain import RECTIFIABLE
 from services.runtime.fieldcrypt import PendingDecryption, cipher_for, token_key_id
+from services.runtime.keystore import MONITORING_PERSON, KeyCache, KeyStore
 from services.runtime.keystore import SCHEMA as KEYSTORE
-from services.runtime.keystore import KeyCache, KeyStore
 from services.runtime.settings import Settings
 
 #: Where our facts are: every service's own topic.
@@ -203,7 +207,7 @@ def select_personal_data(
     roles: dict[str, str],
 ) -> list[ExportedCase]:
     """The person's own values in each event (see the module docstring), grouped by case, in order.
-    ``keys`` holds the person's keys (and only theirs) for the tokens under them."""
+    ``keys`` holds the person's keys and their cases' monitoring keys (and no one else's)."""
     cases: dict[str, ExportedCase] = {}
     for p in parsed:
         case_id = p.record.case_id
@@ -217,7 +221,7 @@ def select_personal_data(
             data = envelope["data"]
             # Encrypted values: only under the person's own key on this case.
             pending = cipher.prepare_decrypt(data)
-            mine = [s for s in pending.slots if owners.get(token_key_id(s.container[s.index])) == (person_id, case_id)]
+            mine = [s for s in pending.slots if _is_theirs(s, owners, person_id, case_id)]
             if mine:
                 if keys is None:
                     raise RuntimeError("MASTER_KEYS is needed to read this person's encrypted values")
@@ -241,6 +245,16 @@ def select_personal_data(
     return sorted(cases.values(), key=lambda c: c.case_id)
 
 
+def _is_theirs(slot: Any, owners: dict[str, tuple[str, str]], person_id: str, case_id: str) -> bool:
+    """Whether an encrypted value is the person's: under their key on the case, or under the case's monitoring key
+    in an object whose plain ``person_id`` is theirs."""
+    owner = owners.get(token_key_id(slot.container[slot.index]))
+    if owner == (person_id, case_id):
+        return True
+    about = slot.container.get("person_id") if isinstance(slot.container, dict) else None
+    return owner == (MONITORING_PERSON, case_id) and about == person_id
+
+
 def _take(event: ExportedEvent, current: dict[str, Any], slot: Any, value: Any, erased: bool) -> None:
     path = _path(slot.path)
     event.values[path] = value
@@ -258,7 +272,11 @@ async def export_person(settings: Settings, conn: asyncpg.Connection, person_id:
     erased_cases = await store.erased_cases_of(conn, person_id)
     parsed = parse_records(await read_case_facts(settings, case_ids))
     owners = await key_owners(conn, token_key_ids(parsed))
-    mine = [key_id for key_id, owner in owners.items() if owner[0] == person_id and owner[1] in case_ids]
+    mine = [
+        key_id
+        for key_id, owner in owners.items()
+        if owner[0] in (person_id, MONITORING_PERSON) and owner[1] in case_ids
+    ]
     keys = None
     if mine:
         keys = KeyCache(KeyStore.from_settings(settings))

@@ -3,6 +3,7 @@ reoffending after a case ended: pure referral decisions (DOMAIN rules 4 and 10, 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from demo import samples
+from schemas import topics
 from schemas.commands import (
     CommandRejected,
     RecordVictimInformationProvided,
@@ -33,13 +35,15 @@ from schemas.referral import (
 from schemas.scheduling import ClosureReason
 from schemas.upstream import CrimeRecorded, Outcome
 from services.cli import consumed_types
+from services.privacy.export import FactRecord, Parsed, select_personal_data
 from services.referral import domain, reoffending
 from services.referral.domain import CaseStatus, CrimeFile, RiskAssessment
 from services.runtime.calendar import LONDON
 from services.runtime.fieldcrypt import cipher_for
 from services.runtime.inventory import record_of_processing
-from services.runtime.keystore import MONITORING_PERSON
+from services.runtime.keystore import MONITORING_PERSON, KeyCache
 from services.runtime.settings import Settings
+from tests.unit.test_declined_participants import KeysInMemory
 
 WMP, WARKS = "urn:police:west-mercia:rms", "urn:police:warwickshire:athena"
 REF, LATER = "WM/2026/000777", "WM/2026/000999"
@@ -524,3 +528,39 @@ def test_the_privacy_inventory_lists_the_sealed_reoffence_and_support_service_fi
     assert {"$.later_crime_reference", "$.offence_date", "$.later_outcome"} <= listed["rj.case.reoffence-recorded"]
     assert "$.support_service" in listed["rj.victim-support.referral-recorded"]
     assert "$.support_service" in listed["rj.victim-support.record-referral"]
+
+
+async def test_stage_7_after_the_offenders_erasure_the_figures_remain_and_their_export_shows_the_reoffence() -> None:
+    case = closed_case()
+    _, emits = reoffending.record_reoffence(case, later_outcome(), WMP, None, NOW)
+    (fact,) = [e.data for e in emits]
+    assert isinstance(fact, ReoffenceRecorded)
+    store = KeysInMemory()
+    pending = cipher_for(ReoffenceRecorded).prepare_encrypt(fact.model_dump(mode="json"), case.case_id)
+    keys = KeyCache(store)
+    await keys.load(None, pairs=pending.owners)
+    sealed = pending.seal(keys)
+    envelope = {"type": ReoffenceRecorded.event_type, "id": "e1", "time": NOW.isoformat(), "data": sealed}
+    parsed = [Parsed(FactRecord(topics.REFERRAL, 0, 0, case.case_id, b""), envelope)]
+
+    def export(person_id: str) -> dict[str, object]:
+        owners = {k.key_id: (k.person_id, k.case_id) for k in store.keys.values()}
+        (exported,) = select_personal_data(
+            copy.deepcopy(parsed), person_id, owners=owners, keys=keys, erased_cases=set(), roles={}
+        )
+        return exported.events[0].values
+
+    # Subject access: the offender's export shows all of it, the monitoring values too (they are about them).
+    assert export("O-1") == {
+        "later_crime_reference": LATER,
+        "offence_date": fact.offence_date.isoformat(),
+        "later_outcome": "cautioned",
+    }
+
+    store.shred("O-1", case.case_id)  # they declined or withdrew: erased; the case's monitoring key stays
+    fresh = KeyCache(store)
+    opened = cipher_for(ReoffenceRecorded).prepare_decrypt(copy.deepcopy(sealed))
+    await fresh.load(None, key_ids=opened.key_ids)
+    after = ReoffenceRecorded.model_validate(opened.open(fresh).data)
+    assert (after.offence_date, after.later_outcome, after.rj_completed) == (fact.offence_date, Outcome.cautioned, True)
+    assert after.later_crime_reference != LATER
