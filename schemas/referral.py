@@ -316,8 +316,13 @@ class ReoffenceRecorded(EventData):
     a later crime (``later_crime_reference``, same force, committed after this case's crime): evaluation's
     reoffending figure (DOMAIN stage 7). Emitted once per (case, later crime). ``closure_reason`` (a
     ``ClosureReason`` value: ``completed`` or one that did not proceed) or ``decline_reason`` says how the earlier
-    case ended, so figures can separate completed RJ from the rest. What the later crime was, when and its outcome
-    are criminal-offence data about the offender: sealed under their key on the case, so erasing them erases it."""
+    case ended, so figures can separate completed RJ from the rest; ``rj_completed`` is null when that is not
+    known (a case closed before closure reasons were kept, backfilled by migration 007).
+
+    What the later crime was and when are criminal-offence data about the offender, sealed. What the figures need
+    (``offence_date``, ``later_outcome``) is under the case's monitoring key: it outlives the offender's erasure
+    (they declined or withdrew; erased days later) and goes with the case's retention. The later crime's
+    reference identifies them in another force's file: under their own key, so erasing them erases it."""
 
     event_type: ClassVar[str] = "rj.case.reoffence-recorded"
 
@@ -332,13 +337,18 @@ class ReoffenceRecorded(EventData):
             description="The later crime's occurred_at, else reported_at, else the outcome's recorded_at, else when "
             "we learnt of it (UK date)"
         ),
-        Pii,
+        MonitoringPii,
     ]
-    later_outcome: Annotated[Outcome | None, Field(description="The later crime's outcome (a finding)"), Pii] = None
+    later_outcome: Annotated[
+        Outcome | None, Field(description="The later crime's outcome (a finding)"), MonitoringPii
+    ] = None
     ended_as: EarlierCaseEnded
     closure_reason: ClosureReason | None = None
     decline_reason: DeclineReason | None = None
-    rj_completed: bool = Field(description="The earlier case closed as completed")
+    rj_completed: bool | None = Field(
+        description="The earlier case closed as completed; false when it closed otherwise or was screened out; null "
+        "when how it closed is not known (closed before closure reasons were kept)"
+    )
     recorded_at: AwareDatetime
     decided_by: Actor
 

@@ -7,9 +7,13 @@ the key store (every case a data key was made for them on). Those cases' facts a
 - an encrypted value (``enc:v1:`` token) only when its key is the person's key on that case; it is
   decrypted with that key, or shown as erased when it was destroyed;
 - a value sealed under the case's own key (``CasePii``: who declined or withdrew, who was removed from a
-  meeting) only when it names the person: it is opened with the case's key (the only other key unwrapped,
-  and only on the person's cases), and kept when it is a naming field with their id, an actor that is them, or
+  meeting) only when it names the person: it is opened with the case's key (unwrapped only on the person's
+  cases), and kept when it is a naming field with their id, an actor that is them, or
   the role beside such a field; the event is then theirs (their decline, say) though no plain id names them;
+- a value under the case's monitoring key (``schemas.pii.MonitoringPii``: their age band, gender, ethnicity; the
+  date and outcome of a later offence on ``rj.case.reoffence-recorded``) only when the object holding it names
+  the person as its plain ``person_id``: it is about them, and outlives their own key. Besides the person's own
+  keys, the case's key and its monitoring key are the only ones unwrapped;
 - a plain value (written before encryption, or by an upstream system) only when fieldcrypt's ownership
   rule gives it to the person (the nearest plain ``person_id`` is theirs); shown as erased when their key
   on that case is destroyed.
@@ -36,7 +40,7 @@ from schemas.registry import REGISTRY
 from services.privacy import store
 from services.privacy.domain import RECTIFIABLE
 from services.runtime.fieldcrypt import PendingDecryption, cipher_for, token_key_id
-from services.runtime.keystore import CASE_PERSON, KeyCache, KeyStore
+from services.runtime.keystore import CASE_PERSON, MONITORING_PERSON, KeyCache, KeyStore
 from services.runtime.keystore import SCHEMA as KEYSTORE
 from services.runtime.settings import Settings
 
@@ -208,7 +212,8 @@ def select_personal_data(
     roles: dict[str, str],
 ) -> list[ExportedCase]:
     """The person's own values in each event (see the module docstring), grouped by case, in order.
-    ``keys`` holds the person's keys for the tokens under them, and the keys of their cases (``CASE_PERSON``)."""
+    ``keys`` holds the person's keys for the tokens under them, and their cases' own keys (``CASE_PERSON``) and
+    monitoring keys (``MONITORING_PERSON``); no one else's."""
     cases: dict[str, ExportedCase] = {}
     for p in parsed:
         case_id = p.record.case_id
@@ -222,9 +227,10 @@ def select_personal_data(
             data = envelope["data"]
             # Encrypted values: only under the person's own key on this case.
             pending = cipher.prepare_decrypt(data)
-            owner_of = {id(s): owners.get(token_key_id(s.container[s.index])) for s in pending.slots}
-            mine = [s for s in pending.slots if owner_of[id(s)] == (person_id, case_id)]
-            under_case = [s for s in pending.slots if owner_of[id(s)] == (CASE_PERSON, case_id)]
+            mine = [s for s in pending.slots if _is_theirs(s, owners, person_id, case_id)]
+            under_case = [
+                s for s in pending.slots if owners.get(token_key_id(s.container[s.index])) == (CASE_PERSON, case_id)
+            ]
             if mine:
                 if keys is None:
                     raise RuntimeError("MASTER_KEYS is needed to read this person's encrypted values")
@@ -270,6 +276,16 @@ def _named_under_case_key(slots: Sequence[Any], person_id: str) -> list[Any]:
     return theirs
 
 
+def _is_theirs(slot: Any, owners: dict[str, tuple[str, str]], person_id: str, case_id: str) -> bool:
+    """Whether an encrypted value is the person's: under their key on the case, or under the case's monitoring key
+    in an object whose plain ``person_id`` is theirs."""
+    owner = owners.get(token_key_id(slot.container[slot.index]))
+    if owner == (person_id, case_id):
+        return True
+    about = slot.container.get("person_id") if isinstance(slot.container, dict) else None
+    return owner == (MONITORING_PERSON, case_id) and about == person_id
+
+
 def _take(event: ExportedEvent, current: dict[str, Any], slot: Any, value: Any, erased: bool) -> None:
     path = _path(slot.path)
     event.values[path] = value
@@ -287,8 +303,10 @@ async def export_person(settings: Settings, conn: asyncpg.Connection, person_id:
     erased_cases = await store.erased_cases_of(conn, person_id)
     parsed = parse_records(await read_case_facts(settings, case_ids))
     owners = await key_owners(conn, token_key_ids(parsed))
-    # Their own keys, and their cases' own keys (for who declined or withdrew, sealed under the case's key).
-    mine = [key_id for key_id, owner in owners.items() if owner[0] in (person_id, CASE_PERSON) and owner[1] in case_ids]
+    # Their own keys, and their cases' own keys (who declined or withdrew, sealed under the case's key) and
+    # monitoring keys (their monitoring data, a later offence's date and outcome).
+    whose = (person_id, CASE_PERSON, MONITORING_PERSON)
+    mine = [key_id for key_id, owner in owners.items() if owner[0] in whose and owner[1] in case_ids]
     keys = None
     if mine:
         keys = KeyCache(KeyStore.from_settings(settings))

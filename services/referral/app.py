@@ -3,7 +3,8 @@
 crime.events, rj.commands, rj.scheduling (rj.case.closed), rj.consent (rj.risk-assessment.recorded)
       ──► take_in ──► referral.crime_files, victim_clocks, support_clocks, risk_assessments, ended_cases
                                       └─► outbox ──► rj.referral
-every few seconds ──► flag_overdue_information, flag_overdue_support_referrals ──► rj.referral
+every few seconds ──► flag_overdue_information, flag_overdue_support_referrals,
+                      weigh_outcomes_on_file (cases backfilled by migration 007) ──► rj.referral
 """
 
 from __future__ import annotations
@@ -100,13 +101,20 @@ async def _take_in_files(
         if (ending := reoffending.case_ending(before, files[key], emits, closure)) is not None:
             ended.append(ending)
         out += publish(emits, files[key].case_id, event, now, key[0])
+    outcomes = [e for e in about_files if isinstance(e.data, CrimeOutcomeRecorded) and e.id in keys]
+    # Before either path reads the reoffending index: a closure and an outcome about the same offender, committed
+    # at once by two replicas, would each miss the other's write.
+    await store.lock_offenders(
+        conn,
+        [(c.force, person) for c in ended for person in c.offender_ids]
+        + [(force_of(e), e.data.offender.person_id) for e in outcomes],
+    )
     await store.save_crime_files(conn, list(files.values()))
     await store.insert_clocks(conn, new_clocks)
     await store.insert_support_clocks(conn, new_support_clocks)
     await store.insert_ended_cases(conn, ended)
     if ended:
         out += await _reoffences_on_file(conn, [c.case_id for c in ended], now)
-    outcomes = [e for e in about_files if isinstance(e.data, CrimeOutcomeRecorded) and e.id in keys]
     if outcomes:
         out += await _take_in_reoffences(conn, outcomes, {e.id: files[keys[e.id]] for e in outcomes}, now)
     return out
@@ -135,8 +143,13 @@ async def _take_in_reoffences(
 async def _reoffences_on_file(conn: asyncpg.Connection, case_ids: Sequence[str], now: datetime) -> list[Outgoing]:
     """Cases that just ended: outcomes already on file naming their offenders (read before the closure, which
     travels on another topic) are reoffences too, if they find against them for a later offence."""
+    return await _weigh_on_file(conn, await store.lock_ended_cases(conn, case_ids), now)
+
+
+async def _weigh_on_file(
+    conn: asyncpg.Connection, cases: Sequence[reoffending.EndedCase], now: datetime
+) -> list[Outgoing]:
     out: list[Outgoing] = []
-    cases = await store.lock_ended_cases(conn, case_ids)
     files = await store.files_naming(conn, [(c.force, person) for c in cases for person in c.offender_ids])
     changed = []
     for case in cases:
@@ -148,13 +161,22 @@ async def _reoffences_on_file(conn: asyncpg.Connection, case_ids: Sequence[str],
     return out
 
 
+async def weigh_outcomes_on_file(conn: asyncpg.Connection) -> list[Outgoing]:
+    """The cases migration 007 backfilled ended before the service followed reoffending, so outcomes on file
+    then were never weighed against them: weigh them once, a batch a sweep (a reoffence is recorded once per
+    (case, later crime) whatever runs twice). Outcomes arriving since find these cases in the index themselves."""
+    cases = await store.lock_ended_cases_to_weigh(conn)
+    if not cases:
+        return []
+    out = await _weigh_on_file(conn, cases, datetime.now(UTC))
+    await store.mark_on_file_weighed(conn, [c.case_id for c in cases])
+    return out
+
+
 async def _take_in_assessments(conn: asyncpg.Connection, assessed: Sequence[RiskAssessmentRecorded]) -> None:
-    known = await store.lock_assessments(conn, [a.case_id for a in assessed])
-    for a in assessed:
-        known[a.case_id] = domain.latest_assessment(
-            known.get(a.case_id), domain.RiskAssessment(a.case_id, a.assessed_at, a.safe_to_proceed)
-        )
-    await store.save_assessments(conn, [known[c] for c in sorted(known)])
+    await store.save_assessments(
+        conn, [domain.RiskAssessment(a.case_id, a.assessed_at, a.safe_to_proceed) for a in assessed]
+    )
 
 
 async def _record_information_provided(
@@ -162,13 +184,13 @@ async def _record_information_provided(
 ) -> list[Outgoing]:
     clock = await store.lock_clock(conn, command.case_id, command.person_id)
     sensitivity: list[domain.SensitivityReason] = []
-    assessment = None
+    assessments: list[domain.RiskAssessment] = []
     if clock is not None and clock.provided_at is None:
         file = await store.read_crime_file(conn, clock.force, clock.crime_reference)
         sensitivity = domain.sensitivity_reasons(file) if file is not None and file.crime is not None else []
-        assessment = await store.read_assessment(conn, clock.case_id) if sensitivity else None
+        assessments = await store.read_assessments(conn, clock.case_id) if sensitivity else []
     clock, emits = domain.record_information_provided(
-        clock, command, event.id, now, sensitivity=sensitivity, assessment=assessment
+        clock, command, event.id, now, sensitivity=sensitivity, assessments=assessments
     )
     if clock is not None:
         await store.save_clocks(conn, [clock])
@@ -230,4 +252,5 @@ def build(service: ServiceApp | None = None) -> ServiceApp:
     service.every(
         service.settings.deadline_sweep_interval_s, flag_overdue_support_referrals, name="victim_support_sweep"
     )
+    service.every(service.settings.deadline_sweep_interval_s, weigh_outcomes_on_file, name="reoffences_on_file")
     return service

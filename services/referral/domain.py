@@ -382,7 +382,7 @@ def clock_from(due: VictimInformationDue, force: str) -> VictimClock:
 
 @dataclass(frozen=True)
 class RiskAssessment:
-    """The latest risk assessment consent recorded for a case (``rj.risk-assessment.recorded``)."""
+    """A risk assessment consent recorded for a case (``rj.risk-assessment.recorded``)."""
 
     case_id: str
     assessed_at: datetime
@@ -404,18 +404,28 @@ def latest_assessment(known: RiskAssessment | None, new: RiskAssessment) -> Risk
 RJ_INFORMATION_BEFORE_ASSESSMENT = "this case needs a risk assessment that allows contact first"
 
 
+def assessment_standing_at(assessments: Sequence[RiskAssessment], at: datetime | None = None) -> RiskAssessment | None:
+    """The assessment that stood at ``at`` (else now): the latest made at or before it (``latest_assessment``)."""
+    standing = None
+    for assessment in assessments:
+        if at is None or assessment.assessed_at <= at:
+            standing = latest_assessment(standing, assessment)
+    return standing
+
+
 def rj_information_withheld(
-    sensitivity: Sequence[SensitivityReason], assessment: RiskAssessment | None, at: datetime | None = None
+    sensitivity: Sequence[SensitivityReason], assessments: Sequence[RiskAssessment], at: datetime | None = None
 ) -> str | None:
     """Why no RJ information may go to the victim (at ``at``, else now), if it may not: on a sensitive case, not
-    before the latest risk assessment, made by then, says it is safe to proceed (DOMAIN rule 4; issue 16). The
-    reason is generic on purpose."""
+    unless the case's latest risk assessment made by then (of ``assessments``, the case's, in any order) says it
+    is safe to proceed (DOMAIN rule 4; issue 16). One made after ``at`` does not count either way: a safe one did
+    not allow what happened before it, and an unsafe one does not take back what was allowed when it happened.
+    The reason is generic on purpose."""
     if not sensitivity:
         return None
-    if assessment is None or not assessment.safe_to_proceed:
+    standing = assessment_standing_at(assessments, at)
+    if standing is None or not standing.safe_to_proceed:
         return RJ_INFORMATION_BEFORE_ASSESSMENT
-    if at is not None and assessment.assessed_at > at:
-        return RJ_INFORMATION_BEFORE_ASSESSMENT  # allowed since, but not when it was given
     return None
 
 
@@ -426,18 +436,18 @@ def record_information_provided(
     now: datetime,
     *,
     sensitivity: Sequence[SensitivityReason] = (),
-    assessment: RiskAssessment | None = None,
+    assessments: Sequence[RiskAssessment] = (),
 ) -> tuple[VictimClock | None, list[Emit]]:
     """Record that the victim was told about RJ, and stop the clock. What already happened is never refused (rule
-    6): on a sensitive case, information given before the latest risk assessment allowed contact is recorded all
-    the same, flagged ``before_contact_allowed`` (a safeguarding concern for staff)."""
+    6): on a sensitive case, information given when no risk assessment allowed contact (the latest made by then)
+    is recorded all the same, flagged ``before_contact_allowed`` (a safeguarding concern for staff)."""
     if clock is None:
         reason = f"no Victims' Code clock runs for person {command.person_id} on this case"
         return None, [rejection(SERVICE, command, command_id, reason, now)]
     if clock.provided_at is not None:
         return clock, []  # already recorded: a repeat changes nothing
     clock = replace(clock, provided_at=command.provided_at)
-    early = rj_information_withheld(sensitivity, assessment, command.provided_at) is not None
+    early = rj_information_withheld(sensitivity, assessments, command.provided_at) is not None
     return clock, [
         Emit(
             VictimInformationProvided(

@@ -82,6 +82,14 @@ def case_ending(
     )
 
 
+def rj_completed(case: EndedCase) -> bool | None:
+    """Whether the case's RJ was completed: false for a case screened out (it never began); for a closed case, from
+    its closure reason, or None (unknown) when that was never kept (migration 007's backfill)."""
+    if case.ended_as is EarlierCaseEnded.screened_out:
+        return False
+    return None if case.closure_reason is None else case.closure_reason is ClosureReason.completed
+
+
 def offence_date_of(outcome: CrimeOutcomeRecorded, crime: CrimeRecorded | None, now: datetime) -> datetime:
     """When the later offence happened, as well as we know: the crime's ``occurred_at``, else its
     ``reported_at``, else the outcome's ``recorded_at``, else when we learnt of it."""
@@ -136,7 +144,7 @@ def record_reoffence(
         ended_as=case.ended_as,
         closure_reason=case.closure_reason,
         decline_reason=case.decline_reason,
-        rj_completed=case.closure_reason is ClosureReason.completed,
+        rj_completed=rj_completed(case),
         recorded_at=now,
         decided_by=SYSTEM_REFERRAL,
     )

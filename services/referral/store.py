@@ -307,30 +307,42 @@ async def save_support_clocks(conn: asyncpg.Connection, clocks: Sequence[Support
 # --- risk assessments (the sensitive-case gate on RJ information) --------------------------------
 
 
-async def lock_assessments(conn: asyncpg.Connection, case_ids: Sequence[str]) -> dict[str, RiskAssessment]:
-    rows = await conn.fetch(
-        f"""SELECT * FROM {SCHEMA}.risk_assessments WHERE case_id = ANY($1::text[])
-            ORDER BY case_id FOR UPDATE""",
-        sorted(set(case_ids)),
-    )
-    return {r["case_id"]: RiskAssessment(r["case_id"], r["assessed_at"], r["safe_to_proceed"]) for r in rows}
-
-
-async def read_assessment(conn: asyncpg.Connection, case_id: str) -> RiskAssessment | None:
-    row = await conn.fetchrow(f"SELECT * FROM {SCHEMA}.risk_assessments WHERE case_id = $1", case_id)
-    return RiskAssessment(row["case_id"], row["assessed_at"], row["safe_to_proceed"]) if row else None
+async def read_assessments(conn: asyncpg.Connection, case_id: str) -> list[RiskAssessment]:
+    """Every risk assessment recorded for the case, in the order they were made."""
+    rows = await conn.fetch(f"SELECT * FROM {SCHEMA}.risk_assessments WHERE case_id = $1 ORDER BY assessed_at", case_id)
+    return [RiskAssessment(r["case_id"], r["assessed_at"], r["safe_to_proceed"]) for r in rows]
 
 
 async def save_assessments(conn: asyncpg.Connection, assessments: Sequence[RiskAssessment]) -> None:
+    """Keep every assessment (the gate asks which stood at a moment); a repeat changes nothing, and of two made
+    at the same moment the unsafe one stands (``domain.latest_assessment``)."""
     await conn.executemany(
         f"""INSERT INTO {SCHEMA}.risk_assessments (case_id, assessed_at, safe_to_proceed) VALUES ($1, $2, $3)
-            ON CONFLICT (case_id) DO UPDATE
-            SET assessed_at = excluded.assessed_at, safe_to_proceed = excluded.safe_to_proceed""",
-        [(a.case_id, a.assessed_at, a.safe_to_proceed) for a in assessments],
+            ON CONFLICT (case_id, assessed_at) DO UPDATE
+            SET safe_to_proceed = {SCHEMA}.risk_assessments.safe_to_proceed AND excluded.safe_to_proceed""",
+        sorted((a.case_id, a.assessed_at, a.safe_to_proceed) for a in assessments),
     )
 
 
 # --- ended cases and reoffending ----------------------------------------------------------------
+
+
+async def lock_offenders(conn: asyncpg.Connection, offenders: Sequence[tuple[str, str]]) -> None:
+    """Serialise the transactions that read or change the reoffending index of any of these (force, offender
+    person id) pairs: a case's closure (rj.scheduling, keyed by the case) and an outcome naming its offender
+    (crime.events, keyed by the crime reference) come on different partitions, so in transactions that may run at
+    once; each must see what the other committed, or neither records the reoffence. A transaction-scoped
+    advisory lock per offender, taken once a batch, after its file rows and before reading the index, in a fixed
+    order (as consent's ``lock_register``)."""
+    pairs = sorted(set(offenders))
+    if not pairs:
+        return
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('referral.offender:' || u.force || chr(31) || u.person, 0)) "
+        "FROM unnest($1::text[], $2::text[]) AS u(force, person) ORDER BY u.force, u.person",
+        [force for force, _ in pairs],
+        [person for _, person in pairs],
+    )
 
 
 async def insert_ended_cases(conn: asyncpg.Connection, cases: Sequence[EndedCase]) -> None:
@@ -384,6 +396,24 @@ async def lock_ended_cases(conn: asyncpg.Connection, case_ids: Sequence[str]) ->
         sorted(set(case_ids)),
     )
     return [_ended_case_from_row(r) for r in rows]
+
+
+async def lock_ended_cases_to_weigh(conn: asyncpg.Connection, limit: int = 200) -> list[EndedCase]:
+    """Ended cases whose outcomes already on file were never weighed against them (migration 007's backfill), a
+    batch in case order; rows another worker is weighing are skipped (the partial index
+    ``ended_cases_on_file_unweighed``)."""
+    rows = await conn.fetch(
+        f"""SELECT * FROM {SCHEMA}.ended_cases WHERE NOT on_file_weighed
+            ORDER BY case_id LIMIT $1 FOR UPDATE SKIP LOCKED""",
+        limit,
+    )
+    return [_ended_case_from_row(r) for r in rows]
+
+
+async def mark_on_file_weighed(conn: asyncpg.Connection, case_ids: Sequence[str]) -> None:
+    await conn.execute(
+        f"UPDATE {SCHEMA}.ended_cases SET on_file_weighed = true WHERE case_id = ANY($1::text[])", list(case_ids)
+    )
 
 
 def _ended_case_from_row(r: asyncpg.Record) -> EndedCase:

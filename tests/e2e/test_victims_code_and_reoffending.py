@@ -13,6 +13,9 @@ from schemas import topics
 from schemas.commands import RecordVictimInformationProvided, RecordVictimSupportReferral, SupportReferralOutcome
 from schemas.scheduling import CloseCase, ClosureReason
 from schemas.upstream import Outcome, RiskFlag
+from services.runtime.fieldcrypt import token_key_id
+from services.runtime.keystore import MONITORING_PERSON
+from services.runtime.keystore import SCHEMA as KEYSTORE
 from tests.e2e.conftest import facts, referred_case
 from tests.harness import System
 
@@ -104,6 +107,21 @@ async def test_rule_10_and_rule_4_and_stage_7_support_referral_sensitive_rj_info
     sealed = reoffence["data"]
     # What the later offence was is criminal-offence data about the offender: sealed on the topic.
     assert all(sealed[f].startswith("enc:v1:") for f in ("later_crime_reference", "offence_date", "later_outcome"))
+    # What the figures need is under the case's monitoring key (it outlives the offender's erasure); the later
+    # crime's reference, which identifies them, under their own.
+    key_owners = {
+        f: await system.fetchval(
+            f"SELECT person_id FROM {KEYSTORE}.data_keys WHERE key_id = $1::uuid AND case_id = $2",
+            token_key_id(sealed[f]),
+            case_id,
+        )
+        for f in ("later_crime_reference", "offence_date", "later_outcome")
+    }
+    assert key_owners == {
+        "later_crime_reference": offender,
+        "offence_date": MONITORING_PERSON,
+        "later_outcome": MONITORING_PERSON,
+    }
     data = (await system.opened(reoffence))["data"]
     assert (data["person_id"], data["later_crime_reference"], data["later_outcome"]) == (offender, later, "cautioned")
     assert data["offence_date"] == again.occurred_at.date().isoformat()  # type: ignore[union-attr]

@@ -358,6 +358,7 @@ async def test_export_gives_a_person_their_own_data_on_each_case_and_nothing_of_
     assert plain["events"][2]["data"] == {
         "participants[0].name": f"Victim {victim}",
         "participants[0].date_of_birth": "1988-04-02",
+        "participants[0].age_band": "35-44",  # their monitoring data, under the case's monitoring key: theirs too
         "participants[0].contact": {
             "email": f"{victim.lower()}@example.org",
             "phone": "+447700900001",

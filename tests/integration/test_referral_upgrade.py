@@ -85,10 +85,12 @@ async def test_a_crime_referred_before_forces_keeps_its_case_after_the_upgrade(p
 async def test_a_case_closed_before_the_reoffending_index_is_backfilled_and_a_later_offence_found(
     pool: asyncpg.Pool,
 ) -> None:
-    """A file closed under the old schema (before migration 006), then the migrations, then a later offence by its
-    offender: the ended-case index was backfilled, so the reoffence is recorded (once), and an offence committed
-    before the closed case's crime is not."""
-    ref, later, earlier = "WM/2025/005151", "WM/2026/005152", "WM/2024/005153"
+    """A file closed under the old schema (before migration 006), and a later offence by its offender already on
+    file then; then the migrations, then another later offence: the ended-case index was backfilled, the outcome
+    on file before the upgrade is counted once by the service's pass over backfilled cases (how the case closed
+    unknown: ``rj_completed`` null), the new one once, and an offence committed before the closed case's crime
+    not at all."""
+    ref, later, earlier, on_file = "WM/2025/005151", "WM/2026/005152", "WM/2024/005153", "WM/2025/005154"
     force = samples.UPSTREAM_SOURCE
     case_id = case_id_for(force, ref)
     crime = samples.crime_recorded(ref, reported_at=datetime(2025, 6, 2, 10, tzinfo=UTC))
@@ -104,10 +106,28 @@ async def test_a_case_closed_before_the_reoffending_index_is_backfilled_and_a_la
             crime.model_dump_json(),
             outcome.model_dump_json(),
         )
+        # Read before the upgrade: a later offence by the same offender, its case still open.
+        await conn.execute(
+            """INSERT INTO referral.crime_files (force, crime_reference, case_id, crime, outcome, status, opened_at)
+               VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, 'accepted', now())""",
+            force,
+            on_file,
+            case_id_for(force, on_file),
+            samples.crime_recorded(on_file, reported_at=datetime(2025, 9, 1, tzinfo=UTC)).model_dump_json(),
+            samples.outcome_recorded(on_file, offender="O-5151").model_dump_json(),
+        )
         await db.apply_migrations(conn, "referral", files())
         row = await conn.fetchrow("SELECT * FROM referral.ended_cases WHERE case_id = $1", case_id)
         assert (row["ended_as"], row["offender_ids"]) == ("closed", ["O-5151"])
         assert row["crime_at"] == crime.occurred_at
+
+    async with pool.acquire() as conn, conn.transaction():
+        with batch_scope(Privacy.disabled()):
+            weighed = await referral_app.weigh_outcomes_on_file(conn)
+            assert await referral_app.weigh_outcomes_on_file(conn) == [], "once only"
+    (found,) = [o.event for o in weighed if o.event is not None and o.event.type == "rj.case.reoffence-recorded"]
+    assert (found.subject, found.data.later_crime_reference) == (case_id, on_file)
+    assert (found.data.closure_reason, found.data.rj_completed) == (None, None)
 
     raw = [samples.upstream_event(samples.crime_recorded(later, reported_at=datetime(2026, 3, 1, tzinfo=UTC)))]
     raw.append(samples.upstream_event(samples.outcome_recorded(later, offender="O-5151")))

@@ -3,6 +3,8 @@ reoffending after a case ended: pure referral decisions (DOMAIN rules 4 and 10, 
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from demo import samples
+from schemas import topics
 from schemas.commands import (
     CommandRejected,
     RecordVictimInformationProvided,
@@ -32,12 +35,15 @@ from schemas.referral import (
 from schemas.scheduling import ClosureReason
 from schemas.upstream import CrimeRecorded, Outcome
 from services.cli import consumed_types
+from services.privacy.export import FactRecord, Parsed, select_personal_data
 from services.referral import domain, reoffending
 from services.referral.domain import CaseStatus, CrimeFile, RiskAssessment
 from services.runtime.calendar import LONDON
 from services.runtime.fieldcrypt import cipher_for
 from services.runtime.inventory import record_of_processing
+from services.runtime.keystore import MONITORING_PERSON, KeyCache
 from services.runtime.settings import Settings
+from tests.unit.test_declined_participants import KeysInMemory
 
 WMP, WARKS = "urn:police:west-mercia:rms", "urn:police:warwickshire:athena"
 REF, LATER = "WM/2026/000777", "WM/2026/000999"
@@ -242,10 +248,10 @@ def test_rule_4_rj_information_given_on_a_sensitive_case_before_a_safe_assessmen
     at = datetime(2026, 11, 23, 10, tzinfo=UTC)
     unsafe = RiskAssessment(information_clock().case_id, datetime(2026, 11, 23, 9, tzinfo=UTC), safe_to_proceed=False)
     safe_later = RiskAssessment(unsafe.case_id, datetime(2026, 11, 23, 11, tzinfo=UTC), safe_to_proceed=True)
-    for assessment in (None, unsafe, safe_later):
+    for assessments in ([], [unsafe], [safe_later], [unsafe, safe_later]):
         clock = information_clock()
         stopped, emits = domain.record_information_provided(
-            clock, told(clock, at), "c1", at, sensitivity=SENSITIVE, assessment=assessment
+            clock, told(clock, at), "c1", at, sensitivity=SENSITIVE, assessments=assessments
         )
         (provided,) = [e.data for e in emits]  # what happened is recorded, never refused (rule 6)
         assert isinstance(provided, VictimInformationProvided)
@@ -257,7 +263,7 @@ def test_rule_4_rj_information_given_on_a_sensitive_case_before_a_safe_assessmen
 
 def test_rule_4_the_gate_says_only_that_a_risk_assessment_is_needed_never_which_sensitivity() -> None:
     reason = domain.rj_information_withheld(
-        [SensitivityReason.domestic_abuse, SensitivityReason.sexual_offence, SensitivityReason.victim_under_18], None
+        [SensitivityReason.domestic_abuse, SensitivityReason.sexual_offence, SensitivityReason.victim_under_18], []
     )
     assert reason == "this case needs a risk assessment that allows contact first"
 
@@ -267,11 +273,27 @@ def test_rule_4_rj_information_is_recorded_on_a_sensitive_case_once_the_latest_a
     at = datetime(2026, 11, 24, 10, tzinfo=UTC)
     safe = RiskAssessment(clock.case_id, datetime(2026, 11, 24, 9, tzinfo=UTC), safe_to_proceed=True)
     stopped, emits = domain.record_information_provided(
-        clock, told(clock, at), "c1", at, sensitivity=SENSITIVE, assessment=safe
+        clock, told(clock, at), "c1", at, sensitivity=SENSITIVE, assessments=[safe]
     )
     assert [type(e.data) for e in emits] == [VictimInformationProvided]
     assert emits[0].data.before_contact_allowed is False  # type: ignore[attr-defined]
     assert stopped is not None and stopped.provided_at == at
+
+
+def test_rule_4_information_given_while_a_safe_assessment_stood_is_not_flagged_by_a_later_unsafe_one() -> None:
+    """Judged by the assessment that stood when the information was given, not by one made after it."""
+    clock = information_clock()
+    at = datetime(2026, 11, 24, 10, tzinfo=UTC)
+    safe = RiskAssessment(clock.case_id, datetime(2026, 11, 24, 9, tzinfo=UTC), safe_to_proceed=True)
+    unsafe_later = RiskAssessment(clock.case_id, datetime(2026, 11, 24, 12, tzinfo=UTC), safe_to_proceed=False)
+    for made in ([safe, unsafe_later], [unsafe_later, safe]):
+        _, emits = domain.record_information_provided(
+            clock, told(clock, at), "c1", at, sensitivity=SENSITIVE, assessments=made
+        )
+        assert emits[0].data.before_contact_allowed is False  # type: ignore[attr-defined]
+    assert domain.rj_information_withheld(SENSITIVE, [safe, unsafe_later], at) is None
+    # Now (no moment given) the latest stands: contact is not allowed any more.
+    assert domain.rj_information_withheld(SENSITIVE, [safe, unsafe_later]) is not None
 
 
 def test_rj_information_on_a_case_that_is_not_sensitive_needs_no_assessment() -> None:
@@ -355,6 +377,19 @@ def test_stage_7_a_case_that_did_not_proceed_says_how_it_ended() -> None:
     (fact,) = [e.data for e in emits]
     assert isinstance(fact, ReoffenceRecorded)
     assert fact.closure_reason is ClosureReason.withdrawn and fact.rj_completed is False
+
+
+def test_stage_7_a_backfilled_case_whose_closure_reason_is_unknown_says_rj_completed_is_unknown() -> None:
+    """Migration 007's cases closed before closure reasons were kept: not counted as "did not proceed"."""
+    backfilled = replace(closed_case(), closure_reason=None)
+    _, emits = reoffending.record_reoffence(backfilled, later_outcome(), WMP, None, NOW)
+    (fact,) = [e.data for e in emits]
+    assert isinstance(fact, ReoffenceRecorded)
+    assert fact.closure_reason is None and fact.rj_completed is None
+    screened_out = dict(ended_as=EarlierCaseEnded.screened_out, decline_reason=DeclineReason.no_identifiable_victim)
+    screened = replace(backfilled, **screened_out)  # type: ignore[arg-type]
+    _, emits = reoffending.record_reoffence(screened, later_outcome(), WMP, None, NOW)
+    assert emits[0].data.rj_completed is False  # type: ignore[attr-defined]  # screened out: RJ never began
 
 
 def test_stage_7_a_case_screened_out_is_followed_for_reoffending_too() -> None:
@@ -473,12 +508,19 @@ def test_stage_7_an_outcome_on_file_before_the_case_ended_counts_once_the_case_e
     assert reoffending.record_reoffences_on_file(case, [later], NOW) == (case, [])  # and once only
 
 
-def test_stage_7_what_the_later_offence_was_is_sealed_under_the_offenders_key_on_the_case() -> None:
+def test_stage_7_what_the_figures_need_outlives_the_offenders_erasure_and_the_later_crime_does_not() -> None:
+    """When and what the later offence was go under the case's monitoring key (erasing the offender, who declined
+    or withdrew, leaves them; the case's retention does not); the later crime's reference identifies them, so it
+    stays under their own key."""
     case = closed_case()
     _, emits = reoffending.record_reoffence(case, later_outcome(), WMP, None, NOW)
     (fact,) = [e.data for e in emits]
     owners = sealed_owners(ReoffenceRecorded, fact, case.case_id)
-    assert owners == {"later_crime_reference": "O-1", "offence_date": "O-1", "later_outcome": "O-1"}
+    assert owners == {
+        "later_crime_reference": "O-1",
+        "offence_date": MONITORING_PERSON,
+        "later_outcome": MONITORING_PERSON,
+    }
 
 
 def test_the_privacy_inventory_lists_the_sealed_reoffence_and_support_service_fields() -> None:
@@ -486,3 +528,39 @@ def test_the_privacy_inventory_lists_the_sealed_reoffence_and_support_service_fi
     assert {"$.later_crime_reference", "$.offence_date", "$.later_outcome"} <= listed["rj.case.reoffence-recorded"]
     assert "$.support_service" in listed["rj.victim-support.referral-recorded"]
     assert "$.support_service" in listed["rj.victim-support.record-referral"]
+
+
+async def test_stage_7_after_the_offenders_erasure_the_figures_remain_and_their_export_shows_the_reoffence() -> None:
+    case = closed_case()
+    _, emits = reoffending.record_reoffence(case, later_outcome(), WMP, None, NOW)
+    (fact,) = [e.data for e in emits]
+    assert isinstance(fact, ReoffenceRecorded)
+    store = KeysInMemory()
+    pending = cipher_for(ReoffenceRecorded).prepare_encrypt(fact.model_dump(mode="json"), case.case_id)
+    keys = KeyCache(store)
+    await keys.load(None, pairs=pending.owners)
+    sealed = pending.seal(keys)
+    envelope = {"type": ReoffenceRecorded.event_type, "id": "e1", "time": NOW.isoformat(), "data": sealed}
+    parsed = [Parsed(FactRecord(topics.REFERRAL, 0, 0, case.case_id, b""), envelope)]
+
+    def export(person_id: str) -> dict[str, object]:
+        owners = {k.key_id: (k.person_id, k.case_id) for k in store.keys.values()}
+        (exported,) = select_personal_data(
+            copy.deepcopy(parsed), person_id, owners=owners, keys=keys, erased_cases=set(), roles={}
+        )
+        return exported.events[0].values
+
+    # Subject access: the offender's export shows all of it, the monitoring values too (they are about them).
+    assert export("O-1") == {
+        "later_crime_reference": LATER,
+        "offence_date": fact.offence_date.isoformat(),
+        "later_outcome": "cautioned",
+    }
+
+    store.shred("O-1", case.case_id)  # they declined or withdrew: erased; the case's monitoring key stays
+    fresh = KeyCache(store)
+    opened = cipher_for(ReoffenceRecorded).prepare_decrypt(copy.deepcopy(sealed))
+    await fresh.load(None, key_ids=opened.key_ids)
+    after = ReoffenceRecorded.model_validate(opened.open(fresh).data)
+    assert (after.offence_date, after.later_outcome, after.rj_completed) == (fact.offence_date, Outcome.cautioned, True)
+    assert after.later_crime_reference != LATER
