@@ -321,8 +321,8 @@ def on_case_closed(
 ) -> tuple[ConsentCase, list[Emit]]:
     """The scheduling service closed the case: from now on everything is refused but survey responses. Those the
     survey policy names are invited (``evaluation.survey_invitees``), once: a repeated closure changes nothing.
-    ``uncontactable_after_attempts`` is the setting scheduling closes ``uncontactable`` by: whoever's log met it,
-    or shows them never reached, is not invited on such a closure."""
+    ``uncontactable_after_attempts`` is the setting scheduling closes ``uncontactable`` by: whoever's unanswered
+    count met it is not invited on such a closure; everyone else is, as on any closure."""
     if case is not None and case.closed:
         return case, []
     known = case or ConsentCase(case_id=event.case_id)
@@ -917,8 +917,11 @@ def _cannot_agree_for(
 
 
 def _out_of_reach(log: ContactLog, attempts: int) -> bool:
-    """Whether nobody could reach the person: never reached, or ``attempts`` unanswered in a row since."""
-    return log.last_reached_at is None or log.unanswered_in_a_row >= attempts
+    """Whether the service could not reach the person: ``attempts`` unanswered in a row since they were last
+    reached (or ever, when never). An empty log is not "could not reach": staff may have recorded their consent
+    through a facilitator, or met them, with no attempt logged; only the count that closes a case as uncontactable
+    says so."""
+    return log.unanswered_in_a_row >= attempts
 
 
 def _heard_from(case: ConsentCase, person_id: str, at: datetime) -> ConsentCase:

@@ -534,4 +534,21 @@ def test_an_uncontactable_closure_invites_nobody_the_service_could_not_reach() -
     assert invited(emits) == [VICTIM]  # met after the calls: in touch
     closing = closed(ClosureReason.uncontactable)
     _, emits = domain.handle(gone_quiet, closing, command_id="closed", now=NOW, uncontactable_after_attempts=4)
-    assert invited(emits) == [VICTIM]  # three unanswered do not meet a setting of four
+    assert invited(emits) == [VICTIM, OFFENDER]  # three unanswered do not meet a setting of four, for either
+
+
+# --- review fixes (2): an uncontactable closure decides by the unanswered count only -------------------
+
+
+def test_rule_2_an_uncontactable_closure_invites_a_victim_whose_consent_staff_recorded_with_no_attempt() -> None:
+    """The victim's consent came through a facilitator (a letter, a call not logged as an attempt): the contact log
+    has nothing for her, so she never "met" the threshold; the offender went unanswered three times. Closed
+    uncontactable: the victim is invited, as on any closure; the offender is not."""
+    case, _ = run(accepted_case(), give(VICTIM), *[attempt(OFFENDER, at_minutes=m) for m in (1, 2, 3)])
+    assert case is not None and case.contact_log(VICTIM).last_reached_at is None
+    _, emits = run(case, closed(ClosureReason.uncontactable))
+    assert invited(emits) == [VICTIM]
+    # Two unanswered attempts to her do not meet the setting of three either: she is invited.
+    case, _ = run(case, attempt(at_minutes=4), attempt(at_minutes=5))
+    _, emits = run(case, closed(ClosureReason.uncontactable))
+    assert invited(emits) == [VICTIM]
