@@ -293,11 +293,13 @@ class ConsentGiven(EventData):
 
 
 class ConsentDeclined(EventData):
-    """Staff-only: who declined, through whom, and why. Who it was (``person_id``, and ``declined_by`` when they
-    declined themself) is sealed under the case's key (``CasePii``), so staff and services still read it after
-    the person is erased (rule 7 keeps ids); why is sealed under the person's own key and goes with it. Other
-    participants learn only that the process stopped (``CaseWithdrawn``, then ``CaseClosed``). Facts written
-    before who it was went under the case's key read ``"[erased]"`` there once the person is erased."""
+    """Staff-only: who declined, through whom, and why. Every sealed value on it (who it was: ``person_id``, and
+    ``declined_by`` when they declined themself; why: ``reason``) is under the case's key (``CasePii``): a token's
+    key id is in clear, and one under the person's own key would match the key id of their data on
+    ``rj.case.opened`` and name who declined. Staff and services still read it after the person is erased (rule 7
+    keeps ids); the case's retention erases it. Other participants learn only that the process stopped
+    (``CaseWithdrawn``, then ``CaseClosed``). Facts written before who it was went under the case's key read
+    ``"[erased]"`` there once the person is erased, and a reason written under their key reads none."""
 
     event_type: ClassVar[str] = "rj.consent.declined"
 
@@ -309,7 +311,9 @@ class ConsentDeclined(EventData):
     declined_at: AwareDatetime = Field(description="When the person decided")
     declined_by: Annotated[Actor, CasePii] = Field(description="Who recorded it: the person themself, or staff")
     recorded_at: AwareDatetime = Field(description="When the decision was recorded")
-    reason: Annotated[str | None, Pii] = Field(default=None, description="Never to be told to another participant")
+    reason: Annotated[str | None, CasePii] = Field(
+        default=None, description="Never to be told to another participant (under the case's key)"
+    )
     command_id: str | None = Field(
         default=None,
         description="The command this decides: the services that follow that command in case order match this "
@@ -318,10 +322,10 @@ class ConsentDeclined(EventData):
 
 
 class ConsentWithdrawn(EventData):
-    """Staff-only: who withdrew, through whom, and why. Who it was (``person_id``, and ``withdrawn_by`` when they
-    withdrew themself) is sealed under the case's key (``CasePii``), readable after the person is erased; why is
-    sealed under the person's own key. Other participants learn only that the process stopped
-    (``CaseWithdrawn``, then ``CaseClosed``)."""
+    """Staff-only: who withdrew, through whom, and why. Every sealed value on it (``person_id``, ``withdrawn_by``,
+    ``reason``) is under the case's key (``CasePii``), as on ``ConsentDeclined`` and for the same reason: a value
+    under the person's own key names them by its key id. Readable after the person is erased. Other participants
+    learn only that the process stopped (``CaseWithdrawn``, then ``CaseClosed``)."""
 
     event_type: ClassVar[str] = "rj.consent.withdrawn"
 
@@ -333,7 +337,9 @@ class ConsentWithdrawn(EventData):
     withdrawn_at: AwareDatetime = Field(description="When the person decided")
     withdrawn_by: Annotated[Actor, CasePii] = Field(description="Who recorded it: the person themself, or staff")
     recorded_at: AwareDatetime = Field(description="When the decision was recorded")
-    reason: Annotated[str | None, Pii] = Field(default=None, description="Never to be told to another participant")
+    reason: Annotated[str | None, CasePii] = Field(
+        default=None, description="Never to be told to another participant (under the case's key)"
+    )
     command_id: str | None = Field(
         default=None,
         description="The command this decides: the services that follow that command in case order match this "

@@ -1,8 +1,8 @@
 """Rule 7 for someone who declines, on the real broker and PostgreSQL: a victim declines to take part, the case
 closes, and a grace period later the privacy service crypto-shreds her data on that case alone. Her ids (who
 declined, too) and her monitoring data (age band, gender, ethnicity) still read, on the topics and in the
-referral service's state; her name, contact and reason read nowhere; the offender's data on the case, and her
-own data on another case, are untouched."""
+referral service's state; her name and contact read nowhere (her reason, under the case's key, reads for staff);
+the offender's data on the case, and her own data on another case, are untouched."""
 
 from __future__ import annotations
 
@@ -144,9 +144,10 @@ async def test_rule_7_a_victim_who_declines_keeps_only_ids_and_monitoring_data_o
     assert (mine["age_band"], mine["gender"], mine["ethnicity"]) == (band.value, "female", "W1")
     offender = after_a[f"O-{ref_a}"]  # the other participant's data is untouched
     assert (offender["name"], offender["gender"], offender["ethnicity"]) == (f"Bartholomew Ashdown-{run}", "male", "A2")
-    # Who declined, on the consent fact, is under the case's key: it still reads. Why was hers: gone.
+    # Who declined, and why, on the consent fact, are under the case's key (under hers, the key id would name her):
+    # they still read, for staff, until the case's retention.
     consent_fact = (await system.opened(declined))["data"]
-    assert (consent_fact["person_id"], consent_fact["reason"]) == (victim, None)
+    assert (consent_fact["person_id"], consent_fact["reason"]) == (victim, REASON)
 
     # On case B she is untouched.
     other = people(await opened_case(system, case_b))[victim]

@@ -1,7 +1,7 @@
-"""Rule 7 for someone who declines, pure, after the review: who declined (or withdrew) stays readable under the
-case's key when the person is erased, their reason goes with them; the erasure waits for a grace period after
-the case closes (so every service has acted on the decline first); someone who declines to take
-part, or withdraws, is erased alike (unless they consent again while the case is open)."""
+"""Rule 7 for someone who declines, pure, after the review: who declined (or withdrew), and why, stay readable under
+the case's key when the person is erased (a value under their own key would name them by its key id); the erasure
+waits for a grace period after the case closes (so every service has acted on the decline first); someone who
+declines to take part, or withdraws, is erased alike (unless they consent again while the case is open)."""
 
 from __future__ import annotations
 
@@ -61,6 +61,7 @@ async def sealed_then_erased(model: type[Any], document: dict[str, Any]) -> tupl
     await keys.load(None, pairs=pending.owners)
     sealed = pending.seal(keys)
     assert "S-1" not in str(sealed), "never in clear"
+    await keys.load(None, pairs={("S-1", CASE)})  # their key on the case (their data on the case opened)
     store.shred("S-1", CASE)
     opening = cipher_for(model).prepare_decrypt(sealed)
     fresh = KeyCache(store)
@@ -68,20 +69,24 @@ async def sealed_then_erased(model: type[Any], document: dict[str, Any]) -> tupl
     return model.model_validate(opening.open(fresh).data).model_dump(mode="json"), owners
 
 
-async def test_rule_7_who_declined_is_sealed_under_the_cases_key_and_reads_after_their_erasure_their_reason_not() -> (
-    None
-):
+async def test_rule_7_who_declined_and_why_are_sealed_under_the_cases_key_and_read_after_their_erasure() -> None:
     after, owners = await sealed_then_erased(ConsentDeclined, declined().model_dump(mode="json"))
-    assert owners == {"person_id": CASE_PERSON, "declined_by": CASE_PERSON, "reason": "S-1"}
-    assert (after["person_id"], after["declined_by"], after["reason"]) == ("S-1", HIMSELF.model_dump(), None)
+    assert owners == {"person_id": CASE_PERSON, "declined_by": CASE_PERSON, "reason": CASE_PERSON}
+    assert (after["person_id"], after["declined_by"], after["reason"]) == (
+        "S-1",
+        HIMSELF.model_dump(),
+        "Would rather not say",
+    )
 
 
-async def test_rule_7_who_withdrew_is_sealed_under_the_cases_key_and_reads_after_their_erasure_their_reason_not() -> (
-    None
-):
+async def test_rule_7_who_withdrew_and_why_are_sealed_under_the_cases_key_and_read_after_their_erasure() -> None:
     after, owners = await sealed_then_erased(ConsentWithdrawn, withdrawn().model_dump(mode="json"))
-    assert owners == {"person_id": CASE_PERSON, "withdrawn_by": CASE_PERSON, "reason": "S-1"}
-    assert (after["person_id"], after["withdrawn_by"], after["reason"]) == ("S-1", HIMSELF.model_dump(), None)
+    assert owners == {"person_id": CASE_PERSON, "withdrawn_by": CASE_PERSON, "reason": CASE_PERSON}
+    assert (after["person_id"], after["withdrawn_by"], after["reason"]) == (
+        "S-1",
+        HIMSELF.model_dump(),
+        "Changed my mind",
+    )
 
 
 async def test_a_decline_sealed_under_the_persons_own_key_before_the_fix_still_loads_after_their_erasure() -> None:
