@@ -15,11 +15,13 @@ from typing import Any
 import asyncpg
 
 from schemas import topics
-from schemas.consent import AssignFacilitator
+from schemas.consent import AssignFacilitator, ContactAttemptRecorded
 from schemas.envelope import CloudEvent
 from schemas.scheduling import FacilitatorRegistered
 from services.consent import domain, store
+from services.runtime import metrics
 from services.runtime.app import ServiceApp
+from services.runtime.decision import Emit
 from services.runtime.outbox import Outgoing, facts
 
 SOURCE = "urn:rj:service:consent"
@@ -70,6 +72,7 @@ async def take_in(
             uncontactable_after_attempts=uncontactable_after_attempts,
         )
         _learn_force(cases, data.case_id, event)
+        _count_breaches(emits)
         out += facts(
             topics.CONSENT, SOURCE, data.case_id, emits, cause=event, now=now, force=_force(cases, data.case_id)
         )
@@ -93,6 +96,14 @@ def _apply_registration(
         cases[case_id], emits = domain.handle(case, registration, command_id=event.id, now=now)
         out += facts(topics.CONSENT, SOURCE, case_id, emits, cause=event, now=now, force=_force(cases, case_id))
     return out
+
+
+def _count_breaches(emits: Sequence[Emit]) -> None:
+    """A recorded attempt that broke the safe-contact record is a safeguarding breach: the fact keeps it, sealed, for
+    staff; the count is for operators to alert on (it says nothing of whom)."""
+    for emit in emits:
+        if isinstance(emit.data, ContactAttemptRecorded) and emit.data.breached_safe_contact:
+            metrics.SAFE_CONTACT_BREACHES.inc()
 
 
 def _learn_force(cases: dict[str, domain.ConsentCase | None], case_id: str, event: CloudEvent[Any]) -> None:

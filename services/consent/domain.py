@@ -42,8 +42,9 @@ Decisions worth knowing:
   since they were last reached (``services.consent.contact.ContactLog``). An attempt is refused when nobody may be
   contacted (closed, withdrawn, on hold, sensitive before the risk assessment allows it: ``_no_contact_yet``). One
   that broke the person's safe-contact record (``contact.forbidden_by``) already happened: it is recorded, with a
-  sealed staff-only flag saying what it broke (a safeguarding breach staff must see, rule 6), and no rejection
-  ever states a safe-contact detail.
+  sealed staff-only flag and code saying what it broke (a safeguarding breach staff must see, rule 6; under the
+  case's key, so it outlives the person's erasure, and counted by the app), and no rejection ever states a
+  safe-contact detail.
 - The person acting on the case themself (a consent decision through the participant, a preparation meeting
   with them) is them in touch: their contact log counts unanswered attempts from then on (``_heard_from``), as
   scheduling's copy of the count does (a case does not close as uncontactable on attempts from before it).
@@ -105,6 +106,7 @@ from schemas.consent import (
     ResumeCase,
     RiskAssessmentRecorded,
     RiskLevel,
+    SafeContactBreach,
     SafeContactRecorded,
     SurveyInvited,
     SurveyResponseRecorded,
@@ -609,7 +611,7 @@ def record_contact_attempt(
 ) -> tuple[ConsentCase | None, list[Emit]]:
     """Log one attempt to reach a participant, with their count of attempts since they were last reached. Refused
     when nobody on the case may be contacted; an attempt that broke the person's safe-contact record is logged with
-    ``breached_safe_contact`` (sealed, as the record is)."""
+    ``breached_safe_contact`` and its code (sealed under the case's key, at one length whatever the outcome)."""
     refusal = (
         _refusal(case, command)
         or _staff_only(command, "record a contact attempt")
@@ -635,8 +637,8 @@ def record_contact_attempt(
         recorded_by=command.actor,
         note=command.note,
         command_id=command_id,
-        breached_safe_contact=breach is not None,
-        safe_contact_breach=breach or "",
+        breached_safe_contact=breach is not SafeContactBreach.none,
+        safe_contact_breach=breach,
     )
     return case, [Emit(fact, f"contact-attempt-recorded:{command_id}")]
 

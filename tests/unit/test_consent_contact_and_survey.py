@@ -25,6 +25,7 @@ from schemas.consent import (
     RecordingMethod,
     RecordSafeContact,
     RecordSurveyResponse,
+    SafeContactBreach,
     SafeContactRecorded,
     SurveyInvited,
     SurveyResponseRecorded,
@@ -106,7 +107,7 @@ def counts(emits: list[Emit]) -> list[int]:
 BREACH_FIELDS = {"breached_safe_contact", "safe_contact_breach"}
 
 
-def breach(emits: list[Emit]) -> tuple[bool, str]:
+def breach(emits: list[Emit]) -> tuple[bool, SafeContactBreach]:
     (fact,) = [e.data for e in emits if isinstance(e.data, ContactAttemptRecorded)]
     return fact.breached_safe_contact, fact.safe_contact_breach
 
@@ -196,19 +197,19 @@ def test_safe_contact_an_attempt_by_a_channel_the_record_does_not_list_is_flagge
     case, emits = run(accepted_case(), safe_contact(VICTIM, Channel.email, Channel.phone))
     assert facts(emits) == [SafeContactRecorded]
     _, emits = run(case, attempt(method=ContactMethod.sms))
-    assert breach(emits) == (True, "victim-1's safe-contact record does not list sms as a safe channel")
+    assert breach(emits) == (True, SafeContactBreach.unsafe_channel)
     _, emits = run(case, attempt(method=ContactMethod.email))
-    assert breach(emits) == (False, "")
+    assert breach(emits) == (False, SafeContactBreach.none)
     _, emits = run(case, attempt(OFFENDER, method=ContactMethod.sms))  # someone else's record is not theirs
-    assert breach(emits) == (False, "")
+    assert breach(emits) == (False, SafeContactBreach.none)
 
 
 def test_safe_contact_no_voicemail_flags_a_message_left_by_phone() -> None:
     case, _ = run(accepted_case(), safe_contact(VICTIM, Channel.phone, voicemail_ok=False))
     case, emits = run(case, attempt(outcome=ContactOutcome.message_left))
-    assert breach(emits) == (True, "victim-1's safe-contact record does not allow leaving a voicemail")
+    assert breach(emits) == (True, SafeContactBreach.voicemail_not_allowed)
     _, emits = run(case, attempt(outcome=ContactOutcome.no_answer, at_minutes=1))
-    assert breach(emits) == (False, "") and counts(emits) == [2]
+    assert breach(emits) == (False, SafeContactBreach.none) and counts(emits) == [2]
 
 
 def test_safe_contact_no_letters_or_visits_to_a_shared_home_without_an_alternative_address() -> None:
@@ -216,16 +217,16 @@ def test_safe_contact_no_letters_or_visits_to_a_shared_home_without_an_alternati
     for method in (ContactMethod.letter, ContactMethod.visit):
         _, emits = run(case, attempt(method=method))
         flagged, detail = breach(emits)
-        assert flagged and "has no address safe for a" in detail
+        assert flagged and detail is SafeContactBreach.no_safe_address
     case, _ = run(case, safe_contact(VICTIM, Channel.letter, alternative_address="c/o Victim Support, 1 High St"))
     _, emits = run(case, attempt(method=ContactMethod.letter))
-    assert breach(emits) == (False, "")
+    assert breach(emits) == (False, SafeContactBreach.none)
 
 
 def test_safe_contact_the_latest_record_wins() -> None:
     case, _ = run(accepted_case(), safe_contact(VICTIM, Channel.sms), safe_contact(VICTIM, Channel.email))
     _, emits = run(case, attempt(method=ContactMethod.sms))
-    assert "does not list sms" in breach(emits)[1]
+    assert breach(emits)[1] is SafeContactBreach.unsafe_channel
     assert case is not None and len(case.safe_contacts) == 1
 
 
@@ -442,10 +443,10 @@ def test_rule_6_an_attempt_that_broke_the_safe_contact_record_is_recorded_with_a
     case, emits = run(case, attempt(method=ContactMethod.letter, outcome=ContactOutcome.undeliverable))
     assert facts(emits) == [ContactAttemptRecorded] and counts(emits) == [1]
     flagged, detail = breach(emits)
-    assert flagged and "no address safe for a letter" in detail
+    assert flagged and detail is SafeContactBreach.no_safe_address
     _, emits = run(case, attempt(at_minutes=1))  # a phone call the record allows: flag down, count goes on
-    assert breach(emits) == (False, "") and counts(emits) == [2]
-    assert BREACH_FIELDS <= pii_fields(ContactAttemptRecorded)  # sealed under the person's key, never in clear
+    assert breach(emits) == (False, SafeContactBreach.none) and counts(emits) == [2]
+    assert BREACH_FIELDS <= pii_fields(ContactAttemptRecorded)  # sealed (under the case's key), never in clear
 
 
 def test_rule_3_no_rejection_of_a_contact_attempt_says_anything_of_the_safe_contact_record() -> None:

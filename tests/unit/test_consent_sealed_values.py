@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from schemas.common import Actor, Channel
 from schemas.consent import (
     PARTICIPATION,
+    SAFE_CONTACT_BREACH_WIDTH,
     CaseWithdrawalReason,
     CaseWithdrawn,
     ConsentDeclined,
@@ -26,6 +27,7 @@ from schemas.consent import (
     ContactOutcome,
     RecordedThrough,
     RecordingMethod,
+    SafeContactBreach,
 )
 from schemas.privacy import DeclinedParticipantErased
 from schemas.referral import Participant, Role
@@ -181,3 +183,28 @@ async def test_rule_6_the_breach_flag_and_its_detail_are_under_the_cases_key_and
     await fresh.load(None, key_ids=opening.key_ids)
     after = ContactAttemptRecorded.model_validate(opening.open(fresh).data)
     assert (after.breached_safe_contact, after.safe_contact_breach) == (True, fact.safe_contact_breach)
+
+
+def test_a_breach_code_travels_padded_to_one_width_and_reads_back_as_itself() -> None:
+    for code in SafeContactBreach:
+        fact = attempts_for_each_outcome()["none"].model_copy(update={"safe_contact_breach": code})
+        wire = fact.model_dump(mode="json")["safe_contact_breach"]
+        assert len(wire) == SAFE_CONTACT_BREACH_WIDTH and wire.strip() == code.value
+        assert ContactAttemptRecorded.model_validate_json(fact.model_dump_json()).safe_contact_breach is code
+
+
+def test_a_v1_breach_detail_reads_as_its_code() -> None:
+    """v1 wrote free text (or "") under the person's key; once erased it reads as the schema's stand-in."""
+    v1 = attempts_for_each_outcome()["none"].model_dump(mode="json")
+    for text, code in (
+        ("", SafeContactBreach.none),
+        ("victim-1's safe-contact record does not list sms as a safe channel", SafeContactBreach.unsafe_channel),
+        (
+            "victim-1's safe-contact record has no address safe for a visit: not their home, and no alternative "
+            "address",
+            SafeContactBreach.no_safe_address,
+        ),
+        ("victim-1's safe-contact record does not allow leaving a voicemail", SafeContactBreach.voicemail_not_allowed),
+        ("[erased]", SafeContactBreach.unknown),
+    ):
+        assert ContactAttemptRecorded.model_validate({**v1, "safe_contact_breach": text}).safe_contact_breach is code
