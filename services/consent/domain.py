@@ -58,7 +58,9 @@ Decisions worth knowing:
   themself or through staff, also after closure (the only command a closed case still takes).
 - Rule 2 in rejections: a command a participant sends in someone else's name is refused for that first, in words
   that depend only on what they sent, before anything about the person named (whether they take part, were
-  invited, i.e. did not withdraw, or have answered) is looked at.
+  invited, i.e. did not withdraw, or have answered) is looked at. A survey response from a participant is refused
+  in one neutral sentence for someone else's name, an unknown case or no invitation alike (case ids are derived
+  from the crime: "unknown case" would say whether an RJ case exists for it); staff get the precise reason.
 - Readiness is re-derived after every change: ``CaseReadyForMeeting`` when it is reached,
   ``CaseReadinessLost`` when a re-assessment finds a ready case unsafe.
 """
@@ -698,29 +700,33 @@ def record_safe_contact(
     return case, [Emit(fact, f"safe-contact-recorded:{command_id}")]
 
 
+SURVEY_REFUSAL_TO_A_PARTICIPANT = "a participant may record only their own response to a survey they were invited to"
+"""The one refusal a participant gets for an unknown case, someone else's response, or no invitation: case ids are
+derived from (force, crime reference), so a precise answer would tell anyone whether an RJ case exists for a crime,
+and whether someone was invited (did not withdraw)."""
+
+
 def record_survey_response(
     case: ConsentCase | None, command: RecordSurveyResponse, *, command_id: str, now: datetime
 ) -> tuple[ConsentCase | None, list[Emit]]:
     """A survey answer from someone invited when the case closed, once; by themself or through staff."""
-    if case is None:
-        return _reject(case, command, command_id, now, f"unknown case {command.case_id}: no accepted case with that id")
     actor = command.actor
-    # Who may speak comes first, in words that depend on nothing but the sender: whether the person named takes
-    # part, was invited (did not withdraw) or has answered is theirs and staff's to know, never another party's.
-    refusal = None
-    if actor.kind == "participant" and actor.id != command.person_id:
-        refusal = "a participant may record only their own survey response"
-    if refusal is None and actor.kind == "system":
-        refusal = "a survey response comes from the participant or is recorded by staff"
-    refusal = refusal or not_a_participant(case, command.person_id)
-    if refusal is None and command.person_id not in case.survey_invited:
-        refusal = f"{command.person_id} was not invited to the satisfaction survey on this case"
-    if refusal is None and command.person_id in case.survey_answered:
+    # Who may speak comes first, in words that depend on nothing but the sender. A participant then learns nothing
+    # of the case (whether it exists, whether they or anyone else were invited) from a refusal: one neutral answer
+    # for all of it; staff get the precise reason.
+    if actor.kind == "system":
+        refusal: str | None = "a survey response comes from the participant or is recorded by staff"
+    else:
+        refusal = _not_invited(case, command)
+        if actor.kind == "participant" and (refusal is not None or actor.id != command.person_id):
+            refusal = SURVEY_REFUSAL_TO_A_PARTICIPANT
+    if refusal is None and case is not None and command.person_id in case.survey_answered:
         refusal = f"{command.person_id} has already answered the satisfaction survey on this case"
     if refusal is None and command.responded_at is not None:
         refusal = _in_the_future("responded_at", command.responded_at, now)
     if refusal is not None:
         return _reject(case, command, command_id, now, refusal)
+    assert case is not None
     participant = case.participant(command.person_id)
     assert participant is not None
     case = replace(case, survey_answered=case.survey_answered | {command.person_id})
@@ -858,6 +864,18 @@ def _cannot_add(case: ConsentCase | None, command: AddParticipant) -> str | None
         return "an interpreter needs the language they interpret"
     if command.role is not Role.interpreter and command.language is not None:
         return "only an interpreter has a language"
+    return None
+
+
+def _not_invited(case: ConsentCase | None, command: RecordSurveyResponse) -> str | None:
+    """Why the person named may not answer the survey on this case (unknown case, not a participant, not invited),
+    precisely, for staff."""
+    if case is None:
+        return f"unknown case {command.case_id}: no accepted case with that id"
+    if (refusal := not_a_participant(case, command.person_id)) is not None:
+        return refusal
+    if command.person_id not in case.survey_invited:
+        return f"{command.person_id} was not invited to the satisfaction survey on this case"
     return None
 
 

@@ -344,14 +344,16 @@ def test_a_survey_response_is_recorded_once_from_someone_invited() -> None:
 
 def test_a_survey_response_is_refused_without_an_invitation() -> None:
     case, _ = run(ready_case(), closed())
-    _, emits = run(case, answer(SUPPORTER))
+    _, emits = run(case, answer(SUPPORTER, actor=FACILITATOR))
     assert rejection(emits) == "supporter-1 was not invited to the satisfaction survey on this case"
-    _, emits = run(ready_case(), answer())  # not closed: nobody invited yet
+    _, emits = run(ready_case(), answer(actor=FACILITATOR))  # not closed: nobody invited yet
     assert rejection(emits) == "victim-1 was not invited to the satisfaction survey on this case"
     case, _ = run(ready_case(), closed(ClosureReason.withdrawn))
-    _, emits = run(case, answer())
+    _, emits = run(case, answer(actor=FACILITATOR))
     assert "was not invited" in rejection(emits)
-    _, emits = run(None, answer())
+    _, emits = run(case, answer())  # to the participant: the neutral refusal
+    assert rejection(emits) == PROBE_MESSAGE
+    _, emits = run(None, answer(actor=FACILITATOR))
     assert "unknown case" in rejection(emits)
     case, _ = run(ready_case(), closed())
     _, emits = run(case, answer(actor=Actor(kind="participant", id=OFFENDER)))
@@ -372,7 +374,7 @@ def test_a_closed_case_unknown_to_consent_invites_no_one() -> None:
 # --- review fixes: nothing one participant sends tells them another's status ----------------------
 
 
-PROBE_MESSAGE = "a participant may record only their own survey response"
+PROBE_MESSAGE = domain.SURVEY_REFUSAL_TO_A_PARTICIPANT
 
 
 def test_rule_2_a_survey_response_for_someone_else_tells_the_sender_nothing_of_them() -> None:
@@ -553,3 +555,33 @@ def test_rule_2_an_uncontactable_closure_invites_a_victim_whose_consent_staff_re
     case, _ = run(case, attempt(at_minutes=4), attempt(at_minutes=5))
     _, emits = run(case, closed(ClosureReason.uncontactable))
     assert invited(emits) == [VICTIM]
+
+
+# --- review fixes (2): a survey response refused to a participant says nothing of the case ---------------------
+
+
+def test_rule_2_a_participant_is_refused_alike_for_an_unknown_case_no_invitation_or_someone_else() -> None:
+    """Case ids are derived from (force, crime reference): a participant must not learn from a refusal whether an RJ
+    case exists for a crime, whether someone was invited (did not withdraw), or whether they themself take part.
+    Staff get the precise reason."""
+    as_victim = Actor(kind="participant", id=VICTIM)
+    invited_case, _ = run(ready_case(), closed())
+    withdrawn_case, _ = run(ready_case(), closed(ClosureReason.withdrawn))
+    open_case = ready_case()
+    refusals = {
+        rejection(run(None, answer())[1]),  # no such case
+        rejection(run(withdrawn_case, answer())[1]),  # not invited: the case closed withdrawn
+        rejection(run(open_case, answer())[1]),  # not invited: not closed yet
+        rejection(run(invited_case, answer(SUPPORTER, actor=Actor(kind="participant", id=SUPPORTER)))[1]),
+        rejection(run(invited_case, answer("stranger-9", actor=Actor(kind="participant", id="stranger-9")))[1]),
+        rejection(run(invited_case, answer(OFFENDER, actor=as_victim))[1]),  # someone else
+        rejection(run(None, answer(OFFENDER, actor=as_victim))[1]),
+    }
+    assert refusals == {PROBE_MESSAGE}
+    assert "unknown case" in rejection(run(None, answer(actor=FACILITATOR))[1])
+    assert rejection(run(withdrawn_case, answer(actor=FACILITATOR))[1]) == (
+        "victim-1 was not invited to the satisfaction survey on this case"
+    )
+    assert rejection(run(invited_case, answer("stranger-9", actor=FACILITATOR))[1]) == (
+        "stranger-9 is not a participant in this case"
+    )
