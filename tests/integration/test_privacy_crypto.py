@@ -355,7 +355,7 @@ async def test_erasing_a_person_everywhere_and_before_any_key_existed(conn: asyn
     assert (await store().data_keys_for(conn, [("eve", third)]))[("eve", third)].destroyed
 
 
-async def test_a_withdrawal_reason_belongs_to_the_person_who_withdrew_and_free_text_to_the_case(
+async def test_a_withdrawal_and_its_reason_are_under_the_cases_key_as_is_free_text_on_the_case(
     conn: asyncpg.Connection,
 ) -> None:
     case = new_case()
@@ -374,12 +374,13 @@ async def test_a_withdrawal_reason_belongs_to_the_person_who_withdrew_and_free_t
             (type(closed), closed.model_dump(mode="json"), case),
         ],
     )
-    # Who withdrew is under the case's key (it outlives her erasure, rule 7); why is hers and goes with her.
+    # Who withdrew and why are under the case's key (they outlive her erasure, rule 7): under hers, a token's key id
+    # would match her data on the case opened and name who withdrew.
     owners = {name: keys.by_id(fieldcrypt.token_key_id(w[name])) for name in ("person_id", "withdrawn_by", "reason")}
     assert {name: key.person_id for name, key in owners.items() if key is not None} == {
         "person_id": CASE_PERSON,
         "withdrawn_by": CASE_PERSON,
-        "reason": "fay",
+        "reason": CASE_PERSON,
     }
     case_key = keys.by_id(fieldcrypt.token_key_id(c["detail"]))
     assert case_key is not None and case_key.person_id == CASE_PERSON
