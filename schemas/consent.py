@@ -13,7 +13,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Final
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, BeforeValidator, Field, PlainSerializer, WithJsonSchema
 
 from schemas.commands import Command
 from schemas.common import Actor, Channel
@@ -177,6 +177,60 @@ class ContactOutcome(StrEnum):
     undeliverable = "undeliverable"  # wrong number, bounced email, returned letter
 
 
+class SafeContactBreach(StrEnum):
+    """What a contact attempt broke of the person's safe-contact record, as a code (``none``: nothing). The method
+    is on the fact in clear, so the code says all the free text did (which channel, a letter or a visit)."""
+
+    none = "none"
+    unsafe_channel = "unsafe_channel"  # the method's channel is not among the safe ones
+    no_safe_address = "no_safe_address"  # a letter or visit, with the home unsafe and no alternative address
+    voicemail_not_allowed = "voicemail_not_allowed"  # a message left by phone, voicemail not allowed
+    unknown = "unknown"  # erased, or a v1 detail this version cannot read
+
+
+SAFE_CONTACT_BREACH_WIDTH: Final = max(len(code) for code in SafeContactBreach)
+"""Every breach code travels padded with spaces to this width: sealing preserves length, so codes of different
+lengths would say, through the token's length, whether an attempt broke the record and which rule."""
+
+_BREACH_PATTERN = "^(" + "|".join(SafeContactBreach) + ") *$"
+
+
+def _read_breach(value: Any) -> Any:
+    """A code, padded or not; or what v1 wrote (``""`` for none, else staff-facing free text naming the rule)."""
+    if not isinstance(value, str) or isinstance(value, SafeContactBreach):
+        return value
+    text = value.strip()
+    if text in {code.value for code in SafeContactBreach}:
+        return SafeContactBreach(text)
+    if not text:
+        return SafeContactBreach.none
+    for phrase, code in (
+        ("as a safe channel", SafeContactBreach.unsafe_channel),
+        ("no address safe", SafeContactBreach.no_safe_address),
+        ("leaving a voicemail", SafeContactBreach.voicemail_not_allowed),
+    ):
+        if phrase in text:
+            return code
+    return SafeContactBreach.unknown
+
+
+SafeContactBreachCode = Annotated[
+    SafeContactBreach,
+    BeforeValidator(_read_breach),
+    PlainSerializer(lambda code: code.value.ljust(SAFE_CONTACT_BREACH_WIDTH), return_type=str, when_used="json"),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": _BREACH_PATTERN,
+            "maxLength": SAFE_CONTACT_BREACH_WIDTH,
+            "description": f"A SafeContactBreach code, written padded with spaces to {SAFE_CONTACT_BREACH_WIDTH} "
+            "characters (so its sealed length is the same whatever it says); read with or without the padding",
+        }
+    ),
+]
+"""A breach code as the contract carries it: the enum in Python, padded to ``SAFE_CONTACT_BREACH_WIDTH`` in JSON."""
+
+
 class RecordContactAttempt(Command):
     """Staff record one attempt to contact a participant: when, how, and what came of it. It reports something that
     already happened, so an attempt that broke the person's safe-contact record is recorded too (DOMAIN rule 6), with
@@ -294,10 +348,13 @@ class ConsentGiven(EventData):
 
 class ConsentDeclined(EventData):
     """Staff-only: who declined, through whom, and why. Who it was (``person_id``, and ``declined_by`` when they
-    declined themself) is sealed under the case's key (``CasePii``), so staff and services still read it after
-    the person is erased (rule 7 keeps ids); why is sealed under the person's own key and goes with it. Other
-    participants learn only that the process stopped (``CaseWithdrawn``, then ``CaseClosed``). Facts written
-    before who it was went under the case's key read ``"[erased]"`` there once the person is erased."""
+    declined themself) is under the case's key (``CasePii``): staff and services still read it after the person is
+    erased (rule 7 keeps ids), and the case's retention erases it. Why (``reason``, their own words) is under the
+    person's key and goes when they are erased (rule 7 keeps nothing but ids and monitoring data). Its token's key
+    id, in clear, matches their data's on ``rj.case.opened``: a reader of both staff-only topics could tell who gave
+    a reason; see the README's known gaps. Other participants learn only that the process stopped
+    (``CaseWithdrawn``, then ``CaseClosed``). Facts written before who it was went under the case's key read
+    ``"[erased]"`` there once the person is erased."""
 
     event_type: ClassVar[str] = "rj.consent.declined"
 
@@ -309,7 +366,9 @@ class ConsentDeclined(EventData):
     declined_at: AwareDatetime = Field(description="When the person decided")
     declined_by: Annotated[Actor, CasePii] = Field(description="Who recorded it: the person themself, or staff")
     recorded_at: AwareDatetime = Field(description="When the decision was recorded")
-    reason: Annotated[str | None, Pii] = Field(default=None, description="Never to be told to another participant")
+    reason: Annotated[str | None, Pii] = Field(
+        default=None, description="Never to be told to another participant; erased with the person"
+    )
     command_id: str | None = Field(
         default=None,
         description="The command this decides: the services that follow that command in case order match this "
@@ -318,10 +377,9 @@ class ConsentDeclined(EventData):
 
 
 class ConsentWithdrawn(EventData):
-    """Staff-only: who withdrew, through whom, and why. Who it was (``person_id``, and ``withdrawn_by`` when they
-    withdrew themself) is sealed under the case's key (``CasePii``), readable after the person is erased; why is
-    sealed under the person's own key. Other participants learn only that the process stopped
-    (``CaseWithdrawn``, then ``CaseClosed``)."""
+    """Staff-only: who withdrew, through whom, and why; sealed as on ``ConsentDeclined`` (who under the case's key,
+    readable after the person is erased; why under theirs, erased with them). Other participants learn only that
+    the process stopped (``CaseWithdrawn``, then ``CaseClosed``)."""
 
     event_type: ClassVar[str] = "rj.consent.withdrawn"
 
@@ -333,7 +391,9 @@ class ConsentWithdrawn(EventData):
     withdrawn_at: AwareDatetime = Field(description="When the person decided")
     withdrawn_by: Annotated[Actor, CasePii] = Field(description="Who recorded it: the person themself, or staff")
     recorded_at: AwareDatetime = Field(description="When the decision was recorded")
-    reason: Annotated[str | None, Pii] = Field(default=None, description="Never to be told to another participant")
+    reason: Annotated[str | None, Pii] = Field(
+        default=None, description="Never to be told to another participant; erased with the person"
+    )
     command_id: str | None = Field(
         default=None,
         description="The command this decides: the services that follow that command in case order match this "
@@ -460,9 +520,13 @@ class ContactAttemptRecorded(EventData):
     whose count reached the ``uncontactable_after_attempts`` setting.
 
     Staff-only. ``breached_safe_contact`` says whether the attempt broke the person's safe-contact record (a
-    safeguarding breach staff must see) and ``safe_contact_breach`` what it broke ("" when nothing): both are always
-    present and sealed under the person's key, since either in clear (or its absence) beside ``method`` would say
-    what ``rj.contact.safe-contact-recorded`` seals (rule 3)."""
+    safeguarding breach staff must see, rule 6) and ``safe_contact_breach`` what it broke (a ``SafeContactBreach``
+    code, ``none`` when nothing): both are always present and sealed, since either in clear (or its absence) beside
+    ``method`` would say what ``rj.contact.safe-contact-recorded`` seals (rule 3). Sealed under the case's key
+    (``CasePii``), so the record of a breach outlives the person's erasure (the case's retention erases it), and at
+    one length whatever the outcome: the code is padded to a fixed width, and ``true`` and ``false`` seal to tokens
+    of the same length (base64 rounds their 32 and 33 bytes alike). v1 wrote the detail as free text under the
+    person's key; it reads as its code (``SafeContactBreach.unknown`` once erased)."""
 
     event_type: ClassVar[str] = "rj.contact.attempt-recorded"
 
@@ -476,8 +540,8 @@ class ContactAttemptRecorded(EventData):
     recorded_by: Actor
     note: Annotated[str | None, Pii] = None
     command_id: str | None = None
-    breached_safe_contact: Annotated[bool, Pii] = False
-    safe_contact_breach: Annotated[str, Pii] = ""
+    breached_safe_contact: Annotated[bool, CasePii] = False
+    safe_contact_breach: Annotated[SafeContactBreachCode, CasePii] = SafeContactBreach.none
 
 
 class CaseNoteAdded(EventData):

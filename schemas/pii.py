@@ -11,8 +11,9 @@ retention does.
 
 ``CasePii`` marks a value sealed under the case's own key (``"x-pii-key": "case"``) whoever it is about: who
 declined or withdrew, on the consent facts, must stay readable to staff and services (closing the case, the
-closure notice) after that person is erased, yet never be in clear (other participants must not learn it). The
-person's own words (a reason) stay under their key and go with it.
+closure notice) after that person is erased, yet never be in clear (other participants must not learn it). Every
+other sealed value on a fact about who withdrew or declined (their reason) is ``CasePii`` too: a token's key id
+is in clear, and a value under the person's own key would match their data on ``rj.case.opened`` and name them.
 """
 
 from typing import Annotated, Any, TypeVar

@@ -18,11 +18,13 @@ import asyncpg
 import structlog
 
 from schemas import topics
-from schemas.consent import SYSTEM_CONSENT, AssignFacilitator, DecideErasuresDue
+from schemas.consent import SYSTEM_CONSENT, AssignFacilitator, ContactAttemptRecorded, DecideErasuresDue
 from schemas.envelope import CloudEvent, derived_event_id, new_event
 from schemas.scheduling import FacilitatorRegistered
 from services.consent import domain, store
+from services.runtime import metrics
 from services.runtime.app import ServiceApp
+from services.runtime.decision import Emit
 from services.runtime.outbox import Outgoing, facts
 
 SOURCE = domain.SOURCE
@@ -76,6 +78,7 @@ async def take_in(
             declined_erasure_delay=declined_erasure_delay,
         )
         _learn_force(cases, data.case_id, event)
+        _count_breaches(emits)
         out += facts(
             topics.CONSENT, SOURCE, data.case_id, emits, cause=event, now=now, force=_force(cases, data.case_id)
         )
@@ -128,6 +131,14 @@ def _apply_registration(
         cases[case_id], emits = domain.handle(case, registration, command_id=event.id, now=now)
         out += facts(topics.CONSENT, SOURCE, case_id, emits, cause=event, now=now, force=_force(cases, case_id))
     return out
+
+
+def _count_breaches(emits: Sequence[Emit]) -> None:
+    """A recorded attempt that broke the safe-contact record is a safeguarding breach: the fact keeps it, sealed, for
+    staff; the count is for operators to alert on (it says nothing of whom)."""
+    for emit in emits:
+        if isinstance(emit.data, ContactAttemptRecorded) and emit.data.breached_safe_contact:
+            metrics.SAFE_CONTACT_BREACHES.inc()
 
 
 def _learn_force(cases: dict[str, domain.ConsentCase | None], case_id: str, event: CloudEvent[Any]) -> None:

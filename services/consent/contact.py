@@ -7,8 +7,9 @@
 - ``forbidden_by`` is the one rule every contact attempt is held against: no record means nothing is known to be
   unsafe; with a record, the method must be one it allows (a home visit or a letter needs the home address to be
   safe, or an alternative address; a message left on a phone needs voicemail to be allowed). An attempt is
-  something that already happened: one that broke the record is still logged, and what it broke goes only on the
-  staff-only fact, sealed (it says what the safe-contact record seals), never in a rejection.
+  something that already happened: one that broke the record is still logged, and what it broke (a
+  ``SafeContactBreach`` code) goes only on the staff-only fact, sealed under the case's key at a fixed length (it
+  says what the safe-contact record seals), never in a rejection.
 - ``ContactLog`` counts a person's attempts since they were last reached, by when each attempt was made, so an
   attempt recorded late lands where it happened: an unanswered attempt made before the latest one that reached
   them does not count. The person acting on the case themself (a consent decision through them, a preparation
@@ -22,7 +23,7 @@ from datetime import datetime
 from typing import Annotated
 
 from schemas.common import Channel
-from schemas.consent import ContactMethod, ContactOutcome, RecordSafeContact
+from schemas.consent import ContactMethod, ContactOutcome, RecordSafeContact, SafeContactBreach
 from schemas.pii import Pii
 
 CHANNEL_OF: dict[ContactMethod, Channel] = {
@@ -58,20 +59,19 @@ class SafeContact:
         return self.letters_to_home_ok or self.alternative_address
 
 
-def forbidden_by(safe: SafeContact | None, method: ContactMethod, outcome: ContactOutcome) -> str | None:
-    """What of the person's safe-contact record this attempt broke, if anything. It names the method, never an
-    address or number, but still says what the record seals: it travels only sealed (``Pii``)."""
+def forbidden_by(safe: SafeContact | None, method: ContactMethod, outcome: ContactOutcome) -> SafeContactBreach:
+    """What of the person's safe-contact record this attempt broke (``SafeContactBreach.none``: nothing). A code,
+    never an address or number, but it still says what the record seals: it travels only sealed, at one length."""
     if safe is None:
-        return None
-    whose = f"{safe.person_id}'s safe-contact record"
+        return SafeContactBreach.none
     channel = CHANNEL_OF.get(method)
     if channel is not None and channel not in safe.safe_channels:
-        return f"{whose} does not list {channel} as a safe channel"
+        return SafeContactBreach.unsafe_channel
     if method in (ContactMethod.letter, ContactMethod.visit) and not safe.safe_address:
-        return f"{whose} has no address safe for a {method}: not their home, and no alternative address"
+        return SafeContactBreach.no_safe_address
     if method is ContactMethod.phone and outcome is ContactOutcome.message_left and not safe.voicemail_ok:
-        return f"{whose} does not allow leaving a voicemail"
-    return None
+        return SafeContactBreach.voicemail_not_allowed
+    return SafeContactBreach.none
 
 
 @dataclass(frozen=True)

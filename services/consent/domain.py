@@ -42,8 +42,9 @@ Decisions worth knowing:
   since they were last reached (``services.consent.contact.ContactLog``). An attempt is refused when nobody may be
   contacted (closed, withdrawn, on hold, sensitive before the risk assessment allows it: ``_no_contact_yet``). One
   that broke the person's safe-contact record (``contact.forbidden_by``) already happened: it is recorded, with a
-  sealed staff-only flag saying what it broke (a safeguarding breach staff must see, rule 6), and no rejection
-  ever states a safe-contact detail.
+  sealed staff-only flag and code saying what it broke (a safeguarding breach staff must see, rule 6; under the
+  case's key, so it outlives the person's erasure, and counted by the app), and no rejection ever states a
+  safe-contact detail.
 - The person acting on the case themself (a consent decision through the participant, a preparation meeting
   with them) is them in touch: their contact log counts unanswered attempts from then on (``_heard_from``), as
   scheduling's copy of the count does (a case does not close as uncontactable on attempts from before it).
@@ -57,7 +58,9 @@ Decisions worth knowing:
   themself or through staff, also after closure (the only command a closed case still takes).
 - Rule 2 in rejections: a command a participant sends in someone else's name is refused for that first, in words
   that depend only on what they sent, before anything about the person named (whether they take part, were
-  invited, i.e. did not withdraw, or have answered) is looked at.
+  invited, i.e. did not withdraw, or have answered) is looked at. A survey response from a participant is refused
+  in one neutral sentence for someone else's name, an unknown case or no invitation alike (case ids are derived
+  from the crime: "unknown case" would say whether an RJ case exists for it); staff get the precise reason.
 - Rule 7, someone who declines or withdraws from taking part: their erasure on the case becomes due a grace period
   (the ``declined_erasure_delay_s`` setting) after the decline was recorded, the case open or closed, unless they
   consent to take part again first (``PendingErasure``). This service decides it, in case order, when it reads the
@@ -113,6 +116,7 @@ from schemas.consent import (
     ResumeCase,
     RiskAssessmentRecorded,
     RiskLevel,
+    SafeContactBreach,
     SafeContactRecorded,
     SurveyInvited,
     SurveyResponseRecorded,
@@ -348,8 +352,8 @@ def on_case_closed(
 ) -> tuple[ConsentCase, list[Emit]]:
     """The scheduling service closed the case: from now on everything is refused but survey responses. Those the
     survey policy names are invited (``evaluation.survey_invitees``), once: a repeated closure changes nothing.
-    ``uncontactable_after_attempts`` is the setting scheduling closes ``uncontactable`` by: whoever's log met it,
-    or shows them never reached, is not invited on such a closure."""
+    ``uncontactable_after_attempts`` is the setting scheduling closes ``uncontactable`` by: whoever's unanswered
+    count met it is not invited on such a closure; everyone else is, as on any closure."""
     if case is not None and case.closed:
         return case, []
     known = case or ConsentCase(case_id=event.case_id)
@@ -647,7 +651,7 @@ def record_contact_attempt(
 ) -> tuple[ConsentCase | None, list[Emit]]:
     """Log one attempt to reach a participant, with their count of attempts since they were last reached. Refused
     when nobody on the case may be contacted; an attempt that broke the person's safe-contact record is logged with
-    ``breached_safe_contact`` (sealed, as the record is)."""
+    ``breached_safe_contact`` and its code (sealed under the case's key, at one length whatever the outcome)."""
     refusal = (
         _refusal(case, command)
         or _staff_only(command, "record a contact attempt")
@@ -673,8 +677,8 @@ def record_contact_attempt(
         recorded_by=command.actor,
         note=command.note,
         command_id=command_id,
-        breached_safe_contact=breach is not None,
-        safe_contact_breach=breach or "",
+        breached_safe_contact=breach is not SafeContactBreach.none,
+        safe_contact_breach=breach,
     )
     return case, [Emit(fact, f"contact-attempt-recorded:{command_id}")]
 
@@ -734,29 +738,33 @@ def record_safe_contact(
     return case, [Emit(fact, f"safe-contact-recorded:{command_id}")]
 
 
+SURVEY_REFUSAL_TO_A_PARTICIPANT = "a participant may record only their own response to a survey they were invited to"
+"""The one refusal a participant gets for an unknown case, someone else's response, or no invitation: case ids are
+derived from (force, crime reference), so a precise answer would tell anyone whether an RJ case exists for a crime,
+and whether someone was invited (did not withdraw)."""
+
+
 def record_survey_response(
     case: ConsentCase | None, command: RecordSurveyResponse, *, command_id: str, now: datetime
 ) -> tuple[ConsentCase | None, list[Emit]]:
     """A survey answer from someone invited when the case closed, once; by themself or through staff."""
-    if case is None:
-        return _reject(case, command, command_id, now, f"unknown case {command.case_id}: no accepted case with that id")
     actor = command.actor
-    # Who may speak comes first, in words that depend on nothing but the sender: whether the person named takes
-    # part, was invited (did not withdraw) or has answered is theirs and staff's to know, never another party's.
-    refusal = None
-    if actor.kind == "participant" and actor.id != command.person_id:
-        refusal = "a participant may record only their own survey response"
-    if refusal is None and actor.kind == "system":
-        refusal = "a survey response comes from the participant or is recorded by staff"
-    refusal = refusal or not_a_participant(case, command.person_id)
-    if refusal is None and command.person_id not in case.survey_invited:
-        refusal = f"{command.person_id} was not invited to the satisfaction survey on this case"
-    if refusal is None and command.person_id in case.survey_answered:
+    # Who may speak comes first, in words that depend on nothing but the sender. A participant then learns nothing
+    # of the case (whether it exists, whether they or anyone else were invited) from a refusal: one neutral answer
+    # for all of it; staff get the precise reason.
+    if actor.kind == "system":
+        refusal: str | None = "a survey response comes from the participant or is recorded by staff"
+    else:
+        refusal = _not_invited(case, command)
+        if actor.kind == "participant" and (refusal is not None or actor.id != command.person_id):
+            refusal = SURVEY_REFUSAL_TO_A_PARTICIPANT
+    if refusal is None and case is not None and command.person_id in case.survey_answered:
         refusal = f"{command.person_id} has already answered the satisfaction survey on this case"
     if refusal is None and command.responded_at is not None:
         refusal = _in_the_future("responded_at", command.responded_at, now)
     if refusal is not None:
         return _reject(case, command, command_id, now, refusal)
+    assert case is not None
     participant = case.participant(command.person_id)
     assert participant is not None
     case = replace(case, survey_answered=case.survey_answered | {command.person_id})
@@ -957,6 +965,18 @@ def _cannot_add(case: ConsentCase | None, command: AddParticipant) -> str | None
     return None
 
 
+def _not_invited(case: ConsentCase | None, command: RecordSurveyResponse) -> str | None:
+    """Why the person named may not answer the survey on this case (unknown case, not a participant, not invited),
+    precisely, for staff."""
+    if case is None:
+        return f"unknown case {command.case_id}: no accepted case with that id"
+    if (refusal := not_a_participant(case, command.person_id)) is not None:
+        return refusal
+    if command.person_id not in case.survey_invited:
+        return f"{command.person_id} was not invited to the satisfaction survey on this case"
+    return None
+
+
 def _no_contact_yet(case: ConsentCase | None) -> str | None:
     """Why nobody on the case may be contacted now (a preparation meeting, consent being taken), if so."""
     if case is None:
@@ -1015,8 +1035,11 @@ def _cannot_agree_for(
 
 
 def _out_of_reach(log: ContactLog, attempts: int) -> bool:
-    """Whether nobody could reach the person: never reached, or ``attempts`` unanswered in a row since."""
-    return log.last_reached_at is None or log.unanswered_in_a_row >= attempts
+    """Whether the service could not reach the person: ``attempts`` unanswered in a row since they were last
+    reached (or ever, when never). An empty log is not "could not reach": staff may have recorded their consent
+    through a facilitator, or met them, with no attempt logged; only the count that closes a case as uncontactable
+    says so."""
+    return log.unanswered_in_a_row >= attempts
 
 
 def _heard_from(case: ConsentCase, person_id: str, at: datetime) -> ConsentCase:

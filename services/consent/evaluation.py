@@ -5,12 +5,13 @@ Who is invited (DOMAIN stage 7, rule 2):
   withdrawal nothing but the closure notice reaches anyone on the case;
 - nobody on a case whose people may not be contacted when it closes (on a safeguarding hold, or sensitive and
   never cleared by a risk assessment): an invitation is contact;
-- on a case closed ``uncontactable``, nobody the service could not reach: a person whose contact log shows them
-  never reached (no attempt reached them, and they never acted on the case themself: a consent decision through
-  them, a preparation meeting), or whose unanswered attempts in a row since they were last reached met the
-  ``uncontactable_after_attempts`` setting at closure. An invitation would be one more unanswered attempt, to
-  someone we could not reach, perhaps at an address that no longer reaches them; the others (the victim the
-  service was in touch with, on a case that closed because the offender could not be reached) are invited;
+- on a case closed ``uncontactable``, nobody the service could not reach: a person whose unanswered attempts in a
+  row (since they were last reached, or ever) met the ``uncontactable_after_attempts`` setting at closure, the
+  count that closes a case as uncontactable. An invitation would be one more unanswered attempt, to someone we
+  could not reach, perhaps at an address that no longer reaches them. The others are invited as on any closure:
+  the victim the service was in touch with, on a case that closed because the offender could not be reached,
+  also when nothing in the contact log shows it (staff recorded her consent through a facilitator, from a letter
+  or a call not logged as an attempt);
 - otherwise every victim, offender and parent or guardian (beside the young person they are there for, who is
   invited too: both took part) who did not decline or withdraw their participation. Supporters, advocates and
   interpreters take part for someone else: the survey measures the parties' own satisfaction, so they are not

@@ -16,8 +16,8 @@ harmless; decrypting a value that is not a token (written before encryption) lea
 
 Whose key (the ownership rule). The case is the document's subject, given by the caller. The person is
 the ``person_id`` of the nearest object, from the marked value outwards, that has one as plain text (a
-participant's fields are theirs; a top-level ``person_id`` owns the event's fields, so a consent
-withdrawal's reason belongs to the person who withdrew; a ``person_id`` that is itself marked is owned by
+participant's fields are theirs; a top-level ``person_id`` owns the event's fields, so a contact
+attempt's note belongs to the person tried; a ``person_id`` that is itself marked is owned by
 the person it names). Anything else on the case belongs to the case's own key (person ``(case)``). A value
 marked for the monitoring key (``schemas.pii.MonitoringPii``: age band, gender, ethnicity) is sealed under the
 case's monitoring key (person ``(monitoring)``) whoever it is about, so erasing that person leaves it

@@ -50,6 +50,10 @@ RJ_INFORMATION_BEFORE_CONTACT_ALLOWED = Counter(
     "rj_victim_information_before_contact_allowed",
     "RJ information recorded as given on a sensitive case before a risk assessment allowed contact (safeguarding)",
 )
+SAFE_CONTACT_BREACHES = Counter(
+    "rj_safe_contact_breaches",
+    "Contact attempts recorded that broke the person's safe-contact record (safeguarding: alert on any)",
+)
 VICTIMS_CODE_DEADLINES = Gauge(
     "rj_victims_code_deadlines", "Victims' Code deadlines now open, by state (due, overdue)", ["state"]
 )

@@ -86,10 +86,12 @@ async def test_rule_2_contact_attempts_safe_contact_and_survey_invitations_throu
         (victim, 0),
     ]
     # Whether an attempt broke the record, and what it broke, say what the record seals: on every attempt, both
-    # travel sealed under the person's key (rule 3), for staff to open.
+    # travel sealed under the case's key (rule 3), for staff to open, at one length whether or not it broke it.
     for a in recorded:
         assert a["data"]["breached_safe_contact"].startswith("enc:v1:")
         assert a["data"]["safe_contact_breach"].startswith("enc:v1:")
+    for name in ("breached_safe_contact", "safe_contact_breach"):
+        assert len({len(a["data"][name]) for a in recorded}) == 1, name
     note = await facts(system, topics.CONSENT, case_id, "rj.case.note-added")
     published = await system.read_until(topics.CONSENT, lambda ms: any(m["id"] == note[0]["id"] for m in ms))
     assert [m for m in published if m["subject"] == case_id and m["type"] == "rj.command.rejected"] == []

@@ -22,7 +22,7 @@ from schemas.consent import ConsentWithdrawn, RecordedThrough, RecordingMethod
 from schemas.envelope import new_event
 from schemas.upstream import ReferralRequested, Requester
 from services.runtime.fieldcrypt import cipher_for
-from services.runtime.keystore import KeyCache, KeyStore, MasterKeys, ensure_schema
+from services.runtime.keystore import CASE_PERSON, KeyCache, KeyStore, MasterKeys, ensure_schema
 from tests.harness import System
 
 pytestmark = pytest.mark.integration
@@ -117,7 +117,9 @@ async def test_forged_or_altered_sealed_values_are_dead_lettered_with_reasons_an
         lifted_data["reason"] = (await forger.sealed(withdrawal(cases["good"], "V-1", "Secret reason nine")))["reason"]
         erased = withdrawal(cases["erased"], "V-7", "Secret reason seven")
         erased_data = await forger.sealed(erased)
-        await forger.store.destroy(conn, "V-7", cases["erased"], by="test", reason="erasure requested")
+        # Every sealed value on a withdrawal is under the case's key (its key id must not name who withdrew): the
+        # case's erasure is what leaves it with stand-ins.
+        await forger.store.destroy(conn, CASE_PERSON, cases["erased"], by="test", reason="case erased")
 
         await system.publish(
             [

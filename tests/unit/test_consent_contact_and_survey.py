@@ -25,6 +25,7 @@ from schemas.consent import (
     RecordingMethod,
     RecordSafeContact,
     RecordSurveyResponse,
+    SafeContactBreach,
     SafeContactRecorded,
     SurveyInvited,
     SurveyResponseRecorded,
@@ -106,7 +107,7 @@ def counts(emits: list[Emit]) -> list[int]:
 BREACH_FIELDS = {"breached_safe_contact", "safe_contact_breach"}
 
 
-def breach(emits: list[Emit]) -> tuple[bool, str]:
+def breach(emits: list[Emit]) -> tuple[bool, SafeContactBreach]:
     (fact,) = [e.data for e in emits if isinstance(e.data, ContactAttemptRecorded)]
     return fact.breached_safe_contact, fact.safe_contact_breach
 
@@ -196,19 +197,19 @@ def test_safe_contact_an_attempt_by_a_channel_the_record_does_not_list_is_flagge
     case, emits = run(accepted_case(), safe_contact(VICTIM, Channel.email, Channel.phone))
     assert facts(emits) == [SafeContactRecorded]
     _, emits = run(case, attempt(method=ContactMethod.sms))
-    assert breach(emits) == (True, "victim-1's safe-contact record does not list sms as a safe channel")
+    assert breach(emits) == (True, SafeContactBreach.unsafe_channel)
     _, emits = run(case, attempt(method=ContactMethod.email))
-    assert breach(emits) == (False, "")
+    assert breach(emits) == (False, SafeContactBreach.none)
     _, emits = run(case, attempt(OFFENDER, method=ContactMethod.sms))  # someone else's record is not theirs
-    assert breach(emits) == (False, "")
+    assert breach(emits) == (False, SafeContactBreach.none)
 
 
 def test_safe_contact_no_voicemail_flags_a_message_left_by_phone() -> None:
     case, _ = run(accepted_case(), safe_contact(VICTIM, Channel.phone, voicemail_ok=False))
     case, emits = run(case, attempt(outcome=ContactOutcome.message_left))
-    assert breach(emits) == (True, "victim-1's safe-contact record does not allow leaving a voicemail")
+    assert breach(emits) == (True, SafeContactBreach.voicemail_not_allowed)
     _, emits = run(case, attempt(outcome=ContactOutcome.no_answer, at_minutes=1))
-    assert breach(emits) == (False, "") and counts(emits) == [2]
+    assert breach(emits) == (False, SafeContactBreach.none) and counts(emits) == [2]
 
 
 def test_safe_contact_no_letters_or_visits_to_a_shared_home_without_an_alternative_address() -> None:
@@ -216,16 +217,16 @@ def test_safe_contact_no_letters_or_visits_to_a_shared_home_without_an_alternati
     for method in (ContactMethod.letter, ContactMethod.visit):
         _, emits = run(case, attempt(method=method))
         flagged, detail = breach(emits)
-        assert flagged and "has no address safe for a" in detail
+        assert flagged and detail is SafeContactBreach.no_safe_address
     case, _ = run(case, safe_contact(VICTIM, Channel.letter, alternative_address="c/o Victim Support, 1 High St"))
     _, emits = run(case, attempt(method=ContactMethod.letter))
-    assert breach(emits) == (False, "")
+    assert breach(emits) == (False, SafeContactBreach.none)
 
 
 def test_safe_contact_the_latest_record_wins() -> None:
     case, _ = run(accepted_case(), safe_contact(VICTIM, Channel.sms), safe_contact(VICTIM, Channel.email))
     _, emits = run(case, attempt(method=ContactMethod.sms))
-    assert "does not list sms" in breach(emits)[1]
+    assert breach(emits)[1] is SafeContactBreach.unsafe_channel
     assert case is not None and len(case.safe_contacts) == 1
 
 
@@ -343,14 +344,16 @@ def test_a_survey_response_is_recorded_once_from_someone_invited() -> None:
 
 def test_a_survey_response_is_refused_without_an_invitation() -> None:
     case, _ = run(ready_case(), closed())
-    _, emits = run(case, answer(SUPPORTER))
+    _, emits = run(case, answer(SUPPORTER, actor=FACILITATOR))
     assert rejection(emits) == "supporter-1 was not invited to the satisfaction survey on this case"
-    _, emits = run(ready_case(), answer())  # not closed: nobody invited yet
+    _, emits = run(ready_case(), answer(actor=FACILITATOR))  # not closed: nobody invited yet
     assert rejection(emits) == "victim-1 was not invited to the satisfaction survey on this case"
     case, _ = run(ready_case(), closed(ClosureReason.withdrawn))
-    _, emits = run(case, answer())
+    _, emits = run(case, answer(actor=FACILITATOR))
     assert "was not invited" in rejection(emits)
-    _, emits = run(None, answer())
+    _, emits = run(case, answer())  # to the participant: the neutral refusal
+    assert rejection(emits) == PROBE_MESSAGE
+    _, emits = run(None, answer(actor=FACILITATOR))
     assert "unknown case" in rejection(emits)
     case, _ = run(ready_case(), closed())
     _, emits = run(case, answer(actor=Actor(kind="participant", id=OFFENDER)))
@@ -371,7 +374,7 @@ def test_a_closed_case_unknown_to_consent_invites_no_one() -> None:
 # --- review fixes: nothing one participant sends tells them another's status ----------------------
 
 
-PROBE_MESSAGE = "a participant may record only their own survey response"
+PROBE_MESSAGE = domain.SURVEY_REFUSAL_TO_A_PARTICIPANT
 
 
 def test_rule_2_a_survey_response_for_someone_else_tells_the_sender_nothing_of_them() -> None:
@@ -442,10 +445,10 @@ def test_rule_6_an_attempt_that_broke_the_safe_contact_record_is_recorded_with_a
     case, emits = run(case, attempt(method=ContactMethod.letter, outcome=ContactOutcome.undeliverable))
     assert facts(emits) == [ContactAttemptRecorded] and counts(emits) == [1]
     flagged, detail = breach(emits)
-    assert flagged and "no address safe for a letter" in detail
+    assert flagged and detail is SafeContactBreach.no_safe_address
     _, emits = run(case, attempt(at_minutes=1))  # a phone call the record allows: flag down, count goes on
-    assert breach(emits) == (False, "") and counts(emits) == [2]
-    assert BREACH_FIELDS <= pii_fields(ContactAttemptRecorded)  # sealed under the person's key, never in clear
+    assert breach(emits) == (False, SafeContactBreach.none) and counts(emits) == [2]
+    assert BREACH_FIELDS <= pii_fields(ContactAttemptRecorded)  # sealed (under the case's key), never in clear
 
 
 def test_rule_3_no_rejection_of_a_contact_attempt_says_anything_of_the_safe_contact_record() -> None:
@@ -534,4 +537,51 @@ def test_an_uncontactable_closure_invites_nobody_the_service_could_not_reach() -
     assert invited(emits) == [VICTIM]  # met after the calls: in touch
     closing = closed(ClosureReason.uncontactable)
     _, emits = domain.handle(gone_quiet, closing, command_id="closed", now=NOW, uncontactable_after_attempts=4)
-    assert invited(emits) == [VICTIM]  # three unanswered do not meet a setting of four
+    assert invited(emits) == [VICTIM, OFFENDER]  # three unanswered do not meet a setting of four, for either
+
+
+# --- review fixes (2): an uncontactable closure decides by the unanswered count only -------------------
+
+
+def test_rule_2_an_uncontactable_closure_invites_a_victim_whose_consent_staff_recorded_with_no_attempt() -> None:
+    """The victim's consent came through a facilitator (a letter, a call not logged as an attempt): the contact log
+    has nothing for her, so she never "met" the threshold; the offender went unanswered three times. Closed
+    uncontactable: the victim is invited, as on any closure; the offender is not."""
+    case, _ = run(accepted_case(), give(VICTIM), *[attempt(OFFENDER, at_minutes=m) for m in (1, 2, 3)])
+    assert case is not None and case.contact_log(VICTIM).last_reached_at is None
+    _, emits = run(case, closed(ClosureReason.uncontactable))
+    assert invited(emits) == [VICTIM]
+    # Two unanswered attempts to her do not meet the setting of three either: she is invited.
+    case, _ = run(case, attempt(at_minutes=4), attempt(at_minutes=5))
+    _, emits = run(case, closed(ClosureReason.uncontactable))
+    assert invited(emits) == [VICTIM]
+
+
+# --- review fixes (2): a survey response refused to a participant says nothing of the case ---------------------
+
+
+def test_rule_2_a_participant_is_refused_alike_for_an_unknown_case_no_invitation_or_someone_else() -> None:
+    """Case ids are derived from (force, crime reference): a participant must not learn from a refusal whether an RJ
+    case exists for a crime, whether someone was invited (did not withdraw), or whether they themself take part.
+    Staff get the precise reason."""
+    as_victim = Actor(kind="participant", id=VICTIM)
+    invited_case, _ = run(ready_case(), closed())
+    withdrawn_case, _ = run(ready_case(), closed(ClosureReason.withdrawn))
+    open_case = ready_case()
+    refusals = {
+        rejection(run(None, answer())[1]),  # no such case
+        rejection(run(withdrawn_case, answer())[1]),  # not invited: the case closed withdrawn
+        rejection(run(open_case, answer())[1]),  # not invited: not closed yet
+        rejection(run(invited_case, answer(SUPPORTER, actor=Actor(kind="participant", id=SUPPORTER)))[1]),
+        rejection(run(invited_case, answer("stranger-9", actor=Actor(kind="participant", id="stranger-9")))[1]),
+        rejection(run(invited_case, answer(OFFENDER, actor=as_victim))[1]),  # someone else
+        rejection(run(None, answer(OFFENDER, actor=as_victim))[1]),
+    }
+    assert refusals == {PROBE_MESSAGE}
+    assert "unknown case" in rejection(run(None, answer(actor=FACILITATOR))[1])
+    assert rejection(run(withdrawn_case, answer(actor=FACILITATOR))[1]) == (
+        "victim-1 was not invited to the satisfaction survey on this case"
+    )
+    assert rejection(run(invited_case, answer("stranger-9", actor=FACILITATOR))[1]) == (
+        "stranger-9 is not a participant in this case"
+    )

@@ -79,6 +79,7 @@ async def sealed_then_erased(model: type[Any], document: dict[str, Any]) -> tupl
     await keys.load(None, pairs=pending.owners)
     sealed = pending.seal(keys)
     assert "S-1" not in str(sealed), "never in clear"
+    await keys.load(None, pairs={("S-1", CASE)})  # their key on the case (their data on the case opened)
     store.shred("S-1", CASE)
     opening = cipher_for(model).prepare_decrypt(sealed)
     fresh = KeyCache(store)
@@ -86,17 +87,13 @@ async def sealed_then_erased(model: type[Any], document: dict[str, Any]) -> tupl
     return model.model_validate(opening.open(fresh).data).model_dump(mode="json"), owners
 
 
-async def test_rule_7_who_declined_is_sealed_under_the_cases_key_and_reads_after_their_erasure_their_reason_not() -> (
-    None
-):
+async def test_rule_7_who_declined_reads_after_their_erasure_and_why_does_not() -> None:
     after, owners = await sealed_then_erased(ConsentDeclined, declined().model_dump(mode="json"))
     assert owners == {"person_id": CASE_PERSON, "declined_by": CASE_PERSON, "reason": "S-1"}
     assert (after["person_id"], after["declined_by"], after["reason"]) == ("S-1", HIMSELF.model_dump(), None)
 
 
-async def test_rule_7_who_withdrew_is_sealed_under_the_cases_key_and_reads_after_their_erasure_their_reason_not() -> (
-    None
-):
+async def test_rule_7_who_withdrew_reads_after_their_erasure_and_why_does_not() -> None:
     after, owners = await sealed_then_erased(ConsentWithdrawn, withdrawn().model_dump(mode="json"))
     assert owners == {"person_id": CASE_PERSON, "withdrawn_by": CASE_PERSON, "reason": "S-1"}
     assert (after["person_id"], after["withdrawn_by"], after["reason"]) == ("S-1", HIMSELF.model_dump(), None)
