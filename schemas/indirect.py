@@ -14,9 +14,13 @@ between the parties by the facilitator. Owned by the scheduling service: its com
   send nor receive items (DOMAIN: they see nothing of the other side's data).
 - An item is released to its recipient (``IndirectItemReleased``, which notify delivers) only when every rule
   allows it (``services/scheduling/domain/indirect.py`` ``release_refusal``); staff record its delivery
-  (``RecordItemDelivered`` -> ``IndirectItemDelivered``). A recipient's chosen time is kept by the service's
-  sweeper, which only sends itself ``ReleaseDueItems`` on ``rj.commands``: the release is decided when that
-  command is read, in case order, after whatever was sent before it (a stop, a hold, a withdrawal).
+  (``RecordItemDelivered`` -> ``IndirectItemDelivered``). A release is decided only on reading a command, in
+  case order, after whatever was sent before it (a stop, a hold, a withdrawal, a rejection, a switch back). A
+  recipient's chosen time, and a fact from another service that lifts the last thing an item waited for, are
+  kept by the service's sweeper, which only sends itself ``ReleaseDueItems`` on ``rj.commands``.
+- A party whose withdrawal or decline of participation the consent service accepts stops receiving, and their
+  items not yet released (sent or to be received) are withdrawn, saying why by a code
+  (``IndirectEndReason``); after a new consent they agree again and send anew.
 Free text, recordings' storage references and their digests are personal data (``Pii``), sealed wherever written.
 """
 
@@ -58,10 +62,22 @@ class ReleaseTiming(StrEnum):
     on_request = "on_request"  # only when the recipient asks (``RequestItems``)
 
 
+class IndirectEndReason(StrEnum):
+    """Why a person's receiving stopped, or an item was taken back: a code, never their words."""
+
+    asked = "asked"  # the person (or staff for them) asked: a stop-receiving, a sender taking an item back
+    participation_withdrawn = "participation_withdrawn"  # the consent service accepted their withdrawal
+    participation_declined = "participation_declined"  # the consent service accepted their decline
+
+
+CONTENT_MAX_CHARS = 20_000
+"""The longest message or letter an item carries (about ten pages): an item is read by a person, not a store."""
+
+
 class ReleaseTrigger(StrEnum):
     """What let an item go at last: the step after which every rule allowed it."""
 
-    decision = "decision"  # an approval, an agreement, a consent or readiness heard: whatever came last
+    decision = "decision"  # a command read in case order (an approval, an agreement, a switch): whatever came last
     time = "time"  # the recipient's chosen time came (the sweeper)
     request = "request"  # the recipient asked
 
@@ -103,7 +119,8 @@ class StopReceivingItems(Command):
 
 
 class RequestItems(Command):
-    """The recipient asks for the approved items waiting for them (timing ``on_request``, or any timing now)."""
+    """The recipient asks for the approved items waiting for them (timing ``on_request``, or any timing now).
+    Staff asking for them say why (``reason``)."""
 
     event_type: ClassVar[str] = "rj.indirect.request-items"
 
@@ -122,7 +139,9 @@ class SubmitIndirectItem(Command):
     sender_id: str = Field(min_length=1)
     recipient_id: str = Field(min_length=1)
     kind: IndirectItemKind
-    content: Annotated[str | None, Pii] = Field(default=None, description="A message's or letter's text")
+    content: Annotated[str | None, Pii] = Field(
+        default=None, max_length=CONTENT_MAX_CHARS, description="A message's or letter's text"
+    )
     recording_ref: Annotated[str | None, Pii] = Field(default=None, description="Where a recording is stored")
     recording_sha256: Annotated[Sha256 | None, Pii] = Field(
         default=None, description="A recording's sha256 (hex): sealed, as a digest of a known recording identifies it"
@@ -138,10 +157,11 @@ class WithdrawIndirectItem(Command):
 
 
 class ReleaseDueItems(Command):
-    """The scheduling service to itself (actor: the scheduling service): a recipient's chosen time has come for an
-    item on this case. Read in case order like any command, so a stop, hold or withdrawal sent before it is heard
-    first; the release is then decided as at every other step (``release_refusal``). Sent again, or when nothing
-    is due any more, it does nothing."""
+    """The scheduling service to itself (actor: the scheduling service): an item on this case may be due, because
+    its recipient's chosen time has come or because a fact from another service (a consent, readiness, a verdict)
+    lifted the last thing it waited for. Read in case order like any command, so a stop, hold or withdrawal sent
+    before it is heard first; the release is then decided as at every other step (``release_refusal``). Sent
+    again, or when nothing is due any more, it does nothing."""
 
     event_type: ClassVar[str] = "rj.indirect.release-due"
 
@@ -209,6 +229,10 @@ class ReceivingStopped(EventData):
     stopped_at: AwareDatetime
     stopped_by: Actor
     withheld_item_ids: list[str] = Field(description="Approved items that will not be released to them now")
+    reason_code: IndirectEndReason = Field(
+        default=IndirectEndReason.asked,
+        description="Why: they asked, or their participation ended (they must agree again after a new consent)",
+    )
 
 
 class IndirectItemSubmitted(EventData):
@@ -283,6 +307,10 @@ class IndirectItemWithdrawn(EventData):
     item_id: str
     withdrawn_at: AwareDatetime
     withdrawn_by: Actor
+    reason_code: IndirectEndReason = Field(
+        default=IndirectEndReason.asked,
+        description="Why: its sender took it back, or its sender's or recipient's participation ended",
+    )
 
 
 class IndirectItemDelivered(EventData):

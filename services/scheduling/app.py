@@ -92,21 +92,19 @@ command not yet read, under a long lag; or read by a replica whose clock was beh
 
 
 async def release_timed_items(conn: asyncpg.Connection) -> list[Outgoing]:
-    """For each case with an indirect RJ item whose recipient's chosen time has come (``store.timed_releases_due``),
-    send this service ``rj.indirect.release-due`` on ``rj.commands``, keyed by the case. The release is decided
-    when that command is read, in the case's order, after every stop, hold or withdrawal sent before it
+    """For each case with an indirect RJ item due (``store.timed_releases_due``: its recipient's chosen time has
+    come, or a fact freed it), send this service ``rj.indirect.release-due`` on ``rj.commands``, keyed by the case,
+    with the case's force on its envelope like every record about the case. The release is decided when that
+    command is read, in the case's order, after every stop, hold or withdrawal sent before it
     (``domain.release_due_items``); a repeat releases nothing twice."""
     now = datetime.now(UTC)
-    due = await store.timed_releases_due(conn, now, asked_before=now - RELEASE_ASKED_AGAIN_AFTER)
+    due = await store.timed_releases_due(conn, now, ask_again_at=now + RELEASE_ASKED_AGAIN_AFTER)
     out: list[Outgoing] = []
-    for case_id in due:
+    for case_id, force in due:
         command = ReleaseDueItems(case_id=case_id, actor=SYSTEM_SCHEDULING)
         event_id = derived_event_id(SOURCE, case_id, f"release-due:{now.isoformat()}")
-        out.append(
-            Outgoing.event_of(
-                topics.COMMANDS, new_event(command, source=SOURCE, subject=case_id, event_id=event_id, time=now)
-            )
-        )
+        event = new_event(command, source=SOURCE, subject=case_id, event_id=event_id, time=now, force=force)
+        out.append(Outgoing.event_of(topics.COMMANDS, event))
     if due:
         log.info("indirect_release_due", cases=len(due))
     return out

@@ -76,43 +76,61 @@ async def cases_to_follow_up(conn: asyncpg.Connection, today: date, horizon: dat
 
 async def watch_releases(conn: asyncpg.Connection, cases: Mapping[str, CaseSchedule | None]) -> None:
     """Rewrite the release sweep's rows for ``cases`` from their state (``domain.release_watch``), in the
-    transaction that saves them. A case that has never had an indirect item has no rows, and is skipped."""
+    transaction that saves them. A case that has never had an indirect item has no rows, and is skipped. A row
+    whose due time is unchanged keeps its ``next_ask_at``: rewriting a case while its command waits to be read
+    does not send the command again."""
     touched = {key: case for key, case in cases.items() if case is None or case.indirect.items}
     if not touched:
         return
-    await conn.execute(f"DELETE FROM {SCHEMA}.release_watch WHERE case_id = ANY($1::text[])", sorted(touched))
-    rows = [(key, item_id, due_at) for key, case in touched.items() for item_id, due_at in release_watch(case)]
+    rows = [
+        (key, item_id, due_at, case.force if case is not None else None)
+        for key, case in touched.items()
+        for item_id, due_at in release_watch(case)
+    ]
+    await conn.execute(
+        f"""DELETE FROM {SCHEMA}.release_watch w WHERE w.case_id = ANY($1::text[])
+            AND (w.case_id, w.item_id) NOT IN (SELECT * FROM unnest($2::text[], $3::text[]))""",
+        sorted(touched),
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+    )
     if rows:
         await conn.executemany(
-            f"INSERT INTO {SCHEMA}.release_watch (case_id, item_id, due_at) VALUES ($1, $2, $3)", rows
+            f"""INSERT INTO {SCHEMA}.release_watch AS w (case_id, item_id, due_at, next_ask_at, force)
+                VALUES ($1, $2, $3, $3, $4)
+                ON CONFLICT (case_id, item_id) DO UPDATE SET
+                    next_ask_at = CASE WHEN w.due_at = excluded.due_at THEN w.next_ask_at ELSE excluded.next_ask_at END,
+                    due_at = excluded.due_at,
+                    force = excluded.force""",
+            rows,
         )
 
 
 async def timed_releases_due(
-    conn: asyncpg.Connection, now: datetime, *, asked_before: datetime, limit: int = 500
-) -> list[str]:
-    """Cases with an item whose recipient's chosen time has come (``release_watch``), earliest first, not asked
-    about since ``asked_before``; marked as asked about now. Rows another replica's sweep holds are skipped, so
-    replicas share the work; no case's state is read (nothing here can fail to decode)."""
+    conn: asyncpg.Connection, now: datetime, *, ask_again_at: datetime, limit: int = 500
+) -> list[tuple[str, str | None]]:
+    """Cases with an item due (``release_watch``) whose next ask has come, earliest first, as ``(case id, force)``;
+    each row's next ask is put off to ``ask_again_at``. Reads the ``next_ask_at`` index; rows another replica's
+    sweep holds are skipped, so replicas share the work; no case's state is read (nothing here can fail to
+    decode)."""
     rows = await conn.fetch(
-        f"""SELECT case_id, item_id FROM {SCHEMA}.release_watch
-            WHERE due_at <= $1 AND (requested_at IS NULL OR requested_at < $2)
-            ORDER BY due_at, case_id, item_id LIMIT $3 FOR UPDATE SKIP LOCKED""",
+        f"""SELECT case_id, item_id, force FROM {SCHEMA}.release_watch
+            WHERE next_ask_at <= $1
+            ORDER BY next_ask_at LIMIT $2 FOR UPDATE SKIP LOCKED""",
         now,
-        asked_before,
         limit,
     )
     if not rows:
         return []
     await conn.execute(
-        f"""UPDATE {SCHEMA}.release_watch w SET requested_at = $1
+        f"""UPDATE {SCHEMA}.release_watch w SET next_ask_at = $1
             FROM unnest($2::text[], $3::text[]) AS due(case_id, item_id)
             WHERE w.case_id = due.case_id AND w.item_id = due.item_id""",
-        now,
+        ask_again_at,
         [r["case_id"] for r in rows],
         [r["item_id"] for r in rows],
     )
-    return list(dict.fromkeys(r["case_id"] for r in rows))
+    return list(dict.fromkeys((r["case_id"], r["force"]) for r in rows))
 
 
 async def load_book(conn: asyncpg.Connection, resources: Iterable[str]) -> ResourceBook:

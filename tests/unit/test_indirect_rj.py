@@ -62,6 +62,7 @@ from schemas.scheduling import (
 )
 from services.scheduling import domain
 from services.scheduling.domain import CaseSchedule, ResourceBook
+from services.scheduling.domain.indirect import NOT_NOW
 
 NOW = datetime(2030, 1, 7, 8, 0, tzinfo=UTC)
 STAFF = Actor(kind="staff", id="staff-7")
@@ -131,9 +132,10 @@ def switch(form: ContactForm = ContactForm.indirect, person: str = OFFENDER, **k
 
 
 def letter(item_id: str = "L1", sender: str = OFFENDER, recipient: str = VICTIM, **kw: Any) -> SubmitIndirectItem:
+    actor = kw.pop("actor", participant(sender))
     fields: dict[str, Any] = {"kind": IndirectItemKind.letter, "content": "I am sorry for what I did."} | kw
     return SubmitIndirectItem(
-        case_id=CASE, actor=participant(sender), item_id=item_id, sender_id=sender, recipient_id=recipient, **fields
+        case_id=CASE, actor=actor, item_id=item_id, sender_id=sender, recipient_id=recipient, **fields
     )
 
 
@@ -215,7 +217,7 @@ def test_rule_9_stopping_receiving_takes_effect_at_once_and_needs_no_reason() ->
     ]
     assert stopped.withheld_item_ids == ["L1"]
     refused = rejections(case.send(RequestItems(case_id=CASE, actor=participant(VICTIM), person_id=VICTIM)))
-    assert refused == ["nothing waiting for you can be released now"]
+    assert refused == [NOT_NOW]
     assert case.released() == []
     case.send(agree())  # agreeing again lets it go
     assert [r.item_id for r in case.released()] == ["L1"]
@@ -300,7 +302,7 @@ def test_rule_9_nothing_is_released_while_held_pending_or_after_a_withdrawal(sto
         assert [r.item_id for r in case.released()] == ["L1"]
         return
     assert case.released() == []
-    if stopper == "hold":  # resumed and ready again: the item goes
+    if stopper == "hold":  # resumed and ready again: the item goes, on the sweeper's command read in case order
         case.send(CaseResumed(case_id=CASE, resumed_at=NOW, resumed_by=STAFF, reason="ok"))
         assert case.released() == []
         case.send(
@@ -313,6 +315,8 @@ def test_rule_9_nothing_is_released_while_held_pending_or_after_a_withdrawal(sto
                 decided_by=SYSTEM,
             )
         )
+        assert case.released() == [] and [i for i, _ in domain.release_watch(case.state)] == ["L1"]
+        case.send(ReleaseDueItems(case_id=CASE, actor=SYSTEM_SCHEDULING))
         assert [r.item_id for r in case.released()] == ["L1"]
 
 
@@ -351,24 +355,22 @@ def test_switching_to_indirect_calls_off_booked_conferences_and_back_allows_them
 
 def test_refusals_say_why_and_never_raise() -> None:
     case = Case()
-    assert "conference contact" in rejections(case.send(letter()))[0]
+    assert "conference contact" in rejections(case.send(letter(actor=STAFF)))[0]
+    assert rejections(case.send(letter())) == [NOT_NOW], "a participant learns nothing of the case's state"
     case.send(switch())
     assert "only a party" in rejections(case.send(switch(ContactForm.conference, SUPPORTER)))[0]
     staff_switch = switch(ContactForm.conference, VICTIM, actor=STAFF)
     assert "say why" in rejections(case.send(staff_switch))[0]
-    assert (
-        "acts only for themself"
-        in rejections(
-            case.send(letter(sender=VICTIM, recipient=OFFENDER).model_copy(update={"actor": participant(OFFENDER)}))
-        )[0]
-    )
-    assert "not a participant" in rejections(case.send(letter(recipient="X")))[0]
-    assert "not to its sender" in rejections(case.send(letter(recipient=OFFENDER)))[0]
-    assert "needs its text" in rejections(case.send(letter(content=" ")))[0]
-    assert "recording_ref" in rejections(case.send(letter(kind=IndirectItemKind.recording)))[0]
+    assert rejections(
+        case.send(letter(sender=VICTIM, recipient=OFFENDER).model_copy(update={"actor": participant(OFFENDER)}))
+    ) == [NOT_NOW]
+    assert "not a participant" in rejections(case.send(letter(recipient="X", actor=STAFF)))[0]
+    assert "not to its sender" in rejections(case.send(letter(recipient=OFFENDER, actor=STAFF)))[0]
+    assert "needs its text" in rejections(case.send(letter(content=" ", actor=STAFF)))[0]
+    assert "recording_ref" in rejections(case.send(letter(kind=IndirectItemKind.recording, actor=STAFF)))[0]
     assert "needs the date" in rejections(case.send(agree(timing=ReleaseTiming.not_before)))[0]
     case.send(letter())
-    assert "already exists" in rejections(case.send(letter()))[0]
+    assert "already exists" in rejections(case.send(letter(actor=STAFF)))[0]
     assert (
         "only the facilitator"
         in rejections(case.send(approve().model_copy(update={"actor": participant(OFFENDER)})))[0]
@@ -376,7 +378,7 @@ def test_refusals_say_why_and_never_raise() -> None:
     assert "no item" in rejections(case.send(approve("nope")))[0]
     deliver = RecordItemDelivered(case_id=CASE, actor=STAFF, item_id="L1", delivered_at=NOW)
     assert "not released" in rejections(case.send(deliver))[0]
-    _, _, emits = domain.handle(None, ResourceBook(), letter(), command_id="x", now=NOW)
+    _, _, emits = domain.handle(None, ResourceBook(), letter(actor=STAFF), command_id="x", now=NOW)
     assert rejections([e.data for e in emits]) == [f"unknown case {CASE}"]
 
 
@@ -449,12 +451,12 @@ def withdrawing(person: str) -> WithdrawConsent:
 def test_rule_9_a_supporter_neither_sends_nor_receives_items_and_only_across_the_sides() -> None:
     case = indirect_case()
     case.case = replace(case.state, consenting=case.state.consenting | {SUPPORTER})
-    refused = rejections(case.send(letter("S1", sender=OFFENDER, recipient=SUPPORTER)))
+    refused = rejections(case.send(letter("S1", sender=OFFENDER, recipient=SUPPORTER, actor=STAFF)))
     assert refused and "only a party" in refused[0] and "supporter" in refused[0]
-    assert "only a party" in rejections(case.send(letter("S2", sender=SUPPORTER, recipient=OFFENDER)))[0]
+    assert "only a party" in rejections(case.send(letter("S2", sender=SUPPORTER, recipient=OFFENDER, actor=STAFF)))[0]
     assert "only a party" in rejections(case.send(agree(SUPPORTER)))[0]
     other = wider_case()
-    assert "two sides" in rejections(other.send(letter("W1", sender=VICTIM, recipient=SECOND_VICTIM)))[0]
+    assert "two sides" in rejections(other.send(letter("W1", sender=VICTIM, recipient=SECOND_VICTIM, actor=STAFF)))[0]
     # An item addressed to a supporter in state kept from before is never released either.
     from services.scheduling.domain.indirect_state import IndirectItem, ItemStatus
 
@@ -542,7 +544,7 @@ def test_an_accepted_withdrawal_by_a_sender_who_is_not_required_never_lets_their
 def test_a_recording_is_bound_to_its_digest_and_an_item_id_to_its_first_content() -> None:
     case = indirect_case()
     recording = letter("R1", kind=IndirectItemKind.recording, content=None, recording_ref="s3://rj/r1.mp4")
-    assert "recording_sha256" in rejections(case.send(recording))[0]
+    assert "recording_sha256" in rejections(case.send(recording.model_copy(update={"actor": STAFF})))[0]
     assert not rejections(case.send(recording.model_copy(update={"recording_sha256": DIGEST})))
     approved = case.send(approve("R1"))
     assert [f.recording_sha256 for f in approved if isinstance(f, IndirectItemApproved)] == [DIGEST]
@@ -551,8 +553,8 @@ def test_a_recording_is_bound_to_its_digest_and_an_item_id_to_its_first_content(
     assert released.recording_sha256 == DIGEST
     assert "recording_sha256" in pii_fields(IndirectItemReleased)
     case.send(letter("L9"))
-    assert "already exists" in rejections(case.send(letter("L9", content="Something else entirely.")))[0]
-    assert "already exists" in rejections(case.send(letter("R1", content="a letter now")))[0]
+    assert "already exists" in rejections(case.send(letter("L9", content="Something else entirely.", actor=STAFF)))[0]
+    assert "already exists" in rejections(case.send(letter("R1", content="a letter now", actor=STAFF)))[0]
     with pytest.raises(ValueError):
         recording.model_copy(update={"recording_sha256": "not-hex"}).model_validate(
             recording.model_dump() | {"recording_sha256": "not-hex"}
@@ -598,7 +600,7 @@ def test_a_refused_request_never_tells_the_recipient_whose_consent_is_missing() 
     case.case = replace(case.state, consenting=case.state.consenting - {OFFENDER})
     (refused,) = rejections(case.send(RequestItems(case_id=CASE, actor=participant(VICTIM), person_id=VICTIM)))
     assert OFFENDER not in refused and "consent" not in refused
-    (for_staff,) = rejections(case.send(RequestItems(case_id=CASE, actor=STAFF, person_id=VICTIM)))
+    (for_staff,) = rejections(case.send(RequestItems(case_id=CASE, actor=STAFF, person_id=VICTIM, reason="by phone")))
     assert "consent" in for_staff
 
 
@@ -659,3 +661,152 @@ def test_the_release_watch_lists_only_what_waits_for_time_alone() -> None:
         assert domain.release_watch(blocked) == []
     case.send(StopReceivingItems(case_id=CASE, actor=participant(VICTIM), person_id=VICTIM))
     assert domain.release_watch(case.state) == []
+
+
+# --- review fixes: releases only in case order, neutral refusals, participation ending, staff reasons -------------
+
+
+def _consent_rejected(command_id: str) -> CommandRejected:
+    return CommandRejected(
+        case_id=CASE,
+        command_id=command_id,
+        command_type="rj.consent.withdraw",
+        service="consent",
+        reason="no",
+        rejected_at=NOW,
+    )
+
+
+def _freed_by_a_fact() -> Case:
+    """An approved letter for the second victim (immediate timing) held by their pending withdrawal, which consent's
+    rejection (a fact on rj.consent) then lifts."""
+    case = wider_case()
+    case.send(agree(SECOND_VICTIM))
+    case.send(letter(sender=OFFENDER, recipient=SECOND_VICTIM))
+    case.send(withdrawing(SECOND_VICTIM))
+    withdrawal_id = f"m{case.n}"
+    case.send(approve())
+    assert case.released() == []
+    case.send(_consent_rejected(withdrawal_id))
+    return case
+
+
+def test_rule_9_a_fact_that_lifts_the_last_obstacle_releases_nothing_by_itself() -> None:
+    """A stop-receiving (or a withdrawal of the item, a rejection, a switch back) may be unread on rj.commands
+    behind it: the item goes on the release watch, due now, for the sweeper's command read in case order."""
+    case = _freed_by_a_fact()
+    assert case.released() == [], "released on a fact from rj.consent, before rj.commands was read up to it"
+    assert [item for item, _ in domain.release_watch(case.state)] == ["L1"]
+    assert case.send(approve("nope")) and case.released() == [], "a rejected command releases nothing"
+    case.send(ReleaseDueItems(case_id=CASE, actor=SYSTEM_SCHEDULING))
+    (released,) = case.released()
+    assert released.item_id == "L1"
+
+
+@pytest.mark.parametrize("unread", ["stop", "withdraw item", "reject item", "switch back"])
+def test_rule_9_what_was_sent_before_the_sweepers_command_is_read_before_it_releases(unread: str) -> None:
+    case = _freed_by_a_fact()
+    command: EventData = {
+        "stop": StopReceivingItems(case_id=CASE, actor=participant(SECOND_VICTIM), person_id=SECOND_VICTIM),
+        "withdraw item": WithdrawIndirectItem(case_id=CASE, actor=participant(OFFENDER), item_id="L1"),
+        "reject item": RejectIndirectItem(case_id=CASE, actor=STAFF, item_id="L1", reason="it blames"),
+        "switch back": switch(ContactForm.conference, OFFENDER),
+    }[unread]
+    assert not rejections(case.send(command))
+    case.send(ReleaseDueItems(case_id=CASE, actor=SYSTEM_SCHEDULING))
+    assert case.released() == []
+
+
+def test_participants_get_one_neutral_refusal_and_staff_the_reason() -> None:
+    case = indirect_case()
+    case.send(agree(timing=ReleaseTiming.on_request))
+    asking = RequestItems(case_id=CASE, actor=participant(VICTIM), person_id=VICTIM)
+    nothing_waiting = rejections(case.send(asking))
+    case.send(letter())
+    case.send(approve())
+    case.send(withdrawing(OFFENDER))  # pending: must not reach the victim
+    blocked = rejections(case.send(asking))
+    submitted = rejections(case.send(letter("L2", sender=VICTIM, recipient=OFFENDER)))
+    assert nothing_waiting == blocked == submitted == [NOT_NOW], "a participant learns nothing of the case's state"
+    for_staff = rejections(case.send(asking.model_copy(update={"actor": STAFF, "reason": "asked by phone"})))
+    assert "withdrawal" in for_staff[0]
+    assert "withdrawal" in rejections(case.send(letter("L2", sender=VICTIM, recipient=OFFENDER, actor=STAFF)))[0]
+
+
+def test_staff_asking_for_items_for_the_recipient_say_why() -> None:
+    case = indirect_case()
+    case.send(agree(timing=ReleaseTiming.on_request))
+    case.send(letter())
+    case.send(approve())
+    asking = RequestItems(case_id=CASE, actor=STAFF, person_id=VICTIM)
+    assert "reason" in rejections(case.send(asking))[0]
+    assert case.released() == []
+    case.send(asking.model_copy(update={"reason": "the victim asked us by phone"}))
+    assert [r.item_id for r in case.released()] == ["L1"]
+
+
+@pytest.mark.parametrize("ending", ["withdrawn", "declined"])
+def test_an_accepted_withdrawal_or_decline_ends_that_persons_agreement_and_items(ending: str) -> None:
+    from schemas.consent import ConsentDeclined, ConsentGiven
+    from schemas.indirect import IndirectEndReason
+
+    case = wider_case()
+    case.send(agree(SECOND_VICTIM, ReleaseTiming.on_request))
+    case.send(agree(OFFENDER, ReleaseTiming.on_request))
+    case.send(letter("L1", sender=OFFENDER, recipient=SECOND_VICTIM))
+    case.send(letter("L2", sender=SECOND_VICTIM, recipient=OFFENDER))
+    case.send(approve("L1"))
+    case.send(withdrawing(SECOND_VICTIM))
+    said = dict(through=RecordedThrough.participant, method=RecordingMethod.online, recorded_at=NOW)
+    verdict: EventData = (
+        ConsentWithdrawn(
+            case_id=CASE,
+            person_id=SECOND_VICTIM,
+            purpose=PARTICIPATION,
+            withdrawn_at=NOW,
+            withdrawn_by=STAFF,
+            command_id=f"m{case.n}",
+            **said,
+        )
+        if ending == "withdrawn"
+        else ConsentDeclined(
+            case_id=CASE,
+            person_id=SECOND_VICTIM,
+            purpose=PARTICIPATION,
+            declined_at=NOW,
+            declined_by=STAFF,
+            command_id=f"m{case.n}",
+            **said,
+        )
+    )
+    facts = case.send(verdict)
+    code = (
+        IndirectEndReason.participation_withdrawn if ending == "withdrawn" else IndirectEndReason.participation_declined
+    )
+    (stopped,) = [f for f in facts if isinstance(f, ReceivingStopped)]
+    assert (stopped.person_id, stopped.withheld_item_ids, stopped.reason_code) == (SECOND_VICTIM, ["L1"], code)
+    withdrawn = [f for f in facts if isinstance(f, IndirectItemWithdrawn)]
+    assert sorted(f.item_id for f in withdrawn) == ["L1", "L2"] and {f.reason_code for f in withdrawn} == {code}
+    assert case.state.closure is None
+    # A later consent starts afresh: nothing agreed or sent before it goes through.
+    case.send(
+        ConsentGiven(case_id=CASE, person_id=SECOND_VICTIM, purpose=PARTICIPATION, given_at=NOW, given_by=STAFF, **said)
+    )
+    assert SECOND_VICTIM in case.state.consenting
+    case.send(RequestItems(case_id=CASE, actor=participant(SECOND_VICTIM), person_id=SECOND_VICTIM))
+    assert rejections(case.send(approve("L2")))
+    case.send(RequestItems(case_id=CASE, actor=participant(OFFENDER), person_id=OFFENDER))
+    assert case.released() == []
+    case.send(agree(SECOND_VICTIM, ReleaseTiming.on_request))
+    case.send(RequestItems(case_id=CASE, actor=participant(SECOND_VICTIM), person_id=SECOND_VICTIM))
+    assert case.released() == [], "their items before the withdrawal stay withdrawn"
+
+
+def test_an_items_content_has_a_maximum_length() -> None:
+    from pydantic import ValidationError
+
+    from schemas.indirect import CONTENT_MAX_CHARS
+
+    letter(content="x" * CONTENT_MAX_CHARS)
+    with pytest.raises(ValidationError):
+        letter(content="x" * (CONTENT_MAX_CHARS + 1))

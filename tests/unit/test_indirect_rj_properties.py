@@ -6,12 +6,21 @@ The sweeper does not release anything itself: it only publishes ``rj.indirect.re
 for a case whose ``release_watch`` has an item due, and scheduling decides when it reads that command.
 
 For every ``rj.indirect.item-released`` (R), with p the number of the case's commands published before the
-command whose reading emitted R (every command published before the sweeper's, for a release by the sweeper):
+command whose reading emitted R (every command published before the sweeper's, for a release by the sweeper; for
+a release emitted on reading anything else, every command published by then, read or not):
 - it passes between the victim and the offender (never to or from a supporter);
 - the facilitator's approval of the item came before R, and no rejection of it did; R is the item's only release;
 - the recipient's latest word before R was an advance agreement (not a stop) covering the item's kind, and its
   timing allowed R: an immediate one, a not-before time that had come, or the recipient's own request; and no
-  stop-receiving by the recipient among the first p commands went without a later agreement read before R;
+  stop-receiving by the recipient among the first p commands went without a later agreement read before R; the
+  agreement covers the item's sender;
+- the latest switch of the contact form among the first p commands that scheduling did not refuse was to
+  indirect contact; no withdrawal of the item by its sender nor rejection by the facilitator among them went
+  unrefused;
+- among the consent facts scheduling had read before R: the sender's and the recipient's latest participation
+  decision was a consent, the latest readiness word was "ready", the latest hold word was not "held"; and after an
+  accepted withdrawal or decline by either of them, the item and the recipient's agreement came from commands
+  sent after it (a later consent starts afresh);
 - no withdrawal or decline of participation by a party, by the item's sender or recipient (required or not),
   nor a hold, among the first p commands was still awaiting the consent service's verdict when R was emitted;
   none was accepted (a hold: unless the case was resumed before R); and the case had not been closed before R.
@@ -31,9 +40,12 @@ from schemas.common import Actor
 from schemas.consent import (
     PARTICIPATION,
     CaseHeld,
+    CaseReadinessLost,
+    CaseReadyForMeeting,
     CaseResumed,
     CaseWithdrawn,
     ConsentDeclined,
+    ConsentGiven,
     ConsentWithdrawn,
     DeclineConsent,
     PutCaseOnHold,
@@ -48,6 +60,7 @@ from schemas.indirect import (
     IndirectItemKind,
     IndirectItemRejected,
     IndirectItemReleased,
+    IndirectItemSubmitted,
     ReceivingAgreed,
     ReceivingStopped,
     RejectIndirectItem,
@@ -73,6 +86,7 @@ from services.scheduling import domain as scheduling
 from tests.unit.test_withdrawal_first_properties import (
     CASE,
     COMMANDS,
+    CONSENT,
     NOW,
     OFFENDER,
     SETTINGS,
@@ -86,6 +100,7 @@ from tests.unit.test_withdrawal_first_properties import (
     ready_world,
 )
 
+CONSENT_WORDS = (ConsentGiven, ConsentWithdrawn, ConsentDeclined)
 SECOND_VICTIM = "V2"  # a victim who is not required: their withdrawal cannot stop the case
 PARTIES = (VICTIM, OFFENDER)
 VICTIMS = (VICTIM, SECOND_VICTIM)
@@ -100,12 +115,17 @@ class IndirectWorld(World):
     messages published before the command whose reading emitted it (scheduling's position in the topic)."""
 
     position: list[int] = field(default_factory=list)  # parallel to ``emitted``
+    published: list[int] = field(default_factory=list)  # rj.commands messages published by then, read or not
+    consent_read: list[int] = field(default_factory=list)  # scheduling's position in rj.consent by then
     clock: float = 0.0  # hours after NOW
 
     def deliver(self, service: str, topic: str) -> None:
         before = len(self.emitted)
         super().deliver(service, topic)
-        self.position += [self.read.get(("scheduling", COMMANDS), 0)] * (len(self.emitted) - before)
+        new = len(self.emitted) - before
+        self.position += [self.read.get(("scheduling", COMMANDS), 0)] * new
+        self.published += [len(self.logs[COMMANDS])] * new
+        self.consent_read += [self.read.get(("scheduling", CONSENT), 0)] * new
 
     def scheduling_takes(self, message_id: str, data: EventData) -> list[Any]:
         now = NOW + timedelta(hours=self.clock)
@@ -156,12 +176,13 @@ indirect_command = st.one_of(
     st.builds(lambda i: ApproveIndirectItem(case_id=CASE, actor=STAFF, item_id=i), items),
     st.builds(lambda i: RejectIndirectItem(case_id=CASE, actor=STAFF, item_id=i, reason="blames"), items),
     st.builds(
-        lambda p, timing, kinds, themself: AgreeToReceiveItems(
+        lambda p, timing, kinds, themself, from_ids: AgreeToReceiveItems(
             case_id=CASE,
             actor=as_party(p, themself),
             person_id=p,
             kinds=kinds,
-            from_other_side=True,
+            from_ids=from_ids or [],
+            from_other_side=from_ids is None,
             timing=timing,
             not_before=LATER if timing is ReleaseTiming.not_before else None,
             reason=None if themself else "told us by phone",
@@ -170,6 +191,7 @@ indirect_command = st.one_of(
         st.sampled_from(list(ReleaseTiming)),
         st.sampled_from(([IndirectItemKind.letter], [IndirectItemKind.message], list(IndirectItemKind))),
         st.booleans(),
+        st.one_of(st.none(), st.lists(people, min_size=1, max_size=2, unique=True)),
     ),
     st.builds(lambda p: StopReceivingItems(case_id=CASE, actor=Actor(kind="participant", id=p), person_id=p), people),
     st.builds(lambda p: RequestItems(case_id=CASE, actor=Actor(kind="participant", id=p), person_id=p), people),
@@ -183,6 +205,7 @@ step = st.one_of(
     st.tuples(st.just("send"), command),
     st.tuples(st.just("send"), st.builds(lambda p: decision("withdraw", p), people)),
     st.tuples(st.just("send"), st.builds(lambda p: decision("decline", p), people)),
+    st.tuples(st.just("send"), st.builds(lambda p: decision("give", p), people)),
     st.tuples(
         st.just("send"),
         st.just(CloseCase(case_id=CASE, actor=STAFF, closure_reason=ClosureReason.not_suitable, reason="unsafe")),
@@ -207,6 +230,25 @@ def _follows(data: EventData, people: tuple[str, ...]) -> bool:
     )
 
 
+def _refused(facts: list[Any], message_id: str) -> bool:
+    return any(
+        isinstance(f.data, CommandRejected) and f.data.service == "scheduling" and f.data.command_id == message_id
+        for f in facts
+    )
+
+
+def _latest(messages: list[EventData], kinds: tuple[type, ...], person: str | None = None) -> EventData | None:
+    chosen = [
+        m
+        for m in messages
+        if isinstance(m, kinds)
+        and (
+            person is None or (getattr(m, "person_id", None) == person and getattr(m, "purpose", None) == PARTICIPATION)
+        )
+    ]
+    return chosen[-1] if chosen else None
+
+
 def check_releases(world: IndirectWorld) -> int:
     log = world.logs[COMMANDS]
     index_of = {message_id: i for i, (message_id, _) in enumerate(log)}
@@ -217,6 +259,46 @@ def check_releases(world: IndirectWorld) -> int:
         if not isinstance(release, IndirectItemReleased):
             continue
         before = [f.data for f in facts[:r]]
+        # p: judged against everything published on rj.commands before the command that released it, in order.
+        p = index_of[fact.cause] if fact.cause in index_of else world.published[r]
+        sent = log[:p]
+        # The contact form: the latest switch sent before it (and not refused) was to indirect contact.
+        switches = [d for m, d in sent if isinstance(d, SwitchContactForm) and not _refused(facts[:r], m)]
+        assert switches and switches[-1].form is ContactForm.indirect, "released outside indirect contact"
+        # The item: not taken back by its sender, nor rejected, by a command sent before it.
+        for m, d in sent:
+            if isinstance(d, WithdrawIndirectItem | RejectIndirectItem) and d.item_id == release.item_id:
+                assert _refused(facts[:r], m), "released after a withdrawal or rejection of the item sent before it"
+        # What scheduling had read of rj.consent: consents current, ready, not held.
+        heard = [d for _, d in world.logs[CONSENT][: world.consent_read[r]]]
+        for person in (release.sender_id, release.recipient_id):
+            assert isinstance(_latest(heard, CONSENT_WORDS, person), ConsentGiven), f"{person}'s consent not current"
+        assert isinstance(_latest(heard, (CaseReadyForMeeting, CaseReadinessLost, CaseHeld)), CaseReadyForMeeting)
+        assert not isinstance(_latest(heard, (CaseHeld, CaseResumed)), CaseHeld), "released while held"
+        # After an accepted withdrawal or decline by the sender or recipient, only what came after it goes.
+        ended = [
+            k
+            for k, f in enumerate(facts[:r])
+            if isinstance(f.data, ConsentWithdrawn | ConsentDeclined)
+            and f.data.purpose == PARTICIPATION
+            and f.data.person_id in (release.sender_id, release.recipient_id)
+            and f.cause in index_of
+            and index_of[f.cause] < p
+        ]
+        submitted = [
+            f
+            for f in facts[:r]
+            if isinstance(f.data, IndirectItemSubmitted) and f.data.item_id == release.item_id and f.cause in index_of
+        ]
+        agreements = [
+            f
+            for f in facts[:r]
+            if isinstance(f.data, ReceivingAgreed) and f.data.person_id == release.recipient_id and f.cause in index_of
+        ]
+        for k in ended:
+            ended_at = index_of[facts[k].cause]
+            assert submitted and index_of[submitted[-1].cause] > ended_at, "an item from before a withdrawal went"
+            assert agreements and index_of[agreements[-1].cause] > ended_at, "an agreement from before it was used"
         ends = {release.sender_id, release.recipient_id}
         assert OFFENDER in ends and len(ends & set(VICTIMS)) == 1, "an item passed to or from a supporter"
         assert release.item_id not in released_items, f"{release.item_id} released twice"
@@ -233,13 +315,13 @@ def check_releases(world: IndirectWorld) -> int:
         assert words and isinstance(words[-1], ReceivingAgreed), "released without a current advance agreement"
         agreed = words[-1]
         assert release.kind in agreed.kinds
+        assert agreed.from_other_side or release.sender_id in agreed.from_ids, "the agreement does not cover its sender"
         if agreed.timing is ReleaseTiming.on_request:
             assert release.trigger is ReleaseTrigger.request
         if agreed.timing is ReleaseTiming.not_before and release.trigger is not ReleaseTrigger.request:
             assert agreed.not_before is not None and release.released_at >= agreed.not_before
         # Nothing while closed, pending, held or after a withdrawal, in the case's command order.
         assert not any(isinstance(f, CaseClosed) for f in before), "released on a closed case"
-        p = world.position[r]
         agreed_after = [
             index_of[f.cause]
             for f in facts[:r]
@@ -269,7 +351,7 @@ def check_releases(world: IndirectWorld) -> int:
             for k in accepted:
                 if isinstance(facts[k].data, CaseHeld):
                     assert any(isinstance(f.data, CaseResumed) for f in facts[k:r]), "released while on hold"
-                else:
+                elif isinstance(facts[k].data, CaseWithdrawn):
                     raise AssertionError("released after a withdrawal the consent service accepted")
     return len(released_items)
 
@@ -278,6 +360,8 @@ def run(steps: list[tuple[Any, ...]], tail: list[Any]) -> IndirectWorld:
     base = ready_world(extra=(CaseParticipant(person_id=SECOND_VICTIM, role=Role.victim, required=False),))
     world = IndirectWorld(**{k: v for k, v in vars(base).items()})
     world.position = [0] * len(world.emitted)
+    world.published = [len(world.logs[COMMANDS])] * len(world.emitted)
+    world.consent_read = [world.read.get(("scheduling", CONSENT), 0)] * len(world.emitted)
     for kind, arg in steps:
         if kind == "send":
             world.publish(COMMANDS, arg)
@@ -425,6 +509,51 @@ _READ_COMMANDS = ("read", ("scheduling", COMMANDS))
             RequestItems(case_id=CASE, actor=Actor(kind="participant", id=SECOND_VICTIM), person_id=SECOND_VICTIM),
         ),
         *[_READ_COMMANDS] * 12,
+    ],
+    tail=[],
+)
+@example(  # a fact (consent's rejection of a withdrawal) lifts the last obstacle while a stop-receiving sent after the
+    # approval is still unread on rj.commands: nothing may go until a command after the stop is read
+    victim_timing=ReleaseTiming.on_approval,
+    offender_timing=ReleaseTiming.on_approval,
+    opening=[
+        (
+            "send",
+            AgreeToReceiveItems(
+                case_id=CASE,
+                actor=Actor(kind="participant", id=SECOND_VICTIM),
+                person_id=SECOND_VICTIM,
+                kinds=list(IndirectItemKind),
+                from_ids=[OFFENDER],
+                timing=ReleaseTiming.on_approval,
+            ),
+        ),
+        (
+            "send",
+            SubmitIndirectItem(
+                case_id=CASE,
+                actor=STAFF,
+                item_id="L3",
+                sender_id=OFFENDER,
+                recipient_id=SECOND_VICTIM,
+                kind=IndirectItemKind.letter,
+                content="sorry",
+            ),
+        ),
+    ],
+    steps=[
+        ("send", decision("withdraw", SECOND_VICTIM).model_copy(update={"actor": Actor(kind="participant", id="O")})),
+        ("send", ApproveIndirectItem(case_id=CASE, actor=STAFF, item_id="L3")),
+        *[_READ_COMMANDS] * 12,
+        (
+            "send",
+            StopReceivingItems(
+                case_id=CASE, actor=Actor(kind="participant", id=SECOND_VICTIM), person_id=SECOND_VICTIM
+            ),
+        ),
+        *[("read", ("consent", COMMANDS))] * 12,
+        *[("read", ("scheduling", CONSENT))] * 20,
+        ("sweep", 0.0),
     ],
     tail=[],
 )

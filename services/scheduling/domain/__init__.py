@@ -11,8 +11,9 @@ allowed changes nothing and emits one ``CommandRejected`` saying why. This packa
 - ``agreements``: the agreement, its items and payments, and their follow-up (due soon, overdue);
 - ``closure``: declines, withdrawals, lost readiness, contact attempts, and closing a case;
 - ``indirect``: indirect RJ, the contact form, recipients' advance agreements and the items the facilitator
-  passes between the parties (DOMAIN rule 9); after every message, ``release_due`` lets go what nothing stands
-  against any more, and ``release_watch`` says which items wait only for a time (the sweeper's index).
+  passes between the parties (DOMAIN rule 9); after every command accepted (read in case order), ``release_due``
+  lets go what nothing stands against any more, and ``release_watch`` says which items wait only for a time or
+  were freed by a fact from another topic (the sweeper's index).
 
 Rule 1 (nothing about a meeting without the current consent of every required participant) is held
 twice over: a meeting is proposed, booked, rescheduled or recorded only on a case the consent service
@@ -285,10 +286,13 @@ def handle(
     if isinstance(message, CloseCase):
         return close_case(case, book, message, command_id=command_id, now=now, policy=policy)
     case, book, emits = HANDLERS[type(message)](case, book, message, command_id=command_id, now=now)
-    if case is not None and case.indirect.waiting:
-        # Whatever this message changed (an approval, an agreement, a consent, readiness), an indirect item that
-        # nothing stands against any more goes now; one that something does stand against stays (rule 9). An item
-        # whose recipient's chosen time has come goes only on a command, read in case order (``release_refusal``).
+    refused = any(isinstance(e.data, CommandRejected) for e in emits)
+    if case is not None and case.indirect.waiting and not refused:
+        # Whatever this command changed (an approval, an agreement, a switch to indirect), an indirect item that
+        # nothing stands against any more goes now; one that something does stand against stays (rule 9). Only a
+        # command, read in case order, releases (``release_refusal``): after a fact from another topic a stop or
+        # a withdrawal of the item may still be unread on rj.commands, so an item it frees waits on the release
+        # watch for the sweeper's command.
         in_case_order = isinstance(message, Command)
         case, released = release_due(case, now, trigger=ReleaseTrigger.decision, in_case_order=in_case_order)
         emits = [*emits, *released]

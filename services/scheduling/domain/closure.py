@@ -58,6 +58,7 @@ from schemas.consent import (
     RecordedThrough,
     WithdrawConsent,
 )
+from schemas.indirect import IndirectEndReason
 from schemas.scheduling import (
     CLOSABLE_BY_COMMAND,
     SYSTEM_SCHEDULING,
@@ -68,6 +69,7 @@ from schemas.scheduling import (
     MeetingAttendeeRemoved,
 )
 from services.runtime.decision import Emit
+from services.scheduling.domain.indirect import end_participation
 from services.scheduling.domain.meetings import (
     _cancel_pending,
 )
@@ -105,7 +107,9 @@ def on_consent_declined(
         case = _in_touch(case, event)
     had_consented = case is not None and event.person_id in case.consenting
     reason = ClosureReason.withdrawn if had_consented else ClosureReason.declined
-    return _participation_ended(case, book, event.case_id, event.purpose, event.person_id, reason, command_id, now)
+    return _participation_ended(
+        case, book, event.case_id, event.purpose, event.person_id, reason, command_id, now, declined=True
+    )
 
 
 def on_consent_withdrawn(
@@ -308,6 +312,8 @@ def _participation_ended(
     reason: ClosureReason,
     command_id: str,
     now: datetime,
+    *,
+    declined: bool = False,
 ) -> Outcome:
     """Someone declined or withdrew: a required participant stops the case, anyone else gives up their place.
 
@@ -320,7 +326,9 @@ def _participation_ended(
     participant = case.participant(person_id)
     if participant is not None and participant.required:
         return _stop(case, book, reason, person_id, now)
-    emits = []
+    # Their advance agreement and their items not yet released end with their participation (rule 9, 2).
+    code = IndirectEndReason.participation_declined if declined else IndirectEndReason.participation_withdrawn
+    case, emits = end_participation(case, person_id, code, command_id, now)
     for meeting in case.pending:
         if person_id in meeting.attendee_ids:
             attendees = tuple(a for a in meeting.attendee_ids if a != person_id)

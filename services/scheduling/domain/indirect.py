@@ -9,10 +9,16 @@ which notify delivers) only when ``release_refusal`` finds nothing against it:
 - the recipient's chosen time has come: at once, not before their date and time (the sweeper, ``release_due``
   with ``ReleaseTrigger.time``), or only when they ask (``request_items``);
 - the case is open, not on hold, not pending a withdrawal or hold verdict, ready as the consent service last
-  said, and both the sender's and the recipient's participation consent is current (rule 1).
-``release_due`` runs after every message the service takes in (``handle``), so an item goes as soon as the last
-thing it waited for arrives, and never before; it re-checks everything each time. A withdrawal closes the case:
-what was not released by then never is.
+  said, and both the sender's and the recipient's participation consent is current (rule 1);
+- we are reading a command on ``rj.commands``, in the case's order: so every stop, withdrawal of the item,
+  rejection, switch back, narrower agreement, hold or withdrawal sent before it has been read. A fact from
+  another topic (consent given, readiness, a verdict lifting a pending withdrawal) never releases anything by
+  itself: an item it frees goes on the release watch, due at once, and the sweeper's ``ReleaseDueItems``, read in
+  case order, decides.
+``release_due`` runs after every command the service accepts (``handle``), so an item goes as soon as the last
+command it waited for is read, and never before; it re-checks everything each time. A withdrawal closes the case:
+what was not released by then never is; a party who is not required and whose withdrawal or decline is accepted
+stops receiving, and their items not yet released are withdrawn (``end_participation``).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from schemas.indirect import (
     ApproveIndirectItem,
     ContactForm,
     ContactFormSwitched,
+    IndirectEndReason,
     IndirectItemApproved,
     IndirectItemDelivered,
     IndirectItemKind,
@@ -55,7 +62,10 @@ from services.scheduling.domain.meetings import _cancel
 from services.scheduling.domain.model import CaseSchedule, Outcome, ResourceBook, _refusal, _reject
 
 PARTIES = (Role.victim, Role.offender)
-NOTHING_RELEASABLE = "nothing waiting for you can be released now"
+NOT_NOW = "this cannot be done now: your facilitator can tell you more"
+"""The one answer a participant gets to any refused request for items or submission of one: a precise reason could
+tell them another person's withdrawal, a hold, or whether something waits for them (DOMAIN rule 2). Staff get the
+precise reason."""
 
 # --- the release ----------------------------------------------------------------------------------
 
@@ -97,8 +107,10 @@ def release_refusal(
     """Why ``item`` may not reach its recipient now, if so (DOMAIN rule 9, rule 1, withdrawal and hold first).
     ``requested``: the recipient has just asked for what waits for them. ``in_case_order``: we are deciding on a
     command read in the case's order on ``rj.commands`` (so every stop, hold or withdrawal sent before it has been
-    read); otherwise (a fact from another topic) an item that waits for its recipient's chosen time is left to
-    the sweeper's ``ReleaseDueItems``, which is read in case order."""
+    read); otherwise (a fact from another topic) nothing is released: the item is left to the sweeper's
+    ``ReleaseDueItems`` (``release_watch``), which is read in case order."""
+    if not in_case_order:
+        return "a release is decided only on a command read in case order: the sweeper's release-due decides it"
     if case.closure is not None:
         return f"case is closed ({case.closure.reason})"
     if case.held:
@@ -132,8 +144,6 @@ def release_refusal(
     if agreement.timing is ReleaseTiming.not_before and agreement.not_before is not None:
         if now < agreement.not_before:
             return f"{item.recipient_id} asked for items not before {agreement.not_before.isoformat()}"
-        if not in_case_order:
-            return f"{item.recipient_id}'s chosen time has come: the release is decided in case order (the sweeper)"
     return None
 
 
@@ -173,20 +183,62 @@ def release_due(
 
 
 def release_watch(case: CaseSchedule | None) -> list[tuple[str, datetime]]:
-    """The items the release sweeper must look at, as ``(item id, when)``: approved items that wait only for their
-    recipient's chosen time (timing ``not_before``), i.e. that ``release_refusal`` would let go once it comes.
-    Anything else standing against an item (a hold, a pending withdrawal, a stop, readiness, consent, the contact
-    form, a closed case) keeps it off the list: the message that lifts it rewrites the list."""
+    """The items the release sweeper must look at, as ``(item id, when)``: approved items that a command read in
+    case order would let go once their recipient's chosen time comes (timing ``not_before``: at that time), or
+    at once (timing ``on_approval``, when a fact from another topic lifted the last thing it waited for: due since
+    the agreement, a time that stays the same while nothing changes). Anything else standing against an item (a
+    hold, a pending withdrawal, a stop, readiness, consent, the contact form, a closed case) keeps it off the
+    list: the message that lifts it rewrites the list."""
     if case is None or case.closure is not None:
         return []
     watched = []
     for item in case.indirect.waiting:
         agreement = case.indirect.agreement(item.recipient_id)
-        if agreement is None or agreement.timing is not ReleaseTiming.not_before or agreement.not_before is None:
+        if agreement is None or agreement.timing is ReleaseTiming.on_request:
             continue
-        if release_refusal(case, item, agreement.not_before) is None:
-            watched.append((item.item_id, agreement.not_before))
+        due = agreement.not_before if agreement.timing is ReleaseTiming.not_before else agreement.agreed_at
+        if due is not None and release_refusal(case, item, due) is None:
+            watched.append((item.item_id, due))
     return watched
+
+
+def end_participation(
+    case: CaseSchedule, person_id: str, code: IndirectEndReason, command_id: str, now: datetime
+) -> tuple[CaseSchedule, list[Emit]]:
+    """The consent service accepted ``person_id``'s withdrawal or decline of participation (``code`` says which):
+    their advance agreement to receive stops, and every item of theirs not yet released, sent or to be received,
+    is withdrawn. A later consent starts afresh: they agree again, and items are submitted anew. The facts carry
+    ids and the code only."""
+    emits: list[Emit] = []
+    agreement = case.indirect.agreement(person_id)
+    mine = [
+        i
+        for i in case.indirect.items
+        if person_id in (i.sender_id, i.recipient_id) and i.status in (ItemStatus.submitted, ItemStatus.approved)
+    ]
+    if agreement is not None and agreement.current:
+        case = replace(case, indirect=case.indirect.with_agreement(replace(agreement, stopped_at=now)))
+        withheld = [i.item_id for i in mine if i.recipient_id == person_id and i.status is ItemStatus.approved]
+        stopped = ReceivingStopped(
+            case_id=case.case_id,
+            person_id=person_id,
+            stopped_at=now,
+            stopped_by=SYSTEM_SCHEDULING,
+            withheld_item_ids=withheld,
+            reason_code=code,
+        )
+        emits.append(Emit(stopped, f"receiving-stopped:{command_id}"))
+    for item in mine:
+        case = replace(case, indirect=case.indirect.with_item(replace(item, status=ItemStatus.withdrawn)))
+        withdrawn = IndirectItemWithdrawn(
+            case_id=case.case_id,
+            item_id=item.item_id,
+            withdrawn_at=now,
+            withdrawn_by=SYSTEM_SCHEDULING,
+            reason_code=code,
+        )
+        emits.append(Emit(withdrawn, f"item-withdrawn:{item.item_id}"))
+    return case, emits
 
 
 # --- commands -------------------------------------------------------------------------------------
@@ -286,27 +338,30 @@ def request_items(
     case: CaseSchedule | None, book: ResourceBook, command: RequestItems, *, command_id: str, now: datetime
 ) -> Outcome:
     """The recipient asks for what waits for them: every approved item for them that nothing else stands against
-    is released now. Nothing to release is refused, saying why."""
+    is released now, whatever timing they chose. Staff asking for them say why. Nothing to release is refused:
+    staff learn why, a participant only ``NOT_NOW`` (whether something waits, blocked by another person's
+    withdrawal or consent or a hold, must never reach them: DOMAIN rule 2)."""
     refusal = _refusal(case, command) or _self_or_staff(case, command, command.person_id)
-    if refusal is not None:
-        return _reject(case, book, command, command_id, now, refusal)
-    assert case is not None
-    mine = [i for i in case.indirect.waiting if i.recipient_id == command.person_id]
-    if not mine:
-        return _reject(case, book, command, command_id, now, f"no approved item is waiting for {command.person_id}")
-    released, emits = release_due(case, now, by=command.actor, requested_by=command.person_id)
-    if not emits:
-        # Staff may learn why; a participant is told only that nothing can go now: the reason may be another
-        # person's withdrawal or consent, which must never reach them (DOMAIN rule 2).
-        why = release_refusal(case, mine[0], now, requested=True) if command.actor.kind == "staff" else None
-        return _reject(case, book, command, command_id, now, why or NOTHING_RELEASABLE)
-    return released, book, emits
+    if refusal is None and command.actor.kind == "staff" and not (command.reason or "").strip():
+        refusal = "staff asking for items for the recipient say why (reason)"
+    if refusal is None:
+        assert case is not None
+        mine = [i for i in case.indirect.waiting if i.recipient_id == command.person_id]
+        if not mine:
+            refusal = f"no approved item is waiting for {command.person_id}"
+        else:
+            released, emits = release_due(case, now, by=command.actor, requested_by=command.person_id)
+            if emits:
+                return released, book, emits
+            refusal = release_refusal(case, mine[0], now, requested=True) or "nothing can be released now"
+    return _reject(case, book, command, command_id, now, _for_actor(command, refusal))
 
 
 def submit_item(
     case: CaseSchedule | None, book: ResourceBook, command: SubmitIndirectItem, *, command_id: str, now: datetime
 ) -> Outcome:
-    """A party's item for a party on the other side, waiting for the facilitator's screening."""
+    """A party's item for a party on the other side, waiting for the facilitator's screening. Refused, a
+    participant is told only ``NOT_NOW`` (the reason may be a hold or another person's pending withdrawal)."""
     refusal = (
         _refusal(case, command)
         or _self_or_staff(case, command, command.sender_id)
@@ -314,7 +369,7 @@ def submit_item(
         or _item_refusal(case, command)
     )
     if refusal is not None:
-        return _reject(case, book, command, command_id, now, refusal)
+        return _reject(case, book, command, command_id, now, _for_actor(command, refusal))
     assert case is not None
     item = IndirectItem(
         item_id=command.item_id,
@@ -495,6 +550,11 @@ def _agreement_refusal(case: CaseSchedule, command: AgreeToReceiveItems) -> str 
     if command.timing is not ReleaseTiming.not_before and command.not_before is not None:
         return f"not_before applies only to timing not_before, not {command.timing}"
     return None
+
+
+def _for_actor(command: Command, refusal: str) -> str:
+    """The refusal as its actor may read it: staff the precise reason, a participant only ``NOT_NOW``."""
+    return refusal if command.actor.kind == "staff" else NOT_NOW
 
 
 def _staff_only(command: Command) -> str | None:
