@@ -331,6 +331,11 @@ class RiskAssessmentRecorded(EventData):
     recorded_at: AwareDatetime
     recorded_by: Actor
     reason: Annotated[str | None, Pii] = None
+    command_id: str | None = Field(
+        default=None,
+        description="The command this decides: the services that follow that command in case order match this "
+        "verdict to it",
+    )
 
 
 class ConsentGiven(EventData):
@@ -442,6 +447,11 @@ class ParticipantAdded(EventData):
     added_at: AwareDatetime
     added_by: Actor
     reason: Annotated[str | None, Pii] = None
+    command_id: str | None = Field(
+        default=None,
+        description="The command this decides (none when no command added them: an offender who joined): the "
+        "services that follow that command in case order match this verdict to it",
+    )
 
 
 class PreparationStarted(EventData):

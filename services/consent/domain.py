@@ -473,8 +473,12 @@ def record_risk_assessment(
         recorded_at=now,
         recorded_by=command.actor,
         reason=command.reason,
+        command_id=command_id,
     )
-    return _settle(case, [Emit(fact, f"risk-assessment-recorded:{command_id}")], command_id, now)
+    # The verdict comes after what it brings (readiness lost): a service that follows the command in case order
+    # (scheduling) goes on when it reads the verdict, by then knowing the case is not ready.
+    case, settled = _settle(case, [], command_id, now)
+    return case, [*settled, Emit(fact, f"risk-assessment-recorded:{command_id}")]
 
 
 def give_consent(
@@ -641,9 +645,16 @@ def add_participant(
     )
     case = replace(case, participants=(*case.participants, added))
     fact = ParticipantAdded(
-        case_id=case.case_id, participant=added, added_at=now, added_by=command.actor, reason=command.reason
+        case_id=case.case_id,
+        participant=added,
+        added_at=now,
+        added_by=command.actor,
+        reason=command.reason,
+        command_id=command_id,
     )
-    return _settle(case, [Emit(fact, f"participant-added:{command_id}")], command_id, now)
+    # The verdict comes after what it brings (readiness lost), as for a risk assessment.
+    case, settled = _settle(case, [], command_id, now)
+    return case, [*settled, Emit(fact, f"participant-added:{command_id}")]
 
 
 def record_contact_attempt(

@@ -251,10 +251,13 @@ def test_an_unsafe_risk_assessment_keeps_a_case_from_being_ready() -> None:
 
 def test_a_ready_case_found_unsafe_on_reassessment_loses_readiness() -> None:
     case, emits = run(ready_case(), risk(safe=False))
-    assert facts(emits)[-1] is CaseReadinessLost
+    # The verdict on the command (naming it) comes last: a service that follows the command goes on only once it
+    # knows the case is not ready.
+    assert facts(emits) == [CaseReadinessLost, RiskAssessmentRecorded]
+    assert emits[-1].data.command_id is not None  # type: ignore[attr-defined]
     assert case is not None and not case.ready and not case.withdrawn
     case, emits = run(case, risk(safe=True))
-    assert facts(emits)[-1] is CaseReadyForMeeting
+    assert facts(emits) == [CaseReadyForMeeting, RiskAssessmentRecorded]
 
 
 # --- what is refused ----------------------------------------------------------------------------
@@ -648,7 +651,7 @@ def test_resume_needs_a_new_risk_assessment_before_the_case_is_ready_again() -> 
     case, emits = run(case, risk(safe=False))
     assert CaseReadyForMeeting not in facts(emits)
     case, emits = run(case, risk())
-    assert facts(emits)[-1] is CaseReadyForMeeting
+    assert facts(emits) == [CaseReadyForMeeting, RiskAssessmentRecorded]  # the verdict on the command comes last
 
 
 def test_who_may_hold_and_resume_and_what_they_must_say() -> None:

@@ -21,6 +21,10 @@ a release emitted on reading anything else, every command published by then, rea
   decision was a consent, the latest readiness word was "ready", the latest hold word was not "held"; and after an
   accepted withdrawal or decline by either of them, the item and the recipient's agreement came from commands
   sent after it (a later consent starts afresh);
+- no re-assessment finding the case unsafe, nor addition of a parent or guardian, among the first p commands was
+  awaiting the consent service's verdict when R was emitted, and one it accepted was followed by its finding the
+  case ready again before R; the same holds for every meeting booked, rescheduled, held or agreed (judged by the
+  command that did it);
 - no withdrawal or decline of participation by a party, by the item's sender or recipient (required or not),
   nor a hold, among the first p commands was still awaiting the consent service's verdict when R was emitted;
   none was accepted (a hold: unless the case was resumed before R); and the case had not been closed before R.
@@ -89,14 +93,20 @@ from tests.unit.test_withdrawal_first_properties import (
     CONSENT,
     NOW,
     OFFENDER,
+    SECOND_GUARDIAN,
     SETTINGS,
     STAFF,
     SUPPORTER,
+    UNSAFE,
     VICTIM,
     World,
+    adding,
+    booking,
+    check_readiness_first,
     command,
     decision,
     reader,
+    readiness_first,
     ready_world,
 )
 
@@ -262,6 +272,9 @@ def check_releases(world: IndirectWorld) -> int:
         # p: judged against everything published on rj.commands before the command that released it, in order.
         p = index_of[fact.cause] if fact.cause in index_of else world.published[r]
         sent = log[:p]
+        # An unsafe assessment or a parent added, sent before it: decided, and the case found ready again since.
+        why = readiness_first(world, r, p)
+        assert why is None, f"released: {why}"
         # The contact form: the latest switch sent before it (and not refused) was to indirect contact.
         switches = [d for m, d in sent if isinstance(d, SwitchContactForm) and not _refused(facts[:r], m)]
         assert switches and switches[-1].form is ContactForm.indirect, "released outside indirect contact"
@@ -423,6 +436,47 @@ _READ_COMMANDS = ("read", ("scheduling", COMMANDS))
 
 
 @SETTINGS
+@example(  # an unsafe re-assessment sent before the victim's chosen time comes, read by scheduling before consent's
+    # word that the case is not ready any more: the sweeper's command must not release
+    victim_timing=ReleaseTiming.not_before,
+    offender_timing=ReleaseTiming.on_approval,
+    opening=[],
+    steps=[
+        ("send", ApproveIndirectItem(case_id=CASE, actor=STAFF, item_id="L1")),
+        ("send", UNSAFE),
+        *[_READ_COMMANDS] * 7,
+        ("sweep", 3.0),
+    ],
+    tail=[],
+)
+@example(  # a parent or guardian added (required, not yet consenting), then an approval read before consent's word
+    victim_timing=ReleaseTiming.on_approval,
+    offender_timing=ReleaseTiming.on_approval,
+    opening=[],
+    steps=[
+        ("send", adding(SECOND_GUARDIAN, Role.parent_guardian)),
+        ("send", ApproveIndirectItem(case_id=CASE, actor=STAFF, item_id="L1")),
+        *[_READ_COMMANDS] * 7,
+    ],
+    tail=[],
+)
+@example(  # back to a conference, an unsafe re-assessment, then a booking read before consent's word
+    victim_timing=ReleaseTiming.on_request,
+    offender_timing=ReleaseTiming.on_request,
+    opening=[],
+    steps=[
+        (
+            "send",
+            SwitchContactForm(
+                case_id=CASE, actor=Actor(kind="participant", id=VICTIM), person_id=VICTIM, form=ContactForm.conference
+            ),
+        ),
+        ("send", UNSAFE),
+        ("send", booking("M1", 9.0)),
+        *[_READ_COMMANDS] * 9,
+    ],
+    tail=[],
+)
 @example(  # the race the pending guard is for: scheduling has read a withdrawal the consent service has not decided
     # yet when the victim's chosen time comes
     victim_timing=ReleaseTiming.not_before,
@@ -573,6 +627,7 @@ def test_rule_9_no_item_is_released_without_agreement_approval_and_consent_under
 ) -> None:
     world = run([*prefix(victim_timing, offender_timing), *opening, *steps], tail)
     check_releases(world)
+    check_readiness_first(world)  # and meetings: nothing booked, held or agreed behind either
 
 
 def test_the_model_does_release_an_item_when_everything_allows_it() -> None:

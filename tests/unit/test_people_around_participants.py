@@ -131,8 +131,8 @@ def test_a_parent_or_guardian_declining_before_consenting_stops_the_case_as_decl
 
 def test_a_second_parent_added_to_a_ready_case_takes_its_readiness_until_they_consent() -> None:
     case, emits = run(with_guardian(), add("guardian-2", Role.parent_guardian))
-    assert facts(emits) == [ParticipantAdded, CaseReadinessLost]
-    assert "participation consent from guardian-2 (parent_guardian)" in emits[1].data.reason  # type: ignore[attr-defined]
+    assert facts(emits) == [CaseReadinessLost, ParticipantAdded]  # the verdict on the command comes last
+    assert "participation consent from guardian-2 (parent_guardian)" in emits[0].data.reason  # type: ignore[attr-defined]
     case, emits = run(case, met("guardian-2"), give("guardian-2"))
     assert facts(emits)[-1] is CaseReadyForMeeting
 
@@ -285,7 +285,7 @@ def test_a_withdrawal_by_someone_scheduling_does_not_know_yet_is_held_pending_un
     assert [s.person_id for s in schedule(world).stops_pending] == ["guardian-2"]
     assert "withdrawal" in rejection(world.send(booking()))
     _, emits = run(with_guardian(), add("guardian-2", Role.parent_guardian), command)
-    assert facts(emits) == [ParticipantAdded, CaseReadinessLost, ConsentWithdrawn, CaseWithdrawn]
+    assert facts(emits) == [CaseReadinessLost, ParticipantAdded, ConsentWithdrawn, CaseWithdrawn]
     tell(world, emits)
     assert schedule(world).stops_pending == () and schedule(world).closure is not None
 

@@ -29,21 +29,25 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from schemas.commands import CommandRejected
 from schemas.common import Actor
 from schemas.consent import (
     PARTICIPATION,
     AddParticipant,
     AssignFacilitator,
     CaseHeld,
+    CaseReadyForMeeting,
     CaseWithdrawn,
     DeclineConsent,
     GiveConsent,
+    ParticipantAdded,
     PutCaseOnHold,
     RecordedThrough,
     RecordingMethod,
     RecordPreparationMeeting,
     RecordRiskAssessment,
     ResumeCase,
+    RiskAssessmentRecorded,
     RiskLevel,
     WithdrawConsent,
     sharing,
@@ -254,6 +258,43 @@ def booking(meeting_id: str, start: float) -> BookMeeting:
     )
 
 
+UNSAFE = RecordRiskAssessment(case_id=CASE, actor=STAFF, assessed_at=NOW, level=RiskLevel.high, safe_to_proceed=False)
+
+
+def costs_readiness(data: EventData) -> bool:
+    """A command that, if the consent service accepts it, costs the case its readiness: an unsafe assessment, the
+    addition of a parent or guardian (required until they consent)."""
+    if isinstance(data, RecordRiskAssessment):
+        return not data.safe_to_proceed
+    return isinstance(data, AddParticipant) and data.role is Role.parent_guardian
+
+
+def readiness_first(world: World, emitted_before: int, sent_before: int) -> str | None:
+    """Why a fact (the ``emitted_before``-th emitted, decided on a command after the first ``sent_before`` of
+    rj.commands) should not have been, if so: one of those commands that costs readiness had no verdict yet, or
+    consent accepted it and did not find the case ready again before the fact."""
+    facts = world.emitted[:emitted_before]
+    for message_id, data in world.logs[COMMANDS][:sent_before]:
+        if not costs_readiness(data):
+            continue
+        verdicts = [
+            k
+            for k, f in enumerate(facts)
+            if f.cause == message_id
+            and (
+                isinstance(f.data, RiskAssessmentRecorded | ParticipantAdded)
+                or (isinstance(f.data, CommandRejected) and f.data.service == "consent")
+            )
+        ]
+        if not verdicts:
+            return f"decided while {data.event_type} sent before it awaited the consent service's verdict"
+        if isinstance(facts[verdicts[0]].data, CommandRejected):
+            continue
+        if not any(isinstance(f.data, CaseReadyForMeeting) for f in facts[verdicts[0] :]):
+            return f"decided after an accepted {data.event_type} sent before it, with no readiness since"
+    return None
+
+
 AGREEMENT = [
     AgreementItemTerms(item_id="sorry", kind=ItemKind.apology, description="x", owner_id=OFFENDER, due_date=MONDAY)
 ]
@@ -296,6 +337,10 @@ command = st.one_of(
     st.just(
         RecordRiskAssessment(case_id=CASE, actor=STAFF, assessed_at=NOW, level=RiskLevel.low, safe_to_proceed=True)
     ),
+    # A re-assessment that finds it unsafe, and a parent or guardian added (required: the case is not ready until
+    # they consent): each costs the case its readiness, which consent says on another topic.
+    st.just(UNSAFE),
+    st.just(adding(SECOND_GUARDIAN, Role.parent_guardian)),
 )
 # On a child victim's case: the parent's decisions, a second parent and an interpreter added while commands fly
 # (their withdrawals may reach scheduling before it hears they were added), and someone who never takes part.
@@ -330,6 +375,7 @@ def check(world: World) -> None:
             assert not any(w < order[fact.cause] for w in stopped_by), (
                 f"{fact.data.event_type} by a command sent after a withdrawal the consent service accepted"
             )
+    check_readiness_first(world)
     case = world.consent_cases[CASE]
     schedule = world.schedules[CASE]
     assert case is not None and schedule is not None
@@ -351,6 +397,17 @@ def check(world: World) -> None:
         required = [p.person_id for p in case.participants if p.required]
         assert all(case.consent(p, PARTICIPATION) is consent.ConsentStatus.given for p in required)
         assert case.hold is None
+
+
+def check_readiness_first(world: World) -> None:
+    """Nothing about a meeting is decided on a command sent after an unsafe assessment or the addition of a
+    parent or guardian until the consent service has decided it and, if it accepted it, found the case ready
+    again (read in the case's order, however late the consent service's facts come)."""
+    order = {message_id: i for i, (message_id, _) in enumerate(world.logs[COMMANDS])}
+    for k, fact in enumerate(world.emitted):
+        if isinstance(fact.data, ABOUT_A_MEETING) and fact.cause in order:
+            why = readiness_first(world, k, order[fact.cause])
+            assert why is None, f"{fact.data.event_type} {why}"
 
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -474,6 +531,55 @@ def test_a_hold_sent_before_a_booking_refuses_it_and_cancels_what_was_booked() -
         RecordRiskAssessment(case_id=CASE, actor=STAFF, assessed_at=NOW, level=RiskLevel.low, safe_to_proceed=True),
     )
     world.drain()
+    world.publish(COMMANDS, booking("M3", 14.0))
+    world.drain()
+    assert [f.data.meeting_id for f in world.emitted if isinstance(f.data, MeetingBooked)] == ["M1", "M3"]
+    check(world)
+
+
+@SETTINGS
+@given(
+    first=st.sampled_from(("unsafe", "parent")),
+    bookings=st.lists(st.sampled_from((9.0, 11.0, 14.0)), min_size=1, max_size=3),
+    scheduling_first=st.integers(min_value=0, max_value=8),
+)
+def test_an_unsafe_assessment_or_a_parent_added_before_a_booking_holds_it_however_late_consent_is(
+    first: str, bookings: list[float], scheduling_first: int
+) -> None:
+    """Staff send an unsafe re-assessment (or add a parent or guardian), then a booking; scheduling reads both, and
+    as much else as it likes, before the consent service has said the case is not ready: nothing is booked."""
+    world = ready_world()
+    world.publish(COMMANDS, UNSAFE if first == "unsafe" else adding(SECOND_GUARDIAN, Role.parent_guardian))
+    for i, start in enumerate(bookings):
+        world.publish(COMMANDS, booking(f"M{i}", start))
+    for _ in range(scheduling_first + len(bookings) + 1):
+        world.deliver("scheduling", COMMANDS)
+    assert not [f for f in world.emitted if isinstance(f.data, MeetingBooked)]
+    world.drain()
+    check(world)
+    assert not [f for f in world.emitted if isinstance(f.data, MeetingBooked)]
+    schedule = world.schedules[CASE]
+    assert schedule is not None and schedule.closure is None and not schedule.ready and schedule.stops_pending == ()
+
+
+def test_a_safe_assessment_stops_nothing_and_a_rejected_one_lifts_the_wait() -> None:
+    world = ready_world()
+    safe = RecordRiskAssessment(case_id=CASE, actor=STAFF, assessed_at=NOW, level=RiskLevel.low, safe_to_proceed=True)
+    world.publish(COMMANDS, safe)
+    world.publish(COMMANDS, booking("M1", 9.0))
+    world.deliver("scheduling", COMMANDS)
+    world.deliver("scheduling", COMMANDS)
+    assert [f.data.meeting_id for f in world.emitted if isinstance(f.data, MeetingBooked)] == ["M1"]
+    # An unsafe one dated in the future is refused by consent: the case goes on once that is read.
+    future = UNSAFE.model_copy(update={"assessed_at": NOW + timedelta(days=30)})
+    world.publish(COMMANDS, future)
+    world.publish(COMMANDS, booking("M2", 14.0))
+    world.deliver("scheduling", COMMANDS)
+    world.deliver("scheduling", COMMANDS)
+    assert [f.data.meeting_id for f in world.emitted if isinstance(f.data, MeetingBooked)] == ["M1"]
+    world.drain()
+    schedule = world.schedules[CASE]
+    assert schedule is not None and schedule.ready and schedule.stops_pending == ()
     world.publish(COMMANDS, booking("M3", 14.0))
     world.drain()
     assert [f.data.meeting_id for f in world.emitted if isinstance(f.data, MeetingBooked)] == ["M1", "M3"]

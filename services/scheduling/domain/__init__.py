@@ -28,6 +28,7 @@ from datetime import datetime
 
 from schemas.commands import Command, CommandRejected
 from schemas.consent import (
+    AddParticipant,
     CaseHeld,
     CaseReadinessLost,
     CaseReadyForMeeting,
@@ -42,6 +43,8 @@ from schemas.consent import (
     ParticipantAdded,
     PreparationMeetingRecorded,
     PutCaseOnHold,
+    RecordRiskAssessment,
+    RiskAssessmentRecorded,
     WithdrawConsent,
 )
 from schemas.envelope import EventData
@@ -84,6 +87,8 @@ from services.scheduling.domain.agreements import (
 )
 from services.scheduling.domain.closure import (
     close_case,
+    on_add_command,
+    on_assessment_command,
     on_case_held,
     on_case_resumed,
     on_case_withdrawn,
@@ -94,6 +99,7 @@ from services.scheduling.domain.closure import (
     on_hold_command,
     on_preparation_meeting_recorded,
     on_readiness_lost,
+    on_risk_assessment_recorded,
     on_withdrawal_command,
 )
 from services.scheduling.domain.indirect import (
@@ -222,10 +228,14 @@ HANDLERS: dict[type[EventData], Handler] = {
     CommandRejected: on_consent_rejected,
     ContactAttemptRecorded: on_contact_attempt_recorded,
     PreparationMeetingRecorded: on_preparation_meeting_recorded,
-    # The consent service's commands that can stop the case, followed in case order (see ``closure``).
+    RiskAssessmentRecorded: on_risk_assessment_recorded,
+    # The consent service's commands that can stop the case or cost it its readiness, followed in case order
+    # (see ``closure``).
     WithdrawConsent: on_withdrawal_command,
     DeclineConsent: on_withdrawal_command,
     PutCaseOnHold: on_hold_command,
+    RecordRiskAssessment: on_assessment_command,
+    AddParticipant: on_add_command,
     RecordAvailability: record_availability,
     ProposeMeeting: propose_meeting,
     BookMeeting: book_meeting,
@@ -256,8 +266,8 @@ REGISTRATIONS: dict[type[EventData], Callable[..., tuple[ResourceBook, list[Emit
 
 CONSUMES: frozenset[str] = frozenset(model.event_type for model in (*HANDLERS, *REGISTRATIONS))
 """``rj.case.accepted`` (rj.referral); consent facts, facilitator assignments, added participants, readiness,
-holds and consent's rejections (rj.consent); its commands, and the withdraw, decline and hold commands it follows
-(rj.commands)."""
+holds, risk assessments and consent's rejections (rj.consent); its commands, and the withdraw, decline, hold,
+risk-assessment and add-participant commands it follows (rj.commands)."""
 
 
 def subject_of(message: EventData) -> str:

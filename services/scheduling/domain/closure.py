@@ -44,6 +44,7 @@ from schemas.commands import CommandRejected
 from schemas.common import Actor
 from schemas.consent import (
     PARTICIPATION,
+    AddParticipant,
     CaseHeld,
     CaseReadinessLost,
     CaseResumed,
@@ -56,9 +57,12 @@ from schemas.consent import (
     PreparationMeetingRecorded,
     PutCaseOnHold,
     RecordedThrough,
+    RecordRiskAssessment,
+    RiskAssessmentRecorded,
     WithdrawConsent,
 )
 from schemas.indirect import IndirectEndReason
+from schemas.referral import Role
 from schemas.scheduling import (
     CLOSABLE_BY_COMMAND,
     SYSTEM_SCHEDULING,
@@ -92,8 +96,11 @@ from services.scheduling.domain.model import (
     person_key,
 )
 
-FOLLOWED = frozenset(m.event_type for m in (WithdrawConsent, DeclineConsent, PutCaseOnHold))
-"""The consent service's commands this service reads in case order, because they can stop the case."""
+FOLLOWED = frozenset(
+    m.event_type for m in (WithdrawConsent, DeclineConsent, PutCaseOnHold, RecordRiskAssessment, AddParticipant)
+)
+"""The consent service's commands this service reads in case order, because they can stop the case or cost it its
+readiness."""
 
 # --- events from other services -----------------------------------------------------------------
 
@@ -155,6 +162,16 @@ def on_case_held(
         return case, book, []
     case, book, emits = _cancel_pending(case, book, CancellationReason.case_paused, SYSTEM_SCHEDULING, None, now)
     return replace(case, held=True, ready=False), book, emits
+
+
+def on_risk_assessment_recorded(
+    case: CaseSchedule | None, book: ResourceBook, event: RiskAssessmentRecorded, *, command_id: str, now: datetime
+) -> Outcome:
+    """The consent service's verdict on an assessment: an unsafe one we followed is no longer pending. What it costs
+    the case (``rj.case.readiness-lost``) came just before it on the same partition, so we know by now."""
+    if case is None:
+        return case, book, []
+    return answer(case, event.command_id, could_be_pending=not event.safe_to_proceed), book, []
 
 
 def on_case_resumed(
@@ -248,6 +265,34 @@ def on_hold_command(
     if case.closure is not None:
         return case, book, []
     return follow(case, PendingStop(command_id, "hold")), book, []
+
+
+def on_assessment_command(
+    case: CaseSchedule | None, book: ResourceBook, command: RecordRiskAssessment, *, command_id: str, now: datetime
+) -> Outcome:
+    """A risk re-assessment, read in case order: one that finds the case unsafe costs it its readiness once the
+    consent service records it, so nothing goes ahead until its verdict. A safe one stops nothing."""
+    case = case or CaseSchedule(case_id=command.case_id)
+    if case.closure is not None:
+        return case, book, []
+    if command.safe_to_proceed:
+        return passed_over(case, command_id), book, []
+    return follow(case, PendingStop(command_id, "assessment")), book, []
+
+
+def on_add_command(
+    case: CaseSchedule | None, book: ResourceBook, command: AddParticipant, *, command_id: str, now: datetime
+) -> Outcome:
+    """Someone added to the case, read in case order: a parent or guardian of a required participant (or of someone
+    we do not know yet) is required, so the case is not ready until they consent; nothing goes ahead until the
+    consent service's verdict (``rj.participant.added`` or its rejection). Anyone else added stops nothing."""
+    case = case or CaseSchedule(case_id=command.case_id)
+    if case.closure is not None:
+        return case, book, []
+    supported = case.participant(command.supports)
+    if command.role is not Role.parent_guardian or (supported is not None and not supported.required):
+        return passed_over(case, command_id), book, []
+    return follow(case, PendingStop(command_id, "participant")), book, []
 
 
 def close_case(

@@ -67,6 +67,7 @@ from services.scheduling.domain.model import (
     _refusal,
     _reject,
     _without_consent,
+    answer,
     facilitator_key,
     person_key,
     venue_key,
@@ -97,6 +98,8 @@ def on_participant_added(
     """Staff added someone for a participant: they attend meetings once they consent; a parent or guardian of a
     victim or offender is required (the consent service says so in ``required``)."""
     case = with_participant(case or CaseSchedule(case_id=event.case_id), event.participant)
+    # The verdict on the add we followed (``closure.on_add_command``): readiness lost, if it was, came just before.
+    case = answer(case, event.command_id, could_be_pending=event.participant.role is Role.parent_guardian)
     return without_stops_that_cannot_stop(case), book, []
 
 

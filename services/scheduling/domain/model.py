@@ -213,12 +213,13 @@ DEFAULT_POLICY = Policy()
 
 @dataclass(frozen=True)
 class PendingStop:
-    """A command that may stop the case, read from ``rj.commands`` in case order, whose verdict the consent
-    service has not yet given: a withdrawal or decline of participation by a (possibly) required participant,
-    or a safeguarding hold. While any is pending nothing about a meeting goes ahead."""
+    """A command that may stop the case or cost it its readiness, read from ``rj.commands`` in case order, whose
+    verdict the consent service has not yet given: a withdrawal or decline of participation by a (possibly)
+    required participant, a safeguarding hold, a risk re-assessment that finds the case unsafe, or the addition of
+    a parent or guardian (required). While any is pending nothing about a meeting goes ahead."""
 
     command_id: str
-    kind: str  # "withdrawal" | "hold"
+    kind: str  # "withdrawal" | "hold" | "assessment" | "participant"
     person_id: Annotated[str | None, Pii] = None  # who withdrew: staff-only, like ``CaseClosure.withdrawn_by``
 
 
@@ -378,8 +379,12 @@ def _refusal(case: CaseSchedule | None, command: Command, *, books_nothing: bool
         return "the case is on hold for a safeguarding concern: nothing goes ahead until it is resumed"
     if any(stop.kind == "withdrawal" for stop in case.stops_pending):
         return "a withdrawal of consent on this case is awaiting the consent service's decision: nothing goes ahead"
-    if case.stops_pending:
+    if any(stop.kind == "hold" for stop in case.stops_pending):
         return "a safeguarding hold on this case is awaiting the consent service's decision: nothing goes ahead"
+    if any(stop.kind == "assessment" for stop in case.stops_pending):
+        return "a risk re-assessment on this case is awaiting the consent service's decision: nothing goes ahead"
+    if case.stops_pending:
+        return "a parent or guardian added to this case is awaiting the consent service's decision: nothing goes ahead"
     return None
 
 
