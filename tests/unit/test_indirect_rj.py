@@ -55,6 +55,7 @@ from schemas.scheduling import (
     ClosureReason,
     MeetingCancelled,
     MeetingKind,
+    RecordAvailability,
     RegisterFacilitator,
     RegisterVenue,
     VenueKind,
@@ -63,6 +64,7 @@ from schemas.scheduling import (
 from services.scheduling import domain
 from services.scheduling.domain import CaseSchedule, ResourceBook
 from services.scheduling.domain.indirect import NOT_NOW
+from services.scheduling.domain.model import ONLY_THEMSELF
 
 NOW = datetime(2030, 1, 7, 8, 0, tzinfo=UTC)
 STAFF = Actor(kind="staff", id="staff-7")
@@ -348,7 +350,9 @@ def test_switching_to_indirect_calls_off_booked_conferences_and_back_allows_them
     (cancelled,) = [f for f in facts if isinstance(f, MeetingCancelled)]
     assert cancelled.reason_code is CancellationReason.contact_form_indirect
     assert "indirect contact" in rejections(case.send(conference("M2")))[0]
-    assert "already in indirect" in rejections(case.send(switch(ContactForm.indirect)))[0]
+    assert rejections(case.send(switch(ContactForm.indirect))) == [NOT_NOW]  # a participant learns no state
+    staff_again = switch(ContactForm.indirect, actor=STAFF, reason="asked by phone")
+    assert "already in indirect" in rejections(case.send(staff_again))[0]
     case.send(switch(ContactForm.conference, OFFENDER))
     assert not rejections(case.send(conference("M3")))
 
@@ -358,17 +362,21 @@ def test_refusals_say_why_and_never_raise() -> None:
     assert "conference contact" in rejections(case.send(letter(actor=STAFF)))[0]
     assert rejections(case.send(letter())) == [NOT_NOW], "a participant learns nothing of the case's state"
     case.send(switch())
-    assert "only a party" in rejections(case.send(switch(ContactForm.conference, SUPPORTER)))[0]
+    assert rejections(case.send(switch(ContactForm.conference, SUPPORTER))) == [NOT_NOW]
+    by_staff = switch(ContactForm.conference, SUPPORTER, actor=STAFF, reason="asked by phone")
+    assert "only a party" in rejections(case.send(by_staff))[0]
     staff_switch = switch(ContactForm.conference, VICTIM, actor=STAFF)
     assert "say why" in rejections(case.send(staff_switch))[0]
     assert rejections(
         case.send(letter(sender=VICTIM, recipient=OFFENDER).model_copy(update={"actor": participant(OFFENDER)}))
-    ) == [NOT_NOW]
+    ) == [ONLY_THEMSELF], "speaking for someone else is checked first, and says nothing of the case"
     assert "not a participant" in rejections(case.send(letter(recipient="X", actor=STAFF)))[0]
     assert "not to its sender" in rejections(case.send(letter(recipient=OFFENDER, actor=STAFF)))[0]
     assert "needs its text" in rejections(case.send(letter(content=" ", actor=STAFF)))[0]
     assert "recording_ref" in rejections(case.send(letter(kind=IndirectItemKind.recording, actor=STAFF)))[0]
-    assert "needs the date" in rejections(case.send(agree(timing=ReleaseTiming.not_before)))[0]
+    undated = agree(timing=ReleaseTiming.not_before)
+    assert rejections(case.send(undated)) == [NOT_NOW]  # a participant gets one answer for every reason
+    assert "needs the date" in rejections(case.send(undated.model_copy(update={"actor": STAFF, "reason": "x"})))[0]
     case.send(letter())
     assert "already exists" in rejections(case.send(letter(actor=STAFF)))[0]
     assert (
@@ -454,7 +462,8 @@ def test_rule_9_a_supporter_neither_sends_nor_receives_items_and_only_across_the
     refused = rejections(case.send(letter("S1", sender=OFFENDER, recipient=SUPPORTER, actor=STAFF)))
     assert refused and "only a party" in refused[0] and "supporter" in refused[0]
     assert "only a party" in rejections(case.send(letter("S2", sender=SUPPORTER, recipient=OFFENDER, actor=STAFF)))[0]
-    assert "only a party" in rejections(case.send(agree(SUPPORTER)))[0]
+    assert rejections(case.send(agree(SUPPORTER))) == [NOT_NOW]
+    assert "only a party" in rejections(case.send(agree(SUPPORTER, actor=STAFF, reason="asked by phone")))[0]
     other = wider_case()
     assert "two sides" in rejections(other.send(letter("W1", sender=VICTIM, recipient=SECOND_VICTIM, actor=STAFF)))[0]
     # An item addressed to a supporter in state kept from before is never released either.
@@ -566,7 +575,7 @@ def test_the_sender_takes_an_item_back_before_it_is_released() -> None:
     case.send(letter("L1"))
     case.send(approve("L1"))
     take_back = WithdrawIndirectItem(case_id=CASE, actor=participant(VICTIM), item_id="L1")
-    assert "acts only for themself" in rejections(case.send(take_back))[0]
+    assert rejections(case.send(take_back)) == [NOT_NOW], "whose item it is is not told"
     facts = case.send(take_back.model_copy(update={"actor": participant(OFFENDER)}))
     assert [f.item_id for f in facts if isinstance(f, IndirectItemWithdrawn)] == ["L1"]
     case.send(agree())
@@ -608,8 +617,9 @@ def test_an_advance_agreement_names_its_senders_and_staff_giving_it_say_why() ->
     case = wider_case()
     assert "reason" in rejections(case.send(agree(actor=STAFF)))[0]
     neither = agree(from_other_side=False)
-    assert "from_ids" in rejections(case.send(neither))[0]
-    assert "other side" in rejections(case.send(agree(from_ids=[SECOND_VICTIM])))[0]
+    assert rejections(case.send(neither)) == [NOT_NOW]
+    assert "from_ids" in rejections(case.send(neither.model_copy(update={"actor": STAFF, "reason": "by phone"})))[0]
+    assert "other side" in rejections(case.send(agree(from_ids=[SECOND_VICTIM], actor=STAFF, reason="by phone")))[0]
     assert not rejections(case.send(agree(from_ids=[OFFENDER], actor=STAFF, reason="asked us by phone")))
     case.send(letter("L1", sender=OFFENDER))
     case.send(letter("L2", sender=SECOND_OFFENDER))
@@ -810,3 +820,67 @@ def test_an_items_content_has_a_maximum_length() -> None:
     letter(content="x" * CONTENT_MAX_CHARS)
     with pytest.raises(ValidationError):
         letter(content="x" * (CONTENT_MAX_CHARS + 1))
+
+
+# --- what a participant's refusal tells them ----------------------------------------------------------
+
+
+def test_a_participant_speaking_for_someone_else_is_told_only_that_whoever_the_other_is() -> None:
+    """The speaker is checked first: a participant acting for anyone else, on the case or not, on a case that
+    exists or not, gets the same answer (never "stranger-9 is not a participant" beside "V cannot act for O")."""
+    case = indirect_case()
+    for person in (OFFENDER, "stranger-9"):
+        commands = [
+            StopReceivingItems(case_id=CASE, actor=participant(VICTIM), person_id=person),
+            agree(person, actor=participant(VICTIM)),
+            switch(ContactForm.conference, person, actor=participant(VICTIM)),
+            letter(sender=person, recipient=OFFENDER, actor=participant(VICTIM)),
+            RequestItems(case_id=CASE, actor=participant(VICTIM), person_id=person),
+            RecordAvailability(case_id=CASE, actor=participant(VICTIM), person_id=person, windows=[]),
+        ]
+        for command in commands:
+            assert rejections(case.send(command)) == [ONLY_THEMSELF], command.event_type
+    unknown = Case()
+    unknown.case = None
+    stop = StopReceivingItems(case_id="no-such-case", actor=participant("stranger-9"), person_id=VICTIM)
+    assert rejections(unknown.send(stop)) == [ONLY_THEMSELF]
+
+
+def test_a_participant_is_told_one_neutral_refusal_for_every_other_reason() -> None:
+    """Not on the case, no such case, a party or not, someone on the other side or not, the item theirs or not or
+    there at all: a participant acting for themself learns none of it; staff get the precise reason."""
+    case = indirect_case()
+    nobody = Case()
+    nobody.case = None
+    stranger = participant("stranger-9")
+    refused = [
+        case.send(StopReceivingItems(case_id=CASE, actor=stranger, person_id="stranger-9")),
+        nobody.send(StopReceivingItems(case_id="no-such-case", actor=participant(VICTIM), person_id=VICTIM)),
+        case.send(agree("stranger-9")),
+        case.send(agree(SUPPORTER)),  # not a party
+        case.send(agree(VICTIM, from_ids=[SUPPORTER, "nobody"])),  # which ids are parties on the other side
+        case.send(agree(VICTIM, from_ids=[VICTIM])),
+        case.send(switch(ContactForm.conference, "stranger-9")),
+        case.send(switch(ContactForm.indirect, VICTIM)),  # already so
+        case.send(switch(ContactForm.conference, SUPPORTER)),  # not a party
+        case.send(WithdrawIndirectItem(case_id=CASE, actor=participant(VICTIM), item_id="no-such-item")),
+        case.send(RecordAvailability(case_id=CASE, actor=stranger, person_id="stranger-9", windows=[])),
+        nobody.send(
+            RecordAvailability(case_id="no-such-case", actor=participant(VICTIM), person_id=VICTIM, windows=[])
+        ),
+    ]
+    assert [rejections(r) for r in refused] == [[NOT_NOW]] * len(refused)
+    case.send(letter())
+    taken_by_another = WithdrawIndirectItem(case_id=CASE, actor=participant(VICTIM), item_id="L1")
+    assert rejections(case.send(taken_by_another)) == [NOT_NOW], "whose item it is, or that it exists, is not told"
+    # Staff still learn why.
+    assert "not a participant" in rejections(
+        case.send(StopReceivingItems(case_id=CASE, actor=STAFF, person_id="stranger-9"))
+    )[0]
+    assert "not a party on the other side" in rejections(
+        case.send(agree(VICTIM, from_ids=[SUPPORTER], actor=STAFF, reason="asked by phone"))
+    )[0]
+    assert "no item" in rejections(case.send(WithdrawIndirectItem(case_id=CASE, actor=STAFF, item_id="nope")))[0]
+    assert "unknown case" in rejections(
+        nobody.send(StopReceivingItems(case_id="no-such-case", actor=STAFF, person_id=VICTIM))
+    )[0]

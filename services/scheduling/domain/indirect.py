@@ -59,13 +59,18 @@ from schemas.scheduling import SYSTEM_SCHEDULING, CancellationReason, MeetingKin
 from services.runtime.decision import Emit, in_the_future, not_a_participant
 from services.scheduling.domain.indirect_state import IndirectItem, ItemStatus, ReceivingAgreement
 from services.scheduling.domain.meetings import _cancel
-from services.scheduling.domain.model import CaseSchedule, Outcome, ResourceBook, _refusal, _reject
+from services.scheduling.domain.model import (
+    NOT_NOW,
+    CaseSchedule,
+    Outcome,
+    ResourceBook,
+    _refusal,
+    _reject,
+    for_actor,
+    speaker_refusal,
+)
 
 PARTIES = (Role.victim, Role.offender)
-NOT_NOW = "this cannot be done now: your facilitator can tell you more"
-"""The one answer a participant gets to any refused request for items or submission of one: a precise reason could
-tell them another person's withdrawal, a hold, or whether something waits for them (DOMAIN rule 2). Staff get the
-precise reason."""
 
 # --- the release ----------------------------------------------------------------------------------
 
@@ -250,13 +255,17 @@ def switch_contact_form(
     """Either party switches between a conference and indirect contact, at any point while the case is open;
     to indirect calls off every booked conference. It books nothing, so a hold or a pending withdrawal does not
     stop it."""
-    refusal = _refusal(case, command, books_nothing=True) or _party_refusal(case, command, command.person_id)
+    refusal = (
+        _speaker_refusal(command, command.person_id)
+        or _refusal(case, command, books_nothing=True)
+        or _party_refusal(case, command, command.person_id)
+    )
     if refusal is None and command.actor.kind == "staff" and not (command.reason or "").strip():
         refusal = "staff switching the contact form for a party say why (reason)"
     if refusal is None and case is not None and case.indirect.form is command.form:
         refusal = f"the case is already in {command.form} contact"
     if refusal is not None:
-        return _reject(case, book, command, command_id, now, refusal)
+        return _reject(case, book, command, command_id, now, for_actor(command, refusal))
     assert case is not None
     previous = case.indirect.form
     case = replace(case, indirect=replace(case.indirect, form=command.form))
@@ -284,12 +293,13 @@ def agree_to_receive(
 ) -> Outcome:
     """The recipient's advance agreement (given again, it replaces the last), naming whom it covers. It contacts no
     one by itself: what it lets go is released only as ``release_refusal`` allows."""
-    refusal = _refusal(case, command, books_nothing=True) or _self_or_staff(case, command, command.person_id)
+    refusal = _speaker_refusal(command, command.person_id) or _refusal(case, command, books_nothing=True)
+    refusal = refusal or _self_or_staff(case, command, command.person_id)
     if refusal is None:
         assert case is not None
         refusal = _agreement_refusal(case, command)
     if refusal is not None:
-        return _reject(case, book, command, command_id, now, refusal)
+        return _reject(case, book, command, command_id, now, for_actor(command, refusal))
     assert case is not None
     kinds = frozenset(command.kinds)
     from_ids = None if command.from_other_side else frozenset(command.from_ids)
@@ -315,10 +325,12 @@ def stop_receiving(
 ) -> Outcome:
     """The recipient stops receiving items: at once, no reason needed, never refused for a hold, a pending
     withdrawal or a closed case (it only stops things)."""
-    refusal = "" if case is not None else f"unknown case {command.case_id}"
+    refusal = _speaker_refusal(command, command.person_id) or (
+        "" if case is not None else f"unknown case {command.case_id}"
+    )
     refusal = refusal or _self_or_staff(case, command, command.person_id) or ""
     if refusal:
-        return _reject(case, book, command, command_id, now, refusal)
+        return _reject(case, book, command, command_id, now, for_actor(command, refusal))
     assert case is not None
     agreement = case.indirect.agreement(command.person_id)
     if agreement is not None and agreement.current:
@@ -341,7 +353,8 @@ def request_items(
     is released now, whatever timing they chose. Staff asking for them say why. Nothing to release is refused:
     staff learn why, a participant only ``NOT_NOW`` (whether something waits, blocked by another person's
     withdrawal or consent or a hold, must never reach them: DOMAIN rule 2)."""
-    refusal = _refusal(case, command) or _self_or_staff(case, command, command.person_id)
+    refusal = _speaker_refusal(command, command.person_id) or _refusal(case, command)
+    refusal = refusal or _self_or_staff(case, command, command.person_id)
     if refusal is None and command.actor.kind == "staff" and not (command.reason or "").strip():
         refusal = "staff asking for items for the recipient say why (reason)"
     if refusal is None:
@@ -354,7 +367,7 @@ def request_items(
             if emits:
                 return released, book, emits
             refusal = release_refusal(case, mine[0], now, requested=True) or "nothing can be released now"
-    return _reject(case, book, command, command_id, now, _for_actor(command, refusal))
+    return _reject(case, book, command, command_id, now, for_actor(command, refusal))
 
 
 def submit_item(
@@ -363,13 +376,14 @@ def submit_item(
     """A party's item for a party on the other side, waiting for the facilitator's screening. Refused, a
     participant is told only ``NOT_NOW`` (the reason may be a hold or another person's pending withdrawal)."""
     refusal = (
-        _refusal(case, command)
+        _speaker_refusal(command, command.sender_id)
+        or _refusal(case, command)
         or _self_or_staff(case, command, command.sender_id)
         or not_a_participant(case, command.recipient_id)
         or _item_refusal(case, command)
     )
     if refusal is not None:
-        return _reject(case, book, command, command_id, now, _for_actor(command, refusal))
+        return _reject(case, book, command, command_id, now, for_actor(command, refusal))
     assert case is not None
     item = IndirectItem(
         item_id=command.item_id,
@@ -455,7 +469,9 @@ def withdraw_item(
         if refusal is None and item.status not in (ItemStatus.submitted, ItemStatus.approved):
             refusal = f"item {command.item_id} is {item.status}: only an item not yet released is taken back"
     if refusal is not None:
-        return _reject(case, book, command, command_id, now, refusal)
+        # A participant cannot be told whether the item exists or whose it is: one answer for every reason.
+        neutral = command.actor.kind == "participant"
+        return _reject(case, book, command, command_id, now, NOT_NOW if neutral else refusal)
     assert case is not None and item is not None
     case = replace(case, indirect=case.indirect.with_item(replace(item, status=ItemStatus.withdrawn)))
     fact = IndirectItemWithdrawn(
@@ -512,15 +528,17 @@ def record_delivered(
 # --- guards ---------------------------------------------------------------------------------------
 
 
-def _self_or_staff(case: CaseSchedule | None, command: Command, person_id: str) -> str | None:
-    """``person_id`` is a participant, and the command is theirs or staff's on their behalf."""
-    if (refusal := not_a_participant(case, person_id)) is not None:
-        return refusal
-    if command.actor.kind == "participant" and command.actor.id != person_id:
-        return f"a participant acts only for themself: {command.actor.id} cannot act for {person_id}"
+def _speaker_refusal(command: Command, person_id: str) -> str | None:
+    """Checked before anything about the case: a participant acts only for themself, a system for no one."""
     if command.actor.kind == "system":
         return "a participant or staff for them decides this, not a system"
-    return None
+    return speaker_refusal(command, person_id)
+
+
+def _self_or_staff(case: CaseSchedule | None, command: Command, person_id: str) -> str | None:
+    """The command is ``person_id``'s or staff's on their behalf, and ``person_id`` is a participant. A participant's
+    refusal says nothing of which (``for_actor``), but the speaker is checked first (``_speaker_refusal``)."""
+    return _speaker_refusal(command, person_id) or not_a_participant(case, person_id)
 
 
 def _party_refusal(case: CaseSchedule | None, command: Command, person_id: str) -> str | None:
@@ -550,11 +568,6 @@ def _agreement_refusal(case: CaseSchedule, command: AgreeToReceiveItems) -> str 
     if command.timing is not ReleaseTiming.not_before and command.not_before is not None:
         return f"not_before applies only to timing not_before, not {command.timing}"
     return None
-
-
-def _for_actor(command: Command, refusal: str) -> str:
-    """The refusal as its actor may read it: staff the precise reason, a participant only ``NOT_NOW``."""
-    return refusal if command.actor.kind == "staff" else NOT_NOW
 
 
 def _staff_only(command: Command) -> str | None:

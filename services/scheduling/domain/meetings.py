@@ -69,7 +69,9 @@ from services.scheduling.domain.model import (
     _without_consent,
     answer,
     facilitator_key,
+    for_actor,
     person_key,
+    speaker_refusal,
     venue_key,
     without_stops_that_cannot_stop,
 )
@@ -192,9 +194,14 @@ def register_venue(
 def record_availability(
     case: CaseSchedule | None, book: ResourceBook, command: RecordAvailability, *, command_id: str, now: datetime
 ) -> Outcome:
-    refusal = _refusal(case, command, books_nothing=True) or not_a_participant(case, command.person_id)
+    # A participant records only their own availability, and learns nothing else from a refusal (rule 3).
+    refusal = (
+        speaker_refusal(command, command.person_id)
+        or _refusal(case, command, books_nothing=True)
+        or not_a_participant(case, command.person_id)
+    )
     if refusal is not None:
-        return _reject(case, book, command, command_id, now, refusal)
+        return _reject(case, book, command, command_id, now, for_actor(command, refusal))
     assert case is not None
     others = tuple(a for a in case.availability if a.person_id != command.person_id)
     case = replace(case, availability=(*others, Availability(command.person_id, tuple(command.windows))))

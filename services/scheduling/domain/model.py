@@ -388,6 +388,32 @@ def _refusal(case: CaseSchedule | None, command: Command, *, books_nothing: bool
     return None
 
 
+NOT_NOW = "this cannot be done now: your facilitator can tell you more"
+"""The one answer a participant gets to a refused command they may send (indirect RJ, their availability), for any
+reason but speaking for someone else: a precise reason could tell them whether a case or a person exists, who takes
+part on the other side, another person's withdrawal, a hold, or whether something waits for them (DOMAIN rules 2
+and 3). Staff get the precise reason."""
+
+ONLY_THEMSELF = "a participant acts only for themself"
+"""A participant's command naming someone else: checked first, before anything about the case, so it says the same
+whoever the other is and whatever the case."""
+
+
+def speaker_refusal(command: Command, person_id: str) -> str | None:
+    """Why the command's actor may not act for ``person_id``, if so: a participant acts only for themself."""
+    if command.actor.kind == "participant" and command.actor.id != person_id:
+        return ONLY_THEMSELF
+    return None
+
+
+def for_actor(command: Command, refusal: str) -> str:
+    """The refusal as its actor may read it: staff (and systems) the precise reason; a participant
+    ``ONLY_THEMSELF`` when they spoke for someone else, else only ``NOT_NOW``."""
+    if command.actor.kind != "participant" or refusal == ONLY_THEMSELF:
+        return refusal
+    return NOT_NOW
+
+
 def _without_consent(case: CaseSchedule | None) -> str | None:
     """Rule 1: why nothing about a meeting may happen now, if so."""
     assert case is not None
