@@ -56,7 +56,9 @@ Decisions worth knowing:
 - Evaluation: when the case closes, ``SurveyInvited`` for each participant the survey policy names
   (``services.consent.evaluation``); a response (``record_survey_response``) only from someone invited, once, by
   themself or through staff, also after closure (the only command a closed case still takes).
-- Rule 2 in rejections: a command a participant sends in someone else's name is refused for that first, in words
+- Rule 2 in rejections: every command from a participant is checked for its speaker first (``_not_theirs_to_send``),
+  then any refusal is the one neutral ``REFUSAL_TO_A_PARTICIPANT`` (the survey keeps its own, below). A command a
+  participant sends in someone else's name is refused for that first, in words
   that depend only on what they sent, before anything about the person named (whether they take part, were
   invited, i.e. did not withdraw, or have answered) is looked at. A survey response from a participant is refused
   in one neutral sentence for someone else's name, an unknown case or no invitation alike (case ids are derived
@@ -65,7 +67,9 @@ Decisions worth knowing:
   (the ``declined_erasure_delay_s`` setting) after the decline was recorded, the case open or closed, unless they
   consent to take part again first (``PendingErasure``). This service decides it, in case order, when it reads the
   ``DecideErasuresDue`` its own sweep sends itself (``decide_erasures_due``): ``ParticipantErasureDue``, on which
-  the privacy service erases them. From then on a consent from them on the case is refused: their data is gone.
+  the privacy service erases them. From then on every command about them on the case is refused
+  (``_erased_after_declining``): their data is gone. A state saved before pending erasures were kept gets them from
+  its consents when loaded (``load_case``).
 - Readiness is re-derived after every change: ``CaseReadyForMeeting`` when it is reached,
   ``CaseReadinessLost`` when a re-assessment finds a ready case unsafe.
 """
