@@ -638,8 +638,11 @@ class ParticipantErasureDue(EventData):
     """Rule 7: someone who declined or withdrew from taking part did not consent again within the grace period
     after their decline (``declined_erasure_delay_s``), open case or closed: their personal data on the case is to
     be erased (the privacy service destroys their key there, keeping ids and monitoring data; a retention hold
-    defers it until lifted). Decided by the consent service, in case order; from then on it refuses any consent
-    from them on this case (their data is gone: staff add them again as a new participant). Who it is and who
+    defers it until lifted). Decided by the consent service, in case order; from then on it refuses any command
+    about them on this case (their data is gone; a victim or offender takes part again only through a new referral,
+    anyone else staff add again under a new person id). A decline made before the consent service kept pending
+    erasures has a ``decline_id`` derived from the person and ``declined_by`` the consent service's
+    ``consent-service:decliner-not-recorded``: neither was kept then. Who it is and who
     recorded the decline are sealed under the case's key, as on the decline."""
 
     event_type: ClassVar[str] = "rj.participant.erasure-due"

@@ -18,12 +18,14 @@ import asyncpg
 import structlog
 
 from schemas import topics
+from schemas.commands import CommandRejected
 from schemas.consent import SYSTEM_CONSENT, AssignFacilitator, ContactAttemptRecorded, DecideErasuresDue
 from schemas.envelope import CloudEvent, derived_event_id, new_event
 from schemas.scheduling import FacilitatorRegistered
 from services.consent import domain, store
 from services.runtime import metrics
 from services.runtime.app import ServiceApp
+from services.runtime.db import after_commit
 from services.runtime.decision import Emit
 from services.runtime.outbox import Outgoing, facts
 
@@ -79,9 +81,7 @@ async def take_in(
         )
         _learn_force(cases, data.case_id, event)
         _count_breaches(emits)
-        out += facts(
-            topics.CONSENT, SOURCE, data.case_id, emits, cause=event, now=now, force=_force(cases, data.case_id)
-        )
+        out += _facts(cases, data.case_id, emits, event, now)
     await store.record_facilitators(conn, registrations)
     await store.save_cases(conn, cases)
     await store.watch_erasures(conn, cases)
@@ -103,14 +103,11 @@ async def ask_about_erasures(conn: asyncpg.Connection, *, declined_erasure_delay
         conn, now - declined_erasure_delay, asked_before=now - min(ERASURE_ASKED_AGAIN_AFTER, declined_erasure_delay)
     )
     out: list[Outgoing] = []
-    for case_id in due:
+    for case_id, force in due.items():
         command = DecideErasuresDue(case_id=case_id, actor=SYSTEM_CONSENT)
         event_id = derived_event_id(SOURCE, case_id, f"erasures-due:{now.isoformat()}")
-        out.append(
-            Outgoing.event_of(
-                topics.COMMANDS, new_event(command, source=SOURCE, subject=case_id, event_id=event_id, time=now)
-            )
-        )
+        event = new_event(command, source=SOURCE, subject=case_id, event_id=event_id, time=now, force=force)
+        out.append(Outgoing.event_of(topics.COMMANDS, event))
     if due:
         log.info("declined_erasures_due", cases=len(due))
     return out
@@ -133,12 +130,33 @@ def _apply_registration(
     return out
 
 
+def _facts(
+    cases: dict[str, domain.ConsentCase | None],
+    case_id: str,
+    emits: Sequence[Emit],
+    event: CloudEvent[Any],
+    now: datetime,
+) -> list[Outgoing]:
+    """The decided facts as events. A rejection carries the force the command came with (or none), whether or not
+    the case exists: its case's force on it would say that the case exists, which a participant's refusal never
+    does. Every other fact carries its case's force."""
+    rejected = [e for e in emits if isinstance(e.data, CommandRejected)]
+    decided = [e for e in emits if not isinstance(e.data, CommandRejected)]
+    return [
+        *facts(topics.CONSENT, SOURCE, case_id, decided, cause=event, now=now, force=_force(cases, case_id)),
+        *facts(topics.CONSENT, SOURCE, case_id, rejected, cause=event, now=now, force=event.force or None),
+    ]
+
+
 def _count_breaches(emits: Sequence[Emit]) -> None:
     """A recorded attempt that broke the safe-contact record is a safeguarding breach: the fact keeps it, sealed, for
-    staff; the count is for operators to alert on (it says nothing of whom)."""
-    for emit in emits:
-        if isinstance(emit.data, ContactAttemptRecorded) and emit.data.breached_safe_contact:
-            metrics.SAFE_CONTACT_BREACHES.inc()
+    staff; the count is for operators to alert on (it says nothing of whom). Counted once the batch commits: a batch
+    retried after a failure would count it again."""
+    breaches = sum(
+        1 for emit in emits if isinstance(emit.data, ContactAttemptRecorded) and emit.data.breached_safe_contact
+    )
+    if breaches:
+        after_commit(partial(metrics.SAFE_CONTACT_BREACHES.inc, breaches))
 
 
 def _learn_force(cases: dict[str, domain.ConsentCase | None], case_id: str, event: CloudEvent[Any]) -> None:

@@ -56,7 +56,9 @@ Decisions worth knowing:
 - Evaluation: when the case closes, ``SurveyInvited`` for each participant the survey policy names
   (``services.consent.evaluation``); a response (``record_survey_response``) only from someone invited, once, by
   themself or through staff, also after closure (the only command a closed case still takes).
-- Rule 2 in rejections: a command a participant sends in someone else's name is refused for that first, in words
+- Rule 2 in rejections: every command from a participant is checked for its speaker first (``_not_theirs_to_send``),
+  then any refusal is the one neutral ``REFUSAL_TO_A_PARTICIPANT`` (the survey keeps its own, below). A command a
+  participant sends in someone else's name is refused for that first, in words
   that depend only on what they sent, before anything about the person named (whether they take part, were
   invited, i.e. did not withdraw, or have answered) is looked at. A survey response from a participant is refused
   in one neutral sentence for someone else's name, an unknown case or no invitation alike (case ids are derived
@@ -65,7 +67,9 @@ Decisions worth knowing:
   (the ``declined_erasure_delay_s`` setting) after the decline was recorded, the case open or closed, unless they
   consent to take part again first (``PendingErasure``). This service decides it, in case order, when it reads the
   ``DecideErasuresDue`` its own sweep sends itself (``decide_erasures_due``): ``ParticipantErasureDue``, on which
-  the privacy service erases them. From then on a consent from them on the case is refused: their data is gone.
+  the privacy service erases them. From then on every command about them on the case is refused
+  (``_erased_after_declining``): their data is gone. A state saved before pending erasures were kept gets them from
+  its consents when loaded (``load_case``).
 - Readiness is re-derived after every change: ``CaseReadyForMeeting`` when it is reached,
   ``CaseReadinessLost`` when a re-assessment finds a ready case unsafe.
 """
@@ -77,7 +81,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from schemas.commands import Command
+from schemas.commands import Command, CommandRejected
 from schemas.common import Actor
 from schemas.consent import (
     PARTICIPATION,
@@ -434,7 +438,12 @@ def assign_facilitator(
 def record_preparation_meeting(
     case: ConsentCase | None, command: RecordPreparationMeeting, *, command_id: str, now: datetime
 ) -> tuple[ConsentCase | None, list[Emit]]:
-    refusal = _refusal(case, command) or not_a_participant(case, command.person_id) or _no_contact_yet(case)
+    refusal = (
+        _refusal(case, command)
+        or not_a_participant(case, command.person_id)
+        or _erased_after_declining(case, command.person_id)
+        or _no_contact_yet(case)
+    )
     if refusal is not None:
         return _reject(case, command, command_id, now, refusal)
     assert case is not None
@@ -520,7 +529,12 @@ def decline_consent(
 ) -> tuple[ConsentCase | None, list[Emit]]:
     """A required participant declining to take part withdraws the case: it cannot proceed without them.
     Declining after having consented to take part is a withdrawal (case-level reason ``consent_withdrawn``)."""
-    refusal = _refusal(case, command) or _cannot_speak_for(case, command, now) or _staff_reason(command)
+    refusal = (
+        _refusal(case, command)
+        or _cannot_speak_for(case, command, now)
+        or _erased_after_declining(case, command.person_id)
+        or _staff_reason(command)
+    )
     if refusal is not None:
         return _reject(case, command, command_id, now, refusal)
     assert case is not None
@@ -557,9 +571,12 @@ def withdraw_consent(
     """Accepted at any stage until the case closes, from the participant or a facilitator, with no reason needed.
     Withdrawing what is already withdrawn or declined is a harmless repeat, even after closure."""
     ended = case is not None and case.consent(command.person_id, command.purpose) in _ENDED
-    if case is not None and case.closed and ended and _cannot_speak_for(case, command, now) is None:
+    speaker = _cannot_speak_for(case, command, now)
+    if speaker is None and (erased := _erased_after_declining(case, command.person_id)) is not None:
+        return _reject(case, command, command_id, now, erased)
+    if case is not None and case.closed and ended and speaker is None:
         return case, []  # a repeat that arrives after the closure: nothing left to withdraw
-    refusal = _refusal(case, command) if case is None or case.closed else _cannot_speak_for(case, command, now)
+    refusal = _refusal(case, command) if case is None or case.closed else speaker
     if refusal is not None:
         return _reject(case, command, command_id, now, refusal)
     assert case is not None
@@ -630,7 +647,12 @@ def add_participant(
 ) -> tuple[ConsentCase | None, list[Emit]]:
     """Staff add someone in a role for a participant (``supports``). A parent or guardian of a required participant
     is required too; readiness is re-derived (a ready case that gains a guardian who has not consented loses it)."""
-    refusal = _refusal(case, command) or _staff_only(command, "add a participant") or _cannot_add(case, command)
+    refusal = (
+        _refusal(case, command)
+        or _staff_only(command, "add a participant")
+        or _cannot_add(case, command)
+        or _erased_after_declining(case, command.supports)
+    )
     if refusal is not None:
         return _reject(case, command, command_id, now, refusal)
     assert case is not None
@@ -667,6 +689,7 @@ def record_contact_attempt(
         _refusal(case, command)
         or _staff_only(command, "record a contact attempt")
         or not_a_participant(case, command.person_id)
+        or _erased_after_declining(case, command.person_id)
         or _no_contact_yet(case)
         or _in_the_future("attempted_at", command.attempted_at, now)
     )
@@ -700,7 +723,7 @@ def add_note(
     """A staff case note, on any case not closed (a note contacts nobody), about the case or one participant."""
     refusal = _closed(case, command) or _staff_only(command, "add a case note")
     if refusal is None and command.person_id is not None:
-        refusal = not_a_participant(case, command.person_id)
+        refusal = not_a_participant(case, command.person_id) or _erased_after_declining(case, command.person_id)
     if refusal is None and not command.text.strip():
         refusal = "a case note needs some text"
     if refusal is not None:
@@ -722,8 +745,10 @@ def record_safe_contact(
 ) -> tuple[ConsentCase | None, list[Emit]]:
     """Record how a participant may safely be contacted, with their agreement (through them or a facilitator). The
     latest record replaces the one before; accepted on any case not closed, as it only restricts contact."""
-    refusal = _closed(case, command) or _cannot_agree_for(
-        case, command.person_id, command.through, command, command.agreed_at, now
+    refusal = (
+        _closed(case, command)
+        or _cannot_agree_for(case, command.person_id, command.through, command, command.agreed_at, now)
+        or _erased_after_declining(case, command.person_id)
     )
     if refusal is not None:
         return _reject(case, command, command_id, now, refusal)
@@ -769,6 +794,8 @@ def record_survey_response(
         refusal = _not_invited(case, command)
         if actor.kind == "participant" and (refusal is not None or actor.id != command.person_id):
             refusal = SURVEY_REFUSAL_TO_A_PARTICIPANT
+    if refusal is None:
+        refusal = _erased_after_declining(case, command.person_id)
     if refusal is None and case is not None and command.person_id in case.survey_answered:
         refusal = f"{command.person_id} has already answered the satisfaction survey on this case"
     if refusal is None and command.responded_at is not None:
@@ -838,6 +865,43 @@ def decide_erasures_due(
     return case, emits
 
 
+DECLINER_NOT_RECORDED = Actor(kind="system", id="consent-service:decliner-not-recorded")
+"""Who recorded a decline made before pending erasures were kept: the state of then did not say (nor the decline
+fact's id, which ``erasures_from_before`` derives from the person instead)."""
+
+_KEPT_SINCE_ERASURES = '"erasures_pending"'
+"""A key every state saved since pending erasures were kept has (defaults are saved too); one saved before lacks
+it."""
+
+
+def load_case(document: str | bytes) -> ConsentCase:
+    """A case from its stored state; one saved before pending erasures were kept gets them from its consents
+    (``erasures_from_before``)."""
+    case = ConsentCase.from_json(document)
+    text = document if isinstance(document, str) else document.decode()
+    return case if _KEPT_SINCE_ERASURES in text else erasures_from_before(case)
+
+
+def erasures_from_before(case: ConsentCase) -> ConsentCase:
+    """Rule 7 for people who declined or withdrew from taking part before pending erasures were kept: each latest
+    participation decision that is a decline or a withdrawal is a pending erasure, due a grace period after the
+    decision (its time is all the old state kept of it; migration ``004_erasure_watch.sql`` watches the same rows
+    from the same time). Their decline fact's id and who recorded it were not kept: the id is derived from the
+    person, the recorder is ``DECLINER_NOT_RECORDED``."""
+    pending = tuple(
+        PendingErasure(
+            person_id=c.person_id,
+            decline_id=derived_event_id(SOURCE, case.case_id, f"participation-ended-before-erasures:{c.person_id}"),
+            declined_at=c.decided_at,
+            declined_by=DECLINER_NOT_RECORDED,
+            recorded_at=c.decided_at,
+        )
+        for c in case.consents
+        if c.purpose == PARTICIPATION and c.status in _ENDED
+    )
+    return replace(case, erasures_pending=pending)
+
+
 def erasure_watch(case: ConsentCase | None) -> list[tuple[str, datetime]]:
     """What the erasure sweep watches on the case: each pending erasure's person and when its decline was recorded
     (the grace period runs from then). Rewritten from the state in the transaction that saves it."""
@@ -899,6 +963,35 @@ def handle(
     the facilitator register (fed by ``rj.facilitator.registered``) as of ``registered_at``, or ``None`` when
     they are not registered. A ``FacilitatorRegistered`` is applied to each case the facilitator is assigned to.
     """
+    if isinstance(message, Command) and message.actor.kind == "participant":
+        if (refusal := _not_theirs_to_send(message)) is not None:
+            return _reject(case, message, command_id, now, refusal)
+    after, emits = _decide(
+        case,
+        message,
+        command_id=command_id,
+        now=now,
+        registered_specialist=registered_specialist,
+        registered_at=registered_at,
+        uncontactable_after_attempts=uncontactable_after_attempts,
+        declined_erasure_delay=declined_erasure_delay,
+    )
+    if isinstance(message, Command) and message.actor.kind == "participant":
+        return after, [_neutral(message, e) for e in emits]
+    return after, emits
+
+
+def _decide(
+    case: ConsentCase | None,
+    message: EventData,
+    *,
+    command_id: str,
+    now: datetime,
+    registered_specialist: bool | None,
+    registered_at: datetime | None,
+    uncontactable_after_attempts: int,
+    declined_erasure_delay: timedelta,
+) -> tuple[ConsentCase | None, list[Emit]]:
     if isinstance(message, AssignFacilitator):
         return assign_facilitator(
             case,
@@ -920,6 +1013,42 @@ def handle(
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+PARTICIPANT_COMMANDS = (GiveConsent, DeclineConsent, WithdrawConsent, RecordSafeContact, RecordSurveyResponse)
+"""The commands a participant may send (each about themself); every other one is staff's."""
+
+REFUSAL_TO_A_PARTICIPANT = (
+    "not recorded: a participant may record only their own decisions, on a case they take part in and that is open "
+    "to them now; their facilitator can say more"
+)
+"""The one refusal a participant gets, once they spoke for themself, whatever the reason (an unknown case, someone
+not taking part, a closed, held or sensitive case, their data erased): case ids derive from (force, crime
+reference), so a precise answer would tell anyone whether an RJ case exists for a crime, or whether someone takes
+part in it. Staff get the precise reason."""
+
+
+def _not_theirs_to_send(command: Command) -> str | None:
+    """Why a participant may not send this, in words that depend only on what they sent: checked before anything
+    about the case or the person named is looked at (rule 2, and whether a case exists at all)."""
+    if not isinstance(command, PARTICIPANT_COMMANDS):
+        return f"only staff may send {command.event_type}"
+    actor = command.actor
+    if isinstance(command, RecordSurveyResponse):
+        return None if actor.id == command.person_id else SURVEY_REFUSAL_TO_A_PARTICIPANT
+    what = "an agreement" if isinstance(command, RecordSafeContact) else "a decision"
+    if command.through is RecordedThrough.facilitator:
+        return f"{what} through a facilitator must be recorded by a member of staff"
+    if actor.id != command.person_id:
+        return f"{what} through the participant must come from {command.person_id} themself"
+    return None
+
+
+def _neutral(command: Command, emit: Emit) -> Emit:
+    """A participant's refusal, once they spoke for themself: one sentence for every reason. (A survey response
+    gets its own, from ``record_survey_response``, which then tells the invited person they already answered.)"""
+    if not isinstance(emit.data, CommandRejected) or isinstance(command, RecordSurveyResponse):
+        return emit
+    return replace(emit, data=emit.data.model_copy(update={"reason": REFUSAL_TO_A_PARTICIPANT}))
 
 
 def _refusal(case: ConsentCase | None, command: Command) -> str | None:
@@ -1099,11 +1228,17 @@ def _erase_in_time(
     return replace(case, erasures_pending=(*case.erasures_pending, pending))
 
 
-def _erased_after_declining(case: ConsentCase | None, person_id: str) -> str | None:
-    if case is not None and person_id in case.erasure_due:
+def _erased_after_declining(case: ConsentCase | None, person_id: str | None) -> str | None:
+    """Why nothing more is taken about this person on the case: their erasure was decided (rule 7). What staff can
+    do instead: ``rj.participant.add`` takes supporters, parents or guardians, advocates and interpreters (under a new
+    person id: this one still names the erased person here), never a victim or offender, who come only from a
+    referral."""
+    if case is not None and person_id is not None and person_id in case.erasure_due:
         return (
-            f"{person_id} declined to take part and their personal data on this case has been erased: no consent "
-            "can be recorded for them here; if they come back, staff add them again as a new participant"
+            f"{person_id} declined or withdrew from taking part and their personal data on this case has been "
+            "erased: nothing more is recorded about them here. If they come back, a victim or offender takes part "
+            "again only through a new referral of the crime (a new case, once this one is closed); anyone else, "
+            "staff add again with rj.participant.add under a new person id"
         )
     return None
 

@@ -8,7 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from schemas.scheduling import FacilitatorRegistered
-from services.consent.domain import ConsentCase, erasure_watch
+from services.consent.domain import ConsentCase, erasure_watch, load_case
 from services.runtime.state import lock_states, save_states
 
 SCHEMA = "consent"
@@ -17,7 +17,7 @@ CASES = f"{SCHEMA}.cases"
 
 async def lock_cases(conn: asyncpg.Connection, case_ids: Iterable[str]) -> dict[str, ConsentCase | None]:
     rows = await lock_states(conn, CASES, case_ids, ConsentCase)
-    return {key: ConsentCase.from_json(state) if state else None for key, state in rows.items()}
+    return {key: load_case(state) if state else None for key, state in rows.items()}
 
 
 async def save_cases(conn: asyncpg.Connection, cases: Mapping[str, ConsentCase | None]) -> None:
@@ -83,7 +83,11 @@ async def watch_erasures(conn: asyncpg.Connection, cases: Mapping[str, ConsentCa
     touched = dict(cases)  # a case whose pending erasure was called off or decided has rows to drop
     if not touched:
         return
-    rows = [(key, person_id, at) for key, case in touched.items() for person_id, at in erasure_watch(case)]
+    rows = [
+        (key, person_id, at, case.force if case else None)
+        for key, case in touched.items()
+        for person_id, at in erasure_watch(case)
+    ]
     await conn.execute(
         f"""DELETE FROM {SCHEMA}.erasure_watch w WHERE w.case_id = ANY($1::text[])
             AND (w.case_id, w.person_id, w.recorded_at) NOT IN
@@ -93,22 +97,23 @@ async def watch_erasures(conn: asyncpg.Connection, cases: Mapping[str, ConsentCa
         [r[1] for r in rows],
         [r[2] for r in rows],
     )
-    if rows:
+    if rows:  # a case that learnt its force late has it on its rows from then on
         await conn.executemany(
-            f"""INSERT INTO {SCHEMA}.erasure_watch (case_id, person_id, recorded_at) VALUES ($1, $2, $3)
-                ON CONFLICT (case_id, person_id) DO NOTHING""",
+            f"""INSERT INTO {SCHEMA}.erasure_watch AS w (case_id, person_id, recorded_at, force) VALUES ($1, $2, $3, $4)
+                ON CONFLICT (case_id, person_id) DO UPDATE SET force = excluded.force
+                WHERE w.force IS DISTINCT FROM excluded.force""",
             rows,
         )
 
 
 async def erasures_due(
     conn: asyncpg.Connection, recorded_before: datetime, *, asked_before: datetime, limit: int = 500
-) -> list[str]:
+) -> dict[str, str | None]:
     """Cases with someone whose decline was recorded before ``recorded_before`` (the grace period has run), not
-    asked about since ``asked_before``; marked as asked about now. Rows another replica's sweep holds are skipped;
-    no case's state is read."""
+    asked about since ``asked_before``, with each case's force; marked as asked about now. Rows another replica's
+    sweep holds are skipped; no case's state is read."""
     rows = await conn.fetch(
-        f"""SELECT case_id, person_id FROM {SCHEMA}.erasure_watch
+        f"""SELECT case_id, person_id, force FROM {SCHEMA}.erasure_watch
             WHERE recorded_at <= $1 AND (requested_at IS NULL OR requested_at < $2)
             ORDER BY recorded_at, case_id, person_id LIMIT $3 FOR UPDATE SKIP LOCKED""",
         recorded_before,
@@ -116,7 +121,7 @@ async def erasures_due(
         limit,
     )
     if not rows:
-        return []
+        return {}
     await conn.execute(
         f"""UPDATE {SCHEMA}.erasure_watch w SET requested_at = now()
             FROM unnest($1::text[], $2::text[]) AS due(case_id, person_id)
@@ -124,4 +129,4 @@ async def erasures_due(
         [r["case_id"] for r in rows],
         [r["person_id"] for r in rows],
     )
-    return list(dict.fromkeys(r["case_id"] for r in rows))
+    return {r["case_id"]: r["force"] for r in rows}

@@ -7,6 +7,7 @@ import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -53,19 +54,38 @@ def is_transient(exc: BaseException) -> bool:
     return not is_data_fault(exc)
 
 
+_after_commit: ContextVar[list[Callable[[], object]] | None] = ContextVar("rj_after_commit", default=None)
+
+
+def after_commit(action: Callable[[], object]) -> None:
+    """Run ``action`` once the ``transaction`` the caller works in has committed, never if it rolls back: what
+    counts a decision (a metric) counts it once, however often its batch was tried."""
+    pending = _after_commit.get()
+    if pending is None:
+        raise RuntimeError("after_commit outside a transaction(): nothing would run the action")
+    pending.append(action)
+
+
 @asynccontextmanager
 async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """A connection from ``pool`` inside a transaction. A failure that leaves the connection closed is
-    reported as ``ConnectionLost``: a dropped connection surfaces as many different asyncpg errors,
-    and none of them means the work itself is wrong."""
-    async with pool.acquire() as conn:
-        try:
-            async with conn.transaction():
-                yield conn
-        except Exception as exc:
-            if conn.is_closed():
-                raise ConnectionLost(repr(exc)) from exc
-            raise
+    """A connection from ``pool`` inside a transaction; the ``after_commit`` actions of the work run once it has
+    committed. A failure that leaves the connection closed is reported as ``ConnectionLost``: a dropped
+    connection surfaces as many different asyncpg errors, and none of them means the work itself is wrong."""
+    pending: list[Callable[[], object]] = []
+    token = _after_commit.set(pending)
+    try:
+        async with pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    yield conn
+            except Exception as exc:
+                if conn.is_closed():
+                    raise ConnectionLost(repr(exc)) from exc
+                raise
+    finally:
+        _after_commit.reset(token)
+    for action in pending:
+        action()
 
 
 async def retry_transient(operation: Callable[[], Awaitable[T]], *, what: str, max_backoff_s: float = 5.0) -> T:

@@ -97,7 +97,7 @@ async def test_a_booked_supporter_who_declines_is_removed_from_the_meeting_and_e
     # He comes back: his data is gone, so the consent service refuses his consent on this case, saying why.
     await system.publish([consent(case_id, supporter)])
     (refusal,) = await rejection(system, case_id, topics.CONSENT)
-    assert "erased" in refusal and "new participant" in refusal
+    assert "erased" in refusal and "rj.participant.add" in refusal
 
     # The victim withdraws: the case closes; a grace period after her withdrawal she is erased, the offender is not.
     await system.publish([consent(case_id, victim, withdraw=True)])

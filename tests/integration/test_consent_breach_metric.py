@@ -25,7 +25,7 @@ from schemas.consent import (
 from schemas.envelope import CloudEvent, EventData, new_event
 from services.consent import app as consent_app
 from services.consent import store
-from services.runtime.db import create_pool, migrate
+from services.runtime.db import create_pool, migrate, transaction
 from services.runtime.devstack import create_database, drop_database
 from services.runtime.privacy import Privacy, batch_scope
 from services.runtime.settings import Settings
@@ -69,7 +69,7 @@ async def take_in(pool: asyncpg.Pool, *events: EventData) -> None:
     envelopes: list[CloudEvent[Any]] = [
         new_event(e, source="urn:test", subject=CASE, event_id=f"in-{uuid.uuid4().hex}") for e in events
     ]
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as conn:
         with batch_scope(Privacy.disabled()):
             await consent_app.take_in(conn, envelopes)
 

@@ -185,7 +185,7 @@ def test_rule_4_a_contact_attempt_on_a_sensitive_case_is_refused_before_the_risk
 
 def test_a_contact_attempt_is_recorded_by_staff_only_and_not_in_the_future() -> None:
     _, emits = run(accepted_case(), attempt(actor=Actor(kind="participant", id=VICTIM)))
-    assert rejection(emits) == "only staff may record a contact attempt"
+    assert rejection(emits) == "only staff may send rj.contact.record-attempt"
     _, emits = run(accepted_case(), attempt(at_minutes=600))
     assert "attempted_at" in rejection(emits) and "in the future" in rejection(emits)
 
@@ -278,7 +278,7 @@ def test_a_case_note_is_staff_only_bounded_and_about_a_participant_if_anyone() -
     _, emits = run(accepted_case(), note)
     assert facts(emits) == [CaseNoteAdded] and emits[0].data.text == "Prefers mornings"  # type: ignore[attr-defined]
     _, emits = run(accepted_case(), note.model_copy(update={"actor": Actor(kind="participant", id=VICTIM)}))
-    assert rejection(emits) == "only staff may add a case note"
+    assert rejection(emits) == "only staff may send rj.case.add-note"
     _, emits = run(accepted_case(), note.model_copy(update={"person_id": "stranger-9"}))
     assert rejection(emits) == "stranger-9 is not a participant in this case"
     _, emits = run(None, note)
@@ -459,7 +459,7 @@ def test_rule_3_no_rejection_of_a_contact_attempt_says_anything_of_the_safe_cont
             _, emits = run(case, attempt(method=method, outcome=outcome))
             assert facts(emits) == [ContactAttemptRecorded], (method, outcome)
     _, emits = run(case, attempt(method=ContactMethod.letter, actor=Actor(kind="participant", id=VICTIM)))
-    assert rejection(emits) == "only staff may record a contact attempt"
+    assert rejection(emits) == "only staff may send rj.contact.record-attempt"
 
 
 # --- review fixes: the person acting on the case is in touch ------------------------------------------

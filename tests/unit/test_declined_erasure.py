@@ -248,10 +248,14 @@ def test_rule_7_a_consent_after_the_erasure_is_refused_with_a_reason_staff_can_a
     case, _ = step(open_case(), decision(DeclineConsent), NOW)
     case, _ = ask(case, NOW + DELAY)
     for purpose in (PARTICIPATION, sharing("address")):
-        after, facts = step(case, decision(GiveConsent, purpose=purpose), NOW + DELAY + DAY)
+        themself = decision(GiveConsent, purpose=purpose)
+        by_staff = themself.model_copy(update={"actor": STAFF, "through": RecordedThrough.facilitator})
+        after, facts = step(case, by_staff, NOW + DELAY + DAY)
         (refused,) = facts
         assert isinstance(refused, CommandRejected) and after == case
-        assert "erased" in refused.reason and "new participant" in refused.reason
+        assert "erased" in refused.reason and "rj.participant.add" in refused.reason
+        after, facts = step(case, themself, NOW + DELAY + DAY)
+        assert [f.reason for f in facts] == [consent.REFUSAL_TO_A_PARTICIPANT] and after == case
 
 
 def test_the_erasure_question_comes_from_the_consent_service_alone() -> None:

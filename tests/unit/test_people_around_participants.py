@@ -171,7 +171,10 @@ def test_an_interpreter_is_recorded_with_the_language_they_interpret() -> None:
 @pytest.mark.parametrize(
     ("command", "reason"),
     [
-        (add("someone", Role.supporter, actor=Actor(kind="participant", id=CHILD)), "only staff may add a participant"),
+        (
+            add("someone", Role.supporter, actor=Actor(kind="participant", id=CHILD)),
+            "only staff may send rj.participant.add",
+        ),
         (add("victim-2", Role.victim), "a victim comes from the referral, not from staff"),
         (add("offender-2", Role.offender), "a offender comes from the referral, not from staff"),
         (add(OFFENDER, Role.supporter), f"{OFFENDER} already takes part in this case"),
@@ -297,7 +300,7 @@ def test_a_withdrawal_by_someone_who_is_not_a_participant_is_lifted_by_consents_
     world.cases[CASE] = after
     assert schedule(world).stops_pending
     _, emits = domain.handle(with_guardian(), command, command_id="w-1", now=NOW)
-    assert rejection(emits) == "stranger is not a participant in this case"
+    assert rejection(emits) == domain.REFUSAL_TO_A_PARTICIPANT, "a participant is not told who takes part"
     world.send(emits[0].data)
     assert schedule(world).stops_pending == () and schedule(world).closure is None
     assert facts(world.send(booking())) == [MeetingBooked]
