@@ -275,8 +275,10 @@ def check_releases(world: IndirectWorld) -> int:
         # An unsafe assessment or a parent added, sent before it: decided, and the case found ready again since.
         why = readiness_first(world, r, p)
         assert why is None, f"released: {why}"
-        # The contact form: the latest switch sent before it (and not refused) was to indirect contact.
-        switches = [d for m, d in sent if isinstance(d, SwitchContactForm) and not _refused(facts[:r], m)]
+        # The contact form: the latest switch sent before it (and not refused) was to indirect contact; the command
+        # that released it counts too (a switch back to indirect contact releases what waited only for that).
+        upto = log[: p + 1] if fact.cause in index_of else sent
+        switches = [d for m, d in upto if isinstance(d, SwitchContactForm) and not _refused(facts[:r], m)]
         assert switches and switches[-1].form is ContactForm.indirect, "released outside indirect contact"
         # The item: not taken back by its sender, nor rejected, by a command sent before it.
         for m, d in sent:
