@@ -584,3 +584,22 @@ def test_a_safe_assessment_stops_nothing_and_a_rejected_one_lifts_the_wait() -> 
     world.drain()
     assert [f.data.meeting_id for f in world.emitted if isinstance(f.data, MeetingBooked)] == ["M1", "M3"]
     check(world)
+
+
+def test_an_unsafe_verdict_read_before_scheduling_knows_the_case_is_remembered_for_its_command() -> None:
+    """Scheduling, lagging on rj.referral and rj.commands, reads consent's unsafe verdict on a case it has never
+    heard of, then the assessment command itself: the verdict came first, so nothing is left pending for ever."""
+    verdict = RiskAssessmentRecorded(
+        case_id=CASE,
+        assessed_at=NOW,
+        level=RiskLevel.high,
+        safe_to_proceed=False,
+        recorded_at=NOW,
+        recorded_by=STAFF,
+        command_id="assess-1",
+    )
+    book = scheduling.ResourceBook()
+    case, book, emits = scheduling.handle(None, book, verdict, command_id="verdict-1", now=NOW)
+    assert case is not None and emits == []
+    case, book, emits = scheduling.handle(case, book, UNSAFE, command_id="assess-1", now=NOW)
+    assert case is not None and case.stops_pending == ()

@@ -168,10 +168,13 @@ def on_risk_assessment_recorded(
     case: CaseSchedule | None, book: ResourceBook, event: RiskAssessmentRecorded, *, command_id: str, now: datetime
 ) -> Outcome:
     """The consent service's verdict on an assessment: an unsafe one we followed is no longer pending. What it costs
-    the case (``rj.case.readiness-lost``) came just before it on the same partition, so we know by now."""
-    if case is None:
+    the case (``rj.case.readiness-lost``) came just before it on the same partition, so we know by now. An unsafe
+    verdict on a case we have not heard of yet is remembered all the same: its command may still be on its way,
+    and would otherwise hold the case pending for ever."""
+    if event.safe_to_proceed:
         return case, book, []
-    return answer(case, event.command_id, could_be_pending=not event.safe_to_proceed), book, []
+    case = case or CaseSchedule(case_id=event.case_id)
+    return answer(case, event.command_id, could_be_pending=True), book, []
 
 
 def on_case_resumed(
