@@ -110,6 +110,7 @@ async def _take_in_files(
         + [(force_of(e), e.data.offender.person_id) for e in outcomes],
     )
     await store.save_crime_files(conn, list(files.values()))
+    await store.index_file_offenders(conn, [files[keys[e.id]] for e in outcomes])
     await store.insert_clocks(conn, new_clocks)
     await store.insert_support_clocks(conn, new_support_clocks)
     await store.insert_ended_cases(conn, ended)

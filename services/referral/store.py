@@ -135,7 +135,14 @@ async def save_crime_files(conn: asyncpg.Connection, files: Sequence[CrimeFile])
         cases,
         await keys.seal_json(conn, _Outcomes, list(zip(others, cases, strict=True))),
     )
+
+
+async def index_file_offenders(conn: asyncpg.Connection, files: Sequence[CrimeFile]) -> None:
+    """Index which offenders these files' outcomes name (``file_offenders``, for outcomes read before the case they
+    reoffend against ended). Called with the files an outcome changed this batch: the others' rows are there."""
     named = sorted({(f.force, o.offender.person_id, f.crime_reference) for f in files for o in f.outcomes})
+    if not named:
+        return
     await conn.execute(
         f"""INSERT INTO {SCHEMA}.file_offenders (force, person_id, crime_reference)
             SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING""",
