@@ -9,12 +9,13 @@ CONSENT: Final = "rj.consent"
 SCHEDULING: Final = "rj.scheduling"
 NOTIFY: Final = "rj.notify"
 PRIVACY: Final = "rj.privacy"
+API: Final = "rj.api"  # the API's own facts: the view log (rule 8), participant-link settings
 DEADLETTER: Final = "rj.deadletter"
 
-ALL_TOPICS: Final = (CRIME_EVENTS, COMMANDS, REFERRAL, CONSENT, SCHEDULING, NOTIFY, PRIVACY, DEADLETTER)
+ALL_TOPICS: Final = (CRIME_EVENTS, COMMANDS, REFERRAL, CONSENT, SCHEDULING, NOTIFY, PRIVACY, API, DEADLETTER)
 
 #: The topic each service publishes its facts to (and its answers to commands: rejections, repeats).
-OUTPUT_OF: Final = {"referral": REFERRAL, "consent": CONSENT, "scheduling": SCHEDULING, "privacy": PRIVACY}
+OUTPUT_OF: Final = {"referral": REFERRAL, "consent": CONSENT, "scheduling": SCHEDULING, "privacy": PRIVACY, "api": API}
 
 #: For each topic, the one service that answers for a record no service can read (a tombstone, bytes
 #: that are not a CloudEvent, an event type the contract does not know). Every other reader of the topic
