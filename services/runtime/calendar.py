@@ -24,8 +24,10 @@ def is_working_day(day: date) -> bool:
     return day.weekday() < 5 and day not in _bank_holidays(day.year)
 
 
+@lru_cache(maxsize=4096)
 def add_working_days(start: date, days: int) -> date:
-    """The date ``days`` working days after ``start`` (``start`` itself never counts)."""
+    """The date ``days`` working days after ``start`` (``start`` itself never counts). Cached: intake asks it for
+    every crime, nearly always about the same few dates."""
     current = start
     remaining = days
     while remaining > 0:
@@ -37,6 +39,10 @@ def add_working_days(start: date, days: int) -> date:
 
 def deadline_after(moment: datetime, working_days: int) -> tuple[date, datetime]:
     """The due date ``working_days`` after ``moment`` (in UK local time) and the instant it ends."""
-    due_date = add_working_days(moment.astimezone(LONDON).date(), working_days)
-    end_of_day = datetime.combine(due_date + timedelta(days=1), time(0), tzinfo=LONDON)
-    return due_date, end_of_day
+    return _deadline_on(moment.astimezone(LONDON).date(), working_days)
+
+
+@lru_cache(maxsize=4096)
+def _deadline_on(start: date, working_days: int) -> tuple[date, datetime]:
+    due_date = add_working_days(start, working_days)
+    return due_date, datetime.combine(due_date + timedelta(days=1), time(0), tzinfo=LONDON)
