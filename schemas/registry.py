@@ -22,6 +22,7 @@ from schemas.commands import REFERRAL_COMMANDS, CommandAlreadyHandled, CommandRe
 from schemas.consent import CONSENT_COMMANDS, CONSENT_EVENTS, CaseWithdrawn, case_withdrawn_v1_to_v2
 from schemas.envelope import CloudEvent, Event, EventData, RawEnvelope
 from schemas.indirect import INDIRECT_COMMANDS, INDIRECT_EVENTS
+from schemas.links import LINK_EVENTS
 from schemas.privacy import PRIVACY_COMMANDS, PRIVACY_EVENTS
 from schemas.referral import REFERRAL_EVENTS
 from schemas.scheduling import SCHEDULING_COMMANDS, SCHEDULING_EVENTS
@@ -170,6 +171,7 @@ REGISTRY = Registry(
         *INDIRECT_COMMANDS,
         *PRIVACY_EVENTS,
         *PRIVACY_COMMANDS,
+        *LINK_EVENTS,
     ]
 )
 # The contract's own old versions: each model's docstring says what changed.

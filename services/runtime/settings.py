@@ -86,6 +86,17 @@ class Settings(BaseSettings):
     # them, acts on the decline before how to reach them goes.
     declined_erasure_delay_s: float = Field(default=7 * 24 * 3600, ge=0)
 
+    # Participants' withdraw links (services/api/links.py): the AES-256 key that seals each link, base64 of 32
+    # bytes; several comma-separated while rotating (the first seals new links, every one opens old ones). Empty:
+    # no link can be made or opened. Anyone holding it can make a link, so it is kept like the master keys.
+    participant_link_key: SecretStr = SecretStr("")
+    # How long a link works after it was made; a used link never works again.
+    participant_link_ttl_s: float = Field(default=28 * 24 * 3600, gt=0)
+    # Where "Leave this page quickly" takes someone: an ordinary page that says nothing about why they left.
+    participant_link_exit_url: str = "https://www.bbc.co.uk/weather"
+    # The address participants reach the API at, as links in their messages spell it (no trailing slash needed).
+    public_base_url: str = "http://127.0.0.1:8080"
+
     log_level: str = "info"
     log_format: str = Field(default="console", pattern="^(console|json)$")
 

@@ -1,0 +1,417 @@
+"""Participants' withdraw links: a personal, single-purpose, expiring link that lets someone stop taking part
+without logging in (DOMAIN stage 3: withdraw at any time, by themselves, with no reason needed).
+
+A link's token is opaque: AES-256-GCM over who it is for (case, person), what it does (withdraw), its own id
+and when it expires, under ``settings.participant_link_key``. Whoever holds the key (the notify service, when it
+writes a message) can make one; altering a single byte, or another key, makes it refused. ``GET /p/{token}``
+only shows a confirmation (mail scanners and previews open links: they must change nothing); ``POST`` sends
+``rj.consent.withdraw`` to ``rj.commands`` and marks the link used, in one transaction. The pages say nothing
+about the case or anyone on it, come in English and Welsh, and have a "Leave this page quickly" button.
+
+On a sensitive case the links are off until staff turn them on (``set_links_enabled``), since whoever harmed
+the participant may control their phone.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import structlog
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from schemas import topics
+from schemas.common import Actor
+from schemas.consent import PARTICIPATION, RecordedThrough, RecordingMethod, WithdrawConsent
+from schemas.envelope import derived_event_id, new_event
+from schemas.links import ParticipantLinksChanged
+from services.api.participant_text import TEXT
+from services.api.principal import Principal
+from services.runtime.db import ConnectionLost, transaction
+from services.runtime.outbox import Outgoing, write_outbox
+from services.runtime.settings import Settings
+
+log = structlog.get_logger()
+
+SCHEMA = "api"
+SOURCE = "urn:rj:service:api"
+PURPOSE_WITHDRAW = "withdraw"
+
+_VERSION = b"\x01"  # the token layout below; a new layout gets a new first byte
+_AAD = b"rj.participant-link.v1"
+_NONCE_BYTES = 12
+#: Longer than any token we make (about 300 characters); anything longer is refused before decoding.
+MAX_TOKEN_CHARS = 1024
+_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class Refusal(StrEnum):
+    """Why a link does not work; each has one plain message (see ``participant_text``)."""
+
+    expired = "expired"
+    used = "used"
+    altered = "altered"  # not one of ours: changed, truncated, made with another key, or not a token at all
+    not_allowed = "not_allowed"  # links are off on this case
+
+
+class LinkRefused(Exception):
+    """A link that cannot be used, and why (``reason_code``)."""
+
+    def __init__(self, reason_code: Refusal) -> None:
+        super().__init__(reason_code.value)
+        self.reason_code = reason_code
+
+
+class LinkKeyMissing(RuntimeError):
+    """``participant_link_key`` is unset or not base64 of 32 bytes: no link can be made or opened."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkClaims:
+    """What an authentic, unexpired link says: whose it is and what it may do."""
+
+    purpose: str
+    case_id: str
+    person_id: str
+    link_id: str
+    expires_at: datetime
+
+
+class _Sealed(BaseModel):
+    """The plaintext inside a token. Authentic tokens are ours, so this is a check on our own minting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    purpose: str
+    case_id: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
+    person_id: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
+    link_id: str = Field(min_length=16, max_length=64)
+    exp: int
+
+
+def link_keys(settings: Settings) -> list[bytes]:
+    """The link keys from settings, the one that seals new links first."""
+    keys = []
+    for entry in settings.participant_link_key.get_secret_value().split(","):
+        if not entry.strip():
+            continue
+        try:
+            key = base64.b64decode(entry.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise LinkKeyMissing("PARTICIPANT_LINK_KEY is not base64") from None
+        if len(key) != 32:
+            raise LinkKeyMissing("PARTICIPANT_LINK_KEY must be base64 of 32 bytes (AES-256)")
+        keys.append(key)
+    if not keys:
+        raise LinkKeyMissing("PARTICIPANT_LINK_KEY is not set: participants' withdraw links cannot be made or opened")
+    return keys
+
+
+def new_link_key() -> str:
+    """A fresh value for ``PARTICIPANT_LINK_KEY``."""
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def mint_link(
+    settings: Settings, *, case_id: str, person_id: str, ttl_s: float | None = None, now: datetime | None = None
+) -> str:
+    """The withdraw link for ``person_id`` on ``case_id`` (``{public_base_url}/p/{token}``), working for ``ttl_s``
+    (default ``participant_link_ttl_s``) from ``now``."""
+    issued = now or datetime.now(UTC)
+    expires = issued + timedelta(seconds=settings.participant_link_ttl_s if ttl_s is None else ttl_s)
+    sealed = _Sealed(
+        purpose=PURPOSE_WITHDRAW,
+        case_id=case_id,
+        person_id=person_id,
+        link_id=secrets.token_urlsafe(16),
+        exp=int(expires.timestamp()),
+    )
+    nonce = os.urandom(_NONCE_BYTES)
+    box = AESGCM(link_keys(settings)[0]).encrypt(nonce, sealed.model_dump_json().encode(), _AAD)
+    token = base64.urlsafe_b64encode(_VERSION + nonce + box).rstrip(b"=").decode()
+    return f"{settings.public_base_url.rstrip('/')}/p/{token}"
+
+
+def open_link(settings: Settings, token: str, *, now: datetime | None = None) -> LinkClaims:
+    """What ``token`` says, if it is authentic and unexpired; otherwise ``LinkRefused`` (``altered``, or
+    ``expired``). Whether it was used, or is allowed on its case, takes the database: see the router."""
+    keys = link_keys(settings)
+    if len(token) > MAX_TOKEN_CHARS or not _TOKEN_CHARS.match(token):
+        raise LinkRefused(Refusal.altered)
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        raise LinkRefused(Refusal.altered) from None
+    if raw[:1] != _VERSION or len(raw) < 1 + _NONCE_BYTES + 16:
+        raise LinkRefused(Refusal.altered)
+    nonce, box = raw[1 : 1 + _NONCE_BYTES], raw[1 + _NONCE_BYTES :]
+    for key in keys:
+        try:
+            plain = AESGCM(key).decrypt(nonce, box, _AAD)
+            break
+        except InvalidTag:
+            continue
+    else:
+        raise LinkRefused(Refusal.altered)
+    try:
+        sealed = _Sealed.model_validate_json(plain)
+    except ValidationError:
+        raise LinkRefused(Refusal.altered) from None
+    if sealed.purpose != PURPOSE_WITHDRAW:
+        raise LinkRefused(Refusal.altered)
+    expires_at = datetime.fromtimestamp(sealed.exp, UTC)
+    if expires_at <= (now or datetime.now(UTC)):
+        raise LinkRefused(Refusal.expired)
+    return LinkClaims(sealed.purpose, sealed.case_id, sealed.person_id, sealed.link_id, expires_at)
+
+
+# --- which cases allow links ----------------------------------------------------------------------
+
+
+async def links_allowed(conn: asyncpg.Connection, case_id: str) -> bool:
+    """Staff's setting for the case if there is one; otherwise allowed unless the case is sensitive. A case the
+    read model has not seen yet is treated as sensitive: better "contact your facilitator" than a link working
+    on a case where it should not."""
+    row = await conn.fetchrow(
+        f"""SELECT s.enabled, c.sensitive
+              FROM (SELECT $1::text AS case_id) k
+              LEFT JOIN {SCHEMA}.participant_link_settings s ON s.case_id = k.case_id
+              LEFT JOIN {SCHEMA}.cases c ON c.case_id = k.case_id""",
+        case_id,
+    )
+    if row["enabled"] is not None:
+        return bool(row["enabled"])
+    return row["sensitive"] is False
+
+
+async def set_links_enabled(
+    conn: asyncpg.Connection, *, case_id: str, enabled: bool, by: Principal, reason: str | None
+) -> list[Outgoing]:
+    """Turn the links on or off for ``case_id``, as ``by`` decided; the fact saying so, for the caller to write to
+    the api outbox in the same transaction. Who may do it is the caller's policy to decide."""
+    now = datetime.now(UTC)
+    fact = ParticipantLinksChanged(
+        case_id=case_id,
+        enabled=enabled,
+        changed_by=Actor(kind="staff", id=by.staff_id),
+        changed_at=now,
+        reason=reason,
+    )
+    await conn.execute(
+        f"""INSERT INTO {SCHEMA}.participant_link_settings (case_id, enabled, changed_by, changed_at, reason)
+            VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (case_id) DO UPDATE SET enabled = excluded.enabled, changed_by = excluded.changed_by,
+                changed_at = excluded.changed_at, reason = excluded.reason""",
+        case_id,
+        enabled,
+        by.staff_id,
+        now,
+        reason,
+    )
+    return [Outgoing.event_of(topics.API, new_event(fact, source=SOURCE, subject=case_id, time=now, force=by.force))]
+
+
+# --- using a link ---------------------------------------------------------------------------------
+
+
+async def _case_force(conn: asyncpg.Connection, case_id: str) -> str | None:
+    return await conn.fetchval(f"SELECT force FROM {SCHEMA}.cases WHERE case_id = $1", case_id)  # type: ignore[no-any-return]
+
+
+async def _was_used(conn: asyncpg.Connection, link_id: str) -> bool:
+    return bool(await conn.fetchval(f"SELECT 1 FROM {SCHEMA}.participant_links_used WHERE link_id = $1", link_id))
+
+
+async def withdraw_through_link(conn: asyncpg.Connection, claims: LinkClaims, *, now: datetime) -> None:
+    """Mark the link used and send the participant's withdrawal, in the caller's transaction; ``LinkRefused``
+    (``used``) if it was used before, (``not_allowed``) if links are off on the case. No reason is asked or
+    sent: a participant never has to say why."""
+    if not await links_allowed(conn, claims.case_id):
+        raise LinkRefused(Refusal.not_allowed)
+    taken = await conn.fetchval(
+        f"""INSERT INTO {SCHEMA}.participant_links_used (link_id, case_id, used_at) VALUES ($1, $2, $3)
+            ON CONFLICT (link_id) DO NOTHING RETURNING 1""",
+        claims.link_id,
+        claims.case_id,
+        now,
+    )
+    if taken is None:
+        raise LinkRefused(Refusal.used)
+    command = WithdrawConsent(
+        case_id=claims.case_id,
+        actor=Actor(kind="participant", id=claims.person_id),
+        person_id=claims.person_id,
+        purpose=PARTICIPATION,
+        through=RecordedThrough.participant,
+        method=RecordingMethod.online,
+    )
+    event = new_event(
+        command,
+        source=SOURCE,
+        subject=claims.case_id,
+        # One link sends one command, whatever happens to the request: its id is the link's.
+        event_id=derived_event_id(SOURCE, claims.case_id, "participant-link", claims.link_id),
+        time=now,
+        force=await _case_force(conn, claims.case_id),
+    )
+    await write_outbox(conn, SCHEMA, [Outgoing.event_of(topics.COMMANDS, event)])
+
+
+# --- the pages ------------------------------------------------------------------------------------
+
+_TEMPLATES = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(default=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+_STATUS = {Refusal.expired: 410, Refusal.used: 410, Refusal.altered: 404, Refusal.not_allowed: 403}
+
+_INFRASTRUCTURE_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionLost, OSError, TimeoutError)
+
+
+def page_language(request: Request) -> str:
+    """``cy`` or ``en``: the ``lang`` query parameter if it names one, else the first of them the browser's
+    Accept-Language prefers, else English."""
+    chosen = request.query_params.get("lang", "").strip().lower()
+    if chosen in ("cy", "en"):
+        return chosen
+    best, best_q = "en", 0.0
+    for part in request.headers.get("accept-language", "")[:500].split(","):
+        tag, _, params = part.strip().partition(";")
+        primary = tag.strip().lower().split("-")[0]
+        if primary not in ("cy", "en"):
+            continue
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                q = 0.0
+        if q > best_q:
+            best, best_q = primary, q
+    return best
+
+
+def _render(request: Request, page: str, status: int, *, exit_url: str) -> HTMLResponse:
+    lang = page_language(request)
+    nonce = secrets.token_urlsafe(16)
+    text = TEXT[lang]
+    html = _TEMPLATES.get_template("participant/page.html").render(
+        lang=lang,
+        t=text,
+        page=text.pages[page],
+        show_form=page == "confirm",
+        exit_url=exit_url,
+        nonce=nonce,
+    )
+    return HTMLResponse(
+        html,
+        status_code=status,
+        headers={
+            "Cache-Control": "no-store",
+            "Referrer-Policy": "no-referrer",
+            "X-Robots-Tag": "noindex, nofollow",
+            "X-Content-Type-Options": "nosniff",
+            "X-Frame-Options": "DENY",
+            "Content-Language": lang,
+            "Vary": "Accept-Language",
+            "Content-Security-Policy": (
+                f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
+                "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+            ),
+        },
+    )
+
+
+_PAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": why, "content": {"text/html": {"schema": {"type": "string"}}}}
+    for status, why in (
+        (403, "Links are off on this case"),
+        (404, "Not a link of ours (altered, truncated, or made with another key)"),
+        (410, "The link expired, or was used"),
+        (503, "The database could not be reached; nothing was done"),
+    )
+}
+
+
+def participant_router(pool: Callable[[], Awaitable[asyncpg.Pool]], settings: Settings) -> APIRouter:
+    """``GET``/``HEAD /p/{token}``: the confirmation page, changing nothing; ``POST /p/{token}``: the withdrawal.
+    With no usable link key (``PARTICIPANT_LINK_KEY``) every link answers as one that does not work, and the
+    start says so in the log."""
+    router = APIRouter(tags=["participant"])
+    exit_url = settings.participant_link_exit_url
+    try:
+        link_keys(settings)
+        configured = True
+    except LinkKeyMissing as exc:
+        log.error("participant_links_unconfigured", reason=str(exc))
+        configured = False
+
+    def refused(request: Request, refusal: Refusal) -> HTMLResponse:
+        return _render(request, refusal.value, _STATUS[refusal], exit_url=exit_url)
+
+    def unavailable(request: Request, exc: BaseException) -> HTMLResponse:
+        log.warning("participant_link_database_unavailable", error=repr(exc))
+        return _render(request, "unavailable", 503, exit_url=exit_url)
+
+    @router.api_route(
+        "/p/{token}",
+        methods=["GET", "HEAD"],
+        response_class=HTMLResponse,
+        responses=_PAGE_RESPONSES,
+        summary="A participant's withdraw link: the confirmation page (changes nothing)",
+    )
+    async def confirm_withdrawal(token: str, request: Request) -> HTMLResponse:
+        if not configured:
+            return refused(request, Refusal.altered)
+        try:
+            claims = open_link(settings, token)
+            async with (await pool()).acquire() as conn:
+                if not await links_allowed(conn, claims.case_id):
+                    raise LinkRefused(Refusal.not_allowed)
+                if await _was_used(conn, claims.link_id):
+                    raise LinkRefused(Refusal.used)
+        except LinkRefused as refusal:
+            return refused(request, refusal.reason_code)
+        except _INFRASTRUCTURE_FAILURES as exc:
+            return unavailable(request, exc)
+        return _render(request, "confirm", 200, exit_url=exit_url)
+
+    @router.post(
+        "/p/{token}",
+        response_class=HTMLResponse,
+        responses=_PAGE_RESPONSES,
+        summary="A participant's withdraw link: withdraw consent to take part (once)",
+    )
+    async def withdraw(token: str, request: Request) -> HTMLResponse:
+        if not configured:
+            return refused(request, Refusal.altered)
+        try:
+            claims = open_link(settings, token)
+            async with transaction(await pool()) as conn:
+                await withdraw_through_link(conn, claims, now=datetime.now(UTC))
+        except LinkRefused as refusal:
+            return refused(request, refusal.reason_code)
+        except _INFRASTRUCTURE_FAILURES as exc:
+            return unavailable(request, exc)
+        log.info("participant_withdrew_through_link", case_id=claims.case_id, link_id=claims.link_id)
+        return _render(request, "done", 200, exit_url=exit_url)
+
+    return router
