@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from schemas.api import API_EVENTS
 from schemas.commands import REFERRAL_COMMANDS, CommandAlreadyHandled, CommandRejected
 from schemas.consent import CONSENT_COMMANDS, CONSENT_EVENTS, CaseWithdrawn, case_withdrawn_v1_to_v2
 from schemas.envelope import CloudEvent, Event, EventData, RawEnvelope
@@ -170,6 +171,7 @@ REGISTRY = Registry(
         *INDIRECT_COMMANDS,
         *PRIVACY_EVENTS,
         *PRIVACY_COMMANDS,
+        *API_EVENTS,
     ]
 )
 # The contract's own old versions: each model's docstring says what changed.
