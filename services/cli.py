@@ -28,6 +28,8 @@ outbox_cli = typer.Typer(no_args_is_help=True, help="Outbox rows the relay could
 cli.add_typer(outbox_cli, name="outbox")
 privacy_cli = typer.Typer(no_args_is_help=True, help="Personal data: inventory, key rotation, erasure, export.")
 cli.add_typer(privacy_cli, name="privacy")
+api_cli = typer.Typer(no_args_is_help=True, help="The facilitator API: its OpenAPI document.")
+cli.add_typer(api_cli, name="api")
 
 T = TypeVar("T")
 
@@ -414,6 +416,30 @@ from services.privacy import cli as privacy_commands  # noqa: E402
 
 for _name in ("erase", "export", "rectify", "hold"):
     privacy_cli.command(_name)(getattr(privacy_commands, _name))
+
+
+# --- the facilitator API ------------------------------------------------------------------------------
+
+
+@api_cli.command("openapi")
+def api_openapi(
+    check: Annotated[bool, typer.Option("--check", help="only check that the committed document is current")] = False,
+) -> None:
+    """Write the API's OpenAPI document to services/api/openapi.json (UIs and schemathesis read it), or check it."""
+    from services.api.http import OPENAPI_FILE, openapi_document, openapi_is_current, write_openapi
+
+    try:
+        openapi_document()
+    except ModuleNotFoundError as exc:
+        _refuse(f"the API is not whole in this checkout ({exc}): the document needs every part of it")
+    if check:
+        if not openapi_is_current():
+            typer.echo(f"{OPENAPI_FILE} is stale: run `rj api openapi` and commit it", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{OPENAPI_FILE} is current")
+        return
+    write_openapi()
+    typer.echo(f"wrote {OPENAPI_FILE}")
 
 
 def main() -> None:

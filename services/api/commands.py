@@ -1,0 +1,233 @@
+"""Staff commands over HTTP: the body each command type takes, sending one (recorded in ``api.commands_sent`` and
+put in the api outbox for ``rj.commands`` in one transaction), and its outcome as the owning service answered it
+(``api.command_answers``, filled by the read model, which wakes waiting callers with ``pg_notify``)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+import asyncpg
+import pydantic_core
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model
+
+from schemas import topics
+from schemas.commands import Command
+from schemas.envelope import derived_event_id, new_event
+from schemas.registry import REGISTRY, Registry
+from services.runtime import privacy
+from services.runtime.keystore import CASE_PERSON
+from services.runtime.outbox import Outgoing, write_outbox
+
+SOURCE = "urn:rj:api"
+SCHEMA = "api"
+ANSWERS_CHANNEL = "rj_api_answers"
+"""The read model notifies this channel, with the command id, for every answer it records."""
+SET_BY_THE_API = frozenset({"case_id", "actor"})
+"""Command fields the caller never gives: the case comes from the path, the actor from the token."""
+MAX_WAIT_S = 30.0
+
+Status = Literal["pending", "accepted", "rejected", "already_handled"]
+
+
+class Answer(Protocol):
+    """One row of ``api.command_answers`` as the read model's ``command_answers`` returns it."""
+
+    event_id: str
+    event_type: str
+    status: str
+    reason: str | None
+    at: datetime
+
+
+class CommandAccepted(BaseModel):
+    """The command is on its way to the service that owns it; ``status_url`` tells how it went."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command_id: str = Field(description="The command's id; facts it causes name it as their causation")
+    case_id: str
+    command_type: str
+    status_url: str = Field(description="GET it (with ?wait=S to wait up to S seconds) for the outcome")
+
+
+class CommandFact(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str
+    event_type: str
+    at: AwareDatetime | None = None
+
+
+class CommandOutcome(BaseModel):
+    """What became of a command: ``pending`` until its owning service answers, then ``accepted`` (with the facts it
+    caused), ``rejected`` (with the ``reason``) or ``already_handled`` (the same command id was sent before)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command_id: str
+    case_id: str
+    command_type: str
+    status: Status
+    facts: list[CommandFact] = Field(description="The facts the command caused so far")
+    reason: str | None = Field(default=None, description="Why it was rejected")
+
+
+@dataclass(frozen=True)
+class SentCommand:
+    command_id: str
+    case_id: str
+    command_type: str
+    staff_id: str
+    sent_at: datetime
+
+
+class IdempotencyKeyReused(Exception):
+    """The caller's Idempotency-Key already named a different command (another case or type)."""
+
+
+def command_models(command_types: Iterable[str], registry: Registry = REGISTRY) -> dict[str, type[Command]]:
+    """The models of ``command_types`` that are case commands (``schemas.commands.Command``), by type, sorted."""
+    models: dict[str, type[Command]] = {}
+    for command_type in sorted(command_types):
+        if command_type in registry:
+            model = registry.model(command_type)
+            if issubclass(model, Command):
+                models[command_type] = model
+    return models
+
+
+def body_model(model: type[Command]) -> type[BaseModel]:
+    """What a caller posts for ``model``: its fields without those the API sets, nothing else accepted (a body
+    naming an ``actor`` is refused, not quietly overridden). The command's own validators run when the command
+    is built from it (``build_command``)."""
+    fields: dict[str, Any] = {
+        name: (info.annotation, info) for name, info in model.model_fields.items() if name not in SET_BY_THE_API
+    }
+    body: type[BaseModel] = create_model(  # type: ignore[call-overload]
+        f"{model.__name__}Body",
+        __config__=ConfigDict(extra="forbid", title=f"{model.__name__}Body"),
+        __doc__=model.__doc__,
+        **fields,
+    )
+    return body
+
+
+def build_command(model: type[Command], body: BaseModel, *, case_id: str, staff_id: str) -> Command:
+    """The command as it goes out: the body, the case from the path, the actor from the token. Raises pydantic's
+    ``ValidationError`` when the command's own rules refuse it."""
+    return model.model_validate({**body.model_dump(), "case_id": case_id, "actor": {"kind": "staff", "id": staff_id}})
+
+
+def command_id_for(staff_id: str, idempotency_key: str | None) -> str:
+    """A fresh id, or with an Idempotency-Key the same id every time that member of staff sends that key."""
+    if idempotency_key is None:
+        return str(uuid.uuid4())
+    return derived_event_id(SOURCE, "idempotency", staff_id, idempotency_key)
+
+
+async def send_command(
+    conn: asyncpg.Connection, command: Command, *, command_id: str, staff_id: str, force: str
+) -> bool:
+    """Record ``command`` as sent and put it in the api outbox for ``rj.commands`` (keyed by its case, with the
+    case's ``force``), in the caller's transaction. False when this id was sent before (a retried POST): nothing is
+    sent again. Raises ``IdempotencyKeyReused`` when the id was sent for another case or command type."""
+    command_type = type(command).event_type
+    inserted = await conn.fetchval(
+        f"""INSERT INTO {SCHEMA}.commands_sent (command_id, case_id, command_type, staff_id)
+            VALUES ($1, $2, $3, $4) ON CONFLICT (command_id) DO NOTHING RETURNING true""",
+        command_id,
+        command.case_id,
+        command_type,
+        staff_id,
+    )
+    if not inserted:
+        first = await sent_command(conn, command_id)
+        if first is None or (first.case_id, first.command_type) != (command.case_id, command_type):
+            raise IdempotencyKeyReused("this Idempotency-Key was already used for another command")
+        return False
+    await write_outbox(conn, SCHEMA, [await sealed_command(conn, command, command_id=command_id, force=force)])
+    return True
+
+
+async def sealed_command(conn: asyncpg.Connection, command: Command, *, command_id: str, force: str) -> Outgoing:
+    """The command's record with its personal fields (a reason, a corrected value) sealed under the case's own key,
+    never a person's: a key is how the key store knows a person is on a case, and a reason may name anyone."""
+    event = new_event(command, source=SOURCE, subject=command.case_id, event_id=command_id, force=force)
+    document = command.model_dump(mode="json")
+    [sealed] = await privacy.batch().seal_documents(
+        conn, type(command), [(document, command.case_id)], owned=True, owner=CASE_PERSON
+    )
+    value = event.to_json(pydantic_core.to_json(sealed))
+    return Outgoing(event_id=command_id, topic=topics.COMMANDS, key=command.case_id, value=value)
+
+
+async def sent_command(conn: asyncpg.Connection, command_id: str) -> SentCommand | None:
+    row = await conn.fetchrow(
+        f"""SELECT command_id, case_id, command_type, staff_id, sent_at FROM {SCHEMA}.commands_sent
+             WHERE command_id = $1""",
+        command_id,
+    )
+    return SentCommand(**dict(row)) if row is not None else None
+
+
+def outcome(sent: SentCommand, answers: Sequence[Answer]) -> CommandOutcome:
+    """A rejection outweighs everything (the command changed nothing); any fact means it was accepted."""
+    statuses = {answer.status for answer in answers}
+    status: Status = "pending"
+    for candidate in ("rejected", "accepted", "already_handled"):
+        if candidate in statuses:
+            status = candidate  # type: ignore[assignment]
+            break
+    reason = next((a.reason for a in answers if a.status == "rejected"), None)
+    facts = [
+        CommandFact(event_id=a.event_id, event_type=a.event_type, at=a.at)
+        for a in sorted(answers, key=lambda a: (a.at or datetime.min.replace(tzinfo=UTC), a.event_id))
+    ]
+    return CommandOutcome(
+        command_id=sent.command_id,
+        case_id=sent.case_id,
+        command_type=sent.command_type,
+        status=status,
+        facts=facts,
+        reason=reason,
+    )
+
+
+async def answers_within(
+    conn: asyncpg.Connection,
+    command_id: str,
+    fetch_answers: Callable[[asyncpg.Connection, str], Awaitable[Sequence[Answer]]],
+    wait_s: float,
+) -> Sequence[Answer]:
+    """The command's answers, waiting up to ``wait_s`` for the first when there is none yet. It listens before it
+    looks, so an answer recorded between the two is not missed, and looks again on every notification for it."""
+    answers = await fetch_answers(conn, command_id)
+    if answers or wait_s <= 0:
+        return answers
+    woken = asyncio.Event()
+
+    def on_answer(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+        if payload == command_id:
+            woken.set()
+
+    await conn.add_listener(ANSWERS_CHANNEL, on_answer)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(wait_s, MAX_WAIT_S)
+        while True:
+            woken.clear()  # before looking: a notification from now on wakes the wait below
+            answers = await fetch_answers(conn, command_id)
+            remaining = deadline - loop.time()
+            if answers or remaining <= 0:
+                return answers
+            try:
+                await asyncio.wait_for(woken.wait(), remaining)
+            except TimeoutError:
+                pass
+    finally:
+        await conn.remove_listener(ANSWERS_CHANNEL, on_answer)

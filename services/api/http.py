@@ -1,0 +1,442 @@
+"""The facilitator API over HTTP: who is calling (a bearer token, checked by the verifier), what they may see and do
+(the policy), reads from the read model, commands onto ``rj.commands`` through the api outbox, and the view log
+(rule 8): every response that shows personal data writes ``rj.view.logged`` in the transaction of the read.
+
+The routes only translate: the read model answers reads, ``commands`` sends and follows commands, the policy
+decides. Every error is JSON ``{"error": code, "detail": why}``; bad input is a 4xx, never a 500.
+
+This module deliberately has no ``from __future__ import annotations``: FastAPI reads the annotations of the
+per-command routes, whose body types are made at run time, and must see the types themselves.
+"""
+
+import importlib
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol
+
+import asyncpg
+import structlog
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from schemas import topics
+from schemas.api import ViewLogged
+from schemas.commands import Command
+from schemas.envelope import new_event
+from services.api import commands
+from services.api.principal import CaseAccess, Principal, Role
+from services.runtime import privacy
+from services.runtime.db import transaction
+from services.runtime.outbox import Outgoing, write_outbox
+from services.runtime.settings import Settings
+
+log = structlog.get_logger()
+
+OPENAPI_FILE = Path(__file__).resolve().parent / "openapi.json"
+SAFE_TEXT = r"^[^\x00-\x1f\x7f]+$"
+"""No control characters in ids and filters: they go to PostgreSQL as text, which refuses NUL."""
+WHOLE_FORCE = frozenset({Role.coordinator, Role.auditor})
+"""Roles whose lists and queues cover every case of their force; the others see the cases assigned to them."""
+
+PoolSource = Callable[[], Awaitable[asyncpg.Pool]]
+
+
+class Verifier(Protocol):
+    """Turns a bearer token into the caller (``services.api.auth.TokenVerifier``); raises ``auth.Unauthenticated``
+    or ``auth.IdentityProviderUnavailable``."""
+
+    def verify(self, token: str) -> Principal: ...
+
+
+class ReadModel(Protocol):
+    """The read side the routes ask (``services.api.queries``); every function runs on the caller's connection."""
+
+    async def case_access(self, conn: asyncpg.Connection, case_id: str) -> CaseAccess | None: ...
+
+    async def list_cases(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        force: str,
+        facilitator_id: str | None = None,
+        status: str | None = None,
+        crime_reference: str | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> Any: ...
+
+    async def case_detail(self, conn: asyncpg.Connection, case_id: str, *, personal: bool) -> Any: ...
+
+    async def deadlines(
+        self, conn: asyncpg.Connection, *, force: str, facilitator_id: str | None, state: Literal["due", "breached"]
+    ) -> list[Any]: ...
+
+    async def indirect_awaiting_approval(
+        self, conn: asyncpg.Connection, *, force: str, facilitator_id: str | None
+    ) -> list[Any]: ...
+
+    async def command_answers(self, conn: asyncpg.Connection, command_id: str) -> list[Any]: ...
+
+
+class ViewModels(Protocol):
+    """The response models of the reads (``services.api.views``): they make the OpenAPI document."""
+
+    CasePage: type[BaseModel]
+    CaseDetail: type[BaseModel]
+    Deadline: type[BaseModel]
+    IndirectItem: type[BaseModel]
+
+
+class Policy(Protocol):
+    """Who may see and do what (``services.api.policy``)."""
+
+    STAFF_COMMANDS: frozenset[str]
+
+    def may_see(self, principal: Principal, case: CaseAccess) -> bool: ...
+
+    def may_issue(self, principal: Principal, command_type: str) -> bool: ...
+
+    def refusal(self, principal: Principal, command_type: str) -> str | None: ...
+
+    def needs_reason_for_personal_data(self, principal: Principal) -> bool: ...
+
+
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    error: str = Field(description="A short code: unauthenticated, forbidden, not_found, invalid, conflict, ...")
+    detail: str = Field(description="Why, in words safe to show the caller")
+
+
+class Me(BaseModel):
+    """The caller as their token vouches for them, and the commands their role may send."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    staff_id: str
+    role: Role
+    force: str
+    name: str | None = None
+    commands: list[str] = Field(description="Command types this caller may send")
+
+
+class ApiError(Exception):
+    """An answer other than success, with the status, code and words the caller gets."""
+
+    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.headers = headers
+
+
+def no_such_case() -> ApiError:
+    # The same answer for a case that does not exist and one the caller may not see: it says nothing of which.
+    return ApiError(404, "not_found", "no such case")
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": words}
+    for status, words in {
+        400: "The request cannot be answered as asked (a bad cursor, say)",
+        401: "No token, or one that is unknown, expired or altered",
+        403: "The caller's role may not do this",
+        404: "No such thing, or not one the caller may see",
+        422: "The input breaks a rule; the detail names the field",
+        503: "The identity provider cannot be reached to check the token",
+    }.items()
+}
+COMMAND_ERRORS = {**ERRORS, 409: {"model": ErrorBody, "description": "The Idempotency-Key named another command"}}
+
+CaseId = Annotated[str, PathParam(min_length=1, max_length=200, pattern=SAFE_TEXT, description="The case id")]
+Filter = Annotated[str | None, Query(min_length=1, max_length=200, pattern=SAFE_TEXT)]
+ViewReason = Annotated[str | None, Query(min_length=1, max_length=500, pattern=SAFE_TEXT)]
+ViewReasonHeader = Annotated[str | None, Header(alias="X-View-Reason", min_length=1, max_length=500, pattern=SAFE_TEXT)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=SAFE_TEXT,
+        description="Send the same key again to retry safely: the same command id, sent once",
+    ),
+]
+
+
+def create_app(
+    *,
+    pool: PoolSource,
+    verifier: Verifier,
+    settings: Settings,
+    read_model: ReadModel | None = None,
+    views: ViewModels | None = None,
+    policy: Policy | None = None,
+) -> FastAPI:
+    """The API's ASGI application. ``pool`` gives the service's database pool (made on first use); the read model,
+    its response models and the policy default to ``services.api.queries``, ``.views`` and ``.policy``."""
+    read: ReadModel = read_model or importlib.import_module("services.api.queries")  # type: ignore[assignment]
+    models: ViewModels = views or importlib.import_module("services.api.views")  # type: ignore[assignment]
+    rules: Policy = policy or importlib.import_module("services.api.policy")  # type: ignore[assignment]
+    auth = importlib.import_module("services.api.auth")
+
+    app = FastAPI(
+        title="Restorative justice facilitator API",
+        version="1",
+        description=__doc__,
+        responses={500: {"model": ErrorBody, "description": "A fault of ours; the detail never says more"}},
+    )
+    bearer = HTTPBearer(auto_error=False, description="An access token from the force's identity provider")
+
+    async def caller(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+        if credentials is None:
+            raise ApiError(401, "unauthenticated", "a bearer token is required", {"WWW-Authenticate": "Bearer"})
+        try:
+            principal: Principal = await run_in_threadpool(verifier.verify, credentials.credentials)
+        except auth.Unauthenticated as exc:
+            raise ApiError(
+                401, "unauthenticated", str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+            ) from None
+        except auth.IdentityProviderUnavailable as exc:
+            log.warning("identity_provider_unavailable", error=str(exc))
+            raise ApiError(
+                503, "identity_provider_unavailable", "the identity provider cannot be reached; try again shortly"
+            ) from None
+        return principal
+
+    Caller = Annotated[Principal, Depends(caller)]
+
+    async def visible_case(conn: asyncpg.Connection, principal: Principal, case_id: str) -> CaseAccess:
+        access = await read.case_access(conn, case_id)
+        if access is None or not rules.may_see(principal, access):
+            raise no_such_case()
+        return access
+
+    def scope(principal: Principal, facilitator: str | None) -> str | None:
+        """Whose cases a list covers: any facilitator's (or all) for a whole-force role, else the caller's own."""
+        return facilitator if principal.role in WHOLE_FORCE else principal.staff_id
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.error, exc.detail, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, "invalid", describe_errors(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return error_response(exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail), exc.headers)
+
+    @app.exception_handler(Exception)
+    async def fault(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("api_request_failed", error=repr(exc))
+        return error_response(500, "internal", "something went wrong on our side; it has been logged")
+
+    @app.get("/me", response_model=Me, responses=ERRORS, tags=["staff"])
+    async def me(principal: Caller) -> Me:
+        """Who the token says the caller is."""
+        allowed = sorted(t for t in rules.STAFF_COMMANDS if rules.may_issue(principal, t))
+        return Me(
+            staff_id=principal.staff_id, role=principal.role, force=principal.force, name=principal.name,
+            commands=allowed,
+        )  # fmt: skip
+
+    @app.get("/cases", response_model=models.CasePage, responses=ERRORS, tags=["cases"])
+    async def list_cases(
+        principal: Caller,
+        status: Filter = None,
+        facilitator: Filter = None,
+        crime_reference: Filter = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        after: Annotated[str | None, Query(min_length=1, max_length=500, pattern=SAFE_TEXT)] = None,
+    ) -> Any:
+        """Cases of the caller's force, most recently changed first (no personal data); ``after`` is the
+        ``next`` cursor of the page before. Facilitators and volunteers see the cases assigned to them."""
+        async with transaction(await pool()) as conn:
+            try:
+                return await read.list_cases(
+                    conn, force=principal.force, facilitator_id=scope(principal, facilitator), status=status,
+                    crime_reference=crime_reference, limit=limit, after=after,
+                )  # fmt: skip
+            except ValueError as exc:  # the read model refuses a cursor it did not make
+                raise ApiError(400, "bad_cursor", str(exc) or "the cursor is not one this API gave") from None
+
+    @app.get("/cases/{case_id}", response_model=models.CaseDetail, responses=ERRORS, tags=["cases"])
+    async def case_page(
+        principal: Caller, case_id: CaseId, reason: ViewReason = None, view_reason: ViewReasonHeader = None
+    ) -> Any:
+        """One case in full. An auditor sees personal data only when they state why (``X-View-Reason`` or
+        ``?reason=``); every response that shows any is logged (``rj.view.logged``) before it is sent."""
+        stated = view_reason or reason
+        with privacy.batch_scope():
+            async with transaction(await pool()) as conn:
+                access = await visible_case(conn, principal, case_id)
+                personal = stated is not None or not rules.needs_reason_for_personal_data(principal)
+                detail = await read.case_detail(conn, case_id, personal=personal)
+                if detail is None:
+                    raise no_such_case()
+                shown = list(getattr(detail, "personal_fields", None) or [])
+                if shown:
+                    await write_outbox(
+                        conn, commands.SCHEMA, [view_logged(principal, access, shown, stated, what="case page")]
+                    )
+        return detail
+
+    @app.get("/deadlines", response_model=list[models.Deadline], responses=ERRORS, tags=["queues"])  # type: ignore[name-defined]
+    async def deadlines(principal: Caller, state: Literal["due", "breached"] = "due") -> Any:
+        """Victims' Code clocks and agreement items due soon (``due``) or passed unmet (``breached``)."""
+        async with transaction(await pool()) as conn:
+            return await read.deadlines(conn, force=principal.force, facilitator_id=scope(principal, None), state=state)
+
+    @app.get(
+        "/indirect-items/awaiting-approval",
+        response_model=list[models.IndirectItem],  # type: ignore[name-defined]
+        responses=ERRORS,
+        tags=["queues"],
+    )
+    async def indirect_awaiting_approval(principal: Caller) -> Any:
+        """Indirect-RJ items (letters, recordings) waiting for a facilitator to screen them."""
+        async with transaction(await pool()) as conn:
+            return await read.indirect_awaiting_approval(
+                conn, force=principal.force, facilitator_id=scope(principal, None)
+            )
+
+    @app.get("/commands/{command_id}", response_model=commands.CommandOutcome, responses=ERRORS, tags=["commands"])
+    async def command_outcome(
+        principal: Caller,
+        command_id: Annotated[str, PathParam(min_length=1, max_length=200, pattern=SAFE_TEXT)],
+        wait: Annotated[float, Query(ge=0, le=commands.MAX_WAIT_S, description="seconds to wait for an answer")] = 0,
+    ) -> commands.CommandOutcome:
+        """What became of a command; with ``wait``, held open until its first answer comes or the time is up."""
+        async with (await pool()).acquire() as conn:
+            sent = await commands.sent_command(conn, command_id)
+            if sent is None:
+                raise ApiError(404, "not_found", "no such command")
+            access = await read.case_access(conn, sent.case_id)
+            if access is None or not rules.may_see(principal, access):
+                raise ApiError(404, "not_found", "no such command")
+            answers = await commands.answers_within(conn, command_id, read.command_answers, wait)
+        return commands.outcome(sent, answers)
+
+    for command_type, model in commands.command_models(rules.STAFF_COMMANDS).items():
+        add_command_route(app, command_type, model, caller=caller, pool=pool, visible_case=visible_case, rules=rules)
+
+    return app
+
+
+def add_command_route(
+    app: FastAPI,
+    command_type: str,
+    model: type[Command],
+    *,
+    caller: Callable[..., Awaitable[Principal]],
+    pool: PoolSource,
+    visible_case: Callable[[asyncpg.Connection, Principal, str], Awaitable[CaseAccess]],
+    rules: Policy,
+) -> None:
+    """``POST /cases/{case_id}/commands/{command_type}``, its body the command without the case and the actor."""
+    body_type = commands.body_model(model)
+
+    async def post_command(
+        principal: Annotated[Principal, Depends(caller)],
+        case_id: CaseId,
+        body: body_type,  # type: ignore[valid-type]
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        try:
+            command = commands.build_command(model, body, case_id=case_id, staff_id=principal.staff_id)
+        except ValidationError as exc:  # the command's own rules, beyond the body's fields, refused it
+            raise ApiError(422, "invalid", describe_errors(exc.errors(), prefix=("body",))) from None
+        command_id = commands.command_id_for(principal.staff_id, idempotency_key)
+        with privacy.batch_scope():
+            async with transaction(await pool()) as conn:
+                access = await visible_case(conn, principal, case_id)
+                if not rules.may_issue(principal, command_type):
+                    why = rules.refusal(principal, command_type) or f"a {principal.role} may not send {command_type}"
+                    raise ApiError(403, "forbidden", why)
+                try:
+                    await commands.send_command(
+                        conn, command, command_id=command_id, staff_id=principal.staff_id, force=access.force
+                    )
+                except commands.IdempotencyKeyReused as exc:
+                    raise ApiError(409, "conflict", str(exc)) from None
+        accepted = commands.CommandAccepted(
+            command_id=command_id, case_id=case_id, command_type=command_type,
+            status_url=f"/commands/{command_id}",
+        )  # fmt: skip
+        return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
+
+    post_command.__name__ = "send_" + command_type.replace(".", "_").replace("-", "_")
+    app.post(
+        f"/cases/{{case_id}}/commands/{command_type}",
+        status_code=202,
+        response_model=commands.CommandAccepted,
+        responses=COMMAND_ERRORS,
+        tags=["commands"],
+        summary=f"Send {command_type}",
+        description=(model.__doc__ or "").strip() or None,
+    )(post_command)
+
+
+def view_logged(
+    principal: Principal, access: CaseAccess, fields: list[str], reason: str | None, *, what: str
+) -> Outgoing:
+    """Rule 8: the record of ``principal`` being shown ``fields`` of a case, for ``rj.api``, keyed by the case."""
+    fact = ViewLogged(
+        case_id=access.case_id, viewer_id=principal.staff_id, role=str(principal.role),
+        viewed_at=datetime.now(UTC), fields=fields, reason=reason, what=what,
+    )  # fmt: skip
+    event = new_event(fact, source=commands.SOURCE, subject=access.case_id, force=access.force)
+    return Outgoing.event_of(topics.API, event)
+
+
+def error_response(status: int, error: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+def describe_errors(errors: Any, prefix: tuple[str, ...] = ()) -> str:
+    """Pydantic's errors as one line naming each field and why (``body.reason: String should have ...``)."""
+    parts = []
+    for err in list(errors)[:5]:
+        where = ".".join(str(p) for p in (*prefix, *err.get("loc", ()))) or "(request)"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+# --- the OpenAPI document, committed beside this module ------------------------------------------
+
+
+class _NoLogins:
+    def verify(self, token: str) -> Principal:
+        raise RuntimeError("the OpenAPI export serves no requests")
+
+
+async def _no_pool() -> asyncpg.Pool:
+    raise RuntimeError("the OpenAPI export serves no requests")
+
+
+def openapi_document(app: FastAPI | None = None) -> str:
+    """The OpenAPI document of ``app`` (default: the API as deployed) as the committed file holds it."""
+    if app is None:
+        app = create_app(pool=_no_pool, verifier=_NoLogins(), settings=Settings())
+    return json.dumps(app.openapi(), indent=2, ensure_ascii=False) + "\n"
+
+
+def write_openapi(path: Path = OPENAPI_FILE, app: FastAPI | None = None) -> None:
+    path.write_text(openapi_document(app))
+
+
+def openapi_is_current(path: Path = OPENAPI_FILE, app: FastAPI | None = None) -> bool:
+    """Whether the committed document is the one the code makes (UIs and schemathesis read the file)."""
+    return path.exists() and path.read_text() == openapi_document(app)
