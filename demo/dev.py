@@ -18,10 +18,11 @@ from demo import samples
 from demo.reader import TopicReader
 from schemas import topics
 from schemas.upstream import Requester, RiskFlag
+from services.api.issuer import LocalIssuer, issuer_from_settings
 from services.catalog import SERVICES
 from services.runtime.devstack import database_for_run, ensure_postgres, master_key_file, start_broker
 from services.runtime.kafka import ensure_topics, publish
-from services.runtime.settings import Settings
+from services.runtime.settings import Settings, get_settings
 from services.runtime.supervisor import Supervisor
 
 console = Console(width=120)
@@ -38,17 +39,20 @@ async def _run(*, demo: bool, keep_running: bool) -> int:
     broker = start_broker(log_path=STATE_DIR / "logs" / "tansu.log")
     server = await ensure_postgres(STATE_DIR)
     keys = master_key_file(STATE_DIR)
+    login: LocalIssuer | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        login = await start_login(get_settings())
         async with database_for_run(server, "rj_dev") as database_url:
             env = {
                 "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
                 "DATABASE_URL": database_url,
                 "DEADLINE_SWEEP_INTERVAL_S": os.environ.get("DEADLINE_SWEEP_INTERVAL_S", "2"),
                 "MASTER_KEY_FILE": str(keys),
+                **login_env(login),
             }
             settings = Settings(
                 kafka_bootstrap_servers=broker.bootstrap, database_url=database_url, master_key_file=keys
@@ -59,6 +63,11 @@ async def _run(*, demo: bool, keep_running: bool) -> int:
                 supervisor.start(name)
             console.print(f"[bold]RJ system up[/]: broker {broker.bootstrap}, database {database_url}")
             console.print(f"services: {', '.join(SERVICES)} (logs in {STATE_DIR / 'logs'})")
+            if login is not None:
+                console.print(
+                    f"login: local issuer {login.url}; a token for any role: "
+                    "rj token --user F-ANN --role facilitator (or volunteer, coordinator, auditor)"
+                )
             try:
                 if demo:
                     await run_demo(settings, stop)
@@ -70,7 +79,34 @@ async def _run(*, demo: bool, keep_running: bool) -> int:
                 supervisor.stop_all()
     finally:
         broker.stop()
+        if login is not None:
+            await login.stop()
     return 0
+
+
+async def start_login(settings: Settings) -> LocalIssuer | None:
+    """The local issuer, serving at the URL and with the key file the settings name, so ``rj token`` in
+    another terminal (same directory, same environment) mints tokens the services accept. None when
+    ``OIDC_ISSUER`` names a real identity provider: the services then use that one, as they inherit it."""
+    try:
+        login = issuer_from_settings(settings)
+    except ValueError as exc:
+        console.print(f"login: {exc}; using it, no local issuer")
+        return None
+    try:
+        await login.start()
+    except RuntimeError as exc:
+        raise SystemExit(
+            f"{exc}: is another `rj dev` or `rj issuer` running? (DEV_ISSUER_PORT picks another)"
+        ) from None
+    return login
+
+
+def login_env(login: LocalIssuer | None) -> dict[str, str]:
+    """What points the services' token verifier at the local issuer (nothing when a real one is set)."""
+    if login is None:
+        return {}
+    return {"OIDC_ISSUER": login.url, "OIDC_JWKS_URL": login.jwks_url}
 
 
 def demo_events() -> list[tuple[str, str, bytes]]:

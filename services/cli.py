@@ -4,6 +4,7 @@ look into and replay dead letters."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import os
@@ -13,6 +14,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
+from services.api.principal import Role
 from services.catalog import SERVICES
 from services.runtime.logs import configure_logging
 from services.runtime.settings import get_settings
@@ -97,6 +99,62 @@ def dev(
 def demo() -> None:
     """Start the embedded system, feed it sample upstream events, print the cases they became, stop."""
     dev(demo=True, keep_running=False)
+
+
+# --- login on the embedded stack: the local issuer (services/api/issuer.py) ------------------------------
+
+
+@cli.command()
+def issuer() -> None:
+    """Serve the local OpenID Connect issuer (what `rj dev` also runs) until Ctrl-C; `rj token` mints for it."""
+    from services.api.issuer import issuer_from_settings
+
+    settings = get_settings()
+    configure_logging("issuer", settings.log_level, settings.log_format)
+    try:
+        local = issuer_from_settings(settings)
+    except ValueError as exc:
+        _refuse(str(exc))
+
+    async def serve_until_stopped() -> None:
+        try:
+            await local.start()
+        except RuntimeError as exc:
+            _refuse(f"{exc} (another `rj dev` or `rj issuer`? set DEV_ISSUER_PORT)")
+        typer.echo(f"issuer {local.url} (key {local.key_file}); point the API at it with:")
+        typer.echo(f"  OIDC_ISSUER={local.url} OIDC_JWKS_URL={local.jwks_url}")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await local.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_until_stopped())
+
+
+@cli.command()
+def token(
+    user: Annotated[str, typer.Option(help="the staff id the token is for (its subject)")],
+    role: Annotated[Role, typer.Option(help="what they may do on the API")],
+    force: Annotated[
+        str | None, typer.Option(help="the force whose cases they work on, as cases carry it [default: the demo's]")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="their name, as a UI shows it")] = None,
+    ttl: Annotated[int, typer.Option(min=1, max=30 * 24 * 3600, help="seconds the token is valid")] = 3600,
+) -> None:
+    """Print an access token from the local issuer (the one `rj dev` runs), e.g. TOKEN=$(rj token --user F-ANN
+    --role facilitator); send it as `Authorization: Bearer $TOKEN`."""
+    from services.api.issuer import issuer_from_settings
+
+    try:
+        local = issuer_from_settings(get_settings())
+    except ValueError as exc:
+        _refuse(f"{exc}; rj token mints only for the local issuer")
+    if force is None:
+        from demo.samples import UPSTREAM_SOURCE
+
+        force = UPSTREAM_SOURCE
+    typer.echo(local.mint(user, role, force, name=name, ttl_s=ttl))
 
 
 @schemas_cli.command("export")

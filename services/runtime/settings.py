@@ -96,6 +96,28 @@ class Settings(BaseSettings):
     participant_link_exit_url: str = "https://www.bbc.co.uk/weather"
     # The address participants reach the API at, as links in their messages spell it (no trailing slash needed).
     public_base_url: str = "http://127.0.0.1:8080"
+    # Login (services/api/auth.py): the force's OpenID Connect identity provider. The API accepts its access
+    # tokens signed with a key its JWKS publishes (RS256 or ES256), for ``oidc_audience``, from ``oidc_issuer``
+    # exactly as the token's ``iss`` says it. Empty issuer: the API refuses to start (``rj dev`` sets both to
+    # its local issuer). The claim names may be dotted paths into nested claims (``realm_access.roles``).
+    oidc_issuer: str = ""
+    oidc_jwks_url: str = ""
+    oidc_audience: str = "rj-api"
+    oidc_staff_id_claim: str = "sub"
+    oidc_role_claim: str = "roles"
+    oidc_force_claim: str = "rj_force"
+    oidc_name_claim: str = "name"
+    # Clocks differ between the identity provider and us: how far past ``exp`` or before ``nbf`` still counts.
+    oidc_clock_skew_s: float = Field(default=30.0, ge=0)
+    # The JWKS is kept this long; a token naming a key not in it refetches the set at most once per
+    # ``oidc_jwks_refetch_s`` (a key rotation is picked up within that; made-up key ids cannot flood the IdP).
+    oidc_jwks_cache_s: float = Field(default=300.0, gt=0)
+    oidc_jwks_refetch_s: float = Field(default=5.0, ge=0)
+    oidc_jwks_timeout_s: float = Field(default=5.0, gt=0)
+    # The embedded stack's local issuer (services/api/issuer.py): its signing key (made on first use, 0600)
+    # and its port on 127.0.0.1. ``rj dev`` serves it and ``rj token`` mints with the same file and URL.
+    dev_issuer_key_file: Path = Path(".rj/issuer.pem")
+    dev_issuer_port: int = Field(default=8780, ge=1, le=65535)
 
     log_level: str = "info"
     log_format: str = Field(default="console", pattern="^(console|json)$")
