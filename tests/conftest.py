@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from services.api.issuer import LocalIssuer
 from services.runtime.devstack import Broker, ensure_postgres, start_broker
 from tests.harness import System, stopped_systems
 
@@ -28,9 +29,19 @@ async def pg_server() -> str:
     return await ensure_postgres(STATE)
 
 
+@pytest.fixture(scope="session")
+async def issuer() -> AsyncIterator[LocalIssuer]:
+    """The force's identity provider as the API sees it: a local OpenID Connect issuer, one per session."""
+    STATE.mkdir(parents=True, exist_ok=True)
+    async with LocalIssuer(STATE / "issuer.pem") as issuer:
+        yield issuer
+
+
 @pytest.fixture
-async def system(broker: Broker, pg_server: str, request: pytest.FixtureRequest) -> AsyncIterator[System]:
+async def system(
+    broker: Broker, pg_server: str, issuer: LocalIssuer, request: pytest.FixtureRequest
+) -> AsyncIterator[System]:
     log_dir = STATE / "logs" / request.node.name
     shutil.rmtree(log_dir, ignore_errors=True)  # keep only this run's logs to read after a failure
-    async with System(broker.bootstrap, pg_server, log_dir) as system:
+    async with System(broker.bootstrap, pg_server, log_dir, issuer=issuer) as system:
         yield system

@@ -23,7 +23,10 @@ from pydantic import SecretStr
 from demo.reader import TopicReader
 from schemas import topics
 from schemas.registry import REGISTRY
-from services.runtime.devstack import create_database, drop_database
+from services.api.issuer import LocalIssuer
+from services.api.links import new_link_key
+from services.api.principal import Role
+from services.runtime.devstack import create_database, drop_database, free_port
 from services.runtime.kafka import ensure_topics, publish
 from services.runtime.keystore import MasterKeys
 from services.runtime.privacy import Privacy
@@ -48,8 +51,13 @@ async def run_rj(settings: Settings, *args: str) -> tuple[int, str, str]:
 
 
 class System:
-    def __init__(self, bootstrap: str, server_url: str, log_dir: Path, **overrides: Any) -> None:
+    def __init__(
+        self, bootstrap: str, server_url: str, log_dir: Path, *, issuer: LocalIssuer | None = None, **overrides: Any
+    ) -> None:
         self.run_id = uuid.uuid4().hex[:10]
+        self.issuer = issuer
+        api_port = free_port()
+        login = {"oidc_issuer": issuer.url, "oidc_jwks_url": issuer.jwks_url} if issuer else {}
         self.server_url = server_url
         self.database = f"rj_test_{self.run_id}"
         self.settings = Settings(
@@ -66,6 +74,10 @@ class System:
                 "relay_poll_interval_s": 0.2,
                 "retry_max_backoff_s": 1.0,
                 "master_keys": SecretStr(MasterKeys.generate("test1")),
+                "api_port": api_port,
+                "public_base_url": f"http://127.0.0.1:{api_port}",
+                "participant_link_key": SecretStr(new_link_key()),
+                **login,
                 **overrides,
             }
         )
@@ -118,6 +130,19 @@ class System:
     def logs(self, name: str) -> str:
         path = self.service(name).log_path
         return path.read_text(errors="replace") if path and path.exists() else ""
+
+    # --- the API ------------------------------------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.api_port}"
+
+    def token(self, staff_id: str, role: Role | str, force: str | None = None) -> str:
+        """An access token from the session's identity provider (``force``: the samples' force)."""
+        from demo.samples import UPSTREAM_SOURCE
+
+        assert self.issuer is not None, "this System has no identity provider"
+        return self.issuer.mint(staff_id, Role(role), force or UPSTREAM_SOURCE)
 
     # --- Kafka --------------------------------------------------------------------------------------
 

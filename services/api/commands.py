@@ -117,6 +117,40 @@ def body_model(model: type[Command]) -> type[BaseModel]:
     return body
 
 
+#: Commands about a resource rather than a case, and the field that names it (their key on ``rj.commands``).
+REGISTRATIONS: dict[str, str] = {"rj.facilitator.register": "facilitator_id", "rj.venue.register": "venue_id"}
+
+
+def registration_models(command_types: Iterable[str], registry: Registry = REGISTRY) -> dict[str, type[BaseModel]]:
+    """The models of ``command_types`` that register a facilitator or a venue, by type."""
+    return {t: registry.model(t) for t in sorted(command_types) if t in REGISTRATIONS and t in registry}
+
+
+async def send_registration(
+    conn: asyncpg.Connection, command: BaseModel, *, command_id: str, staff_id: str, force: str
+) -> bool:
+    """Record a registration as sent and put it in the api outbox for ``rj.commands``, keyed by the facilitator or
+    venue it names (ids and a venue's name: no one's personal data). False when this id was sent before."""
+    command_type: str = type(command).event_type  # type: ignore[attr-defined]
+    subject: str = getattr(command, REGISTRATIONS[command_type])
+    inserted = await conn.fetchval(
+        f"""INSERT INTO {SCHEMA}.commands_sent (command_id, case_id, command_type, staff_id)
+            VALUES ($1, $2, $3, $4) ON CONFLICT (command_id) DO NOTHING RETURNING true""",
+        command_id,
+        subject,
+        command_type,
+        staff_id,
+    )
+    if not inserted:
+        first = await sent_command(conn, command_id)
+        if first is None or (first.case_id, first.command_type) != (subject, command_type):
+            raise IdempotencyKeyReused("this Idempotency-Key was already used for another command")
+        return False
+    event = new_event(command, source=SOURCE, subject=subject, event_id=command_id, force=force)  # type: ignore[arg-type]
+    await write_outbox(conn, SCHEMA, [Outgoing.event_of(topics.COMMANDS, event)])
+    return True
+
+
 def build_command(model: type[Command], body: BaseModel, *, case_id: str, staff_id: str) -> Command:
     """The command as it goes out: the body, the case from the path, the actor from the token. Raises pydantic's
     ``ValidationError`` when the command's own rules refuse it."""

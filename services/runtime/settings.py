@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     participant_link_exit_url: str = "https://www.bbc.co.uk/weather"
     # The address participants reach the API at, as links in their messages spell it (no trailing slash needed).
     public_base_url: str = "http://127.0.0.1:8080"
+    # Where the api service serves HTTP (staff UIs, the console, participants' links); behind a TLS proxy in
+    # production, which ``public_base_url`` names.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=0, le=65535)
     # Login (services/api/auth.py): the force's OpenID Connect identity provider. The API accepts its access
     # tokens signed with a key its JWKS publishes (RS256 or ES256), for ``oidc_audience``, from ``oidc_issuer``
     # exactly as the token's ``iss`` says it. Empty issuer: the API refuses to start (``rj dev`` sets both to
