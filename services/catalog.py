@@ -8,4 +8,5 @@ SERVICES: dict[str, str] = {
     "consent": "services.consent.app:build",
     "scheduling": "services.scheduling.app:build",
     "privacy": "services.privacy.app:build",
+    "api": "services.api.app:build",
 }
