@@ -10,9 +10,16 @@ the runtime's relay, like every service's. The HTTP server runs in the same proc
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
+import uvicorn
+
 from schemas import topics
 from services.api import readmodel
-from services.runtime.app import ServiceApp
+from services.api.auth import verifier_from_settings
+from services.api.http import create_app
+from services.runtime.app import ServiceApp, stop_process_when_it_ends
 from services.runtime.settings import Settings
 
 TOPICS_IN = (topics.REFERRAL, topics.CONSENT, topics.SCHEDULING, topics.PRIVACY)
@@ -23,6 +30,30 @@ class ApiService(ServiceApp):
 
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__("api", migrations="services.api.migrations", settings=settings)
+        # Checked now, so that a missing identity provider stops the start with a clear error.
+        self.verifier = verifier_from_settings(self.settings)
+        self.http = create_app(pool=self.pool, verifier=self.verifier, settings=self.settings)
+        self.faust.task(stop_process_when_it_ends(self._serve_http, what="api http server"))
+
+    async def _serve_http(self) -> None:
+        config = uvicorn.Config(
+            self.http,
+            host=self.settings.api_host,
+            port=self.settings.api_port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            proxy_headers=True,
+        )
+        await _EmbeddedServer(config).serve()
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside the Faust worker: the worker owns the signals and the shutdown, not uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def build(service: ServiceApp | None = None) -> ServiceApp:

@@ -12,7 +12,7 @@ per-command routes, whose body types are made at run time, and must see the type
 import importlib
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
@@ -31,7 +31,7 @@ from schemas import topics
 from schemas.api import ViewLogged
 from schemas.commands import Command
 from schemas.envelope import new_event
-from services.api import commands
+from services.api import commands, links
 from services.api.principal import CaseAccess, Principal, Role
 from services.runtime import privacy
 from services.runtime.db import transaction
@@ -158,6 +158,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 COMMAND_ERRORS = {**ERRORS, 409: {"model": ErrorBody, "description": "The Idempotency-Key named another command"}}
 
 CaseId = Annotated[str, PathParam(min_length=1, max_length=200, pattern=SAFE_TEXT, description="The case id")]
+PersonId = Annotated[str, PathParam(min_length=1, max_length=200, pattern=SAFE_TEXT, description="A participant's id")]
 Filter = Annotated[str | None, Query(min_length=1, max_length=200, pattern=SAFE_TEXT)]
 ViewReason = Annotated[str | None, Query(min_length=1, max_length=500, pattern=SAFE_TEXT)]
 ViewReasonHeader = Annotated[str | None, Header(alias="X-View-Reason", min_length=1, max_length=500, pattern=SAFE_TEXT)]
@@ -323,14 +324,66 @@ def create_app(
             sent = await commands.sent_command(conn, command_id)
             if sent is None:
                 raise ApiError(404, "not_found", "no such command")
-            access = await read.case_access(conn, sent.case_id)
-            if access is None or not rules.may_see(principal, access):
-                raise ApiError(404, "not_found", "no such command")
+            if sent.command_type in commands.REGISTRATIONS:  # about a facilitator or venue: its sender's to see
+                if sent.staff_id != principal.staff_id:
+                    raise ApiError(404, "not_found", "no such command")
+            else:
+                access = await read.case_access(conn, sent.case_id)
+                if access is None or not rules.may_see(principal, access):
+                    raise ApiError(404, "not_found", "no such command")
             answers = await commands.answers_within(conn, command_id, read.command_answers, wait)
         return commands.outcome(sent, answers)
 
     for command_type, model in commands.command_models(rules.STAFF_COMMANDS).items():
         add_command_route(app, command_type, model, caller=caller, pool=pool, visible_case=visible_case, rules=rules)
+    for command_type, registration in commands.registration_models(rules.STAFF_COMMANDS).items():
+        add_registration_route(app, command_type, registration, caller=caller, pool=pool, rules=rules)
+
+    @app.put(
+        "/cases/{case_id}/participant-links",
+        response_model=LinksSetting,
+        responses=ERRORS,
+        tags=["participant links"],
+    )
+    async def set_participant_links(principal: Caller, case_id: CaseId, body: LinksSetting) -> LinksSetting:
+        """Turn participants' withdraw links on or off for a case (off by default on a sensitive case)."""
+        if principal.role not in LINK_SETTERS:
+            raise ApiError(403, "forbidden", f"a {principal.role} may not change a case's participant links")
+        async with transaction(await pool()) as conn:
+            await visible_case(conn, principal, case_id)
+            facts = await links.set_links_enabled(
+                conn, case_id=case_id, enabled=body.enabled, by=principal, reason=body.reason
+            )
+            await write_outbox(conn, commands.SCHEMA, facts)
+        return body
+
+    @app.post(
+        "/cases/{case_id}/participants/{person_id}/withdraw-link",
+        response_model=WithdrawLink,
+        responses=ERRORS,
+        tags=["participant links"],
+    )
+    async def make_withdraw_link(principal: Caller, case_id: CaseId, person_id: PersonId) -> WithdrawLink:
+        """A participant's personal, single-purpose, expiring link to withdraw their consent (for a message to
+        them); refused where links are off for the case."""
+        if principal.role not in LINK_SETTERS:
+            raise ApiError(403, "forbidden", f"a {principal.role} may not make participants' links")
+        async with transaction(await pool()) as conn:
+            await visible_case(conn, principal, case_id)
+            if not await conn.fetchval(
+                "SELECT true FROM api.participants WHERE case_id = $1 AND person_id = $2", case_id, person_id
+            ):
+                raise ApiError(404, "not_found", "no such participant on this case")
+            if not await links.links_allowed(conn, case_id):
+                raise ApiError(409, "links_off", "participant links are off for this case (a sensitive case)")
+        try:
+            url = links.mint_link(settings, case_id=case_id, person_id=person_id)
+        except links.LinkKeyMissing:
+            raise ApiError(409, "links_unconfigured", "no participant link key is configured") from None
+        expires_at = datetime.now(UTC) + timedelta(seconds=settings.participant_link_ttl_s)
+        return WithdrawLink(url=url, expires_at=expires_at)
+
+    app.include_router(links.participant_router(pool, settings))
 
     return app
 
@@ -387,6 +440,77 @@ def add_command_route(
         summary=f"Send {command_type}",
         description=(model.__doc__ or "").strip() or None,
     )(post_command)
+
+
+def add_registration_route(
+    app: FastAPI,
+    command_type: str,
+    model: type[BaseModel],
+    *,
+    caller: Callable[..., Awaitable[Principal]],
+    pool: PoolSource,
+    rules: Policy,
+) -> None:
+    """``POST /registrations/{command_type}``: register or update a facilitator or a venue (not about a case)."""
+    body_type = commands.body_model(model)  # type: ignore[arg-type]
+
+    async def post_registration(
+        principal: Annotated[Principal, Depends(caller)],
+        body: body_type,  # type: ignore[valid-type]
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        fields: dict[str, Any] = body.model_dump()  # type: ignore[attr-defined]
+        if not rules.may_issue(principal, command_type):
+            why = rules.refusal(principal, command_type) or f"a {principal.role} may not send {command_type}"
+            raise ApiError(403, "forbidden", why)
+        try:
+            command = model.model_validate({**fields, "actor": {"kind": "staff", "id": principal.staff_id}})
+        except ValidationError as exc:
+            raise ApiError(422, "invalid", describe_errors(exc.errors(), prefix=("body",))) from None
+        command_id = commands.command_id_for(principal.staff_id, idempotency_key)
+        async with transaction(await pool()) as conn:
+            try:
+                await commands.send_registration(
+                    conn, command, command_id=command_id, staff_id=principal.staff_id, force=principal.force
+                )
+            except commands.IdempotencyKeyReused as exc:
+                raise ApiError(409, "conflict", str(exc)) from None
+        subject = getattr(command, commands.REGISTRATIONS[command_type])
+        accepted = commands.CommandAccepted(
+            command_id=command_id, case_id=subject, command_type=command_type, status_url=f"/commands/{command_id}"
+        )
+        return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
+
+    post_registration.__name__ = "send_" + command_type.replace(".", "_").replace("-", "_")
+    app.post(
+        f"/registrations/{command_type}",
+        status_code=202,
+        response_model=commands.CommandAccepted,
+        responses=COMMAND_ERRORS,
+        tags=["commands"],
+        summary=f"Send {command_type}",
+        description=(model.__doc__ or "").strip() or None,
+    )(post_registration)
+
+
+#: Who may turn participants' links on or off for a case, and make one for a participant.
+LINK_SETTERS = frozenset({Role.facilitator, Role.coordinator})
+
+
+class LinksSetting(BaseModel):
+    """Whether participants of a case may withdraw through their personal link, and why it was changed."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool
+    reason: str | None = Field(default=None, min_length=1, max_length=500, pattern=SAFE_TEXT)
+
+
+class WithdrawLink(BaseModel):
+    """A participant's withdraw link: send it to them alone."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str
+    expires_at: datetime
 
 
 def view_logged(

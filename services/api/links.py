@@ -371,9 +371,8 @@ def participant_router(pool: Callable[[], Awaitable[asyncpg.Pool]], settings: Se
         log.warning("participant_link_database_unavailable", error=repr(exc))
         return _render(request, "unavailable", 503, exit_url=exit_url)
 
-    @router.api_route(
+    @router.get(
         "/p/{token}",
-        methods=["GET", "HEAD"],
         response_class=HTMLResponse,
         responses=_PAGE_RESPONSES,
         summary="A participant's withdraw link: the confirmation page (changes nothing)",
@@ -393,6 +392,11 @@ def participant_router(pool: Callable[[], Awaitable[asyncpg.Pool]], settings: Se
         except _INFRASTRUCTURE_FAILURES as exc:
             return unavailable(request, exc)
         return _render(request, "confirm", 200, exit_url=exit_url)
+
+    # HEAD (link checkers) answers as GET does; one operation in the OpenAPI document, not two with one id.
+    router.add_api_route(
+        "/p/{token}", confirm_withdrawal, methods=["HEAD"], response_class=HTMLResponse, include_in_schema=False
+    )
 
     @router.post(
         "/p/{token}",
