@@ -23,6 +23,7 @@ from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -235,9 +236,18 @@ def create_app(
         return error_response(422, "invalid", describe_errors(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed"}
-        return error_response(exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail), exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:  # every method the path has, not only those of the first route that matched it
+            allowed = {
+                method
+                for route in app.routes
+                if isinstance(route, APIRoute) and route.path_regex.match(request.url.path)
+                for method in route.methods
+            }
+            headers = {"Allow": ", ".join(sorted(allowed))}
+        return error_response(exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail), headers)
 
     @app.exception_handler(Exception)
     async def fault(_request: Request, exc: Exception) -> JSONResponse:

@@ -1,0 +1,251 @@
+"""The Facilitator API through the real stack: staff act on cases over HTTP alone (every command through the API,
+every answer from its read model), with their force's login; who may see what; the view log; participants' links.
+
+Only the upstream crime system publishes on Kafka directly here, as it does in production."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from demo import samples
+from services.api import links
+from services.api.principal import Role
+from tests.e2e.api_client import Staff, api_up
+from tests.harness import System
+
+pytestmark = pytest.mark.integration
+
+ALL_DAY = [{"weekday": d, "start": "00:00:00", "end": "23:59:59"} for d in range(7)]
+OTHER_FORCE = "urn:police:warwickshire:rms"
+
+
+async def start(system: System) -> None:
+    for name in ("referral", "consent", "scheduling", "api"):
+        system.start(name)
+    await api_up(system)
+
+
+async def registered(coordinator: Staff, *facilitator_ids: str) -> None:
+    for facilitator_id in facilitator_ids:
+        body = {"facilitator_id": facilitator_id, "specialist": False, "working_hours": ALL_DAY}
+        sent = await coordinator.post("/registrations/rj.facilitator.register", json=body)
+        assert sent.status_code == 202, sent.text
+        assert (await coordinator.outcome(sent.json()["command_id"]))["status"] == "accepted"
+    venue = {"venue_id": "V-HUB", "kind": "community", "name": "Worcester hub"}
+    sent = await coordinator.post("/registrations/rj.venue.register", json=venue)
+    assert sent.status_code == 202, sent.text
+
+
+async def referred(system: System, coordinator: Staff, ref: str) -> tuple[str, str, str]:
+    """Upstream publishes a crime and an admitted outcome; the coordinator finds the case in the list."""
+    await system.publish(samples.on_crime_events(samples.crime_recorded(ref), samples.outcome_recorded(ref)))
+    case_id = samples.case_of(ref)
+    await coordinator.until(case_id, lambda c: c["status"] == "preparation", what=f"{ref} in preparation")
+    listed = await coordinator.get("/cases", params={"crime_reference": ref})
+    assert listed.status_code == 200, listed.text
+    assert [c["case_id"] for c in listed.json()["cases"]] == [case_id]
+    return case_id, f"V-{ref}", f"O-{ref}"
+
+
+async def prepared(facilitator: Staff, case_id: str, people: list[str]) -> None:
+    """The facilitator meets each party and records their consent, through the API."""
+    now = datetime.now(UTC).isoformat()
+    for person in people:
+        met = {"person_id": person, "met_at": now, "method": "in_person"}
+        assert (await facilitator.do(case_id, "rj.preparation-meeting.record", met))["status"] == "accepted"
+        consent = {"person_id": person, "through": "facilitator", "method": "in_person"}
+        assert (await facilitator.do(case_id, "rj.consent.give", consent))["status"] == "accepted"
+    await facilitator.until(case_id, lambda c: c["status"] == "ready", what="the case ready")
+
+
+async def booked(facilitator: Staff, case_id: str, starts: datetime, lead: str) -> dict[str, Any]:
+    booking = {
+        "meeting_id": "M1",
+        "kind": "conference",
+        "starts_at": starts.isoformat(),
+        "ends_at": (starts + timedelta(minutes=10)).isoformat(),
+        "lead_facilitator_id": lead,
+        "venue_id": "V-HUB",
+    }
+    # Scheduling hears the case is ready a moment after the read model does: a UI's user tries again.
+    outcome = await facilitator.do(case_id, "rj.meeting.book", booking, retries=20)
+    assert outcome["status"] == "accepted", outcome
+    return outcome
+
+
+async def test_a_facilitator_walks_a_case_from_assignment_to_closure_through_the_api_alone(system: System) -> None:
+    await start(system)
+    coordinator = Staff(system, "C-1", Role.coordinator)
+    ann = Staff(system, "F-ANN", Role.facilitator)
+    ben = Staff(system, "F-BEN", Role.facilitator)
+    try:
+        await registered(coordinator, "F-ANN", "F-BEN")
+        case_id, victim, offender = await referred(system, coordinator, "WM/2026/700001")
+
+        # Not yet hers: a facilitator sees nothing of a case not assigned to them, and cannot act on it.
+        assert (await ann.case(case_id)).status_code == 404
+        refused = await ann.send(case_id, "rj.case.add-note", {"text": "hello"})
+        assert refused.status_code == 404 and refused.json() == {"error": "not_found", "detail": "no such case"}
+        # Nor may she assign herself: that is the coordinator's.
+        assigned = await coordinator.do(case_id, "rj.facilitator.assign", {"facilitator_id": "F-ANN"})
+        assert assigned["status"] == "accepted", assigned
+        assert {f["event_type"] for f in assigned["facts"]} >= {"rj.facilitator.assigned"}
+
+        page = await ann.until(case_id, lambda c: c["facilitator_ids"] == ["F-ANN"], what="the assignment")
+        names = {p["person_id"]: p["name"] for p in page["participants"]}
+        assert names[victim] and names[offender], "the assigned facilitator sees the participants' names"
+        assert not page["personal_hidden"]
+        assert (await ann.get("/cases")).json()["cases"][0]["case_id"] == case_id
+
+        await prepared(ann, case_id, [victim, offender])
+        starts = samples.soon(4)
+        await booked(ann, case_id, starts, "F-ANN")
+        await ann.until(case_id, lambda c: [m["status"] for m in c["meetings"]] == ["booked"], what="the booking")
+        while datetime.now(UTC) < starts:
+            await ann.until(case_id, lambda c: True, what="time passing", timeout_s=1)
+        held = {"meeting_id": "M1", "held_at": datetime.now(UTC).isoformat()}
+        assert (await ann.do(case_id, "rj.meeting.record-held", held, retries=5))["status"] == "accepted"
+        item = {
+            "item_id": "I1",
+            "kind": "apology",
+            "description": "A letter of apology",
+            "owner_id": offender,
+            "due_date": (datetime.now(UTC) + timedelta(days=14)).date().isoformat(),
+        }
+        agreement = {"meeting_id": "M1", "items": [item], "consented_by": [victim, offender]}
+        assert (await ann.do(case_id, "rj.agreement.record", agreement))["status"] == "accepted"
+        assert (await ann.do(case_id, "rj.agreement-item.complete", {"item_id": "I1"}))["status"] == "accepted"
+
+        closed = await ann.until(case_id, lambda c: c["status"] == "closed", what="the case closed")
+        assert closed["agreement_items"][0]["state"] == "completed"
+        assert closed["agreement_items"][0]["description"] == "A letter of apology"
+        types = [entry["event_type"] for entry in closed["timeline"]]
+        for fact in ("rj.case.opened", "rj.facilitator.assigned", "rj.consent.given", "rj.meeting.booked"):
+            assert fact in types
+        assert types[-1] == "rj.case.closed" or "rj.case.closed" in types
+
+        # Another facilitator of the same force: still nothing, the same answer as for a case that does not exist.
+        assert (await ben.case(case_id)).json() == (await ben.case("no-such-case")).json()
+        assert (await ben.case(case_id)).status_code == 404
+        assert (await ben.get("/cases")).json()["cases"] == []
+
+        # Every page that showed a name is in the view log, in the API's outbox, with who and which fields.
+        logged = [
+            json.loads(r["value"])
+            for r in await system.fetch("SELECT value FROM api.outbox WHERE topic = 'rj.api' ORDER BY id")
+        ]
+        views = [e["data"] for e in logged if e["type"] == "rj.view.logged"]
+        assert views and all(v["viewer_id"] == "F-ANN" and v["case_id"] == case_id for v in views)
+        assert any(f"participants[{victim}].name" in v["fields"] for v in views)
+    finally:
+        for staff in (coordinator, ann, ben):
+            await staff.close()
+
+
+async def test_no_role_sees_another_forces_case_and_an_auditor_sees_personal_data_only_with_a_reason(
+    system: System,
+) -> None:
+    await start(system)
+    coordinator = Staff(system, "C-1", Role.coordinator)
+    elsewhere = Staff(system, "C-9", Role.coordinator, force=OTHER_FORCE)
+    auditor = Staff(system, "A-1", Role.auditor)
+    try:
+        case_id, victim, _offender = await referred(system, coordinator, "WM/2026/700002")
+
+        # Another force's coordinator: not found, nothing listed, no command taken.
+        assert (await elsewhere.case(case_id)).status_code == 404
+        assert (await elsewhere.get("/cases")).json()["cases"] == []
+        sent = await elsewhere.send(case_id, "rj.facilitator.assign", {"facilitator_id": "F-X"})
+        assert sent.status_code == 404
+
+        # The auditor reads the case, but without a reason its personal data is hidden, and nothing is logged.
+        hidden = (await auditor.case(case_id)).json()
+        assert hidden["personal_hidden"] and hidden["personal_fields"] == []
+        assert all(p["name"] is None for p in hidden["participants"])
+        # An auditor may not act.
+        assert (await auditor.send(case_id, "rj.case.add-note", {"text": "x"})).status_code == 403
+        before = await system.fetchval("SELECT count(*) FROM api.outbox WHERE topic = 'rj.api'")
+
+        reason = "Subject access request SAR-2026-118"
+        shown = await auditor.get(f"/cases/{case_id}", headers={"X-View-Reason": reason})
+        assert shown.status_code == 200, shown.text
+        names = {p["person_id"]: p["name"] for p in shown.json()["participants"]}
+        assert names[victim]
+        rows = await system.fetch("SELECT value FROM api.outbox WHERE topic = 'rj.api' ORDER BY id")
+        assert len(rows) == before + 1
+        logged = json.loads(rows[-1]["value"])
+        assert logged["type"] == "rj.view.logged"
+        assert logged["data"]["viewer_id"] == "A-1" and logged["data"]["role"] == "auditor"
+        assert logged["data"]["reason"] == reason and f"participants[{victim}].name" in logged["data"]["fields"]
+
+        # A token that is not one: 401, whoever it claims to be.
+        forged = await auditor.client.get(
+            f"/cases/{case_id}", headers={"Authorization": "Bearer " + system.token("A-1", "auditor")[:-4] + "AAAA"}
+        )
+        assert forged.status_code == 401 and "WWW-Authenticate" in forged.headers
+    finally:
+        for staff in (coordinator, elsewhere, auditor):
+            await staff.close()
+
+
+async def test_a_participant_withdraws_through_their_link_and_the_meeting_is_cancelled(system: System) -> None:
+    await start(system)
+    coordinator = Staff(system, "C-1", Role.coordinator)
+    ann = Staff(system, "F-ANN", Role.facilitator)
+    try:
+        await registered(coordinator, "F-ANN")
+        case_id, victim, offender = await referred(system, coordinator, "WM/2026/700003")
+        await coordinator.do(case_id, "rj.facilitator.assign", {"facilitator_id": "F-ANN"})
+        await ann.until(case_id, lambda c: c["facilitator_ids"] == ["F-ANN"], what="the assignment")
+        await prepared(ann, case_id, [victim, offender])
+        await booked(ann, case_id, samples.next_week(), "F-ANN")
+
+        made = await ann.post(f"/cases/{case_id}/participants/{offender}/withdraw-link")
+        assert made.status_code == 200, made.text
+        url = made.json()["url"]
+        assert case_id not in url and offender not in url, "the link itself says nothing of the case or person"
+
+        async with httpx.AsyncClient(timeout=20) as participant:
+            # A mail scanner follows the link first: GET and HEAD show, and withdraw nothing.
+            scanner = {"User-Agent": "Mozilla/5.0 (compatible; SafeLinks link checker)"}
+            for method in ("GET", "HEAD"):
+                seen = await participant.request(method, url, headers=scanner)
+                assert seen.status_code == 200
+            page = (await participant.get(url)).text
+            assert "WM/2026/700003" not in page and offender not in page and victim not in page
+            altered = url[:-3] + ("AAA" if not url.endswith("AAA") else "BBB")
+            assert (await participant.post(altered)).status_code in (400, 404)
+            expired = links.mint_link(
+                system.settings,
+                case_id=case_id,
+                person_id=offender,
+                ttl_s=60,
+                now=datetime.now(UTC) - timedelta(hours=1),
+            )
+            assert (await participant.post(expired)).status_code == 410
+            withdrawals = (
+                "SELECT count(*) FROM api.outbox WHERE topic = 'rj.commands' "
+                "AND convert_from(value, 'UTF8') LIKE '%\"rj.consent.withdraw\"%'"
+            )
+            assert await system.fetchval(withdrawals) == 0
+
+            done = await participant.post(url)
+            assert done.status_code == 200, done.text
+            again = await participant.post(url)
+            assert again.status_code == 410
+            assert await system.fetchval(withdrawals) == 1
+
+        page = await ann.until(
+            case_id,
+            lambda c: [m["status"] for m in c["meetings"]] == ["cancelled"],
+            what="the meeting cancelled after the withdrawal",
+        )
+        assert any(c["decision"] == "withdrawn" and c["person_id"] == offender for c in page["consents"])
+    finally:
+        for staff in (coordinator, ann):
+            await staff.close()
