@@ -159,7 +159,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 COMMAND_ERRORS = {**ERRORS, 409: {"model": ErrorBody, "description": "The Idempotency-Key named another command"}}
 
 CaseId = Annotated[str, PathParam(min_length=1, max_length=200, pattern=SAFE_TEXT, description="The case id")]
-PersonId = Annotated[str, PathParam(min_length=1, max_length=200, pattern=SAFE_TEXT, description="A participant's id")]
 Filter = Annotated[str | None, Query(min_length=1, max_length=200, pattern=SAFE_TEXT)]
 ViewReason = Annotated[str | None, Query(min_length=1, max_length=500, pattern=SAFE_TEXT)]
 ViewReasonHeader = Annotated[str | None, Header(alias="X-View-Reason", min_length=1, max_length=500, pattern=SAFE_TEXT)]
@@ -368,12 +367,12 @@ def create_app(
         return body
 
     @app.post(
-        "/cases/{case_id}/participants/{person_id}/withdraw-link",
+        "/cases/{case_id}/withdraw-links",
         response_model=WithdrawLink,
         responses=ERRORS,
         tags=["participant links"],
     )
-    async def make_withdraw_link(principal: Caller, case_id: CaseId, person_id: PersonId) -> WithdrawLink:
+    async def make_withdraw_link(principal: Caller, case_id: CaseId, body: WithdrawLinkFor) -> WithdrawLink:
         """A participant's personal, single-purpose, expiring link to withdraw their consent (for a message to
         them); refused where links are off for the case."""
         if principal.role not in LINK_SETTERS:
@@ -381,13 +380,13 @@ def create_app(
         async with transaction(await pool()) as conn:
             await visible_case(conn, principal, case_id)
             if not await conn.fetchval(
-                "SELECT true FROM api.participants WHERE case_id = $1 AND person_id = $2", case_id, person_id
+                "SELECT true FROM api.participants WHERE case_id = $1 AND person_id = $2", case_id, body.person_id
             ):
                 raise ApiError(404, "not_found", "no such participant on this case")
             if not await links.links_allowed(conn, case_id):
                 raise ApiError(409, "links_off", "participant links are off for this case (a sensitive case)")
         try:
-            url = links.mint_link(settings, case_id=case_id, person_id=person_id)
+            url = links.mint_link(settings, case_id=case_id, person_id=body.person_id)
         except links.LinkKeyMissing:
             raise ApiError(409, "links_unconfigured", "no participant link key is configured") from None
         expires_at = datetime.now(UTC) + timedelta(seconds=settings.participant_link_ttl_s)
@@ -513,6 +512,13 @@ class LinksSetting(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool
     reason: str | None = Field(default=None, min_length=1, max_length=500, pattern=SAFE_TEXT)
+
+
+class WithdrawLinkFor(BaseModel):
+    """Whose withdraw link to make (a person id may hold any character, so it goes in the body, not the path)."""
+
+    model_config = ConfigDict(extra="forbid")
+    person_id: str = Field(min_length=1, max_length=200, pattern=SAFE_TEXT)
 
 
 class WithdrawLink(BaseModel):

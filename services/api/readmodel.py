@@ -129,9 +129,10 @@ async def take_in(conn: asyncpg.Connection, events: Sequence[Event]) -> list[Out
 async def fold(conn: asyncpg.Connection, event: Event) -> None:
     data = event.data
     apply = _APPLY.get(type(data))
-    if isinstance(data, REGISTRATIONS):
+    if isinstance(data, REGISTRATIONS):  # about a facilitator or a venue, not a case; still a command's answer
         if apply is not None:
             await apply(conn, event, data)
+        await _record_answer(conn, event)
         return
     case_ids = _cases_of(data)
     if not isinstance(data, ANSWERS_ONLY):
