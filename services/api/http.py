@@ -243,7 +243,7 @@ def create_app(
                 method
                 for route in app.routes
                 if isinstance(route, APIRoute) and route.path_regex.match(request.url.path)
-                for method in route.methods
+                for method in route.methods or ()
             }
             headers = {"Allow": ", ".join(sorted(allowed))}
         return error_response(exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail), headers)
