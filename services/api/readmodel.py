@@ -143,6 +143,8 @@ async def fold(conn: asyncpg.Connection, event: Event) -> None:
     for case_id in case_ids:
         await _record_in_timeline(conn, case_id, event)
     await _record_answer(conn, event)
+    if isinstance(data, CaseClosed) and data.closed_by.kind == "staff":
+        await _answer_staff_closure(conn, event, data)
 
 
 def _cases_of(data: EventData) -> list[str]:
@@ -200,6 +202,33 @@ async def _record_answer(conn: asyncpg.Connection, event: Event) -> None:
     )
     if written is not None:
         await conn.execute("SELECT pg_notify($1, $2)", ANSWERS_CHANNEL, answer.command_id)
+
+
+async def _answer_staff_closure(conn: asyncpg.Connection, event: Event, data: CaseClosed) -> None:
+    """``rj.case.closed`` is participant-facing: no ``causationid`` leads from it to the command that closed the case.
+    A closure by staff answers that member of staff's ``rj.case.close`` sent through this API for the case, which no
+    other fact answers; the earliest such command not answered yet (a later one is rejected: the case is closed)."""
+    command_id = await conn.fetchval(
+        """SELECT s.command_id FROM api.commands_sent s
+            WHERE s.case_id = $1 AND s.command_type = 'rj.case.close' AND s.staff_id = $2
+              AND NOT EXISTS (SELECT 1 FROM api.command_answers a WHERE a.command_id = s.command_id)
+            ORDER BY s.sent_at LIMIT 1""",
+        data.case_id,
+        data.closed_by.id,
+    )
+    if command_id is None:
+        return
+    written = await conn.fetchval(
+        """INSERT INTO api.command_answers (command_id, event_id, case_id, event_type, status, reason, at)
+           VALUES ($1, $2, $3, $4, 'accepted', NULL, $5) ON CONFLICT (event_id) DO NOTHING RETURNING command_id""",
+        command_id,
+        event.id,
+        data.case_id,
+        event.type,
+        event.time,
+    )
+    if written is not None:
+        await conn.execute("SELECT pg_notify($1, $2)", ANSWERS_CHANNEL, command_id)
 
 
 async def sealed(conn: asyncpg.Connection, data: BaseModel, case_id: str) -> dict[str, Any]:

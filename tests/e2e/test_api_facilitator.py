@@ -198,6 +198,22 @@ async def test_no_role_sees_another_forces_case_and_an_auditor_sees_personal_dat
             f"/cases/{case_id}", headers={"Authorization": "Bearer " + system.token("A-1", "auditor")[:-4] + "AAAA"}
         )
         assert forged.status_code == 401 and "WWW-Authenticate" in forged.headers
+
+        # A volunteer facilitator may not close a case; a coordinator may, and is told when it is done (the
+        # closure is participant-facing, so no fact names the command: the read model answers it all the same).
+        volunteer = Staff(system, "V-1", Role.volunteer)
+        await registered(coordinator, "V-1")
+        assigned = await coordinator.do(case_id, "rj.facilitator.assign", {"facilitator_id": "V-1"})
+        assert assigned["status"] == "accepted", assigned["reason"]
+        await volunteer.until(case_id, lambda c: True, what="the volunteer's assignment")
+        close = {"closure_reason": "not_suitable", "reason": "The offender has moved abroad"}
+        refused = await volunteer.send(case_id, "rj.case.close", close)
+        assert refused.status_code == 403 and "volunteer" in refused.json()["detail"]
+        await volunteer.close()
+        closed = await coordinator.do(case_id, "rj.case.close", close)
+        assert closed["status"] == "accepted" and [f["event_type"] for f in closed["facts"]] == ["rj.case.closed"]
+        page = await coordinator.until(case_id, lambda c: c["status"] == "closed", what="the case closed")
+        assert page["closure_reason"] == "not_suitable"
     finally:
         for staff in (coordinator, elsewhere, auditor):
             await staff.close()
