@@ -1,26 +1,36 @@
-"""``rj dev`` and ``rj demo``: the whole system on the embedded broker and PostgreSQL, on one machine."""
+"""``rj dev`` and ``rj demo``: the whole system on the embedded broker and PostgreSQL, on one machine, with the
+local issuer staff sign in with and the API they act through; the demo's sample traffic, and its staff acting on
+cases through that API as a UI does."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import socket
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
+import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from demo import samples
 from demo.reader import TopicReader
+from demo.staff import DemoStepFailed, StaffMember
 from schemas import topics
+from schemas.commands import Command
 from schemas.upstream import Requester, RiskFlag
 from services.api.issuer import LocalIssuer, issuer_from_settings
+from services.api.links import new_link_key
+from services.api.principal import Role
 from services.catalog import SERVICES
-from services.runtime.devstack import database_for_run, ensure_postgres, master_key_file, start_broker
+from services.runtime.devstack import database_for_run, ensure_postgres, free_port, master_key_file, start_broker
 from services.runtime.kafka import ensure_topics, publish
 from services.runtime.settings import Settings, get_settings
 from services.runtime.supervisor import Supervisor
@@ -39,13 +49,16 @@ async def _run(*, demo: bool, keep_running: bool) -> int:
     broker = start_broker(log_path=STATE_DIR / "logs" / "tansu.log")
     server = await ensure_postgres(STATE_DIR)
     keys = master_key_file(STATE_DIR)
+    configured = get_settings()
     login: LocalIssuer | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    worked = True
     try:
-        login = await start_login(get_settings())
+        login = await start_login(configured)
+        api = api_env(configured, STATE_DIR)
         async with database_for_run(server, "rj_dev") as database_url:
             env = {
                 "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
@@ -53,6 +66,7 @@ async def _run(*, demo: bool, keep_running: bool) -> int:
                 "DEADLINE_SWEEP_INTERVAL_S": os.environ.get("DEADLINE_SWEEP_INTERVAL_S", "2"),
                 "MASTER_KEY_FILE": str(keys),
                 **login_env(login),
+                **api,
             }
             settings = Settings(
                 kafka_bootstrap_servers=broker.bootstrap, database_url=database_url, master_key_file=keys
@@ -61,16 +75,18 @@ async def _run(*, demo: bool, keep_running: bool) -> int:
             supervisor = Supervisor(env=env, log_dir=STATE_DIR / "logs")
             for name in SERVICES:
                 supervisor.start(name)
+            url = api_url(configured.api_host, int(api["API_PORT"]))
             console.print(f"[bold]RJ system up[/]: broker {broker.bootstrap}, database {database_url}")
             console.print(f"services: {', '.join(SERVICES)} (logs in {STATE_DIR / 'logs'})")
+            if int(api["API_PORT"]) != configured.api_port:
+                console.print(f"API_PORT {configured.api_port} is taken: the API serves on {api['API_PORT']}")
             if login is not None:
-                console.print(
-                    f"login: local issuer {login.url}; a token for any role: "
-                    "rj token --user F-ANN --role facilitator (or volunteer, coordinator, auditor)"
-                )
+                console.print(f"API: {url}; login: local issuer {login.url}")
             try:
                 if demo:
-                    await run_demo(settings, stop)
+                    worked = await run_demo(settings, stop, api_url=url, login=login)
+                if login is not None:
+                    console.print(by_hand(url, running=keep_running), markup=False, highlight=False, soft_wrap=True)
                 if keep_running:
                     console.print("running; Ctrl-C stops everything")
                     await stop.wait()
@@ -81,7 +97,7 @@ async def _run(*, demo: bool, keep_running: bool) -> int:
         broker.stop()
         if login is not None:
             await login.stop()
-    return 0
+    return 0 if worked else 1
 
 
 async def start_login(settings: Settings) -> LocalIssuer | None:
@@ -107,6 +123,73 @@ def login_env(login: LocalIssuer | None) -> dict[str, str]:
     if login is None:
         return {}
     return {"OIDC_ISSUER": login.url, "OIDC_JWKS_URL": login.jwks_url}
+
+
+def api_env(settings: Settings, state_dir: Path) -> dict[str, str]:
+    """What the api service serves HTTP with: ``API_PORT`` (the configured one, or a free one when another
+    ``rj dev`` or program holds it), ``PUBLIC_BASE_URL`` (that address, unless set) for participants' links, and
+    ``PARTICIPANT_LINK_KEY`` (unless set: the state directory's, so links made before a restart still open)."""
+    port = settings.api_port
+    if port == 0 or not port_is_free(settings.api_host, port):
+        port = free_port()
+    public = (
+        settings.public_base_url if "public_base_url" in settings.model_fields_set else api_url(settings.api_host, port)
+    )
+    link_key = settings.participant_link_key.get_secret_value()
+    if not link_key:
+        link_key = participant_link_key_file(state_dir).read_text().strip()
+    return {"API_PORT": str(port), "PUBLIC_BASE_URL": public, "PARTICIPANT_LINK_KEY": link_key}
+
+
+def participant_link_key_file(state_dir: Path) -> Path:
+    """The embedded stack's participant link key (made once, readable by its owner only): whoever holds it can
+    make a withdraw link for anyone, so it is kept like the master key file. A deployment sets its own
+    ``PARTICIPANT_LINK_KEY``."""
+    path = state_dir / "participant-link.key"
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(new_link_key() + "\n")
+    return path
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on ``host:port`` now (as uvicorn binds: reusing a port in TIME_WAIT)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def api_url(host: str, port: int) -> str:
+    """Where a client on this machine reaches the API (a server on every address is reached on 127.0.0.1)."""
+    return f"http://{'127.0.0.1' if host in ('', '0.0.0.0', '::') else host}:{port}"
+
+
+def by_hand(url: str, *, running: bool) -> str:
+    """How to use the API by hand, for the end of the demo or the start of ``rj dev``."""
+    when = (
+        "While this runs"
+        if running
+        else "To try it by hand, `./rj dev --demo --keep-running` runs this demo and keeps the system up (its "
+        "API address is printed at the start); then"
+    )
+    return "\n".join(
+        [
+            "",
+            f"The API: {url} (interactive documentation at {url}/docs). {when}, in another terminal in this directory:",
+            "  TOKEN=$(./rj token --user F-ANN --role facilitator)   # or C-COR as coordinator, A-1 as auditor, ...",
+            f'  curl -s -H "Authorization: Bearer $TOKEN" {url}/cases',
+            f'  curl -s -H "Authorization: Bearer $TOKEN" {url}/cases/CASE_ID',
+            '  curl -s -X POST -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" \\',
+            f'       -d \'{{"text": "Left a voicemail"}}\' {url}/cases/CASE_ID/commands/rj.case.add-note',
+            f'  curl -s -H "Authorization: Bearer $TOKEN" "{url}/commands/COMMAND_ID?wait=10"   # its outcome',
+        ]
+    )
 
 
 def demo_events() -> list[tuple[str, str, bytes]]:
@@ -144,7 +227,9 @@ def demo_events() -> list[tuple[str, str, bytes]]:
     return events + repeats + broken
 
 
-async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
+async def run_demo(settings: Settings, stop: asyncio.Event, *, api_url: str, login: LocalIssuer | None) -> bool:
+    """Publish the upstream traffic and show what it became on the topics, then, as staff signed in to the API,
+    the cases list and three cases walked through. False if a step the script needs did not happen."""
     events = demo_events()
     reader = TopicReader(settings, [topics.REFERRAL, topics.DEADLETTER])
     await reader.start()
@@ -158,7 +243,8 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
     while sum(seen.values()) < 27 or dead < 2:
         if stop.is_set() or asyncio.get_running_loop().time() > deadline:
             console.print("[red]demo timed out waiting for the services[/]")
-            break
+            await reader.stop()
+            return False
         for topic, _key, value in await reader.read():
             body = json.loads(value)
             if topic.endswith(topics.DEADLETTER):
@@ -169,11 +255,31 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
             data = body["data"]
             console.print(f"[green]{body['type']:<36}[/] {data['crime_reference']:<16} {_describe(body)}")
     await reader.stop()
-    await print_cases(settings.database_url)
+    if login is None:
+        console.print("the demo signs staff in with the local issuer; with OIDC_ISSUER set to another, it stops here")
+        return True
+    staff = Staff(api_url, login, stop)
     try:
-        await walk_cases(settings, stop)
-    except TimeoutError as exc:
-        console.print(f"[red]demo stopped waiting: {exc}[/]")
+        await api_answers(staff.coordinator)
+        await print_cases(staff.coordinator)
+        await walk_cases(staff, settings)
+    except DemoStepFailed as exc:
+        console.print(f"[red]demo stopped: {escape(str(exc))}[/]")
+        return False
+    finally:
+        await staff.close()
+    return True
+
+
+async def api_answers(coordinator: StaffMember, timeout_s: float = 60) -> None:
+    """Wait for the api service to serve HTTP (it starts with the others, a few seconds after them)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline and not coordinator.stop.is_set():
+        with contextlib.suppress(httpx.HTTPError):
+            if (await coordinator.client.get("/me")).status_code == 200:
+                return
+        await asyncio.sleep(0.2)
+    raise DemoStepFailed(f"the API did not answer within {timeout_s:.0f} s (see .rj/logs/api.log)")
 
 
 def _describe(body: dict[str, object]) -> str:
@@ -196,186 +302,82 @@ def _describe(body: dict[str, object]) -> str:
             return f"case {body['subject']}"
 
 
-async def print_cases(database_url: str) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        rows = await conn.fetch(
-            "SELECT f.crime_reference, f.case_id, f.status, "
-            "(SELECT count(*) FROM referral.victim_clocks c WHERE c.crime_reference = f.crime_reference "
-            " AND c.breached_at IS NOT NULL) AS breaches "
-            "FROM referral.crime_files f ORDER BY f.crime_reference"
-        )
-    finally:
-        await conn.close()
-    table = Table(title="Cases in the referral service's database")
-    for column in ("crime reference", "case id", "status", "Victims' Code breaches"):
+async def print_cases(coordinator: StaffMember, timeout_s: float = 30) -> None:
+    """The cases as the coordinator's list in the API shows them (a list shows no personal data), with the
+    Victims' Code deadlines the API shows as missed."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        cases = (await coordinator.get("/cases"))["cases"]
+        breached = await coordinator.get("/deadlines", state="breached")
+        # The API's read model follows the topics a moment behind: wait for the 6 cases and the 2 missed deadlines.
+        opened = [case for case in cases if case["status"] is not None]
+        if (len(opened) >= 6 and len(breached) >= 2) or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    missed: dict[str, int] = {}
+    for entry in breached:
+        missed[entry["case_id"]] = missed.get(entry["case_id"], 0) + 1
+    table = Table(title="Cases as the coordinator's list in the API shows them")
+    for column in ("crime reference", "case id", "status", "sensitive", "Victims' Code breaches"):
         table.add_column(column)
-    for row in rows:
-        table.add_row(row["crime_reference"], row["case_id"], row["status"], str(row["breaches"]))
+    # A crime with no case yet (no offender, no request) still has its victim's clocks, under the case id it will
+    # have: the read model lists it from those alone, without a reference or a status.
+    for case in sorted(cases, key=lambda c: c["crime_reference"] or "~"):
+        table.add_row(
+            case["crime_reference"] or "-",
+            case["case_id"],
+            case["status"] or "(only its clocks)",
+            "yes" if case["sensitive"] else "",
+            str(missed.get(case["case_id"], 0)),
+        )
     console.print(table)
 
 
-class FactWatch:
-    """Prints consent and scheduling facts as they arrive, and waits for particular ones."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.reader = TopicReader(settings, [topics.CONSENT, topics.SCHEDULING])
-        self.seen: list[dict[str, Any]] = []
-
-    async def until(self, case_id: str, event_type: str, stop: asyncio.Event, timeout_s: float = 60) -> dict[str, Any]:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            for fact in self.seen:
-                if fact["subject"] == case_id and fact["type"] == event_type:
-                    return fact
-            if stop.is_set() or asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"no {event_type} for case {case_id}")
-            for _topic, _key, value in await self.reader.read():
-                fact = json.loads(value)
-                self.seen.append(fact)
-                shown = await self.staff_view(fact) if b"enc:v1:" in value else fact
-                console.print(f"[cyan]{fact['type']:<32}[/] {fact['subject'][:8]:<9} {_fact_detail(shown)}")
-
-    async def staff_view(self, fact: dict[str, Any]) -> dict[str, Any]:
-        """A fact with its sealed values opened, as staff (holding the keys) see it; on the topic they are
-        ciphertext."""
-        from schemas.registry import REGISTRY
-        from services.runtime.privacy import Privacy
-
-        conn = await asyncpg.connect(self.settings.database_url)
-        try:
-            batch = Privacy.from_settings(self.settings).new_batch()
-            [opened] = await batch.open_documents(conn, REGISTRY.model(fact["type"]), [fact["data"]], [fact["subject"]])
-        finally:
-            await conn.close()
-        return {**fact, "data": opened.data, "sealed": True}
-
-    async def facilitators_known(self, *ids: str) -> None:
-        """The consent service has heard scheduling's registrations (an assignment needs them)."""
-        conn = await asyncpg.connect(self.settings.database_url)
-        try:
-            sql = "SELECT count(*) FROM consent.facilitators WHERE facilitator_id = ANY($1::text[])"
-            while await conn.fetchval(sql, list(ids)) < len(ids):
-                await asyncio.sleep(0.1)
-        finally:
-            await conn.close()
-
-    async def schedulable(self, case_id: str) -> None:
-        """The scheduling service has heard the case is ready (what a UI reads from its view)."""
-        conn = await asyncpg.connect(self.settings.database_url)
-        try:
-            sql = "SELECT state->>'ready' FROM scheduling.cases WHERE key = $1"
-            while await conn.fetchval(sql, case_id) != "true":
-                await asyncio.sleep(0.1)
-        finally:
-            await conn.close()
+async def walk_cases(staff: Staff, settings: Settings) -> None:
+    """Three cases through consent and scheduling, every staff action through the API: one to an agreement, closure
+    and its survey; one the victim withdraws from through their own link; one by indirect contact (a letter).
+    Participants' own words (a survey answer, a choice of contact, an agreement to receive letters) come on
+    ``rj.commands`` from the participant, as their own channel sends them; staff see the effect on the case page."""
+    console.print(
+        f"\n[bold]Preparing, meeting, agreeing:[/] staff act through the API at {staff.api_url}, signed in with "
+        "tokens from the local issuer\n"
+    )
+    coordinator = staff.coordinator
+    for facilitator_id, specialist in (("F-ANN", False), ("F-BEN", False), ("F-SAM", True)):
+        body = {"facilitator_id": facilitator_id, "specialist": specialist, "working_hours": ALL_DAY}
+        await coordinator.register("rj.facilitator.register", body)
+    await coordinator.register("rj.venue.register", {"venue_id": "V-HUB", "kind": "community", "name": "Worcester hub"})
+    await conference_to_closure(staff, settings)
+    await withdrawal_through_a_link(staff)
+    await letter_by_indirect_contact(staff, settings)
 
 
-def _fact_detail(fact: dict[str, Any]) -> str:
-    data = fact["data"]
-    detail = {
-        "rj.consent.given": lambda: f"{data['person_id']} consents to {data['purpose']}",
-        "rj.consent.withdrawn": lambda: f"{data['person_id']} withdraws (sealed on the topic; shown as staff see it)",
-        "rj.facilitator.assigned": lambda: f"{data['facilitator_id']} (specialist: {data['specialist']})",
-        "rj.preparation-meeting.recorded": lambda: f"met {data['person_id']}",
-        "rj.meeting.booked": lambda: (
-            f"{data['kind']} {data['meeting_id']} at {data.get('venue_id')} {data['starts_at']}"
-        ),
-        "rj.meeting.cancelled": lambda: f"{data['meeting_id']}: {data.get('reason_code', '')}",
-        "rj.case.closed": lambda: f"reason: {data['reason']}",
-        "rj.survey.invited": lambda: f"{data['person_id']} ({data['role']})",
-        "rj.survey.response-recorded": lambda: f"{data['person_id']}: score {data['score']}",
-        "rj.contact-form.switched": lambda: f"{data['previous_form']} -> {data['form']}",
-        "rj.indirect.item-submitted": lambda: f"{data['kind']} {data['item_id']} to {data['recipient_id']}",
-        "rj.indirect.receiving-agreed": lambda: f"{data['person_id']} agrees to receive {', '.join(data['kinds'])}",
-        "rj.indirect.item-released": lambda: f'{data["item_id"]} to {data["recipient_id"]}: "{data.get("content")}"',
-        "rj.command.rejected": lambda: data["reason"],
-    }.get(fact["type"])
-    return detail() if detail else ""
-
-
-async def walk_cases(settings: Settings, stop: asyncio.Event) -> None:
-    """Three cases through consent and scheduling: one to completion and its survey, one to a withdrawal, one by
-    indirect contact (a letter)."""
-    from demo.samples import case_of
+async def conference_to_closure(staff: Staff, settings: Settings) -> None:
     from schemas.common import Actor
-    from schemas.consent import RecordRiskAssessment, RecordSurveyResponse, RiskLevel
-    from schemas.indirect import (
-        AgreeToReceiveItems,
-        ApproveIndirectItem,
-        ContactForm,
-        IndirectItemKind,
-        ReleaseTiming,
-        SubmitIndirectItem,
-        SwitchContactForm,
-    )
-    from schemas.scheduling import (
-        AgreementItemTerms,
-        BookMeeting,
-        CompleteAgreementItem,
-        ItemKind,
-        MeetingKind,
-        RecordAgreement,
-        RecordMeetingHeld,
-    )
+    from schemas.consent import RecordSurveyResponse
 
-    s = samples
-    console.print("\n[bold]Preparing, meeting, agreeing:[/] facilitators act through rj.commands\n")
-    watch = FactWatch(settings)
-    await watch.reader.start()
-    await publish(
-        settings, [*s.facilitators("F-ANN", "F-BEN"), *s.facilitators("F-SAM", specialist=True), s.community_venue()]
-    )
-
-    def conference(case_id: str, lead: str, starts: datetime) -> tuple[str, str, bytes]:
-        return s.command(
-            BookMeeting(
-                case_id=case_id,
-                actor=s.STAFF,
-                meeting_id="M1",
-                kind=MeetingKind.conference,
-                starts_at=starts,
-                ends_at=starts + timedelta(minutes=10),
-                lead_facilitator_id=lead,
-                co_facilitator_id="F-BEN",
-                venue_id="V-HUB",
-            )
-        )
-
-    await watch.facilitators_known("F-ANN", "F-BEN", "F-SAM")
     ref = "WM/2026/000101"
-    case, victim, offender = case_of(ref), f"V-{ref}", f"O-{ref}"
-    await watch.until(case, "rj.preparation.started", stop)
-    await publish(settings, s.prepare(case, [victim, offender], ["F-ANN", "F-BEN"]))
-    await watch.until(case, "rj.case.ready-for-meeting", stop)
-    await watch.schedulable(case)
-    starts = s.soon()
-    await publish(settings, [conference(case, "F-ANN", starts)])
-    await watch.until(case, "rj.meeting.booked", stop)
+    case, victim, offender = samples.case_of(ref), f"V-{ref}", f"O-{ref}"
+    ann = staff.ann
+    console.print(f"[bold]{ref}[/]: a conference, an agreement, closure and the survey")
+    await assigned(staff.coordinator, ann, case, ["F-ANN", "F-BEN"])
+    await prepared(ann, case, [victim, offender])
+    starts = await booked(ann, case, lead="F-ANN", co="F-BEN", when=lambda: samples.soon(4))
     await asyncio.sleep(max(0.0, (starts - datetime.now(UTC)).total_seconds()) + 0.5)  # let it start
-    apology = AgreementItemTerms(
-        item_id="I1",
-        kind=ItemKind.apology,
-        description="A letter of apology",
-        owner_id=offender,
-        due_date=(datetime.now(UTC) + timedelta(days=14)).date(),
-    )
-    await publish(
-        settings,
-        [
-            s.command(RecordMeetingHeld(case_id=case, actor=s.STAFF, meeting_id="M1", held_at=datetime.now(UTC))),
-            s.command(
-                RecordAgreement(
-                    case_id=case, actor=s.STAFF, meeting_id="M1", items=[apology], consented_by=[victim, offender]
-                )
-            ),
-            s.command(CompleteAgreementItem(case_id=case, actor=s.STAFF, item_id="I1")),
-        ],
-    )
-    await watch.until(case, "rj.case.closed", stop)
-    # Evaluation: everyone who took part is invited to the satisfaction survey; the victim answers.
-    await watch.until(case, "rj.survey.invited", stop)
+    await ann.done(case, "rj.meeting.record-held", {"meeting_id": "M1", "held_at": datetime.now(UTC).isoformat()})
+    apology = {
+        "item_id": "I1",
+        "kind": "apology",
+        "description": "A letter of apology",
+        "owner_id": offender,
+        "due_date": (datetime.now(UTC) + timedelta(days=14)).date().isoformat(),
+    }
+    agreement = {"meeting_id": "M1", "items": [apology], "consented_by": [victim, offender]}
+    await ann.done(case, "rj.agreement.record", agreement)
+    await ann.done(case, "rj.agreement-item.complete", {"item_id": "I1"})
+    ann.show_page(await ann.until(case, lambda c: c["status"] == "closed", what="the case closed"))
+    # Evaluation: everyone who took part is invited to the satisfaction survey; the victim answers, themself.
+    await ann.until(case, lambda c: "rj.survey.invited" in timeline(c), what="the survey invitations")
     answer = RecordSurveyResponse(
         case_id=case,
         actor=Actor(kind="participant", id=victim),
@@ -384,68 +386,149 @@ async def walk_cases(settings: Settings, stop: asyncio.Event) -> None:
         score=5,
         comments="It helped to hear him say sorry",
     )
-    await publish(settings, [s.command(answer)])
-    await watch.until(case, "rj.survey.response-recorded", stop)
+    await participant_says(settings, ann, answer, "rj.survey.response-recorded")
 
-    ref = "WM/2026/000102"  # domestic abuse: a specialist and a risk assessment first
-    case, victim, offender = case_of(ref), f"V-{ref}", f"O-{ref}"
-    await watch.until(case, "rj.preparation.started", stop)
-    await publish(
-        settings,
-        [
-            s.command(  # on a sensitive case, before anyone is contacted
-                RecordRiskAssessment(
-                    case_id=case,
-                    actor=s.STAFF,
-                    assessed_at=datetime.now(UTC),
-                    level=RiskLevel.medium,
-                    safe_to_proceed=True,
-                )
-            ),
-            *s.prepare(case, [victim, offender], ["F-SAM", "F-BEN"]),
-        ],
+
+async def withdrawal_through_a_link(staff: Staff) -> None:
+    ref = "WM/2026/000102"  # domestic abuse: a specialist, and a risk assessment before anyone is contacted
+    case, victim, offender = samples.case_of(ref), f"V-{ref}", f"O-{ref}"
+    sam = staff.sam
+    console.print(f"[bold]{ref}[/]: domestic abuse (a specialist, a risk assessment first); the victim withdraws")
+    await assigned(staff.coordinator, sam, case, ["F-SAM", "F-BEN"])
+    risk = {"assessed_at": datetime.now(UTC).isoformat(), "level": "medium", "safe_to_proceed": True}
+    await sam.done(case, "rj.risk-assessment.record", risk)
+    await prepared(sam, case, [victim, offender])
+    await booked(sam, case, lead="F-SAM", co="F-BEN", when=samples.next_week)
+    # Links are off by default on a sensitive case; the victim asked for one, so the facilitator turns them on.
+    await sam.put(f"/cases/{case}/participant-links", {"enabled": True, "reason": "The victim asked for a link"})
+    url = (await sam.post(f"/cases/{case}/withdraw-links", {"person_id": victim}))["url"]
+    console.print(f"  F-SAM sends the victim their link (it names neither case nor person): {url[:48]}...")
+    async with httpx.AsyncClient(timeout=20) as phone:
+        for method in ("GET", "POST", "POST"):
+            answer = await phone.request(method, url)
+            seen = {"GET": "a confirmation page; nothing withdrawn yet", "POST": "withdrawn"}[method]
+            seen = "the link was used: refused" if answer.status_code == 410 else seen
+            console.print(f"  {victim} (their phone)  {method:<4} their link: {answer.status_code} {seen}")
+    page = await sam.until(
+        case,
+        lambda c: c["status"] == "closed" and [m["status"] for m in c["meetings"]] == ["cancelled"],
+        what="the meeting cancelled and the case closed after the withdrawal",
     )
-    await watch.until(case, "rj.case.ready-for-meeting", stop)
-    await watch.schedulable(case)
-    await publish(settings, [conference(case, "F-SAM", s.next_week())])
-    await watch.until(case, "rj.meeting.booked", stop)
-    await publish(settings, [s.consent(case, victim, withdraw=True)])
-    await watch.until(case, "rj.case.closed", stop)
+    sam.show_page(page)
 
-    console.print("\n[bold]Indirect RJ:[/] a letter passes only with the victim's advance agreement and approval\n")
+
+async def letter_by_indirect_contact(staff: Staff, settings: Settings) -> None:
+    from schemas.common import Actor
+    from schemas.indirect import AgreeToReceiveItems, ContactForm, IndirectItemKind, ReleaseTiming, SwitchContactForm
+
+    console.print("[bold]WM/2026/000106[/]: indirect RJ: a letter passes only with the victim's advance agreement")
     ref = "WM/2026/000106"
-    case, victim, offender = case_of(ref), f"V-{ref}", f"O-{ref}"
-    await watch.until(case, "rj.preparation.started", stop)
-    await publish(settings, s.prepare(case, [victim, offender], ["F-ANN"]))
-    await watch.until(case, "rj.case.ready-for-meeting", stop)
-    await watch.schedulable(case)
-    as_victim = Actor(kind="participant", id=victim)
-    letter = SubmitIndirectItem(
-        case_id=case,
-        actor=s.STAFF,
-        item_id="L1",
-        sender_id=offender,
-        recipient_id=victim,
-        kind=IndirectItemKind.letter,
-        content="I am sorry for what I did to you.",
-    )
-    await publish(
-        settings,
-        [
-            s.command(SwitchContactForm(case_id=case, actor=as_victim, person_id=victim, form=ContactForm.indirect)),
-            s.command(letter),
-            s.command(ApproveIndirectItem(case_id=case, actor=s.STAFF, item_id="L1")),
-        ],
-    )
-    await watch.until(case, "rj.indirect.item-approved", stop)  # approved, but the victim has not agreed: held back
+    case, victim, offender = samples.case_of(ref), f"V-{ref}", f"O-{ref}"
+    ann, as_victim = staff.ann, Actor(kind="participant", id=victim)
+    await assigned(staff.coordinator, ann, case, ["F-ANN"])
+    await prepared(ann, case, [victim, offender])
+    switch = SwitchContactForm(case_id=case, actor=as_victim, person_id=victim, form=ContactForm.indirect)
+    await participant_says(settings, ann, switch, "rj.contact-form.switched")
+    letter = {
+        "item_id": "L1",
+        "sender_id": offender,
+        "recipient_id": victim,
+        "kind": "letter",
+        "content": "I am sorry for what I did to you.",
+    }
+    await ann.done(case, "rj.indirect.submit-item", letter)
+    await ann.done(case, "rj.indirect.approve-item", {"item_id": "L1"})
+    held = await ann.until(case, lambda c: letter_state(c) == "approved", what="the letter approved")
+    console.print(f"  approved, and held back: the victim has not agreed to receive letters ({letter_state(held)})")
     agree = AgreeToReceiveItems(
         case_id=case,
         actor=as_victim,
         person_id=victim,
         kinds=[IndirectItemKind.letter],
-        from_ids=[letter.sender_id],
+        from_ids=[offender],
         timing=ReleaseTiming.on_approval,
     )
-    await publish(settings, [s.command(agree)])
-    await watch.until(case, "rj.indirect.item-released", stop)
-    await watch.reader.stop()
+    await participant_says(settings, ann, agree, "rj.indirect.item-released")
+    ann.show_page(await ann.until(case, lambda c: True, what="the case page"))
+
+
+ALL_DAY = [{"weekday": d, "start": "00:00:00", "end": "23:59:59"} for d in range(7)]
+
+
+class Staff:
+    """Everyone on the staff side of the demo, each signed in with their own token from the local issuer."""
+
+    def __init__(self, api_url: str, login: LocalIssuer, stop: asyncio.Event) -> None:
+        self.api_url = api_url
+
+        def signed_in(staff_id: str, role: Role) -> StaffMember:
+            return StaffMember(api_url, login, samples.UPSTREAM_SOURCE, staff_id, role, console=console, stop=stop)
+
+        self.coordinator = signed_in("C-COR", Role.coordinator)
+        self.ann = signed_in("F-ANN", Role.facilitator)
+        self.sam = signed_in("F-SAM", Role.facilitator)  # a specialist, for sensitive cases
+
+    async def close(self) -> None:
+        for member in (self.coordinator, self.ann, self.sam):
+            await member.close()
+
+
+async def assigned(
+    coordinator: StaffMember, facilitator: StaffMember, case_id: str, facilitator_ids: list[str]
+) -> None:
+    """The coordinator sees the case reach preparation and assigns it; the facilitator then sees it (before, the
+    API tells them it does not exist). An assignment made before the consent service heard the registration is
+    refused, so the coordinator tries again."""
+    await coordinator.until(case_id, lambda c: c["status"] == "preparation", what="preparation started")
+    for facilitator_id in facilitator_ids:
+        await coordinator.done(case_id, "rj.facilitator.assign", {"facilitator_id": facilitator_id})
+    await facilitator.until(case_id, lambda c: facilitator.staff_id in c["facilitator_ids"], what="the assignment")
+
+
+async def prepared(facilitator: StaffMember, case_id: str, people: list[str]) -> None:
+    """The facilitator meets each party and records their consent; the case page then shows it ready."""
+    for person in people:
+        met = {"person_id": person, "met_at": datetime.now(UTC).isoformat(), "method": "in_person"}
+        await facilitator.done(case_id, "rj.preparation-meeting.record", met)
+        consent = {"person_id": person, "through": "facilitator", "method": "in_person"}
+        await facilitator.done(case_id, "rj.consent.give", consent)
+    await facilitator.until(case_id, lambda c: c["status"] == "ready", what="the case ready for a meeting")
+
+
+async def booked(
+    facilitator: StaffMember, case_id: str, *, lead: str, co: str, when: Callable[[], datetime]
+) -> datetime:
+    """Book the conference at ``when()``; the start it was booked for. Scheduling hears the case is ready a moment
+    after the case page shows it: the facilitator tries again, at a fresh time, as a UI's user would."""
+    for _ in range(20):
+        starts = when()
+        booking = {
+            "meeting_id": "M1",
+            "kind": "conference",
+            "starts_at": starts.isoformat(),
+            "ends_at": (starts + timedelta(minutes=10)).isoformat(),
+            "lead_facilitator_id": lead,
+            "co_facilitator_id": co,
+            "venue_id": "V-HUB",
+        }
+        if (await facilitator.do(case_id, "rj.meeting.book", booking))["status"] == "accepted":
+            return starts
+        await asyncio.sleep(0.5)
+    raise DemoStepFailed(f"the conference on case {case_id} was never booked")
+
+
+async def participant_says(settings: Settings, facilitator: StaffMember, command: Command, fact_type: str) -> None:
+    """A participant's own command, on ``rj.commands`` from their own channel; the facilitator's case page shows
+    ``fact_type`` on its timeline once it took effect."""
+    case_id: str = command.case_id  # type: ignore[attr-defined]
+    await publish(settings, [samples.command(command)])
+    await facilitator.until(case_id, lambda c: fact_type in timeline(c), what=fact_type)
+    console.print(f"  {command.actor.id} (participant, on rj.commands) {command.event_type:<26} -> {fact_type}")
+
+
+def timeline(page: dict[str, Any]) -> list[str]:
+    return [entry["event_type"] for entry in page["timeline"]]
+
+
+def letter_state(page: dict[str, Any]) -> str | None:
+    return next((item["state"] for item in page["indirect_items"] if item["item_id"] == "L1"), None)
