@@ -115,12 +115,13 @@ class StaffMember:
     async def until(
         self, case_id: str, check: Callable[[dict[str, Any]], bool], *, what: str, timeout_s: float = 45
     ) -> dict[str, Any]:
-        """The case page once ``check`` holds for it (the API's read model follows the topics, a moment behind)."""
+        """The case page once ``check`` holds for it (the API's read model follows the topics, a moment behind).
+        Polled without personal values (nothing to log), then read once in full: one view-log entry a wait."""
         deadline = time.monotonic() + timeout_s
         while not self.stop.is_set() and time.monotonic() < deadline:
-            answer = await self.client.get(f"/cases/{case_id}")
-            if answer.status_code == 200 and check(page := answer.json()):
-                return page  # type: ignore[no-any-return]
+            answer = await self.client.get(f"/cases/{case_id}", params={"personal": "false"})
+            if answer.status_code == 200 and check(answer.json()):
+                return await self.get(f"/cases/{case_id}")  # type: ignore[no-any-return]
             await asyncio.sleep(0.2)
         raise DemoStepFailed(f"waited {timeout_s:.0f} s for {what} on case {case_id}")
 

@@ -25,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas import topics
@@ -284,7 +284,14 @@ def create_app(
 
     @app.get("/cases/{case_id}", response_model=models.CaseDetail, responses=ERRORS, tags=["cases"])
     async def case_page(
-        principal: Caller, case_id: CaseId, reason: ViewReason = None, view_reason: ViewReasonHeader = None
+        principal: Caller,
+        case_id: CaseId,
+        reason: ViewReason = None,
+        view_reason: ViewReasonHeader = None,
+        personal: Annotated[
+            bool,
+            Query(description="false: the page without personal values (nothing to log), e.g. for a UI polling status"),
+        ] = True,
     ) -> Any:
         """One case in full. An auditor sees personal data only when they state why (``X-View-Reason`` or
         ``?reason=``); every response that shows any is logged (``rj.view.logged``) before it is sent."""
@@ -292,7 +299,7 @@ def create_app(
         with privacy.batch_scope():
             async with transaction(await pool()) as conn:
                 access = await visible_case(conn, principal, case_id)
-                personal = stated is not None or not rules.needs_reason_for_personal_data(principal)
+                personal = personal and (stated is not None or not rules.needs_reason_for_personal_data(principal))
                 detail = await read.case_detail(conn, case_id, personal=personal)
                 if detail is None:
                     raise no_such_case()
@@ -569,7 +576,9 @@ async def _no_pool() -> asyncpg.Pool:
 def openapi_document(app: FastAPI | None = None) -> str:
     """The OpenAPI document of ``app`` (default: the API as deployed) as the committed file holds it."""
     if app is None:
-        app = create_app(pool=_no_pool, verifier=_NoLogins(), settings=Settings())
+        # A throwaway link key: the document does not depend on it, and without one the link routes log a warning.
+        settings = Settings(participant_link_key=SecretStr(links.new_link_key()))
+        app = create_app(pool=_no_pool, verifier=_NoLogins(), settings=settings)
     return json.dumps(app.openapi(), indent=2, ensure_ascii=False) + "\n"
 
 

@@ -150,6 +150,10 @@ async def test_a_facilitator_walks_a_case_from_assignment_to_closure_through_the
         ]
         views = [e["data"] for e in logged if e["type"] == "rj.view.logged"]
         assert {v["viewer_id"] for v in views} == {"C-1", "F-ANN"}, "F-BEN was shown nothing"
+        # A page asked for without personal values (a UI polling a status) shows none and logs nothing.
+        quiet = (await ann.case(case_id, personal="false")).json()
+        assert quiet["personal_hidden"] and all(p["name"] is None for p in quiet["participants"])
+        assert await system.fetchval("SELECT count(*) FROM api.outbox WHERE topic = 'rj.api'") == len(logged)
         assert all(v["case_id"] == case_id and v["reason"] is None for v in views)
         assert any(v["viewer_id"] == "F-ANN" and f"participants[{victim}].name" in v["fields"] for v in views)
     finally:
