@@ -11,6 +11,7 @@ per-command routes, whose body types are made at run time, and must see the type
 
 import importlib
 import json
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +27,9 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from schemas import topics
 from schemas.api import ViewLogged
@@ -156,7 +159,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         503: "The identity provider cannot be reached to check the token",
     }.items()
 }
-COMMAND_ERRORS = {**ERRORS, 409: {"model": ErrorBody, "description": "The Idempotency-Key named another command"}}
+COMMAND_ERRORS = {
+    **ERRORS,
+    409: {"model": ErrorBody, "description": "The Idempotency-Key named another command"},
+    413: {"model": ErrorBody, "description": "The body is larger than the API reads (api_max_body_bytes)"},
+}
 
 CaseId = Annotated[str, PathParam(min_length=1, max_length=200, pattern=SAFE_TEXT, description="The case id")]
 Filter = Annotated[str | None, Query(min_length=1, max_length=200, pattern=SAFE_TEXT)]
@@ -196,6 +203,7 @@ def create_app(
         description=__doc__,
         responses={500: {"model": ErrorBody, "description": "A fault of ours; the detail never says more"}},
     )
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     bearer = HTTPBearer(auto_error=False, description="An access token from the force's identity provider")
 
     async def caller(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
@@ -236,7 +244,7 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed"}
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
         headers = exc.headers
         if exc.status_code == 405:  # every method the path has, not only those of the first route that matched it
             allowed = {
@@ -423,6 +431,7 @@ def add_command_route(
         body: body_type,  # type: ignore[valid-type]
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
+        refuse_control_characters(body.model_dump(mode="json"))  # type: ignore[attr-defined]
         try:
             command = commands.build_command(model, body, case_id=case_id, staff_id=principal.staff_id)
         except ValidationError as exc:  # the command's own rules, beyond the body's fields, refused it
@@ -476,6 +485,7 @@ def add_registration_route(
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         fields: dict[str, Any] = body.model_dump()  # type: ignore[attr-defined]
+        refuse_control_characters(body.model_dump(mode="json"))  # type: ignore[attr-defined]
         if not rules.may_issue(principal, command_type):
             why = rules.refusal(principal, command_type) or f"a {principal.role} may not send {command_type}"
             raise ApiError(403, "forbidden", why)
@@ -548,8 +558,61 @@ def view_logged(
     return Outgoing.event_of(topics.API, event)
 
 
+class BodyLimit:
+    """Refuses a request body over ``max_bytes`` with 413 before a route holds it in memory (FastAPI reads a body
+    whole before it validates it, and a command far larger than any real one could not be published to Kafka):
+    one that declares itself too large (Content-Length) at once, one streamed without a length (chunked) as soon
+    as it passes the limit. Bodies a route never reads are never read here either."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await error_response(413, "too_large", self._why())(scope, receive, send)
+            return
+        received = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:  # FastAPI passes HTTPExceptions on; the app's handler makes it JSON
+                    raise StarletteHTTPException(413, self._why())
+            return message
+
+        await self.app(scope, receive_within_limit, send)
+
+    def _why(self) -> str:
+        return f"the request body is larger than this API accepts ({self.max_bytes} bytes)"
+
+
 def error_response(status: int, error: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def refuse_control_characters(document: Any, where: str = "body") -> None:
+    """422 for a body holding control characters other than tab and line breaks: no UI sends them, PostgreSQL
+    (where every service keeps what a command says) refuses NUL outright, and escape sequences in an id would
+    reach the services' logs and terminals."""
+    if isinstance(document, str):
+        if _CONTROL_CHARACTERS.search(document):
+            raise ApiError(422, "invalid", f"{where}: control characters are not accepted (only tab and line breaks)")
+    elif isinstance(document, dict):
+        for key, value in document.items():
+            refuse_control_characters(value, f"{where}.{key}")
+    elif isinstance(document, list):
+        for index, value in enumerate(document):
+            refuse_control_characters(value, f"{where}.{index}")
 
 
 def describe_errors(errors: Any, prefix: tuple[str, ...] = ()) -> str:

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     # production, which ``public_base_url`` names.
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
+    # The largest request body the API reads (413 above it): a handler holds a body whole in memory, and a command
+    # much larger than this could not be published to Kafka anyway. The largest legitimate body is a few kB.
+    api_max_body_bytes: int = Field(default=256 * 1024, gt=0)
     # Login (services/api/auth.py): the force's OpenID Connect identity provider. The API accepts its access
     # tokens signed with a key its JWKS publishes (RS256 or ES256), for ``oidc_audience``, from ``oidc_issuer``
     # exactly as the token's ``iss`` says it. Empty issuer: the API refuses to start (``rj dev`` sets both to
