@@ -10,9 +10,11 @@ the runtime's relay, like every service's. The HTTP server runs in the same proc
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 
+import asyncpg
 import uvicorn
 
 from schemas import topics
@@ -20,6 +22,7 @@ from services.api import readmodel
 from services.api.auth import verifier_from_settings
 from services.api.http import create_app
 from services.runtime.app import ServiceApp, stop_process_when_it_ends
+from services.runtime.db import create_pool
 from services.runtime.settings import Settings
 
 TOPICS_IN = (topics.REFERRAL, topics.CONSENT, topics.SCHEDULING, topics.PRIVACY)
@@ -32,8 +35,20 @@ class ApiService(ServiceApp):
         super().__init__("api", migrations="services.api.migrations", settings=settings)
         # Checked now, so that a missing identity provider stops the start with a clear error.
         self.verifier = verifier_from_settings(self.settings)
-        self.http = create_app(pool=self.pool, verifier=self.verifier, settings=self.settings)
+        self._http_pool: asyncpg.Pool | None = None
+        self._http_pool_lock = asyncio.Lock()
+        self.http = create_app(pool=self.http_pool, verifier=self.verifier, settings=self.settings)
         self.faust.task(stop_process_when_it_ends(self._serve_http, what="api http server"))
+
+    async def http_pool(self) -> asyncpg.Pool:
+        """The HTTP side's own pool (``API_DB_POOL_SIZE``), apart from the one the read model is kept with: a burst
+        of requests never holds up the projection, whose answers the requests may be waiting for."""
+        async with self._http_pool_lock:
+            if self._http_pool is None:
+                await self.pool()  # the schema migrated first
+                sized = self.settings.model_copy(update={"db_pool_size": self.settings.api_db_pool_size})
+                self._http_pool = await create_pool(sized)
+        return self._http_pool
 
     async def _serve_http(self) -> None:
         config = uvicorn.Config(

@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol
 
 import asyncpg
 import pydantic_core
+import structlog
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model
 
 from schemas import topics
@@ -22,6 +23,8 @@ from schemas.registry import REGISTRY, Registry
 from services.runtime import privacy
 from services.runtime.keystore import CASE_PERSON
 from services.runtime.outbox import Outgoing, write_outbox
+
+log = structlog.get_logger()
 
 SOURCE = "urn:rj:api"
 SCHEMA = "api"
@@ -232,36 +235,94 @@ def outcome(sent: SentCommand, answers: Sequence[Answer]) -> CommandOutcome:
     )
 
 
-async def answers_within(
-    conn: asyncpg.Connection,
-    command_id: str,
-    fetch_answers: Callable[[asyncpg.Connection, str], Awaitable[Sequence[Answer]]],
-    wait_s: float,
-) -> Sequence[Answer]:
-    """The command's answers, waiting up to ``wait_s`` for the first when there is none yet. It listens before it
-    looks, so an answer recorded between the two is not missed, and looks again on every notification for it."""
-    answers = await fetch_answers(conn, command_id)
-    if answers or wait_s <= 0:
-        return answers
-    woken = asyncio.Event()
+class AnswerWaiters:
+    """Who is waiting for which command's answer, woken by one ``LISTEN`` connection for the whole process.
 
-    def on_answer(_conn: object, _pid: int, _channel: str, payload: str) -> None:
-        if payload == command_id:
-            woken.set()
+    A long-poll holds no pooled connection while it waits: it borrows one only to look, so a hundred UIs waiting
+    cost one connection, and the read model (whose projection records the answers) is never starved of its own.
+    The listening connection is opened on first use and again after it is lost; while it is down, waiters look
+    every ``POLL_WHEN_DEAF_S`` instead of relying on a notification."""
 
-    await conn.add_listener(ANSWERS_CHANNEL, on_answer)
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(wait_s, MAX_WAIT_S)
-        while True:
-            woken.clear()  # before looking: a notification from now on wakes the wait below
-            answers = await fetch_answers(conn, command_id)
-            remaining = deadline - loop.time()
-            if answers or remaining <= 0:
-                return answers
+    POLL_WHEN_DEAF_S = 1.0
+
+    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], *, max_waiters: int = 1000) -> None:
+        self._connect = connect
+        self.max_waiters = max_waiters
+        self._waiting: dict[str, set[asyncio.Event]] = {}
+        self._conn: asyncpg.Connection | None = None
+        self._opening = asyncio.Lock()
+
+    @property
+    def count(self) -> int:
+        return sum(len(events) for events in self._waiting.values())
+
+    async def _listening(self) -> bool:
+        """Whether the listening connection is up (opening it if not); False when it cannot be opened now."""
+        if self._conn is not None and not self._conn.is_closed():
+            return True
+        async with self._opening:
+            if self._conn is not None and not self._conn.is_closed():
+                return True
             try:
-                await asyncio.wait_for(woken.wait(), remaining)
-            except TimeoutError:
-                pass
-    finally:
-        await conn.remove_listener(ANSWERS_CHANNEL, on_answer)
+                conn = await self._connect()
+                await conn.add_listener(ANSWERS_CHANNEL, self._on_answer)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("answer_listener_unavailable", error=repr(exc))
+                return False
+            conn.add_termination_listener(lambda _conn: self._wake_all())
+            self._conn = conn
+            return True
+
+    def _on_answer(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        for event in self._waiting.get(payload, ()):
+            event.set()
+
+    def _wake_all(self) -> None:
+        """The listening connection was lost: every waiter looks again (and polls until it is back)."""
+        self._conn = None
+        for events in self._waiting.values():
+            for event in events:
+                event.set()
+
+    async def wait(
+        self,
+        pool: asyncpg.Pool,
+        command_id: str,
+        fetch_answers: Callable[[asyncpg.Connection, str], Awaitable[Sequence[Answer]]],
+        wait_s: float,
+    ) -> Sequence[Answer]:
+        """The command's answers, waiting up to ``wait_s`` for the first. It registers before it looks, so an
+        answer recorded between the two is not missed, and looks again on every notification for it. Past
+        ``max_waiters`` at once it answers with what there is now, without waiting."""
+        if wait_s <= 0 or self.count >= self.max_waiters:
+            async with pool.acquire() as conn:
+                return await fetch_answers(conn, command_id)
+        woken = asyncio.Event()
+        self._waiting.setdefault(command_id, set()).add(woken)
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + min(wait_s, MAX_WAIT_S)
+            while True:
+                listening = await self._listening()
+                woken.clear()  # before looking: a notification from now on wakes the wait below
+                async with pool.acquire() as conn:
+                    answers = await fetch_answers(conn, command_id)
+                remaining = deadline - loop.time()
+                if answers or remaining <= 0:
+                    return answers
+                nap = remaining if listening else min(remaining, self.POLL_WHEN_DEAF_S)
+                try:
+                    await asyncio.wait_for(woken.wait(), nap)
+                except TimeoutError:
+                    pass
+        finally:
+            events = self._waiting.get(command_id)
+            if events is not None:
+                events.discard(woken)
+                if not events:
+                    del self._waiting[command_id]
+
+    async def close(self) -> None:
+        if self._conn is not None and not self._conn.is_closed():
+            await self._conn.close()
+        self._conn = None

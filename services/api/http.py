@@ -38,7 +38,7 @@ from schemas.envelope import new_event
 from services.api import commands, links
 from services.api.principal import CaseAccess, Principal, Role
 from services.runtime import privacy
-from services.runtime.db import transaction
+from services.runtime.db import connect, transaction
 from services.runtime.outbox import Outgoing, write_outbox
 from services.runtime.settings import Settings
 
@@ -204,6 +204,8 @@ def create_app(
         responses={500: {"model": ErrorBody, "description": "A fault of ours; the detail never says more"}},
     )
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    waiters = commands.AnswerWaiters(lambda: connect(settings))
+    app.state.answer_waiters = waiters
     bearer = HTTPBearer(auto_error=False, description="An access token from the force's identity provider")
 
     async def caller(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
@@ -355,7 +357,7 @@ def create_app(
                 access = await read.case_access(conn, sent.case_id)
                 if access is None or not rules.may_see(principal, access):
                     raise ApiError(404, "not_found", "no such command")
-            answers = await commands.answers_within(conn, command_id, read.command_answers, wait)
+        answers = await waiters.wait(await pool(), command_id, read.command_answers, wait)
         return commands.outcome(sent, answers)
 
     for command_type, model in commands.command_models(rules.STAFF_COMMANDS).items():

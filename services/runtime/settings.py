@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     # production, which ``public_base_url`` names.
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
+    # The HTTP side's own database connections (the read model's intake keeps ``db_pool_size`` of its own).
+    api_db_pool_size: int = Field(default=8, ge=1)
     # The largest request body the API reads (413 above it): a handler holds a body whole in memory, and a command
     # much larger than this could not be published to Kafka anyway. The largest legitimate body is a few kB.
     api_max_body_bytes: int = Field(default=256 * 1024, gt=0)

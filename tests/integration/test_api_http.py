@@ -275,6 +275,7 @@ async def api(pg_server: str) -> AsyncIterator[Api]:
                 yield Api(client, db, url)
         finally:
             await db.close()
+            await app.state.answer_waiters.close()
             for pool in app.state.pools:
                 await pool.close()
             privacy.install(before)
@@ -418,6 +419,29 @@ async def test_the_outcome_is_pending_then_answers_as_soon_as_an_answer_is_recor
     assert 0.4 < took < 1.5, f"answered {took:.2f} s after asking: it should come as soon as the answer lands"
     hidden = await api.client.get(f"/commands/{command_id}", headers=bearer(OTHER_FACILITATOR))
     assert hidden.status_code == 404
+
+
+async def test_long_polls_hold_no_pooled_connection_so_other_requests_and_answers_go_on(api: Api) -> None:
+    """Twelve waits on a pool of four: each borrows a connection only to look, so the case page answers while they
+    wait, and an answer recorded meanwhile reaches every waiter (one LISTEN connection wakes them all)."""
+    sent = await api.client.post("/cases/C-1/commands/rj.case.resume", json={}, headers=bearer(FACILITATOR))
+    command_id = sent.json()["command_id"]
+    polls = [
+        asyncio.create_task(api.client.get(f"/commands/{command_id}", params={"wait": 20}, headers=bearer(FACILITATOR)))
+        for _ in range(12)
+    ]
+    await asyncio.sleep(0.5)
+    page = await api.client.get("/cases/C-1", params={"personal": "false"}, headers=bearer(FACILITATOR))
+    assert page.status_code == 200
+    assert not any(p.done() for p in polls), "the page was answered while every long-poll still waited"
+    async with api.db.transaction():
+        await api.db.execute(
+            "INSERT INTO api.command_answers VALUES ($1, 'E-9', 'C-1', 'rj.case.resumed', 'accepted', NULL, now())",
+            command_id,
+        )
+        await api.db.execute("SELECT pg_notify('rj_api_answers', $1)", command_id)
+    answers = await asyncio.gather(*polls)
+    assert all(a.status_code == 200 and a.json()["status"] == "accepted" for a in answers)
 
 
 async def test_a_rejected_command_shows_the_reason(api: Api) -> None:
