@@ -184,9 +184,9 @@ def open_link(settings: Settings, token: str, *, now: datetime | None = None) ->
 
 
 async def links_allowed(conn: asyncpg.Connection, case_id: str) -> bool:
-    """Staff's setting for the case if there is one; otherwise allowed unless the case is sensitive. A case the
-    read model has not seen yet is treated as sensitive: better "contact your facilitator" than a link working
-    on a case where it should not."""
+    """Staff's setting for the case if there is one; otherwise allowed only on a case screened as not sensitive. A
+    case the read model has not seen yet, or whose screening (rj.case.accepted) it has not seen yet (``sensitive``
+    NULL), is treated as sensitive: better "contact your facilitator" than a link working where it should not."""
     row = await conn.fetchrow(
         f"""SELECT s.enabled, c.sensitive
               FROM (SELECT $1::text AS case_id) k
