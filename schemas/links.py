@@ -2,7 +2,8 @@
 
 A participant can withdraw by themselves through a personal link in their messages (``services/api/links.py``).
 On a sensitive case the links are off until a member of staff turns them on: someone who controls the
-participant's phone could otherwise act in their name. Each change is a decision, recorded with who, when and why.
+participant's phone could otherwise act in their name. Each change is a decision, recorded with who, when and why;
+so is each link staff make for someone (``ParticipantLinkIssued``): a link acts in a participant's name.
 """
 
 from __future__ import annotations
@@ -38,4 +39,20 @@ class ParticipantLinksChanged(EventData):
     reason: Annotated[str | None, Field(max_length=2000), AfterValidator(_printable)] = None
 
 
-LINK_EVENTS: tuple[type[EventData], ...] = (ParticipantLinksChanged,)
+class ParticipantLinkIssued(EventData):
+    """A member of staff made a participant's withdraw link (for a message to them): who made it for whom, and
+    until when it works. Whoever holds the link can withdraw that person, so who made each one is on record; the
+    link itself (its token) is not: the fact names it by ``link_id``, which the token carries and which is
+    recorded when it is used."""
+
+    event_type: ClassVar[str] = "rj.participant-link.issued"
+
+    case_id: str = Field(min_length=1, max_length=200)
+    person_id: str = Field(min_length=1, max_length=200, description="The participant the link withdraws")
+    link_id: str = Field(min_length=16, max_length=64, description="The link's id, inside its token")
+    issued_by: Actor
+    issued_at: AwareDatetime
+    expires_at: AwareDatetime
+
+
+LINK_EVENTS: tuple[type[EventData], ...] = (ParticipantLinksChanged, ParticipantLinkIssued)

@@ -21,7 +21,6 @@ from schemas.commands import Command
 from schemas.envelope import derived_event_id, new_event
 from schemas.registry import REGISTRY, Registry
 from services.runtime import privacy
-from services.runtime.keystore import CASE_PERSON
 from services.runtime.outbox import Outgoing, write_outbox
 
 log = structlog.get_logger()
@@ -192,15 +191,26 @@ async def send_command(
 
 
 async def sealed_command(conn: asyncpg.Connection, command: Command, *, command_id: str, force: str) -> Outgoing:
-    """The command's record with its personal fields (a reason, a corrected value) sealed under the case's own key,
-    never a person's: a key is how the key store knows a person is on a case, and a reason may name anyone."""
+    """The command's record with its personal fields sealed under the owners the contract names, as the owning
+    service seals the fact it makes of them: a note about a participant, their safe-contact details, a contact
+    attempt's note are theirs, and go when they are erased. A field the rule gives to an id that is no
+    participant of the case (as the read model knows them) goes under the case's own key instead: a key is how
+    the key store knows a person is on a case, so none is made for an id nobody vouched for."""
     event = new_event(command, source=SOURCE, subject=command.case_id, event_id=command_id, force=force)
     document = command.model_dump(mode="json")
     [sealed] = await privacy.batch().seal_documents(
-        conn, type(command), [(document, command.case_id)], owned=True, owner=CASE_PERSON
+        conn, type(command), [(document, command.case_id)], owned=True, people=await _participants(conn, command)
     )
     value = event.to_json(pydantic_core.to_json(sealed))
     return Outgoing(event_id=command_id, topic=topics.COMMANDS, key=command.case_id, value=value)
+
+
+async def _participants(conn: asyncpg.Connection, command: Command) -> set[tuple[str, str]]:
+    """The case's participants as (person, case) pairs; none asked for when the command has no personal data."""
+    if not privacy.has_personal_data(command):
+        return set()
+    rows = await conn.fetch(f"SELECT person_id FROM {SCHEMA}.participants WHERE case_id = $1", command.case_id)
+    return {(row["person_id"], command.case_id) for row in rows}
 
 
 async def sent_command(conn: asyncpg.Connection, command_id: str) -> SentCommand | None:

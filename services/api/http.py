@@ -13,7 +13,7 @@ import importlib
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
@@ -391,7 +391,8 @@ def create_app(
     )
     async def make_withdraw_link(principal: Caller, case_id: CaseId, body: WithdrawLinkFor) -> WithdrawLink:
         """A participant's personal, single-purpose, expiring link to withdraw their consent (for a message to
-        them); refused where links are off for the case."""
+        them); refused where links are off for the case. Who made it, for whom, is recorded
+        (``rj.participant-link.issued`` on ``rj.api``)."""
         if principal.role not in LINK_SETTERS:
             raise ApiError(403, "forbidden", f"a {principal.role} may not make participants' links")
         async with transaction(await pool()) as conn:
@@ -402,11 +403,17 @@ def create_app(
                 raise ApiError(404, "not_found", "no such participant on this case")
             if not await links.links_allowed(conn, case_id):
                 raise ApiError(409, "links_off", "participant links are off for this case (a sensitive case)")
-        try:
-            url = links.mint_link(settings, case_id=case_id, person_id=body.person_id)
-        except links.LinkKeyMissing:
-            raise ApiError(409, "links_unconfigured", "no participant link key is configured") from None
-        expires_at = datetime.now(UTC) + timedelta(seconds=settings.participant_link_ttl_s)
+            now = datetime.now(UTC)
+            try:
+                url, link_id, expires_at = links.issue_link(
+                    settings, case_id=case_id, person_id=body.person_id, now=now
+                )
+            except links.LinkKeyMissing:
+                raise ApiError(409, "links_unconfigured", "no participant link key is configured") from None
+            issued = links.link_issued(
+                case_id=case_id, person_id=body.person_id, link_id=link_id, expires_at=expires_at, by=principal, now=now
+            )
+            await write_outbox(conn, commands.SCHEMA, issued)  # no link is handed out without its record
         return WithdrawLink(url=url, expires_at=expires_at)
 
     app.include_router(links.participant_router(pool, settings))

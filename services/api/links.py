@@ -39,7 +39,7 @@ from schemas import topics
 from schemas.common import Actor
 from schemas.consent import PARTICIPATION, RecordedThrough, RecordingMethod, WithdrawConsent
 from schemas.envelope import derived_event_id, new_event
-from schemas.links import ParticipantLinksChanged
+from schemas.links import ParticipantLinkIssued, ParticipantLinksChanged
 from services.api.participant_text import TEXT
 from services.api.principal import Principal
 from services.runtime.db import ConnectionLost, transaction
@@ -132,6 +132,14 @@ def mint_link(
 ) -> str:
     """The withdraw link for ``person_id`` on ``case_id`` (``{public_base_url}/p/{token}``), working for ``ttl_s``
     (default ``participant_link_ttl_s``) from ``now``."""
+    url, _, _ = issue_link(settings, case_id=case_id, person_id=person_id, ttl_s=ttl_s, now=now)
+    return url
+
+
+def issue_link(
+    settings: Settings, *, case_id: str, person_id: str, ttl_s: float | None = None, now: datetime | None = None
+) -> tuple[str, str, datetime]:
+    """As ``mint_link``, with what recording who made it needs: ``(url, link id, expires at)``."""
     issued = now or datetime.now(UTC)
     expires = issued + timedelta(seconds=settings.participant_link_ttl_s if ttl_s is None else ttl_s)
     sealed = _Sealed(
@@ -144,7 +152,24 @@ def mint_link(
     nonce = os.urandom(_NONCE_BYTES)
     box = AESGCM(link_keys(settings)[0]).encrypt(nonce, sealed.model_dump_json().encode(), _AAD)
     token = base64.urlsafe_b64encode(_VERSION + nonce + box).rstrip(b"=").decode()
-    return f"{settings.public_base_url.rstrip('/')}/p/{token}"
+    # The token keeps whole seconds: the expiry said is the one the link enforces.
+    return f"{settings.public_base_url.rstrip('/')}/p/{token}", sealed.link_id, datetime.fromtimestamp(sealed.exp, UTC)
+
+
+def link_issued(
+    *, case_id: str, person_id: str, link_id: str, expires_at: datetime, by: Principal, now: datetime
+) -> list[Outgoing]:
+    """The fact that ``by`` made a withdraw link for ``person_id``, for the caller to write to the api outbox in
+    the transaction that hands the link out: a link acts in a participant's name, so who made it is on record."""
+    fact = ParticipantLinkIssued(
+        case_id=case_id,
+        person_id=person_id,
+        link_id=link_id,
+        issued_by=Actor(kind="staff", id=by.staff_id),
+        issued_at=now,
+        expires_at=expires_at,
+    )
+    return [Outgoing.event_of(topics.API, new_event(fact, source=SOURCE, subject=case_id, time=now, force=by.force))]
 
 
 def open_link(settings: Settings, token: str, *, now: datetime | None = None) -> LinkClaims:
@@ -184,9 +209,9 @@ def open_link(settings: Settings, token: str, *, now: datetime | None = None) ->
 
 
 async def links_allowed(conn: asyncpg.Connection, case_id: str) -> bool:
-    """Staff's setting for the case if there is one; otherwise allowed unless the case is sensitive. A case the
-    read model has not seen yet is treated as sensitive: better "contact your facilitator" than a link working
-    on a case where it should not."""
+    """Staff's setting for the case if there is one; otherwise allowed only on a case screened as not sensitive. A
+    case the read model has not seen yet, or whose screening (rj.case.accepted) it has not seen yet (``sensitive``
+    NULL), is treated as sensitive: better "contact your facilitator" than a link working where it should not."""
     row = await conn.fetchrow(
         f"""SELECT s.enabled, c.sensitive
               FROM (SELECT $1::text AS case_id) k

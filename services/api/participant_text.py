@@ -4,6 +4,11 @@ reviews one file and a test can hold the two languages to the same set of pages.
 Plain, short sentences, as GOV.UK writes for the public. Nothing here names the case, the crime or anyone: the
 person holding the phone may not be the participant. Each page that refuses points to the facilitator, who can
 help whatever went wrong.
+
+For the same reason a withdrawal sent, a link used already and a link refused on a sensitive case show one and the
+same page (``FINISHED``): the page must not tell whoever holds the phone that the participant asked to stop before,
+or that their case is one where links are off. Only the HTTP status differs (200, 410, 403), for the logs. An
+expired or altered link says so plainly: that tells nothing about the participant or the case.
 """
 
 from __future__ import annotations
@@ -27,6 +32,27 @@ class Text:
     pages: dict[str, Page]
 
 
+FINISHED = ("done", "used", "not_allowed")
+"""The pages that must read the same, word for word (see above)."""
+
+_ENGLISH_FINISHED = Page(
+    title="Thank you",
+    heading="Thank you",
+    paragraphs=(
+        "If you have asked to stop taking part, your facilitator will be in touch.",
+        "You can contact your facilitator at any time.",
+    ),
+)
+
+_WELSH_FINISHED = Page(
+    title="Diolch",
+    heading="Diolch",
+    paragraphs=(
+        "Os ydych wedi gofyn i roi'r gorau i gymryd rhan, bydd eich hwylusydd yn cysylltu â chi.",
+        "Gallwch gysylltu â'ch hwylusydd ar unrhyw adeg.",
+    ),
+)
+
 ENGLISH = Text(
     service="Restorative justice",
     leave="Leave this page quickly",
@@ -42,19 +68,8 @@ ENGLISH = Text(
                 "If you want to talk about it first, contact your facilitator.",
             ),
         ),
-        "done": Page(
-            title="Request received",
-            heading="You have asked to stop taking part",
-            paragraphs=(
-                "We have received your request. Your facilitator will be told.",
-                "You do not need to do anything else.",
-            ),
-        ),
-        "used": Page(
-            title="Link already used",
-            heading="This link has already been used",
-            paragraphs=("If you want to talk to someone, contact your facilitator.",),
-        ),
+        "done": _ENGLISH_FINISHED,
+        "used": _ENGLISH_FINISHED,
         "expired": Page(
             title="Link expired",
             heading="This link has expired",
@@ -71,11 +86,7 @@ ENGLISH = Text(
                 "If you want to stop taking part, contact your facilitator.",
             ),
         ),
-        "not_allowed": Page(
-            title="Link cannot be used",
-            heading="This link cannot be used",
-            paragraphs=("If you want to stop taking part, contact your facilitator.",),
-        ),
+        "not_allowed": _ENGLISH_FINISHED,
         "unavailable": Page(
             title="Try again later",
             heading="Sorry, there is a problem",
@@ -102,19 +113,8 @@ WELSH = Text(
                 "Os ydych am siarad am hyn yn gyntaf, cysylltwch â'ch hwylusydd.",
             ),
         ),
-        "done": Page(
-            title="Cais wedi dod i law",
-            heading="Rydych wedi gofyn i roi'r gorau i gymryd rhan",
-            paragraphs=(
-                "Rydym wedi cael eich cais. Bydd eich hwylusydd yn cael gwybod.",
-                "Nid oes angen i chi wneud dim byd arall.",
-            ),
-        ),
-        "used": Page(
-            title="Dolen wedi'i defnyddio eisoes",
-            heading="Mae'r ddolen hon eisoes wedi cael ei defnyddio",
-            paragraphs=("Os ydych am siarad â rhywun, cysylltwch â'ch hwylusydd.",),
-        ),
+        "done": _WELSH_FINISHED,
+        "used": _WELSH_FINISHED,
         "expired": Page(
             title="Dolen wedi dod i ben",
             heading="Mae'r ddolen hon wedi dod i ben",
@@ -131,11 +131,7 @@ WELSH = Text(
                 "Os ydych am roi'r gorau i gymryd rhan, cysylltwch â'ch hwylusydd.",
             ),
         ),
-        "not_allowed": Page(
-            title="Ni ellir defnyddio'r ddolen",
-            heading="Ni ellir defnyddio'r ddolen hon",
-            paragraphs=("Os ydych am roi'r gorau i gymryd rhan, cysylltwch â'ch hwylusydd.",),
-        ),
+        "not_allowed": _WELSH_FINISHED,
         "unavailable": Page(
             title="Rhowch gynnig arall arni nes ymlaen",
             heading="Mae'n ddrwg gennym, mae problem",

@@ -85,7 +85,8 @@ async def list_cases(
     limit = max(1, min(limit, MAX_PAGE))
     after_at, after_id = _read_cursor(after) if after is not None else (None, None)
     rows = await conn.fetch(
-        """SELECT c.case_id, c.force, c.status, c.crime_reference, c.sensitive, c.contact_form, c.on_hold,
+        """SELECT c.case_id, c.force, c.status, c.crime_reference, c.sensitive IS NOT FALSE AS sensitive,
+                  c.contact_form, c.on_hold,
                   c.opened_at, c.updated_at,
                   ARRAY(SELECT f.facilitator_id FROM api.case_facilitators f WHERE f.case_id = c.case_id
                         ORDER BY f.facilitator_id) AS facilitator_ids
@@ -311,7 +312,7 @@ async def case_detail(conn: asyncpg.Connection, case_id: str, *, personal: bool)
         crime_reference=case["crime_reference"],
         referral=case["referral"],
         offence_category=case["offence_category"],
-        sensitive=case["sensitive"],
+        sensitive=case["sensitive"] is not False,  # unknown (not screened yet) counts as sensitive
         sensitivity_reasons=list(case["sensitivity_reasons"]),
         specialist_required=case["specialist_required"],
         risk_assessment_required=case["risk_assessment_required"],

@@ -28,7 +28,10 @@ class CaseSummary(View):
         "that overtook the referral are known"
     )
     crime_reference: str | None
-    sensitive: bool = Field(description="Needs a specialist facilitator and a risk assessment before any contact")
+    sensitive: bool = Field(
+        description="Needs a specialist facilitator and a risk assessment before any contact; true too while "
+        "screening has not said (unknown counts as sensitive)"
+    )
     contact_form: str | None = Field(description="conference or indirect; null: never switched (a conference)")
     on_hold: bool = Field(description="On hold for a safeguarding concern")
     opened_at: datetime | None
@@ -185,7 +188,10 @@ class CaseDetail(View):
     crime_reference: str | None
     referral: int | None = Field(description="Which referral of the crime this case is")
     offence_category: str | None
-    sensitive: bool
+    sensitive: bool = Field(
+        description="Needs a specialist facilitator and a risk assessment before any contact; true too while "
+        "screening has not said (unknown counts as sensitive)"
+    )
     sensitivity_reasons: list[str]
     specialist_required: bool | None
     risk_assessment_required: bool | None

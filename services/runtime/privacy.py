@@ -27,7 +27,7 @@ and without that switch refuses to start.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -46,7 +46,15 @@ from services.runtime.fieldcrypt import (
     decrypt_bytes,
     encrypt_bytes,
 )
-from services.runtime.keystore import CASE_PERSON, BucketKey, KeyCache, KeyStore, MasterKeys
+from services.runtime.keystore import (
+    CASE_PERSON,
+    MONITORING_PERSON,
+    BucketKey,
+    KeyCache,
+    KeyStore,
+    MasterKeys,
+    PersonCase,
+)
 from services.runtime.settings import Settings
 
 if TYPE_CHECKING:
@@ -56,6 +64,9 @@ M = TypeVar("M", bound=BaseModel)
 
 _NO_VALUES = (None, "[]", "{}", "null")
 """JSON texts with nothing in them to seal."""
+
+_CASE_KEYS = (None, CASE_PERSON, MONITORING_PERSON)
+"""Owners that are the case's own keys, not a person's: what the ownership rule gives them needs no vouching."""
 
 SEALED_MARK = TOKEN_PREFIX.encode()
 """What a record's bytes contain when some value in it is sealed (a quick test before parsing)."""
@@ -144,11 +155,15 @@ class Batch:
         *,
         owned: bool = False,
         owner: str | None = None,
+        people: Collection[PersonCase] | None = None,
     ) -> list[dict[str, Any]]:
         """``(document, case id)`` pairs with their marked values sealed: copies, or the documents themselves
         when ``owned`` (made for this, as ``model_dump`` makes them: nothing else holds them). ``owner`` seals
         every value under that one owner's key on the case instead of the contract's ownership rule (a
-        client's command under the case's own key: a key is how the store knows a person is on a case)."""
+        client's command under the case's own key: a key is how the store knows a person is on a case).
+        ``people``: the (person, case) pairs known to be on their case; a value the rule gives to anyone else
+        goes under the case's own key, so that no key is made for an id nobody vouched for (a client's
+        command naming a participant: theirs, gone with their erasure)."""
         cipher = cipher_for(model)
         if not self.enabled or not cipher.has_personal_data or not documents:
             return [d for d, _ in documents]
@@ -156,6 +171,14 @@ class Batch:
         if owner is not None:
             for p in pending:
                 p.slots = [slot._replace(owner=owner) for slot in p.slots]
+        elif people is not None:
+            for p in pending:
+                p.slots = [
+                    slot
+                    if slot.owner in _CASE_KEYS or (slot.owner, p.case_id) in people
+                    else slot._replace(owner=CASE_PERSON)
+                    for slot in p.slots
+                ]
         owners = {(slot.owner or CASE_PERSON, p.case_id) for p in pending for slot in p.slots}
         if owners:
             await self.keys.load(conn, pairs=owners)

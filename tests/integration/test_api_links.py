@@ -181,7 +181,7 @@ async def test_confirming_sends_one_withdrawal_in_the_participants_name_and_uses
     response = await client.post(path_of(link))
 
     assert response.status_code == 200
-    assert "You have asked to stop taking part" in response.text
+    assert "If you have asked to stop taking part, your facilitator will be in touch." in response.text
     assert_private_page(response, case_id, "V-ALICE")
     assert_quick_exit(response)
     [row] = await outbox(pool, case_id)
@@ -203,11 +203,11 @@ async def test_confirming_sends_one_withdrawal_in_the_participants_name_and_uses
 
     again = await client.post(path_of(link))
     assert again.status_code == 410
-    assert "This link has already been used" in again.text
+    assert page_text(again) == page_text(response), "a used link reads as the withdrawal did"
     assert_private_page(again, case_id, "V-ALICE")
     assert len(await outbox(pool, case_id)) == 1
     shown = await client.get(path_of(link))
-    assert shown.status_code == 410 and "already been used" in shown.text
+    assert shown.status_code == 410 and page_text(shown) == page_text(response)
 
 
 async def test_two_confirmations_at_once_send_one_withdrawal(
@@ -357,9 +357,9 @@ async def test_welsh_carries_through_the_confirmation_and_the_refusals(
     path = path_of(mint_link(settings, case_id=case_id, person_id="V-A"))
     assert '<form method="post" action="?lang=cy">' in (await client.get(path + "?lang=cy")).text
     done = await client.post(path + "?lang=cy")
-    assert done.status_code == 200 and "Rydych wedi gofyn i roi&#39;r gorau i gymryd rhan" in done.text
+    assert done.status_code == 200 and "bydd eich hwylusydd yn cysylltu â chi" in done.text
     again = await client.post(path, headers={"Accept-Language": "cy"})
-    assert again.status_code == 410 and "Mae&#39;r ddolen hon eisoes wedi cael ei defnyddio" in again.text
+    assert again.status_code == 410 and "bydd eich hwylusydd yn cysylltu â chi" in again.text
     garbage = await client.get("/p/garbage?lang=cy")
     assert garbage.status_code == 404 and "Nid yw&#39;r ddolen hon yn gweithio" in garbage.text
 
@@ -374,7 +374,7 @@ async def test_a_sensitive_case_refuses_links_until_staff_turn_them_on(
     path = path_of(mint_link(settings, case_id=case_id, person_id="V-A"))
     for method in ("GET", "POST"):
         response = await client.request(method, path)
-        assert response.status_code == 403 and "This link cannot be used" in response.text
+        assert response.status_code == 403 and "your facilitator will be in touch" in response.text
         assert_private_page(response, case_id, "V-A")
     assert await outbox(pool, case_id) == [] and await used(pool, case_id) == 0
 
@@ -423,3 +423,34 @@ async def test_a_case_the_read_model_has_not_seen_is_treated_as_sensitive(
     path = path_of(mint_link(settings, case_id=case_id, person_id="V-A"))
     assert (await client.post(path)).status_code == 403
     assert await outbox(pool, case_id) == []
+
+
+# --- what the pages tell whoever holds the phone ----------------------------------------------------
+
+
+def page_text(response: httpx.Response) -> str:
+    """The page without its per-response nonce: what a reader of the screen (or of the HTML) learns."""
+    return re.sub(r'nonce="[^"]*"', "", response.text)
+
+
+@pytest.mark.parametrize("lang", ["en", "cy"])
+async def test_a_withdrawal_a_used_link_and_a_refused_case_show_the_same_page(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, settings: Settings, lang: str
+) -> None:
+    """Whoever holds the phone may not be the participant: the page must not tell them whether the withdrawal went,
+    had gone already, or was refused on a sensitive case. Only the status code (for the log) differs."""
+    case_id, sensitive_case = await new_case(pool), await new_case(pool, sensitive=True)
+    path = path_of(mint_link(settings, case_id=case_id, person_id="V-A")) + f"?lang={lang}"
+    done = await client.post(path)
+    used_up = await client.post(path)
+    shown_used = await client.get(path)
+    refused = await client.post(path_of(mint_link(settings, case_id=sensitive_case, person_id="V-B")) + f"?lang={lang}")
+    assert (done.status_code, used_up.status_code, shown_used.status_code, refused.status_code) == (200, 410, 410, 403)
+    assert page_text(done) == page_text(used_up) == page_text(shown_used) == page_text(refused)
+    for word in ("used", "cannot", "received", "defnyddio", "ellir", "dod i law"):
+        assert word not in done.text
+    expired = await client.get(
+        path_of(mint_link(settings, case_id=case_id, person_id="V-A", ttl_s=-60)) + f"?lang={lang}"
+    )
+    altered = await client.get(f"/p/garbage?lang={lang}")
+    assert len({page_text(done), page_text(expired), page_text(altered)}) == 3, "expired and altered say so plainly"

@@ -21,7 +21,7 @@ from services.api.links import (
     new_link_key,
     open_link,
 )
-from services.api.participant_text import TEXT
+from services.api.participant_text import FINISHED, TEXT
 from services.runtime.settings import Settings
 
 KEY = new_link_key()
@@ -125,6 +125,13 @@ def test_the_welsh_pages_say_everything_the_english_ones_do() -> None:
         ):
             assert mine and theirs and mine != theirs, name
     assert english.leave == "Leave this page quickly" and welsh.leave == "Gadael y dudalen hon yn gyflym"
+
+
+def test_a_withdrawal_a_used_link_and_a_refused_case_read_the_same_in_each_language() -> None:
+    for text in TEXT.values():
+        first, *others = (text.pages[name] for name in FINISHED)
+        assert all(page == first for page in others)
+        assert text.pages["expired"] != first and text.pages["altered"] != first
 
 
 def test_the_links_changed_fact_is_registered_and_says_who_and_when() -> None:
