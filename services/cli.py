@@ -390,12 +390,13 @@ def release_parked(
 
 def consumed_types() -> dict[str, frozenset[str]]:
     """The event types each service takes in, as its app declares them."""
+    from services.api.readmodel import CONSUMES as api
     from services.consent.app import CONSUMES as consent
     from services.privacy.app import CONSUMES as privacy
     from services.referral.app import CONSUMES as referral
     from services.scheduling.domain import CONSUMES as scheduling
 
-    return {"referral": referral, "consent": consent, "scheduling": scheduling, "privacy": privacy}
+    return {"referral": referral, "consent": consent, "scheduling": scheduling, "privacy": privacy, "api": api}
 
 
 @privacy_cli.command("inventory")

@@ -54,14 +54,17 @@ def test_the_participants_of_an_opened_case_travel_on_rj_referral_from_referrals
     assert where(opened.stored_in) == [
         "rj.referral",
         "referral.outbox",
+        "api state",
         "privacy state",
+        "api.parked",
         "privacy.parked",
+        "api.dead_letters",
         "privacy.dead_letters",
         "rj.deadletter",
     ]
-    # As the code says: the privacy service (who is on a case, for retention and export); consent and
-    # scheduling take in rj.case.accepted, which names no one.
-    assert opened.read_by == ("privacy",)
+    # As the code says: the privacy service (who is on a case, for retention and export) and the API's read model
+    # (what staff are shown, still sealed); consent and scheduling take in rj.case.accepted, which names no one.
+    assert opened.read_by == ("api", "privacy")
 
 
 def test_an_accepted_case_carries_no_personal_data_so_is_not_in_the_inventory() -> None:
@@ -145,8 +148,9 @@ def test_the_table_has_a_row_per_personal_type_and_holding() -> None:
     assert opened == (
         "rj.case.opened\n  participants[].age_band\n  participants[].contact\n  participants[].custody_location\n"
         "  participants[].date_of_birth\n  participants[].ethnicity\n  participants[].gender\n  participants[].name",
-        "rj.referral\nreferral.outbox\nprivacy state\nprivacy.parked\nprivacy.dead_letters\nrj.deadletter",
-        "privacy",
+        "rj.referral\nreferral.outbox\napi state\nprivacy state\napi.parked\nprivacy.parked\napi.dead_letters\n"
+        "privacy.dead_letters\nrj.deadletter",
+        "api\nprivacy",
     )
 
 
