@@ -39,7 +39,8 @@ async def lists(pg_server: str) -> AsyncIterator[Lists]:
         db = await asyncpg.connect(url)
         start = datetime(2030, 1, 1, tzinfo=UTC)
         await db.executemany(
-            "INSERT INTO api.cases (case_id, force, status, sensitive, updated_at) VALUES ($1, $2, 'referred', false, $3)",
+            "INSERT INTO api.cases (case_id, force, status, sensitive, updated_at) "
+            "VALUES ($1, $2, 'referred', false, $3)",
             [(f"C-{n}", COORDINATOR.force, start + timedelta(minutes=n // 2)) for n in range(5)],
         )
         pools: list[asyncpg.Pool] = []

@@ -167,8 +167,8 @@ async def test_a_booking_naming_another_forces_venue_or_facilitator_is_422_namin
     api: Api, command_type: str, field: str, body: dict[str, Any]
 ) -> None:
     assert (await register(api, OTHER_FORCE, "rj.venue.register", {**VENUE_BODY, "venue_id": "V-B"})).is_success
-    assert (await register(api, OTHER_FORCE, "rj.facilitator.register", {**FACILITATOR_BODY,
-                                                                         "facilitator_id": "F-B"})).is_success  # fmt: skip
+    other_facilitator = {**FACILITATOR_BODY, "facilitator_id": "F-B"}
+    assert (await register(api, OTHER_FORCE, "rj.facilitator.register", other_facilitator)).is_success
     before = len(await api.outbox("rj.commands"))
     booked = await api.client.post(f"/cases/C-1/commands/{command_type}", json=body, headers=bearer(FACILITATOR))
     assert booked.status_code == 422, booked.text
