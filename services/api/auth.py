@@ -31,6 +31,13 @@ ALGORITHMS: tuple[str, ...] = ("RS256", "ES256")
 # Real access tokens are a few kB; a longer one is not a token, and parsing it is wasted work.
 _MAX_TOKEN_CHARS = 16_384
 _ROLE_NAMES = frozenset(role.value for role in Role)
+#: Our roles from the least powerful to the most: a token naming several gets the first of these it names, so
+#: a provider's mapping mistake (or a person holding two jobs) never grants more than the smallest of them.
+LEAST_POWERFUL_FIRST: tuple[Role, ...] = (Role.auditor, Role.volunteer, Role.facilitator, Role.coordinator)
+#: How providers mark an ID token (about a login, meant for the client) apart from an access token (meant for an
+#: API): Amazon Cognito's ``token_use`` claim says ``id`` or ``access``, Keycloak's ``typ`` claim ``ID`` or
+#: ``Bearer``. The JOSE header's ``typ`` is usually just ``JWT`` for both, so it tells nothing.
+_ID_TOKEN_MARKS: tuple[tuple[str, str], ...] = (("token_use", "id"), ("typ", "id"))
 
 
 class Unauthenticated(Exception):
@@ -126,6 +133,10 @@ class TokenVerifier:
         return self._last_refetch is None or time.monotonic() - self._last_refetch >= self.jwks_refetch_s
 
     def _principal(self, claims: Mapping[str, Any]) -> Principal:
+        for claim, id_token in _ID_TOKEN_MARKS:
+            marked = claims.get(claim)
+            if isinstance(marked, str) and marked.lower() == id_token:
+                raise Unauthenticated(f"this is an ID token ({claim} claim {marked!r}); the API takes access tokens")
         staff_id = _claim(claims, self.staff_id_claim)
         if not isinstance(staff_id, str) or not staff_id:
             raise Unauthenticated(f"the token has no staff id ({self.staff_id_claim} claim)")
@@ -170,13 +181,14 @@ def _claim(claims: Mapping[str, Any], name: str) -> Any:
 
 
 def _role(value: Any, claim: str) -> Role:
-    """The first of the token's roles that is one of ours (a provider puts every app's roles in one list)."""
+    """The least powerful of the token's roles that are ours (a provider puts every app's roles in one list)."""
     if value is None or value == [] or value == "":
         raise Unauthenticated(f"the token carries no role ({claim} claim)")
     values = [value] if isinstance(value, str) else value if isinstance(value, list) else []
-    for candidate in values:
-        if isinstance(candidate, str) and candidate in _ROLE_NAMES:
-            return Role(candidate)
+    ours = {candidate for candidate in values if isinstance(candidate, str) and candidate in _ROLE_NAMES}
+    for role in LEAST_POWERFUL_FIRST:
+        if role.value in ours:
+            return role
     known = ", ".join(role.value for role in Role)
     raise Unauthenticated(f"none of the token's roles ({claim} claim) is one this service knows ({known})")
 

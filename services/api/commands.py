@@ -5,6 +5,8 @@ put in the api outbox for ``rj.commands`` in one transaction), and its outcome a
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -135,22 +137,47 @@ async def send_registration(
     venue it names (ids and a venue's name: no one's personal data). False when this id was sent before."""
     command_type: str = type(command).event_type  # type: ignore[attr-defined]
     subject: str = getattr(command, REGISTRATIONS[command_type])
-    inserted = await conn.fetchval(
-        f"""INSERT INTO {SCHEMA}.commands_sent (command_id, case_id, command_type, staff_id)
-            VALUES ($1, $2, $3, $4) ON CONFLICT (command_id) DO NOTHING RETURNING true""",
-        command_id,
-        subject,
-        command_type,
-        staff_id,
-    )
-    if not inserted:
-        first = await sent_command(conn, command_id)
-        if first is None or (first.case_id, first.command_type) != (subject, command_type):
-            raise IdempotencyKeyReused("this Idempotency-Key was already used for another command")
+    if not await record_sent(conn, command, command_id=command_id, subject=subject, staff_id=staff_id):
         return False
     event = new_event(command, source=SOURCE, subject=subject, event_id=command_id, force=force)  # type: ignore[arg-type]
     await write_outbox(conn, SCHEMA, [Outgoing.event_of(topics.COMMANDS, event)])
     return True
+
+
+async def record_sent(
+    conn: asyncpg.Connection, command: BaseModel, *, command_id: str, subject: str, staff_id: str
+) -> bool:
+    """Record ``command`` in ``api.commands_sent`` under ``command_id`` (its case, or the facilitator or venue it
+    registers, as ``subject``). False when that id was recorded before for this very command (a retry); raises
+    ``IdempotencyKeyReused`` when it was recorded for another subject, type or body."""
+    command_type: str = type(command).event_type  # type: ignore[attr-defined]
+    digest = body_sha256(command)
+    inserted = await conn.fetchval(
+        f"""INSERT INTO {SCHEMA}.commands_sent (command_id, case_id, command_type, staff_id, body_sha256)
+            VALUES ($1, $2, $3, $4, $5) ON CONFLICT (command_id) DO NOTHING RETURNING true""",
+        command_id,
+        subject,
+        command_type,
+        staff_id,
+        digest,
+    )
+    if inserted:
+        return True
+    first = await conn.fetchrow(
+        f"SELECT case_id, command_type, body_sha256 FROM {SCHEMA}.commands_sent WHERE command_id = $1", command_id
+    )
+    if first is None or (first["case_id"], first["command_type"]) != (subject, command_type):
+        raise IdempotencyKeyReused("this Idempotency-Key was already used for another command")
+    if first["body_sha256"] is not None and first["body_sha256"] != digest:
+        raise IdempotencyKeyReused("this Idempotency-Key was already used for this command with a different body")
+    return False
+
+
+def body_sha256(command: BaseModel) -> str:
+    """The sha256 of ``command``'s canonical JSON (sorted keys, no spaces): the same for the same command however
+    its body was written. The actor and case are in it, so it says "this sender, this case, these words"."""
+    canonical = json.dumps(command.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def build_command(model: type[Command], body: BaseModel, *, case_id: str, staff_id: str) -> Command:
@@ -171,20 +198,8 @@ async def send_command(
 ) -> bool:
     """Record ``command`` as sent and put it in the api outbox for ``rj.commands`` (keyed by its case, with the
     case's ``force``), in the caller's transaction. False when this id was sent before (a retried POST): nothing is
-    sent again. Raises ``IdempotencyKeyReused`` when the id was sent for another case or command type."""
-    command_type = type(command).event_type
-    inserted = await conn.fetchval(
-        f"""INSERT INTO {SCHEMA}.commands_sent (command_id, case_id, command_type, staff_id)
-            VALUES ($1, $2, $3, $4) ON CONFLICT (command_id) DO NOTHING RETURNING true""",
-        command_id,
-        command.case_id,
-        command_type,
-        staff_id,
-    )
-    if not inserted:
-        first = await sent_command(conn, command_id)
-        if first is None or (first.case_id, first.command_type) != (command.case_id, command_type):
-            raise IdempotencyKeyReused("this Idempotency-Key was already used for another command")
+    sent again. Raises ``IdempotencyKeyReused`` when the id was sent for another case, type or body."""
+    if not await record_sent(conn, command, command_id=command_id, subject=command.case_id, staff_id=staff_id):
         return False
     await write_outbox(conn, SCHEMA, [await sealed_command(conn, command, command_id=command_id, force=force)])
     return True

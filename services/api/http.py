@@ -35,7 +35,7 @@ from schemas import topics
 from schemas.api import ViewLogged
 from schemas.commands import Command
 from schemas.envelope import new_event
-from services.api import commands, links
+from services.api import commands, links, ownership
 from services.api.principal import CaseAccess, Principal, Role
 from services.runtime import privacy
 from services.runtime.db import connect, transaction
@@ -161,7 +161,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 COMMAND_ERRORS = {
     **ERRORS,
-    409: {"model": ErrorBody, "description": "The Idempotency-Key named another command"},
+    409: {"model": ErrorBody, "description": "The Idempotency-Key was used before for another command or body"},
     413: {"model": ErrorBody, "description": "The body is larger than the API reads (api_max_body_bytes)"},
 }
 
@@ -452,6 +452,7 @@ def add_command_route(
                 if not rules.may_issue(principal, command_type):
                     why = rules.refusal(principal, command_type) or f"a {principal.role} may not send {command_type}"
                     raise ApiError(403, "forbidden", why)
+                await refuse_another_forces_resources(conn, command, command_type, force=access.force)
                 try:
                     await commands.send_command(
                         conn, command, command_id=command_id, staff_id=principal.staff_id, force=access.force
@@ -503,14 +504,17 @@ def add_registration_route(
         except ValidationError as exc:
             raise ApiError(422, "invalid", describe_errors(exc.errors(), prefix=("body",))) from None
         command_id = commands.command_id_for(principal.staff_id, idempotency_key)
+        subject = getattr(command, commands.REGISTRATIONS[command_type])
+        resource = ownership.RESOURCE_OF_REGISTRATION[command_type]
         async with transaction(await pool()) as conn:
+            if not await ownership.claim(conn, resource, subject, force=principal.force, staff_id=principal.staff_id):
+                raise ApiError(404, "not_found", f"no such {resource}")  # another force's: say nothing of whose
             try:
                 await commands.send_registration(
                     conn, command, command_id=command_id, staff_id=principal.staff_id, force=principal.force
                 )
             except commands.IdempotencyKeyReused as exc:
                 raise ApiError(409, "conflict", str(exc)) from None
-        subject = getattr(command, commands.REGISTRATIONS[command_type])
         accepted = commands.CommandAccepted(
             command_id=command_id, case_id=subject, command_type=command_type, status_url=f"/commands/{command_id}"
         )
@@ -526,6 +530,21 @@ def add_registration_route(
         summary=f"Send {command_type}",
         description=(model.__doc__ or "").strip() or None,
     )(post_registration)
+
+
+async def refuse_another_forces_resources(
+    conn: asyncpg.Connection, command: Command, command_type: str, *, force: str
+) -> None:
+    """A command naming a facilitator or venue another force registered: 404 when the command is about that
+    facilitator (assigning one), else 422 naming the field. Neither says whose it is."""
+    foreign = await ownership.fields_naming_another_forces(conn, command, force=force)
+    if not foreign:
+        return
+    if command_type in ownership.ABOUT_THE_RESOURCE:
+        raise ApiError(404, "not_found", f"no such {ownership.RESOURCE_OF_FIELD[foreign[0]]}")
+    raise ApiError(
+        422, "invalid", "; ".join(f"body.{field}: no such {ownership.RESOURCE_OF_FIELD[field]}" for field in foreign)
+    )
 
 
 #: Who may turn participants' links on or off for a case, and make one for a participant.

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import asyncpg
@@ -62,12 +62,32 @@ def _cursor(updated_at: datetime, case_id: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([updated_at.isoformat(), case_id]).encode()).decode()
 
 
+#: What a cursor may name, checked before anything reaches PostgreSQL: a cursor comes back from the caller, who
+#: may have altered it. Case ids hold no control characters (PostgreSQL text refuses NUL) and are UTF-8 (no lone
+#: surrogates); the time is aware and one PostgreSQL and Python can both hold, and cases change after 1970.
+_CURSOR_CASE_ID = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
+_CURSOR_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_CURSOR_LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
 def _read_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (updated_at, case_id) a cursor of ours holds; ``BadCursor`` for anything else, however it was made."""
     try:
-        updated_at, case_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(updated_at), str(case_id)
-    except (ValueError, TypeError, binascii.Error, UnicodeError) as exc:
+        document = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, TypeError, binascii.Error, UnicodeError, RecursionError) as exc:
         raise BadCursor("not a cursor this list handed out") from exc
+    if not (isinstance(document, list) and len(document) == 2 and all(isinstance(p, str) for p in document)):
+        raise BadCursor("not a cursor this list handed out")
+    at, case_id = document
+    try:
+        updated_at = datetime.fromisoformat(at)
+        case_id.encode("utf-8")
+        in_range = updated_at.tzinfo is not None and _CURSOR_EARLIEST <= updated_at <= _CURSOR_LATEST
+    except (ValueError, TypeError, OverflowError, UnicodeError) as exc:
+        raise BadCursor("not a cursor this list handed out") from exc
+    if not in_range or not _CURSOR_CASE_ID.fullmatch(case_id):
+        raise BadCursor("not a cursor this list handed out")
+    return updated_at, case_id
 
 
 async def list_cases(
@@ -84,7 +104,9 @@ async def list_cases(
     filtered by assigned facilitator, status and crime reference. No personal data."""
     limit = max(1, min(limit, MAX_PAGE))
     after_at, after_id = _read_cursor(after) if after is not None else (None, None)
-    rows = await conn.fetch(
+    rows = await _fetch_after_cursor(
+        conn,
+        after,
         """SELECT c.case_id, c.force, c.status, c.crime_reference, c.sensitive IS NOT FALSE AS sensitive,
                   c.contact_form, c.on_hold,
                   c.opened_at, c.updated_at,
@@ -113,6 +135,17 @@ async def list_cases(
     return views.CasePage(
         cases=cases, next_cursor=_cursor(page[-1]["updated_at"], page[-1]["case_id"]) if more else None
     )
+
+
+async def _fetch_after_cursor(conn: asyncpg.Connection, after: str | None, query: str, *args: Any) -> list[Any]:
+    """``conn.fetch``, with PostgreSQL refusing the values a cursor gave turned into ``BadCursor``: a last guard
+    behind ``_read_cursor``'s checks, so that whatever they let through is the caller's 400, not our 500."""
+    try:
+        return await conn.fetch(query, *args)
+    except asyncpg.DataError as exc:
+        if after is None:
+            raise
+        raise BadCursor("not a cursor this list handed out") from exc
 
 
 async def deadlines(

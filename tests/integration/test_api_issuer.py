@@ -82,11 +82,14 @@ async def test_a_good_token_says_who_is_calling(issuer: LocalIssuer) -> None:
     )
 
 
-async def test_a_role_claim_may_be_one_string_or_a_list_with_other_applications_roles(issuer: LocalIssuer) -> None:
+async def test_a_role_claim_may_be_one_string_or_a_list_with_other_applications_roles_and_the_least_powerful_counts(
+    issuer: LocalIssuer,
+) -> None:
     verifier = verifier_for(issuer)
-    single = await verify(verifier, issuer.sign(claims(issuer, roles="auditor")))
+    single = await verify(verifier, issuer.sign(claims(issuer, roles="coordinator")))
     mixed = await verify(verifier, issuer.sign(claims(issuer, roles=["Mail.Read", "coordinator", "auditor"])))
-    assert (single.role, mixed.role) == (Role.auditor, Role.coordinator)
+    other = await verify(verifier, issuer.sign(claims(issuer, roles=["Mail.Read", "coordinator"])))
+    assert (single.role, mixed.role, other.role) == (Role.coordinator, Role.auditor, Role.coordinator)
 
 
 async def test_claim_names_follow_the_settings_including_nested_ones(issuer: LocalIssuer) -> None:
