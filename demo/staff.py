@@ -63,7 +63,7 @@ class StaffMember:
         hearing that a case is ready a moment after the case page shows it)."""
         for attempt in range(1, tries + 1):
             outcome = await self.do(case_id, command_type, body)
-            if outcome["status"] in ("accepted", "already_handled"):
+            if outcome["status"] in ("accepted", "unchanged", "already_handled"):  # unchanged: it was already so
                 return outcome
             if attempt < tries:
                 await asyncio.sleep(0.5)

@@ -1,7 +1,8 @@
 """Commands on ``rj.commands`` (keyed by case id), and the rejection every owning service answers with.
 
 A command names who issues it (``actor``) and may carry a ``reason``; the owning service turns it into
-facts or into a ``rj.command.rejected`` that says why, so the sender can see the outcome.
+facts, into a ``rj.command.rejected`` that says why, or (when it finds things already so) into a
+``rj.command.no-change``, so the sender always sees the outcome.
 """
 
 from __future__ import annotations
@@ -73,6 +74,23 @@ class CommandAlreadyHandled(EventData):
     command_type: str
     service: str
     first_received_at: AwareDatetime
+    answered_at: AwareDatetime
+
+
+class CommandNoChange(EventData):
+    """The answer to a command its owning service took and found already so: consent given again, the same
+    facilitator assigned again, a decline or withdrawal repeated. Nothing is refused and nothing changes, so no
+    fact names it; this says so, and a UI can tell it from "still pending". For staff, like a rejection.
+
+    Commands a service sends itself (a system actor's sweep) get none: they are asked again and again, and most
+    of the time there is nothing to do."""
+
+    event_type: ClassVar[str] = "rj.command.no-change"
+
+    case_id: str
+    command_id: str
+    command_type: str
+    service: str
     answered_at: AwareDatetime
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from schemas.api import API_EVENTS
-from schemas.commands import REFERRAL_COMMANDS, CommandAlreadyHandled, CommandRejected
+from schemas.commands import REFERRAL_COMMANDS, CommandAlreadyHandled, CommandNoChange, CommandRejected
 from schemas.consent import CONSENT_COMMANDS, CONSENT_EVENTS, CaseWithdrawn, case_withdrawn_v1_to_v2
 from schemas.envelope import CloudEvent, Event, EventData, RawEnvelope
 from schemas.indirect import INDIRECT_COMMANDS, INDIRECT_EVENTS
@@ -164,6 +164,7 @@ REGISTRY = Registry(
         *REFERRAL_COMMANDS,
         CommandRejected,
         CommandAlreadyHandled,
+        CommandNoChange,
         *CONSENT_EVENTS,
         *CONSENT_COMMANDS,
         *SCHEDULING_EVENTS,

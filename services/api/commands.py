@@ -35,7 +35,7 @@ SET_BY_THE_API = frozenset({"case_id", "actor"})
 """Command fields the caller never gives: the case comes from the path, the actor from the token."""
 MAX_WAIT_S = 30.0
 
-Status = Literal["pending", "accepted", "rejected", "already_handled"]
+Status = Literal["pending", "accepted", "rejected", "already_handled", "unchanged"]
 
 
 class Answer(Protocol):
@@ -69,7 +69,8 @@ class CommandFact(BaseModel):
 
 class CommandOutcome(BaseModel):
     """What became of a command: ``pending`` until its owning service answers, then ``accepted`` (with the facts it
-    caused), ``rejected`` (with the ``reason``) or ``already_handled`` (the same command id was sent before)."""
+    caused), ``rejected`` (with the ``reason``), ``unchanged`` (its service took it and found it already so:
+    consent given again, say) or ``already_handled`` (the same command id was sent before)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -238,10 +239,11 @@ async def sent_command(conn: asyncpg.Connection, command_id: str) -> SentCommand
 
 
 def outcome(sent: SentCommand, answers: Sequence[Answer]) -> CommandOutcome:
-    """A rejection outweighs everything (the command changed nothing); any fact means it was accepted."""
+    """A rejection outweighs everything (the command changed nothing); any fact means it was accepted; a no-change
+    answer (taken, and already so) says more than a repeat's "already handled"."""
     statuses = {answer.status for answer in answers}
     status: Status = "pending"
-    for candidate in ("rejected", "accepted", "already_handled"):
+    for candidate in ("rejected", "accepted", "unchanged", "already_handled"):
         if candidate in statuses:
             status = candidate  # type: ignore[assignment]
             break

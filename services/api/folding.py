@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.commands import CommandAlreadyHandled, CommandRejected
+from schemas.commands import CommandAlreadyHandled, CommandNoChange, CommandRejected
 from schemas.envelope import CloudEvent, EventData
 from services.runtime.fieldcrypt import is_token
 
@@ -83,19 +83,22 @@ class CommandAnswer:
     """One row of ``api.command_answers``: what a fact says about the command that caused it."""
 
     command_id: str
-    status: str  # accepted | rejected | already_handled
+    status: str  # accepted | rejected | already_handled | unchanged
     reason: str | None = None
 
 
 def answer_of(event: CloudEvent[Any]) -> CommandAnswer | None:
-    """What a fact tells the sender of a command: a rejection (why), a repeat, or a fact the command caused (its id
-    is the envelope's ``causationid``, or the payload's ``command_id`` where the fact names the command it decides).
-    A fact that starts a chain of its own (participant-facing) names no command, and answers none."""
+    """What a fact tells the sender of a command: a rejection (why), a repeat, nothing to change (its service found
+    it already so), or a fact the command caused (its id is the envelope's ``causationid``, or the payload's
+    ``command_id`` where the fact names the command it decides). A fact that starts a chain of its own
+    (participant-facing) names no command, and answers none."""
     data = event.data
     if isinstance(data, CommandRejected):
         return CommandAnswer(data.command_id, "rejected", data.reason)
     if isinstance(data, CommandAlreadyHandled):
         return CommandAnswer(data.command_id, "already_handled")
+    if isinstance(data, CommandNoChange):
+        return CommandAnswer(data.command_id, "unchanged")
     command_id = getattr(data, "command_id", None) or event.causationid
     if isinstance(command_id, str) and command_id:
         return CommandAnswer(command_id, "accepted")
@@ -219,6 +222,7 @@ _SUMMARIES: dict[str, Callable[[Any], str]] = {
     "rj.participant.rectified": lambda d: f"{d.person_id}'s {d.field} corrected",
     "rj.command.rejected": lambda d: f"{d.command_type} refused by {d.service}",
     "rj.command.already-handled": lambda d: f"{d.command_type} sent again; already handled",
+    "rj.command.no-change": lambda d: f"{d.command_type} taken by {d.service}; it was already so, nothing changed",
 }
 
 

@@ -22,7 +22,7 @@ import asyncpg
 import pydantic_core
 from pydantic import BaseModel
 
-from schemas.commands import CommandAlreadyHandled, CommandRejected
+from schemas.commands import CommandAlreadyHandled, CommandNoChange, CommandRejected
 from schemas.consent import (
     CONSENT_EVENTS,
     CaseHeld,
@@ -108,6 +108,7 @@ _FACT_MODELS: tuple[type[EventData], ...] = (
     *PRIVACY_EVENTS,
     CommandRejected,
     CommandAlreadyHandled,
+    CommandNoChange,
 )
 CONSUMES: frozenset[str] = frozenset(model.event_type for model in _FACT_MODELS)
 """Every fact type published on the topics the API reads: each service's facts and its answers to commands."""
@@ -115,7 +116,7 @@ CONSUMES: frozenset[str] = frozenset(model.event_type for model in _FACT_MODELS)
 REGISTRATIONS = (FacilitatorRegistered, VenueRegistered)
 """Facts about a facilitator or a venue, not a case: kept beside the cases, not in any case's timeline."""
 
-ANSWERS_ONLY = (CommandRejected, CommandAlreadyHandled)
+ANSWERS_ONLY = (CommandRejected, CommandAlreadyHandled, CommandNoChange)
 """Facts that never make a case: a command refused for a case that does not exist must not bring it into being."""
 
 

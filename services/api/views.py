@@ -222,6 +222,6 @@ class CommandAnswer(View):
     event_id: str = Field(description="The fact that answers it")
     case_id: str | None
     event_type: str
-    status: Literal["accepted", "rejected", "already_handled"]
+    status: Literal["accepted", "rejected", "already_handled", "unchanged"]
     reason: str | None = Field(description="Why it was rejected")
     at: datetime

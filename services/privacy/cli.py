@@ -135,6 +135,8 @@ def _describe(answer: dict[str, Any]) -> str:
         return f"refused: {data['reason']}"
     if kind == "rj.command.already-handled":
         return f"already handled (first received {data['first_received_at']}): nothing changed"
+    if kind == "rj.command.no-change":
+        return "taken: it was already so, nothing changed"
     if kind == "rj.person.erased":
         kept = f"; kept under a hold: {', '.join(data['kept_under_hold'])}" if data["kept_under_hold"] else ""
         return (

@@ -31,7 +31,9 @@ RETRIES_IN_PROGRESS = Gauge(
 )
 PARKED_EVENTS = Gauge("rj_parked_events", "Events waiting for an upgrade of this service (alert when above 0)")
 COMMAND_ANSWERS = Counter(
-    "rj_command_answers", "Commands answered by the runtime itself (unknown type, malformed, repeated)", ["kind"]
+    "rj_command_answers",
+    "Commands answered by the runtime itself (unknown type, malformed, repeated, changing nothing)",
+    ["kind"],
 )
 
 # --- outbox and relay -------------------------------------------------------------------------------

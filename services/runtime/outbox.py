@@ -25,12 +25,15 @@ class Outgoing:
     """The record's bytes; empty for an event with personal data, which ``write_outbox`` writes, sealed."""
     event: CloudEvent[Any] | None = field(default=None, compare=False, repr=False)
     """The event ``value`` encodes, kept so that its personal fields are sealed as it is written."""
+    caused_by: str | None = field(default=None, compare=False)
+    """The id of the event (a command, say) this was decided on, even where the envelope does not say so (a
+    participant-facing fact starts a chain of its own): how the runtime knows a command was answered."""
 
     @classmethod
-    def event_of(cls, topic: str, event: CloudEvent[Any]) -> Outgoing:
+    def event_of(cls, topic: str, event: CloudEvent[Any], *, caused_by: str | None = None) -> Outgoing:
         # An event with personal data is serialised once, as it is sealed: not here, to be done again there.
         value = b"" if privacy.has_personal_data(event.data) else event.to_json()
-        return cls(event_id=event.id, topic=topic, key=event.subject, value=value, event=event)
+        return cls(event_id=event.id, topic=topic, key=event.subject, value=value, event=event, caused_by=caused_by)
 
 
 def facts(
@@ -61,6 +64,7 @@ def facts(
                 time=now,
                 force=force,
             ),
+            caused_by=cause.id if cause is not None else None,
         )
         for emit in emits
     ]

@@ -5,7 +5,8 @@ PostgreSQL transaction with the service's state and outbox:
 
 - **applied**: parsed, of a type this service consumes; its id is claimed in the inbox (a repeat drops
   out, and a repeated *command* gets an explicit ``rj.command.already-handled``), the service decides,
-  and its facts go to the outbox;
+  and its facts go to the outbox; a command of its own that it decided nothing on (no fact, no
+  rejection: consent given again, say) gets an explicit ``rj.command.no-change``;
 - **passed over**: a type the service neither owns nor follows, or an unreadable record on a topic
   another service stewards (``schemas.topics.STEWARD_OF``);
 - **parked**: of a version newer than the service knows, or about a case that already has an event
@@ -35,7 +36,8 @@ import pydantic_core
 import structlog
 
 from schemas import topics
-from schemas.commands import CommandAlreadyHandled, CommandRejected
+from schemas.commands import CommandAlreadyHandled, CommandNoChange, CommandRejected
+from schemas.common import Actor
 from schemas.envelope import CloudEvent, derived_event_id, new_event
 from schemas.registry import COMMAND_OWNER, NewerVersion, Registry
 from services.runtime import metrics
@@ -52,6 +54,12 @@ log = structlog.get_logger()
 
 Event = CloudEvent[Any]
 BatchHandler = Callable[[asyncpg.Connection, Sequence[Event]], Awaitable[Sequence[Outgoing]]]
+
+
+def _sent_by_a_system(event: Event) -> bool:
+    """A command whose actor is a system (a service asking itself, on a sweep, whether something is due)."""
+    actor = getattr(event.data, "actor", None)
+    return isinstance(actor, Actor) and actor.kind == "system"
 
 
 def parked_context(record: Record) -> bytes:
@@ -305,6 +313,7 @@ class BatchProcessor:
             else:
                 repeats.append(item)
         outgoing = list(await self.handler(conn, new_events)) if new_events else []
+        outgoing += self._answer_no_change(new_events, outgoing)
         outgoing += await self._answer_repeats(conn, repeats)
         outgoing += [i.answer for i in ready if isinstance(i, Answer)]
         outgoing += [i.answer for i in letters if i.answer is not None]
@@ -409,11 +418,57 @@ class BatchProcessor:
         )
         return self._fact(fact, case_id, f"rejected-record:{record.position}")
 
-    def _fact(self, data: CommandRejected | CommandAlreadyHandled, case_id: str, identity: str) -> Outgoing:
+    def _fact(
+        self,
+        data: CommandRejected | CommandAlreadyHandled | CommandNoChange,
+        case_id: str,
+        identity: str,
+        *,
+        cause: Event | None = None,
+    ) -> Outgoing:
         event = new_event(
-            data, source=self.source, subject=case_id, event_id=derived_event_id(self.source, case_id, identity)
+            data,
+            source=self.source,
+            subject=case_id,
+            cause=cause,
+            event_id=derived_event_id(self.source, case_id, identity),
+            force=cause.force if cause is not None else None,
         )
-        return Outgoing.event_of(topics.OUTPUT_OF[self.service], event)
+        return Outgoing.event_of(topics.OUTPUT_OF[self.service], event, caused_by=cause.id if cause else None)
+
+    def _answer_no_change(self, applied: Sequence[Event], outgoing: Sequence[Outgoing]) -> list[Outgoing]:
+        """``rj.command.no-change`` for each command of ours that the service applied and decided nothing on: no
+        fact was decided on it (``Outgoing.caused_by``, the envelope's ``causationid`` or a payload's
+        ``command_id``) and no rejection names it. Without it its sender could not tell "nothing to do" from "not
+        read yet". A command a system sends (a service's own sweep, asked again and again) is not answered.
+
+        Its id is derived from the command's: a replayed batch answers it once. It carries the force the command
+        came with (as a rejection does) and continues the command's chain: it is for staff, like a rejection."""
+        ours = [e for e in applied if COMMAND_OWNER.get(e.type) == self.service and not _sent_by_a_system(e)]
+        if not ours:
+            return []
+        answered: set[str] = set()
+        for message in outgoing:
+            if message.caused_by:
+                answered.add(message.caused_by)
+            if message.event is not None:
+                command_id = getattr(message.event.data, "command_id", None)
+                answered |= {i for i in (message.event.causationid, command_id) if isinstance(i, str)}
+        answers = []
+        for event in ours:
+            if event.id in answered:
+                continue
+            case_id = getattr(event.data, "case_id", None) or event.subject or ""
+            fact = CommandNoChange(
+                case_id=printable(case_id)[:200],
+                command_id=event.id,
+                command_type=event.type,
+                service=self.service,
+                answered_at=datetime.now(UTC),
+            )
+            answers.append(self._fact(fact, fact.case_id, f"no-change:{event.id}", cause=event))
+        metrics.COMMAND_ANSWERS.labels(kind="no-change").inc(len(answers))
+        return answers
 
     # --- repeats, dead letters, parking (SQL) ---------------------------------------------------------
 

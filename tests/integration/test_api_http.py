@@ -218,7 +218,8 @@ class Rules:
 COMMAND_ANSWERS_TABLE = """
     CREATE TABLE IF NOT EXISTS api.command_answers (
         command_id text NOT NULL, event_id text PRIMARY KEY, case_id text, event_type text,
-        status text CHECK (status IN ('accepted', 'rejected', 'already_handled')), reason text, at timestamptz)"""
+        status text CHECK (status IN ('accepted', 'rejected', 'already_handled', 'unchanged')), reason text,
+        at timestamptz)"""
 
 
 async def prepare_database(url: str) -> None:
