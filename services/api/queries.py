@@ -92,16 +92,16 @@ async def list_cases(
         args.append(value)
         return f"${len(args)}"
 
-    # One facilitator's cases: walked in their assignments' index (case_updated_at is the case's updated_at, kept
-    # so by migration 004), bounded by their own cases, not by their force's.
+    # One facilitator's cases: walked in their assignments' index (case_updated_at and case_status are the case's
+    # updated_at and status, kept so by migration 004), bounded by the page, not by their force's cases.
     walked, at_column = ("api.case_facilitators m JOIN api.cases c ON c.case_id = m.case_id", "m.case_updated_at")
     conditions = ["c.force = $1"]
     if facilitator_id is not None:
         conditions.append(f"m.facilitator_id = {arg(facilitator_id)}")
     else:
         walked, at_column = "api.cases c", "c.updated_at"
-    if status is not None:
-        conditions.append(f"c.status = {arg(status)}")
+    if status is not None:  # m.case_status is c.status, and in the index of a facilitator's cases by status
+        conditions.append(f"{'m.case_status' if facilitator_id is not None else 'c.status'} = {arg(status)}")
     if crime_reference is not None:
         conditions.append(f"c.crime_reference = {arg(crime_reference)}")
     if after is not None:
