@@ -582,7 +582,7 @@ async def get(client: httpx.AsyncClient, path: str, params: dict[str, str], toke
     return response.json()
 
 
-async def measure(base: str, issuer: LocalIssuer, conn: asyncpg.Connection, cases: int, requests: int) -> list[Route]:
+async def measure(base: str, issuer: LocalIssuer, conn: asyncpg.Connection, requests: int) -> list[Route]:
     rng = random.Random(17)
     coordinators = {force: issuer.mint(f"C-{n}", StaffRole.coordinator, force) for n, force in enumerate(FORCES)}
     facilitators = {
@@ -705,7 +705,7 @@ async def main(args: argparse.Namespace) -> int:
             logged_before = await conn.fetchval("SELECT count(*) FROM api.outbox")
             async with LocalIssuer(STATE / "api_reads_issuer.pem") as issuer, served(settings, issuer) as base:
                 print(f"load average before timing: {load_average()}")
-                routes = await measure(base, issuer, conn, args.cases, args.requests)
+                routes = await measure(base, issuer, conn, args.requests)
                 print(f"load average after timing: {load_average()}")
             logged = await conn.fetchval("SELECT count(*) FROM api.outbox") - logged_before
         finally:

@@ -92,16 +92,17 @@ async def list_cases(
         args.append(value)
         return f"${len(args)}"
 
-    # One facilitator's cases: walked in their assignments' index (case_updated_at and case_status are the case's
-    # updated_at and status, kept so by migration 004), bounded by the page, not by their force's cases.
-    walked, at_column = ("api.case_facilitators m JOIN api.cases c ON c.case_id = m.case_id", "m.case_updated_at")
-    conditions = ["c.force = $1"]
     if facilitator_id is not None:
-        conditions.append(f"m.facilitator_id = {arg(facilitator_id)}")
+        # One facilitator's cases: walked in their assignments' index (case_updated_at and case_status are the
+        # case's updated_at and status, kept so by migration 004), bounded by the page, not by their force's cases.
+        walked = "api.case_facilitators m JOIN api.cases c ON c.case_id = m.case_id"
+        at_column, status_column = "m.case_updated_at", "m.case_status"
+        conditions = ["c.force = $1", f"m.facilitator_id = {arg(facilitator_id)}"]
     else:
-        walked, at_column = "api.cases c", "c.updated_at"
-    if status is not None:  # m.case_status is c.status, and in the index of a facilitator's cases by status
-        conditions.append(f"{'m.case_status' if facilitator_id is not None else 'c.status'} = {arg(status)}")
+        walked, at_column, status_column = "api.cases c", "c.updated_at", "c.status"
+        conditions = ["c.force = $1"]
+    if status is not None:
+        conditions.append(f"{status_column} = {arg(status)}")
     if crime_reference is not None:
         conditions.append(f"c.crime_reference = {arg(crime_reference)}")
     if after is not None:
