@@ -103,31 +103,47 @@ async def list_cases(
     """A force's cases, the most recently changed first (keyset pagination by (updated_at desc, case_id)),
     filtered by assigned facilitator, status and crime reference. No personal data."""
     limit = max(1, min(limit, MAX_PAGE))
-    after_at, after_id = _read_cursor(after) if after is not None else (None, None)
+    # Only the filters asked for go into the statement (each shape is its own prepared statement): a generic plan
+    # of "$n IS NULL OR ..." cannot use an index for a filter, nor bound the walk from a cursor, and PostgreSQL
+    # turns to generic plans after a few executions.
+    args: list[Any] = [force]
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if facilitator_id is not None:
+        # One facilitator's cases: walked in their assignments' index (case_updated_at and case_status are the
+        # case's updated_at and status, kept so by migration 004), bounded by the page, not by their force's cases.
+        walked = "api.case_facilitators m JOIN api.cases c ON c.case_id = m.case_id"
+        at_column, status_column = "m.case_updated_at", "m.case_status"
+        conditions = ["c.force = $1", f"m.facilitator_id = {arg(facilitator_id)}"]
+    else:
+        walked, at_column, status_column = "api.cases c", "c.updated_at", "c.status"
+        conditions = ["c.force = $1"]
+    if status is not None:
+        conditions.append(f"{status_column} = {arg(status)}")
+    if crime_reference is not None:
+        conditions.append(f"c.crime_reference = {arg(crime_reference)}")
+    if after is not None:
+        after_at, after_id = _read_cursor(after)
+        at, case_id = arg(after_at), arg(after_id)
+        # The first term bounds the index range (updated_at descending); the second breaks ties by case id, which
+        # the order takes ascending, so a row comparison cannot say it.
+        conditions.append(f"{at_column} <= {at} AND ({at_column} < {at} OR c.case_id > {case_id})")
     rows = await _fetch_after_cursor(
         conn,
         after,
-        """SELECT c.case_id, c.force, c.status, c.crime_reference, c.sensitive IS NOT FALSE AS sensitive,
-                  c.contact_form, c.on_hold,
-                  c.opened_at, c.updated_at,
-                  ARRAY(SELECT f.facilitator_id FROM api.case_facilitators f WHERE f.case_id = c.case_id
-                        ORDER BY f.facilitator_id) AS facilitator_ids
-             FROM api.cases c
-            WHERE c.force = $1
-              AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM api.case_facilitators f
-                                                WHERE f.case_id = c.case_id AND f.facilitator_id = $2))
-              AND ($3::text IS NULL OR c.status = $3)
-              AND ($4::text IS NULL OR c.crime_reference = $4)
-              AND ($5::timestamptz IS NULL OR c.updated_at < $5 OR (c.updated_at = $5 AND c.case_id > $6::text))
-            ORDER BY c.updated_at DESC, c.case_id
-            LIMIT $7""",
-        force,
-        facilitator_id,
-        status,
-        crime_reference,
-        after_at,
-        after_id,
-        limit + 1,
+        f"""SELECT c.case_id, c.force, c.status, c.crime_reference, c.sensitive IS NOT FALSE AS sensitive,
+                   c.contact_form, c.on_hold,
+                   c.opened_at, c.updated_at,
+                   ARRAY(SELECT f.facilitator_id FROM api.case_facilitators f WHERE f.case_id = c.case_id
+                         ORDER BY f.facilitator_id) AS facilitator_ids
+              FROM {walked}
+             WHERE {" AND ".join(conditions)}
+             ORDER BY {at_column} DESC, c.case_id
+             LIMIT {arg(limit + 1)}""",
+        *args,
     )
     page = rows[:limit]
     cases = [views.CaseSummary(**dict(r)) for r in page]
