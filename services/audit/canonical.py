@@ -1,0 +1,73 @@
+"""The canonical bytes of an event: what a log entry stores and its leaf commits to.
+
+JSON (every CloudEvent we write) is canonicalised with RFC 8785 (the JSON Canonicalization Scheme: sorted
+keys, no whitespace, ECMAScript number form), so the same event always gives the same bytes whichever
+serialiser wrote it, and replay or an auditor can parse them back. Bytes that are not JSON (an upstream
+record kept whole and encrypted, for instance) are kept exactly as they are.
+
+Each form starts with one kind byte, so the two can never collide: JSON bytes that happen to equal some raw
+record's bytes still differ in their first byte.
+
+    b"J" + RFC 8785 bytes        a JSON value
+    b"R" + the bytes unchanged   anything that is not JSON, or JSON RFC 8785 cannot represent exactly
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+import rfc8785
+
+JSON_KIND: Final = b"J"
+RAW_KIND: Final = b"R"
+
+
+class NotCanonicalJson(ValueError):
+    """A value RFC 8785 cannot canonicalise (a float NaN, an integer beyond I-JSON's range, a lone surrogate)."""
+
+
+def canonical(value: Any) -> bytes:
+    """``value`` is parsed JSON (dict, list, str, int, float, bool, None) or ``bytes`` kept as they are."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return RAW_KIND + bytes(value)
+    try:
+        return JSON_KIND + rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as error:
+        raise NotCanonicalJson(str(error)) from error
+
+
+def canonical_record(raw: bytes) -> bytes:
+    """The canonical bytes of a record as read from a topic: its JSON canonicalised when it is JSON that
+    RFC 8785 represents exactly, otherwise its bytes unchanged.
+
+    A duplicate object key, NaN or Infinity, or an integer beyond 2**53 would be silently changed by
+    parsing and canonicalising, and an audit log must not change what it was given, so such records are
+    kept raw.
+    """
+    try:
+        value = json.loads(raw, object_pairs_hook=_refuse_duplicate_keys, parse_constant=_refuse_constant)
+        return canonical(value)
+    except (ValueError, RecursionError):
+        return RAW_KIND + bytes(raw)
+
+
+def from_canonical(data: bytes) -> Any:
+    """The parsed JSON value of canonical bytes, or the raw bytes for a record that was kept as it was."""
+    kind, body = data[:1], data[1:]
+    if kind == JSON_KIND:
+        return json.loads(body)
+    if kind == RAW_KIND:
+        return body
+    raise ValueError(f"unknown canonical kind byte {kind!r}")
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        raise ValueError("duplicate object key")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
