@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,7 +27,9 @@ async def broker() -> AsyncIterator[Broker]:
 
 @pytest.fixture(scope="session")
 async def pg_server() -> str:
-    return await ensure_postgres(STATE)
+    # Under pytest-xdist each worker is a process of its own: where an embedded PostgreSQL has to be started (no
+    # server on the machine), each starts its own in its own directory rather than two in one.
+    return await ensure_postgres(STATE / os.environ.get("PYTEST_XDIST_WORKER", "pg"))
 
 
 @pytest.fixture(scope="session")

@@ -135,6 +135,8 @@ async def ensure_postgres(state_dir: Path) -> str:
     """A URL of a PostgreSQL server we may create databases on (the maintenance database)."""
     if os.environ.get("DATABASE_URL"):
         return os.environ["DATABASE_URL"]
+    if _embedded is not None:  # this process started one already: the same server, wherever it was asked for
+        return str(_embedded.get_uri())
     if os.environ.get("RJ_POSTGRES") == "embedded":  # what a machine without PostgreSQL gets
         return _start_embedded(state_dir)
     if await _can_connect(LOCAL_POSTGRES):

@@ -5,6 +5,7 @@ written to a real database."""
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,7 +47,7 @@ class LazyDatabase:
 
     async def __call__(self) -> asyncpg.Pool:
         if self.pool is None:
-            self.server = await ensure_postgres(STATE)
+            self.server = await ensure_postgres(STATE / os.environ.get("PYTEST_XDIST_WORKER", "pg"))
             self.url = await create_database(self.server, f"rj_api_schemathesis_{uuid.uuid4().hex[:10]}")
             await prepare_database(self.url)
             self.pool = await asyncpg.create_pool(self.url, min_size=1, max_size=4)

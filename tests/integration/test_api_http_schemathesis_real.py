@@ -7,6 +7,7 @@ refusals quickly.)"""
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,7 +56,7 @@ class FoldedDatabase:
 
     async def __call__(self) -> asyncpg.Pool:
         if self.pool is None:
-            self.server = await ensure_postgres(STATE)
+            self.server = await ensure_postgres(STATE / os.environ.get("PYTEST_XDIST_WORKER", "pg"))
             self.url = await create_database(self.server, f"rj_api_schemathesis_real_{uuid.uuid4().hex[:10]}")
             conn = await asyncpg.connect(self.url)
             try:
