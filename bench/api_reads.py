@@ -331,7 +331,8 @@ class Rows:
 def rows_of(rows: Rows, facts: Sequence[CloudEvent[Any]]) -> None:
     """Add one case's rows, folded as ``readmodel`` folds these facts (in the order given)."""
     case_id = facts[0].data.case_id
-    case: list[Any] = [case_id, facts[0].force, None, None, False, None, None, None, None, None, [], None, None, None]
+    # sensitive: unknown (NULL, which counts as sensitive) until the case is screened, as the projection keeps it
+    case: list[Any] = [case_id, facts[0].force, None, None, None, None, None, None, None, None, [], None, None, None]
     people: dict[str, list[Any]] = {}
     deadlines: dict[str, list[Any]] = {}
     meetings: dict[str, list[Any]] = {}
@@ -361,7 +362,7 @@ def rows_of(rows: Rows, facts: Sequence[CloudEvent[Any]]) -> None:
                 case[4] = bool(data.sensitivity_reasons) or data.specialist_required
                 status, at = "accepted", data.decided_at
             elif isinstance(data, PreparationStarted):
-                case[4] = case[4] or data.specialist_required
+                case[4] = True if data.specialist_required else case[4]  # SQL's "sensitive OR specialist_required"
                 status, at = "preparation", data.started_at
             else:
                 status, at = "ready", data.ready_at
