@@ -32,6 +32,8 @@ privacy_cli = typer.Typer(no_args_is_help=True, help="Personal data: inventory, 
 cli.add_typer(privacy_cli, name="privacy")
 api_cli = typer.Typer(no_args_is_help=True, help="The facilitator API: its OpenAPI document.")
 cli.add_typer(api_cli, name="api")
+audit_cli = typer.Typer(no_args_is_help=True, help="The audit log: replay a case (and verify, export, check).")
+cli.add_typer(audit_cli, name="audit")
 
 T = TypeVar("T")
 
@@ -499,6 +501,89 @@ def api_openapi(
         return
     write_openapi()
     typer.echo(f"wrote {OPENAPI_FILE}")
+
+
+# --- the audit log: replay one case (services/audit/replay.py) ------------------------------------------
+
+
+@audit_cli.command("replay")
+def audit_replay(
+    case: Annotated[str, typer.Option("--case", help="the case id")],
+    at: Annotated[
+        str | None, typer.Option("--at", help="the moment to show the case at, ISO 8601 with a zone [default: now]")
+    ] = None,
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            "--reason", help="why you need personal values: opens them with MASTER_KEYS (else they show as [sealed])"
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A case's timeline (who, what, when, why) and its state at a moment, folded from the audit log's facts."""
+    from datetime import UTC, datetime
+
+    import asyncpg
+
+    from services.audit import replay
+    from services.runtime import privacy
+
+    try:
+        moment = replay.parse_moment(at) if at is not None else datetime.now(UTC)
+    except replay.ReplayError as exc:
+        _refuse(str(exc))
+    if reason is not None and not reason.strip():
+        _refuse("--reason must say why personal values are needed")
+    settings = get_settings()
+    configure_logging("audit", settings.log_level, settings.log_format)
+    keys = privacy.Privacy.from_settings(settings) if settings.master_keys.get_secret_value() else None
+    if reason is not None and keys is None:
+        _refuse("--reason opens personal values, which needs MASTER_KEYS")
+
+    async def read() -> list[replay.RecordedFact]:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            if keys is not None:
+                privacy.install(keys)
+            with privacy.batch_scope():
+                return await replay.recorded_facts(conn, case, open_personal=reason is not None)
+        finally:
+            await conn.close()
+
+    try:
+        facts = asyncio.run(read())
+    except asyncpg.UndefinedTableError:
+        _refuse("no audit log in this database (audit.entries): run `rj migrate`")
+    if not facts:
+        _refuse(f"no entries for case {case!r} in the audit log")
+    timeline = replay.timeline_of(replay.facts_up_to(facts, moment))
+    state = replay.state_at(case, facts, moment)
+    if as_json:
+        document = {"case_id": case, "at": moment.isoformat(), "personal_opened": reason is not None, "reason": reason}
+        document |= {"timeline": [entry.as_json() for entry in timeline], "state": state.as_json()}
+        typer.echo(json.dumps(document, indent=2, default=str))
+        return
+    _print_replay(timeline, state)
+
+
+def _print_replay(timeline: list[Any], state: Any) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from services.runtime.deadletters import terminal_safe
+
+    table = Table("#", "when", "what", "who", "why", title=f"case {state.case_id}: timeline")
+    for entry in timeline:
+        table.add_row(
+            str(entry.idx),
+            entry.at.isoformat(timespec="seconds"),
+            Text(terminal_safe(entry.type)),
+            Text(terminal_safe(" ".join(entry.who))),
+            Text(terminal_safe("; ".join(entry.why)[:200])),
+        )
+    console = _console()
+    console.print(table)
+    console.print_json(json.dumps(state.as_json(), default=str))
 
 
 def main() -> None:
