@@ -141,6 +141,7 @@ class CaseState:
     required: dict[str, bool] = field(default_factory=dict)
     consents: dict[str, dict[str, str]] = field(default_factory=dict)
     """person id ("[sealed]" when who withdrew or declined was not opened) -> purpose -> latest decision"""
+    consent_made_at: dict[tuple[str, str], datetime] = field(default_factory=dict)
     on_hold: bool = False
     hold_changed_at: datetime | None = None
     hold_concern: Any = None
@@ -358,10 +359,17 @@ def _facilitator(state: CaseState, fact: RecordedFact, d: dict[str, Any]) -> Non
         state.facilitator_ids.append(facilitator_id)
 
 
-def _consent(decision: str) -> Any:
+def _consent(decision: str, moment_field: str) -> Any:
+    """The newest decision per person and purpose by when it was made (as the read model orders them), whatever
+    order the topics delivered them in."""
+
     def fold(state: CaseState, fact: RecordedFact, d: dict[str, Any]) -> None:
-        person = d.get("person_id")
-        state.consents.setdefault(str(person), {})[str(d.get("purpose"))] = decision
+        person, purpose = str(d.get("person_id")), str(d.get("purpose"))
+        moment = _moment(d.get(moment_field)) or fact.time
+        made = state.consent_made_at.get((person, purpose))
+        if made is None or made <= moment:
+            state.consents.setdefault(person, {})[purpose] = decision
+            state.consent_made_at[(person, purpose)] = moment
 
     return fold
 
@@ -447,9 +455,9 @@ _FOLDS: dict[str, Any] = {
     OffenderJoined.event_type: _offender_joined,
     PreparationStarted.event_type: _screened("preparation"),
     FacilitatorAssigned.event_type: _facilitator,
-    ConsentGiven.event_type: _consent("given"),
-    ConsentDeclined.event_type: _consent("declined"),
-    ConsentWithdrawn.event_type: _consent("withdrawn"),
+    ConsentGiven.event_type: _consent("given", "given_at"),
+    ConsentDeclined.event_type: _consent("declined", "declined_at"),
+    ConsentWithdrawn.event_type: _consent("withdrawn", "withdrawn_at"),
     CaseReadyForMeeting.event_type: _screened("ready"),
     CaseReadinessLost.event_type: _readiness_lost,
     CaseWithdrawn.event_type: _withdrawn,
