@@ -11,8 +11,9 @@ NOTIFY: Final = "rj.notify"
 PRIVACY: Final = "rj.privacy"
 API: Final = "rj.api"  # the API's own facts: the view log (rule 8), participant-link settings
 DEADLETTER: Final = "rj.deadletter"
+AUDIT: Final = "rj.audit"  # the audit log's signed tree heads, keyed by the log id
 
-ALL_TOPICS: Final = (CRIME_EVENTS, COMMANDS, REFERRAL, CONSENT, SCHEDULING, NOTIFY, PRIVACY, API, DEADLETTER)
+ALL_TOPICS: Final = (CRIME_EVENTS, COMMANDS, REFERRAL, CONSENT, SCHEDULING, NOTIFY, PRIVACY, API, DEADLETTER, AUDIT)
 
 #: The topic each service publishes its facts to (and its answers to commands: rejections, repeats).
 OUTPUT_OF: Final = {"referral": REFERRAL, "consent": CONSENT, "scheduling": SCHEDULING, "privacy": PRIVACY, "api": API}

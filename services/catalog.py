@@ -9,4 +9,5 @@ SERVICES: dict[str, str] = {
     "scheduling": "services.scheduling.app:build",
     "privacy": "services.privacy.app:build",
     "api": "services.api.app:build",
+    "audit": "services.audit.app:build",
 }

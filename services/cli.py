@@ -32,7 +32,9 @@ privacy_cli = typer.Typer(no_args_is_help=True, help="Personal data: inventory, 
 cli.add_typer(privacy_cli, name="privacy")
 api_cli = typer.Typer(no_args_is_help=True, help="The facilitator API: its OpenAPI document.")
 cli.add_typer(api_cli, name="api")
-audit_cli = typer.Typer(no_args_is_help=True, help="The audit log: replay a case (and verify, export, check).")
+audit_cli = typer.Typer(
+    no_args_is_help=True, help="The audit log: replay a case, sign a head, verify the log, export a case, check."
+)
 cli.add_typer(audit_cli, name="audit")
 
 T = TypeVar("T")
@@ -584,6 +586,97 @@ def _print_replay(timeline: list[Any], state: Any) -> None:
     console = _console()
     console.print(table)
     console.print_json(json.dumps(state.as_json(), default=str))
+
+
+# --- the audit log ---------------------------------------------------------------------------------------
+
+
+def _audit_run(work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``work(conn)`` on a connection to DATABASE_URL, with the audit schema migrated."""
+    from services.runtime.db import connect
+    from services.runtime.db import migrate as run_migrations
+
+    settings = get_settings()
+
+    async def main() -> T:
+        conn = await connect(settings)
+        try:
+            await run_migrations(conn, "audit", "services.audit.migrations")
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(main())
+
+
+@audit_cli.command("sign-head")
+def audit_sign_head() -> None:
+    """Sign the log's tree head now: stored, published on rj.audit, appended to AUDIT_WITNESS_FILE."""
+    from services.audit.app import sign_and_witness
+    from services.runtime.db import create_pool
+    from services.runtime.db import migrate as run_migrations
+
+    settings = get_settings()
+
+    async def main() -> str:
+        pool = await create_pool(settings)
+        try:
+            async with pool.acquire() as conn:
+                await run_migrations(conn, "audit", "services.audit.migrations")
+            signed = await sign_and_witness(pool, settings)
+        finally:
+            await pool.close()
+        return json.dumps(signed.to_json())
+
+    typer.echo(asyncio.run(main()))
+
+
+@audit_cli.command("verify")
+def audit_verify() -> None:
+    """Recompute every leaf and the tree from the stored bodies; check every signed head. Exit 1 naming the
+    first entry that does not match."""
+    from services.audit.app import signing_key
+    from services.audit.verify import verify_log
+
+    key = signing_key(get_settings().audit_signing_key_file)
+    verdict = _audit_run(lambda conn: verify_log(conn, key.public_key()))
+    typer.echo(verdict.message if verdict.ok else f"FAILED: {verdict.message}")
+    raise typer.Exit(0 if verdict.ok else 1)
+
+
+@audit_cli.command("export")
+def audit_export(
+    case: Annotated[str, typer.Option("--case", help="the case id")],
+    out: Annotated[Path | None, typer.Option("--out", help="the file to write (default: standard output)")] = None,
+) -> None:
+    """One case's entries with inclusion proofs against the latest signed head, for `rj audit check`."""
+    from services.audit.app import signing_key
+    from services.audit.verify import export_case
+
+    key = signing_key(get_settings().audit_signing_key_file)
+    try:
+        document = _audit_run(lambda conn: export_case(conn, key, case))
+    except LookupError as exc:
+        _refuse(str(exc.args[0]))
+    text = json.dumps(document, indent=1)
+    if out is None:
+        typer.echo(text)
+    else:
+        out.write_text(text)
+        typer.echo(f"wrote {out}", err=True)
+
+
+@audit_cli.command("check")
+def audit_check(
+    file: Annotated[Path, typer.Argument(help="an export file")],
+    log_id: Annotated[str | None, typer.Option("--log-id", help="the log id the witness published")] = None,
+) -> None:
+    """Check an export on its own (what `python -m services.audit.check` does)."""
+    from services.audit.check import check_export_file
+
+    result = check_export_file(file, log_id)
+    typer.echo(result.summary())
+    raise typer.Exit(0 if result.ok else 1)
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ from services.runtime.housekeeping import prune, shred_expired_days
 from services.runtime.kafka import ensure_topics, topic_problems
 from services.runtime.outbox import Outgoing, write_outbox
 from services.runtime.processor import BatchHandler, BatchProcessor
+from services.runtime.rawbatch import RawBatchSteps, RawHandler
 from services.runtime.relay import RelayProcess
 from services.runtime.settings import Settings, get_settings
 
@@ -175,6 +176,43 @@ class ServiceApp:
                 await self.processor.release_parked()
 
         self.faust.timer(settings.parked_check_interval_s, name=f"{self.name}.release_parked")(release_parked)
+
+        async def report_lag() -> None:
+            if self.consumer is not None:
+                self.consumer.report_lag()
+
+        self.faust.timer(FIGURES_INTERVAL_S, name=f"{self.name}.report_lag")(report_lag)
+
+    def consume_raw(self, topic_names: Sequence[str], handler: RawHandler) -> None:
+        """Hand every record of ``topic_names`` to ``handler`` untouched (no parsing, inbox or dead letters),
+        in batches, offsets committed after PostgreSQL: see ``services.runtime.rawbatch``."""
+        settings = self.settings
+
+        async def intake() -> None:
+            steps = RawBatchSteps(
+                service=self.name,
+                schema=self.schema,
+                pool=await self.pool(),
+                handler=handler,
+                privacy=self.privacy,
+                max_backoff_s=settings.retry_max_backoff_s,
+            )
+            await ensure_topics(settings)
+            await self._check_topics()
+            consumer = self.consumer = BatchConsumer(
+                settings=settings,
+                group_id=f"{settings.topic_prefix}rj-{self.name}-intake",
+                topics=[settings.topic(t) for t in topic_names],
+                steps=steps,
+                name=f"{self.name}-intake",
+            )
+            await consumer.run()
+
+        intake.__name__ = f"{self.name}_intake"
+        self.health.live["intake"] = self._intake_alive
+        self.health.ready["partitions"] = self._holds_partitions
+        self.health.ready["topics"] = self._topics_as_contracted
+        self.faust.task(stop_process_when_it_ends(intake, what=f"{self.name} intake"))
 
         async def report_lag() -> None:
             if self.consumer is not None:

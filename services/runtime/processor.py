@@ -67,6 +67,25 @@ def parked_context(record: Record) -> bytes:
     return f"parked:{record.position}".encode()
 
 
+async def store_positions(conn: asyncpg.Connection, schema: str, records: Sequence[Record]) -> None:
+    """Record, with what was applied, the next offset to read of each partition (never backwards)."""
+    nexts: dict[tuple[str, int], int] = {}
+    for record in records:
+        where = (record.topic, record.partition)
+        nexts[where] = max(nexts.get(where, 0), record.offset + 1)
+    if not nexts:
+        return
+    await conn.execute(
+        f"""INSERT INTO {schema}.consumer_positions AS p (topic, partition, next_offset)
+            SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])
+            ON CONFLICT (topic, partition)
+            DO UPDATE SET next_offset = GREATEST(p.next_offset, EXCLUDED.next_offset)""",
+        [t for t, _ in nexts],
+        [p for _, p in nexts],
+        list(nexts.values()),
+    )
+
+
 # --- what triage decides for each record ----------------------------------------------------------
 
 
@@ -324,22 +343,7 @@ class BatchProcessor:
         metrics.EVENTS_APPLIED.inc(len(new_events))
 
     async def _store_positions(self, conn: asyncpg.Connection, records: Sequence[Record]) -> None:
-        """Record, with what was applied, the next offset to read of each partition (never backwards)."""
-        nexts: dict[tuple[str, int], int] = {}
-        for record in records:
-            where = (record.topic, record.partition)
-            nexts[where] = max(nexts.get(where, 0), record.offset + 1)
-        if not nexts:
-            return
-        await conn.execute(
-            f"""INSERT INTO {self.schema}.consumer_positions AS p (topic, partition, next_offset)
-                SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])
-                ON CONFLICT (topic, partition)
-                DO UPDATE SET next_offset = GREATEST(p.next_offset, EXCLUDED.next_offset)""",
-            [t for t, _ in nexts],
-            [p for _, p in nexts],
-            list(nexts.values()),
-        )
+        await store_positions(conn, self.schema, records)
 
     async def stored_positions(self) -> dict[tuple[str, int], int]:
         """The next offset to read of every partition this service has applied records of."""

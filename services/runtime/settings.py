@@ -128,6 +128,14 @@ class Settings(BaseSettings):
     dev_issuer_key_file: Path = Path(".rj/issuer.pem")
     dev_issuer_port: int = Field(default=8780, ge=1, le=65535)
 
+    # The audit log (services/audit): how often it signs a tree head, the Ed25519 key it signs with (made on
+    # first use, 0600; back it up: heads it signed verify only with it), and the witness file every signed
+    # head is appended to as a JSON line: the file handed to the force's data protection officer, who keeps
+    # it out of our reach so that a rewritten log is caught against heads we can no longer change.
+    audit_head_interval_s: float = Field(default=60.0, gt=0)
+    audit_signing_key_file: Path = Path(".rj/audit-log-key.pem")
+    audit_witness_file: Path = Path(".rj/audit-witness.jsonl")
+
     log_level: str = "info"
     log_format: str = Field(default="console", pattern="^(console|json)$")
 

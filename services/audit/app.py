@@ -1,0 +1,130 @@
+"""The audit service: every record of every topic appended once, raw, to the Merkle-tree log; a signed tree
+head every ``audit_head_interval_s``, stored, published on rj.audit and handed to the witness file.
+
+every topic (schemas.topics.ALL_TOPICS) ──► append (raw: tombstones, non-JSON, unknown types alike)
+    ──► audit.entries, audit.subtrees, audit.tree_states (insert-only, as rj_audit_appender)
+every audit_head_interval_s ──► sign_head ──► audit.signed_heads, outbox ──► rj.audit, the witness file
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from schemas import topics
+from services.audit import canonical, heads, store
+from services.runtime import privacy
+from services.runtime.app import ServiceApp
+from services.runtime.db import transaction
+from services.runtime.outbox import Outgoing, write_outbox
+from services.runtime.records import Record
+from services.runtime.settings import Settings
+
+log = structlog.get_logger()
+SOURCE = "urn:rj:service:audit"
+HEAD_SIGNED = "rj.audit.head.signed"
+
+
+def sealed_context(record: Record) -> bytes:
+    """What an upstream record's sealed body is bound to (given again to open it)."""
+    return f"audit:{record.topic}:{record.partition}:{record.offset}".encode()
+
+
+async def body_of(conn: asyncpg.Connection, record: Record) -> bytes:
+    """The canonical bytes an entry stores and its leaf commits to. Upstream's records (crime.events) are kept
+    whole, sealed under the day's bucket key: they are not ours to split into fields, and they hold personal
+    data. A tombstone is the empty raw record."""
+    value = record.value if record.value is not None else b""
+    if record.topic == topics.CRIME_EVENTS and privacy.batch().enabled:
+        return canonical.canonical(await privacy.batch().seal_bytes(conn, value, sealed_context(record)))
+    return canonical.canonical_record(value)
+
+
+async def append_batch(conn: asyncpg.Connection, records: Sequence[Record]) -> None:
+    batch = [store.Appended(record, await body_of(conn, record)) for record in records]
+    appended = await store.append(conn, batch, datetime.now(UTC))
+    log.debug("audit_appended", records=len(records), appended=appended)
+
+
+def signing_key(path: Path) -> Ed25519PrivateKey:
+    """The log's key, made (0600) the first time it is asked for."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return heads.generate_signing_key(path)
+        except FileExistsError:
+            pass  # another process made it meanwhile
+    return heads.load_signing_key(path)
+
+
+def head_event(signed: heads.SignedTreeHead) -> Outgoing:
+    """The head as a CloudEvent on rj.audit, keyed by the log id; its id is the head's, so a retried tick
+    cannot publish one head twice."""
+    head = signed.head
+    event_id = f"{head.log_id.hex()}-{head.tree_size}-{head.timestamp_ms}"
+    document = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": SOURCE,
+        "type": HEAD_SIGNED,
+        "subject": head.log_id.hex(),
+        "time": datetime.fromtimestamp(head.timestamp_ms / 1000, UTC).isoformat(),
+        "datacontenttype": "application/json",
+        "data": signed.to_json(),
+    }
+    return Outgoing(event_id=event_id, topic=topics.AUDIT, key=head.log_id.hex(), value=json.dumps(document).encode())
+
+
+async def sign_head(conn: asyncpg.Connection, settings: Settings) -> list[Outgoing]:
+    """Sign the log's latest tree state, store the head and return it for the outbox; once the transaction has
+    committed, the caller hands it to the witness (``witness``)."""
+    tree = await store.latest_tree(conn)
+    key = signing_key(settings.audit_signing_key_file)
+    signed = heads.sign_tree_head(key, tree.size, tree.root(), int(datetime.now(UTC).timestamp() * 1000))
+    await store.store_head(conn, signed)
+    return [head_event(signed)]
+
+
+def witness(path: Path, outgoing: Sequence[Outgoing]) -> None:
+    """Append each signed head as one JSON line to the witness file (the file the data protection officer
+    is handed). Written after the head's transaction commits: a head the log does not hold is never handed
+    over; a crash in between only leaves one head out, which the next tick's head covers."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(json.loads(o.value)["data"], sort_keys=True) + "\n" for o in outgoing]
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    with os.fdopen(descriptor, "a") as file:
+        file.writelines(lines)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+class AuditService(ServiceApp):
+    def __init__(self, settings: Settings | None = None) -> None:
+        super().__init__("audit", migrations="services.audit.migrations", settings=settings)
+        self.consume_raw(topics.ALL_TOPICS, append_batch)
+        self.faust.timer(self.settings.audit_head_interval_s, name="audit.sign_head")(self._sign_head)
+
+    async def _sign_head(self) -> None:
+        try:
+            await sign_and_witness(await self.pool(), self.settings)
+        except Exception as exc:  # the next tick tries again; a head is never half-made
+            log.error("audit_head_failed", error=repr(exc))
+
+
+async def sign_and_witness(pool: asyncpg.Pool, settings: Settings) -> heads.SignedTreeHead:
+    async with transaction(pool) as conn:
+        outgoing = await sign_head(conn, settings)
+        await write_outbox(conn, store.SCHEMA, outgoing)
+    witness(settings.audit_witness_file, outgoing)
+    return heads.SignedTreeHead.from_json(json.loads(outgoing[0].value)["data"])
+
+
+def build() -> AuditService:
+    return AuditService()

@@ -1,0 +1,153 @@
+"""The audit service appends every record of every topic once, raw, and its log verifies, exports and fails
+where it was tampered with. Real broker, real PostgreSQL, the real ``rj audit`` commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from demo import samples
+from demo.samples import case_of
+from schemas import topics
+from services.runtime.kafka import publish_raw
+from tests.harness import System
+
+pytestmark = pytest.mark.integration
+
+
+async def records_on_topics(system: System) -> dict[tuple[str, int], int]:
+    """The end offset of every partition of every topic that holds records."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=system.settings.kafka_bootstrap_servers)
+    await consumer.start()
+    try:
+        parts = [
+            TopicPartition(system.settings.topic(t), p)
+            for t in topics.ALL_TOPICS
+            for p in range(system.settings.topic_partitions)
+        ]
+        ends = await consumer.end_offsets(parts)
+    finally:
+        await consumer.stop()
+    return {(tp.topic.removeprefix(system.settings.topic_prefix), tp.partition): end for tp, end in ends.items() if end}
+
+
+async def appended_per_topic(system: System) -> dict[tuple[str, int], int]:
+    """The next offset after the last appended, per partition (UNIQUE topic/partition/offset: each once)."""
+    rows = await system.fetch('SELECT topic, partition, max("offset") + 1 AS n FROM audit.entries GROUP BY 1, 2')
+    return {(r["topic"], r["partition"]): r["n"] for r in rows}
+
+
+async def test_every_record_is_appended_once_verifies_exports_and_tampering_is_named(
+    system: System, tmp_path: Path
+) -> None:
+    audit = {
+        "audit_head_interval_s": 0.5,
+        "audit_signing_key_file": tmp_path / "log-key.pem",
+        "audit_witness_file": tmp_path / "witness.jsonl",
+    }
+    system.settings = system.settings.model_copy(update=audit)
+    crime = "WM/2026/700001"
+    await system.publish(samples.on_crime_events(samples.crime_recorded(crime), samples.outcome_recorded(crime)))
+    await publish_raw(
+        system.settings,
+        [
+            (topics.CRIME_EVENTS, b"WM/2026/700002", b"{not json", None),
+            (topics.CRIME_EVENTS, b"WM/2026/700003", None, None),  # type: ignore[list-item]  # a tombstone
+        ],
+    )
+    system.start("referral")
+    system.start("audit", **audit)
+    await system.referral_events(lambda events: any(e["type"] == "rj.case.accepted" for e in events))
+
+    async def all_appended() -> bool:
+        on_topics = await records_on_topics(system)
+        names = {topic for topic, _ in on_topics}
+        appended = await appended_per_topic(system)
+        # Tansu's ListOffsets can lag the last batch it holds, so the log may be ahead of it; never behind.
+        caught_up = all(appended.get(where, 0) >= end for where, end in on_topics.items())
+        return {topics.DEADLETTER, topics.AUDIT} <= names and caught_up and set(appended) == set(on_topics)
+
+    try:
+        await system.wait_for(all_appended, timeout_s=30, what="every record of every topic in the log once")
+    except AssertionError as error:
+        have = await appended_per_topic(system)
+        raise AssertionError(f"{error}: {await records_on_topics(system)} vs {have}") from None
+    assert await system.fetchval("SELECT count(DISTINCT idx) = max(idx) + 1 FROM audit.entries")
+    # Upstream's four (two events, the malformed one, the tombstone) are all there, kept whole and sealed.
+    crime_bodies = await system.fetch("SELECT body FROM audit.entries WHERE topic = $1", topics.CRIME_EVENTS)
+    assert len(crime_bodies) == 4 and all(r["body"][:1] == b"R" and b"not json" not in r["body"] for r in crime_bodies)
+    witnessed = [json.loads(line) for line in (tmp_path / "witness.jsonl").read_text().splitlines()]
+    assert witnessed and all(h["tree_size"] >= 0 for h in witnessed)
+
+    code, out, err = await system.cli("audit", "verify")
+    assert code == 0, out + err
+
+    case = case_of(crime)
+    export = tmp_path / "case.json"
+    code, out, err = await system.cli("audit", "sign-head")
+    assert code == 0, err
+    code, out, err = await system.cli("audit", "export", "--case", case, "--out", str(export))
+    assert code == 0, err
+    code, out, err = await system.cli("audit", "check", str(export))
+    assert code == 0 and out.startswith("OK:"), out + err
+    document = json.loads(export.read_text())
+    assert len(document["entries"]) >= 4
+    raw = bytearray(export.read_bytes())
+    spot = raw.index(b'"canonical": "') + 20
+    raw[spot] = ord("A") if raw[spot] != ord("A") else ord("B")
+    export.write_bytes(bytes(raw))
+    code, out, _ = await system.cli("audit", "check", str(export))
+    assert code == 1 and out.startswith("FAILED:"), out
+
+    conn = await asyncpg.connect(system.settings.database_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL ROLE rj_audit_appender")
+            for statement in (
+                "UPDATE audit.entries SET key = 'x' WHERE idx = 0",
+                "DELETE FROM audit.entries WHERE idx = 0",
+                "TRUNCATE audit.entries",
+                "UPDATE audit.signed_heads SET tree_size = 0",
+            ):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    async with conn.transaction():
+                        await conn.execute(statement)
+    finally:
+        await conn.close()
+    system.service("audit").process.terminate()  # the log holds still while it is tampered with
+    system.service("referral").process.terminate()
+
+    await system.fetchval("CREATE TABLE public.entries_copy AS SELECT * FROM audit.entries")
+
+    async def verify_after(*statements: str) -> str:
+        conn = await asyncpg.connect(system.settings.database_url)
+        try:
+            async with conn.transaction():
+                for statement in statements:
+                    await conn.execute(statement)
+            code, out, _ = await system.cli("audit", "verify")
+            async with conn.transaction():
+                await conn.execute("DELETE FROM audit.entries")
+                await conn.execute("INSERT INTO audit.entries SELECT * FROM public.entries_copy")
+        finally:
+            await conn.close()
+        assert code == 1 and out.startswith("FAILED:"), out
+        return out
+
+    changed = await verify_after("UPDATE audit.entries SET body = body || '\\x00'::bytea WHERE idx = 2")
+    assert "entry 2 (" in changed and "changed since appended" in changed
+    last = await system.fetchval("SELECT max(idx) FROM audit.entries")
+    deleted = await verify_after(f"DELETE FROM audit.entries WHERE idx >= {last - 1}")
+    assert f"entry {last - 1} is missing" in deleted
+    swapped = await verify_after(
+        "UPDATE audit.entries SET idx = -1 WHERE idx = 1",
+        "UPDATE audit.entries SET idx = 1 WHERE idx = 2",
+        "UPDATE audit.entries SET idx = 2 WHERE idx = -1",
+    )
+    assert "entry 1 (" in swapped and "moved or swapped" in swapped
+    code, out, _ = await system.cli("audit", "verify")
+    assert code == 0, out
