@@ -150,7 +150,16 @@ def record_of_processing(
         stored_in=(places.topic(topics.CRIME_EVENTS), *places.kept_by(upstream_readers, parked=False)),
         erased=f"our copies: by erasure or {RETENTION_SCHEDULE}; the topic: its retention, which the force sets",
     )
-    return Inventory(tuple(entries), (key_store, crime_events))
+    audit_log = Holding(
+        name="the audit log",
+        holds="every record of every topic, once, as it was published: personal fields sealed as on the topic, "
+        f"{topics.CRIME_EVENTS} records sealed whole under the key of their day",
+        read_by=("audit", "rj audit"),
+        stored_in=(Place("audit.entries", "PostgreSQL schema audit: the log, insert-only", "for ever"),),
+        erased="destroying a key leaves the values sealed under it unreadable in the log too; the log keeps "
+        "its entries (and so verifies) for ever",
+    )
+    return Inventory(tuple(entries), (key_store, crime_events, audit_log))
 
 
 def _route(event_type: str) -> tuple[str, str, str | None]:

@@ -118,7 +118,8 @@ def test_how_long_each_copy_is_kept_comes_from_the_settings() -> None:
 
 
 def test_the_key_store_and_upstreams_topic_are_listed() -> None:
-    key_store, crime_events = inventory().holdings
+    key_store, crime_events, audit_log = inventory().holdings
+    assert audit_log.name == "the audit log" and audit_log.stored_in[0].where == "audit.entries"
     assert where(key_store.stored_in) == ["keystore.data_keys, keystore.bucket_keys"]
     assert RETENTION_SCHEDULE in key_store.stored_in[0].kept
     assert "MASTER_KEYS" in key_store.holds
@@ -143,7 +144,7 @@ def test_a_personal_type_with_no_known_topic_is_refused_not_left_out() -> None:
 def test_the_table_has_a_row_per_personal_type_and_holding() -> None:
     inv = inventory()
     rows = table_rows(inv)
-    assert len(rows) == len(inv.event_types) + 2
+    assert len(rows) == len(inv.event_types) + 3
     opened = next(r for r in rows if r[0].startswith("rj.case.opened\n"))
     assert opened == (
         "rj.case.opened\n  participants[].age_band\n  participants[].contact\n  participants[].custody_location\n"
@@ -162,7 +163,11 @@ def test_rj_privacy_inventory_prints_json_that_parses_and_a_table() -> None:
     withdrawn = next(e for e in document["event_types"] if e["event_type"] == "rj.consent.withdrawn")
     assert withdrawn["topic"] == topics.CONSENT and "scheduling" in withdrawn["read_by"]
     assert {"where": "consent.outbox"}.items() <= withdrawn["stored_in"][1].items()
-    assert [h["name"] for h in document["holdings"]] == ["the key store", "upstream's topic crime.events"]
+    assert [h["name"] for h in document["holdings"]] == [
+        "the key store",
+        "upstream's topic crime.events",
+        "the audit log",
+    ]
     assert document["retention_schedule"] == RETENTION_SCHEDULE
 
     table = runner.invoke(cli, ["privacy", "inventory"], env={"COLUMNS": "200"})
