@@ -10,11 +10,13 @@ import json
 import os
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 from rich.console import Console
 from rich.markup import escape
@@ -85,6 +87,7 @@ async def _run(*, demo: bool, keep_running: bool) -> int:
             try:
                 if demo:
                     worked = await run_demo(settings, stop, api_url=url, login=login)
+                    worked = await show_audit(env, samples.case_of("WM/2026/000101"), stop) and worked
                 if login is not None:
                     console.print(by_hand(url, running=keep_running), markup=False, highlight=False, soft_wrap=True)
                 if keep_running:
@@ -98,6 +101,41 @@ async def _run(*, demo: bool, keep_running: bool) -> int:
         if login is not None:
             await login.stop()
     return 0 if worked else 1
+
+
+async def show_audit(env: dict[str, str], case_id: str, stop: asyncio.Event) -> bool:
+    """The audit log at the end of the demo, as an auditor uses it: once the audit service has caught up, sign a
+    tree head, verify the whole log against it, and replay the first case from the log alone."""
+    console.print("\n[bold]The audit log:[/] every record of every topic, appended once, in a Merkle tree\n")
+    conn = await asyncpg.connect(env["DATABASE_URL"])
+    try:
+        last, steady_since = -1, asyncio.get_running_loop().time()
+        deadline = steady_since + 30
+        while not stop.is_set() and asyncio.get_running_loop().time() < deadline:
+            try:
+                size = await conn.fetchval("SELECT count(*) FROM audit.entries")
+            except asyncpg.UndefinedTableError:
+                size = 0
+            now = asyncio.get_running_loop().time()
+            if size != last:
+                last, steady_since = size, now
+            elif size and now - steady_since > 1.5:  # nothing new for a moment: the audit service has caught up
+                break
+            await asyncio.sleep(0.25)
+    finally:
+        await conn.close()
+    worked = True
+    for args in (["sign-head"], ["verify"], ["replay", "--case", case_id]):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.cli", "audit", *args,
+            env={**os.environ, **env, "LOG_LEVEL": "warning", "COLUMNS": "120"},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await process.communicate()
+        console.print(f"[cyan]$ rj audit {' '.join(args)}[/]  (exit {process.returncode})")
+        console.print(out.decode(errors="replace").rstrip(), markup=False, highlight=False)
+        worked = worked and process.returncode == 0
+    return worked
 
 
 async def start_login(settings: Settings) -> LocalIssuer | None:
