@@ -14,6 +14,7 @@ import os
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import faust
@@ -21,7 +22,7 @@ import structlog
 
 from schemas.registry import REGISTRY, Registry
 from services.runtime import keystore, metrics, ops, privacy
-from services.runtime.consumer import BatchConsumer
+from services.runtime.consumer import BatchConsumer, BatchSteps
 from services.runtime.db import create_pool, migrate, retry_transient, transaction
 from services.runtime.housekeeping import prune, shred_expired_days
 from services.runtime.kafka import ensure_topics, topic_problems
@@ -138,7 +139,7 @@ class ServiceApp:
         """
         settings = self.settings
 
-        async def intake() -> None:
+        async def steps() -> BatchProcessor:
             processor = self.processor = BatchProcessor(
                 service=self.name,
                 schema=self.schema,
@@ -152,22 +153,9 @@ class ServiceApp:
             # What waited for this version goes first, then the stream (which parks behind what still waits).
             while await processor.release_parked():
                 pass
-            await ensure_topics(settings)
-            await self._check_topics()
-            consumer = self.consumer = BatchConsumer(
-                settings=settings,
-                group_id=f"{settings.topic_prefix}rj-{self.name}-intake",
-                topics=[settings.topic(t) for t in topic_names],
-                steps=processor,
-                name=f"{self.name}-intake",
-            )
-            await consumer.run()
+            return processor
 
-        intake.__name__ = f"{self.name}_intake"
-        self.health.live["intake"] = self._intake_alive
-        self.health.ready["partitions"] = self._holds_partitions
-        self.health.ready["topics"] = self._topics_as_contracted
-        self.faust.task(stop_process_when_it_ends(intake, what=f"{self.name} intake"))
+        self._start_intake(topic_names, steps)
 
         async def release_parked() -> None:
             # Another replica may have been upgraded, or this one's first pass left some: keep looking
@@ -177,33 +165,36 @@ class ServiceApp:
 
         self.faust.timer(settings.parked_check_interval_s, name=f"{self.name}.release_parked")(release_parked)
 
-        async def report_lag() -> None:
-            if self.consumer is not None:
-                self.consumer.report_lag()
-
-        self.faust.timer(FIGURES_INTERVAL_S, name=f"{self.name}.report_lag")(report_lag)
-
     def consume_raw(self, topic_names: Sequence[str], handler: RawHandler) -> None:
         """Hand every record of ``topic_names`` to ``handler`` untouched (no parsing, inbox or dead letters),
         in batches, offsets committed after PostgreSQL: see ``services.runtime.rawbatch``."""
-        settings = self.settings
 
-        async def intake() -> None:
-            steps = RawBatchSteps(
+        async def steps() -> RawBatchSteps:
+            return RawBatchSteps(
                 service=self.name,
                 schema=self.schema,
                 pool=await self.pool(),
                 handler=handler,
                 privacy=self.privacy,
-                max_backoff_s=settings.retry_max_backoff_s,
+                max_backoff_s=self.settings.retry_max_backoff_s,
             )
+
+        self._start_intake(topic_names, steps)
+
+    def _start_intake(self, topic_names: Sequence[str], steps: Callable[[], Awaitable[BatchSteps[Any]]]) -> None:
+        """The intake task (a ``BatchConsumer`` over ``topic_names`` driving the batch ``steps`` it is given once
+        the database is ready), the health checks on it, and its lag gauge."""
+        settings = self.settings
+
+        async def intake() -> None:
+            batch_steps = await steps()
             await ensure_topics(settings)
             await self._check_topics()
             consumer = self.consumer = BatchConsumer(
                 settings=settings,
                 group_id=f"{settings.topic_prefix}rj-{self.name}-intake",
                 topics=[settings.topic(t) for t in topic_names],
-                steps=steps,
+                steps=batch_steps,
                 name=f"{self.name}-intake",
             )
             await consumer.run()
