@@ -459,22 +459,9 @@ def add_command_route(
                     )
                 except commands.IdempotencyKeyReused as exc:
                     raise ApiError(409, "conflict", str(exc)) from None
-        accepted = commands.CommandAccepted(
-            command_id=command_id, case_id=case_id, command_type=command_type,
-            status_url=f"/commands/{command_id}",
-        )  # fmt: skip
-        return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
+        return accepted(command_id, case_id, command_type)
 
-    post_command.__name__ = "send_" + command_type.replace(".", "_").replace("-", "_")
-    app.post(
-        f"/cases/{{case_id}}/commands/{command_type}",
-        status_code=202,
-        response_model=commands.CommandAccepted,
-        responses=COMMAND_ERRORS,
-        tags=["commands"],
-        summary=f"Send {command_type}",
-        description=(model.__doc__ or "").strip() or None,
-    )(post_command)
+    add_send_route(app, f"/cases/{{case_id}}/commands/{command_type}", post_command, command_type, model)
 
 
 def add_registration_route(
@@ -515,21 +502,33 @@ def add_registration_route(
                 )
             except commands.IdempotencyKeyReused as exc:
                 raise ApiError(409, "conflict", str(exc)) from None
-        accepted = commands.CommandAccepted(
-            command_id=command_id, case_id=subject, command_type=command_type, status_url=f"/commands/{command_id}"
-        )
-        return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
+        return accepted(command_id, subject, command_type)
 
-    post_registration.__name__ = "send_" + command_type.replace(".", "_").replace("-", "_")
+    add_send_route(app, f"/registrations/{command_type}", post_registration, command_type, model)
+
+
+def accepted(command_id: str, subject: str, command_type: str) -> JSONResponse:
+    """The 202 a sent command is answered with: its id, and where its outcome will be."""
+    answer = commands.CommandAccepted(
+        command_id=command_id, case_id=subject, command_type=command_type, status_url=f"/commands/{command_id}"
+    )
+    return JSONResponse(answer.model_dump(mode="json"), status_code=202)
+
+
+def add_send_route(
+    app: FastAPI, path: str, endpoint: Callable[..., Awaitable[JSONResponse]], command_type: str, model: type
+) -> None:
+    """``POST path`` sending ``command_type``, documented by its model, named for the command."""
+    endpoint.__name__ = "send_" + command_type.replace(".", "_").replace("-", "_")
     app.post(
-        f"/registrations/{command_type}",
+        path,
         status_code=202,
         response_model=commands.CommandAccepted,
         responses=COMMAND_ERRORS,
         tags=["commands"],
         summary=f"Send {command_type}",
         description=(model.__doc__ or "").strip() or None,
-    )(post_registration)
+    )(endpoint)
 
 
 async def refuse_another_forces_resources(
