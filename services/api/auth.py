@@ -14,6 +14,7 @@ it in a worker thread (a plain ``def`` FastAPI dependency does).
 
 from __future__ import annotations
 
+import hmac
 import threading
 import time
 from collections.abc import Mapping
@@ -113,6 +114,35 @@ class TokenVerifier:
         except jwt.InvalidTokenError as exc:
             raise Unauthenticated(_reason(exc)) from None
         return self._principal(claims)
+
+    def verify_id_token(self, token: str, *, client_id: str, nonce: str) -> Mapping[str, Any]:
+        """The claims of an ID token the provider issued to ``client_id`` for the sign-in that sent ``nonce``
+        (OpenID Connect Core 3.1.3.7): signed with a published key, from our issuer, current, and carrying that
+        nonce, so that a token replayed from another sign-in is refused. ``Unauthenticated`` when it is not."""
+        if not token or len(token) > _MAX_TOKEN_CHARS:
+            raise Unauthenticated("no ID token" if not token else "the ID token is too long to be one")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise Unauthenticated("the ID token is not a well-formed JWT") from None
+        kid = header.get("kid")
+        if header.get("alg") not in ALGORITHMS or not isinstance(kid, str) or not kid:
+            raise Unauthenticated("the ID token is not signed as the identity provider signs")
+        try:
+            claims: Mapping[str, Any] = jwt.decode(
+                token,
+                self._signing_key(kid),
+                algorithms=list(ALGORITHMS),
+                audience=client_id,
+                issuer=self.issuer,
+                leeway=self.clock_skew_s,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt.InvalidTokenError as exc:
+            raise Unauthenticated(_reason(exc)) from None
+        if not isinstance(claims.get("nonce"), str) or not hmac.compare_digest(claims["nonce"], nonce):
+            raise Unauthenticated("the ID token was not issued for this sign-in (nonce)")
+        return claims
 
     def _signing_key(self, kid: str) -> PyJWK:
         """The provider's published key named ``kid``, refetching the set (rate-limited) when it is unknown."""

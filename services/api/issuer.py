@@ -4,7 +4,13 @@ its JWKS and discovery document over HTTP on 127.0.0.1, and tokens for any staff
 It stands in for a force's identity provider so that a new user can try every role (``rj token``) and the
 tests can exercise the real verifier over real HTTP. It authenticates nobody: whoever can read the key file
 can mint any token, which is why the file is its owner's alone (0600) and why production points
-``OIDC_ISSUER`` at the force's provider instead. The key id is the key's RFC 7638 thumbprint, so every
+``OIDC_ISSUER`` at the force's provider instead.
+
+For the web console it also serves the authorization code flow with PKCE (RFC 7636, S256 only), as a force's
+provider does: ``/authorize`` is a sign-in page that says plainly it is the local stand-in and lets whoever uses
+it choose a staff id, role and force; ``/token`` exchanges a code (one use, ``code_ttl_s`` at most, for the
+client, redirect URI and code verifier it was made for) for an access token and an ID token carrying the
+client's nonce. It redirects only to addresses on this machine, so it can never be an open redirector. The key id is the key's RFC 7638 thumbprint, so every
 process reading the same file (``rj dev`` serving, ``rj token`` minting) names the same ``kid``.
 """
 
@@ -13,19 +19,23 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import hmac
 import json
 import os
+import secrets
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jwt.algorithms import RSAAlgorithm
 
 from services.api.principal import Role
@@ -34,6 +44,33 @@ from services.runtime.settings import Settings
 _PEM_END = b"-----END PRIVATE KEY-----"
 # After a rotation the previous key stays published, so tokens it signed stay valid until they expire.
 _KEYS_KEPT = 2
+#: Where the sign-in page may send a browser back to: this machine only (the issuer is for the embedded stack).
+_LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+_TEMPLATES = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(default=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Grant:
+    """What an authorization code was made for, and for whom: kept in memory until used or expired."""
+
+    client_id: str
+    redirect_uri: str
+    code_challenge: str
+    nonce: str | None
+    staff_id: str
+    role: Role
+    force: str
+    name: str | None
+    expires: float
+
+
+class AuthorizationRequestInvalid(ValueError):
+    """An authorization request the sign-in page cannot serve (said on the page: no redirect to an unchecked URI)."""
 
 
 class LocalIssuer:
@@ -51,6 +88,9 @@ class LocalIssuer:
         role_claim: str = "roles",
         force_claim: str = "rj_force",
         name_claim: str = "name",
+        default_force: str = "",
+        code_ttl_s: float = 60.0,
+        access_token_ttl_s: int = 3600,
     ) -> None:
         self.key_file = key_file
         self.port = port
@@ -59,7 +99,11 @@ class LocalIssuer:
         self.role_claim = role_claim
         self.force_claim = force_claim
         self.name_claim = name_claim
+        self.default_force = default_force  # what the sign-in page offers as the force
+        self.code_ttl_s = code_ttl_s
+        self.access_token_ttl_s = access_token_ttl_s
         self.jwks_requests = 0  # how often the keys were fetched: lets tests see the verifier's caching
+        self._grants: dict[str, _Grant] = {}
         self._keys = _load_or_make_keys(key_file)
         self._runner: web.AppRunner | None = None
 
@@ -83,6 +127,9 @@ class LocalIssuer:
         app = web.Application()
         app.router.add_get("/.well-known/openid-configuration", self._discovery)
         app.router.add_get("/jwks.json", self._jwks)
+        app.router.add_get("/authorize", self._authorize_page)
+        app.router.add_post("/authorize", self._authorize)
+        app.router.add_post("/token", self._token)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
@@ -147,10 +194,163 @@ class LocalIssuer:
         return {
             "issuer": self.url,
             "jwks_uri": self.jwks_url,
+            "authorization_endpoint": f"{self.url}/authorize",
+            "token_endpoint": f"{self.url}/token",
             "id_token_signing_alg_values_supported": ["RS256"],
             "subject_types_supported": ["public"],
-            "response_types_supported": ["token"],
+            "response_types_supported": ["code"],
+            "grant_types_supported": ["authorization_code"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "scopes_supported": ["openid"],
         }
+
+    # --- the authorization code flow (the web console's sign-in) --------------------------------------------
+
+    def authorization_request(self, params: Any) -> dict[str, str]:
+        """The parameters of an authorization request, checked; ``AuthorizationRequestInvalid`` says what is wrong.
+        Only ``response_type=code`` with an S256 PKCE challenge, back to an address on this machine."""
+        wanted = ("response_type", "client_id", "redirect_uri", "state", "code_challenge", "code_challenge_method")
+        request = {name: str(params.get(name, "")) for name in (*wanted, "nonce", "scope")}
+        missing = [name for name in wanted if not request[name]]
+        if missing:
+            raise AuthorizationRequestInvalid(f"the request has no {', '.join(missing)}")
+        if request["response_type"] != "code":
+            raise AuthorizationRequestInvalid("only response_type=code is served here")
+        if request["code_challenge_method"] != "S256":
+            raise AuthorizationRequestInvalid("only the S256 code challenge method is accepted")
+        if not 43 <= len(request["code_challenge"]) <= 128:
+            raise AuthorizationRequestInvalid("the code challenge is not an S256 challenge")
+        redirect = urlsplit(request["redirect_uri"])
+        if redirect.scheme not in ("http", "https") or redirect.hostname not in _LOCAL_HOSTS or redirect.fragment:
+            raise AuthorizationRequestInvalid("the local issuer sends browsers back only to addresses on this machine")
+        return request
+
+    def grant_code(self, request: dict[str, str], *, staff_id: str, role: Role, force: str, name: str | None) -> str:
+        """A one-use code for ``request`` (as ``authorization_request`` checked it), signing in ``staff_id``."""
+        now = time.time()
+        self._grants = {code: grant for code, grant in self._grants.items() if grant.expires > now}
+        code = secrets.token_urlsafe(32)
+        self._grants[code] = _Grant(
+            client_id=request["client_id"],
+            redirect_uri=request["redirect_uri"],
+            code_challenge=request["code_challenge"],
+            nonce=request.get("nonce") or None,
+            staff_id=staff_id,
+            role=role,
+            force=force,
+            name=name,
+            expires=now + self.code_ttl_s,
+        )
+        return code
+
+    def exchange_code(self, form: Any) -> dict[str, Any]:
+        """The token response for a code (RFC 6749 4.1.3), or ``TokenRequestRefused`` with the error code. The code
+        is gone once asked for, whatever the answer: a code tried twice (stolen, replayed) never works again."""
+        if form.get("grant_type") != "authorization_code":
+            raise TokenRequestRefused("unsupported_grant_type", "only the authorization_code grant is served")
+        grant = self._grants.pop(str(form.get("code", "")), None)
+        if grant is None or grant.expires <= time.time():
+            raise TokenRequestRefused("invalid_grant", "the code is unknown, used or expired")
+        if form.get("client_id") != grant.client_id or form.get("redirect_uri") != grant.redirect_uri:
+            raise TokenRequestRefused("invalid_grant", "the code was made for another client or redirect URI")
+        verifier = str(form.get("code_verifier", ""))
+        if not 43 <= len(verifier) <= 128 or not hmac.compare_digest(_s256(verifier), grant.code_challenge):
+            raise TokenRequestRefused("invalid_grant", "the code verifier does not match the code challenge")
+        ttl = self.access_token_ttl_s
+        access = self.mint(grant.staff_id, grant.role, grant.force, name=grant.name, ttl_s=ttl)
+        now = int(time.time())
+        id_claims: dict[str, Any] = {
+            "iss": self.url,
+            "aud": grant.client_id,
+            "sub": grant.staff_id,
+            "iat": now,
+            "exp": now + ttl,
+            "token_use": "id",  # the API refuses it as an access token (auth._ID_TOKEN_MARKS)
+        }
+        if grant.nonce:
+            id_claims["nonce"] = grant.nonce
+        if grant.name:
+            id_claims["name"] = grant.name
+        return {"access_token": access, "token_type": "Bearer", "expires_in": ttl, "id_token": self.sign(id_claims)}
+
+    async def _authorize_page(self, request: web.Request) -> web.Response:
+        try:
+            checked = self.authorization_request(request.query)
+        except AuthorizationRequestInvalid as exc:
+            return self._sign_in_page(None, error=str(exc), status=400)
+        return self._sign_in_page(checked)
+
+    async def _authorize(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        try:
+            checked = self.authorization_request(form)
+        except AuthorizationRequestInvalid as exc:
+            return self._sign_in_page(None, error=str(exc), status=400)
+        back = urlsplit(checked["redirect_uri"])
+        if form.get("decision") == "cancel":
+            answer = {"error": "access_denied", "state": checked["state"]}
+            raise web.HTTPSeeOther(back._replace(query=_joined(back.query, answer)).geturl())
+        staff_id, force = str(form.get("staff_id", "")).strip(), str(form.get("force", "")).strip()
+        name = str(form.get("name", "")).strip() or None
+        try:
+            role = Role(str(form.get("role", "")))
+        except ValueError:
+            role = None  # type: ignore[assignment]
+        problems = {
+            field: words
+            for field, words, wrong in (
+                ("staff_id", "Enter a staff id", not staff_id or len(staff_id) > 200),
+                ("role", "Choose a role", role is None),
+                ("force", "Enter the force", not force or len(force) > 200),
+            )
+            if wrong
+        }
+        if problems:
+            return self._sign_in_page(checked, problems=problems, chosen=dict(form), status=400)
+        code = self.grant_code(checked, staff_id=staff_id, role=role, force=force, name=name)
+        answer = {"code": code, "state": checked["state"]}
+        raise web.HTTPSeeOther(back._replace(query=_joined(back.query, answer)).geturl())
+
+    async def _token(self, request: web.Request) -> web.Response:
+        no_store = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+        try:
+            answer = self.exchange_code(await request.post())
+        except TokenRequestRefused as exc:
+            body = {"error": exc.error, "error_description": exc.description}
+            return web.json_response(body, status=400, headers=no_store)
+        return web.json_response(answer, headers=no_store)
+
+    def _sign_in_page(
+        self,
+        request: dict[str, str] | None,
+        *,
+        error: str | None = None,
+        problems: dict[str, str] | None = None,
+        chosen: dict[str, Any] | None = None,
+        status: int = 200,
+    ) -> web.Response:
+        nonce = secrets.token_urlsafe(16)
+        html = _TEMPLATES.get_template("issuer/sign_in.html").render(
+            nonce=nonce,
+            request=request,
+            error=error,
+            problems=problems or {},
+            chosen=chosen or {"force": self.default_force},
+            roles=[role.value for role in Role],
+        )
+        # Browsers hold a form's redirect to form-action too: the client's own address is allowed, nothing else.
+        back = urlsplit(request["redirect_uri"]) if request else None
+        client = f" {back.scheme}://{back.netloc}" if back else ""
+        headers = {
+            "Cache-Control": "no-store",
+            "X-Frame-Options": "DENY",
+            "Content-Security-Policy": (
+                f"default-src 'none'; style-src 'nonce-{nonce}'; form-action 'self'{client}; "
+                "base-uri 'none'; frame-ancestors 'none'"
+            ),
+        }
+        return web.Response(text=html, content_type="text/html", status=status, headers=headers)
 
     async def _discovery(self, request: web.Request) -> web.Response:
         return web.json_response(self.openid_configuration())
@@ -158,6 +358,24 @@ class LocalIssuer:
     async def _jwks(self, request: web.Request) -> web.Response:
         self.jwks_requests += 1
         return web.json_response(self.jwks())
+
+
+class TokenRequestRefused(Exception):
+    """A token request refused, with its RFC 6749 error code and a description."""
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+
+
+def _s256(verifier: str) -> str:
+    """The PKCE S256 challenge of a code verifier (RFC 7636 4.2)."""
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii", "replace")).digest()).rstrip(b"=").decode()
+
+
+def _joined(query: str, extra: dict[str, str]) -> str:
+    return "&".join(part for part in (query, urlencode(extra)) if part)
 
 
 def issuer_from_settings(settings: Settings) -> LocalIssuer:
