@@ -195,7 +195,6 @@ def create_app(
     read: ReadModel = read_model or importlib.import_module("services.api.queries")  # type: ignore[assignment]
     models: ViewModels = views or importlib.import_module("services.api.views")  # type: ignore[assignment]
     rules: Policy = policy or importlib.import_module("services.api.policy")  # type: ignore[assignment]
-    auth = importlib.import_module("services.api.auth")
 
     app = FastAPI(
         title="Restorative justice facilitator API",
@@ -206,35 +205,17 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     waiters = commands.AnswerWaiters(lambda: connect(settings))
     app.state.answer_waiters = waiters
+    staff = StaffActions(pool=pool, verifier=verifier, read=read, rules=rules, waiters=waiters)
+    app.state.staff = staff
     bearer = HTTPBearer(auto_error=False, description="An access token from the force's identity provider")
 
     async def caller(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
         if credentials is None:
             raise ApiError(401, "unauthenticated", "a bearer token is required", {"WWW-Authenticate": "Bearer"})
-        try:
-            principal: Principal = await run_in_threadpool(verifier.verify, credentials.credentials)
-        except auth.Unauthenticated as exc:
-            raise ApiError(
-                401, "unauthenticated", str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-            ) from None
-        except auth.IdentityProviderUnavailable as exc:
-            log.warning("identity_provider_unavailable", error=str(exc))
-            raise ApiError(
-                503, "identity_provider_unavailable", "the identity provider cannot be reached; try again shortly"
-            ) from None
-        return principal
+        return await staff.principal(credentials.credentials)
 
     Caller = Annotated[Principal, Depends(caller)]
-
-    async def visible_case(conn: asyncpg.Connection, principal: Principal, case_id: str) -> CaseAccess:
-        access = await read.case_access(conn, case_id)
-        if access is None or not rules.may_see(principal, access):
-            raise no_such_case()
-        return access
-
-    def scope(principal: Principal, facilitator: str | None) -> str | None:
-        """Whose cases a list covers: any facilitator's (or all) for a whole-force role, else the caller's own."""
-        return facilitator if principal.role in WHOLE_FORCE else principal.staff_id
+    visible_case = staff.visible_case
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -266,7 +247,7 @@ def create_app(
     @app.get("/me", response_model=Me, responses=ERRORS, tags=["staff"])
     async def me(principal: Caller) -> Me:
         """Who the token says the caller is."""
-        allowed = sorted(t for t in rules.STAFF_COMMANDS if rules.may_issue(principal, t))
+        allowed = staff.commands_for(principal)
         return Me(
             staff_id=principal.staff_id, role=principal.role, force=principal.force, name=principal.name,
             commands=allowed,
@@ -278,19 +259,19 @@ def create_app(
         status: Filter = None,
         facilitator: Filter = None,
         crime_reference: Filter = None,
+        sensitive: bool | None = None,
+        overdue: bool | None = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         after: Annotated[str | None, Query(min_length=1, max_length=500, pattern=SAFE_TEXT)] = None,
     ) -> Any:
         """Cases of the caller's force, most recently changed first (no personal data); ``after`` is the
-        ``next`` cursor of the page before. Facilitators and volunteers see the cases assigned to them."""
-        async with transaction(await pool()) as conn:
-            try:
-                return await read.list_cases(
-                    conn, force=principal.force, facilitator_id=scope(principal, facilitator), status=status,
-                    crime_reference=crime_reference, limit=limit, after=after,
-                )  # fmt: skip
-            except ValueError as exc:  # the read model refuses a cursor it did not make
-                raise ApiError(400, "bad_cursor", str(exc) or "the cursor is not one this API gave") from None
+        ``next`` cursor of the page before. Facilitators and volunteers see the cases assigned to them.
+        ``sensitive`` keeps only sensitive cases (or only the others); ``overdue=true`` only cases with a deadline
+        passed unmet."""
+        return await staff.list_cases(
+            principal, status=status, facilitator=facilitator, crime_reference=crime_reference,
+            sensitive=sensitive, overdue=overdue, limit=limit, after=after,
+        )  # fmt: skip
 
     @app.get("/cases/{case_id}", response_model=models.CaseDetail, responses=ERRORS, tags=["cases"])
     async def case_page(
@@ -305,26 +286,12 @@ def create_app(
     ) -> Any:
         """One case in full. An auditor sees personal data only when they state why (``X-View-Reason`` or
         ``?reason=``); every response that shows any is logged (``rj.view.logged``) before it is sent."""
-        stated = view_reason or reason
-        with privacy.batch_scope():
-            async with transaction(await pool()) as conn:
-                access = await visible_case(conn, principal, case_id)
-                personal = personal and (stated is not None or not rules.needs_reason_for_personal_data(principal))
-                detail = await read.case_detail(conn, case_id, personal=personal)
-                if detail is None:
-                    raise no_such_case()
-                shown = list(getattr(detail, "personal_fields", None) or [])
-                if shown:
-                    await write_outbox(
-                        conn, commands.SCHEMA, [view_logged(principal, access, shown, stated, what="case page")]
-                    )
-        return detail
+        return await staff.case_page(principal, case_id, reason=view_reason or reason, personal=personal)
 
     @app.get("/deadlines", response_model=list[models.Deadline], responses=ERRORS, tags=["queues"])  # type: ignore[name-defined]
     async def deadlines(principal: Caller, state: Literal["due", "breached"] = "due") -> Any:
         """Victims' Code clocks and agreement items due soon (``due``) or passed unmet (``breached``)."""
-        async with transaction(await pool()) as conn:
-            return await read.deadlines(conn, force=principal.force, facilitator_id=scope(principal, None), state=state)
+        return await staff.deadlines(principal, state)
 
     @app.get(
         "/indirect-items/awaiting-approval",
@@ -334,10 +301,7 @@ def create_app(
     )
     async def indirect_awaiting_approval(principal: Caller) -> Any:
         """Indirect-RJ items (letters, recordings) waiting for a facilitator to screen them."""
-        async with transaction(await pool()) as conn:
-            return await read.indirect_awaiting_approval(
-                conn, force=principal.force, facilitator_id=scope(principal, None)
-            )
+        return await staff.indirect_awaiting_approval(principal)
 
     @app.get("/commands/{command_id}", response_model=commands.CommandOutcome, responses=ERRORS, tags=["commands"])
     async def command_outcome(
@@ -346,22 +310,10 @@ def create_app(
         wait: Annotated[float, Query(ge=0, le=commands.MAX_WAIT_S, description="seconds to wait for an answer")] = 0,
     ) -> commands.CommandOutcome:
         """What became of a command; with ``wait``, held open until its first answer comes or the time is up."""
-        async with (await pool()).acquire() as conn:
-            sent = await commands.sent_command(conn, command_id)
-            if sent is None:
-                raise ApiError(404, "not_found", "no such command")
-            if sent.command_type in commands.REGISTRATIONS:  # about a facilitator or venue: its sender's to see
-                if sent.staff_id != principal.staff_id:
-                    raise ApiError(404, "not_found", "no such command")
-            else:
-                access = await read.case_access(conn, sent.case_id)
-                if access is None or not rules.may_see(principal, access):
-                    raise ApiError(404, "not_found", "no such command")
-        answers = await waiters.wait(await pool(), command_id, read.command_answers, wait)
-        return commands.outcome(sent, answers)
+        return await staff.command_outcome(principal, command_id, wait)
 
-    for command_type, model in commands.command_models(rules.STAFF_COMMANDS).items():
-        add_command_route(app, command_type, model, caller=caller, pool=pool, visible_case=visible_case, rules=rules)
+    for command_type, model in staff.case_commands.items():
+        add_command_route(app, command_type, model, caller=caller, staff=staff)
     for command_type, registration in commands.registration_models(rules.STAFF_COMMANDS).items():
         add_registration_route(app, command_type, registration, caller=caller, pool=pool, rules=rules)
 
@@ -421,37 +373,147 @@ def create_app(
     return app
 
 
-def add_command_route(
-    app: FastAPI,
-    command_type: str,
-    model: type[Command],
-    *,
-    caller: Callable[..., Awaitable[Principal]],
-    pool: PoolSource,
-    visible_case: Callable[[asyncpg.Connection, Principal, str], Awaitable[CaseAccess]],
-    rules: Policy,
-) -> None:
-    """``POST /cases/{case_id}/commands/{command_type}``, its body the command without the case and the actor."""
-    body_type = commands.body_model(model)
+class StaffActions:
+    """What staff may read and do, whoever asks for it: the API's routes, and the web console in the same process
+    (``services.api.console``), which calls these very functions so that policy, idempotency, sealing and the view
+    log are the same however a member of staff works. Each raises ``ApiError`` with what the caller is told."""
 
-    async def post_command(
-        principal: Annotated[Principal, Depends(caller)],
-        case_id: CaseId,
-        body: body_type,  # type: ignore[valid-type]
-        idempotency_key: IdempotencyKey = None,
-    ) -> JSONResponse:
-        refuse_control_characters(body.model_dump(mode="json"))  # type: ignore[attr-defined]
+    def __init__(
+        self, *, pool: PoolSource, verifier: Verifier, read: ReadModel, rules: Policy, waiters: commands.AnswerWaiters
+    ) -> None:
+        self.pool = pool
+        self.verifier = verifier
+        self.read = read
+        self.rules = rules
+        self.waiters = waiters
+        self.case_commands: dict[str, type[Command]] = commands.command_models(rules.STAFF_COMMANDS)
+        self.body_models: dict[str, type[BaseModel]] = {
+            command_type: commands.body_model(model) for command_type, model in self.case_commands.items()
+        }
+
+    async def principal(self, token: str) -> Principal:
+        """Who an access token says is calling: 401 when it proves nothing, 503 when the provider is unreachable."""
+        auth = importlib.import_module("services.api.auth")
+        try:
+            principal: Principal = await run_in_threadpool(self.verifier.verify, token)
+        except auth.Unauthenticated as exc:
+            raise ApiError(
+                401, "unauthenticated", str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+            ) from None
+        except auth.IdentityProviderUnavailable as exc:
+            log.warning("identity_provider_unavailable", error=str(exc))
+            raise ApiError(
+                503, "identity_provider_unavailable", "the identity provider cannot be reached; try again shortly"
+            ) from None
+        return principal
+
+    def commands_for(self, principal: Principal) -> list[str]:
+        """The command types ``principal``'s role may send, sorted."""
+        return sorted(t for t in self.rules.STAFF_COMMANDS if self.rules.may_issue(principal, t))
+
+    async def visible_case(self, conn: asyncpg.Connection, principal: Principal, case_id: str) -> CaseAccess:
+        access = await self.read.case_access(conn, case_id)
+        if access is None or not self.rules.may_see(principal, access):
+            raise no_such_case()
+        return access
+
+    @staticmethod
+    def scope(principal: Principal, facilitator: str | None) -> str | None:
+        """Whose cases a list covers: any facilitator's (or all) for a whole-force role, else the caller's own."""
+        return facilitator if principal.role in WHOLE_FORCE else principal.staff_id
+
+    async def list_cases(
+        self,
+        principal: Principal,
+        *,
+        status: str | None = None,
+        facilitator: str | None = None,
+        crime_reference: str | None = None,
+        sensitive: bool | None = None,
+        overdue: bool | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> Any:
+        # Only the filters asked for are passed on: a read model that knows fewer still answers the rest.
+        optional = {
+            name: value for name, value in (("sensitive", sensitive), ("overdue", overdue)) if value is not None
+        }
+        async with transaction(await self.pool()) as conn:
+            try:
+                return await self.read.list_cases(
+                    conn, force=principal.force, facilitator_id=self.scope(principal, facilitator), status=status,
+                    crime_reference=crime_reference, limit=limit, after=after, **optional,
+                )  # fmt: skip
+            except ValueError as exc:  # the read model refuses a cursor it did not make
+                raise ApiError(400, "bad_cursor", str(exc) or "the cursor is not one this API gave") from None
+
+    async def case_page(self, principal: Principal, case_id: str, *, reason: str | None, personal: bool) -> Any:
+        """One case in full; personal values only when asked for and, for an auditor, with a stated ``reason``.
+        A page that shows any writes ``rj.view.logged`` in the read's transaction, before it is returned."""
+        with privacy.batch_scope():
+            async with transaction(await self.pool()) as conn:
+                access = await self.visible_case(conn, principal, case_id)
+                needs_reason = self.rules.needs_reason_for_personal_data(principal)
+                personal = personal and (reason is not None or not needs_reason)
+                detail = await self.read.case_detail(conn, case_id, personal=personal)
+                if detail is None:
+                    raise no_such_case()
+                shown = list(getattr(detail, "personal_fields", None) or [])
+                if shown:
+                    await write_outbox(
+                        conn, commands.SCHEMA, [view_logged(principal, access, shown, reason, what="case page")]
+                    )
+        return detail
+
+    async def deadlines(self, principal: Principal, state: Literal["due", "breached"]) -> list[Any]:
+        async with transaction(await self.pool()) as conn:
+            return await self.read.deadlines(
+                conn, force=principal.force, facilitator_id=self.scope(principal, None), state=state
+            )
+
+    async def indirect_awaiting_approval(self, principal: Principal) -> list[Any]:
+        async with transaction(await self.pool()) as conn:
+            return await self.read.indirect_awaiting_approval(
+                conn, force=principal.force, facilitator_id=self.scope(principal, None)
+            )
+
+    async def command_outcome(self, principal: Principal, command_id: str, wait: float) -> commands.CommandOutcome:
+        """What became of a command the caller may see (404 otherwise), waiting up to ``wait`` s for an answer."""
+        async with (await self.pool()).acquire() as conn:
+            sent = await commands.sent_command(conn, command_id)
+            if sent is None:
+                raise ApiError(404, "not_found", "no such command")
+            if sent.command_type in commands.REGISTRATIONS:  # about a facilitator or venue: its sender's to see
+                if sent.staff_id != principal.staff_id:
+                    raise ApiError(404, "not_found", "no such command")
+            else:
+                access = await self.read.case_access(conn, sent.case_id)
+                if access is None or not self.rules.may_see(principal, access):
+                    raise ApiError(404, "not_found", "no such command")
+        answers = await self.waiters.wait(await self.pool(), command_id, self.read.command_answers, wait)
+        return commands.outcome(sent, answers)
+
+    async def send_case_command(
+        self, principal: Principal, case_id: str, command_type: str, body: BaseModel, idempotency_key: str | None
+    ) -> str:
+        """Send ``command_type`` about ``case_id`` with ``body`` (its ``body_models`` type) as ``principal``; the
+        command's id. 404 for a case they may not see, 403 for a command their role may not send, 422 for a
+        command its own rules refuse, 409 for an Idempotency-Key used for another command."""
+        model = self.case_commands.get(command_type)
+        if model is None:
+            raise ApiError(404, "not_found", f"no such command: {command_type}")
+        refuse_control_characters(body.model_dump(mode="json"))
         try:
             command = commands.build_command(model, body, case_id=case_id, staff_id=principal.staff_id)
         except ValidationError as exc:  # the command's own rules, beyond the body's fields, refused it
             raise ApiError(422, "invalid", describe_errors(exc.errors(), prefix=("body",))) from None
         command_id = commands.command_id_for(principal.staff_id, idempotency_key)
         with privacy.batch_scope():
-            async with transaction(await pool()) as conn:
-                access = await visible_case(conn, principal, case_id)
-                if not rules.may_issue(principal, command_type):
-                    why = rules.refusal(principal, command_type) or f"a {principal.role} may not send {command_type}"
-                    raise ApiError(403, "forbidden", why)
+            async with transaction(await self.pool()) as conn:
+                access = await self.visible_case(conn, principal, case_id)
+                if not self.rules.may_issue(principal, command_type):
+                    refusal = self.rules.refusal(principal, command_type)
+                    raise ApiError(403, "forbidden", refusal or f"a {principal.role} may not send {command_type}")
                 await refuse_another_forces_resources(conn, command, command_type, force=access.force)
                 try:
                     await commands.send_command(
@@ -459,6 +521,27 @@ def add_command_route(
                     )
                 except commands.IdempotencyKeyReused as exc:
                     raise ApiError(409, "conflict", str(exc)) from None
+        return command_id
+
+
+def add_command_route(
+    app: FastAPI,
+    command_type: str,
+    model: type[Command],
+    *,
+    caller: Callable[..., Awaitable[Principal]],
+    staff: "StaffActions",
+) -> None:
+    """``POST /cases/{case_id}/commands/{command_type}``, its body the command without the case and the actor."""
+    body_type = staff.body_models[command_type]
+
+    async def post_command(
+        principal: Annotated[Principal, Depends(caller)],
+        case_id: CaseId,
+        body: body_type,  # type: ignore[valid-type]
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        command_id = await staff.send_case_command(principal, case_id, command_type, body, idempotency_key)
         return accepted(command_id, case_id, command_type)
 
     add_send_route(app, f"/cases/{{case_id}}/commands/{command_type}", post_command, command_type, model)

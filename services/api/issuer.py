@@ -4,14 +4,14 @@ its JWKS and discovery document over HTTP on 127.0.0.1, and tokens for any staff
 It stands in for a force's identity provider so that a new user can try every role (``rj token``) and the
 tests can exercise the real verifier over real HTTP. It authenticates nobody: whoever can read the key file
 can mint any token, which is why the file is its owner's alone (0600) and why production points
-``OIDC_ISSUER`` at the force's provider instead.
+``OIDC_ISSUER`` at the force's provider instead. The key id is the key's RFC 7638 thumbprint, so every
+process reading the same file (``rj dev`` serving, ``rj token`` minting) names the same ``kid``.
 
 For the web console it also serves the authorization code flow with PKCE (RFC 7636, S256 only), as a force's
 provider does: ``/authorize`` is a sign-in page that says plainly it is the local stand-in and lets whoever uses
 it choose a staff id, role and force; ``/token`` exchanges a code (one use, ``code_ttl_s`` at most, for the
 client, redirect URI and code verifier it was made for) for an access token and an ID token carrying the
-client's nonce. It redirects only to addresses on this machine, so it can never be an open redirector. The key id is the key's RFC 7638 thumbprint, so every
-process reading the same file (``rj dev`` serving, ``rj token`` minting) names the same ``kid``.
+client's nonce. It redirects only to addresses on this machine, so it can never be an open redirector.
 """
 
 from __future__ import annotations
@@ -293,10 +293,7 @@ class LocalIssuer:
             raise web.HTTPSeeOther(back._replace(query=_joined(back.query, answer)).geturl())
         staff_id, force = str(form.get("staff_id", "")).strip(), str(form.get("force", "")).strip()
         name = str(form.get("name", "")).strip() or None
-        try:
-            role = Role(str(form.get("role", "")))
-        except ValueError:
-            role = None  # type: ignore[assignment]
+        role = Role(str(form["role"])) if form.get("role") in set(Role) else None
         problems = {
             field: words
             for field, words, wrong in (
@@ -306,7 +303,7 @@ class LocalIssuer:
             )
             if wrong
         }
-        if problems:
+        if problems or role is None:
             return self._sign_in_page(checked, problems=problems, chosen=dict(form), status=400)
         code = self.grant_code(checked, staff_id=staff_id, role=role, force=force, name=name)
         answer = {"code": code, "state": checked["state"]}

@@ -97,11 +97,14 @@ async def list_cases(
     facilitator_id: str | None = None,
     status: str | None = None,
     crime_reference: str | None = None,
+    sensitive: bool | None = None,
+    overdue: bool | None = None,
     limit: int = 50,
     after: str | None = None,
 ) -> views.CasePage:
     """A force's cases, the most recently changed first (keyset pagination by (updated_at desc, case_id)),
-    filtered by assigned facilitator, status and crime reference. No personal data."""
+    filtered by assigned facilitator, status, crime reference, sensitivity (unknown counts as sensitive, as the
+    summary says) and whether any deadline of the case passed unmet (``overdue``). No personal data."""
     limit = max(1, min(limit, MAX_PAGE))
     # Only the filters asked for go into the statement (each shape is its own prepared statement): a generic plan
     # of "$n IS NULL OR ..." cannot use an index for a filter, nor bound the walk from a cursor, and PostgreSQL
@@ -125,6 +128,11 @@ async def list_cases(
         conditions.append(f"{status_column} = {arg(status)}")
     if crime_reference is not None:
         conditions.append(f"c.crime_reference = {arg(crime_reference)}")
+    if sensitive is not None:
+        conditions.append("c.sensitive IS NOT FALSE" if sensitive else "c.sensitive IS FALSE")
+    if overdue is not None:
+        breached = "EXISTS (SELECT 1 FROM api.deadlines d WHERE d.case_id = c.case_id AND d.state = 'breached')"
+        conditions.append(breached if overdue else f"NOT {breached}")
     if after is not None:
         after_at, after_id = _read_cursor(after)
         at, case_id = arg(after_at), arg(after_id)

@@ -50,7 +50,7 @@ async def pool(pg_server: str) -> AsyncIterator[asyncpg.Pool]:
     await drop_database(pg_server, name)
 
 
-async def every_page(conn: asyncpg.Connection, **filters: str) -> list[tuple[str, str | None]]:
+async def every_page(conn: asyncpg.Connection, **filters: str | bool) -> list[tuple[str, str | None]]:
     seen, cursor = [], None
     while True:
         page = await queries.list_cases(conn, force=force_of(0), facilitator_id=FACILITATOR, limit=3, after=cursor,
@@ -98,3 +98,31 @@ async def test_a_case_that_changes_moves_to_the_top_of_its_facilitators_list_and
         assert (await every_page(conn, status="closed"))[0] == (open_case, "closed")
         assert open_case not in [case_id for case_id, _ in await every_page(conn, status="preparation")]
         assert await every_page(conn) == await expected(conn)
+
+
+async def test_the_sensitive_and_overdue_filters_keep_only_the_cases_they_name_page_by_page(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        mine = [case_id for case_id, _ in await expected(conn)]
+        # Screening's answer as the read model keeps it: one case sensitive, one not known yet, the rest not.
+        await conn.execute("UPDATE api.cases SET sensitive = false WHERE case_id = ANY($1::text[])", mine)
+        await conn.execute("UPDATE api.cases SET sensitive = true WHERE case_id = $1", mine[1])
+        await conn.execute("UPDATE api.cases SET sensitive = NULL WHERE case_id = $1", mine[4])
+        # A Victims' Code clock passed unmet on one case, one met on another, one still due on a third.
+        for case_id, state in ((mine[2], "breached"), (mine[3], "met"), (mine[5], "due")):
+            await conn.execute(
+                """INSERT INTO api.deadlines (case_id, kind, subject_id, due_by, state, changed_at)
+                   VALUES ($1, 'victim_information', 'V-1', now(), $2, now())""",
+                case_id,
+                state,
+            )
+
+        def listed(filtered: list[tuple[str, str | None]]) -> list[str]:
+            return [case_id for case_id, _ in filtered]
+
+        assert listed(await every_page(conn, sensitive=True)) == [mine[1], mine[4]]
+        assert listed(await every_page(conn, sensitive=False)) == [
+            c for c in mine if c not in (mine[1], mine[4])
+        ]
+        assert listed(await every_page(conn, overdue=True)) == [mine[2]]
+        assert mine[2] not in listed(await every_page(conn, overdue=False))
+        assert listed(await every_page(conn, overdue=True, sensitive=True)) == []
