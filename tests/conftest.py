@@ -36,7 +36,9 @@ async def pg_server() -> str:
 async def issuer() -> AsyncIterator[LocalIssuer]:
     """The force's identity provider as the API sees it: a local OpenID Connect issuer, one per session."""
     STATE.mkdir(parents=True, exist_ok=True)
-    async with LocalIssuer(STATE / "issuer.pem") as issuer:
+    from demo.samples import UPSTREAM_SOURCE
+
+    async with LocalIssuer(STATE / "issuer.pem", default_force=UPSTREAM_SOURCE) as issuer:
         yield issuer
 
 

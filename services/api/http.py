@@ -369,6 +369,9 @@ def create_app(
         return WithdrawLink(url=url, expires_at=expires_at)
 
     app.include_router(links.participant_router(pool, settings))
+    # The web console, in this process and on this port, over the same staff actions (a late import: it uses
+    # this module's ApiError and StaffActions).
+    importlib.import_module("services.api.console").mount(app, staff, settings)
 
     return app
 

@@ -105,6 +105,13 @@ class Settings(BaseSettings):
     # The largest request body the API reads (413 above it): a handler holds a body whole in memory, and a command
     # much larger than this could not be published to Kafka anyway. The largest legitimate body is a few kB.
     api_max_body_bytes: int = Field(default=256 * 1024, gt=0)
+    # The web console (services/api/console.py), served by the API under /console: the AES-256 key (base64 of 32
+    # bytes) that seals its session cookie (the access token and the form token); several comma-separated while
+    # rotating (the first seals). Empty: a key made at start, so sessions end when the API restarts and every
+    # replica needs the same key set (``rj dev`` keeps one in its state directory). ``console_client_id`` is the
+    # console's client id at the identity provider, which sends staff back to PUBLIC_BASE_URL/console/callback.
+    console_session_key: SecretStr = SecretStr("")
+    console_client_id: str = "rj-console"
     # Login (services/api/auth.py): the force's OpenID Connect identity provider. The API accepts its access
     # tokens signed with a key its JWKS publishes (RS256 or ES256), for ``oidc_audience``, from ``oidc_issuer``
     # exactly as the token's ``iss`` says it. Empty issuer: the API refuses to start (``rj dev`` sets both to
