@@ -84,6 +84,7 @@ async def _run(*, demo: bool, keep_running: bool) -> int:
                 console.print(f"API_PORT {configured.api_port} is taken: the API serves on {api['API_PORT']}")
             if login is not None:
                 console.print(f"API: {url}; login: local issuer {login.url}")
+            console.print(f"console: {url}/console/ (sign in through the identity provider)")
             try:
                 if demo:
                     worked = await run_demo(settings, stop, api_url=url, login=login)
@@ -147,6 +148,7 @@ async def start_login(settings: Settings) -> LocalIssuer | None:
     except ValueError as exc:
         console.print(f"login: {exc}; using it, no local issuer")
         return None
+    login.default_force = samples.UPSTREAM_SOURCE  # what its sign-in page offers: the demo's cases' force
     try:
         await login.start()
     except RuntimeError as exc:
@@ -176,7 +178,29 @@ def api_env(settings: Settings, state_dir: Path) -> dict[str, str]:
     link_key = settings.participant_link_key.get_secret_value()
     if not link_key:
         link_key = participant_link_key_file(state_dir).read_text().strip()
-    return {"API_PORT": str(port), "PUBLIC_BASE_URL": public, "PARTICIPANT_LINK_KEY": link_key}
+    session_key = settings.console_session_key.get_secret_value()
+    if not session_key:
+        session_key = console_session_key_file(state_dir).read_text().strip()
+    return {
+        "API_PORT": str(port),
+        "PUBLIC_BASE_URL": public,
+        "PARTICIPANT_LINK_KEY": link_key,
+        "CONSOLE_SESSION_KEY": session_key,
+    }
+
+
+def console_session_key_file(state_dir: Path) -> Path:
+    """The embedded stack's console session key (made once, its owner's alone), so that staff signed in to the
+    console stay signed in when ``rj dev`` restarts the API. A deployment sets its own ``CONSOLE_SESSION_KEY``."""
+    from services.api.console import new_session_key
+
+    path = state_dir / "console-session.key"
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(new_session_key() + "\n")
+    return path
 
 
 def participant_link_key_file(state_dir: Path) -> Path:

@@ -64,3 +64,15 @@ def test_a_command_outcome_is_shown_with_its_facts_or_the_reason_it_was_rejected
     assert describe_outcome(accepted) == "[green]accepted[/]: rj.case.ready, rj.consent.given"
     rejected = {"status": "rejected", "facts": [], "reason": "the case is not ready [yet]"}
     assert describe_outcome(rejected) == "[yellow]rejected[/]: the case is not ready \\[yet]"
+
+
+def test_the_console_session_key_is_made_once_per_state_dir_and_readable_by_its_owner_only(tmp_path: Path) -> None:
+    from demo.dev import console_session_key_file
+    from services.api.console import SessionBox
+
+    first = api_env(Settings(api_port=free_port()), tmp_path)["CONSOLE_SESSION_KEY"]
+    assert api_env(Settings(api_port=free_port()), tmp_path)["CONSOLE_SESSION_KEY"] == first, (
+        "sessions outlive restarts"
+    )
+    assert stat.S_IMODE(console_session_key_file(tmp_path).stat().st_mode) == 0o600
+    SessionBox.from_settings(Settings(console_session_key=SecretStr(first)))  # a key the console takes
