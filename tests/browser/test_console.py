@@ -109,6 +109,11 @@ async def test_staff_sign_in_and_run_a_case_from_the_console_and_every_page_pass
         await sign_in(page, base, "C-1", "coordinator")
         await checked(page, "the case list")
         await screenshot(page, "console-cases-desktop")
+        # By keyboard: the first Tab reaches the skip link, which takes focus to the main content.
+        await page.keyboard.press("Tab")
+        assert await page.evaluate("document.activeElement.textContent") == "Skip to main content"
+        await page.keyboard.press("Enter")
+        assert await page.evaluate("document.activeElement.id") == "main"
 
         # Open the case.
         await page.get_by_role("link", name=REF).click()

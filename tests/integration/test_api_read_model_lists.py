@@ -120,9 +120,7 @@ async def test_the_sensitive_and_overdue_filters_keep_only_the_cases_they_name_p
             return [case_id for case_id, _ in filtered]
 
         assert listed(await every_page(conn, sensitive=True)) == [mine[1], mine[4]]
-        assert listed(await every_page(conn, sensitive=False)) == [
-            c for c in mine if c not in (mine[1], mine[4])
-        ]
+        assert listed(await every_page(conn, sensitive=False)) == [c for c in mine if c not in (mine[1], mine[4])]
         assert listed(await every_page(conn, overdue=True)) == [mine[2]]
         assert mine[2] not in listed(await every_page(conn, overdue=False))
         assert listed(await every_page(conn, overdue=True, sensitive=True)) == []
