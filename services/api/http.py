@@ -418,6 +418,10 @@ def create_app(
 
     app.include_router(links.participant_router(pool, settings))
 
+    from services.api import figures_http  # here: it builds on this module's errors and pool type
+
+    app.include_router(figures_http.router(pool, caller=caller))
+
     return app
 
 
