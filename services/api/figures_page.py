@@ -30,10 +30,11 @@ NO_RATE = "n/a"
 """A rate with nothing to divide by (no referrals, no answers, ...)."""
 
 # The SVG's own coordinate system (it scales to the page's width): labels on the left, bars to the right of them.
-WIDTH = 640
-LABEL_RIGHT = 150
-BAR_LEFT = 160
-BAR_SPAN = 390
+# Narrow enough that its text stays readable on a phone (it scales down with the page), wide enough for a month's name.
+WIDTH = 480
+LABEL_RIGHT = 105
+BAR_LEFT = 112
+BAR_SPAN = 300
 ROW = 30
 BAR = 18
 TOP = 28
