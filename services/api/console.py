@@ -38,7 +38,7 @@ import aiohttp
 import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
@@ -308,6 +308,41 @@ class ConsoleRoute(APIRoute):
         return console_handler
 
 
+async def session_of(request: Request, staff: StaffActions, box: SessionBox) -> Signed:
+    """The signed-in caller, their token checked by the API's verifier now; else ``Redirect`` to sign in."""
+    from services.api.http import ApiError
+
+    session = box.open("session", request.cookies.get(SESSION_COOKIE))
+    back = urlencode({"next": safe_next(request.url.path + (f"?{request.url.query}" if request.url.query else ""))})
+    if session is None:
+        raise Redirect(f"/console/sign-in?{back}")
+    try:
+        principal = await staff.principal(str(session.get("token", "")))
+    except ApiError as exc:
+        if exc.status == 401:
+            raise Redirect(f"/console/sign-in?expired=1&{back}") from None
+        raise
+    return Signed(principal=principal, csrf=str(session.get("csrf", "")))
+
+
+def page_caller(staff: StaffActions, settings: Settings) -> Callable[[Request], Coroutine[Any, Any, Principal]]:
+    """A route dependency for console pages served by other routers (the figures page): the session's member of
+    staff (or an API client's bearer token), else a 303 to the sign-in page (an HTTP exception, since only the
+    console's own routes turn ``Redirect`` into one)."""
+    box = SessionBox.from_settings(settings)
+
+    async def caller(request: Request) -> Principal:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token:  # an API client fetching the page: its own token, as anywhere
+            return await staff.principal(token.strip())
+        try:
+            return (await session_of(request, staff, box)).principal
+        except Redirect as redirect:
+            raise HTTPException(303, "sign in first", headers={"Location": redirect.url}) from None
+
+    return caller
+
+
 def mount(app: FastAPI, staff: StaffActions, settings: Settings) -> None:
     """Serve the console (``/console``) and its static files from ``app``."""
     app.include_router(console_router(staff, settings))
@@ -328,18 +363,7 @@ def console_router(staff: StaffActions, settings: Settings) -> APIRouter:  # noq
         response.set_cookie(name, value, max_age=max_age, path="/console", httponly=True, secure=secure, samesite="lax")
 
     async def signed_in(request: Request) -> Signed:
-        """The signed-in caller, their token checked by the API's verifier now; else off to sign in."""
-        session = box.open("session", request.cookies.get(SESSION_COOKIE))
-        back = urlencode({"next": safe_next(request.url.path + (f"?{request.url.query}" if request.url.query else ""))})
-        if session is None:
-            raise Redirect(f"/console/sign-in?{back}")
-        try:
-            principal = await staff.principal(str(session.get("token", "")))
-        except ApiError as exc:
-            if exc.status == 401:
-                raise Redirect(f"/console/sign-in?expired=1&{back}") from None
-            raise
-        return Signed(principal=principal, csrf=str(session.get("csrf", "")))
+        return await session_of(request, staff, box)
 
     async def posted(request: Request, signed: Signed) -> FormData:
         form = await request.form()

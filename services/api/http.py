@@ -371,7 +371,13 @@ def create_app(
     app.include_router(links.participant_router(pool, settings))
     # The web console, in this process and on this port, over the same staff actions (a late import: it uses
     # this module's ApiError and StaffActions).
-    importlib.import_module("services.api.console").mount(app, staff, settings)
+    console = importlib.import_module("services.api.console")
+    console.mount(app, staff, settings)
+
+    from services.api import figures_http  # here: it builds on this module's errors and pool type
+
+    # The figures' JSON and CSV take the API's bearer token; their page, the console's sign-in.
+    app.include_router(figures_http.router(pool, caller=caller, page_caller=console.page_caller(staff, settings)))
 
     return app
 

@@ -4,6 +4,8 @@
 rj.referral, rj.consent, rj.scheduling, rj.privacy ──► take_in ──► api.cases, .participants, .consents, .meetings,
     .agreement_items, .deadlines, .indirect_items, .contact_attempts, .notes, .timeline, .command_answers
     (+ pg_notify('rj_api_answers', command id), for whoever waits on a command's outcome)
+    (+ for the service's figures, ``_FIGURES``: .survey_responses, .reoffences, and when a case was declined, a meeting
+    held, RJ information given on time)
 
 The runtime opens sealed values before a handler sees a fact; what is personal is sealed again here, under the same
 person's key on the same case, before it is written (so erasing a person erases it here too). Facts of different
@@ -39,6 +41,7 @@ from schemas.consent import (
     ParticipantAdded,
     PreparationStarted,
     RiskAssessmentRecorded,
+    SurveyResponseRecorded,
 )
 from schemas.envelope import CloudEvent, EventData
 from schemas.indirect import (
@@ -60,6 +63,7 @@ from schemas.referral import (
     CaseParticipant,
     OffenderJoined,
     Participant,
+    ReoffenceRecorded,
     VictimInformationDue,
     VictimInformationOverdue,
     VictimInformationProvided,
@@ -141,6 +145,8 @@ async def fold(conn: asyncpg.Connection, event: Event) -> None:
             await _touch_case(conn, case_id, event)
     if apply is not None and case_ids:
         await apply(conn, event, data)
+    if (for_figures := _FIGURES.get(type(data))) is not None and case_ids:
+        await for_figures(conn, event, data)
     for case_id in case_ids:
         await _record_in_timeline(conn, case_id, event)
     await _record_answer(conn, event)
@@ -877,6 +883,82 @@ _APPLY: dict[type[EventData], Apply] = {
     ParticipantRectified: _rectified,
 }
 """What each fact changes beyond the timeline and the command answers (which every case fact goes to)."""
+
+
+# --- what the service's figures need beyond the pages (services.api.figures; migration 017) ---------------------
+
+
+async def _figures_declined(conn: asyncpg.Connection, event: Event, data: CaseDeclined) -> None:
+    """A case declined at screening ended then: the reoffending comparison counts its offenders from that day."""
+    await conn.execute(
+        "UPDATE api.cases SET declined_at = $2 WHERE case_id = $1 AND declined_at IS NULL",
+        data.case_id,
+        data.decided_at,
+    )
+
+
+async def _figures_meeting_held(conn: asyncpg.Connection, event: Event, data: MeetingHeld) -> None:
+    """Held stays held (direct RJ took place), whatever status a later fact gives the meeting."""
+    await conn.execute(
+        """UPDATE api.meetings SET held_at = COALESCE(held_at, $3), kind = COALESCE(kind, $4)
+           WHERE case_id = $1 AND meeting_id = $2""",
+        data.case_id,
+        data.meeting_id,
+        data.held_at,
+        data.kind.value,
+    )
+
+
+async def _figures_on_time(
+    conn: asyncpg.Connection, event: Event, data: VictimInformationProvided | VictimSupportReferralRecorded
+) -> None:
+    """The Victims' Code clock's state says met, late or not; the figures need which."""
+    kind = "victim_information" if isinstance(data, VictimInformationProvided) else "victim_support_referral"
+    await conn.execute(
+        "UPDATE api.deadlines SET on_time = $4 WHERE case_id = $1 AND kind = $2 AND subject_id = $3",
+        data.case_id,
+        kind,
+        data.person_id,
+        data.on_time,
+    )
+
+
+async def _figures_survey_response(conn: asyncpg.Connection, event: Event, data: SurveyResponseRecorded) -> None:
+    """Satisfied or not and the score, in clear as the contract has them; the comments stay in the timeline, sealed."""
+    await conn.execute(
+        """INSERT INTO api.survey_responses (case_id, person_id, role, satisfied, score, responded_at)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (case_id, person_id) DO NOTHING""",
+        data.case_id,
+        data.person_id,
+        data.role.value,
+        data.satisfied,
+        data.score,
+        data.responded_at,
+    )
+
+
+async def _figures_reoffence(conn: asyncpg.Connection, event: Event, data: ReoffenceRecorded) -> None:
+    """That a later offence was recorded, against whom (the fact's plain owner); what and when stay sealed."""
+    await conn.execute(
+        """INSERT INTO api.reoffences (event_id, case_id, person_id, rj_completed, recorded_at)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING""",
+        event.id,
+        data.case_id,
+        data.person_id,
+        data.rj_completed,
+        data.recorded_at,
+    )
+
+
+_FIGURES: dict[type[EventData], Apply] = {
+    CaseDeclined: _figures_declined,
+    MeetingHeld: _figures_meeting_held,
+    VictimInformationProvided: _figures_on_time,
+    VictimSupportReferralRecorded: _figures_on_time,
+    SurveyResponseRecorded: _figures_survey_response,
+    ReoffenceRecorded: _figures_reoffence,
+}
+"""What each fact adds for the figures, after ``_APPLY`` (so the rows it updates exist)."""
 
 
 def loads(document: str | None) -> Any:

@@ -175,3 +175,21 @@ async def test_a_sign_in_that_comes_back_with_a_state_that_is_not_its_own_is_ref
     answer = await console.client.get("/console/callback", params={"state": "theirs", "code": "stolen"})
     assert answer.status_code == 303 and answer.headers["location"] == "/console/sign-in?failed=1"
     assert SESSION_COOKIE not in answer.cookies
+
+
+async def test_the_figures_page_opens_in_a_console_session_and_sends_others_to_sign_in(console: Console) -> None:
+    """The console's "Figures" link works for a signed-in coordinator; without a session the page and its CSV send
+    the browser to sign in, and a session of a role the figures are not for is refused."""
+    for path in ("/console/figures", "/console/figures.csv"):
+        answer = await console.client.get(path)
+        assert answer.status_code == 303, path
+        assert answer.headers["location"] == f"/console/sign-in?next={quote(path, safe='')}"
+    console.sign_in_as("coordinator")
+    page = await console.client.get("/console/figures?period=quarter")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "Shapland" in page.text
+    download = await console.client.get("/console/figures.csv?period=quarter")
+    assert download.status_code == 200 and download.headers["content-type"].startswith("text/csv")
+    console.sign_in_as("expired-token")
+    answer = await console.client.get("/console/figures")
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/console/sign-in?expired=1")
