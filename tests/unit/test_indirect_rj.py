@@ -874,13 +874,16 @@ def test_a_participant_is_told_one_neutral_refusal_for_every_other_reason() -> N
     taken_by_another = WithdrawIndirectItem(case_id=CASE, actor=participant(VICTIM), item_id="L1")
     assert rejections(case.send(taken_by_another)) == [NOT_NOW], "whose item it is, or that it exists, is not told"
     # Staff still learn why.
-    assert "not a participant" in rejections(
-        case.send(StopReceivingItems(case_id=CASE, actor=STAFF, person_id="stranger-9"))
-    )[0]
-    assert "not a party on the other side" in rejections(
-        case.send(agree(VICTIM, from_ids=[SUPPORTER], actor=STAFF, reason="asked by phone"))
-    )[0]
+    assert (
+        "not a participant"
+        in rejections(case.send(StopReceivingItems(case_id=CASE, actor=STAFF, person_id="stranger-9")))[0]
+    )
+    assert (
+        "not a party on the other side"
+        in rejections(case.send(agree(VICTIM, from_ids=[SUPPORTER], actor=STAFF, reason="asked by phone")))[0]
+    )
     assert "no item" in rejections(case.send(WithdrawIndirectItem(case_id=CASE, actor=STAFF, item_id="nope")))[0]
-    assert "unknown case" in rejections(
-        nobody.send(StopReceivingItems(case_id="no-such-case", actor=STAFF, person_id=VICTIM))
-    )[0]
+    assert (
+        "unknown case"
+        in rejections(nobody.send(StopReceivingItems(case_id="no-such-case", actor=STAFF, person_id=VICTIM)))[0]
+    )
