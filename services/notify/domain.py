@@ -935,3 +935,67 @@ def decide(
     out = _Out(case, event_id, now, policy, decision)
     decision.case = handler(case, event, out)
     return decision
+
+
+def delivery_problem(
+    case: NotifyCase,
+    *,
+    notification: str,
+    kind: Kind,
+    recipient_id: str,
+    recipient_kind: RecipientKind,
+    problem: str,
+    channel: Channel | None,
+    next_channel: Channel | None,
+    now: datetime,
+) -> list[Intent]:
+    """The facilitators are told, at once, that a participant's message failed, has no safe channel, or may or
+    may not have gone (``problem``): which role and which kind of message, never an address or what it said. A
+    staff message's problem is logged, not mailed (it could only fail again the same way)."""
+    if recipient_kind is RecipientKind.staff:
+        return []
+    person = case.person(recipient_id)
+    facts = {
+        "problem": problem,
+        "message_kind": kind.value,
+        "recipient_role": person.role if person is not None and person.role != "unknown" else None,
+        "channel": channel.value if channel else None,
+        "next_channel": next_channel.value if next_channel else None,
+    }
+    return [
+        Intent(
+            notification_id=notification_id(notification, Kind.facilitator_delivery_problem, facilitator_id),
+            recipient_id=facilitator_id,
+            recipient_kind=RecipientKind.staff,
+            kind=Kind.facilitator_delivery_problem,
+            channel=Channel.email,
+            due_at=now,
+            urgent=True,
+            cause_event_id=notification,
+            facts=facts,
+        )
+        for facilitator_id in case.facilitator_ids
+    ]
+
+
+def next_attempt(
+    case: NotifyCase, intent: Intent, failed: Iterable[Channel], now: datetime, policy: Policy
+) -> Intent | None:
+    """The same message on the next channel the person's record allows, after ``failed`` ones failed for good;
+    None when there is none left (or the case no longer lets it go)."""
+    if intent.recipient_kind is RecipientKind.staff or not participant_may_receive(
+        case, intent.kind, intent.recipient_id
+    ):
+        return None
+    person = case.person(intent.recipient_id)
+    channel = choose_channel(person, excluding=failed)
+    if channel is None:
+        return None
+    attempt = intent.attempt + 1
+    return replace(
+        intent,
+        notification_id=notification_id(intent.cause_event_id, intent.kind, intent.recipient_id, attempt),
+        channel=channel,
+        attempt=attempt,
+        due_at=due_for(person, now, policy),
+    )

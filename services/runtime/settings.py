@@ -136,6 +136,23 @@ class Settings(BaseSettings):
     audit_signing_key_file: Path = Path(".rj/audit-log-key.pem")
     audit_witness_file: Path = Path(".rj/audit-witness.jsonl")
 
+    # The notify service (services/notify): when messages may reach people (Europe/London; see quiet_hours.py for
+    # the form; empty: Monday to Friday 08:00-20:00, Saturday 09:00-17:00, never Sundays or bank holidays), how long
+    # before a meeting its reminder goes, how often the sender looks for due messages besides being woken by
+    # intake, how many it sends at once, and how long a send may stay claimed before it counts as in doubt (the
+    # process that claimed it died mid-send). A facilitator with no email registered is written to at
+    # NOTIFY_STAFF_EMAIL_FORMAT ({id} is their id). Participants' messages name the hub and its phone number.
+    notify_quiet_hours: str = ""
+    notify_meeting_reminder_hours: float = Field(default=48.0, gt=0)
+    notify_poll_interval_s: float = Field(default=1.0, gt=0)
+    notify_send_concurrency: int = Field(default=16, ge=1)
+    notify_send_lease_s: float = Field(default=120.0, gt=0)
+    notify_retry_max_s: float = Field(default=3600.0, gt=0)
+    notify_max_tries: int = Field(default=12, ge=1)
+    notify_staff_email_format: str = "{id}@rj-hub.example"
+    notify_service_name: str = "West Mercia Restorative Justice Hub"
+    notify_service_phone: str = "01905 000000"
+
     log_level: str = "info"
     log_format: str = Field(default="console", pattern="^(console|json)$")
 
