@@ -396,13 +396,14 @@ def consumed_types() -> dict[str, frozenset[str]]:
     """The event types each service takes in, as its app declares them."""
     from services.api.readmodel import CONSUMES as api
     from services.consent.app import CONSUMES as consent
+    from services.notify.app import CONSUMES as notify
     from services.privacy.app import CONSUMES as privacy
     from services.referral.app import CONSUMES as referral
     from services.scheduling.domain import CONSUMES as scheduling
 
     # The audit service parses no type: it appends every record of every topic as published (a holding of its own).
-    return {"referral": referral, "consent": consent, "scheduling": scheduling, "privacy": privacy, "api": api,
-            "audit": frozenset()}  # fmt: skip
+    return {"referral": referral, "consent": consent, "scheduling": scheduling, "notify": notify, "privacy": privacy,
+            "api": api, "audit": frozenset()}  # fmt: skip
 
 
 @privacy_cli.command("inventory")
