@@ -1,0 +1,1 @@
+"""The notify service: tells each participant and facilitator what they need, once, safely, on their channel."""
