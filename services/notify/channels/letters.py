@@ -123,6 +123,7 @@ body { font-family: Arial, "Liberation Sans", "DejaVu Sans", sans-serif; font-si
 .large-print .letter-body td, .large-print .letter-body th, .large-print .letter-body a,
 .large-print .letter-body span, .large-print .letter-body div { font-size: 16pt !important; line-height: 1.5; }
 .large-print .letter-body h1 { font-size: 22pt !important; }
+.large-print .date { font-size: 16pt; }
 .large-print .letter-body h2, .large-print .letter-body h3 { font-size: 19pt !important; }
 """
 
