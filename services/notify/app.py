@@ -199,4 +199,7 @@ def build(service: ServiceApp | None = None, *, clock: Clock = utc_now) -> Servi
         meeting_reminder=timedelta(hours=settings.notify_meeting_reminder_hours),
     )
     service.consume(TOPICS_IN, consumes=CONSUMES, handler=partial(take_in, policy=policy, clock=clock))
+    from services.notify import sender  # the sender imports this module's facts
+
+    sender.start(service, clock=clock)
     return service

@@ -622,7 +622,8 @@ def command_rejected(case: NotifyCase, event: CommandRejected, out: _Out) -> Not
     if lifted is None:
         return case
     out.case = case
-    out.staff(Kind.facilitator_delivery_problem, urgent=True, facts={"problem": "stop_refused"})
+    told = Kind.facilitator_hold if lifted.kind == "hold" else Kind.facilitator_withdrawal
+    out.staff(told, urgent=True, facts={"lifted": True})
     return case
 
 
@@ -748,7 +749,8 @@ def meeting_cancelled(case: NotifyCase, event: MeetingCancelled, out: _Out) -> N
     if note is None or event.reason_code in QUIET_CANCELLATIONS:
         return case
     for person_id in note.attendee_ids:
-        out.participant(Kind.meeting_cancelled, person_id, facts={"meeting_id": event.meeting_id})
+        facts = {"meeting_id": event.meeting_id, "starts_at": note.starts_at.isoformat()}
+        out.participant(Kind.meeting_cancelled, person_id, facts=facts)
     return case
 
 

@@ -43,6 +43,7 @@ from schemas.notify import (
 from services.notify import app as intake
 from services.notify import domain, store
 from services.runtime import privacy
+from services.runtime.app import ServiceApp, stop_process_when_it_ends
 from services.runtime.db import transaction
 from services.runtime.decision import Emit
 from services.runtime.outbox import facts, write_outbox
@@ -86,6 +87,7 @@ class Sender:
     max_tries: int = 12
     retry_max: timedelta = timedelta(hours=1)
     cannot_look_up: tuple[type[BaseException], ...] = ()
+    lookup_failed: tuple[type[BaseException], ...] = ()
 
     async def send_due(self) -> int:
         """Claim what is due (committed), send it all at once, record each result. How many were claimed."""
@@ -125,6 +127,9 @@ class Sender:
                 known = await sender.lookup(row["notification_id"])
             except self.cannot_look_up:
                 await self._record(row, intent, "uncertain", None, "in doubt after a crash; cannot be asked", None)
+                return
+            except self.lookup_failed as exc:  # stays sending: asked again after the lease, nothing sent meanwhile
+                log.warning("notify_lookup_failed", notification_id=row["notification_id"], error=repr(exc))
                 return
             if known is not None:
                 await self._record(row, intent, str(known.outcome), known.provider_id, "found by reference", None)
@@ -233,3 +238,37 @@ async def run(sender: Sender, database_url: str, poll_interval_s: float) -> None
                 pass
     finally:
         await listener.close()
+
+
+def start(service: ServiceApp, *, clock: Callable[[], datetime]) -> None:
+    """Run the sender in ``service``'s worker: the channels from settings, the composer, and the loop, which takes
+    the process down if it ever stops (a live process that sends nothing would look healthy)."""
+    from services.notify.channels import CannotLookUp, LookupFailed, senders_from_settings
+    from services.notify.compose import Composer
+
+    settings = service.settings
+
+    async def send_for_ever() -> None:
+        pool = await service.pool()
+        sender = Sender(
+            pool,
+            senders_from_settings(settings, pool),
+            Composer(settings, clock),
+            clock=clock,
+            policy=domain.Policy(
+                quiet_hours=settings.notify_quiet_hours or None,
+                meeting_reminder=timedelta(hours=settings.notify_meeting_reminder_hours),
+            ),
+            batch=settings.notify_send_concurrency,
+            lease=timedelta(seconds=settings.notify_send_lease_s),
+            max_tries=settings.notify_max_tries,
+            retry_max=timedelta(seconds=settings.notify_retry_max_s),
+            cannot_look_up=(CannotLookUp,),
+            lookup_failed=(LookupFailed,),
+        )
+        # Rows left sending by a process that died are in doubt at once on start-up, not after a lease: the
+        # replica that claimed them is gone (another live replica's claims are younger than its lease).
+        await run(sender, settings.database_url, settings.notify_poll_interval_s)
+
+    send_for_ever.__name__ = "notify_sender"
+    service.faust.task(stop_process_when_it_ends(send_for_ever, what="notify sender"))

@@ -131,7 +131,8 @@ def test_a_withdrawal_refused_by_consent_lifts_the_stop_and_tells_the_facilitato
     story = Story().started()
     story.take(ev.withdraw(), "cmd-1")
     decision = story.take(ev.rejected("cmd-1", "rj.consent.withdraw"))
-    assert kinds_to(decision) == {(Kind.facilitator_delivery_problem, "F-ANN")}
+    assert kinds_to(decision) == {(Kind.facilitator_withdrawal, "F-ANN")}
+    assert [i.facts for i in decision.intents] == [{"lifted": True}]
     assert story.case is not None and not story.case.stopped
     assert len(story.take(ev.booked()).intents) == 4
 
