@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from pydantic import SecretStr
 
 from schemas.common import Channel
 from services.notify.channels import Outbound, Outcome, senders_from_settings
@@ -275,3 +276,34 @@ def test_a_welsh_letter_is_dated_in_welsh() -> None:
     message = letter(rendered=Rendered(subject="Eich cyfarfod", text="t", html=welsh, sms="s"))
     document = letter_html(message, datetime(2026, 12, 5, 10, tzinfo=UTC))
     assert '<html lang="cy">' in document and "5 Rhagfyr 2026" in document
+
+
+async def test_a_caseworker_lists_and_prints_a_letter_with_the_rj_command(
+    database: str, queue: LetterQueue, tmp_path: Path
+) -> None:
+    from tests.harness import run_rj
+
+    master = MasterKeys.generate("v1")
+    own = LetterQueue(queue.pool, Privacy(KeyStore(MasterKeys.parse(master))))
+    message = letter()
+    sent = await own.send(message)
+    assert sent.outcome is Outcome.sent and sent.provider_id
+    settings = Settings(database_url=database, master_keys=SecretStr(master))
+
+    status, out, err = await run_rj(settings, "notify", "letters", "list", "--json")
+    assert status == 0, err
+    listed = {x["letter_id"]: x for x in json.loads(out)}
+    assert listed[sent.provider_id]["case_id"] == message.case_id
+    assert not any(marker in out for marker in MARKERS)  # ids and dates only
+
+    pdf = tmp_path / "letter.pdf"
+    status, out, err = await run_rj(settings, "notify", "letters", "print", sent.provider_id, "--out", str(pdf),
+                                    "--by", "caseworker-1")  # fmt: skip
+    assert status == 0, err
+    assert pdf.read_bytes().startswith(b"%PDF")
+    status, out, err = await run_rj(settings, "notify", "letters", "list", "--json")
+    assert sent.provider_id not in {x["letter_id"] for x in json.loads(out)}
+
+    status, _, err = await run_rj(settings, "notify", "letters", "print", str(uuid.uuid4()), "--out", str(pdf),
+                                  "--by", "caseworker-1")  # fmt: skip
+    assert status == 1 and "no letter" in err
