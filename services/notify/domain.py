@@ -187,6 +187,7 @@ class NotifyCase(JsonState):
     crime_reference: str | None = None
     people: tuple[Person, ...] = ()
     facilitator_ids: tuple[str, ...] = ()  # assigned, the latest last
+    accepted: bool = False  # rj.case.accepted: who is on it and whether it is sensitive are known
     sensitive: bool = False  # needs a risk assessment before any contact (rj.case.accepted)
     safe_to_proceed: bool = False  # the latest risk assessment, by when it was made
     assessed_at: datetime | None = None
@@ -480,14 +481,29 @@ def case_accepted(case: NotifyCase, event: CaseAccepted, out: _Out) -> NotifyCas
     sensitive = event.risk_assessment_required or event.specialist_required or bool(event.sensitivity_reasons)
     required = {p.person_id for p in event.participants if p.required}
     people = tuple(replace(p, required=True) if p.person_id in required else p for p in case.people)
-    return replace(case, sensitive=sensitive, people=people, crime_reference=event.crime_reference)
+    case = replace(case, accepted=True, sensitive=sensitive, people=people, crime_reference=event.crime_reference)
+    if not sensitive:
+        case = _release_victim_information(case, out)
+    return case
+
+
+def _release_victim_information(case: NotifyCase, out: _Out) -> NotifyCase:
+    """What waited for the case to be accepted (or found safe) goes now, each decided on the event that made it
+    due, so a replay of either yields the same message."""
+    waiting, case = case.victim_information_waiting, replace(case, victim_information_waiting=())
+    out.case = case
+    for person_id, cause in waiting:
+        inner = _Out(case, cause, out.now, out.policy, out.decision)
+        inner.participant(Kind.victim_information, person_id)
+    return case
 
 
 def victim_information_due(case: NotifyCase, event: VictimInformationDue, out: _Out) -> NotifyCase:
-    """The victim's RJ information (Victims' Code): now, within their hours; on a sensitive case only once a risk
-    assessment finds contact safe, until then it waits in the state."""
+    """The victim's RJ information (Victims' Code): now, within their hours. Until the case is accepted (the clock
+    starts when the crime is recorded, before any case opens: whether it is sensitive is not known yet), and on a
+    sensitive case until a risk assessment finds contact safe, it waits in the state."""
     facts = {"due_by": event.due_by.isoformat(), "enhanced_rights": event.enhanced_rights}
-    if case.sensitive and not case.safe_to_proceed:
+    if not case.accepted or (case.sensitive and not case.safe_to_proceed):
         waiting = (*case.victim_information_waiting, (event.person_id, out.cause))
         return replace(case, victim_information_waiting=tuple(dict.fromkeys(waiting)))
     out.participant(Kind.victim_information, event.person_id, facts=facts)
@@ -500,12 +516,9 @@ def risk_assessed(case: NotifyCase, event: RiskAssessmentRecorded, out: _Out) ->
     case = replace(case, safe_to_proceed=event.safe_to_proceed, assessed_at=event.assessed_at)
     if not event.safe_to_proceed or not case.victim_information_waiting:
         return case
-    waiting, case = case.victim_information_waiting, replace(case, victim_information_waiting=())
-    for person_id, cause in waiting:
-        # Decided on the event that made it due, so a replay of either yields the same message.
-        inner = _Out(case, cause, out.now, out.policy, out.decision)
-        inner.participant(Kind.victim_information, person_id)
-    return case
+    if not case.accepted:
+        return case
+    return _release_victim_information(case, out)
 
 
 def facilitator_assigned(case: NotifyCase, event: FacilitatorAssigned, out: _Out) -> NotifyCase:

@@ -60,6 +60,7 @@ async def prepared(db: asyncpg.Pool) -> None:
     await processor(db, ev.T0).process(
         [
             feed.add(topics.REFERRAL, ev.opened(), "opened"),
+            feed.add(topics.REFERRAL, ev.accepted(), "accepted"),
             feed.add(topics.CONSENT, ev.assigned(), "assigned"),
             feed.add(topics.REFERRAL, ev.victim_information_due(), "vi-due"),
         ]

@@ -17,7 +17,7 @@ from schemas.notify import (
     SetNotifyPreferences,
 )
 from services.notify import domain
-from services.notify.domain import Cancel, Decision, Intent, NotifyCase, Person, choose_channel
+from services.notify.domain import Cancel, Decision, Intent, NotifyCase, Person, choose_channel, notification_id
 from tests.unit import notify_events as ev
 
 Kind = NotificationKind
@@ -215,6 +215,7 @@ def test_a_letter_goes_to_a_safe_alternative_address_never_home_when_home_is_uns
 def test_a_person_with_no_safe_channel_gets_an_intent_with_no_channel() -> None:
     story = Story()
     story.take(ev.opened(victim_contact=Contact()))
+    story.take(ev.accepted())
     story.take(ev.assigned())
     [intent] = story.take(ev.victim_information_due()).intents
     assert intent.channel is None
@@ -262,3 +263,20 @@ def test_every_intent_kind_is_a_notification_kind_and_staff_kinds_go_to_staff() 
     for intent in decision.intents:
         assert isinstance(intent, Intent)
         assert (intent.kind in domain.STAFF_KINDS) == (intent.recipient_kind is RecipientKind.staff)
+
+
+def test_victim_information_due_before_the_case_is_accepted_waits_for_it_and_goes_on_acceptance() -> None:
+    story = Story()
+    assert story.take(ev.victim_information_due(), "vi-due").intents == []  # the crime's clock, no case yet
+    story.take(ev.opened())
+    [intent] = story.take(ev.accepted()).intents
+    assert (intent.kind, intent.recipient_id, intent.channel) == (Kind.victim_information, ev.VICTIM, Channel.email)
+    assert intent.notification_id == notification_id("vi-due", Kind.victim_information, ev.VICTIM)
+
+
+def test_victim_information_due_before_a_sensitive_case_is_accepted_waits_for_the_risk_assessment() -> None:
+    story = Story()
+    story.take(ev.victim_information_due())
+    story.take(ev.opened())
+    assert story.take(ev.accepted(sensitive=True)).intents == []
+    assert [i.kind for i in story.take(ev.risk_assessed(True)).intents] == [Kind.victim_information]
