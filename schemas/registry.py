@@ -24,6 +24,7 @@ from schemas.consent import CONSENT_COMMANDS, CONSENT_EVENTS, CaseWithdrawn, cas
 from schemas.envelope import CloudEvent, Event, EventData, RawEnvelope
 from schemas.indirect import INDIRECT_COMMANDS, INDIRECT_EVENTS
 from schemas.links import LINK_EVENTS
+from schemas.notify import NOTIFY_COMMANDS, NOTIFY_EVENTS
 from schemas.privacy import PRIVACY_COMMANDS, PRIVACY_EVENTS
 from schemas.referral import REFERRAL_EVENTS
 from schemas.scheduling import SCHEDULING_COMMANDS, SCHEDULING_EVENTS
@@ -175,6 +176,8 @@ REGISTRY = Registry(
         *PRIVACY_COMMANDS,
         *LINK_EVENTS,
         *API_EVENTS,
+        *NOTIFY_EVENTS,
+        *NOTIFY_COMMANDS,
     ]
 )
 # The contract's own old versions: each model's docstring says what changed.
@@ -193,4 +196,5 @@ COMMAND_OWNER: dict[str, str] = {
     **{model.event_type: "scheduling" for model in SCHEDULING_COMMANDS},
     **{model.event_type: "scheduling" for model in INDIRECT_COMMANDS},
     **{model.event_type: "privacy" for model in PRIVACY_COMMANDS},
+    **{model.event_type: "notify" for model in NOTIFY_COMMANDS},
 }

@@ -125,7 +125,9 @@ class RegistrationCommand(EventData):
 
 
 class RegisterFacilitator(RegistrationCommand):
-    """Register or update a facilitator. Ids only: scheduling needs no one's name."""
+    """Register or update a facilitator. Scheduling needs only the id; ``email`` and ``display_name`` are the
+    facilitator's work contact, which the notify service writes to them at and signs participants' messages
+    with (staff's work details, not a participant's personal data; optional, so older commands still load)."""
 
     event_type: ClassVar[str] = "rj.facilitator.register"
 
@@ -133,6 +135,12 @@ class RegisterFacilitator(RegistrationCommand):
     specialist: bool
     working_hours: list[WeeklyHours] = Field(min_length=1)
     timezone: TimeZone = "Europe/London"
+    email: str | None = Field(
+        default=None, min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$", description="Work email"
+    )
+    display_name: str | None = Field(
+        default=None, min_length=1, max_length=200, description="How participants' messages name the facilitator"
+    )
 
 
 class RegisterVenue(RegistrationCommand):
@@ -143,6 +151,15 @@ class RegisterVenue(RegistrationCommand):
     name: str = Field(min_length=1)
     visit_slots: list[VisitSlot] = Field(default_factory=list, description="A prison's named visit slots")
     timezone: TimeZone = "Europe/London"
+    address: str | None = Field(
+        default=None, min_length=1, max_length=400, description="The venue's postal address, for attendees"
+    )
+    arrival: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2000,
+        description="Arrival and waiting arrangements told to every attendee (e.g. separate entrances)",
+    )
 
     @model_validator(mode="after")
     def _slots_belong_to_prisons(self) -> Self:
@@ -164,6 +181,8 @@ class FacilitatorRegistered(EventData):
     timezone: str
     registered_at: AwareDatetime
     registered_by: Actor
+    email: str | None = Field(default=None, description="Work email (absent on facts written before it existed)")
+    display_name: str | None = None
 
 
 class VenueRegistered(EventData):
@@ -176,6 +195,8 @@ class VenueRegistered(EventData):
     timezone: str
     registered_at: AwareDatetime
     registered_by: Actor
+    address: str | None = Field(default=None, description="Absent on facts written before it existed")
+    arrival: str | None = None
 
 
 # --- case commands ------------------------------------------------------------------------------

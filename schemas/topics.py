@@ -16,7 +16,14 @@ AUDIT: Final = "rj.audit"  # the audit log's signed tree heads, keyed by the log
 ALL_TOPICS: Final = (CRIME_EVENTS, COMMANDS, REFERRAL, CONSENT, SCHEDULING, NOTIFY, PRIVACY, API, DEADLETTER, AUDIT)
 
 #: The topic each service publishes its facts to (and its answers to commands: rejections, repeats).
-OUTPUT_OF: Final = {"referral": REFERRAL, "consent": CONSENT, "scheduling": SCHEDULING, "privacy": PRIVACY, "api": API}
+OUTPUT_OF: Final = {
+    "referral": REFERRAL,
+    "consent": CONSENT,
+    "scheduling": SCHEDULING,
+    "privacy": PRIVACY,
+    "api": API,
+    "notify": NOTIFY,
+}
 
 #: For each topic, the one service that answers for a record no service can read (a tombstone, bytes
 #: that are not a CloudEvent, an event type the contract does not know). Every other reader of the topic

@@ -7,6 +7,7 @@ SERVICES: dict[str, str] = {
     "referral": "services.referral.app:build",
     "consent": "services.consent.app:build",
     "scheduling": "services.scheduling.app:build",
+    "notify": "services.notify.app:build",
     "privacy": "services.privacy.app:build",
     "api": "services.api.app:build",
     "audit": "services.audit.app:build",

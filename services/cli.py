@@ -36,6 +36,10 @@ audit_cli = typer.Typer(
     no_args_is_help=True, help="The audit log: replay a case, sign a head, verify the log, export a case, check."
 )
 cli.add_typer(audit_cli, name="audit")
+notify_cli = typer.Typer(no_args_is_help=True, help="The notify service: letters waiting to be printed.")
+cli.add_typer(notify_cli, name="notify")
+letters_cli = typer.Typer(no_args_is_help=True, help="The letter queue: list what waits, print one (and mark it).")
+notify_cli.add_typer(letters_cli, name="letters")
 
 T = TypeVar("T")
 
@@ -396,13 +400,14 @@ def consumed_types() -> dict[str, frozenset[str]]:
     """The event types each service takes in, as its app declares them."""
     from services.api.readmodel import CONSUMES as api
     from services.consent.app import CONSUMES as consent
+    from services.notify.app import CONSUMES as notify
     from services.privacy.app import CONSUMES as privacy
     from services.referral.app import CONSUMES as referral
     from services.scheduling.domain import CONSUMES as scheduling
 
     # The audit service parses no type: it appends every record of every topic as published (a holding of its own).
-    return {"referral": referral, "consent": consent, "scheduling": scheduling, "privacy": privacy, "api": api,
-            "audit": frozenset()}  # fmt: skip
+    return {"referral": referral, "consent": consent, "scheduling": scheduling, "notify": notify, "privacy": privacy,
+            "api": api, "audit": frozenset()}  # fmt: skip
 
 
 @privacy_cli.command("inventory")
@@ -679,6 +684,71 @@ def audit_check(
     result = check_export_file(file, log_id)
     typer.echo(result.summary())
     raise typer.Exit(0 if result.ok else 1)
+
+
+# --- the notify service's letter queue (services/notify/channels/letters.py) ---------------------------------
+
+
+def _letter_queue(work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``work(queue)`` on notify's letter queue at DATABASE_URL, with the key store (letters are sealed)."""
+    from services.notify.channels.letters import LetterErased, LetterNotFound, LetterQueue
+    from services.runtime import privacy
+    from services.runtime.db import create_pool
+
+    settings = get_settings()
+    configure_logging("notify-letters", settings.log_level, settings.log_format)
+
+    async def main() -> T:
+        keys = privacy.Privacy.from_settings(settings)
+        pool = await create_pool(settings.model_copy(update={"db_pool_size": 1}))
+        try:
+            return await work(LetterQueue(pool, keys))
+        finally:
+            await pool.close()
+
+    try:
+        return asyncio.run(main())
+    except (LetterNotFound, LetterErased) as exc:
+        _console(stderr=True).print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
+
+
+@letters_cli.command("list")
+def letters_list(
+    limit: Annotated[int, typer.Option(help="at most this many, oldest first")] = 200, as_json: JsonOption = False
+) -> None:
+    """Letters waiting to be printed: ids, case, person id, pages, when made (no name, no address)."""
+    letters = _letter_queue(lambda queue: queue.unprinted(limit))
+    if as_json:
+        rows = [
+            {"letter_id": x.letter_id, "case_id": x.case_id, "person_id": x.person_id, "pages": x.pages,
+             "large_print": x.large_print, "created_at": x.created_at.isoformat(), "erased": x.erased}
+            for x in letters
+        ]  # fmt: skip
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not letters:
+        typer.echo("no letters waiting")
+        return
+    for x in letters:
+        flags = ", ".join(f for f, on in (("large print", x.large_print), ("recipient erased", x.erased)) if on)
+        typer.echo(f"{x.letter_id}  {x.created_at:%Y-%m-%d %H:%M}  case {x.case_id}  person {x.person_id}  "
+                   f"{x.pages} page(s){'  (' + flags + ')' if flags else ''}")  # fmt: skip
+
+
+@letters_cli.command("print")
+def letters_print(
+    letter_id: Annotated[str, typer.Argument(help="the letter's id (from `rj notify letters list`)")],
+    out: Annotated[str, typer.Option("--out", help="the PDF file to write; - for standard output (to lp)")],
+    by: Annotated[str, typer.Option("--by", help="who prints it (recorded with the time)")],
+) -> None:
+    """Write one letter's PDF (readable by you only) and mark it printed."""
+    from services.notify.channels.letters import stdout_or_path
+
+    target = stdout_or_path(out)
+    written = _letter_queue(lambda queue: queue.write_pdf(letter_id, target, by=by))
+    if out != "-":
+        typer.echo(f"wrote {written} bytes to {out}; letter {letter_id} marked printed")
 
 
 def main() -> None:

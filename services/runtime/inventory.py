@@ -18,6 +18,7 @@ from schemas import topics
 from schemas.consent import CONSENT_EVENTS
 from schemas.envelope import EventData
 from schemas.indirect import INDIRECT_EVENTS
+from schemas.notify import NOTIFY_EVENTS
 from schemas.privacy import PRIVACY_EVENTS
 from schemas.referral import REFERRAL_EVENTS
 from schemas.registry import COMMAND_OWNER, REGISTRY, Registry
@@ -44,6 +45,7 @@ FACTS_OF: Mapping[str, tuple[type[EventData], ...]] = {
     "consent": CONSENT_EVENTS,
     "scheduling": (*SCHEDULING_EVENTS, *INDIRECT_EVENTS),
     "privacy": PRIVACY_EVENTS,
+    "notify": NOTIFY_EVENTS,
 }
 
 # The setting a topic's retention comes from, where one does (the other rj.* topics are kept for ever).

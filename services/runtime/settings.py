@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -142,6 +143,57 @@ class Settings(BaseSettings):
     audit_head_interval_s: float = Field(default=60.0, gt=0)
     audit_signing_key_file: Path = Path(".rj/audit-log-key.pem")
     audit_witness_file: Path = Path(".rj/audit-witness.jsonl")
+
+    # The notify service (services/notify): when messages may reach people (Europe/London; see quiet_hours.py for
+    # the form; empty: Monday to Friday 08:00-20:00, Saturday 09:00-17:00, never Sundays or bank holidays), how long
+    # before a meeting its reminder goes, how often the sender looks for due messages besides being woken by
+    # intake, how many it sends at once, and how long a send may stay claimed before it counts as in doubt (the
+    # process that claimed it died mid-send). A facilitator with no email registered is written to at
+    # NOTIFY_STAFF_EMAIL_FORMAT ({id} is their id). Participants' messages name the hub and its phone number.
+    notify_quiet_hours: str = ""
+    notify_meeting_reminder_hours: float = Field(default=48.0, gt=0)
+    notify_poll_interval_s: float = Field(default=1.0, gt=0)
+    notify_send_concurrency: int = Field(default=16, ge=1)
+    notify_send_lease_s: float = Field(default=120.0, gt=0)
+    notify_retry_max_s: float = Field(default=3600.0, gt=0)
+    notify_max_tries: int = Field(default=12, ge=1)
+    notify_staff_email_format: str = "{id}@rj-hub.example"
+    notify_service_name: str = "West Mercia Restorative Justice Hub"
+    notify_service_phone: str = "01905 000000"
+    # The notify service's channels (services/notify/channels/). Email goes over SMTP or GOV.UK Notify; SMS always
+    # through GOV.UK Notify (none without its API key and SMS template); letters into the queue a caseworker prints
+    # from, or through GOV.UK Notify (large print letters stay in the queue: Notify prints its own type size).
+    notify_email_via: Literal["smtp", "govuk"] = "smtp"
+    notify_letters_via: Literal["queue", "govuk"] = "queue"
+    # SMTP: the force's relay. TLS "starttls" upgrades a plain connection (port 587), "tls" is TLS from the first
+    # byte (port 465), "none" only for a relay on the same host. ``notify_smtp_ca_file``: a CA bundle to trust
+    # instead of the system's (a force's own CA). Login only when a username is set.
+    notify_smtp_host: str = "127.0.0.1"
+    notify_smtp_port: int = Field(default=587, ge=1, le=65535)
+    notify_smtp_tls: Literal["none", "starttls", "tls"] = "starttls"
+    notify_smtp_username: str = ""
+    notify_smtp_password: SecretStr = SecretStr("")
+    notify_smtp_ca_file: Path | None = None
+    notify_smtp_timeout_s: float = Field(default=15.0, gt=0)
+    # Connections kept open to the relay and reused (a TLS handshake and login per message costs more than the
+    # message); at most this many at once.
+    notify_smtp_connections: int = Field(default=4, ge=1)
+    notify_smtp_idle_s: float = Field(default=30.0, gt=0)
+    notify_from_address: str = "rj-hub@localhost"
+    # Each email's Message-ID is <notification id@this domain> (default: the from address's domain).
+    notify_message_id_domain: str = ""
+    # GOV.UK Notify: the service's API key ({key name}-{service id}-{secret}); one generic template per channel
+    # that the force sets up once, whose content is ((subject)) and ((body)) (SMS: ((body))). Its rate limit is
+    # 3,000 a minute per key: the client keeps under ``govuk_notify_rate_per_s`` itself, and after a 429 waits
+    # the Retry-After Notify gives, else ``govuk_notify_retry_after_s``.
+    govuk_notify_api_key: SecretStr = SecretStr("")
+    govuk_notify_base_url: str = "https://api.notifications.service.gov.uk"
+    govuk_notify_email_template_id: str = ""
+    govuk_notify_sms_template_id: str = ""
+    govuk_notify_letter_template_id: str = ""
+    govuk_notify_rate_per_s: float = Field(default=40.0, gt=0)
+    govuk_notify_retry_after_s: float = Field(default=60.0, gt=0)
+    govuk_notify_timeout_s: float = Field(default=20.0, gt=0)
 
     log_level: str = "info"
     log_format: str = Field(default="console", pattern="^(console|json)$")

@@ -254,11 +254,12 @@ NOT_A_DECISION = {
 
 def test_rule_6_every_decision_is_a_fact_that_says_who_made_it_and_when() -> None:
     from schemas.consent import CONSENT_EVENTS
+    from schemas.notify import NOTIFY_EVENTS
     from schemas.privacy import PRIVACY_EVENTS
     from schemas.referral import REFERRAL_EVENTS
     from schemas.scheduling import SCHEDULING_EVENTS
 
-    for model in (*REFERRAL_EVENTS, *CONSENT_EVENTS, *SCHEDULING_EVENTS, *PRIVACY_EVENTS):
+    for model in (*REFERRAL_EVENTS, *CONSENT_EVENTS, *SCHEDULING_EVENTS, *PRIVACY_EVENTS, *NOTIFY_EVENTS):
         if model.event_type in NOT_A_DECISION:
             continue
         who = [name for name, f in model.model_fields.items() if "Actor" in str(f.annotation)]

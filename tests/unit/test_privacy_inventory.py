@@ -55,16 +55,20 @@ def test_the_participants_of_an_opened_case_travel_on_rj_referral_from_referrals
         "rj.referral",
         "referral.outbox",
         "api state",
+        "notify state",
         "privacy state",
         "api.parked",
+        "notify.parked",
         "privacy.parked",
         "api.dead_letters",
+        "notify.dead_letters",
         "privacy.dead_letters",
         "rj.deadletter",
     ]
-    # As the code says: the privacy service (who is on a case, for retention and export) and the API's read model
-    # (what staff are shown, still sealed); consent and scheduling take in rj.case.accepted, which names no one.
-    assert opened.read_by == ("api", "privacy")
+    # As the code says: the privacy service (who is on a case, for retention and export), the API's read model
+    # (what staff are shown, still sealed) and notify (how to reach each participant, sealed, opened only to send);
+    # consent and scheduling take in rj.case.accepted, which names no one.
+    assert opened.read_by == ("api", "notify", "privacy")
 
 
 def test_an_accepted_case_carries_no_personal_data_so_is_not_in_the_inventory() -> None:
@@ -86,7 +90,7 @@ def test_commands_travel_on_rj_commands_from_the_api_with_no_outbox_of_ours() ->
         "the API and staff UIs",
         ("$.reason",),
     )
-    assert withdraw.read_by == ("consent", "scheduling")  # scheduling follows it, in case order
+    assert withdraw.read_by == ("consent", "notify", "scheduling")  # scheduling and notify follow it, in case order
     assert not any(p.where.endswith(".outbox") for p in withdraw.stored_in)
 
 
@@ -149,9 +153,9 @@ def test_the_table_has_a_row_per_personal_type_and_holding() -> None:
     assert opened == (
         "rj.case.opened\n  participants[].age_band\n  participants[].contact\n  participants[].custody_location\n"
         "  participants[].date_of_birth\n  participants[].ethnicity\n  participants[].gender\n  participants[].name",
-        "rj.referral\nreferral.outbox\napi state\nprivacy state\napi.parked\nprivacy.parked\napi.dead_letters\n"
-        "privacy.dead_letters\nrj.deadletter",
-        "api\nprivacy",
+        "rj.referral\nreferral.outbox\napi state\nnotify state\nprivacy state\napi.parked\nnotify.parked\n"
+        "privacy.parked\napi.dead_letters\nnotify.dead_letters\nprivacy.dead_letters\nrj.deadletter",
+        "api\nnotify\nprivacy",
     )
 
 

@@ -166,6 +166,8 @@ def register_facilitator(
         timezone=command.timezone,
         registered_at=now,
         registered_by=command.actor,
+        email=command.email,
+        display_name=command.display_name,
     )
     return replace(book, facilitators=(*others, profile)), [Emit(fact, f"facilitator-registered:{command_id}")]
 
@@ -184,6 +186,8 @@ def register_venue(
         timezone=command.timezone,
         registered_at=now,
         registered_by=command.actor,
+        address=command.address,
+        arrival=command.arrival,
     )
     return replace(book, venues=(*others, profile)), [Emit(fact, f"venue-registered:{command_id}")]
 

@@ -1,0 +1,205 @@
+"""The notify service's Faust app: case facts and stop commands in, scheduled sends and rj.notify facts out.
+
+rj.referral, rj.consent, rj.scheduling, rj.privacy, rj.api, and on rj.commands the withdraw, decline and hold
+commands (read in case order) and notify's own preferences command
+    ──► take_in ──► notify.cases (sealed), notify.scheduled_sends (waiting), outbox ──► rj.notify
+notify.scheduled_sends ──► the sender (LISTEN notify_due + a poll) ──► SMTP / GOV.UK Notify / the letter queue
+    ──► notify.scheduled_sends (sent / failed / uncertain), outbox ──► rj.notify
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+import asyncpg
+import structlog
+
+from schemas import topics
+from schemas.envelope import CloudEvent
+from schemas.notify import (
+    SYSTEM_NOTIFY,
+    FailureReason,
+    NotificationCancelled,
+    NotificationFailed,
+    NotificationKind,
+    NotificationScheduled,
+    RecipientKind,
+)
+from schemas.scheduling import FacilitatorRegistered, VenueRegistered
+from services.notify import domain, store
+from services.runtime.app import ServiceApp
+from services.runtime.decision import Emit
+from services.runtime.outbox import Outgoing, facts
+
+SOURCE = "urn:rj:service:notify"
+log = structlog.get_logger()
+
+Clock = Callable[[], datetime]
+
+REGISTRATIONS = frozenset({FacilitatorRegistered.event_type, VenueRegistered.event_type})
+CONSUMES: frozenset[str] = domain.CONSUMES | REGISTRATIONS
+TOPICS_IN = (topics.REFERRAL, topics.CONSENT, topics.SCHEDULING, topics.PRIVACY, topics.API, topics.COMMANDS)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def scheduled_fact(case_id: str, intent: domain.Intent, now: datetime) -> Emit:
+    fact = NotificationScheduled(
+        case_id=case_id,
+        notification_id=intent.notification_id,
+        recipient_id=intent.recipient_id,
+        recipient_kind=intent.recipient_kind,
+        kind=intent.kind,
+        channel=intent.channel,
+        due_at=intent.due_at,
+        urgent=intent.urgent,
+        cause_event_id=intent.cause_event_id,
+        scheduled_at=now,
+        decided_by=SYSTEM_NOTIFY,
+    )
+    return Emit(fact, f"scheduled:{intent.notification_id}")
+
+
+def failed_fact(
+    case_id: str,
+    *,
+    notification_id: str,
+    recipient_id: str,
+    recipient_kind: RecipientKind,
+    kind: NotificationKind,
+    channel: Any,
+    reason: FailureReason,
+    permanent: bool,
+    next_channel: Any,
+    attempt: int,
+    now: datetime,
+) -> Emit:
+    fact = NotificationFailed(
+        case_id=case_id,
+        notification_id=notification_id,
+        recipient_id=recipient_id,
+        recipient_kind=recipient_kind,
+        kind=kind,
+        channel=channel,
+        reason_code=reason,
+        permanent=permanent,
+        next_channel=next_channel,
+        attempt=attempt,
+        failed_at=now,
+        decided_by=SYSTEM_NOTIFY,
+    )
+    return Emit(fact, f"failed:{notification_id}:{attempt}")
+
+
+async def schedule_intents(
+    conn: asyncpg.Connection, case: domain.NotifyCase, intents: Sequence[domain.Intent], now: datetime
+) -> list[Emit]:
+    """Insert what was decided; a message with no safe channel fails at once and its facilitators are told."""
+    sendable = [i for i in intents if i.channel is not None]
+    unsendable = [i for i in intents if i.channel is None]
+    emits = [
+        scheduled_fact(case.case_id, i, now) for i in await store.schedule(conn, case.case_id, case.force, sendable)
+    ]
+    for intent in await store.schedule(conn, case.case_id, case.force, unsendable, failed=True):
+        emits.append(
+            failed_fact(
+                case.case_id,
+                notification_id=intent.notification_id,
+                recipient_id=intent.recipient_id,
+                recipient_kind=intent.recipient_kind,
+                kind=intent.kind,
+                channel=None,
+                reason=FailureReason.no_safe_channel,
+                permanent=True,
+                next_channel=None,
+                attempt=0,
+                now=now,
+            )
+        )
+        told = domain.delivery_problem(
+            case,
+            notification=intent.notification_id,
+            kind=intent.kind,
+            recipient_id=intent.recipient_id,
+            recipient_kind=intent.recipient_kind,
+            problem="no_safe_channel",
+            channel=None,
+            next_channel=None,
+            now=now,
+        )
+        emits += [
+            scheduled_fact(case.case_id, i, now) for i in await store.schedule(conn, case.case_id, case.force, told)
+        ]
+    return emits
+
+
+async def cancel(conn: asyncpg.Connection, case_id: str, cancels: Sequence[domain.Cancel], now: datetime) -> list[Emit]:
+    emits = []
+    for row, intent, reason in await store.cancel_waiting(conn, case_id, cancels):
+        fact = NotificationCancelled(
+            case_id=case_id,
+            notification_id=row["notification_id"],
+            recipient_id=intent.recipient_id,
+            recipient_kind=RecipientKind(row["recipient_kind"]),
+            kind=NotificationKind(row["kind"]),
+            channel=row["channel"],
+            reason_code=reason,
+            cancelled_at=now,
+            decided_by=SYSTEM_NOTIFY,
+        )
+        emits.append(Emit(fact, f"cancelled:{row['notification_id']}"))
+    return emits
+
+
+async def take_in(
+    conn: asyncpg.Connection,
+    events: Sequence[CloudEvent[Any]],
+    *,
+    policy: domain.Policy = domain.DEFAULT_POLICY,
+    clock: Clock = utc_now,
+) -> list[Outgoing]:
+    """Decide on a batch: registrations to their tables; every other event, case by case, in order: what it
+    cancels first, then what it schedules, with their facts, in the batch's transaction."""
+    now = clock()
+    await store.record_facilitators(conn, [e.data for e in events if isinstance(e.data, FacilitatorRegistered)])
+    await store.record_venues(conn, [e.data for e in events if isinstance(e.data, VenueRegistered)])
+    about = [e for e in events if e.type not in REGISTRATIONS]
+    cases = await store.lock_cases(conn, {c for e in about for c in domain.cases_of(e.data)})
+    out: list[Outgoing] = []
+    for event in about:
+        for case_id in domain.cases_of(event.data):
+            decision = domain.decide(
+                cases[case_id], event.data, case_id=case_id, event_id=event.id, now=now, policy=policy
+            )
+            case = decision.case
+            if case is not None and case.force is None and event.force:
+                case = replace(case, force=event.force)
+            cases[case_id] = case
+            emits = list(decision.emits)
+            if case is not None:
+                emits += await cancel(conn, case_id, decision.cancels, now)
+                emits += await schedule_intents(conn, case, decision.intents, now)
+            force = case.force if case is not None else event.force
+            out += facts(topics.NOTIFY, SOURCE, case_id, emits, cause=event, now=now, force=force)
+    await store.save_cases(conn, cases)
+    return out
+
+
+def build(service: ServiceApp | None = None, *, clock: Clock = utc_now) -> ServiceApp:
+    service = service or ServiceApp("notify", migrations="services.notify.migrations")
+    settings = service.settings
+    policy = domain.Policy(
+        quiet_hours=settings.notify_quiet_hours or None,
+        meeting_reminder=timedelta(hours=settings.notify_meeting_reminder_hours),
+    )
+    service.consume(TOPICS_IN, consumes=CONSUMES, handler=partial(take_in, policy=policy, clock=clock))
+    from services.notify import sender  # the sender imports this module's facts
+
+    sender.start(service, clock=clock)
+    return service

@@ -1,0 +1,274 @@
+"""The sender: due messages out through their channel, once, never silently lost.
+
+For each due row of ``notify.scheduled_sends``: claim it (``sending``, the try counted) and COMMIT before the
+channel is called; send; then record the result and its fact in one transaction. So a crash between the send and
+the record leaves the row ``sending``, never ``waiting``: it is *in doubt*, and is never blindly sent again.
+
+- **In doubt** (a row ``sending`` longer than ``NOTIFY_SEND_LEASE_S``): a channel that can be asked (GOV.UK
+  Notify, by our id as its ``reference``; the letter queue, by our id) is asked: it never saw it -> send it now;
+  it did -> record it sent. SMTP cannot be asked: the row is marked ``uncertain`` (``rj.notification.uncertain``)
+  and the facilitators are told "delivery uncertain", never sent twice and never dropped.
+- **Temporary failures** (a 4xx from SMTP, a 429 or connection refused from Notify) wait and go again, with
+  backoff (a 429's ``retry_after``), up to ``NOTIFY_MAX_TRIES``; then it fails as ``gave_up``.
+- **Permanent failures** fall to the next channel the person's safe-contact record allows (a new notification,
+  attempt + 1, its own ``scheduled`` fact), and the facilitators are told.
+- **Uncertain** (the connection dropped after the message went): as in doubt, at once.
+
+What a message says is decided here, from the case as it stands (``compose``): an address rectified meanwhile is
+used, an erased person gets nothing. This module holds the loop and the bookkeeping; ``Composer`` (the message
+and the address) and the channel senders (``services.notify.channels``) are given to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import asyncpg
+import structlog
+
+from schemas import topics
+from schemas.common import Channel
+from schemas.notify import (
+    SYSTEM_NOTIFY,
+    FailureReason,
+    NotificationKind,
+    NotificationSent,
+    NotificationUncertain,
+    RecipientKind,
+)
+from services.notify import app as intake
+from services.notify import domain, store
+from services.runtime import privacy
+from services.runtime.app import ServiceApp, stop_process_when_it_ends
+from services.runtime.db import transaction
+from services.runtime.decision import Emit
+from services.runtime.outbox import facts, write_outbox
+
+log = structlog.get_logger()
+
+
+class Result(Protocol):
+    """What a channel answers (``services.notify.channels.SendResult``)."""
+
+    @property
+    def outcome(self) -> Any: ...  # sent | permanent_failure | temporary_failure | uncertain (a StrEnum)
+    @property
+    def provider_id(self) -> str | None: ...
+    @property
+    def detail(self) -> str: ...
+    @property
+    def retry_after_s(self) -> float | None: ...
+
+
+class ChannelSender(Protocol):
+    """A channel (``services.notify.channels.Sender``)."""
+
+    async def send(self, message: Any) -> Any: ...
+    async def lookup(self, notification_id: str) -> Any: ...
+
+
+Composer = Callable[[asyncpg.Connection, asyncpg.Record, store.SendIntent], Awaitable[Any | None]]
+"""Builds the channel's message for a claimed row (None: nothing to send it to any more: no address)."""
+
+
+@dataclass
+class Sender:
+    pool: asyncpg.Pool
+    senders: Mapping[Channel, ChannelSender]
+    compose: Composer
+    clock: Callable[[], datetime]
+    policy: domain.Policy = domain.DEFAULT_POLICY
+    batch: int = 16
+    lease: timedelta = timedelta(seconds=120)
+    max_tries: int = 12
+    retry_max: timedelta = timedelta(hours=1)
+    cannot_look_up: tuple[type[BaseException], ...] = ()
+    lookup_failed: tuple[type[BaseException], ...] = ()
+
+    async def send_due(self) -> int:
+        """Claim what is due (committed), send it all at once, record each result. How many were claimed."""
+        with privacy.batch_scope():
+            async with transaction(self.pool) as conn:
+                rows = await store.claim_due(conn, self.clock(), self.batch)
+        await asyncio.gather(*(self._send_one(row, in_doubt=False) for row in rows))
+        return len(rows)
+
+    async def resolve_in_doubt(self) -> int:
+        """Rows left ``sending`` past the lease: ask the provider, or mark them uncertain (see the module)."""
+        with privacy.batch_scope():
+            async with transaction(self.pool) as conn:
+                rows = await store.claim_in_doubt(conn, self.clock() - self.lease, self.batch)
+        for row in rows:
+            await self._send_one(row, in_doubt=True)
+        return len(rows)
+
+    async def _send_one(self, row: asyncpg.Record, *, in_doubt: bool) -> None:
+        try:
+            with privacy.batch_scope():
+                await self._attempt(row, in_doubt=in_doubt)
+        except Exception as exc:  # a bug must not stop the loop; the row stays sending and is resolved as in doubt
+            log.error("notify_send_failed", notification_id=row["notification_id"], error=repr(exc))
+
+    async def _attempt(self, row: asyncpg.Record, *, in_doubt: bool) -> None:
+        channel = Channel(row["channel"])
+        sender = self.senders.get(channel)
+        async with self.pool.acquire() as conn:
+            [intent] = await store.open_intents(conn, [row])
+            message = await self.compose(conn, row, intent)
+        if sender is None or message is None:
+            await self._record(row, intent, "permanent_failure", None, "no address or no sender", None)
+            return
+        if in_doubt:
+            try:
+                known = await sender.lookup(row["notification_id"])
+            except self.cannot_look_up:
+                await self._record(row, intent, "uncertain", None, "in doubt after a crash; cannot be asked", None)
+                return
+            except self.lookup_failed as exc:  # stays sending: asked again after the lease, nothing sent meanwhile
+                log.warning("notify_lookup_failed", notification_id=row["notification_id"], error=repr(exc))
+                return
+            if known is not None:
+                await self._record(row, intent, str(known.outcome), known.provider_id, "found by reference", None)
+                return
+        result = await sender.send(message)
+        await self._record(row, intent, str(result.outcome), result.provider_id, result.detail, result.retry_after_s)
+
+    async def _record(
+        self,
+        row: asyncpg.Record,
+        intent: store.SendIntent,
+        outcome: str,
+        provider_id: str | None,
+        detail: str,
+        retry_after_s: float | None,
+    ) -> None:
+        now = self.clock()
+        case_id, nid = row["case_id"], row["notification_id"]
+        kind, recipient_kind = NotificationKind(row["kind"]), RecipientKind(row["recipient_kind"])
+        channel = Channel(row["channel"]) if row["channel"] else None
+        base = {
+            "case_id": case_id,
+            "notification_id": nid,
+            "recipient_id": intent.recipient_id,
+            "recipient_kind": recipient_kind,
+            "kind": kind,
+            "channel": channel,
+        }
+        async with transaction(self.pool) as conn:
+            case = await store.read_case(conn, case_id)
+            emits: list[Emit] = []
+            if outcome == "sent":
+                if not await store.finish(conn, nid, "sent", provider_id=provider_id, detail=detail):
+                    return
+                fact = NotificationSent(
+                    **base, provider_id=provider_id, attempt=row["attempt"], sent_at=now, decided_by=SYSTEM_NOTIFY
+                )
+                emits.append(Emit(fact, f"sent:{nid}"))
+            elif outcome == "temporary_failure" and row["tries"] < self.max_tries:
+                backoff = timedelta(seconds=retry_after_s or min(2 ** row["tries"], self.retry_max.total_seconds()))
+                await store.retry_later(conn, nid, now + backoff, detail)
+                return
+            elif outcome == "uncertain":
+                if not await store.finish(conn, nid, "uncertain", provider_id=provider_id, detail=detail):
+                    return
+                uncertain = NotificationUncertain(
+                    **base, attempt=row["attempt"], found_at=now, decided_by=SYSTEM_NOTIFY
+                )
+                emits.append(Emit(uncertain, f"uncertain:{nid}"))
+                if case is not None:
+                    told = domain.delivery_problem(
+                        case, notification=nid, kind=kind, recipient_id=intent.recipient_id,
+                        recipient_kind=recipient_kind, problem="uncertain", channel=channel, next_channel=None,
+                        now=now,
+                    )  # fmt: skip
+                    emits += await intake.schedule_intents(conn, case, told, now)
+            else:  # permanent, or temporary past the limit
+                if not await store.finish(conn, nid, "failed", provider_id=provider_id, detail=detail):
+                    return
+                permanent = outcome != "temporary_failure"
+                failed_channels = [c for c in Channel if c is channel]
+                retry = None
+                if case is not None:
+                    as_intent = domain.Intent(
+                        notification_id=nid, recipient_id=intent.recipient_id, recipient_kind=recipient_kind,
+                        kind=kind, channel=channel, due_at=now, urgent=row["urgent"],
+                        cause_event_id=intent.cause_event_id, about=row["about"], attempt=row["attempt"],
+                        facts=intent.facts,
+                    )  # fmt: skip
+                    retry = domain.next_attempt(case, as_intent, failed_channels, now, self.policy)
+                emits.append(
+                    intake.failed_fact(
+                        case_id, notification_id=nid, recipient_id=intent.recipient_id, recipient_kind=recipient_kind,
+                        kind=kind, channel=channel,
+                        reason=FailureReason.rejected if permanent else FailureReason.gave_up, permanent=permanent,
+                        next_channel=retry.channel if retry else None, attempt=row["attempt"], now=now,
+                    )
+                )  # fmt: skip
+                if case is not None:
+                    told = domain.delivery_problem(
+                        case, notification=nid, kind=kind, recipient_id=intent.recipient_id,
+                        recipient_kind=recipient_kind, problem="failed", channel=channel,
+                        next_channel=retry.channel if retry else None, now=now,
+                    )  # fmt: skip
+                    emits += await intake.schedule_intents(conn, case, [*([retry] if retry else []), *told], now)
+            force = row["force"]
+            await write_outbox(conn, store.SCHEMA, facts(topics.NOTIFY, intake.SOURCE, case_id, emits, cause=None,
+                                                         now=now, force=force))  # fmt: skip
+
+
+async def run(sender: Sender, database_url: str, poll_interval_s: float) -> None:
+    """Send what is due as soon as intake commits it (``LISTEN notify_due``), and at least every poll interval
+    (a wake-up lost with a dropped connection, a message whose quiet hours ended); resolve sends in doubt."""
+    woken = asyncio.Event()
+    listener = await asyncpg.connect(database_url)
+    await listener.add_listener(store.DUE_CHANNEL, lambda *_: woken.set())
+    try:
+        while True:
+            await sender.resolve_in_doubt()
+            while await sender.send_due() >= sender.batch:
+                pass
+            woken.clear()
+            try:
+                await asyncio.wait_for(woken.wait(), poll_interval_s)
+            except TimeoutError:
+                pass
+    finally:
+        await listener.close()
+
+
+def start(service: ServiceApp, *, clock: Callable[[], datetime]) -> None:
+    """Run the sender in ``service``'s worker: the channels from settings, the composer, and the loop, which takes
+    the process down if it ever stops (a live process that sends nothing would look healthy)."""
+    from services.notify.channels import CannotLookUp, LookupFailed, senders_from_settings
+    from services.notify.compose import Composer
+
+    settings = service.settings
+
+    async def send_for_ever() -> None:
+        pool = await service.pool()
+        sender = Sender(
+            pool,
+            senders_from_settings(settings, pool),
+            Composer(settings, clock),
+            clock=clock,
+            policy=domain.Policy(
+                quiet_hours=settings.notify_quiet_hours or None,
+                meeting_reminder=timedelta(hours=settings.notify_meeting_reminder_hours),
+            ),
+            batch=settings.notify_send_concurrency,
+            lease=timedelta(seconds=settings.notify_send_lease_s),
+            max_tries=settings.notify_max_tries,
+            retry_max=timedelta(seconds=settings.notify_retry_max_s),
+            cannot_look_up=(CannotLookUp,),
+            lookup_failed=(LookupFailed,),
+        )
+        # Rows left sending by a process that died are in doubt at once on start-up, not after a lease: the
+        # replica that claimed them is gone (another live replica's claims are younger than its lease).
+        await run(sender, settings.database_url, settings.notify_poll_interval_s)
+
+    send_for_ever.__name__ = "notify_sender"
+    service.faust.task(stop_process_when_it_ends(send_for_ever, what="notify sender"))

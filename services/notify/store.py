@@ -1,0 +1,239 @@
+"""The notify service's SQL: one sealed JSON state row per case, staff's and venues' registrations, and the table
+of scheduled sends (every message decided, waiting, sending, and how it ended)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Annotated, Any
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict
+
+from schemas.notify import CancelReason, NotificationKind, RecipientKind
+from schemas.pii import CasePii
+from schemas.scheduling import FacilitatorRegistered, VenueRegistered
+from services.notify.domain import Cancel, Intent, NotifyCase
+from services.runtime import privacy
+from services.runtime.state import lock_states, save_states
+
+SCHEMA = "notify"
+CASES = f"{SCHEMA}.cases"
+SENDS = f"{SCHEMA}.scheduled_sends"
+DUE_CHANNEL = "notify_due"
+"""The channel the intake's transaction notifies on commit (``pg_notify``) and the sender listens on."""
+
+
+class SendIntent(BaseModel):
+    """The sealed part of a scheduled send: who it is for (under the case's key) and what its context is built
+    from (ids, times and kinds only)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    recipient_id: Annotated[str, CasePii]
+    cause_event_id: str
+    facts: dict[str, Any] = {}
+
+
+# --- cases -------------------------------------------------------------------------------------------------
+
+
+async def lock_cases(conn: asyncpg.Connection, case_ids: Iterable[str]) -> dict[str, NotifyCase | None]:
+    rows = await lock_states(conn, CASES, case_ids, NotifyCase)
+    return {key: NotifyCase.from_json(state) if state else None for key, state in rows.items()}
+
+
+async def save_cases(conn: asyncpg.Connection, cases: Mapping[str, NotifyCase | None]) -> None:
+    states = {key: case.to_json() if case else None for key, case in cases.items()}
+    await save_states(conn, CASES, states, NotifyCase)
+
+
+async def read_case(conn: asyncpg.Connection, case_id: str) -> NotifyCase | None:
+    """The case as it stands, opened, without locking it (the sender reads; only intake writes)."""
+    state = await conn.fetchval(f"SELECT state FROM {CASES} WHERE key = $1", case_id)
+    if state is None:
+        return None
+    [opened] = await privacy.batch().open_json(conn, NotifyCase, [state], [case_id])
+    return NotifyCase.from_json(opened) if opened else None
+
+
+# --- registrations ---------------------------------------------------------------------------------------
+
+
+async def record_facilitators(conn: asyncpg.Connection, facts: Sequence[FacilitatorRegistered]) -> None:
+    await conn.executemany(
+        f"""INSERT INTO {SCHEMA}.facilitators AS f (facilitator_id, email, display_name, registered_at)
+            VALUES ($1, $2, $3, $4)
+            ON CONFLICT (facilitator_id) DO UPDATE SET email = excluded.email, display_name = excluded.display_name,
+                registered_at = excluded.registered_at
+            WHERE f.registered_at <= excluded.registered_at""",
+        [(f.facilitator_id, f.email, f.display_name, f.registered_at) for f in facts],
+    )
+
+
+async def record_venues(conn: asyncpg.Connection, facts: Sequence[VenueRegistered]) -> None:
+    await conn.executemany(
+        f"""INSERT INTO {SCHEMA}.venues AS v (venue_id, name, address, arrival, registered_at)
+            VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (venue_id) DO UPDATE SET name = excluded.name, address = excluded.address,
+                arrival = excluded.arrival, registered_at = excluded.registered_at
+            WHERE v.registered_at <= excluded.registered_at""",
+        [(v.venue_id, v.name, v.address, v.arrival, v.registered_at) for v in facts],
+    )
+
+
+async def facilitator(conn: asyncpg.Connection, facilitator_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(f"SELECT * FROM {SCHEMA}.facilitators WHERE facilitator_id = $1", facilitator_id)
+
+
+async def venue(conn: asyncpg.Connection, venue_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(f"SELECT * FROM {SCHEMA}.venues WHERE venue_id = $1", venue_id)
+
+
+# --- scheduled sends ----------------------------------------------------------------------------------------
+
+
+async def schedule(
+    conn: asyncpg.Connection, case_id: str, force: str | None, intents: Sequence[Intent], *, failed: bool = False
+) -> list[Intent]:
+    """Insert ``intents`` (``failed``: recorded as failed at once, for no channel); return those not there before
+    (a replay inserts nothing). The sender is woken when the transaction commits."""
+    if not intents:
+        return []
+    sealed = await privacy.batch().seal_models(
+        conn,
+        SendIntent,
+        [(SendIntent(recipient_id=i.recipient_id, cause_event_id=i.cause_event_id, facts=i.facts), case_id)
+         for i in intents],
+    )  # fmt: skip
+    status = "failed" if failed else "waiting"
+    rows = await conn.fetch(
+        f"""INSERT INTO {SENDS} (notification_id, case_id, force, kind, recipient_kind, channel, about, attempt,
+                urgent, due_at, intent, status, detail, finished_at)
+            SELECT n, $2, $3, k, rk, c, a, att, u, d, i, $4, CASE WHEN $4 = 'failed' THEN 'no_safe_channel' END,
+                   CASE WHEN $4 = 'failed' THEN now() END
+              FROM unnest($1::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[], $10::bool[],
+                          $11::timestamptz[], $12::text[]) AS t(n, k, rk, c, a, att, u, d, i)
+            ON CONFLICT (notification_id) DO NOTHING RETURNING notification_id""",
+        [i.notification_id for i in intents],
+        case_id,
+        force,
+        status,
+        [i.kind.value for i in intents],
+        [i.recipient_kind.value for i in intents],
+        [i.channel.value if i.channel else None for i in intents],
+        [i.about for i in intents],
+        [i.attempt for i in intents],
+        [i.urgent for i in intents],
+        [i.due_at for i in intents],
+        sealed,
+    )
+    inserted = {r["notification_id"] for r in rows}
+    if inserted and not failed:
+        await conn.execute("SELECT pg_notify($1, '')", DUE_CHANNEL)
+    return [i for i in intents if i.notification_id in inserted]
+
+
+async def open_intents(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> list[SendIntent]:
+    opened = await privacy.batch().open_models(
+        conn, SendIntent, [r["intent"] for r in rows], [r["case_id"] for r in rows]
+    )
+    return [o for o in opened if o is not None]
+
+
+async def cancel_waiting(
+    conn: asyncpg.Connection, case_id: str, cancels: Sequence[Cancel]
+) -> list[tuple[asyncpg.Record, SendIntent, CancelReason]]:
+    """Cancel the case's waiting sends that any of ``cancels`` matches; return them, as they were, with why."""
+    if not cancels:
+        return []
+    rows = await conn.fetch(
+        f"SELECT * FROM {SENDS} WHERE case_id = $1 AND status = 'waiting' ORDER BY notification_id FOR UPDATE",
+        case_id,
+    )
+    if not rows:
+        return []
+    intents = await open_intents(conn, rows)
+    chosen: list[tuple[asyncpg.Record, SendIntent, CancelReason]] = []
+    for row, intent in zip(rows, intents, strict=True):
+        match = next(
+            (
+                c
+                for c in cancels
+                if c.matches(
+                    recipient_id=intent.recipient_id,
+                    recipient_kind=RecipientKind(row["recipient_kind"]),
+                    kind=NotificationKind(row["kind"]),
+                    about=row["about"],
+                )
+            ),
+            None,
+        )
+        if match is not None:
+            chosen.append((row, intent, match.reason))
+    if chosen:
+        await conn.execute(
+            f"""UPDATE {SENDS} AS s SET status = 'cancelled', detail = u.reason, finished_at = now()
+                FROM unnest($1::text[], $2::text[]) AS u(id, reason) WHERE s.notification_id = u.id""",
+            [r["notification_id"] for r, _, _ in chosen],
+            [reason.value for _, _, reason in chosen],
+        )
+    return chosen
+
+
+async def claim_due(conn: asyncpg.Connection, now: datetime, limit: int) -> list[asyncpg.Record]:
+    """Mark up to ``limit`` due sends ``sending`` (another replica skips what this one holds); the caller commits
+    before sending, so a crash while sending leaves them ``sending``: in doubt, never silently waiting again."""
+    return await conn.fetch(
+        f"""UPDATE {SENDS} AS s SET status = 'sending', tries = s.tries + 1, claimed_at = $1
+             WHERE s.notification_id IN (
+                 SELECT notification_id FROM {SENDS} WHERE status = 'waiting' AND due_at <= $1
+                 ORDER BY urgent DESC, due_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+            RETURNING s.*""",
+        now,
+        limit,
+    )
+
+
+async def claim_in_doubt(conn: asyncpg.Connection, claimed_before: datetime, limit: int) -> list[asyncpg.Record]:
+    """Sends left ``sending`` since before ``claimed_before`` (the process that claimed them died mid-send):
+    claimed again, by this process, to be resolved (``services.notify.sender.resolve_in_doubt``)."""
+    return await conn.fetch(
+        f"""UPDATE {SENDS} AS s SET claimed_at = now()
+             WHERE s.notification_id IN (
+                 SELECT notification_id FROM {SENDS} WHERE status = 'sending' AND claimed_at < $1
+                 ORDER BY claimed_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+            RETURNING s.*""",
+        claimed_before,
+        limit,
+    )
+
+
+async def finish(
+    conn: asyncpg.Connection, notification_id: str, status: str, *, provider_id: str | None, detail: str
+) -> bool:
+    """Record how a send ended; False if it was not ``sending`` any more (another replica resolved it)."""
+    done = await conn.execute(
+        f"""UPDATE {SENDS} SET status = $2, provider_id = $3, detail = $4, finished_at = now()
+             WHERE notification_id = $1 AND status = 'sending'""",
+        notification_id,
+        status,
+        provider_id,
+        detail[:500],
+    )
+    return bool(done.endswith(" 1"))
+
+
+async def retry_later(conn: asyncpg.Connection, notification_id: str, due_at: datetime, detail: str) -> None:
+    await conn.execute(
+        f"""UPDATE {SENDS} SET status = 'waiting', due_at = $2, detail = $3, claimed_at = NULL
+             WHERE notification_id = $1 AND status = 'sending'""",
+        notification_id,
+        due_at,
+        detail[:500],
+    )
+
+
+async def sends_of(conn: asyncpg.Connection, case_id: str) -> list[asyncpg.Record]:
+    """Every send of the case (tests and the CLI)."""
+    return await conn.fetch(f"SELECT * FROM {SENDS} WHERE case_id = $1 ORDER BY created_at, notification_id", case_id)

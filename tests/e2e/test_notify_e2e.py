@@ -1,0 +1,121 @@
+"""The notify service as it runs: cases referred upstream, through the referral service, to each victim's inbox on
+a real SMTP server (aiosmtpd), each in their own words; notify SIGKILLed between a send and its record, then
+restarted, gives each message once or marks it uncertain, never twice."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import time
+from collections.abc import Iterator
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from demo import samples
+from demo.samples import case_of
+from services.runtime.devstack import free_port
+from tests.harness import System
+
+pytestmark = pytest.mark.integration
+
+CASES = 6
+ALWAYS_OPEN = "mon-sun 00:00-24:00; hol 00:00-24:00"  # the clock is real: a test at 22:00 must not wait
+
+
+class SlowInbox:
+    """An SMTP server's handler that takes each message, then holds its reply for ``hold_s``: the window in which
+    the test kills notify after the message went and before notify could record it."""
+
+    def __init__(self, hold_s: float) -> None:
+        self.received: list[EmailMessage] = []
+        self.hold_s = hold_s
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        self.received.append(message)
+        await asyncio.sleep(self.hold_s)
+        return "250 OK queued"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.received if m["To"].addresses[0].addr_spec == address]
+
+
+@pytest.fixture
+def inbox() -> Iterator[tuple[SlowInbox, int]]:
+    handler, port = SlowInbox(hold_s=1.5), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield handler, port
+    controller.stop()
+
+
+def body(message: EmailMessage) -> str:
+    parts = [p.get_content() for p in message.walk() if p.get_content_type() in ("text/plain", "text/html")]
+    return f"{message['Subject']}\n" + "\n".join(parts)
+
+
+def start_notify(system: System, port: int) -> None:
+    system.start(
+        "notify", notify_smtp_host="127.0.0.1", notify_smtp_port=port, notify_smtp_tls="none",
+        notify_from_address="rj-hub@hub.example", notify_quiet_hours=ALWAYS_OPEN, notify_send_lease_s=1,
+        notify_poll_interval_s=0.2,
+    )  # fmt: skip
+
+
+async def test_victims_are_told_once_in_their_own_words_and_a_sigkill_between_send_and_record_sends_nothing_twice(
+    system: System, inbox: tuple[SlowInbox, int]
+) -> None:
+    handler, port = inbox
+    system.start("referral")
+    start_notify(system, port)
+    refs = [f"WM/2026/{710000 + i}" for i in range(CASES)]
+    await system.publish(
+        [m for ref in refs for m in samples.on_crime_events(samples.crime_recorded(ref), samples.outcome_recorded(ref))]
+    )
+
+    # The first message has reached the server; its answer is held back: notify dies before it can record it.
+    deadline = time.monotonic() + 60
+    while not handler.received:
+        assert time.monotonic() < deadline, "no email reached the SMTP server"
+        await asyncio.sleep(0.02)
+    system.service("notify").kill()
+    start_notify(system, port)
+
+    async def all_settled() -> bool:
+        rows = await system.fetch(
+            "SELECT status FROM notify.scheduled_sends WHERE kind = 'victim_information' AND case_id = ANY($1)",
+            [case_of(r) for r in refs],
+        )
+        return len(rows) == CASES and all(r["status"] in ("sent", "uncertain", "failed") for r in rows)
+
+    await system.wait_for(all_settled, timeout_s=90, what="every victim's information sent or marked uncertain")
+    await asyncio.sleep(2)  # anything sent twice would have arrived by now
+
+    rows = await system.fetch(
+        "SELECT case_id, status FROM notify.scheduled_sends WHERE kind = 'victim_information' AND case_id = ANY($1)",
+        [case_of(r) for r in refs],
+    )
+    status = {r["case_id"]: r["status"] for r in rows}
+    assert set(status.values()) <= {"sent", "uncertain"}
+    assert "uncertain" in status.values()  # the one in flight when notify died: never resent blindly
+    for ref in refs:
+        got = handler.to(f"v-{ref.lower()}@example.org")
+        assert len(got) <= 1, f"{ref}: sent twice"
+        if status[case_of(ref)] == "sent":
+            assert len(got) == 1
+        for message in got:
+            text = body(message)
+            assert f"V-{ref}" in text  # their own name
+            assert not any(f"Offender {other}" in text for other in refs)  # the offender is never named
+            assert not any(f"V-{other}" in text for other in refs if other != ref)  # nor another victim
+    uncertain = await system.fetchval("SELECT count(*) FROM notify.scheduled_sends WHERE status = 'uncertain'")
+    facts = await system.fetchval(
+        "SELECT count(*) FROM notify.outbox WHERE convert_from(value, 'UTF8')::jsonb->>'type' = $1",
+        "rj.notification.uncertain",
+    )
+    assert uncertain == facts >= 1
