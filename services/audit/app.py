@@ -40,11 +40,13 @@ def sealed_context(record: Record) -> bytes:
 async def body_of(conn: asyncpg.Connection, record: Record) -> bytes:
     """The canonical bytes an entry stores and its leaf commits to. Upstream's records (crime.events) are kept
     whole, sealed under the day's bucket key: they are not ours to split into fields, and they hold personal
-    data. A tombstone is the empty raw record."""
-    value = record.value if record.value is not None else b""
+    data. A tombstone has no value to seal or canonicalise: it is its own kind (``canonical.TOMBSTONE_KIND``), never
+    the same entry as an empty value."""
+    if record.value is None:
+        return canonical.canonical_record(None)
     if record.topic == topics.CRIME_EVENTS and privacy.batch().enabled:
-        return canonical.canonical(await privacy.batch().seal_bytes(conn, value, sealed_context(record)))
-    return canonical.canonical_record(value)
+        return canonical.canonical(await privacy.batch().seal_bytes(conn, record.value, sealed_context(record)))
+    return canonical.canonical_record(record.value)
 
 
 async def append_batch(conn: asyncpg.Connection, records: Sequence[Record]) -> None:
