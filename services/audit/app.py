@@ -19,6 +19,8 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from schemas import topics
+from schemas.audit import AuditHeadSigned
+from schemas.envelope import derived_event_id, new_event
 from services.audit import canonical, heads, store
 from services.runtime import privacy
 from services.runtime.app import ServiceApp
@@ -29,7 +31,6 @@ from services.runtime.settings import Settings
 
 log = structlog.get_logger()
 SOURCE = "urn:rj:service:audit"
-HEAD_SIGNED = "rj.audit.head.signed"
 
 
 def sealed_context(record: Record) -> bytes:
@@ -67,39 +68,59 @@ def signing_key(path: Path) -> Ed25519PrivateKey:
 
 
 def head_event(signed: heads.SignedTreeHead) -> Outgoing:
-    """The head as a CloudEvent on rj.audit, keyed by the log id; its id is the head's, so a retried tick
-    cannot publish one head twice."""
+    """The head as a fact on rj.audit (``AuditHeadSigned``), keyed by the log id; its id is derived from the
+    head's log, size and time, so a retried tick cannot publish one head twice."""
     head = signed.head
-    event_id = f"{head.log_id.hex()}-{head.tree_size}-{head.timestamp_ms}"
-    document = {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": SOURCE,
-        "type": HEAD_SIGNED,
-        "subject": head.log_id.hex(),
-        "time": datetime.fromtimestamp(head.timestamp_ms / 1000, UTC).isoformat(),
-        "datacontenttype": "application/json",
-        "data": signed.to_json(),
-    }
-    return Outgoing(event_id=event_id, topic=topics.AUDIT, key=head.log_id.hex(), value=json.dumps(document).encode())
+    document = signed.to_json()
+    data = AuditHeadSigned(
+        log_id=document["log_id"],
+        tree_size=head.tree_size,
+        timestamp_ms=head.timestamp_ms,
+        root_hash=document["root_hash"],
+        signature=document["signature"],
+        format_version=document["version"],
+    )
+    log_id = head.log_id.hex()
+    event = new_event(
+        data,
+        source=SOURCE,
+        subject=log_id,
+        event_id=derived_event_id(SOURCE, log_id, "head", str(head.tree_size), str(head.timestamp_ms)),
+        time=datetime.fromtimestamp(head.timestamp_ms / 1000, UTC),
+    )
+    return Outgoing.event_of(topics.AUDIT, event)
 
 
-async def sign_head(conn: asyncpg.Connection, settings: Settings) -> list[Outgoing]:
-    """Sign the log's latest tree state, store the head and return it for the outbox; once the transaction has
-    committed, the caller hands it to the witness (``witness``)."""
+def signed_head_of(data: AuditHeadSigned) -> heads.SignedTreeHead:
+    """The signed tree head a head event carries (``heads.HeadFormatError`` if it is not one)."""
+    return heads.SignedTreeHead.from_json(
+        {
+            "version": data.format_version,
+            "log_id": data.log_id,
+            "tree_size": data.tree_size,
+            "timestamp_ms": data.timestamp_ms,
+            "root_hash": data.root_hash,
+            "signature": data.signature,
+        }
+    )
+
+
+async def sign_head(conn: asyncpg.Connection, settings: Settings) -> tuple[heads.SignedTreeHead, list[Outgoing]]:
+    """Sign the log's latest tree state, store the head and return it with what it owes the outbox; once the
+    transaction has committed, the caller hands the head to the witness (``witness``)."""
     tree = await store.latest_tree(conn)
     key = signing_key(settings.audit_signing_key_file)
     signed = heads.sign_tree_head(key, tree.size, tree.root(), int(datetime.now(UTC).timestamp() * 1000))
     await store.store_head(conn, signed)
-    return [head_event(signed)]
+    return signed, [head_event(signed)]
 
 
-def witness(path: Path, outgoing: Sequence[Outgoing]) -> None:
+def witness(path: Path, signed: Sequence[heads.SignedTreeHead]) -> None:
     """Append each signed head as one JSON line to the witness file (the file the data protection officer
     is handed). Written after the head's transaction commits: a head the log does not hold is never handed
     over; a crash in between only leaves one head out, which the next tick's head covers."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps(json.loads(o.value)["data"], sort_keys=True) + "\n" for o in outgoing]
+    lines = [json.dumps(head.to_json(), sort_keys=True) + "\n" for head in signed]
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     with os.fdopen(descriptor, "a") as file:
         file.writelines(lines)
@@ -122,10 +143,10 @@ class AuditService(ServiceApp):
 
 async def sign_and_witness(pool: asyncpg.Pool, settings: Settings) -> heads.SignedTreeHead:
     async with transaction(pool) as conn:
-        outgoing = await sign_head(conn, settings)
+        signed, outgoing = await sign_head(conn, settings)
         await write_outbox(conn, store.SCHEMA, outgoing)
-    witness(settings.audit_witness_file, outgoing)
-    return heads.SignedTreeHead.from_json(json.loads(outgoing[0].value)["data"])
+    witness(settings.audit_witness_file, [signed])
+    return signed
 
 
 def build() -> AuditService:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
 from demo import samples
 from demo.reader import RawRecord, TopicReader
 from schemas import topics
+from schemas.audit import AuditHeadSigned
+from schemas.registry import parse_event
+from services.audit.app import signed_head_of, signing_key
+from services.audit.heads import verify_tree_head
 from tests.harness import System
 
 pytestmark = pytest.mark.integration
@@ -70,3 +75,21 @@ async def test_events_published_by_the_test_and_demo_helper_carry_the_same_conte
     records = await read_records_until(await system.reader(topics.CRIME_EVENTS), enough=2, settle_s=0)
 
     assert [content_types(r) for r in records] == [STRUCTURED_MODE, STRUCTURED_MODE]
+
+
+async def test_the_audit_logs_signed_heads_on_rj_audit_are_structured_mode_facts_of_the_contract(
+    system: System, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "log-key.pem"
+    system.start("audit", audit_head_interval_s=0.3, audit_signing_key_file=key_file)
+
+    records = await read_records_until(await system.reader(topics.AUDIT), enough=2, settle_s=0)
+
+    assert [content_types(r) for r in records] == [STRUCTURED_MODE] * len(records)
+    heads = [parse_event(r.value) for r in records]
+    assert all(isinstance(e.data, AuditHeadSigned) for e in heads)
+    assert len({e.id for e in heads}) == len(heads)  # each head once
+    public_key = signing_key(key_file).public_key()
+    for event in heads:
+        assert isinstance(event.data, AuditHeadSigned)
+        assert verify_tree_head(public_key, signed_head_of(event.data))
