@@ -4,6 +4,7 @@ where it was tampered with. Real broker, real PostgreSQL, the real ``rj audit`` 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -81,11 +82,23 @@ async def test_every_record_is_appended_once_verifies_exports_and_tampering_is_n
         have = await appended_per_topic(system)
         raise AssertionError(f"{error}: {await records_on_topics(system)} vs {have}") from None
     assert await system.fetchval("SELECT count(DISTINCT idx) = max(idx) + 1 FROM audit.entries")
-    # Upstream's four (two events, the malformed one, the tombstone) are all there, the three values sealed whole.
-    rows = await system.fetch("SELECT body FROM audit.entries WHERE topic = $1", topics.CRIME_EVENTS)
-    crime_bodies = [bytes(r["body"]) for r in rows]
-    assert len(crime_bodies) == 4 and crime_bodies.count(b"T") == 1  # the tombstone: no value, nothing to seal
-    assert all(b[:1] == b"R" and b"not json" not in b for b in crime_bodies if b != b"T")
+    # Upstream's four (two events, the malformed one, the tombstone) are all there: each value sealed whole beside
+    # its entry, whose body (what its leaf commits to) is the value's SHA-256; the tombstone has nothing to seal.
+    rows = await system.fetch(
+        'SELECT partition, "offset", body, sealed_record FROM audit.entries WHERE topic = $1', topics.CRIME_EVENTS
+    )
+    assert len(rows) == 4 and [bytes(r["body"]) for r in rows].count(b"T") == 1
+    opened = []
+    for r in rows:
+        if r["sealed_record"] is None:
+            assert bytes(r["body"]) == b"T"
+            continue
+        assert b"not json" not in r["sealed_record"]
+        context = f"audit:{topics.CRIME_EVENTS}:{r['partition']}:{r['offset']}".encode()
+        value = await system.unseal(bytes(r["sealed_record"]), context)
+        assert value is not None and bytes(r["body"]) == b"D" + hashlib.sha256(value).digest()
+        opened.append(value)
+    assert b"{not json" in opened
     witnessed = [json.loads(line) for line in (tmp_path / "witness.jsonl").read_text().splitlines()]
     assert witnessed and all(h["tree_size"] >= 0 for h in witnessed)
 
