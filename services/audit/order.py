@@ -14,6 +14,7 @@ could only be placed between two heads), and to stand in for a record that a top
 from __future__ import annotations
 
 import base64
+import bisect
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass
 from typing import Final, NamedTuple
@@ -98,27 +99,80 @@ class Contradiction:
     second: Placed
 
 
+@dataclass(frozen=True)
+class _Run:
+    """A run as the order holds it: from entry ``start``, consecutive offsets of one partition, 32 bytes of leaf
+    hash each (kept as they came: 32 bytes an entry, not an object an entry, for logs of millions)."""
+
+    start: int
+    topic: str
+    partition: int
+    first_offset: int
+    leaves: bytes
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.leaves) // 32
+
+    def at(self, index: int) -> Placed:
+        step = index - self.start
+        return Placed(self.topic, self.partition, self.first_offset + step, self.leaves[32 * step : 32 * step + 32])
+
+    def from_index(self, index: int) -> _Run:
+        step = index - self.start
+        return _Run(index, self.topic, self.partition, self.first_offset + step, self.leaves[32 * step :])
+
+
 class PublishedOrder:
-    """The log's order as its ``rj.audit-entries.appended`` events say, indexed by entry. Events may come more
+    """The log's order as its ``rj.audit-entries.appended`` events say, looked up by entry. Events may come more
     than once (a relay re-sends) and in any order; two that place different records at one index are kept as
-    the first ``Contradiction``."""
+    the first ``contradiction``."""
 
     def __init__(self) -> None:
-        self._entries: dict[int, Placed] = {}
-        self.contradiction: Contradiction | None = None
+        self._given: set[_Run] = set()
+        self._runs: list[_Run] | None = None
+        self._starts: list[int] = []
+        self._contradiction: Contradiction | None = None
 
     def add(self, event: AuditEntriesAppended) -> None:
         index = event.first_index
         for run in event.runs:
-            for step, leaf in enumerate(run.leaves()):
-                placed = Placed(run.topic, run.partition, run.first_offset + step, leaf)
-                known = self._entries.setdefault(index, placed)
-                if known != placed and self.contradiction is None:
-                    self.contradiction = Contradiction(index, known, placed)
-                index += 1
+            given = _Run(index, run.topic, run.partition, run.first_offset, base64.b64decode(run.leaf_hashes))
+            self._given.add(given)
+            index = given.end
+        self._runs = None
+
+    @property
+    def contradiction(self) -> Contradiction | None:
+        self._index()
+        return self._contradiction
 
     def at(self, index: int) -> Placed | None:
-        return self._entries.get(index)
+        runs = self._index()
+        i = bisect.bisect_right(self._starts, index) - 1
+        if i < 0 or index >= runs[i].end:
+            return None
+        return runs[i].at(index)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return sum(run.end - run.start for run in self._index())
+
+    def _index(self) -> list[_Run]:
+        """The runs given, without overlaps: where two cover one entry, they must agree on it."""
+        if self._runs is not None:
+            return self._runs
+        kept: list[_Run] = []
+        starts: list[int] = []
+        self._contradiction = None
+        for run in sorted(self._given, key=lambda r: (r.start, -r.end, r.topic, r.partition, r.first_offset)):
+            covered = kept[-1].end if kept else 0
+            for index in range(run.start, min(run.end, covered)):
+                i = bisect.bisect_right(starts, index) - 1
+                known = kept[i].at(index) if i >= 0 and index < kept[i].end else None
+                if known is not None and known != run.at(index) and self._contradiction is None:
+                    self._contradiction = Contradiction(index, known, run.at(index))
+            if run.end > covered:
+                kept.append(run if run.start >= covered else run.from_index(covered))
+                starts.append(kept[-1].start)
+        self._runs, self._starts = kept, starts
+        return kept

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import topics
+from schemas.audit import AuditEntriesAppended
 from services.audit import canonical, heads, merkle, order
 from services.audit.app import head_event, order_event
 from services.audit.fromkafka import HeldHead, PartitionLeaves, TopicsRead, rebuild_and_check, witness_heads
@@ -205,18 +206,33 @@ places = st.lists(
 )  # fmt: skip
 
 
-@settings(max_examples=60)
-@given(places, st.integers(1, 7))
-def test_the_published_order_reads_back_exactly_however_it_is_split_into_events(where, per_event):
-    entries = [order.Placed(t, p, o, bytes([n % 256]) * 32) for n, (t, p, o) in enumerate(where)]
+def split(entries: list[order.Placed], per_event: int, first: int = 10) -> list[AuditEntriesAppended]:
     original = order.ENTRIES_PER_EVENT
     order.ENTRIES_PER_EVENT = per_event
     try:
-        events = order.appended_events("ab" * 32, 10, entries)
+        return order.appended_events("ab" * 32, first, entries)
     finally:
         order.ENTRIES_PER_EVENT = original
+
+
+@settings(max_examples=60)
+@given(places, st.integers(1, 7), st.integers(1, 7))
+def test_the_published_order_reads_back_exactly_however_it_is_split_into_events_and_sent(where, per_event, other):
+    entries = [order.Placed(t, p, o, bytes([n % 256]) * 32) for n, (t, p, o) in enumerate(where)]
+    events = split(entries, per_event)
     assert all(e.entries <= per_event for e in events)
     published = order.PublishedOrder()
-    for e in [*events, *events]:  # a relay may send each twice
+    for e in [*events, *reversed(events), *split(entries, other)]:  # sent twice, out of order, split otherwise
         published.add(e)
     assert [published.at(10 + i) for i in range(len(entries))] == entries and published.contradiction is None
+    assert published.at(9) is None and published.at(10 + len(entries)) is None and len(published) == len(entries)
+
+
+@given(places, st.integers(0, 59))
+def test_an_order_that_places_another_record_at_an_index_is_a_contradiction_named_there(where, at):
+    entries = [order.Placed(t, p, o, bytes([n % 256]) * 32) for n, (t, p, o) in enumerate(where)]
+    at %= len(entries)
+    published = order.PublishedOrder()
+    for e in [*split(entries, 3), *split([entries[at]._replace(leaf=b"\xee" * 32)], 1, first=10 + at)]:
+        published.add(e)
+    assert published.contradiction is not None and published.contradiction.index == 10 + at
