@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from schemas.api import API_EVENTS
+from schemas.audit import AUDIT_EVENTS
 from schemas.commands import REFERRAL_COMMANDS, CommandAlreadyHandled, CommandNoChange, CommandRejected
 from schemas.consent import CONSENT_COMMANDS, CONSENT_EVENTS, CaseWithdrawn, case_withdrawn_v1_to_v2
 from schemas.envelope import CloudEvent, Event, EventData, RawEnvelope
@@ -178,6 +179,7 @@ REGISTRY = Registry(
         *API_EVENTS,
         *NOTIFY_EVENTS,
         *NOTIFY_COMMANDS,
+        *AUDIT_EVENTS,
     ]
 )
 # The contract's own old versions: each model's docstring says what changed.

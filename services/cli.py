@@ -639,16 +639,59 @@ def audit_sign_head() -> None:
 
 
 @audit_cli.command("verify")
-def audit_verify() -> None:
-    """Recompute every leaf and the tree from the stored bodies; check every signed head. Exit 1 naming the
-    first entry that does not match."""
-    from services.audit.app import signing_key
-    from services.audit.verify import verify_log
+def audit_verify(
+    from_kafka: Annotated[
+        bool,
+        typer.Option(
+            "--from-kafka",
+            help="rebuild the tree from the topics themselves, from offset zero, without the database (when it is "
+            "lost), in the order published on rj.audit, and check every signed head the witness file and rj.audit hold",
+        ),
+    ] = False,
+    witness: Annotated[
+        Path | None,
+        typer.Option("--witness", help="with --from-kafka: the witness file of heads (default: AUDIT_WITNESS_FILE)"),
+    ] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--public-key", help="the log's Ed25519 public key, PEM (default: that of AUDIT_SIGNING_KEY_FILE)"
+        ),
+    ] = None,
+) -> None:
+    """Recompute every leaf and the tree from the stored bodies (or, --from-kafka, from the topics); check every
+    signed head. Exit 1 naming the first entry (index, topic/partition@offset) or head that does not match."""
+    settings = get_settings()
+    configure_logging("audit", settings.log_level, settings.log_format)
+    key = _log_public_key(public_key, settings.audit_signing_key_file)
+    if from_kafka:
+        from services.audit import fromkafka
 
-    key = signing_key(get_settings().audit_signing_key_file)
-    verdict = _audit_run(lambda conn: verify_log(conn, key.public_key()))
+        if witness is not None and not witness.is_file():
+            _refuse(f"no witness file {witness}")
+        held = witness or (settings.audit_witness_file if settings.audit_witness_file.is_file() else None)
+        verdict = fromkafka.run(settings, key, held)
+    else:
+        from services.audit.verify import verify_log
+
+        verdict = _audit_run(lambda conn: verify_log(conn, key))
     typer.echo(verdict.message if verdict.ok else f"FAILED: {verdict.message}")
     raise typer.Exit(0 if verdict.ok else 1)
+
+
+def _log_public_key(pem: Path | None, signing_key_file: Path) -> Any:
+    """The log's public key: from ``pem``, or from the log's own key file (never made here: a new key would make
+    every head fail, as if the log were another)."""
+    from services.audit import heads
+
+    try:
+        if pem is not None:
+            return heads.load_public_key_pem(pem.read_bytes())
+        if not signing_key_file.is_file():
+            _refuse(f"no log key at {signing_key_file} (AUDIT_SIGNING_KEY_FILE): give the log's --public-key")
+        return heads.load_signing_key(signing_key_file).public_key()
+    except (OSError, heads.HeadFormatError) as error:
+        _refuse(f"the log's key cannot be read: {error}")
 
 
 @audit_cli.command("export")

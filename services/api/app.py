@@ -1,6 +1,6 @@
 """The API service's Faust app: the read model staff UIs read, kept from the case topics.
 
-rj.referral, rj.consent, rj.scheduling, rj.privacy (every fact, and every answer to a command)
+rj.referral, rj.consent, rj.scheduling, rj.privacy (every fact, and every answer to a command), rj.api (the view log)
     ──► readmodel.take_in ──► schema api (cases, participants, consents, meetings, agreement items, deadlines,
                                           indirect items, contact log, notes, timeline, command answers)
 
@@ -25,7 +25,7 @@ from services.runtime.app import ServiceApp, stop_process_when_it_ends
 from services.runtime.db import create_pool
 from services.runtime.settings import Settings
 
-TOPICS_IN = (topics.REFERRAL, topics.CONSENT, topics.SCHEDULING, topics.PRIVACY)
+TOPICS_IN = (topics.REFERRAL, topics.CONSENT, topics.SCHEDULING, topics.PRIVACY, topics.API)
 
 
 class ApiService(ServiceApp):

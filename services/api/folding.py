@@ -68,13 +68,17 @@ def rank_sql(column: str, ranks: Mapping[str, int]) -> str:
 
 
 def actor_of(document: Mapping[str, Any]) -> str | None:
-    """Who decided a fact (``kind:id``), from its first ``*_by`` actor held in clear. An actor that is sealed (who
-    declined or withdrew) stays unnamed here: the timeline's plain columns never say it."""
+    """Who decided a fact (``kind:id``), from its first ``*_by`` actor held in clear (or, for the view log, who looked:
+    ``staff:viewer_id``). An actor that is sealed (who declined or withdrew) stays unnamed here: the timeline's plain
+    columns never say it."""
     for name, value in document.items():
         if name.endswith("_by") and isinstance(value, Mapping):
             kind, actor_id = value.get("kind"), value.get("id")
             if isinstance(kind, str) and isinstance(actor_id, str) and not is_token(kind) and not is_token(actor_id):
                 return f"{kind}:{actor_id}"
+    viewer = document.get("viewer_id")
+    if isinstance(viewer, str) and not is_token(viewer):
+        return f"staff:{viewer}"
     return None
 
 
@@ -223,6 +227,10 @@ _SUMMARIES: dict[str, Callable[[Any], str]] = {
     "rj.command.rejected": lambda d: f"{d.command_type} refused by {d.service}",
     "rj.command.already-handled": lambda d: f"{d.command_type} sent again; already handled",
     "rj.command.no-change": lambda d: f"{d.command_type} taken by {d.service}; it was already so, nothing changed",
+    "rj.view.logged": lambda d: (
+        f"{d.role.capitalize()} {d.viewer_id} viewed the {d.what}: {len(d.fields)} personal values"
+        + (f" (reason: {d.reason})" if d.reason else "")
+    ),
 }
 
 

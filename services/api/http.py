@@ -77,7 +77,9 @@ class ReadModel(Protocol):
         after: str | None = None,
     ) -> Any: ...
 
-    async def case_detail(self, conn: asyncpg.Connection, case_id: str, *, personal: bool) -> Any: ...
+    async def case_detail(
+        self, conn: asyncpg.Connection, case_id: str, *, personal: bool, view_log: bool = False
+    ) -> Any: ...
 
     async def deadlines(
         self, conn: asyncpg.Connection, *, force: str, facilitator_id: str | None, state: Literal["due", "breached"]
@@ -111,6 +113,8 @@ class Policy(Protocol):
     def refusal(self, principal: Principal, command_type: str) -> str | None: ...
 
     def needs_reason_for_personal_data(self, principal: Principal) -> bool: ...
+
+    def may_see_view_log(self, principal: Principal) -> bool: ...
 
 
 class ErrorBody(BaseModel):
@@ -285,7 +289,9 @@ def create_app(
         ] = True,
     ) -> Any:
         """One case in full. An auditor sees personal data only when they state why (``X-View-Reason`` or
-        ``?reason=``); every response that shows any is logged (``rj.view.logged``) before it is sent."""
+        ``?reason=``); every response that shows any is logged (``rj.view.logged``) before it is sent. An auditor's
+        timeline also holds the view log's entries (who viewed the case's personal data, when, which fields, why);
+        no other role's does."""
         return await staff.case_page(principal, case_id, reason=view_reason or reason, personal=personal)
 
     @app.get("/deadlines", response_model=list[models.Deadline], responses=ERRORS, tags=["queues"])  # type: ignore[name-defined]
@@ -464,7 +470,9 @@ class StaffActions:
                 access = await self.visible_case(conn, principal, case_id)
                 needs_reason = self.rules.needs_reason_for_personal_data(principal)
                 personal = personal and (reason is not None or not needs_reason)
-                detail = await self.read.case_detail(conn, case_id, personal=personal)
+                detail = await self.read.case_detail(
+                    conn, case_id, personal=personal, view_log=self.rules.may_see_view_log(principal)
+                )
                 if detail is None:
                     raise no_such_case()
                 shown = list(getattr(detail, "personal_fields", None) or [])

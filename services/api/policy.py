@@ -69,3 +69,9 @@ def may_issue(principal: Principal, command_type: str) -> bool:
 def needs_reason_for_personal_data(principal: Principal) -> bool:
     """Auditors see personal data only when they state why (the reason goes into the view log)."""
     return principal.role is Role.auditor
+
+
+def may_see_view_log(principal: Principal) -> bool:
+    """Only auditors see who viewed a case's personal data (the view log, in the case's timeline): they check staff's
+    use of it; staff themselves never see who else looked."""
+    return principal.role is Role.auditor

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import asyncpg
 from pydantic import BaseModel
 
+from schemas.api import ViewLogged
 from schemas.consent import CaseHeld, CaseNoteAdded, ConsentDeclined, ConsentGiven, ConsentWithdrawn
 from schemas.consent import ContactAttemptRecorded as ContactAttemptFact
 from schemas.indirect import IndirectItemSubmitted
@@ -318,9 +319,13 @@ _CONSENT_MODELS: dict[str, type[BaseModel]] = {
 }
 
 
-async def case_detail(conn: asyncpg.Connection, case_id: str, *, personal: bool) -> views.CaseDetail | None:
+async def case_detail(
+    conn: asyncpg.Connection, case_id: str, *, personal: bool, view_log: bool = False
+) -> views.CaseDetail | None:
     """Everything about a case: participants and their roles, consent, hold, meetings, agreement items, contact
-    log, notes, deadlines, indirect items and the timeline. Personal values only with ``personal``."""
+    log, notes, deadlines, indirect items and the timeline. Personal values only with ``personal``; the view log's
+    entries (who viewed the case's personal data, when, which fields, why) in the timeline only with ``view_log``
+    (``policy.may_see_view_log``: auditors)."""
     case = await conn.fetchrow("SELECT * FROM api.cases WHERE case_id = $1", case_id)
     if case is None or case["force"] is None:
         return None
@@ -354,7 +359,7 @@ async def case_detail(conn: asyncpg.Connection, case_id: str, *, personal: bool)
         case_id,
     )
     indirect = await _indirect_items(conn, revealer, case_id)
-    timeline = await _timeline(conn, revealer, case_id)
+    timeline = await _timeline(conn, revealer, case_id, view_log=view_log)
     risk = (
         views.RiskAssessment(
             level=case["risk_level"], safe_to_proceed=case["safe_to_proceed"], assessed_at=case["risk_assessed_at"]
@@ -576,8 +581,15 @@ async def _indirect_items(conn: asyncpg.Connection, revealer: _Revealer, case_id
     ]
 
 
-async def _timeline(conn: asyncpg.Connection, revealer: _Revealer, case_id: str) -> list[views.TimelineEntry]:
-    rows = await conn.fetch("SELECT * FROM api.timeline WHERE case_id = $1 ORDER BY at, event_id", case_id)
+async def _timeline(
+    conn: asyncpg.Connection, revealer: _Revealer, case_id: str, *, view_log: bool
+) -> list[views.TimelineEntry]:
+    rows = await conn.fetch(
+        "SELECT * FROM api.timeline WHERE case_id = $1 AND (event_type <> $2 OR $3) ORDER BY at, event_id",
+        case_id,
+        ViewLogged.event_type,
+        view_log,
+    )
     out = []
     by_type: dict[str, list[int]] = {}
     for i, row in enumerate(rows):

@@ -1,11 +1,13 @@
-"""The API's read model: every fact on rj.referral, rj.consent, rj.scheduling and rj.privacy folded into schema
-``api``, for the queries staff UIs ask (``services.api.queries``).
+"""The API's read model: every fact on rj.referral, rj.consent, rj.scheduling and rj.privacy, and the view log on
+rj.api, folded into schema ``api``, for the queries staff UIs ask (``services.api.queries``).
 
 rj.referral, rj.consent, rj.scheduling, rj.privacy ──► take_in ──► api.cases, .participants, .consents, .meetings,
     .agreement_items, .deadlines, .indirect_items, .contact_attempts, .notes, .timeline, .command_answers
     (+ pg_notify('rj_api_answers', command id), for whoever waits on a command's outcome)
     (+ for the service's figures, ``_FIGURES``: .survey_responses, .reoffences, and when a case was declined, a meeting
     held, RJ information given on time)
+rj.api's rj.view.logged ──► api.timeline only (auditors see it there; it changes nothing about the case). The API's
+    other facts on rj.api (participant-link settings) are written to its tables as they are decided, not folded.
 
 The runtime opens sealed values before a handler sees a fact; what is personal is sealed again here, under the same
 person's key on the same case, before it is written (so erasing a person erases it here too). Facts of different
@@ -24,6 +26,7 @@ import asyncpg
 import pydantic_core
 from pydantic import BaseModel
 
+from schemas.api import ViewLogged
 from schemas.commands import CommandAlreadyHandled, CommandNoChange, CommandRejected
 from schemas.consent import (
     CONSENT_EVENTS,
@@ -113,15 +116,21 @@ _FACT_MODELS: tuple[type[EventData], ...] = (
     CommandRejected,
     CommandAlreadyHandled,
     CommandNoChange,
+    ViewLogged,
 )
 CONSUMES: frozenset[str] = frozenset(model.event_type for model in _FACT_MODELS)
-"""Every fact type published on the topics the API reads: each service's facts and its answers to commands."""
+"""Every fact type published on the topics the API reads: each service's facts and its answers to commands, and
+the API's own view log."""
 
 REGISTRATIONS = (FacilitatorRegistered, VenueRegistered)
 """Facts about a facilitator or a venue, not a case: kept beside the cases, not in any case's timeline."""
 
 ANSWERS_ONLY = (CommandRejected, CommandAlreadyHandled, CommandNoChange)
 """Facts that never make a case: a command refused for a case that does not exist must not bring it into being."""
+
+TIMELINE_ONLY = (ViewLogged,)
+"""Facts about who looked at a case, not about the case: in its timeline, and nowhere else. Looking neither makes a
+case nor moves it up the list (its ``updated_at``), and answers no command."""
 
 
 async def take_in(conn: asyncpg.Connection, events: Sequence[Event]) -> list[Outgoing]:
@@ -140,6 +149,10 @@ async def fold(conn: asyncpg.Connection, event: Event) -> None:
         await _record_answer(conn, event)
         return
     case_ids = _cases_of(data)
+    if isinstance(data, TIMELINE_ONLY):
+        for case_id in case_ids:
+            await _record_in_timeline(conn, case_id, event)
+        return
     if not isinstance(data, ANSWERS_ONLY):
         for case_id in case_ids:
             await _touch_case(conn, case_id, event)

@@ -211,7 +211,10 @@ class CaseDetail(View):
     notes: list[Note]
     deadlines: list[Deadline]
     indirect_items: list[IndirectItem]
-    timeline: list[TimelineEntry]
+    timeline: list[TimelineEntry] = Field(
+        description="Every fact of the case in time order; for auditors also the view log (rj.view.logged: who viewed "
+        "its personal data, when, which fields, why)"
+    )
     personal_hidden: bool = Field(description="Personal values are null: they were not asked for")
     personal_fields: list[str] = Field(description="Every personal value shown, by path (for the view log)")
     erased_fields: list[str] = Field(description="Personal values that were erased, by path (null above)")

@@ -21,6 +21,10 @@ The export file, format version 1 (JSON)::
      "listing_signature": base64 of the log key's signature over heads.export_listing_bytes(listing),
      "earlier_heads": [{"signed_head": {...}, "consistency_proof": [hex, ...]}, ...]}   optional
 
+An entry's canonical bytes start with one kind byte: ``J`` and RFC 8785 JSON (the event as published), ``R`` and
+the record's bytes unchanged (not JSON, or JSON that canonicalising would change), ``T`` alone for a tombstone (a
+record with no value; an empty value is ``R`` alone). The checker hashes them as they are and needs none of this.
+
 Imports only ``merkle`` and ``heads`` (stdlib and ``cryptography``): this file and those two are all an auditor
 needs.
 """

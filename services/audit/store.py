@@ -20,10 +20,12 @@ LOG_LOCK: Final = 0x72_6A_61_75_64_69_74  # "rjaudit": one appender at a time, a
 
 @dataclass(frozen=True)
 class Appended:
-    """A record to append, with the canonical bytes its leaf commits to."""
+    """A record to append, with the canonical bytes its leaf commits to (and, for a record kept sealed whole, the
+    sealed record, which the body commits to by digest)."""
 
     record: Record
     body: bytes
+    sealed_record: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ async def append(conn: asyncpg.Connection, batch: Sequence[Appended], now: datet
     """Append what of ``batch`` the log does not hold yet, in the batch's order, as the appender role, and
     return how many. The caller's transaction must still be open: the role and the lock end with it."""
     await conn.execute(f"SET LOCAL ROLE {APPENDER_ROLE}")
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", LOG_LOCK)
+    await lock_log(conn)
     held = await conn.fetch(
         f"""SELECT e.topic, e.partition, e."offset" FROM {SCHEMA}.entries e
             JOIN unnest($1::text[], $2::int[], $3::bigint[]) AS b(topic, partition, "offset")
@@ -72,10 +74,12 @@ async def append(conn: asyncpg.Connection, batch: Sequence[Appended], now: datet
             leaves.append(leaf)
             completed += tree.append_with_subtrees(leaf)
         await conn.execute(
-            f"""INSERT INTO {SCHEMA}.entries (idx, topic, partition, "offset", key, appended_at, body, leaf)
-                SELECT i, t, p, o, k, $6, b, l
-                FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[], $7::bytea[], $8::bytea[])
-                  AS x(i, t, p, o, k, b, l)""",
+            f"""INSERT INTO {SCHEMA}.entries
+                    (idx, topic, partition, "offset", key, appended_at, body, leaf, sealed_record)
+                SELECT i, t, p, o, k, $6, b, l, s
+                FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[], $7::bytea[], $8::bytea[],
+                            $9::bytea[])
+                  AS x(i, t, p, o, k, b, l, s)""",
             list(range(first, first + len(fresh))),
             [a.record.topic for a in fresh],
             [a.record.partition for a in fresh],
@@ -84,6 +88,7 @@ async def append(conn: asyncpg.Connection, batch: Sequence[Appended], now: datet
             now,
             [a.body for a in fresh],
             leaves,
+            [a.sealed_record for a in fresh],
         )
         await conn.execute(
             f"""INSERT INTO {SCHEMA}.subtrees (level, position, hash)
@@ -100,6 +105,11 @@ async def append(conn: asyncpg.Connection, batch: Sequence[Appended], now: datet
         )
     await conn.execute("RESET ROLE")
     return len(fresh)
+
+
+async def lock_log(conn: asyncpg.Connection) -> None:
+    """Hold the log still until the transaction ends: no append, and no other head, in between."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", LOG_LOCK)
 
 
 def _level(subtree: merkle.Subtree) -> int:
@@ -185,19 +195,27 @@ async def consistency_proof(conn: asyncpg.Connection, first: int, second: int) -
 # --- signed heads ------------------------------------------------------------------------------------------
 
 
-async def store_head(conn: asyncpg.Connection, signed: heads.SignedTreeHead) -> None:
+async def store_head(conn: asyncpg.Connection, signed: heads.SignedTreeHead, order_from: int | None = None) -> None:
+    """Store a signed head; ``order_from``: the first entry whose append order is published with it."""
     await conn.execute(f"SET LOCAL ROLE {APPENDER_ROLE}")
     head = signed.head
     await conn.execute(
-        f"""INSERT INTO {SCHEMA}.signed_heads (tree_size, timestamp_ms, root, log_id, signature)
-            VALUES ($1, $2, $3, $4, $5)""",
+        f"""INSERT INTO {SCHEMA}.signed_heads (tree_size, timestamp_ms, root, log_id, signature, order_from)
+            VALUES ($1, $2, $3, $4, $5, $6)""",
         head.tree_size,
         head.timestamp_ms,
         head.root_hash,
         head.log_id,
         signed.signature,
+        order_from,
     )
     await conn.execute("RESET ROLE")
+
+
+async def order_published_up_to(conn: asyncpg.Connection) -> int:
+    """How many entries, from the first, have had their append order published with a head."""
+    size = await conn.fetchval(f"SELECT max(tree_size) FROM {SCHEMA}.signed_heads WHERE order_from IS NOT NULL")
+    return 0 if size is None else int(size)
 
 
 async def signed_heads(conn: asyncpg.Connection) -> list[heads.SignedTreeHead]:
@@ -234,6 +252,27 @@ async def all_entries(conn: asyncpg.Connection, chunk: int = 5000) -> AsyncItera
         if len(rows) < chunk:
             return
         after = rows[-1]["idx"]
+
+
+async def placed_leaves(
+    conn: asyncpg.Connection, start: int, end: int, chunk: int = 5000
+) -> AsyncIterator[tuple[str, int, int, bytes]]:
+    """(topic, partition, offset, leaf) of each entry of ``[start, end)``, in index order, a chunk at a time; a
+    missing entry raises ``LookupError`` (the index of each is its place in this sequence, never guessed)."""
+    while start < end:
+        rows = await conn.fetch(
+            f'SELECT idx, topic, partition, "offset", leaf FROM {SCHEMA}.entries '
+            "WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+            start,
+            min(start + chunk, end),
+        )
+        for r in rows:
+            if r["idx"] != start:
+                raise LookupError(f"entry {start} is missing from the log")
+            yield r["topic"], r["partition"], r["offset"], bytes(r["leaf"])
+            start += 1
+        if not rows:
+            raise LookupError(f"entry {start} is missing from the log")
 
 
 async def stored_leaf_hashes(conn: asyncpg.Connection, start: int, end: int) -> dict[int, bytes]:

@@ -658,7 +658,10 @@ def consent_withdrawn_or_declined(case: NotifyCase, event: ConsentWithdrawn | Co
         stopped_by_withdrawal=case.stopped_by_withdrawal or _could_stop(case, event.person_id),
     )
     out.case = case
-    out.decision.cancels.append(Cancel(CancelReason.withdrawn, recipient_id=event.person_id, keep=KEPT_ON_A_STOP))
+    if case.stopped_by_withdrawal:  # the case stops: what waits for anyone goes now, as on the command (which the
+        _stop_at_once(case, out, CancelReason.withdrawn)  # fact may overtake: they come on different topics)
+    else:
+        out.decision.cancels.append(Cancel(CancelReason.withdrawn, recipient_id=event.person_id, keep=KEPT_ON_A_STOP))
     out.staff(Kind.facilitator_withdrawal, urgent=True, facts={"withdrawal": out.cause})
     out.participant(Kind.withdrawal_confirmed, event.person_id, facts={"declined": declined})
     return case

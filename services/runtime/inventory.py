@@ -155,7 +155,7 @@ def record_of_processing(
     audit_log = Holding(
         name="the audit log",
         holds="every record of every topic, once, as it was published: personal fields sealed as on the topic, "
-        f"{topics.CRIME_EVENTS} records sealed whole under the key of their day",
+        f"{topics.CRIME_EVENTS} records sealed whole under the key of their day (the tree commits to their SHA-256)",
         read_by=("audit", "rj audit"),
         stored_in=(Place("audit.entries", "PostgreSQL schema audit: the log, insert-only", "for ever"),),
         erased="destroying a key leaves the values sealed under it unreadable in the log too; the log keeps "

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
 from demo import samples
 from demo.reader import RawRecord, TopicReader
 from schemas import topics
+from schemas.audit import AuditEntriesAppended, AuditHeadSigned
+from schemas.registry import parse_event
+from services.audit.app import signed_head_of, signing_key
+from services.audit.heads import verify_tree_head
 from tests.harness import System
 
 pytestmark = pytest.mark.integration
@@ -70,3 +75,28 @@ async def test_events_published_by_the_test_and_demo_helper_carry_the_same_conte
     records = await read_records_until(await system.reader(topics.CRIME_EVENTS), enough=2, settle_s=0)
 
     assert [content_types(r) for r in records] == [STRUCTURED_MODE, STRUCTURED_MODE]
+
+
+async def test_the_audit_logs_heads_and_append_order_on_rj_audit_are_structured_mode_facts_of_the_contract(
+    system: System, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "log-key.pem"
+    system.start("audit", audit_head_interval_s=0.3, audit_signing_key_file=key_file)
+
+    # The log appends its own heads too, so a head signed after one is appended comes with the order of its record.
+    reader = await system.reader(topics.AUDIT)
+    records: list[RawRecord] = []
+    deadline = time.monotonic() + 45
+    while not any(parse_event(r.value).type == AuditEntriesAppended.event_type for r in records):
+        assert time.monotonic() < deadline, f"no order published in {len(records)} records"
+        records += await reader.read_records(0.3)
+
+    assert [content_types(r) for r in records] == [STRUCTURED_MODE] * len(records)
+    events = [parse_event(r.value) for r in records]
+    assert len({e.id for e in events}) == len(events)  # each once
+    heads = [e.data for e in events if isinstance(e.data, AuditHeadSigned)]
+    orders = [e.data for e in events if isinstance(e.data, AuditEntriesAppended)]
+    assert heads and orders and len(heads) + len(orders) == len(events)
+    public_key = signing_key(key_file).public_key()
+    assert all(verify_tree_head(public_key, signed_head_of(head)) for head in heads)
+    assert {run.topic for order in orders for run in order.runs} == {topics.AUDIT}

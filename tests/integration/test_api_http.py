@@ -107,6 +107,7 @@ class CaseDetail(Strict):
     participants: list[Participant]
     personal_hidden: bool
     personal_fields: list[str]
+    timeline: list[str] = []
 
 
 class Deadline(Strict):
@@ -159,7 +160,9 @@ class ReadSide:
         ]  # fmt: skip
         return CasePage(cases=[CaseSummary(case_id=c.case_id, status="open") for c in chosen][:limit])
 
-    async def case_detail(self, conn: asyncpg.Connection, case_id: str, *, personal: bool) -> CaseDetail | None:
+    async def case_detail(
+        self, conn: asyncpg.Connection, case_id: str, *, personal: bool, view_log: bool = False
+    ) -> CaseDetail | None:
         if case_id not in self.cases:
             return None
         return CaseDetail(
@@ -167,6 +170,7 @@ class ReadSide:
             participants=[Participant(person_id="P-1", role="victim", name="Vic Tim" if personal else None)],
             personal_hidden=not personal,
             personal_fields=["participants[P-1].name"] if personal else [],
+            timeline=["rj.case.opened", *(["rj.view.logged"] if view_log else [])],
         )
 
     async def deadlines(self, conn: asyncpg.Connection, *, force: str, facilitator_id: str | None,
@@ -212,6 +216,9 @@ class Rules:
         return command_type in self.STAFF_COMMANDS and self.refusal(principal, command_type) is None
 
     def needs_reason_for_personal_data(self, principal: Principal) -> bool:
+        return principal.role == Role.auditor
+
+    def may_see_view_log(self, principal: Principal) -> bool:
         return principal.role == Role.auditor
 
 
@@ -484,6 +491,14 @@ async def test_an_auditor_sees_personal_data_only_with_a_reason_and_the_reason_i
     assert {e["data"]["viewer_id"] for e in logged} == {"A-1"}
     too_long = await api.client.get("/cases/C-2", params={"reason": "x" * 501}, headers=bearer(AUDITOR))
     assert too_long.status_code == 422 and "reason" in too_long.json()["detail"]
+
+
+async def test_only_an_auditors_case_page_asks_the_read_model_for_the_view_log(api: Api) -> None:
+    audited = await api.client.get("/cases/C-1", headers=bearer(AUDITOR))
+    assert audited.json()["timeline"] == ["rj.case.opened", "rj.view.logged"]
+    for caller in (FACILITATOR, COORDINATOR):
+        page = await api.client.get("/cases/C-1", headers=bearer(caller))
+        assert page.status_code == 200 and page.json()["timeline"] == ["rj.case.opened"]
 
 
 async def test_a_page_whose_view_cannot_be_logged_is_not_shown(api: Api) -> None:

@@ -3,6 +3,8 @@ where it was tampered with. Real broker, real PostgreSQL, the real ``rj audit`` 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -51,12 +53,15 @@ async def test_every_record_is_appended_once_verifies_exports_and_tampering_is_n
     }
     system.settings = system.settings.model_copy(update=audit)
     crime = "WM/2026/700001"
+    case = case_of(crime)
     await system.publish(samples.on_crime_events(samples.crime_recorded(crime), samples.outcome_recorded(crime)))
     await publish_raw(
         system.settings,
         [
             (topics.CRIME_EVENTS, b"WM/2026/700002", b"{not json", None),
             (topics.CRIME_EVENTS, b"WM/2026/700003", None, None),  # type: ignore[list-item]  # a tombstone
+            (topics.COMMANDS, case.encode(), None, None),  # type: ignore[list-item]  # a tombstone on the case
+            (topics.COMMANDS, case.encode(), b"", None),  # and an empty value: another entry
         ],
     )
     system.start("referral")
@@ -77,16 +82,29 @@ async def test_every_record_is_appended_once_verifies_exports_and_tampering_is_n
         have = await appended_per_topic(system)
         raise AssertionError(f"{error}: {await records_on_topics(system)} vs {have}") from None
     assert await system.fetchval("SELECT count(DISTINCT idx) = max(idx) + 1 FROM audit.entries")
-    # Upstream's four (two events, the malformed one, the tombstone) are all there, kept whole and sealed.
-    crime_bodies = await system.fetch("SELECT body FROM audit.entries WHERE topic = $1", topics.CRIME_EVENTS)
-    assert len(crime_bodies) == 4 and all(r["body"][:1] == b"R" and b"not json" not in r["body"] for r in crime_bodies)
+    # Upstream's four (two events, the malformed one, the tombstone) are all there: each value sealed whole beside
+    # its entry, whose body (what its leaf commits to) is the value's SHA-256; the tombstone has nothing to seal.
+    rows = await system.fetch(
+        'SELECT partition, "offset", body, sealed_record FROM audit.entries WHERE topic = $1', topics.CRIME_EVENTS
+    )
+    assert len(rows) == 4 and [bytes(r["body"]) for r in rows].count(b"T") == 1
+    opened = []
+    for r in rows:
+        if r["sealed_record"] is None:
+            assert bytes(r["body"]) == b"T"
+            continue
+        assert b"not json" not in r["sealed_record"]
+        context = f"audit:{topics.CRIME_EVENTS}:{r['partition']}:{r['offset']}".encode()
+        value = await system.unseal(bytes(r["sealed_record"]), context)
+        assert value is not None and bytes(r["body"]) == b"D" + hashlib.sha256(value).digest()
+        opened.append(value)
+    assert b"{not json" in opened
     witnessed = [json.loads(line) for line in (tmp_path / "witness.jsonl").read_text().splitlines()]
     assert witnessed and all(h["tree_size"] >= 0 for h in witnessed)
 
     code, out, err = await system.cli("audit", "verify")
     assert code == 0, out + err
 
-    case = case_of(crime)
     export = tmp_path / "case.json"
     code, out, err = await system.cli("audit", "sign-head")
     assert code == 0, err
@@ -95,7 +113,11 @@ async def test_every_record_is_appended_once_verifies_exports_and_tampering_is_n
     code, out, err = await system.cli("audit", "check", str(export))
     assert code == 0 and out.startswith("OK:"), out + err
     document = json.loads(export.read_text())
-    assert len(document["entries"]) >= 4
+    assert len(document["entries"]) >= 6
+    on_commands = [base64.b64decode(e["canonical"]) for e in document["entries"] if e["topic"] == topics.COMMANDS]
+    assert on_commands == [b"T", b"R"]  # the tombstone and the empty value, exported as two different entries
+    code, out, err = await system.cli("audit", "replay", "--case", case, "--json")
+    assert code == 0 and json.loads(out)["state"]["status"] == "accepted", out + err
     raw = bytearray(export.read_bytes())
     spot = raw.index(b'"canonical": "') + 20
     raw[spot] = ord("A") if raw[spot] != ord("A") else ord("B")

@@ -129,3 +129,8 @@ def test_the_refusal_says_why_in_words_for_the_caller() -> None:
 @pytest.mark.parametrize(("role", "needs_reason"), [(role, role is Role.auditor) for role in Role])
 def test_only_an_auditor_must_state_a_reason_to_see_personal_data(role: Role, needs_reason: bool) -> None:
     assert policy.needs_reason_for_personal_data(Principal(staff_id="S-1", role=role, force=FORCE)) is needs_reason
+
+
+@pytest.mark.parametrize(("role", "sees"), [(role, role is Role.auditor) for role in Role])
+def test_only_an_auditor_sees_the_view_log_in_a_cases_timeline(role: Role, sees: bool) -> None:
+    assert policy.may_see_view_log(Principal(staff_id="S-1", role=role, force=FORCE)) is sees

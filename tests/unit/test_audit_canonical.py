@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.audit.canonical import NotCanonicalJson, canonical, canonical_record, from_canonical
+from services.audit import merkle
+from services.audit.canonical import (
+    TOMBSTONE,
+    NotCanonicalJson,
+    canonical,
+    canonical_record,
+    from_canonical,
+)
 
 
 def test_json_is_canonicalised_with_sorted_keys_no_whitespace_and_ecmascript_numbers():
@@ -25,6 +32,20 @@ def test_the_same_event_written_two_ways_has_one_canonical_form():
 def test_bytes_are_kept_as_they_are_behind_their_own_kind_byte():
     assert canonical(b"\x00\xffciphertext") == b"R\x00\xffciphertext"
     assert canonical_record(b"\x00\xffciphertext") == b"R\x00\xffciphertext"
+
+
+def test_a_tombstone_and_an_empty_value_are_different_entries():
+    tombstone, empty = canonical_record(None), canonical_record(b"")
+    assert tombstone == b"T" and empty == b"R" and tombstone != empty
+    leaf = merkle.entry_leaf_hash
+    assert leaf("rj.commands", 0, 7, tombstone) != leaf("rj.commands", 0, 7, empty)
+    assert from_canonical(tombstone) is TOMBSTONE and from_canonical(empty) == b""
+    assert from_canonical(canonical(None)) is None  # JSON null is a value, not a tombstone
+
+
+def test_a_tombstone_kind_with_bytes_after_it_is_refused():
+    with pytest.raises(ValueError, match="tombstone"):
+        from_canonical(b"Tx")
 
 
 def test_json_and_raw_bytes_never_collide_even_when_the_bytes_are_the_json():

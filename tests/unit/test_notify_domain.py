@@ -127,6 +127,18 @@ def test_after_a_withdrawal_the_others_are_told_only_that_the_process_stopped() 
     assert story.take(ev.survey(ev.VICTIM)).intents == []
 
 
+def test_consents_withdrawal_fact_overtaking_the_command_cancels_what_waits_for_everyone_at_once() -> None:
+    """Consent's fact and the command come on different topics: when the fact is read first, a required
+    participant's withdrawal stops the case there and then; the victim's meeting reminder does not wait for
+    rj.case.withdrawn (found by the stop property, with the fact read before its command)."""
+    story = Story().started()
+    story.take(ev.booked())
+    decision = story.take(ev.consent_withdrawn("cmd-1"))
+    assert Cancel(CancelReason.withdrawn, keep=domain.KEPT_ON_A_STOP, participants_only=True) in decision.cancels
+    assert story.take(ev.booked("M2")).intents == []
+    assert story.take(ev.withdraw(), "cmd-1").intents == []
+
+
 def test_a_withdrawal_refused_by_consent_lifts_the_stop_and_tells_the_facilitator() -> None:
     story = Story().started()
     story.take(ev.withdraw(), "cmd-1")
