@@ -4,7 +4,11 @@ For each due row of ``notify.scheduled_sends``: claim it (``sending``, the try c
 channel is called; send; then record the result and its fact in one transaction. So a crash between the send and
 the record leaves the row ``sending``, never ``waiting``: it is *in doubt*, and is never blindly sent again.
 
-- **In doubt** (a row ``sending`` longer than ``NOTIFY_SEND_LEASE_S``): a channel that can be asked (GOV.UK
+- **In doubt** (a row ``sending`` whose claimer is gone, or ``sending`` longer than ``NOTIFY_SEND_LEASE_S``): each
+  sender process holds a session-level advisory lock on its own id (``store.hold_sender_id``) while it lives and
+  records that id on the rows it claims; a row whose claimer's lock is free was left by a process that died, and
+  is in doubt at once (on start-up, or as soon as another replica looks), while a live replica's sends in flight
+  are never taken from it. A channel that can be asked (GOV.UK
   Notify, by our id as its ``reference``; the letter queue, by our id) is asked: it never saw it -> send it now;
   it did -> record it sent. SMTP cannot be asked: the row is marked ``uncertain`` (``rj.notification.uncertain``)
   and the facilitators are told "delivery uncertain", never sent twice and never dropped.
@@ -88,20 +92,23 @@ class Sender:
     retry_max: timedelta = timedelta(hours=1)
     cannot_look_up: tuple[type[BaseException], ...] = ()
     lookup_failed: tuple[type[BaseException], ...] = ()
+    claimer: int | None = None
+    """This process's sender id, locked while it lives (``store.hold_sender_id``); None: in doubt by lease only."""
 
     async def send_due(self) -> int:
         """Claim what is due (committed), send it all at once, record each result. How many were claimed."""
         with privacy.batch_scope():
             async with transaction(self.pool) as conn:
-                rows = await store.claim_due(conn, self.clock(), self.batch)
+                rows = await store.claim_due(conn, self.clock(), self.batch, self.claimer)
         await asyncio.gather(*(self._send_one(row, in_doubt=False) for row in rows))
         return len(rows)
 
     async def resolve_in_doubt(self) -> int:
-        """Rows left ``sending`` past the lease: ask the provider, or mark them uncertain (see the module)."""
+        """Rows left ``sending`` by a process that is gone, or past the lease: ask the provider, or mark them
+        uncertain (see the module)."""
         with privacy.batch_scope():
             async with transaction(self.pool) as conn:
-                rows = await store.claim_in_doubt(conn, self.clock() - self.lease, self.batch)
+                rows = await store.claim_in_doubt(conn, self.clock() - self.lease, self.batch, self.claimer)
         for row in rows:
             await self._send_one(row, in_doubt=True)
         return len(rows)
@@ -222,22 +229,40 @@ class Sender:
 
 async def run(sender: Sender, database_url: str, poll_interval_s: float) -> None:
     """Send what is due as soon as intake commits it (``LISTEN notify_due``), and at least every poll interval
-    (a wake-up lost with a dropped connection, a message whose quiet hours ended); resolve sends in doubt."""
+    (a wake-up lost with a dropped connection, a message whose quiet hours ended); resolve sends in doubt.
+
+    The listening connection also holds this process's sender id (``store.hold_sender_id``): if it is lost, other
+    replicas would take this process's sends in flight as in doubt, so the loop stops (and the process with it)
+    rather than go on sending under a lock it no longer holds."""
     woken = asyncio.Event()
+    lost = asyncio.Event()
     listener = await asyncpg.connect(database_url)
+    listener.add_termination_listener(lambda *_: lost.set())
+    sender.claimer = await store.hold_sender_id(listener)
     await listener.add_listener(store.DUE_CHANNEL, lambda *_: woken.set())
+    log.info("notify_sender_started", sender_id=sender.claimer)
     try:
-        while True:
+        while not lost.is_set():
             await sender.resolve_in_doubt()
             while await sender.send_due() >= sender.batch:
                 pass
             woken.clear()
             try:
-                await asyncio.wait_for(woken.wait(), poll_interval_s)
+                await asyncio.wait_for(_either(woken, lost), poll_interval_s)
             except TimeoutError:
                 pass
+        raise ConnectionError("the notify sender's lock connection was lost")
     finally:
         await listener.close()
+
+
+async def _either(*events: asyncio.Event) -> None:
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 def start(service: ServiceApp, *, clock: Callable[[], datetime]) -> None:
@@ -266,8 +291,8 @@ def start(service: ServiceApp, *, clock: Callable[[], datetime]) -> None:
             cannot_look_up=(CannotLookUp,),
             lookup_failed=(LookupFailed,),
         )
-        # Rows left sending by a process that died are in doubt at once on start-up, not after a lease: the
-        # replica that claimed them is gone (another live replica's claims are younger than its lease).
+        # Rows left sending by a process that died are in doubt at once on start-up (their claimer's lock is
+        # free), not after a lease; a live replica's rows are not (it holds its lock).
         await run(sender, settings.database_url, settings.notify_poll_interval_s)
 
     send_for_ever.__name__ = "notify_sender"

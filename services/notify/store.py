@@ -22,6 +22,9 @@ CASES = f"{SCHEMA}.cases"
 SENDS = f"{SCHEMA}.scheduled_sends"
 DUE_CHANNEL = "notify_due"
 """The channel the intake's transaction notifies on commit (``pg_notify``) and the sender listens on."""
+SENDER_LOCK_SPACE = 0x6E6F7466
+"""The first key of the two-key advisory locks that say a sender process is alive (the second: its id). The
+two-key space never meets the one-key locks other code takes (migrations, the resource book)."""
 
 
 class SendIntent(BaseModel):
@@ -181,31 +184,55 @@ async def cancel_waiting(
     return chosen
 
 
-async def claim_due(conn: asyncpg.Connection, now: datetime, limit: int) -> list[asyncpg.Record]:
-    """Mark up to ``limit`` due sends ``sending`` (another replica skips what this one holds); the caller commits
-    before sending, so a crash while sending leaves them ``sending``: in doubt, never silently waiting again."""
+async def hold_sender_id(conn: asyncpg.Connection) -> int:
+    """A fresh id for this sender process, locked (session-level advisory lock) on ``conn`` for as long as that
+    connection lives: while it is held, no other replica takes the rows this process claimed; once the process
+    is gone (and its connection with it) the lock is free and its ``sending`` rows are in doubt at once."""
+    while True:
+        claimer = int(await conn.fetchval(f"SELECT nextval('{SCHEMA}.sender_ids')"))
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", SENDER_LOCK_SPACE, claimer):
+            return claimer
+
+
+async def claim_due(
+    conn: asyncpg.Connection, now: datetime, limit: int, claimer: int | None = None
+) -> list[asyncpg.Record]:
+    """Mark up to ``limit`` due sends ``sending`` by ``claimer`` (another replica skips what this one holds); the
+    caller commits before sending, so a crash while sending leaves them ``sending``: in doubt, never silently
+    waiting again."""
     return await conn.fetch(
-        f"""UPDATE {SENDS} AS s SET status = 'sending', tries = s.tries + 1, claimed_at = $1
+        f"""UPDATE {SENDS} AS s SET status = 'sending', tries = s.tries + 1, claimed_at = $1, claimed_by = $3
              WHERE s.notification_id IN (
                  SELECT notification_id FROM {SENDS} WHERE status = 'waiting' AND due_at <= $1
                  ORDER BY urgent DESC, due_at LIMIT $2 FOR UPDATE SKIP LOCKED)
             RETURNING s.*""",
         now,
         limit,
+        claimer,
     )
 
 
-async def claim_in_doubt(conn: asyncpg.Connection, claimed_before: datetime, limit: int) -> list[asyncpg.Record]:
-    """Sends left ``sending`` since before ``claimed_before`` (the process that claimed them died mid-send):
-    claimed again, by this process, to be resolved (``services.notify.sender.resolve_in_doubt``)."""
+async def claim_in_doubt(
+    conn: asyncpg.Connection, claimed_before: datetime, limit: int, claimer: int | None = None
+) -> list[asyncpg.Record]:
+    """Sends in doubt, claimed again by ``claimer`` to be resolved (``services.notify.sender.resolve_in_doubt``):
+    those ``sending`` since before ``claimed_before`` (the lease), and, at once, those whose claimer's lock is
+    free (its process died mid-send). The lock is tried for the transaction only (``pg_try_advisory_xact_lock``):
+    it fails while the live claimer holds it, and is let go at commit. Rows this process claimed itself are its
+    own sends in flight, left to the lease."""
     return await conn.fetch(
-        f"""UPDATE {SENDS} AS s SET claimed_at = now()
+        f"""UPDATE {SENDS} AS s SET claimed_at = now(), claimed_by = $3
              WHERE s.notification_id IN (
-                 SELECT notification_id FROM {SENDS} WHERE status = 'sending' AND claimed_at < $1
+                 SELECT notification_id FROM {SENDS}
+                  WHERE status = 'sending'
+                    AND (claimed_at < $1
+                         OR (claimed_by IS NOT NULL AND claimed_by IS DISTINCT FROM $3
+                             AND pg_try_advisory_xact_lock({SENDER_LOCK_SPACE}, claimed_by)))
                  ORDER BY claimed_at LIMIT $2 FOR UPDATE SKIP LOCKED)
             RETURNING s.*""",
         claimed_before,
         limit,
+        claimer,
     )
 
 

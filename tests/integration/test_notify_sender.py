@@ -7,6 +7,9 @@ stand-in are exercised by the channels' own tests and the end-to-end test."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +20,10 @@ import pytest
 from schemas import topics
 from schemas.common import Channel
 from services.notify import store
-from services.notify.sender import Sender
+from services.notify.sender import Sender, run
+from services.runtime.db import create_pool, migrate
+from services.runtime.devstack import create_database, drop_database
+from services.runtime.settings import Settings
 from tests.integration.test_notify_intake import Feed, facts_out, pool, processor  # noqa: F401
 from tests.unit import notify_events as ev
 
@@ -110,3 +116,72 @@ async def test_a_send_in_doubt_on_a_channel_that_can_be_asked_goes_once(pool: as
     await sender(pool, channel, later).resolve_in_doubt()
     assert sorted(channel.got) == sorted(r["notification_id"] for r in claimed)  # the second sent now, once
     assert {r["status"] for r in await store.sends_of(pool, ev.CASE)} == {"sent"}  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def database(pg_server: str) -> AsyncIterator[tuple[asyncpg.Pool, str]]:
+    """A migrated database, its pool and its URL (the sender's loop opens its own lock connection)."""
+    name = f"rj_test_{uuid.uuid4().hex[:10]}"
+    url = await create_database(pg_server, name)
+    db = await create_pool(Settings(database_url=url, db_pool_size=4))
+    async with db.acquire() as conn:
+        await migrate(conn, store.SCHEMA, "services.notify.migrations")
+    yield db, url
+    await db.close()
+    await drop_database(pg_server, name)
+
+
+async def statuses(db: asyncpg.Pool) -> dict[str, str]:
+    return {r["notification_id"]: r["status"] for r in await store.sends_of(db, ev.CASE)}  # type: ignore[arg-type]
+
+
+async def test_sends_left_sending_by_a_dead_process_are_in_doubt_at_start_up_but_a_live_replicas_are_never_taken(
+    database: tuple[asyncpg.Pool, str],
+) -> None:
+    db, url = database
+    await prepared(db)
+    replica_a = await asyncpg.connect(url)  # a sender process: its lock lives as long as this connection
+    a_id = await store.hold_sender_id(replica_a)
+    async with db.acquire() as conn:
+        claimed = [r["notification_id"] for r in await store.claim_due(conn, ev.T0, 10, a_id)]
+    assert len(claimed) == 2
+    channel = RecordingChannel(can_look_up=False)
+    soon = ev.T0 + timedelta(seconds=1)  # far inside the lease: only the claimer's lock can say it is gone
+
+    replica_b_conn = await asyncpg.connect(url)
+    replica_b = sender(db, channel, soon)
+    replica_b.claimer = await store.hold_sender_id(replica_b_conn)
+    assert replica_b.claimer != a_id
+    assert await replica_b.resolve_in_doubt() == 0  # A is alive: its sends in flight stay its own
+    async with db.acquire() as conn:  # B's own sends in flight are not in doubt to B either
+        assert await store.claim_in_doubt(conn, soon - replica_b.lease, 10, replica_b.claimer) == []
+    assert set((await statuses(db)).values()) == {"sending"}
+
+    await replica_a.close()  # A dies; its session ends and its lock with it
+    for _ in range(200):
+        held = await db.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2",
+            store.SENDER_LOCK_SPACE,
+            a_id,
+        )
+        if held == 0:
+            break
+        await asyncio.sleep(0.02)
+
+    restarted = sender(db, channel, soon)  # a new process starts: its first pass finds A's rows in doubt
+    loop = asyncio.create_task(run(restarted, url, poll_interval_s=60))
+    try:
+        for _ in range(500):
+            now_status = await statuses(db)
+            if all(now_status[n] != "sending" for n in claimed):
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        await replica_b_conn.close()
+    now_status = await statuses(db)
+    assert {now_status[n] for n in claimed} == {"uncertain"}  # never sent again, never dropped
+    assert not set(claimed) & set(channel.got)
+    uncertain = [f for f in await facts_out(db) if f["type"] == "rj.notification.uncertain"]
+    assert len(uncertain) == 2
