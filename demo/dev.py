@@ -39,6 +39,50 @@ from services.runtime.supervisor import Supervisor
 
 console = Console(width=120)
 STATE_DIR = Path(".rj")
+ALWAYS_OPEN = "mon-sun 00:00-24:00; hol 00:00-24:00"
+
+
+class MailCatcher:
+    """A local SMTP server (aiosmtpd on 127.0.0.1, a free port) that the dev stack points notify at, so that a new
+    user sees the emails the system sends without a mail relay. Messages are kept in memory only (they hold names
+    and addresses: personal data is never written in clear outside memory); the demo prints what each case's
+    people got, ``rj dev`` a line per message."""
+
+    def __init__(self, *, echo: bool) -> None:
+        from email.message import EmailMessage
+
+        self.received: list[EmailMessage] = []
+        self.echo = echo
+        self._controller: Any = None
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+        import email
+        import email.policy
+        from email.message import EmailMessage
+
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        self.received.append(message)
+        if self.echo:
+            console.print(f"[cyan]mail caught[/] #{len(self.received)}: {escape(str(message['Subject']))}")
+        return "250 OK caught"
+
+    def start(self) -> dict[str, str]:
+        """Serve; the settings that point notify here."""
+        from aiosmtpd.controller import Controller
+
+        port = free_port()
+        self._controller = Controller(self, hostname="127.0.0.1", port=port)
+        self._controller.start()
+        return {"NOTIFY_SMTP_HOST": "127.0.0.1", "NOTIFY_SMTP_PORT": str(port), "NOTIFY_SMTP_TLS": "none"}
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+
+    @staticmethod
+    def notification_id(message: Any) -> str:
+        return str(message["Message-ID"]).strip("<>").split("@")[0]
 
 
 def run_dev(*, demo: bool, keep_running: bool) -> int:
@@ -58,8 +102,15 @@ async def _run(*, demo: bool, keep_running: bool) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     worked = True
+    catcher: MailCatcher | None = None
     try:
         login = await start_login(configured)
+        mail: dict[str, str] = {}
+        if "NOTIFY_SMTP_HOST" not in os.environ:  # no relay configured: catch the mail locally
+            catcher = MailCatcher(echo=not demo)
+            mail = catcher.start()
+            if demo and "NOTIFY_QUIET_HOURS" not in os.environ:  # the demo shows its mail whatever the hour
+                mail["NOTIFY_QUIET_HOURS"] = ALWAYS_OPEN
         api = api_env(configured, STATE_DIR)
         async with database_for_run(server, "rj_dev") as database_url:
             env = {
@@ -69,6 +120,7 @@ async def _run(*, demo: bool, keep_running: bool) -> int:
                 "MASTER_KEY_FILE": str(keys),
                 **login_env(login),
                 **api,
+                **mail,
             }
             settings = Settings(
                 kafka_bootstrap_servers=broker.bootstrap, database_url=database_url, master_key_file=keys
@@ -85,10 +137,14 @@ async def _run(*, demo: bool, keep_running: bool) -> int:
             if login is not None:
                 console.print(f"API: {url}; login: local issuer {login.url}")
             console.print(f"console: {url}/console/ (sign in through the identity provider)")
+            if catcher is not None:
+                console.print(f"mail: notify sends to a local catcher on 127.0.0.1:{mail['NOTIFY_SMTP_PORT']}")
             try:
                 if demo:
                     worked = await run_demo(settings, stop, api_url=url, login=login)
                     worked = await show_audit(env, samples.case_of("WM/2026/000101"), stop) and worked
+                    if catcher is not None:
+                        worked = await show_mail(catcher, database_url, stop) and worked
                 if login is not None:
                     console.print(by_hand(url, running=keep_running), markup=False, highlight=False, soft_wrap=True)
                 if keep_running:
@@ -101,7 +157,45 @@ async def _run(*, demo: bool, keep_running: bool) -> int:
         broker.stop()
         if login is not None:
             await login.stop()
+        if catcher is not None:
+            catcher.stop()
     return 0 if worked else 1
+
+
+async def show_mail(catcher: MailCatcher, database_url: str, stop: asyncio.Event, timeout_s: float = 30) -> bool:
+    """What the local mail catcher got, per case: how many messages its participants and its staff received, and
+    one message's subject (no names or addresses on screen). False if no email arrived at all."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not stop.is_set() and asyncio.get_running_loop().time() < deadline:
+            pending = await conn.fetchval(
+                "SELECT count(*) FROM notify.scheduled_sends WHERE status = 'sending' "
+                "OR (status = 'waiting' AND due_at <= now())"
+            )
+            if pending == 0 and catcher.received:
+                break
+            await asyncio.sleep(0.25)
+        rows = await conn.fetch("SELECT notification_id, case_id, recipient_kind FROM notify.scheduled_sends")
+    finally:
+        await conn.close()
+    sends = {r["notification_id"]: (r["case_id"], r["recipient_kind"]) for r in rows}
+    counts: dict[str, dict[str, int]] = {}
+    for message in catcher.received:
+        case_id, kind = sends.get(MailCatcher.notification_id(message), ("?", "?"))
+        counts.setdefault(case_id, {}).setdefault(kind, 0)
+        counts[case_id][kind] += 1
+    table = Table(title=f"Emails caught by the local SMTP server: {len(catcher.received)}")
+    for column in ("case id", "to participants", "to staff"):
+        table.add_column(column)
+    for case_id, got in sorted(counts.items()):
+        table.add_row(case_id, str(got.get("participant", 0)), str(got.get("staff", 0)))
+    console.print(table)
+    if catcher.received:
+        console.print(f"one of them: subject {escape(str(catcher.received[0]['Subject']))!r}")
+    else:
+        console.print("[red]no email reached the local mail catcher[/]")
+    return bool(catcher.received)
 
 
 async def show_audit(env: dict[str, str], case_id: str, stop: asyncio.Event) -> bool:
