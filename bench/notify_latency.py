@@ -1,0 +1,116 @@
+"""Notify latency: from an upstream ``crime.outcome-recorded`` (on ``crime.events``) to the victim's email accepted
+by a real SMTP server (aiosmtpd, timestamped in its handler), at a steady rate, with referral and notify running
+and quiet hours open all day.
+
+    .venv/bin/python -m bench.notify_latency --rate 50 --seconds 30
+
+Each case's crime is recorded up front (no case opens without an admitted outcome); then one outcome per case is
+sent every 1/rate seconds. The ceiling printed beside it is the same run's SMTP round trip alone (aiosmtplib to the
+same server). Target: p99 < 200 ms. Figures go to stdout and, as JSON, to ``--json`` (default
+``.rj/bench/notify_latency.json``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+from bench.steady import Case, Figures, Stack, percentiles, report, running_stack, send_paced, show_defaults
+from demo import samples
+from schemas import topics
+from services.runtime.devstack import free_port
+from services.runtime.kafka import publish
+
+ALWAYS_OPEN = "mon-sun 00:00-24:00; hol 00:00-24:00"
+TARGET_P99_MS = 200.0
+
+
+class Timestamped:
+    """The SMTP server's handler: when each message was accepted, by recipient."""
+
+    def __init__(self) -> None:
+        self.accepted: dict[str, float] = {}
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+        for rcpt in envelope.rcpt_tos:
+            self.accepted.setdefault(rcpt.lower(), time.perf_counter())
+        return "250 OK"
+
+
+async def smtp_ceiling(port: int, count: int, rate: float) -> Figures:
+    import aiosmtplib
+
+    sent: dict[str, float] = {}
+    arrived: dict[str, float] = {}
+    for i in range(count):
+        message = EmailMessage()
+        message["From"], message["To"], message["Subject"] = "probe@bench", f"probe-{i}@bench", "probe"
+        message.set_content("probe")
+        sent[str(i)] = time.perf_counter()
+        await aiosmtplib.send(message, hostname="127.0.0.1", port=port, use_tls=False, start_tls=False)
+        arrived[str(i)] = time.perf_counter()
+        await asyncio.sleep(1 / rate)
+    return Figures.of(sent, arrived)
+
+
+async def measure(stack: Stack, rate: float, count: int, out: Path) -> int:
+    handler, port = Timestamped(), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        mail = {"NOTIFY_SMTP_HOST": "127.0.0.1", "NOTIFY_SMTP_PORT": str(port), "NOTIFY_SMTP_TLS": "none",
+                "NOTIFY_QUIET_HOURS": ALWAYS_OPEN}  # fmt: skip
+        stack.start("referral")
+        stack.supervisor.start("notify", mail)
+        cases = [Case(f"NL/2026/{i:07d}") for i in range(count)]
+        await publish(stack.settings, [samples.on_crime_events(samples.crime_recorded(c.reference))[0] for c in cases])
+        warm = Case("NL/2026/warm-up")
+        await publish(stack.settings, warm.upstream())
+        address = f"{warm.victim_id.lower()}@example.org"
+        await stack.wait_until(lambda: address in handler.accepted, 120, lambda: "no warm-up email")
+        ceiling = await smtp_ceiling(port, 200, rate)
+        outcomes = (
+            (c.victim_id.lower() + "@example.org", stack.settings.topic(topics.CRIME_EVENTS), c.reference.encode(),
+             samples.upstream_event(samples.outcome_recorded(c.reference)))
+            for c in cases
+        )  # fmt: skip
+        sent = await send_paced(stack.producer, rate, outcomes)
+        deadline = time.perf_counter() + 30
+        while not sent.keys() <= handler.accepted.keys() and time.perf_counter() < deadline:
+            await asyncio.sleep(0.1)
+    finally:
+        controller.stop()
+    figures = Figures.of(sent, handler.accepted)
+    report(rate, [("ceiling: SMTP round trip alone", ceiling), ("outcome-recorded → email accepted", figures)])
+    p50, p95, p99, worst = percentiles(figures.latencies_ms)
+    print(f"target p99 < {TARGET_P99_MS:g} ms: {'met' if p99 < TARGET_P99_MS else 'MISSED'} (p99 {p99:.1f} ms)")
+    c50, _, c99, _ = percentiles(ceiling.latencies_ms)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "bench": "notify_latency", "rate_per_s": rate, "cases": count, "sent": figures.sent,
+        "missing": figures.missing, "p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "max_ms": worst,
+        "target_p99_ms": TARGET_P99_MS, "ceiling_smtp_p50_ms": c50, "ceiling_smtp_p99_ms": c99,
+    }, indent=2))  # fmt: skip
+    return 1 if figures.missing else 0
+
+
+async def main(rate: float, seconds: float, out: Path) -> int:
+    show_defaults()
+    async with running_stack("notify-latency") as stack:
+        return await measure(stack, rate, round(rate * seconds), out)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=50.0, help="outcomes (cases) per second")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--json", type=Path, default=Path(".rj/bench/notify_latency.json"))
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main(args.rate, args.seconds, args.json)))
