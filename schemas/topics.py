@@ -36,4 +36,5 @@ STEWARD_OF: Final = {
     CONSENT: "scheduling",
     SCHEDULING: "consent",
     PRIVACY: "privacy",  # no other service reads it yet: the privacy service reads its own to answer for it
+    NOTIFY: "api",  # its only reader: the API's read model (the case page's notifications)
 }

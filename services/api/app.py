@@ -1,8 +1,8 @@
 """The API service's Faust app: the read model staff UIs read, kept from the case topics.
 
-rj.referral, rj.consent, rj.scheduling, rj.privacy (every fact, and every answer to a command), rj.api (the view log)
-    ──► readmodel.take_in ──► schema api (cases, participants, consents, meetings, agreement items, deadlines,
-                                          indirect items, contact log, notes, timeline, command answers)
+rj.referral, rj.consent, rj.scheduling, rj.notify, rj.privacy (every fact, and every answer to a command), rj.api (the
+view log) ──► readmodel.take_in ──► schema api (cases, participants, consents, meetings, agreement items, deadlines,
+                                          indirect items, notifications, contact log, notes, timeline, command answers)
 
 Its outbox (the view log, participant-link settings, the commands staff send) goes to rj.api and rj.commands through
 the runtime's relay, like every service's. The HTTP server runs in the same process; it is wired beside this.
@@ -25,7 +25,7 @@ from services.runtime.app import ServiceApp, stop_process_when_it_ends
 from services.runtime.db import create_pool
 from services.runtime.settings import Settings
 
-TOPICS_IN = (topics.REFERRAL, topics.CONSENT, topics.SCHEDULING, topics.PRIVACY, topics.API)
+TOPICS_IN = (topics.REFERRAL, topics.CONSENT, topics.SCHEDULING, topics.NOTIFY, topics.PRIVACY, topics.API)
 
 
 class ApiService(ServiceApp):

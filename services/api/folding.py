@@ -32,6 +32,19 @@ CASE_STATUS_RANK: Mapping[str, int] = {
 MEETING_STATUS_RANK: Mapping[str, int] = {"proposed": 0, "booked": 1, "held": 2, "cancelled": 3}
 ITEM_STATE_RANK: Mapping[str, int] = {"open": 0, "due_soon": 1, "overdue": 2, "completed": 3}
 DEADLINE_STATE_RANK: Mapping[str, int] = {"due": 0, "breached": 1, "met": 2}
+NOTIFICATION_STATE_RANK: Mapping[str, int] = {
+    "scheduled": 0,
+    "cancelled": 1,
+    "failed": 2,
+    "uncertain": 3,
+    "sent": 4,
+}
+"""A notification's state by how near the message came to its person. Each notification gets one outcome from
+notify, so two come only from a race (a cancellation decided while the send was under way, a send in doubt
+resolved later); the one shown is then the one that says the most about what the person may have received: sent
+(it went) over uncertain (it may have gone: never shown as not sent) over failed (tried, refused) over cancelled
+(never tried); any of them over scheduled, which only says it was decided."""
+
 INDIRECT_STATE_RANK: Mapping[str, int] = {
     "submitted": 0,
     "approved": 1,
@@ -143,6 +156,16 @@ def _when(moment: Any) -> str:
     return moment.strftime("%Y-%m-%d %H:%M") if hasattr(moment, "strftime") else str(moment)
 
 
+def _to_whom(d: Any) -> str:
+    """Whom a notification went to, by kind only: its recipient is sealed (with the kind it can name who withdrew)."""
+    return "a participant" if d.recipient_kind == "participant" else "staff"
+
+
+def _message(d: Any) -> str:
+    by = f" by {d.channel}" if d.channel else ""
+    return f"Message {d.kind} to {_to_whom(d)}{by}"
+
+
 # Built only from fields held in clear on the fact: never a sealed value, never who declined or withdrew.
 _SUMMARIES: dict[str, Callable[[Any], str]] = {
     "rj.case.opened": lambda d: f"Case opened for crime {d.crime_reference} with {len(d.participants)} participants",
@@ -224,6 +247,16 @@ _SUMMARIES: dict[str, Callable[[Any], str]] = {
         + (", and the case's own" if d.whole_case else "")
     ),
     "rj.participant.rectified": lambda d: f"{d.person_id}'s {d.field} corrected",
+    "rj.notify.preferences-recorded": lambda d: f"Message preferences recorded for {d.person_id}",
+    "rj.notification.scheduled": lambda d: (
+        f"{_message(d)} scheduled for {_when(d.due_at)}" + (" (urgent)" if d.urgent else "")
+    ),
+    "rj.notification.sent": lambda d: f"{_message(d)} sent",
+    "rj.notification.failed": lambda d: (
+        f"{_message(d)} failed ({d.reason_code})" + (f"; trying {d.next_channel} next" if d.next_channel else "")
+    ),
+    "rj.notification.uncertain": lambda d: f"{_message(d)}: delivery uncertain (it is not sent again)",
+    "rj.notification.cancelled": lambda d: f"{_message(d)} cancelled ({d.reason_code})",
     "rj.command.rejected": lambda d: f"{d.command_type} refused by {d.service}",
     "rj.command.already-handled": lambda d: f"{d.command_type} sent again; already handled",
     "rj.command.no-change": lambda d: f"{d.command_type} taken by {d.service}; it was already so, nothing changed",

@@ -23,6 +23,7 @@ from schemas.api import ViewLogged
 from schemas.consent import CaseHeld, CaseNoteAdded, ConsentDeclined, ConsentGiven, ConsentWithdrawn
 from schemas.consent import ContactAttemptRecorded as ContactAttemptFact
 from schemas.indirect import IndirectItemSubmitted
+from schemas.notify import NotificationScheduled
 from schemas.referral import Participant
 from schemas.registry import REGISTRY
 from schemas.scheduling import AgreementItemTerms
@@ -323,9 +324,9 @@ async def case_detail(
     conn: asyncpg.Connection, case_id: str, *, personal: bool, view_log: bool = False
 ) -> views.CaseDetail | None:
     """Everything about a case: participants and their roles, consent, hold, meetings, agreement items, contact
-    log, notes, deadlines, indirect items and the timeline. Personal values only with ``personal``; the view log's
-    entries (who viewed the case's personal data, when, which fields, why) in the timeline only with ``view_log``
-    (``policy.may_see_view_log``: auditors)."""
+    log, notes, deadlines, indirect items, notifications and the timeline. Personal values only with ``personal``;
+    the view log's entries (who viewed the case's personal data, when, which fields, why) in the timeline only with
+    ``view_log`` (``policy.may_see_view_log``: auditors)."""
     case = await conn.fetchrow("SELECT * FROM api.cases WHERE case_id = $1", case_id)
     if case is None or case["force"] is None:
         return None
@@ -359,6 +360,7 @@ async def case_detail(
         case_id,
     )
     indirect = await _indirect_items(conn, revealer, case_id)
+    notifications = await _notifications(conn, revealer, case_id)
     timeline = await _timeline(conn, revealer, case_id, view_log=view_log)
     risk = (
         views.RiskAssessment(
@@ -394,6 +396,7 @@ async def case_detail(
         notes=notes,
         deadlines=[views.Deadline(**dict(r)) for r in deadline_rows],
         indirect_items=indirect,
+        notifications=notifications,
         timeline=timeline,
         personal_hidden=not personal,
         personal_fields=shown.fields,
@@ -578,6 +581,35 @@ async def _indirect_items(conn: asyncpg.Connection, revealer: _Revealer, case_id
             content=s.get("content"),
         )
         for r, s in zip(rows, submissions, strict=True)
+    ]
+
+
+async def _notifications(conn: asyncpg.Connection, revealer: _Revealer, case_id: str) -> list[views.Notification]:
+    """Whom each went to is opened like any sealed value (shown and view-logged only with personal data)."""
+    rows = await conn.fetch(
+        """SELECT * FROM api.notifications WHERE case_id = $1
+            ORDER BY coalesce(due_at, updated_at), notification_id""",
+        case_id,
+    )
+    recipients = await revealer.reveal(
+        NotificationScheduled,  # any of the notification facts: recipient_id is sealed alike on each
+        [_document(r["recipient"]) for r in rows],
+        [f"notifications[{r['notification_id']}]" for r in rows],
+    )
+    return [
+        views.Notification(
+            notification_id=r["notification_id"],
+            kind=r["kind"],
+            recipient_kind=r["recipient_kind"],
+            recipient_id=recipient.get("recipient_id"),
+            channel=r["channel"],
+            due_at=r["due_at"],
+            state=r["state"],
+            reason_code=r["reason_code"],
+            next_channel=r["next_channel"],
+            updated_at=r["updated_at"],
+        )
+        for r, recipient in zip(rows, recipients, strict=True)
     ]
 
 

@@ -1,8 +1,9 @@
-"""The API's read model: every fact on rj.referral, rj.consent, rj.scheduling and rj.privacy, and the view log on
-rj.api, folded into schema ``api``, for the queries staff UIs ask (``services.api.queries``).
+"""The API's read model: every fact on rj.referral, rj.consent, rj.scheduling, rj.notify and rj.privacy, and the view
+log on rj.api, folded into schema ``api``, for the queries staff UIs ask (``services.api.queries``).
 
-rj.referral, rj.consent, rj.scheduling, rj.privacy ──► take_in ──► api.cases, .participants, .consents, .meetings,
-    .agreement_items, .deadlines, .indirect_items, .contact_attempts, .notes, .timeline, .command_answers
+rj.referral, rj.consent, rj.scheduling, rj.notify, rj.privacy ──► take_in ──► api.cases, .participants, .consents,
+    .meetings, .agreement_items, .deadlines, .indirect_items, .notifications, .contact_attempts, .notes, .timeline,
+    .command_answers
     (+ pg_notify('rj_api_answers', command id), for whoever waits on a command's outcome)
     (+ for the service's figures, ``_FIGURES``: .survey_responses, .reoffences, and when a case was declined, a meeting
     held, RJ information given on time)
@@ -57,6 +58,14 @@ from schemas.indirect import (
     IndirectItemSubmitted,
     IndirectItemWithdrawn,
 )
+from schemas.notify import (
+    NOTIFY_EVENTS,
+    NotificationCancelled,
+    NotificationFailed,
+    NotificationScheduled,
+    NotificationSent,
+    NotificationUncertain,
+)
 from schemas.privacy import PRIVACY_EVENTS, CaseRetentionErased, ParticipantRectified, PersonErased
 from schemas.referral import (
     REFERRAL_EVENTS,
@@ -96,6 +105,7 @@ from services.api.folding import (
     INDIRECT_STATE_RANK,
     ITEM_STATE_RANK,
     MEETING_STATUS_RANK,
+    NOTIFICATION_STATE_RANK,
     case_status_after,
     rank_sql,
 )
@@ -112,6 +122,7 @@ _FACT_MODELS: tuple[type[EventData], ...] = (
     *CONSENT_EVENTS,
     *SCHEDULING_EVENTS,
     *INDIRECT_EVENTS,
+    *NOTIFY_EVENTS,
     *PRIVACY_EVENTS,
     CommandRejected,
     CommandAlreadyHandled,
@@ -802,6 +813,61 @@ async def _venue_registered(conn: asyncpg.Connection, event: Event, data: VenueR
     )
 
 
+# --- notify -----------------------------------------------------------------------------------------------------
+
+NotificationFact = (
+    NotificationScheduled | NotificationSent | NotificationFailed | NotificationUncertain | NotificationCancelled
+)
+
+
+def _notification_state(data: NotificationFact) -> tuple[str, datetime, str | None]:
+    """The state a notification fact says, when it was decided, and why (a failure's or a cancellation's code)."""
+    if isinstance(data, NotificationScheduled):
+        return "scheduled", data.scheduled_at, None
+    if isinstance(data, NotificationSent):
+        return "sent", data.sent_at, None
+    if isinstance(data, NotificationFailed):
+        return "failed", data.failed_at, data.reason_code.value
+    if isinstance(data, NotificationUncertain):
+        return "uncertain", data.found_at, None
+    return "cancelled", data.cancelled_at, data.reason_code.value
+
+
+async def _notification(conn: asyncpg.Connection, event: Event, data: NotificationFact) -> None:
+    """A notification at its latest state, made by whichever of its facts comes first. The state (with its time,
+    reason and next channel) moves only forward by ``NOTIFICATION_STATE_RANK``; what only one fact says (when it is
+    due, on the scheduled fact) is filled in whenever that fact comes. Whom it went to stays sealed, as on the fact
+    (under the case's key): only ``recipient`` holds it."""
+    state, at, reason = _notification_state(data)
+    recipient = await sealed(conn, data, data.case_id)
+    rank = rank_sql("n.state", NOTIFICATION_STATE_RANK)
+    forward = f"$12 > {rank} OR ($12 = {rank} AND EXCLUDED.updated_at >= n.updated_at)"
+    await conn.execute(
+        f"""INSERT INTO api.notifications AS n (case_id, notification_id, kind, recipient_kind, recipient, channel,
+                                               due_at, state, reason_code, next_channel, updated_at)
+            VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11)
+            ON CONFLICT (case_id, notification_id) DO UPDATE SET
+                channel = COALESCE(n.channel, EXCLUDED.channel),
+                due_at = COALESCE(EXCLUDED.due_at, n.due_at),
+                state = CASE WHEN {forward} THEN EXCLUDED.state ELSE n.state END,
+                reason_code = CASE WHEN {forward} THEN EXCLUDED.reason_code ELSE n.reason_code END,
+                next_channel = CASE WHEN {forward} THEN EXCLUDED.next_channel ELSE n.next_channel END,
+                updated_at = CASE WHEN {forward} THEN EXCLUDED.updated_at ELSE n.updated_at END""",
+        data.case_id,
+        data.notification_id,
+        data.kind.value,
+        data.recipient_kind.value,
+        _json({"recipient_id": recipient["recipient_id"]}),
+        data.channel.value if data.channel else None,
+        data.due_at if isinstance(data, NotificationScheduled) else None,
+        state,
+        reason,
+        data.next_channel.value if isinstance(data, NotificationFailed) and data.next_channel else None,
+        at,
+        NOTIFICATION_STATE_RANK[state],
+    )
+
+
 # --- privacy ---------------------------------------------------------------------------------------------------
 
 
@@ -889,6 +955,11 @@ _APPLY: dict[type[EventData], Apply] = {
     IndirectItemReleased: _item_released,
     IndirectItemWithdrawn: _item_withdrawn,
     IndirectItemDelivered: _item_delivered,
+    NotificationScheduled: _notification,
+    NotificationSent: _notification,
+    NotificationFailed: _notification,
+    NotificationUncertain: _notification,
+    NotificationCancelled: _notification,
     FacilitatorRegistered: _facilitator_registered,
     VenueRegistered: _venue_registered,
     PersonErased: _person_erased,

@@ -181,6 +181,26 @@ class IndirectItem(View):
     content: str | None = Field(description="Personal: what the facilitator screens")
 
 
+class Notification(View):
+    """One message to one person on one channel (the notify service's), at its latest state."""
+
+    notification_id: str
+    kind: str = Field(description="What it is about (meeting_booked, process_stopped, closure, ...)")
+    recipient_kind: Literal["participant", "staff"]
+    recipient_id: str | None = Field(
+        description="Personal (sealed under the case's key): a person id or a facilitator id; null when hidden"
+    )
+    channel: str | None = Field(description="email, sms, letter, ...; null when no channel was safe")
+    due_at: datetime | None = Field(description="When it was due to go (null until its scheduled fact is known)")
+    state: Literal["scheduled", "sent", "failed", "uncertain", "cancelled"] = Field(
+        description="uncertain: it may or may not have reached the provider; never sent again, the facilitator "
+        "should check with the person"
+    )
+    reason_code: str | None = Field(description="Why it failed or was cancelled")
+    next_channel: str | None = Field(description="After a failure, the channel tried next (a notification of its own)")
+    updated_at: datetime = Field(description="When the state shown was decided")
+
+
 class CaseDetail(View):
     case_id: str
     force: str
@@ -211,6 +231,9 @@ class CaseDetail(View):
     notes: list[Note]
     deadlines: list[Deadline]
     indirect_items: list[IndirectItem]
+    notifications: list[Notification] = Field(
+        description="Every message the notify service decided on the case, soonest due first, at its latest state"
+    )
     timeline: list[TimelineEntry] = Field(
         description="Every fact of the case in time order; for auditors also the view log (rj.view.logged: who viewed "
         "its personal data, when, which fields, why)"

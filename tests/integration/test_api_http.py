@@ -150,7 +150,8 @@ class ReadSide:
         return self.cases.get(case_id)
 
     async def list_cases(self, conn: asyncpg.Connection, *, force: str, facilitator_id: str | None = None,
-                         status: str | None = None, crime_reference: str | None = None, limit: int = 50,
+                         status: str | None = None, crime_reference: str | None = None,
+                         sensitive: bool | None = None, overdue: bool | None = None, limit: int = 50,
                          after: str | None = None) -> CasePage:  # fmt: skip
         if after is not None and after != "page-2":
             raise ValueError("not a cursor this API gave")
