@@ -22,6 +22,13 @@ case's monitoring key; they are opened here, in memory, only to be counted, and 
 fewer than ``SUPPRESS_BELOW`` people is pooled into one "other" row (its name says who someone is as much as a count
 does), and any count under ``SUPPRESS_BELOW`` is withheld (``None``).
 
+Withholding a small count is not enough when the cells add up to a total someone can see: a single withheld cell is
+the total less the cells shown. So every line of cells that adds up (a monitoring column over its categories, a
+per-period measure over the periods) is withheld by ``withheld_cells``: the small counts first, then the next
+smallest, until at least two are withheld and they hold at least ``SUPPRESS_BELOW`` between them. The people counts
+of each period (victims' survey answers, offenders of the reoffending cohorts) get the same treatment, and a count
+whose complement is small (7 answers of which 6 satisfied says one victim was not) is withheld as a small count.
+
 Periods are months or calendar quarters in UK local time (Europe/London): a case opened at 23:59:59 on 31 March
 (British Summer Time) is in the first quarter, one opened a second later in the second.
 """
@@ -229,15 +236,16 @@ class _Shown(BaseModel):
 
 
 class Share(_Shown):
-    """``count`` of ``of``; ``rate`` is their ratio (0 to 1), null when ``of`` is 0."""
+    """``count`` of ``of``; ``rate`` is their ratio (0 to 1), null when ``of`` is 0 or either count is withheld
+    (null: only counts of people, such as victims' survey answers, are ever withheld)."""
 
-    count: int
-    of: int
+    count: int | None
+    of: int | None
     rate: float | None
 
 
-def share(count: int, of: int) -> Share:
-    return Share(count=count, of=of, rate=count / of if of else None)
+def share(count: int | None, of: int | None) -> Share:
+    return Share(count=count, of=of, rate=count / of if of and count is not None else None)
 
 
 class VictimsCode(_Shown):
@@ -257,9 +265,9 @@ class Cohort(_Shown):
     was recorded against (so far); ``frequency``: later offences per offender."""
 
     cases: int
-    offenders: int
-    reoffended: int
-    later_offences: int
+    offenders: int | None = Field(description="Null: withheld, to avoid identifying anyone")
+    reoffended: int | None = Field(description="Null: withheld, to avoid identifying anyone")
+    later_offences: int | None = Field(description="Null: withheld with ``reoffended``, which it would give away")
     rate: float | None
     frequency: float | None
 
@@ -338,9 +346,14 @@ class Figures(_Shown):
 
 
 SUPPRESSION_NOTE = (
-    f"To avoid identifying anyone, a count of fewer than {SUPPRESS_BELOW} people is not shown, and categories with "
+    f"To avoid identifying anyone, a count of fewer than {SUPPRESS_BELOW} people is not shown, nor is the next "
+    "smallest count beside it, so that it cannot be worked out from a total; categories with "
     f"fewer than {SUPPRESS_BELOW} people are pooled into one 'other' row."
 )
+WITHHELD = "[c]"
+"""What a withheld count reads as in the CSV and on the page: the same for every withheld count, small or withheld
+beside a small one, so that which is which is not given away (the Office for National Statistics' mark for
+confidential)."""
 
 NATIONAL: tuple[NationalFigure, ...] = (
     NationalFigure(
@@ -427,10 +440,11 @@ class _Tally:
         )  # fmt: skip
 
 
-def _cohort(cases: int, offenders: int, reoffended: int, later: int) -> Cohort:
+def _cohort(cases: int, offenders: int | None, reoffended: int | None, later: int | None) -> Cohort:
     return Cohort(
         cases=cases, offenders=offenders, reoffended=reoffended, later_offences=later,
-        rate=reoffended / offenders if offenders else None, frequency=later / offenders if offenders else None,
+        rate=reoffended / offenders if offenders and reoffended is not None else None,
+        frequency=later / offenders if offenders and later is not None else None,
     )  # fmt: skip
 
 
@@ -484,21 +498,64 @@ def tally(
     for t in tallies:
         total.add(t)
     in_range = [case for case in referred if buckets.at(case.opened_at) is not None]
+    *periods, whole = withhold_people_counts(
+        [
+            *(t.shown(p.key, p.label, p.first_day, p.last_day, p.financial_quarter) for p, t in zip(spans, tallies,
+                                                                                                   strict=True)),
+            total.shown("total", "Whole range", spans[0].first_day, spans[-1].last_day, None),
+        ]
+    )  # fmt: skip
     return Figures(
         force=force,
         period=kind,
         first_day=spans[0].first_day,
         last_day=spans[-1].last_day,
         time_zone=ZONE.key,
-        periods=[
-            t.shown(p.key, p.label, p.first_day, p.last_day, p.financial_quarter)
-            for p, t in zip(spans, tallies, strict=True)
-        ],
-        total=total.shown("total", "Whole range", spans[0].first_day, spans[-1].last_day, None),
+        periods=periods,
+        total=whole,
         by_offence_type=by_offence_type(in_range),
         by_monitoring=by_monitoring(people),
         national=list(NATIONAL),
     )
+
+
+def withhold_people_counts(figures: Sequence[PeriodFigures]) -> list[PeriodFigures]:
+    """The periods' figures then the whole range's (their sum), with the counts of people withheld: victims' survey
+    answers and how many were satisfied, and each reoffending cohort's offenders and how many reoffended (with their
+    later offences, which would say whether any did). Over the periods each is a line adding up to the whole range's
+    figure (``withheld_cells``); the whole range's is withheld on its own terms. Rates go with their counts.
+    Referrals, conversion, agreement items and Victims' Code clocks count cases, items and the service's own
+    timeliness, not what a person said or did after RJ, and are shown as they are."""
+    *periods, whole = figures
+
+    def hidden(values: list[int], complements: list[int] | None = None) -> list[bool]:
+        in_periods = withheld_cells(values[:-1], complements[:-1] if complements else None)
+        return [*in_periods, *withheld_cells(values[-1:], complements[-1:] if complements else None)]
+
+    answers = [f.victim_satisfaction.of or 0 for f in figures]
+    satisfied = [f.victim_satisfaction.count or 0 for f in figures]
+    answers_hidden = hidden(answers)
+    satisfied_hidden = hidden(satisfied, [a - s for a, s in zip(answers, satisfied, strict=True)])
+    cohorts: dict[str, list[Cohort]] = {}
+    for group in ("completed", "did_not_proceed"):
+        ended = [getattr(f.reoffending, group) for f in figures]
+        offenders = [c.offenders or 0 for c in ended]
+        reoffended = [c.reoffended or 0 for c in ended]
+        offenders_hidden = hidden(offenders)
+        reoffended_hidden = hidden(reoffended, [o - r for o, r in zip(offenders, reoffended, strict=True)])
+        cohorts[group] = [
+            _cohort(c.cases, None if no_offenders else c.offenders, None if no_reoffended else c.reoffended,
+                    None if no_reoffended else c.later_offences)
+            for c, no_offenders, no_reoffended in zip(ended, offenders_hidden, reoffended_hidden, strict=True)
+        ]  # fmt: skip
+    out = []
+    for n, f in enumerate(figures):
+        survey = share(None if satisfied_hidden[n] else satisfied[n], None if answers_hidden[n] else answers[n])
+        reoffending = f.reoffending.model_copy(
+            update={"completed": cohorts["completed"][n], "did_not_proceed": cohorts["did_not_proceed"][n]}
+        )
+        out.append(f.model_copy(update={"victim_satisfaction": survey, "reoffending": reoffending}))
+    return out
 
 
 def by_offence_type(referred: Iterable[ReferredCase]) -> list[OffenceTypeRow]:
@@ -514,11 +571,6 @@ def by_offence_type(referred: Iterable[ReferredCase]) -> list[OffenceTypeRow]:
         OffenceTypeRow(offence_type=name, referrals=n, direct_rj=share(d, n), indirect_rj=share(i, n))
         for name, (n, d, i) in sorted(counts.items(), key=lambda kv: (-kv[1][0], kv[0]))
     ]
-
-
-def withheld(count: int) -> int | None:
-    """``count``, or None when it is of fewer than ``SUPPRESS_BELOW`` people."""
-    return count if count >= SUPPRESS_BELOW else None
 
 
 def monitoring_rows(people: Iterable[tuple[str | None, bool, bool]], order: Sequence[str] = ()) -> list[MonitoringRow]:
@@ -538,19 +590,56 @@ def monitoring_rows(people: Iterable[tuple[str | None, bool, bool]], order: Sequ
         name, row = item
         return (order.index(name), 0, "") if name in order else (len(order), -row[0], name)
 
-    rows = [_monitoring_row(name, *row) for name, row in sorted(shown.items(), key=place)]
+    lines = sorted(shown.items(), key=place)
     if pooled[0]:
-        rows.append(_monitoring_row(OTHER, *pooled))
-    return rows
+        lines.append((OTHER, pooled))
+    # Each column adds up to the same total in every breakdown (everyone, everyone in direct RJ, ...), which any
+    # breakdown showing the whole column gives away: so each column is withheld as a line that adds up.
+    columns = [_shown_cells([row[n] for _, row in lines]) for n in range(3)]
+    return [
+        _monitoring_row(name, people, direct, indirect)
+        for (name, _), people, direct, indirect in zip(lines, *columns, strict=True)
+    ]
 
 
-def _monitoring_row(category: str, people: int, direct: int, indirect: int) -> MonitoringRow:
-    shown_people, shown_direct, shown_indirect = withheld(people), withheld(direct), withheld(indirect)
+def _monitoring_row(category: str, people: int | None, direct: int | None, indirect: int | None) -> MonitoringRow:
     return MonitoringRow(
-        category=category, people=shown_people, direct_rj=shown_direct, indirect_rj=shown_indirect,
-        direct_rj_rate=shown_direct / shown_people if shown_people and shown_direct is not None else None,
-        indirect_rj_rate=shown_indirect / shown_people if shown_people and shown_indirect is not None else None,
+        category=category, people=people, direct_rj=direct, indirect_rj=indirect,
+        direct_rj_rate=direct / people if people and direct is not None else None,
+        indirect_rj_rate=indirect / people if people and indirect is not None else None,
     )  # fmt: skip
+
+
+def withheld_cells(values: Sequence[int], complements: Sequence[int] | None = None) -> list[bool]:
+    """Which cells of a line that adds up to a known total to withhold. A cell under ``SUPPRESS_BELOW`` (or whose
+    complement is, where it has one: the 1 unsatisfied victim of 7 answers with 6 satisfied) is withheld; then, if
+    any is, the smallest cells shown after it, until the withheld cells are at least two and hold at least
+    ``SUPPRESS_BELOW`` between them (and of their complements), so that subtracting the cells shown from the total
+    gives only a sum of several cells, never one cell, nor a sum small enough to tell them all (a sum of 0 would
+    say every one of them is 0). If that takes every cell, every cell is withheld: the total is then itself under
+    ``SUPPRESS_BELOW``, or the cells cannot be told apart from it."""
+
+    def small(i: int) -> bool:
+        return values[i] < SUPPRESS_BELOW or (complements is not None and complements[i] < SUPPRESS_BELOW)
+
+    withheld = {i for i in range(len(values)) if small(i)}
+
+    def enough() -> bool:
+        if len(withheld) < 2 or sum(values[i] for i in withheld) < SUPPRESS_BELOW:
+            return False
+        return complements is None or sum(complements[i] for i in withheld) >= SUPPRESS_BELOW
+
+    if withheld:
+        for i in sorted(set(range(len(values))) - withheld, key=lambda i: (values[i], i)):
+            if enough():
+                break
+            withheld.add(i)
+    return [i in withheld for i in range(len(values))]
+
+
+def _shown_cells(values: Sequence[int], complements: Sequence[int] | None = None) -> list[int | None]:
+    """``values`` with the cells ``withheld_cells`` withholds as None."""
+    return [None if hidden else v for v, hidden in zip(values, withheld_cells(values, complements), strict=True)]
 
 
 def by_monitoring(people: Iterable[Person]) -> MonitoringBreakdowns:
@@ -748,8 +837,8 @@ def percent(rate: float | None) -> str:
 
 
 def count_cell(count: int | None) -> str:
-    """A count of people, or ``<5`` when it is withheld."""
-    return f"<{SUPPRESS_BELOW}" if count is None else str(count)
+    """A count, or ``WITHHELD`` when it is withheld."""
+    return WITHHELD if count is None else str(count)
 
 
 def period_measures(p: PeriodFigures) -> list[tuple[str, str]]:
@@ -764,8 +853,8 @@ def period_measures(p: PeriodFigures) -> list[tuple[str, str]]:
         ("agreement_items_due", str(p.agreement_completion.of)),
         ("agreement_items_completed", str(p.agreement_completion.count)),
         ("agreement_completion_rate_percent", percent(p.agreement_completion.rate)),
-        ("victim_survey_responses", str(p.victim_satisfaction.of)),
-        ("victims_satisfied", str(p.victim_satisfaction.count)),
+        ("victim_survey_responses", count_cell(p.victim_satisfaction.of)),
+        ("victims_satisfied", count_cell(p.victim_satisfaction.count)),
         ("victim_satisfaction_rate_percent", percent(p.victim_satisfaction.rate)),
         ("victims_code_information_due", str(vc.due)),
         ("victims_code_information_on_time", str(vc.on_time)),
@@ -777,9 +866,9 @@ def period_measures(p: PeriodFigures) -> list[tuple[str, str]]:
     for name, cohort in (("completed", reoffending.completed), ("did_not_proceed", reoffending.did_not_proceed)):
         out += [
             (f"reoffending_{name}_cases", str(cohort.cases)),
-            (f"reoffending_{name}_offenders", str(cohort.offenders)),
-            (f"reoffending_{name}_reoffended", str(cohort.reoffended)),
-            (f"reoffending_{name}_later_offences", str(cohort.later_offences)),
+            (f"reoffending_{name}_offenders", count_cell(cohort.offenders)),
+            (f"reoffending_{name}_reoffended", count_cell(cohort.reoffended)),
+            (f"reoffending_{name}_later_offences", count_cell(cohort.later_offences)),
             (f"reoffending_{name}_rate_percent", percent(cohort.rate)),
             (f"reoffending_{name}_frequency", "" if cohort.frequency is None else f"{cohort.frequency:.2f}"),
         ]

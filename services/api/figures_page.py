@@ -114,7 +114,7 @@ def _summary(values: Sequence[tuple[str, float | None, str]]) -> str:
 
 def _share_rows(figures: Figures, pick: Callable[[PeriodFigures], Share]) -> list[list[str]]:
     return [
-        [p.label, str(pick(p).count), str(pick(p).of), rate_text(pick(p).rate)]
+        [p.label, count_cell(pick(p).count), count_cell(pick(p).of), rate_text(pick(p).rate)]
         for p in [*figures.periods, figures.total]
     ]
 
@@ -138,7 +138,8 @@ def _share_chart(
 def _cohort_cells(name: str, cohort: Cohort) -> list[str]:
     frequency = NO_RATE if cohort.frequency is None else f"{cohort.frequency:.2f}"
     return [
-        name, str(cohort.cases), str(cohort.offenders), str(cohort.reoffended), str(cohort.later_offences),
+        name, str(cohort.cases), count_cell(cohort.offenders), count_cell(cohort.reoffended),
+        count_cell(cohort.later_offences),
         rate_text(cohort.rate), frequency,
     ]  # fmt: skip
 

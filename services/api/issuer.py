@@ -69,6 +69,29 @@ class _Grant:
     expires: float
 
 
+def _is_local_redirect(uri: str) -> bool:
+    """Whether a browser sent to ``uri`` lands on this machine. Python's ``urlsplit`` and a browser's URL parser
+    (WHATWG) read some addresses differently: a browser takes ``\\`` for ``/`` in an http(s) URL, so
+    ``http://evil.example\\@127.0.0.1/`` is evil.example to it and 127.0.0.1 to ``urlsplit``; it also drops tabs
+    and newlines anywhere. So anything on which the two could disagree is refused outright (a backslash, an
+    ``@``, whitespace, control or non-ASCII characters), and what is left must be http(s) to a local host with a
+    valid port and no fragment (RFC 6749 3.1.2)."""
+    if any(char in "\\@" or not " " < char < "\x7f" for char in uri):
+        return False
+    redirect = urlsplit(uri)
+    try:
+        redirect.port  # noqa: B018 - read for its ValueError on a port that is not a number or out of range
+    except ValueError:
+        return False
+    return (
+        redirect.scheme in ("http", "https")
+        and redirect.username is None
+        and redirect.password is None
+        and redirect.hostname in _LOCAL_HOSTS
+        and not redirect.fragment
+    )
+
+
 class AuthorizationRequestInvalid(ValueError):
     """An authorization request the sign-in page cannot serve (said on the page: no redirect to an unchecked URI)."""
 
@@ -221,8 +244,7 @@ class LocalIssuer:
             raise AuthorizationRequestInvalid("only the S256 code challenge method is accepted")
         if not 43 <= len(request["code_challenge"]) <= 128:
             raise AuthorizationRequestInvalid("the code challenge is not an S256 challenge")
-        redirect = urlsplit(request["redirect_uri"])
-        if redirect.scheme not in ("http", "https") or redirect.hostname not in _LOCAL_HOSTS or redirect.fragment:
+        if not _is_local_redirect(request["redirect_uri"]):
             raise AuthorizationRequestInvalid("the local issuer sends browsers back only to addresses on this machine")
         return request
 

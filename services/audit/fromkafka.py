@@ -94,6 +94,9 @@ class TopicsRead:
     """What the topics hold, as the rebuild needs it."""
 
     partitions: dict[tuple[str, int], PartitionLeaves] = field(default_factory=dict)
+    old_tombstones: dict[tuple[str, int, int], bytes] = field(default_factory=dict)
+    """Each tombstone's leaf in the format of logs appended before tombstones had their own kind (body ``b"R"``,
+    the same as an empty value): such an entry verifies in the form it was appended in, and is counted."""
     order: order.PublishedOrder = field(default_factory=order.PublishedOrder)
     heads: list[HeldHead] = field(default_factory=list)
     records: int = 0
@@ -102,6 +105,10 @@ class TopicsRead:
         """One record read off ``topic`` (its logical name): its leaf, and what it says if it is the log's own."""
         leaf = merkle.entry_leaf_hash(topic, partition, offset, canonical.entry_body(topic, value))
         self.partitions.setdefault((topic, partition), PartitionLeaves()).add(offset, leaf)
+        if value is None:
+            self.old_tombstones[(topic, partition, offset)] = merkle.entry_leaf_hash(
+                topic, partition, offset, canonical.RAW_KIND
+            )
         self.records += 1
         if topic == topics.AUDIT and value is not None:
             self._audit_fact(value, f"{topic}/{partition}@{offset}")
@@ -224,6 +231,7 @@ def _rebuild_and_check(
     suspect: str | None = None  # the first entry since the last head whose record is not the leaf published
     since = 0
     expired: dict[str, int] = {}
+    old_tombstones = 0
     for index in range(target):
         placed = read.order.at(index)
         if placed is None:
@@ -248,8 +256,21 @@ def _rebuild_and_check(
                 )
             else:
                 raise _Failure(f"{where}: its record is not on the topic (it was deleted)")
+        elif leaf != placed.leaf and read.old_tombstones.get((placed.topic, placed.partition, placed.offset)) == (
+            placed.leaf
+        ):
+            leaf = placed.leaf  # a tombstone appended in the old format: its record is a tombstone all the same
+            old_tombstones += 1
         elif leaf != placed.leaf and suspect is None:
             suspect = where
+            if placed.topic in canonical.KEPT_SEALED_WHOLE:
+                suspect += (
+                    f" is not the digest of its record on the topic. If this log was appended before "
+                    f"{placed.topic} entries committed to the SHA-256 of the record (they committed to the record "
+                    "sealed, which only the database's key store opens), this is such an old-format entry: "
+                    "--from-kafka cannot recompute it; check the log with `rj audit verify` against the database. "
+                    "Otherwise"
+                )
         tree.append(leaf)
         if tree.size in by_size:
             _check_heads(tree, by_size, suspect, since)
@@ -260,6 +281,8 @@ def _rebuild_and_check(
         f"({len({h.signed for h in held if h.from_witness})} from the witness file, "
         f"{len({h.signed for h in held if not h.from_witness})} from {topics.AUDIT})"
     )
+    if old_tombstones:
+        message += f"; {old_tombstones} tombstones appended in the old format (body R) verified in that format"
     if expired:
         gone = ", ".join(f"{n} on {topic}" for topic, n in sorted(expired.items()))
         message += f"; records removed by retention taken on the leaves the log published for them: {gone}"

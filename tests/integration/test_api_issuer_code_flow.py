@@ -171,3 +171,48 @@ async def test_cancel_goes_back_with_access_denied_and_a_missing_field_is_named(
         blank = await client.post("/authorize", data={**authorization(challenge), "staff_id": "", "role": "boss"})
     assert blank.status_code == 400
     assert 'href="#staff_id"' in blank.text and 'href="#role"' in blank.text
+
+
+@pytest.mark.parametrize(
+    "redirect_uri",
+    [
+        "http://attacker.example\\@127.0.0.1:8080/console/callback",  # a browser reads attacker.example
+        "http://127.0.0.1:8080\\@attacker.example/console/callback",
+        "http://attacker.example@127.0.0.1:8080/console/callback",  # userinfo: refused whatever it names
+        "http://user:secret@127.0.0.1:8080/console/callback",
+        "http://127.0.0.1:8080@attacker.example/console/callback",
+        "http://attacker.example\t@127.0.0.1:8080/console/callback",  # a browser drops the tab
+        "http://127.0.0.1:8080/console/callback\n",
+        "http://127.0.0.1:99999/console/callback",  # a port no browser would go to
+        "http://127.0.0.1:port/console/callback",
+        "http://127.0.0.1:8080/console/callback#fragment",
+        "javascript://127.0.0.1/%0aalert(1)",
+        "http://lócalhost/console/callback",
+    ],
+)
+async def test_a_redirect_uri_a_browser_could_read_as_another_host_is_refused(
+    issuer: LocalIssuer, redirect_uri: str
+) -> None:
+    _, challenge = pkce()
+    request = authorization(challenge, redirect_uri=redirect_uri)
+    async with httpx.AsyncClient(base_url=issuer.url) as client:
+        page = await client.get("/authorize", params=request)
+        assert page.status_code == 400 and "cannot be used" in page.text
+        for decision in ("sign-in", "cancel"):
+            posted = await client.post(
+                "/authorize", data={**request, "staff_id": "F-ANN", "role": "coordinator", "decision": decision}
+            )
+            assert posted.status_code == 400 and "location" not in posted.headers
+
+
+async def test_local_redirect_uris_of_every_local_host_form_are_still_served(issuer: LocalIssuer) -> None:
+    _, challenge = pkce()
+    async with httpx.AsyncClient(base_url=issuer.url) as client:
+        for redirect_uri in (
+            BACK,
+            "http://localhost:8080/console/callback",
+            "https://[::1]:8443/console/callback",
+            "http://127.0.0.1/console/callback",
+        ):
+            back = await signed_in(client, authorization(challenge, redirect_uri=redirect_uri))
+            assert back["state"] == ["state-1"] and back["code"]

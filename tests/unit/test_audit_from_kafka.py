@@ -236,3 +236,57 @@ def test_an_order_that_places_another_record_at_an_index_is_a_contradiction_name
     for e in [*split(entries, 3), *split([entries[at]._replace(leaf=b"\xee" * 32)], 1, first=10 + at)]:
         published.add(e)
     assert published.contradiction is not None and published.contradiction.index == 10 + at
+
+
+def old_format_leaf(r: Rec, sealed: bytes = b"ciphertext of the record") -> bytes:
+    """A leaf as the log appended it before crime.events entries were digests and tombstones had their own kind:
+    ``b"R"`` and the record sealed (which only the database's key store opens), ``b"R"`` alone for a tombstone."""
+    if r.value is None:
+        return merkle.entry_leaf_hash(r.topic, r.partition, r.offset, canonical.RAW_KIND)
+    if r.topic in canonical.KEPT_SEALED_WHOLE:
+        return merkle.entry_leaf_hash(r.topic, r.partition, r.offset, canonical.RAW_KIND + sealed)
+    return leaf_of(r)
+
+
+def old_format_log(old: set[int]) -> tuple[TopicsRead, heads.SignedTreeHead]:
+    """The topics holding RECORDS, and on rj.audit their order with the entries at ``old`` in the old format, and
+    a head over them all."""
+    leaves = [old_format_leaf(r) if n in old else leaf_of(r) for n, r in enumerate(RECORDS)]
+    tree = merkle.CompactTree()
+    for leaf in leaves:
+        tree.append(leaf)
+    signed = heads.sign_tree_head(KEY, len(RECORDS), tree.root(), 1_700_000_000_000)
+    read = on_topics(RECORDS)
+    entries = [order.Placed(r.topic, r.partition, r.offset, leaf) for r, leaf in zip(RECORDS, leaves, strict=True)]
+    publish_order(read, signed, 0, entries)
+    return read, signed
+
+
+def test_a_tombstone_appended_in_the_old_format_verifies_in_that_format_and_is_counted():
+    read, _ = old_format_log({3})
+    ok, message = verify(read)
+    assert ok, message
+    assert "1 tombstones appended in the old format (body R) verified in that format" in message
+
+
+def test_a_crime_events_entry_appended_in_the_old_format_is_named_with_what_to_do_rather_than_a_bare_mismatch():
+    read, _ = old_format_log({1, 3})
+    ok, message = verify(read)
+    assert not ok
+    assert message.startswith("entry 1 (crime.events/1@0) is not the digest of its record on the topic"), message
+    assert "old-format entry" in message and "rj audit verify` against the database" in message
+
+
+def test_an_old_format_tombstone_leaf_is_not_accepted_for_a_record_that_is_not_a_tombstone():
+    leaves = [leaf_of(r) for r in RECORDS]
+    empty = RECORDS[7]  # an empty value: its leaf in the old tombstone form must not pass for it
+    leaves[7] = merkle.entry_leaf_hash(empty.topic, empty.partition, empty.offset, canonical.TOMBSTONE_KIND)
+    tree = merkle.CompactTree()
+    for leaf in leaves:
+        tree.append(leaf)
+    signed = heads.sign_tree_head(KEY, len(RECORDS), tree.root(), 1_700_000_000_001)
+    read = on_topics(RECORDS)
+    entries = [order.Placed(r.topic, r.partition, r.offset, leaf) for r, leaf in zip(RECORDS, leaves, strict=True)]
+    publish_order(read, signed, 0, entries)
+    ok, message = verify(read)
+    assert not ok and message.startswith("entry 7 (rj.commands/2@1): its record on the topic is not the one"), message
