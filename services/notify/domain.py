@@ -415,6 +415,26 @@ def participant_may_receive(case: NotifyCase, kind: Kind, person_id: str) -> boo
     return not case.stopped and not case.closed
 
 
+def stop_reason(
+    case: NotifyCase | None, kind: Kind, recipient_kind: RecipientKind, person_id: str
+) -> CancelReason | None:
+    """Why a participant's message decided earlier may no longer go now (None: it may), asked by the sender just
+    before the channel is called and again before a temporary failure waits to retry: a stop processed while it
+    was claimed, sending or in doubt cancels it as a stop cancels what waits. Staff messages always go."""
+    if case is None or recipient_kind is RecipientKind.staff or participant_may_receive(case, kind, person_id):
+        return None
+    person = case.person(person_id)
+    if person is not None and person.erased:
+        return CancelReason.erased
+    if case.withdrawn or case.stopped_by_withdrawal or case.silenced(person_id):
+        return CancelReason.withdrawn
+    if case.held or any(s.kind == "hold" for s in case.stops_pending):
+        return CancelReason.held
+    if case.stops_pending:
+        return CancelReason.withdrawn
+    return CancelReason.case_closed
+
+
 # --- the handlers -----------------------------------------------------------------------------------
 
 Handler = Callable[[NotifyCase, Any, _Out], NotifyCase]

@@ -34,6 +34,7 @@ from schemas import topics
 from schemas.common import Channel
 from schemas.notify import (
     SYSTEM_NOTIFY,
+    CancelReason,
     FailureReason,
     NotificationKind,
     NotificationSent,
@@ -118,11 +119,10 @@ class Sender:
         sender = self.senders.get(channel)
         async with self.pool.acquire() as conn:
             [intent] = await store.open_intents(conn, [row])
-            message = await self.compose(conn, row, intent)
-        if sender is None or message is None:
-            await self._record(row, intent, "permanent_failure", None, "no address or no sender", None)
+        if sender is None:
+            await self._record(row, intent, "permanent_failure", None, "no sender for the channel", None)
             return
-        if in_doubt:
+        if in_doubt:  # asked before anything else: what the provider has is recorded as it is, stop or not
             try:
                 known = await sender.lookup(row["notification_id"])
             except self.cannot_look_up:
@@ -134,8 +134,49 @@ class Sender:
             if known is not None:
                 await self._record(row, intent, str(known.outcome), known.provider_id, "found by reference", None)
                 return
+        if not await self._still_wanted(row, intent):
+            return
+        async with self.pool.acquire() as conn:
+            message = await self.compose(conn, row, intent)
+        if message is None:
+            await self._record(row, intent, "permanent_failure", None, "no address", None)
+            return
         result = await sender.send(message)
         await self._record(row, intent, str(result.outcome), result.provider_id, result.detail, result.retry_after_s)
+
+    async def _still_wanted(self, row: asyncpg.Record, intent: store.SendIntent) -> bool:
+        """The last word before the channel is called, under the row's lock: False if a stop cancelled the row
+        while it was claimed, or if the case as it stands no longer lets it go (a withdrawal or hold processed
+        since it was decided, while it waited to retry, or while it was in doubt): then it is recorded cancelled
+        with the stop's reason, and its fact goes. True: marked started, so no stop cancels it from here on."""
+        now, nid = self.clock(), row["notification_id"]
+        async with transaction(self.pool) as conn:
+            if await store.lock_sending(conn, nid) is None:
+                return False
+            case = await store.read_case(conn, row["case_id"])
+            reason = domain.stop_reason(
+                case, NotificationKind(row["kind"]), RecipientKind(row["recipient_kind"]), intent.recipient_id
+            )
+            if reason is None:
+                await store.mark_started(conn, nid)
+                return True
+            await self._cancelled(conn, row, intent, reason, now)
+            return False
+
+    async def _cancelled(
+        self,
+        conn: asyncpg.Connection,
+        row: asyncpg.Record,
+        intent: store.SendIntent,
+        reason: CancelReason,
+        now: datetime,
+    ) -> None:
+        """Record a claimed send cancelled (it never reached the channel, or will not again) and say so."""
+        if not await store.finish(conn, row["notification_id"], "cancelled", provider_id=None, detail=reason.value):
+            return
+        emit = intake.cancelled_fact(row["case_id"], row, intent, reason, now)
+        await write_outbox(conn, store.SCHEMA, facts(topics.NOTIFY, intake.SOURCE, row["case_id"], [emit], cause=None,
+                                                     now=now, force=row["force"]))  # fmt: skip
 
     async def _record(
         self,
@@ -169,6 +210,10 @@ class Sender:
                 )
                 emits.append(Emit(fact, f"sent:{nid}"))
             elif outcome == "temporary_failure" and row["tries"] < self.max_tries:
+                stop = domain.stop_reason(case, kind, recipient_kind, intent.recipient_id)
+                if stop is not None:  # the case stopped while this was out: it does not wait to go again
+                    await self._cancelled(conn, row, intent, stop, now)
+                    return
                 backoff = timedelta(seconds=retry_after_s or min(2 ** row["tries"], self.retry_max.total_seconds()))
                 await store.retry_later(conn, nid, now + backoff, detail)
                 return

@@ -144,11 +144,15 @@ async def open_intents(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record])
 async def cancel_waiting(
     conn: asyncpg.Connection, case_id: str, cancels: Sequence[Cancel]
 ) -> list[tuple[asyncpg.Record, SendIntent, CancelReason]]:
-    """Cancel the case's waiting sends that any of ``cancels`` matches; return them, as they were, with why."""
+    """Cancel the case's waiting sends that any of ``cancels`` matches, and those claimed whose channel has not been
+    called yet (``send_started_at``: set under the row's lock by ``start_sending``, so the two never both win);
+    return them, as they were, with why."""
     if not cancels:
         return []
     rows = await conn.fetch(
-        f"SELECT * FROM {SENDS} WHERE case_id = $1 AND status = 'waiting' ORDER BY notification_id FOR UPDATE",
+        f"""SELECT * FROM {SENDS}
+             WHERE case_id = $1 AND (status = 'waiting' OR (status = 'sending' AND send_started_at IS NULL))
+             ORDER BY notification_id FOR UPDATE""",
         case_id,
     )
     if not rows:
@@ -209,6 +213,18 @@ async def claim_in_doubt(conn: asyncpg.Connection, claimed_before: datetime, lim
     )
 
 
+async def lock_sending(conn: asyncpg.Connection, notification_id: str) -> asyncpg.Record | None:
+    """The send, locked, if it is still ``sending`` (None: a stop cancelled it, or another replica finished it)."""
+    return await conn.fetchrow(
+        f"SELECT * FROM {SENDS} WHERE notification_id = $1 AND status = 'sending' FOR UPDATE", notification_id
+    )
+
+
+async def mark_started(conn: asyncpg.Connection, notification_id: str) -> None:
+    """The channel is about to be called: from here on a stop no longer cancels this send (it may go out)."""
+    await conn.execute(f"UPDATE {SENDS} SET send_started_at = now() WHERE notification_id = $1", notification_id)
+
+
 async def finish(
     conn: asyncpg.Connection, notification_id: str, status: str, *, provider_id: str | None, detail: str
 ) -> bool:
@@ -226,7 +242,7 @@ async def finish(
 
 async def retry_later(conn: asyncpg.Connection, notification_id: str, due_at: datetime, detail: str) -> None:
     await conn.execute(
-        f"""UPDATE {SENDS} SET status = 'waiting', due_at = $2, detail = $3, claimed_at = NULL
+        f"""UPDATE {SENDS} SET status = 'waiting', due_at = $2, detail = $3, claimed_at = NULL, send_started_at = NULL
              WHERE notification_id = $1 AND status = 'sending'""",
         notification_id,
         due_at,

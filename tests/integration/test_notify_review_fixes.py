@@ -1,0 +1,221 @@
+"""The review's notify findings, each against the real PostgreSQL and the real channels (an SMTP server in process,
+aiosmtpd; the GOV.UK Notify stand-in): a stop reaches messages already claimed, sending or in doubt; ...
+
+Each test failed before its fix (the finding's number is in its name)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+import asyncpg
+import pytest
+from aiosmtpd.controller import Controller
+from pydantic import SecretStr
+
+from schemas import topics
+from schemas.common import Actor, Channel
+from schemas.scheduling import FacilitatorRegistered
+from services.notify import store
+from services.notify.channels import CannotLookUp, LookupFailed, Outbound, SendResult, senders_from_settings
+from services.notify.compose import Composer
+from services.notify.sender import Sender
+from services.runtime.devstack import free_port
+from services.runtime.participant_links import new_link_key
+from services.runtime.settings import Settings
+from tests.integration.test_notify_intake import Feed, facts_out, pool, processor  # noqa: F401
+from tests.support.notify_standin import NotifyStandIn
+from tests.unit import notify_events as ev
+
+pytestmark = pytest.mark.integration
+
+STAFF = Actor(kind="staff", id="F-ADMIN")
+VICTIM_EMAIL = "vera@example.org"
+FACILITATOR_EMAIL = "ann.facil@hub.example"
+
+
+class Relay:
+    """An SMTP server's handler: records what it takes; ``replies`` answers the next messages with these instead
+    (e.g. a 451) before taking any again."""
+
+    def __init__(self) -> None:
+        self.received: list[EmailMessage] = []
+        self.replies: list[str] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+        if self.replies:
+            return self.replies.pop(0)
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        self.received.append(message)
+        return "250 OK queued"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.received if m["To"].addresses[0].addr_spec == address]
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Relay, int]]:
+    relay, port = Relay(), free_port()
+    controller = Controller(relay, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield relay, port
+    controller.stop()
+
+
+@pytest.fixture
+async def notify() -> AsyncIterator[NotifyStandIn]:
+    async with NotifyStandIn() as standin:
+        yield standin
+
+
+def settings(port: int = 1, **overrides: Any) -> Settings:
+    fields: dict[str, Any] = {
+        "notify_smtp_host": "127.0.0.1", "notify_smtp_port": port, "notify_smtp_tls": "none",
+        "notify_from_address": "rj-hub@hub.example", "participant_link_key": SecretStr(new_link_key()),
+        "public_base_url": "https://rj.hub.example",
+    }  # fmt: skip
+    return Settings(**(fields | overrides))
+
+
+@dataclass
+class Hooked:
+    """A real channel with a hook run just before it is called for the person at ``to``: the moment a stop can
+    come while a message is on its way."""
+
+    inner: Any
+    to: str
+    hook: Callable[[], Awaitable[None]]
+    ran: bool = False
+
+    async def send(self, message: Outbound) -> SendResult:
+        if message.to == self.to and not self.ran:
+            self.ran = True
+            await self.hook()
+        result: SendResult = await self.inner.send(message)
+        return result
+
+    async def lookup(self, notification_id: str) -> SendResult | None:
+        found: SendResult | None = await self.inner.lookup(notification_id)
+        return found
+
+
+def sender(db: asyncpg.Pool, configured: Settings, now: datetime, **channels: Any) -> Sender:
+    senders: dict[Channel, Any] = dict(senders_from_settings(configured, db))
+    senders |= {Channel(name): channel for name, channel in channels.items()}
+    return Sender(db, senders, Composer(configured, lambda: now), clock=lambda: now,
+                  cannot_look_up=(CannotLookUp,), lookup_failed=(LookupFailed,))  # fmt: skip
+
+
+def registered() -> FacilitatorRegistered:
+    return FacilitatorRegistered(
+        facilitator_id="F-ANN", specialist=False, working_hours=[], timezone="Europe/London", registered_at=ev.T0,
+        registered_by=STAFF, email=FACILITATOR_EMAIL, display_name="Ann Facil",
+    )  # fmt: skip
+
+
+async def a_case(db: asyncpg.Pool, feed: Feed, *, assigned: bool = True) -> None:
+    """A case accepted at ``ev.T0`` (inside the hours) with the victim's information due now."""
+    records = [
+        feed.add(topics.SCHEDULING, registered(), "reg-ann"),
+        feed.add(topics.REFERRAL, ev.opened(), "opened"),
+        feed.add(topics.REFERRAL, ev.accepted(), "accepted"),
+    ]
+    if assigned:
+        records.append(feed.add(topics.CONSENT, ev.assigned(), "assigned"))
+    records.append(feed.add(topics.REFERRAL, ev.victim_information_due(), "vi-due"))
+    await processor(db, ev.T0).process(records)
+
+
+async def sends(db: asyncpg.Pool) -> dict[str, asyncpg.Record]:
+    return {r["kind"]: r for r in await store.sends_of(db, ev.CASE)}  # type: ignore[arg-type]
+
+
+async def send_everything_due(sender: Sender) -> None:
+    while await sender.send_due():
+        pass
+
+
+# --- finding 1: a stop reaches messages already claimed, sending, waiting to retry, or in doubt ---------------
+
+
+async def test_1_a_withdrawal_while_a_message_is_out_and_then_fails_for_now_cancels_its_retry(
+    pool: asyncpg.Pool,  # noqa: F811
+    smtp: tuple[Relay, int],
+) -> None:
+    relay, port = smtp
+    configured = settings(port)
+    feed = Feed()
+    await a_case(pool, feed)
+
+    async def withdraws() -> None:  # the victim withdraws while their message is with the SMTP server
+        await processor(pool, ev.T0).process([feed.add(topics.COMMANDS, ev.withdraw(ev.VICTIM), "withdraw-1")])
+        relay.replies.append("451 4.3.0 try again later")
+
+    email_channel = Hooked(senders_from_settings(configured, pool)[Channel.email], VICTIM_EMAIL, withdraws)
+    await send_everything_due(sender(pool, configured, ev.T0, email=email_channel))
+    assert email_channel.ran
+
+    info = (await sends(pool))["victim_information"]
+    assert (info["status"], info["detail"]) == ("cancelled", "withdrawn")
+    cancelled = [f["data"] for f in await facts_out(pool) if f["type"] == "rj.notification.cancelled"]
+    assert [(c["kind"], c["reason_code"]) for c in cancelled] == [("victim_information", "withdrawn")]
+
+    later = ev.T0 + timedelta(hours=2)  # past any backoff: nothing goes to the victim
+    await send_everything_due(sender(pool, configured, later))
+    assert relay.to(VICTIM_EMAIL) == []
+    assert len(relay.to(FACILITATOR_EMAIL)) == 1  # the assignment, which the stop does not touch
+
+
+async def test_1_a_withdrawal_processed_while_a_message_is_claimed_cancels_it_before_the_channel_is_called(
+    pool: asyncpg.Pool,  # noqa: F811
+    smtp: tuple[Relay, int],
+) -> None:
+    relay, port = smtp
+    configured = settings(port)
+    feed = Feed()
+    await a_case(pool, feed)
+    async with pool.acquire() as conn:
+        claimed = await store.claim_due(conn, ev.T0, 10)  # claimed and committed: the next step is the send
+    assert len(claimed) == 2
+
+    await processor(pool, ev.T0).process([feed.add(topics.COMMANDS, ev.withdraw(ev.VICTIM), "withdraw-1")])
+    info = (await sends(pool))["victim_information"]
+    assert (info["status"], info["detail"]) == ("cancelled", "withdrawn")
+
+    the_sender = sender(pool, configured, ev.T0)
+    for row in claimed:  # the claim goes on as send_due would, with the rows it claimed before the stop
+        await the_sender._send_one(row, in_doubt=False)
+    assert relay.to(VICTIM_EMAIL) == []
+    assert len(relay.to(FACILITATOR_EMAIL)) == 1
+    assert (await sends(pool))["victim_information"]["status"] == "cancelled"
+
+
+async def test_1_a_send_in_doubt_that_gov_uk_notify_never_saw_is_cancelled_by_a_stop_since(
+    pool: asyncpg.Pool,  # noqa: F811
+    notify: NotifyStandIn,
+) -> None:
+    configured = settings(**notify.settings(), notify_email_via="govuk")
+    feed = Feed()
+    await a_case(pool, feed)
+    async with pool.acquire() as conn:
+        claimed = await store.claim_due(conn, ev.T0, 10)
+        for row in claimed:  # the channel was about to be called when the process died
+            await store.mark_started(conn, row["notification_id"])
+
+    # A week later the victim withdraws; the sends still in doubt are not the stop's to cancel (they may have gone).
+    week = ev.T0 + timedelta(days=7)
+    await processor(pool, week).process([feed.add(topics.COMMANDS, ev.withdraw(ev.VICTIM), "withdraw-1")])
+    assert (await sends(pool))["victim_information"]["status"] == "sending"
+
+    assert await sender(pool, configured, week).resolve_in_doubt() == 2
+    assert [a.recipient for a in notify.accepted] == [FACILITATOR_EMAIL]  # Notify never saw either; only staff's
+    info = (await sends(pool))["victim_information"]
+    assert (info["status"], info["detail"]) == ("cancelled", "withdrawn")
+    cancelled = [f["data"] for f in await facts_out(pool) if f["type"] == "rj.notification.cancelled"]
+    assert [c["kind"] for c in cancelled] == ["victim_information"]
