@@ -111,6 +111,10 @@ STAFF_KINDS: frozenset[Kind] = frozenset(
 CHANNEL_ORDER: tuple[Channel, ...] = (Channel.email, Channel.sms, Channel.letter)
 """Which channel goes next when the preferred one is not allowed (or failed for good). Calls are not automated."""
 
+COORDINATOR = "coordinator"
+"""The staff recipient id of the hub's coordinators' mailbox (``NOTIFY_COORDINATOR_EMAIL``): told of delivery
+problems no facilitator is there to hear of."""
+
 _ID_NS = uuid.UUID("6f1d0c52-9a3e-4b7f-8d21-3c5e7a9b1f04")
 
 
@@ -988,10 +992,16 @@ def delivery_problem(
     now: datetime,
 ) -> list[Intent]:
     """The facilitators are told, at once, that a participant's message failed, has no safe channel, or may or
-    may not have gone (``problem``): which role and which kind of message, never an address or what it said. A
-    staff message's problem is logged, not mailed (it could only fail again the same way)."""
+    may not have gone (``problem``): which role and which kind of message, never an address or what it said. With
+    no facilitator assigned yet (the victim's information goes on acceptance, before anyone is), and for a
+    facilitator's own message, the hub's coordinators are told (``COORDINATOR``); a problem with the coordinators'
+    message is logged, not mailed (it could only fail again the same way)."""
     if recipient_kind is RecipientKind.staff:
-        return []
+        if recipient_id == COORDINATOR:
+            return []
+        told: tuple[str, ...] = (COORDINATOR,)
+    else:
+        told = case.facilitator_ids or (COORDINATOR,)
     person = case.person(recipient_id)
     facts = {
         "problem": problem,
@@ -1012,7 +1022,7 @@ def delivery_problem(
             cause_event_id=notification,
             facts=facts,
         )
-        for facilitator_id in case.facilitator_ids
+        for facilitator_id in told
     ]
 
 

@@ -37,6 +37,7 @@ pytestmark = pytest.mark.integration
 STAFF = Actor(kind="staff", id="F-ADMIN")
 VICTIM_EMAIL = "vera@example.org"
 FACILITATOR_EMAIL = "ann.facil@hub.example"
+COORDINATORS = "rj-coordinators@hub.example"
 
 
 class Relay:
@@ -46,10 +47,13 @@ class Relay:
     def __init__(self) -> None:
         self.received: list[EmailMessage] = []
         self.replies: list[str] = []
+        self.refused: set[str] = set()  # mailboxes that do not exist: a 550, for good
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
         if self.replies:
             return self.replies.pop(0)
+        if self.refused & set(envelope.rcpt_tos):
+            return "550 5.1.1 no such mailbox"
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         self.received.append(message)
@@ -119,13 +123,18 @@ def registered() -> FacilitatorRegistered:
     )  # fmt: skip
 
 
-async def a_case(db: asyncpg.Pool, feed: Feed, *, assigned: bool = True) -> None:
-    """A case accepted at ``ev.T0`` (inside the hours) with the victim's information due now."""
+async def a_case(
+    db: asyncpg.Pool, feed: Feed, *, assigned: bool = True, victim_safe: list[Channel] | None = None
+) -> None:
+    """A case accepted at ``ev.T0`` (inside the hours) with the victim's information due now; ``victim_safe``: the
+    channels the victim's safe-contact record allows."""
     records = [
         feed.add(topics.SCHEDULING, registered(), "reg-ann"),
         feed.add(topics.REFERRAL, ev.opened(), "opened"),
         feed.add(topics.REFERRAL, ev.accepted(), "accepted"),
     ]
+    if victim_safe is not None:
+        records.append(feed.add(topics.CONSENT, ev.safe_contact(ev.VICTIM, victim_safe), "safe-contact"))
     if assigned:
         records.append(feed.add(topics.CONSENT, ev.assigned(), "assigned"))
     records.append(feed.add(topics.REFERRAL, ev.victim_information_due(), "vi-due"))
@@ -219,3 +228,45 @@ async def test_1_a_send_in_doubt_that_gov_uk_notify_never_saw_is_cancelled_by_a_
     assert (info["status"], info["detail"]) == ("cancelled", "withdrawn")
     cancelled = [f["data"] for f in await facts_out(pool) if f["type"] == "rj.notification.cancelled"]
     assert [c["kind"] for c in cancelled] == ["victim_information"]
+
+
+# --- finding 2: a delivery problem with no facilitator to tell reaches the coordinators -----------------------
+
+
+def body(message: EmailMessage) -> str:
+    parts = [p.get_content() for p in message.walk() if p.get_content_type() in ("text/plain", "text/html")]
+    return f"{message['Subject']}\n" + "\n".join(parts)
+
+
+async def test_2_a_failed_message_on_a_case_with_no_facilitator_yet_is_told_to_the_coordinators(
+    pool: asyncpg.Pool,  # noqa: F811
+    smtp: tuple[Relay, int],
+) -> None:
+    relay, port = smtp
+    relay.refused.add(VICTIM_EMAIL)
+    configured = settings(port, notify_coordinator_email=COORDINATORS)
+    # The victim's information goes on acceptance, before anyone is assigned; email is their only safe channel.
+    await a_case(pool, Feed(), assigned=False, victim_safe=[Channel.email])
+    await send_everything_due(sender(pool, configured, ev.T0))
+
+    [told] = relay.to(COORDINATORS)
+    assert "Message not delivered" in told["Subject"] and "WM/2026/1" in body(told)
+    for personal in ("Vera", VICTIM_EMAIL, "1 Vic St", "07700900001", "Otto"):
+        assert personal not in body(told)
+    problem = (await sends(pool))["facilitator_delivery_problem"]
+    assert problem["status"] == "sent"
+
+
+async def test_2_a_facilitator_s_message_that_fails_is_told_to_the_coordinators(
+    pool: asyncpg.Pool,  # noqa: F811
+    smtp: tuple[Relay, int],
+) -> None:
+    relay, port = smtp
+    relay.refused.add(FACILITATOR_EMAIL)
+    configured = settings(port)  # no mailbox set: the staff email format's, with the id "coordinator"
+    await a_case(pool, Feed())
+    await send_everything_due(sender(pool, configured, ev.T0))
+
+    assert (await sends(pool))["facilitator_assigned"]["status"] == "failed"
+    [told] = relay.to("coordinator@rj-hub.example")
+    assert "Message not delivered" in told["Subject"]
