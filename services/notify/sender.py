@@ -12,7 +12,9 @@ the record leaves the row ``sending``, never ``waiting``: it is *in doubt*, and 
   backoff (a 429's ``retry_after``), up to ``NOTIFY_MAX_TRIES``; then it fails as ``gave_up``.
 - **Permanent failures** fall to the next channel the person's safe-contact record allows (a new notification,
   attempt + 1, its own ``scheduled`` fact), and the facilitators are told.
-- **Uncertain** (the connection dropped after the message went): as in doubt, at once.
+- **Uncertain** (a 5xx or a dropped connection after the message went): a channel that can be asked is asked at
+  once (it has it: recorded; it never saw it: sent again later, as a temporary failure; it cannot be asked now:
+  left in doubt); only SMTP's is recorded uncertain for good.
 
 What a message says is decided here, from the case as it stands (``compose``): an address rectified meanwhile is
 used, an erased person gets nothing. This module holds the loop and the bookkeeping; ``Composer`` (the message
@@ -142,7 +144,30 @@ class Sender:
             await self._record(row, intent, "permanent_failure", None, "no address", None)
             return
         result = await sender.send(message)
+        if str(result.outcome) == "uncertain":
+            await self._ask_after_uncertain(sender, row, intent, result.detail)
+            return
         await self._record(row, intent, str(result.outcome), result.provider_id, result.detail, result.retry_after_s)
+
+    async def _ask_after_uncertain(
+        self, sender: ChannelSender, row: asyncpg.Record, intent: store.SendIntent, detail: str
+    ) -> None:
+        """A send that may or may not have gone (a 5xx or a dropped connection from GOV.UK Notify): a channel that
+        can be asked is asked at once, by our id: it has it -> recorded as it is; it never saw it -> nothing went, so
+        it waits and goes again like a temporary failure; it cannot be asked just now -> left ``sending``, in doubt,
+        asked again after the lease. Only a channel that can never be asked (SMTP) records it uncertain for good."""
+        try:
+            known = await sender.lookup(row["notification_id"])
+        except self.cannot_look_up:
+            await self._record(row, intent, "uncertain", None, detail, None)
+            return
+        except self.lookup_failed as exc:
+            log.warning("notify_lookup_failed", notification_id=row["notification_id"], error=repr(exc))
+            return
+        if known is None:
+            await self._record(row, intent, "temporary_failure", None, f"{detail}; the provider never saw it", None)
+        else:
+            await self._record(row, intent, str(known.outcome), known.provider_id, "found by reference", None)
 
     async def _still_wanted(self, row: asyncpg.Record, intent: store.SendIntent) -> bool:
         """The last word before the channel is called, under the row's lock: False if a stop cancelled the row

@@ -270,3 +270,30 @@ async def test_2_a_facilitator_s_message_that_fails_is_told_to_the_coordinators(
     assert (await sends(pool))["facilitator_assigned"]["status"] == "failed"
     [told] = relay.to("coordinator@rj-hub.example")
     assert "Message not delivered" in told["Subject"]
+
+
+# --- finding 3: a 5xx or a dropped connection from GOV.UK Notify is looked up, not left uncertain ------------
+
+
+@pytest.mark.parametrize(("fault", "created"), [("500", True), ("500", False), ("drop", True), ("drop", False)])
+async def test_3_a_send_gov_uk_notify_answered_with_a_5xx_or_dropped_is_looked_up_and_goes_once(
+    pool: asyncpg.Pool,  # noqa: F811
+    notify: NotifyStandIn,
+    fault: str,
+    created: bool,
+) -> None:
+    configured = settings(**notify.settings(), notify_email_via="govuk")
+    await a_case(pool, Feed(), assigned=False)
+    if fault == "500":
+        notify.fail_next(1, 500, record=created)
+    else:
+        notify.drop_next(1, record=created)
+    await send_everything_due(sender(pool, configured, ev.T0))
+    await send_everything_due(sender(pool, configured, ev.T0 + timedelta(minutes=5)))  # past the first backoff
+
+    info = (await sends(pool))["victim_information"]
+    [accepted] = notify.by_reference(info["notification_id"])
+    assert (info["status"], info["provider_id"]) == ("sent", accepted.id)
+    assert info["tries"] == (1 if created else 2)
+    out = {f["type"] for f in await facts_out(pool)}
+    assert "rj.notification.uncertain" not in out and "rj.notification.sent" in out
