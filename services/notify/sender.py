@@ -260,7 +260,13 @@ class Sender:
                 if not await store.finish(conn, nid, "failed", provider_id=provider_id, detail=detail):
                     return
                 permanent = outcome != "temporary_failure"
-                failed_channels = [c for c in Channel if c is channel]
+                # Every channel this message was tried on (its earlier attempts' ids are derived), not just this
+                # one: else two channels that both fail for good would take turns for ever.
+                earlier = [
+                    domain.notification_id(intent.cause_event_id, kind, intent.recipient_id, attempt)
+                    for attempt in range(1, row["attempt"])
+                ]
+                failed_channels = [channel, *await store.channels_of(conn, earlier)] if channel else []
                 retry = None
                 if case is not None:
                     as_intent = domain.Intent(

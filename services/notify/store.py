@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import asyncpg
 from pydantic import BaseModel, ConfigDict
 
+from schemas.common import Channel
 from schemas.notify import CancelReason, NotificationKind, RecipientKind
 from schemas.pii import CasePii
 from schemas.scheduling import FacilitatorRegistered, VenueRegistered
@@ -248,6 +249,15 @@ async def retry_later(conn: asyncpg.Connection, notification_id: str, due_at: da
         due_at,
         detail[:500],
     )
+
+
+async def channels_of(conn: asyncpg.Connection, notification_ids: Sequence[str]) -> list[Channel]:
+    """The channels these sends went (or were to go) on."""
+    rows = await conn.fetch(
+        f"SELECT channel FROM {SENDS} WHERE notification_id = ANY($1::text[]) AND channel IS NOT NULL",
+        list(notification_ids),
+    )
+    return [Channel(r["channel"]) for r in rows]
 
 
 async def sends_of(conn: asyncpg.Connection, case_id: str) -> list[asyncpg.Record]:

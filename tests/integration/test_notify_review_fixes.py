@@ -297,3 +297,29 @@ async def test_3_a_send_gov_uk_notify_answered_with_a_5xx_or_dropped_is_looked_u
     assert info["tries"] == (1 if created else 2)
     out = {f["type"] for f in await facts_out(pool)}
     assert "rj.notification.uncertain" not in out and "rj.notification.sent" in out
+
+
+# --- finding 5: when every allowed channel fails for good, the message stops there ---------------------------
+
+
+async def test_5_a_message_whose_every_allowed_channel_fails_for_good_is_tried_once_on_each_then_stops(
+    pool: asyncpg.Pool,  # noqa: F811
+    smtp: tuple[Relay, int],
+) -> None:
+    relay, port = smtp
+    relay.refused.add(VICTIM_EMAIL)  # and "1 Vic St" is too short an address for a letter: both fail for good
+    configured = settings(port)  # no GOV.UK Notify: no SMS
+    await a_case(pool, Feed())
+    the_sender = sender(pool, configured, ev.T0)
+    for _ in range(10):  # bounded: before the fix it alternated between email and letter for ever
+        if not await the_sender.send_due():
+            break
+    else:
+        pytest.fail("still sending after 10 rounds")
+
+    rows = [r for r in await store.sends_of(pool, ev.CASE) if r["kind"] == "victim_information"]  # type: ignore[arg-type]
+    assert sorted((r["attempt"], r["channel"], r["status"]) for r in rows) == [
+        (1, "email", "failed"), (2, "sms", "failed"), (3, "letter", "failed")
+    ]  # fmt: skip
+    # (no SMS sender here: that fails for good too)
+    assert len(relay.to(FACILITATOR_EMAIL)) == 4  # the assignment, and each failure once
