@@ -131,15 +131,21 @@ class Sender:
                 await self._record(row, intent, "uncertain", None, "in doubt after a crash; cannot be asked", None)
                 return
             except self.lookup_failed as exc:  # stays sending: asked again after the lease, nothing sent meanwhile
-                log.warning("notify_lookup_failed", notification_id=row["notification_id"], error=repr(exc))
+                await self._provider_unreachable(row, intent, exc)
                 return
             if known is not None:
                 await self._record(row, intent, str(known.outcome), known.provider_id, "found by reference", None)
                 return
         if not await self._still_wanted(row, intent):
             return
-        async with self.pool.acquire() as conn:
-            message = await self.compose(conn, row, intent)
+        try:
+            async with self.pool.acquire() as conn:
+                message = await self.compose(conn, row, intent)
+        except Exception as exc:  # a fault in putting it into words: it fails for good, staff told, never stuck
+            log.error("notify_message_not_composed", notification_id=row["notification_id"], error=repr(exc))
+            await self._record(row, intent, "permanent_failure", None, f"not composed: {type(exc).__name__}", None,
+                               reason=FailureReason.not_composed)  # fmt: skip
+            return
         if message is None:
             await self._record(row, intent, "permanent_failure", None, "no address", None)
             return
@@ -162,12 +168,21 @@ class Sender:
             await self._record(row, intent, "uncertain", None, detail, None)
             return
         except self.lookup_failed as exc:
-            log.warning("notify_lookup_failed", notification_id=row["notification_id"], error=repr(exc))
+            await self._provider_unreachable(row, intent, exc)
             return
         if known is None:
             await self._record(row, intent, "temporary_failure", None, f"{detail}; the provider never saw it", None)
         else:
             await self._record(row, intent, str(known.outcome), known.provider_id, "found by reference", None)
+
+    async def _provider_unreachable(self, row: asyncpg.Record, intent: store.SendIntent, exc: BaseException) -> None:
+        """The provider could not be asked about a send in doubt: it stays ``sending`` and is asked again after the
+        lease, ``max_tries`` times; then it is recorded uncertain and the facilitator told, never left for ever."""
+        log.warning("notify_lookup_failed", notification_id=row["notification_id"], error=repr(exc))
+        async with transaction(self.pool) as conn:
+            rounds = await store.count_doubt_round(conn, row["notification_id"])
+        if rounds >= self.max_tries:
+            await self._record(row, intent, "uncertain", None, f"the provider could not be asked {rounds} times", None)
 
     async def _still_wanted(self, row: asyncpg.Record, intent: store.SendIntent) -> bool:
         """The last word before the channel is called, under the row's lock: False if a stop cancelled the row
@@ -211,6 +226,8 @@ class Sender:
         provider_id: str | None,
         detail: str,
         retry_after_s: float | None,
+        *,
+        reason: FailureReason | None = None,
     ) -> None:
         now = self.clock()
         case_id, nid = row["case_id"], row["notification_id"]
@@ -268,7 +285,7 @@ class Sender:
                 ]
                 failed_channels = [channel, *await store.channels_of(conn, earlier)] if channel else []
                 retry = None
-                if case is not None:
+                if case is not None and reason is not FailureReason.not_composed:  # another channel fails alike
                     as_intent = domain.Intent(
                         notification_id=nid, recipient_id=intent.recipient_id, recipient_kind=recipient_kind,
                         kind=kind, channel=channel, due_at=now, urgent=row["urgent"],
@@ -280,7 +297,8 @@ class Sender:
                     intake.failed_fact(
                         case_id, notification_id=nid, recipient_id=intent.recipient_id, recipient_kind=recipient_kind,
                         kind=kind, channel=channel,
-                        reason=FailureReason.rejected if permanent else FailureReason.gave_up, permanent=permanent,
+                        reason=reason or (FailureReason.rejected if permanent else FailureReason.gave_up),
+                        permanent=permanent,
                         next_channel=retry.channel if retry else None, attempt=row["attempt"], now=now,
                     )
                 )  # fmt: skip

@@ -226,6 +226,16 @@ async def mark_started(conn: asyncpg.Connection, notification_id: str) -> None:
     await conn.execute(f"UPDATE {SENDS} SET send_started_at = now() WHERE notification_id = $1", notification_id)
 
 
+async def count_doubt_round(conn: asyncpg.Connection, notification_id: str) -> int:
+    """One more time its provider could not be asked about a send in doubt; how many so far (0: not sending)."""
+    rounds = await conn.fetchval(
+        f"""UPDATE {SENDS} SET doubt_rounds = doubt_rounds + 1 WHERE notification_id = $1 AND status = 'sending'
+            RETURNING doubt_rounds""",
+        notification_id,
+    )
+    return int(rounds or 0)
+
+
 async def finish(
     conn: asyncpg.Connection, notification_id: str, status: str, *, provider_id: str | None, detail: str
 ) -> bool:

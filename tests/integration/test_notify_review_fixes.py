@@ -9,7 +9,7 @@ import email
 import email.policy
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
@@ -323,3 +323,57 @@ async def test_5_a_message_whose_every_allowed_channel_fails_for_good_is_tried_o
     ]  # fmt: skip
     # (no SMS sender here: that fails for good too)
     assert len(relay.to(FACILITATOR_EMAIL)) == 4  # the assignment, and each failure once
+
+
+# --- finding 6: no send is left `sending` for ever -------------------------------------------------------------
+
+
+async def test_6_a_message_that_cannot_be_composed_fails_for_good_and_the_facilitator_is_told(
+    pool: asyncpg.Pool,  # noqa: F811
+    smtp: tuple[Relay, int],
+) -> None:
+    relay, port = smtp
+    configured = settings(port)
+    await a_case(pool, Feed())
+    real = Composer(configured, lambda: ev.T0)
+
+    async def faulty(conn: asyncpg.Connection, row: asyncpg.Record, intent: store.SendIntent) -> Outbound | None:
+        if row["kind"] == "victim_information":
+            raise KeyError("due_by")  # a fault in putting it into words, not a ValueError
+        return await real(conn, row, intent)
+
+    the_sender = sender(pool, configured, ev.T0)
+    the_sender.compose = faulty
+    await send_everything_due(the_sender)
+
+    info = (await sends(pool))["victim_information"]
+    assert (info["status"], info["detail"]) == ("failed", "not composed: KeyError")
+    [failed] = [f["data"] for f in await facts_out(pool) if f["type"] == "rj.notification.failed"]
+    assert (failed["reason_code"], failed["permanent"]) == ("not_composed", True)
+    told = [m for m in relay.to(FACILITATOR_EMAIL) if "Message not delivered" in m["Subject"]]
+    assert len(told) == 1
+
+
+async def test_6_a_send_in_doubt_whose_provider_cannot_be_asked_becomes_uncertain_after_its_rounds(
+    pool: asyncpg.Pool,  # noqa: F811
+    notify: NotifyStandIn,
+) -> None:
+    configured = settings(**notify.settings(), notify_email_via="govuk")
+    await a_case(pool, Feed(), assigned=False)
+    async with pool.acquire() as conn:
+        [claimed] = await store.claim_due(conn, ev.T0, 10)
+        await store.mark_started(conn, claimed["notification_id"])  # then the process died
+    await notify.kill()  # and GOV.UK Notify cannot be reached
+
+    for round_ in range(1, 4):  # each round after the lease (claimed_at is the database's clock: ask from later)
+        later = datetime.now(UTC) + timedelta(days=round_)
+        the_sender = sender(pool, configured, later)
+        the_sender.max_tries = 3
+        assert await the_sender.resolve_in_doubt() == 1
+        info = (await sends(pool))["victim_information"]
+        assert info["status"] == ("sending" if round_ < 3 else "uncertain")
+    assert notify.accepted == []
+    out = [f for f in await facts_out(pool) if f["type"] == "rj.notification.uncertain"]
+    assert len(out) == 1
+    problem = (await sends(pool))["facilitator_delivery_problem"]  # the coordinators are told
+    assert problem["status"] == "waiting"
