@@ -41,17 +41,18 @@ COORDINATORS = "rj-coordinators@hub.example"
 
 
 class Relay:
-    """An SMTP server's handler: records what it takes; ``replies`` answers the next messages with these instead
-    (e.g. a 451) before taking any again."""
+    """An SMTP server's handler: records what it takes; ``replies`` answers a mailbox's next messages with these
+    instead (e.g. a 451) before taking any again; ``refused`` mailboxes get a 550."""
 
     def __init__(self) -> None:
         self.received: list[EmailMessage] = []
-        self.replies: list[str] = []
+        self.replies: dict[str, list[str]] = {}  # a mailbox's next answers instead of taking its messages
         self.refused: set[str] = set()  # mailboxes that do not exist: a 550, for good
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
-        if self.replies:
-            return self.replies.pop(0)
+        for to in envelope.rcpt_tos:
+            if self.replies.get(to):
+                return self.replies[to].pop(0)
         if self.refused & set(envelope.rcpt_tos):
             return "550 5.1.1 no such mailbox"
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
@@ -164,7 +165,7 @@ async def test_1_a_withdrawal_while_a_message_is_out_and_then_fails_for_now_canc
 
     async def withdraws() -> None:  # the victim withdraws while their message is with the SMTP server
         await processor(pool, ev.T0).process([feed.add(topics.COMMANDS, ev.withdraw(ev.VICTIM), "withdraw-1")])
-        relay.replies.append("451 4.3.0 try again later")
+        relay.replies[VICTIM_EMAIL] = ["451 4.3.0 try again later"]
 
     email_channel = Hooked(senders_from_settings(configured, pool)[Channel.email], VICTIM_EMAIL, withdraws)
     await send_everything_due(sender(pool, configured, ev.T0, email=email_channel))
