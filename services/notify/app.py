@@ -160,7 +160,10 @@ def cancelled_fact(
 async def cancel(conn: asyncpg.Connection, case_id: str, cancels: Sequence[domain.Cancel], now: datetime) -> list[Emit]:
     return [
         cancelled_fact(case_id, row, intent, reason, now)
-        for row, intent, reason in await store.cancel_waiting(conn, case_id, cancels)
+        for row, intent, reason in [
+            *await store.cancel_waiting(conn, case_id, cancels),
+            *await store.withdraw_letters(conn, case_id, cancels),  # queued, not printed yet: taken back
+        ]
     ]
 
 

@@ -186,6 +186,62 @@ async def cancel_waiting(
     return chosen
 
 
+async def withdraw_letters(
+    conn: asyncpg.Connection, case_id: str, cancels: Sequence[Cancel]
+) -> list[tuple[asyncpg.Record, SendIntent, CancelReason]]:
+    """Take back the case's queued letters not printed yet that any of ``cancels`` matches (a withdrawal's cancel
+    keeps the closure notice): withdrawn from the queue, their sends cancelled; return them, with why."""
+    if not cancels:
+        return []
+    rows = await conn.fetch(
+        f"""SELECT s.* FROM {SENDS} s JOIN {SCHEMA}.letters l ON l.notification_id = s.notification_id
+             WHERE s.case_id = $1 AND s.status = 'sent' AND s.channel = 'letter'
+               AND l.printed_at IS NULL AND l.withdrawn_at IS NULL
+             ORDER BY s.notification_id FOR UPDATE OF s, l""",
+        case_id,
+    )
+    if not rows:
+        return []
+    intents = await open_intents(conn, rows)
+    chosen = [
+        (row, intent, match.reason)
+        for row, intent in zip(rows, intents, strict=True)
+        if (match := _first_match(cancels, row, intent)) is not None
+    ]
+    if chosen:
+        ids, reasons = [r["notification_id"] for r, _, _ in chosen], [reason.value for _, _, reason in chosen]
+        await conn.execute(
+            f"""UPDATE {SCHEMA}.letters AS l SET withdrawn_at = now(), withdrawn_reason = u.reason
+                FROM unnest($1::text[], $2::text[]) AS u(id, reason) WHERE l.notification_id = u.id""",
+            ids,
+            reasons,
+        )
+        await conn.execute(
+            f"""UPDATE {SENDS} AS s SET status = 'cancelled', detail = 'letter withdrawn: ' || u.reason,
+                    finished_at = now()
+                FROM unnest($1::text[], $2::text[]) AS u(id, reason) WHERE s.notification_id = u.id""",
+            ids,
+            reasons,
+        )
+    return chosen
+
+
+def _first_match(cancels: Sequence[Cancel], row: asyncpg.Record, intent: SendIntent) -> Cancel | None:
+    return next(
+        (
+            c
+            for c in cancels
+            if c.matches(
+                recipient_id=intent.recipient_id,
+                recipient_kind=RecipientKind(row["recipient_kind"]),
+                kind=NotificationKind(row["kind"]),
+                about=row["about"],
+            )
+        ),
+        None,
+    )
+
+
 async def claim_due(conn: asyncpg.Connection, now: datetime, limit: int) -> list[asyncpg.Record]:
     """Mark up to ``limit`` due sends ``sending`` (another replica skips what this one holds); the caller commits
     before sending, so a crash while sending leaves them ``sending``: in doubt, never silently waiting again."""

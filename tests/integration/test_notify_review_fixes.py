@@ -378,3 +378,45 @@ async def test_6_a_send_in_doubt_whose_provider_cannot_be_asked_becomes_uncertai
     assert len(out) == 1
     problem = (await sends(pool))["facilitator_delivery_problem"]  # the coordinators are told
     assert problem["status"] == "waiting"
+
+
+# --- finding 7: a stop takes back queued letters not printed yet ----------------------------------------------
+
+
+async def test_7_a_withdrawal_takes_back_the_victim_s_queued_letter_before_it_is_printed(
+    pool: asyncpg.Pool,  # noqa: F811
+    smtp: tuple[Relay, int],
+    tmp_path: Any,
+) -> None:
+    from schemas.common import Contact
+    from services.notify.channels.letters import LetterQueue, LetterWithdrawn
+
+    relay, port = smtp
+    configured = settings(port)
+    feed = Feed()
+    home = Contact(email="vera@example.org", address="1 Vic Street\nWorcester\nWR1 1AA")
+    await processor(pool, ev.T0).process(
+        [
+            feed.add(topics.SCHEDULING, registered(), "reg-ann"),
+            feed.add(topics.REFERRAL, ev.opened(victim_contact=home), "opened"),
+            feed.add(topics.REFERRAL, ev.accepted(), "accepted"),
+            feed.add(topics.CONSENT, ev.assigned(), "assigned"),
+            feed.add(topics.CONSENT, ev.safe_contact(ev.VICTIM, [Channel.letter], letters_to_home_ok=True), "safe"),
+            feed.add(topics.REFERRAL, ev.victim_information_due(), "vi-due"),
+        ]
+    )
+    await send_everything_due(sender(pool, configured, ev.T0))
+    queue = LetterQueue(pool)
+    [letter] = await queue.unprinted()
+    assert (await sends(pool))["victim_information"]["status"] == "sent"  # queued
+
+    await processor(pool, ev.T0).process([feed.add(topics.COMMANDS, ev.withdraw(ev.VICTIM), "withdraw-1")])
+
+    assert await queue.unprinted() == []
+    with pytest.raises(LetterWithdrawn):
+        await queue.write_pdf(letter.letter_id, tmp_path / "letter.pdf", by="caseworker")
+    assert not (tmp_path / "letter.pdf").exists()
+    info = (await sends(pool))["victim_information"]
+    assert (info["status"], info["detail"]) == ("cancelled", "letter withdrawn: withdrawn")
+    cancelled = [f["data"] for f in await facts_out(pool) if f["type"] == "rj.notification.cancelled"]
+    assert [(c["kind"], c["channel"]) for c in cancelled] == [("victim_information", "letter")]
