@@ -87,6 +87,7 @@ class FailureReason(StrEnum):
     rejected = "rejected"  # the provider or server refused it for good (bad address, 5xx)
     gave_up = "gave_up"  # temporary failures went on past the retry limit
     no_address = "no_address"  # the channel chosen has no address on record any more (rectified, erased)
+    not_composed = "not_composed"  # the message could not be put into words (a fault): never sent, staff told
 
 
 # --- quiet hours: the compact form settings and preferences use --------------------------------

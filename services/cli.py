@@ -734,7 +734,7 @@ def audit_check(
 
 def _letter_queue(work: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``work(queue)`` on notify's letter queue at DATABASE_URL, with the key store (letters are sealed)."""
-    from services.notify.channels.letters import LetterErased, LetterNotFound, LetterQueue
+    from services.notify.channels.letters import LetterErased, LetterNotFound, LetterQueue, LetterWithdrawn
     from services.runtime import privacy
     from services.runtime.db import create_pool
 
@@ -751,7 +751,7 @@ def _letter_queue(work: Callable[[Any], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(main())
-    except (LetterNotFound, LetterErased) as exc:
+    except (LetterNotFound, LetterErased, LetterWithdrawn) as exc:
         _console(stderr=True).print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from exc
 

@@ -22,6 +22,7 @@ from schemas import topics
 from schemas.envelope import CloudEvent
 from schemas.notify import (
     SYSTEM_NOTIFY,
+    CancelReason,
     FailureReason,
     NotificationCancelled,
     NotificationFailed,
@@ -139,22 +140,31 @@ async def schedule_intents(
     return emits
 
 
+def cancelled_fact(
+    case_id: str, row: asyncpg.Record, intent: store.SendIntent, reason: CancelReason, now: datetime
+) -> Emit:
+    fact = NotificationCancelled(
+        case_id=case_id,
+        notification_id=row["notification_id"],
+        recipient_id=intent.recipient_id,
+        recipient_kind=RecipientKind(row["recipient_kind"]),
+        kind=NotificationKind(row["kind"]),
+        channel=row["channel"],
+        reason_code=reason,
+        cancelled_at=now,
+        decided_by=SYSTEM_NOTIFY,
+    )
+    return Emit(fact, f"cancelled:{row['notification_id']}")
+
+
 async def cancel(conn: asyncpg.Connection, case_id: str, cancels: Sequence[domain.Cancel], now: datetime) -> list[Emit]:
-    emits = []
-    for row, intent, reason in await store.cancel_waiting(conn, case_id, cancels):
-        fact = NotificationCancelled(
-            case_id=case_id,
-            notification_id=row["notification_id"],
-            recipient_id=intent.recipient_id,
-            recipient_kind=RecipientKind(row["recipient_kind"]),
-            kind=NotificationKind(row["kind"]),
-            channel=row["channel"],
-            reason_code=reason,
-            cancelled_at=now,
-            decided_by=SYSTEM_NOTIFY,
-        )
-        emits.append(Emit(fact, f"cancelled:{row['notification_id']}"))
-    return emits
+    return [
+        cancelled_fact(case_id, row, intent, reason, now)
+        for row, intent, reason in [
+            *await store.cancel_waiting(conn, case_id, cancels),
+            *await store.withdraw_letters(conn, case_id, cancels),  # queued, not printed yet: taken back
+        ]
+    ]
 
 
 async def take_in(

@@ -8,7 +8,8 @@ sees, so another party's data has no way into the message.
 - A participant's address comes from ``domain.address_for`` (their safe-contact record first); their language and
   format from their preferences. A withdraw link is minted only for kinds sent while the process runs
   (``messages.WITHDRAW_LINK_KINDS``) and only where the case allows links (``NotifyCase.links_allowed``).
-- A facilitator is written to at their registered work email, else ``NOTIFY_STAFF_EMAIL_FORMAT``.
+- A facilitator is written to at their registered work email, else ``NOTIFY_STAFF_EMAIL_FORMAT``; the hub's
+  coordinators (``domain.COORDINATOR``) at ``NOTIFY_COORDINATOR_EMAIL``.
 - The intent's facts are mapped to the kind's context fields: a venue id to its name, address and arrival
   arrangements; a withdrawal's cause to who withdrew (role only) and when; facts the kind does not show dropped.
 """
@@ -105,6 +106,14 @@ class Composer:
     ) -> tuple[PartyView, str] | None:
         if channel is not Channel.email:
             return None
+        if facilitator_id == domain.COORDINATOR:
+            mailbox = self.settings.notify_coordinator_email or self.settings.notify_staff_email_format.format(
+                id=facilitator_id
+            )
+            return PartyView(
+                person_id=facilitator_id, role=messages.FACILITATOR_ROLE, name=None, email=mailbox, phone=None,
+                address=None,
+            ), mailbox  # fmt: skip
         registered = await store.facilitator(conn, facilitator_id)
         email = (registered["email"] if registered else None) or self.settings.notify_staff_email_format.format(
             id=facilitator_id

@@ -111,6 +111,10 @@ STAFF_KINDS: frozenset[Kind] = frozenset(
 CHANNEL_ORDER: tuple[Channel, ...] = (Channel.email, Channel.sms, Channel.letter)
 """Which channel goes next when the preferred one is not allowed (or failed for good). Calls are not automated."""
 
+COORDINATOR = "coordinator"
+"""The staff recipient id of the hub's coordinators' mailbox (``NOTIFY_COORDINATOR_EMAIL``): told of delivery
+problems no facilitator is there to hear of."""
+
 _ID_NS = uuid.UUID("6f1d0c52-9a3e-4b7f-8d21-3c5e7a9b1f04")
 
 
@@ -413,6 +417,26 @@ def participant_may_receive(case: NotifyCase, kind: Kind, person_id: str) -> boo
     if kind is Kind.survey_invitation:
         return not case.withdrawn and not case.stopped_by_withdrawal and not case.held and not case.stops_pending
     return not case.stopped and not case.closed
+
+
+def stop_reason(
+    case: NotifyCase | None, kind: Kind, recipient_kind: RecipientKind, person_id: str
+) -> CancelReason | None:
+    """Why a participant's message decided earlier may no longer go now (None: it may), asked by the sender just
+    before the channel is called and again before a temporary failure waits to retry: a stop processed while it
+    was claimed, sending or in doubt cancels it as a stop cancels what waits. Staff messages always go."""
+    if case is None or recipient_kind is RecipientKind.staff or participant_may_receive(case, kind, person_id):
+        return None
+    person = case.person(person_id)
+    if person is not None and person.erased:
+        return CancelReason.erased
+    if case.withdrawn or case.stopped_by_withdrawal or case.silenced(person_id):
+        return CancelReason.withdrawn
+    if case.held or any(s.kind == "hold" for s in case.stops_pending):
+        return CancelReason.held
+    if case.stops_pending:
+        return CancelReason.withdrawn
+    return CancelReason.case_closed
 
 
 # --- the handlers -----------------------------------------------------------------------------------
@@ -968,10 +992,16 @@ def delivery_problem(
     now: datetime,
 ) -> list[Intent]:
     """The facilitators are told, at once, that a participant's message failed, has no safe channel, or may or
-    may not have gone (``problem``): which role and which kind of message, never an address or what it said. A
-    staff message's problem is logged, not mailed (it could only fail again the same way)."""
+    may not have gone (``problem``): which role and which kind of message, never an address or what it said. With
+    no facilitator assigned yet (the victim's information goes on acceptance, before anyone is), and for a
+    facilitator's own message, the hub's coordinators are told (``COORDINATOR``); a problem with the coordinators'
+    message is logged, not mailed (it could only fail again the same way)."""
     if recipient_kind is RecipientKind.staff:
-        return []
+        if recipient_id == COORDINATOR:
+            return []
+        told: tuple[str, ...] = (COORDINATOR,)
+    else:
+        told = case.facilitator_ids or (COORDINATOR,)
     person = case.person(recipient_id)
     facts = {
         "problem": problem,
@@ -992,7 +1022,7 @@ def delivery_problem(
             cause_event_id=notification,
             facts=facts,
         )
-        for facilitator_id in case.facilitator_ids
+        for facilitator_id in told
     ]
 
 

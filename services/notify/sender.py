@@ -16,7 +16,9 @@ the record leaves the row ``sending``, never ``waiting``: it is *in doubt*, and 
   backoff (a 429's ``retry_after``), up to ``NOTIFY_MAX_TRIES``; then it fails as ``gave_up``.
 - **Permanent failures** fall to the next channel the person's safe-contact record allows (a new notification,
   attempt + 1, its own ``scheduled`` fact), and the facilitators are told.
-- **Uncertain** (the connection dropped after the message went): as in doubt, at once.
+- **Uncertain** (a 5xx or a dropped connection after the message went): a channel that can be asked is asked at
+  once (it has it: recorded; it never saw it: sent again later, as a temporary failure; it cannot be asked now:
+  left in doubt); only SMTP's is recorded uncertain for good.
 
 What a message says is decided here, from the case as it stands (``compose``): an address rectified meanwhile is
 used, an erased person gets nothing. This module holds the loop and the bookkeeping; ``Composer`` (the message
@@ -38,6 +40,7 @@ from schemas import topics
 from schemas.common import Channel
 from schemas.notify import (
     SYSTEM_NOTIFY,
+    CancelReason,
     FailureReason,
     NotificationKind,
     NotificationSent,
@@ -125,24 +128,102 @@ class Sender:
         sender = self.senders.get(channel)
         async with self.pool.acquire() as conn:
             [intent] = await store.open_intents(conn, [row])
-            message = await self.compose(conn, row, intent)
-        if sender is None or message is None:
-            await self._record(row, intent, "permanent_failure", None, "no address or no sender", None)
+        if sender is None:
+            await self._record(row, intent, "permanent_failure", None, "no sender for the channel", None)
             return
-        if in_doubt:
+        if in_doubt:  # asked before anything else: what the provider has is recorded as it is, stop or not
             try:
                 known = await sender.lookup(row["notification_id"])
             except self.cannot_look_up:
                 await self._record(row, intent, "uncertain", None, "in doubt after a crash; cannot be asked", None)
                 return
             except self.lookup_failed as exc:  # stays sending: asked again after the lease, nothing sent meanwhile
-                log.warning("notify_lookup_failed", notification_id=row["notification_id"], error=repr(exc))
+                await self._provider_unreachable(row, intent, exc)
                 return
             if known is not None:
                 await self._record(row, intent, str(known.outcome), known.provider_id, "found by reference", None)
                 return
+        if not await self._still_wanted(row, intent):
+            return
+        try:
+            async with self.pool.acquire() as conn:
+                message = await self.compose(conn, row, intent)
+        except Exception as exc:  # a fault in putting it into words: it fails for good, staff told, never stuck
+            log.error("notify_message_not_composed", notification_id=row["notification_id"], error=repr(exc))
+            await self._record(row, intent, "permanent_failure", None, f"not composed: {type(exc).__name__}", None,
+                               reason=FailureReason.not_composed)  # fmt: skip
+            return
+        if message is None:
+            await self._record(row, intent, "permanent_failure", None, "no address", None)
+            return
         result = await sender.send(message)
+        if str(result.outcome) == "uncertain":
+            await self._ask_after_uncertain(sender, row, intent, result.detail)
+            return
         await self._record(row, intent, str(result.outcome), result.provider_id, result.detail, result.retry_after_s)
+
+    async def _ask_after_uncertain(
+        self, sender: ChannelSender, row: asyncpg.Record, intent: store.SendIntent, detail: str
+    ) -> None:
+        """A send that may or may not have gone (a 5xx or a dropped connection from GOV.UK Notify): a channel that
+        can be asked is asked at once, by our id: it has it -> recorded as it is; it never saw it -> nothing went, so
+        it waits and goes again like a temporary failure; it cannot be asked just now -> left ``sending``, in doubt,
+        asked again after the lease. Only a channel that can never be asked (SMTP) records it uncertain for good."""
+        try:
+            known = await sender.lookup(row["notification_id"])
+        except self.cannot_look_up:
+            await self._record(row, intent, "uncertain", None, detail, None)
+            return
+        except self.lookup_failed as exc:
+            await self._provider_unreachable(row, intent, exc)
+            return
+        if known is None:
+            await self._record(row, intent, "temporary_failure", None, f"{detail}; the provider never saw it", None)
+        else:
+            await self._record(row, intent, str(known.outcome), known.provider_id, "found by reference", None)
+
+    async def _provider_unreachable(self, row: asyncpg.Record, intent: store.SendIntent, exc: BaseException) -> None:
+        """The provider could not be asked about a send in doubt: it stays ``sending`` and is asked again after the
+        lease, ``max_tries`` times; then it is recorded uncertain and the facilitator told, never left for ever."""
+        log.warning("notify_lookup_failed", notification_id=row["notification_id"], error=repr(exc))
+        async with transaction(self.pool) as conn:
+            rounds = await store.count_doubt_round(conn, row["notification_id"])
+        if rounds >= self.max_tries:
+            await self._record(row, intent, "uncertain", None, f"the provider could not be asked {rounds} times", None)
+
+    async def _still_wanted(self, row: asyncpg.Record, intent: store.SendIntent) -> bool:
+        """The last word before the channel is called, under the row's lock: False if a stop cancelled the row
+        while it was claimed, or if the case as it stands no longer lets it go (a withdrawal or hold processed
+        since it was decided, while it waited to retry, or while it was in doubt): then it is recorded cancelled
+        with the stop's reason, and its fact goes. True: marked started, so no stop cancels it from here on."""
+        now, nid = self.clock(), row["notification_id"]
+        async with transaction(self.pool) as conn:
+            if await store.lock_sending(conn, nid) is None:
+                return False
+            case = await store.read_case(conn, row["case_id"])
+            reason = domain.stop_reason(
+                case, NotificationKind(row["kind"]), RecipientKind(row["recipient_kind"]), intent.recipient_id
+            )
+            if reason is None:
+                await store.mark_started(conn, nid)
+                return True
+            await self._cancelled(conn, row, intent, reason, now)
+            return False
+
+    async def _cancelled(
+        self,
+        conn: asyncpg.Connection,
+        row: asyncpg.Record,
+        intent: store.SendIntent,
+        reason: CancelReason,
+        now: datetime,
+    ) -> None:
+        """Record a claimed send cancelled (it never reached the channel, or will not again) and say so."""
+        if not await store.finish(conn, row["notification_id"], "cancelled", provider_id=None, detail=reason.value):
+            return
+        emit = intake.cancelled_fact(row["case_id"], row, intent, reason, now)
+        await write_outbox(conn, store.SCHEMA, facts(topics.NOTIFY, intake.SOURCE, row["case_id"], [emit], cause=None,
+                                                     now=now, force=row["force"]))  # fmt: skip
 
     async def _record(
         self,
@@ -152,6 +233,8 @@ class Sender:
         provider_id: str | None,
         detail: str,
         retry_after_s: float | None,
+        *,
+        reason: FailureReason | None = None,
     ) -> None:
         now = self.clock()
         case_id, nid = row["case_id"], row["notification_id"]
@@ -176,6 +259,10 @@ class Sender:
                 )
                 emits.append(Emit(fact, f"sent:{nid}"))
             elif outcome == "temporary_failure" and row["tries"] < self.max_tries:
+                stop = domain.stop_reason(case, kind, recipient_kind, intent.recipient_id)
+                if stop is not None:  # the case stopped while this was out: it does not wait to go again
+                    await self._cancelled(conn, row, intent, stop, now)
+                    return
                 backoff = timedelta(seconds=retry_after_s or min(2 ** row["tries"], self.retry_max.total_seconds()))
                 await store.retry_later(conn, nid, now + backoff, detail)
                 return
@@ -197,9 +284,15 @@ class Sender:
                 if not await store.finish(conn, nid, "failed", provider_id=provider_id, detail=detail):
                     return
                 permanent = outcome != "temporary_failure"
-                failed_channels = [c for c in Channel if c is channel]
+                # Every channel this message was tried on (its earlier attempts' ids are derived), not just this
+                # one: else two channels that both fail for good would take turns for ever.
+                earlier = [
+                    domain.notification_id(intent.cause_event_id, kind, intent.recipient_id, attempt)
+                    for attempt in range(1, row["attempt"])
+                ]
+                failed_channels = [channel, *await store.channels_of(conn, earlier)] if channel else []
                 retry = None
-                if case is not None:
+                if case is not None and reason is not FailureReason.not_composed:  # another channel fails alike
                     as_intent = domain.Intent(
                         notification_id=nid, recipient_id=intent.recipient_id, recipient_kind=recipient_kind,
                         kind=kind, channel=channel, due_at=now, urgent=row["urgent"],
@@ -211,7 +304,8 @@ class Sender:
                     intake.failed_fact(
                         case_id, notification_id=nid, recipient_id=intent.recipient_id, recipient_kind=recipient_kind,
                         kind=kind, channel=channel,
-                        reason=FailureReason.rejected if permanent else FailureReason.gave_up, permanent=permanent,
+                        reason=reason or (FailureReason.rejected if permanent else FailureReason.gave_up),
+                        permanent=permanent,
                         next_channel=retry.channel if retry else None, attempt=row["attempt"], now=now,
                     )
                 )  # fmt: skip

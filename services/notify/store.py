@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import asyncpg
 from pydantic import BaseModel, ConfigDict
 
+from schemas.common import Channel
 from schemas.notify import CancelReason, NotificationKind, RecipientKind
 from schemas.pii import CasePii
 from schemas.scheduling import FacilitatorRegistered, VenueRegistered
@@ -147,11 +148,15 @@ async def open_intents(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record])
 async def cancel_waiting(
     conn: asyncpg.Connection, case_id: str, cancels: Sequence[Cancel]
 ) -> list[tuple[asyncpg.Record, SendIntent, CancelReason]]:
-    """Cancel the case's waiting sends that any of ``cancels`` matches; return them, as they were, with why."""
+    """Cancel the case's waiting sends that any of ``cancels`` matches, and those claimed whose channel has not been
+    called yet (``send_started_at``: set under the row's lock by ``start_sending``, so the two never both win);
+    return them, as they were, with why."""
     if not cancels:
         return []
     rows = await conn.fetch(
-        f"SELECT * FROM {SENDS} WHERE case_id = $1 AND status = 'waiting' ORDER BY notification_id FOR UPDATE",
+        f"""SELECT * FROM {SENDS}
+             WHERE case_id = $1 AND (status = 'waiting' OR (status = 'sending' AND send_started_at IS NULL))
+             ORDER BY notification_id FOR UPDATE""",
         case_id,
     )
     if not rows:
@@ -182,6 +187,62 @@ async def cancel_waiting(
             [reason.value for _, _, reason in chosen],
         )
     return chosen
+
+
+async def withdraw_letters(
+    conn: asyncpg.Connection, case_id: str, cancels: Sequence[Cancel]
+) -> list[tuple[asyncpg.Record, SendIntent, CancelReason]]:
+    """Take back the case's queued letters not printed yet that any of ``cancels`` matches (a withdrawal's cancel
+    keeps the closure notice): withdrawn from the queue, their sends cancelled; return them, with why."""
+    if not cancels:
+        return []
+    rows = await conn.fetch(
+        f"""SELECT s.* FROM {SENDS} s JOIN {SCHEMA}.letters l ON l.notification_id = s.notification_id
+             WHERE s.case_id = $1 AND s.status = 'sent' AND s.channel = 'letter'
+               AND l.printed_at IS NULL AND l.withdrawn_at IS NULL
+             ORDER BY s.notification_id FOR UPDATE OF s, l""",
+        case_id,
+    )
+    if not rows:
+        return []
+    intents = await open_intents(conn, rows)
+    chosen = [
+        (row, intent, match.reason)
+        for row, intent in zip(rows, intents, strict=True)
+        if (match := _first_match(cancels, row, intent)) is not None
+    ]
+    if chosen:
+        ids, reasons = [r["notification_id"] for r, _, _ in chosen], [reason.value for _, _, reason in chosen]
+        await conn.execute(
+            f"""UPDATE {SCHEMA}.letters AS l SET withdrawn_at = now(), withdrawn_reason = u.reason
+                FROM unnest($1::text[], $2::text[]) AS u(id, reason) WHERE l.notification_id = u.id""",
+            ids,
+            reasons,
+        )
+        await conn.execute(
+            f"""UPDATE {SENDS} AS s SET status = 'cancelled', detail = 'letter withdrawn: ' || u.reason,
+                    finished_at = now()
+                FROM unnest($1::text[], $2::text[]) AS u(id, reason) WHERE s.notification_id = u.id""",
+            ids,
+            reasons,
+        )
+    return chosen
+
+
+def _first_match(cancels: Sequence[Cancel], row: asyncpg.Record, intent: SendIntent) -> Cancel | None:
+    return next(
+        (
+            c
+            for c in cancels
+            if c.matches(
+                recipient_id=intent.recipient_id,
+                recipient_kind=RecipientKind(row["recipient_kind"]),
+                kind=NotificationKind(row["kind"]),
+                about=row["about"],
+            )
+        ),
+        None,
+    )
 
 
 async def hold_sender_id(conn: asyncpg.Connection) -> int:
@@ -236,6 +297,28 @@ async def claim_in_doubt(
     )
 
 
+async def lock_sending(conn: asyncpg.Connection, notification_id: str) -> asyncpg.Record | None:
+    """The send, locked, if it is still ``sending`` (None: a stop cancelled it, or another replica finished it)."""
+    return await conn.fetchrow(
+        f"SELECT * FROM {SENDS} WHERE notification_id = $1 AND status = 'sending' FOR UPDATE", notification_id
+    )
+
+
+async def mark_started(conn: asyncpg.Connection, notification_id: str) -> None:
+    """The channel is about to be called: from here on a stop no longer cancels this send (it may go out)."""
+    await conn.execute(f"UPDATE {SENDS} SET send_started_at = now() WHERE notification_id = $1", notification_id)
+
+
+async def count_doubt_round(conn: asyncpg.Connection, notification_id: str) -> int:
+    """One more time its provider could not be asked about a send in doubt; how many so far (0: not sending)."""
+    rounds = await conn.fetchval(
+        f"""UPDATE {SENDS} SET doubt_rounds = doubt_rounds + 1 WHERE notification_id = $1 AND status = 'sending'
+            RETURNING doubt_rounds""",
+        notification_id,
+    )
+    return int(rounds or 0)
+
+
 async def finish(
     conn: asyncpg.Connection, notification_id: str, status: str, *, provider_id: str | None, detail: str
 ) -> bool:
@@ -253,12 +336,21 @@ async def finish(
 
 async def retry_later(conn: asyncpg.Connection, notification_id: str, due_at: datetime, detail: str) -> None:
     await conn.execute(
-        f"""UPDATE {SENDS} SET status = 'waiting', due_at = $2, detail = $3, claimed_at = NULL
+        f"""UPDATE {SENDS} SET status = 'waiting', due_at = $2, detail = $3, claimed_at = NULL, send_started_at = NULL
              WHERE notification_id = $1 AND status = 'sending'""",
         notification_id,
         due_at,
         detail[:500],
     )
+
+
+async def channels_of(conn: asyncpg.Connection, notification_ids: Sequence[str]) -> list[Channel]:
+    """The channels these sends went (or were to go) on."""
+    rows = await conn.fetch(
+        f"SELECT channel FROM {SENDS} WHERE notification_id = ANY($1::text[]) AND channel IS NOT NULL",
+        list(notification_ids),
+    )
+    return [Channel(r["channel"]) for r in rows]
 
 
 async def sends_of(conn: asyncpg.Connection, case_id: str) -> list[asyncpg.Record]:

@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     # intake, how many it sends at once, and how long a send may stay claimed before it counts as in doubt (the
     # process that claimed it died mid-send). A facilitator with no email registered is written to at
     # NOTIFY_STAFF_EMAIL_FORMAT ({id} is their id). Participants' messages name the hub and its phone number.
+    # NOTIFY_COORDINATOR_EMAIL: the hub's coordinators' mailbox, told of a delivery problem on a case no facilitator
+    # is assigned to yet (the victim's information goes before anyone is) and of a staff message that failed
+    # (empty: NOTIFY_STAFF_EMAIL_FORMAT with the id "coordinator").
     notify_quiet_hours: str = ""
     notify_meeting_reminder_hours: float = Field(default=48.0, gt=0)
     notify_poll_interval_s: float = Field(default=1.0, gt=0)
@@ -158,6 +161,7 @@ class Settings(BaseSettings):
     notify_retry_max_s: float = Field(default=3600.0, gt=0)
     notify_max_tries: int = Field(default=12, ge=1)
     notify_staff_email_format: str = "{id}@rj-hub.example"
+    notify_coordinator_email: str = ""
     notify_service_name: str = "West Mercia Restorative Justice Hub"
     notify_service_phone: str = "01905 000000"
     # The notify service's channels (services/notify/channels/). Email goes over SMTP or GOV.UK Notify; SMS always

@@ -231,7 +231,12 @@ async def test_a_relay_that_is_down_is_a_temporary_failure() -> None:
         ({"to": "not an address"}, "no @"),
         ({"to": f"{RECIPIENT}\r\nBcc: someone@elsewhere.example"}, "a header smuggled into the address"),
         (
-            {"rendered": Rendered(subject="Hello\r\nBcc: someone@elsewhere.example", text="t", html="h", sms="s")},
+            # Rendered itself refuses a subject of two lines; one built around it must still be refused here.
+            {
+                "rendered": Rendered.model_construct(
+                    subject="Hello\r\nBcc: someone@elsewhere.example", text="t", html="h", sms="s"
+                )
+            },
             "a header smuggled into the subject",
         ),
     ],

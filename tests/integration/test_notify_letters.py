@@ -59,9 +59,13 @@ async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
+MASTER = MasterKeys.generate("v1")
+"""The module's one master key: every letter of the module's database is under it, so the CLI (given it) opens any."""
+
+
 @pytest.fixture(scope="module")
 def privacy() -> Privacy:
-    return Privacy(KeyStore(MasterKeys.parse(MasterKeys.generate("v1"))))
+    return Privacy(KeyStore(MasterKeys.parse(MASTER)))
 
 
 @pytest.fixture
@@ -283,10 +287,9 @@ async def test_a_caseworker_lists_and_prints_a_letter_with_the_rj_command(
 ) -> None:
     from tests.harness import run_rj
 
-    master = MasterKeys.generate("v1")
-    own = LetterQueue(queue.pool, Privacy(KeyStore(MasterKeys.parse(master))))
+    master = MASTER
     message = letter()
-    sent = await own.send(message)
+    sent = await queue.send(message)
     assert sent.outcome is Outcome.sent and sent.provider_id
     settings = Settings(database_url=database, master_keys=SecretStr(master))
 

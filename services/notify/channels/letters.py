@@ -100,6 +100,10 @@ class LetterNotFound(LookupError):
     """No letter has that id."""
 
 
+class LetterWithdrawn(Exception):
+    """A stop took the letter back before it was printed (the person withdrew, the case is on hold, ...)."""
+
+
 class LetterErased(Exception):
     """The letter's recipient was erased: its content is gone for good."""
 
@@ -265,7 +269,8 @@ class LetterQueue:
             rows = await conn.fetch(
                 f"""SELECT letter_id::text, notification_id, case_id, person_id, large_print, pages, created_at,
                            printed_at, left(pdf, 64) AS token
-                    FROM {self.table} WHERE printed_at IS NULL ORDER BY created_at, letter_id LIMIT $1""",
+                    FROM {self.table} WHERE printed_at IS NULL AND withdrawn_at IS NULL
+                    ORDER BY created_at, letter_id LIMIT $1""",
                 limit,
             )
             erased = await self._erased(conn, [r["token"] for r in rows])
@@ -299,7 +304,8 @@ class LetterQueue:
         return [k is not None and (key := batch.keys.by_id(k)) is not None and key.destroyed for k in key_ids]
 
     async def open(self, letter_id: str) -> OpenedLetter:
-        """The letter's PDF and HTML. Raises ``LetterNotFound``, or ``LetterErased`` once its recipient is."""
+        """The letter's PDF and HTML. Raises ``LetterNotFound``, ``LetterWithdrawn`` once a stop took it back, or
+        ``LetterErased`` once its recipient is erased."""
         try:
             uuid.UUID(letter_id)
         except ValueError:
@@ -307,10 +313,14 @@ class LetterQueue:
         batch = self.privacy.new_batch()
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(
-                f"SELECT case_id, person_id, pdf, html FROM {self.table} WHERE letter_id = $1", letter_id
+                f"""SELECT case_id, person_id, pdf, html, withdrawn_reason FROM {self.table}
+                    WHERE letter_id = $1""",
+                letter_id,
             )
             if row is None:
                 raise LetterNotFound(f"no letter {letter_id!r}")
+            if row["withdrawn_reason"] is not None:
+                raise LetterWithdrawn(f"letter {letter_id} was withdrawn before printing ({row['withdrawn_reason']})")
             document = {"person_id": row["person_id"], "pdf": row["pdf"], "html": row["html"]}
             [opened] = await batch.open_documents(conn, SealedLetter, [document], [row["case_id"]], owned=True)
         if opened.erased:
