@@ -360,11 +360,18 @@ async def test_an_unknown_command_type_is_rejected_by_the_steward_and_passed_ove
 def test_every_command_type_has_one_owner_that_consumes_it() -> None:
     from schemas.registry import COMMAND_OWNER
     from services.consent.app import CONSUMES as CONSENT
+    from services.notify.app import CONSUMES as NOTIFY
     from services.privacy.app import CONSUMES as PRIVACY
     from services.referral.app import CONSUMES as REFERRAL
     from services.scheduling.domain import CONSUMES as SCHEDULING
 
-    consumed = {"referral": REFERRAL, "consent": CONSENT, "scheduling": SCHEDULING, "privacy": PRIVACY}
+    consumed = {
+        "referral": REFERRAL,
+        "consent": CONSENT,
+        "scheduling": SCHEDULING,
+        "privacy": PRIVACY,
+        "notify": NOTIFY,
+    }
     # Every Command is owned (registrations, which are not about a case, are owned too).
     assert {t for t, m in REGISTRY.models.items() if issubclass(m, Command)} <= set(COMMAND_OWNER)
     for command_type, owner in COMMAND_OWNER.items():
