@@ -257,3 +257,50 @@ async def case_entries(conn: asyncpg.Connection, case_id: str, below: int) -> li
 
 async def recorded_size(conn: asyncpg.Connection) -> int:
     return await conn.fetchval(f"SELECT coalesce(max(size), 0) FROM {SCHEMA}.tree_states")  # type: ignore[no-any-return]
+
+
+async def entry_chunk(
+    conn: asyncpg.Connection, start: int, end: int
+) -> tuple[list[asyncpg.Record], list[bytes | None]]:
+    """What verifying reads of the entries with index in ``[start, end)``: rows in index order (idx, topic,
+    partition, the offset as 8 bytes big-endian followed by the body, leaf), and the leaf the tree was built with
+    (level 0 of the stored subtrees) at each index from ``start``, None where none is stored.
+
+    The offset's bytes and the body come as one value, as the leaf's data has them (``merkle.entry_leaf_data``):
+    a column fewer to decode for each of a million rows, and the offset needs no encoding here."""
+    rows = await conn.fetch(
+        f'SELECT idx, topic, partition, int8send("offset") || body, leaf FROM {SCHEMA}.entries '
+        "WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+        start,
+        end,
+    )
+    # One value for the whole range rather than a row each; its count and bounds say whether any is missing.
+    stored = await conn.fetchrow(
+        f"""SELECT count(*) AS n, min(position) AS first, max(position) AS last,
+                   string_agg(hash, ''::bytea ORDER BY position) AS hashes
+            FROM {SCHEMA}.subtrees WHERE level = 0 AND position >= $1 AND position < $2""",
+        start,
+        end,
+    )
+    assert stored is not None
+    joined: bytes = stored["hashes"] or b""
+    hashes: list[bytes | None] = [joined[i : i + merkle.HASH_SIZE] for i in range(0, len(joined), merkle.HASH_SIZE)]
+    if stored["n"] and (stored["first"] != start or stored["last"] - stored["first"] + 1 != stored["n"]):
+        positions = await conn.fetch(
+            f"SELECT position, hash FROM {SCHEMA}.subtrees WHERE level = 0 AND position >= $1 AND position < $2",
+            start,
+            end,
+        )
+        at = {r["position"]: bytes(r["hash"]) for r in positions}
+        hashes = [at.get(i) for i in range(start, end)]
+    return rows, hashes
+
+
+async def entry_from(conn: asyncpg.Connection, start: int) -> Entry | None:
+    """The first entry stored at index ``start`` or after it."""
+    row = await conn.fetchrow(
+        f'SELECT idx, topic, partition, "offset", key, body, leaf FROM {SCHEMA}.entries '
+        "WHERE idx >= $1 ORDER BY idx LIMIT 1",
+        start,
+    )
+    return None if row is None else _entry(row)
