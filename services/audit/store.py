@@ -170,16 +170,23 @@ def _asked(make_proof: object) -> list[tuple[int, int]]:
 
 async def inclusion_proofs(conn: asyncpg.Connection, indexes: Sequence[int], size: int) -> list[list[bytes]]:
     """The inclusion proof of each leaf of ``indexes`` in the tree of ``size`` leaves, from stored subtrees."""
-    store = StoredSubtrees()
-    ranges = [r for i in indexes for r in _asked(lambda f, i=i: merkle.inclusion_proof(f, i, size))]
-    await store.load(conn, ranges)
-    return [merkle.inclusion_proof(store, i, size) for i in indexes]
+    return (await proofs(conn, indexes, size, []))[0]
 
 
 async def consistency_proof(conn: asyncpg.Connection, first: int, second: int) -> list[bytes]:
-    store = StoredSubtrees()
-    await store.load(conn, _asked(lambda f: merkle.consistency_proof(f, first, second)))
-    return merkle.consistency_proof(store, first, second)
+    return (await proofs(conn, [], second, [first]))[1][0]
+
+
+async def proofs(
+    conn: asyncpg.Connection, indexes: Sequence[int], size: int, earlier_sizes: Sequence[int]
+) -> tuple[list[list[bytes]], list[list[bytes]]]:
+    """The inclusion proofs of ``indexes`` and the consistency proofs from each of ``earlier_sizes``, all in the
+    tree of ``size`` leaves, from stored subtrees read in one query (an export asks for both at once)."""
+    inclusion = [lambda f, i=i: merkle.inclusion_proof(f, i, size) for i in indexes]
+    consistency = [lambda f, e=e: merkle.consistency_proof(f, e, size) for e in earlier_sizes]
+    hashes = StoredSubtrees()
+    await hashes.load(conn, [r for make in (*inclusion, *consistency) for r in _asked(make)])
+    return [make(hashes) for make in inclusion], [make(hashes) for make in consistency]
 
 
 # --- signed heads ------------------------------------------------------------------------------------------

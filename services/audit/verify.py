@@ -232,8 +232,9 @@ async def export_case(conn: asyncpg.Connection, key: Ed25519PrivateKey, case_id:
     latest = max(signed, key=lambda s: (s.head.tree_size, s.head.timestamp_ms))
     size = latest.head.tree_size
     entries = await store.case_entries(conn, case_id, size)
-    proofs = await store.inclusion_proofs(conn, [e.idx for e in entries], size)
-    earlier = [(s, await store.consistency_proof(conn, s.head.tree_size, size)) for s in signed if s is not latest]
+    others = [s for s in signed if s is not latest]
+    proofs, consistency = await store.proofs(conn, [e.idx for e in entries], size, [s.head.tree_size for s in others])
+    earlier = list(zip(others, consistency, strict=True))
     return check.write_export(
         key,
         latest,
