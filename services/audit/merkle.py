@@ -40,6 +40,12 @@ def leaf_hash(data: bytes) -> bytes:
     return hashlib.sha256(_LEAF_PREFIX + data).digest()
 
 
+def leaf_hasher(data_start: bytes) -> hashlib._Hash:
+    """A SHA-256 already fed the leaf prefix and ``data_start``: ``copy()`` it, ``update`` it with the rest of a
+    leaf's data and its ``digest()`` is ``leaf_hash(data_start + rest)``, the shared start hashed only once."""
+    return hashlib.sha256(_LEAF_PREFIX + data_start)
+
+
 def node_hash(left: bytes, right: bytes) -> bytes:
     """SHA-256(0x01 || left || right)."""
     return hashlib.sha256(_NODE_PREFIX + left + right).digest()

@@ -180,16 +180,23 @@ def _asked(make_proof: object) -> list[tuple[int, int]]:
 
 async def inclusion_proofs(conn: asyncpg.Connection, indexes: Sequence[int], size: int) -> list[list[bytes]]:
     """The inclusion proof of each leaf of ``indexes`` in the tree of ``size`` leaves, from stored subtrees."""
-    store = StoredSubtrees()
-    ranges = [r for i in indexes for r in _asked(lambda f, i=i: merkle.inclusion_proof(f, i, size))]
-    await store.load(conn, ranges)
-    return [merkle.inclusion_proof(store, i, size) for i in indexes]
+    return (await proofs(conn, indexes, size, []))[0]
 
 
 async def consistency_proof(conn: asyncpg.Connection, first: int, second: int) -> list[bytes]:
-    store = StoredSubtrees()
-    await store.load(conn, _asked(lambda f: merkle.consistency_proof(f, first, second)))
-    return merkle.consistency_proof(store, first, second)
+    return (await proofs(conn, [], second, [first]))[1][0]
+
+
+async def proofs(
+    conn: asyncpg.Connection, indexes: Sequence[int], size: int, earlier_sizes: Sequence[int]
+) -> tuple[list[list[bytes]], list[list[bytes]]]:
+    """The inclusion proofs of ``indexes`` and the consistency proofs from each of ``earlier_sizes``, all in the
+    tree of ``size`` leaves, from stored subtrees read in one query (an export asks for both at once)."""
+    inclusion = [lambda f, i=i: merkle.inclusion_proof(f, i, size) for i in indexes]
+    consistency = [lambda f, e=e: merkle.consistency_proof(f, e, size) for e in earlier_sizes]
+    hashes = StoredSubtrees()
+    await hashes.load(conn, [r for make in (*inclusion, *consistency) for r in _asked(make)])
+    return [make(hashes) for make in inclusion], [make(hashes) for make in consistency]
 
 
 # --- signed heads ------------------------------------------------------------------------------------------
@@ -296,3 +303,50 @@ async def case_entries(conn: asyncpg.Connection, case_id: str, below: int) -> li
 
 async def recorded_size(conn: asyncpg.Connection) -> int:
     return await conn.fetchval(f"SELECT coalesce(max(size), 0) FROM {SCHEMA}.tree_states")  # type: ignore[no-any-return]
+
+
+async def entry_chunk(
+    conn: asyncpg.Connection, start: int, end: int
+) -> tuple[list[asyncpg.Record], list[bytes | None]]:
+    """What verifying reads of the entries with index in ``[start, end)``: rows in index order (idx, topic,
+    partition, the offset as 8 bytes big-endian followed by the body, leaf), and the leaf the tree was built with
+    (level 0 of the stored subtrees) at each index from ``start``, None where none is stored.
+
+    The offset's bytes and the body come as one value, as the leaf's data has them (``merkle.entry_leaf_data``):
+    a column fewer to decode for each of a million rows, and the offset needs no encoding here."""
+    rows = await conn.fetch(
+        f'SELECT idx, topic, partition, int8send("offset") || body, leaf FROM {SCHEMA}.entries '
+        "WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+        start,
+        end,
+    )
+    # One value for the whole range rather than a row each; its count and bounds say whether any is missing.
+    stored = await conn.fetchrow(
+        f"""SELECT count(*) AS n, min(position) AS first, max(position) AS last,
+                   string_agg(hash, ''::bytea ORDER BY position) AS hashes
+            FROM {SCHEMA}.subtrees WHERE level = 0 AND position >= $1 AND position < $2""",
+        start,
+        end,
+    )
+    assert stored is not None
+    joined: bytes = stored["hashes"] or b""
+    hashes: list[bytes | None] = [joined[i : i + merkle.HASH_SIZE] for i in range(0, len(joined), merkle.HASH_SIZE)]
+    if stored["n"] and (stored["first"] != start or stored["last"] - stored["first"] + 1 != stored["n"]):
+        positions = await conn.fetch(
+            f"SELECT position, hash FROM {SCHEMA}.subtrees WHERE level = 0 AND position >= $1 AND position < $2",
+            start,
+            end,
+        )
+        at = {r["position"]: bytes(r["hash"]) for r in positions}
+        hashes = [at.get(i) for i in range(start, end)]
+    return rows, hashes
+
+
+async def entry_from(conn: asyncpg.Connection, start: int) -> Entry | None:
+    """The first entry stored at index ``start`` or after it."""
+    row = await conn.fetchrow(
+        f'SELECT idx, topic, partition, "offset", key, body, leaf FROM {SCHEMA}.entries '
+        "WHERE idx >= $1 ORDER BY idx LIMIT 1",
+        start,
+    )
+    return None if row is None else _entry(row)

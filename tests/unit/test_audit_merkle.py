@@ -17,6 +17,7 @@ from services.audit.merkle import (
     entry_leaf_data,
     inclusion_proof,
     leaf_hash,
+    leaf_hasher,
     node_hash,
     split_point,
     tree_hash,
@@ -279,3 +280,10 @@ def test_malformed_proofs_are_false_never_an_exception(proof):
     assert not verify_consistency(1, 2, _root(1), _root(2), proof)
     assert not verify_inclusion(REFERENCE_LEAF_HASHES[0], -1, 2, [], _root(2))
     assert not verify_inclusion(REFERENCE_LEAF_HASHES[0], 0, 0, [], EMPTY_ROOT)
+
+
+@given(start=st.binary(max_size=80), rest=st.binary(max_size=300))
+def test_a_leaf_hasher_copied_and_fed_the_rest_gives_the_leaf_hash_of_the_whole(start: bytes, rest: bytes) -> None:
+    hashing = leaf_hasher(start).copy()
+    hashing.update(rest)
+    assert hashing.digest() == leaf_hash(start + rest)
