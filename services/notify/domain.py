@@ -101,8 +101,10 @@ stopped case sends."""
 AFTER_A_STOP: frozenset[Kind] = frozenset({Kind.closure, *STOP_NOTICES})
 """Every participant message that may go on a stopped case (withdrawn, on hold, or a stop awaiting its verdict)."""
 
-KEPT_ON_A_STOP: frozenset[Kind] = frozenset({Kind.closure})
-"""What a stop leaves waiting: the closure notice goes even after a withdrawal."""
+KEPT_ON_A_STOP: frozenset[Kind] = AFTER_A_STOP
+"""What a stop, and the closure after it, leave waiting: the closure notice, and the notices of the stop itself
+(the others' ``process_stopped``, the withdrawing person's confirmation), which consent's rj.case.withdrawn and
+staff's closure follow within moments and must not take back."""
 
 STAFF_KINDS: frozenset[Kind] = frozenset(
     {Kind.facilitator_assigned, Kind.facilitator_withdrawal, Kind.facilitator_hold, Kind.facilitator_delivery_problem}
@@ -837,9 +839,7 @@ def case_closed(case: NotifyCase, event: CaseClosed, out: _Out) -> NotifyCase:
     """The closure notice to every participant (even after a withdrawal); nothing else waits past it."""
     if case.closed:
         return case
-    out.decision.cancels.append(
-        Cancel(CancelReason.case_closed, keep=frozenset({Kind.closure}), participants_only=True)
-    )
+    out.decision.cancels.append(Cancel(CancelReason.case_closed, keep=KEPT_ON_A_STOP, participants_only=True))
     case = replace(case, closed=True, victim_information_waiting=())
     out.case = case
     for person in case.people:

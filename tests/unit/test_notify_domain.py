@@ -105,7 +105,8 @@ def test_a_withdrawal_command_cancels_everything_waiting_but_the_closure_notice_
     story.take(ev.booked())
     decision = story.take(ev.withdraw(), "cmd-1")
     assert decision.intents == []
-    assert decision.cancels == [Cancel(CancelReason.withdrawn, keep=frozenset({Kind.closure}), participants_only=True)]
+    kept = frozenset({Kind.closure, Kind.process_stopped, Kind.withdrawal_confirmed})  # the stop's own notices too
+    assert decision.cancels == [Cancel(CancelReason.withdrawn, keep=kept, participants_only=True)]
     assert story.case is not None and story.case.stopped
     # Whatever comes from other topics meanwhile sends nothing to participants.
     assert story.take(ev.booked("M2")).intents == []
