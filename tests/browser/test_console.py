@@ -24,31 +24,12 @@ from tests.browser.conftest import (
     fits_the_screen,
     screenshot,
 )
-from tests.e2e.api_client import Staff, api_up
+from tests.e2e.api_client import Staff, registered, start_with_api
 from tests.harness import System
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
-ALL_DAY = [{"weekday": d, "start": "00:00:00", "end": "23:59:59"} for d in range(7)]
 REF = "WM/2026/810001"
-
-
-async def start(system: System) -> None:
-    for name in ("referral", "consent", "scheduling", "api"):
-        system.start(name)
-    await api_up(system)
-
-
-async def registered(coordinator: Staff, *facilitator_ids: str) -> None:
-    for facilitator_id in facilitator_ids:
-        body = {"facilitator_id": facilitator_id, "specialist": False, "working_hours": ALL_DAY}
-        sent = await coordinator.post("/registrations/rj.facilitator.register", json=body)
-        assert sent.status_code == 202, sent.text
-        assert (await coordinator.outcome(sent.json()["command_id"]))["status"] == "accepted"
-    venue = {"venue_id": "V-HUB", "kind": "community", "name": "Worcester hub"}
-    sent = await coordinator.post("/registrations/rj.venue.register", json=venue)
-    assert sent.status_code == 202, sent.text
-    assert (await coordinator.outcome(sent.json()["command_id"]))["status"] == "accepted"
 
 
 async def checked(page: Any, what: str) -> None:
@@ -93,7 +74,7 @@ async def send_action(page: Any, base: str, case_id: str, command_type: str, fil
 async def test_staff_sign_in_and_run_a_case_from_the_console_and_every_page_passes_axe(
     system: System, chromium: Any
 ) -> None:
-    await start(system)
+    await start_with_api(system)
     base = system.api_url
     coordinator = Staff(system, "C-1", Role.coordinator)
     ann = Staff(system, "F-ANN", Role.facilitator)
@@ -235,7 +216,7 @@ async def test_staff_sign_in_and_run_a_case_from_the_console_and_every_page_pass
 async def test_the_participant_pages_quick_exit_leaves_for_an_ordinary_page_that_back_does_not_return_from(
     system: System, chromium: Any
 ) -> None:
-    await start(system)
+    await start_with_api(system)
     coordinator = Staff(system, "C-1", Role.coordinator)
     ann = Staff(system, "F-ANN", Role.facilitator)
     context = await chromium.new_context(viewport=PHONE, locale="en-GB", bypass_csp=True)

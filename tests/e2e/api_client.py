@@ -89,3 +89,27 @@ async def api_up(system: System) -> None:
             return False
 
     await system.wait_for(answers, what="the API to answer")
+
+
+ALL_DAY = [{"weekday": d, "start": "00:00:00", "end": "23:59:59"} for d in range(7)]
+"""Working hours that leave any meeting time free."""
+
+
+async def start_with_api(system: System) -> None:
+    """Referral, consent, scheduling and the API, once the API answers."""
+    for name in ("referral", "consent", "scheduling", "api"):
+        system.start(name)
+    await api_up(system)
+
+
+async def registered(coordinator: Staff, *facilitator_ids: str) -> None:
+    """Register the facilitators (free all day) and the venue V-HUB, each accepted."""
+    for facilitator_id in facilitator_ids:
+        body = {"facilitator_id": facilitator_id, "specialist": False, "working_hours": ALL_DAY}
+        sent = await coordinator.post("/registrations/rj.facilitator.register", json=body)
+        assert sent.status_code == 202, sent.text
+        assert (await coordinator.outcome(sent.json()["command_id"]))["status"] == "accepted"
+    venue = {"venue_id": "V-HUB", "kind": "community", "name": "Worcester hub"}
+    sent = await coordinator.post("/registrations/rj.venue.register", json=venue)
+    assert sent.status_code == 202, sent.text
+    assert (await coordinator.outcome(sent.json()["command_id"]))["status"] == "accepted"

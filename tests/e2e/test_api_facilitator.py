@@ -16,30 +16,12 @@ import pytest
 from demo import samples
 from services.api import links
 from services.api.principal import Role
-from tests.e2e.api_client import Staff, api_up
+from tests.e2e.api_client import Staff, registered, start_with_api
 from tests.harness import System
 
 pytestmark = pytest.mark.integration
 
-ALL_DAY = [{"weekday": d, "start": "00:00:00", "end": "23:59:59"} for d in range(7)]
 OTHER_FORCE = "urn:police:warwickshire:rms"
-
-
-async def start(system: System) -> None:
-    for name in ("referral", "consent", "scheduling", "api"):
-        system.start(name)
-    await api_up(system)
-
-
-async def registered(coordinator: Staff, *facilitator_ids: str) -> None:
-    for facilitator_id in facilitator_ids:
-        body = {"facilitator_id": facilitator_id, "specialist": False, "working_hours": ALL_DAY}
-        sent = await coordinator.post("/registrations/rj.facilitator.register", json=body)
-        assert sent.status_code == 202, sent.text
-        assert (await coordinator.outcome(sent.json()["command_id"]))["status"] == "accepted"
-    venue = {"venue_id": "V-HUB", "kind": "community", "name": "Worcester hub"}
-    sent = await coordinator.post("/registrations/rj.venue.register", json=venue)
-    assert sent.status_code == 202, sent.text
 
 
 async def referred(system: System, coordinator: Staff, ref: str) -> tuple[str, str, str]:
@@ -88,7 +70,7 @@ async def booked(facilitator: Staff, case_id: str, lead: str, when: Callable[[],
 
 
 async def test_a_facilitator_walks_a_case_from_assignment_to_closure_through_the_api_alone(system: System) -> None:
-    await start(system)
+    await start_with_api(system)
     coordinator = Staff(system, "C-1", Role.coordinator)
     ann = Staff(system, "F-ANN", Role.facilitator)
     ben = Staff(system, "F-BEN", Role.facilitator)
@@ -164,7 +146,7 @@ async def test_a_facilitator_walks_a_case_from_assignment_to_closure_through_the
 async def test_no_role_sees_another_forces_case_and_an_auditor_sees_personal_data_only_with_a_reason(
     system: System,
 ) -> None:
-    await start(system)
+    await start_with_api(system)
     coordinator = Staff(system, "C-1", Role.coordinator)
     elsewhere = Staff(system, "C-9", Role.coordinator, force=OTHER_FORCE)
     auditor = Staff(system, "A-1", Role.auditor)
@@ -224,7 +206,7 @@ async def test_no_role_sees_another_forces_case_and_an_auditor_sees_personal_dat
 
 
 async def test_a_participant_withdraws_through_their_link_and_the_meeting_is_cancelled(system: System) -> None:
-    await start(system)
+    await start_with_api(system)
     coordinator = Staff(system, "C-1", Role.coordinator)
     ann = Staff(system, "F-ANN", Role.facilitator)
     try:
