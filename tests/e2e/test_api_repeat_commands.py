@@ -9,15 +9,15 @@ from datetime import UTC, datetime
 import pytest
 
 from services.api.principal import Role
-from tests.e2e.api_client import Staff
-from tests.e2e.test_api_facilitator import referred, registered, start
+from tests.e2e.api_client import Staff, registered, start_with_api
+from tests.e2e.test_api_facilitator import referred
 from tests.harness import System
 
 pytestmark = pytest.mark.integration
 
 
 async def test_a_repeated_command_is_answered_unchanged_and_the_first_accepted(system: System) -> None:
-    await start(system)
+    await start_with_api(system)
     coordinator = Staff(system, "C-1", Role.coordinator)
     ann = Staff(system, "F-ANN", Role.facilitator)
     try:

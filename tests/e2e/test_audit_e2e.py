@@ -24,8 +24,8 @@ from demo import samples
 from schemas.common import Contact
 from services.api.principal import Role
 from services.audit import replay
-from tests.e2e.api_client import Staff, api_up
-from tests.e2e.test_api_facilitator import booked, prepared, registered
+from tests.e2e.api_client import Staff, api_up, registered
+from tests.e2e.test_api_facilitator import booked, prepared
 from tests.harness import System
 from tests.integration.test_audit_log import appended_per_topic, records_on_topics
 from tests.integration.test_audit_replay import as_replayed

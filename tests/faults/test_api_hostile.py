@@ -34,8 +34,8 @@ from services.api import links
 from services.api.issuer import LocalIssuer
 from services.api.principal import Role
 from services.runtime.devstack import Broker
-from tests.e2e.api_client import Staff, api_up
-from tests.e2e.test_api_facilitator import OTHER_FORCE, booked, prepared, referred, registered
+from tests.e2e.api_client import Staff, api_up, registered
+from tests.e2e.test_api_facilitator import OTHER_FORCE, booked, prepared, referred
 from tests.harness import System
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from services.api.principal import Role
-from tests.e2e.api_client import Staff
-from tests.e2e.test_api_facilitator import referred, registered, start
+from tests.e2e.api_client import Staff, registered, start_with_api
+from tests.e2e.test_api_facilitator import referred
 from tests.harness import System
 
 pytestmark = pytest.mark.integration
@@ -28,7 +28,7 @@ async def test_an_auditor_sees_who_viewed_the_case_and_when_and_a_facilitator_an
     system: System,
 ) -> None:
     system.start("scheduling")
-    await start(system)
+    await start_with_api(system)
     coordinator = Staff(system, "C-1", Role.coordinator)
     facilitator = Staff(system, "F-ANN", Role.facilitator)
     auditor = Staff(system, "A-1", Role.auditor)
