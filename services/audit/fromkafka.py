@@ -100,6 +100,7 @@ class TopicsRead:
     order: order.PublishedOrder = field(default_factory=order.PublishedOrder)
     heads: list[HeldHead] = field(default_factory=list)
     records: int = 0
+    audit_records: int = 0
 
     def take(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
         """One record read off ``topic`` (its logical name): its leaf, and what it says if it is the log's own."""
@@ -110,6 +111,8 @@ class TopicsRead:
                 topic, partition, offset, canonical.RAW_KIND
             )
         self.records += 1
+        if topic == topics.AUDIT:
+            self.audit_records += 1
         if topic == topics.AUDIT and value is not None:
             self._audit_fact(value, f"{topic}/{partition}@{offset}")
 
@@ -154,15 +157,15 @@ async def read_topics(settings: Settings, names: Sequence[str] = topics.ALL_TOPI
     )
     await consumer.start()
     try:
-        await consumer.topics()  # fetches the cluster's metadata
-        partitions = [
-            TopicPartition(settings.topic(name), p)
-            for name in names
-            for p in sorted(consumer.partitions_for_topic(settings.topic(name)) or ())
-        ]
-        if not partitions:
+        known = await _partitions_of(settings, [settings.topic(name) for name in names])
+        missing = [name for name in names if not known.get(settings.topic(name))]
+        if missing:
             where = f"{settings.kafka_bootstrap_servers} (prefix {settings.topic_prefix!r})"
-            raise _Failure(f"none of the topics is on {where}")
+            raise _Failure(
+                f"{', '.join(missing)}: not on {where} within {STALL_S:.0f} s; the log cannot be checked without "
+                "every topic it follows"
+            )
+        partitions = [TopicPartition(settings.topic(name), p) for name in names for p in known[settings.topic(name)]]
         consumer.assign(partitions)
         begins = await consumer.beginning_offsets(partitions)
         ends = await consumer.end_offsets(partitions)
@@ -192,6 +195,31 @@ async def read_topics(settings: Settings, names: Sequence[str] = topics.ALL_TOPI
     finally:
         await consumer.stop()
     return read
+
+
+async def _partitions_of(settings: Settings, names: Sequence[str]) -> dict[str, list[int]]:
+    """Each topic's partitions, asking the broker again until it names them all or ``STALL_S`` passes. Asked of
+    an admin client, whose answer is the broker's own: a consumer's ``topics()`` does not refresh the metadata
+    its ``partitions_for_topic`` reads, and a topic left out silently would read as one with no records
+    (rj.audit left out: every entry "missing from the published order")."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    deadline = time.monotonic() + STALL_S
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        while True:
+            described = await admin.describe_topics(list(names))
+            known = {name: [] for name in names} | {
+                t["topic"]: sorted(p["partition"] for p in t["partitions"] if p["error_code"] == 0)
+                for t in described
+                if t["error_code"] == 0
+            }
+            if all(known.values()) or time.monotonic() > deadline:
+                return known
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
 
 
 def rebuild_and_check(
@@ -238,7 +266,7 @@ def _rebuild_and_check(
             raise _Failure(
                 f"entry {index}: the order the log appended it in is not on rj.audit, and a signed head covers "
                 f"{target} entries (the order is published with each head: was the database lost before its relay "
-                "sent it?)"
+                f"sent it?); rj.audit held {read.audit_records} records, {len(read.order)} entries of order"
             )
         where = f"entry {index} ({_place(placed)})"
         partition = read.partitions.get((placed.topic, placed.partition))

@@ -18,7 +18,7 @@ from aiosmtpd.controller import Controller
 from demo import samples
 from demo.samples import STAFF, case_of, command, consent
 from schemas import topics
-from schemas.notify import SetNotifyPreferences
+from schemas.notify import MessageFormat, MessageLanguage, SetNotifyPreferences
 from schemas.scheduling import RegisterFacilitator, RegisterVenue, VenueKind
 from services.runtime.devstack import free_port
 from services.runtime.kafka import publish_raw
@@ -112,7 +112,7 @@ async def test_hostile_records_and_commands_leave_notify_running_and_good_cases_
     quiet = command(
         SetNotifyPreferences.model_construct(
             case_id=victim_case, actor=STAFF, person_id=f"V-{good[0]}", quiet_hours="25:00-99:00",
-            language="en", format="standard",
+            language=MessageLanguage.en, format=MessageFormat.standard,
         )
     )  # fmt: skip
     stranger = consent(victim_case, "P-NOBODY", withdraw=True)

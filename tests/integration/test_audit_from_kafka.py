@@ -74,9 +74,19 @@ async def test_the_log_rebuilt_from_the_topics_alone_matches_every_signed_head_a
     await system.wait_for(published, timeout_s=30, what=f"the head of size {signed} on rj.audit")
     for name in ("audit", "referral"):
         await asyncio.to_thread(system.service(name).stop)
-    held = await system.fetchval("SELECT count(*) FROM audit.entries")
     covered = max([*(json.loads(line)["tree_size"] for line in witness.read_text().splitlines()),
                    *await heads_on_rj_audit(system)])  # fmt: skip
+    if covered not in await heads_on_rj_audit(system):
+        # A periodic head signed after ours, whose order the relay had not sent when the service stopped: the
+        # outbox keeps it, and the service started again (signing nothing more) sends it.
+        system.start("audit", **{**audit, "audit_head_interval_s": 3600})
+
+        async def sent() -> bool:
+            return covered in await heads_on_rj_audit(system)
+
+        await system.wait_for(sent, timeout_s=30, what=f"the head of size {covered} on rj.audit")
+        await asyncio.to_thread(system.service("audit").stop)
+    held = await system.fetchval("SELECT count(*) FROM audit.entries")
     assert covered >= signed > 0 and held >= covered
 
     await system.fetchval("DROP SCHEMA audit CASCADE")  # the log's database is lost
