@@ -460,7 +460,7 @@ async def audit_positions(conn: asyncpg.Connection) -> dict[tuple[str, int], int
 
 async def read_everything(bootstrap: str, parts: list[TopicPartition]) -> tuple[int, float]:
     """The ceiling: every record of every topic read from offset zero by a plain consumer; (records, seconds)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
         consumer.assign(parts)

@@ -22,13 +22,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import json
-import time
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -38,11 +37,12 @@ from schemas.registry import REGISTRY, ParseError
 from services.audit import canonical, heads, merkle, order
 from services.audit.app import signed_head_of
 from services.audit.verify import Verdict
+from services.runtime import topicread
 from services.runtime.kafka import topic_config
 from services.runtime.settings import Settings
 
-STALL_S: Final = 30.0
-"""How long reading may bring nothing before verify gives up on a partition that has not reached its end."""
+if TYPE_CHECKING:
+    from aiokafka import ConsumerRecord
 
 
 class _Failure(Exception):
@@ -145,81 +145,21 @@ def witness_heads(path: Path) -> list[HeldHead]:
 
 
 async def read_topics(settings: Settings, names: Sequence[str] = topics.ALL_TOPICS) -> TopicsRead:
-    """Every record of every partition of ``names``, from offset zero to the end offsets taken at the start, read
-    with a plain consumer (no group: nothing is committed, no one's position moves)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
+    """Every record of every partition of ``names``, from offset zero to its end when reading began
+    (``topicread``: a read that leaves nothing out, or fails naming what it could not read)."""
     read = TopicsRead()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=settings.fetch_max_partition_bytes,
-    )
-    await consumer.start()
+
+    def take(topic: str, partition: int, record: ConsumerRecord[bytes, bytes]) -> None:
+        read.take(topic, partition, record.offset, record.value)
+
     try:
-        known = await _partitions_of(settings, [settings.topic(name) for name in names])
-        missing = [name for name in names if not known.get(settings.topic(name))]
-        if missing:
-            where = f"{settings.kafka_bootstrap_servers} (prefix {settings.topic_prefix!r})"
-            raise _Failure(
-                f"{', '.join(missing)}: not on {where} within {STALL_S:.0f} s; the log cannot be checked without "
-                "every topic it follows"
-            )
-        partitions = [TopicPartition(settings.topic(name), p) for name in names for p in known[settings.topic(name)]]
-        consumer.assign(partitions)
-        begins = await consumer.beginning_offsets(partitions)
-        ends = await consumer.end_offsets(partitions)
-        logical = {tp: tp.topic.removeprefix(settings.topic_prefix) for tp in partitions}
-        for tp in partitions:
-            read.partitions[(logical[tp], tp.partition)] = PartitionLeaves(begin=begins[tp], end=ends[tp])
-        await consumer.seek_to_beginning(*partitions)
-        # To the end offsets, then until a fetch brings nothing more: an embedded broker (Tansu) may report a
-        # partition's end as the start of its last record batch, not past its last record.
-        left = {tp for tp in partitions if ends[tp] > begins[tp]}
-        quiet_since = time.monotonic()
-        while True:
-            batches = await consumer.getmany(*partitions, timeout_ms=1000 if left else 300)
-            for tp, messages in batches.items():
-                for m in messages:
-                    read.take(logical[tp], tp.partition, m.offset, m.value)
-            for tp in list(left):
-                if await consumer.position(tp) >= ends[tp]:
-                    left.discard(tp)
-            if batches:
-                quiet_since = time.monotonic()
-            elif not left:
-                break
-            elif time.monotonic() - quiet_since > STALL_S:
-                tp = min(left)
-                raise _Failure(f"{logical[tp]}/{tp.partition} could not be read to its end offset {ends[tp]}")
-    finally:
-        await consumer.stop()
+        spans = await topicread.read_from_the_start(settings, names, take)
+    except topicread.TopicsUnreadable as error:
+        raise _Failure(f"{error}; the log cannot be checked without every record of every topic it follows") from None
+    for where, span in spans.items():
+        leaves = read.partitions.setdefault(where, PartitionLeaves())
+        leaves.begin, leaves.end = span.begin, span.end
     return read
-
-
-async def _partitions_of(settings: Settings, names: Sequence[str]) -> dict[str, list[int]]:
-    """Each topic's partitions, asking the broker again until it names them all or ``STALL_S`` passes. Asked of
-    an admin client, whose answer is the broker's own: a consumer's ``topics()`` does not refresh the metadata
-    its ``partitions_for_topic`` reads, and a topic left out silently would read as one with no records
-    (rj.audit left out: every entry "missing from the published order")."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    deadline = time.monotonic() + STALL_S
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        while True:
-            described = await admin.describe_topics(list(names))
-            known = {name: [] for name in names} | {
-                t["topic"]: sorted(p["partition"] for p in t["partitions"] if p["error_code"] == 0)
-                for t in described
-                if t["error_code"] == 0
-            }
-            if all(known.values()) or time.monotonic() > deadline:
-                return known
-            await asyncio.sleep(0.5)
-    finally:
-        await admin.close()
 
 
 def rebuild_and_check(

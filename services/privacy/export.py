@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pydantic_core
@@ -39,10 +39,14 @@ from schemas import topics
 from schemas.registry import REGISTRY
 from services.privacy import store
 from services.privacy.domain import RECTIFIABLE
+from services.runtime import topicread
 from services.runtime.fieldcrypt import PendingDecryption, cipher_for, token_key_id
 from services.runtime.keystore import CASE_PERSON, MONITORING_PERSON, KeyCache, KeyStore
 from services.runtime.keystore import SCHEMA as KEYSTORE
 from services.runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from aiokafka import ConsumerRecord
 
 #: Where our facts are: every service's own topic.
 FACT_TOPICS = tuple(sorted(set(topics.OUTPUT_OF.values())))
@@ -94,44 +98,17 @@ class FactRecord:
 async def read_case_facts(settings: Settings, case_ids: set[str]) -> list[FactRecord]:
     """Every record on our fact topics keyed by one of ``case_ids``, from the beginning to the end (as it is
     now, or a little later)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     if not case_ids:
         return []
     wanted = {c.encode() for c in case_ids}
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer.topics()  # fetches the cluster's metadata
-        partitions = [
-            TopicPartition(settings.topic(t), p)
-            for t in FACT_TOPICS
-            for p in sorted(consumer.partitions_for_topic(settings.topic(t)) or ())
-        ]
-        if not partitions:
-            return []
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        # Read to the end offsets, then until a fetch brings nothing more: an embedded broker (Tansu) may
-        # report a partition's end as the start of its last record batch, not past its last record.
-        left = {tp for tp in partitions if ends[tp] > 0}
-        found: list[FactRecord] = []
-        while True:
-            batches = await consumer.getmany(*partitions, timeout_ms=1000 if left else 300)
-            for tp, messages in batches.items():
-                for m in messages:
-                    if m.key in wanted and m.value is not None:
-                        logical = tp.topic.removeprefix(settings.topic_prefix)
-                        found.append(FactRecord(logical, tp.partition, m.offset, m.key.decode(), m.value))
-            for tp in list(left):
-                if await consumer.position(tp) >= ends[tp]:
-                    left.discard(tp)
-            if not left and not batches:
-                break
-        return found
-    finally:
-        await consumer.stop()
+    found: list[FactRecord] = []
+
+    def take(topic: str, partition: int, record: ConsumerRecord[bytes, bytes]) -> None:
+        if record.key in wanted and record.value is not None:
+            found.append(FactRecord(topic, partition, record.offset, record.key.decode(), record.value))
+
+    await topicread.read_from_the_start(settings, FACT_TOPICS, take)
+    return found
 
 
 def _names(document: Any, person_id: str) -> bool:

@@ -132,6 +132,7 @@ async def every_record_on_the_topics(system: System) -> dict[tuple[str, int, int
     consumer = AIOKafkaConsumer(
         bootstrap_servers=system.settings.kafka_bootstrap_servers,
         enable_auto_commit=False,
+        auto_offset_reset="earliest",  # a seek_to_beginning can be overtaken by the reset assign starts
         max_partition_fetch_bytes=8 * 1024 * 1024,
         fetch_max_bytes=64 * 1024 * 1024,
     )

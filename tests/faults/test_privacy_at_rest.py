@@ -93,7 +93,11 @@ class People:
 async def read_topic_bytes(system: System, topic: str) -> list[bytes]:
     """Every record of ``topic`` (this run's prefix) as raw bytes: key, value and headers."""
     name = system.settings.topic(topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=system.settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=system.settings.kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     try:
         partitions = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or set()]

@@ -17,7 +17,7 @@ from demo.samples import case_of
 from schemas import topics
 from schemas.audit import AuditHeadSigned
 from schemas.registry import parse_event
-from services.audit import heads
+from services.audit import fromkafka, heads
 from services.runtime.kafka import publish_raw
 from tests.harness import System, run_rj
 from tests.integration.test_audit_log import appended_per_topic, records_on_topics
@@ -110,3 +110,33 @@ async def test_the_log_rebuilt_from_the_topics_alone_matches_every_signed_head_a
     forged.write_text(witness.read_text() + json.dumps(wrong_root.to_json()) + "\n")
     code, out, _ = await run_rj(lost, "audit", "verify", "--from-kafka", "--witness", str(forged))
     assert code == 1 and f"(forged.jsonl line {witness_lines + 1}) does not match the log rebuilt" in out, out
+
+
+async def test_every_record_is_read_though_the_broker_lists_an_end_inside_the_last_record_batch(
+    system: System,
+) -> None:
+    """Tansu lists a partition's end (ListOffsets) as one past the start of its last record batch: five records
+    sent in one batch list an end of 1. Verify reads to the end a fetch answers with (its high watermark), so no
+    record of such a batch is left out (left out of rj.audit: the order "not on rj.audit")."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    topic = system.settings.topic(topics.AUDIT)
+    producer = AIOKafkaProducer(bootstrap_servers=system.settings.kafka_bootstrap_servers, linger_ms=200)
+    await producer.start()
+    try:
+        sent = [await producer.send(topic, b"not an event %d" % i, key=b"one-key") for i in range(5)]
+        placed = {(m.partition, m.offset) for m in await asyncio.gather(*sent)}
+    finally:
+        await producer.stop()
+    (partition,) = {p for p, _ in placed}
+    consumer = AIOKafkaConsumer(bootstrap_servers=system.settings.kafka_bootstrap_servers)
+    await consumer.start()
+    try:
+        listed = (await consumer.end_offsets([TopicPartition(topic, partition)]))[TopicPartition(topic, partition)]
+    finally:
+        await consumer.stop()
+
+    read = await fromkafka.read_topics(system.settings, [topics.AUDIT])
+    leaves = read.partitions[(topics.AUDIT, partition)]
+    assert list(leaves.offsets) == sorted(o for _, o in placed) == [0, 1, 2, 3, 4], (listed, list(leaves.offsets))
+    assert read.audit_records == 5 and leaves.read_to == 5
