@@ -24,6 +24,7 @@ from pydantic import SecretStr
 from demo import samples
 from demo.samples import case_of
 from schemas import topics
+from services.notify.channels.reference import new_reference_key
 from services.runtime.devstack import Broker, database_for_run, ensure_postgres, start_broker
 from services.runtime.kafka import ensure_topics
 from services.runtime.keystore import MasterKeys
@@ -105,6 +106,7 @@ async def running_stack(name: str) -> AsyncIterator[Stack]:
                 "DATABASE_URL": database_url,
                 "TOPIC_PREFIX": prefix,
                 "MASTER_KEYS": keys,
+                "NOTIFY_REFERENCE_KEY": new_reference_key(),
             }
             await ensure_topics(settings, [*topics.ALL_TOPICS, SCRATCH])
             producer = new_producer(broker.bootstrap)

@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -32,6 +33,7 @@ from services.api.issuer import LocalIssuer, issuer_from_settings
 from services.api.links import new_link_key
 from services.api.principal import Role
 from services.catalog import SERVICES
+from services.notify.channels.reference import References
 from services.runtime.devstack import database_for_run, ensure_postgres, free_port, master_key_file, start_broker
 from services.runtime.kafka import ensure_topics, publish
 from services.runtime.settings import Settings, get_settings
@@ -81,7 +83,8 @@ class MailCatcher:
             self._controller.stop()
 
     @staticmethod
-    def notification_id(message: Any) -> str:
+    def reference(message: Any) -> str:
+        """The message's outside reference (its Message-ID's local part): an HMAC of its notification id."""
         return str(message["Message-ID"]).strip("<>").split("@")[0]
 
 
@@ -111,7 +114,7 @@ async def _run(*, demo: bool, keep_running: bool) -> int:
             mail = catcher.start()
             if demo and "NOTIFY_QUIET_HOURS" not in os.environ:  # the demo shows its mail whatever the hour
                 mail["NOTIFY_QUIET_HOURS"] = ALWAYS_OPEN
-        api = api_env(configured, STATE_DIR)
+        api = api_env(configured, STATE_DIR) | notify_env(configured, STATE_DIR)
         async with database_for_run(server, "rj_dev") as database_url:
             env = {
                 "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
@@ -144,7 +147,9 @@ async def _run(*, demo: bool, keep_running: bool) -> int:
                     worked = await run_demo(settings, stop, api_url=url, login=login)
                     worked = await show_audit(env, samples.case_of("WM/2026/000101"), stop) and worked
                     if catcher is not None:
-                        worked = await show_mail(catcher, database_url, stop) and worked
+                        key = SecretStr(api["NOTIFY_REFERENCE_KEY"])
+                        references = References.from_settings(Settings(notify_reference_key=key))
+                        worked = await show_mail(catcher, references, database_url, stop) and worked
                 if login is not None:
                     console.print(by_hand(url, running=keep_running), markup=False, highlight=False, soft_wrap=True)
                 if keep_running:
@@ -162,7 +167,9 @@ async def _run(*, demo: bool, keep_running: bool) -> int:
     return 0 if worked else 1
 
 
-async def show_mail(catcher: MailCatcher, database_url: str, stop: asyncio.Event, timeout_s: float = 30) -> bool:
+async def show_mail(
+    catcher: MailCatcher, references: References, database_url: str, stop: asyncio.Event, timeout_s: float = 30
+) -> bool:
     """What the local mail catcher got, per case: how many messages its participants and its staff received, and
     one message's subject (no names or addresses on screen). False if no email arrived at all."""
     conn = await asyncpg.connect(database_url)
@@ -179,10 +186,10 @@ async def show_mail(catcher: MailCatcher, database_url: str, stop: asyncio.Event
         rows = await conn.fetch("SELECT notification_id, case_id, recipient_kind FROM notify.scheduled_sends")
     finally:
         await conn.close()
-    sends = {r["notification_id"]: (r["case_id"], r["recipient_kind"]) for r in rows}
+    sends = {references.of(r["notification_id"]): (r["case_id"], r["recipient_kind"]) for r in rows}
     counts: dict[str, dict[str, int]] = {}
     for message in catcher.received:
-        case_id, kind = sends.get(MailCatcher.notification_id(message), ("?", "?"))
+        case_id, kind = sends.get(MailCatcher.reference(message), ("?", "?"))
         counts.setdefault(case_id, {}).setdefault(kind, 0)
         counts[case_id][kind] += 1
     table = Table(title=f"Emails caught by the local SMTP server: {len(catcher.received)}")
@@ -283,30 +290,42 @@ def api_env(settings: Settings, state_dir: Path) -> dict[str, str]:
     }
 
 
+def notify_env(settings: Settings, state_dir: Path) -> dict[str, str]:
+    """``NOTIFY_REFERENCE_KEY``: the configured one, else the state directory's."""
+    key = settings.notify_reference_key.get_secret_value()
+    return {"NOTIFY_REFERENCE_KEY": key or notify_reference_key_file(state_dir).read_text().strip()}
+
+
 def console_session_key_file(state_dir: Path) -> Path:
     """The embedded stack's console session key (made once, its owner's alone), so that staff signed in to the
     console stay signed in when ``rj dev`` restarts the API. A deployment sets its own ``CONSOLE_SESSION_KEY``."""
     from services.api.console import new_session_key
 
-    path = state_dir / "console-session.key"
-    if not path.exists():
-        state_dir.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as out:
-            out.write(new_session_key() + "\n")
-    return path
+    return _state_secret(state_dir / "console-session.key", new_session_key)
 
 
 def participant_link_key_file(state_dir: Path) -> Path:
     """The embedded stack's participant link key (made once, readable by its owner only): whoever holds it can
     make a withdraw link for anyone, so it is kept like the master key file. A deployment sets its own
     ``PARTICIPANT_LINK_KEY``."""
-    path = state_dir / "participant-link.key"
+    return _state_secret(state_dir / "participant-link.key", new_link_key)
+
+
+def notify_reference_key_file(state_dir: Path) -> Path:
+    """The embedded stack's key for messages' outside references (made once, its owner's alone), so that a
+    lookup after a restart asks under the key the message went with. A deployment sets ``NOTIFY_REFERENCE_KEY``."""
+    from services.notify.channels.reference import new_reference_key
+
+    return _state_secret(state_dir / "notify-reference.key", new_reference_key)
+
+
+def _state_secret(path: Path, make: Callable[[], str]) -> Path:
+    """``path``, holding a secret ``make`` made the first time (readable by its owner only)."""
     if not path.exists():
-        state_dir.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as out:
-            out.write(new_link_key() + "\n")
+            out.write(make() + "\n")
     return path
 
 

@@ -36,7 +36,7 @@ audit_cli = typer.Typer(
     no_args_is_help=True, help="The audit log: replay a case, sign a head, verify the log, export a case, check."
 )
 cli.add_typer(audit_cli, name="audit")
-notify_cli = typer.Typer(no_args_is_help=True, help="The notify service: letters waiting to be printed.")
+notify_cli = typer.Typer(no_args_is_help=True, help="The notify service: letters to print, its reference key.")
 cli.add_typer(notify_cli, name="notify")
 letters_cli = typer.Typer(no_args_is_help=True, help="The letter queue: list what waits, print one (and mark it).")
 notify_cli.add_typer(letters_cli, name="letters")
@@ -754,6 +754,14 @@ def _letter_queue(work: Callable[[Any], Awaitable[T]]) -> T:
     except (LetterNotFound, LetterErased, LetterWithdrawn) as exc:
         _console(stderr=True).print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from exc
+
+
+@notify_cli.command("new-reference-key")
+def notify_new_reference_key() -> None:
+    """Print a fresh NOTIFY_REFERENCE_KEY (base64 of 32 bytes). To rotate, put it first: NEW,OLD."""
+    from services.notify.channels.reference import new_reference_key
+
+    typer.echo(new_reference_key())
 
 
 @letters_cli.command("list")

@@ -12,8 +12,13 @@ import pytest
 from services.api.issuer import LocalIssuer
 from services.runtime.devstack import Broker, ensure_postgres, start_broker
 from tests.harness import System, stopped_systems
+from tests.support.notify_standin import REFERENCE_KEY
 
 STATE = Path(__file__).resolve().parent.parent / ".rj" / "test"
+
+# One NOTIFY_REFERENCE_KEY for every test's settings and services (as a deployment has one), so that a test can
+# name the reference a notification goes out with (``tests.support.notify_standin.REFERENCES``).
+os.environ.setdefault("NOTIFY_REFERENCE_KEY", REFERENCE_KEY)
 
 
 @pytest.fixture(scope="session")

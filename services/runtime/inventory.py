@@ -161,7 +161,16 @@ def record_of_processing(
         erased="destroying a key leaves the values sealed under it unreadable in the log too; the log keeps "
         "its entries (and so verifies) for ever",
     )
-    return Inventory(tuple(entries), (key_store, crime_events, audit_log))
+    letter_queue = Holding(
+        name="the letter queue",
+        holds="letters rendered for a caseworker to print (the recipient's name and postal address, and the "
+        "message), the PDF and HTML sealed under the recipient's data key on the case",
+        read_by=("notify", "rj notify letters"),
+        stored_in=(Place("notify.letters", "PostgreSQL schema notify: letters to print", RETENTION_SCHEDULE),),
+        erased="destroying the person's key on the case shreds their letters, printed or not; a letter is also "
+        "taken back unprinted when the case stops",
+    )
+    return Inventory(tuple(entries), (key_store, crime_events, audit_log, letter_queue))
 
 
 def _route(event_type: str) -> tuple[str, str, str | None]:

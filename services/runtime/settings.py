@@ -184,8 +184,11 @@ class Settings(BaseSettings):
     notify_smtp_connections: int = Field(default=4, ge=1)
     notify_smtp_idle_s: float = Field(default=30.0, gt=0)
     notify_from_address: str = "rj-hub@localhost"
-    # Each email's Message-ID is <notification id@this domain> (default: the from address's domain).
+    # Each email's Message-ID is <its outside reference@this domain> (default: the from address's domain).
     notify_message_id_domain: str = ""
+    #: What a message's outside reference (GOV.UK Notify's ``reference``, the SMTP ``Message-ID``) is an HMAC
+    #: of its notification id under: base64 of 32 bytes, comma-separated while rotating (the first signs).
+    notify_reference_key: SecretStr = SecretStr("")
     # GOV.UK Notify: the service's API key ({key name}-{service id}-{secret}); one generic template per channel
     # that the force sets up once, whose content is ((subject)) and ((body)) (SMS: ((body))). Its rate limit is
     # 3,000 a minute per key: the client keeps under ``govuk_notify_rate_per_s`` itself, and after a 429 waits

@@ -23,6 +23,7 @@ from demo.samples import STAFF, case_of, command, community_venue, consent, faci
 from schemas import topics
 from schemas.common import Channel, Contact
 from schemas.scheduling import BookMeeting, MeetingKind
+from services.notify.channels.reference import References
 from services.runtime.devstack import free_port
 from services.runtime.kafka import publish_raw
 from tests.conftest import STATE
@@ -54,7 +55,8 @@ class Inbox:
         return [m for _, m in self.received if m["To"].addresses[0].addr_spec.lower() == address.lower()]
 
 
-def notification_id(message: EmailMessage) -> str:
+def reference(message: EmailMessage) -> str:
+    """The email's outside reference (its Message-ID's local part: an HMAC of its notification id)."""
     return str(message["Message-ID"]).strip("<>").split("@")[0]
 
 
@@ -174,7 +176,7 @@ async def test_an_offenders_withdrawal_after_booking_tells_the_victim_only_that_
     await running.wait_for(reminder_waiting, what="a meeting reminder waiting")
     await settled(running, case_id)
     victim_address = f"v-{ref.lower()}@example.org"
-    before = {notification_id(m) for m in handler.to(victim_address)}
+    before = {reference(m) for m in handler.to(victim_address)}
     assert before, "the victim got nothing before the withdrawal"
 
     await running.publish([consent(case_id, offender, withdraw=True)])
@@ -190,23 +192,24 @@ async def test_an_offenders_withdrawal_after_booking_tells_the_victim_only_that_
     await running.wait_for(told, timeout_s=60, what="the stop, the facilitator's notice and the closure sent")
     await settled(running, case_id)
 
+    references = References.from_settings(running.settings)
     kinds = {
-        r["notification_id"]: r["kind"]
+        references.of(r["notification_id"]): r["kind"]
         for r in await running.fetch("SELECT notification_id, kind FROM notify.scheduled_sends WHERE case_id = $1",
                                      case_id)
     }  # fmt: skip
     victims = handler.to(victim_address)
-    after = [m for m in victims if notification_id(m) not in before]
-    assert sorted(kinds[notification_id(m)] for m in after) == ["closure", "process_stopped"]
+    after = [m for m in victims if reference(m) not in before]
+    assert sorted(kinds[reference(m)] for m in after) == ["closure", "process_stopped"]
     for message in victims:  # the victim never learns who stopped it, or anything of the offender
         text = whole(message)
         for marker in ("Offender", offender, OFFENDER_EMAIL, OFFENDER_PHONE, "quxmarker"):
             assert marker.lower() not in text.lower(), f"{marker!r} in {message['Subject']!r}"
-    facilitator_told = [kinds.get(notification_id(m)) for m in handler.to(f"{FACILITATOR}@rj-hub.example")]
+    facilitator_told = [kinds.get(reference(m)) for m in handler.to(f"{FACILITATOR}@rj-hub.example")]
     assert facilitator_told.count("facilitator_withdrawal") == 1
     assert ("meeting_reminder", "cancelled") in await statuses(running, case_id)
     assert ("meeting_reminder", "sent") not in await statuses(running, case_id)
-    assert len(victims) == len({notification_id(m) for m in victims})  # each once
+    assert len(victims) == len({reference(m) for m in victims})  # each once
 
 
 async def test_replaying_every_event_of_the_case_twice_sends_nothing_new(

@@ -139,7 +139,14 @@ async def test_hostile_records_and_commands_leave_notify_running_and_good_cases_
     async def every_victim_told() -> bool:
         return all(handler.to(a) for a in addresses)
 
-    await system.wait_for(every_victim_told, timeout_s=90, what="every good case's victim told")
+    try:
+        await system.wait_for(every_victim_told, timeout_s=90, what="every good case's victim told")
+    except AssertionError:
+        sends = await system.fetch("SELECT case_id, kind, status FROM notify.scheduled_sends ORDER BY case_id")
+        cases = await system.fetch("SELECT key FROM notify.cases")
+        missing = [a for a in addresses if not handler.to(a)]
+        raise AssertionError(f"no email to {missing}; notify's cases {[r['key'] for r in cases]}, sends "
+                             f"{[tuple(r) for r in sends]}") from None  # fmt: skip
 
     async def dead_on_every_topic() -> bool:
         rows = await system.fetch("SELECT DISTINCT source_topic FROM notify.dead_letters")

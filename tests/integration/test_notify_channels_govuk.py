@@ -23,7 +23,7 @@ from services.notify.channels import (
 from services.notify.channels.govuk import GovukNotify, GovukNotifySender, TokenBucket
 from services.notify.messages import Rendered
 from services.runtime.settings import Settings
-from tests.support.notify_standin import NotifyStandIn
+from tests.support.notify_standin import REFERENCES, NotifyStandIn
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ def connection(standin: NotifyStandIn, **overrides: Any) -> GovukNotify:
 
 
 def sender(standin: NotifyStandIn, channel: Channel, notify: GovukNotify | None = None) -> GovukNotifySender:
-    return GovukNotifySender(notify or connection(standin), channel, standin.templates[channel.value])
+    return GovukNotifySender(notify or connection(standin), channel, standin.templates[channel.value], REFERENCES)
 
 
 def outbound(channel: Channel, **overrides: Any) -> Outbound:
@@ -78,7 +78,8 @@ async def test_an_email_goes_with_our_notification_id_as_its_reference(notify: N
     assert result.outcome is Outcome.sent
     [accepted] = notify.accepted
     assert result.provider_id == accepted.id
-    assert (accepted.type, accepted.reference, accepted.recipient) == ("email", message.notification_id, EMAIL)
+    reference = REFERENCES.of(message.notification_id)
+    assert (accepted.type, accepted.reference, accepted.recipient) == ("email", reference, EMAIL)
     assert accepted.template_id == notify.templates["email"]
     assert accepted.personalisation == {"subject": RENDERED.subject, "body": RENDERED.text}
 
@@ -88,7 +89,8 @@ async def test_an_sms_carries_the_short_form(notify: NotifyStandIn) -> None:
     result = await sender(notify, Channel.sms).send(message)
     assert result.outcome is Outcome.sent
     [accepted] = notify.accepted
-    assert (accepted.type, accepted.reference, accepted.recipient) == ("sms", message.notification_id, PHONE)
+    reference = REFERENCES.of(message.notification_id)
+    assert (accepted.type, accepted.reference, accepted.recipient) == ("sms", reference, PHONE)
     assert accepted.personalisation == {"body": RENDERED.sms}
 
 
@@ -97,7 +99,7 @@ async def test_a_letter_carries_the_name_then_the_address_lines(notify: NotifySt
     result = await sender(notify, Channel.letter).send(message)
     assert result.outcome is Outcome.sent
     [accepted] = notify.accepted
-    assert accepted.type == "letter" and accepted.reference == message.notification_id
+    assert accepted.type == "letter" and accepted.reference == REFERENCES.of(message.notification_id)
     assert accepted.personalisation == {
         "address_line_1": NAME,
         "address_line_2": "41 Marker Street",
@@ -154,11 +156,11 @@ async def test_a_429_delays_the_send_and_the_retry_goes_once(notify: NotifyStand
     assert limited.retry_after_s == 0.3
     assert "RateLimitError" in limited.detail
     assert conn.limiter.held_until > 0  # every send of this process now waits out Notify's limit
-    assert notify.by_reference(message.notification_id) == []
+    assert notify.of_notification(message.notification_id) == []
 
     retried = await email.send(message)
     assert retried.outcome is Outcome.sent
-    assert [a.id for a in notify.by_reference(message.notification_id)] == [retried.provider_id]
+    assert [a.id for a in notify.of_notification(message.notification_id)] == [retried.provider_id]
 
 
 async def test_a_429_without_retry_after_waits_the_configured_time(notify: NotifyStandIn) -> None:
@@ -195,11 +197,11 @@ async def test_a_500_is_uncertain_and_lookup_settles_it(notify: NotifyStandIn, c
     found = await email.lookup(message.notification_id)
     if created:
         assert found is not None and found.outcome is Outcome.sent  # sending again would be a second message
-        assert found.provider_id == notify.by_reference(message.notification_id)[0].id
+        assert found.provider_id == notify.of_notification(message.notification_id)[0].id
     else:
         assert found is None  # Notify never made it: safe to send
         assert (await email.send(message)).outcome is Outcome.sent
-    assert len(notify.by_reference(message.notification_id)) == 1
+    assert len(notify.of_notification(message.notification_id)) == 1
 
 
 async def test_a_connection_dropped_after_the_request_is_uncertain_and_lookup_finds_the_message(
@@ -215,7 +217,7 @@ async def test_a_connection_dropped_after_the_request_is_uncertain_and_lookup_fi
 
     found = await email.lookup(message.notification_id)
     assert found is not None and found.outcome is Outcome.sent
-    assert len(notify.by_reference(message.notification_id)) == 1
+    assert len(notify.of_notification(message.notification_id)) == 1
 
 
 async def test_notify_unreachable_is_a_temporary_failure_and_a_lookup_fails_until_it_is_back(

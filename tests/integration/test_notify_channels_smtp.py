@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from pydantic import SecretStr
 
 from schemas.common import Channel
 from services.notify.channels import CannotLookUp, Outbound, Outcome, senders_from_settings
@@ -29,6 +30,7 @@ from services.notify.channels.smtp import SmtpSender
 from services.notify.messages import Rendered
 from services.runtime.devstack import free_port
 from services.runtime.settings import Settings
+from tests.support.notify_standin import REFERENCE_KEY, REFERENCES
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +79,9 @@ def relay() -> Iterator[tuple[Relay, int]]:
 
 
 def sender(port: int, **overrides: Any) -> SmtpSender:
-    fields: dict[str, Any] = {"host": "127.0.0.1", "port": port, "from_address": "rj-hub@hub.example", "tls": "none"}
+    fields: dict[str, Any] = {
+        "host": "127.0.0.1", "port": port, "from_address": "rj-hub@hub.example", "tls": "none", "references": REFERENCES
+    }  # fmt: skip
     return SmtpSender(**(fields | overrides))
 
 
@@ -101,7 +105,7 @@ def assert_safe_to_log(detail: str) -> None:
     assert RECIPIENT not in detail and "@" not in detail and "Marker" not in detail, detail
 
 
-async def test_an_email_arrives_as_text_and_html_with_a_message_id_made_from_the_notification_id(
+async def test_an_email_arrives_as_text_and_html_with_a_message_id_made_from_the_notification_ids_reference(
     relay: tuple[Relay, int],
 ) -> None:
     handler, port = relay
@@ -111,7 +115,7 @@ async def test_an_email_arrives_as_text_and_html_with_a_message_id_made_from_the
     await smtp.close()
 
     assert result.outcome is Outcome.sent
-    assert result.provider_id == f"<{message.notification_id}@notify.hub.example>"
+    assert result.provider_id == f"<{REFERENCES.of(message.notification_id)}@notify.hub.example>"
     [got] = handler.received
     assert handler.envelopes == [("rj-hub@hub.example", [RECIPIENT])]
     assert got["Message-ID"] == result.provider_id
@@ -130,7 +134,7 @@ async def test_the_message_id_domain_defaults_to_the_from_addresses(relay: tuple
     handler, port = relay
     message = outbound()
     result = await sender(port).send(message)
-    assert result.provider_id == f"<{message.notification_id}@hub.example>"
+    assert result.provider_id == f"<{REFERENCES.of(message.notification_id)}@hub.example>"
     assert handler.received[0]["Message-ID"] == result.provider_id
 
 
@@ -160,7 +164,7 @@ async def test_a_kept_connection_the_relay_closed_is_replaced_and_the_email_stil
         await smtp.close()
         controller.stop()
     assert result.outcome is Outcome.sent
-    assert [m["Message-ID"] for m in handler.received][-1] == f"<{second.notification_id}@hub.example>"
+    assert [m["Message-ID"] for m in handler.received][-1] == f"<{REFERENCES.of(second.notification_id)}@hub.example>"
     assert len(handler.received) == 2
 
 
@@ -211,7 +215,7 @@ async def test_a_connection_lost_after_the_content_went_is_uncertain_and_cannot_
     result = await smtp.send(message)
 
     assert result.outcome is Outcome.uncertain
-    assert result.provider_id == f"<{message.notification_id}@hub.example>"  # what the relay's logs show
+    assert result.provider_id == f"<{REFERENCES.of(message.notification_id)}@hub.example>"  # what the relay's logs show
     assert_safe_to_log(result.detail)
     # The relay did take it: resending would deliver it twice. Nobody can be asked.
     assert [m["Message-ID"] for m in handler.received] == [result.provider_id]
@@ -346,10 +350,11 @@ async def test_settings_choose_smtp_for_email_by_default(relay: tuple[Relay, int
     settings = Settings(
         notify_smtp_host="127.0.0.1", notify_smtp_port=port, notify_smtp_tls="none",
         notify_from_address="rj-hub@hub.example", notify_message_id_domain="mid.hub.example",
+        notify_reference_key=SecretStr(REFERENCE_KEY),
     )  # fmt: skip
     senders = senders_from_settings(settings, pool=None)  # type: ignore[arg-type]  # no letter is sent here
     assert Channel.sms not in senders  # no GOV.UK Notify key: no SMS can go
     message = outbound()
     result = await senders[Channel.email].send(message)
     assert result.outcome is Outcome.sent
-    assert handler.received[0]["Message-ID"] == f"<{message.notification_id}@mid.hub.example>"
+    assert handler.received[0]["Message-ID"] == f"<{REFERENCES.of(message.notification_id)}@mid.hub.example>"

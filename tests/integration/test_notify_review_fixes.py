@@ -293,7 +293,7 @@ async def test_3_a_send_gov_uk_notify_answered_with_a_5xx_or_dropped_is_looked_u
     await send_everything_due(sender(pool, configured, ev.T0 + timedelta(minutes=5)))  # past the first backoff
 
     info = (await sends(pool))["victim_information"]
-    [accepted] = notify.by_reference(info["notification_id"])
+    [accepted] = notify.of_notification(info["notification_id"])
     assert (info["status"], info["provider_id"]) == ("sent", accepted.id)
     assert info["tries"] == (1 if created else 2)
     out = {f["type"] for f in await facts_out(pool)}

@@ -28,6 +28,15 @@ from typing import Any
 
 import jwt
 from aiohttp import web
+from pydantic import SecretStr
+
+from services.notify.channels.reference import References
+from services.runtime.settings import Settings
+
+REFERENCE_KEY = "cmotdGVzdC1yZWZlcmVuY2Uta2V5LTMyLWJ5dGVzISE="
+"""The tests' ``NOTIFY_REFERENCE_KEY`` (32 bytes, base64): a fixed one, so a test can name the reference a
+notification id goes out with."""
+REFERENCES = References.from_settings(Settings(notify_reference_key=SecretStr(REFERENCE_KEY)))
 
 POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][0-9A-Z]? ?[0-9][A-Z]{2}$", re.IGNORECASE)
 TYPES = ("email", "sms", "letter")
@@ -96,10 +105,9 @@ class NotifyStandIn:
         return f"http://127.0.0.1:{self.port}"
 
     def settings(self) -> dict[str, Any]:
-        """The settings that point a service at this stand-in."""
-        from pydantic import SecretStr
-
+        """The settings that point a service at this stand-in (and the reference key of ``REFERENCES``)."""
         return {
+            "notify_reference_key": SecretStr(REFERENCE_KEY),
             "govuk_notify_api_key": SecretStr(self.api_key),
             "govuk_notify_base_url": self.base_url,
             "govuk_notify_email_template_id": self.templates["email"],
@@ -122,6 +130,10 @@ class NotifyStandIn:
 
     def by_reference(self, reference: str) -> list[Accepted]:
         return [a for a in self.accepted if a.reference == reference]
+
+    def of_notification(self, notification_id: str) -> list[Accepted]:
+        """What was accepted for our notification id, under its outside reference (``REFERENCES``)."""
+        return self.by_reference(REFERENCES.of(notification_id))
 
     # --- lifecycle --------------------------------------------------------------------------------
 

@@ -122,8 +122,10 @@ def test_how_long_each_copy_is_kept_comes_from_the_settings() -> None:
 
 
 def test_the_key_store_and_upstreams_topic_are_listed() -> None:
-    key_store, crime_events, audit_log = inventory().holdings
+    key_store, crime_events, audit_log, letter_queue = inventory().holdings
     assert audit_log.name == "the audit log" and audit_log.stored_in[0].where == "audit.entries"
+    assert letter_queue.stored_in[0].where == "notify.letters" and "postal address" in letter_queue.holds
+    assert RETENTION_SCHEDULE in letter_queue.stored_in[0].kept and "shreds their letters" in letter_queue.erased
     assert where(key_store.stored_in) == ["keystore.data_keys, keystore.bucket_keys"]
     assert RETENTION_SCHEDULE in key_store.stored_in[0].kept
     assert "MASTER_KEYS" in key_store.holds
@@ -148,7 +150,7 @@ def test_a_personal_type_with_no_known_topic_is_refused_not_left_out() -> None:
 def test_the_table_has_a_row_per_personal_type_and_holding() -> None:
     inv = inventory()
     rows = table_rows(inv)
-    assert len(rows) == len(inv.event_types) + 3
+    assert len(rows) == len(inv.event_types) + len(inv.holdings)
     opened = next(r for r in rows if r[0].startswith("rj.case.opened\n"))
     assert opened == (
         "rj.case.opened\n  participants[].age_band\n  participants[].contact\n  participants[].custody_location\n"
@@ -171,6 +173,7 @@ def test_rj_privacy_inventory_prints_json_that_parses_and_a_table() -> None:
         "the key store",
         "upstream's topic crime.events",
         "the audit log",
+        "the letter queue",
     ]
     assert document["retention_schedule"] == RETENTION_SCHEDULE
 

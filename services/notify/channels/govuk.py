@@ -1,10 +1,11 @@
 """GOV.UK Notify, which public services in England and Wales use for email, SMS and letters, through its
 official client (``notifications-python-client``, synchronous: each call runs in a worker thread).
 
-Our notification id is Notify's ``reference``: after a crash between sending and recording, ``lookup`` asks
-Notify for the notifications under it, and the service sends again only if Notify never saw it. Each channel
-uses one generic template the force sets up once (content ``((subject))``/``((body))``; SMS ``((body))``),
-so our own templates stay the one place a message's words live.
+Our notification id, as its outside reference (an HMAC of it: ``reference``), is Notify's ``reference``: after
+a crash between sending and recording, ``lookup`` asks Notify for the notifications under it, and the service
+sends again only if Notify never saw it. Each channel uses one generic template the force sets up once
+(content ``((subject))``/``((body))``; SMS ``((body))``), so our own templates stay the one place a message's
+words live.
 
 What a failure means (``classify``):
 - 429 (rate limit: 3,000 requests a minute per key): temporary, with Notify's ``Retry-After`` (else
@@ -26,6 +27,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import requests
@@ -44,6 +46,7 @@ from services.notify.channels import (
     SendResult,
     postal_lines,
 )
+from services.notify.channels.reference import References
 from services.runtime.settings import Settings
 
 log = structlog.get_logger()
@@ -163,6 +166,7 @@ class GovukNotifySender:
     notify: GovukNotify
     channel: Channel
     template_id: str
+    references: References = field(repr=False)
 
     def __post_init__(self) -> None:
         if self.channel not in (Channel.email, Channel.sms, Channel.letter):
@@ -178,12 +182,12 @@ class GovukNotifySender:
             Channel.sms: settings.govuk_notify_sms_template_id,
             Channel.letter: settings.govuk_notify_letter_template_id,
         }.get(channel, "")
-        return cls(notify, channel, template)
+        return cls(notify, channel, template, References.from_settings(settings))
 
     def request(self, message: Outbound) -> Callable[[NotificationsAPIClient], Any]:
         """The client call that sends ``message``. Raises ``ValueError`` for a letter address Notify would
         refuse by its shape (it takes 3 to 7 lines, the name included)."""
-        rendered, reference = message.rendered, message.notification_id
+        rendered, reference = message.rendered, self.references.of(message.notification_id)
         if self.channel is Channel.email:
             body = {"subject": rendered.subject, "body": rendered.text}
             return lambda c: c.send_email_notification(message.to, self.template_id, body, reference=reference)
@@ -214,16 +218,19 @@ class GovukNotifySender:
             return SendResult(Outcome.uncertain, detail="notify answered without a notification id")
         return SendResult(Outcome.sent, provider_id=provider_id)
 
+    def _notifications_under(self, client: NotificationsAPIClient, reference: str) -> Any:
+        return client.get_all_notifications(template_type=self.channel.value, reference=reference)
+
     async def lookup(self, notification_id: str) -> SendResult | None:
         """What Notify holds under this reference for this channel: None if nothing. Raises ``LookupFailed``
         when Notify cannot be asked now."""
-        try:
-            answer = await self.notify.call(
-                lambda c: c.get_all_notifications(template_type=self.channel.value, reference=notification_id)
-            )
-        except APIError as exc:
-            raise LookupFailed(f"notify lookup failed: {classify(exc, self.notify).detail}") from None
-        found = [n for n in (answer or {}).get("notifications", []) if n.get("reference") == notification_id]
+        found = []
+        for reference in self.references.every(notification_id):  # one a key, while keys are rotated
+            try:
+                answer = await self.notify.call(partial(self._notifications_under, reference=reference))
+            except APIError as exc:
+                raise LookupFailed(f"notify lookup failed: {classify(exc, self.notify).detail}") from None
+            found += [n for n in (answer or {}).get("notifications", []) if n.get("reference") == reference]
         if not found:
             return None
         for notification in found:
@@ -302,6 +309,9 @@ class LargePrintToQueue:
 
     async def send(self, message: Outbound) -> SendResult:
         return await (self.queue if message.large_print else self.notify).send(message)
+
+    def _notifications_under(self, client: NotificationsAPIClient, reference: str) -> Any:
+        return client.get_all_notifications(template_type=self.channel.value, reference=reference)
 
     async def lookup(self, notification_id: str) -> SendResult | None:
         queued = await self.queue.lookup(notification_id)

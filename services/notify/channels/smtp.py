@@ -1,5 +1,5 @@
 """Email over SMTP (aiosmtplib) to the force's relay: plain text and HTML, a ``Message-ID`` made from the
-notification id, and an outcome that says exactly how far a failed send got.
+notification id (its outside reference: ``reference``), and an outcome that says exactly how far a failed send got.
 
 SMTP cannot be asked afterwards whether a message went (``lookup`` raises ``CannotLookUp``), so the one
 question that matters is whether the message's content had started to go when something broke:
@@ -39,7 +39,8 @@ import structlog
 from aiosmtplib import SMTPException, SMTPResponseException
 
 from schemas.common import Channel
-from services.notify.channels import CannotLookUp, Outbound, Outcome, SendResult
+from services.notify.channels import CannotLookUp, ChannelConfigError, Outbound, Outcome, SendResult
+from services.notify.channels.reference import References
 from services.runtime.settings import Settings
 
 log = structlog.get_logger()
@@ -77,6 +78,7 @@ class SmtpSender:
     username: str = ""
     password: str = field(default="", repr=False)
     message_id_domain: str = ""
+    references: References | None = field(default=None, repr=False)
     ca_file: Path | None = None
     timeout_s: float = 15.0
     connections: int = 4
@@ -86,6 +88,8 @@ class SmtpSender:
     _slots: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.references is None:
+            raise ChannelConfigError("email over SMTP needs NOTIFY_REFERENCE_KEY (its Message-IDs are made with it)")
         self.from_address = _parse_address(self.from_address).addr_spec
         if not self.message_id_domain:
             self.message_id_domain = _parse_address(self.from_address).domain
@@ -100,6 +104,7 @@ class SmtpSender:
             username=settings.notify_smtp_username,
             password=settings.notify_smtp_password.get_secret_value(),
             message_id_domain=settings.notify_message_id_domain,
+            references=References.from_settings(settings),
             ca_file=settings.notify_smtp_ca_file,
             timeout_s=settings.notify_smtp_timeout_s,
             connections=settings.notify_smtp_connections,
@@ -107,7 +112,10 @@ class SmtpSender:
         )
 
     def message_id(self, notification_id: str) -> str:
-        return f"<{notification_id}@{self.message_id_domain}>"
+        """The Message-ID of the email with this notification id: the id's outside reference (``reference``),
+        never the id itself."""
+        assert self.references is not None
+        return f"<{self.references.of(notification_id)}@{self.message_id_domain}>"
 
     def compose(self, message: Outbound) -> EmailMessage:
         """The email: text and HTML alternatives. Raises ``ValueError`` for an address that is not one, or a
