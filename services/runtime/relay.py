@@ -565,8 +565,7 @@ class RelayProcess:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "services.cli",
-                "relay",
+                "services.runtime.relay_main",
                 self.name,
                 env={
                     **os.environ,

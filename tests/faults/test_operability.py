@@ -168,7 +168,7 @@ def _relay_child(parent: int) -> int | None:
         children = [int(pid) for pid in f.read().split()]
     for pid in children:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if b"relay" in f.read().split(b"\0"):
+            if b"services.runtime.relay_main" in f.read().split(b"\0"):
                 return pid
     return None
 
