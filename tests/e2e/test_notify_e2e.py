@@ -84,6 +84,8 @@ async def test_victims_are_told_once_in_their_own_words_and_a_sigkill_between_se
         assert time.monotonic() < deadline, "no email reached the SMTP server"
         await asyncio.sleep(0.02)
     system.service("notify").kill()
+    await asyncio.sleep(0.5)  # what the dead process had on the wire lands; its replies are held past its death
+    in_flight = {m["To"].addresses[0].addr_spec.lower() for m in handler.received}
     start_notify(system, port)
 
     async def all_settled() -> bool:
@@ -102,12 +104,14 @@ async def test_victims_are_told_once_in_their_own_words_and_a_sigkill_between_se
     )
     status = {r["case_id"]: r["status"] for r in rows}
     assert set(status.values()) <= {"sent", "uncertain"}
-    assert "uncertain" in status.values()  # the one in flight when notify died: never resent blindly
+    assert 1 <= len(in_flight) < CASES
     for ref in refs:
-        got = handler.to(f"v-{ref.lower()}@example.org")
-        assert len(got) <= 1, f"{ref}: sent twice"
-        if status[case_of(ref)] == "sent":
-            assert len(got) == 1
+        address = f"v-{ref.lower()}@example.org"
+        got = handler.to(address)
+        assert len(got) == 1, f"{ref}: {len(got)} emails"  # each once: none lost, none repeated
+        # What was in flight when notify died is never resent blindly: uncertain, for the facilitator to check.
+        # Everything else went after the restart, and is recorded as sent (not given up on as uncertain).
+        assert status[case_of(ref)] == ("uncertain" if address in in_flight else "sent"), (ref, status)
         for message in got:
             text = body(message)
             assert f"V-{ref}" in text  # their own name
