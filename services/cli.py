@@ -70,6 +70,17 @@ def relay(name: Annotated[str, typer.Argument(help=f"one of: {', '.join(SERVICES
 
 
 @cli.command()
+def bench(
+    only: Annotated[list[str] | None, typer.Option("--only", help="a benchmark's name (repeat for more)")] = None,
+    full: Annotated[bool, typer.Option("--full", help="the sizes the README's figures were measured at")] = False,
+) -> None:
+    """Run every benchmark in bench/ (each beside its ceiling); figures to .rj/bench/*.json. Exit 1 if one missed."""
+    from bench.all import run_all
+
+    raise typer.Exit(run_all(only or (), full=full))
+
+
+@cli.command()
 def migrate() -> None:
     """Apply every service's migrations to DATABASE_URL (services also do this when they start)."""
     from services.runtime.db import migrate as run
