@@ -9,6 +9,7 @@ COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY services ./services
 COPY demo ./demo
+COPY bench ./bench
 RUN pip install .
 RUN useradd --system --uid 10001 rj
 USER rj

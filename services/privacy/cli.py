@@ -219,7 +219,13 @@ def export(person: Person, as_json: AsJson = False) -> None:
         finally:
             await conn.close()
 
-    document = asyncio.run(main())
+    from services.runtime.topicread import TopicsUnreadable
+
+    try:
+        document = asyncio.run(main())
+    except TopicsUnreadable as error:  # a wrong TOPIC_PREFIX or broker: say so, never an export that looks empty
+        typer.echo(f"cannot export: {error}", err=True)
+        raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
         return

@@ -569,8 +569,9 @@ class RelayProcess:
                 self.name,
                 env={
                     **os.environ,
-                    # The worker's settings, whether they came from the environment or from code.
-                    **{name.upper(): str(value) for name, value in self.settings.model_dump().items()},
+                    # The worker's settings, whether they came from the environment or from code (secrets as they
+                    # are, not masked; unset ones left out).
+                    **self.settings.as_env(),
                     "RJ_RELAY_PARENT_PID": str(os.getpid()),
                     "RJ_RELAY_REPORT_FD": str(write_fd),
                 },

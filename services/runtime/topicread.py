@@ -13,8 +13,14 @@ Three things have each left records out of such a read here, and are guarded aga
   of 1. A partition is read to the larger of its listed end and the high watermark of the first fetch answer
   for it, which has been right each time.
 - **A topic missing from cached metadata.** A consumer's ``partitions_for_topic`` reads metadata that its
-  ``topics()`` does not refresh; the partitions are asked of the broker (an admin describe), again until it
-  names every topic, and a topic it never names is an error, never a topic read as empty.
+  ``topics()`` does not refresh; the partitions are asked of the broker, again until it names every topic, and a
+  topic it never names is an error, never a topic read as empty. The topics are listed before any is described:
+  a metadata request that names a topic creates it on a broker that creates topics on demand (Tansu does), and a
+  wrong ``TOPIC_PREFIX`` must fail, not make empty topics.
+
+A partition read to its end is paused, so that traffic elsewhere neither piles up in memory nor counts as
+progress for a partition that is stuck. What retention left of a partition (its ``begin``) is listed after the
+read: a record trimmed while the read went on is then below it, not taken for a deleted one.
 """
 
 from __future__ import annotations
@@ -73,18 +79,18 @@ async def read_from_the_start(
     await consumer.start()
     try:
         consumer.assign(partitions)
-        begins = await consumer.beginning_offsets(partitions)
         ends = dict(await consumer.end_offsets(partitions))
         await consumer.seek_to_beginning(*partitions)
         left = set(partitions)
         answered: set[TopicPartition] = set()
         quiet_since = time.monotonic()
         while left:
-            batches = await consumer.getmany(*partitions, timeout_ms=500)
+            batches = await consumer.getmany(*left, timeout_ms=500)
+            moved = False
             for tp, records in batches.items():
                 for record in records:
                     take(logical[tp], tp.partition, record)
-            moved = bool(batches)
+                moved = moved or (bool(records) and tp in left)
             for tp in list(left):
                 highwater = consumer.highwater(tp)
                 if highwater is None:
@@ -95,11 +101,13 @@ async def read_from_the_start(
                     moved = True
                 if await consumer.position(tp) >= ends[tp]:
                     left.discard(tp)
+                    consumer.pause(tp)  # read: what comes later is not this read's, and is not fetched
             if moved:
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since > stall_s:
                 tp = min(left)
                 raise TopicsUnreadable(f"{logical[tp]}/{tp.partition} could not be read to its end offset {ends[tp]}")
+        begins = await consumer.beginning_offsets(partitions)
     finally:
         await consumer.stop()
     return {(logical[tp], tp.partition): Span(begins[tp], ends[tp]) for tp in partitions}
@@ -107,7 +115,8 @@ async def read_from_the_start(
 
 async def partitions_of(settings: Settings, names: Sequence[str], *, stall_s: float = STALL_S) -> dict[str, list[int]]:
     """Each topic's partitions (``names`` as the broker knows them), asked of the broker until it names them all
-    or ``stall_s`` passes; a topic it does not name has none."""
+    or ``stall_s`` passes; a topic it does not name has none. Only topics the broker lists are described: naming
+    a topic in a metadata request creates it on a broker that creates topics on demand."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     deadline = time.monotonic() + stall_s
@@ -115,8 +124,10 @@ async def partitions_of(settings: Settings, names: Sequence[str], *, stall_s: fl
     await admin.start()
     try:
         while True:
-            described = await admin.describe_topics(list(names))
             known: dict[str, list[int]] = {name: [] for name in names}
+            listed = set(await admin.list_topics())
+            present = [name for name in names if name in listed]
+            described = await admin.describe_topics(present) if present else []
             for topic in described:
                 if topic["error_code"] == 0 and topic["topic"] in known:
                     known[topic["topic"]] = sorted(p["partition"] for p in topic["partitions"] if p["error_code"] == 0)

@@ -6,9 +6,10 @@ person's next allowed channel), ``temporary_failure`` (nothing went: try again l
 may or may not have gone: never blindly resend). ``detail`` is a reason safe to log: never an address, a
 name or the message's content.
 
-The notification id is the dedupe key everywhere: GOV.UK Notify's ``reference``, the base of an email's
-``Message-ID``, the letter queue's unique key; ``lookup`` asks a provider what it knows of one, so that a
-send whose outcome was lost in a crash is repeated only when the provider never saw it.
+The notification id is the dedupe key everywhere: through its outside reference (an HMAC of it,
+``reference.py``) GOV.UK Notify's ``reference`` and an email's ``Message-ID``, and as it is the letter queue's
+unique key; ``lookup`` asks a provider what it knows of one, so that a send whose outcome was lost in a crash is
+repeated only when the provider never saw it.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class Outbound:
     """One message to one person on one channel. ``case_id`` and ``person_id`` say whose data it carries: the
     letter queue seals the letter under that person's data key on that case, so erasing them shreds it."""
 
-    notification_id: str  # UUID string: the dedupe key; Notify `reference`, SMTP Message-ID base
+    notification_id: str  # UUID string: the dedupe key; its HMAC (reference.py) is Notify's reference, the Message-ID
     channel: Channel  # email / sms / letter
     to: str  # email address, phone number, or postal address (lines separated by \n)
     recipient_name: str | None

@@ -310,9 +310,6 @@ class LargePrintToQueue:
     async def send(self, message: Outbound) -> SendResult:
         return await (self.queue if message.large_print else self.notify).send(message)
 
-    def _notifications_under(self, client: NotificationsAPIClient, reference: str) -> Any:
-        return client.get_all_notifications(template_type=self.channel.value, reference=reference)
-
     async def lookup(self, notification_id: str) -> SendResult | None:
         queued = await self.queue.lookup(notification_id)
         return queued if queued is not None else await self.notify.lookup(notification_id)

@@ -9,8 +9,11 @@ under ``NOTIFY_REFERENCE_KEY`` (base64 of 32 bytes): the same id always gives th
 and the lookup after a crash still work), and without the key no one can go from a person and an event to a
 reference or back.
 
-Keys are rotated by listing the new one first (comma-separated): new messages take the first, and a lookup
-after a crash asks under each, so a message sent under the old key is still found.
+Keys are rotated in two steps, so that no replica ever fails to find what another sent: first ``OLD,NEW``
+everywhere (every replica can look up under both, all still send under the old), then ``NEW,OLD`` (new messages
+take the new key; a lookup after a crash asks under each, so a message sent under the old key is still found),
+and, once nothing sent under the old key can still be in doubt, ``NEW``. Before these references, the id itself
+went out: nothing was deployed then, so nothing in doubt carries a raw id.
 """
 
 from __future__ import annotations
