@@ -20,6 +20,9 @@ the record leaves the row ``sending``, never ``waiting``: it is *in doubt*, and 
   once (it has it: recorded; it never saw it: sent again later, as a temporary failure; it cannot be asked now:
   left in doubt); only SMTP's is recorded uncertain for good.
 
+Sends go on continuously (``run``), up to ``NOTIFY_SEND_CONCURRENCY`` at once on a database pool of the sender's
+own: a row due now is claimed as soon as a slot is free, not when the slowest send of a round has finished.
+
 What a message says is decided here, from the case as it stands (``compose``): an address rectified meanwhile is
 used, an erased person gets nothing. This module holds the loop and the bookkeeping; ``Composer`` (the message
 and the address) and the channel senders (``services.notify.channels``) are given to it.
@@ -28,7 +31,7 @@ and the address) and the channel senders (``services.notify.channels``) are give
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -51,7 +54,7 @@ from services.notify import app as intake
 from services.notify import domain, store
 from services.runtime import privacy
 from services.runtime.app import ServiceApp, stop_process_when_it_ends
-from services.runtime.db import transaction
+from services.runtime.db import create_pool, transaction
 from services.runtime.decision import Emit
 from services.runtime.outbox import facts, write_outbox
 
@@ -100,18 +103,27 @@ class Sender:
 
     async def send_due(self) -> int:
         """Claim what is due (committed), send it all at once, record each result. How many were claimed."""
-        with privacy.batch_scope():
-            async with transaction(self.pool) as conn:
-                rows = await store.claim_due(conn, self.clock(), self.batch, self.claimer)
+        rows = await self.claim_due(self.batch)
         await asyncio.gather(*(self._send_one(row, in_doubt=False) for row in rows))
         return len(rows)
 
-    async def resolve_in_doubt(self) -> int:
-        """Rows left ``sending`` by a process that is gone, or past the lease: ask the provider, or mark them
-        uncertain (see the module)."""
+    async def claim_due(self, limit: int) -> list[asyncpg.Record]:
+        """Claim up to ``limit`` due rows (committed ``sending``, the try counted): each is then this process's to
+        send (``send_claimed``), or in doubt once this process is gone."""
         with privacy.batch_scope():
             async with transaction(self.pool) as conn:
-                rows = await store.claim_in_doubt(conn, self.clock() - self.lease, self.batch, self.claimer)
+                return list(await store.claim_due(conn, self.clock(), limit, self.claimer))
+
+    async def send_claimed(self, row: asyncpg.Record) -> None:
+        """Send one row this process claimed (``claim_due``), and record its result."""
+        await self._send_one(row, in_doubt=False)
+
+    async def resolve_in_doubt(self, busy: Sequence[str] = ()) -> int:
+        """Rows left ``sending`` by a process that is gone, or past the lease: ask the provider, or mark them
+        uncertain (see the module). ``busy``: this process's sends still running, never in doubt."""
+        with privacy.batch_scope():
+            async with transaction(self.pool) as conn:
+                rows = await store.claim_in_doubt(conn, self.clock() - self.lease, self.batch, self.claimer, busy)
         for row in rows:
             await self._send_one(row, in_doubt=True)
         return len(rows)
@@ -131,6 +143,10 @@ class Sender:
         if sender is None:
             await self._record(row, intent, "permanent_failure", None, "no sender for the channel", None)
             return
+        if in_doubt and row["send_started_at"] is None:
+            # Claimed, but its channel was never called (``_still_wanted`` marks a send started, and commits, first):
+            # nothing can have gone, so it is not in doubt. It goes now, as this process's (it claimed it again).
+            in_doubt = False
         if in_doubt:  # asked before anything else: what the provider has is recorded as it is, stop or not
             try:
                 known = await sender.lookup(row["notification_id"])
@@ -198,7 +214,7 @@ class Sender:
         with the stop's reason, and its fact goes. True: marked started, so no stop cancels it from here on."""
         now, nid = self.clock(), row["notification_id"]
         async with transaction(self.pool) as conn:
-            if await store.lock_sending(conn, nid) is None:
+            if await store.lock_sending(conn, nid, self.claimer) is None:
                 return False
             case = await store.read_case(conn, row["case_id"])
             reason = domain.stop_reason(
@@ -249,7 +265,8 @@ class Sender:
             "channel": channel,
         }
         async with transaction(self.pool) as conn:
-            case = await store.read_case(conn, case_id)
+            # What went needs nothing of the case; anything else may schedule more from it (read and opened only then).
+            case = None if outcome == "sent" else await store.read_case(conn, case_id)
             emits: list[Emit] = []
             if outcome == "sent":
                 if not await store.finish(conn, nid, "sent", provider_id=provider_id, detail=detail):
@@ -330,23 +347,50 @@ async def run(sender: Sender, database_url: str, poll_interval_s: float) -> None
     rather than go on sending under a lock it no longer holds."""
     woken = asyncio.Event()
     lost = asyncio.Event()
+    freed = asyncio.Event()  # a send finished while every slot was taken
+    in_flight: dict[asyncio.Task[None], str] = {}  # each send running, and its notification id
     listener = await asyncpg.connect(database_url)
     listener.add_termination_listener(lambda *_: lost.set())
     sender.claimer = await store.hold_sender_id(listener)
     await listener.add_listener(store.DUE_CHANNEL, lambda *_: woken.set())
     log.info("notify_sender_started", sender_id=sender.claimer)
+
+    def done(task: asyncio.Task[None]) -> None:
+        in_flight.pop(task, None)
+        freed.set()
+
+    resolved_at = -poll_interval_s
     try:
         while not lost.is_set():
-            await sender.resolve_in_doubt()
-            while await sender.send_due() >= sender.batch:
-                pass
+            # Cleared before the claim, not after: a wake-up that comes while claiming is not lost (it would
+            # otherwise wait for the next one, or for the poll).
             woken.clear()
+            freed.clear()
+            loop_time = asyncio.get_running_loop().time()
+            if loop_time - resolved_at >= poll_interval_s:
+                await sender.resolve_in_doubt(busy=list(in_flight.values()))
+                resolved_at = loop_time
+            # Sends go on continuously, up to ``batch`` at once: a row due now is claimed as soon as a slot is
+            # free, not when the slowest send of a round has finished.
+            while (free := sender.batch - len(in_flight)) > 0:
+                rows = await sender.claim_due(free)
+                for row in rows:
+                    task = asyncio.create_task(sender.send_claimed(row), name=f"send {row['notification_id']}")
+                    in_flight[task] = row["notification_id"]
+                    task.add_done_callback(done)
+                if len(rows) < free:
+                    break
+            waits = (woken, lost, freed) if len(in_flight) >= sender.batch else (woken, lost)
             try:
-                await asyncio.wait_for(_either(woken, lost), poll_interval_s)
+                await asyncio.wait_for(_either(*waits), poll_interval_s)
             except TimeoutError:
                 pass
         raise ConnectionError("the notify sender's lock connection was lost")
     finally:
+        # Sends in flight finish (each records its own result), unless the process is going down: a send cut off
+        # between the channel and its record is in doubt, and resolved as such by the next sender.
+        if in_flight:
+            await asyncio.wait(list(in_flight), timeout=poll_interval_s)
         await listener.close()
 
 
@@ -368,7 +412,9 @@ def start(service: ServiceApp, *, clock: Callable[[], datetime]) -> None:
     settings = service.settings
 
     async def send_for_ever() -> None:
-        pool = await service.pool()
+        await service.pool()  # the schema migrated
+        # A pool of its own: intake's batches do not hold up a send waiting for a connection, nor sends a batch.
+        pool = await create_pool(settings.model_copy(update={"db_pool_size": min(settings.notify_send_concurrency, 6)}))
         sender = Sender(
             pool,
             senders_from_settings(settings, pool),

@@ -274,18 +274,23 @@ async def claim_due(
 
 
 async def claim_in_doubt(
-    conn: asyncpg.Connection, claimed_before: datetime, limit: int, claimer: int | None = None
+    conn: asyncpg.Connection,
+    claimed_before: datetime,
+    limit: int,
+    claimer: int | None = None,
+    busy: Sequence[str] = (),
 ) -> list[asyncpg.Record]:
     """Sends in doubt, claimed again by ``claimer`` to be resolved (``services.notify.sender.resolve_in_doubt``):
     those ``sending`` since before ``claimed_before`` (the lease), and, at once, those whose claimer's lock is
     free (its process died mid-send). The lock is tried for the transaction only (``pg_try_advisory_xact_lock``):
     it fails while the live claimer holds it, and is let go at commit. Rows this process claimed itself are its
-    own sends in flight, left to the lease."""
+    own sends in flight, left to the lease; ``busy`` (this process's sends still running) never are: a send past
+    the lease but still waiting on its channel is not in doubt, and taking it as such could send it twice."""
     return await conn.fetch(
         f"""UPDATE {SENDS} AS s SET claimed_at = now(), claimed_by = $3
              WHERE s.notification_id IN (
                  SELECT notification_id FROM {SENDS}
-                  WHERE status = 'sending'
+                  WHERE status = 'sending' AND notification_id <> ALL($4::text[])
                     AND (claimed_at < $1
                          OR (claimed_by IS NOT NULL AND claimed_by IS DISTINCT FROM $3
                              AND pg_try_advisory_xact_lock({SENDER_LOCK_SPACE}, claimed_by)))
@@ -294,13 +299,21 @@ async def claim_in_doubt(
         claimed_before,
         limit,
         claimer,
+        list(busy),
     )
 
 
-async def lock_sending(conn: asyncpg.Connection, notification_id: str) -> asyncpg.Record | None:
-    """The send, locked, if it is still ``sending`` (None: a stop cancelled it, or another replica finished it)."""
+async def lock_sending(
+    conn: asyncpg.Connection, notification_id: str, claimer: int | None = None
+) -> asyncpg.Record | None:
+    """The send, locked, if it is still ``sending`` and still ``claimer``'s (None: a stop cancelled it, another
+    replica finished it, or another replica took it over as in doubt after the lease: then it is theirs to send,
+    and only theirs)."""
     return await conn.fetchrow(
-        f"SELECT * FROM {SENDS} WHERE notification_id = $1 AND status = 'sending' FOR UPDATE", notification_id
+        f"""SELECT * FROM {SENDS} WHERE notification_id = $1 AND status = 'sending'
+                AND claimed_by IS NOT DISTINCT FROM $2 FOR UPDATE""",
+        notification_id,
+        claimer,
     )
 
 

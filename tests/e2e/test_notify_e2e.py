@@ -23,6 +23,7 @@ from tests.harness import System
 pytestmark = pytest.mark.integration
 
 CASES = 6
+SENDING_AT_ONCE = 2  # so that most of the cases are not yet claimed when notify dies, and must go after the restart
 ALWAYS_OPEN = "mon-sun 00:00-24:00; hol 00:00-24:00"  # the clock is real: a test at 22:00 must not wait
 
 
@@ -63,7 +64,7 @@ def start_notify(system: System, port: int) -> None:
     system.start(
         "notify", notify_smtp_host="127.0.0.1", notify_smtp_port=port, notify_smtp_tls="none",
         notify_from_address="rj-hub@hub.example", notify_quiet_hours=ALWAYS_OPEN, notify_send_lease_s=1,
-        notify_poll_interval_s=0.2,
+        notify_poll_interval_s=0.2, notify_send_concurrency=SENDING_AT_ONCE,
     )  # fmt: skip
 
 
@@ -84,7 +85,9 @@ async def test_victims_are_told_once_in_their_own_words_and_a_sigkill_between_se
         assert time.monotonic() < deadline, "no email reached the SMTP server"
         await asyncio.sleep(0.02)
     system.service("notify").kill()
-    await asyncio.sleep(0.5)  # what the dead process had on the wire lands; its replies are held past its death
+    # What the dead process had on the wire lands (the server takes one message at a time, each holding its reply
+    # for hold_s): only then is it known which went. The restarted notify sends nothing before this.
+    await asyncio.sleep(handler.hold_s * SENDING_AT_ONCE + 0.5)
     in_flight = {m["To"].addresses[0].addr_spec.lower() for m in handler.received}
     start_notify(system, port)
 
@@ -104,19 +107,24 @@ async def test_victims_are_told_once_in_their_own_words_and_a_sigkill_between_se
     )
     status = {r["case_id"]: r["status"] for r in rows}
     assert set(status.values()) <= {"sent", "uncertain"}
-    assert 1 <= len(in_flight) < CASES
+    assert 1 <= len(in_flight) <= SENDING_AT_ONCE
     for ref in refs:
         address = f"v-{ref.lower()}@example.org"
-        got = handler.to(address)
-        assert len(got) == 1, f"{ref}: {len(got)} emails"  # each once: none lost, none repeated
-        # What was in flight when notify died is never resent blindly: uncertain, for the facilitator to check.
-        # Everything else went after the restart, and is recorded as sent (not given up on as uncertain).
-        assert status[case_of(ref)] == ("uncertain" if address in in_flight else "sent"), (ref, status)
+        got, state = handler.to(address), status[case_of(ref)]
+        assert len(got) <= 1, f"{ref}: sent twice"
+        if address in in_flight:  # on the wire when notify died: never resent blindly, for the facilitator to check
+            assert state == "uncertain" and len(got) == 1, (ref, state, len(got))
+        else:  # sent after the restart; or started (its channel called) but cut off before it reached the server
+            assert (state, len(got)) in {("sent", 1), ("uncertain", 0)}, (ref, state, len(got))
         for message in got:
             text = body(message)
             assert f"V-{ref}" in text  # their own name
             assert not any(f"Offender {other}" in text for other in refs)  # the offender is never named
             assert not any(f"V-{other}" in text for other in refs if other != ref)  # nor another victim
+    # Only what was being sent when notify died can be in doubt: the rest was never claimed, or claimed and never
+    # handed to the channel, and went after the restart (not all given up on as uncertain).
+    assert list(status.values()).count("uncertain") <= SENDING_AT_ONCE
+    assert list(status.values()).count("sent") >= CASES - SENDING_AT_ONCE
     uncertain = await system.fetchval("SELECT count(*) FROM notify.scheduled_sends WHERE status = 'uncertain'")
     facts = await system.fetchval(
         "SELECT count(*) FROM notify.outbox WHERE convert_from(value, 'UTF8')::jsonb->>'type' = $1",

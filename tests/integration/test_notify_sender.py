@@ -93,7 +93,9 @@ async def test_a_send_in_doubt_on_a_channel_that_cannot_be_asked_is_marked_uncer
 ) -> None:
     await prepared(pool)
     async with pool.acquire() as conn:
-        claimed = await store.claim_due(conn, ev.T0, 10)  # claimed, committed, then the process died
+        claimed = await store.claim_due(conn, ev.T0, 10)  # claimed, committed, handed to the channel, then it died
+        for row in claimed:
+            await store.mark_started(conn, row["notification_id"])
     assert len(claimed) == 2
     channel = RecordingChannel(can_look_up=False)
     later = ev.T0 + timedelta(minutes=10)
@@ -110,6 +112,8 @@ async def test_a_send_in_doubt_on_a_channel_that_can_be_asked_goes_once(pool: as
     await prepared(pool)
     async with pool.acquire() as conn:
         claimed = await store.claim_due(conn, ev.T0, 10)
+        for row in claimed:
+            await store.mark_started(conn, row["notification_id"])
     channel = RecordingChannel(can_look_up=True)
     channel.got.append(claimed[0]["notification_id"])  # the provider had the first before the crash
     later = datetime(2026, 3, 4, 10, 10, tzinfo=UTC)
@@ -144,6 +148,8 @@ async def test_sends_left_sending_by_a_dead_process_are_in_doubt_at_start_up_but
     a_id = await store.hold_sender_id(replica_a)
     async with db.acquire() as conn:
         claimed = [r["notification_id"] for r in await store.claim_due(conn, ev.T0, 10, a_id)]
+        for notification_id in claimed:
+            await store.mark_started(conn, notification_id)  # A's channel was called
     assert len(claimed) == 2
     channel = RecordingChannel(can_look_up=False)
     soon = ev.T0 + timedelta(seconds=1)  # far inside the lease: only the claimer's lock can say it is gone
@@ -185,3 +191,36 @@ async def test_sends_left_sending_by_a_dead_process_are_in_doubt_at_start_up_but
     assert not set(claimed) & set(channel.got)
     uncertain = [f for f in await facts_out(db) if f["type"] == "rj.notification.uncertain"]
     assert len(uncertain) == 2
+
+
+async def test_a_send_claimed_but_never_handed_to_its_channel_is_not_in_doubt_and_goes_once(
+    pool: asyncpg.Pool,  # noqa: F811
+) -> None:
+    """A process that died after claiming but before calling the channel (a send is marked started, and that
+    committed, before the channel is called) cannot have sent anything: the next sender sends it, even on a channel
+    that cannot be asked, rather than give it up as uncertain."""
+    await prepared(pool)
+    async with pool.acquire() as conn:
+        claimed = await store.claim_due(conn, ev.T0, 10)
+    channel = RecordingChannel(can_look_up=False)
+    assert await sender(pool, channel, ev.T0 + timedelta(minutes=10)).resolve_in_doubt() == 2
+    assert sorted(channel.got) == sorted(r["notification_id"] for r in claimed)
+    assert {r["status"] for r in await store.sends_of(pool, ev.CASE)} == {"sent"}  # type: ignore[arg-type]
+
+
+async def test_a_send_past_its_lease_that_this_process_still_runs_is_never_taken_as_in_doubt(
+    pool: asyncpg.Pool,  # noqa: F811
+) -> None:
+    """The sender runs sends continuously: a send of its own still waiting on its channel past the lease is
+    ``busy``, and its own pass over sends in doubt leaves it alone (taking it could send it twice)."""
+    await prepared(pool)
+    async with pool.acquire() as conn:
+        claimed = await store.claim_due(conn, ev.T0, 10)
+        for row in claimed:
+            await store.mark_started(conn, row["notification_id"])
+    channel = RecordingChannel(can_look_up=True)
+    late = ev.T0 + timedelta(hours=1)
+    busy = [claimed[0]["notification_id"]]
+    assert await sender(pool, channel, late).resolve_in_doubt(busy=busy) == 1
+    assert channel.got == [claimed[1]["notification_id"]]
+    assert (await statuses(pool))[busy[0]] == "sending"
