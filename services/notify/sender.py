@@ -100,6 +100,8 @@ class Sender:
     lookup_failed: tuple[type[BaseException], ...] = ()
     claimer: int | None = None
     """This process's sender id, locked while it lives (``store.hold_sender_id``); None: in doubt by lease only."""
+    stopping: bool = False
+    """Set when the loop ends: no send starts from then on (those started finish, then the lock is let go)."""
 
     async def send_due(self) -> int:
         """Claim what is due (committed), send it all at once, record each result. How many were claimed."""
@@ -143,9 +145,17 @@ class Sender:
         if sender is None:
             await self._record(row, intent, "permanent_failure", None, "no sender for the channel", None)
             return
-        if in_doubt and row["send_started_at"] is None:
+        if in_doubt and row["send_started_at"] is None and self.claimer is not None:
             # Claimed, but its channel was never called (``_still_wanted`` marks a send started, and commits, first):
-            # nothing can have gone, so it is not in doubt. It goes now, as this process's (it claimed it again).
+            # nothing can have gone, so it is not in doubt. It goes now, as this process's: it claimed it again, and
+            # ``_still_wanted`` only lets the row's claimer start it. (Without a claimer id of its own a sender cannot
+            # tell its claim from another's, and treats the row as in doubt.) A row that keeps failing before its
+            # channel is called is given up after NOTIFY_MAX_TRIES such rounds, and the facilitators are told.
+            async with self.pool.acquire() as conn:
+                rounds = await store.count_doubt_round(conn, row["notification_id"])
+            if rounds > self.max_tries:
+                await self._record(row, intent, "permanent_failure", None, "failed before its channel was called", None)
+                return
             in_doubt = False
         if in_doubt:  # asked before anything else: what the provider has is recorded as it is, stop or not
             try:
@@ -213,6 +223,8 @@ class Sender:
         since it was decided, while it waited to retry, or while it was in doubt): then it is recorded cancelled
         with the stop's reason, and its fact goes. True: marked started, so no stop cancels it from here on."""
         now, nid = self.clock(), row["notification_id"]
+        if self.stopping:  # the process is going: nothing new reaches a channel (the row stays claimed, not started)
+            return False
         async with transaction(self.pool) as conn:
             if await store.lock_sending(conn, nid, self.claimer) is None:
                 return False
@@ -221,7 +233,7 @@ class Sender:
                 case, NotificationKind(row["kind"]), RecipientKind(row["recipient_kind"]), intent.recipient_id
             )
             if reason is None:
-                await store.mark_started(conn, nid)
+                await store.mark_started(conn, nid, now)
                 return True
             await self._cancelled(conn, row, intent, reason, now)
             return False
@@ -338,6 +350,10 @@ class Sender:
                                                          now=now, force=force))  # fmt: skip
 
 
+STOP_WAIT_S = 30.0
+"""How long a stopping sender lets its started sends finish: beyond SMTP's and GOV.UK Notify's timeouts."""
+
+
 async def run(sender: Sender, database_url: str, poll_interval_s: float) -> None:
     """Send what is due as soon as intake commits it (``LISTEN notify_due``), and at least every poll interval
     (a wake-up lost with a dropped connection, a message whose quiet hours ended); resolve sends in doubt.
@@ -387,10 +403,16 @@ async def run(sender: Sender, database_url: str, poll_interval_s: float) -> None
                 pass
         raise ConnectionError("the notify sender's lock connection was lost")
     finally:
-        # Sends in flight finish (each records its own result), unless the process is going down: a send cut off
-        # between the channel and its record is in doubt, and resolved as such by the next sender.
+        # The lock is let go only once no send of this process can still reach a channel: else another replica
+        # would take a send still running as in doubt, find nothing yet at the provider, and send it again. No new
+        # send starts; those started finish (each bounded by its channel's timeout) and record their results; any
+        # still running after that is cut off (in doubt, resolved by the next sender).
+        sender.stopping = True
         if in_flight:
-            await asyncio.wait(list(in_flight), timeout=poll_interval_s)
+            _, running = await asyncio.wait(list(in_flight), timeout=STOP_WAIT_S)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
         await listener.close()
 
 

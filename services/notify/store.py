@@ -317,9 +317,13 @@ async def lock_sending(
     )
 
 
-async def mark_started(conn: asyncpg.Connection, notification_id: str) -> None:
+async def mark_started(conn: asyncpg.Connection, notification_id: str, now: datetime) -> None:
     """The channel is about to be called: from here on a stop no longer cancels this send (it may go out)."""
-    await conn.execute(f"UPDATE {SENDS} SET send_started_at = now() WHERE notification_id = $1", notification_id)
+    # The lease runs from here too: a send in doubt by lease is one whose channel call has outlasted it, not one
+    # that waited long to be started.
+    await conn.execute(
+        f"UPDATE {SENDS} SET send_started_at = now(), claimed_at = $2 WHERE notification_id = $1", notification_id, now
+    )
 
 
 async def count_doubt_round(conn: asyncpg.Connection, notification_id: str) -> int:

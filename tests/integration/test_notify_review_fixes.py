@@ -216,7 +216,7 @@ async def test_1_a_send_in_doubt_that_gov_uk_notify_never_saw_is_cancelled_by_a_
     async with pool.acquire() as conn:
         claimed = await store.claim_due(conn, ev.T0, 10)
         for row in claimed:  # the channel was about to be called when the process died
-            await store.mark_started(conn, row["notification_id"])
+            await store.mark_started(conn, row["notification_id"], ev.T0)
 
     # A week later the victim withdraws; the sends still in doubt are not the stop's to cancel (they may have gone).
     week = ev.T0 + timedelta(days=7)
@@ -363,7 +363,7 @@ async def test_6_a_send_in_doubt_whose_provider_cannot_be_asked_becomes_uncertai
     await a_case(pool, Feed(), assigned=False)
     async with pool.acquire() as conn:
         [claimed] = await store.claim_due(conn, ev.T0, 10)
-        await store.mark_started(conn, claimed["notification_id"])  # then the process died
+        await store.mark_started(conn, claimed["notification_id"], ev.T0)  # then the process died
     await notify.kill()  # and GOV.UK Notify cannot be reached
 
     for round_ in range(1, 4):  # each round after the lease (claimed_at is the database's clock: ask from later)

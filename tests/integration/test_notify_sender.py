@@ -95,7 +95,7 @@ async def test_a_send_in_doubt_on_a_channel_that_cannot_be_asked_is_marked_uncer
     async with pool.acquire() as conn:
         claimed = await store.claim_due(conn, ev.T0, 10)  # claimed, committed, handed to the channel, then it died
         for row in claimed:
-            await store.mark_started(conn, row["notification_id"])
+            await store.mark_started(conn, row["notification_id"], ev.T0)
     assert len(claimed) == 2
     channel = RecordingChannel(can_look_up=False)
     later = ev.T0 + timedelta(minutes=10)
@@ -113,7 +113,7 @@ async def test_a_send_in_doubt_on_a_channel_that_can_be_asked_goes_once(pool: as
     async with pool.acquire() as conn:
         claimed = await store.claim_due(conn, ev.T0, 10)
         for row in claimed:
-            await store.mark_started(conn, row["notification_id"])
+            await store.mark_started(conn, row["notification_id"], ev.T0)
     channel = RecordingChannel(can_look_up=True)
     channel.got.append(claimed[0]["notification_id"])  # the provider had the first before the crash
     later = datetime(2026, 3, 4, 10, 10, tzinfo=UTC)
@@ -149,7 +149,7 @@ async def test_sends_left_sending_by_a_dead_process_are_in_doubt_at_start_up_but
     async with db.acquire() as conn:
         claimed = [r["notification_id"] for r in await store.claim_due(conn, ev.T0, 10, a_id)]
         for notification_id in claimed:
-            await store.mark_started(conn, notification_id)  # A's channel was called
+            await store.mark_started(conn, notification_id, ev.T0)  # A's channel was called
     assert len(claimed) == 2
     channel = RecordingChannel(can_look_up=False)
     soon = ev.T0 + timedelta(seconds=1)  # far inside the lease: only the claimer's lock can say it is gone
@@ -203,7 +203,9 @@ async def test_a_send_claimed_but_never_handed_to_its_channel_is_not_in_doubt_an
     async with pool.acquire() as conn:
         claimed = await store.claim_due(conn, ev.T0, 10)
     channel = RecordingChannel(can_look_up=False)
-    assert await sender(pool, channel, ev.T0 + timedelta(minutes=10)).resolve_in_doubt() == 2
+    next_sender = sender(pool, channel, ev.T0 + timedelta(minutes=10))
+    next_sender.claimer = 424242  # a sender process has an id of its own (its lock is not needed here)
+    assert await next_sender.resolve_in_doubt() == 2
     assert sorted(channel.got) == sorted(r["notification_id"] for r in claimed)
     assert {r["status"] for r in await store.sends_of(pool, ev.CASE)} == {"sent"}  # type: ignore[arg-type]
 
@@ -217,7 +219,7 @@ async def test_a_send_past_its_lease_that_this_process_still_runs_is_never_taken
     async with pool.acquire() as conn:
         claimed = await store.claim_due(conn, ev.T0, 10)
         for row in claimed:
-            await store.mark_started(conn, row["notification_id"])
+            await store.mark_started(conn, row["notification_id"], ev.T0)
     channel = RecordingChannel(can_look_up=True)
     late = ev.T0 + timedelta(hours=1)
     busy = [claimed[0]["notification_id"]]
