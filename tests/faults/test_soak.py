@@ -498,4 +498,9 @@ async def test_with_the_inbox_check_switched_off_the_soaks_check_reports_command
     named = {line.split()[1] for line in repeats}
     assert named == {i for i, kind in kinds.items() if kind in ("rj.consent.give", "rj.facilitator.assign")}, repeats
     assert "inbox_check_disabled_for_a_test" in system.logs("consent")
-    assert not unsafe.running and "RJ_TEST_MODE" in system.logs("consent-unsafe"), system.logs("consent-unsafe")[-2000:]
+
+    async def refused_to_start() -> bool:
+        return not unsafe.running
+
+    await system.wait_for(refused_to_start, timeout_s=60, what="consent without RJ_TEST_MODE to refuse the switch")
+    assert "RJ_TEST_MODE" in system.logs("consent-unsafe"), system.logs("consent-unsafe")[-2000:]
