@@ -26,6 +26,7 @@ retried for ever and alerted on. A failure to write is never a skip.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -60,6 +61,20 @@ def _sent_by_a_system(event: Event) -> bool:
     """A command whose actor is a system (a service asking itself, on a sweep, whether something is due)."""
     actor = getattr(event.data, "actor", None)
     return isinstance(actor, Actor) and actor.kind == "system"
+
+
+def inbox_check_switched_off(service: str) -> bool:
+    """TEST ONLY: ``RJ_TEST_DISABLE_INBOX=1`` makes every event count as new, a repeat included, so that the fault
+    suite can show that it catches a broken guarantee (tests/faults/test_soak.py: with the check off, the soak
+    reports commands decided twice). Ids are still recorded in the inbox; only the check is off. It is read here
+    and nowhere else, and a service refuses to start with it unless ``RJ_TEST_MODE=1`` says this is a test: a
+    deployment can never switch it on by a stray variable."""
+    if os.environ.get("RJ_TEST_DISABLE_INBOX", "") in ("", "0"):
+        return False
+    if os.environ.get("RJ_TEST_MODE") != "1":
+        raise RuntimeError("RJ_TEST_DISABLE_INBOX is a test-only switch: it needs RJ_TEST_MODE=1, and no deployment")
+    log.critical("inbox_check_disabled_for_a_test", service=service)
+    return True
 
 
 def parked_context(record: Record) -> bytes:
@@ -157,8 +172,11 @@ class BatchProcessor:
     privacy: Privacy = field(default_factory=Privacy.disabled)
     source: str = field(init=False)
 
+    checks_inbox: bool = field(init=False)
+
     def __post_init__(self) -> None:
         self.source = f"urn:rj:service:{self.service}"
+        self.checks_inbox = not inbox_check_switched_off(self.service)
 
     # --- the batch ------------------------------------------------------------------------------------
 
@@ -323,6 +341,8 @@ class BatchProcessor:
         claimed = [(i.event.id, i.record.position) for i in applying]
         claimed += [(i.event_id, i.record.position) for i in letters if i.event_id and i.claim]
         fresh = await claim_inbox(conn, self.schema, claimed)
+        if not self.checks_inbox:  # the test-only switch: a repeat counts as new (see inbox_check_switched_off)
+            fresh = {event_id for event_id, _ in claimed}
         new_events: list[Event] = []
         repeats: list[Apply] = []
         for item in applying:
