@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import signal
 import time
 import zlib
@@ -194,10 +195,14 @@ async def resend_some_commands(system: System, stop: asyncio.Event) -> int:
     return resent
 
 
+QUIET_S = 10.0
+"""How long nothing may move before the system counts as settled."""
+
+
 async def settled(system: System, services: Services, expected_ids: set[str], malformed: int) -> None:
     """Until every service has taken in everything and nothing moves any more: all upstream events in referral's
     inbox and the malformed ones dead-lettered, every outbox published, nothing notify has due or in flight, no inbox
-    growing for three seconds, and the audit log holding every record."""
+    growing for ``QUIET_S``, and the audit log holding every record."""
     services.restart_the_dead()
 
     async def referral_took_everything() -> bool:
@@ -231,10 +236,28 @@ async def settled(system: System, services: Services, expected_ids: set[str], ma
         if not unchanged_since or unchanged_since[0][0] != taken_in or unpublished or due:
             unchanged_since[:] = [(taken_in, time.monotonic())]
             return False
-        return time.monotonic() - unchanged_since[0][1] >= 3.0
+        # Long enough for a service killed just before to be restarted, join its groups and take in what waits
+        # for it (about 6 s here): a window shorter than that took a restarting service for a settled one.
+        return time.monotonic() - unchanged_since[0][1] >= QUIET_S
 
     await system.wait_for(quiet, timeout_s=240, what="every service to settle")
     await audit_caught_up(system, timeout_s=120)
+
+
+async def held_of(system: System, case_ids: set[str]) -> str:
+    """Per case named in a failure: what each service parked or dead-lettered of it, and how many of its events each
+    took in, so that a failure says where the case stopped."""
+    lines = []
+    for case_id in sorted(case_ids)[:5]:
+        for schema in ("consent", "scheduling", "notify"):
+            parked = await system.fetch(
+                f"SELECT source_topic, reason FROM {schema}.parked WHERE case_key = $1", case_id
+            )
+            dead = await system.fetch(
+                f"SELECT source_topic, reason FROM {schema}.dead_letters WHERE key = $1", case_id.encode()
+            )
+            lines.append(f"{case_id} {schema}: parked {[tuple(r) for r in parked]}, dead {[tuple(r) for r in dead]}")
+    return "\n".join(lines)
 
 
 async def answers(system: System) -> bool:
@@ -430,6 +453,8 @@ async def test_the_whole_system_under_load_and_faults_loses_nothing_repeats_noth
         report = "\n".join(
             f"{promise} ({len(found)}):\n  " + "\n  ".join(found[:12]) for promise, found in problems.items() if found
         )
+        if report:  # what each service held of the cases named, for whoever reads the failure
+            report += "\n\n" + await held_of(system, set(re.findall(r"[0-9a-f]{8}-[0-9a-f-]{27}", report)))
         assert not report, f"{report}\n\nfigures: {figures}"
         assert set(FAULTS) <= set(done), f"faults not all made: {figures}"
         exercised = booked and in_force and mail and figures["repeats answered already handled"]
