@@ -609,9 +609,15 @@ def _stop_at_once(case: NotifyCase, out: _Out, reason: CancelReason) -> None:
 
 
 def _could_stop(case: NotifyCase, person_id: str) -> bool:
-    """Whether this person's withdrawal can stop the case: a required participant, or one we do not know yet."""
+    """Whether this person's withdrawal can stop the case: a required participant, or anyone while we do not know
+    yet who is on it. Once the case is accepted (its participants known), a withdrawal by someone not on it stops
+    only their own messages: else a mistaken or hostile command naming a stranger would take back every message of
+    the case, the victim's information among them, for good (consent refuses it, but what a stop cancelled stays
+    cancelled). Consent's rj.case.withdrawn still stops the case if that person turns out to be one who can."""
     person = case.person(person_id)
-    return person is None or person.required or person.role == "unknown"
+    if person is None:
+        return not case.accepted
+    return person.required or person.role == "unknown"
 
 
 def withdrawal_command(case: NotifyCase, command: WithdrawConsent | DeclineConsent, out: _Out) -> NotifyCase:
