@@ -76,6 +76,8 @@ from services.runtime.db import migrate
 from services.runtime.devstack import database_for_run, ensure_postgres, free_port
 from services.runtime.kafka import publish
 from services.runtime.records import Record
+from services.runtime.settings import Settings
+from services.runtime.topicread import read_from_the_start
 
 STATE = Path(".rj/bench")
 BATCH = 500  # the runtime's BATCH_SIZE: one transaction, one tree state, as the service appends
@@ -458,25 +460,17 @@ async def audit_positions(conn: asyncpg.Connection) -> dict[tuple[str, int], int
     return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
 
-async def read_everything(bootstrap: str, parts: list[TopicPartition]) -> tuple[int, float]:
+async def read_everything(settings: Settings) -> tuple[int, float]:
     """The ceiling: every record of every topic read from offset zero by a plain consumer; (records, seconds)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        remaining = {tp: end for tp, end in ends.items() if end}
-        count = 0
-        began = time.perf_counter()
-        while remaining:
-            for tp, messages in (await consumer.getmany(timeout_ms=500, max_records=5000)).items():
-                count += len(messages)
-                if messages and messages[-1].offset + 1 >= remaining.get(tp, 0):
-                    remaining.pop(tp, None)
-        return count, time.perf_counter() - began
-    finally:
-        await consumer.stop()
+    count = 0
+
+    def take(*_: object) -> None:
+        nonlocal count
+        count += 1
+
+    began = time.perf_counter()
+    await read_from_the_start(settings, topics.ALL_TOPICS, take)
+    return count, time.perf_counter() - began
 
 
 async def measure_lag(burst: int) -> dict[str, Any]:
@@ -532,7 +526,7 @@ async def measure_lag(burst: int) -> dict[str, Any]:
             # How far behind the topics the log was in time: what it held at t, the topics held at t - delay.
             delay = max(t - next(u for u, total, _ in samples if total >= held - behind) for t, held, behind in samples)
             appended = await conn.fetchval("SELECT count(*) FROM audit.entries")
-            read, seconds = await read_everything(settings.kafka_bootstrap_servers, parts)
+            read, seconds = await read_everything(settings)
         finally:
             await consumer.stop()
             await conn.close()

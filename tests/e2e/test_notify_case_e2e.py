@@ -6,16 +6,11 @@ then nothing but the closure notice; replaying every event of the case twice sen
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from demo import samples
 from demo.reader import TopicReader
@@ -24,35 +19,18 @@ from schemas import topics
 from schemas.common import Channel, Contact
 from schemas.scheduling import BookMeeting, MeetingKind
 from services.notify.channels.reference import References
-from services.runtime.devstack import free_port
 from services.runtime.kafka import publish_raw
 from tests.conftest import STATE
 from tests.e2e.conftest import facilitators_known, facts, schedulable
 from tests.harness import System
 from tests.support.notify_standin import NotifyStandIn
+from tests.support.smtp import ALWAYS_OPEN, Inbox, smtp_server
 
 pytestmark = pytest.mark.integration
 
-ALWAYS_OPEN = "mon-sun 00:00-24:00; hol 00:00-24:00"  # the clock is real: a test at 22:00 must not wait
 FACILITATOR, CO_FACILITATOR, VENUE = "F-NC1", "F-NC2", "V-NC"
 OFFENDER_EMAIL = "o-quxmarker@example.net"
 OFFENDER_PHONE = "+447700900456"
-
-
-@dataclass
-class Inbox:
-    """An SMTP server's handler keeping every message it accepted, with when."""
-
-    received: list[tuple[datetime, EmailMessage]] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        self.received.append((datetime.now(UTC), message))
-        return "250 OK queued"
-
-    def to(self, address: str) -> list[EmailMessage]:
-        return [m for _, m in self.received if m["To"].addresses[0].addr_spec.lower() == address.lower()]
 
 
 def reference(message: EmailMessage) -> str:
@@ -67,11 +45,9 @@ def whole(message: EmailMessage) -> str:
 
 @pytest.fixture(scope="module")
 def inbox() -> Iterator[tuple[Inbox, int]]:
-    handler, port = Inbox(), free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    controller.stop()
+    handler = Inbox()
+    with smtp_server(handler) as port:
+        yield handler, port
 
 
 @pytest.fixture(scope="module")

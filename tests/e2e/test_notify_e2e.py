@@ -5,54 +5,43 @@ restarted, gives each message once or marks it uncertain, never twice."""
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from demo import samples
 from demo.samples import case_of
-from services.runtime.devstack import free_port
 from tests.harness import System
+from tests.support.smtp import ALWAYS_OPEN, Inbox, smtp_server
 
 pytestmark = pytest.mark.integration
 
 CASES = 6
 SENDING_AT_ONCE = 2  # so that most of the cases are not yet claimed when notify dies, and must go after the restart
-ALWAYS_OPEN = "mon-sun 00:00-24:00; hol 00:00-24:00"  # the clock is real: a test at 22:00 must not wait
 
 
-class SlowInbox:
+class SlowInbox(Inbox):
     """An SMTP server's handler that takes each message, then holds its reply for ``hold_s``: the window in which
     the test kills notify after the message went and before notify could record it."""
 
     def __init__(self, hold_s: float) -> None:
-        self.received: list[EmailMessage] = []
+        super().__init__()
         self.hold_s = hold_s
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        self.received.append(message)
+        self.take(envelope)
         await asyncio.sleep(self.hold_s)
         return "250 OK queued"
-
-    def to(self, address: str) -> list[EmailMessage]:
-        return [m for m in self.received if m["To"].addresses[0].addr_spec == address]
 
 
 @pytest.fixture
 def inbox() -> Iterator[tuple[SlowInbox, int]]:
-    handler, port = SlowInbox(hold_s=1.5), free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    controller.stop()
+    handler = SlowInbox(hold_s=1.5)
+    with smtp_server(handler) as port:
+        yield handler, port
 
 
 def body(message: EmailMessage) -> str:

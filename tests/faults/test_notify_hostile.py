@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 
 from demo import samples
 from demo.samples import STAFF, case_of, command, consent
@@ -22,8 +21,8 @@ from schemas.notify import MessageFormat, MessageLanguage, SetNotifyPreferences
 from schemas.scheduling import RegisterFacilitator, RegisterVenue, VenueKind
 from services.runtime.devstack import free_port
 from services.runtime.kafka import publish_raw
-from tests.e2e.test_notify_case_e2e import ALWAYS_OPEN, Inbox
 from tests.harness import System
+from tests.support.smtp import ALWAYS_OPEN, Inbox, smtp_server
 
 pytestmark = pytest.mark.integration
 
@@ -33,11 +32,9 @@ GOOD = 4
 
 @pytest.fixture
 def inbox() -> Iterator[tuple[Inbox, int]]:
-    handler, port = Inbox(), free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    controller.stop()
+    handler = Inbox()
+    with smtp_server(handler) as port:
+        yield handler, port
 
 
 def event(event_type: str, subject: str, data: Any, dataschema: str | None = None) -> bytes:
@@ -168,7 +165,7 @@ async def test_hostile_records_and_commands_leave_notify_running_and_good_cases_
     for address in addresses:  # once each, whatever came between
         kinds = [m["Subject"] for m in handler.to(address)]
         assert len(kinds) == len(set(kinds)) >= 1, f"{address}: {kinds}"
-    for _, message in handler.received:  # no header was injected into anything sent
+    for message in handler.received:  # no header was injected into anything sent
         assert message["Bcc"] is None
         assert all("evil.example" not in a.addr_spec for a in message["To"].addresses)
     async with httpx.AsyncClient(timeout=5) as client:

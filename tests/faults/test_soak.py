@@ -31,19 +31,17 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 
 from demo import samples
 from demo.samples import facilitators, prepare
 from schemas import topics
 from services.notify.channels.reference import References
-from services.runtime.devstack import free_port
 from services.runtime.kafka import publish_raw
 from tests.e2e.conftest import facilitators_known
 from tests.e2e.test_audit_e2e import audit_caught_up
-from tests.e2e.test_notify_case_e2e import Inbox
 from tests.faults.test_privacy_at_rest import leaks, table_bytes
 from tests.harness import System
+from tests.support.smtp import ALWAYS_OPEN, Inbox, smtp_server
 from tests.support.soak_checks import (
     Topics,
     after_the_stop,
@@ -67,7 +65,6 @@ CRIMES = int(os.environ.get("RJ_SOAK_CRIMES", "150"))
 DRIVEN = 0.4
 """The share of accepted cases staff work through the API (the rest wait in preparation, as many do)."""
 SEED = 21
-ALWAYS_OPEN = "mon-sun 00:00-24:00; hol 00:00-24:00"  # the clock is real: a run at 22:00 must not wait for morning
 SERVICES = ("referral", "consent", "scheduling", "notify", "privacy", "audit", "api")
 FAULTS = (
     "referral", "consent", "scheduling", "notify", "api", "relay:api", "read-only", "privacy", "audit",
@@ -81,11 +78,9 @@ RESENT = 10
 
 @pytest.fixture
 def smtp() -> Iterator[tuple[Inbox, int]]:
-    handler, port = Inbox(), free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    controller.stop()
+    handler = Inbox()
+    with smtp_server(handler) as port:
+        yield handler, port
 
 
 class Services:
@@ -404,7 +399,7 @@ async def test_the_whole_system_under_load_and_faults_loses_nothing_repeats_noth
             letter["source_topic"] = letter["source_topic"].removeprefix(system.settings.topic_prefix)
         sends = [dict(r) for r in await system.fetch("SELECT * FROM notify.scheduled_sends")]
         references = References.from_settings(system.settings)
-        mail = delivered(mailbox.received, {references.of(s["notification_id"]): s for s in sends})
+        mail = delivered(mailbox.timed(), {references.of(s["notification_id"]): s for s in sends})
         withdrawn = {f.subject for f in log.of(topics.CONSENT, "rj.case.withdrawn")}
         in_force = stops_in_force(withdrawn, sends)
 

@@ -24,8 +24,9 @@ from services.runtime.db import create_pool, migrate
 from services.runtime.devstack import create_database, drop_database
 from services.runtime.keystore import MasterKeys
 from services.runtime.settings import Settings
-from tests.integration.test_notify_compose import Inbox, smtp  # noqa: F401
+from tests.integration.test_notify_compose import smtp  # noqa: F401
 from tests.integration.test_notify_intake import Feed, processor
+from tests.support.smtp import Inbox
 from tests.unit import notify_events as ev
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -31,6 +30,7 @@ from services.notify.messages import Rendered
 from services.runtime.devstack import free_port
 from services.runtime.settings import Settings
 from tests.support.notify_standin import REFERENCE_KEY, REFERENCES
+from tests.support.smtp import smtp_server
 
 pytestmark = pytest.mark.integration
 
@@ -71,11 +71,9 @@ class Relay:
 
 @pytest.fixture
 def relay() -> Iterator[tuple[Relay, int]]:
-    handler, port = Relay(), free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    controller.stop()
+    handler = Relay()
+    with smtp_server(handler) as port:
+        yield handler, port
 
 
 def sender(port: int, **overrides: Any) -> SmtpSender:
@@ -149,20 +147,16 @@ async def test_emails_in_a_row_share_one_kept_connection(relay: tuple[Relay, int
 
 
 async def test_a_kept_connection_the_relay_closed_is_replaced_and_the_email_still_goes() -> None:
-    handler, port = Relay(), free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    smtp = sender(port)
-    try:
+    handler = Relay()
+    with smtp_server(handler) as port:
+        smtp = sender(port)
         assert (await smtp.send(outbound())).outcome is Outcome.sent
-        controller.stop()  # the relay restarts: the connection kept from the first email is dead
-        controller = Controller(handler, hostname="127.0.0.1", port=port)
-        controller.start()
-        second = outbound()
-        result = await smtp.send(second)
+    try:
+        with smtp_server(handler, port=port):  # the relay restarts: the connection kept from the first email is dead
+            second = outbound()
+            result = await smtp.send(second)
     finally:
         await smtp.close()
-        controller.stop()
     assert result.outcome is Outcome.sent
     assert [m["Message-ID"] for m in handler.received][-1] == f"<{REFERENCES.of(second.notification_id)}@hub.example>"
     assert len(handler.received) == 2
@@ -307,13 +301,11 @@ class Accounts:
 
 
 async def test_starttls_with_a_login_sends_over_an_encrypted_connection(certificate: tuple[Path, Path]) -> None:
-    handler, accounts, port = Relay(), Accounts(), free_port()
-    controller = Controller(
-        handler, hostname="127.0.0.1", port=port, tls_context=server_context(certificate), require_starttls=True,
-        authenticator=accounts, auth_required=True,
-    )  # fmt: skip
-    controller.start()
-    try:
+    handler, accounts = Relay(), Accounts()
+    with smtp_server(
+        handler, tls_context=server_context(certificate), require_starttls=True, authenticator=accounts,
+        auth_required=True,
+    ) as port:  # fmt: skip
         good = sender(port, tls="starttls", username="rj-hub", password="s3cret", ca_file=certificate[0])
         sent = await good.send(outbound())
         await good.close()
@@ -321,8 +313,6 @@ async def test_starttls_with_a_login_sends_over_an_encrypted_connection(certific
             outbound()
         )
         untrusted = await sender(port, tls="starttls", username="rj-hub", password="s3cret").send(outbound())
-    finally:
-        controller.stop()
     assert sent.outcome is Outcome.sent and accounts.logins == ["rj-hub"]
     assert len(handler.received) == 1
     # Our login or our trust refused is our configuration, not the person's address: try again once fixed.
@@ -332,15 +322,11 @@ async def test_starttls_with_a_login_sends_over_an_encrypted_connection(certific
 
 
 async def test_implicit_tls_sends(certificate: tuple[Path, Path]) -> None:
-    handler, port = Relay(), free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, ssl_context=server_context(certificate))
-    controller.start()
-    try:
+    handler = Relay()
+    with smtp_server(handler, ssl_context=server_context(certificate)) as port:
         smtp = sender(port, tls="tls", ca_file=certificate[0])
         result = await smtp.send(outbound())
         await smtp.close()
-    finally:
-        controller.stop()
     assert result.outcome is Outcome.sent
     assert len(handler.received) == 1
 

@@ -5,8 +5,6 @@ facilitator is told; no message carries another party's name or address."""
 
 from __future__ import annotations
 
-import email
-import email.policy
 from collections.abc import Iterator
 from datetime import timedelta
 from email.message import EmailMessage
@@ -14,7 +12,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 
 from schemas import topics
@@ -24,10 +21,10 @@ from services.notify import store
 from services.notify.channels import CannotLookUp, senders_from_settings
 from services.notify.compose import Composer
 from services.notify.sender import Sender
-from services.runtime.devstack import free_port
 from services.runtime.participant_links import new_link_key, open_link
 from services.runtime.settings import Settings
 from tests.integration.test_notify_intake import Feed, facts_out, pool, processor  # noqa: F401
+from tests.support.smtp import Inbox, smtp_server
 from tests.unit import notify_events as ev
 
 pytestmark = pytest.mark.integration
@@ -35,27 +32,11 @@ pytestmark = pytest.mark.integration
 STAFF = Actor(kind="staff", id="F-ADMIN")
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.received: list[EmailMessage] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        self.received.append(message)
-        return "250 OK queued"
-
-    def to(self, address: str) -> list[EmailMessage]:
-        return [m for m in self.received if m["To"].addresses[0].addr_spec == address]
-
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[Inbox, int]]:
-    inbox, port = Inbox(), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield inbox, port
-    controller.stop()
+    inbox = Inbox()
+    with smtp_server(inbox) as port:
+        yield inbox, port
 
 
 def settings(port: int) -> Settings:

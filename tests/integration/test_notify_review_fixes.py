@@ -5,8 +5,6 @@ Each test failed before its fix (the finding's number is in its name)."""
 
 from __future__ import annotations
 
-import email
-import email.policy
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,7 +13,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 
 from schemas import topics
@@ -25,11 +22,11 @@ from services.notify import store
 from services.notify.channels import CannotLookUp, LookupFailed, Outbound, SendResult, senders_from_settings
 from services.notify.compose import Composer
 from services.notify.sender import Sender
-from services.runtime.devstack import free_port
 from services.runtime.participant_links import new_link_key
 from services.runtime.settings import Settings
 from tests.integration.test_notify_intake import Feed, facts_out, pool, processor  # noqa: F401
 from tests.support.notify_standin import NotifyStandIn
+from tests.support.smtp import Inbox, smtp_server
 from tests.unit import notify_events as ev
 
 pytestmark = pytest.mark.integration
@@ -40,12 +37,12 @@ FACILITATOR_EMAIL = "ann.facil@hub.example"
 COORDINATORS = "rj-coordinators@hub.example"
 
 
-class Relay:
+class Relay(Inbox):
     """An SMTP server's handler: records what it takes; ``replies`` answers a mailbox's next messages with these
     instead (e.g. a 451) before taking any again; ``refused`` mailboxes get a 550."""
 
     def __init__(self) -> None:
-        self.received: list[EmailMessage] = []
+        super().__init__()
         self.replies: dict[str, list[str]] = {}  # a mailbox's next answers instead of taking its messages
         self.refused: set[str] = set()  # mailboxes that do not exist: a 550, for good
 
@@ -55,22 +52,15 @@ class Relay:
                 return self.replies[to].pop(0)
         if self.refused & set(envelope.rcpt_tos):
             return "550 5.1.1 no such mailbox"
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        self.received.append(message)
+        self.take(envelope)
         return "250 OK queued"
-
-    def to(self, address: str) -> list[EmailMessage]:
-        return [m for m in self.received if m["To"].addresses[0].addr_spec == address]
 
 
 @pytest.fixture
 def smtp() -> Iterator[tuple[Relay, int]]:
-    relay, port = Relay(), free_port()
-    controller = Controller(relay, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield relay, port
-    controller.stop()
+    relay = Relay()
+    with smtp_server(relay) as port:
+        yield relay, port
 
 
 @pytest.fixture

@@ -77,6 +77,15 @@ def sender(db: asyncpg.Pool, channel: RecordingChannel, now: datetime) -> Sender
     return Sender(db, {Channel.email: channel}, compose, clock=lambda: now, cannot_look_up=(CannotLookUp,))
 
 
+async def handed_to_channel(db: asyncpg.Pool, claimer: int | None = None) -> list[asyncpg.Record]:
+    """Claim every due send at T0 and mark each started: a sender that called its channels, then died."""
+    async with db.acquire() as conn:
+        claimed = await store.claim_due(conn, ev.T0, 10, claimer)
+        for row in claimed:
+            await store.mark_started(conn, row["notification_id"], ev.T0)
+    return claimed
+
+
 async def test_a_due_message_is_sent_once_and_recorded(pool: asyncpg.Pool) -> None:  # noqa: F811
     await prepared(pool)
     channel = RecordingChannel(can_look_up=False)
@@ -92,10 +101,7 @@ async def test_a_send_in_doubt_on_a_channel_that_cannot_be_asked_is_marked_uncer
     pool: asyncpg.Pool,  # noqa: F811
 ) -> None:
     await prepared(pool)
-    async with pool.acquire() as conn:
-        claimed = await store.claim_due(conn, ev.T0, 10)  # claimed, committed, handed to the channel, then it died
-        for row in claimed:
-            await store.mark_started(conn, row["notification_id"], ev.T0)
+    claimed = await handed_to_channel(pool)  # claimed, committed, handed to the channel, then it died
     assert len(claimed) == 2
     channel = RecordingChannel(can_look_up=False)
     later = ev.T0 + timedelta(minutes=10)
@@ -110,10 +116,7 @@ async def test_a_send_in_doubt_on_a_channel_that_cannot_be_asked_is_marked_uncer
 
 async def test_a_send_in_doubt_on_a_channel_that_can_be_asked_goes_once(pool: asyncpg.Pool) -> None:  # noqa: F811
     await prepared(pool)
-    async with pool.acquire() as conn:
-        claimed = await store.claim_due(conn, ev.T0, 10)
-        for row in claimed:
-            await store.mark_started(conn, row["notification_id"], ev.T0)
+    claimed = await handed_to_channel(pool)
     channel = RecordingChannel(can_look_up=True)
     channel.got.append(claimed[0]["notification_id"])  # the provider had the first before the crash
     later = datetime(2026, 3, 4, 10, 10, tzinfo=UTC)
@@ -146,10 +149,7 @@ async def test_sends_left_sending_by_a_dead_process_are_in_doubt_at_start_up_but
     await prepared(db)
     replica_a = await asyncpg.connect(url)  # a sender process: its lock lives as long as this connection
     a_id = await store.hold_sender_id(replica_a)
-    async with db.acquire() as conn:
-        claimed = [r["notification_id"] for r in await store.claim_due(conn, ev.T0, 10, a_id)]
-        for notification_id in claimed:
-            await store.mark_started(conn, notification_id, ev.T0)  # A's channel was called
+    claimed = [r["notification_id"] for r in await handed_to_channel(db, a_id)]  # A's channel was called
     assert len(claimed) == 2
     channel = RecordingChannel(can_look_up=False)
     soon = ev.T0 + timedelta(seconds=1)  # far inside the lease: only the claimer's lock can say it is gone
@@ -216,10 +216,7 @@ async def test_a_send_past_its_lease_that_this_process_still_runs_is_never_taken
     """The sender runs sends continuously: a send of its own still waiting on its channel past the lease is
     ``busy``, and its own pass over sends in doubt leaves it alone (taking it could send it twice)."""
     await prepared(pool)
-    async with pool.acquire() as conn:
-        claimed = await store.claim_due(conn, ev.T0, 10)
-        for row in claimed:
-            await store.mark_started(conn, row["notification_id"], ev.T0)
+    claimed = await handed_to_channel(pool)
     channel = RecordingChannel(can_look_up=True)
     late = ev.T0 + timedelta(hours=1)
     busy = [claimed[0]["notification_id"]]

@@ -135,7 +135,8 @@ async def test_rule_7_monitoring_fields_are_sealed_under_the_cases_monitoring_ke
     await keys.load(None, pairs=pending.owners)
     sealed = pending.seal(keys)
     assert all(sealed[f].startswith("enc:v1:") for f in ("name", "age_band", "gender", "ethnicity"))
-    assert "female" not in str(sealed) and "W1" not in str(sealed)
+    in_clear = {k: v for k, v in sealed.items() if not (isinstance(v, str) and v.startswith("enc:v1:"))}
+    assert "female" not in str(in_clear) and "W1" not in str(in_clear)  # ciphertext may hold "W1" by chance
 
     store.shred("V-1", CASE)  # the person declined: their key on the case goes, the case's keys stay
     opened = cipher.prepare_decrypt(sealed)
