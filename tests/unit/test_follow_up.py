@@ -283,6 +283,19 @@ def test_stage_6_uncontactable_is_refused_below_the_attempts_and_accepted_at_the
     assert emits[0].data.failed_item_ids is None  # type: ignore[attr-defined]
 
 
+def test_stage_6_attempts_heard_before_the_case_itself_still_count() -> None:
+    """The consent service's facts may overtake the referral's ``rj.case.accepted`` (another topic, read at its
+    own pace under load): unanswered attempts heard first wait in a skeleton and count once the case arrives, and
+    the skeleton alone cannot be closed."""
+    world = World()
+    for n in (1, 2, 3):
+        world.send(attempt("V-O1", n))
+    assert rejection(world.send(close(ClosureReason.uncontactable))) == "unknown case A"
+    world.ready()
+    assert world.case().unanswered_in_a_row("V-O1") == 3
+    assert facts(world.send(close(ClosureReason.uncontactable, "No reply to calls"))) == [CaseClosed]
+
+
 def test_stage_6_an_attempt_that_reached_the_person_resets_the_count() -> None:
     world = World().ready()
     for n in (1, 2, 3):
@@ -364,10 +377,10 @@ def test_stage_6_follow_up_state_survives_a_json_round_trip() -> None:
     assert case.agreement is not None and case.agreement.items[0].due_soon_flagged_at == noon(date(2030, 1, 10))
 
 
-def test_stage_6_an_attempt_on_an_unknown_case_makes_no_case_and_floods_are_bounded() -> None:
+def test_stage_6_an_attempt_on_an_unknown_case_makes_nothing_staff_can_act_on_and_floods_are_bounded() -> None:
     world = World()
     assert world.send(attempt("V-X", 5, case_id="nowhere")) == []
-    assert world.cases["nowhere"] is None
+    assert world.case("nowhere").skeleton  # the count waits for the case, which cannot be closed till then
     assert rejection(world.send(close(ClosureReason.not_suitable).model_copy(update={"case_id": "nowhere"}))) == (
         "unknown case nowhere"
     )

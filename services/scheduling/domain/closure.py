@@ -203,11 +203,14 @@ def on_contact_attempt_recorded(
     case: CaseSchedule | None, book: ResourceBook, event: ContactAttemptRecorded, *, command_id: str, now: datetime
 ) -> Outcome:
     """Keep the latest count of unanswered attempts for the person, the evidence an ``uncontactable`` closure
-    needs. A case we do not know is left unknown (no skeleton: a stray fact must not make a case that staff could
-    then close); staff record attempts days into preparation, long after the case reached us. The person may
-    not be known here yet (a participant staff added, on its way), so the count is kept for anyone; only a
-    required participant's count can close a case."""
-    if case is None or case.closure is not None:
+    needs. The consent service records an attempt only on a case it holds, but its fact may overtake the
+    referral's ``rj.case.accepted`` here (another topic, read at its own pace): a case not yet known starts as a
+    skeleton, as for a consent, and the count waits in it (dropping it lost three unanswered calls under load,
+    and with them the closure they justify). A skeleton has no participants, and only a required participant's
+    count can close a case. The person may not be known here yet (a participant staff added, on its way), so the
+    count is kept for anyone."""
+    case = case or CaseSchedule(case_id=event.case_id)
+    if case.closure is not None:
         return case, book, []
     others = tuple(u for u in case.unanswered if u.person_id != event.person_id)
     latest = Unanswered(event.person_id, event.unanswered_in_a_row)
@@ -222,9 +225,11 @@ def on_preparation_meeting_recorded(
     command_id: str,
     now: datetime,
 ) -> Outcome:
-    """A facilitator met the person: they are contactable, whatever attempts went unanswered before. A case we do
-    not know is left unknown, as for a contact attempt."""
-    if case is None or case.closure is not None:
+    """A facilitator met the person: they are contactable, whatever attempts went unanswered before. A case not
+    yet known starts as a skeleton, as for a contact attempt: a meeting heard before the case must still reset
+    the count of attempts heard after it."""
+    case = case or CaseSchedule(case_id=event.case_id)
+    if case.closure is not None:
         return case, book, []
     return case.heard_from(event.person_id), book, []
 
@@ -310,6 +315,8 @@ def close_case(
     """Close a case that will not proceed, saying why (staff decide it), with the evidence some reasons need;
     whatever is pending is cancelled."""
     refusal = _refusal(case, command)
+    if refusal is None and case is not None and case.skeleton:
+        refusal = f"unknown case {command.case_id}"  # heard of only through facts that overtook the case itself
     if refusal is None and not (command.reason or "").strip():
         refusal = "a reason is required when staff close a case"
     if refusal is None and command.closure_reason not in CLOSABLE_BY_COMMAND:

@@ -245,6 +245,12 @@ class CaseSchedule(JsonState):
     held: bool = False  # on safeguarding hold, as the consent service last said
     unanswered: tuple[Unanswered, ...] = ()  # contact attempts per person, as the consent service last said
 
+    @property
+    def skeleton(self) -> bool:
+        """Known only from facts about it that overtook the case itself (a consent, an attempt to contact): no
+        command acts on it until the referral's ``rj.case.accepted`` or the readiness fact says who takes part."""
+        return self.force is None and not self.participants
+
     def participant(self, person_id: str) -> CaseParticipant | None:
         return next((p for p in self.participants if p.person_id == person_id), None)
 
