@@ -70,6 +70,11 @@ class System:
                 # (Faust's own group, then the intake's), and every replica, restart and takeover again.
                 "kafka_session_timeout_s": 2.0,
                 "kafka_heartbeat_interval_s": 0.5,
+                # An idle consumer asks the broker again every FETCH_MAX_WAIT_MS. At the 50 ms default (chosen for
+                # latency under load) the embedded broker spends about a third of a core on one idle system's
+                # fetches, 6% at 500 ms: two workers' systems at once starved the services of CPU. No test times
+                # a hop, so the tests take the cheaper polling; ``bench/`` measures latency at the default.
+                "fetch_max_wait_ms": 500,
                 "deadline_sweep_interval_s": 0.5,
                 "relay_poll_interval_s": 0.2,
                 "retry_max_backoff_s": 1.0,

@@ -508,6 +508,8 @@ def case_accepted(case: NotifyCase, event: CaseAccepted, out: _Out) -> NotifyCas
     required = {p.person_id for p in event.participants if p.required}
     people = tuple(replace(p, required=True) if p.person_id in required else p for p in case.people)
     case = replace(case, accepted=True, sensitive=sensitive, people=people, crime_reference=event.crime_reference)
+    case = _without_stops_that_cannot_stop(case)
+    out.case = case
     if not sensitive:
         case = _release_victim_information(case, out)
     return case
@@ -618,6 +620,20 @@ def _could_stop(case: NotifyCase, person_id: str) -> bool:
     if person is None:
         return not case.accepted
     return person.required or person.role == "unknown"
+
+
+def _without_stops_that_cannot_stop(case: NotifyCase) -> NotifyCase:
+    """Once the case is accepted (who is on it known), a withdrawal read before that stops the case only if its
+    person can (``_could_stop``); one that cannot holds back only that person's messages until consent's verdict.
+    Else a withdrawal naming a stranger, read before the case (a command overtaking the referral's facts), would
+    keep the victim's information from them until consent refused it, and what the stop kept back never went."""
+    kept = tuple(
+        s for s in case.stops_pending if s.kind != "withdrawal" or s.person_id is None or _could_stop(case, s.person_id)
+    )
+    if kept == case.stops_pending:
+        return case
+    moved = tuple(s for s in case.stops_pending if s not in kept)
+    return replace(case, stops_pending=kept, persons_pending=(*case.persons_pending, *moved))
 
 
 def withdrawal_command(case: NotifyCase, command: WithdrawConsent | DeclineConsent, out: _Out) -> NotifyCase:

@@ -165,7 +165,10 @@ async def test_stage_6_repeated_and_stray_contact_attempt_facts_close_nothing_th
     out = await take_in(pool, *[attempt("known", "V-known", 2) for _ in range(10)])
     out += await take_in(pool, attempt("known", "stranger", 9), attempt("nowhere", "V-nowhere", 9))
     assert out == []  # taking in evidence decides nothing by itself
-    assert await case_of(pool, "nowhere") is None  # no case was made from a stray fact
+    # A fact about a case not known here may have overtaken the case itself (another topic): it waits in a
+    # skeleton, which holds no one and can be closed by no one until the case arrives.
+    stray = await case_of(pool, "nowhere")
+    assert stray is not None and stray.skeleton and stray.participants == ()
     (refused,) = of_type(await take_in(pool, close("known")), "rj.command.rejected")
     assert refused.event is not None and "the most recorded is 2" in refused.event.data.reason
     (refused,) = of_type(await take_in(pool, close("nowhere")), "rj.command.rejected")

@@ -142,8 +142,13 @@ async def test_hostile_records_and_commands_leave_notify_running_and_good_cases_
         sends = await system.fetch("SELECT case_id, kind, status FROM notify.scheduled_sends ORDER BY case_id")
         cases = await system.fetch("SELECT key FROM notify.cases")
         missing = [a for a in addresses if not handler.to(a)]
+        parked = await system.fetch("SELECT source_topic, reason FROM notify.parked WHERE case_key = $1", victim_case)
+        dead = await system.fetch(
+            "SELECT source_topic, reason FROM notify.dead_letters WHERE key = $1", victim_case.encode()
+        )
         raise AssertionError(f"no email to {missing}; notify's cases {[r['key'] for r in cases]}, sends "
-                             f"{[tuple(r) for r in sends]}") from None  # fmt: skip
+                             f"{[tuple(r) for r in sends]}; of {victim_case} parked {[tuple(r) for r in parked]}, "
+                             f"dead {[tuple(r) for r in dead]}") from None  # fmt: skip
 
     async def dead_on_every_topic() -> bool:
         rows = await system.fetch("SELECT DISTINCT source_topic FROM notify.dead_letters")

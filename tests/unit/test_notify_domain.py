@@ -150,6 +150,39 @@ def test_a_withdrawal_refused_by_consent_lifts_the_stop_and_tells_the_facilitato
     assert len(story.take(ev.booked()).intents) == 4
 
 
+def test_a_strangers_withdrawal_on_an_accepted_case_stops_only_their_own_messages() -> None:
+    """A mistaken or hostile command naming someone not on the case must not take back the case's messages."""
+    story = Story().started()
+    decision = story.take(ev.withdraw("P-NOBODY"), "cmd-1")
+    assert [c.recipient_id for c in decision.cancels] == ["P-NOBODY"]
+    assert story.case is not None and not story.case.stopped
+    assert kinds_to(story.take(ev.victim_information_due())) == {(Kind.victim_information, ev.VICTIM)}
+
+
+def test_a_strangers_withdrawal_read_before_the_case_holds_back_nothing_once_the_case_is_accepted() -> None:
+    """The command can overtake the referral's facts (another topic): while no one on the case is known it stops
+    the case, and once the case says who takes part it holds back only the stranger's messages, so the victim's
+    information goes, and consent's refusal of it lifts nothing more."""
+    story = Story()
+    story.take(ev.withdraw("P-NOBODY"), "cmd-1")
+    assert story.case is not None and story.case.stopped
+    story.take(ev.opened())
+    story.take(ev.accepted())
+    assert story.case is not None and not story.case.stopped
+    assert kinds_to(story.take(ev.victim_information_due())) == {(Kind.victim_information, ev.VICTIM)}
+    story.take(ev.rejected("cmd-1", "rj.consent.withdraw"))
+    assert story.case is not None and not story.case.persons_pending
+
+
+def test_an_offenders_withdrawal_read_before_the_case_still_stops_it_once_the_case_is_accepted() -> None:
+    story = Story()
+    story.take(ev.withdraw(), "cmd-1")
+    story.take(ev.opened())
+    story.take(ev.accepted())
+    assert story.case is not None and story.case.stopped
+    assert story.take(ev.victim_information_due()).intents == []
+
+
 def test_a_verdict_that_overtakes_its_command_leaves_nothing_pending_when_the_command_is_read() -> None:
     story = Story().started()
     story.take(ev.rejected("cmd-1", "rj.consent.withdraw"))
