@@ -55,3 +55,25 @@ async def system(
     shutil.rmtree(log_dir, ignore_errors=True)  # keep only this run's logs to read after a failure
     async with System(broker.bootstrap, pg_server, log_dir, issuer=issuer) as system:
         yield system
+
+
+# The longest modules first (measured with ``--durations``), so that under pytest-xdist (``--dist loadfile``: a
+# module's tests in one worker) none of them starts last and runs on alone while the other workers stand idle;
+# the many short modules fill in behind them. The order of everything else is left as collected.
+LONGEST_FIRST = (
+    "tests/faults/test_soak.py",
+    "tests/integration/test_referral_faults.py",
+    "tests/faults/test_withdrawal_first.py",
+    "tests/faults/test_infrastructure_faults.py",
+    "tests/e2e/test_audit_e2e.py",
+    "tests/faults/test_privacy_service.py",
+    "tests/faults/test_operability.py",
+    "tests/faults/test_relay.py",
+    "tests/browser/test_console.py",
+    "tests/integration/test_audit_from_kafka.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))

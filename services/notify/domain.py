@@ -490,7 +490,8 @@ def _kept_choices(fresh: Person, before: Person | None) -> Person:
 
 
 def offender_joined(case: NotifyCase, event: OffenderJoined, out: _Out) -> NotifyCase:
-    return case.with_person(_kept_choices(_person_of(event.details), case.person(event.details.person_id)))
+    case = case.with_person(_kept_choices(_person_of(event.details), case.person(event.details.person_id)))
+    return _with_stops_they_can_make(case, event.details.person_id, out)
 
 
 def participant_added(case: NotifyCase, event: ParticipantAdded, out: _Out) -> NotifyCase:
@@ -499,8 +500,29 @@ def participant_added(case: NotifyCase, event: ParticipantAdded, out: _Out) -> N
     p = event.participant
     before = case.person(p.person_id)
     if before is not None:
-        return case.with_person(replace(before, role=p.role.value, required=p.required or before.required))
-    return case.with_person(Person(person_id=p.person_id, role=p.role.value, required=p.required))
+        case = case.with_person(replace(before, role=p.role.value, required=p.required or before.required))
+    else:
+        case = case.with_person(Person(person_id=p.person_id, role=p.role.value, required=p.required))
+    return _with_stops_they_can_make(case, p.person_id, out)
+
+
+def _with_stops_they_can_make(case: NotifyCase, person_id: str, out: _Out) -> NotifyCase:
+    """Someone who joined the case after it was accepted (a second offender, a parent or guardian) and whose
+    withdrawal, read earlier, awaits consent's verdict as one that stopped only their own messages: if they can
+    stop the case, it stops now, as if the command were read today."""
+    if not _could_stop(case, person_id):
+        return case
+    theirs = tuple(s for s in case.persons_pending if s.person_id == person_id and s.kind == "withdrawal")
+    if not theirs:
+        return case
+    case = replace(
+        case,
+        persons_pending=tuple(s for s in case.persons_pending if s not in theirs),
+        stops_pending=(*case.stops_pending, *theirs),
+    )
+    out.case = case
+    _stop_at_once(case, out, CancelReason.withdrawn)
+    return case
 
 
 def case_accepted(case: NotifyCase, event: CaseAccepted, out: _Out) -> NotifyCase:
@@ -509,7 +531,6 @@ def case_accepted(case: NotifyCase, event: CaseAccepted, out: _Out) -> NotifyCas
     people = tuple(replace(p, required=True) if p.person_id in required else p for p in case.people)
     case = replace(case, accepted=True, sensitive=sensitive, people=people, crime_reference=event.crime_reference)
     case = _without_stops_that_cannot_stop(case)
-    out.case = case
     if not sensitive:
         case = _release_victim_information(case, out)
     return case

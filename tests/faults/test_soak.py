@@ -399,7 +399,7 @@ async def test_the_whole_system_under_load_and_faults_loses_nothing_repeats_noth
             letter["source_topic"] = letter["source_topic"].removeprefix(system.settings.topic_prefix)
         sends = [dict(r) for r in await system.fetch("SELECT * FROM notify.scheduled_sends")]
         references = References.from_settings(system.settings)
-        mail = delivered(mailbox.timed(), {references.of(s["notification_id"]): s for s in sends})
+        mail = delivered(list(mailbox.timed), {references.of(s["notification_id"]): s for s in sends})
         withdrawn = {f.subject for f in log.of(topics.CONSENT, "rj.case.withdrawn")}
         in_force = stops_in_force(withdrawn, sends)
 

@@ -6,7 +6,6 @@ import email
 import email.policy
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
@@ -19,12 +18,16 @@ from services.runtime.devstack import free_port
 ALWAYS_OPEN = "mon-sun 00:00-24:00; hol 00:00-24:00"
 
 
-@dataclass
 class Inbox:
-    """An SMTP server's handler keeping every message it accepted, and when."""
+    """An SMTP server's handler keeping every message it accepted, and when (one list, appended to at once on
+    aiosmtpd's thread: a reader never sees a message without its time)."""
 
-    received: list[EmailMessage] = field(default_factory=list)
-    arrived: list[datetime] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.timed: list[tuple[datetime, EmailMessage]] = []
+
+    @property
+    def received(self) -> list[EmailMessage]:
+        return [m for _, m in list(self.timed)]
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
         self.take(envelope)
@@ -33,12 +36,8 @@ class Inbox:
     def take(self, envelope: Any) -> EmailMessage:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
-        self.received.append(message)
-        self.arrived.append(datetime.now(UTC))
+        self.timed.append((datetime.now(UTC), message))
         return message
-
-    def timed(self) -> list[tuple[datetime, EmailMessage]]:
-        return list(zip(self.arrived, self.received, strict=True))
 
     def to(self, address: str) -> list[EmailMessage]:
         return [m for m in self.received if m["To"].addresses[0].addr_spec.lower() == address.lower()]

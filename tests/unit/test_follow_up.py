@@ -287,12 +287,26 @@ def test_stage_6_attempts_heard_before_the_case_itself_still_count() -> None:
     """The consent service's facts may overtake the referral's ``rj.case.accepted`` (another topic, read at its
     own pace under load): unanswered attempts heard first wait in a skeleton and count once the case arrives, and
     the skeleton alone cannot be closed."""
+    from schemas.consent import CaseParticipant
+    from schemas.referral import CaseAccepted, Role
+    from tests.unit.test_scheduling_domain import NOW
+    from tests.unit.test_scheduling_domain import SYSTEM as SYSTEM_REFERRAL
+
     world = World()
     for n in (1, 2, 3):
         world.send(attempt("V-O1", n))
     assert rejection(world.send(close(ClosureReason.uncontactable))) == "unknown case A"
-    world.ready()
-    assert world.case().unanswered_in_a_row("V-O1") == 3
+    world.send(
+        CaseAccepted(
+            case_id="A", crime_reference="CR-A", specialist_required=False, risk_assessment_required=False,
+            sensitivity_reasons=[], decided_at=NOW, decided_by=SYSTEM_REFERRAL, reason="eligible",
+            participants=[
+                CaseParticipant(person_id="V-O1", role=Role.victim, required=True),
+                CaseParticipant(person_id="O1", role=Role.offender, required=True),
+            ],
+        )
+    )  # fmt: skip
+    assert not world.case().skeleton and world.case().unanswered_in_a_row("V-O1") == 3
     assert facts(world.send(close(ClosureReason.uncontactable, "No reply to calls"))) == [CaseClosed]
 
 

@@ -174,6 +174,33 @@ def test_a_strangers_withdrawal_read_before_the_case_holds_back_nothing_once_the
     assert story.case is not None and not story.case.persons_pending
 
 
+def test_a_withdrawal_by_an_offender_who_joins_later_stops_the_case_when_they_join() -> None:
+    """Read before the case, by someone not on it at acceptance: it held back only their messages; when they
+    join as a required participant (a second offender) it stops the case, as if read now."""
+    from schemas.common import Actor
+    from schemas.consent import CaseParticipant
+    from schemas.referral import OffenderJoined, Participant, Role
+
+    story = Story()
+    story.take(ev.withdraw("offender-2"), "cmd-1")
+    story.take(ev.opened())
+    story.take(ev.accepted())
+    story.take(ev.assigned())
+    assert story.case is not None and not story.case.stopped
+    joined = OffenderJoined(
+        case_id=ev.CASE, crime_reference="WM/2026/1",
+        participant=CaseParticipant(person_id="offender-2", role=Role.offender, required=True),
+        details=Participant(person_id="offender-2", role=Role.offender, required=True, name="Someone"),
+        joined_at=ev.T0, decided_by=Actor(kind="system", id="referral-service"),
+    )  # fmt: skip
+    decision = story.take(joined)
+    assert story.case is not None and story.case.stopped
+    assert any(c.participants_only and c.recipient_id is None for c in decision.cancels)
+    assert {i.recipient_kind for i in story.take(ev.booked()).intents} <= {RecipientKind.staff}
+    story.take(ev.rejected("cmd-1", "rj.consent.withdraw"))  # consent refused it: the stop is lifted
+    assert story.case is not None and not story.case.stopped
+
+
 def test_an_offenders_withdrawal_read_before_the_case_still_stops_it_once_the_case_is_accepted() -> None:
     story = Story()
     story.take(ev.withdraw(), "cmd-1")
