@@ -30,6 +30,7 @@ from schemas.notify import RecipientKind
 from schemas.referral import Role
 from services.notify import domain, messages, store
 from services.notify.channels import Outbound
+from services.notify.domain import NotifyCase
 from services.notify.messages import CaseView, Format, Language, MessageKind, PartyView
 from services.runtime.participant_links import LinkKeyMissing, mint_link
 from services.runtime.settings import Settings
@@ -54,10 +55,10 @@ class Composer:
     clock: Callable[[], datetime]
 
     async def __call__(
-        self, conn: asyncpg.Connection, row: asyncpg.Record, intent: store.SendIntent
+        self, conn: asyncpg.Connection, row: asyncpg.Record, intent: store.SendIntent, case: NotifyCase | None
     ) -> Outbound | None:
+        """``case``: the case as the sender read it under the row's lock, a moment before (read once, not twice)."""
         kind, channel = MessageKind(row["kind"]), Channel(row["channel"])
-        case = await store.read_case(conn, row["case_id"])
         if case is None:
             return None
         staff = RecipientKind(row["recipient_kind"]) is RecipientKind.staff

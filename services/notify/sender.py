@@ -52,6 +52,7 @@ from schemas.notify import (
 )
 from services.notify import app as intake
 from services.notify import domain, store
+from services.notify.domain import NotifyCase
 from services.runtime import privacy
 from services.runtime.app import ServiceApp, stop_process_when_it_ends
 from services.runtime.db import create_pool, transaction
@@ -81,7 +82,7 @@ class ChannelSender(Protocol):
     async def lookup(self, notification_id: str) -> Any: ...
 
 
-Composer = Callable[[asyncpg.Connection, asyncpg.Record, store.SendIntent], Awaitable[Any | None]]
+Composer = Callable[[asyncpg.Connection, asyncpg.Record, store.SendIntent, NotifyCase | None], Awaitable[Any | None]]
 """Builds the channel's message for a claimed row (None: nothing to send it to any more: no address)."""
 
 
@@ -169,11 +170,12 @@ class Sender:
             if known is not None:
                 await self._record(row, intent, str(known.outcome), known.provider_id, "found by reference", None)
                 return
-        if not await self._still_wanted(row, intent):
+        wanted, case = await self._still_wanted(row, intent)
+        if not wanted:
             return
         try:
             async with self.pool.acquire() as conn:
-                message = await self.compose(conn, row, intent)
+                message = await self.compose(conn, row, intent, case)
         except Exception as exc:  # a fault in putting it into words: it fails for good, staff told, never stuck
             log.error("notify_message_not_composed", notification_id=row["notification_id"], error=repr(exc))
             await self._record(row, intent, "permanent_failure", None, f"not composed: {type(exc).__name__}", None,
@@ -217,26 +219,27 @@ class Sender:
         if rounds >= self.max_tries:
             await self._record(row, intent, "uncertain", None, f"the provider could not be asked {rounds} times", None)
 
-    async def _still_wanted(self, row: asyncpg.Record, intent: store.SendIntent) -> bool:
+    async def _still_wanted(self, row: asyncpg.Record, intent: store.SendIntent) -> tuple[bool, NotifyCase | None]:
         """The last word before the channel is called, under the row's lock: False if a stop cancelled the row
         while it was claimed, or if the case as it stands no longer lets it go (a withdrawal or hold processed
         since it was decided, while it waited to retry, or while it was in doubt): then it is recorded cancelled
-        with the stop's reason, and its fact goes. True: marked started, so no stop cancels it from here on."""
+        with the stop's reason, and its fact goes. True: marked started, so no stop cancels it from here on; with the
+        case as read here, which the message is then composed from."""
         now, nid = self.clock(), row["notification_id"]
         if self.stopping:  # the process is going: nothing new reaches a channel (the row stays claimed, not started)
-            return False
+            return False, None
         async with transaction(self.pool) as conn:
             if await store.lock_sending(conn, nid, self.claimer) is None:
-                return False
+                return False, None
             case = await store.read_case(conn, row["case_id"])
             reason = domain.stop_reason(
                 case, NotificationKind(row["kind"]), RecipientKind(row["recipient_kind"]), intent.recipient_id
             )
             if reason is None:
                 await store.mark_started(conn, nid, now)
-                return True
+                return True, case
             await self._cancelled(conn, row, intent, reason, now)
-            return False
+            return False, None
 
     async def _cancelled(
         self,

@@ -21,6 +21,7 @@ from schemas.scheduling import FacilitatorRegistered
 from services.notify import store
 from services.notify.channels import CannotLookUp, LookupFailed, Outbound, SendResult, senders_from_settings
 from services.notify.compose import Composer
+from services.notify.domain import NotifyCase
 from services.notify.sender import Sender
 from services.runtime.participant_links import new_link_key
 from services.runtime.settings import Settings
@@ -328,10 +329,12 @@ async def test_6_a_message_that_cannot_be_composed_fails_for_good_and_the_facili
     await a_case(pool, Feed())
     real = Composer(configured, lambda: ev.T0)
 
-    async def faulty(conn: asyncpg.Connection, row: asyncpg.Record, intent: store.SendIntent) -> Outbound | None:
+    async def faulty(
+        conn: asyncpg.Connection, row: asyncpg.Record, intent: store.SendIntent, case: NotifyCase | None
+    ) -> Outbound | None:
         if row["kind"] == "victim_information":
             raise KeyError("due_by")  # a fault in putting it into words, not a ValueError
-        return await real(conn, row, intent)
+        return await real(conn, row, intent, case)
 
     the_sender = sender(pool, configured, ev.T0)
     the_sender.compose = faulty

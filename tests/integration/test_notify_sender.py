@@ -57,7 +57,7 @@ class RecordingChannel:
         return Answer("sent", provider_id=f"p-{notification_id}") if notification_id in self.got else None
 
 
-async def compose(conn: asyncpg.Connection, row: asyncpg.Record, intent: store.SendIntent) -> str:
+async def compose(conn: asyncpg.Connection, row: asyncpg.Record, intent: store.SendIntent, case: object) -> str:
     return str(row["notification_id"])
 
 
