@@ -131,7 +131,7 @@ async def test_rule_9_hostile_commands_and_races_never_release_an_item_the_victi
     stop = StopReceivingItems(case_id=case_id, actor=Actor(kind="participant", id=victim), person_id=victim)
     await system.publish([agree(case_id, victim, ReleaseTiming.not_before, soon), command(stop)])
     await facts(system, topics.SCHEDULING, case_id, "rj.indirect.receiving-stopped")
-    await asyncio.sleep(2.5)  # several sweeps past her chosen time
+    await asyncio.sleep(4.0)  # several sweeps past her chosen time, and a hop of up to the tests' 500 ms fetch wait
     assert not [m for m in await everything_on(system, topics.SCHEDULING, case_id) if m["type"] == RELEASED]
 
     # She agrees again, to receive on approval: the approved letter is released, once.
@@ -145,7 +145,7 @@ async def test_rule_9_hostile_commands_and_races_never_release_an_item_the_victi
     await facts(system, topics.SCHEDULING, case_id, "rj.indirect.item-submitted", 2)
     await system.publish([consent(case_id, victim, withdraw=True), approve(case_id, "L2")])
     await facts(system, topics.SCHEDULING, case_id, "rj.case.closed")
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(2.0)  # a release decided late would be on the topic by now (sweeps every 0.5 s, one hop)
     released = [m for m in await everything_on(system, topics.SCHEDULING, case_id) if m["type"] == RELEASED]
     assert [m["data"]["item_id"] for m in released] == ["L1"]
     # Every good command still had its effect: the services kept consuming through the poison.

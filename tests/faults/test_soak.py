@@ -7,7 +7,8 @@ participants work cases over HTTP alone (``tests.support.soak_driver``); a relay
 tenth of the commands again, same ids; and meanwhile services are SIGKILLed and restarted at random moments (each
 of referral, consent, scheduling, notify, the API, privacy, audit, and the relay processes of the API and consent),
 and the database turns read-only for a few seconds. Then, once everything has settled, the promises of
-ARCHITECTURE.md are checked across the whole system (``tests.support.soak_checks``), each failure named.
+ARCHITECTURE.md are checked across the whole system (``tests.support.soak_checks``), each failure named; among
+them, every case folded from the audit log alone equals the case page the API shows its force's coordinator.
 
 The size is ``CRIMES``, about three minutes here; ``RJ_SOAK_CRIMES=2000`` runs a bigger one by hand. What is random
 is seeded; only the moments at which faults land depend on the machine, and nothing asserted depends on them.
@@ -25,6 +26,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,9 @@ import pytest
 from demo import samples
 from demo.samples import facilitators, prepare
 from schemas import topics
+from services.audit import replay
 from services.notify.channels.reference import References
+from services.runtime import privacy
 from services.runtime.kafka import publish_raw
 from tests.e2e.conftest import facilitators_known
 from tests.e2e.test_audit_e2e import audit_caught_up
@@ -302,6 +306,34 @@ async def in_clear(system: System, log: Topics, marker: Marker) -> list[str]:
     return found
 
 
+async def replay_differs(system: System, driver: Driver, crimes: list[Crime]) -> list[str]:
+    """Every case, folded from the audit log alone (``services.audit.replay``, as ``rj audit replay --reason``
+    does), against the case page its force's coordinator gets from the API: where they disagree, field by field."""
+    far = datetime.now(UTC) + timedelta(days=3650)
+    keys = privacy.Privacy.from_settings(system.settings)  # who withdrew is sealed: opened, as with --reason
+    found, compared = [], 0
+    conn = await asyncpg.connect(system.settings.database_url)
+    try:
+        for crime in crimes:
+            if not crime.opens_a_case:
+                continue
+            with privacy.batch_scope(keys):
+                facts = await replay.recorded_facts(conn, crime.case_id, open_personal=True)
+            state = replay.state_at(crime.case_id, facts, far)
+            desk = driver.desks[crime.force]
+            page = await driver.request(desk.coordinator.client, "GET", f"/cases/{crime.case_id}")
+            if page is None or page.status_code != 200:
+                found.append(f"case {crime.case_id}: the API answered {page and page.status_code}")
+                continue
+            found += [f"case {crime.case_id}: {d}" for d in replay.differences(state, page.json())]
+            compared += 1
+    finally:
+        await conn.close()
+    if not compared:
+        found.append("no case was compared: the check saw nothing")
+    return found
+
+
 async def cross_force_reads(driver: Driver, crimes: list[Crime]) -> list[str]:
     """Each force's coordinator lists no case of the other force, and is shown none when asking for one by id."""
     crossed = []
@@ -421,6 +453,7 @@ async def test_the_whole_system_under_load_and_faults_loses_nothing_repeats_noth
         problems["the audit log verifies"] = await audit_does_not_verify(system)
         problems["no personal data in clear on any topic or table we write"] = await in_clear(system, log, marker)
         problems["no cross-force read"] = await cross_force_reads(driver, traffic.crimes)
+        problems["no case's state differs from its audit replay"] = await replay_differs(system, driver, traffic.crimes)
 
         # --- the soak did what it says --------------------------------------------------------------------
         booked = log.of(topics.SCHEDULING, "rj.meeting.booked")
