@@ -58,6 +58,12 @@ BENCHES: tuple[Bench, ...] = (
         ("--rate", "50", "--seconds", "60", "--json", str(STATE / "notify_latency.json")),
     ),
     Bench(
+        "recovery",
+        "a service's SIGKILL to its lag back at zero under steady load",
+        ("--rate", "20", "--kills", "3", "--json", str(STATE / "recovery.json")),
+        ("--rate", "20", "--kills", "10", "--json", str(STATE / "recovery.json")),
+    ),
+    Bench(
         "api_reads",
         "the API's reads over a large read model",
         ("--cases", "10000", "--requests", "300", "--fill-budget", "60"),
