@@ -402,3 +402,15 @@ def test_stage_6_an_attempt_on_an_unknown_case_makes_nothing_staff_can_act_on_an
     for n in range(300):
         world.send(attempt(f"stranger-{n}", 9))
     assert len(world.case().unanswered) == 256
+
+
+def test_stage_6_a_meeting_heard_before_the_case_resets_the_attempts_heard_before_it() -> None:
+    """Unanswered attempts, then a facilitator meeting the person, all overtaking the case: the skeleton keeps both in
+    order, so once the case arrives the count is 0 and it does not close as uncontactable."""
+    world = World()
+    for n in (1, 2, 3):
+        world.send(attempt("V-O1", n))
+    world.send(in_touch("met", "V-O1"))
+    world.ready()
+    assert world.case().unanswered_in_a_row("V-O1") == 0
+    assert "the most recorded is 0" in rejection(world.send(close(ClosureReason.uncontactable)))

@@ -226,8 +226,9 @@ def on_preparation_meeting_recorded(
     now: datetime,
 ) -> Outcome:
     """A facilitator met the person: they are contactable, whatever attempts went unanswered before. A case not
-    yet known starts as a skeleton, as for a contact attempt: a meeting heard before the case must still reset
-    the count of attempts heard after it."""
+    yet known starts as a skeleton, as for a contact attempt: attempts kept in a skeleton and then this meeting,
+    both overtaking the case, must leave the count at 0, not at the attempts' (which would let the case close as
+    uncontactable although the person was met)."""
     case = case or CaseSchedule(case_id=event.case_id)
     if case.closure is not None:
         return case, book, []
