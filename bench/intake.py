@@ -3,6 +3,7 @@ committed them all, beside the same run's ceiling (a Faust agent doing nothing o
 beside the same intake with personal-data encryption switched off (what encryption costs).
 
     .venv/bin/python -m bench.intake --events 40000
+    .venv/bin/python -m bench.intake --events 40000 --replicas 2   # two referral workers sharing the partitions
 
 Every figure excludes the consumer-group join: each is timed from its first event to its last. Each run
 measures, on fresh topics and a fresh database each: the ceiling, intake without encryption
@@ -45,11 +46,13 @@ def traffic(events: int) -> list[tuple[str, str, bytes]]:
     return messages
 
 
-async def measure_once(broker: str, server: str, events: int, run: int) -> tuple[float, float, float]:
+async def measure_once(
+    broker: str, server: str, events: int, run: int, replicas: int = 1
+) -> tuple[float, float, float]:
     """One run: (ceiling events/s, intake events/s without encryption, intake events/s with it)."""
     ceiling = await measure(broker, server, events, f"bench{run}c-{os.getpid()}.", "ceiling")
-    plain = await measure(broker, server, events, f"bench{run}p-{os.getpid()}.", "plain")
-    sealed = await measure(broker, server, events, f"bench{run}e-{os.getpid()}.", "encrypted")
+    plain = await measure(broker, server, events, f"bench{run}p-{os.getpid()}.", "plain", replicas)
+    sealed = await measure(broker, server, events, f"bench{run}e-{os.getpid()}.", "encrypted", replicas)
     print(
         f"run {run + 1}: ceiling {ceiling:,.0f} events/s, intake {sealed:,.0f} events/s ({sealed / ceiling:.0%}), "
         f"without encryption {plain:,.0f} events/s (with / without: {sealed / plain:.2f}x)"
@@ -57,7 +60,7 @@ async def measure_once(broker: str, server: str, events: int, run: int) -> tuple
     return ceiling, plain, sealed
 
 
-async def measure(broker: str, server: str, events: int, prefix: str, what: str) -> float:
+async def measure(broker: str, server: str, events: int, prefix: str, what: str, replicas: int = 1) -> float:
     """Events/s of ``what`` (the ceiling, or referral's intake with or without encryption) on fresh topics
     and a fresh database."""
     async with database_for_run(server, "rj_bench") as database_url:
@@ -73,7 +76,7 @@ async def measure(broker: str, server: str, events: int, prefix: str, what: str)
         messages = traffic(events)
         await publish(settings, messages)
         if what != "ceiling":
-            return await measure_intake(env, database_url, len(messages), events)
+            return await measure_intake(env, database_url, len(messages), events, replicas)
 
         ceiling = subprocess.run(
             [sys.executable, "-m", "bench.ceiling", "worker"],
@@ -91,9 +94,13 @@ async def measure(broker: str, server: str, events: int, prefix: str, what: str)
         return float(result["events"] / (result["last"] - result["first"]))
 
 
-async def measure_intake(env: dict[str, str], database_url: str, n: int, events: int) -> float:
+async def measure_intake(env: dict[str, str], database_url: str, n: int, events: int, replicas: int = 1) -> float:
+    """Referral's intake of the ``n`` records waiting, by ``replicas`` worker processes sharing the partitions
+    (one consumer group; the second joins while the first has begun, so its rebalance is in the figure)."""
     supervisor = Supervisor(env=env, log_dir=STATE / "logs")
     supervisor.start("referral")
+    for replica in range(2, replicas + 1):
+        supervisor.start("referral", replica=str(replica))
     try:
         conn = await _connect_when_migrated(database_url)
         try:
@@ -126,14 +133,17 @@ async def _connect_when_migrated(database_url: str) -> asyncpg.Connection:
             await asyncio.sleep(0.2)
 
 
-async def main(events: int, runs: int) -> None:
+async def main(events: int, runs: int, replicas: int = 1) -> None:
     STATE.mkdir(parents=True, exist_ok=True)
     broker = start_broker(log_path=STATE / "tansu.log")
     server = await ensure_postgres(STATE)
     size = statistics.mean(len(v) for _, _, v in traffic(200))
-    print(f"{runs} runs of {events} upstream events (mean {size:.0f} bytes), each on fresh topics and database")
+    print(
+        f"{runs} runs of {events} upstream events (mean {size:.0f} bytes), each on fresh topics and database; "
+        f"referral in {replicas} worker process{'es' if replicas > 1 else ''}"
+    )
     try:
-        results = [await measure_once(broker.bootstrap, server, events, run) for run in range(runs)]
+        results = [await measure_once(broker.bootstrap, server, events, run, replicas) for run in range(runs)]
     finally:
         broker.stop()
     ceiling = statistics.median(c for c, _, _ in results)
@@ -153,5 +163,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=40000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--replicas", type=int, default=1, help="referral worker processes sharing the partitions")
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.runs))
+    asyncio.run(main(args.events, args.runs, args.replicas))
