@@ -247,8 +247,9 @@ class CaseSchedule(JsonState):
 
     @property
     def skeleton(self) -> bool:
-        """Known only from facts about it that overtook the case itself (a consent, an attempt to contact): no
-        command acts on it until the referral's ``rj.case.accepted`` or the readiness fact says who takes part."""
+        """Known only from facts about it that overtook the case itself (a consent, an attempt to contact): it
+        cannot be closed (``close_case``) until the referral's ``rj.case.accepted`` or the readiness fact says who
+        takes part; other commands find it not ready, with no one on it."""
         return self.force is None and not self.participants
 
     def participant(self, person_id: str) -> CaseParticipant | None:
