@@ -49,6 +49,9 @@ async def test_a_child_victims_case_is_ready_only_with_a_parents_consent_and_the
     case_id = accepted["subject"]
     assert {p["person_id"]: p["under_18"] for p in accepted["data"]["participants"]} == {victim: True, offender: False}
     assert "victim_under_18" in accepted["data"]["sensitivity_reasons"]
+    # Consent reads the case from its own topic: a command that overtakes the case there is refused as for an unknown
+    # case (a UI retries it), so the staff's commands wait until consent has opened the case's preparation.
+    await facts(system, topics.CONSENT, case_id, "rj.preparation.started")
 
     # Assessed, with a specialist and a co-facilitator; the child and the offender are met and consent: not ready.
     assessment = RecordRiskAssessment(
