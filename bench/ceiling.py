@@ -37,6 +37,8 @@ async def do_nothing(stream):  # type: ignore[no-untyped-def]
 
 
 if __name__ == "__main__":
-    import faust
+    # The services' worker: faust's own, without the terminal spinner that turned every library's debug logging on
+    # (a fair ceiling pays no more for logging than the intake it is set beside).
+    from services.runtime.app import Worker
 
-    faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False).execute_from_commandline()
+    Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False).execute_from_commandline()

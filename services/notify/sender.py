@@ -55,7 +55,7 @@ from services.notify import domain, store
 from services.notify.domain import NotifyCase
 from services.runtime import privacy
 from services.runtime.app import ServiceApp, stop_process_when_it_ends
-from services.runtime.db import create_pool, transaction
+from services.runtime.db import create_pool, retry_transient, transaction
 from services.runtime.decision import Emit
 from services.runtime.outbox import facts, write_outbox
 
@@ -107,7 +107,7 @@ class Sender:
     async def send_due(self) -> int:
         """Claim what is due (committed), send it all at once, record each result. How many were claimed."""
         rows = await self.claim_due(self.batch)
-        await asyncio.gather(*(self._send_one(row, in_doubt=False) for row in rows))
+        await self.send_group(rows)
         return len(rows)
 
     async def claim_due(self, limit: int) -> list[asyncpg.Record]:
@@ -117,9 +117,173 @@ class Sender:
             async with transaction(self.pool) as conn:
                 return list(await store.claim_due(conn, self.clock(), limit, self.claimer))
 
-    async def send_claimed(self, row: asyncpg.Record) -> None:
-        """Send one row this process claimed (``claim_due``), and record its result."""
-        await self._send_one(row, in_doubt=False)
+    async def send_group(self, rows: Sequence[asyncpg.Record], finished: Callable[[str], object] | None = None) -> None:
+        """Send rows this process claimed (``claim_due``) together, each as ``_send_one`` would, with the database's
+        part done for the group rather than for each: their intents opened in one query, the last word before the
+        channel (``_still_wanted``) in one transaction, and the sends that went recorded in one transaction for each
+        round of sends that finished. Under load the claims are big and a message costs a few statements rather than
+        a few transactions; idle, a group is one row. ``finished(id)``: called once for each row, when it is done.
+
+        Anything but "sent" (a failure, an uncertain send, no sender or no address) takes ``_send_one``'s paths one
+        row at a time: they are rare, and may schedule more. A fault in the group's steps before any channel was
+        called leaves its rows to ``_send_one`` each, which finds them as they are; a fault once channels were called
+        never sends again: those rows stay ``sending``, in doubt (SMTP's become "delivery uncertain")."""
+        unfinished = {row["notification_id"] for row in rows}
+
+        def done(nid: str) -> None:
+            if nid in unfinished:
+                unfinished.discard(nid)
+                if finished is not None:
+                    finished(nid)
+
+        try:
+            try:
+                with privacy.batch_scope():
+                    ready = await self._ready_to_send(rows, done)
+            except Exception as exc:  # no channel called yet: what is left goes the proven way, one at a time
+                log.error("notify_group_not_ready", rows=len(unfinished), error=repr(exc))
+                for row in rows:
+                    if row["notification_id"] in unfinished:
+                        await self._send_one(row, in_doubt=False)
+                        done(row["notification_id"])
+                return
+            await self._send_ready(ready, done)
+        except Exception as exc:  # a bug must not stop the loop; the rows left stay sending and are resolved in doubt
+            log.error("notify_group_send_failed", rows=len(unfinished), error=repr(exc))
+        finally:
+            for nid in list(unfinished):
+                done(nid)
+
+    async def _ready_to_send(
+        self, rows: Sequence[asyncpg.Record], done: Callable[[str], None]
+    ) -> list[tuple[asyncpg.Record, store.SendIntent, ChannelSender, Any]]:
+        """The group's rows that are still wanted, marked started and composed, each with its channel and message;
+        the others are finished here (cancelled by a stop, taken by another replica, or recorded as failed)."""
+        if self.stopping:  # the process is going: nothing new reaches a channel (the rows stay claimed, not started)
+            for row in rows:
+                done(row["notification_id"])
+            return []
+        async with self.pool.acquire() as conn:
+            intents = await store.open_intents(conn, rows)
+        wanted: list[tuple[asyncpg.Record, store.SendIntent, ChannelSender]] = []
+        for row, intent in zip(rows, intents, strict=True):
+            sender = self.senders.get(Channel(row["channel"]))
+            if sender is None:
+                await self._record(row, intent, "permanent_failure", None, "no sender for the channel", None)
+                done(row["notification_id"])
+            else:
+                wanted.append((row, intent, sender))
+        now = self.clock()
+
+        async def last_word() -> tuple[list[tuple[asyncpg.Record, store.SendIntent, ChannelSender]], dict[str, Any]]:
+            async with transaction(self.pool) as conn:
+                locked = await store.lock_sending_many(conn, [r["notification_id"] for r, _, _ in wanted], self.claimer)
+                cases = await store.read_cases(
+                    conn, {r["case_id"] for r, _, _ in wanted if r["notification_id"] in locked}
+                )
+                going = []
+                for row, intent, sender in wanted:
+                    if row["notification_id"] not in locked:
+                        continue  # cancelled by a stop while claimed, or another replica's now
+                    case = cases.get(row["case_id"])
+                    kind, recipient_kind = NotificationKind(row["kind"]), RecipientKind(row["recipient_kind"])
+                    reason = domain.stop_reason(case, kind, recipient_kind, intent.recipient_id)
+                    if reason is None:
+                        going.append((row, intent, sender))
+                    else:
+                        await self._cancelled(conn, row, intent, reason, now)
+                await store.mark_started_many(conn, [r["notification_id"] for r, _, _ in going], now)
+                return going, cases
+
+        # A deadlock with intake's cancelling (it locks a case's rows in its own order) is retried, as any transient
+        # failure; the rows it cancelled meanwhile are then no longer ours to lock.
+        going, cases = await retry_transient(last_word, what="notify.sender", max_backoff_s=1.0)
+        for row, _, _ in wanted:
+            if row["notification_id"] not in {r["notification_id"] for r, _, _ in going}:
+                done(row["notification_id"])
+        ready = []
+        async with self.pool.acquire() as conn:
+            for row, intent, sender in going:
+                try:
+                    message = await self.compose(conn, row, intent, cases.get(row["case_id"]))
+                except Exception as exc:  # a fault in putting it into words: fails for good, staff told, never stuck
+                    log.error("notify_message_not_composed", notification_id=row["notification_id"], error=repr(exc))
+                    await self._record(row, intent, "permanent_failure", None, f"not composed: {type(exc).__name__}",
+                                       None, reason=FailureReason.not_composed)  # fmt: skip
+                    done(row["notification_id"])
+                    continue
+                if message is None:
+                    await self._record(row, intent, "permanent_failure", None, "no address", None)
+                    done(row["notification_id"])
+                    continue
+                ready.append((row, intent, sender, message))
+        return ready
+
+    async def _send_ready(
+        self, ready: Sequence[tuple[asyncpg.Record, store.SendIntent, ChannelSender, Any]], done: Callable[[str], None]
+    ) -> None:
+        """Call each channel at once; record what went in one transaction for each round of sends that finished."""
+        sending = {
+            asyncio.ensure_future(sender.send(message)): (row, intent, sender) for row, intent, sender, message in ready
+        }
+        while sending:
+            finished, _ = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
+            went = []
+            for task in finished:
+                row, intent, sender = sending.pop(task)
+                if not task.cancelled() and task.exception() is None and str(task.result().outcome) == "sent":
+                    went.append((row, intent, task.result()))
+                    continue
+                try:
+                    result = task.result()
+                    with privacy.batch_scope():
+                        if str(result.outcome) == "uncertain":
+                            await self._ask_after_uncertain(sender, row, intent, result.detail)
+                        else:
+                            await self._record(row, intent, str(result.outcome), result.provider_id, result.detail,
+                                               result.retry_after_s)  # fmt: skip
+                except Exception as exc:  # it may have gone: left sending, in doubt, resolved as such
+                    log.error("notify_send_failed", notification_id=row["notification_id"], error=repr(exc))
+                done(row["notification_id"])
+            if went:
+                try:
+                    with privacy.batch_scope():
+                        await self._record_sent(went)
+                except Exception as exc:  # they went: left sending, in doubt, never sent again
+                    log.error("notify_sent_not_recorded", rows=len(went), error=repr(exc))
+                for row, _, _ in went:
+                    done(row["notification_id"])
+
+    async def _record_sent(self, went: Sequence[tuple[asyncpg.Record, store.SendIntent, Any]]) -> None:
+        """``_record`` of "sent" for many rows, in one transaction."""
+        now = self.clock()
+
+        async def record() -> None:
+            async with transaction(self.pool) as conn:
+                by_case: dict[tuple[str, str | None], list[Emit]] = {}
+                for row, intent, result in went:
+                    if await store.finish(conn, row["notification_id"], "sent", provider_id=result.provider_id,
+                                          detail=result.detail):  # fmt: skip
+                        emit = self._sent_emit(row, intent, result.provider_id, now)
+                        by_case.setdefault((row["case_id"], row["force"]), []).append(emit)
+                outgoing = [
+                    fact
+                    for (case_id, force), emits in by_case.items()
+                    for fact in facts(topics.NOTIFY, intake.SOURCE, case_id, emits, cause=None, now=now, force=force)
+                ]
+                await write_outbox(conn, store.SCHEMA, outgoing)
+
+        await retry_transient(record, what="notify.sender", max_backoff_s=1.0)
+
+    def _sent_emit(self, row: asyncpg.Record, intent: store.SendIntent, provider_id: str | None, now: datetime) -> Emit:
+        nid = row["notification_id"]
+        fact = NotificationSent(
+            case_id=row["case_id"], notification_id=nid, recipient_id=intent.recipient_id,
+            recipient_kind=RecipientKind(row["recipient_kind"]), kind=NotificationKind(row["kind"]),
+            channel=Channel(row["channel"]) if row["channel"] else None, provider_id=provider_id,
+            attempt=row["attempt"], sent_at=now, decided_by=SYSTEM_NOTIFY,
+        )  # fmt: skip
+        return Emit(fact, f"sent:{nid}")
 
     async def resolve_in_doubt(self, busy: Sequence[str] = ()) -> int:
         """Rows left ``sending`` by a process that is gone, or past the lease: ask the provider, or mark them
@@ -286,10 +450,7 @@ class Sender:
             if outcome == "sent":
                 if not await store.finish(conn, nid, "sent", provider_id=provider_id, detail=detail):
                     return
-                fact = NotificationSent(
-                    **base, provider_id=provider_id, attempt=row["attempt"], sent_at=now, decided_by=SYSTEM_NOTIFY
-                )
-                emits.append(Emit(fact, f"sent:{nid}"))
+                emits.append(self._sent_emit(row, intent, provider_id, now))
             elif outcome == "temporary_failure" and row["tries"] < self.max_tries:
                 stop = domain.stop_reason(case, kind, recipient_kind, intent.recipient_id)
                 if stop is not None:  # the case stopped while this was out: it does not wait to go again
@@ -367,15 +528,16 @@ async def run(sender: Sender, database_url: str, poll_interval_s: float) -> None
     woken = asyncio.Event()
     lost = asyncio.Event()
     freed = asyncio.Event()  # a send finished while every slot was taken
-    in_flight: dict[asyncio.Task[None], str] = {}  # each send running, and its notification id
+    in_flight: set[asyncio.Task[None]] = set()  # each group of sends running
+    active: set[str] = set()  # the notification ids of the sends not finished yet: a slot each
     listener = await asyncpg.connect(database_url)
     listener.add_termination_listener(lambda *_: lost.set())
     sender.claimer = await store.hold_sender_id(listener)
     await listener.add_listener(store.DUE_CHANNEL, lambda *_: woken.set())
     log.info("notify_sender_started", sender_id=sender.claimer)
 
-    def done(task: asyncio.Task[None]) -> None:
-        in_flight.pop(task, None)
+    def finished(notification_id: str) -> None:
+        active.discard(notification_id)
         freed.set()
 
     resolved_at = -poll_interval_s
@@ -387,19 +549,21 @@ async def run(sender: Sender, database_url: str, poll_interval_s: float) -> None
             freed.clear()
             loop_time = asyncio.get_running_loop().time()
             if loop_time - resolved_at >= poll_interval_s:
-                await sender.resolve_in_doubt(busy=list(in_flight.values()))
+                await sender.resolve_in_doubt(busy=list(active))
                 resolved_at = loop_time
             # Sends go on continuously, up to ``batch`` at once: a row due now is claimed as soon as a slot is
-            # free, not when the slowest send of a round has finished.
-            while (free := sender.batch - len(in_flight)) > 0:
+            # free, not when the slowest send of a round has finished. What one claim takes goes as a group (its
+            # database work shared), each of its rows freeing its slot as it is done.
+            while (free := sender.batch - len(active)) > 0:
                 rows = await sender.claim_due(free)
-                for row in rows:
-                    task = asyncio.create_task(sender.send_claimed(row), name=f"send {row['notification_id']}")
-                    in_flight[task] = row["notification_id"]
-                    task.add_done_callback(done)
+                if rows:
+                    active.update(row["notification_id"] for row in rows)
+                    task = asyncio.create_task(sender.send_group(rows, finished), name=f"send {len(rows)}")
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
                 if len(rows) < free:
                     break
-            waits = (woken, lost, freed) if len(in_flight) >= sender.batch else (woken, lost)
+            waits = (woken, lost, freed) if len(active) >= sender.batch else (woken, lost)
             try:
                 await asyncio.wait_for(_either(*waits), poll_interval_s)
             except TimeoutError:

@@ -54,11 +54,15 @@ async def save_cases(conn: asyncpg.Connection, cases: Mapping[str, NotifyCase | 
 
 async def read_case(conn: asyncpg.Connection, case_id: str) -> NotifyCase | None:
     """The case as it stands, opened, without locking it (the sender reads; only intake writes)."""
-    state = await conn.fetchval(f"SELECT state FROM {CASES} WHERE key = $1", case_id)
-    if state is None:
-        return None
-    [opened] = await privacy.batch().open_json(conn, NotifyCase, [state], [case_id])
-    return NotifyCase.from_json(opened) if opened else None
+    return (await read_cases(conn, [case_id])).get(case_id)
+
+
+async def read_cases(conn: asyncpg.Connection, case_ids: Iterable[str]) -> dict[str, NotifyCase]:
+    """The cases as they stand, opened, in one query, without locking them; a case not (or no longer) held is
+    absent."""
+    rows = await conn.fetch(f"SELECT key, state FROM {CASES} WHERE key = ANY($1::text[])", list(set(case_ids)))
+    opened = await privacy.batch().open_json(conn, NotifyCase, [r["state"] for r in rows], [r["key"] for r in rows])
+    return {r["key"]: NotifyCase.from_json(state) for r, state in zip(rows, opened, strict=True) if state}
 
 
 # --- registrations ---------------------------------------------------------------------------------------
@@ -317,12 +321,31 @@ async def lock_sending(
     )
 
 
+async def lock_sending_many(
+    conn: asyncpg.Connection, notification_ids: Sequence[str], claimer: int | None = None
+) -> set[str]:
+    """``lock_sending`` for many sends at once (locked in id order): the ids still ``sending`` and ``claimer``'s."""
+    rows = await conn.fetch(
+        f"""SELECT notification_id FROM {SENDS} WHERE notification_id = ANY($1::text[]) AND status = 'sending'
+                AND claimed_by IS NOT DISTINCT FROM $2 ORDER BY notification_id FOR UPDATE""",
+        list(notification_ids),
+        claimer,
+    )
+    return {r["notification_id"] for r in rows}
+
+
 async def mark_started(conn: asyncpg.Connection, notification_id: str, now: datetime) -> None:
     """The channel is about to be called: from here on a stop no longer cancels this send (it may go out)."""
+    await mark_started_many(conn, [notification_id], now)
+
+
+async def mark_started_many(conn: asyncpg.Connection, notification_ids: Sequence[str], now: datetime) -> None:
     # The lease runs from here too: a send in doubt by lease is one whose channel call has outlasted it, not one
     # that waited long to be started.
     await conn.execute(
-        f"UPDATE {SENDS} SET send_started_at = now(), claimed_at = $2 WHERE notification_id = $1", notification_id, now
+        f"UPDATE {SENDS} SET send_started_at = now(), claimed_at = $2 WHERE notification_id = ANY($1::text[])",
+        list(notification_ids),
+        now,
     )
 
 

@@ -173,9 +173,11 @@ async def test_1_a_withdrawal_while_a_message_is_out_and_then_fails_for_now_canc
     assert len(relay.to(FACILITATOR_EMAIL)) == 1  # the assignment, which the stop does not touch
 
 
+@pytest.mark.parametrize("together", [False, True], ids=["one-by-one", "as-a-group"])
 async def test_1_a_withdrawal_processed_while_a_message_is_claimed_cancels_it_before_the_channel_is_called(
     pool: asyncpg.Pool,  # noqa: F811
     smtp: tuple[Relay, int],
+    together: bool,
 ) -> None:
     relay, port = smtp
     configured = settings(port)
@@ -190,8 +192,13 @@ async def test_1_a_withdrawal_processed_while_a_message_is_claimed_cancels_it_be
     assert (info["status"], info["detail"]) == ("cancelled", "withdrawn")
 
     the_sender = sender(pool, configured, ev.T0)
-    for row in claimed:  # the claim goes on as send_due would, with the rows it claimed before the stop
-        await the_sender._send_one(row, in_doubt=False)
+    if together:  # the claim goes on as the sender's loop would, with the rows it claimed before the stop
+        finished: list[str] = []
+        await the_sender.send_group(claimed, finished.append)
+        assert sorted(finished) == sorted(r["notification_id"] for r in claimed), "each row finished once"
+    else:
+        for row in claimed:
+            await the_sender._send_one(row, in_doubt=False)
     assert relay.to(VICTIM_EMAIL) == []
     assert len(relay.to(FACILITATOR_EMAIL)) == 1
     assert (await sends(pool))["victim_information"]["status"] == "cancelled"
@@ -413,3 +420,34 @@ async def test_7_a_withdrawal_takes_back_the_victim_s_queued_letter_before_it_is
     assert (info["status"], info["detail"]) == ("cancelled", "letter withdrawn: withdrawn")
     cancelled = [f["data"] for f in await facts_out(pool) if f["type"] == "rj.notification.cancelled"]
     assert [(c["kind"], c["channel"]) for c in cancelled] == [("victim_information", "letter")]
+
+
+# --- the sender's groups: a send that went is never sent again, even when recording it fails -----------------
+
+
+async def test_a_group_whose_sends_went_but_could_not_be_recorded_sends_nothing_again_and_ends_uncertain(
+    pool: asyncpg.Pool,  # noqa: F811
+    smtp: tuple[Relay, int],
+) -> None:
+    relay, port = smtp
+    configured = settings(port)
+    await a_case(pool, Feed())
+    the_sender = sender(pool, configured, ev.T0)
+
+    async def database_gone(*_: Any) -> None:
+        raise ConnectionError("the database went away after the sends")
+
+    the_sender._record_sent = database_gone  # type: ignore[method-assign]
+    claimed = await the_sender.claim_due(10)
+    finished: list[str] = []
+    await the_sender.send_group(claimed, finished.append)
+    assert len(finished) == len(claimed) == 2, "each row finished (left in doubt), none stuck in a slot"
+    assert len(relay.to(VICTIM_EMAIL)) == 1 and len(relay.to(FACILITATOR_EMAIL)) == 1
+    assert {r["status"] for r in (await sends(pool)).values()} == {"sending"}
+
+    # This process is gone (another claimer) and the lease has passed: SMTP cannot be asked, so: uncertain.
+    later = datetime.now(UTC) + timedelta(days=1)
+    assert await sender(pool, configured, later).resolve_in_doubt() == 2
+    assert len(relay.to(VICTIM_EMAIL)) == 1, "never sent twice"
+    statuses = {kind: r["status"] for kind, r in (await sends(pool)).items()}
+    assert statuses["victim_information"] == "uncertain"
