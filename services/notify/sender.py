@@ -34,7 +34,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import structlog
@@ -55,11 +56,24 @@ from services.notify import domain, store
 from services.notify.domain import NotifyCase
 from services.runtime import privacy
 from services.runtime.app import ServiceApp, stop_process_when_it_ends
-from services.runtime.db import create_pool, retry_transient, transaction
+from services.runtime.db import ConnectionLost, create_pool, transaction
 from services.runtime.decision import Emit
 from services.runtime.outbox import facts, write_outbox
 
 log = structlog.get_logger()
+
+T = TypeVar("T")
+
+_RETRIED_SQLSTATE_CLASSES = ("08", "25", "40", "53", "55", "57", "58")
+"""The database's own trouble: connection (08), read-only or bad transaction state (25), deadlock or serialization
+(40), resources (53), lock not available (55), operator intervention such as a shutdown or statement timeout (57),
+system errors (58)."""
+
+
+def _database_trouble(exc: BaseException) -> bool:
+    if isinstance(exc, ConnectionLost | OSError | asyncpg.InterfaceError | TimeoutError):
+        return True
+    return isinstance(exc, asyncpg.PostgresError) and (exc.sqlstate or "")[:2] in _RETRIED_SQLSTATE_CLASSES
 
 
 class Result(Protocol):
@@ -99,6 +113,9 @@ class Sender:
     retry_max: timedelta = timedelta(hours=1)
     cannot_look_up: tuple[type[BaseException], ...] = ()
     lookup_failed: tuple[type[BaseException], ...] = ()
+    database_retry_s: float = 30.0
+    """How long a group tries again through the database's own trouble before leaving its rows (in doubt, or to
+    ``_send_one``)."""
     claimer: int | None = None
     """This process's sender id, locked while it lives (``store.hold_sender_id``); None: in doubt by lease only."""
     stopping: bool = False
@@ -138,6 +155,8 @@ class Sender:
 
         try:
             try:
+                if self.stopping:  # the process is going: nothing new reaches a channel (claimed, not started)
+                    return
                 with privacy.batch_scope():
                     ready = await self._ready_to_send(rows, done)
             except Exception as exc:  # no channel called yet: what is left goes the proven way, one at a time
@@ -159,10 +178,6 @@ class Sender:
     ) -> list[tuple[asyncpg.Record, store.SendIntent, ChannelSender, Any]]:
         """The group's rows that are still wanted, marked started and composed, each with its channel and message;
         the others are finished here (cancelled by a stop, taken by another replica, or recorded as failed)."""
-        if self.stopping:  # the process is going: nothing new reaches a channel (the rows stay claimed, not started)
-            for row in rows:
-                done(row["notification_id"])
-            return []
         async with self.pool.acquire() as conn:
             intents = await store.open_intents(conn, rows)
         wanted: list[tuple[asyncpg.Record, store.SendIntent, ChannelSender]] = []
@@ -173,92 +188,123 @@ class Sender:
                 done(row["notification_id"])
             else:
                 wanted.append((row, intent, sender))
-        now = self.clock()
 
         async def last_word() -> tuple[list[tuple[asyncpg.Record, store.SendIntent, ChannelSender]], dict[str, Any]]:
-            async with transaction(self.pool) as conn:
-                locked = await store.lock_sending_many(conn, [r["notification_id"] for r, _, _ in wanted], self.claimer)
-                cases = await store.read_cases(
-                    conn, {r["case_id"] for r, _, _ in wanted if r["notification_id"] in locked}
-                )
-                going = []
-                for row, intent, sender in wanted:
-                    if row["notification_id"] not in locked:
-                        continue  # cancelled by a stop while claimed, or another replica's now
-                    case = cases.get(row["case_id"])
-                    kind, recipient_kind = NotificationKind(row["kind"]), RecipientKind(row["recipient_kind"])
-                    reason = domain.stop_reason(case, kind, recipient_kind, intent.recipient_id)
-                    if reason is None:
-                        going.append((row, intent, sender))
-                    else:
-                        await self._cancelled(conn, row, intent, reason, now)
-                await store.mark_started_many(conn, [r["notification_id"] for r, _, _ in going], now)
-                return going, cases
+            now = self.clock()  # read on each try: the lease runs from the start it records
+            with privacy.batch_scope():  # fresh keys for each try
+                async with transaction(self.pool) as conn:
+                    ids = [r["notification_id"] for r, _, _ in wanted]
+                    locked = await store.lock_sending_many(conn, ids, self.claimer)
+                    cases = await store.read_cases(
+                        conn, {r["case_id"] for r, _, _ in wanted if r["notification_id"] in locked}
+                    )
+                    going = []
+                    for row, intent, sender in wanted:
+                        if row["notification_id"] not in locked:
+                            continue  # cancelled by a stop while claimed, or another replica's now
+                        case = cases.get(row["case_id"])
+                        kind, recipient_kind = NotificationKind(row["kind"]), RecipientKind(row["recipient_kind"])
+                        reason = domain.stop_reason(case, kind, recipient_kind, intent.recipient_id)
+                        if reason is None:
+                            going.append((row, intent, sender))
+                        else:
+                            await self._cancelled(conn, row, intent, reason, now)
+                    if self.stopping:  # the process is going: nothing new reaches a channel (claimed, not started)
+                        going = []
+                    await store.mark_started_many(conn, [r["notification_id"] for r, _, _ in going], now)
+                    return going, cases
 
-        # A deadlock with intake's cancelling (it locks a case's rows in its own order) is retried, as any transient
-        # failure; the rows it cancelled meanwhile are then no longer ours to lock.
-        going, cases = await retry_transient(last_word, what="notify.sender", max_backoff_s=1.0)
+        # Only the database's own trouble is tried again (a deadlock with intake's cancelling, which locks the rows of
+        # one case after another; a lost connection), and for a bounded time: a bug goes to ``send_group``'s
+        # fallback, one row at a time, never round and round here.
+        going, cases = await self._retrying_database(last_word)
         for row, _, _ in wanted:
             if row["notification_id"] not in {r["notification_id"] for r, _, _ in going}:
                 done(row["notification_id"])
         ready = []
+        not_composed: list[tuple[asyncpg.Record, store.SendIntent, str, FailureReason | None]] = []
         async with self.pool.acquire() as conn:
             for row, intent, sender in going:
                 try:
                     message = await self.compose(conn, row, intent, cases.get(row["case_id"]))
                 except Exception as exc:  # a fault in putting it into words: fails for good, staff told, never stuck
                     log.error("notify_message_not_composed", notification_id=row["notification_id"], error=repr(exc))
-                    await self._record(row, intent, "permanent_failure", None, f"not composed: {type(exc).__name__}",
-                                       None, reason=FailureReason.not_composed)  # fmt: skip
-                    done(row["notification_id"])
+                    not_composed.append(
+                        (row, intent, f"not composed: {type(exc).__name__}", FailureReason.not_composed)
+                    )
                     continue
                 if message is None:
-                    await self._record(row, intent, "permanent_failure", None, "no address", None)
-                    done(row["notification_id"])
+                    not_composed.append((row, intent, "no address", None))
                     continue
                 ready.append((row, intent, sender, message))
+        # Recorded once the composing connection is back in the pool: recording takes one of its own, and groups
+        # holding one each while waiting for another would empty the pool for good.
+        for row, intent, detail, reason in not_composed:
+            await self._record(row, intent, "permanent_failure", None, detail, None, reason=reason)
+            done(row["notification_id"])
         return ready
+
+    async def _retrying_database(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run ``operation``, trying again on the database's own trouble (deadlock, serialization, a lock or
+        statement timeout, a lost or refused connection, a read-only or starting server) for up to
+        ``database_retry_s``; anything else (a bug, the data) is raised at once."""
+        deadline = asyncio.get_running_loop().time() + self.database_retry_s
+        delay = 0.05
+        while True:
+            try:
+                return await operation()
+            except Exception as exc:
+                if not _database_trouble(exc) or asyncio.get_running_loop().time() + delay > deadline:
+                    raise
+                log.warning("notify_sender_database_retrying", error=repr(exc), delay=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     async def _send_ready(
         self, ready: Sequence[tuple[asyncpg.Record, store.SendIntent, ChannelSender, Any]], done: Callable[[str], None]
     ) -> None:
-        """Call each channel at once; record what went in one transaction for each round of sends that finished."""
+        """Call each channel at once; record what went in one transaction for each round of sends that finished.
+        Cut off (the process stopping), every channel call still running is cut off with it: none outlives its
+        group, so none is still under way once this process lets go of its sender id."""
         sending = {
             asyncio.ensure_future(sender.send(message)): (row, intent, sender) for row, intent, sender, message in ready
         }
-        while sending:
-            finished, _ = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
-            went = []
-            for task in finished:
-                row, intent, sender = sending.pop(task)
-                if not task.cancelled() and task.exception() is None and str(task.result().outcome) == "sent":
-                    went.append((row, intent, task.result()))
-                    continue
-                try:
-                    result = task.result()
-                    with privacy.batch_scope():
-                        if str(result.outcome) == "uncertain":
-                            await self._ask_after_uncertain(sender, row, intent, result.detail)
-                        else:
-                            await self._record(row, intent, str(result.outcome), result.provider_id, result.detail,
-                                               result.retry_after_s)  # fmt: skip
-                except Exception as exc:  # it may have gone: left sending, in doubt, resolved as such
-                    log.error("notify_send_failed", notification_id=row["notification_id"], error=repr(exc))
-                done(row["notification_id"])
-            if went:
-                try:
-                    with privacy.batch_scope():
-                        await self._record_sent(went)
-                except Exception as exc:  # they went: left sending, in doubt, never sent again
-                    log.error("notify_sent_not_recorded", rows=len(went), error=repr(exc))
-                for row, _, _ in went:
+        try:
+            while sending:
+                finished, _ = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
+                went = []
+                for task in finished:
+                    row, intent, sender = sending.pop(task)
+                    try:
+                        result = task.result()
+                        if str(result.outcome) == "sent":
+                            went.append((row, intent, result))
+                            continue
+                        with privacy.batch_scope():
+                            if str(result.outcome) == "uncertain":
+                                await self._ask_after_uncertain(sender, row, intent, result.detail)
+                            else:
+                                await self._record(row, intent, str(result.outcome), result.provider_id, result.detail,
+                                                   result.retry_after_s)  # fmt: skip
+                    except Exception as exc:  # it may have gone: left sending, in doubt, resolved as such
+                        log.error("notify_send_failed", notification_id=row["notification_id"], error=repr(exc))
                     done(row["notification_id"])
+                if went:
+                    try:
+                        await self._retrying_database(partial(self._record_sent, went))
+                    except Exception as exc:  # they went: left sending, in doubt, never sent again
+                        log.error("notify_sent_not_recorded", rows=len(went), error=repr(exc))
+                    for row, _, _ in went:
+                        done(row["notification_id"])
+        finally:
+            for pending in sending:
+                pending.cancel()
+            await asyncio.gather(*sending, return_exceptions=True)
 
     async def _record_sent(self, went: Sequence[tuple[asyncpg.Record, store.SendIntent, Any]]) -> None:
         """``_record`` of "sent" for many rows, in one transaction."""
         now = self.clock()
-
-        async def record() -> None:
+        with privacy.batch_scope():
             async with transaction(self.pool) as conn:
                 by_case: dict[tuple[str, str | None], list[Emit]] = {}
                 for row, intent, result in went:
@@ -272,8 +318,6 @@ class Sender:
                     for fact in facts(topics.NOTIFY, intake.SOURCE, case_id, emits, cause=None, now=now, force=force)
                 ]
                 await write_outbox(conn, store.SCHEMA, outgoing)
-
-        await retry_transient(record, what="notify.sender", max_backoff_s=1.0)
 
     def _sent_emit(self, row: asyncpg.Record, intent: store.SendIntent, provider_id: str | None, now: datetime) -> Emit:
         nid = row["notification_id"]

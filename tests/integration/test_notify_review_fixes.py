@@ -5,6 +5,7 @@ Each test failed before its fix (the finding's number is in its name)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from pydantic import SecretStr
 from schemas import topics
 from schemas.common import Actor, Channel
 from schemas.scheduling import FacilitatorRegistered
-from services.notify import store
+from services.notify import domain, store
 from services.notify.channels import CannotLookUp, LookupFailed, Outbound, SendResult, senders_from_settings
 from services.notify.compose import Composer
 from services.notify.domain import NotifyCase
@@ -428,22 +429,25 @@ async def test_7_a_withdrawal_takes_back_the_victim_s_queued_letter_before_it_is
 async def test_a_group_whose_sends_went_but_could_not_be_recorded_sends_nothing_again_and_ends_uncertain(
     pool: asyncpg.Pool,  # noqa: F811
     smtp: tuple[Relay, int],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     relay, port = smtp
     configured = settings(port)
     await a_case(pool, Feed())
     the_sender = sender(pool, configured, ev.T0)
+    the_sender.database_retry_s = 0.5  # tried again for half a second, then left in doubt
 
-    async def database_gone(*_: Any) -> None:
+    async def database_gone(*_: Any, **__: Any) -> bool:
         raise ConnectionError("the database went away after the sends")
 
-    the_sender._record_sent = database_gone  # type: ignore[method-assign]
+    monkeypatch.setattr(store, "finish", database_gone)
     claimed = await the_sender.claim_due(10)
     finished: list[str] = []
     await the_sender.send_group(claimed, finished.append)
     assert len(finished) == len(claimed) == 2, "each row finished (left in doubt), none stuck in a slot"
     assert len(relay.to(VICTIM_EMAIL)) == 1 and len(relay.to(FACILITATOR_EMAIL)) == 1
     assert {r["status"] for r in (await sends(pool)).values()} == {"sending"}
+    monkeypatch.undo()
 
     # This process is gone (another claimer) and the lease has passed: SMTP cannot be asked, so: uncertain.
     later = datetime.now(UTC) + timedelta(days=1)
@@ -451,3 +455,78 @@ async def test_a_group_whose_sends_went_but_could_not_be_recorded_sends_nothing_
     assert len(relay.to(VICTIM_EMAIL)) == 1, "never sent twice"
     statuses = {kind: r["status"] for kind, r in (await sends(pool)).items()}
     assert statuses["victim_information"] == "uncertain"
+
+
+async def test_groups_whose_messages_have_no_address_do_not_empty_the_pool(
+    pool: asyncpg.Pool,  # noqa: F811  (two connections, as small as the sender's own pool may be)
+    smtp: tuple[Relay, int],
+) -> None:
+    _, port = smtp
+    await a_case(pool, Feed())
+    the_sender = sender(pool, settings(port), ev.T0)
+
+    async def no_address(*_: Any) -> None:
+        await asyncio.sleep(0.2)  # both groups are composing at once
+        return None
+
+    the_sender.compose = no_address  # type: ignore[method-assign]
+    first, second = await the_sender.claim_due(1), await the_sender.claim_due(1)
+    assert len(first) == len(second) == 1
+    finished: list[str] = []
+    together = asyncio.gather(
+        the_sender.send_group(first, finished.append), the_sender.send_group(second, finished.append)
+    )
+    await asyncio.wait_for(together, timeout=10)
+    assert len(finished) == 2
+    ids = {first[0]["notification_id"], second[0]["notification_id"]}
+    assert {r["status"] for r in (await sends(pool)).values() if r["notification_id"] in ids} == {"failed"}
+
+
+async def test_a_bug_before_the_channel_is_not_tried_for_ever_and_frees_the_groups_slots(
+    pool: asyncpg.Pool,  # noqa: F811
+    smtp: tuple[Relay, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    relay, port = smtp
+    await a_case(pool, Feed())
+    the_sender = sender(pool, settings(port), ev.T0)
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise TypeError("a bug in stop_reason")
+
+    monkeypatch.setattr(domain, "stop_reason", broken)
+    claimed = await the_sender.claim_due(10)
+    finished: list[str] = []
+    await asyncio.wait_for(the_sender.send_group(claimed, finished.append), timeout=10)
+    assert sorted(finished) == sorted(r["notification_id"] for r in claimed)
+    assert relay.to(VICTIM_EMAIL) == []
+    assert {r["status"] for r in (await sends(pool)).values()} == {"sending"}, "claimed, never started: in doubt"
+
+
+async def test_a_group_cut_off_at_shutdown_leaves_no_channel_call_running(
+    pool: asyncpg.Pool,  # noqa: F811
+    smtp: tuple[Relay, int],
+) -> None:
+    relay, port = smtp
+    configured = settings(port)
+    await a_case(pool, Feed())
+    email = senders_from_settings(configured, pool)[Channel.email]
+    started = asyncio.Event()
+
+    class Slow:
+        async def send(self, message: Any) -> Any:
+            started.set()
+            await asyncio.sleep(0.5)  # a slow provider
+            return await email.send(message)
+
+        async def lookup(self, notification_id: str) -> Any:
+            return await email.lookup(notification_id)
+
+    the_sender = sender(pool, configured, ev.T0, email=Slow())
+    claimed = await the_sender.claim_due(10)
+    group = asyncio.create_task(the_sender.send_group(claimed, lambda _: None))
+    await asyncio.wait_for(started.wait(), 10)
+    group.cancel()  # as the loop does to a group still running when a stopping process stops waiting
+    await asyncio.gather(group, return_exceptions=True)
+    await asyncio.sleep(1.5)
+    assert relay.to(VICTIM_EMAIL) == [], "a channel call went on after its group was cut off"
