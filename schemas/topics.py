@@ -37,4 +37,5 @@ STEWARD_OF: Final = {
     SCHEDULING: "consent",
     PRIVACY: "privacy",  # no other service reads it yet: the privacy service reads its own to answer for it
     NOTIFY: "api",  # its only reader: the API's read model (the case page's notifications)
+    API: "api",  # the API's own (views logged, links used): it reads it back for its read model
 }
