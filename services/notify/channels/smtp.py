@@ -27,9 +27,10 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.headerregistry import Address
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
-from email.policy import SMTP, SMTPUTF8
+from email.policy import SMTP as _SMTP
+from email.policy import SMTPUTF8 as _SMTPUTF8
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Literal
@@ -44,6 +45,27 @@ from services.notify.channels.reference import References
 from services.runtime.settings import Settings
 
 log = structlog.get_logger()
+
+
+class _Headers(HeaderRegistry):
+    """The standard library's header registry, making each header's class once. Its own builds a new class on every
+    header it parses or sets (``type(...)`` in ``HeaderRegistry.__getitem__``): about 30 an email, over a third of
+    composing one (py-spy and cProfile, measured)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = super().__getitem__(name)
+        return made
+
+
+SMTP = _SMTP.clone(header_factory=_Headers())
+SMTPUTF8 = _SMTPUTF8.clone(header_factory=_Headers())
 
 TlsMode = Literal["none", "starttls", "tls"]
 
