@@ -10,7 +10,8 @@ closed by an exception and costs ~150 us an event. Here aiokafka is used directl
 - Records are queued per *lane*, one lane per partition number. A case's key lands on the same
   partition number in every topic, so a lane holds everything about its cases; one transaction is in
   flight per lane, which keeps each case's order, while lanes overlap parsing, deciding and SQL.
-- A lane's offsets are committed after its transaction commits (by a committer that coalesces), and
+- A lane's offsets are committed after its transaction commits (by a committer that coalesces, at most every
+  ``OFFSET_COMMIT_INTERVAL_S``: where to resume is first the position stored with the data), and
   again, synchronously, when a rebalance takes its partitions away. A lane that falls behind pauses
   its partitions instead of buffering without bound.
 - On a rebalance the listener finishes the batch in flight (or, past a deadline, abandons it: the
@@ -295,6 +296,8 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._commit_wanted.wait()
             self._commit_wanted.clear()
             await self._commit()
+            # What lands meanwhile is committed together, next time round (a revoke or a stop commits at once).
+            await asyncio.sleep(self.settings.offset_commit_interval_s)
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
         """Commit what has been applied and not committed yet. A failure is only logged: the records

@@ -157,7 +157,11 @@ class OutboxRelay:
             log.info("relay_started", schema=self.schema, holder=self.holder)
             while True:
                 self.last_round = time.monotonic()
-                if not await self._hold_lease(conn):
+                # The lease is renewed every sixth of it, not every round (each renewal is a write to the database:
+                # one a round was two of every three transactions a busy relay made); a round then has at least
+                # half a lease to finish its sends, and the database's lease outlasts them by a third.
+                leading = self.epoch is not None and time.monotonic() < self._renewed_at + settings.relay_lease_s / 6
+                if not leading and not await self._hold_lease(conn):
                     self._tell()
                     await asyncio.sleep(settings.relay_lease_s / 3)
                     continue
@@ -168,7 +172,7 @@ class OutboxRelay:
                 if stalled > settings.relay_lease_s * 5:
                     raise Stalled(f"leading, with rows waiting, and nothing acknowledged for {stalled:.0f} s")
                 if sent < settings.relay_batch_size:
-                    renew_in = self._renewed_at + settings.relay_lease_s / 3 - time.monotonic()
+                    renew_in = self._renewed_at + settings.relay_lease_s / 6 - time.monotonic()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(
                             self._wake.wait(), max(0.0, min(settings.relay_poll_interval_s, renew_in))
@@ -212,8 +216,9 @@ class OutboxRelay:
     # --- the lease ----------------------------------------------------------------------------------
 
     async def _hold_lease(self, conn: asyncpg.Connection) -> bool:
-        """Take or renew the lease (before every round: one short statement); True while this relay
-        holds it. A round then has two thirds of a lease to finish its sends."""
+        """Take or renew the lease (one short statement, before a round once a sixth of it has passed); True while
+        this relay holds it. It sends for two thirds of a lease from the last renewal, so a round has at least half
+        a lease to finish its sends."""
         lease_s = self.settings.relay_lease_s
         now = time.monotonic()
         epoch = await conn.fetchval(
@@ -324,14 +329,18 @@ class OutboxRelay:
         any_rows = False
         taken = 0
         numbers_of: dict[str, list[int] | None] = {}  # frozen for the round: a key's partition cannot move
-        # One snapshot for every page: a later page must never see a key's later row whose earlier row
-        # committed after an earlier page was read (ids are not handed out in commit order).
-        snapshot = conn.transaction(isolation="repeatable_read", readonly=True)
-        await snapshot.start()
-        try:
-            pages = await self._read_pages(conn, producer, limit, backing_off, numbers_of)
-        finally:
-            await snapshot.rollback()
+        # One page (nearly every round) is one statement, its own snapshot. More take one snapshot for every page:
+        # a later page must never see a key's later row whose earlier row committed after an earlier page was read
+        # (ids are not handed out in commit order); so a full first page is read again inside one.
+        pages = await self._read_pages(conn, producer, limit, backing_off, numbers_of, single=True)
+        if pages is None:
+            snapshot = conn.transaction(isolation="repeatable_read", readonly=True)
+            await snapshot.start()
+            try:
+                pages = await self._read_pages(conn, producer, limit, backing_off, numbers_of, single=False)
+            finally:
+                await snapshot.rollback()
+        assert pages is not None
         for rows in pages:
             any_rows = any_rows or bool(rows)
             for row in rows:
@@ -366,8 +375,11 @@ class OutboxRelay:
         limit: int,
         backing_off: set[tuple[str, int]],
         numbers_of: dict[str, list[int] | None],
-    ) -> list[list[asyncpg.Record]]:
-        """Pages of waiting rows, until one holds ``limit`` rows that can go (a few pages at most)."""
+        *,
+        single: bool,
+    ) -> list[list[asyncpg.Record]] | None:
+        """Pages of waiting rows, until one holds ``limit`` rows that can go (a few pages at most). ``single``: the
+        first page only, or ``None`` if it is full (more may be needed, in one snapshot)."""
         partitioner = DefaultPartitioner()
         pages: list[list[asyncpg.Record]] = []
         usable = 0
@@ -383,6 +395,8 @@ class OutboxRelay:
                 limit,
                 after,
             )
+            if single and len(rows) >= limit:
+                return None
             pages.append(rows)
             for row in rows:
                 topic = self.settings.topic(row["topic"])
