@@ -38,6 +38,7 @@ from schemas.scheduling import CaseClosed
 from services.privacy import domain, store
 from services.privacy.domain import SCREENED_OUT, DueErasure, ErasurePlan, RetentionSchedule
 from services.runtime.app import ServiceApp
+from services.runtime.db import connect
 from services.runtime.decision import Emit
 from services.runtime.keystore import CASE_PERSON, KeyStore, ensure_schema
 from services.runtime.outbox import Outgoing, facts
@@ -77,8 +78,11 @@ class PrivacyService(ServiceApp):
     async def pool(self) -> asyncpg.Pool:
         pool = await super().pool()
         if not self._keystore_ready:
-            async with pool.acquire() as conn:
+            conn = await connect(self.settings)  # its own: the migrations' session lock never rides on the pool
+            try:
                 await ensure_schema(conn)
+            finally:
+                await conn.close()
             self._keystore_ready = True
         return pool
 

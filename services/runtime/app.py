@@ -23,7 +23,7 @@ import structlog
 from schemas.registry import REGISTRY, Registry
 from services.runtime import keystore, metrics, ops, privacy
 from services.runtime.consumer import BatchConsumer, BatchSteps
-from services.runtime.db import create_pool, migrate, retry_transient, transaction
+from services.runtime.db import connect, create_pool, migrate, retry_transient, transaction
 from services.runtime.housekeeping import prune, shred_expired_days
 from services.runtime.kafka import ensure_topics, topic_problems
 from services.runtime.outbox import Outgoing, write_outbox
@@ -131,10 +131,15 @@ class ServiceApp:
                 pool = await create_pool(self.settings)
 
                 async def run_migrations() -> None:
-                    async with pool.acquire() as conn:
+                    # On a connection of its own, closed after: the migrations' session-level advisory lock never
+                    # rides on a pooled connection (which keeps its session when it goes back to the pool).
+                    conn = await connect(self.settings)
+                    try:
                         await migrate(conn, self.schema, self.migrations)
                         if self.privacy.enabled:
                             await keystore.ensure_schema(conn)
+                    finally:
+                        await conn.close()
 
                 await retry_transient(run_migrations, what="migrate")
                 self._pool = pool

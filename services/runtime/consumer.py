@@ -135,7 +135,8 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             highwater = consumer.highwater(tp)
             if highwater is None:
                 continue
-            committed = max(self._committed.get(tp, 0), 0)
+            # What is applied, not what Kafka has been told yet (that lags by up to OFFSET_COMMIT_INTERVAL_S).
+            committed = max(self._committed.get(tp, 0), self._done.get(tp, 0), 0)
             topic = tp.topic.removeprefix(self.settings.topic_prefix)
             metrics.CONSUMER_LAG.labels(topic=topic, partition=str(tp.partition)).set(max(highwater - committed, 0))
 

@@ -138,10 +138,10 @@ async def connect(settings: Settings) -> asyncpg.Connection:
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """A connection going back to the pool keeps its session as it is: asyncpg has already rolled back any
-    transaction left open and dropped its listeners. Its default reset (``pg_advisory_unlock_all(); CLOSE ALL;
-    UNLISTEN *; RESET ALL``) is one more round trip to the server on every release, for session state our services
-    never leave on a pooled connection: settings are ``SET LOCAL``, ``LISTEN`` is only ever on a connection of its
-    own, and the one session-level advisory lock (``apply_migrations``) is let go in a ``finally``."""
+    transaction left open and dropped its listeners' callbacks. Its default reset (``pg_advisory_unlock_all();
+    CLOSE ALL; UNLISTEN *; RESET ALL``) is one more round trip to the server on every release, for session state
+    our services never leave on a pooled connection: settings are ``SET LOCAL``, ``LISTEN`` is only ever on a
+    connection of its own, and so is the one session-level advisory lock (``apply_migrations``)."""
 
 
 async def create_pool(settings: Settings) -> asyncpg.Pool:

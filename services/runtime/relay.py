@@ -5,9 +5,9 @@ burst of intake, which keeps the worker's event loop and a CPU busy, cannot dela
 child reports to its parent through a pipe (alive, leader or not, what it published), the parent
 serves those figures and its health, and either process dying takes the other down.
 
-- **Leadership is a lease** in PostgreSQL (``relay_lease``, on the database's clock), renewed every third
-  of ``RELAY_LEASE_S``. A leader that hangs, loses its network or is frozen stops renewing, and another
-  replica takes over once the lease has expired: within seconds, whatever TCP thinks of the old
+- **Leadership is a lease** in PostgreSQL (``relay_lease``, on the database's clock), renewed before a round
+  once a sixth of ``RELAY_LEASE_S`` has passed. A leader that hangs, loses its network or is frozen stops
+  renewing, and another replica takes over once the lease has expired: within seconds, whatever TCP thinks of the old
   connection. A leader never sends once its own clock says its lease may have lapsed, so once it
   thaws it sends nothing more; each leadership term's records carry its epoch (``rj-relay-epoch``).
 - **Order per partition, whatever fails.** Rows are grouped by the partition their key goes to; each
@@ -331,7 +331,7 @@ class OutboxRelay:
         numbers_of: dict[str, list[int] | None] = {}  # frozen for the round: a key's partition cannot move
         # One page (nearly every round) is one statement, its own snapshot. More take one snapshot for every page:
         # a later page must never see a key's later row whose earlier row committed after an earlier page was read
-        # (ids are not handed out in commit order); so a full first page is read again inside one.
+        # (ids are not handed out in commit order); so a first page that is not enough is read again inside one.
         pages = await self._read_pages(conn, producer, limit, backing_off, numbers_of, single=True)
         if pages is None:
             snapshot = conn.transaction(isolation="repeatable_read", readonly=True)
@@ -395,8 +395,6 @@ class OutboxRelay:
                 limit,
                 after,
             )
-            if single and len(rows) >= limit:
-                return None
             pages.append(rows)
             for row in rows:
                 topic = self.settings.topic(row["topic"])
@@ -410,6 +408,8 @@ class OutboxRelay:
                     usable += 1
             if usable >= limit or len(rows) < limit:
                 break
+            if single:
+                return None  # a full page with rows that cannot go now: the next pages, in one snapshot with it
             after = rows[-1]["id"]
         return pages
 
