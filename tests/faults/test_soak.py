@@ -10,7 +10,7 @@ and the database turns read-only for a few seconds. Then, once everything has se
 ARCHITECTURE.md are checked across the whole system (``tests.support.soak_checks``), each failure named; among
 them, every case folded from the audit log alone equals the case page the API shows its force's coordinator.
 
-The size is ``CRIMES``, about 75 s here alone; ``RJ_SOAK_CRIMES=2000`` runs a bigger one by hand. What is random
+The size is ``CRIMES`` (70: about a minute alone); ``RJ_SOAK_CRIMES=2000`` runs a bigger one by hand. What is random
 is seeded; only the moments at which faults land depend on the machine, and nothing asserted depends on them.
 """
 
@@ -64,7 +64,7 @@ from tests.support.soak_traffic import FORCE_A, FORCE_B, Crime, Marker, generate
 
 pytestmark = pytest.mark.integration
 
-CRIMES = int(os.environ.get("RJ_SOAK_CRIMES", "100"))
+CRIMES = int(os.environ.get("RJ_SOAK_CRIMES", "70"))
 """The soak's size: crimes upstream reports (about 2.8 records each). Raise it with ``RJ_SOAK_CRIMES`` by hand."""
 DRIVEN = 0.4
 """The share of accepted cases staff work through the API (the rest wait in preparation, as many do)."""
