@@ -129,7 +129,7 @@ class Sender:
 
     async def claim_due(self, limit: int) -> list[asyncpg.Record]:
         """Claim up to ``limit`` due rows (committed ``sending``, the try counted): each is then this process's to
-        send (``send_claimed``), or in doubt once this process is gone."""
+        send (``send_group``), or in doubt once this process is gone."""
         with privacy.batch_scope():
             async with transaction(self.pool) as conn:
                 return list(await store.claim_due(conn, self.clock(), limit, self.claimer))
