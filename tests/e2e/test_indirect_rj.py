@@ -124,7 +124,9 @@ async def test_rule_9_an_indirect_letter_reaches_the_victim_only_after_their_adv
 
     # The other way, at a time the recipient chose: the victim's reply reaches the offender only when it comes,
     # released by the sweeper.
-    when = datetime.now(UTC) + timedelta(seconds=3)
+    # Far enough ahead that the approval is decided before it, even on a loaded machine (at 3 s, a run with four
+    # test workers saw the approval decided after the chosen time, and the reply released on the decision).
+    when = datetime.now(UTC) + timedelta(seconds=8)
     await system.publish(
         [
             agree(case_id, offender, ReleaseTiming.not_before, when),
@@ -133,7 +135,7 @@ async def test_rule_9_an_indirect_letter_reaches_the_victim_only_after_their_adv
         ]
     )
     await facts(system, topics.SCHEDULING, case_id, "rj.indirect.item-approved", 3)
-    reply = [r for r in await released(system, case_id, 2, timeout_s=20) if r["data"]["item_id"] == "R1"]
+    reply = [r for r in await released(system, case_id, 2, timeout_s=30) if r["data"]["item_id"] == "R1"]
     assert len(reply) == 1 and reply[0]["data"]["trigger"] == "time"
     assert datetime.fromisoformat(reply[0]["data"]["released_at"]) >= when
     assert [r["data"]["item_id"] for r in await released(system, case_id, 2)] == ["L1", "R1"]
