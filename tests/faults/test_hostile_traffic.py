@@ -100,8 +100,8 @@ unreadable_values = st.one_of(
 
 
 @st.composite
-def unreadable(draw: st.DrawFn) -> Poison:
-    topic = draw(st.sampled_from(POISON_TOPICS))
+def unreadable(draw: st.DrawFn, on: tuple[str, ...] = POISON_TOPICS) -> Poison:
+    topic = draw(st.sampled_from(on))
     key, value = draw(keys), draw(unreadable_values)
     if value is None and key is None:
         key = b"tombstone"  # Kafka has no record with neither
@@ -109,11 +109,11 @@ def unreadable(draw: st.DrawFn) -> Poison:
 
 
 @st.composite
-def unknown_type(draw: st.DrawFn) -> Poison:
+def unknown_type(draw: st.DrawFn, on: tuple[str, ...] = POISON_TOPICS) -> Poison:
     event_type = draw(st.from_regex(r"[a-z]{2,8}\.[a-z-]{1,20}(\.[a-z-]{1,12})?", fullmatch=True))
     if event_type in REGISTRY:
         event_type = f"{event_type}.unheard-of"
-    topic = draw(st.sampled_from(POISON_TOPICS))
+    topic = draw(st.sampled_from(on))
     document = envelope(event_type, draw(st.dictionaries(st.text(max_size=10), st.integers(), max_size=3)))
     steward = topics.STEWARD_OF[topic]
     if topic == topics.COMMANDS:  # answered, so the sender sees it: no dead letter
@@ -192,9 +192,11 @@ async def publish_at(
     return [(t, r.partition, r.offset) for (t, _, _), r in zip(messages, results, strict=True)]
 
 
-async def dead_letter_positions(system: System) -> Counter[tuple[str, str, int, int]]:
+async def dead_letter_positions(
+    system: System, services: tuple[str, ...] = SERVICES
+) -> Counter[tuple[str, str, int, int]]:
     found: Counter[tuple[str, str, int, int]] = Counter()
-    for service in SERVICES:
+    for service in services:
         rows = await system.fetch(f'SELECT source_topic, partition, "offset", reason FROM {service}.dead_letters')
         for r in rows:
             assert r["reason"], f"{service} dead-lettered {tuple(r)} without a reason"
@@ -208,9 +210,9 @@ GIVEN = (
 )
 
 
-async def rejections(system: System) -> set[tuple[str, str]]:
+async def rejections(system: System, services: tuple[str, ...] = SERVICES) -> set[tuple[str, str]]:
     answered = set()
-    for service in SERVICES:
+    for service in services:
         rows = await system.fetch(f"SELECT value FROM {service}.outbox WHERE topic = $1", topics.OUTPUT_OF[service])
         for r in rows:
             event = json.loads(r["value"])

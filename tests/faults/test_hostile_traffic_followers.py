@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ from hypothesis import strategies as st
 from demo import samples
 from demo.samples import case_of
 from schemas import topics
-from schemas.registry import COMMAND_OWNER, REGISTRY
+from schemas.registry import COMMAND_OWNER
 from services.api.app import TOPICS_IN as API_READS
 from services.api.readmodel import CONSUMES as API_CONSUMES
 from services.consent.app import CONSUMES as CONSENT_CONSUMES
@@ -31,7 +30,18 @@ from services.notify.app import TOPICS_IN as NOTIFY_READS
 from services.privacy.app import CONSUMES as PRIVACY_CONSUMES
 from services.referral.app import CONSUMES as REFERRAL_CONSUMES
 from services.scheduling.domain import CONSUMES as SCHEDULING_CONSUMES
-from tests.faults.test_hostile_traffic import GIVEN, envelope, garbage_data, keys, publish_at, unreadable_values
+from tests.faults.test_hostile_traffic import (
+    GIVEN,
+    Poison,
+    dead_letter_positions,
+    envelope,
+    garbage_data,
+    keys,
+    publish_at,
+    rejections,
+    unknown_type,
+    unreadable,
+)
 from tests.harness import System
 
 pytestmark = pytest.mark.integration
@@ -58,46 +68,12 @@ POISON_TOPICS = (topics.CRIME_EVENTS, topics.COMMANDS, *FACT_TOPICS)
 UPSTREAM = ("crime.recorded", "crime.outcome-recorded", "rj.referral-requested")
 
 
-@dataclass(frozen=True)
-class Poison:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    dead_by: frozenset[str]  # services that must dead-letter it
-    rejected_by: frozenset[str] = field(default=frozenset())  # services that must answer its sender
-    command_id: str | None = None
-
-
 def test_every_topic_read_has_a_steward_that_reads_it() -> None:
     """The premise: a record no service can read is answered for by exactly one service, on every topic."""
     for topic in POISON_TOPICS:
         steward = topics.STEWARD_OF.get(topic)
         assert steward is not None, f"no service answers for unreadable records on {topic}"
         assert topic in READS[steward], f"{topic}'s steward {steward} does not read it"
-
-
-@st.composite
-def unreadable(draw: st.DrawFn) -> Poison:
-    topic = draw(st.sampled_from(POISON_TOPICS))
-    key, value = draw(keys), draw(unreadable_values)
-    if value is None and key is None:
-        key = b"tombstone"  # Kafka has no record with neither
-    return Poison(topic, key, value, frozenset({topics.STEWARD_OF[topic]}))
-
-
-@st.composite
-def unknown_type(draw: st.DrawFn) -> Poison:
-    event_type = draw(st.from_regex(r"[a-z]{2,8}\.[a-z-]{1,20}(\.[a-z-]{1,12})?", fullmatch=True))
-    if event_type in REGISTRY:
-        event_type = f"{event_type}.unheard-of"
-    topic = draw(st.sampled_from(POISON_TOPICS))
-    document = envelope(event_type, draw(st.dictionaries(st.text(max_size=10), st.integers(), max_size=3)))
-    steward = topics.STEWARD_OF[topic]
-    if topic == topics.COMMANDS:  # answered, so the sender sees it: no dead letter
-        return Poison(
-            topic, draw(keys), json.dumps(document).encode(), frozenset(), frozenset({steward}), document["id"]
-        )
-    return Poison(topic, draw(keys), json.dumps(document).encode(), frozenset({steward}))
 
 
 def readers_of(event_type: str, topic: str) -> frozenset[str]:
@@ -137,31 +113,9 @@ def one_for_each_follower() -> list[Poison]:
     return chosen
 
 
-async def dead_letter_positions(system: System) -> Counter[tuple[str, str, int, int]]:
-    found: Counter[tuple[str, str, int, int]] = Counter()
-    for service in SERVICES:
-        rows = await system.fetch(f'SELECT source_topic, partition, "offset", reason FROM {service}.dead_letters')
-        for r in rows:
-            assert r["reason"], f"{service} dead-lettered {tuple(r)} without a reason"
-            found[(service, r["source_topic"], r["partition"], r["offset"])] += 1
-    return found
-
-
-async def rejections(system: System) -> set[tuple[str, str]]:
-    answered = set()
-    for service in SERVICES:
-        output = topics.OUTPUT_OF.get(service)
-        if output is None:
-            continue
-        rows = await system.fetch(f"SELECT value FROM {service}.outbox WHERE topic = $1", output)
-        for r in rows:
-            event = json.loads(r["value"])
-            if event["type"] == "rj.command.rejected":
-                answered.add((service, event["data"]["command_id"]))
-    return answered
-
-
-poison_lists = st.lists(st.one_of(unreadable(), unknown_type(), malformed()), min_size=20, max_size=35)
+poison_lists = st.lists(
+    st.one_of(unreadable(POISON_TOPICS), unknown_type(POISON_TOPICS), malformed()), min_size=20, max_size=35
+)
 
 
 @settings(
@@ -217,15 +171,19 @@ async def test_poison_at_every_consumer_is_dead_lettered_as_the_contract_says_an
     expected_rejections = {(s, p.command_id) for p, _ in poison_at for s in p.rejected_by if p.command_id}
 
     async def settled() -> bool:
-        found = await dead_letter_positions(system)
+        found = await dead_letter_positions(system, SERVICES)
         ours = Counter({k: n for k, n in found.items() if k in expected_dead or k[1:] in good_positions})
         given = await system.fetch(GIVEN, cases)
-        return ours == expected_dead and len(given) == len(cases) and expected_rejections <= await rejections(system)
+        return (
+            ours == expected_dead
+            and len(given) == len(cases)
+            and expected_rejections <= await rejections(system, SERVICES)
+        )
 
     try:
         await system.wait_for(settled, timeout_s=120, what="every poison record answered and every good event applied")
     finally:
-        found = await dead_letter_positions(system)
+        found = await dead_letter_positions(system, SERVICES)
         missing = expected_dead - found
         extra = Counter({k: n for k, n in found.items() if k[1:] in good_positions or (k in expected_dead and n > 1)})
         which = [(k, p) for p, pos in poison_at for k in missing if k[1:] == pos][:5]
