@@ -63,18 +63,18 @@ async def system(
 LONGEST_FIRST = (
     "tests/faults/test_soak.py",
     "tests/integration/test_referral_faults.py",
-    "tests/faults/test_withdrawal_first.py",
-    "tests/faults/test_infrastructure_faults.py",
-    "tests/e2e/test_audit_e2e.py",
     "tests/faults/test_privacy_service.py",
     "tests/browser/test_console.py",
-    "tests/faults/test_deadletter_replay.py",
-    "tests/faults/test_api_hostile.py",
-    "tests/faults/test_relay.py",
-    "tests/e2e/test_case_lifecycle.py",
+    "tests/faults/test_infrastructure_faults.py",
+    "tests/e2e/test_audit_e2e.py",
+    "tests/e2e/test_indirect_rj.py",
     "tests/faults/test_operability.py",
+    "tests/faults/test_relay.py",
+    "tests/faults/test_withdrawal_first.py",
+    "tests/faults/test_api_hostile.py",
     "tests/e2e/test_api_facilitator.py",
     "tests/integration/test_audit_from_kafka.py",
+    "tests/faults/test_deadletter_replay.py",
 )
 
 

@@ -32,6 +32,7 @@ from services.runtime.keystore import MasterKeys
 from services.runtime.privacy import Privacy
 from services.runtime.settings import Settings
 from services.runtime.supervisor import ServiceProcess, Supervisor
+from tests.support import zygote
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout, where ``python -m services.cli`` resolves
 
@@ -94,7 +95,7 @@ class System:
         url = await create_database(self.server_url, self.database)
         self.settings = self.settings.model_copy(update={"database_url": url})
         await ensure_topics(self.settings)
-        self.supervisor = Supervisor(env=self.settings.as_env(), log_dir=self.log_dir)
+        self.supervisor = Supervisor(env=self.settings.as_env(), log_dir=self.log_dir, launch=zygote.launcher())
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -7,9 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 
 def die_with_parent() -> None:
@@ -25,10 +26,45 @@ def die_with_parent() -> None:
 _PR_SET_PDEATHSIG = 1
 
 
+class ChildProcess(Protocol):
+    """What a service's process offers (``subprocess.Popen``'s names, so that one is one)."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def returncode(self) -> int | None: ...
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+    def terminate(self) -> None: ...
+    def kill(self) -> None: ...
+
+
+Launch = Callable[[Sequence[str], Mapping[str, str], Path | None], ChildProcess]
+"""Starts ``python ARGV`` with exactly ``env``, its output appended to the file named (None: nowhere)."""
+
+
+def exec_python(argv: Sequence[str], env: Mapping[str, str], log_path: Path | None) -> ChildProcess:
+    """A fresh interpreter, in a session of its own, that dies with this process."""
+    out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - handed to the child
+    try:
+        return subprocess.Popen(
+            [sys.executable, *argv],
+            env=dict(env),
+            stdout=out or subprocess.DEVNULL,
+            stderr=out or subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+    finally:
+        if out:
+            out.close()
+
+
 @dataclass
 class ServiceProcess:
     name: str
-    process: subprocess.Popen[bytes]
+    process: ChildProcess
     log_path: Path | None
 
     @property
@@ -55,6 +91,9 @@ class Supervisor:
     env: Mapping[str, str]
     log_dir: Path | None = None
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
+    launch: Launch = exec_python
+    """How a process is started: a fresh interpreter each (what a container does); the tests fork them from an
+    interpreter that has already imported the services (``tests.support.zygote``), the same code from ``main``."""
 
     def start(self, name: str, extra_env: Mapping[str, str] | None = None, *, replica: str = "") -> ServiceProcess:
         """Start service ``name``; a ``replica`` name runs another process of it beside the first."""
@@ -62,17 +101,9 @@ class Supervisor:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         label = f"{name}-{replica}" if replica else name
         log_path = self.log_dir / f"{label}.log" if self.log_dir else None
-        out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - handed to the child
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve", name],
-            env={**os.environ, **self.env, **(extra_env or {})},
-            stdout=out or subprocess.DEVNULL,
-            stderr=out or subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
+        process = self.launch(
+            ["-m", "services.cli", "serve", name], {**os.environ, **self.env, **(extra_env or {})}, log_path
         )
-        if out:
-            out.close()
         self.processes[label] = ServiceProcess(label, process, log_path)
         return self.processes[label]
 

@@ -4,6 +4,7 @@ saying why when they decide for someone."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -100,13 +101,17 @@ async def test_a_downgraded_specialist_a_hold_and_its_resume_and_staff_reasons_t
         method=RecordingMethod.phone,
     )
     close = CloseCase(case_id=case_id, actor=STAFF, closure_reason=ClosureReason.not_suitable)
-    await system.publish([command(decline)])
+    declined = command(decline)
+    await system.publish([declined])
     (refused_decline,) = await rejection(system, case_id, topics.CONSENT)
     assert "a reason is required when staff decide" in refused_decline
 
-    async def decline_lifted() -> bool:  # scheduling held the case pending until consent refused the decline
-        sql = "SELECT state->'stops_pending' = '[]' FROM scheduling.cases WHERE key = $1"
-        return bool(await system.fetchval(sql, case_id))
+    async def decline_lifted() -> bool:
+        """Scheduling held the case pending when it read the decline, until consent refused it. (Consent's refusal
+        can come before scheduling has read the decline at all: then no stop is pending *yet*.)"""
+        sql = """SELECT state->'stops_pending' = '[]' FROM scheduling.cases WHERE key = $1
+                 AND EXISTS (SELECT FROM scheduling.inbox WHERE event_id = $2)"""
+        return bool(await system.fetchval(sql, case_id, json.loads(declined[2])["id"]))
 
     await system.wait_for(decline_lifted, what="scheduling to hear consent refused the decline")
     await system.publish([command(close)])

@@ -130,8 +130,12 @@ async def test_every_record_is_appended_once_verifies_exports_and_tampering_is_n
                         await conn.execute(statement)
     finally:
         await conn.close()
-    system.service("audit").process.terminate()  # the log holds still while it is tampered with
+    # The log holds still while it is tampered with: both have stopped (a stopping audit service still appends what
+    # it has taken) before the log is copied.
+    system.service("audit").process.terminate()
     system.service("referral").process.terminate()
+    system.service("audit").stop()
+    system.service("referral").stop()
 
     await system.fetchval("CREATE TABLE public.entries_copy AS SELECT * FROM audit.entries")
 

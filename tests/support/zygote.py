@@ -1,0 +1,242 @@
+"""Service processes for the tests, forked from an interpreter that has already imported every service.
+
+A test starts a few service processes, and the suite about three hundred; a fresh interpreter spends 1.2-2 s of
+CPU importing a service (faust, aiokafka, asyncpg, the contract's pydantic models...) before it runs a line of its
+own. So each pytest worker keeps one *zygote*: ``python -m tests.support.zygote``, which imports every service's
+modules once, then forks a child for each service the tests start. The child is a process of its own, in a
+session of its own, with exactly the environment and argv it was given, its output appended to its log: from
+there it runs ``services.cli`` as ``python -m services.cli serve NAME`` would (``runpy``, as ``-m`` does). Only
+the imports are shared, and nothing has run that reads the environment or starts a thread or an event loop
+before the fork (the zygote checks that no thread is running when it forks).
+
+What the tests do to a service's process goes to it directly (``os.kill``: SIGTERM, SIGKILL); the zygote is its
+parent, so it reaps it and says how it ended (``poll``), as ``subprocess.Popen`` would. ``RJ_TEST_FORK=0`` starts
+every service as a fresh interpreter instead (``services.runtime.supervisor.exec_python``).
+
+Protocol (one JSON object a line, on the zygote's stdin and stdout):
+    {"spawn": [argv...], "env": {...}, "log": path|null}  ->  {"pid": N}
+    {"poll": N}                                           ->  {"status": null | exit code (-signal if killed)}
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def _preload() -> None:
+    """Import what every service imports (its app module and the command line that runs it)."""
+    import importlib
+
+    from services.catalog import SERVICES
+
+    importlib.import_module("services.cli")
+    for target in SERVICES.values():
+        importlib.import_module(target.partition(":")[0])
+    importlib.import_module("services.runtime.relay")
+
+
+# --- the zygote (its own process) -------------------------------------------------------------------------------
+
+
+def _child(argv: Sequence[str], env: Mapping[str, str], log: str | None, keep: Sequence[int]) -> int:
+    """In the forked child: become the service's process, run ``python -m services.cli ...``, return its status."""
+    import runpy
+
+    from services.runtime.settings import get_settings
+    from services.runtime.supervisor import die_with_parent
+
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    os.setsid()
+    die_with_parent()  # the zygote's parent dies -> the zygote -> this
+    for fd in keep:
+        os.close(fd)
+    null = os.open(os.devnull, os.O_RDWR)
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if log else null
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.environ.clear()
+    os.environ.update(env)
+    get_settings.cache_clear()
+    assert argv[:1] == ["-m"], f"only modules run here: {argv!r}"
+    sys.argv = [argv[1], *argv[2:]]
+    try:
+        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+        return 0
+    except SystemExit as exit_:
+        code = exit_.code
+        if code is None or isinstance(code, int):
+            return code or 0
+        print(code, file=sys.stderr)
+        return 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a closed stream at exit: nothing to keep
+                pass
+
+
+def serve() -> None:
+    # The protocol gets fds of its own; 0 and 1 go to /dev/null and stderr, so nothing the imports print mixes in.
+    requests, replies = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(2, 1)
+    from services.runtime.supervisor import die_with_parent
+
+    die_with_parent()
+    _preload()
+    import asyncio
+
+    assert asyncio.get_event_loop_policy()._local._loop is None, "an import made an event loop: forks would share it"  # type: ignore[attr-defined]
+    gc.collect()
+    gc.freeze()  # what the imports made stays shared with the children, not copied as their collector touches it
+
+    statuses: dict[int, int] = {}
+
+    def reap(*_: Any) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            statuses[pid] = os.waitstatus_to_exitcode(status)
+
+    signal.signal(signal.SIGCHLD, reap)
+    reader = os.fdopen(requests, "rb", buffering=0)
+    pending = b""
+    while True:
+        chunk = reader.read(65536)
+        if not chunk:
+            return  # the tests' process has gone
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            request = json.loads(line)
+            if "poll" in request:
+                reap()
+                answer: dict[str, Any] = {"status": statuses.get(request["poll"])}
+            else:
+                if threading.active_count() != 1:
+                    answer = {"error": f"{threading.active_count()} threads running: not forking"}
+                else:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    pid = os.fork()
+                    if pid == 0:
+                        os._exit(_child(request["spawn"], request["env"], request["log"], (requests, replies, null)))
+                    answer = {"pid": pid}
+            os.write(replies, json.dumps(answer).encode() + b"\n")
+
+
+# --- the tests' side --------------------------------------------------------------------------------------------
+
+
+class Zygote:
+    """The pytest worker's handle on its zygote (started on first use, gone with the worker)."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                from services.runtime.supervisor import die_with_parent
+
+                self._process = subprocess.Popen(
+                    [sys.executable, "-m", "tests.support.zygote"],
+                    cwd=ROOT,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    preexec_fn=die_with_parent,
+                )
+            assert self._process.stdin is not None and self._process.stdout is not None
+            self._process.stdin.write(json.dumps(request).encode() + b"\n")
+            self._process.stdin.flush()
+            line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError("the zygote died (its stderr is the test run's)")
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"zygote: {answer['error']}")
+        return answer
+
+    def launch(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path | None) -> ForkedProcess:
+        answer = self._ask({"spawn": list(argv), "env": dict(env), "log": str(log_path) if log_path else None})
+        return ForkedProcess(self, answer["pid"])
+
+
+class ForkedProcess:
+    """A service's process forked by the zygote, with ``subprocess.Popen``'s names."""
+
+    def __init__(self, zygote: Zygote, pid: int) -> None:
+        self._zygote = zygote
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self._zygote._ask({"poll": self.pid})["status"]
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0)
+            time.sleep(0.02)
+        return code
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:  # reaped pids are not signalled: the number may be another process's by now
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+_zygote: Zygote | None = None
+
+
+def launcher() -> Any:
+    """The launch function for a ``Supervisor``: forks from this worker's zygote, or (``RJ_TEST_FORK=0``) a fresh
+    interpreter each."""
+    from services.runtime.supervisor import exec_python
+
+    if os.environ.get("RJ_TEST_FORK", "1") == "0":
+        return exec_python
+    global _zygote
+    if _zygote is None:
+        _zygote = Zygote()
+    return _zygote.launch
+
+
+if __name__ == "__main__":
+    serve()
