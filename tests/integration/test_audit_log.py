@@ -3,6 +3,7 @@ where it was tampered with. Real broker, real PostgreSQL, the real ``rj audit`` 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -134,8 +135,8 @@ async def test_every_record_is_appended_once_verifies_exports_and_tampering_is_n
     # it has taken) before the log is copied.
     system.service("audit").process.terminate()
     system.service("referral").process.terminate()
-    system.service("audit").stop()
-    system.service("referral").stop()
+    await asyncio.to_thread(system.service("audit").stop)
+    await asyncio.to_thread(system.service("referral").stop)
 
     await system.fetchval("CREATE TABLE public.entries_copy AS SELECT * FROM audit.entries")
 

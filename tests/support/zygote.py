@@ -9,13 +9,19 @@ there it runs ``services.cli`` as ``python -m services.cli serve NAME`` would (`
 the imports are shared, and nothing has run that reads the environment or starts a thread or an event loop
 before the fork (the zygote checks that no thread is running when it forks).
 
-What the tests do to a service's process goes to it directly (``os.kill``: SIGTERM, SIGKILL); the zygote is its
-parent, so it reaps it and says how it ended (``poll``), as ``subprocess.Popen`` would. ``RJ_TEST_FORK=0`` starts
-every service as a fresh interpreter instead (``services.runtime.supervisor.exec_python``).
+What the tests do to a service's process goes to it directly (``os.kill``: SIGTERM, SIGKILL). The zygote is its
+parent and reaps it only when asked how it is (``poll``, one pid at a time, as ``subprocess.Popen`` does): until
+then an ended child stays a zombie, so its pid cannot be another process's when a test signals it. A zygote that
+dies takes its children with it (each dies with its parent); their handles then say so (ended by SIGTERM) and
+signal nothing. What differs from a fresh interpreter: the zygote's imports ran with the environment of the pytest
+worker, so a request whose environment differs in what is read at import or start-up (``PYTHON*``, ``FAUST_*``,
+locale, ``TZ``) is refused, and the working directory is the checkout. ``RJ_TEST_FORK=0`` starts every service as
+a fresh interpreter instead (``services.runtime.supervisor.exec_python``).
 
 Protocol (one JSON object a line, on the zygote's stdin and stdout):
     {"spawn": [argv...], "env": {...}, "log": path|null}  ->  {"pid": N}
     {"poll": N}                                           ->  {"status": null | exit code (-signal if killed)}
+    anything wrong                                        ->  {"error": why}
 """
 
 from __future__ import annotations
@@ -50,29 +56,40 @@ def _preload() -> None:
 # --- the zygote (its own process) -------------------------------------------------------------------------------
 
 
+IMPORT_TIME_ENV = ("PYTHON", "FAUST_", "LC_", "LANG", "TZ")
+"""Environment read at import or interpreter start-up: a child must not need other values than the zygote had."""
+
+
+def _env_mismatch(env: Mapping[str, str]) -> list[str]:
+    return sorted(
+        key for key in {*env, *os.environ} if key.startswith(IMPORT_TIME_ENV) and env.get(key) != os.environ.get(key)
+    )
+
+
 def _child(argv: Sequence[str], env: Mapping[str, str], log: str | None, keep: Sequence[int]) -> int:
     """In the forked child: become the service's process, run ``python -m services.cli ...``, return its status."""
-    import runpy
-
-    from services.runtime.settings import get_settings
-    from services.runtime.supervisor import die_with_parent
-
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    os.setsid()
-    die_with_parent()  # the zygote's parent dies -> the zygote -> this
-    for fd in keep:
-        os.close(fd)
-    null = os.open(os.devnull, os.O_RDWR)
-    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if log else null
-    os.dup2(null, 0)
-    os.dup2(out, 1)
-    os.dup2(out, 2)
-    os.environ.clear()
-    os.environ.update(env)
-    get_settings.cache_clear()
-    assert argv[:1] == ["-m"], f"only modules run here: {argv!r}"
-    sys.argv = [argv[1], *argv[2:]]
     try:
+        import runpy
+
+        from services.runtime.settings import get_settings
+        from services.runtime.supervisor import die_with_parent
+
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.setsid()
+        die_with_parent()  # the zygote's parent dies -> the zygote -> this
+        for fd in keep:
+            os.close(fd)
+        null = os.open(os.devnull, os.O_RDWR)
+        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if log else null
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.environ.clear()
+        os.environ.update(env)
+        get_settings.cache_clear()
+        assert argv[:1] == ["-m"], f"only modules run here: {argv!r}"
+        sys.argv = [argv[1], *argv[2:]]
         runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
         return 0
     except SystemExit as exit_:
@@ -110,19 +127,36 @@ def serve() -> None:
     gc.collect()
     gc.freeze()  # what the imports made stays shared with the children, not copied as their collector touches it
 
-    statuses: dict[int, int] = {}
+    children: dict[int, int | None] = {}  # pid -> how it ended (None: not reaped yet)
 
-    def reap(*_: Any) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            statuses[pid] = os.waitstatus_to_exitcode(status)
+    def spawn(request: dict[str, Any]) -> dict[str, Any]:
+        if threading.active_count() != 1:
+            return {"error": f"{threading.active_count()} threads running: not forking"}
+        if mismatch := _env_mismatch(request["env"]):
+            return {"error": f"the zygote imported with other values of {mismatch}: start it with RJ_TEST_FORK=0"}
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            pid = os.fork()
+        except OSError as error:
+            return {"error": f"fork failed: {error}"}
+        if pid == 0:
+            os._exit(_child(request["spawn"], request["env"], request["log"], (requests, replies, null)))
+        children[pid] = None
+        return {"pid": pid}
 
-    signal.signal(signal.SIGCHLD, reap)
+    def poll(pid: int) -> dict[str, Any]:
+        if pid not in children:
+            return {"error": f"pid {pid} is not a child of this zygote"}
+        if children[pid] is None:
+            reaped, status = os.waitpid(pid, os.WNOHANG)  # a zombie until now: its pid was not reused
+            if reaped:
+                children[pid] = os.waitstatus_to_exitcode(status)
+        status_ = children[pid]
+        if status_ is not None:
+            del children[pid]  # asked once: the handle keeps it, and the pid may be a new child's next
+        return {"status": status_}
+
     reader = os.fdopen(requests, "rb", buffering=0)
     pending = b""
     while True:
@@ -133,19 +167,7 @@ def serve() -> None:
         while b"\n" in pending:
             line, pending = pending.split(b"\n", 1)
             request = json.loads(line)
-            if "poll" in request:
-                reap()
-                answer: dict[str, Any] = {"status": statuses.get(request["poll"])}
-            else:
-                if threading.active_count() != 1:
-                    answer = {"error": f"{threading.active_count()} threads running: not forking"}
-                else:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                    pid = os.fork()
-                    if pid == 0:
-                        os._exit(_child(request["spawn"], request["env"], request["log"], (requests, replies, null)))
-                    answer = {"pid": pid}
+            answer = poll(request["poll"]) if "poll" in request else spawn(request)
             os.write(replies, json.dumps(answer).encode() + b"\n")
 
 
@@ -159,9 +181,10 @@ class Zygote:
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
 
-    def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _ask(self, request: dict[str, Any], zygote: subprocess.Popen[bytes] | None = None) -> dict[str, Any]:
+        """Ask the zygote (``zygote``: only that one, not a new one started in its place)."""
         with self._lock:
-            if self._process is None or self._process.poll() is not None:
+            if zygote is None and (self._process is None or self._process.poll() is not None):
                 from services.runtime.supervisor import die_with_parent
 
                 self._process = subprocess.Popen(
@@ -169,14 +192,19 @@ class Zygote:
                     cwd=ROOT,
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
+                    start_new_session=True,  # a Ctrl-C to the test run is not the zygote's
                     preexec_fn=die_with_parent,
                 )
-            assert self._process.stdin is not None and self._process.stdout is not None
-            self._process.stdin.write(json.dumps(request).encode() + b"\n")
-            self._process.stdin.flush()
-            line = self._process.stdout.readline()
+            process = zygote or self._process
+            assert process is not None and process.stdin is not None and process.stdout is not None
+            try:
+                process.stdin.write(json.dumps(request).encode() + b"\n")
+                process.stdin.flush()
+                line = process.stdout.readline()
+            except BrokenPipeError:
+                line = b""
         if not line:
-            raise RuntimeError("the zygote died (its stderr is the test run's)")
+            raise ZygoteGone(f"the zygote (pid {process.pid}) has gone")
         answer: dict[str, Any] = json.loads(line)
         if "error" in answer:
             raise RuntimeError(f"zygote: {answer['error']}")
@@ -184,20 +212,37 @@ class Zygote:
 
     def launch(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path | None) -> ForkedProcess:
         answer = self._ask({"spawn": list(argv), "env": dict(env), "log": str(log_path) if log_path else None})
-        return ForkedProcess(self, answer["pid"])
+        assert self._process is not None
+        return ForkedProcess(self, self._process, answer["pid"])
+
+    def close(self) -> None:
+        """Stop the zygote (its children die with it)."""
+        with self._lock:
+            if self._process is not None:
+                self._process.kill()
+                self._process.wait()
+                self._process = None
+
+
+class ZygoteGone(RuntimeError):
+    pass
 
 
 class ForkedProcess:
     """A service's process forked by the zygote, with ``subprocess.Popen``'s names."""
 
-    def __init__(self, zygote: Zygote, pid: int) -> None:
+    def __init__(self, zygote: Zygote, parent: subprocess.Popen[bytes], pid: int) -> None:
         self._zygote = zygote
+        self._parent = parent
         self.pid = pid
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            self.returncode = self._zygote._ask({"poll": self.pid})["status"]
+            try:
+                self.returncode = self._zygote._ask({"poll": self.pid}, self._parent)["status"]
+            except ZygoteGone:
+                self.returncode = -signal.SIGTERM  # it died with its zygote (``die_with_parent``)
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
@@ -209,7 +254,8 @@ class ForkedProcess:
         return code
 
     def send_signal(self, sig: int) -> None:
-        if self.poll() is None:  # reaped pids are not signalled: the number may be another process's by now
+        # Not reaped until ``poll`` says it ended, so the pid is still this process's (or its zombie's).
+        if self.poll() is None:
             try:
                 os.kill(self.pid, sig)
             except ProcessLookupError:
