@@ -12,6 +12,7 @@ piece of information do not stop their cases, and hostile records in between cha
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -230,9 +231,15 @@ async def test_rule_2_with_scheduling_late_on_rj_commands_consents_verdicts_over
     assert {m["subject"] for m in of_type(closed, "rj.case.closed")} == withdrawn
     assert not {m["subject"] for m in of_type(closed, "rj.meeting.booked")} & withdrawn
 
+    withdrawals = [json.loads(value)["id"] for _, _, value in messages[::2]]
+
     async def nothing_pending() -> bool:
-        sql = "SELECT count(*) FROM scheduling.cases WHERE state->'stops_pending' <> '[]'"
-        return await system.fetchval(sql) == 0
+        """Every withdrawal read by scheduling (a case whose withdrawal is not read yet has nothing pending *yet*),
+        and none left pending."""
+        sql = """SELECT (SELECT count(*) FROM scheduling.cases WHERE state->'stops_pending' <> '[]'),
+                        (SELECT count(*) FROM scheduling.inbox WHERE event_id = ANY($1::text[]))"""
+        [row] = await system.fetch(sql, withdrawals)
+        return tuple(row) == (0, len(withdrawals))
 
     await system.wait_for(nothing_pending, what="no case left pending")
     # A booking sent now on a case whose withdrawal was rejected goes ahead.
