@@ -29,8 +29,8 @@ offset minus the group's committed offset, sampled about every 0.25 s with an ad
 group. The services commit offsets only after PostgreSQL has committed the batch, and to Kafka at most once every
 ``OFFSET_COMMIT_INTERVAL_S`` (1 s by default: where to resume is first the position stored with the data), so the
 lag read here counts every record not yet applied and committed, and up to a second's worth more (a service's own
-lag gauge counts what it has applied). On Tansu a partition's listed end offset is one past the *start* of its last record
-batch, not one past its last record, so a lag of a few records (the rest of that batch) can read 0, or even
+lag gauge counts what it has applied). On Tansu a partition's listed end offset is one past the *start* of its last
+record batch, not one past its last record, so a lag of a few records (the rest of that batch) can read 0, or even
 negative where the group has committed past the listed end: each partition's lag is clamped at 0. "Back at zero"
 is therefore "at or under a small threshold" (``--threshold``, or the baseline's p95 if that is higher: under load
 there is always a batch in flight), held for 2 s; the time printed is when that stretch began, so the harness
