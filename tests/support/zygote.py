@@ -36,7 +36,10 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from services.runtime.supervisor import Launch
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -50,7 +53,6 @@ def _preload() -> None:
     importlib.import_module("services.cli")
     for target in SERVICES.values():
         importlib.import_module(target.partition(":")[0])
-    importlib.import_module("services.runtime.relay")
 
 
 # --- the zygote (its own process) -------------------------------------------------------------------------------
@@ -181,8 +183,11 @@ class Zygote:
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
 
-    def _ask(self, request: dict[str, Any], zygote: subprocess.Popen[bytes] | None = None) -> dict[str, Any]:
-        """Ask the zygote (``zygote``: only that one, not a new one started in its place)."""
+    def _ask(
+        self, request: dict[str, Any], zygote: subprocess.Popen[bytes] | None = None
+    ) -> tuple[dict[str, Any], subprocess.Popen[bytes]]:
+        """Ask the zygote (``zygote``: only that one, not a new one started in its place): its answer, and which
+        zygote gave it."""
         with self._lock:
             if zygote is None and (self._process is None or self._process.poll() is not None):
                 from services.runtime.supervisor import die_with_parent
@@ -208,12 +213,11 @@ class Zygote:
         answer: dict[str, Any] = json.loads(line)
         if "error" in answer:
             raise RuntimeError(f"zygote: {answer['error']}")
-        return answer
+        return answer, process
 
     def launch(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path | None) -> ForkedProcess:
-        answer = self._ask({"spawn": list(argv), "env": dict(env), "log": str(log_path) if log_path else None})
-        assert self._process is not None
-        return ForkedProcess(self, self._process, answer["pid"])
+        answer, zygote = self._ask({"spawn": list(argv), "env": dict(env), "log": str(log_path) if log_path else None})
+        return ForkedProcess(self, zygote, answer["pid"])
 
     def close(self) -> None:
         """Stop the zygote (its children die with it)."""
@@ -240,7 +244,7 @@ class ForkedProcess:
     def poll(self) -> int | None:
         if self.returncode is None:
             try:
-                self.returncode = self._zygote._ask({"poll": self.pid}, self._parent)["status"]
+                self.returncode = self._zygote._ask({"poll": self.pid}, self._parent)[0]["status"]
             except ZygoteGone:
                 self.returncode = -signal.SIGTERM  # it died with its zygote (``die_with_parent``)
         return self.returncode
@@ -271,7 +275,7 @@ class ForkedProcess:
 _zygote: Zygote | None = None
 
 
-def launcher() -> Any:
+def launcher() -> Launch:
     """The launch function for a ``Supervisor``: forks from this worker's zygote, or (``RJ_TEST_FORK=0``) a fresh
     interpreter each."""
     from services.runtime.supervisor import exec_python
