@@ -28,6 +28,7 @@ from schemas.registry import REGISTRY
 from services.referral import app as referral
 from services.referral import store
 from services.runtime import keystore, outbox, privacy
+from services.runtime.app import GC_THRESHOLDS
 from services.runtime.db import migrate
 from services.runtime.devstack import database_for_run, ensure_postgres
 
@@ -87,7 +88,7 @@ async def measure(server: str, events: int, encrypted: bool) -> tuple[float, dic
 
 
 async def main(events: int, rounds: int) -> None:
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(*GC_THRESHOLDS)
     server = await ensure_postgres(Path(".rj/bench"))
     results: dict[bool, list[tuple[float, dict[str, float]]]] = {False: [], True: []}
     for _ in range(rounds):

@@ -126,9 +126,11 @@ class MasterKeys:
         """A new ``version:base64key`` entry (for the embedded stack, tests, and an operator's rotation)."""
         return f"{version}:{base64.b64encode(os.urandom(KEY_BYTES)).decode()}"
 
-    def wrap(self, key: bytes, aad: bytes, version: str | None = None) -> tuple[str, bytes]:
+    def wrap(self, key: bytes, aad: bytes, version: str | None = None, nonce: bytes | None = None) -> tuple[str, bytes]:
+        """``key`` wrapped under the master key ``version`` (the current one): the nonce it was sealed with, then
+        the sealed key. ``nonce``: a fresh one drawn by the caller (keys made in bulk draw theirs in one read)."""
         version = version or self.current
-        nonce = os.urandom(NONCE_BYTES)
+        nonce = nonce or os.urandom(NONCE_BYTES)
         return version, nonce + self._aead(version, what="wrap a key").encrypt(nonce, key, aad)
 
     def unwrap(self, version: str, wrapped: bytes, aad: bytes, *, what: str) -> bytes:
@@ -352,7 +354,8 @@ class KeyStore:
         by_id: dict[str, DataKey] = {}
         if not pairs and not ids:
             return by_pair, by_id
-        persons, cases = [p for p, _ in sorted(pairs)], [c for _, c in sorted(pairs)]
+        ordered = sorted(pairs)
+        persons, cases = [p for p, _ in ordered], [c for _, c in ordered]
         if ids:
             rows = await conn.fetch(_SELECT_BY_PAIRS_OR_IDS, persons, cases, sorted(ids))
         else:
@@ -360,7 +363,7 @@ class KeyStore:
         for key in map(self._unwrap, rows):
             by_id[key.key_id] = key
             by_pair[(key.person_id, key.case_id)] = key
-        missing = sorted(pairs - by_pair.keys())
+        missing = [p for p in ordered if p not in by_pair]  # in order: concurrent inserts take locks alike
         if missing:
             for key in await self._create(conn, missing):
                 by_id[key.key_id] = key
@@ -375,12 +378,13 @@ class KeyStore:
     async def _create(self, conn: asyncpg.Connection, pairs: list[PersonCase]) -> list[DataKey]:
         """New keys for ``pairs``; those another transaction made first are left to it (and not returned)."""
         key_ids = _random_key_ids(len(pairs))
-        material = os.urandom(KEY_BYTES * len(pairs))
+        material = os.urandom((KEY_BYTES + NONCE_BYTES) * len(pairs))  # each key, then the nonce it is wrapped with
         versions, wrapped_keys = [], []
         made: dict[str, DataKey] = {}
-        for i, ((person_id, case_id), key_id) in enumerate(zip(pairs, key_ids, strict=True)):
-            key = material[i * KEY_BYTES : (i + 1) * KEY_BYTES]
-            version, wrapped = self.master.wrap(key, _data_key_aad(key_id, person_id, case_id))
+        wrap, step = self.master.wrap, KEY_BYTES + NONCE_BYTES
+        for at, (person_id, case_id), key_id in zip(range(0, len(material), step), pairs, key_ids, strict=True):
+            key, nonce = material[at : at + KEY_BYTES], material[at + KEY_BYTES : at + step]
+            version, wrapped = wrap(key, _data_key_aad(key_id, person_id, case_id), nonce=nonce)
             versions.append(version)
             wrapped_keys.append(wrapped)
             made[key_id] = DataKey(key_id, person_id, case_id, AESGCM(key))
