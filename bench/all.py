@@ -61,7 +61,7 @@ BENCHES: tuple[Bench, ...] = (
         "capacity",
         "every service running: the highest rate at which outcome → email and withdrawal → cancelled and told meet p99",
         ("--rates", "10,20", "--seconds", "10", "--json", str(STATE / "capacity.json")),
-        ("--rates", "20,30,40,50,60", "--seconds", "30", "--json", str(STATE / "capacity.json")),
+        ("--rates", "10,20,30,40,50,60", "--seconds", "30", "--json", str(STATE / "capacity.json")),
     ),
     Bench(
         "recovery",

@@ -166,9 +166,9 @@ class CpuSnapshot:
     groups: dict[str, set[int]]  # a group's processes, their descendants included
 
 
-async def cpu_snapshot(stack: Stack) -> CpuSnapshot:
-    """CPU used so far by the machine and by this run's processes: the services, the broker, the benchmark,
-    and the PostgreSQL backends of this run's database."""
+async def cpu_snapshot(stack: Stack, *, by_service: bool = False) -> CpuSnapshot:
+    """CPU used so far by the machine and by this run's processes: the services (each on its own, relay included,
+    if ``by_service``), the broker, the benchmark, and the PostgreSQL backends of this run's database."""
     conn = await asyncpg.connect(stack.settings.database_url)
     try:
         rows = await conn.fetch(
@@ -190,8 +190,10 @@ async def cpu_snapshot(stack: Stack) -> CpuSnapshot:
                 todo += children.get(pid, [])
         return found
 
+    processes_of = stack.supervisor.processes.items()
+    services = {name: tree([s.process.pid]) for name, s in processes_of} if by_service else {}
     groups = {
-        "services": tree(s.process.pid for s in stack.supervisor.processes.values()),
+        **(services or {"services": tree(s.process.pid for _, s in processes_of)}),
         "broker": tree([stack.broker.process.pid]),
         "benchmark": {os.getpid()},
         "its PostgreSQL backends": {r["pid"] for r in rows},
