@@ -48,7 +48,7 @@ BENCHES: tuple[Bench, ...] = (
     ),
     Bench(
         "withdraw_latency",
-        "a withdrawal to every meeting cancelled and the facilitator told",
+        "a withdrawal to its meeting's cancellation (two hops, two relays)",
         ("--rate", "10", "--seconds", "15"),
     ),
     Bench(
@@ -56,6 +56,12 @@ BENCHES: tuple[Bench, ...] = (
         "an upstream outcome to the victim's email at a real SMTP server",
         ("--rate", "50", "--seconds", "20", "--json", str(STATE / "notify_latency.json")),
         ("--rate", "50", "--seconds", "60", "--json", str(STATE / "notify_latency.json")),
+    ),
+    Bench(
+        "capacity",
+        "every service running: the highest rate at which outcome → email and withdrawal → cancelled and told meet p99",
+        ("--rates", "10,20", "--seconds", "10", "--json", str(STATE / "capacity.json")),
+        ("--rates", "10,20,30,40,50,60", "--seconds", "30", "--json", str(STATE / "capacity.json")),
     ),
     Bench(
         "recovery",

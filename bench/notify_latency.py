@@ -25,31 +25,25 @@ import uuid
 from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import asyncpg
-from aiosmtpd.controller import Controller
 
-from bench.steady import Case, Figures, Stack, percentiles, report, running_stack, send_paced, show_defaults
+from bench.steady import (
+    Case,
+    Figures,
+    Stack,
+    catching_mail,
+    percentiles,
+    report,
+    running_stack,
+    send_paced,
+    show_defaults,
+)
 from demo import samples
 from schemas import topics
-from services.runtime.devstack import free_port
 from services.runtime.kafka import publish
 
-ALWAYS_OPEN = "mon-sun 00:00-24:00; hol 00:00-24:00"
 TARGET_P99_MS = 200.0
-
-
-class Timestamped:
-    """The SMTP server's handler: when each message was accepted, by recipient."""
-
-    def __init__(self) -> None:
-        self.accepted: dict[str, float] = {}
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
-        for rcpt in envelope.rcpt_tos:
-            self.accepted.setdefault(rcpt.lower(), time.perf_counter())
-        return "250 OK"
 
 
 async def smtp_ceiling(port: int, count: int, rate: float) -> Figures:
@@ -79,7 +73,7 @@ async def stages(
     """When each step of each case's path began, by the victim's address (``sent``'s keys), read back from the
     services' own tables: inbox ``received_at``, outbox ``created_at``/``published_at``, the scheduled send's
     ``created_at``/``claimed_at``/``finished_at``."""
-    address = {c.case_id: c.victim_id.lower() + "@example.org" for c in cases}
+    address = {c.case_id: c.victim_address for c in cases}
     conn = await asyncpg.connect(database_url)
     try:
         taken = await conn.fetch("SELECT event_id, received_at FROM referral.inbox WHERE event_id = ANY($1)",
@@ -120,24 +114,20 @@ async def stages(
 
 
 async def measure(stack: Stack, rate: float, count: int, out: Path) -> int:
-    handler, port = Timestamped(), free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        mail = {"NOTIFY_SMTP_HOST": "127.0.0.1", "NOTIFY_SMTP_PORT": str(port), "NOTIFY_SMTP_TLS": "none",
-                "NOTIFY_QUIET_HOURS": ALWAYS_OPEN}  # fmt: skip
+    with catching_mail() as (handler, mail):
+        port = int(mail["NOTIFY_SMTP_PORT"])
         stack.start("referral")
         stack.supervisor.start("notify", mail)
         cases = [Case(f"NL/2026/{i:07d}") for i in range(count)]
         await publish(stack.settings, [samples.on_crime_events(samples.crime_recorded(c.reference))[0] for c in cases])
         warm = Case("NL/2026/warm-up")
         await publish(stack.settings, warm.upstream())
-        address = f"{warm.victim_id.lower()}@example.org"
+        address = warm.victim_address
         await stack.wait_until(lambda: address in handler.accepted, 120, lambda: "no warm-up email")
         ceiling = await smtp_ceiling(port, 200, rate)
         outcome_ids = {c.case_id: str(uuid.uuid4()) for c in cases}
         outcomes = (
-            (c.victim_id.lower() + "@example.org", stack.settings.topic(topics.CRIME_EVENTS), c.reference.encode(),
+            (c.victim_address, stack.settings.topic(topics.CRIME_EVENTS), c.reference.encode(),
              samples.upstream_event(samples.outcome_recorded(c.reference), event_id=outcome_ids[c.case_id]))
             for c in cases
         )  # fmt: skip
@@ -146,8 +136,6 @@ async def measure(stack: Stack, rate: float, count: int, out: Path) -> int:
         while not sent.keys() <= handler.accepted.keys() and time.perf_counter() < deadline:
             await asyncio.sleep(0.1)
         steps = await stages(stack.settings.database_url, cases, outcome_ids)
-    finally:
-        controller.stop()
     figures = Figures.of(sent, handler.accepted)
     report(rate, [("ceiling: SMTP round trip alone", ceiling), ("outcome-recorded → email accepted", figures)])
     report(rate, [(f"  → {label}", Figures.of(sent, at)) for label, at in steps])

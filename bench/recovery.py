@@ -44,25 +44,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import itertools
 import json
 import math
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
+from bench import steady
 from bench.steady import (
+    SAMPLE_S,
     Case,
+    LagWatch,
     Outgoing,
+    Sample,
     Stack,
     cpu_report,
     cpu_snapshot,
@@ -71,26 +71,15 @@ from bench.steady import (
     send_paced,
     show_defaults,
 )
-from schemas import topics
 from services.runtime.settings import Settings
 
 TARGET_S = 20.0  # the issue's figure: printed beside the result
 HOLD_S = 2.0  # caught up: the lag stays at or under the threshold this long
-SAMPLE_S = 0.25
 READY_TIMEOUT_S = 180.0
 
-#: What each service reads (its ``build`` in services/<name>/app.py): the topics its group's lag is summed over.
-READS: dict[str, tuple[str, ...]] = {
-    "referral": (topics.CRIME_EVENTS, topics.COMMANDS, topics.SCHEDULING, topics.CONSENT),
-    "consent": (topics.REFERRAL, topics.SCHEDULING, topics.COMMANDS),
-    "scheduling": (topics.REFERRAL, topics.CONSENT, topics.COMMANDS),
-}
+#: The services killed here and what their lag is summed over.
+READS = {service: steady.READS[service] for service in ("referral", "consent", "scheduling")}
 SERVICES = tuple(READS)
-
-
-def group_of(settings: Settings, service: str) -> str:
-    """A service's consumer group, as ``ServiceApp._start_intake`` names it."""
-    return f"{settings.topic_prefix}rj-{service}-intake"
 
 
 # --- the load -----------------------------------------------------------------------------------
@@ -109,81 +98,6 @@ class Load:
             self.cases.append(case)
             for j, (topic, key, value) in enumerate(case.upstream()):
                 yield f"{case.reference}#{j}", settings.topic(topic), key.encode(), value
-
-
-# --- the lag ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Sample:
-    at: float  # monotonic, when the committed offsets were asked for (the end offsets are asked for after)
-    lag: dict[str, int]  # by service: records on its topics its group has not committed, per partition clamped at 0
-    committed: dict[str, int]  # by service: the sum of its group's committed offsets (none counts as 0)
-
-
-@dataclass
-class LagWatch:
-    """Every service's lag, sampled every ``SAMPLE_S`` by a task of its own while inside ``watching``."""
-
-    settings: Settings
-    partitions: dict[str, list[TopicPartition]]  # by service, as on the broker
-    samples: list[Sample] = field(default_factory=list)
-    errors: int = 0
-
-    def since(self, moment: float) -> list[Sample]:
-        return [s for s in self.samples if s.at >= moment]
-
-    @contextlib.asynccontextmanager
-    async def watching(self) -> AsyncIterator[None]:
-        bootstrap = self.settings.kafka_bootstrap_servers
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        ends = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-        await admin.start()
-        await ends.start()
-        task = asyncio.create_task(self._sample_forever(admin, ends))
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await ends.stop()
-            await admin.close()
-
-    async def _sample_forever(self, admin: AIOKafkaAdminClient, ends: AIOKafkaConsumer) -> None:
-        every = sorted({tp for tps in self.partitions.values() for tp in tps})
-        coordinators: dict[str, int] = {}
-        began = time.monotonic()
-        for n in itertools.count():
-            try:
-                self.samples.append(await self._sample(admin, ends, every, coordinators))
-            except Exception as exc:  # a slow or refused request: this sample is missing, the next one is taken
-                self.errors += 1
-                coordinators.clear()
-                if self.errors <= 3:
-                    print(f"(a lag sample failed: {exc!r})", file=sys.stderr)
-            await asyncio.sleep(max(0.0, began + (n + 1) * SAMPLE_S - time.monotonic()))
-
-    async def _sample(
-        self,
-        admin: AIOKafkaAdminClient,
-        ends: AIOKafkaConsumer,
-        every: list[TopicPartition],
-        coordinators: dict[str, int],
-    ) -> Sample:
-        at = time.monotonic()
-        committed: dict[str, dict[TopicPartition, int]] = {}
-        # Committed offsets first, end offsets after: a record published in between counts as lag, never the
-        # other way round.
-        for service, tps in self.partitions.items():
-            group = group_of(self.settings, service)
-            if group not in coordinators:
-                coordinators[group] = await admin.find_coordinator(group)
-            offsets = await admin.list_consumer_group_offsets(group, coordinators[group], partitions=tps)
-            committed[service] = {tp: max(offsets[tp].offset, 0) if tp in offsets else 0 for tp in tps}
-        end = await ends.end_offsets(every)
-        lag = {s: sum(max(end[tp] - offset, 0) for tp, offset in c.items()) for s, c in committed.items()}
-        return Sample(at, lag, {s: sum(c.values()) for s, c in committed.items()})
 
 
 # --- one round ----------------------------------------------------------------------------------
@@ -362,11 +276,7 @@ def report(service: str, rate: float, rounds: list[Round]) -> None:
 
 async def measure(stack: Stack, args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     settings = stack.settings
-    partitions = {
-        service: [TopicPartition(settings.topic(t), p) for t in reads for p in sorted(await stack.partitions(t))]
-        for service, reads in READS.items()
-    }
-    watch = LagWatch(settings, partitions)
+    watch = await LagWatch.of(stack, SERVICES)
     load = Load()
     print(f"load: {args.rate:g} cases/s (a crime and an admitted outcome each) on crime.events, the whole run")
     async with watch.watching():

@@ -9,23 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import os
+import re
 import statistics
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 
 from demo import samples
 from demo.samples import case_of
 from schemas import topics
+from services.api.app import TOPICS_IN as API_READS
+from services.notify.app import TOPICS_IN as NOTIFY_READS
 from services.notify.channels.reference import new_reference_key
-from services.runtime.devstack import Broker, database_for_run, ensure_postgres, start_broker
+from services.runtime.devstack import Broker, database_for_run, ensure_postgres, free_port, start_broker
 from services.runtime.kafka import ensure_topics
 from services.runtime.keystore import MasterKeys
 from services.runtime.settings import Settings
@@ -66,6 +74,12 @@ class Stack:
         found: set[int] = await self.producer.partitions_for(self.settings.topic(topic))
         return found
 
+    def check_running(self) -> None:
+        """Stop the run if a service has exited."""
+        for name, service in self.supervisor.processes.items():
+            if not service.running:
+                raise SystemExit(f"{name} exited ({service.process.returncode}); see {service.log_path}")
+
     async def wait_until(
         self, done: Callable[[], bool | Awaitable[bool]], timeout_s: float, progress: Callable[[], str]
     ) -> None:
@@ -75,9 +89,7 @@ class Stack:
             answer = done()
             if answer if isinstance(answer, bool) else await answer:
                 return
-            for name, service in self.supervisor.processes.items():
-                if not service.running:
-                    raise SystemExit(f"{name} exited ({service.process.returncode}); see {service.log_path}")
+            self.check_running()
             if time.monotonic() > deadline:
                 raise SystemExit(f"not within {timeout_s:g} s: {progress()}")
             await asyncio.sleep(0.1)
@@ -154,9 +166,9 @@ class CpuSnapshot:
     groups: dict[str, set[int]]  # a group's processes, their descendants included
 
 
-async def cpu_snapshot(stack: Stack) -> CpuSnapshot:
-    """CPU used so far by the machine and by this run's processes: the services, the broker, the benchmark,
-    and the PostgreSQL backends of this run's database."""
+async def cpu_snapshot(stack: Stack, *, by_service: bool = False) -> CpuSnapshot:
+    """CPU used so far by the machine and by this run's processes: the services (each on its own, relay included,
+    if ``by_service``), the broker, the benchmark, and the PostgreSQL backends of this run's database."""
     conn = await asyncpg.connect(stack.settings.database_url)
     try:
         rows = await conn.fetch(
@@ -178,8 +190,10 @@ async def cpu_snapshot(stack: Stack) -> CpuSnapshot:
                 todo += children.get(pid, [])
         return found
 
+    processes_of = stack.supervisor.processes.items()
+    services = {name: tree([s.process.pid]) for name, s in processes_of} if by_service else {}
     groups = {
-        "services": tree(s.process.pid for s in stack.supervisor.processes.values()),
+        **(services or {"services": tree(s.process.pid for _, s in processes_of)}),
         "broker": tree([stack.broker.process.pid]),
         "benchmark": {os.getpid()},
         "its PostgreSQL backends": {r["pid"] for r in rows},
@@ -187,25 +201,160 @@ async def cpu_snapshot(stack: Stack) -> CpuSnapshot:
     return CpuSnapshot(_machine_ticks(), processes, groups)
 
 
+@dataclass(frozen=True)
+class CpuUse:
+    """Cores busy between two snapshots, of the machine's ``cores``: the machine's, this run's by group, and
+    everything else's (other work on the machine competes for the same cores and shows in every figure)."""
+
+    cores: int
+    machine: float
+    ours: dict[str, float]
+    load_average: float  # the 1-minute load average at the second snapshot
+
+    @classmethod
+    def between(cls, before: CpuSnapshot, after: CpuSnapshot) -> CpuUse:
+        busy, total = (a - b for a, b in zip(after.machine, before.machine, strict=True))
+        cores = os.cpu_count() or 1
+        wall_ticks = total / cores  # ticks of one core over the window
+
+        def used(pids: set[int]) -> float:
+            # A process started meanwhile counts in full; one that ended meanwhile is lost (short-lived ones only).
+            ticks = sum(
+                after.processes[p][1] - before.processes.get(p, (0, 0))[1] for p in pids if p in after.processes
+            )
+            return ticks / wall_ticks if wall_ticks else math.nan
+
+        ours = {name: used(pids) for name, pids in after.groups.items()}
+        return cls(cores, busy / wall_ticks if wall_ticks else math.nan, ours, os.getloadavg()[0])
+
+    @property
+    def this_run(self) -> float:
+        return sum(self.ours.values())
+
+    @property
+    def everything_else(self) -> float:
+        return self.machine - self.this_run
+
+    def __str__(self) -> str:
+        parts = ", ".join(f"{name} {v:.2f}" for name, v in self.ours.items())
+        return (
+            f"CPU meanwhile, in cores of {self.cores}: the machine {self.machine:.2f}; this run {self.this_run:.2f} "
+            f"({parts}); everything else {self.everything_else:.2f}; load average {self.load_average:.2f}"
+        )
+
+
 def cpu_report(before: CpuSnapshot, after: CpuSnapshot) -> str:
-    """Cores busy between two snapshots: the machine's, this run's by group, and everything else's (other
-    work on the machine competes for the same cores and shows in every figure)."""
-    busy, total = (a - b for a, b in zip(after.machine, before.machine, strict=True))
-    cores = os.cpu_count() or 1
-    wall_ticks = total / cores  # ticks of one core over the window
+    """Cores busy between two snapshots, as a line: the machine's, this run's by group, and everything else's."""
+    return str(CpuUse.between(before, after))
 
-    def used(pids: set[int]) -> float:
-        # A process started meanwhile counts in full; one that ended meanwhile is lost (short-lived ones only).
-        ticks = sum(after.processes[p][1] - before.processes.get(p, (0, 0))[1] for p in pids if p in after.processes)
-        return ticks / wall_ticks if wall_ticks else math.nan
 
-    ours = {name: used(pids) for name, pids in after.groups.items()}
-    machine = busy / wall_ticks if wall_ticks else math.nan
-    parts = ", ".join(f"{name} {v:.2f}" for name, v in ours.items())
-    return (
-        f"CPU meanwhile, in cores of {cores}: the machine {machine:.2f}; this run {sum(ours.values()):.2f} ({parts}); "
-        f"everything else {machine - sum(ours.values()):.2f}; load average {os.getloadavg()[0]:.2f}"
-    )
+# --- every service's lag -----------------------------------------------------------------------
+
+SAMPLE_S = 0.25
+
+#: What each service reads (its ``build`` in services/<name>/app.py): the topics its group's lag is summed over.
+READS: dict[str, tuple[str, ...]] = {
+    "referral": (topics.CRIME_EVENTS, topics.COMMANDS, topics.SCHEDULING, topics.CONSENT),
+    "consent": (topics.REFERRAL, topics.SCHEDULING, topics.COMMANDS),
+    "scheduling": (topics.REFERRAL, topics.CONSENT, topics.COMMANDS),
+    "notify": tuple(NOTIFY_READS),
+    "privacy": (topics.REFERRAL, topics.SCHEDULING, topics.CONSENT, topics.COMMANDS, topics.PRIVACY),
+    "api": tuple(API_READS),
+    "audit": tuple(topics.ALL_TOPICS),
+}
+
+
+def group_of(settings: Settings, service: str) -> str:
+    """A service's consumer group, as ``ServiceApp._start_intake`` names it."""
+    return f"{settings.topic_prefix}rj-{service}-intake"
+
+
+@dataclass(frozen=True)
+class Sample:
+    at: float  # monotonic, when the committed offsets were asked for (the end offsets are asked for after)
+    lag: dict[str, int]  # by service: records on its topics its group has not committed, per partition clamped at 0
+    committed: dict[str, int]  # by service: the sum of its group's committed offsets (none counts as 0)
+
+
+@dataclass
+class LagWatch:
+    """Every service's lag, sampled every ``SAMPLE_S`` by a task of its own while inside ``watching``.
+
+    A service's lag is its consumer group's: the sum, over the partitions of every topic it reads, of the
+    partition's end offset minus the group's committed offset. Services commit to Kafka at most once every
+    ``OFFSET_COMMIT_INTERVAL_S``, so this trails what they have applied by up to that; and on Tansu a partition's
+    listed end is one past the *start* of its last record batch, so a few records can read 0 (each partition's
+    lag is clamped at 0)."""
+
+    settings: Settings
+    partitions: dict[str, list[TopicPartition]]  # by service, as on the broker
+    samples: list[Sample] = field(default_factory=list)
+    errors: int = 0
+
+    @classmethod
+    async def of(cls, stack: Stack, services: Iterable[str]) -> LagWatch:
+        """A watch on ``services`` (each read as ``READS`` says) of the stack's broker."""
+        partitions = {
+            service: [TopicPartition(stack.settings.topic(t), p) for t in READS[service]
+                      for p in sorted(await stack.partitions(t))]
+            for service in services
+        }  # fmt: skip
+        return cls(stack.settings, partitions)
+
+    def since(self, moment: float) -> list[Sample]:
+        return [s for s in self.samples if s.at >= moment]
+
+    @contextlib.asynccontextmanager
+    async def watching(self) -> AsyncIterator[None]:
+        bootstrap = self.settings.kafka_bootstrap_servers
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        ends = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        await admin.start()
+        await ends.start()
+        task = asyncio.create_task(self._sample_forever(admin, ends))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await ends.stop()
+            await admin.close()
+
+    async def _sample_forever(self, admin: AIOKafkaAdminClient, ends: AIOKafkaConsumer) -> None:
+        every = sorted({tp for tps in self.partitions.values() for tp in tps})
+        coordinators: dict[str, int] = {}
+        began = time.monotonic()
+        for n in itertools.count():
+            try:
+                self.samples.append(await self._sample(admin, ends, every, coordinators))
+            except Exception as exc:  # a slow or refused request: this sample is missing, the next one is taken
+                self.errors += 1
+                coordinators.clear()
+                if self.errors <= 3:
+                    print(f"(a lag sample failed: {exc!r})", file=sys.stderr)
+            await asyncio.sleep(max(0.0, began + (n + 1) * SAMPLE_S - time.monotonic()))
+
+    async def _sample(
+        self,
+        admin: AIOKafkaAdminClient,
+        ends: AIOKafkaConsumer,
+        every: list[TopicPartition],
+        coordinators: dict[str, int],
+    ) -> Sample:
+        at = time.monotonic()
+        committed: dict[str, dict[TopicPartition, int]] = {}
+        # Committed offsets first, end offsets after: a record published in between counts as lag, never the
+        # other way round.
+        for service, tps in self.partitions.items():
+            group = group_of(self.settings, service)
+            if group not in coordinators:
+                coordinators[group] = await admin.find_coordinator(group)
+            offsets = await admin.list_consumer_group_offsets(group, coordinators[group], partitions=tps)
+            committed[service] = {tp: max(offsets[tp].offset, 0) if tp in offsets else 0 for tp in tps}
+        end = await ends.end_offsets(every)
+        lag = {s: sum(max(end[tp] - offset, 0) for tp, offset in c.items()) for s, c in committed.items()}
+        return Sample(at, lag, {s: sum(c.values()) for s, c in committed.items()})
 
 
 # --- cases ---------------------------------------------------------------------------------------
@@ -226,6 +375,11 @@ class Case:
         return f"V-{self.reference}"
 
     @property
+    def victim_address(self) -> str:
+        """The victim's email address (``demo.samples.victim``'s), as the SMTP server sees it."""
+        return f"{self.victim_id.lower()}@example.org"
+
+    @property
     def offender_id(self) -> str:
         return f"O-{self.reference}"
 
@@ -233,6 +387,43 @@ class Case:
         """A crime with this victim, and an admitted outcome: enough for referral to accept the case."""
         crime = samples.crime_recorded(self.reference, victims=[samples.victim(self.victim_id)])
         return samples.on_crime_events(crime, samples.outcome_recorded(self.reference))
+
+
+# --- mail --------------------------------------------------------------------------------------
+
+ALWAYS_OPEN = "mon-sun 00:00-24:00; hol 00:00-24:00"  # quiet hours open all day: every message goes at once
+MESSAGE_ID = re.compile(rb"^Message-ID:\s*<([^@>]+)@", re.IGNORECASE | re.MULTILINE)
+
+
+class Timestamped:
+    """The SMTP server's handler: when each message was accepted, by recipient and by its outside reference (the
+    local part of its ``Message-ID``: ``References.of`` its notification id, services/notify/channels/reference.py)."""
+
+    def __init__(self) -> None:
+        self.accepted: dict[str, float] = {}
+        self.by_reference: dict[str, float] = {}
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+        now = time.perf_counter()
+        for rcpt in envelope.rcpt_tos:
+            self.accepted.setdefault(rcpt.lower(), now)
+        if found := MESSAGE_ID.search(envelope.content, 0, 16_384):  # among the headers, which come first
+            self.by_reference.setdefault(found.group(1).decode(), now)
+        return "250 OK"
+
+
+@contextlib.contextmanager
+def catching_mail() -> Iterator[tuple[Timestamped, dict[str, str]]]:
+    """A real SMTP server (aiosmtpd on 127.0.0.1, a free port) timestamping what it accepts, and the settings that
+    point notify at it with quiet hours open all day."""
+    handler, port = Timestamped(), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield handler, {"NOTIFY_SMTP_HOST": "127.0.0.1", "NOTIFY_SMTP_PORT": str(port), "NOTIFY_SMTP_TLS": "none",
+                        "NOTIFY_QUIET_HOURS": ALWAYS_OPEN}  # fmt: skip
+    finally:
+        controller.stop()
 
 
 # --- sending and receiving ----------------------------------------------------------------------
@@ -283,11 +474,18 @@ async def listening(
 async def send_paced(producer: AIOKafkaProducer, rate: float, outgoing: Iterable[Outgoing]) -> dict[str, float]:
     """Send one record every 1/rate seconds on a fixed schedule (a late send does not shift the ones after it),
     and wait until the broker has them all. Returns when each was handed to ``send``, by its match id."""
+    return await send_scheduled(producer, ((i / rate, record) for i, record in enumerate(outgoing)))
+
+
+async def send_scheduled(producer: AIOKafkaProducer, schedule: Iterable[tuple[float, Outgoing]]) -> dict[str, float]:
+    """Send each record at its moment (seconds from the first send, in order; a late send does not shift the
+    ones after it), and wait until the broker has them all. Returns when each was handed to ``send``, by its
+    match id."""
     sent: dict[str, float] = {}
     deliveries: list[asyncio.Future[object]] = []
     start = time.perf_counter()
-    for i, (match_id, topic, key, value) in enumerate(outgoing):
-        delay = start + i / rate - time.perf_counter()
+    for at, (match_id, topic, key, value) in schedule:
+        delay = start + at - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
         sent[match_id] = time.perf_counter()
