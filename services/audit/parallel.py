@@ -10,11 +10,11 @@ The caller hands out ranges in index order as workers come free, so a worker slo
 takes fewer, and takes the answers back in index order.
 
 Why processes started here rather than ``concurrent.futures.ProcessPoolExecutor``: a pool's ``spawn`` and
-``forkserver`` workers each import the caller's ``__main__`` module before any work (measured here: rj's CLI, 0.4
-s a worker; the benchmark, 0.9 s), where this module's own ``-m`` imports only what checking needs (0.12 s); and a
-worker whose answer is no longer needed (a problem found before its range) can be ended at once. Forking the
-caller is out: it runs an asyncio loop and holds a connection. A worker that fails, cannot connect or dies makes
-the whole verify fail (``VerifyIncomplete``), never pass.
+``forkserver`` workers each import the caller's ``__main__`` module before any work (measured here: rj's CLI takes
+0.5 s to import, the benchmark's module 1 s), where this module's own ``-m`` imports only what checking needs
+(0.12 to 0.17 s); and a worker whose answer is no longer needed (a problem found before its range) can be ended
+at once. Forking the caller is out: it runs an asyncio loop and holds a connection. A worker that fails, cannot
+connect or dies makes the whole verify fail (``VerifyIncomplete``), never pass.
 """
 
 from __future__ import annotations
