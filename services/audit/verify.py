@@ -63,13 +63,13 @@ async def verify_log(
     count = parallel.default_workers() if workers is None else workers
     if database_url is None or count < 2 or conn.is_in_transaction():
         return await _verified(conn, public_key)
+    if workers is None and await store.recorded_size(conn) < PARALLEL_FROM * CHUNK:
+        return await _verified(conn, public_key)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         # The workers' snapshot lasts as long as this transaction, which only waits for them meanwhile: the
         # session's idle-in-transaction timeout must not end it however long the log takes.
         await conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
         snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
-        if workers is None and await store.recorded_size(conn) < PARALLEL_FROM * CHUNK:
-            return await _verified(conn, public_key)
         return await _verified(conn, public_key, parallel.Spread(database_url, snapshot, count))
 
 

@@ -137,6 +137,25 @@ async def test_two_swapped_entries_in_two_ranges_are_named_as_one_process_names_
     assert ours == await in_one_process(log)
 
 
+async def test_left_to_choose_it_starts_workers_only_for_a_log_of_parallel_from_chunks_or_more(
+    log: asyncpg.Connection, log_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = []
+    starting = parallel._Worker.started
+
+    async def counted(spread: parallel.Spread) -> parallel._Worker:
+        started.append(spread.workers)
+        return await starting(spread)
+
+    monkeypatch.setattr(parallel._Worker, "started", counted)
+    cores = parallel.default_workers()  # one a core: on one core, none ever
+    for parallel_from, workers in ((COUNT // CHUNK + 1, []), (COUNT // CHUNK, [cores] * cores if cores > 1 else [])):
+        monkeypatch.setattr(verify, "PARALLEL_FROM", parallel_from)
+        started.clear()
+        assert (await verify.verify_log(log, KEY.public_key(), database_url=log_url)).ok
+        assert started == workers
+
+
 @pytest.mark.parametrize("size", [13 * CHUNK + 5, 3 * CHUNK, 1], ids=["inside a chunk", "a range's end", "first"])
 async def test_a_head_whose_root_is_wrong_is_named_at_the_entry_that_completes_it(
     log: asyncpg.Connection, log_url: str, size: int
