@@ -25,6 +25,7 @@ import contextlib
 import os
 import pickle
 import re
+import site
 import struct
 import sys
 from collections.abc import AsyncGenerator, Sequence
@@ -150,14 +151,16 @@ class _Worker:
 
     @classmethod
     async def started(cls, spread: Spread) -> _Worker:
-        # The worker imports the same `services` as this process, wherever the interpreter would find it first.
+        # The worker imports the same `services` as this process, wherever the interpreter would find another first
+        # (an installed package is found anyway, and its site directory must not be put before the standard library).
         here = str(Path(services.__file__).resolve().parent.parent)
-        path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+        installed = here in {*site.getsitepackages(), site.getusersitepackages()}
+        path = os.pathsep.join(p for p in ("" if installed else here, os.environ.get("PYTHONPATH")) if p)
         process = await asyncio.create_subprocess_exec(
             *_COMMAND,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": path},
+            env={**os.environ, **({"PYTHONPATH": path} if path else {})},
         )
         assert process.stdin is not None
         process.stdin.write(_frame((spread.database_url, spread.snapshot)))  # never on its command line
