@@ -4,16 +4,18 @@ machine's ceiling), and written as JSON.
     .venv/bin/python -m bench.audit                        # a 1,000,000-entry log, then the 40,000-event burst
     .venv/bin/python -m bench.audit --events 200000 --skip-lag
 
-1. **verify**: ``verify_log`` over a log of ``--events`` entries (target 300,000 entries/s or more). The log is
-   built fast in a fresh database: synthetic records of every topic, with bodies shaped like ours (CloudEvents in
-   RFC 8785 bytes with sealed personal values, ~1.5 KB for a case opened, ~0.5 KB for most; ``crime.events``
-   records sealed whole, as opaque bytes), leaves by ``merkle.entry_leaf_hash``, subtrees by
+1. **verify**: ``verify_log`` over a log of ``--events`` entries as ``rj audit verify`` runs it, in worker
+   processes (``services.audit.parallel``, one a core), beside it all in one process (target 300,000 entries/s or
+   more). The log is built fast in a fresh database: synthetic records of every topic, with bodies shaped like ours
+   (CloudEvents in RFC 8785 bytes with sealed personal values, ~1.5 KB for a case opened, ~0.5 KB for most;
+   ``crime.events`` records sealed whole, as opaque bytes), leaves by ``merkle.entry_leaf_hash``, subtrees by
    ``CompactTree.append_with_subtrees``, a tree state per batch of 500 as the service stores them, all written
    with COPY; a signed head every 100,000 entries and one at the end. Before the log is written, its first
    2,000 records are appended through ``store.append`` itself (in a transaction rolled back after) and the rows
-   compared with the builder's: the run stops if they differ. Beside it: the CPU an entry (this process and the
-   PostgreSQL backend, from /proc: steadier than the wall clock on a shared machine), and the ceiling, the same
-   queries reading the same rows and doing nothing with them.
+   compared with the builder's: the run stops if they differ. Beside it: the CPU an entry (from /proc: steadier
+   than the wall clock on a shared machine; in one process, this process and its PostgreSQL backend; in parallel,
+   this process, the workers, and the rest of the machine's busy CPU meanwhile), ``rj audit verify`` itself, and
+   the ceiling, the same queries reading the same rows in one process and doing nothing with them.
 2. **replay**: one case as ``rj audit replay`` reads and folds it (``replay.recorded_facts`` sealed,
    ``timeline_of``, ``state_at``), in process over an open connection (the command's own start-up, about a
    second of imports, is not in it); p50/p99 over ``--samples`` cases drawn at random, about 30 entries each,
@@ -44,6 +46,7 @@ import json
 import os
 import random
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -69,6 +72,7 @@ from schemas.referral import case_id_for
 from services.api.issuer import LocalIssuer
 from services.api.links import new_link_key
 from services.audit import canonical, heads, merkle, replay, store
+from services.audit.parallel import default_workers
 from services.audit.verify import CHUNK, export_case, verify_log
 from services.catalog import SERVICES
 from services.runtime import privacy
@@ -330,24 +334,50 @@ def backend_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_s() -> float:
+    """CPU seconds every core of the machine has spent busy (not idle or waiting on I/O) since boot, /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's children that have ended (the verify workers, once verify has ended them)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def measure_verify(
     conn: asyncpg.Connection, database_url: str, key: Ed25519PrivateKey, n: int, runs: int
 ) -> dict[str, Any]:
+    """``verify_log`` in this process, as an auditor runs it (worker processes, one a core) and all in this one
+    process, the runs interleaved so that both meet the machine as it is; then ``rj audit verify``; then reading
+    alone. The CPU an entry: in one process, this process and its PostgreSQL backend; in parallel, this process,
+    the workers, and the rest of the machine's busy CPU meanwhile (their backends, and whatever else runs)."""
     pid = await conn.fetchval("SELECT pg_backend_pid()")
-    rates, ours, theirs = [], [], []
+    figures: dict[str, dict[str, list[float]]] = {"parallel": {}, "one process": {}}
     for run in range(runs):
-        began, cpu, server = time.perf_counter(), time.process_time(), backend_cpu_s(pid)
-        verdict = await verify_log(conn, key.public_key())
-        elapsed, cpu, server = time.perf_counter() - began, time.process_time() - cpu, backend_cpu_s(pid) - server
-        if not verdict.ok:
-            raise SystemExit(f"verify failed on the built log: {verdict.message}")
-        rates.append(n / elapsed)
-        ours.append(cpu / n * 1e6)
-        theirs.append(server / n * 1e6)
-        print(
-            f"verify run {run + 1}: {elapsed:.2f} s, {n / elapsed:,.0f} entries/s; CPU an entry {ours[-1]:.2f} us here "
-            f"and {theirs[-1]:.2f} us in PostgreSQL; load {os.getloadavg()[0]:.1f} ({verdict.message})"
-        )
+        for how, url in (("parallel", database_url), ("one process", None)):
+            taken = figures[how]
+            began, cpu, server = time.perf_counter(), time.process_time(), backend_cpu_s(pid)
+            workers, machine = children_cpu_s(), machine_busy_s()
+            verdict = await verify_log(conn, key.public_key(), database_url=url)
+            elapsed, cpu, server = time.perf_counter() - began, time.process_time() - cpu, backend_cpu_s(pid) - server
+            workers, machine = children_cpu_s() - workers, machine_busy_s() - machine
+            if not verdict.ok:
+                raise SystemExit(f"verify ({how}) failed on the built log: {verdict.message}")
+            taken.setdefault("rates", []).append(n / elapsed)
+            if how == "parallel":
+                split = {"here": cpu, "workers": workers, "rest of the machine": machine - cpu - workers}
+            else:
+                split = {"here": cpu, "PostgreSQL": server}
+            for part, seconds in split.items():
+                taken.setdefault(part, []).append(seconds / n * 1e6)
+            print(
+                f"verify run {run + 1}, {how}: {elapsed:.2f} s, {n / elapsed:,.0f} entries/s; CPU an entry "
+                + ", ".join(f"{seconds / n * 1e6:.2f} us {part}" for part, seconds in split.items())
+                + f"; load {os.getloadavg()[0]:.1f} ({verdict.message})"
+            )
     # The command an auditor runs, a process of its own (its start-up, about a second of imports, included).
     key_file = STATE / "audit-bench-key.pem"
     key_file.unlink(missing_ok=True)
@@ -376,9 +406,19 @@ async def measure_verify(
         await asyncio.sleep(0)
     ceiling = read / (time.perf_counter() - began)
     print(f"ceiling: the same queries reading the {read:,} entries, nothing done with them: {ceiling:,.0f} entries/s")
+    parallel, alone = figures["parallel"], figures["one process"]
+    print(
+        f"verify: {statistics.median(parallel['rates']):,.0f} entries/s with {default_workers()} workers, "
+        f"{statistics.median(alone['rates']):,.0f} in one process, {statistics.median(command):,.0f} as rj audit "
+        f"verify; reading alone in one process {ceiling:,.0f} (medians)"
+    )
     return {
-        "entries_per_s": statistics.median(rates), "runs_entries_per_s": rates,
-        "cpu_us_an_entry_here": statistics.median(ours), "cpu_us_an_entry_postgresql": statistics.median(theirs),
+        "entries_per_s": statistics.median(parallel["rates"]), "runs_entries_per_s": parallel["rates"],
+        "workers": default_workers(),
+        "cpu_us_an_entry": {part: statistics.median(v) for part, v in parallel.items() if part != "rates"},
+        "one_process_entries_per_s": statistics.median(alone["rates"]),
+        "one_process_runs_entries_per_s": alone["rates"],
+        "one_process_cpu_us_an_entry": {part: statistics.median(v) for part, v in alone.items() if part != "rates"},
         "command_entries_per_s": statistics.median(command), "ceiling_reading_entries_per_s": ceiling,
     }  # fmt: skip
 

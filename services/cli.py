@@ -671,7 +671,8 @@ def audit_verify(
     ] = None,
 ) -> None:
     """Recompute every leaf and the tree from the stored bodies (or, --from-kafka, from the topics); check every
-    signed head. Exit 1 naming the first entry (index, topic/partition@offset) or head that does not match."""
+    signed head. Exit 1 naming the first entry (index, topic/partition@offset) or head that does not match; 2 when
+    verify could not finish (a worker process failed: AUDIT_VERIFY_WORKERS, one a core by default)."""
     settings = get_settings()
     configure_logging("audit", settings.log_level, settings.log_format)
     key = _log_public_key(public_key, settings.audit_signing_key_file)
@@ -683,9 +684,14 @@ def audit_verify(
         held = witness or (settings.audit_witness_file if settings.audit_witness_file.is_file() else None)
         verdict = fromkafka.run(settings, key, held)
     else:
-        from services.audit.verify import verify_log
+        from services.audit.verify import VerifyIncomplete, verify_log
 
-        verdict = _audit_run(lambda conn: verify_log(conn, key))
+        url, workers = settings.database_url, settings.audit_verify_workers or None
+        try:
+            verdict = _audit_run(lambda conn: verify_log(conn, key, database_url=url, workers=workers))
+        except VerifyIncomplete as error:  # not a verdict on the log: it was not read to the end
+            typer.echo(f"FAILED: verify could not finish, the log is not verified: {error}")
+            raise typer.Exit(2) from error
     typer.echo(verdict.message if verdict.ok else f"FAILED: {verdict.message}")
     raise typer.Exit(0 if verdict.ok else 1)
 

@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     audit_head_interval_s: float = Field(default=60.0, gt=0)
     audit_signing_key_file: Path = Path(".rj/audit-log-key.pem")
     audit_witness_file: Path = Path(".rj/audit-witness.jsonl")
+    # `rj audit verify`'s worker processes, each checking ranges of the log over a connection of its own: 0 is one
+    # a core (at most 8) for a log of 98,304 entries or more, else none; 1 checks it all in rj's own process.
+    audit_verify_workers: int = Field(default=0, ge=0)
 
     # The notify service (services/notify): when messages may reach people (Europe/London; see quiet_hours.py for
     # the form; empty: Monday to Friday 08:00-20:00, Saturday 09:00-17:00, never Sundays or bank holidays), how long
