@@ -684,12 +684,15 @@ def audit_verify(
         held = witness or (settings.audit_witness_file if settings.audit_witness_file.is_file() else None)
         verdict = fromkafka.run(settings, key, held)
     else:
+        import asyncpg
+
         from services.audit.verify import VerifyIncomplete, verify_log
 
         url, workers = settings.database_url, settings.audit_verify_workers or None
         try:
             verdict = _audit_run(lambda conn: verify_log(conn, key, database_url=url, workers=workers))
-        except VerifyIncomplete as error:  # not a verdict on the log: it was not read to the end
+        except (VerifyIncomplete, OSError, asyncpg.PostgresError, ValueError) as error:
+            # Not a verdict on the log: it was not read to the end (exit 1 is kept for a log found not to match).
             typer.echo(f"FAILED: verify could not finish, the log is not verified: {error}")
             raise typer.Exit(2) from error
     typer.echo(verdict.message if verdict.ok else f"FAILED: {verdict.message}")

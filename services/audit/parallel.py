@@ -44,7 +44,9 @@ TASK_CHUNKS: Final = 8
 at different speeds, and that little is read past a problem; each range costs a transaction and one chunk's query
 not overlapped with hashing."""
 
-_COMMAND: list[str] = [sys.executable, "-m", "services.audit.parallel"]
+_COMMAND: list[str] = [sys.executable, "-P", "-m", "services.audit.parallel"]
+"""``-P``: the working directory is not put first on the worker's path, so a ``services`` package wherever verify is
+run from is never the one imported (and handed the database's address)."""
 _FRAME: Final = struct.Struct(">I")
 _SNAPSHOT: Final = re.compile(r"[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?")
 

@@ -154,6 +154,9 @@ def _folded(
     size it completes (their roots need the tree before the chunk)."""
     if checked.start != tree.size:
         raise VerifyIncomplete(f"a chunk checked from entry {checked.start} came where entry {tree.size} was due")
+    due = sorted(size for size in by_size if tree.size < size <= tree.size + checked.checked)
+    if [tree.size + count for count, _, _ in checked.ends] != due:  # a worker's answer is checked, not trusted
+        raise VerifyIncomplete(f"the check of the chunk from entry {checked.start} did not answer for every head in it")
     mismatched = None
     for count, place, parts in checked.ends:
         problem = _check_roots(tree.size + count, chunks.extended(tree, parts).root(), by_size)

@@ -130,7 +130,10 @@ class MasterKeys:
         """``key`` wrapped under the master key ``version`` (the current one): the nonce it was sealed with, then
         the sealed key. ``nonce``: a fresh one drawn by the caller (keys made in bulk draw theirs in one read)."""
         version = version or self.current
-        nonce = nonce or os.urandom(NONCE_BYTES)
+        if nonce is None:
+            nonce = os.urandom(NONCE_BYTES)
+        elif len(nonce) != NONCE_BYTES:  # unwrap takes the first NONCE_BYTES: any other length would lose the key
+            raise ValueError(f"a wrapping nonce is {NONCE_BYTES} bytes, not {len(nonce)}")
         return version, nonce + self._aead(version, what="wrap a key").encrypt(nonce, key, aad)
 
     def unwrap(self, version: str, wrapped: bytes, aad: bytes, *, what: str) -> bytes:

@@ -259,3 +259,33 @@ def test_rj_audit_verify_checks_in_workers_and_exits_2_when_one_dies(
         assert done.output.startswith("FAILED: verify could not finish, the log is not verified: verify worker ")
     finally:
         get_settings.cache_clear()
+
+
+async def test_workers_never_import_a_services_package_from_where_verify_is_run(
+    log: asyncpg.Connection, log_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker is handed the database's address: it must run our code, not whatever ``services`` the working
+    directory holds (``python -m`` would put that first on its path)."""
+    decoy = tmp_path / "services" / "audit"
+    decoy.mkdir(parents=True)
+    for package in (tmp_path / "services", decoy):
+        (package / "__init__.py").write_text("")
+    (decoy / "parallel.py").write_text("import os\nos._exit(7)\n")
+    monkeypatch.chdir(tmp_path)
+    ours = await in_parallel(log, log_url)
+    assert ours == verify.Verdict(True, f"OK: {COUNT} entries, 11 signed heads verified")
+
+
+async def test_a_worker_answer_that_leaves_out_a_head_inside_its_chunk_fails_verify(
+    log: asyncpg.Connection, log_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller checks that each chunk answered for every signed head's size inside it: one left out would
+    otherwise never be compared with the rebuilt tree."""
+    answered = verify.chunks.check_chunk
+
+    def forgetful(start: int, rows: Any, stored: Any, sizes: Any) -> Any:
+        return answered(start, rows, stored, [])
+
+    monkeypatch.setattr(verify.chunks, "check_chunk", forgetful)
+    with pytest.raises(verify.VerifyIncomplete, match="did not answer for every head in it"):
+        await in_one_process(log)

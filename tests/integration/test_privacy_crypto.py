@@ -28,6 +28,7 @@ from services.runtime.devstack import create_database, drop_database
 from services.runtime.fieldcrypt import TamperedToken, decrypt_batch, encrypt_batch
 from services.runtime.keystore import (
     CASE_PERSON,
+    NONCE_BYTES,
     KeyCache,
     KeyStore,
     KeyStoreError,
@@ -605,3 +606,16 @@ def test_new_keys_have_random_uuid_ids_and_their_wrapping_context_is_the_json_it
     assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)
     for person, case in [("V-1", "c"), ('a "quoted" \\ name', "é"), ("\x00\n\u2028", "𝄞"), (CASE_PERSON, "")]:
         assert _data_key_aad(ids[0], person, case) == json.dumps(["rj-data-key", ids[0], person, case]).encode()
+
+
+def test_a_key_wraps_only_under_a_nonce_of_the_length_unwrap_reads() -> None:
+    """``unwrap`` takes the first NONCE_BYTES of a wrapped key as its nonce: a nonce of any other length, handed in
+    by a caller drawing nonces in bulk, would make a key that never unwraps, so it is refused."""
+    master = MasterKeys.parse(MasterKeys.generate("m1"))
+    key, aad = b"k" * 32, b"aad"
+    version, wrapped = master.wrap(key, aad, nonce=b"n" * NONCE_BYTES)
+    assert master.unwrap(version, wrapped, aad, what="a key") == key
+    for wrong in (b"", b"n" * (NONCE_BYTES - 1), b"n" * (NONCE_BYTES + 1)):
+        with pytest.raises(ValueError, match="wrapping nonce"):
+            master.wrap(key, aad, nonce=wrong)
+    assert master.wrap(key, aad)[1] != master.wrap(key, aad)[1]  # drawn afresh when none is given
