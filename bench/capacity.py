@@ -29,8 +29,10 @@ withdrawal through to their emails as a warm-up; then the stack drained. What ca
 same processes, broker and database (whose tables grow with every step's cases and emails), and whatever the
 services cache; not the load: after each step, arrivals are waited for until the stack has **drained** (every
 service's consumer lag zero, read from Kafka, for 2 s; no outbox row unpublished; nothing of notify's due or being
-sent) and 10 s more at most; only then does the next step start. An arrival counts however late it comes (missing
-means it never came); a step that does not drain within ``--drain-timeout-s`` ends the ladder.
+sent) and 10 s more at most; only then does the next step start. An arrival counts if it comes before that wait
+ends (later, or never: missing); a step that does not drain within ``--drain-timeout-s`` ends the ladder. Latency
+is timed from each send's moment on the schedule, not from when the bench got to send it (a bench starved of CPU
+would otherwise hide its own delay and send below the rate; how far behind it went is printed per step).
 
 Per step it prints p50/p95/p99/max and missing for each path (and, for the withdrawal, the cancellation and the
 facilitators' emails alone), the CPU the machine, each service (its relay included), the broker, PostgreSQL and
@@ -306,16 +308,19 @@ def report_step(step: Step) -> None:
 def report_ladder(steps: Sequence[Step], highest: float | None) -> None:
     print(f"\ncapacity, every service running (p99 in ms; targets: outcome → victim's email < {OUTCOME_TARGET_MS:g}, "
           f"withdraw → cancelled and facilitators told < {WITHDRAWAL_TARGET_MS:g})")  # fmt: skip
-    columns = ("cases/s", "withdr./s", "outcome p99", "withdr. p99", "missing", "CPU machine", "this run", "load")
+    columns = ("cases/s", "withdr./s", "outcome p99", "withdr. p99", "withdr. n", "missing", "CPU machine", "this run",
+               "load")  # fmt: skip
     print("".join(f"{c:>12}" for c in columns) + "   targets")
     for s in steps:
         cells = (f"{s.rate:g}", f"{s.withdrawal_rate:g}", f"{s.outcome_p99:.1f}", f"{s.withdrawal_p99:.1f}",
-                 f"{s.missing}", f"{s.cpu.machine:.2f}", f"{s.cpu.this_run:.2f}",
+                 f"{s.withdrawals.sent}", f"{s.missing}", f"{s.cpu.machine:.2f}", f"{s.cpu.this_run:.2f}",
                  f"{s.cpu.load_average:.2f}")  # fmt: skip
         print("".join(f"{c:>12}" for c in cells) + f"   {'met' if s.met else 'MISSED'}")
     shown = "none" if highest is None else f"{highest:g} cases/s"
     verdict = "met" if highest is not None and highest >= TARGET_RATE else "MISSED"
     print(f"highest rate meeting both targets: {shown}; the issue's target {TARGET_RATE:g} cases/s or more: {verdict}")
+    if any(s.withdrawals.sent < 100 for s in steps):
+        print("(a p99 of under 100 withdrawals is nearly their maximum: longer steps or --withdrawal-share steady it)")
     if highest is not None and any(not s.met and s.rate < highest for s in steps):
         print("(a lower rate missed a target: the machine's load varied, or the ladder's steps are too short)")
 
