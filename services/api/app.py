@@ -31,6 +31,8 @@ TOPICS_IN = (topics.REFERRAL, topics.CONSENT, topics.SCHEDULING, topics.NOTIFY, 
 class ApiService(ServiceApp):
     """The ``api`` service: a ``ServiceApp`` with schema ``api`` whose intake keeps the read model."""
 
+    FOLLOWER = True
+
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__("api", migrations="services.api.migrations", settings=settings)
         # Checked now, so that a missing identity provider stops the start with a clear error.

@@ -150,6 +150,8 @@ def witness(path: Path, signed: Sequence[heads.SignedTreeHead]) -> None:
 
 
 class AuditService(ServiceApp):
+    FOLLOWER = True
+
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__("audit", migrations="services.audit.migrations", settings=settings)
         self.consume_raw(topics.ALL_TOPICS, append_batch)

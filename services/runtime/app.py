@@ -14,7 +14,7 @@ import os
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncpg
 import faust
@@ -102,6 +102,11 @@ def make_faust_app(app_id: str, settings: Settings) -> faust.App:
 
 
 class ServiceApp:
+    FOLLOWER: ClassVar[bool] = False
+    """A service no latency target reads through (audit, the API's read model, privacy): its consumer lets the
+    broker hold a fetch for ``FOLLOWER_FETCH_MAX_WAIT_MS`` rather than ``FETCH_MAX_WAIT_MS``, so that it costs the
+    broker and itself far less while records trickle in (see ``Settings.follower_fetch_max_wait_ms``)."""
+
     def __init__(
         self,
         name: str,
@@ -219,6 +224,7 @@ class ServiceApp:
                 topics=[settings.topic(t) for t in topic_names],
                 steps=batch_steps,
                 name=f"{self.name}-intake",
+                fetch_max_wait_ms=settings.follower_fetch_max_wait_ms if self.FOLLOWER else settings.fetch_max_wait_ms,
             )
             await consumer.run()
 

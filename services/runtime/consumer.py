@@ -97,8 +97,10 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         topics: Sequence[str],
         steps: BatchSteps[Any],
         name: str,
+        fetch_max_wait_ms: int | None = None,
     ) -> None:
         self.settings = settings
+        self.fetch_max_wait_ms = settings.fetch_max_wait_ms if fetch_max_wait_ms is None else fetch_max_wait_ms
         self.group_id = group_id
         self.topics = list(topics)  # as on the broker (prefixed)
         self.steps = steps
@@ -154,7 +156,7 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
             max_partition_fetch_bytes=settings.fetch_max_partition_bytes,
             session_timeout_ms=int(settings.kafka_session_timeout_s * 1000),
             rebalance_timeout_ms=int(settings.kafka_rebalance_timeout_s * 1000),
