@@ -66,7 +66,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from bench.intake import traffic
-from bench.steady import percentiles, running_stack
+from bench.steady import Timestamped, catching_mail, percentiles, running_stack
 from schemas import topics
 from schemas.referral import case_id_for
 from services.api.issuer import LocalIssuer
@@ -515,72 +515,84 @@ async def read_everything(settings: Settings) -> tuple[int, float]:
 
 async def measure_lag(burst: int) -> dict[str, Any]:
     async with running_stack("bench-audit") as stack, LocalIssuer(STATE / "audit_issuer.pem") as issuer:
-        settings = stack.settings
-        extra = {
-            "api": {"API_PORT": str(free_port()), "OIDC_ISSUER": issuer.url, "OIDC_JWKS_URL": issuer.jwks_url,
-                    "PARTICIPANT_LINK_KEY": new_link_key()},
-            "audit": {"AUDIT_SIGNING_KEY_FILE": str(STATE / "audit-lag-key.pem"),
-                      "AUDIT_WITNESS_FILE": str(STATE / "audit-lag-witness.jsonl")},
-        }  # fmt: skip
-        for name in SERVICES:
-            stack.supervisor.start(name, extra.get(name))
-        conn = await _connected_when_migrated(settings.database_url)
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
-        await consumer.start()
-        parts = [
-            TopicPartition(settings.topic(t), p) for t in topics.ALL_TOPICS for p in range(settings.topic_partitions)
-        ]
-        try:
+        with catching_mail() as (mailbox, mail):
+            return await _measure_lag(stack, issuer, mailbox, mail, burst)
 
-            async def lag() -> int:
-                ends = await end_offsets(consumer, parts, settings.topic_prefix)
-                at = await audit_positions(conn)
-                return sum(max(0, end - at.get(where, 0)) for where, end in ends.items())
 
-            # A few events first, through every service: every consumer group has joined before the burst.
-            await publish(settings, traffic(20))
-            await stack.wait_until(lambda: _zero(lag), 120, lambda: "the warm-up never reached the audit log")
-            await asyncio.sleep(2)
-            await stack.wait_until(lambda: _zero(lag), 120, lambda: "the warm-up never reached the audit log")
-            messages = traffic(burst)
-            print(f"lag: every service running ({', '.join(SERVICES)}); {len(messages):,} upstream events at once")
-            began = time.monotonic()
-            await publish(settings, messages)
-            published = time.monotonic() - began
-            samples: list[tuple[float, int, int]] = []  # (seconds since the burst began, records on topics, lag)
-            while True:
-                ends = await end_offsets(consumer, parts, settings.topic_prefix)
-                at = await audit_positions(conn)
-                behind = sum(max(0, end - at.get(where, 0)) for where, end in ends.items())
-                samples.append((time.monotonic() - began, sum(ends.values()), behind))
-                if samples[-1][0] > 600:
-                    raise SystemExit(f"the audit log still {behind:,} records behind after 600 s")
-                settled = [s for s in samples if s[0] >= samples[-1][0] - 5]
-                if samples[-1][0] > 10 and all(s[1:] == (samples[-1][1], 0) for s in settled) and len(settled) > 5:
-                    break
-                await asyncio.sleep(0.5)
-            final = samples[-1][1]
-            zero_at = next(t for t, total, behind in samples if all(s[2] == 0 for s in samples if s[0] >= t))
-            last_record_at = next(t for t, total, _ in samples if total == final)
-            peak = max(behind for _, _, behind in samples)
-            # How far behind the topics the log was in time: what it held at t, the topics held at t - delay.
-            delay = max(t - next(u for u, total, _ in samples if total >= held - behind) for t, held, behind in samples)
-            appended = await conn.fetchval("SELECT count(*) FROM audit.entries")
-            read, seconds = await read_everything(settings)
-        finally:
-            await consumer.stop()
-            await conn.close()
+async def _measure_lag(
+    stack: Any, issuer: Any, mailbox: Timestamped, mail: dict[str, str], burst: int
+) -> dict[str, Any]:
+    """The burst with notify doing its whole job: a real SMTP server to send to, quiet hours open (every victim's
+    email goes at once, as within a working day), and the participants' link key the API has."""
+    settings = stack.settings
+    link_key = new_link_key()
+    extra = {
+        "api": {"API_PORT": str(free_port()), "OIDC_ISSUER": issuer.url, "OIDC_JWKS_URL": issuer.jwks_url,
+                "PARTICIPANT_LINK_KEY": link_key},
+        "notify": {**mail, "PARTICIPANT_LINK_KEY": link_key},
+        "audit": {"AUDIT_SIGNING_KEY_FILE": str(STATE / "audit-lag-key.pem"),
+                  "AUDIT_WITNESS_FILE": str(STATE / "audit-lag-witness.jsonl")},
+    }  # fmt: skip
+    for name in SERVICES:
+        stack.supervisor.start(name, extra.get(name))
+    conn = await _connected_when_migrated(settings.database_url)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await consumer.start()
+    parts = [TopicPartition(settings.topic(t), p) for t in topics.ALL_TOPICS for p in range(settings.topic_partitions)]
+    try:
+
+        async def lag() -> int:
+            ends = await end_offsets(consumer, parts, settings.topic_prefix)
+            at = await audit_positions(conn)
+            return sum(max(0, end - at.get(where, 0)) for where, end in ends.items())
+
+        # A few events first, through every service: every consumer group has joined before the burst.
+        await publish(settings, traffic(20))
+        await stack.wait_until(lambda: _zero(lag), 120, lambda: "the warm-up never reached the audit log")
+        await asyncio.sleep(2)
+        await stack.wait_until(lambda: _zero(lag), 120, lambda: "the warm-up never reached the audit log")
+        messages = traffic(burst)
+        print(f"lag: every service running ({', '.join(SERVICES)}); {len(messages):,} upstream events at once")
+        began, began_perf = time.monotonic(), time.perf_counter()
+        await publish(settings, messages)
+        published = time.monotonic() - began
+        samples: list[tuple[float, int, int]] = []  # (seconds since the burst began, records on topics, lag)
+        while True:
+            ends = await end_offsets(consumer, parts, settings.topic_prefix)
+            at = await audit_positions(conn)
+            behind = sum(max(0, end - at.get(where, 0)) for where, end in ends.items())
+            samples.append((time.monotonic() - began, sum(ends.values()), behind))
+            if samples[-1][0] > 600:
+                raise SystemExit(f"the audit log still {behind:,} records behind after 600 s")
+            settled = [s for s in samples if s[0] >= samples[-1][0] - 5]
+            if samples[-1][0] > 10 and all(s[1:] == (samples[-1][1], 0) for s in settled) and len(settled) > 5:
+                break
+            await asyncio.sleep(0.5)
+        final = samples[-1][1]
+        zero_at = next(t for t, total, behind in samples if all(s[2] == 0 for s in samples if s[0] >= t))
+        last_record_at = next(t for t, total, _ in samples if total == final)
+        peak = max(behind for _, _, behind in samples)
+        # How far behind the topics the log was in time: what it held at t, the topics held at t - delay.
+        delay = max(t - next(u for u, total, _ in samples if total >= held - behind) for t, held, behind in samples)
+        appended = await conn.fetchval("SELECT count(*) FROM audit.entries")
+        emails = len(mailbox.accepted)
+        last_email = max(mailbox.accepted.values(), default=began_perf) - began_perf
+        read, seconds = await read_everything(settings)
+    finally:
+        await consumer.stop()
+        await conn.close()
     print(
         f"lag: the burst published in {published:.1f} s; the other services' last record at {last_record_at:.1f} s; "
         f"audit lag back to zero at {zero_at:.1f} s; at most {peak:,} records and {delay:.1f} s behind the topics; "
-        f"{appended:,} entries appended"
+        f"{appended:,} entries appended; {emails:,} emails accepted by the SMTP server, the last at {last_email:.1f} s"
     )
     print(f"ceiling: a plain consumer reads the {read:,} records of every topic from offset zero in {seconds:.1f} s "
           f"({read / seconds:,.0f} records/s)")  # fmt: skip
     return {
         "lag_zero_s": zero_at, "burst_events": len(messages), "published_in_s": published,
         "other_services_last_record_s": last_record_at, "peak_lag_records": peak, "peak_lag_s": delay,
-        "entries_appended": appended, "records_on_topics": final, "ceiling_plain_read_records_per_s": read / seconds,
+        "entries_appended": appended, "records_on_topics": final, "emails_accepted": emails,
+        "last_email_s": last_email, "ceiling_plain_read_records_per_s": read / seconds,
     }  # fmt: skip
 
 
