@@ -26,8 +26,10 @@ class Settings(BaseSettings):
     kafka_heartbeat_interval_s: float = 1.0
 
     batch_size: int = Field(default=500, ge=1)
-    # How long the broker may hold a fetch when no partition has anything new. A long poll: the broker answers
-    # as soon as a record arrives for a partition the fetch asks for. But a partition whose records are still
+    # How long the broker may hold a fetch when no partition has anything new. Kafka answers such a long poll as
+    # soon as a record arrives; on Tansu 0.6 that does not always hold: bench.latency's consumer (no group, every
+    # partition of a scratch topic) waiting 200 ms instead of 5 saw the broker round trip at p50 49 ms, at most
+    # 102 ms (3 and 7 ms at 5 ms), so part of this wait can be paid by a hop. And a partition whose records are still
     # being handed over is left out of the fetch in flight (aiokafka sends one fetch at a time to a broker), and
     # its next records wait for that fetch to come back: under load a hop can wait up to this long. Measured on
     # Tansu, 24 partitions, a record every 0.37 s, CPU of one consumer in 4.4 s: 10 ms: hop 3-6 ms, 0.41 s (a
