@@ -12,7 +12,7 @@ server (aiosmtpd, in this process) with quiet hours open all day, so that every 
 A step at rate R sends two streams on one schedule, interleaved:
 
 - **outcomes, R a second**: an admitted upstream ``crime.outcome-recorded`` on ``crime.events`` for a crime recorded
-  up front, timed from just before its send to the victim's email accepted by the SMTP server (the path of
+  up front, timed from its send's moment on the schedule to the victim's email accepted by the SMTP server (the path of
   bench/notify_latency.py). These are the "cases per second" of the issue: cases coming in.
 - **withdrawals, R/10 a second** (``--withdrawal-share``): ``rj.consent.withdraw`` of the victim's participation on
   a case prepared up front with a booked conference (as bench/withdraw_latency.py prepares them), timed to the

@@ -1,8 +1,9 @@
 """What the latency benchmarks share: a stack of their own, records sent at a steady rate and their arrivals
 timed, the broker's round trip alone as the ceiling, and the table of figures.
 
-Each send is timestamped just before ``send`` (one producer: ``linger_ms=0``, ``acks=all``), each arrival
-when a consumer with no group (every partition assigned, ``fetch_max_wait_ms=5``) hands it over.
+Each send is timed from its moment on the schedule (one producer: ``linger_ms=0``, ``acks=all``; a sender
+fallen behind adds its delay, printed, rather than hiding it), each arrival when a consumer with no group (every
+partition assigned, ``fetch_max_wait_ms=5``) hands it over.
 """
 
 from __future__ import annotations
@@ -473,7 +474,8 @@ async def listening(
 
 async def send_paced(producer: AIOKafkaProducer, rate: float, outgoing: Iterable[Outgoing]) -> dict[str, float]:
     """Send one record every 1/rate seconds on a fixed schedule (a late send does not shift the ones after it),
-    and wait until the broker has them all. Returns when each was handed to ``send``, by its match id."""
+    and wait until the broker has them all. Returns each record's moment on the schedule, by its match id
+    (``send_scheduled``)."""
     return await send_scheduled(producer, ((i / rate, record) for i, record in enumerate(outgoing)))
 
 
@@ -577,7 +579,7 @@ class Figures:
 
 def report(rate: float, rows: Sequence[tuple[str, Figures]]) -> None:
     width = max(32, *(len(label) + 2 for label, _ in rows))
-    print(f"\nlatency at {rate:g}/s (ms, from just before send to arrival at the consumer)")
+    print(f"\nlatency at {rate:g}/s (ms, from each send's moment on the schedule to arrival at the consumer)")
     print(f"{'':<{width}}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}{'sent':>8}{'received':>10}{'missing':>9}")
     for label, figures in rows:
         numbers = "".join(f"{v:>9.1f}" for v in percentiles(figures.latencies_ms))

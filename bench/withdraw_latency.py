@@ -434,8 +434,8 @@ async def timelines(
 
 
 def report_timelines(lines: list[Timeline], matched: int) -> None:
-    print(f"\nwhere the time went: {len(lines)} of {matched} withdrawals (ms since the send; database clock for")
-    print("the services' moments, which are the transaction's start and the relay's mark after the broker's ack)")
+    print(f"\nwhere the time went: {len(lines)} of {matched} withdrawals (ms since the send's moment on the schedule;")
+    print("the database clock for the services' moments: the transaction's start, the relay's mark after the ack)")
     if ambiguous := sum(line.ambiguous for line in lines):
         print(f"({ambiguous} heard another commit of the same outbox in between: theirs may be taken for a commit)")
     width = max(len(label) for label, _ in POINTS) + 4

@@ -69,8 +69,6 @@ class PrivacyService(ServiceApp):
     """The privacy service: a ``ServiceApp`` whose database also has the key store's schema, whose keys it
     destroys in its own transactions (the key store lives in the same database)."""
 
-    FOLLOWER = True
-
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__("privacy", migrations="services.privacy.migrations", settings=settings)
         self.schedule = RetentionSchedule.parse(self.settings.retention_schedule)

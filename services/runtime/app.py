@@ -103,7 +103,7 @@ def make_faust_app(app_id: str, settings: Settings) -> faust.App:
 
 class ServiceApp:
     FOLLOWER: ClassVar[bool] = False
-    """A service no latency target reads through (audit, the API's read model, privacy): its consumer lets the
+    """A service no latency target reads through (audit, the API's read model): its consumer lets the
     broker hold a fetch for ``FOLLOWER_FETCH_MAX_WAIT_MS`` rather than ``FETCH_MAX_WAIT_MS``, so that it costs the
     broker and itself far less while records trickle in (see ``Settings.follower_fetch_max_wait_ms``)."""
 

@@ -5,8 +5,9 @@ records do not go through its stream: faust's ``take_events`` acks a batch when 
 closed by an exception and costs ~150 us an event. Here aiokafka is used directly:
 
 - ``getmany`` hands over whatever the background fetcher has buffered, at once: batches are large
-  under load and nothing waits when idle (a long poll: the broker holds a fetch at most ``FETCH_MAX_WAIT_MS``
-  and answers as soon as a record arrives).
+  under load and little waits when idle (a long poll: the broker holds a fetch at most ``FETCH_MAX_WAIT_MS``,
+  ``FOLLOWER_FETCH_MAX_WAIT_MS`` for audit and the API's read model; Kafka answers as soon as a record arrives,
+  Tansu not always: see ``Settings.fetch_max_wait_ms``).
 - Records are queued per *lane*, one lane per partition number. A case's key lands on the same
   partition number in every topic, so a lane holds everything about its cases; one transaction is in
   flight per lane, which keeps each case's order, while lanes overlap parsing, deciding and SQL.

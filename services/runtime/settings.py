@@ -36,8 +36,10 @@ class Settings(BaseSettings):
     # tenth of a core asking an idle broker, all day, in every service); 50 ms: 16-21 ms, 0.12 s; 500 ms: 8 ms,
     # 0.04 s, but at 50 cases/s referral's intake then lagged 0-260 ms (uniformly: the fetch in flight).
     fetch_max_wait_ms: int = Field(default=50, ge=0)
-    # The same for the followers (audit, the API's read model, privacy): services that no latency target reads
-    # through, which follow busy topics (audit every one). Measured with every service running at 15 cases/s: with
+    # The same for the followers (audit, the API's read model): services that no latency target reads through,
+    # which follow busy topics (audit every one). Privacy is not one: a participant's corrected contact details and
+    # an erasure reach notify through it. A staff action's outcome, which the API reads from its read model, shows a
+    # follower's hop later. Measured with every service running at 15 cases/s: with
     # every consumer at 500 ms the machine used 0.89 cores where it used 1.75 at 50 ms (the broker 0.17 against
     # 0.40, the API 0.07 against 0.17, audit 0.04 against 0.13), but each hop of a case's path could wait 500 ms.
     follower_fetch_max_wait_ms: int = Field(default=500, ge=0)
