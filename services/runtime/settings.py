@@ -39,9 +39,9 @@ class Settings(BaseSettings):
     # The same for the followers (audit, the API's read model): services that no latency target reads through,
     # which follow busy topics (audit every one). Privacy is not one: a participant's corrected contact details and
     # an erasure reach notify through it. A staff action's outcome, which the API reads from its read model, shows a
-    # follower's hop later. Measured with every service running at 15 cases/s: with
-    # every consumer at 500 ms the machine used 0.89 cores where it used 1.75 at 50 ms (the broker 0.17 against
-    # 0.40, the API 0.07 against 0.17, audit 0.04 against 0.13), but each hop of a case's path could wait 500 ms.
+    # follower's hop later. Measured (bench.capacity, every service running, 15 cases/s, the same ladder): followers
+    # at 50 ms, 1.85 cores and p99 639 / 831 ms (missed); at 500 ms, 1.28 cores and 124 / 154 ms. Every consumer at
+    # 500 ms used 0.89 cores, but then each hop of a case's path could wait half a second.
     follower_fetch_max_wait_ms: int = Field(default=500, ge=0)
     fetch_max_partition_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Offsets go to Kafka at most this often while batches are applied (and at once when partitions move or the
