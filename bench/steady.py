@@ -508,8 +508,9 @@ async def send_scheduled(producer: AIOKafkaProducer, schedule: Iterable[tuple[fl
 
 
 async def await_arrivals(sent: dict[str, float], settled: Callable[[], set[str]]) -> None:
-    """Wait until every sent id is settled, or until ``ARRIVAL_TIMEOUT_S`` after the last send."""
-    deadline = max(sent.values(), default=time.perf_counter()) + ARRIVAL_TIMEOUT_S
+    """Wait until every sent id is settled, or until ``ARRIVAL_TIMEOUT_S`` after the last send (``sent`` holds the
+    sends' moments on the schedule: a sender fallen behind sent its last later, and it gets its full wait too)."""
+    deadline = max([*sent.values(), time.perf_counter()]) + ARRIVAL_TIMEOUT_S
     while not sent.keys() <= settled() and time.perf_counter() < deadline:
         await asyncio.sleep(0.05)
 
