@@ -31,14 +31,18 @@ from pydantic import SecretStr
 from demo import samples
 from demo.samples import case_of
 from schemas import topics
-from services.api.app import TOPICS_IN as API_READS
-from services.notify.app import TOPICS_IN as NOTIFY_READS
+from services.api import app as api
+from services.consent import app as consent
+from services.notify import app as notify
 from services.notify.channels.reference import new_reference_key
+from services.privacy import app as privacy
+from services.referral import app as referral
 from services.runtime.devstack import Broker, database_for_run, ensure_postgres, free_port, start_broker
 from services.runtime.kafka import ensure_topics
 from services.runtime.keystore import MasterKeys
 from services.runtime.settings import Settings
 from services.runtime.supervisor import Supervisor
+from services.scheduling import app as scheduling
 
 STATE = Path(".rj/bench")
 SCRATCH = "bench.latency-scratch"  # the ceiling's topic (prefixed like the others)
@@ -253,14 +257,14 @@ def cpu_report(before: CpuSnapshot, after: CpuSnapshot) -> str:
 
 SAMPLE_S = 0.25
 
-#: What each service reads (its ``build`` in services/<name>/app.py): the topics its group's lag is summed over.
+#: What each service reads (its ``TOPICS_IN``, which its ``build`` consumes): the topics its group's lag is summed over.
 READS: dict[str, tuple[str, ...]] = {
-    "referral": (topics.CRIME_EVENTS, topics.COMMANDS, topics.SCHEDULING, topics.CONSENT),
-    "consent": (topics.REFERRAL, topics.SCHEDULING, topics.COMMANDS),
-    "scheduling": (topics.REFERRAL, topics.CONSENT, topics.COMMANDS),
-    "notify": tuple(NOTIFY_READS),
-    "privacy": (topics.REFERRAL, topics.SCHEDULING, topics.CONSENT, topics.COMMANDS, topics.PRIVACY),
-    "api": tuple(API_READS),
+    "referral": referral.TOPICS_IN,
+    "consent": consent.TOPICS_IN,
+    "scheduling": scheduling.TOPICS_IN,
+    "notify": notify.TOPICS_IN,
+    "privacy": privacy.TOPICS_IN,
+    "api": api.TOPICS_IN,
     "audit": tuple(topics.ALL_TOPICS),
 }
 

@@ -30,6 +30,7 @@ from services.runtime.decision import Emit
 from services.runtime.outbox import Outgoing, facts
 
 SOURCE = domain.SOURCE
+TOPICS_IN = (topics.REFERRAL, topics.SCHEDULING, topics.COMMANDS)
 log = structlog.get_logger()
 
 
@@ -182,7 +183,7 @@ def build(service: ServiceApp | None = None) -> ServiceApp:
         uncontactable_after_attempts=settings.uncontactable_after_attempts,
         declined_erasure_delay=delay,
     )
-    service.consume([topics.REFERRAL, topics.SCHEDULING, topics.COMMANDS], consumes=CONSUMES, handler=handler)
+    service.consume(list(TOPICS_IN), consumes=CONSUMES, handler=handler)
     # Often enough for the grace period (a quarter of it, at least every 0.5 s), at most the deadline sweeps' pace.
     every = min(settings.deadline_sweep_interval_s, max(settings.declined_erasure_delay_s / 4, 0.5))
     service.every(every, partial(ask_about_erasures, declined_erasure_delay=delay), name="declined_erasure_sweep")

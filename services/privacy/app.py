@@ -45,6 +45,7 @@ from services.runtime.outbox import Outgoing, facts
 from services.runtime.settings import Settings
 
 SOURCE = "urn:rj:service:privacy"
+TOPICS_IN = (topics.REFERRAL, topics.SCHEDULING, topics.CONSENT, topics.COMMANDS, topics.PRIVACY)
 COMMANDS = (ErasePerson, PlaceRetentionHold, LiftRetentionHold, RectifyParticipant)
 CONSUMES = frozenset(
     {
@@ -336,7 +337,7 @@ def build(service: PrivacyService | None = None) -> PrivacyService:
 
     # It reads its own topic too, as its steward: no other service reads rj.privacy yet.
     service.consume(
-        [topics.REFERRAL, topics.SCHEDULING, topics.CONSENT, topics.COMMANDS, topics.PRIVACY],
+        list(TOPICS_IN),
         consumes=CONSUMES,
         handler=handle,
     )

@@ -30,6 +30,8 @@ from services.runtime.outbox import Outgoing, facts
 
 SOURCE = "urn:rj:service:referral"
 
+TOPICS_IN = (topics.CRIME_EVENTS, topics.COMMANDS, topics.SCHEDULING, topics.CONSENT)
+
 UPSTREAM = (CrimeRecorded, CrimeOutcomeRecorded, ReferralRequested)
 CONSUMES = frozenset(
     {CrimeRecorded.event_type, CrimeOutcomeRecorded.event_type, ReferralRequested.event_type}
@@ -246,9 +248,7 @@ def build(service: ServiceApp | None = None) -> ServiceApp:
     service = service or ServiceApp("referral", migrations="services.referral.migrations")
     # rj.scheduling: a case's closure, after which a new request refers the crime again as a new case (and
     # reoffending is followed). rj.consent: risk assessments, which gate RJ information on a sensitive case.
-    service.consume(
-        [topics.CRIME_EVENTS, topics.COMMANDS, topics.SCHEDULING, topics.CONSENT], consumes=CONSUMES, handler=take_in
-    )
+    service.consume(list(TOPICS_IN), consumes=CONSUMES, handler=take_in)
     service.every(service.settings.deadline_sweep_interval_s, flag_overdue_information, name="victims_code_sweep")
     service.every(
         service.settings.deadline_sweep_interval_s, flag_overdue_support_referrals, name="victim_support_sweep"

@@ -28,6 +28,7 @@ from services.runtime.outbox import Outgoing, facts
 from services.scheduling import domain, store
 
 SOURCE = "urn:rj:service:scheduling"
+TOPICS_IN = (topics.REFERRAL, topics.CONSENT, topics.COMMANDS)
 log = structlog.get_logger()
 
 
@@ -117,8 +118,7 @@ def build(service: ServiceApp | None = None) -> ServiceApp:
         uncontactable_after_attempts=settings.uncontactable_after_attempts,
         item_due_soon_working_days=settings.item_due_soon_working_days,
     )
-    topics_in = [topics.REFERRAL, topics.CONSENT, topics.COMMANDS]
-    service.consume(topics_in, consumes=domain.CONSUMES, handler=partial(take_in, policy=policy))
+    service.consume(list(TOPICS_IN), consumes=domain.CONSUMES, handler=partial(take_in, policy=policy))
     # Agreement items are deadlines too: swept as often as the Victims' Code ones.
     sweep = partial(follow_up_agreements, policy=policy)
     service.every(settings.deadline_sweep_interval_s, sweep, name="agreement_follow_up")
