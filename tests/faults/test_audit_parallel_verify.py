@@ -86,6 +86,19 @@ async def in_one_process(conn: asyncpg.Connection) -> verify.Verdict:
     return await verify.verify_log(conn, KEY.public_key())
 
 
+def workers_started(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, each worker verify starts is counted: the list gets the size of its spread, one per worker."""
+    started: list[int] = []
+    starting = parallel._Worker.started
+
+    async def counted(spread: parallel.Spread) -> parallel._Worker:
+        started.append(spread.workers)
+        return await starting(spread)
+
+    monkeypatch.setattr(parallel._Worker, "started", counted)
+    return started
+
+
 async def run(conn: asyncpg.Connection, *statements: str) -> None:
     async with conn.transaction():  # committed: the workers read over connections of their own
         for statement in statements:
@@ -140,14 +153,7 @@ async def test_two_swapped_entries_in_two_ranges_are_named_as_one_process_names_
 async def test_left_to_choose_it_starts_workers_only_for_a_log_of_parallel_from_chunks_or_more(
     log: asyncpg.Connection, log_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    started = []
-    starting = parallel._Worker.started
-
-    async def counted(spread: parallel.Spread) -> parallel._Worker:
-        started.append(spread.workers)
-        return await starting(spread)
-
-    monkeypatch.setattr(parallel._Worker, "started", counted)
+    started = workers_started(monkeypatch)
     cores = parallel.default_workers()  # one a core: on one core, none ever
     for parallel_from, workers in ((COUNT // CHUNK + 1, []), (COUNT // CHUNK, [cores] * cores if cores > 1 else [])):
         monkeypatch.setattr(verify, "PARALLEL_FROM", parallel_from)
@@ -241,14 +247,7 @@ def test_rj_audit_verify_checks_in_workers_and_exits_2_when_one_dies(
     monkeypatch.setattr(services.cli, "configure_logging", lambda *_: None)
     get_settings.cache_clear()
     try:
-        started = []
-        starting = parallel._Worker.started
-
-        async def counted(spread: parallel.Spread) -> parallel._Worker:
-            started.append(spread.workers)
-            return await starting(spread)
-
-        monkeypatch.setattr(parallel._Worker, "started", counted)
+        started = workers_started(monkeypatch)
         done = CliRunner().invoke(cli, ["audit", "verify"])
         assert (done.exit_code, done.output.strip()) == (0, f"OK: {COUNT} entries, 11 signed heads verified")
         assert started == [2, 2]
