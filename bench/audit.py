@@ -67,7 +67,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from bench.intake import traffic
-from bench.steady import Timestamped, catching_mail, percentiles, running_stack
+from bench.steady import Timestamped, catching_mail, machine_ticks, percentiles, running_stack
 from schemas import topics
 from schemas.referral import case_id_for
 from services.api.issuer import LocalIssuer
@@ -337,9 +337,8 @@ def backend_cpu_s(pid: int) -> float:
 
 def machine_busy_s() -> float:
     """CPU seconds every core of the machine has spent busy (not idle or waiting on I/O) since boot, /proc/stat."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, idle, iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    busy, _ = machine_ticks()
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def children_cpu_s() -> float:

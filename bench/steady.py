@@ -156,7 +156,7 @@ def _process_ticks() -> dict[int, tuple[int, int]]:
     return out
 
 
-def _machine_ticks() -> tuple[int, int]:
+def machine_ticks() -> tuple[int, int]:
     """(busy, all) CPU ticks of the machine so far."""
     with open("/proc/stat") as f:
         ticks = [int(t) for t in f.readline().split()[1:9]]
@@ -203,7 +203,7 @@ async def cpu_snapshot(stack: Stack, *, by_service: bool = False) -> CpuSnapshot
         "benchmark": {os.getpid()},
         "its PostgreSQL backends": {r["pid"] for r in rows},
     }
-    return CpuSnapshot(_machine_ticks(), processes, groups)
+    return CpuSnapshot(machine_ticks(), processes, groups)
 
 
 @dataclass(frozen=True)
