@@ -210,8 +210,10 @@ async def sealed_command(conn: asyncpg.Connection, command: Command, *, command_
     """The command's record with its personal fields sealed under the owners the contract names, as the owning
     service seals the fact it makes of them: a note about a participant, their safe-contact details, a contact
     attempt's note are theirs, and go when they are erased. A field the rule gives to an id that is no
-    participant of the case (as the read model knows them) goes under the case's own key instead: a key is how
-    the key store knows a person is on a case, so none is made for an id nobody vouched for."""
+    participant of the case goes under the case's own key instead: a key is how the key store knows a person is on
+    a case, so none is made for an id nobody vouched for. A participant is one the read model lists, or one a
+    service has a key for on the case already: the read model follows the services a hop behind, and a note about
+    a person it has not caught up with must still go with their erasure."""
     event = new_event(command, source=SOURCE, subject=command.case_id, event_id=command_id, force=force)
     document = command.model_dump(mode="json")
     [sealed] = await privacy.batch().seal_documents(
@@ -222,11 +224,13 @@ async def sealed_command(conn: asyncpg.Connection, command: Command, *, command_
 
 
 async def _participants(conn: asyncpg.Connection, command: Command) -> set[tuple[str, str]]:
-    """The case's participants as (person, case) pairs; none asked for when the command has no personal data."""
+    """The case's participants as (person, case) pairs, as the read model lists them and as the key store holds
+    keys for them; none asked for when the command has no personal data."""
     if not privacy.has_personal_data(command):
         return set()
     rows = await conn.fetch(f"SELECT person_id FROM {SCHEMA}.participants WHERE case_id = $1", command.case_id)
-    return {(row["person_id"], command.case_id) for row in rows}
+    listed = {(row["person_id"], command.case_id) for row in rows}
+    return listed | await privacy.batch().people_on(conn, command.case_id)
 
 
 async def sent_command(conn: asyncpg.Connection, command_id: str) -> SentCommand | None:

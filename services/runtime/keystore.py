@@ -342,6 +342,16 @@ class KeyStore:
         keys, _ = await self._load(conn, set(pairs), set())
         return keys
 
+    async def people_on(self, conn: asyncpg.Connection, case_id: str) -> set[str]:
+        """The people with a data key on ``case_id``, live or destroyed (an erased person is still one whose data
+        is not to be kept): those some service vouched for as on the case by sealing their data under it."""
+        rows = await conn.fetch(
+            f"SELECT person_id FROM {SCHEMA}.data_keys WHERE case_id = $1 AND person_id <> ALL($2::text[])",
+            case_id,
+            [CASE_PERSON, MONITORING_PERSON],
+        )
+        return {row["person_id"] for row in rows}
+
     async def keys_by_id(self, conn: asyncpg.Connection, key_ids: Iterable[str]) -> dict[str, DataKey]:
         """The keys with these ids (destroyed ones with ``aead`` None); an unknown id is absent."""
         ids = sorted(set(key_ids))

@@ -145,6 +145,14 @@ class Batch:
             self._keys = KeyCache(self.privacy.store)
         return self._keys
 
+    async def people_on(self, conn: asyncpg.Connection, case_id: str) -> set[PersonCase]:
+        """(person, case) for each person the key store holds a key of on ``case_id`` (see ``KeyStore.people_on``);
+        none when encryption is off."""
+        if not self.enabled:
+            return set()
+        assert self.privacy.store is not None
+        return {(person, case_id) for person in await self.privacy.store.people_on(conn, case_id)}
+
     # --- documents (payloads and state), field by field --------------------------------------------
 
     async def seal_documents(

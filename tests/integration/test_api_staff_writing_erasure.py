@@ -90,3 +90,20 @@ async def test_a_note_naming_someone_not_on_the_case_is_under_the_case_key_and_m
     )
     assert made == 0, "a key is how the store knows a person is on a case: none for an id nobody vouched for"
     assert (await _opened(api, AddCaseNote, record))[0]["text"] == "Someone called about it"
+
+
+async def test_a_note_about_a_person_the_read_model_has_not_caught_up_with_goes_with_their_erasure(
+    api: Api,  # noqa: F811
+) -> None:
+    """The read model follows the services a hop behind: a participant a service has already sealed data of (so the
+    key store holds their key on the case) is theirs before the read model lists them."""
+    store = privacy.installed().store
+    assert store is not None
+    await keystore.KeyCache(store).load(api.db, pairs={("V-2", CASE)})  # as referral seals the case opened
+    assert await api.db.fetchval("SELECT count(*) FROM api.participants WHERE person_id = 'V-2'") == 0
+
+    record = await _send(api, "rj.case.add-note", {"text": "V-2 asked for a woman facilitator", "person_id": "V-2"})
+    await _erase(api, "V-2")
+
+    text, erased = await _opened(api, AddCaseNote, record)
+    assert text["text"] != "V-2 asked for a woman facilitator" and erased == ("$.text",)
