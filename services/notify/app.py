@@ -10,7 +10,7 @@ notify.scheduled_sends ──► the sender (LISTEN notify_due + a poll) ──�
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -167,6 +167,17 @@ async def cancel(conn: asyncpg.Connection, case_id: str, cancels: Sequence[domai
     ]
 
 
+@dataclass
+class _Scheduling:
+    """An event's facts on one case whose sends are inserted with the rest of the batch's (``take_in``)."""
+
+    case: domain.NotifyCase
+    intents: Sequence[domain.Intent]
+    emits: list[Emit]
+    cause: CloudEvent[Any]
+    scheduled: list[domain.Intent] = field(default_factory=list)
+
+
 async def take_in(
     conn: asyncpg.Connection,
     events: Sequence[CloudEvent[Any]],
@@ -175,13 +186,25 @@ async def take_in(
     clock: Clock = utc_now,
 ) -> list[Outgoing]:
     """Decide on a batch: registrations to their tables; every other event, case by case, in order: what it
-    cancels first, then what it schedules, with their facts, in the batch's transaction."""
+    cancels first, then what it schedules, with their facts, in the batch's transaction.
+
+    The sends the batch schedules are inserted together (their keys loaded in one round trip, one statement):
+    before any cancel, so that a cancel finds every send an earlier event scheduled, as it would one at a time; a
+    message with no safe channel (rare: it schedules more) goes alone, in its turn."""
     now = clock()
     await store.record_facilitators(conn, [e.data for e in events if isinstance(e.data, FacilitatorRegistered)])
     await store.record_venues(conn, [e.data for e in events if isinstance(e.data, VenueRegistered)])
     about = [e for e in events if e.type not in REGISTRATIONS]
     cases = await store.lock_cases(conn, {c for e in about for c in domain.cases_of(e.data)})
-    out: list[Outgoing] = []
+    parts: list[list[Outgoing] | _Scheduling] = []
+    waiting: list[_Scheduling] = []
+
+    async def insert_waiting() -> None:
+        inserted = await store.schedule_many(conn, [(w.case.case_id, w.case.force, w.intents) for w in waiting])
+        for w in waiting:
+            w.scheduled = [i for i in w.intents if i.notification_id in inserted]
+        waiting.clear()
+
     for event in about:
         for case_id in domain.cases_of(event.data):
             decision = domain.decide(
@@ -193,11 +216,29 @@ async def take_in(
             cases[case_id] = case
             emits = list(decision.emits)
             if case is not None:
+                if decision.cancels and waiting:
+                    await insert_waiting()
                 emits += await cancel(conn, case_id, decision.cancels, now)
-                emits += await schedule_intents(conn, case, decision.intents, now)
+                if decision.intents and all(i.channel is not None for i in decision.intents):
+                    waiting.append(_Scheduling(case, decision.intents, emits, event))
+                    parts.append(waiting[-1])
+                    continue
+                if decision.intents:
+                    if waiting:
+                        await insert_waiting()
+                    emits += await schedule_intents(conn, case, decision.intents, now)
             force = case.force if case is not None else event.force
-            out += facts(topics.NOTIFY, SOURCE, case_id, emits, cause=event, now=now, force=force)
+            parts.append(facts(topics.NOTIFY, SOURCE, case_id, emits, cause=event, now=now, force=force))
+    if waiting:
+        await insert_waiting()
     await store.save_cases(conn, cases)
+    out: list[Outgoing] = []
+    for part in parts:
+        if isinstance(part, _Scheduling):
+            emits = [*part.emits, *(scheduled_fact(part.case.case_id, i, now) for i in part.scheduled)]
+            part = facts(topics.NOTIFY, SOURCE, part.case.case_id, emits, cause=part.cause, now=now,
+                         force=part.case.force)  # fmt: skip
+        out += part
     return out
 
 

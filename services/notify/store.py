@@ -106,40 +106,54 @@ async def schedule(
 ) -> list[Intent]:
     """Insert ``intents`` (``failed``: recorded as failed at once, for no channel); return those not there before
     (a replay inserts nothing). The sender is woken when the transaction commits."""
-    if not intents:
-        return []
+    inserted = await schedule_many(conn, [(case_id, force, intents)], failed=failed)
+    return [i for i in intents if i.notification_id in inserted]
+
+
+async def schedule_many(
+    conn: asyncpg.Connection,
+    groups: Sequence[tuple[str, str | None, Sequence[Intent]]],
+    *,
+    failed: bool = False,
+) -> set[str]:
+    """``schedule`` for the intents of many cases, (case id, force, intents) each, in one statement with their
+    keys loaded in one round trip; the notification ids inserted."""
+    rows = [(case_id, force, i) for case_id, force, intents in groups for i in intents]
+    if not rows:
+        return set()
     sealed = await privacy.batch().seal_models(
         conn,
         SendIntent,
         [(SendIntent(recipient_id=i.recipient_id, cause_event_id=i.cause_event_id, facts=i.facts), case_id)
-         for i in intents],
+         for case_id, _, i in rows],
     )  # fmt: skip
     status = "failed" if failed else "waiting"
-    rows = await conn.fetch(
+    inserted = await conn.fetch(
         f"""INSERT INTO {SENDS} (notification_id, case_id, force, kind, recipient_kind, channel, about, attempt,
                 urgent, due_at, intent, status, detail, finished_at)
-            SELECT n, $2, $3, k, rk, c, a, att, u, d, i, $4, CASE WHEN $4 = 'failed' THEN 'no_safe_channel' END,
-                   CASE WHEN $4 = 'failed' THEN now() END
-              FROM unnest($1::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[], $10::bool[],
-                          $11::timestamptz[], $12::text[]) AS t(n, k, rk, c, a, att, u, d, i)
+            SELECT n, ca, f, k, rk, c, a, att, u, d, i, $2, CASE WHEN $2 = 'failed' THEN 'no_safe_channel' END,
+                   CASE WHEN $2 = 'failed' THEN now() END
+              FROM unnest($1::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::bool[],
+                          $9::timestamptz[], $10::text[], $11::text[], $12::text[])
+                   AS t(n, k, rk, c, a, att, u, d, i, ca, f)
             ON CONFLICT (notification_id) DO NOTHING RETURNING notification_id""",
-        [i.notification_id for i in intents],
-        case_id,
-        force,
+        [i.notification_id for _, _, i in rows],
         status,
-        [i.kind.value for i in intents],
-        [i.recipient_kind.value for i in intents],
-        [i.channel.value if i.channel else None for i in intents],
-        [i.about for i in intents],
-        [i.attempt for i in intents],
-        [i.urgent for i in intents],
-        [i.due_at for i in intents],
+        [i.kind.value for _, _, i in rows],
+        [i.recipient_kind.value for _, _, i in rows],
+        [i.channel.value if i.channel else None for _, _, i in rows],
+        [i.about for _, _, i in rows],
+        [i.attempt for _, _, i in rows],
+        [i.urgent for _, _, i in rows],
+        [i.due_at for _, _, i in rows],
         sealed,
+        [case_id for case_id, _, _ in rows],
+        [force for _, force, _ in rows],
     )
-    inserted = {r["notification_id"] for r in rows}
-    if inserted and not failed:
+    done = {r["notification_id"] for r in inserted}
+    if done and not failed:
         await conn.execute("SELECT pg_notify($1, '')", DUE_CHANNEL)
-    return [i for i in intents if i.notification_id in inserted]
+    return done
 
 
 async def open_intents(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> list[SendIntent]:

@@ -130,3 +130,46 @@ async def test_replaying_every_event_twice_schedules_nothing_new(pool: asyncpg.P
     await processor(pool, ev.T0).process(feed.records)
     assert await store.sends_of(pool, ev.CASE) == sends  # type: ignore[arg-type]
     assert await facts_out(pool) == out
+
+
+async def test_a_batch_schedules_and_cancels_as_its_events_would_one_at_a_time(
+    pool: asyncpg.Pool, pg_server: str
+) -> None:
+    """Intake inserts a batch's sends together: a cancel later in the same batch (the victim withdrawing while
+    their message waits for the morning) still finds what the events before it scheduled, and the sends and facts
+    are those of the same events taken one batch each."""
+    feed = Feed()
+    for topic, data, event_id in [
+        (topics.REFERRAL, ev.opened(), "opened"),
+        (topics.REFERRAL, ev.accepted(), "accepted"),
+        (topics.CONSENT, ev.assigned(), "assigned"),
+        (topics.REFERRAL, ev.victim_information_due(), "vi-due"),
+        (topics.COMMANDS, ev.withdraw(ev.VICTIM), "withdraw-1"),
+        (topics.SCHEDULING, ev.booked(), "booked"),
+    ]:
+        feed.add(topic, data, event_id)
+    await processor(pool, FRIDAY_22).process(feed.records)
+    by_kind = {r["kind"]: r for r in await store.sends_of(pool, ev.CASE)}  # type: ignore[arg-type]
+    assert (by_kind["victim_information"]["status"], by_kind["victim_information"]["detail"]) == (
+        "cancelled",
+        "withdrawn",
+    )
+
+    name = f"rj_test_{uuid.uuid4().hex[:10]}"
+    url = await create_database(pg_server, name)
+    alone = await create_pool(Settings(database_url=url, db_pool_size=2))
+    try:
+        async with alone.acquire() as conn:
+            await migrate(conn, store.SCHEMA, "services.notify.migrations")
+        for record in feed.records:
+            await processor(alone, FRIDAY_22).process([record])
+        columns = ("notification_id", "kind", "recipient_kind", "channel", "status", "detail", "due_at", "attempt")
+
+        async def sends(of: asyncpg.Pool) -> list[tuple[Any, ...]]:
+            return [tuple(r[c] for c in columns) for r in await store.sends_of(of, ev.CASE)]  # type: ignore[arg-type]
+
+        assert sorted(await sends(pool)) == sorted(await sends(alone))
+        assert await facts_out(pool) == await facts_out(alone)
+    finally:
+        await alone.close()
+        await drop_database(pg_server, name)
