@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -145,36 +146,42 @@ case nor moves it up the list (its ``updated_at``), and answers no command."""
 
 
 async def take_in(conn: asyncpg.Connection, events: Sequence[Event]) -> list[Outgoing]:
-    """Fold a batch of facts, in order, into the read model. Publishes nothing."""
+    """Fold a batch of facts, in order, into the read model. Publishes nothing.
+
+    What every fact writes the same way is written for the batch at once: the cases' rows first (``_touch_cases``),
+    the timeline and the commands' answers last (``Written``); what each fact means, in order, between."""
+    written = Written()
+    await _touch_cases(conn, events)
     for event in events:
-        await fold(conn, event)
+        await fold(conn, event, written)
+    await written.flush(conn)
     return []
 
 
-async def fold(conn: asyncpg.Connection, event: Event) -> None:
+async def fold(conn: asyncpg.Connection, event: Event, written: Written) -> None:
+    """Fold one fact whose cases' rows ``_touch_cases`` made; its timeline entries and its answer go into
+    ``written``."""
     data = event.data
     apply = _APPLY.get(type(data))
     if isinstance(data, REGISTRATIONS):  # about a facilitator or a venue, not a case; still a command's answer
         if apply is not None:
             await apply(conn, event, data)
-        await _record_answer(conn, event)
+        written.answer(event)
         return
     case_ids = _cases_of(data)
     if isinstance(data, TIMELINE_ONLY):
         for case_id in case_ids:
-            await _record_in_timeline(conn, case_id, event)
+            written.in_timeline(case_id, event)
         return
-    if not isinstance(data, ANSWERS_ONLY):
-        for case_id in case_ids:
-            await _touch_case(conn, case_id, event)
     if apply is not None and case_ids:
         await apply(conn, event, data)
     if (for_figures := _FIGURES.get(type(data))) is not None and case_ids:
         await for_figures(conn, event, data)
     for case_id in case_ids:
-        await _record_in_timeline(conn, case_id, event)
-    await _record_answer(conn, event)
+        written.in_timeline(case_id, event)
+    written.answer(event)
     if isinstance(data, CaseClosed) and data.closed_by.kind == "staff":
+        await written.flush_answers(conn)  # it looks for the staff's command no answer names yet
         await _answer_staff_closure(conn, event, data)
 
 
@@ -188,51 +195,96 @@ def _cases_of(data: EventData) -> list[str]:
 # --- what every case fact does ---------------------------------------------------------------------------
 
 
-async def _touch_case(conn: asyncpg.Connection, case_id: str, event: Event) -> None:
-    """Make the case's row if this is the first fact about it (in whatever order they came), and learn its force."""
+async def _touch_cases(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+    """Make each case's row if this is the first fact about it (in whatever order they came), learn its force (the
+    first a fact names) and move it up the list (``updated_at``, the latest fact's time): for every fact that makes
+    a case, in one statement. Looking at a case (the view log), a command's answer alone and a registration do
+    not."""
+    cases: dict[str, tuple[str | None, datetime]] = {}
+    for event in events:
+        if isinstance(event.data, (*REGISTRATIONS, *TIMELINE_ONLY, *ANSWERS_ONLY)):
+            continue
+        force = event.force or getattr(event.data, "force", None)
+        for case_id in _cases_of(event.data):
+            known, latest = cases.get(case_id, (None, event.time))
+            cases[case_id] = (known or force, max(latest, event.time))
+    if not cases:
+        return
+    ordered = sorted(cases)
     await conn.execute(
-        """INSERT INTO api.cases AS c (case_id, force, updated_at) VALUES ($1, $2, $3)
+        """INSERT INTO api.cases AS c (case_id, force, updated_at)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
            ON CONFLICT (case_id) DO UPDATE SET force = COALESCE(c.force, EXCLUDED.force),
                                                updated_at = GREATEST(c.updated_at, EXCLUDED.updated_at)""",
-        case_id,
-        event.force or getattr(event.data, "force", None),
-        event.time,
+        ordered,
+        [cases[c][0] for c in ordered],
+        [cases[c][1] for c in ordered],
     )
 
 
-async def _record_in_timeline(conn: asyncpg.Connection, case_id: str, event: Event) -> None:
-    document = await sealed(conn, event.data, case_id)
-    await conn.execute(
-        """INSERT INTO api.timeline (event_id, case_id, at, event_type, actor, summary, fact)
-           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) ON CONFLICT (event_id) DO NOTHING""",
-        event.id if len(_cases_of(event.data)) < 2 else f"{event.id}:{case_id}",
-        case_id,
-        event.time,
-        event.type,
-        folding.actor_of(document),
-        folding.summary_of(event.data),
-        _json(document),
-    )
+@dataclass
+class Written:
+    """A batch's timeline entries and commands' answers, written together (``flush``): nothing in the batch reads
+    the timeline, and only a staff closure reads the answers (``flush_answers`` first)."""
 
+    timeline: list[tuple[str, Event]] = field(default_factory=list)  # (case id, fact)
+    answers: list[tuple[folding.CommandAnswer, Event]] = field(default_factory=list)
 
-async def _record_answer(conn: asyncpg.Connection, event: Event) -> None:
-    answer = folding.answer_of(event)
-    if answer is None:
-        return
-    case_id = getattr(event.data, "case_id", None) or event.subject
-    written = await conn.fetchval(
-        """INSERT INTO api.command_answers (command_id, event_id, case_id, event_type, status, reason, at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING RETURNING command_id""",
-        answer.command_id,
-        event.id,
-        case_id,
-        event.type,
-        answer.status,
-        answer.reason,
-        event.time,
-    )
-    if written is not None:
-        await conn.execute("SELECT pg_notify($1, $2)", ANSWERS_CHANNEL, answer.command_id)
+    def in_timeline(self, case_id: str, event: Event) -> None:
+        self.timeline.append((case_id, event))
+
+    def answer(self, event: Event) -> None:
+        if (answer := folding.answer_of(event)) is not None:
+            self.answers.append((answer, event))
+
+    async def flush(self, conn: asyncpg.Connection) -> None:
+        await self.flush_timeline(conn)
+        await self.flush_answers(conn)
+
+    async def flush_timeline(self, conn: asyncpg.Connection) -> None:
+        """Each fact in its cases' timelines, its personal values sealed under their owners' keys on the case."""
+        if not self.timeline:
+            return
+        entries, self.timeline = self.timeline, []
+        documents = await privacy.batch().seal_each(
+            conn, [(type(e.data), e.data.model_dump(mode="json"), case_id) for case_id, e in entries], owned=True
+        )
+        await conn.execute(
+            """INSERT INTO api.timeline (event_id, case_id, at, event_type, actor, summary, fact)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
+                                    $7::jsonb[])
+               ON CONFLICT (event_id) DO NOTHING""",
+            [e.id if len(_cases_of(e.data)) < 2 else f"{e.id}:{case_id}" for case_id, e in entries],
+            [case_id for case_id, _ in entries],
+            [e.time for _, e in entries],
+            [e.type for _, e in entries],
+            [folding.actor_of(document) for document in documents],
+            [folding.summary_of(e.data) for _, e in entries],
+            [_json(document) for document in documents],
+        )
+
+    async def flush_answers(self, conn: asyncpg.Connection) -> None:
+        """The commands' answers not recorded before, and each answered command's waiters woken."""
+        if not self.answers:
+            return
+        answers, self.answers = self.answers, []
+        rows = await conn.fetch(
+            """INSERT INTO api.command_answers (command_id, event_id, case_id, event_type, status, reason, at)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                    $7::timestamptz[])
+               ON CONFLICT (event_id) DO NOTHING RETURNING command_id""",
+            [a.command_id for a, _ in answers],
+            [e.id for _, e in answers],
+            [getattr(e.data, "case_id", None) or e.subject for _, e in answers],
+            [e.type for _, e in answers],
+            [a.status for a, _ in answers],
+            [a.reason for a, _ in answers],
+            [e.time for _, e in answers],
+        )
+        if rows:
+            await conn.execute(
+                "SELECT pg_notify($1, c) FROM unnest($2::text[]) AS c", ANSWERS_CHANNEL, [r[0] for r in rows]
+            )
 
 
 async def _answer_staff_closure(conn: asyncpg.Connection, event: Event, data: CaseClosed) -> None:

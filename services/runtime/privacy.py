@@ -192,6 +192,23 @@ class Batch:
             await self.keys.load(conn, pairs=owners)
         return [p.seal(self.keys) for p in pending]
 
+    async def seal_each(
+        self, conn: asyncpg.Connection, items: Sequence[tuple[Any, dict[str, Any], str]], *, owned: bool = False
+    ) -> list[dict[str, Any]]:
+        """``seal_documents`` (the contract's ownership rule) for (model, document, case id) items of any models:
+        every key they need loaded in one round trip."""
+        if not self.enabled:
+            return [d for _, d, _ in items]
+        ciphers = [cipher_for(model) for model, _, _ in items]
+        pending = [
+            cipher.prepare_encrypt(d, case_id, in_place=owned) if cipher.has_personal_data else None
+            for cipher, (_, d, case_id) in zip(ciphers, items, strict=True)
+        ]
+        owners = {(slot.owner or CASE_PERSON, p.case_id) for p in pending if p is not None for slot in p.slots}
+        if owners:
+            await self.keys.load(conn, pairs=owners)
+        return [d if p is None else p.seal(self.keys) for p, (_, d, _) in zip(pending, items, strict=True)]
+
     async def open_documents(
         self,
         conn: asyncpg.Connection,

@@ -43,6 +43,8 @@ from schemas.scheduling import (
     AgreementItemTerms,
     AgreementRecorded,
     CancellationReason,
+    CaseClosed,
+    ClosureReason,
     ItemKind,
     MeetingBooked,
     MeetingCancelled,
@@ -280,3 +282,34 @@ async def test_an_erased_person_reads_as_none_and_listed_while_the_case_still_re
     assert offender.name == "Oscar Offender"
     assert view.notes[0].text is None  # about her, under her key
     assert view.status == "ready" and len(view.timeline) == 15
+
+
+async def test_a_staff_closure_answers_the_close_command_an_earlier_fact_of_its_batch_left_unanswered(
+    pool: asyncpg.Pool,
+) -> None:
+    """The batch's answers are written together, yet a staff closure (which answers the earliest of that member of
+    staff's close commands that no answer names) sees the answers of the facts before it in the same batch."""
+    case_id = f"case-{uuid.uuid4().hex[:8]}"
+    async with pool.acquire() as conn:
+        for command_id, minute in (("close-1", 0), ("close-2", 1)):
+            await conn.execute(
+                """INSERT INTO api.commands_sent (command_id, case_id, command_type, staff_id, sent_at)
+                   VALUES ($1, $2, 'rj.case.close', $3, $4)""",
+                command_id, case_id, STAFF.id, at(minute),
+            )  # fmt: skip
+    refused = CommandRejected(
+        case_id=case_id, command_id="close-1", command_type="rj.case.close", service="scheduling",
+        reason="the case is on hold", rejected_at=at(2),
+    )  # fmt: skip
+    closed = CaseClosed(case_id=case_id, reason=ClosureReason.not_suitable, closed_at=at(3), closed_by=STAFF)
+    await feed(
+        pool,
+        [new_event(refused, source="urn:test", subject=case_id, time=at(2)),
+         new_event(closed, source="urn:test", subject=case_id, time=at(3))],
+        one_at_a_time=False,
+    )  # fmt: skip
+    async with pool.acquire() as conn:
+        first = await queries.command_answers(conn, "close-1")
+        second = await queries.command_answers(conn, "close-2")
+    assert [(a.status, a.event_type) for a in first] == [("rejected", "rj.command.rejected")]
+    assert [(a.status, a.event_type) for a in second] == [("accepted", "rj.case.closed")]
