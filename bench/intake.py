@@ -35,10 +35,11 @@ from services.runtime.supervisor import Supervisor
 STATE = Path(".rj/bench")
 
 
-def traffic(events: int) -> list[tuple[str, str, bytes]]:
+def traffic(events: int, first: int = 0) -> list[tuple[str, str, bytes]]:
+    """``events`` upstream records: a crime recorded and its admitted outcome, for crimes ``first`` on."""
     reported = datetime.now(UTC) - timedelta(days=1)
     messages = []
-    for i in range(events // 2):
+    for i in range(first, first + events // 2):
         ref = f"BN/2026/{i:07d}"
         messages += samples.on_crime_events(
             samples.crime_recorded(ref, reported_at=reported), samples.outcome_recorded(ref)
