@@ -116,11 +116,14 @@ async def retry_transient(operation: Callable[[], Awaitable[T]], *, what: str, m
 def session_options(settings: Settings) -> dict[str, Any]:
     """What every database session of a service gets: a bounded connect, a statement timeout on the
     server and on the client, and TCP keepalives from the server, so that a hung or half-open
-    connection fails within seconds instead of holding work (or relay leadership) for hours."""
+    connection fails within seconds instead of holding work (or relay leadership) for hours; and its
+    prepared statements made again every ``db_statement_replan_s``, so that a plan made for a table when
+    it was small does not outlive that."""
     idle = settings.db_keepalive_idle_s
     return {
         "timeout": 10.0,
         "command_timeout": settings.db_statement_timeout_s + 5,
+        "max_cached_statement_lifetime": settings.db_statement_replan_s,
         "server_settings": {
             "statement_timeout": str(int(settings.db_statement_timeout_s * 1000)),
             "idle_in_transaction_session_timeout": str(int(settings.db_statement_timeout_s * 2000)),

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     # Every database session: how long one statement may run, and TCP keepalives that notice a dead peer.
     db_statement_timeout_s: float = Field(default=30.0, gt=0)
     db_keepalive_idle_s: int = Field(default=5, ge=1)
+    # How long a session keeps a prepared statement (and so the plan PostgreSQL settled on for it) before preparing
+    # it again. A plan is made for the tables as they were: one settled while a table was nearly empty (a fresh
+    # database, the first minutes of a deployment) scans it whole for as long as the statement is kept, however big
+    # it grows (measured: a key lookup at 6.8 ms instead of 0.3 ms over 30,000 keys). 0: kept for ever.
+    db_statement_replan_s: float = Field(default=30.0, ge=0)
     retry_max_backoff_s: float = 5.0
     # How often to look for parked events this version can now apply (and refresh the parked gauge).
     parked_check_interval_s: float = 5.0

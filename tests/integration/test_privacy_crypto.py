@@ -23,7 +23,7 @@ from demo import samples
 from schemas.pii import is_pii
 from schemas.referral import CaseOpened
 from schemas.registry import REGISTRY
-from services.runtime import fieldcrypt
+from services.runtime import fieldcrypt, keystore
 from services.runtime.devstack import create_database, drop_database
 from services.runtime.fieldcrypt import TamperedToken, decrypt_batch, encrypt_batch
 from services.runtime.keystore import (
@@ -481,10 +481,25 @@ async def test_schema_setup_is_idempotent_and_safe_to_run_at_once(database: str)
 
 
 @pytest.fixture
-def queries(conn: asyncpg.Connection) -> Iterator[list[str]]:
+def queries(conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every statement ``conn`` runs: those asyncpg logs, and the key lookups, each prepared for its call (which
+    asyncpg's query logger does not see)."""
     seen: list[str] = []
     conn.add_query_logger(lambda record: seen.append(record.query))
+    planned = keystore._planned_now
+
+    async def counted(c: asyncpg.Connection, query: str, *args: Any) -> list[asyncpg.Record]:
+        seen.append(query)
+        return await planned(c, query, *args)
+
+    monkeypatch.setattr(keystore, "_planned_now", counted)
     yield seen
+
+
+async def _logged() -> None:
+    """asyncpg hands a query to its loggers with ``call_soon``: let those calls run."""
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
 
 
 async def test_a_batch_asks_the_key_store_once(conn: asyncpg.Connection, queries: list[str]) -> None:
@@ -492,14 +507,17 @@ async def test_a_batch_asks_the_key_store_once(conn: asyncpg.Connection, queries
     docs = [(CaseOpened, opened(c, "kim", "lee").model_dump(mode="json"), c) for c in cases]
     await encrypt_batch(conn, KeyCache(store()), docs)  # creates 40 keys
 
+    await _logged()
     queries.clear()
     keys = KeyCache(store())
     encrypted = await encrypt_batch(conn, keys, docs)
     await decrypt_batch(conn, keys, [(CaseOpened, d) for d in encrypted])
+    await _logged()
     assert len(queries) == 1, "one query for the batch's keys; decrypting them needs none"
 
     queries.clear()
     await decrypt_batch(conn, KeyCache(store()), [(CaseOpened, d) for d in encrypted])
+    await _logged()
     assert len(queries) == 1
 
 
