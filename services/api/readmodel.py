@@ -152,6 +152,14 @@ async def take_in(conn: asyncpg.Connection, events: Sequence[Event]) -> list[Out
     the timeline and the commands' answers last (``Written``); what each fact means, in order, between."""
     written = Written()
     await _touch_cases(conn, events)
+    # The keys every fact's timeline entry is sealed under, loaded at once: the participants' details sealed
+    # fact by fact below are theirs too, so they need no round trip of their own.
+    entries = [(e, case_id) for e in events if not isinstance(e.data, REGISTRATIONS) for case_id in _cases_of(e.data)]
+    for event, case_id in entries:
+        written.documents[(id(event), case_id)] = event.data.model_dump(mode="json")
+    await privacy.batch().load_keys_for(
+        conn, [(type(e.data), written.documents[(id(e), case_id)], case_id) for e, case_id in entries]
+    )
     for event in events:
         await fold(conn, event, written)
     await written.flush(conn)
@@ -228,6 +236,8 @@ class Written:
     the timeline, and only a staff closure reads the answers (``flush_answers`` first)."""
 
     timeline: list[tuple[str, Event]] = field(default_factory=list)  # (case id, fact)
+    documents: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
+    """Each fact's payload for a case's timeline, dumped once (by the fact's identity and the case)."""
     answers: list[tuple[folding.CommandAnswer, Event]] = field(default_factory=list)
 
     def in_timeline(self, case_id: str, event: Event) -> None:
@@ -247,8 +257,10 @@ class Written:
             return
         entries, self.timeline = self.timeline, []
         documents = await privacy.batch().seal_each(
-            conn, [(type(e.data), e.data.model_dump(mode="json"), case_id) for case_id, e in entries], owned=True
-        )
+            conn,
+            [(type(e.data), self._document(e, case_id), case_id) for case_id, e in entries],
+            owned=True,
+        )  # fmt: skip
         await conn.execute(
             """INSERT INTO api.timeline (event_id, case_id, at, event_type, actor, summary, fact)
                SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
@@ -262,6 +274,11 @@ class Written:
             [folding.summary_of(e.data) for _, e in entries],
             [_json(document) for document in documents],
         )
+
+    def _document(self, event: Event, case_id: str) -> dict[str, Any]:
+        """The fact's payload for this case's timeline: the one dumped for it up front, else dumped now."""
+        document = self.documents.pop((id(event), case_id), None)
+        return event.data.model_dump(mode="json") if document is None else document
 
     async def flush_answers(self, conn: asyncpg.Connection) -> None:
         """The commands' answers not recorded before, and each answered command's waiters woken."""
