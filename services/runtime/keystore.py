@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import asyncpg
 import structlog
@@ -297,6 +297,28 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
         DROP INDEX {schema}.data_keys_to_rewrap;
         """,
     ),
+    (
+        # The keys of (person, case) pairs and of key ids, planned for data_keys as it is at each call (a
+        # dynamic query in PL/pgSQL is planned with its values every time): see ``_LOOKUP``.
+        "004_lookup_planned_per_call",
+        """
+        CREATE FUNCTION {schema}.data_keys_for(persons text[], cases text[], ids uuid[])
+        RETURNS TABLE (key_id text, person_id text, case_id text, wrapped_key bytea, master_key_version text)
+        LANGUAGE plpgsql STABLE AS $fn$
+        BEGIN
+            RETURN QUERY EXECUTE
+                'SELECT k.key_id::text, k.person_id, k.case_id, k.wrapped_key, k.master_key_version
+                   FROM {schema}.data_keys k WHERE (k.person_id, k.case_id) IN (SELECT * FROM unnest($1, $2))
+                 UNION
+                 SELECT k.key_id::text, k.person_id, k.case_id, k.wrapped_key, k.master_key_version
+                   FROM {schema}.data_keys k WHERE k.key_id = ANY($3)'
+                USING persons, cases, ids;
+        END
+        $fn$;
+        ALTER FUNCTION {schema}.data_keys_for(text[], text[], uuid[]) OWNER TO rj_keystore;
+        REVOKE ALL ON FUNCTION {schema}.data_keys_for(text[], text[], uuid[]) FROM PUBLIC;
+        """,
+    ),
 )
 
 
@@ -308,30 +330,13 @@ async def ensure_schema(conn: asyncpg.Connection) -> list[str]:
 
 # --- the store ----------------------------------------------------------------------------------
 
-_SELECT_BY_PAIRS = f"""
-    SELECT key_id::text, person_id, case_id, wrapped_key, master_key_version FROM {SCHEMA}.data_keys
-    WHERE (person_id, case_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"""
-
-_SELECT_BY_IDS = f"""
-    SELECT key_id::text, person_id, case_id, wrapped_key, master_key_version FROM {SCHEMA}.data_keys
-    WHERE key_id = ANY($1::uuid[])"""
-
-# One round trip for a batch that needs both the keys to encrypt with and the keys to decrypt with.
-_SELECT_BY_PAIRS_OR_IDS = f"""
-    {_SELECT_BY_PAIRS}
-    UNION
-    SELECT key_id::text, person_id, case_id, wrapped_key, master_key_version FROM {SCHEMA}.data_keys
-    WHERE key_id = ANY($3::uuid[])"""
-
-
-async def _planned_now(conn: asyncpg.Connection, query: str, *args: Any) -> list[asyncpg.Record]:
-    """The rows of a key lookup, planned for ``data_keys`` as it is now: prepared for this call (one round trip
-    more), not taken from the session's cache of statements. PostgreSQL settles a cached statement on one generic
-    plan after a few runs, made for the table as it was then: a session that began while the table was nearly
-    empty (a fresh database, the first minutes of a deployment) would go on scanning it whole as it grows. Measured
-    over 30,000 keys: 6.8 ms a lookup with such a plan, 0.3 ms planned for the table as it is; in a burst of 2,000
-    new cases, the lookups took 25 s of the database's time with cached statements."""
-    return await (await conn.prepare(query)).fetch(*args)
+_LOOKUP = f"SELECT * FROM {SCHEMA}.data_keys_for($1::text[], $2::text[], $3::uuid[])"
+"""The keys of (person, case) pairs ($1, $2) and of key ids ($3), in one round trip. Through a function whose query
+is planned at each call for data_keys as it is: a statement a session keeps is settled by PostgreSQL on one generic
+plan after a few runs, made for the table as it was then, and a session that began while the table was nearly empty
+(a fresh database, the first minutes of a deployment) would go on scanning it whole as it grows. Measured over
+30,000 keys: 6.8 ms a lookup with such a plan, 0.3 ms planned for the table as it is; in a burst of 2,000 new cases,
+the lookups took 25 s of the database's time with plans kept."""
 
 
 class KeyStore:
@@ -367,7 +372,7 @@ class KeyStore:
         ids = sorted(set(key_ids))
         if not ids:
             return {}
-        return {k.key_id: k for k in map(self._unwrap, await _planned_now(conn, _SELECT_BY_IDS, ids))}
+        return {k.key_id: k for k in map(self._unwrap, await conn.fetch(_LOOKUP, [], [], ids))}
 
     async def _load(
         self, conn: asyncpg.Connection, pairs: set[PersonCase], ids: set[str]
@@ -379,10 +384,7 @@ class KeyStore:
             return by_pair, by_id
         ordered = sorted(pairs)
         persons, cases = [p for p, _ in ordered], [c for _, c in ordered]
-        if ids:
-            rows = await _planned_now(conn, _SELECT_BY_PAIRS_OR_IDS, persons, cases, sorted(ids))
-        else:
-            rows = await _planned_now(conn, _SELECT_BY_PAIRS, persons, cases)
+        rows = await conn.fetch(_LOOKUP, persons, cases, sorted(ids))
         for key in map(self._unwrap, rows):
             by_id[key.key_id] = key
             by_pair[(key.person_id, key.case_id)] = key
@@ -393,7 +395,7 @@ class KeyStore:
                 by_pair[(key.person_id, key.case_id)] = key
             raced = [p for p in missing if p not in by_pair]  # made by another transaction meanwhile
             if raced:
-                for key in map(self._unwrap, await _planned_now(conn, _SELECT_BY_PAIRS, *zip(*raced, strict=True))):
+                for key in map(self._unwrap, await conn.fetch(_LOOKUP, *zip(*raced, strict=True), [])):
                     by_id[key.key_id] = key
                     by_pair[(key.person_id, key.case_id)] = key
         return {p: by_pair[p] for p in pairs}, {i: by_id[i] for i in ids if i in by_id}

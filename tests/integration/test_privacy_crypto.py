@@ -23,7 +23,7 @@ from demo import samples
 from schemas.pii import is_pii
 from schemas.referral import CaseOpened
 from schemas.registry import REGISTRY
-from services.runtime import fieldcrypt, keystore
+from services.runtime import fieldcrypt
 from services.runtime.devstack import create_database, drop_database
 from services.runtime.fieldcrypt import TamperedToken, decrypt_batch, encrypt_batch
 from services.runtime.keystore import (
@@ -481,18 +481,9 @@ async def test_schema_setup_is_idempotent_and_safe_to_run_at_once(database: str)
 
 
 @pytest.fixture
-def queries(conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Every statement ``conn`` runs: those asyncpg logs, and the key lookups, each prepared for its call (which
-    asyncpg's query logger does not see)."""
+def queries(conn: asyncpg.Connection) -> Iterator[list[str]]:
     seen: list[str] = []
     conn.add_query_logger(lambda record: seen.append(record.query))
-    planned = keystore._planned_now
-
-    async def counted(c: asyncpg.Connection, query: str, *args: Any) -> list[asyncpg.Record]:
-        seen.append(query)
-        return await planned(c, query, *args)
-
-    monkeypatch.setattr(keystore, "_planned_now", counted)
     yield seen
 
 
