@@ -99,7 +99,7 @@ TARGETS = {
     "replay_p99_ms": 20.0,
     "export_p99_ms": 50.0,
     "append_entries_per_s": 10_000,
-    "lag_zero_s": 60.0,
+    "audit_caught_up_s": 60.0,
 }
 
 # How a log of ours divides between topics, roughly as the services produce it: a case's facts, commands and views
@@ -552,18 +552,27 @@ class Coverage:
     def delays(
         self, published_at: dict[tuple[str, int], list[tuple[int, float]]], since: float, until: float
     ) -> list[tuple[float, float, float]]:
-        """For each record published from ``since`` on: (published, in the log, how long it waited), in seconds
-        since ``since``. A record's wait is measured to the first sample that saw it logged, so it is over by up
-        to a sample's interval, never under; one not logged by ``until`` (the watch's end) counts as logged then."""
+        """For each record published from ``since`` until ``until`` (the watch's end): (published, in the log, how
+        long it waited), in seconds since ``since``. A record's wait is measured to the first sample that saw it
+        logged, so it is over by up to a sample's interval, never under. One not logged by ``until`` waited for
+        ever (in the log at ``until``, waiting ``inf``), unless it was published within ``CAUGHT_UP_S`` of it (not
+        yet late: left out, as is what came after)."""
         out = []
         for where, records in published_at.items():
             for offset, published in records:
-                if published < since:
+                if not since <= published <= until:
                     continue
                 logged = self.logged_at(where, offset)
-                logged = until if logged is None else logged
-                out.append((published - since, logged - since, max(0.0, logged - published)))
+                if logged is not None:
+                    out.append((published - since, logged - since, max(0.0, logged - published)))
+                elif published < until - CAUGHT_UP_S:
+                    out.append((published - since, until - since, math.inf))
         return out
+
+
+def _seconds(value: float) -> float | None:
+    """A wait for JSON: None for a record never logged."""
+    return round(value, 2) if math.isfinite(value) else None
 
 
 async def _stopped(task: asyncio.Task[None]) -> None:
@@ -627,6 +636,7 @@ async def _measure_lag(
         await stack.wait_until(lambda: _zero(lag), 120, lambda: "the warm-up never reached the audit log")
         messages = traffic(burst)
         print(f"lag: every service running ({', '.join(SERVICES)}); {len(messages):,} upstream events at once")
+        before = sum((await end_offsets(consumer, parts, settings.topic_prefix)).values())
         began, began_perf, began_wall = time.monotonic(), time.perf_counter(), time.time()
         await publish(settings, messages)
         published = time.monotonic() - began
@@ -648,7 +658,7 @@ async def _measure_lag(
             drained_at = next(t for t, total, behind in samples if all(s[2] == 0 for s in samples if s[0] >= t))
             last_record_at = next(t for t, total, _ in samples if total == final)
         else:  # the system was still at work: the audit figure stands on what was published until now
-            drained_at = last_record_at = math.nan
+            drained_at = last_record_at = None
             print(f"lag: the services still at work after {LAG_LIMIT_S} s ({behind:,} records not yet in the log)")
         peak = max(behind for _, _, behind in samples)
         appended = await conn.fetchval("SELECT count(*) FROM audit.entries")
@@ -667,6 +677,9 @@ async def _measure_lag(
         await _stopped(watch)
         await consumer.stop()
         await conn.close()
+    stamped = sum(1 for records in published_at.values() for _, at in records if at >= began_wall)
+    if stamped < read - before:  # every record since the burst must carry the moment it was published
+        raise SystemExit(f"only {stamped:,} of the {read - before:,} records since the burst are timestamped after it")
     behind_s = coverage.delays(published_at, began_wall, ended_wall)
     caught_up_at = max((logged for _, logged, delay in behind_s if delay > CAUGHT_UP_S), default=0.0)
     after = [delay for published_s, _, delay in behind_s if published_s >= caught_up_at]
@@ -676,7 +689,7 @@ async def _measure_lag(
     windows: dict[int, float] = {}
     for published_s, _, delay in behind_s:
         windows[int(published_s // 10)] = max(windows.get(int(published_s // 10), 0.0), delay)
-    by_window = [round(windows.get(w, 0.0), 2) for w in range(max(windows, default=-1) + 1)]
+    by_window = [_seconds(windows.get(w, 0.0)) for w in range(max(windows, default=-1) + 1)]
     print(
         f"lag: the burst published in {published:.1f} s; audit's lag back to zero at {caught_up_at:.1f} s (every "
         f"record published from then on in the log within {CAUGHT_UP_S:.0f} s: p50 {p50 * 1000:.0f} ms, "
@@ -698,10 +711,10 @@ async def _measure_lag(
     print(f"ceiling: a plain consumer reads the {read:,} records of every topic from offset zero in {seconds:.1f} s "
           f"({read / seconds:,.0f} records/s)")  # fmt: skip
     return {
-        "lag_zero_s": caught_up_at, "caught_up_within_s": CAUGHT_UP_S, "records_after": len(after),
+        "audit_caught_up_s": caught_up_at, "caught_up_within_s": CAUGHT_UP_S, "records_after": len(after),
         "p50_behind_after_s": p50, "p99_behind_after_s": p99, "longest_wait_by_10s": by_window, "drained_s": drained_at,
         "burst_events": len(messages), "published_in_s": published,
-        "other_services_last_record_s": last_record_at, "peak_lag_records": peak, "peak_lag_s": worst,
+        "other_services_last_record_s": last_record_at, "peak_lag_records": peak, "longest_wait_s": _seconds(worst),
         "entries_appended": appended, "notify_sends": sends, "records_on_topics": final, "emails_accepted": emails,
         "last_email_s": last_email, "ceiling_plain_read_records_per_s": read / seconds,
     }  # fmt: skip
@@ -751,7 +764,7 @@ def report(results: dict[str, Any]) -> bool:
         ("one-case replay p99", "replay", "p99_ms", "replay_p99_ms", "<", "ms"),
         ("one-case export with proofs p99", "export", "p99_ms", "export_p99_ms", "<", "ms"),
         ("append alone", "append", "entries_per_s", "append_entries_per_s", ">=", "entries/s"),
-        ("audit lag back to zero after the burst", "lag", "lag_zero_s", "lag_zero_s", "<=", "s"),
+        ("audit lag back to zero after the burst", "lag", "audit_caught_up_s", "audit_caught_up_s", "<=", "s"),
     ]
     print("\nfigure                                    measured        target")
     met = True

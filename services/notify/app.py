@@ -201,8 +201,9 @@ async def take_in(
 
     async def insert_waiting() -> None:
         inserted = await store.schedule_many(conn, [(w.case.case_id, w.case.force, w.intents) for w in waiting])
-        for w in waiting:
+        for w in waiting:  # a notification id inserted is the first intent's to carry it, as one at a time
             w.scheduled = [i for i in w.intents if i.notification_id in inserted]
+            inserted -= {i.notification_id for i in w.scheduled}
         waiting.clear()
 
     for event in about:

@@ -81,8 +81,8 @@ async def snapshot(db: asyncpg.Pool) -> dict[str, list[str]]:
 
 
 async def test_a_mixed_batch_writes_what_its_facts_write_one_transaction_each(
-    pool: asyncpg.Pool,
-    pg_server: str,  # noqa: F811
+    pool: asyncpg.Pool,  # noqa: F811
+    pg_server: str,
 ) -> None:
     name = f"rj_test_{uuid.uuid4().hex[:10]}"
     url = await create_database(pg_server, name)
