@@ -677,8 +677,10 @@ async def _measure_lag(
         await _stopped(watch)
         await consumer.stop()
         await conn.close()
+    # Every record since the burst must carry the moment it was published. (Not to the record: on Tansu a
+    # partition's listed end is the start of its last record batch, so ``before`` may leave out a few.)
     stamped = sum(1 for records in published_at.values() for _, at in records if at >= began_wall)
-    if stamped < read - before:  # every record since the burst must carry the moment it was published
+    if stamped < 0.99 * (read - before):
         raise SystemExit(f"only {stamped:,} of the {read - before:,} records since the burst are timestamped after it")
     behind_s = coverage.delays(published_at, began_wall, ended_wall)
     caught_up_at = max((logged for _, logged, delay in behind_s if delay > CAUGHT_UP_S), default=0.0)
