@@ -148,48 +148,38 @@ case nor moves it up the list (its ``updated_at``), and answers no command."""
 async def take_in(conn: asyncpg.Connection, events: Sequence[Event]) -> list[Outgoing]:
     """Fold a batch of facts, in order, into the read model. Publishes nothing.
 
-    What every fact writes the same way is written for the batch at once: the cases' rows first (``_touch_cases``),
-    the timeline and the commands' answers last (``Written``); what each fact means, in order, between."""
-    written = Written()
+    What every fact writes the same way is written for the batch at once: the cases' rows and the timeline first
+    (``_touch_cases``, ``_record_in_timelines``), the commands' answers last (``Answers``); what each fact means, in
+    order, between."""
     await _touch_cases(conn, events)
-    # The keys every fact's timeline entry is sealed under, loaded at once: the participants' details sealed
-    # fact by fact below are theirs too, so they need no round trip of their own.
-    entries = [(e, case_id) for e in events if not isinstance(e.data, REGISTRATIONS) for case_id in _cases_of(e.data)]
-    for event, case_id in entries:
-        written.documents[(id(event), case_id)] = event.data.model_dump(mode="json")
-    await privacy.batch().load_keys_for(
-        conn, [(type(e.data), written.documents[(id(e), case_id)], case_id) for e, case_id in entries]
-    )
+    await _record_in_timelines(conn, events)
+    answers = Answers()
     for event in events:
-        await fold(conn, event, written)
-    await written.flush(conn)
+        await fold(conn, event, answers)
+    await answers.flush(conn)
     return []
 
 
-async def fold(conn: asyncpg.Connection, event: Event, written: Written) -> None:
-    """Fold one fact whose cases' rows ``_touch_cases`` made; its timeline entries and its answer go into
-    ``written``."""
+async def fold(conn: asyncpg.Connection, event: Event, answers: Answers) -> None:
+    """Fold one fact whose cases' rows and timeline entries are written already; its answer goes into
+    ``answers``."""
     data = event.data
     apply = _APPLY.get(type(data))
     if isinstance(data, REGISTRATIONS):  # about a facilitator or a venue, not a case; still a command's answer
         if apply is not None:
             await apply(conn, event, data)
-        written.answer(event)
+        answers.add(event)
+        return
+    if isinstance(data, TIMELINE_ONLY):
         return
     case_ids = _cases_of(data)
-    if isinstance(data, TIMELINE_ONLY):
-        for case_id in case_ids:
-            written.in_timeline(case_id, event)
-        return
     if apply is not None and case_ids:
         await apply(conn, event, data)
     if (for_figures := _FIGURES.get(type(data))) is not None and case_ids:
         await for_figures(conn, event, data)
-    for case_id in case_ids:
-        written.in_timeline(case_id, event)
-    written.answer(event)
+    answers.add(event)
     if isinstance(data, CaseClosed) and data.closed_by.kind == "staff":
-        await written.flush_answers(conn)  # it looks for the staff's command no answer names yet
+        await answers.flush(conn)  # it looks for the staff's command no answer names yet
         await _answer_staff_closure(conn, event, data)
 
 
@@ -230,61 +220,48 @@ async def _touch_cases(conn: asyncpg.Connection, events: Sequence[Event]) -> Non
     )
 
 
+async def _record_in_timelines(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+    """Each fact in its cases' timelines (a registration is about no case), its personal values sealed under their
+    owners' keys on the case. The keys that takes are loaded in one round trip, and they are the ones the
+    participants' details sealed fact by fact in ``fold`` use, so those need none of their own. Nothing in a batch
+    reads the timeline: it is written first."""
+    entries = [(e, case_id) for e in events if not isinstance(e.data, REGISTRATIONS) for case_id in _cases_of(e.data)]
+    if not entries:
+        return
+    documents = await privacy.batch().seal_each(
+        conn, [(type(e.data), e.data.model_dump(mode="json"), case_id) for e, case_id in entries], owned=True
+    )
+    await conn.execute(
+        """INSERT INTO api.timeline (event_id, case_id, at, event_type, actor, summary, fact)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
+                                $7::jsonb[])
+           ON CONFLICT (event_id) DO NOTHING""",
+        [e.id if len(_cases_of(e.data)) < 2 else f"{e.id}:{case_id}" for e, case_id in entries],
+        [case_id for _, case_id in entries],
+        [e.time for e, _ in entries],
+        [e.type for e, _ in entries],
+        [folding.actor_of(document) for document in documents],
+        [folding.summary_of(e.data) for e, _ in entries],
+        [_json(document) for document in documents],
+    )
+
+
 @dataclass
-class Written:
-    """A batch's timeline entries and commands' answers, written together (``flush``): nothing in the batch reads
-    the timeline, and only a staff closure reads the answers (``flush_answers`` first)."""
+class Answers:
+    """A batch's answers to commands, written together (``flush``): only a staff closure reads them (it flushes
+    them first)."""
 
-    timeline: list[tuple[str, Event]] = field(default_factory=list)  # (case id, fact)
-    documents: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
-    """Each fact's payload for a case's timeline, dumped once (by the fact's identity and the case)."""
-    answers: list[tuple[folding.CommandAnswer, Event]] = field(default_factory=list)
+    pending: list[tuple[folding.CommandAnswer, Event]] = field(default_factory=list)
 
-    def in_timeline(self, case_id: str, event: Event) -> None:
-        self.timeline.append((case_id, event))
-
-    def answer(self, event: Event) -> None:
+    def add(self, event: Event) -> None:
         if (answer := folding.answer_of(event)) is not None:
-            self.answers.append((answer, event))
+            self.pending.append((answer, event))
 
     async def flush(self, conn: asyncpg.Connection) -> None:
-        await self.flush_timeline(conn)
-        await self.flush_answers(conn)
-
-    async def flush_timeline(self, conn: asyncpg.Connection) -> None:
-        """Each fact in its cases' timelines, its personal values sealed under their owners' keys on the case."""
-        if not self.timeline:
-            return
-        entries, self.timeline = self.timeline, []
-        documents = await privacy.batch().seal_each(
-            conn,
-            [(type(e.data), self._document(e, case_id), case_id) for case_id, e in entries],
-            owned=True,
-        )  # fmt: skip
-        await conn.execute(
-            """INSERT INTO api.timeline (event_id, case_id, at, event_type, actor, summary, fact)
-               SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
-                                    $7::jsonb[])
-               ON CONFLICT (event_id) DO NOTHING""",
-            [e.id if len(_cases_of(e.data)) < 2 else f"{e.id}:{case_id}" for case_id, e in entries],
-            [case_id for case_id, _ in entries],
-            [e.time for _, e in entries],
-            [e.type for _, e in entries],
-            [folding.actor_of(document) for document in documents],
-            [folding.summary_of(e.data) for _, e in entries],
-            [_json(document) for document in documents],
-        )
-
-    def _document(self, event: Event, case_id: str) -> dict[str, Any]:
-        """The fact's payload for this case's timeline: the one dumped for it up front, else dumped now."""
-        document = self.documents.pop((id(event), case_id), None)
-        return event.data.model_dump(mode="json") if document is None else document
-
-    async def flush_answers(self, conn: asyncpg.Connection) -> None:
         """The commands' answers not recorded before, and each answered command's waiters woken."""
-        if not self.answers:
+        if not self.pending:
             return
-        answers, self.answers = self.answers, []
+        answers, self.pending = self.pending, []
         rows = await conn.fetch(
             """INSERT INTO api.command_answers (command_id, event_id, case_id, event_type, status, reason, at)
                SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],

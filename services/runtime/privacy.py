@@ -192,21 +192,6 @@ class Batch:
             await self.keys.load(conn, pairs=owners)
         return [p.seal(self.keys) for p in pending]
 
-    async def load_keys_for(self, conn: asyncpg.Connection, items: Sequence[tuple[Any, dict[str, Any], str]]) -> None:
-        """Load (making the missing, as sealing does) every key that sealing these (model, document, case id) items
-        under the contract's ownership rule would use, in one round trip; the documents are walked in place, so
-        give copies made for this. A batch that seals parts of them one by one later finds its keys loaded."""
-        if not self.enabled:
-            return
-        owners: set[PersonCase] = set()
-        for model, document, case_id in items:
-            cipher = cipher_for(model)
-            if cipher.has_personal_data:
-                pending = cipher.prepare_encrypt(document, case_id, in_place=True)
-                owners |= {(slot.owner or CASE_PERSON, case_id) for slot in pending.slots}
-        if owners:
-            await self.keys.load(conn, pairs=owners)
-
     async def seal_each(
         self, conn: asyncpg.Connection, items: Sequence[tuple[Any, dict[str, Any], str]], *, owned: bool = False
     ) -> list[dict[str, Any]]:
@@ -219,7 +204,7 @@ class Batch:
             cipher.prepare_encrypt(d, case_id, in_place=owned) if cipher.has_personal_data else None
             for cipher, (_, d, case_id) in zip(ciphers, items, strict=True)
         ]
-        owners = {(slot.owner or CASE_PERSON, p.case_id) for p in pending if p is not None for slot in p.slots}
+        owners = set().union(*(p.owners for p in pending if p is not None))
         if owners:
             await self.keys.load(conn, pairs=owners)
         return [d if p is None else p.seal(self.keys) for p, (_, d, _) in zip(pending, items, strict=True)]
