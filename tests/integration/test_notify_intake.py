@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -32,16 +33,25 @@ FRIDAY_22 = datetime(2026, 3, 6, 22, 0, tzinfo=UTC)
 SATURDAY_9 = datetime(2026, 3, 7, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-async def pool(pg_server: str) -> AsyncIterator[asyncpg.Pool]:
+@contextlib.asynccontextmanager
+async def notify_database(pg_server: str) -> AsyncIterator[asyncpg.Pool]:
+    """A fresh database with notify's schema, and a pool on it."""
     name = f"rj_test_{uuid.uuid4().hex[:10]}"
     url = await create_database(pg_server, name)
     pool = await create_pool(Settings(database_url=url, db_pool_size=2))
-    async with pool.acquire() as conn:
-        await migrate(conn, store.SCHEMA, "services.notify.migrations")
-    yield pool
-    await pool.close()
-    await drop_database(pg_server, name)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn, store.SCHEMA, "services.notify.migrations")
+        yield pool
+    finally:
+        await pool.close()
+        await drop_database(pg_server, name)
+
+
+@pytest.fixture
+async def pool(pg_server: str) -> AsyncIterator[asyncpg.Pool]:
+    async with notify_database(pg_server) as pool:
+        yield pool
 
 
 class Feed:
@@ -55,6 +65,17 @@ class Feed:
         record = Record(topic, 0, self.offset, ev.CASE.encode(), event.to_json())
         self.records.append(record)
         return record
+
+
+def case_up_to_victim_information(feed: Feed) -> list[Record]:
+    """A case opened and accepted, its facilitator assigned and the victim's information due: what notify first
+    hears of a case, and schedules the victim's and the facilitator's messages from."""
+    return [
+        feed.add(topics.REFERRAL, ev.opened(), "opened"),
+        feed.add(topics.REFERRAL, ev.accepted(), "accepted"),
+        feed.add(topics.CONSENT, ev.assigned(), "assigned"),
+        feed.add(topics.REFERRAL, ev.victim_information_due(), "vi-due"),
+    ]
 
 
 def processor(pool: asyncpg.Pool, now: datetime) -> BatchProcessor:
@@ -78,13 +99,7 @@ async def test_a_message_due_at_22_on_a_friday_waits_for_9_on_saturday_and_a_wit
     pool: asyncpg.Pool,
 ) -> None:
     feed = Feed()
-    batch = [
-        feed.add(topics.REFERRAL, ev.opened(), "opened"),
-        feed.add(topics.REFERRAL, ev.accepted(), "accepted"),
-        feed.add(topics.CONSENT, ev.assigned(), "assigned"),
-        feed.add(topics.REFERRAL, ev.victim_information_due(), "vi-due"),
-    ]
-    await processor(pool, FRIDAY_22).process(batch)
+    await processor(pool, FRIDAY_22).process(case_up_to_victim_information(feed))
 
     sends = {r["kind"]: r for r in await store.sends_of(pool, ev.CASE)}  # type: ignore[arg-type]
     assert set(sends) == {"victim_information", "facilitator_assigned"}
@@ -107,15 +122,9 @@ async def test_a_message_due_at_22_on_a_friday_waits_for_9_on_saturday_and_a_wit
 
 async def test_replaying_every_event_twice_schedules_nothing_new(pool: asyncpg.Pool) -> None:
     feed = Feed()
-    for topic, data, event_id in [
-        (topics.REFERRAL, ev.opened(), "opened"),
-        (topics.REFERRAL, ev.accepted(), "accepted"),
-        (topics.CONSENT, ev.assigned(), "assigned"),
-        (topics.REFERRAL, ev.victim_information_due(), "vi-due"),
-        (topics.SCHEDULING, ev.booked(), "booked"),
-        (topics.SCHEDULING, ev.closed(), "closed"),
-    ]:
-        feed.add(topic, data, event_id)
+    case_up_to_victim_information(feed)
+    feed.add(topics.SCHEDULING, ev.booked(), "booked")
+    feed.add(topics.SCHEDULING, ev.closed(), "closed")
     first = processor(pool, ev.T0)
     await first.process(feed.records)
     sends = await store.sends_of(pool, ev.CASE)  # type: ignore[arg-type]
@@ -139,15 +148,9 @@ async def test_a_batch_schedules_and_cancels_as_its_events_would_one_at_a_time(
     their message waits for the morning) still finds what the events before it scheduled, and the sends and facts
     are those of the same events taken one batch each."""
     feed = Feed()
-    for topic, data, event_id in [
-        (topics.REFERRAL, ev.opened(), "opened"),
-        (topics.REFERRAL, ev.accepted(), "accepted"),
-        (topics.CONSENT, ev.assigned(), "assigned"),
-        (topics.REFERRAL, ev.victim_information_due(), "vi-due"),
-        (topics.COMMANDS, ev.withdraw(ev.VICTIM), "withdraw-1"),
-        (topics.SCHEDULING, ev.booked(), "booked"),
-    ]:
-        feed.add(topic, data, event_id)
+    case_up_to_victim_information(feed)
+    feed.add(topics.COMMANDS, ev.withdraw(ev.VICTIM), "withdraw-1")
+    feed.add(topics.SCHEDULING, ev.booked(), "booked")
     await processor(pool, FRIDAY_22).process(feed.records)
     by_kind = {r["kind"]: r for r in await store.sends_of(pool, ev.CASE)}  # type: ignore[arg-type]
     assert (by_kind["victim_information"]["status"], by_kind["victim_information"]["detail"]) == (
@@ -155,12 +158,7 @@ async def test_a_batch_schedules_and_cancels_as_its_events_would_one_at_a_time(
         "withdrawn",
     )
 
-    name = f"rj_test_{uuid.uuid4().hex[:10]}"
-    url = await create_database(pg_server, name)
-    alone = await create_pool(Settings(database_url=url, db_pool_size=2))
-    try:
-        async with alone.acquire() as conn:
-            await migrate(conn, store.SCHEMA, "services.notify.migrations")
+    async with notify_database(pg_server) as alone:
         for record in feed.records:
             await processor(alone, FRIDAY_22).process([record])
         columns = ("notification_id", "kind", "recipient_kind", "channel", "status", "detail", "due_at", "attempt")
@@ -170,6 +168,3 @@ async def test_a_batch_schedules_and_cancels_as_its_events_would_one_at_a_time(
 
         assert sorted(await sends(pool)) == sorted(await sends(alone))
         assert await facts_out(pool) == await facts_out(alone)
-    finally:
-        await alone.close()
-        await drop_database(pg_server, name)
