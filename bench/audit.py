@@ -585,10 +585,10 @@ async def _watch_positions(database_url: str, coverage: Coverage) -> None:
     conn = await asyncpg.connect(database_url)
     try:
         while True:
-            rows = await conn.fetch("SELECT topic, partition, next_offset FROM audit.consumer_positions")
+            positions = await audit_positions(conn)
             at = time.time()
-            for r in rows:
-                coverage.note(at, (r["topic"], r["partition"]), r["next_offset"])
+            for where, position in positions.items():
+                coverage.note(at, where, position)
             await asyncio.sleep(POSITIONS_EVERY_S)
     finally:
         await conn.close()
