@@ -512,6 +512,44 @@ async def test_a_batch_asks_the_key_store_once(conn: asyncpg.Connection, queries
     assert len(queries) == 1
 
 
+async def test_a_pair_met_before_is_asked_for_by_its_id_and_its_erasure_is_seen_at_once(
+    pg_server: str, database: str, conn: asyncpg.Connection, queries: list[str]
+) -> None:
+    """A process remembers the key id of each (person, case) it met; the row is still read every batch, by that id
+    (a statement whose plan fits a table of any size), so an erasure is seen by the next batch, and a remembered id
+    another database lacks is asked for by its pair (and made there)."""
+    keys = store()
+    case = new_case()
+    first = await keys.data_keys_for(conn, [("mo", case)])
+    await _logged()
+    queries.clear()
+    again = await keys.data_keys_for(conn, [("mo", case)])
+    await _logged()
+    assert again[("mo", case)].key_id == first[("mo", case)].key_id
+    assert again[("mo", case)].aead is not None
+    assert len(queries) == 1 and "data_keys_for" not in queries[0] and "key_id = ANY" in queries[0]
+
+    await keys.destroy(conn, "mo", case, by="test", reason="erasure")
+    assert (await keys.data_keys_for(conn, [("mo", case)]))[("mo", case)].aead is None, "erased: seen at once"
+
+    other = f"rj_test_{uuid.uuid4().hex[:10]}"
+    url = await create_database(pg_server, other)
+    try:
+        elsewhere = await asyncpg.connect(url)
+        try:
+            await ensure_schema(elsewhere)
+            made = await keys.data_keys_for(elsewhere, [("mo", case)])
+            assert made[("mo", case)].aead is not None and made[("mo", case)].key_id != first[("mo", case)].key_id
+            stored = await elsewhere.fetchval("SELECT key_id::text FROM keystore.data_keys WHERE case_id = $1", case)
+            assert stored == made[("mo", case)].key_id
+        finally:
+            await elsewhere.close()
+    finally:
+        await drop_database(pg_server, other)
+    back = await keys.data_keys_for(conn, [("mo", case)])
+    assert back[("mo", case)].key_id == first[("mo", case)].key_id and back[("mo", case)].aead is None
+
+
 # --- whole records -------------------------------------------------------------------------------
 
 
