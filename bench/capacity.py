@@ -16,8 +16,9 @@ A step at rate R sends two streams on one schedule, interleaved:
   bench/notify_latency.py). These are the "cases per second" of the issue: cases coming in.
 - **withdrawals, R/10 a second** (``--withdrawal-share``): ``rj.consent.withdraw`` of the victim's participation on
   a case prepared up front with a booked conference (as bench/withdraw_latency.py prepares them), timed to the
-  later of (a) its case's ``rj.meeting.cancelled`` arriving at this benchmark's consumer (every pending meeting:
-  each case has the one) and (b) the email notify sends each of the case's two facilitators about the withdrawal
+  later of (a) its case's ``rj.meeting.cancelled`` published by scheduling (the record's Kafka timestamp, which
+  scheduling's relay sets as it hands the record to its producer; every pending meeting: each case has the one)
+  and (b) the email notify sends each of the case's two facilitators about the withdrawal
   (``facilitator_withdrawal``, urgent, decided on consent's ``rj.consent.withdrawn``) accepted by the SMTP server,
   matched by its ``Message-ID`` (the outside reference of the notification id notify derives from that fact).
   One withdrawal for every ten cases coming in is our choice, not the issue's: a heavier share than a hub sees
@@ -295,7 +296,7 @@ def report_step(step: Step) -> None:
         [
             (f"outcome → victim's email ({step.rate:g}/s)", step.outcomes),
             (f"withdraw → cancelled + told ({step.withdrawal_rate:g}/s)", step.withdrawals),
-            ("  of which: rj.meeting.cancelled here", step.cancelled),
+            ("  of which: rj.meeting.cancelled published", step.cancelled),
             ("  of which: both facilitators' emails", step.facilitators_told),
         ],
     )
@@ -364,9 +365,9 @@ async def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     with catching_mail() as (mail, mail_env):
         async with (
             listening(bootstrap, stack.settings.topic(topics.CONSENT), await stack.partitions(topics.CONSENT),
-                      followed.on_record),
+                      followed.on_record, at_publication=True),
             listening(bootstrap, stack.settings.topic(topics.SCHEDULING), await stack.partitions(topics.SCHEDULING),
-                      followed.on_record),
+                      followed.on_record, at_publication=True),
         ):  # fmt: skip
             own = {
                 "notify": mail_env,

@@ -438,18 +438,32 @@ def new_producer(bootstrap: str) -> AIOKafkaProducer:
     return AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all", enable_idempotence=False)
 
 
+PUBLISHED_WAIT_MS = 500
+"""How long a listener timing records at their publication waits on an idle fetch (as the followers do)."""
+
+
 @contextlib.asynccontextmanager
 async def listening(
-    bootstrap: str, topic: str, partitions: Iterable[int], on_record: Callable[[float, ConsumerRecord], None]
+    bootstrap: str,
+    topic: str,
+    partitions: Iterable[int],
+    on_record: Callable[[float, ConsumerRecord], None],
+    *,
+    at_publication: bool = False,
 ) -> AsyncIterator[None]:
     """While inside, hand every record on ``topic`` (from its beginning) to ``on_record`` with its arrival time:
-    a consumer with no group, assigned every partition, polling with ``fetch_max_wait_ms=5``."""
+    a consumer with no group, assigned every partition, polling with ``fetch_max_wait_ms=5``.
+
+    ``at_publication``: hand it the moment the record was published instead (its Kafka timestamp, set by the
+    publishing relay's producer, on the ``perf_counter`` clock), and poll every ``PUBLISHED_WAIT_MS``: the time
+    then does not depend on how often this consumer asks, and a consumer asking every 5 ms costs the broker about
+    0.05 of a core (measured on Tansu, 4 partitions), which a capacity figure should not pay for its own measuring."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=5,
+        fetch_max_wait_ms=PUBLISHED_WAIT_MS if at_publication else 5,
     )
     await consumer.start()
 
@@ -457,9 +471,10 @@ async def listening(
         while True:
             batches = await consumer.getmany(timeout_ms=1000)
             arrived = time.perf_counter()
+            behind = time.time() - arrived  # wall clock minus perf_counter: a record's timestamp on this clock
             for records in batches.values():
                 for record in records:
-                    on_record(arrived, record)
+                    on_record(record.timestamp / 1000 - behind if at_publication else arrived, record)
 
     task: asyncio.Task[None] | None = None
     try:
