@@ -341,11 +341,15 @@ the lookups took 25 s of the database's time with plans kept."""
 
 _BY_ID = f"""SELECT key_id::text, person_id, case_id, wrapped_key, master_key_version
              FROM {SCHEMA}.data_keys WHERE key_id = ANY($1::uuid[])"""
-"""The keys with these ids: a statement sessions keep, since its plan (the primary key's index) is the same for a table
-of any size; 0.08 ms a lookup over 90,000 keys, against 0.23-0.39 ms for ``_LOOKUP``, which is planned at each call."""
+"""The keys with these ids: a plain statement (the primary key's index), 0.08 ms a lookup over 90,000 keys, against
+0.23-0.39 ms for ``_LOOKUP``, whose dynamic query PL/pgSQL parses and plans at every call. Prepared on a table never
+analyzed (as ``ensure_schema`` leaves it), PostgreSQL plans it for each call's values and uses the index at any size.
+One caveat, measured: a table analyzed while it held a couple of hundred rows or fewer can settle the statement on a
+generic sequential scan (14-24 ms over 300,000 keys) until it is prepared again; a service's sessions prepare their
+statements again every ``DB_STATEMENT_REPLAN_S``, and an autoanalyze of the grown table replans it too."""
 
 _REMEMBERED_PAIRS = 50_000
-"""How many (person, case) -> key id pairs a process remembers (``KeyStore._pair_ids``): about 10 MB."""
+"""How many (person, case) -> key id pairs a process remembers (``KeyStore._pair_ids``): about 17 MB at most."""
 
 
 class KeyStore:
@@ -429,10 +433,10 @@ class KeyStore:
 
     def _remember(self, pair: PersonCase, key_id: str) -> None:
         remembered = self._pair_ids
-        if pair not in remembered and len(remembered) >= _REMEMBERED_PAIRS:
-            for old in list(itertools.islice(remembered, _REMEMBERED_PAIRS // 2)):  # the oldest half goes
+        if remembered.pop(pair, None) is None and len(remembered) >= _REMEMBERED_PAIRS:
+            for old in list(itertools.islice(remembered, _REMEMBERED_PAIRS // 2)):  # the half met least recently goes
                 del remembered[old]
-        remembered[pair] = key_id
+        remembered[pair] = key_id  # last: met most recently
 
     async def _create(self, conn: asyncpg.Connection, pairs: list[PersonCase]) -> list[DataKey]:
         """New keys for ``pairs``; those another transaction made first are left to it (and not returned)."""
