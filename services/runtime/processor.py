@@ -82,28 +82,23 @@ def parked_context(record: Record) -> bytes:
     return f"parked:{record.position}".encode()
 
 
-def _next_positions(records: Sequence[Record]) -> tuple[list[str], list[int], list[int]]:
-    """(topics, partitions, next offsets): the next offset to read of each partition ``records`` come from."""
+async def store_positions(conn: asyncpg.Connection, schema: str, records: Sequence[Record]) -> None:
+    """Record, with what was applied, the next offset to read of each partition (never backwards)."""
     nexts: dict[tuple[str, int], int] = {}
     for record in records:
         where = (record.topic, record.partition)
         nexts[where] = max(nexts.get(where, 0), record.offset + 1)
-    return [t for t, _ in nexts], [p for _, p in nexts], list(nexts.values())
-
-
-def _upsert_positions(schema: str, first: int) -> str:
-    """The statement recording next offsets (parameters ``first`` to ``first + 2``), never moving one backwards."""
-    return f"""INSERT INTO {schema}.consumer_positions AS p (topic, partition, next_offset)
-               SELECT * FROM unnest(${first}::text[], ${first + 1}::int[], ${first + 2}::bigint[])
-               ON CONFLICT (topic, partition)
-               DO UPDATE SET next_offset = GREATEST(p.next_offset, EXCLUDED.next_offset)"""
-
-
-async def store_positions(conn: asyncpg.Connection, schema: str, records: Sequence[Record]) -> None:
-    """Record, with what was applied, the next offset to read of each partition (never backwards)."""
-    positions = _next_positions(records)
-    if positions[0]:
-        await conn.execute(_upsert_positions(schema, 1), *positions)
+    if not nexts:
+        return
+    await conn.execute(
+        f"""INSERT INTO {schema}.consumer_positions AS p (topic, partition, next_offset)
+            SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])
+            ON CONFLICT (topic, partition)
+            DO UPDATE SET next_offset = GREATEST(p.next_offset, EXCLUDED.next_offset)""",
+        [t for t, _ in nexts],
+        [p for _, p in nexts],
+        list(nexts.values()),
+    )
 
 
 # --- what triage decides for each record ----------------------------------------------------------
@@ -328,9 +323,7 @@ class BatchProcessor:
         # A case with an event parked waits as a whole: what comes after it is parked behind it. Items
         # being released (they all are, or none) are the oldest of their case: they go ahead of what
         # stays parked, so they never wait.
-        # The batch's positions are recorded in the same round trip (released items come from the parked table, not
-        # from a partition: none to record).
-        waiting = set() if released else await self._record_positions_and_find_waiting(conn, items)
+        waiting = set() if released else await self._cases_waiting(conn, items)
         to_park: list[Park] = []
         ready: list[Item] = []
         for item in items:
@@ -366,7 +359,11 @@ class BatchProcessor:
         outgoing += await store_dead_letters(conn, self.schema, self.service, letters)
         await write_outbox(conn, self.schema, outgoing)
         await self._park(conn, to_park)
+        await self._store_positions(conn, [i.record for i in items if i.parked_seq is None])
         metrics.EVENTS_APPLIED.inc(len(new_events))
+
+    async def _store_positions(self, conn: asyncpg.Connection, records: Sequence[Record]) -> None:
+        await store_positions(conn, self.schema, records)
 
     async def stored_positions(self) -> dict[tuple[str, int], int]:
         """The next offset to read of every partition this service has applied records of."""
@@ -523,16 +520,13 @@ class BatchProcessor:
         metrics.COMMAND_ANSWERS.labels(kind="repeat").inc(len(answers))
         return answers
 
-    async def _record_positions_and_find_waiting(self, conn: asyncpg.Connection, items: Sequence[Item]) -> set[str]:
-        """Record the next offset of each partition the batch's records come from (``store_positions``) and find which
-        of its cases have an event parked, in one statement: a round trip fewer for every batch of every service."""
+    async def _cases_waiting(self, conn: asyncpg.Connection, items: Sequence[Item]) -> set[str]:
         keys = list({i.record.case_key for i in items if isinstance(i, Apply | Park)})
-        positions = _next_positions([i.record for i in items if i.parked_seq is None])
-        waiting = f"SELECT DISTINCT case_key FROM {self.schema}.parked WHERE case_key = ANY($1::text[])"
-        if not positions[0]:
-            rows = await conn.fetch(waiting, keys) if keys else []
-        else:
-            rows = await conn.fetch(f"WITH stored AS ({_upsert_positions(self.schema, 2)}) {waiting}", keys, *positions)
+        if not keys:
+            return set()
+        rows = await conn.fetch(
+            f"SELECT DISTINCT case_key FROM {self.schema}.parked WHERE case_key = ANY($1::text[])", keys
+        )
         return {r["case_key"] for r in rows}
 
     async def _park(self, conn: asyncpg.Connection, parked: Sequence[Park]) -> None:
