@@ -395,40 +395,40 @@ class KeyStore:
         self, conn: asyncpg.Connection, pairs: set[PersonCase], ids: set[str]
     ) -> tuple[dict[PersonCase, DataKey], dict[str, DataKey]]:
         """Keys for ``pairs`` (creating the missing) and ``ids``: one query when every pair has a key. Pairs this
-        process met before are asked for by their key id (``_BY_ID``, a kept plan); only pairs new to it go through
-        ``_LOOKUP``."""
+        process met before are asked for by their key id (``_BY_ID``); only pairs new to it go through ``_LOOKUP``."""
         by_pair: dict[PersonCase, DataKey] = {}
         by_id: dict[str, DataKey] = {}
         if not pairs and not ids:
             return by_pair, by_id
 
-        def found(rows: Iterable[asyncpg.Record]) -> None:
-            for key in map(self._unwrap, rows):
+        def found(keys: Iterable[DataKey]) -> None:
+            for key in keys:
                 by_id[key.key_id] = key
                 by_pair[(key.person_id, key.case_id)] = key
                 self._remember((key.person_id, key.case_id), key.key_id)
+
+        def read(rows: Iterable[asyncpg.Record]) -> None:
+            found(map(self._unwrap, rows))
 
         known = {pair: key_id for pair in pairs if (key_id := self._pair_ids.get(pair)) is not None}
         asked = sorted(ids | set(known.values()))
         ordered = sorted(pairs)
         new = [p for p in ordered if p not in known]
         if new:
-            found(await conn.fetch(_LOOKUP, [p for p, _ in new], [c for _, c in new], asked))
+            read(await conn.fetch(_LOOKUP, [p for p, _ in new], [c for _, c in new], asked))
         else:
-            found(await conn.fetch(_BY_ID, asked))
+            read(await conn.fetch(_BY_ID, asked))
         strays = [p for p in ordered if p in known and p not in by_pair]  # a remembered id this database lacks
         if strays:
             for pair in strays:
                 self._pair_ids.pop(pair, None)
-            found(await conn.fetch(_LOOKUP, *zip(*strays, strict=True), []))
+            read(await conn.fetch(_LOOKUP, *zip(*strays, strict=True), []))
         missing = [p for p in ordered if p not in by_pair]  # in order: concurrent inserts take locks alike
         if missing:
-            for key in await self._create(conn, missing):
-                by_id[key.key_id] = key
-                by_pair[(key.person_id, key.case_id)] = key
+            found(await self._create(conn, missing))
             raced = [p for p in missing if p not in by_pair]  # made by another transaction meanwhile
             if raced:
-                found(await conn.fetch(_LOOKUP, *zip(*raced, strict=True), []))
+                read(await conn.fetch(_LOOKUP, *zip(*raced, strict=True), []))
         return {p: by_pair[p] for p in pairs}, {i: by_id[i] for i in ids if i in by_id}
 
     def _remember(self, pair: PersonCase, key_id: str) -> None:
@@ -461,10 +461,7 @@ class KeyStore:
             wrapped_keys,
             versions,
         )
-        created = [made[row[0]] for row in inserted]
-        for made_key in created:
-            self._remember((made_key.person_id, made_key.case_id), made_key.key_id)
-        return created
+        return [made[row[0]] for row in inserted]
 
     def _unwrap(self, row: asyncpg.Record) -> DataKey:
         key_id, person_id, case_id, wrapped, version = row

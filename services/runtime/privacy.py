@@ -41,6 +41,7 @@ from pydantic import BaseModel
 from services.runtime.fieldcrypt import (
     TOKEN_PREFIX,
     Decrypted,
+    PendingEncryption,
     bytes_key_id,
     cipher_for,
     decrypt_bytes,
@@ -187,10 +188,7 @@ class Batch:
                     else slot._replace(owner=CASE_PERSON)
                     for slot in p.slots
                 ]
-        owners = {(slot.owner or CASE_PERSON, p.case_id) for p in pending for slot in p.slots}
-        if owners:
-            await self.keys.load(conn, pairs=owners)
-        return [p.seal(self.keys) for p in pending]
+        return await self._seal_pending(conn, pending)
 
     async def seal_each(
         self, conn: asyncpg.Connection, items: Sequence[tuple[Any, dict[str, Any], str]], *, owned: bool = False
@@ -204,10 +202,17 @@ class Batch:
             cipher.prepare_encrypt(d, case_id, in_place=owned) if cipher.has_personal_data else None
             for cipher, (_, d, case_id) in zip(ciphers, items, strict=True)
         ]
-        owners = set().union(*(p.owners for p in pending if p is not None))
+        sealed = iter(await self._seal_pending(conn, [p for p in pending if p is not None]))
+        return [d if p is None else next(sealed) for p, (_, d, _) in zip(pending, items, strict=True)]
+
+    async def _seal_pending(
+        self, conn: asyncpg.Connection, pending: Sequence[PendingEncryption]
+    ) -> list[dict[str, Any]]:
+        """Each located document sealed, every key they need loaded first in one round trip."""
+        owners = set().union(*(p.owners for p in pending))
         if owners:
             await self.keys.load(conn, pairs=owners)
-        return [d if p is None else p.seal(self.keys) for p, (_, d, _) in zip(pending, items, strict=True)]
+        return [p.seal(self.keys) for p in pending]
 
     async def open_documents(
         self,
