@@ -54,7 +54,7 @@ for owner, name, label in (
     (store, "save_crime_files", "save files (seals what they hold)"),
     (privacy.Batch, "seal_outgoing", "seal facts"),
     (keystore.KeyCache, "load", "load and make keys"),
-    (keystore.KeyStore, "_create", "make keys"),
+    (keystore.KeyStore, "_make", "make keys"),
 ):
     timed(owner, name, label)
 

@@ -300,7 +300,7 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
     ),
     (
         # The keys of (person, case) pairs and of key ids, planned for data_keys as it is at each call (a
-        # dynamic query in PL/pgSQL is planned with its values every time): see ``_LOOKUP``.
+        # dynamic query in PL/pgSQL is planned with its values every time): see ``_MAKE``, which took its place.
         "004_lookup_planned_per_call",
         """
         CREATE FUNCTION {schema}.data_keys_for(persons text[], cases text[], ids uuid[])
@@ -320,6 +320,53 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
         REVOKE ALL ON FUNCTION {schema}.data_keys_for(text[], text[], uuid[]) FROM PUBLIC;
         """,
     ),
+    (
+        # Keys for pairs a process has not met, made first and looked up only where one exists: see ``_MAKE``.
+        # (``data_keys_for`` stays for a process of the previous release during a rolling deploy.)
+        "005_make_then_look_up",
+        """
+        CREATE FUNCTION {schema}.data_keys_make(ids uuid[], persons text[], cases text[], wrapped bytea[],
+                                                versions text[], known uuid[])
+        RETURNS TABLE (key_id text, person_id text, case_id text, wrapped_key bytea, master_key_version text)
+        LANGUAGE plpgsql VOLATILE AS $fn$
+        #variable_conflict use_column
+        DECLARE
+            made bigint;
+        BEGIN
+            -- The caller's new keys, where their pair has none; returned without their wrapped bytes (the
+            -- caller holds the keys), so that a NULL here is never read as a destroyed key's.
+            RETURN QUERY
+                WITH made AS (
+                    INSERT INTO {schema}.data_keys (key_id, person_id, case_id, wrapped_key, master_key_version)
+                    SELECT * FROM unnest(ids, persons, cases, wrapped, versions)
+                    ON CONFLICT (case_id, person_id) DO NOTHING
+                    RETURNING key_id, person_id, case_id
+                )
+                SELECT made.key_id::text, made.person_id, made.case_id, NULL::bytea, NULL::text FROM made;
+            GET DIAGNOSTICS made = ROW_COUNT;
+            -- Pairs that had a key already (another process made it, or an erasure left it destroyed). A
+            -- new statement at READ COMMITTED: it sees a key whose inserting transaction the INSERT waited for.
+            -- Planned with its values, as data_keys_for is, so that no plan made for a tiny table is kept.
+            IF made < cardinality(ids) THEN
+                RETURN QUERY EXECUTE
+                    'SELECT k.key_id::text, k.person_id, k.case_id, k.wrapped_key, k.master_key_version
+                       FROM unnest($1::text[], $2::text[]) AS w(person_id, case_id)
+                       JOIN {schema}.data_keys k ON k.case_id = w.case_id AND k.person_id = w.person_id
+                      WHERE k.key_id <> ALL($3)'
+                    USING persons, cases, ids;
+            END IF;
+            IF cardinality(known) > 0 THEN
+                RETURN QUERY EXECUTE
+                    'SELECT k.key_id::text, k.person_id, k.case_id, k.wrapped_key, k.master_key_version
+                       FROM {schema}.data_keys k WHERE k.key_id = ANY($1)'
+                    USING known;
+            END IF;
+        END
+        $fn$;
+        ALTER FUNCTION {schema}.data_keys_make(uuid[], text[], text[], bytea[], text[], uuid[]) OWNER TO rj_keystore;
+        REVOKE ALL ON FUNCTION {schema}.data_keys_make(uuid[], text[], text[], bytea[], text[], uuid[]) FROM PUBLIC;
+        """,
+    ),
 )
 
 
@@ -331,18 +378,25 @@ async def ensure_schema(conn: asyncpg.Connection) -> list[str]:
 
 # --- the store ----------------------------------------------------------------------------------
 
-_LOOKUP = f"SELECT * FROM {SCHEMA}.data_keys_for($1::text[], $2::text[], $3::uuid[])"
-"""The keys of (person, case) pairs ($1, $2) and of key ids ($3), in one round trip. Through a function whose query
-is planned at each call for data_keys as it is: a statement a session keeps is settled by PostgreSQL on one generic
-plan after a few runs, made for the table as it was then, and a session that began while the table was nearly empty
-(a fresh database, the first minutes of a deployment) would go on scanning it whole as it grows. Measured over
-30,000 keys: 6.8 ms a lookup with such a plan, 0.3 ms planned for the table as it is; in a burst of 2,000 new cases,
-the lookups took 25 s of the database's time with plans kept."""
+_MAKE = f"""SELECT * FROM {SCHEMA}.data_keys_make($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[],
+                                                 $6::uuid[])"""
+"""Keys for pairs this process has not met ($2, $3), and for key ids ($6), in one round trip: the caller's new keys
+($1, $4, $5, one a pair) are inserted where their pair has none, the pairs that had one are then looked up, and the
+ids read. A new case's people are so made with no lookup at all: in intake (40,000 events, 60,000 new keys) looking
+every new pair up before making its key was half the key store's cost to the database, 25 us an event of 49. A pair
+that had a key (a process that restarted, another service meeting a case) costs a key made in vain (a few
+microseconds) and an index lookup.
+
+The lookups are queries PL/pgSQL plans with their values at each call, for data_keys as it is: a statement a session
+keeps is settled by PostgreSQL on one generic plan after a few runs, made for the table as it was then, and a session
+that began while the table was nearly empty (a fresh database, the first minutes of a deployment) would go on
+scanning it whole as it grows. Measured over 30,000 keys: 6.8 ms a lookup with such a plan, 0.3 ms planned for the
+table as it is; in a burst of 2,000 new cases, the lookups took 25 s of the database's time with plans kept."""
 
 _BY_ID = f"""SELECT key_id::text, person_id, case_id, wrapped_key, master_key_version
              FROM {SCHEMA}.data_keys WHERE key_id = ANY($1::uuid[])"""
 """The keys with these ids: a plain statement (the primary key's index), 0.08 ms a lookup over 90,000 keys, against
-0.23-0.39 ms for ``_LOOKUP``, whose dynamic query PL/pgSQL parses and plans at every call. Prepared on a table never
+0.23-0.39 ms for a query PL/pgSQL parses and plans at every call (as ``_MAKE``'s lookups are). Prepared on a table never
 analyzed (as ``ensure_schema`` leaves it), PostgreSQL plans it for each call's values and uses the index at any size.
 One caveat, measured: a table analyzed while it held a couple of hundred rows or fewer can settle the statement on a
 generic sequential scan (14-24 ms over 300,000 keys) until it is prepared again; a service's sessions prepare their
@@ -394,8 +448,9 @@ class KeyStore:
     async def _load(
         self, conn: asyncpg.Connection, pairs: set[PersonCase], ids: set[str]
     ) -> tuple[dict[PersonCase, DataKey], dict[str, DataKey]]:
-        """Keys for ``pairs`` (creating the missing) and ``ids``: one query when every pair has a key. Pairs this
-        process met before are asked for by their key id (``_BY_ID``); only pairs new to it go through ``_LOOKUP``."""
+        """Keys for ``pairs`` (creating the missing) and ``ids``, in one query. Pairs this process met before are
+        asked for by their key id (``_BY_ID``); pairs new to it go through ``_MAKE``, which makes their keys where
+        they have none."""
         by_pair: dict[PersonCase, DataKey] = {}
         by_id: dict[str, DataKey] = {}
         if not pairs and not ids:
@@ -412,23 +467,20 @@ class KeyStore:
 
         known = {pair: key_id for pair in pairs if (key_id := self._pair_ids.get(pair)) is not None}
         asked = sorted(ids | set(known.values()))
-        ordered = sorted(pairs)
+        ordered = sorted(pairs)  # in order: concurrent inserts take locks alike
         new = [p for p in ordered if p not in known]
         if new:
-            read(await conn.fetch(_LOOKUP, [p for p, _ in new], [c for _, c in new], asked))
+            found(await self._make(conn, new, asked))
         else:
             read(await conn.fetch(_BY_ID, asked))
-        strays = [p for p in ordered if p in known and p not in by_pair]  # a remembered id this database lacks
+        strays = [p for p in ordered if p not in by_pair]  # a remembered id this database lacks
         if strays:
             for pair in strays:
                 self._pair_ids.pop(pair, None)
-            read(await conn.fetch(_LOOKUP, *zip(*strays, strict=True), []))
-        missing = [p for p in ordered if p not in by_pair]  # in order: concurrent inserts take locks alike
-        if missing:
-            found(await self._create(conn, missing))
-            raced = [p for p in missing if p not in by_pair]  # made by another transaction meanwhile
-            if raced:
-                read(await conn.fetch(_LOOKUP, *zip(*raced, strict=True), []))
+            found(await self._make(conn, strays, []))
+            lost = [p for p in strays if p not in by_pair]
+            if lost:  # a row is never deleted: the insert found one, so the lookup after it must
+                raise KeyStoreError(f"the key store neither made nor found a key for {len(lost)} (person, case) pairs")
         return {p: by_pair[p] for p in pairs}, {i: by_id[i] for i in ids if i in by_id}
 
     def _remember(self, pair: PersonCase, key_id: str) -> None:
@@ -438,30 +490,23 @@ class KeyStore:
                 del remembered[old]
         remembered[pair] = key_id  # last: met most recently
 
-    async def _create(self, conn: asyncpg.Connection, pairs: list[PersonCase]) -> list[DataKey]:
-        """New keys for ``pairs``; those another transaction made first are left to it (and not returned)."""
-        key_ids = _random_key_ids(len(pairs))
+    async def _make(self, conn: asyncpg.Connection, pairs: list[PersonCase], key_ids: list[str]) -> list[DataKey]:
+        """The keys of ``pairs`` (new ones made here, where a pair has none) and of ``key_ids``, through ``_MAKE``."""
+        new_ids = _random_key_ids(len(pairs))
         material = os.urandom((KEY_BYTES + NONCE_BYTES) * len(pairs))  # each key, then the nonce it is wrapped with
         versions, wrapped_keys = [], []
         made: dict[str, DataKey] = {}
         wrap, step = self.master.wrap, KEY_BYTES + NONCE_BYTES
-        for at, (person_id, case_id), key_id in zip(range(0, len(material), step), pairs, key_ids, strict=True):
+        for at, (person_id, case_id), key_id in zip(range(0, len(material), step), pairs, new_ids, strict=True):
             key, nonce = material[at : at + KEY_BYTES], material[at + KEY_BYTES : at + step]
             version, wrapped = wrap(key, _data_key_aad(key_id, person_id, case_id), nonce=nonce)
             versions.append(version)
             wrapped_keys.append(wrapped)
             made[key_id] = DataKey(key_id, person_id, case_id, AESGCM(key))
-        inserted = await conn.fetch(
-            f"""INSERT INTO {SCHEMA}.data_keys (key_id, person_id, case_id, wrapped_key, master_key_version)
-                SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[])
-                ON CONFLICT (case_id, person_id) DO NOTHING RETURNING key_id::text""",
-            key_ids,
-            [p for p, _ in pairs],
-            [c for _, c in pairs],
-            wrapped_keys,
-            versions,
+        rows = await conn.fetch(
+            _MAKE, new_ids, [p for p, _ in pairs], [c for _, c in pairs], wrapped_keys, versions, key_ids
         )
-        return [made[row[0]] for row in inserted]
+        return [made[row[0]] if row[0] in made else self._unwrap(row) for row in rows]
 
     def _unwrap(self, row: asyncpg.Record) -> DataKey:
         key_id, person_id, case_id, wrapped, version = row

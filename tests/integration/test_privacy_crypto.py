@@ -550,6 +550,37 @@ async def test_a_pair_met_before_is_asked_for_by_its_id_and_its_erasure_is_seen_
     assert back[("mo", case)].key_id == first[("mo", case)].key_id and back[("mo", case)].aead is None
 
 
+async def test_keys_for_pairs_a_process_has_not_met_are_made_or_found_in_one_statement(
+    conn: asyncpg.Connection, queries: list[str]
+) -> None:
+    """A new case's people get their keys with no lookup first; a pair that has a key (made by another process, or
+    destroyed by an erasure) is found, never made again; pairs met before are read by id in the same round trip."""
+    case, other = new_case(), new_case()
+    elsewhere = await store().data_keys_for(conn, [("ann", case)])  # another process made Ann's key
+    await store().destroy(conn, "bob", case, by="test", reason="erasure")  # Bob was erased before any key
+    keys = store()
+    met = await keys.data_keys_for(conn, [("cy", other)])
+    await _logged()
+    queries.clear()
+    got = await keys.data_keys_for(conn, [("ann", case), ("bob", case), ("cy", other), ("di", case)])
+    await _logged()
+    assert len(queries) == 1 and "data_keys_make" in queries[0]
+    assert got[("ann", case)].key_id == elsewhere[("ann", case)].key_id and got[("ann", case)].aead is not None
+    assert got[("bob", case)].aead is None, "an erased pair stays erased"
+    assert got[("cy", other)].key_id == met[("cy", other)].key_id
+    rows = await conn.fetch("SELECT person_id, key_id::text FROM keystore.data_keys WHERE case_id = $1", case)
+    assert sorted(r[0] for r in rows) == ["ann", "bob", "di"], "one row a pair: nothing made twice"
+    assert dict(rows)["di"] == got[("di", case)].key_id
+
+    sealed = got[("di", case)].aead
+    assert sealed is not None
+    nonce = b"\x00" * 12
+    text = sealed.encrypt(nonce, b"di's name", None)
+    read_back = await store().data_keys_for(conn, [("di", case)])  # another process, reading the stored key
+    assert read_back[("di", case)].aead is not None
+    assert read_back[("di", case)].aead.decrypt(nonce, text, None) == b"di's name"
+
+
 # --- whole records -------------------------------------------------------------------------------
 
 
