@@ -30,7 +30,7 @@ from services.runtime.outbox import Outgoing, write_outbox
 from services.runtime.processor import BatchHandler, BatchProcessor
 from services.runtime.rawbatch import RawBatchSteps, RawHandler
 from services.runtime.relay import RelayProcess
-from services.runtime.settings import Settings, get_settings
+from services.runtime.settings import Settings, get_settings, use_event_loop
 
 log = structlog.get_logger()
 
@@ -262,6 +262,8 @@ class ServiceApp:
     # --- operations: /health and /metrics ---------------------------------------------------------
 
     async def _serve_ops(self) -> None:
+        loop = type(asyncio.get_running_loop())
+        metrics.EVENT_LOOP.labels("uvloop" if loop.__module__.startswith("uvloop") else "asyncio").set(1)
         await ops.serve(self.health, self.settings.ops_port, self.settings.ops_address)
 
     async def _housekeep(self) -> None:
@@ -352,5 +354,6 @@ class ServiceApp:
         """Run this service as a Faust worker until SIGINT/SIGTERM."""
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
+        use_event_loop(self.settings)
         worker = Worker(self.faust, loglevel="WARNING", quiet=True, redirect_stdouts=False)
         worker.execute_from_commandline()

@@ -44,6 +44,9 @@ OUTBOX_PARKED = Gauge("rj_outbox_parked", "Outbox rows that can never be publish
 RELAY_LEADER = Gauge("rj_relay_leader", "1 while this replica's relay holds the lease and publishes")
 RELAY_RUNNING = Gauge("rj_relay_running", "1 while this replica's relay process is alive and reporting")
 
+# --- the process ------------------------------------------------------------------------------------
+EVENT_LOOP = Gauge("rj_event_loop", "1 for the event loop this process runs on (Settings.event_loop)", ["loop"])
+
 # --- housekeeping -----------------------------------------------------------------------------------
 PRUNED = Counter("rj_pruned_rows", "Rows deleted by housekeeping, past the retention window, by table", ["table"])
 

@@ -50,7 +50,7 @@ from schemas.kafka_binding import PLAIN_JSON_HEADERS, STRUCTURED_MODE_HEADERS
 from services.runtime import metrics
 from services.runtime.db import connect, is_transient
 from services.runtime.outbox import notify_channel
-from services.runtime.settings import Settings
+from services.runtime.settings import Settings, use_event_loop
 
 log = structlog.get_logger()
 
@@ -544,6 +544,7 @@ def run_relay_process(schema: str, settings: Settings) -> None:
         finally:
             beat.cancel()
 
+    use_event_loop(settings)
     asyncio.run(main())
 
 

@@ -120,6 +120,8 @@ async def test_metrics_parse_with_prometheus_own_parser_and_show_the_relay_and_t
     assert lagging == {"crime.events", "rj.commands", "rj.scheduling", "rj.consent"}
     for name in ("rj_outbox_backlog", "rj_outbox_oldest_age_seconds", "rj_outbox_parked", "rj_parked_events"):
         assert name in families, name
+    loops = {s.labels["loop"] for s in families["rj_event_loop"].samples if s.value == 1}
+    assert loops == {"uvloop"}, "the service runs on the event loop its settings name (uvloop by default)"
 
 
 async def test_a_relay_that_dies_takes_its_worker_down_and_one_that_hangs_turns_it_unlive(system: System) -> None:
