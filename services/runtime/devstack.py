@@ -181,6 +181,11 @@ def with_database(server_url: str, database: str) -> str:
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
+def database_name(url: str) -> str:
+    """The database a URL names (a socket URL's ``?host=/path`` query is not part of it)."""
+    return urlsplit(url).path.lstrip("/")
+
+
 async def create_database(server_url: str, name: str | None = None) -> str:
     """Create a fresh database on the server and return its URL."""
     name = name or f"rj_{uuid.uuid4().hex[:12]}"

@@ -25,7 +25,7 @@ from schemas.envelope import CloudEvent, new_event
 from schemas.registry import REGISTRY, Registry
 from services.runtime.db import create_pool, is_data_fault, migrate
 from services.runtime.deadletters import DEAD_LETTER_COPY_BYTES
-from services.runtime.devstack import create_database, drop_database
+from services.runtime.devstack import create_database, database_name, drop_database
 from services.runtime.outbox import Outgoing
 from services.runtime.processor import BatchProcessor
 from services.runtime.records import Record
@@ -228,7 +228,7 @@ async def test_a_read_only_database_holds_the_batch_until_it_is_writable_and_dea
     database: tuple[str, asyncpg.Pool], pg_server: str
 ) -> None:
     url, pool = database
-    name = url.rsplit("/", 1)[1].split("?")[0]
+    name = database_name(url)
     feed = Feed()
     batch = [feed.crime(f"WM/{i}", f"ro-{i}") for i in range(3)] + [feed(b"{not json")]
     admin = await asyncpg.connect(pg_server)

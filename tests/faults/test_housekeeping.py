@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from demo import samples
 from services.runtime.db import create_pool, migrate
-from services.runtime.devstack import create_database, drop_database
+from services.runtime.devstack import create_database, database_name, drop_database
 from services.runtime.fieldcrypt import encrypt_bytes
 from services.runtime.housekeeping import prune, shred_expired_days
 from services.runtime.keystore import KeyStore, MasterKeys, bucket_of, ensure_schema
@@ -176,7 +176,7 @@ async def test_pruning_through_a_pool_survives_its_connections_being_cut(databas
         # A failover: the pool's idle connection is dead; the first batch fails on it and is retried.
         await admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-            database.rsplit("/", 1)[1].split("?")[0],
+            database_name(database),
         )
         # The batch on the dead connection is retried, or the pool notices it first and replaces it: either
         # way the run completes (which of the two happens is a matter of timing, so it is not asserted).

@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from services.api.http import create_app
 from services.runtime import privacy
-from services.runtime.devstack import create_database, drop_database, ensure_postgres
+from services.runtime.devstack import create_database, database_name, drop_database, ensure_postgres
 from services.runtime.keystore import MasterKeys
 from services.runtime.settings import Settings
 from tests.integration.test_api_http import (
@@ -73,7 +73,7 @@ def sealing_and_cleanup() -> Iterator[None]:
         privacy.install(before)
         if database.server and database.url:
             # The pool lives in schemathesis's loop; dropping the database ends its connections.
-            asyncio.run(drop_database(database.server, database.url.rsplit("/", 1)[1]))
+            asyncio.run(drop_database(database.server, database_name(database.url)))
 
 
 @schema.parametrize()

@@ -25,7 +25,7 @@ from services.api.http import create_app
 from services.api.principal import Principal, Role
 from services.runtime import keystore, privacy
 from services.runtime.db import migrate
-from services.runtime.devstack import create_database, drop_database, ensure_postgres
+from services.runtime.devstack import create_database, database_name, drop_database, ensure_postgres
 from services.runtime.keystore import MasterKeys
 from services.runtime.settings import Settings
 from tests.integration.test_api_read_model_order import FORCE, case_facts
@@ -92,7 +92,7 @@ def sealing_and_cleanup() -> Iterator[None]:
     finally:
         privacy.install(before)
         if database.server and database.url:
-            asyncio.run(drop_database(database.server, database.url.rsplit("/", 1)[1]))
+            asyncio.run(drop_database(database.server, database_name(database.url)))
 
 
 @schema.include(method="GET").parametrize()

@@ -68,3 +68,10 @@ def test_the_machines_postgresql_is_reached_through_its_socket_where_it_lets_us_
         return True
 
     asyncio.run(check())
+
+
+def test_a_database_url_names_its_database_whether_over_tcp_or_a_socket() -> None:
+    from services.runtime.devstack import database_name
+
+    assert database_name("postgresql://postgres@127.0.0.1:5432/rj_x") == "rj_x"
+    assert database_name("postgresql://postgres@/rj_x?host=/var/run/postgresql&port=5432") == "rj_x"
