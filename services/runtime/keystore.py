@@ -327,29 +327,43 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
         """
         CREATE FUNCTION {schema}.data_keys_make(ids uuid[], persons text[], cases text[], wrapped bytea[],
                                                 versions text[], known uuid[])
-        RETURNS TABLE (key_id text, person_id text, case_id text, wrapped_key bytea, master_key_version text)
-        LANGUAGE plpgsql VOLATILE AS $fn$
-        #variable_conflict use_column
+        RETURNS TABLE (key_id text, person_id text, case_id text, wrapped_key bytea, master_key_version text,
+                       made_here boolean)
+        LANGUAGE plpgsql VOLATILE
+        -- Each of its queries meets at most a batch's pairs: an index probe a pair. Planned with a mid-sized table,
+        -- PostgreSQL chose to hash the whole table instead (measured: 17 us a key made against 10 so).
+        SET enable_hashjoin = off SET enable_mergejoin = off
+        AS $fn$
         DECLARE
-            made bigint;
+            made_count bigint := 0;
         BEGIN
-            -- The caller's new keys, where their pair has none; returned without their wrapped bytes (the
-            -- caller holds the keys), so that a NULL here is never read as a destroyed key's.
-            RETURN QUERY
-                WITH made AS (
-                    INSERT INTO {schema}.data_keys (key_id, person_id, case_id, wrapped_key, master_key_version)
-                    SELECT * FROM unnest(ids, persons, cases, wrapped, versions)
-                    ON CONFLICT (case_id, person_id) DO NOTHING
-                    RETURNING key_id, person_id, case_id
-                )
-                SELECT made.key_id::text, made.person_id, made.case_id, NULL::bytea, NULL::text FROM made;
-            GET DIAGNOSTICS made = ROW_COUNT;
-            -- Pairs that had a key already (another process made it, or an erasure left it destroyed). A
-            -- new statement at READ COMMITTED: it sees a key whose inserting transaction the INSERT waited for.
-            -- Planned with its values, as data_keys_for is, so that no plan made for a tiny table is kept.
-            IF made < cardinality(ids) THEN
+            -- The caller's new keys, for pairs that have none (made_here; without their wrapped bytes: the caller
+            -- holds the keys). A pair whose key is committed is left out before inserting: ON CONFLICT would wait
+            -- for any transaction holding that row (an erasure, the retention sweep, a rotation) and could
+            -- deadlock with one holding several. Only a key another transaction is still making makes the INSERT
+            -- wait, to take that key (or make this one, if that transaction rolls back). A read-only transaction
+            -- (a standby) makes nothing: it looks keys up. Each query here is planned with its values at each
+            -- call, as data_keys_for's is, so that no plan made for a nearly empty table is kept as it grows.
+            IF current_setting('transaction_read_only') = 'off' THEN
                 RETURN QUERY EXECUTE
-                    'SELECT k.key_id::text, k.person_id, k.case_id, k.wrapped_key, k.master_key_version
+                    'WITH inserted AS (
+                         INSERT INTO {schema}.data_keys (key_id, person_id, case_id, wrapped_key, master_key_version)
+                         SELECT u.* FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[])
+                                         AS u(key_id, person_id, case_id, wrapped_key, master_key_version)
+                          WHERE NOT EXISTS (SELECT 1 FROM {schema}.data_keys k
+                                             WHERE k.case_id = u.case_id AND k.person_id = u.person_id)
+                         ON CONFLICT (case_id, person_id) DO NOTHING
+                         RETURNING key_id, person_id, case_id
+                     )
+                     SELECT key_id::text, person_id, case_id, NULL::bytea, NULL::text, true FROM inserted'
+                    USING ids, persons, cases, wrapped, versions;
+                GET DIAGNOSTICS made_count = ROW_COUNT;
+            END IF;
+            -- Pairs that had a key (another process made it, or an erasure left it destroyed). A new statement at
+            -- READ COMMITTED: it sees a key whose inserting transaction the INSERT waited for.
+            IF made_count < cardinality(ids) THEN
+                RETURN QUERY EXECUTE
+                    'SELECT k.key_id::text, k.person_id, k.case_id, k.wrapped_key, k.master_key_version, false
                        FROM unnest($1::text[], $2::text[]) AS w(person_id, case_id)
                        JOIN {schema}.data_keys k ON k.case_id = w.case_id AND k.person_id = w.person_id
                       WHERE k.key_id <> ALL($3)'
@@ -357,7 +371,7 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
             END IF;
             IF cardinality(known) > 0 THEN
                 RETURN QUERY EXECUTE
-                    'SELECT k.key_id::text, k.person_id, k.case_id, k.wrapped_key, k.master_key_version
+                    'SELECT k.key_id::text, k.person_id, k.case_id, k.wrapped_key, k.master_key_version, false
                        FROM {schema}.data_keys k WHERE k.key_id = ANY($1)'
                     USING known;
             END IF;
@@ -382,10 +396,12 @@ _MAKE = f"""SELECT * FROM {SCHEMA}.data_keys_make($1::uuid[], $2::text[], $3::te
                                                  $6::uuid[])"""
 """Keys for pairs this process has not met ($2, $3), and for key ids ($6), in one round trip: the caller's new keys
 ($1, $4, $5, one a pair) are inserted where their pair has none, the pairs that had one are then looked up, and the
-ids read. A new case's people are so made with no lookup at all: in intake (40,000 events, 60,000 new keys) looking
-every new pair up before making its key was half the key store's cost to the database, 25 us an event of 49. A pair
-that had a key (a process that restarted, another service meeting a case) costs a key made in vain (a few
-microseconds) and an index lookup.
+ids read; a row says whether this call made its key (``made_here``: its key is the one in hand). A new case's people
+are so made with no separate lookup: in intake (40,000 events, 60,000 new keys) looking every new pair up first was
+half the key store's cost to the database, 25 us an event of 49. A pair that had a key (a process that restarted,
+another service meeting a case) costs a key made in vain (a few microseconds) and index probes. A pair whose key is
+committed is never inserted again, so meeting it waits for no erasure or retention sweep holding its row (and cannot
+deadlock with one); a read-only transaction only looks keys up.
 
 The lookups are queries PL/pgSQL plans with their values at each call, for data_keys as it is: a statement a session
 keeps is settled by PostgreSQL on one generic plan after a few runs, made for the table as it was then, and a session
@@ -506,10 +522,16 @@ class KeyStore:
         rows = await conn.fetch(
             _MAKE, new_ids, [p for p, _ in pairs], [c for _, c in pairs], wrapped_keys, versions, key_ids
         )
-        return [made[row[0]] if row[0] in made else self._unwrap(row) for row in rows]
+        keys = []
+        for row in rows:
+            if row[5]:  # made here: its key is the one in hand (the row carries no wrapped bytes)
+                keys.append(made[row[0]])
+            else:
+                keys.append(self._unwrap(row))
+        return keys
 
     def _unwrap(self, row: asyncpg.Record) -> DataKey:
-        key_id, person_id, case_id, wrapped, version = row
+        key_id, person_id, case_id, wrapped, version, *_ = row  # (``_MAKE`` adds whether it made the key)
         if wrapped is None:
             return DataKey(key_id, person_id, case_id, None)
         key = self.master.unwrap(version, wrapped, _data_key_aad(key_id, person_id, case_id), what=f"data key {key_id}")

@@ -581,6 +581,33 @@ async def test_keys_for_pairs_a_process_has_not_met_are_made_or_found_in_one_sta
     assert read_back[("di", case)].aead.decrypt(nonce, text, None) == b"di's name"
 
 
+async def test_meeting_a_pair_waits_for_no_erasure_in_flight_and_works_in_a_read_only_transaction(
+    database: str, conn: asyncpg.Connection
+) -> None:
+    """A pair with a committed key is never inserted again: a process meeting it does not wait for a transaction
+    that holds its row (an erasure, the retention sweep) and so cannot deadlock with one; and a read-only
+    transaction (a standby) reads the keys of pairs it meets rather than failing on an insert."""
+    case = new_case()
+    made = await store().data_keys_for(conn, [("gil", case), ("hal", case)])
+    eraser = await asyncpg.connect(database)
+    try:
+        erasure = eraser.transaction()
+        await erasure.start()
+        await store().destroy(eraser, "gil", case, by="test", reason="erasure in flight")
+        met = await asyncio.wait_for(store().data_keys_for(conn, [("hal", case), ("gil", case)]), timeout=5)
+        assert met[("gil", case)].key_id == made[("gil", case)].key_id
+        assert met[("gil", case)].aead is not None, "the erasure has not committed: the key is still live"
+        await erasure.commit()
+    finally:
+        await eraser.close()
+    assert (await store().data_keys_for(conn, [("gil", case)]))[("gil", case)].aead is None
+
+    async with conn.transaction(readonly=True):
+        read = await store().data_keys_for(conn, [("hal", case), ("gil", case)])
+    assert read[("hal", case)].key_id == made[("hal", case)].key_id and read[("hal", case)].aead is not None
+    assert read[("gil", case)].aead is None
+
+
 # --- whole records -------------------------------------------------------------------------------
 
 
