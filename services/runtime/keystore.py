@@ -495,7 +495,12 @@ class KeyStore:
                 self._pair_ids.pop(pair, None)
             found(await self._make(conn, strays, []))
             lost = [p for p in strays if p not in by_pair]
-            if lost:  # a row is never deleted: the insert found one, so the lookup after it must
+            if lost:  # rows are never deleted: a pair with none is one no key could be made for here
+                if await conn.fetchval("SELECT current_setting('transaction_read_only') = 'on'"):
+                    raise KeyStoreError(
+                        f"no key for {len(lost)} (person, case) pairs, and none can be made in a read-only "
+                        "transaction (a standby, or a database made read-only, as after a failover)"
+                    )
                 raise KeyStoreError(f"the key store neither made nor found a key for {len(lost)} (person, case) pairs")
         return {p: by_pair[p] for p in pairs}, {i: by_id[i] for i in ids if i in by_id}
 

@@ -606,6 +606,9 @@ async def test_meeting_a_pair_waits_for_no_erasure_in_flight_and_works_in_a_read
         read = await store().data_keys_for(conn, [("hal", case), ("gil", case)])
     assert read[("hal", case)].key_id == made[("hal", case)].key_id and read[("hal", case)].aead is not None
     assert read[("gil", case)].aead is None
+    with pytest.raises(KeyStoreError, match="read-only"):  # a new pair's key cannot be made there: said so
+        async with conn.transaction(readonly=True):
+            await store().data_keys_for(conn, [("ivo", case)])
 
 
 # --- whole records -------------------------------------------------------------------------------
