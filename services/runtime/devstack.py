@@ -33,7 +33,8 @@ from services.runtime.supervisor import die_with_parent
 log = structlog.get_logger()
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
-LOCAL_POSTGRES_SOCKET = "postgresql://postgres@/postgres?host=/var/run/postgresql&port=5432"
+LOCAL_POSTGRES_SOCKET_DIR = "/var/run/postgresql"
+LOCAL_POSTGRES_SOCKET = f"postgresql://postgres@/postgres?host={LOCAL_POSTGRES_SOCKET_DIR}&port=5432"
 """The same server through its Unix socket, where it has one we may use: tried first. A round trip through it cost the
 client 39-47 us of CPU and the server 24-27, against 52-61 and 30-37 over TCP on the loopback (measured here, 20,000
 round trips each way, asyncpg on uvloop and on asyncio), and a case is about 170 statements."""
@@ -160,7 +161,7 @@ async def ensure_postgres(state_dir: Path) -> str:
 async def _local_postgres() -> str | None:
     """The machine's own PostgreSQL on port 5432: through its Unix socket where it lets us in there (the socket
     exists and its authentication admits user postgres), else over TCP; None when it does not answer."""
-    if os.path.exists("/var/run/postgresql/.s.PGSQL.5432") and await _can_connect(LOCAL_POSTGRES_SOCKET):
+    if os.path.exists(f"{LOCAL_POSTGRES_SOCKET_DIR}/.s.PGSQL.5432") and await _can_connect(LOCAL_POSTGRES_SOCKET):
         return LOCAL_POSTGRES_SOCKET
     return LOCAL_POSTGRES if await _can_connect(LOCAL_POSTGRES) else None
 

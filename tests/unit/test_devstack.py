@@ -43,13 +43,19 @@ def test_the_machines_postgresql_is_reached_through_its_socket_where_it_lets_us_
 
     import asyncpg
 
-    from services.runtime.devstack import LOCAL_POSTGRES, LOCAL_POSTGRES_SOCKET, _local_postgres
+    from services.runtime.devstack import (
+        LOCAL_POSTGRES,
+        LOCAL_POSTGRES_SOCKET,
+        LOCAL_POSTGRES_SOCKET_DIR,
+        _can_connect,
+        _local_postgres,
+    )
 
     async def check() -> None:
         url = await _local_postgres()
         if url is None:
             return  # no PostgreSQL on this machine's port 5432: the embedded one is used (tested elsewhere)
-        socket = "/var/run/postgresql/.s.PGSQL.5432"
+        socket = f"{LOCAL_POSTGRES_SOCKET_DIR}/.s.PGSQL.5432"
         assert url in (LOCAL_POSTGRES_SOCKET, LOCAL_POSTGRES)
         conn = await asyncpg.connect(with_database(url, "postgres"))
         try:
@@ -58,14 +64,7 @@ def test_the_machines_postgresql_is_reached_through_its_socket_where_it_lets_us_
             await conn.close()
         assert over_tcp == (url == LOCAL_POSTGRES)
         if url == LOCAL_POSTGRES:  # the socket is missing, or its authentication refuses user postgres
-            assert not os.path.exists(socket) or not await _accepts(LOCAL_POSTGRES_SOCKET)
-
-    async def _accepts(url: str) -> bool:
-        try:
-            await (await asyncpg.connect(url, timeout=3)).close()
-        except (OSError, asyncpg.PostgresError):
-            return False
-        return True
+            assert not os.path.exists(socket) or not await _can_connect(LOCAL_POSTGRES_SOCKET)
 
     asyncio.run(check())
 
