@@ -260,6 +260,11 @@ class _Slot(NamedTuple):
     erased: Any  # the stand-in once the key is destroyed
 
 
+_new_slot = tuple.__new__
+"""``_new_slot(_Slot, (...))``: a ``_Slot`` made without the Python-level ``__new__`` a NamedTuple has (0.1 us
+against 0.18 a value located, on every batch's path)."""
+
+
 @dataclass(frozen=True)
 class Decrypted:
     data: dict[str, Any]
@@ -280,9 +285,9 @@ class PendingEncryption:
         return {(s.owner or CASE_PERSON, self.case_id) for s in self.slots}
 
     def seal(self, keys: KeyCache) -> dict[str, Any]:
-        sealed, case_id, to_json = keys.sealed, self.case_id, pydantic_core.to_json
+        sealed, case_id, to_json, by_pair = keys.sealed, self.case_id, pydantic_core.to_json, keys.by_pair
         for container, index, owner, field_name, _, _ in self.slots:
-            key = keys.for_owner(owner or CASE_PERSON, case_id)
+            key = by_pair.get((owner or CASE_PERSON, case_id)) or keys.for_owner(owner or CASE_PERSON, case_id)
             plaintext = to_json(container[index])
             # The same value of the same field under the same key, sealed once a batch: a person's name in
             # the state and in the case opened is one token (the same bytes, so this reveals only that they
@@ -290,9 +295,31 @@ class PendingEncryption:
             memo = (key.key_id, field_name, plaintext)
             token = sealed.get(memo)
             if token is None:
-                token = sealed[memo] = _encrypt_value(plaintext, key, field_name, keys.nonce())
+                token = sealed[memo] = _seal_value(keys, key, field_name, plaintext)
             container[index] = token
         return self.document
+
+
+def _seal_value(keys: KeyCache, key: DataKey, field_name: str, plaintext: bytes) -> str:
+    """``_encrypt_value`` on sealing's hot path: the nonce from the batch's supply, and the additional data and
+    token prefix of each (key, field) built once a batch. The same token format, bytes for bytes."""
+    aead = key.aead
+    if aead is None:
+        return f"{TOKEN_PREFIX}{key.key_id}:"  # erased before it was written: keep nothing
+    at = keys.next_nonce
+    nonces = keys.nonces
+    if at >= len(nonces):
+        nonces = keys.nonces = os.urandom(NONCE_BYTES * 256)
+        at = 0
+    keys.next_nonce = at + NONCE_BYTES
+    nonce = nonces[at : at + NONCE_BYTES]
+    parts = keys.token_parts.get((key.key_id, field_name))
+    if parts is None:
+        parts = keys.token_parts[(key.key_id, field_name)] = (
+            f"{TOKEN_PREFIX}{key.key_id}:",
+            f"{key.key_id}\x00{field_name}".encode(),
+        )
+    return parts[0] + binascii.b2a_base64(nonce + aead.encrypt(nonce, plaintext, parts[1]), newline=False).decode()
 
 
 _SCHEMA_STAND_IN: Any = object()
@@ -442,9 +469,10 @@ def _walk(
             if marked is not None:
                 if (type(item) is str and item.startswith(TOKEN_PREFIX)) is not encrypting:
                     slots.append(
-                        _Slot(
-                            out, name, marked.owner or owner, name, "" if path is None else f"{path}.{name}",
-                            marked.erased,
+                        _new_slot(
+                            _Slot,
+                            (out, name, marked.owner or owner, name, "" if path is None else f"{path}.{name}",
+                             marked.erased),
                         )
                     )  # fmt: skip
             else:
@@ -464,13 +492,16 @@ def _walk(
             if marked is not None:
                 if (type(item) is str and item.startswith(TOKEN_PREFIX)) is not encrypting:
                     slots.append(
-                        _Slot(
-                            items,
-                            i,
-                            marked.owner or owner,
-                            field_name,
-                            "" if path is None else f"{path}[{i}]",
-                            marked.erased,
+                        _new_slot(
+                            _Slot,
+                            (
+                                items,
+                                i,
+                                marked.owner or owner,
+                                field_name,
+                                "" if path is None else f"{path}[{i}]",
+                                marked.erased,
+                            ),
                         )  # fmt: skip
                     )
             else:
@@ -491,13 +522,16 @@ def _walk(
             if marked is not None:
                 if (type(item) is str and item.startswith(TOKEN_PREFIX)) is not encrypting:
                     slots.append(
-                        _Slot(
-                            entries,
-                            k,
-                            marked.owner or owner,
-                            field_name,
-                            "" if path is None else f"{path}.{k}",
-                            marked.erased,
+                        _new_slot(
+                            _Slot,
+                            (
+                                entries,
+                                k,
+                                marked.owner or owner,
+                                field_name,
+                                "" if path is None else f"{path}.{k}",
+                                marked.erased,
+                            ),
                         )  # fmt: skip
                     )
             else:

@@ -707,11 +707,14 @@ async def test_a_model_read_sealed_and_written_back_unchanged_keeps_its_tokens(c
 
 
 def test_new_keys_have_random_uuid_ids_and_their_wrapping_context_is_the_json_it_always_was() -> None:
-    from services.runtime.keystore import _data_key_aad, _random_key_ids
+    from services.runtime.keystore import _data_key_aad, _random_key_ids, _random_key_ids_packed
 
     ids = _random_key_ids(500)
     assert len(set(ids)) == 500
     assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)
+    assert all(uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+    texts, packed = _random_key_ids_packed(300)  # as _MAKE takes them: 16 bytes each, end to end
+    assert [str(uuid.UUID(bytes=packed[at : at + 16])) for at in range(0, len(packed), 16)] == texts
     for person, case in [("V-1", "c"), ('a "quoted" \\ name', "é"), ("\x00\n\u2028", "𝄞"), (CASE_PERSON, "")]:
         assert _data_key_aad(ids[0], person, case) == json.dumps(["rj-data-key", ids[0], person, case]).encode()
 
