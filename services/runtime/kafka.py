@@ -115,7 +115,9 @@ class Sent(NamedTuple):
 
 async def publish(settings: Settings, messages: Iterable[tuple[str, str | None, bytes]]) -> int:
     """Publish (logical topic, key, value) messages as structured-mode CloudEvents; wait until the broker has all."""
-    return len(await publish_raw(settings, ((t, k.encode() if k else None, v, None) for t, k, v in messages)))
+    return len(
+        await publish_raw(settings, ((t, k.encode() if k is not None else None, v, None) for t, k, v in messages))
+    )
 
 
 async def publish_raw(

@@ -391,23 +391,36 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
     ),
     (
         # data_keys_make with the new keys packed: their ids and wrapped bytes each in one bytea, one master key
-        # version for them all (see ``_MAKE``). data_keys_make stays for a process of the previous release.
+        # version for them all (see ``_MAKE``). It calls data_keys_make, which is so still in use (a process of the
+        # previous release calls it too): PostgreSQL records no dependency on a function named in another's body,
+        # so dropping data_keys_make would stop every key being made. Lengths that do not fit the pairs are
+        # refused: a key stored cut short would never unwrap, and the data sealed under it would be lost.
         "006_make_packed",
         """
         CREATE FUNCTION {schema}.data_keys_make_packed(ids bytea, persons text[], cases text[], wrapped bytea,
                                                        wrapped_len integer, version text, known uuid[])
         RETURNS TABLE (key_id text, person_id text, case_id text, wrapped_key bytea, master_key_version text,
                        made_here boolean)
-        LANGUAGE sql VOLATILE
+        LANGUAGE plpgsql VOLATILE
         AS $fn$
-            SELECT * FROM {schema}.data_keys_make(
+        DECLARE
+            n integer := coalesce(cardinality(persons), 0);
+        BEGIN
+            IF coalesce(cardinality(cases), 0) <> n OR coalesce(octet_length(ids), -1) <> 16 * n
+               OR (n > 0 AND (wrapped_len < 29 OR coalesce(octet_length(wrapped), -1) <> wrapped_len * n)) THEN
+                RAISE EXCEPTION 'data_keys_make_packed: % pairs, % cases, % id bytes, % wrapped bytes of % each',
+                    n, cardinality(cases), octet_length(ids), octet_length(wrapped), wrapped_len
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            RETURN QUERY SELECT * FROM {schema}.data_keys_make(
                 ARRAY(SELECT encode(substring(ids FROM (i - 1) * 16 + 1 FOR 16), 'hex')::uuid
-                        FROM generate_series(1, cardinality(persons)) AS i ORDER BY i),
+                        FROM generate_series(1, n) AS i ORDER BY i),
                 persons, cases,
                 ARRAY(SELECT substring(wrapped FROM (i - 1) * wrapped_len + 1 FOR wrapped_len)
-                        FROM generate_series(1, cardinality(persons)) AS i ORDER BY i),
-                array_fill(version, ARRAY[cardinality(persons)]),
-                known)
+                        FROM generate_series(1, n) AS i ORDER BY i),
+                array_fill(version, ARRAY[n]),
+                known);
+        END
         $fn$;
         ALTER FUNCTION {schema}.data_keys_make_packed(bytea, text[], text[], bytea, integer, text, uuid[])
             OWNER TO rj_keystore;

@@ -581,6 +581,27 @@ async def test_keys_for_pairs_a_process_has_not_met_are_made_or_found_in_one_sta
     assert read_back[("di", case)].aead.decrypt(nonce, text, None) == b"di's name"
 
 
+async def test_packed_new_keys_that_do_not_fit_their_pairs_are_refused_whole(conn: asyncpg.Connection) -> None:
+    """The packed keys are cut by length: ids, pairs or wrapped bytes that do not add up are refused, so that no key
+    is ever stored cut short (it would never unwrap: whatever was sealed under it would be lost)."""
+    case = new_case()
+    sql = "SELECT * FROM keystore.data_keys_make_packed($1, $2, $3, $4, $5, $6, $7)"
+    ids = uuid.uuid4().bytes + uuid.uuid4().bytes
+    good = (ids, ["p1", "p2"], [case, case], b"w" * 120, 60, "m1", [])
+    for at, wrong in ((0, ids[:-1]), (2, [case]), (3, b"w" * 119), (4, 0), (0, ids + b"x" * 16)):
+        args = list(good)
+        args[at] = wrong
+        with pytest.raises(asyncpg.InvalidParameterValueError, match="data_keys_make_packed"):
+            await conn.fetch(sql, *args)
+    assert await conn.fetchval("SELECT count(*) FROM keystore.data_keys WHERE case_id = $1", case) == 0
+    assert await conn.fetch(sql, b"", [], [], b"", 0, "m1", []) == []  # no pairs: nothing to do
+    made = await conn.fetch(sql, *good)
+    assert sorted((r["person_id"], r["made_here"]) for r in made) == [("p1", True), ("p2", True)]
+    stored = await conn.fetch("SELECT key_id, wrapped_key FROM keystore.data_keys WHERE case_id = $1", case)
+    assert sorted(r["key_id"].bytes for r in stored) == sorted([ids[:16], ids[16:]])
+    assert all(r["wrapped_key"] == b"w" * 60 for r in stored)
+
+
 async def test_meeting_a_pair_waits_for_no_erasure_in_flight_and_works_in_a_read_only_transaction(
     database: str, conn: asyncpg.Connection
 ) -> None:
@@ -730,3 +751,23 @@ def test_a_key_wraps_only_under_a_nonce_of_the_length_unwrap_reads() -> None:
         with pytest.raises(ValueError, match="wrapping nonce"):
             master.wrap(key, aad, nonce=wrong)
     assert master.wrap(key, aad)[1] != master.wrap(key, aad)[1]  # drawn afresh when none is given
+
+
+def test_every_located_value_is_a_whole_slot_whichever_container_holds_it() -> None:
+    """Located values are built as tuples without NamedTuple's checks (``fieldcrypt._new_slot``): each must still
+    be a ``_Slot`` of every field, in objects, arrays and maps alike, sealing and opening."""
+    width = len(fieldcrypt._Slot._fields)
+    crime = samples.crime_recorded("WM/2026/000001")
+    for model, document in (
+        (type(crime), crime.model_dump(mode="json")),
+        (dict[str, list[type(crime)]], {"a": [crime.model_dump(mode="json")]}),  # type: ignore[misc]
+    ):
+        cipher = fieldcrypt.cipher_for(model)
+        pending = cipher.prepare_encrypt(document, "case")
+        assert pending.slots
+        assert all(type(s) is fieldcrypt._Slot and len(s) == width for s in pending.slots)
+        for slot in pending.slots:  # as sealed (a token of a key destroyed before it was written)
+            slot.container[slot.index] = f"{fieldcrypt.TOKEN_PREFIX}{uuid.uuid4()}:"
+        opened = cipher.prepare_decrypt(pending.document)
+        assert len(opened.slots) == len(pending.slots)
+        assert all(type(s) is fieldcrypt._Slot and len(s) == width and s.path for s in opened.slots)
