@@ -95,10 +95,12 @@ async def test_the_read_model_follows_a_case_from_referral_to_a_booked_meeting_a
     await system.publish([booking, stranger])
 
     async def booked() -> bool:
+        # Each topic is followed at its own pace: the booking (rj.scheduling) can be read before the case's
+        # readiness (rj.consent); a client sees both once each topic has caught up.
         detail = await read(queries.case_detail, case_id, personal=False)
-        return detail is not None and [m.status for m in detail.meetings] == ["booked"]
+        return detail is not None and [m.status for m in detail.meetings] == ["booked"] and detail.status == "ready"
 
-    await eventually(system, booked, "the read model to show the meeting booked")
+    await eventually(system, booked, "the read model to show the meeting booked and the case ready")
 
     seen: views.CaseDetail = await read(queries.case_detail, case_id, personal=True)
     assert seen.status == "ready" and seen.force == FORCE and seen.crime_reference == "WM/2026/700001"
