@@ -301,8 +301,9 @@ class PendingEncryption:
 
 
 def _seal_value(keys: KeyCache, key: DataKey, field_name: str, plaintext: bytes) -> str:
-    """``_encrypt_value`` on sealing's hot path: the nonce from the batch's supply, and the additional data and
-    token prefix of each (key, field) built once a batch. The same token format, bytes for bytes."""
+    """The token for ``plaintext`` (a value's JSON) of ``field_name`` under ``key``, with a fresh nonce from the
+    batch's supply (each handed out once); the additional data (key id and field) and the token's prefix are built
+    once a (key, field) a batch: this is on every sealed value's path."""
     aead = key.aead
     if aead is None:
         return f"{TOKEN_PREFIX}{key.key_id}:"  # erased before it was written: keep nothing
@@ -355,16 +356,6 @@ class PendingDecryption:
             else:
                 slot.container[slot.index] = _decrypt_value(token, key, slot.field, slot.path)
         return Decrypted(self.document, tuple(erased))
-
-
-def _encrypt_value(plaintext: bytes, key: DataKey, field_name: str, nonce: bytes | None = None) -> str:
-    """A token for ``plaintext`` (a value's JSON) of ``field_name`` under ``key``: a fresh random nonce each
-    (``nonce``, drawn by the caller from the operating system's generator, never used twice; else drawn here)."""
-    if key.aead is None:
-        return f"{TOKEN_PREFIX}{key.key_id}:"  # erased before it was written: keep nothing
-    nonce = nonce or os.urandom(NONCE_BYTES)
-    sealed = key.aead.encrypt(nonce, plaintext, f"{key.key_id}\x00{field_name}".encode())
-    return f"{TOKEN_PREFIX}{key.key_id}:{base64.b64encode(nonce + sealed).decode()}"
 
 
 def _decrypt_value(token: str, key: DataKey, field_name: str, path: str) -> Any:

@@ -209,12 +209,6 @@ _json_text = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 """A string as ``json.dumps`` writes it (quoted, escaped, ASCII)."""
 
 
-def _random_key_ids(n: int) -> list[str]:
-    """``n`` random (version 4) UUIDs as text, as ``str(uuid.uuid4())`` gives them, from one read of the
-    operating system's generator."""
-    return _random_key_ids_packed(n)[0]
-
-
 def _random_key_ids_packed(n: int) -> tuple[list[str], bytes]:
     """``n`` random (version 4) UUIDs: as text, and as their 16 bytes each, end to end (how ``_MAKE`` takes them)."""
     raw = bytearray(os.urandom(16 * n))

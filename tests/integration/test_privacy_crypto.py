@@ -728,9 +728,9 @@ async def test_a_model_read_sealed_and_written_back_unchanged_keeps_its_tokens(c
 
 
 def test_new_keys_have_random_uuid_ids_and_their_wrapping_context_is_the_json_it_always_was() -> None:
-    from services.runtime.keystore import _data_key_aad, _random_key_ids, _random_key_ids_packed
+    from services.runtime.keystore import _data_key_aad, _random_key_ids_packed
 
-    ids = _random_key_ids(500)
+    ids, _ = _random_key_ids_packed(500)
     assert len(set(ids)) == 500
     assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)
     assert all(uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)

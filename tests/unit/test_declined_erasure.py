@@ -31,7 +31,7 @@ from schemas.referral import CaseAccepted, CaseParticipant, Role
 from schemas.scheduling import CaseClosed, ClosureReason
 from services.consent import domain as consent
 from services.privacy.domain import DueErasure, erasure_when_due
-from services.runtime.fieldcrypt import ERASED_TEXT, _encrypt_value, cipher_for
+from services.runtime.fieldcrypt import ERASED_TEXT, _seal_value, cipher_for
 from services.runtime.keystore import CASE_PERSON, KeyCache
 from tests.unit.test_declined_participants import KeysInMemory
 
@@ -106,7 +106,7 @@ async def test_a_decline_sealed_under_the_persons_own_key_before_the_fix_still_l
     key = keys.for_owner("S-1", CASE)
     old = declined().model_dump(mode="json")
     for name in ("person_id", "declined_by", "reason"):  # the old scheme: every marked field under their key
-        old[name] = _encrypt_value(json.dumps(old[name]).encode(), key, name)
+        old[name] = _seal_value(keys, key, name, json.dumps(old[name]).encode())
     store.shred("S-1", CASE)
     opening = cipher_for(ConsentDeclined).prepare_decrypt(old)
     fresh = KeyCache(store)
