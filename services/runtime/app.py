@@ -23,7 +23,7 @@ import structlog
 from schemas.registry import REGISTRY, Registry
 from services.runtime import keystore, metrics, ops, privacy
 from services.runtime.consumer import BatchConsumer, BatchSteps
-from services.runtime.db import connect, create_pool, migrate, retry_transient, transaction
+from services.runtime.db import connect, create_pool, migrate, name_sessions, retry_transient, transaction
 from services.runtime.housekeeping import prune, shred_expired_days
 from services.runtime.kafka import ensure_topics, topic_problems
 from services.runtime.outbox import Outgoing, write_outbox
@@ -354,6 +354,7 @@ class ServiceApp:
         """Run this service as a Faust worker until SIGINT/SIGTERM."""
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
+        name_sessions(f"rj-{self.name}")
         use_event_loop(self.settings)
         worker = Worker(self.faust, loglevel="WARNING", quiet=True, redirect_stdouts=False)
         worker.execute_from_commandline()

@@ -113,6 +113,17 @@ async def retry_transient(operation: Callable[[], Awaitable[T]], *, what: str, m
             metrics.RETRIES_IN_PROGRESS.labels(operation=what).dec()
 
 
+_application_name = "rj"
+
+
+def name_sessions(name: str) -> None:
+    """What this process's database sessions call themselves from now on (PostgreSQL's ``application_name``, shown in
+    ``pg_stat_activity``, its logs and ``pg_stat_statements``' neighbours): which service, or its relay, holds a lock
+    or runs a slow query, at a glance."""
+    global _application_name
+    _application_name = name[:63]  # PostgreSQL keeps 63 bytes of it
+
+
 def session_options(settings: Settings) -> dict[str, Any]:
     """What every database session of a service gets: a bounded connect, a statement timeout on the
     server and on the client, and TCP keepalives from the server, so that a hung or half-open
@@ -125,6 +136,7 @@ def session_options(settings: Settings) -> dict[str, Any]:
         "command_timeout": settings.db_statement_timeout_s + 5,
         "max_cached_statement_lifetime": settings.db_statement_replan_s,
         "server_settings": {
+            "application_name": _application_name,
             "statement_timeout": str(int(settings.db_statement_timeout_s * 1000)),
             "idle_in_transaction_session_timeout": str(int(settings.db_statement_timeout_s * 2000)),
             "tcp_keepalives_idle": str(idle),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from services.runtime.db import name_sessions
 from services.runtime.logs import configure_logging
 from services.runtime.relay import run_relay_process
 from services.runtime.settings import get_settings
@@ -17,6 +18,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit("usage: python -m services.runtime.relay_main SERVICE")
     settings = get_settings()
     configure_logging(f"{argv[0]}-relay", settings.log_level, settings.log_format)
+    name_sessions(f"rj-{argv[0]}-relay")
     run_relay_process(argv[0], settings)
 
 
