@@ -71,8 +71,11 @@ async def ensure_topics(settings: Settings, names: Iterable[str] = topics.ALL_TO
 
 
 async def topic_problems(settings: Settings, names: Iterable[str] = topics.ALL_TOPICS) -> list[str]:
-    """How the existing topics' retention differs from ``topic_config`` (e.g. a topic created by an older
-    version, or by hand, with the broker's default of 7 days): each a sentence for an operator."""
+    """How the existing topics differ from what ``ensure_topics`` makes (a topic created by an older version, by
+    hand, or by a broker creating topics on first use): retention other than ``topic_config``'s (the broker's
+    default of 7 days would lose the audit trail), or a partition count other than ``TOPIC_PARTITIONS`` (a case's
+    records land on the same partition number in every topic only when all have the same count: that is what keeps
+    a case in one lane, its records applied one transaction at a time, in order). Each a sentence for an operator."""
     names = list(names)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     try:
@@ -80,8 +83,10 @@ async def topic_problems(settings: Settings, names: Iterable[str] = topics.ALL_T
         responses = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, settings.topic(n)) for n in names]
         )
+        described = await admin.describe_topics([settings.topic(n) for n in names])
     finally:
         await admin.close()
+    partitions = {t["topic"]: len(t["partitions"]) for t in described if t.get("error_code", 0) == 0}
     found: dict[str, dict[str, str]] = {}
     for response in responses:
         for code, _, _, resource, entries in response.resources:
@@ -98,6 +103,12 @@ async def topic_problems(settings: Settings, names: Iterable[str] = topics.ALL_T
                 problems.append(
                     f"{settings.topic(name)}: retention.ms is {have.get(key, 'the broker default')}, not {want}"
                 )
+        count = partitions.get(settings.topic(name))
+        if count is not None and count != settings.topic_partitions:
+            problems.append(
+                f"{settings.topic(name)}: {count} partitions, not {settings.topic_partitions} (TOPIC_PARTITIONS): a "
+                "case's records on it would not share a lane with its records on the other topics"
+            )
     return problems
 
 

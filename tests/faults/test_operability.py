@@ -204,3 +204,70 @@ async def test_a_topic_that_would_not_keep_our_log_for_ever_makes_the_service_un
     await system.wait_for(says_which, what="the topics check to name rj.referral")
     assert "topic_misconfigured" in system.logs("referral")
     assert (await status(port, "/health/live"))[0] == 200
+
+
+async def test_a_topic_with_another_partition_count_makes_the_service_unready_and_says_which(system: System) -> None:
+    """A broker that created rj.consent on first use (one partition), or a hand-made topic: a case's records on it
+    land on another partition number than on the other topics, so two lanes could apply one case's records at once.
+    An operator must see it before it matters."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from schemas import topics
+    from services.runtime.kafka import topic_config
+
+    prefix = f"narrow{system.run_id}."
+    settings = system.settings.model_copy(update={"topic_prefix": prefix})
+    admin = AIOKafkaAdminClient(bootstrap_servers=system.settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(
+                    f"{prefix}{t}",
+                    1 if t == topics.CONSENT else system.settings.topic_partitions,
+                    1,
+                    topic_configs=topic_config(settings, t),
+                )
+                for t in topics.ALL_TOPICS
+            ]
+        )
+    finally:
+        await admin.close()
+    port = free_port()
+    system.start("referral", ops_port=port, topic_prefix=prefix)
+    await until_status(system, port, "/health/ready", 503, timeout_s=45)
+
+    async def says_which() -> list[str]:
+        _, body = await status(port, "/health/ready")
+        return [p for p in body["checks"]["topics"].split("; ") if p.startswith(prefix)]
+
+    await system.wait_for(says_which, what="the topics check to name a topic")
+    assert await says_which() == [
+        f"{prefix}{topics.CONSENT}: 1 partitions, not {system.settings.topic_partitions} (TOPIC_PARTITIONS): a case's "
+        "records on it would not share a lane with its records on the other topics"
+    ]
+    assert "topic_misconfigured" in system.logs("referral")
+
+
+async def test_every_database_session_says_which_service_or_relay_it_is(system: System) -> None:
+    """pg_stat_activity names each session's process (``application_name``): which service, or its relay, holds a
+    lock or runs a slow query is seen at a glance."""
+    system.start("referral")
+    system.start("consent")
+
+    async def names() -> set[str]:
+        conn = await asyncpg.connect(system.settings.database_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT DISTINCT application_name FROM pg_stat_activity WHERE datname = current_database()"
+            )
+        finally:
+            await conn.close()
+        return {r[0] for r in rows}
+
+    wanted = {"rj-referral", "rj-referral-relay", "rj-consent", "rj-consent-relay"}
+
+    async def all_named() -> bool:
+        return wanted <= await names()
+
+    await system.wait_for(all_named, what="every service's and relay's sessions named")
