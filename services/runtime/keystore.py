@@ -422,6 +422,99 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
             FROM PUBLIC;
         """,
     ),
+    (
+        # A case erased whole (its retention ran out: ``destroy_case``) stays erased for people met on it later:
+        # a key made afterwards on it, for a pair that had none (a person added late, the case's own or monitoring
+        # key never made before), is destroyed as it is made, so nothing written about the case after its erasure
+        # is kept. A maker that made keys takes a shared advisory lock on their cases' stripes (16 stripes: advisory
+        # locks take slots in PostgreSQL's shared lock table, and a batch of intake meets hundreds of new cases)
+        # before it looks for erasures; an erasure of a case takes its stripe exclusively. So a key made while its
+        # case is erased is either seen by the erasure (which waits for the maker to commit) or sees the erasure
+        # (the maker waits for it to commit). Meeting pairs that have keys takes no lock and waits for no erasure.
+        # data_keys_make keeps its signature (data_keys_make_packed calls it).
+        "007_erased_cases",
+        """
+        CREATE TABLE {schema}.erased_cases (
+            case_id text PRIMARY KEY,
+            erased_at timestamptz NOT NULL DEFAULT now(),
+            erased_by text NOT NULL,
+            erase_reason text NOT NULL
+        );
+        ALTER TABLE {schema}.erased_cases OWNER TO rj_keystore;
+        REVOKE ALL ON {schema}.erased_cases FROM PUBLIC;
+
+        CREATE OR REPLACE FUNCTION {schema}.data_keys_make(ids uuid[], persons text[], cases text[], wrapped bytea[],
+                                                           versions text[], known uuid[])
+        RETURNS TABLE (key_id text, person_id text, case_id text, wrapped_key bytea, master_key_version text,
+                       made_here boolean)
+        LANGUAGE plpgsql VOLATILE
+        SET enable_hashjoin = off SET enable_mergejoin = off
+        AS $fn$
+        DECLARE
+            made_ids uuid[];
+            made_persons text[];
+            made_cases text[];
+            erased_ids uuid[] := '{}';
+        BEGIN
+            IF current_setting('transaction_read_only') = 'off' THEN
+                EXECUTE
+                    'WITH inserted AS (
+                         INSERT INTO {schema}.data_keys (key_id, person_id, case_id, wrapped_key, master_key_version)
+                         SELECT u.* FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[])
+                                         AS u(key_id, person_id, case_id, wrapped_key, master_key_version)
+                          WHERE NOT EXISTS (SELECT 1 FROM {schema}.data_keys k
+                                             WHERE k.case_id = u.case_id AND k.person_id = u.person_id)
+                         ON CONFLICT (case_id, person_id) DO NOTHING
+                         RETURNING key_id, person_id, case_id
+                     )
+                     SELECT array_agg(key_id), array_agg(person_id), array_agg(case_id) FROM inserted'
+                    INTO made_ids, made_persons, made_cases
+                    USING ids, persons, cases, wrapped, versions;
+                IF made_ids IS NOT NULL THEN
+                    -- Each stripe once, in order; held until this transaction ends. Then a new statement: at READ
+                    -- COMMITTED it sees an erasure committed while this waited.
+                    PERFORM pg_advisory_xact_lock_shared(hashtext('rj.keystore.case'), stripe)
+                       FROM (SELECT DISTINCT hashtext(c) & 15 AS stripe FROM unnest(made_cases) AS c ORDER BY 1) AS s;
+                    IF EXISTS (SELECT 1 FROM {schema}.erased_cases) THEN
+                        EXECUTE
+                            'WITH destroyed AS (
+                                 UPDATE {schema}.data_keys AS k
+                                    SET wrapped_key = NULL, destroyed_at = now(), destroyed_by = e.erased_by,
+                                        destroy_reason = e.erase_reason
+                                   FROM {schema}.erased_cases AS e
+                                  WHERE k.key_id = ANY($1) AND e.case_id = k.case_id
+                                 RETURNING k.key_id
+                             )
+                             SELECT coalesce(array_agg(key_id), ''{}'') FROM destroyed'
+                            INTO erased_ids
+                            USING made_ids;
+                    END IF;
+                    RETURN QUERY
+                        SELECT m.key_id::text, m.person_id, m.case_id, NULL::bytea, NULL::text,
+                               m.key_id <> ALL(erased_ids)
+                          FROM unnest(made_ids, made_persons, made_cases) AS m(key_id, person_id, case_id);
+                END IF;
+            END IF;
+            -- Pairs that had a key (another process made it, or an erasure left it destroyed). A new statement at
+            -- READ COMMITTED: it sees a key whose inserting transaction the INSERT waited for.
+            IF coalesce(cardinality(made_ids), 0) < cardinality(ids) THEN
+                RETURN QUERY EXECUTE
+                    'SELECT k.key_id::text, k.person_id, k.case_id, k.wrapped_key, k.master_key_version, false
+                       FROM unnest($1::text[], $2::text[]) AS w(person_id, case_id)
+                       JOIN {schema}.data_keys k ON k.case_id = w.case_id AND k.person_id = w.person_id
+                      WHERE k.key_id <> ALL($3)'
+                    USING persons, cases, ids;
+            END IF;
+            IF cardinality(known) > 0 THEN
+                RETURN QUERY EXECUTE
+                    'SELECT k.key_id::text, k.person_id, k.case_id, k.wrapped_key, k.master_key_version, false
+                       FROM {schema}.data_keys k WHERE k.key_id = ANY($1)'
+                    USING known;
+            END IF;
+        END
+        $fn$;
+        """,
+    ),
 )
 
 
@@ -462,6 +555,10 @@ analyzed (as ``ensure_schema`` leaves it), PostgreSQL plans it for each call's v
 One caveat, measured: a table analyzed while it held a couple of hundred rows or fewer can settle the statement on a
 generic sequential scan (14-24 ms over 300,000 keys) until it is prepared again; a service's sessions prepare their
 statements again every ``DB_STATEMENT_REPLAN_S``, and an autoanalyze of the grown table replans it too."""
+
+_ERASING_CASE = "SELECT pg_advisory_xact_lock(hashtext('rj.keystore.case'), hashtext($1::text) & 15)"
+"""Erasing on a case excludes making new keys on cases of its stripe until the transaction ends (``data_keys_make``,
+migration ``007_erased_cases``)."""
 
 _REMEMBERED_PAIRS = 50_000
 """How many (person, case) -> key id pairs a process remembers (``KeyStore._pair_ids``): about 17 MB at most."""
@@ -631,15 +728,27 @@ class KeyStore:
         return destroyed
 
     async def destroy_case(self, conn: asyncpg.Connection, case_id: str, *, by: str, reason: str) -> list[str]:
-        """Erase everyone's data on one case (its retention ran out)."""
-        rows = await conn.fetch(
-            f"""UPDATE {SCHEMA}.data_keys
-                SET wrapped_key = NULL, destroyed_at = now(), destroyed_by = $2, destroy_reason = $3
-                WHERE case_id = $1 AND wrapped_key IS NOT NULL RETURNING key_id::text""",
-            case_id,
-            by,
-            reason,
-        )
+        """Erase everyone's data on one case (its retention ran out), and whatever is written about it afterwards:
+        the case is recorded erased, so a key asked for later on it, for anyone, is made destroyed (migration
+        ``007_erased_cases``). Waits for any transaction making a key on the case to end, so that key is destroyed
+        too. Returns the ids of the keys destroyed now."""
+        async with conn.transaction():
+            await conn.execute(_ERASING_CASE, case_id)
+            await conn.execute(
+                f"""INSERT INTO {SCHEMA}.erased_cases (case_id, erased_by, erase_reason) VALUES ($1, $2, $3)
+                    ON CONFLICT (case_id) DO NOTHING""",
+                case_id,
+                by,
+                reason,
+            )
+            rows = await conn.fetch(
+                f"""UPDATE {SCHEMA}.data_keys
+                    SET wrapped_key = NULL, destroyed_at = now(), destroyed_by = $2, destroy_reason = $3
+                    WHERE case_id = $1 AND wrapped_key IS NOT NULL RETURNING key_id::text""",
+                case_id,
+                by,
+                reason,
+            )
         log.info("case_keys_destroyed", case_id=case_id, keys=len(rows), by=by)
         return sorted(r[0] for r in rows)
 

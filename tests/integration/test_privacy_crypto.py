@@ -21,13 +21,14 @@ from pydantic import BaseModel
 
 from demo import samples
 from schemas.pii import is_pii
-from schemas.referral import CaseOpened
+from schemas.referral import CaseOpened, Participant, Role
 from schemas.registry import REGISTRY
 from services.runtime import fieldcrypt
 from services.runtime.devstack import create_database, drop_database
 from services.runtime.fieldcrypt import TamperedToken, decrypt_batch, encrypt_batch
 from services.runtime.keystore import (
     CASE_PERSON,
+    MONITORING_PERSON,
     NONCE_BYTES,
     KeyCache,
     KeyStore,
@@ -630,6 +631,66 @@ async def test_meeting_a_pair_waits_for_no_erasure_in_flight_and_works_in_a_read
     with pytest.raises(KeyStoreError, match="read-only"):  # a new pair's key cannot be made there: said so
         async with conn.transaction(readonly=True):
             await store().data_keys_for(conn, [("ivo", case)])
+
+
+async def test_a_case_erased_whole_stays_erased_for_every_key_asked_for_on_it_later(conn: asyncpg.Connection) -> None:
+    """Retention erased the case: a person added to it afterwards, or its own or monitoring key never made before,
+    gets a key destroyed as it is made (by whom and why the case's erasure says), so nothing written about the case
+    later is kept; another case is untouched."""
+    case, other = new_case(), new_case()
+    before = await store().data_keys_for(conn, [("jo", case)])
+    destroyed = await store().destroy_case(conn, case, by="retention", reason="retention period ended")
+    assert destroyed == [before[("jo", case)].key_id]
+    fresh = KeyStore(store().master)  # a process that never met the case
+    late = await fresh.data_keys_for(
+        conn, [("kit", case), (CASE_PERSON, case), (MONITORING_PERSON, case), ("kit", other)]
+    )
+    assert all(late[(p, case)].aead is None for p in ("kit", CASE_PERSON, MONITORING_PERSON))
+    assert late[("kit", other)].aead is not None
+    rows = await conn.fetch(
+        "SELECT person_id, destroyed_by, destroy_reason FROM keystore.data_keys WHERE case_id = $1 ORDER BY 1", case
+    )
+    assert [tuple(r) for r in rows] == [
+        (p, "retention", "retention period ended") for p in sorted(["jo", "kit", CASE_PERSON, MONITORING_PERSON])
+    ]
+    again = await store().data_keys_for(conn, [("kit", case)])  # and so it stays, asked again by anyone
+    assert again[("kit", case)].key_id == late[("kit", case)].key_id and again[("kit", case)].aead is None
+    kit = Participant(person_id="kit", role=Role.victim, required=True, name="Kit Marlowe").model_dump(mode="json")
+    [sealed] = await encrypt_batch(conn, KeyCache(fresh), [(Participant, kit, case)])
+    assert sealed["name"] == f"enc:v1:{late[('kit', case)].key_id}:", "written after the erasure: nothing kept"
+
+
+async def test_a_key_made_while_its_case_is_erased_is_destroyed_whichever_commits_first(database: str) -> None:
+    """A key made on a case in the same moment as the case's erasure: the erasure waits for the maker and destroys
+    the key, or the maker waits for the erasure and makes the key destroyed; never a live key on an erased case."""
+    maker, eraser = await asyncpg.connect(database), await asyncpg.connect(database)
+    try:
+        # The maker first: the erasure waits for its commit, then destroys what it made.
+        case = new_case()
+        making = maker.transaction()
+        await making.start()
+        made = await store().data_keys_for(maker, [("lou", case)])
+        erasing = asyncio.ensure_future(store().destroy_case(eraser, case, by="retention", reason="due"))
+        await asyncio.sleep(0.3)
+        assert not erasing.done(), "the erasure waits for the key being made"
+        await making.commit()
+        assert await asyncio.wait_for(erasing, 5) == [made[("lou", case)].key_id]
+        assert (await store().data_keys_for(maker, [("lou", case)]))[("lou", case)].aead is None
+
+        # The erasure first: the maker waits for its commit, then makes the key destroyed.
+        case = new_case()
+        erasure = eraser.transaction()
+        await erasure.start()
+        await store().destroy_case(eraser, case, by="retention", reason="due")
+        making_ = asyncio.ensure_future(store().data_keys_for(maker, [("mo", case)]))
+        await asyncio.sleep(0.3)
+        assert not making_.done(), "the key waits for the erasure in flight"
+        await erasure.commit()
+        late = await asyncio.wait_for(making_, 5)
+        assert late[("mo", case)].aead is None
+    finally:
+        await maker.close()
+        await eraser.close()
 
 
 # --- whole records -------------------------------------------------------------------------------
