@@ -18,8 +18,10 @@ import secrets
 from email.header import Header
 from email.headerregistry import Address
 from email.policy import SMTP, SMTPUTF8
+from email.quoprimime import body_encode
 
 CRLF = b"\r\n"
+QP_LINE = 76
 MAX_PLAIN_SUBJECT = 900
 """An ASCII subject up to this long goes as it is (a header line may be 998 octets); longer, not ASCII, or holding
 what a reader would take for an encoded word (``=?``), it is encoded (RFC 2047) and folded."""
@@ -56,9 +58,14 @@ def _to(name: str, address: str) -> str:
 
 
 def _quoted_printable(text: str) -> bytes:
-    """``text`` as quoted-printable lines ending in CRLF (soft breaks included), every byte 7-bit."""
+    """``text`` as quoted-printable lines ending in CRLF (soft breaks included), every byte 7-bit, no line over 76
+    characters (RFC 2045). ``binascii`` does it in C, but lets a line ending in a space or tab reach 78: such a body
+    goes through the standard library's slower encoder instead."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n")
-    return binascii.b2a_qp(lines.encode(), istext=True).replace(b"\n", CRLF)
+    encoded = binascii.b2a_qp(lines.encode(), istext=True)
+    if any(len(line) > QP_LINE for line in encoded.split(b"\n")):
+        return body_encode(lines.encode().decode("latin-1"), maxlinelen=QP_LINE, eol="\r\n").encode()  # by byte
+    return encoded.replace(b"\n", CRLF)
 
 
 def mime_email(
@@ -74,9 +81,11 @@ def mime_email(
 ) -> bytes:
     """The message: ``sender`` and ``recipient`` are bare addresses (already checked as such), ``recipient_name``
     a display name (may be empty; encoded when it is not plain ASCII), ``date`` an RFC 5322 date."""
-    for value, what in ((sender, "sender"), (recipient, "recipient"), (recipient_name, "recipient's name"),
-                        (date, "date"), (message_id, "Message-ID")):  # fmt: skip
+    for value, what in ((sender, "sender"), (recipient, "recipient"), (date, "date"), (message_id, "Message-ID")):
         _header_safe(value, what)
+    # A name is only shown: a control character in it (a tab pasted in with it) becomes a space, rather than the
+    # whole message being refused; none can reach the header.
+    recipient_name = _CONTROL.sub(" ", recipient_name)
     boundary = f"=_rj_{secrets.token_hex(16)}"  # "=_" never occurs in quoted-printable text: it cannot collide
     head = (
         f"From: {sender}\r\n"
