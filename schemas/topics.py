@@ -39,3 +39,7 @@ STEWARD_OF: Final = {
     NOTIFY: "api",  # its only reader: the API's read model (the case page's notifications)
     API: "api",  # the API's own (views logged, links used): it reads it back for its read model
 }
+
+CASE_KEYED: Final = (COMMANDS, REFERRAL, CONSENT, SCHEDULING, NOTIFY, PRIVACY, API)
+"""Topics keyed by case id: a case's records share a partition number on all of them (so a lane) only when they
+all have the same partition count."""

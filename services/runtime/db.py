@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from importlib import resources
 from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import structlog
@@ -119,7 +120,7 @@ _application_name = "rj"
 def name_sessions(name: str) -> None:
     """What this process's database sessions call themselves from now on (PostgreSQL's ``application_name``, shown in
     ``pg_stat_activity``, its logs and ``pg_stat_statements``' neighbours): which service, or its relay, holds a lock
-    or runs a slow query, at a glance."""
+    or runs a slow query, at a glance. A ``DATABASE_URL`` that names one (``?application_name=``) keeps it."""
     global _application_name
     _application_name = name[:63]  # PostgreSQL keeps 63 bytes of it
 
@@ -131,12 +132,13 @@ def session_options(settings: Settings) -> dict[str, Any]:
     prepared statements made again every ``db_statement_replan_s``, so that a plan made for a table when
     it was small does not outlive that."""
     idle = settings.db_keepalive_idle_s
+    named = "application_name" in parse_qs(urlsplit(settings.database_url).query)  # the operator's name wins
     return {
         "timeout": 10.0,
         "command_timeout": settings.db_statement_timeout_s + 5,
         "max_cached_statement_lifetime": settings.db_statement_replan_s,
         "server_settings": {
-            "application_name": _application_name,
+            **({} if named else {"application_name": _application_name}),
             "statement_timeout": str(int(settings.db_statement_timeout_s * 1000)),
             "idle_in_transaction_session_timeout": str(int(settings.db_statement_timeout_s * 2000)),
             "tcp_keepalives_idle": str(idle),

@@ -73,9 +73,10 @@ async def ensure_topics(settings: Settings, names: Iterable[str] = topics.ALL_TO
 async def topic_problems(settings: Settings, names: Iterable[str] = topics.ALL_TOPICS) -> list[str]:
     """How the existing topics differ from what ``ensure_topics`` makes (a topic created by an older version, by
     hand, or by a broker creating topics on first use): retention other than ``topic_config``'s (the broker's
-    default of 7 days would lose the audit trail), or a partition count other than ``TOPIC_PARTITIONS`` (a case's
-    records land on the same partition number in every topic only when all have the same count: that is what keeps
-    a case in one lane, its records applied one transaction at a time, in order). Each a sentence for an operator."""
+    default of 7 days would lose the audit trail), or, on a topic keyed by case (``topics.CASE_KEYED``), a partition
+    count other than ``TOPIC_PARTITIONS`` (a case's records land on the same partition number in every such topic
+    only when all have the same count: that is what keeps a case in one lane, its records applied one transaction
+    at a time, in order). Each a sentence for an operator."""
     names = list(names)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     try:
@@ -104,7 +105,7 @@ async def topic_problems(settings: Settings, names: Iterable[str] = topics.ALL_T
                     f"{settings.topic(name)}: retention.ms is {have.get(key, 'the broker default')}, not {want}"
                 )
         count = partitions.get(settings.topic(name))
-        if count is not None and count != settings.topic_partitions:
+        if name in topics.CASE_KEYED and count is not None and count != settings.topic_partitions:
             problems.append(
                 f"{settings.topic(name)}: {count} partitions, not {settings.topic_partitions} (TOPIC_PARTITIONS): a "
                 "case's records on it would not share a lane with its records on the other topics"

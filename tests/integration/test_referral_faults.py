@@ -155,7 +155,7 @@ async def test_database_connections_failing_mid_batch_lose_nothing_and_apply_not
         while await inbox_count(system) < len(traffic) and terminated < 400:
             terminated += await admin.fetchval(
                 "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = $1 AND pid <> pg_backend_pid() AND application_name = '') t",
+                "WHERE datname = $1 AND application_name = 'rj-referral') t",
                 system.database,
             )
             await asyncio.sleep(0.05)
