@@ -40,7 +40,7 @@ from services.privacy.domain import SCREENED_OUT, DueErasure, ErasurePlan, Reten
 from services.runtime.app import ServiceApp
 from services.runtime.db import connect
 from services.runtime.decision import Emit
-from services.runtime.keystore import CASE_PERSON, KeyStore, ensure_schema
+from services.runtime.keystore import CASE_PERSON, KeyStore, ensure_schema, record_erased_cases
 from services.runtime.outbox import Outgoing, facts
 from services.runtime.settings import Settings
 
@@ -82,6 +82,10 @@ class PrivacyService(ServiceApp):
             conn = await connect(self.settings)  # its own: the migrations' session lock never rides on the pool
             try:
                 await ensure_schema(conn)
+                # The cases this service erased whole before the key store recorded erasures: recorded there, so
+                # that a key made on one later is made destroyed (idempotent: once a start is enough).
+                erased = await store.cases_erased_whole(conn)
+                await record_erased_cases(conn, erased, by=SOURCE, reason="retention period ended")
             finally:
                 await conn.close()
             self._keystore_ready = True
@@ -293,20 +297,28 @@ COMMAND_HANDLERS: dict[type, Handler] = {
 
 async def erase_what_is_due(service: PrivacyService, conn: asyncpg.Connection) -> list[Outgoing]:
     """Retention: on each closed case with no hold, destroy the keys of everyone whose period has run out,
-    and once everyone's has, every key left on the case (its own among them)."""
+    and once everyone's has, every key left on the case (its own among them). The cases erased whole are erased
+    last, after taking at once what erasing them needs in the key store (``lock_cases_for_erasure``): key makers
+    on cases of the same stripes wait from then until this commits, so that is kept to the end."""
     now = datetime.now(UTC)
-    out: list[Outgoing] = []
+    reason = "retention period ended"
+    due_cases = []
     for case in await store.lock_closed_cases(conn, now - service.schedule.shortest, SWEEP_LIMIT):
         due = domain.retention_due(service.schedule, case, now)
         if due is None:
             continue
         destroyed = 0
-        reason = "retention period ended"
         for person in due.people:
             destroyed += len(
                 await service.keystore.destroy(conn, person.person_id, case.case_id, by=SOURCE, reason=reason)
             )
         await store.mark_erased(conn, [(case.case_id, p.person_id) for p in due.people], now)
+        due_cases.append((case, due, destroyed))
+    whole = [case.case_id for case, due, _ in due_cases if due.whole_case]
+    if whole:
+        await service.keystore.lock_cases_for_erasure(conn, whole)
+    out: list[Outgoing] = []
+    for case, due, destroyed in due_cases:
         if due.whole_case:
             destroyed += len(await service.keystore.destroy_case(conn, case.case_id, by=SOURCE, reason=reason))
             await store.mark_case_erased(conn, case.case_id, now)

@@ -119,6 +119,14 @@ async def mark_erased(conn: asyncpg.Connection, pairs: Sequence[tuple[str, str]]
     )
 
 
+async def cases_erased_whole(conn: asyncpg.Connection) -> list[tuple[str, datetime]]:
+    """Every case whose retention erased it whole, and when."""
+    rows = await conn.fetch(
+        f"SELECT case_id, retention_erased_at FROM {SCHEMA}.cases WHERE retention_erased_at IS NOT NULL"
+    )
+    return [(r["case_id"], r["retention_erased_at"]) for r in rows]
+
+
 async def mark_case_erased(conn: asyncpg.Connection, case_id: str, at: datetime) -> None:
     await conn.execute(f"UPDATE {SCHEMA}.cases SET retention_erased_at = $2 WHERE case_id = $1", case_id, at)
     await conn.execute(

@@ -34,7 +34,7 @@ import itertools
 import json
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -442,6 +442,15 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         ALTER TABLE {schema}.erased_cases OWNER TO rj_keystore;
         REVOKE ALL ON {schema}.erased_cases FROM PUBLIC;
+        -- Cases erased whole before this migration: those whose own or monitoring key was destroyed (only a case's
+        -- erasure, destroy_case, destroys either). A case erased with neither key made is not found here.
+        INSERT INTO {schema}.erased_cases (case_id, erased_at, erased_by, erase_reason)
+        SELECT DISTINCT ON (case_id) case_id, destroyed_at, coalesce(destroyed_by, 'unknown'),
+               coalesce(destroy_reason, 'erased before erased cases were recorded')
+          FROM {schema}.data_keys
+         WHERE person_id IN ('(case)', '(monitoring)') AND destroyed_at IS NOT NULL
+         ORDER BY case_id, destroyed_at
+        ON CONFLICT (case_id) DO NOTHING;
 
         CREATE OR REPLACE FUNCTION {schema}.data_keys_make(ids uuid[], persons text[], cases text[], wrapped bytea[],
                                                            versions text[], known uuid[])
@@ -475,7 +484,7 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
                     -- COMMITTED it sees an erasure committed while this waited.
                     PERFORM pg_advisory_xact_lock_shared(hashtext('rj.keystore.case'), stripe)
                        FROM (SELECT DISTINCT hashtext(c) & 15 AS stripe FROM unnest(made_cases) AS c ORDER BY 1) AS s;
-                    IF EXISTS (SELECT 1 FROM {schema}.erased_cases) THEN
+                    IF EXISTS (SELECT 1 FROM {schema}.erased_cases AS e WHERE e.case_id = ANY(made_cases)) THEN
                         EXECUTE
                             'WITH destroyed AS (
                                  UPDATE {schema}.data_keys AS k
@@ -524,6 +533,26 @@ async def ensure_schema(conn: asyncpg.Connection) -> list[str]:
     return await apply_migrations(conn, SCHEMA, _MIGRATIONS)
 
 
+async def record_erased_cases(
+    conn: asyncpg.Connection, cases: Sequence[tuple[str, datetime]], *, by: str, reason: str
+) -> int:
+    """Record ``(case id, when)`` cases as erased whole, where not yet: a case erased before the key store kept
+    that record (migration ``007_erased_cases`` finds only those whose own or monitoring key existed). Returns how
+    many were new."""
+    if not cases:
+        return 0
+    rows = await conn.fetch(
+        f"""INSERT INTO {SCHEMA}.erased_cases (case_id, erased_at, erased_by, erase_reason)
+            SELECT c, w, $3, $4 FROM unnest($1::text[], $2::timestamptz[]) AS u(c, w)
+            ON CONFLICT (case_id) DO NOTHING RETURNING case_id""",
+        [c for c, _ in cases],
+        [w for _, w in cases],
+        by,
+        reason,
+    )
+    return len(rows)
+
+
 # --- the store ----------------------------------------------------------------------------------
 
 _MAKE = f"""SELECT * FROM {SCHEMA}.data_keys_make_packed($1::bytea, $2::text[], $3::text[], $4::bytea, $5::integer,
@@ -556,9 +585,10 @@ One caveat, measured: a table analyzed while it held a couple of hundred rows or
 generic sequential scan (14-24 ms over 300,000 keys) until it is prepared again; a service's sessions prepare their
 statements again every ``DB_STATEMENT_REPLAN_S``, and an autoanalyze of the grown table replans it too."""
 
-_ERASING_CASE = "SELECT pg_advisory_xact_lock(hashtext('rj.keystore.case'), hashtext($1::text) & 15)"
-"""Erasing on a case excludes making new keys on cases of its stripe until the transaction ends (``data_keys_make``,
-migration ``007_erased_cases``)."""
+_ERASING_CASES = """SELECT pg_advisory_xact_lock(hashtext('rj.keystore.case'), stripe)
+                     FROM (SELECT DISTINCT hashtext(c) & 15 AS stripe FROM unnest($1::text[]) AS c ORDER BY 1) AS s"""
+"""Erasing cases excludes making new keys on cases of their stripes until the transaction ends (``data_keys_make``,
+migration ``007_erased_cases``): each stripe once, in order, as makers take theirs."""
 
 _REMEMBERED_PAIRS = 50_000
 """How many (person, case) -> key id pairs a process remembers (``KeyStore._pair_ids``): about 17 MB at most."""
@@ -727,13 +757,19 @@ class KeyStore:
         log.info("data_keys_destroyed", person_id=person_id, case_id=case_id, keys=len(destroyed), by=by)
         return destroyed
 
+    async def lock_cases_for_erasure(self, conn: asyncpg.Connection, case_ids: Iterable[str]) -> None:
+        """Take, until the transaction ends, what erasing ``case_ids`` whole needs (``destroy_case`` takes its own
+        case's): a transaction erasing several cases takes them all first, in one go, in the order key makers take
+        theirs, and so never waits for a maker while holding what that maker waits for."""
+        await conn.execute(_ERASING_CASES, sorted(set(case_ids)))
+
     async def destroy_case(self, conn: asyncpg.Connection, case_id: str, *, by: str, reason: str) -> list[str]:
         """Erase everyone's data on one case (its retention ran out), and whatever is written about it afterwards:
         the case is recorded erased, so a key asked for later on it, for anyone, is made destroyed (migration
         ``007_erased_cases``). Waits for any transaction making a key on the case to end, so that key is destroyed
         too. Returns the ids of the keys destroyed now."""
         async with conn.transaction():
-            await conn.execute(_ERASING_CASE, case_id)
+            await self.lock_cases_for_erasure(conn, [case_id])
             await conn.execute(
                 f"""INSERT INTO {SCHEMA}.erased_cases (case_id, erased_by, erase_reason) VALUES ($1, $2, $3)
                     ON CONFLICT (case_id) DO NOTHING""",

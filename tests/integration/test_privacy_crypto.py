@@ -36,6 +36,7 @@ from services.runtime.keystore import (
     MasterKeys,
     UnknownMasterKey,
     ensure_schema,
+    record_erased_cases,
 )
 from services.runtime.settings import Settings
 
@@ -691,6 +692,64 @@ async def test_a_key_made_while_its_case_is_erased_is_destroyed_whichever_commit
     finally:
         await maker.close()
         await eraser.close()
+
+
+async def test_erasing_several_cases_at_once_takes_what_it_needs_first_and_never_deadlocks_with_a_key_maker(
+    database: str, conn: asyncpg.Connection
+) -> None:
+    """The retention sweep erases many cases in one transaction. It takes what they need in the key store at once,
+    in the order key makers take theirs (``lock_cases_for_erasure``), then erases each: a maker making keys on cases
+    of the same stripes waits for it and gets destroyed keys, and neither fails (found in review: erased one by
+    one, a case on stripe 9 then one on stripe 2, the sweep deadlocked with a maker on stripes 2 and 9)."""
+
+    async def case_on(stripe: int) -> str:
+        while True:
+            case = new_case()
+            if await conn.fetchval("SELECT hashtext($1) & 15", case) == stripe:
+                return case
+
+    erased = [await case_on(9), await case_on(2)]  # in the sweep's order, not the stripes'
+    making_on = [await case_on(2), await case_on(9)]
+    eraser, maker = await asyncpg.connect(database), await asyncpg.connect(database)
+    try:
+        sweep = eraser.transaction()
+        await sweep.start()
+        await store().lock_cases_for_erasure(eraser, erased)
+        await store().destroy_case(eraser, erased[0], by="retention", reason="due")
+        making = maker.transaction()
+        await making.start()
+        keys = asyncio.ensure_future(store().data_keys_for(maker, [("pip", c) for c in making_on]))
+        await asyncio.sleep(0.3)
+        assert not keys.done(), "the maker waits for the sweep"
+        await store().destroy_case(eraser, erased[1], by="retention", reason="due")
+        await sweep.commit()
+        made = await asyncio.wait_for(keys, 5)
+        await making.commit()
+        assert all(made[("pip", c)].aead is not None for c in making_on), "cases not erased: live keys"
+    finally:
+        await eraser.close()
+        await maker.close()
+
+
+async def test_a_case_erased_before_erasures_were_recorded_is_recorded_by_the_privacy_service_and_stays_erased(
+    conn: asyncpg.Connection,
+) -> None:
+    """A case the retention sweep erased before the key store recorded erased cases, with neither its own nor its
+    monitoring key made (which migration 007 finds): the privacy service records it at start
+    (``record_erased_cases``, from its own cases), once, and a key made on it afterwards is made destroyed."""
+    case = new_case()
+    await store().data_keys_for(conn, [("ned", case)])
+    await conn.execute(  # destroy_case as it was: the keys only
+        "UPDATE keystore.data_keys SET wrapped_key = NULL, destroyed_at = now(), destroyed_by = 'privacy', "
+        "destroy_reason = 'retention period ended' WHERE case_id = $1",
+        case,
+    )
+    assert (await KeyStore(store().master).data_keys_for(conn, [("ola", case)]))[("ola", case)].aead is not None
+    when = datetime(2026, 1, 2, tzinfo=UTC)
+    assert await record_erased_cases(conn, [(case, when)], by="privacy", reason="retention period ended") == 1
+    assert await record_erased_cases(conn, [(case, when)], by="privacy", reason="retention period ended") == 0
+    late = await KeyStore(store().master).data_keys_for(conn, [("pat", case)])
+    assert late[("pat", case)].aead is None
 
 
 # --- whole records -------------------------------------------------------------------------------
