@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -12,6 +12,7 @@ import asyncpg
 from schemas.envelope import CloudEvent, derived_event_id, new_event
 from services.runtime import privacy
 from services.runtime.decision import Emit
+from services.runtime.records import Record
 
 
 @dataclass(frozen=True)
@@ -101,23 +102,66 @@ async def first_positions(
     return {r["event_id"]: (r["position"], r["received_at"]) for r in rows}
 
 
-async def write_outbox(conn: asyncpg.Connection, schema: str, messages: Sequence[Outgoing]) -> None:
+async def write_outbox(
+    conn: asyncpg.Connection,
+    schema: str,
+    messages: Sequence[Outgoing],
+    *,
+    positions: Mapping[tuple[str, int], int] | None = None,
+) -> None:
     """Append ``messages`` to the outbox, their events' personal fields sealed (``privacy``); an id already
-    there (a replayed decision) is not written twice."""
+    there (a replayed decision) is not written twice. ``positions``: the next offset to read of each (topic,
+    partition) the batch applied, stored with it in the same statement (``store_positions``; never backwards)."""
     if not messages:
+        if positions:
+            await store_positions(conn, schema, positions)
         return
     messages = await privacy.batch().seal_outgoing(conn, messages)
-    # One round trip: the rows, and a wake-up for the relay (delivered when the transaction commits).
-    await conn.execute(
-        f"WITH written AS (INSERT INTO {schema}.outbox (event_id, topic, key, value) "
-        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) "
-        "ON CONFLICT (event_id) DO NOTHING RETURNING 1) "
-        "SELECT pg_notify($5, '')",
+    args: list[Any] = [
         [m.event_id for m in messages],
         [m.topic for m in messages],
         [m.key for m in messages],
         [m.value for m in messages],
         notify_channel(schema),
+    ]
+    moved = ""
+    if positions:
+        # A batch's one closing round trip: its facts, where it read up to, and a wake-up for the relay (delivered
+        # when the transaction commits). Every data-modifying WITH runs, read or not.
+        moved = f", moved AS ({_STORE_POSITIONS.format(schema=schema, first=6, second=7, third=8)} RETURNING 1)"
+        args += [[t for t, _ in positions], [p for _, p in positions], list(positions.values())]
+    await conn.execute(
+        f"WITH written AS (INSERT INTO {schema}.outbox (event_id, topic, key, value) "
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) "
+        f"ON CONFLICT (event_id) DO NOTHING RETURNING 1){moved} "
+        "SELECT pg_notify($5, '')",
+        *args,
+    )
+
+
+_STORE_POSITIONS = """INSERT INTO {schema}.consumer_positions AS p (topic, partition, next_offset)
+    SELECT * FROM unnest(${first}::text[], ${second}::int[], ${third}::bigint[])
+    ON CONFLICT (topic, partition) DO UPDATE SET next_offset = GREATEST(p.next_offset, EXCLUDED.next_offset)"""
+
+
+def next_positions(records: Iterable[Record]) -> dict[tuple[str, int], int]:
+    """The next offset to read of each (topic, partition) ``records`` came from."""
+    nexts: dict[tuple[str, int], int] = {}
+    for record in records:
+        where = (record.topic, record.partition)
+        nexts[where] = max(nexts.get(where, 0), record.offset + 1)
+    return nexts
+
+
+async def store_positions(conn: asyncpg.Connection, schema: str, positions: Mapping[tuple[str, int], int]) -> None:
+    """Record, with what was applied, the next offset to read of each partition (never backwards)."""
+    if not positions:
+        return
+    await conn.execute(
+        _STORE_POSITIONS.format(schema=schema, first=1, second=2, third=3),
+        [t for t, _ in positions],
+        [p for _, p in positions],
+        list(positions.values()),
     )
 
 

@@ -46,7 +46,7 @@ from services.runtime.db import retry_transient, transaction
 from services.runtime.deadletters import store_dead_letters
 from services.runtime.fieldcrypt import cipher_for
 from services.runtime.keystore import KeyCache, KeyStoreError
-from services.runtime.outbox import Outgoing, claim_inbox, first_positions, write_outbox
+from services.runtime.outbox import Outgoing, claim_inbox, first_positions, next_positions, write_outbox
 from services.runtime.privacy import Privacy, batch_scope, has_sealed_values
 from services.runtime.privacy import batch as privacy_batch
 from services.runtime.records import Record, describe_error, printable
@@ -80,25 +80,6 @@ def inbox_check_switched_off(service: str) -> bool:
 def parked_context(record: Record) -> bytes:
     """What a parked record's sealed bytes are bound to (given again to open them)."""
     return f"parked:{record.position}".encode()
-
-
-async def store_positions(conn: asyncpg.Connection, schema: str, records: Sequence[Record]) -> None:
-    """Record, with what was applied, the next offset to read of each partition (never backwards)."""
-    nexts: dict[tuple[str, int], int] = {}
-    for record in records:
-        where = (record.topic, record.partition)
-        nexts[where] = max(nexts.get(where, 0), record.offset + 1)
-    if not nexts:
-        return
-    await conn.execute(
-        f"""INSERT INTO {schema}.consumer_positions AS p (topic, partition, next_offset)
-            SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])
-            ON CONFLICT (topic, partition)
-            DO UPDATE SET next_offset = GREATEST(p.next_offset, EXCLUDED.next_offset)""",
-        [t for t, _ in nexts],
-        [p for _, p in nexts],
-        list(nexts.values()),
-    )
 
 
 # --- what triage decides for each record ----------------------------------------------------------
@@ -357,13 +338,10 @@ class BatchProcessor:
         outgoing += [i.answer for i in ready if isinstance(i, Answer)]
         outgoing += [i.answer for i in letters if i.answer is not None]
         outgoing += await store_dead_letters(conn, self.schema, self.service, letters)
-        await write_outbox(conn, self.schema, outgoing)
         await self._park(conn, to_park)
-        await self._store_positions(conn, [i.record for i in items if i.parked_seq is None])
+        positions = next_positions(i.record for i in items if i.parked_seq is None)
+        await write_outbox(conn, self.schema, outgoing, positions=positions)  # one round trip for both
         metrics.EVENTS_APPLIED.inc(len(new_events))
-
-    async def _store_positions(self, conn: asyncpg.Connection, records: Sequence[Record]) -> None:
-        await store_positions(conn, self.schema, records)
 
     async def stored_positions(self) -> dict[tuple[str, int], int]:
         """The next offset to read of every partition this service has applied records of."""

@@ -19,7 +19,7 @@ import structlog
 
 from services.runtime import privacy
 from services.runtime.db import retry_transient, transaction
-from services.runtime.processor import store_positions
+from services.runtime.outbox import next_positions, store_positions
 from services.runtime.records import Record
 
 log = structlog.get_logger()
@@ -49,7 +49,7 @@ class RawBatchSteps:
             with privacy.batch_scope(self.privacy):
                 async with transaction(self.pool) as conn:
                     await self.handler(conn, items)
-                    await store_positions(conn, self.schema, items)
+                    await store_positions(conn, self.schema, next_positions(items))
 
         # A "data fault" here is ours, not the record's (the handler takes any bytes): retry it too.
         while True:
