@@ -19,13 +19,14 @@ from schemas import topics
 from schemas.commands import RecordVictimInformationProvided, RecordVictimSupportReferral
 from schemas.consent import RiskAssessmentRecorded
 from schemas.envelope import CloudEvent
-from schemas.referral import VictimInformationDue, VictimInformationProvided, VictimSupportReferralDue
+from schemas.referral import CaseOpened, VictimInformationDue, VictimInformationProvided, VictimSupportReferralDue
 from schemas.scheduling import CaseClosed
 from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, ReferralRequested
 from services.referral import domain, reoffending, store
 from services.referral.domain import CrimeFile, Emit
-from services.runtime import metrics
+from services.runtime import metrics, privacy
 from services.runtime.app import ServiceApp
+from services.runtime.keystore import MONITORING_PERSON
 from services.runtime.outbox import Outgoing, facts
 
 SOURCE = "urn:rj:service:referral"
@@ -102,6 +103,14 @@ async def _take_in_files(
         ]
         if (ending := reoffending.case_ending(before, files[key], emits, closure)) is not None:
             ended.append(ending)
+        # A case opened now is told with its people's monitoring data, sealed under the case's monitoring key: made
+        # with the keys the file is sealed under next, not in a round trip of its own when the facts are sealed.
+        privacy.batch().expect(
+            (MONITORING_PERSON, e.data.case_id)
+            for e in emits
+            if isinstance(e.data, CaseOpened)
+            and any(p.age_band or p.gender or p.ethnicity for p in e.data.participants)
+        )
         out += publish(emits, files[key].case_id, event, now, key[0])
     outcomes = [e for e in about_files if isinstance(e.data, CrimeOutcomeRecorded) and e.id in keys]
     # Before either path reads the reoffending index: a closure and an outcome about the same offender, committed

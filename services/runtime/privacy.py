@@ -27,7 +27,7 @@ and without that switch refuses to start.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -132,6 +132,8 @@ class Batch:
     privacy: Privacy
     _keys: KeyCache | None = None
     _buckets: dict[str, BucketKey] = field(default_factory=dict)
+    _expected: set[PersonCase] = field(default_factory=set)
+    """Keys the batch will seal under later (``expect``): loaded with the next ones it seals under now."""
     _read_sealed: dict[int, tuple[BaseModel, str, str]] = field(default_factory=dict)  # id -> (model, text, case)
     """Models ``open_models`` made from sealed text, by identity, with that text: see ``seal_models``."""
 
@@ -205,12 +207,21 @@ class Batch:
         sealed = iter(await self._seal_pending(conn, [p for p in pending if p is not None]))
         return [d if p is None else next(sealed) for p, (_, d, _) in zip(pending, items, strict=True)]
 
+    def expect(self, pairs: Iterable[PersonCase]) -> None:
+        """Say that this batch will seal under these (person, case) keys later (e.g. a fact about a case being opened
+        needs the case's monitoring key, while its state is sealed first): they are loaded, or made, in the same
+        round trip as the next keys it seals under, instead of in one of their own."""
+        if self.enabled:
+            self._expected.update(pairs)
+
     async def _seal_pending(
         self, conn: asyncpg.Connection, pending: Sequence[PendingEncryption]
     ) -> list[dict[str, Any]]:
-        """Each located document sealed, every key they need loaded first in one round trip."""
+        """Each located document sealed, every key they need (and those expected) loaded first in one round trip."""
         owners = set().union(*(p.owners for p in pending))
         if owners:
+            owners |= self._expected
+            self._expected = set()
             await self.keys.load(conn, pairs=owners)
         return [p.seal(self.keys) for p in pending]
 
