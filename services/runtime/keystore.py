@@ -537,19 +537,32 @@ async def record_erased_cases(
     conn: asyncpg.Connection, cases: Sequence[tuple[str, datetime]], *, by: str, reason: str
 ) -> int:
     """Record ``(case id, when)`` cases as erased whole, where not yet: a case erased before the key store kept
-    that record (migration ``007_erased_cases`` finds only those whose own or monitoring key existed). Returns how
-    many were new."""
+    that record (migration ``007_erased_cases`` finds only those whose own or monitoring key existed). A key made on
+    such a case in between (live, on a case erased whole) is destroyed with the record. Returns how many were new."""
     if not cases:
         return 0
-    rows = await conn.fetch(
-        f"""INSERT INTO {SCHEMA}.erased_cases (case_id, erased_at, erased_by, erase_reason)
-            SELECT c, w, $3, $4 FROM unnest($1::text[], $2::timestamptz[]) AS u(c, w)
-            ON CONFLICT (case_id) DO NOTHING RETURNING case_id""",
-        [c for c, _ in cases],
-        [w for _, w in cases],
-        by,
-        reason,
-    )
+    ordered = sorted(dict(cases).items())
+    async with conn.transaction():
+        # As an erasure does: a key being made on one of them meanwhile is destroyed with it, or sees the record.
+        await conn.execute(_ERASING_CASES, [c for c, _ in ordered])
+        rows = await conn.fetch(
+            f"""INSERT INTO {SCHEMA}.erased_cases (case_id, erased_at, erased_by, erase_reason)
+                SELECT c, w, $3, $4 FROM unnest($1::text[], $2::timestamptz[]) AS u(c, w) ORDER BY c
+                ON CONFLICT (case_id) DO NOTHING RETURNING case_id""",
+            [c for c, _ in ordered],
+            [w for _, w in ordered],
+            by,
+            reason,
+        )
+        if rows:  # and what was made on them before this record is destroyed now, as destroy_case would
+            await conn.execute(
+                f"""UPDATE {SCHEMA}.data_keys AS k
+                    SET wrapped_key = NULL, destroyed_at = now(), destroyed_by = $2, destroy_reason = $3
+                    WHERE k.case_id = ANY($1::text[]) AND k.wrapped_key IS NOT NULL""",
+                [r[0] for r in rows],
+                by,
+                reason,
+            )
     return len(rows)
 
 

@@ -736,7 +736,8 @@ async def test_a_case_erased_before_erasures_were_recorded_is_recorded_by_the_pr
 ) -> None:
     """A case the retention sweep erased before the key store recorded erased cases, with neither its own nor its
     monitoring key made (which migration 007 finds): the privacy service records it at start
-    (``record_erased_cases``, from its own cases), once, and a key made on it afterwards is made destroyed."""
+    (``record_erased_cases``, from its own cases), once: a key made on it since is destroyed, and one made on it
+    afterwards is made destroyed."""
     case = new_case()
     await store().data_keys_for(conn, [("ned", case)])
     await conn.execute(  # destroy_case as it was: the keys only
@@ -744,12 +745,14 @@ async def test_a_case_erased_before_erasures_were_recorded_is_recorded_by_the_pr
         "destroy_reason = 'retention period ended' WHERE case_id = $1",
         case,
     )
-    assert (await KeyStore(store().master).data_keys_for(conn, [("ola", case)]))[("ola", case)].aead is not None
+    ola = await KeyStore(store().master).data_keys_for(conn, [("ola", case)])  # made on it before the record
+    assert ola[("ola", case)].aead is not None
     when = datetime(2026, 1, 2, tzinfo=UTC)
     assert await record_erased_cases(conn, [(case, when)], by="privacy", reason="retention period ended") == 1
     assert await record_erased_cases(conn, [(case, when)], by="privacy", reason="retention period ended") == 0
-    late = await KeyStore(store().master).data_keys_for(conn, [("pat", case)])
+    late = await KeyStore(store().master).data_keys_for(conn, [("pat", case), ("ola", case)])
     assert late[("pat", case)].aead is None
+    assert late[("ola", case)].aead is None, "a key made on the erased case before it was recorded goes with it"
 
 
 # --- whole records -------------------------------------------------------------------------------
