@@ -539,31 +539,54 @@ async def record_erased_cases(
     """Record ``(case id, when)`` cases as erased whole, where not yet: a case erased before the key store kept
     that record (migration ``007_erased_cases`` finds only those whose own or monitoring key existed). A key made on
     such a case in between (live, on a case erased whole) is destroyed with the record. Returns how many were new."""
+    recorded, _ = await _erase_whole(conn, cases, by=by, reason=reason, destroy_on="newly recorded")
+    return recorded
+
+
+async def _erase_whole(
+    conn: asyncpg.Connection,
+    cases: Sequence[tuple[str, datetime | None]],
+    *,
+    by: str,
+    reason: str,
+    destroy_on: Literal["every case", "newly recorded"],
+) -> tuple[int, list[str]]:
+    """Record ``(case id, when)`` cases erased whole (``when`` None: now) where not yet, and destroy every live key on
+    them (``destroy_on``: every one given, or only those recorded now), their stripes taken first (``_ERASING_CASES``):
+    a key being made on one meanwhile is destroyed with it, or sees the record. (How many records were new, the ids of
+    the keys destroyed.)"""
     if not cases:
-        return 0
+        return 0, []
     ordered = sorted(dict(cases).items())
     async with conn.transaction():
-        # As an erasure does: a key being made on one of them meanwhile is destroyed with it, or sees the record.
         await conn.execute(_ERASING_CASES, [c for c, _ in ordered])
-        rows = await conn.fetch(
-            f"""INSERT INTO {SCHEMA}.erased_cases (case_id, erased_at, erased_by, erase_reason)
-                SELECT c, w, $3, $4 FROM unnest($1::text[], $2::timestamptz[]) AS u(c, w) ORDER BY c
-                ON CONFLICT (case_id) DO NOTHING RETURNING case_id""",
-            [c for c, _ in ordered],
-            [w for _, w in ordered],
-            by,
-            reason,
-        )
-        if rows:  # and what was made on them before this record is destroyed now, as destroy_case would
-            await conn.execute(
-                f"""UPDATE {SCHEMA}.data_keys AS k
-                    SET wrapped_key = NULL, destroyed_at = now(), destroyed_by = $2, destroy_reason = $3
-                    WHERE k.case_id = ANY($1::text[]) AND k.wrapped_key IS NOT NULL""",
-                [r[0] for r in rows],
+        recorded = [
+            r[0]
+            for r in await conn.fetch(
+                f"""INSERT INTO {SCHEMA}.erased_cases (case_id, erased_at, erased_by, erase_reason)
+                    SELECT c, coalesce(w, now()), $3, $4 FROM unnest($1::text[], $2::timestamptz[]) AS u(c, w)
+                    ORDER BY c
+                    ON CONFLICT (case_id) DO NOTHING RETURNING case_id""",
+                [c for c, _ in ordered],
+                [w for _, w in ordered],
                 by,
                 reason,
             )
-    return len(rows)
+        ]
+        targets = [c for c, _ in ordered] if destroy_on == "every case" else recorded
+        destroyed = (
+            await conn.fetch(
+                f"""UPDATE {SCHEMA}.data_keys
+                    SET wrapped_key = NULL, destroyed_at = now(), destroyed_by = $2, destroy_reason = $3
+                    WHERE case_id = ANY($1::text[]) AND wrapped_key IS NOT NULL RETURNING key_id::text""",
+                targets,
+                by,
+                reason,
+            )
+            if targets
+            else []
+        )
+    return len(recorded), sorted(r[0] for r in destroyed)
 
 
 # --- the store ----------------------------------------------------------------------------------
@@ -781,25 +804,9 @@ class KeyStore:
         the case is recorded erased, so a key asked for later on it, for anyone, is made destroyed (migration
         ``007_erased_cases``). Waits for any transaction making a key on the case to end, so that key is destroyed
         too. Returns the ids of the keys destroyed now."""
-        async with conn.transaction():
-            await self.lock_cases_for_erasure(conn, [case_id])
-            await conn.execute(
-                f"""INSERT INTO {SCHEMA}.erased_cases (case_id, erased_by, erase_reason) VALUES ($1, $2, $3)
-                    ON CONFLICT (case_id) DO NOTHING""",
-                case_id,
-                by,
-                reason,
-            )
-            rows = await conn.fetch(
-                f"""UPDATE {SCHEMA}.data_keys
-                    SET wrapped_key = NULL, destroyed_at = now(), destroyed_by = $2, destroy_reason = $3
-                    WHERE case_id = $1 AND wrapped_key IS NOT NULL RETURNING key_id::text""",
-                case_id,
-                by,
-                reason,
-            )
-        log.info("case_keys_destroyed", case_id=case_id, keys=len(rows), by=by)
-        return sorted(r[0] for r in rows)
+        _, destroyed = await _erase_whole(conn, [(case_id, None)], by=by, reason=reason, destroy_on="every case")
+        log.info("case_keys_destroyed", case_id=case_id, keys=len(destroyed), by=by)
+        return destroyed
 
     async def rotate(self, conn: asyncpg.Connection, to_version: str | None = None, *, batch_size: int = 500) -> int:
         """Re-wrap every live data and bucket key under ``to_version`` (default: the current master key).
