@@ -318,9 +318,14 @@ def _seal_value(keys: KeyCache, key: DataKey, field_name: str, plaintext: bytes)
     if parts is None:
         parts = keys.token_parts[(key.key_id, field_name)] = (
             f"{TOKEN_PREFIX}{key.key_id}:",
-            f"{key.key_id}\x00{field_name}".encode(),
+            _field_aad(key.key_id, field_name),
         )
     return parts[0] + binascii.b2a_base64(nonce + aead.encrypt(nonce, plaintext, parts[1]), newline=False).decode()
+
+
+def _field_aad(key_id: str, field_name: str) -> bytes:
+    """A token's additional data: its key's id and its field's name (a token moved into another field fails)."""
+    return f"{key_id}\x00{field_name}".encode()
 
 
 _SCHEMA_STAND_IN: Any = object()
@@ -365,7 +370,7 @@ def _decrypt_value(token: str, key: DataKey, field_name: str, path: str) -> Any:
         blob = base64.b64decode(encoded, validate=True)
         if len(blob) <= NONCE_BYTES:
             raise TamperedToken(f"{path}: encrypted value under key {key.key_id} is truncated")
-        plaintext = key.aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], f"{key.key_id}\x00{field_name}".encode())
+        plaintext = key.aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], _field_aad(key.key_id, field_name))
     except (binascii.Error, InvalidTag):
         raise TamperedToken(
             f"{path}: encrypted value under key {key.key_id} fails authentication (altered, or moved from "
