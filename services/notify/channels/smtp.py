@@ -120,14 +120,16 @@ class SmtpSender:
     def compose(self, message: Outbound) -> bytes:
         """The email's bytes: text and HTML alternatives (``mime.mime_email``). Raises ``ValueError`` for an address
         that is not one, or a header value with a line break (header injection is refused, never sent)."""
-        to = _parse_address(message.to)
+        return self._compose(message, _parse_address(message.to).addr_spec, self.message_id(message.notification_id))
+
+    def _compose(self, message: Outbound, recipient: str, message_id: str) -> bytes:
         return mime_email(
             sender=self.from_address,
-            recipient=to.addr_spec,
+            recipient=recipient,
             recipient_name=message.recipient_name or "",
             subject=message.rendered.subject,
             date=format_datetime(datetime.now(UTC)),
-            message_id=self.message_id(message.notification_id),
+            message_id=message_id,
             text=message.rendered.text,
             html=message.rendered.html,
         )
@@ -137,10 +139,10 @@ class SmtpSender:
             raise ValueError(f"the SMTP sender sends email, not {message.channel}")
         message_id = self.message_id(message.notification_id)
         try:
-            content = self.compose(message)
+            recipient = _parse_address(message.to).addr_spec
+            content = self._compose(message, recipient, message_id)  # the address and Message-ID worked out once
         except ValueError:
             return SendResult(Outcome.permanent_failure, detail="not a valid email address or subject")
-        recipient = _parse_address(message.to).addr_spec
         options = [] if recipient.isascii() else ["SMTPUTF8"]
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.connections)
