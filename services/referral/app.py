@@ -19,7 +19,14 @@ from schemas import topics
 from schemas.commands import RecordVictimInformationProvided, RecordVictimSupportReferral
 from schemas.consent import RiskAssessmentRecorded
 from schemas.envelope import CloudEvent
-from schemas.referral import CaseOpened, VictimInformationDue, VictimInformationProvided, VictimSupportReferralDue
+from schemas.pii import monitoring_fields
+from schemas.referral import (
+    CaseOpened,
+    Participant,
+    VictimInformationDue,
+    VictimInformationProvided,
+    VictimSupportReferralDue,
+)
 from schemas.scheduling import CaseClosed
 from schemas.upstream import CrimeOutcomeRecorded, CrimeRecorded, ReferralRequested
 from services.referral import domain, reoffending, store
@@ -30,6 +37,9 @@ from services.runtime.keystore import MONITORING_PERSON
 from services.runtime.outbox import Outgoing, facts
 
 SOURCE = "urn:rj:service:referral"
+
+_MONITORING = tuple(sorted(monitoring_fields(Participant)))
+"""A participant's fields the contract marks monitoring data: sealed under the case's monitoring key."""
 
 TOPICS_IN = (topics.CRIME_EVENTS, topics.COMMANDS, topics.SCHEDULING, topics.CONSENT)
 
@@ -109,7 +119,7 @@ async def _take_in_files(
             (MONITORING_PERSON, e.data.case_id)
             for e in emits
             if isinstance(e.data, CaseOpened)
-            and any(p.age_band or p.gender or p.ethnicity for p in e.data.participants)
+            and any(getattr(p, name) is not None for p in e.data.participants for name in _MONITORING)
         )
         out += publish(emits, files[key].case_id, event, now, key[0])
     outcomes = [e for e in about_files if isinstance(e.data, CrimeOutcomeRecorded) and e.id in keys]
